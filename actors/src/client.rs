@@ -1,0 +1,215 @@
+//! `TwinNode`: typed, async access to a node's twins through actor messages. The
+//! HTTP API is built on it, and an embedded agent uses it directly — no HTTP in
+//! between.
+
+use crate::definition::TwinDefinition;
+use crate::error::TwinError;
+use crate::protocol::{
+    Fault, ForkOptions, HostMsg, JointCommandEntry, Reply, StartOptions, StepReport, TwinFilter,
+    TwinMsg, TwinRuntimeInfo,
+};
+use crate::record::{Clock, TwinRecord};
+use hanzo_twin_engines::{JointCommand, Observation, SimState};
+use ractor::ActorRef;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// A handle on a node's twin host. Cheap to clone; every call has a timeout.
+/// When the node's supervisor restarts the host, it swaps the new one in here,
+/// so handles stay valid.
+#[derive(Clone)]
+pub struct TwinNode {
+    host: Arc<RwLock<ActorRef<HostMsg>>>,
+    timeout: Duration,
+}
+
+impl TwinNode {
+    pub fn new(host: ActorRef<HostMsg>, timeout: Duration) -> TwinNode {
+        TwinNode {
+            host: Arc::new(RwLock::new(host)),
+            timeout,
+        }
+    }
+
+    /// The same node with another per-call timeout.
+    pub fn with_timeout(&self, timeout: Duration) -> TwinNode {
+        TwinNode {
+            host: self.host.clone(),
+            timeout,
+        }
+    }
+
+    pub fn host(&self) -> ActorRef<HostMsg> {
+        // The lock only guards a swap of one reference; a poisoned one still
+        // holds a valid reference.
+        self.host.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Points this handle (and its clones) at a new host actor.
+    pub fn replace_host(&self, host: ActorRef<HostMsg>) {
+        *self.host.write().unwrap_or_else(|p| p.into_inner()) = host;
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        what: &str,
+        build: impl FnOnce(Reply<T>) -> HostMsg,
+    ) -> Result<T, TwinError> {
+        match self.host().call(build, Some(self.timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(TwinError::Timeout {
+                id: what.to_string(),
+                what: "the request",
+                timeout_ms: self.timeout.as_millis() as u64,
+            }),
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                Err(TwinError::Unavailable(what.to_string()))
+            }
+        }
+    }
+
+    /// Sends `msg` to the twin's actor through the host.
+    async fn route<T: Send + 'static>(
+        &self,
+        twin: &str,
+        build: impl FnOnce(Reply<T>) -> TwinMsg,
+    ) -> Result<T, TwinError> {
+        let twin = twin.to_string();
+        self.ask(&twin.clone(), move |reply| HostMsg::Route {
+            twin,
+            msg: build(reply),
+        })
+        .await
+    }
+
+    pub async fn create(&self, definition: TwinDefinition) -> Result<TwinRecord, TwinError> {
+        self.ask("create", |reply| HostMsg::Create { definition, reply })
+            .await
+    }
+
+    pub async fn get(&self, twin: &str) -> Result<TwinRecord, TwinError> {
+        let t = twin.to_string();
+        self.ask(twin, |reply| HostMsg::Get { twin: t, reply }).await
+    }
+
+    pub async fn list(&self, filter: TwinFilter) -> Result<Vec<TwinRecord>, TwinError> {
+        self.ask("list", |reply| HostMsg::List { filter, reply }).await
+    }
+
+    pub async fn update(
+        &self,
+        twin: &str,
+        patch: serde_json::Value,
+    ) -> Result<TwinRecord, TwinError> {
+        let t = twin.to_string();
+        self.ask(twin, |reply| HostMsg::Update {
+            twin: t,
+            patch,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn delete(&self, twin: &str) -> Result<(), TwinError> {
+        let t = twin.to_string();
+        self.ask(twin, |reply| HostMsg::Delete { twin: t, reply })
+            .await
+    }
+
+    pub async fn start(&self, twin: &str, options: StartOptions) -> Result<TwinRecord, TwinError> {
+        let t = twin.to_string();
+        self.ask(twin, |reply| HostMsg::Start {
+            twin: t,
+            options,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn stop(&self, twin: &str) -> Result<TwinRecord, TwinError> {
+        let t = twin.to_string();
+        self.ask(twin, |reply| HostMsg::Stop { twin: t, reply }).await
+    }
+
+    /// Forks the twin's current state into a new ephemeral twin.
+    pub async fn fork(&self, twin: &str, options: ForkOptions) -> Result<TwinRecord, TwinError> {
+        let t = twin.to_string();
+        self.ask(twin, |reply| HostMsg::Fork {
+            twin: t,
+            options,
+            reply,
+        })
+        .await
+    }
+
+    /// The twin's complete state: live when running, else its last checkpoint.
+    pub async fn checkpoint(&self, twin: &str) -> Result<SimState, TwinError> {
+        let t = twin.to_string();
+        self.ask(twin, |reply| HostMsg::Checkpoint { twin: t, reply })
+            .await
+    }
+
+    pub async fn restore(&self, twin: &str, state: SimState) -> Result<TwinRecord, TwinError> {
+        let t = twin.to_string();
+        self.ask(twin, |reply| HostMsg::Restore {
+            twin: t,
+            state,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn step(&self, twin: &str, steps: u64) -> Result<StepReport, TwinError> {
+        self.route(twin, |reply| TwinMsg::Step { steps, reply }).await
+    }
+
+    pub async fn command(
+        &self,
+        twin: &str,
+        commands: Vec<JointCommandEntry>,
+    ) -> Result<(), TwinError> {
+        self.route(twin, |reply| TwinMsg::Command { commands, reply })
+            .await
+    }
+
+    /// Commands one joint.
+    pub async fn command_joint(
+        &self,
+        twin: &str,
+        joint: &str,
+        command: JointCommand,
+    ) -> Result<(), TwinError> {
+        let entry = JointCommandEntry {
+            joint: joint.to_string(),
+            command,
+        };
+        self.command(twin, vec![entry]).await
+    }
+
+    pub async fn observe(&self, twin: &str, path: &str) -> Result<Observation, TwinError> {
+        let path = path.to_string();
+        self.route(twin, |reply| TwinMsg::Observe { path, reply })
+            .await
+    }
+
+    pub async fn set_clock(&self, twin: &str, clock: Clock) -> Result<(), TwinError> {
+        self.route(twin, |reply| TwinMsg::SetClock { clock, reply })
+            .await
+    }
+
+    pub async fn info(&self, twin: &str) -> Result<TwinRuntimeInfo, TwinError> {
+        self.route(twin, |reply| TwinMsg::Info { reply }).await
+    }
+
+    pub async fn inject_fault(&self, twin: &str, fault: Fault) -> Result<(), TwinError> {
+        self.route(twin, |reply| TwinMsg::InjectFault { fault, reply })
+            .await
+    }
+
+    /// Stops every twin with a final checkpoint; they resume when the node starts
+    /// again.
+    pub async fn shutdown(&self) -> Result<(), TwinError> {
+        self.ask("shutdown", |reply| HostMsg::Shutdown { reply })
+            .await
+    }
+}

@@ -1,0 +1,721 @@
+//! The twin definition (the spec's Twin Schema): parsed from YAML or JSON and
+//! validated while parsing, so every error names the field and, for YAML and JSON
+//! text, the line it came from.
+
+use hanzo_twin_engines::{EngineConfig, EngineKind};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+/// A twin as its owner declares it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwinDefinition {
+    /// Human-readable name, unique within the organization.
+    pub name: Name,
+    /// Owning organization.
+    #[serde(default = "default_organization")]
+    pub organization: Name,
+    pub scene: SceneSpec,
+    pub engine: EngineSpec,
+    #[serde(default)]
+    pub sync: SyncSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_randomization: Option<DomainRandomization>,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub tags: Vec<Name>,
+}
+
+fn default_organization() -> Name {
+    Name("default".into())
+}
+
+/// A name, organization or tag: 1–63 characters of letters, digits, `.`, `_`, `-`,
+/// starting with a letter or digit. Kept strict so names are safe in paths, URLs
+/// and metric labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Name(String);
+
+impl Name {
+    pub fn new(s: &str) -> Result<Name, String> {
+        let ok_len = (1..=63).contains(&s.len());
+        let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let ok_chars = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok_len && ok_first && ok_chars {
+            Ok(Name(s.to_string()))
+        } else {
+            Err(format!(
+                "`{s}` is not a valid name: use 1-63 letters, digits, `.`, `_` or `-`, starting with a letter or digit"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Name::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SceneSpec {
+    /// The root USD file: a path relative to the node's scene folder, an absolute
+    /// path, or a `file://` URI.
+    pub uri: SceneUri,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Component USD files attached at prim paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub composition: Vec<CompositionRef>,
+}
+
+/// A scene location this node can open. Object-storage URIs (`s3://`) are refused
+/// with a clear message until scenes live in object storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SceneUri(String);
+
+impl SceneUri {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for SceneUri {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Err(serde::de::Error::custom("scene uri is empty"));
+        }
+        if let Some((scheme, _)) = s.split_once("://")
+            && scheme != "file"
+        {
+            return Err(serde::de::Error::custom(format!(
+                "scene uri scheme `{scheme}://` is not readable by this node; give a path under the node's scene folder, an absolute path or a file:// URI"
+            )));
+        }
+        let lower = s.to_ascii_lowercase();
+        if !(lower.ends_with(".usda") || lower.ends_with(".usdc") || lower.ends_with(".usd")) {
+            return Err(serde::de::Error::custom(format!(
+                "scene uri `{s}` is not a USD file (.usda, .usdc or .usd)"
+            )));
+        }
+        Ok(SceneUri(s))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositionRef {
+    #[serde(rename = "ref")]
+    pub reference: SceneUri,
+    /// The prim path the component is attached at, e.g. `/World/Robot_01`.
+    pub path: PrimPath,
+}
+
+/// An absolute USD prim path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PrimPath(String);
+
+impl<'de> Deserialize<'de> for PrimPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let valid = s.starts_with('/')
+            && s[1..].split('/').all(|part| {
+                !part.is_empty()
+                    && part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if valid {
+            Ok(PrimPath(s))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "`{s}` is not an absolute prim path like /World/Robot_01"
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSpec {
+    #[serde(rename = "type")]
+    pub kind: EngineKind,
+    #[serde(default)]
+    pub config: EngineConfigSpec,
+}
+
+/// `engine.config` of a definition, validated field by field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfigSpec {
+    #[serde(default = "default_step_hz")]
+    pub step_hz: StepHz,
+    #[serde(default = "default_substeps")]
+    pub substeps: Substeps,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gravity: Option<Gravity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solver_iterations: Option<SolverIterations>,
+    /// GPU selection for GPU engines: `auto` or a device index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_id: Option<GpuId>,
+    /// Engine-specific settings, passed to the engine as they are.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for EngineConfigSpec {
+    fn default() -> Self {
+        EngineConfigSpec {
+            step_hz: default_step_hz(),
+            substeps: default_substeps(),
+            gravity: None,
+            solver_iterations: None,
+            gpu_id: None,
+            extensions: Default::default(),
+        }
+    }
+}
+
+impl EngineConfigSpec {
+    pub fn to_engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            step_hz: self.step_hz.0,
+            substeps: self.substeps.0,
+            gravity: self.gravity.as_ref().map(|g| g.0),
+            solver_iterations: self.solver_iterations.as_ref().map(|s| s.0),
+            extensions: self.extensions.clone(),
+        }
+    }
+}
+
+fn default_step_hz() -> StepHz {
+    StepHz(240.0)
+}
+fn default_substeps() -> Substeps {
+    Substeps(1)
+}
+
+/// Physics steps per second: finite, above 0 and at most 100 kHz.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct StepHz(pub f64);
+
+impl<'de> Deserialize<'de> for StepHz {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !v.is_finite() || v <= 0.0 {
+            return Err(serde::de::Error::custom(format!(
+                "step_hz must be a finite number above 0, got {v}"
+            )));
+        }
+        if v > 100_000.0 {
+            return Err(serde::de::Error::custom(format!(
+                "step_hz must be at most 100000, got {v}"
+            )));
+        }
+        Ok(StepHz(v))
+    }
+}
+
+/// Substeps per step: 1 to 1000.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Substeps(pub u32);
+
+impl<'de> Deserialize<'de> for Substeps {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if !(1..=1000).contains(&v) {
+            return Err(serde::de::Error::custom(format!(
+                "substeps must be between 1 and 1000, got {v}"
+            )));
+        }
+        Ok(Substeps(v as u32))
+    }
+}
+
+/// Solver iterations: 1 to 10000.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct SolverIterations(pub u32);
+
+impl<'de> Deserialize<'de> for SolverIterations {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if !(1..=10_000).contains(&v) {
+            return Err(serde::de::Error::custom(format!(
+                "solver_iterations must be between 1 and 10000, got {v}"
+            )));
+        }
+        Ok(SolverIterations(v as u32))
+    }
+}
+
+/// Gravity: exactly three finite numbers, m/s².
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Gravity(pub [f64; 3]);
+
+impl<'de> Deserialize<'de> for Gravity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Checked inside the sequence visitor, so YAML errors point at the
+        // sequence itself rather than its parent mapping.
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Gravity;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("gravity as three finite numbers, e.g. [0.0, 0.0, -9.81]")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Gravity, A::Error> {
+                let mut v = Vec::with_capacity(3);
+                while let Some(x) = seq.next_element::<f64>()? {
+                    if !x.is_finite() {
+                        return Err(serde::de::Error::custom(format!(
+                            "gravity must be three finite numbers, got {x} in it"
+                        )));
+                    }
+                    v.push(x);
+                    if v.len() > 3 {
+                        break;
+                    }
+                }
+                if v.len() != 3 {
+                    return Err(serde::de::Error::custom(format!(
+                        "gravity must be exactly three finite numbers, got {}{}",
+                        v.len(),
+                        if v.len() > 3 { " or more" } else { "" }
+                    )));
+                }
+                Ok(Gravity([v[0], v[1], v[2]]))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// `auto` or a GPU index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GpuId {
+    Index(u32),
+    Auto(AutoToken),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoToken {
+    Auto,
+}
+
+/// How a twin relates to its physical counterpart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSpec {
+    #[serde(default)]
+    pub mode: SyncMode,
+}
+
+impl Default for SyncSpec {
+    fn default() -> Self {
+        SyncSpec {
+            mode: SyncMode::Standalone,
+        }
+    }
+}
+
+/// Only `standalone` runs on this node: the twin simulates on its own clock and
+/// takes commands through the API. Modes that follow a physical system need sync
+/// sources, which this node cannot connect; asking for one is an error rather
+/// than a twin that silently never syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    #[default]
+    Standalone,
+}
+
+impl<'de> Deserialize<'de> for SyncMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "standalone" => Ok(SyncMode::Standalone),
+            "realtime" | "batch" | "replay" => Err(serde::de::Error::custom(format!(
+                "sync mode `{s}` needs sync sources, which this node cannot connect; use `standalone`"
+            ))),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown sync mode `{other}`, expected one of standalone, realtime, batch, replay"
+            ))),
+        }
+    }
+}
+
+/// The spec's domain randomization block; RL environments sample it per episode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainRandomization {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub parameters: RandomizationParameters,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomizationParameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friction: Option<Range>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mass_scale: Option<Range>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lighting_intensity: Option<Range>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_noise_stddev: Option<Range>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actuator_delay_ms: Option<Range>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gravity_perturbation: Option<GravityPerturbation>,
+}
+
+/// A closed interval `min <= max` of finite, non-negative numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Range {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl<'de> Deserialize<'de> for Range {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            min: f64,
+            max: f64,
+        }
+        let r = Raw::deserialize(d)?;
+        if !r.min.is_finite() || !r.max.is_finite() || r.min < 0.0 || r.min > r.max {
+            return Err(serde::de::Error::custom(format!(
+                "range needs finite 0 <= min <= max, got min {} max {}",
+                r.min, r.max
+            )));
+        }
+        Ok(Range {
+            min: r.min,
+            max: r.max,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GravityPerturbation {
+    pub max_angle_deg: f64,
+}
+
+impl<'de> Deserialize<'de> for GravityPerturbation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            max_angle_deg: f64,
+        }
+        let r = Raw::deserialize(d)?;
+        if !(0.0..=90.0).contains(&r.max_angle_deg) {
+            return Err(serde::de::Error::custom(format!(
+                "max_angle_deg must be between 0 and 90, got {}",
+                r.max_angle_deg
+            )));
+        }
+        Ok(GravityPerturbation {
+            max_angle_deg: r.max_angle_deg,
+        })
+    }
+}
+
+/// A definition that failed to parse or validate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct DefinitionError {
+    /// Dotted path of the offending field, e.g. `engine.config.step_hz`; empty for
+    /// errors of the document as a whole.
+    pub field: String,
+    /// 1-based line in the submitted text, when known.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl DefinitionError {
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        if !self.field.is_empty() {
+            out.push_str(&format!("field `{}`", self.field));
+        }
+        if let Some(line) = self.line {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("line {line}"));
+            if let Some(col) = self.column {
+                out.push_str(&format!(" column {col}"));
+            }
+        }
+        if out.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{out}: {}", self.message)
+        }
+    }
+}
+
+fn json_error(field: String, inner: serde_json::Error) -> DefinitionError {
+    let message = strip_location(&inner.to_string());
+    DefinitionError {
+        field: refine_field(field, &message),
+        line: (inner.line() > 0).then_some(inner.line()),
+        column: (inner.column() > 0).then_some(inner.column()),
+        message,
+    }
+}
+
+/// The text format of a submitted definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+/// serde's own messages end in " at line N column M" (YAML) or the same (JSON);
+/// the location is reported separately, so strip it from the message.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// serde_path_to_error renders the root as "." and sequence indices as `[i]`.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    let s = path.to_string();
+    if s == "." { String::new() } else { s }
+}
+
+/// For errors like "unknown field `x`" serde reports the parent's path; the field
+/// itself is more useful to a person.
+fn refine_field(field: String, message: &str) -> String {
+    for prefix in ["unknown field `", "missing field `"] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some(end) = rest.find('`')
+        {
+            let name = &rest[..end];
+            return if field.is_empty() {
+                name.to_string()
+            } else if field == name || field.ends_with(&format!(".{name}")) {
+                field
+            } else {
+                format!("{field}.{name}")
+            };
+        }
+    }
+    field
+}
+
+impl TwinDefinition {
+    /// Parses and validates a definition.
+    pub fn parse(text: &str, format: Format) -> Result<TwinDefinition, DefinitionError> {
+        match format {
+            Format::Yaml => {
+                let de = serde_yaml_ng::Deserializer::from_str(text);
+                serde_path_to_error::deserialize::<_, TwinDefinition>(de).map_err(|e| {
+                    let field = field_path(e.path());
+                    let inner = e.into_inner();
+                    let location = inner.location();
+                    // serde_yaml_ng prefixes its messages with the path; the
+                    // field is reported on its own.
+                    let text = inner.to_string();
+                    let text = match text.split_once(": ") {
+                        Some((path, rest)) if !path.contains(' ') && field.starts_with(path) => {
+                            rest.to_string()
+                        }
+                        _ => text,
+                    };
+                    let message = strip_location(&text);
+                    DefinitionError {
+                        field: refine_field(field, &message),
+                        line: location.as_ref().map(|l| l.line()),
+                        column: location.as_ref().map(|l| l.column()),
+                        message,
+                    }
+                })
+            }
+            Format::Json => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                let parsed = serde_path_to_error::deserialize::<_, TwinDefinition>(&mut de)
+                    .map_err(|e| {
+                        let field = field_path(e.path());
+                        json_error(field, e.into_inner())
+                    })?;
+                de.end().map_err(|e| json_error(String::new(), e))?;
+                Ok(parsed)
+            }
+        }
+    }
+
+    /// Validates a definition held as a JSON value (after a merge patch, say).
+    pub fn from_value(value: serde_json::Value) -> Result<TwinDefinition, DefinitionError> {
+        serde_path_to_error::deserialize::<_, TwinDefinition>(value).map_err(|e| {
+            let field = field_path(e.path());
+            let message = e.into_inner().to_string();
+            DefinitionError {
+                field: refine_field(field, &message),
+                line: None,
+                column: None,
+                message,
+            }
+        })
+    }
+
+    pub fn to_value(&self) -> serde_json::Value {
+        // A definition is plain data with string keys: always representable.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Tags as plain strings.
+    pub fn tag_set(&self) -> BTreeMap<&str, ()> {
+        self.tags.iter().map(|t| (t.as_str(), ())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: arm-cell
+organization: acme
+scene:
+  uri: robot-arm/scene.usda
+engine:
+  type: rapier3d
+  config:
+    step_hz: 240
+    substeps: 2
+    gravity: [0.0, 0.0, -9.81]
+tags: [robot, cell-1]
+";
+
+    #[test]
+    fn parses_a_good_yaml_definition() {
+        let d = TwinDefinition::parse(GOOD, Format::Yaml).expect("valid");
+        assert_eq!(d.name.as_str(), "arm-cell");
+        assert_eq!(d.engine.kind, EngineKind::Rapier3d);
+        assert_eq!(d.engine.config.step_hz.0, 240.0);
+        assert_eq!(d.engine.config.gravity, Some(Gravity([0.0, 0.0, -9.81])));
+        assert_eq!(d.sync.mode, SyncMode::Standalone);
+    }
+
+    #[test]
+    fn json_round_trip_is_identity() {
+        let d = TwinDefinition::parse(GOOD, Format::Yaml).expect("valid");
+        let again = TwinDefinition::from_value(d.to_value()).expect("round trip");
+        assert_eq!(d, again);
+    }
+
+    fn yaml_err(text: &str) -> DefinitionError {
+        TwinDefinition::parse(text, Format::Yaml).expect_err("must be refused")
+    }
+
+    #[test]
+    fn unknown_engine_names_field_and_line() {
+        let e = yaml_err(&GOOD.replace("type: rapier3d", "type: havok"));
+        assert_eq!(e.field, "engine.type");
+        assert_eq!(e.line, Some(6));
+        assert!(e.message.contains("havok"), "{e}");
+    }
+
+    #[test]
+    fn nonpositive_step_hz_names_field_and_line() {
+        for bad in ["0", "-5", ".nan", ".inf"] {
+            let e = yaml_err(&GOOD.replace("step_hz: 240", &format!("step_hz: {bad}")));
+            assert_eq!(e.field, "engine.config.step_hz", "{bad}: {e}");
+            assert_eq!(e.line, Some(8), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_gravity_names_field_and_line() {
+        for bad in ["[0, 0]", "[0, 0, .nan]", "[0, 0, -9.81, 1]", "down"] {
+            let e = yaml_err(&GOOD.replace("[0.0, 0.0, -9.81]", bad));
+            assert_eq!(e.field, "engine.config.gravity", "{bad}: {e}");
+            assert_eq!(e.line, Some(10), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_itself_and_line() {
+        let e = yaml_err(&GOOD.replace("    substeps: 2\n", "    substeps: 2\n    stepz: 3\n"));
+        assert_eq!(e.field, "engine.config.stepz");
+        assert_eq!(e.line, Some(10));
+        let e = yaml_err(&format!("{GOOD}colour: red\n"));
+        assert_eq!(e.field, "colour");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = yaml_err("name: x\nengine:\n  type: rapier3d\n");
+        assert_eq!(e.field, "scene");
+    }
+
+    #[test]
+    fn json_errors_carry_lines_too() {
+        let text = "{\n  \"name\": \"a\",\n  \"scene\": {\"uri\": \"a.usda\"},\n  \"engine\": {\"type\": \"rapier3d\", \"config\": {\"step_hz\": -1}}\n}";
+        let e = TwinDefinition::parse(text, Format::Json).expect_err("refused");
+        assert_eq!(e.field, "engine.config.step_hz");
+        assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn sync_modes_that_need_sources_are_refused_clearly() {
+        let e = yaml_err(&format!("{GOOD}sync:\n  mode: realtime\n"));
+        assert_eq!(e.field, "sync.mode");
+        assert!(e.message.contains("standalone"));
+    }
+
+    #[test]
+    fn bad_names_and_uris_are_refused() {
+        assert_eq!(yaml_err(&GOOD.replace("arm-cell", "'a b'")).field, "name");
+        assert_eq!(
+            yaml_err(&GOOD.replace("robot-arm/scene.usda", "s3://b/x.usda")).field,
+            "scene.uri"
+        );
+        assert_eq!(
+            yaml_err(&GOOD.replace("robot-arm/scene.usda", "scene.obj")).field,
+            "scene.uri"
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for text in ["", "[", ":::", "- a\n- b", "name: [", "\u{0}"] {
+            let _ = TwinDefinition::parse(text, Format::Yaml);
+            let _ = TwinDefinition::parse(text, Format::Json);
+        }
+    }
+}

@@ -1,0 +1,834 @@
+//! The twin host: the one actor on a node that every twin request goes through.
+//! It owns the twin records, spawns twin actors as its supervised children,
+//! restarts crashed twins from their last checkpoint, and routes messages to
+//! running twins by id (the shape of Akka's ShardRegion, so the cluster layer can
+//! route to a host on another node without registering every twin cluster-wide).
+
+use crate::definition::{Name, TwinDefinition};
+use crate::error::TwinError;
+use crate::protocol::{ForkOptions, HostMsg, Reply, StartOptions, TwinMsg};
+use crate::record::{Clock, Lifecycle, TwinId, TwinRecord};
+use crate::store::{CheckpointStore, TwinStore};
+use crate::twin::{TwinActor, TwinArgs};
+use hanzo_twin_engines::{EngineRegistry, SceneModel, SimState};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// How a node's twin host behaves.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// This node's id, reported in twin status.
+    pub node_id: String,
+    /// Relative scene URIs resolve here; no scene outside it is opened.
+    pub scenes_root: PathBuf,
+    /// Simulated seconds between periodic checkpoints of a running twin.
+    pub checkpoint_interval_s: f64,
+    /// A twin that crashes more than this many times within `restart_window` is
+    /// marked failed instead of restarted (Erlang's restart intensity).
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    /// How long the host waits for a twin's answer.
+    pub call_timeout: Duration,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            node_id: "local".into(),
+            scenes_root: PathBuf::from("."),
+            checkpoint_interval_s: 5.0,
+            max_restarts: 3,
+            restart_window: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct HostArgs {
+    pub config: HostConfig,
+    pub engines: EngineRegistry,
+    pub store: Arc<dyn TwinStore>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+}
+
+pub struct TwinHost;
+
+struct Running {
+    actor: ActorRef<TwinMsg>,
+    scene: Arc<SceneModel>,
+    clock: Clock,
+    /// When this twin crashed recently, for the restart-intensity limit.
+    crashes: VecDeque<Instant>,
+}
+
+enum WriteJob {
+    Put(TwinId, Arc<SimState>),
+    Delete(TwinId, oneshot::Sender<()>),
+    /// Answered once every job queued before it is done.
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct HostState {
+    config: HostConfig,
+    engines: EngineRegistry,
+    store: Arc<dyn TwinStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    records: HashMap<TwinId, TwinRecord>,
+    running: HashMap<TwinId, Running>,
+    by_actor: HashMap<ActorId, TwinId>,
+    last_checkpoint: HashMap<TwinId, Arc<SimState>>,
+    /// Checkpoint writes go through one task in order, so an older checkpoint can
+    /// never overwrite a newer one, and a delete is never undone by a late write.
+    writer: mpsc::UnboundedSender<WriteJob>,
+}
+
+fn storage(e: crate::store::StoreError) -> TwinError {
+    TwinError::Storage(e.0)
+}
+
+fn checkpoint_writer(checkpoints: Arc<dyn CheckpointStore>) -> mpsc::UnboundedSender<WriteJob> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<WriteJob>();
+    tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            // Coalesce: of several queued checkpoints of one twin only the newest
+            // is worth writing.
+            let mut jobs = vec![job];
+            while let Ok(more) = rx.try_recv() {
+                jobs.push(more);
+            }
+            let mut pending: Vec<(TwinId, Option<Arc<SimState>>, Option<oneshot::Sender<()>>)> =
+                Vec::new();
+            let mut flushes = Vec::new();
+            for job in jobs {
+                let (id, state, ack) = match job {
+                    WriteJob::Put(id, s) => (id, Some(s), None),
+                    WriteJob::Delete(id, ack) => (id, None, Some(ack)),
+                    WriteJob::Flush(ack) => {
+                        flushes.push(ack);
+                        continue;
+                    }
+                };
+                match pending.iter_mut().find(|(pid, _, _)| *pid == id) {
+                    // A later job for the same twin supersedes the earlier one,
+                    // but acks of deletes must still be answered.
+                    Some(slot) if slot.2.is_none() => *slot = (id, state, ack),
+                    _ => pending.push((id, state, ack)),
+                }
+            }
+            for (id, state, ack) in pending {
+                match state {
+                    Some(state) => {
+                        let bytes = state.to_bytes();
+                        if let Err(e) = checkpoints.put(id, bytes).await {
+                            tracing::error!(twin = %id, error = %e, "writing checkpoint failed");
+                        }
+                    }
+                    None => {
+                        if let Err(e) = checkpoints.delete(id).await {
+                            tracing::error!(twin = %id, error = %e, "deleting checkpoint failed");
+                        }
+                    }
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
+            for ack in flushes {
+                let _ = ack.send(());
+            }
+        }
+    });
+    tx
+}
+
+impl HostState {
+    fn resolve(&self, twin: &str) -> Result<TwinId, TwinError> {
+        if let Some(id) = TwinId::parse(twin)
+            && self.records.contains_key(&id)
+        {
+            return Ok(id);
+        }
+        let mut matches = self
+            .records
+            .values()
+            .filter(|r| r.definition.name.as_str() == twin);
+        match (matches.next(), matches.next()) {
+            (Some(r), None) => Ok(r.id),
+            (None, _) => Err(TwinError::NotFound(twin.to_string())),
+            (Some(_), Some(_)) => Err(TwinError::Conflict(format!(
+                "name `{twin}` matches twins in several organizations; use the twin's id"
+            ))),
+        }
+    }
+
+    fn record(&self, id: TwinId) -> Result<&TwinRecord, TwinError> {
+        self.records
+            .get(&id)
+            .ok_or_else(|| TwinError::NotFound(id.to_string()))
+    }
+
+    fn name_taken(&self, org: &Name, name: &Name, except: Option<TwinId>) -> bool {
+        self.records.values().any(|r| {
+            Some(r.id) != except
+                && &r.definition.organization == org
+                && &r.definition.name == name
+        })
+    }
+
+    async fn save(&mut self, mut record: TwinRecord) -> Result<TwinRecord, TwinError> {
+        record.updated_at = chrono::Utc::now();
+        self.store.put(&record).await.map_err(storage)?;
+        self.records.insert(record.id, record.clone());
+        Ok(record)
+    }
+
+    /// Resolves a scene URI inside the scene folder. Paths that leave it are
+    /// refused, so a definition cannot make the node read arbitrary files.
+    fn scene_path(&self, uri: &str) -> Result<PathBuf, TwinError> {
+        let raw = uri.strip_prefix("file://").unwrap_or(uri);
+        let path = Path::new(raw);
+        let joined = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            if path.components().any(|c| matches!(c, Component::ParentDir)) {
+                return Err(TwinError::invalid(
+                    "scene.uri",
+                    format!("`{uri}` may not contain `..`"),
+                ));
+            }
+            self.config.scenes_root.join(path)
+        };
+        let root = self.config.scenes_root.canonicalize().map_err(|e| {
+            TwinError::Storage(format!(
+                "scene folder {} is not readable: {e}",
+                self.config.scenes_root.display()
+            ))
+        })?;
+        let resolved = joined.canonicalize().map_err(|e| {
+            TwinError::invalid("scene.uri", format!("cannot open scene `{uri}`: {e}"))
+        })?;
+        if !resolved.starts_with(&root) {
+            return Err(TwinError::invalid(
+                "scene.uri",
+                format!("`{uri}` is outside this node's scene folder {}", root.display()),
+            ));
+        }
+        Ok(resolved)
+    }
+
+    async fn load_scene(&self, definition: &TwinDefinition) -> Result<Arc<SceneModel>, TwinError> {
+        if !definition.scene.composition.is_empty() {
+            return Err(TwinError::invalid(
+                "scene.composition",
+                "this node cannot compose component files into a scene; author the components as references inside the root USD file",
+            ));
+        }
+        let path = self.scene_path(definition.scene.uri.as_str())?;
+        let scene = tokio::task::spawn_blocking(move || hanzo_twin_engines::usd::load_scene(&path))
+            .await
+            .map_err(|e| TwinError::invalid("scene.uri", format!("scene reader crashed: {e}")))?;
+        scene.map(Arc::new).map_err(TwinError::from)
+    }
+
+    /// Checks what a definition needs from this node: its engine and a readable scene.
+    async fn check_runnable(&self, definition: &TwinDefinition) -> Result<Arc<SceneModel>, TwinError> {
+        self.engines.get(definition.engine.kind)?;
+        self.load_scene(definition).await
+    }
+
+    async fn stored_checkpoint(&self, id: TwinId) -> Result<Option<Arc<SimState>>, TwinError> {
+        if let Some(s) = self.last_checkpoint.get(&id) {
+            return Ok(Some(s.clone()));
+        }
+        match self.checkpoints.get(id).await.map_err(storage)? {
+            Some(bytes) => Ok(Some(Arc::new(SimState::from_bytes(&bytes)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Spawns the twin's actor and records it as running.
+    async fn spawn_twin(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        id: TwinId,
+        scene: Arc<SceneModel>,
+        clock: Clock,
+        initial_state: Option<Arc<SimState>>,
+        crashes: VecDeque<Instant>,
+    ) -> Result<(), TwinError> {
+        let record = self.record(id)?.clone();
+        let definition = &record.definition;
+        let engine = self.engines.get(definition.engine.kind)?;
+        let config = definition.engine.config.to_engine_config();
+        let checkpoint_every_steps =
+            ((self.config.checkpoint_interval_s * config.step_hz).ceil() as u64).max(1);
+        let from_checkpoint = initial_state.is_some();
+        let args = TwinArgs {
+            id,
+            organization: definition.organization.to_string(),
+            engine,
+            scene: scene.clone(),
+            config,
+            initial_state,
+            clock,
+            checkpoint_every_steps,
+            host: myself.clone(),
+        };
+        let (actor, _handle) =
+            Actor::spawn_linked(Some(format!("twin:{id}")), TwinActor, args, myself.get_cell())
+                .await
+                .map_err(|e| {
+                    let mut message = format!("twin {id} failed to start: {e}");
+                    if from_checkpoint {
+                        message.push_str(
+                            "; if the scene changed since the last checkpoint, start with reset to begin from the scene's initial state",
+                        );
+                    }
+                    TwinError::Failed {
+                        id: id.to_string(),
+                        reason: message,
+                    }
+                })?;
+        self.by_actor.insert(actor.get_id(), id);
+        self.running.insert(
+            id,
+            Running {
+                actor,
+                scene,
+                clock,
+                crashes,
+            },
+        );
+        Ok(())
+    }
+
+    async fn call_twin<T: Send + 'static>(
+        &self,
+        id: TwinId,
+        what: &'static str,
+        build: impl FnOnce(Reply<T>) -> TwinMsg,
+    ) -> Result<T, TwinError> {
+        let running = self
+            .running
+            .get(&id)
+            .ok_or_else(|| TwinError::NotRunning(id.to_string()))?;
+        call_actor(&running.actor, id, what, self.config.call_timeout, build).await
+    }
+
+    async fn start(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        twin: &str,
+        options: StartOptions,
+    ) -> Result<TwinRecord, TwinError> {
+        let id = self.resolve(twin)?;
+        if self.running.contains_key(&id) {
+            return Err(TwinError::Conflict(format!("twin {twin} is already running")));
+        }
+        let definition = self.record(id)?.definition.clone();
+        let scene = self.check_runnable(&definition).await?;
+        let initial = if options.reset {
+            None
+        } else {
+            self.stored_checkpoint(id).await?
+        };
+        let result = self
+            .spawn_twin(myself, id, scene, options.clock, initial, VecDeque::new())
+            .await;
+        let mut record = self.record(id)?.clone();
+        match result {
+            Ok(()) => {
+                record.status.state = Lifecycle::Running;
+                record.status.clock = options.clock;
+                record.status.restarts = 0;
+                record.status.last_error = None;
+                record.status.node = Some(self.config.node_id.clone());
+                self.save(record).await
+            }
+            Err(e) => {
+                record.status.state = Lifecycle::Stopped;
+                record.status.last_error = Some(e.to_string());
+                self.save(record).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops the twin's actor, keeping its final state as the checkpoint the next
+    /// start resumes from.
+    async fn stop_actor(&mut self, id: TwinId, keep_state: bool) {
+        let Some(running) = self.running.remove(&id) else {
+            return;
+        };
+        if keep_state {
+            match call_actor(&running.actor, id, "state", self.config.call_timeout, |reply| {
+                TwinMsg::GetState { reply }
+            })
+            .await
+            {
+                Ok(state) => self.remember_checkpoint(id, Arc::new(state)),
+                Err(e) => tracing::warn!(twin = %id, error = %e, "no final checkpoint on stop"),
+            }
+        }
+        let _ = running
+            .actor
+            .stop_and_wait(Some("stopped".into()), Some(self.config.call_timeout))
+            .await;
+    }
+
+    fn remember_checkpoint(&mut self, id: TwinId, state: Arc<SimState>) {
+        self.last_checkpoint.insert(id, state.clone());
+        let _ = self.writer.send(WriteJob::Put(id, state));
+    }
+
+    async fn forget_checkpoint(&mut self, id: TwinId) {
+        self.last_checkpoint.remove(&id);
+        let (ack, done) = oneshot::channel();
+        if self.writer.send(WriteJob::Delete(id, ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    async fn fork(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        twin: &str,
+        options: ForkOptions,
+    ) -> Result<TwinRecord, TwinError> {
+        let started = Instant::now();
+        let parent_id = self.resolve(twin)?;
+        let parent = self.record(parent_id)?.clone();
+        let name = match &options.name {
+            Some(n) => Name::new(n).map_err(|m| TwinError::invalid("name", m))?,
+            None => {
+                let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+                let base: String = parent.definition.name.as_str().chars().take(40).collect();
+                Name::new(&format!("{base}-fork-{suffix}"))
+                    .map_err(|m| TwinError::invalid("name", m))?
+            }
+        };
+        if self.name_taken(&parent.definition.organization, &name, None) {
+            return Err(TwinError::Conflict(format!(
+                "a twin named `{name}` already exists in organization {}",
+                parent.definition.organization
+            )));
+        }
+        // The fork is spawned from a state message of the parent: live when the
+        // parent runs, its last checkpoint otherwise.
+        let (state, scene) = match self.running.get(&parent_id) {
+            Some(running) => {
+                let scene = running.scene.clone();
+                let state = self
+                    .call_twin(parent_id, "state", |reply| TwinMsg::GetState { reply })
+                    .await?;
+                (Arc::new(state), scene)
+            }
+            None => match self.stored_checkpoint(parent_id).await? {
+                Some(state) => (state, self.check_runnable(&parent.definition).await?),
+                None => return Err(TwinError::NotRunning(parent_id.to_string())),
+            },
+        };
+        let mut definition = parent.definition.clone();
+        definition.name = name;
+        let mut record = TwinRecord::new(definition);
+        record.parent = Some(parent_id);
+        record.ephemeral = true;
+        let record = self.save(record).await?;
+        let id = record.id;
+        if let Err(e) = self
+            .spawn_twin(myself, id, scene, options.clock, Some(state), VecDeque::new())
+            .await
+        {
+            // Nothing half-made stays behind.
+            self.records.remove(&id);
+            let _ = self.store.delete(id).await;
+            return Err(e);
+        }
+        let mut record = record;
+        record.status.state = Lifecycle::Running;
+        record.status.clock = options.clock;
+        record.status.node = Some(self.config.node_id.clone());
+        let record = self.save(record).await?;
+        metrics::histogram!("hanzo_twin_fork_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(record)
+    }
+
+    async fn update(&mut self, twin: &str, patch: serde_json::Value) -> Result<TwinRecord, TwinError> {
+        let id = self.resolve(twin)?;
+        let record = self.record(id)?.clone();
+        if !patch.is_object() {
+            return Err(TwinError::invalid(
+                "",
+                "a merge patch must be a JSON object",
+            ));
+        }
+        let mut value = record.definition.to_value();
+        json_patch::merge(&mut value, &patch);
+        let definition = TwinDefinition::from_value(value)?;
+        if definition.organization != record.definition.organization {
+            return Err(TwinError::invalid(
+                "organization",
+                "a twin cannot move to another organization",
+            ));
+        }
+        if self.name_taken(&definition.organization, &definition.name, Some(id)) {
+            return Err(TwinError::Conflict(format!(
+                "a twin named `{}` already exists in organization {}",
+                definition.name, definition.organization
+            )));
+        }
+        let physics_changed = definition.scene != record.definition.scene
+            || definition.engine != record.definition.engine;
+        if physics_changed {
+            if self.running.contains_key(&id) {
+                return Err(TwinError::Conflict(
+                    "stop the twin before changing its scene or engine".into(),
+                ));
+            }
+            self.check_runnable(&definition).await?;
+        }
+        let mut record = record;
+        record.definition = definition;
+        self.save(record).await
+    }
+
+    async fn crashed(&mut self, myself: &ActorRef<HostMsg>, id: TwinId, reason: String) {
+        let Some(running) = self.running.remove(&id) else {
+            return;
+        };
+        tracing::warn!(twin = %id, %reason, "twin crashed");
+        metrics::counter!("hanzo_twin_crashes_total").increment(1);
+        let mut crashes = running.crashes;
+        let now = Instant::now();
+        while crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.config.restart_window)
+        {
+            crashes.pop_front();
+        }
+        crashes.push_back(now);
+        let Ok(mut record) = self.record(id).cloned() else {
+            return;
+        };
+        record.status.last_error = Some(reason.clone());
+        if crashes.len() as u32 > self.config.max_restarts {
+            record.status.state = Lifecycle::Failed;
+            record.status.last_error = Some(format!(
+                "crashed {} times within {} s, not restarted; last error: {reason}",
+                crashes.len(),
+                self.config.restart_window.as_secs()
+            ));
+            tracing::error!(twin = %id, "twin exceeded its restart limit and is marked failed");
+        } else {
+            let checkpoint = self.last_checkpoint.get(&id).cloned();
+            match self
+                .spawn_twin(myself, id, running.scene, running.clock, checkpoint, crashes)
+                .await
+            {
+                Ok(()) => {
+                    record.status.restarts += 1;
+                    record.status.state = Lifecycle::Running;
+                    metrics::counter!("hanzo_twin_restarts_total").increment(1);
+                }
+                Err(e) => {
+                    record.status.state = Lifecycle::Failed;
+                    record.status.last_error = Some(format!("restart failed: {e}"));
+                }
+            }
+        }
+        if let Err(e) = self.save(record).await {
+            tracing::error!(twin = %id, error = %e, "saving twin status failed");
+        }
+    }
+
+    async fn handle_msg(&mut self, myself: &ActorRef<HostMsg>, msg: HostMsg) {
+        match msg {
+            HostMsg::Create { definition, reply } => {
+                let result = self.create(definition).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::Get { twin, reply } => {
+                let result = self.resolve(&twin).and_then(|id| self.record(id).cloned());
+                let _ = reply.send(result);
+            }
+            HostMsg::List { filter, reply } => {
+                let mut list: Vec<TwinRecord> = self
+                    .records
+                    .values()
+                    .filter(|r| filter.matches(r))
+                    .cloned()
+                    .collect();
+                list.sort_by_key(|r| r.id);
+                let _ = reply.send(Ok(list));
+            }
+            HostMsg::Update { twin, patch, reply } => {
+                let result = self.update(&twin, patch).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::Delete { twin, reply } => {
+                let result = self.delete(&twin).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::Start { twin, options, reply } => {
+                let result = self.start(myself, &twin, options).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::Stop { twin, reply } => {
+                let result = self.stop(&twin).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::Fork { twin, options, reply } => {
+                let result = self.fork(myself, &twin, options).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::Restore { twin, state, reply } => {
+                let result = self.restore(&twin, state).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::Checkpoint { twin, reply } => {
+                let result = self.checkpoint(&twin).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::Route { twin, msg } => self.route(&twin, msg),
+            HostMsg::Shutdown { reply } => {
+                let ids: Vec<TwinId> = self.running.keys().copied().collect();
+                for id in ids {
+                    self.stop_actor(id, true).await;
+                }
+                let (ack, done) = oneshot::channel();
+                if self.writer.send(WriteJob::Flush(ack)).is_ok() {
+                    let _ = done.await;
+                }
+                let _ = reply.send(Ok(()));
+            }
+            HostMsg::Checkpointed { id, state } => {
+                if self.running.contains_key(&id) {
+                    self.remember_checkpoint(id, state);
+                }
+            }
+        }
+    }
+
+    async fn create(&mut self, definition: TwinDefinition) -> Result<TwinRecord, TwinError> {
+        if self.name_taken(&definition.organization, &definition.name, None) {
+            return Err(TwinError::Conflict(format!(
+                "a twin named `{}` already exists in organization {}",
+                definition.name, definition.organization
+            )));
+        }
+        self.check_runnable(&definition).await?;
+        self.save(TwinRecord::new(definition)).await
+    }
+
+    async fn delete(&mut self, twin: &str) -> Result<(), TwinError> {
+        let id = self.resolve(twin)?;
+        self.stop_actor(id, false).await;
+        self.store.delete(id).await.map_err(storage)?;
+        self.records.remove(&id);
+        self.forget_checkpoint(id).await;
+        Ok(())
+    }
+
+    async fn stop(&mut self, twin: &str) -> Result<TwinRecord, TwinError> {
+        let id = self.resolve(twin)?;
+        let mut record = self.record(id)?.clone();
+        if !self.running.contains_key(&id) && record.status.state != Lifecycle::Failed {
+            return Err(TwinError::Conflict(format!("twin {twin} is not running")));
+        }
+        self.stop_actor(id, true).await;
+        record.status.state = Lifecycle::Stopped;
+        self.save(record).await
+    }
+
+    async fn restore(&mut self, twin: &str, state: SimState) -> Result<TwinRecord, TwinError> {
+        let id = self.resolve(twin)?;
+        let record = self.record(id)?.clone();
+        if state.engine != record.definition.engine.kind {
+            return Err(TwinError::invalid(
+                "checkpoint",
+                format!(
+                    "checkpoint is for engine {}, this twin runs {}",
+                    state.engine, record.definition.engine.kind
+                ),
+            ));
+        }
+        if self.running.contains_key(&id) {
+            let s = state.clone();
+            self.call_twin(id, "restore", |reply| TwinMsg::SetState { state: s, reply })
+                .await?;
+        } else {
+            // Check it fits the scene now rather than at the next start.
+            let scene = self.check_runnable(&record.definition).await?;
+            if state.scene_fingerprint != scene.fingerprint() {
+                return Err(TwinError::invalid(
+                    "checkpoint",
+                    "checkpoint belongs to a different scene than this twin's",
+                ));
+            }
+        }
+        self.remember_checkpoint(id, Arc::new(state));
+        Ok(record)
+    }
+
+    async fn checkpoint(&mut self, twin: &str) -> Result<SimState, TwinError> {
+        let id = self.resolve(twin)?;
+        if self.running.contains_key(&id) {
+            return self
+                .call_twin(id, "state", |reply| TwinMsg::GetState { reply })
+                .await;
+        }
+        match self.stored_checkpoint(id).await? {
+            Some(s) => Ok((*s).clone()),
+            None => Err(TwinError::Conflict(format!(
+                "twin {twin} has no checkpoint yet; start it first"
+            ))),
+        }
+    }
+
+    fn route(&self, twin: &str, msg: TwinMsg) {
+        let id = match self.resolve(twin) {
+            Ok(id) => id,
+            Err(e) => return msg.reject(e),
+        };
+        match self.running.get(&id) {
+            Some(running) => {
+                if let Err(ractor::MessagingErr::SendErr(msg)) = running.actor.send_message(msg) {
+                    msg.reject(TwinError::Unavailable(id.to_string()));
+                }
+            }
+            None => {
+                let err = match self.records.get(&id) {
+                    Some(r) if r.status.state == Lifecycle::Failed => TwinError::Failed {
+                        id: id.to_string(),
+                        reason: r.status.last_error.clone().unwrap_or_default(),
+                    },
+                    _ => TwinError::NotRunning(id.to_string()),
+                };
+                msg.reject(err)
+            }
+        }
+    }
+}
+
+/// Calls a twin actor with a timeout, turning every way it can fail into a
+/// `TwinError` a person can read.
+pub(crate) async fn call_actor<T: Send + 'static>(
+    actor: &ActorRef<TwinMsg>,
+    id: TwinId,
+    what: &'static str,
+    timeout: Duration,
+    build: impl FnOnce(Reply<T>) -> TwinMsg,
+) -> Result<T, TwinError> {
+    match actor.call(build, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        Ok(ractor::rpc::CallResult::Timeout) => Err(TwinError::Timeout {
+            id: id.to_string(),
+            what,
+            timeout_ms: timeout.as_millis() as u64,
+        }),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+            Err(TwinError::Unavailable(id.to_string()))
+        }
+    }
+}
+
+impl Actor for TwinHost {
+    type Msg = HostMsg;
+    type State = HostState;
+    type Arguments = HostArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HostMsg>,
+        args: HostArgs,
+    ) -> Result<HostState, ActorProcessingErr> {
+        let writer = checkpoint_writer(args.checkpoints.clone());
+        let mut state = HostState {
+            config: args.config,
+            engines: args.engines,
+            store: args.store,
+            checkpoints: args.checkpoints,
+            records: HashMap::new(),
+            running: HashMap::new(),
+            by_actor: HashMap::new(),
+            last_checkpoint: HashMap::new(),
+            writer,
+        };
+        let mut resume = Vec::new();
+        for record in state.store.list().await? {
+            if record.ephemeral {
+                // Forks do not outlive the node process that ran them.
+                state.store.delete(record.id).await?;
+                state.checkpoints.delete(record.id).await?;
+                continue;
+            }
+            if record.status.state == Lifecycle::Running {
+                resume.push((record.id, record.status.clock));
+            }
+            state.records.insert(record.id, record);
+        }
+        // Twins that were running when the node went down resume from their last
+        // checkpoint; one that cannot is marked stopped with the reason.
+        for (id, clock) in resume {
+            let options = StartOptions { clock, reset: false };
+            if let Some(r) = state.records.get_mut(&id) {
+                r.status.state = Lifecycle::Stopped;
+            }
+            if let Err(e) = state.start(&myself, &id.to_string(), options).await {
+                tracing::error!(twin = %id, error = %e, "could not resume twin");
+            }
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<HostMsg>,
+        msg: HostMsg,
+        state: &mut HostState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.handle_msg(&myself, msg).await;
+        Ok(())
+    }
+
+    /// ractor's default stops a supervisor when any child exits; a host instead
+    /// restarts crashed twins and ignores the exits it asked for.
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<HostMsg>,
+        event: SupervisionEvent,
+        state: &mut HostState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(id) = state.by_actor.remove(&cell.get_id())
+                    && state
+                        .running
+                        .get(&id)
+                        .is_some_and(|r| r.actor.get_id() == cell.get_id())
+                {
+                    state.crashed(&myself, id, err.to_string()).await;
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(id) = state.by_actor.remove(&cell.get_id())
+                    && state
+                        .running
+                        .get(&id)
+                        .is_some_and(|r| r.actor.get_id() == cell.get_id())
+                {
+                    let reason = reason.unwrap_or_else(|| "terminated unexpectedly".into());
+                    state.crashed(&myself, id, reason).await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

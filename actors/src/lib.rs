@@ -1,0 +1,25 @@
+//! Hanzo Twin's actors and the messages they speak.
+//!
+//! Every twin runs as a [`twin::TwinActor`] owning one engine simulation, supervised
+//! by its node's [`host::TwinHost`]. Agents embedded in the same process drive twins
+//! through [`TwinNode`] with typed messages; the HTTP API uses the same handle.
+
+pub mod client;
+pub mod definition;
+pub mod error;
+pub mod host;
+pub mod protocol;
+pub mod record;
+pub mod store;
+pub mod twin;
+
+pub use client::TwinNode;
+pub use definition::{DefinitionError, Format, TwinDefinition};
+pub use error::TwinError;
+pub use host::{HostArgs, HostConfig, TwinHost};
+pub use protocol::{
+    Fault, ForkOptions, HostMsg, JointCommandEntry, StartOptions, StepReport, TwinFilter, TwinMsg,
+    TwinRuntimeInfo,
+};
+pub use record::{Clock, Lifecycle, TwinId, TwinRecord, TwinStatus};
+pub use store::{CheckpointStore, StoreError, TwinStore};

@@ -1,0 +1,192 @@
+//! The messages twins and their host understand. This is the SDK an embedded agent
+//! links: every request is a typed message with a typed reply.
+
+use crate::definition::TwinDefinition;
+use crate::error::TwinError;
+use crate::record::{Clock, TwinId, TwinRecord};
+use hanzo_twin_engines::{JointCommand, Observation, SimState};
+use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub type Reply<T> = RpcReplyPort<Result<T, TwinError>>;
+
+/// A command for one joint, by prim path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JointCommandEntry {
+    pub joint: String,
+    #[serde(flatten)]
+    pub command: JointCommand,
+}
+
+/// Where a running twin is after a step request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Simulated seconds since the scene was loaded.
+    pub time: f64,
+    /// Steps since the scene was loaded.
+    pub step: u64,
+    /// Steps this request took.
+    pub steps_taken: u64,
+}
+
+/// What a running twin's actor reports about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TwinRuntimeInfo {
+    pub time: f64,
+    pub step: u64,
+    pub clock: Clock,
+    /// Steps the real-time clock had to skip because the engine fell behind.
+    pub skipped_steps: u64,
+    /// Seconds of wall time this actor has been up.
+    pub uptime_s: f64,
+}
+
+/// Faults an operator can inject into a twin to exercise supervision (chaos
+/// engineering on the twin itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// The twin's actor panics while handling the fault, as an engine bug would.
+    Panic,
+}
+
+/// Messages to one twin's actor.
+pub enum TwinMsg {
+    /// Step `steps` times now, whatever the clock.
+    Step { steps: u64, reply: Reply<StepReport> },
+    /// Apply joint commands; all are checked before any is applied.
+    Command {
+        commands: Vec<JointCommandEntry>,
+        reply: Reply<()>,
+    },
+    /// Read an observation (`/` for everything).
+    Observe { path: String, reply: Reply<Observation> },
+    /// Take the complete simulation state.
+    GetState { reply: Reply<SimState> },
+    /// Replace the simulation state.
+    SetState { state: SimState, reply: Reply<()> },
+    SetClock { clock: Clock, reply: Reply<()> },
+    Info { reply: Reply<TwinRuntimeInfo> },
+    InjectFault { fault: Fault, reply: Reply<()> },
+    /// Internal: the clock's heartbeat; stale generations are ignored.
+    Tick { generation: u64 },
+}
+
+impl TwinMsg {
+    /// Answers the request with `err` without handling it (the twin is not
+    /// running, say). Ticks are dropped.
+    pub fn reject(self, err: TwinError) {
+        // A caller that stopped waiting is not an error here.
+        match self {
+            TwinMsg::Step { reply, .. } => drop(reply.send(Err(err))),
+            TwinMsg::Command { reply, .. } => drop(reply.send(Err(err))),
+            TwinMsg::Observe { reply, .. } => drop(reply.send(Err(err))),
+            TwinMsg::GetState { reply } => drop(reply.send(Err(err))),
+            TwinMsg::SetState { reply, .. } => drop(reply.send(Err(err))),
+            TwinMsg::SetClock { reply, .. } => drop(reply.send(Err(err))),
+            TwinMsg::Info { reply } => drop(reply.send(Err(err))),
+            TwinMsg::InjectFault { reply, .. } => drop(reply.send(Err(err))),
+            TwinMsg::Tick { .. } => {}
+        }
+    }
+}
+
+/// Which twins to list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TwinFilter {
+    pub organization: Option<String>,
+    /// Twins carrying every one of these tags.
+    pub tags: Vec<String>,
+    pub engine: Option<hanzo_twin_engines::EngineKind>,
+}
+
+impl TwinFilter {
+    pub fn matches(&self, r: &TwinRecord) -> bool {
+        let d = &r.definition;
+        self.organization
+            .as_deref()
+            .is_none_or(|o| d.organization.as_str() == o)
+            && self.engine.is_none_or(|e| d.engine.kind == e)
+            && self
+                .tags
+                .iter()
+                .all(|t| d.tags.iter().any(|have| have.as_str() == t))
+    }
+}
+
+/// Options of a start request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartOptions {
+    /// How the clock runs; real time unless asked otherwise.
+    #[serde(default)]
+    pub clock: Clock,
+    /// Start from the scene's initial state instead of the last checkpoint.
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// Options of a fork request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkOptions {
+    /// Name of the fork; `<parent>-fork-<n>` when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The fork's clock. Paused by default, so an agent decides when it moves.
+    #[serde(default = "paused")]
+    pub clock: Clock,
+}
+
+fn paused() -> Clock {
+    Clock::Paused
+}
+
+/// Messages to a node's twin host, the one entry point for twins on a node.
+pub enum HostMsg {
+    Create {
+        definition: TwinDefinition,
+        reply: Reply<TwinRecord>,
+    },
+    /// `twin` is an id, or a name that is unique on the node.
+    Get { twin: String, reply: Reply<TwinRecord> },
+    List {
+        filter: TwinFilter,
+        reply: Reply<Vec<TwinRecord>>,
+    },
+    /// Apply a JSON merge patch (RFC 7396) to the definition.
+    Update {
+        twin: String,
+        patch: serde_json::Value,
+        reply: Reply<TwinRecord>,
+    },
+    Delete { twin: String, reply: Reply<()> },
+    Start {
+        twin: String,
+        options: StartOptions,
+        reply: Reply<TwinRecord>,
+    },
+    Stop { twin: String, reply: Reply<TwinRecord> },
+    Fork {
+        twin: String,
+        options: ForkOptions,
+        reply: Reply<TwinRecord>,
+    },
+    /// Load a checkpoint into a twin: into the running simulation, or as the state
+    /// the next start resumes from.
+    Restore {
+        twin: String,
+        state: SimState,
+        reply: Reply<TwinRecord>,
+    },
+    /// The latest checkpoint: live state when running, the stored one otherwise.
+    Checkpoint { twin: String, reply: Reply<SimState> },
+    /// Deliver `msg` to the twin's actor, or reject it if the twin is not running.
+    Route { twin: String, msg: TwinMsg },
+    /// Stop every twin with a final checkpoint, keeping their status so the next
+    /// start of the node resumes them; answers once checkpoints are durable.
+    Shutdown { reply: Reply<()> },
+    /// From a twin actor: its latest checkpoint.
+    Checkpointed { id: TwinId, state: Arc<SimState> },
+}

@@ -1,0 +1,375 @@
+//! The twin actor: owns one engine simulation and its clock.
+
+use crate::error::TwinError;
+use crate::protocol::{Fault, HostMsg, StepReport, TwinMsg, TwinRuntimeInfo};
+use crate::record::{Clock, TwinId};
+use hanzo_twin_engines::{Engine, EngineConfig, EngineError, SceneModel, Simulation, SimState};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most steps one step request may ask for; larger runs are several requests
+/// (or the `fast` clock), so one request never holds a twin for minutes.
+pub const MAX_STEPS_PER_REQUEST: u64 = 1_000_000;
+
+/// The real-time clock never tries to catch up more than this much wall time at
+/// once; beyond it steps are skipped and counted, so a slow engine cannot spiral.
+const MAX_CATCH_UP: Duration = Duration::from_millis(250);
+
+/// The fast clock steps for about this long before yielding to the mailbox.
+const FAST_BATCH: Duration = Duration::from_millis(2);
+
+/// A long step request yields to other tasks this often.
+const YIELD_EVERY: Duration = Duration::from_millis(5);
+
+/// Everything a twin actor starts from.
+pub struct TwinArgs {
+    pub id: TwinId,
+    pub organization: String,
+    pub engine: Arc<dyn Engine>,
+    pub scene: Arc<SceneModel>,
+    pub config: EngineConfig,
+    /// Resume from this state instead of the scene's initial one.
+    pub initial_state: Option<Arc<SimState>>,
+    pub clock: Clock,
+    /// Take a checkpoint every this many steps (0: never on a step count).
+    pub checkpoint_every_steps: u64,
+    pub host: ActorRef<HostMsg>,
+}
+
+pub struct TwinActor;
+
+pub struct TwinState {
+    id: TwinId,
+    engine_label: String,
+    twin_label: String,
+    sim: Box<dyn Simulation>,
+    step_hz: f64,
+    clock: Clock,
+    /// Bumped on every clock change; ticks of older generations are ignored.
+    generation: u64,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+    /// Real-time clock: when it started and how many steps it has taken since.
+    clock_origin: Instant,
+    clock_steps: u64,
+    skipped_steps: u64,
+    started: Instant,
+    checkpoint_every_steps: u64,
+    steps_since_checkpoint: u64,
+    host: ActorRef<HostMsg>,
+    _active: ActiveGauge,
+}
+
+/// Keeps `hanzo_twin_active_simulations` right however the actor ends, a panic
+/// included: the gauge is decremented when the state is dropped.
+struct ActiveGauge(String);
+
+impl ActiveGauge {
+    fn new(engine: &str) -> ActiveGauge {
+        metrics::gauge!("hanzo_twin_active_simulations", "engine" => engine.to_string())
+            .increment(1.0);
+        ActiveGauge(engine.to_string())
+    }
+}
+
+impl Drop for ActiveGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("hanzo_twin_active_simulations", "engine" => self.0.clone())
+            .decrement(1.0);
+    }
+}
+
+impl TwinState {
+    fn step_once(&mut self) -> Result<(), TwinError> {
+        let t0 = Instant::now();
+        let result = self.sim.step();
+        metrics::histogram!("hanzo_twin_step_duration_seconds", "engine" => self.engine_label.clone())
+            .record(t0.elapsed().as_secs_f64());
+        result?;
+        self.steps_since_checkpoint += 1;
+        Ok(())
+    }
+
+    fn count_steps(&self, n: u64) {
+        if n > 0 {
+            metrics::counter!("hanzo_twin_steps_total", "engine" => self.engine_label.clone(), "twin" => self.twin_label.clone())
+                .increment(n);
+        }
+    }
+
+    /// Takes a checkpoint when one is due and hands it to the host.
+    fn maybe_checkpoint(&mut self) {
+        if self.checkpoint_every_steps > 0
+            && self.steps_since_checkpoint >= self.checkpoint_every_steps
+        {
+            self.checkpoint();
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        self.steps_since_checkpoint = 0;
+        match self.sim.state() {
+            Ok(state) => {
+                let _ = self.host.cast(HostMsg::Checkpointed {
+                    id: self.id,
+                    state: Arc::new(state),
+                });
+            }
+            Err(e) => tracing::warn!(twin = %self.id, error = %e, "checkpoint failed"),
+        }
+    }
+
+    fn set_clock(&mut self, myself: &ActorRef<TwinMsg>, clock: Clock) {
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+        }
+        self.generation += 1;
+        self.clock = clock;
+        self.clock_origin = Instant::now();
+        self.clock_steps = 0;
+        let generation = self.generation;
+        match clock {
+            Clock::Paused => {}
+            Clock::Fast => {
+                let _ = myself.cast(TwinMsg::Tick { generation });
+            }
+            Clock::Realtime => {
+                // Tick at the step rate, but no faster than every 5 ms: each tick
+                // takes as many steps as are due, so the rate stays exact.
+                let period = Duration::from_secs_f64((1.0 / self.step_hz).max(0.005));
+                self.ticker =
+                    Some(myself.send_interval(period, move || TwinMsg::Tick { generation }));
+            }
+        }
+    }
+
+    fn tick(&mut self, myself: &ActorRef<TwinMsg>) -> Result<(), TwinError> {
+        match self.clock {
+            Clock::Paused => Ok(()),
+            Clock::Fast => {
+                let t0 = Instant::now();
+                let mut n = 0;
+                while t0.elapsed() < FAST_BATCH {
+                    self.step_once()?;
+                    n += 1;
+                }
+                self.count_steps(n);
+                self.maybe_checkpoint();
+                let generation = self.generation;
+                let _ = myself.cast(TwinMsg::Tick { generation });
+                Ok(())
+            }
+            Clock::Realtime => {
+                let target = (self.clock_origin.elapsed().as_secs_f64() * self.step_hz) as u64;
+                let mut due = target.saturating_sub(self.clock_steps);
+                let max_due = (MAX_CATCH_UP.as_secs_f64() * self.step_hz).ceil() as u64;
+                if due > max_due {
+                    self.skipped_steps += due - max_due;
+                    self.clock_steps += due - max_due;
+                    due = max_due;
+                }
+                for _ in 0..due {
+                    self.step_once()?;
+                }
+                self.clock_steps += due;
+                self.count_steps(due);
+                self.maybe_checkpoint();
+                Ok(())
+            }
+        }
+    }
+
+    async fn step_n(&mut self, steps: u64) -> Result<StepReport, TwinError> {
+        if steps == 0 || steps > MAX_STEPS_PER_REQUEST {
+            return Err(TwinError::invalid(
+                "steps",
+                format!("steps must be between 1 and {MAX_STEPS_PER_REQUEST}, got {steps}"),
+            ));
+        }
+        let mut last_yield = Instant::now();
+        let mut taken = 0;
+        let result = loop {
+            if taken == steps {
+                break Ok(());
+            }
+            if let Err(e) = self.step_once() {
+                break Err(e);
+            }
+            taken += 1;
+            if last_yield.elapsed() > YIELD_EVERY {
+                tokio::task::yield_now().await;
+                last_yield = Instant::now();
+            }
+        };
+        self.count_steps(taken);
+        self.maybe_checkpoint();
+        result.map(|()| StepReport {
+            time: self.sim.time(),
+            step: self.sim.step_count(),
+            steps_taken: taken,
+        })
+    }
+}
+
+impl Actor for TwinActor {
+    type Msg = TwinMsg;
+    type State = TwinState;
+    type Arguments = TwinArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TwinMsg>,
+        args: TwinArgs,
+    ) -> Result<TwinState, ActorProcessingErr> {
+        let engine_label = args.engine.kind().to_string();
+        let mut sim = args.engine.load_scene(&args.scene, &args.config)?;
+        if let Some(state) = &args.initial_state {
+            sim.set_state(state)?;
+        }
+        metrics::counter!("hanzo_twin_simulations_total", "engine" => engine_label.clone(), "org" => args.organization.clone())
+            .increment(1);
+        let mut state = TwinState {
+            id: args.id,
+            twin_label: args.id.to_string(),
+            _active: ActiveGauge::new(&engine_label),
+            engine_label,
+            sim,
+            step_hz: args.config.step_hz,
+            clock: Clock::Paused,
+            generation: 0,
+            ticker: None,
+            clock_origin: Instant::now(),
+            clock_steps: 0,
+            skipped_steps: 0,
+            started: Instant::now(),
+            checkpoint_every_steps: args.checkpoint_every_steps,
+            steps_since_checkpoint: 0,
+            host: args.host,
+        };
+        // A fresh start has no checkpoint yet: take one so a crash before the first
+        // periodic checkpoint still restarts from this twin's own state.
+        if args.initial_state.is_none() {
+            state.checkpoint();
+        }
+        state.set_clock(&myself, args.clock);
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TwinMsg>,
+        state: &mut TwinState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TwinMsg>,
+        msg: TwinMsg,
+        state: &mut TwinState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TwinMsg::Tick { generation } => {
+                if generation == state.generation {
+                    // An engine failure on the clock is a crash of the twin: the
+                    // host restarts it from its last checkpoint.
+                    state.tick(&myself).map_err(|e| Box::new(e) as ActorProcessingErr)?;
+                }
+            }
+            TwinMsg::Step { steps, reply } => {
+                let result = state.step_n(steps).await;
+                let diverged = matches!(result, Err(TwinError::Engine { kind: "diverged", .. }));
+                let _ = reply.send(result.clone());
+                if diverged {
+                    // A diverged simulation cannot continue; fail so the host
+                    // restores the last good checkpoint.
+                    result.map_err(|e| Box::new(e) as ActorProcessingErr)?;
+                }
+            }
+            TwinMsg::Command { commands, reply } => {
+                let result = apply_commands(state.sim.as_mut(), &commands);
+                let _ = reply.send(result);
+            }
+            TwinMsg::Observe { path, reply } => {
+                let _ = reply.send(state.sim.observation(&path).map_err(TwinError::from));
+            }
+            TwinMsg::GetState { reply } => {
+                let _ = reply.send(state.sim.state().map_err(TwinError::from));
+            }
+            TwinMsg::SetState { state: new_state, reply } => {
+                let result = state.sim.set_state(&new_state).map_err(TwinError::from);
+                if result.is_ok() {
+                    state.checkpoint();
+                    // The real-time clock restarts from the restored instant.
+                    let clock = state.clock;
+                    state.set_clock(&myself, clock);
+                }
+                let _ = reply.send(result);
+            }
+            TwinMsg::SetClock { clock, reply } => {
+                state.set_clock(&myself, clock);
+                let _ = reply.send(Ok(()));
+            }
+            TwinMsg::Info { reply } => {
+                let _ = reply.send(Ok(TwinRuntimeInfo {
+                    time: state.sim.time(),
+                    step: state.sim.step_count(),
+                    clock: state.clock,
+                    skipped_steps: state.skipped_steps,
+                    uptime_s: state.started.elapsed().as_secs_f64(),
+                }));
+            }
+            TwinMsg::InjectFault { fault, reply } => match fault {
+                Fault::Panic => {
+                    let _ = reply.send(Ok(()));
+                    panic!("fault injected into twin {}: panic", state.id);
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+/// Validates every command first so a bad one leaves the simulation untouched.
+fn apply_commands(
+    sim: &mut dyn Simulation,
+    commands: &[crate::protocol::JointCommandEntry],
+) -> Result<(), TwinError> {
+    if commands.is_empty() {
+        return Err(TwinError::invalid("commands", "no commands given"));
+    }
+    for (i, c) in commands.iter().enumerate() {
+        if !c.command.value().is_finite() {
+            return Err(TwinError::invalid(
+                format!("commands[{i}].value"),
+                format!("must be a finite number, got {}", c.command.value()),
+            ));
+        }
+        // Reading the joint proves it exists before anything is applied.
+        let is_joint = match sim.observation(&c.joint) {
+            Ok(obs) => obs.joints.iter().any(|j| j.path == c.joint),
+            Err(EngineError::UnknownPath { .. }) => false,
+            Err(other) => return Err(other.into()),
+        };
+        if !is_joint {
+            return Err(TwinError::invalid(
+                format!("commands[{i}].joint"),
+                format!("no joint at {}", c.joint),
+            ));
+        }
+    }
+    for (i, c) in commands.iter().enumerate() {
+        sim.set_joint_command(&c.joint, c.command).map_err(|e| match e {
+            EngineError::UnknownPath { .. } => TwinError::invalid(
+                format!("commands[{i}].joint"),
+                format!("{} is not a joint", c.joint),
+            ),
+            other => other.into(),
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Every failure as HTTP: a fitting status and `{"error": {code, message, field, line}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hanzo_twin_actors::TwinError;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: ErrorBody {
+                code: code.into(),
+                message: message.into(),
+                field: None,
+                line: None,
+                column: None,
+            },
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "invalid", message);
+        e.body.field = Some(field.into());
+        e
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        self.body.field = Some(field.into());
+        self
+    }
+}
+
+impl From<TwinError> for ApiError {
+    fn from(e: TwinError) -> Self {
+        let message = e.to_string();
+        match e {
+            TwinError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            TwinError::Invalid(d) => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                body: ErrorBody {
+                    code: "invalid".into(),
+                    message: d.message.clone(),
+                    field: Some(d.field.clone()).filter(|f| !f.is_empty()),
+                    line: d.line,
+                    column: d.column,
+                },
+            },
+            TwinError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            TwinError::NotRunning(_) => {
+                ApiError::new(StatusCode::CONFLICT, "not_running", message)
+            }
+            TwinError::Failed { .. } => ApiError::new(StatusCode::CONFLICT, "failed", message),
+            TwinError::Engine { kind, field, .. } => {
+                let status = match kind {
+                    "not_available" | "unsupported" | "diverged" => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let mut e = ApiError::new(status, kind, message);
+                e.body.field = field;
+                e
+            }
+            TwinError::Storage(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
+            }
+            TwinError::Timeout { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message)
+            }
+            TwinError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.body });
+        (self.status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,140 @@
+//! The HTTP API of a Hanzo Twin node (port 8082 by default).
+//!
+//! Handlers are thin: they parse and check the request, then speak to the node's
+//! twin host through [`TwinNode`]. Every failure is JSON with a fitting status.
+
+pub mod error;
+mod twins;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use error::ApiError;
+use hanzo_twin_actors::TwinNode;
+use hanzo_twin_cluster::Membership;
+use hanzo_twin_engines::EngineRegistry;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub node: TwinNode,
+    pub engines: EngineRegistry,
+    pub membership: Membership,
+    /// False until the node has finished starting, and again while it shuts down.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Limits of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body, in bytes (checkpoint uploads are the big ones).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The whole API as an axum router.
+pub fn router(state: ApiState, config: &ApiConfig) -> Router {
+    Router::new()
+        .route("/alive", get(alive))
+        .route("/ready", get(ready))
+        .route("/v1/engines", get(engines))
+        .route("/v1/cluster/nodes", get(cluster_nodes))
+        .merge(twins::routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn(record_duration))
+        .with_state(state)
+}
+
+async fn alive() -> &'static str {
+    "alive\n"
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "node is not ready")
+            .into_response()
+    }
+}
+
+async fn engines(State(state): State<ApiState>) -> Response {
+    axum::Json(serde_json::json!({ "engines": state.engines.describe() })).into_response()
+}
+
+async fn cluster_nodes(State(state): State<ApiState>) -> Response {
+    axum::Json(serde_json::json!({ "nodes": state.membership.nodes() })).into_response()
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+/// `hanzo_twin_api_request_duration_seconds{endpoint}`, labelled by route
+/// template so ids do not explode the label set.
+async fn record_duration(req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| format!("{} {}", req.method(), p.as_str()))
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics::histogram!("hanzo_twin_api_request_duration_seconds", "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Parses a JSON body into `T`, naming the field and line of any problem. An
+/// empty body reads as `{}` when `empty_ok`.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes, empty_ok: bool) -> Result<T, ApiError> {
+    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        if empty_ok {
+            b"{}"
+        } else {
+            return Err(ApiError::invalid("", "request body is empty; send a JSON object"));
+        }
+    } else {
+        body
+    };
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        json_error(field, inner)
+    })?;
+    de.end().map_err(|e| json_error(String::new(), e))?;
+    Ok(value)
+}
+
+fn json_error(field: String, inner: serde_json::Error) -> ApiError {
+    let mut message = inner.to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    let field = if field == "." { String::new() } else { field };
+    let mut e = ApiError::invalid(field, message);
+    e.body.line = (inner.line() > 0).then_some(inner.line());
+    e.body.column = (inner.column() > 0).then_some(inner.column());
+    e
+}

@@ -1,0 +1,269 @@
+//! `/v1/twins`: the spec's twin endpoints, plus stepping, commands, observations,
+//! clocks, checkpoints and fault injection.
+
+use crate::error::ApiError;
+use crate::{ApiState, parse_json};
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use hanzo_twin_actors::{
+    Clock, Fault, ForkOptions, Format, JointCommandEntry, Lifecycle, StartOptions, TwinDefinition,
+    TwinError, TwinFilter, TwinRecord,
+};
+use hanzo_twin_engines::{EngineKind, SimState};
+use serde::Deserialize;
+
+pub(crate) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/twins", get(list).post(create))
+        .route(
+            "/v1/twins/{id}",
+            get(get_twin).patch(update).delete(delete),
+        )
+        .route("/v1/twins/{id}/start", post(start))
+        .route("/v1/twins/{id}/stop", post(stop))
+        .route("/v1/twins/{id}/state", get(state))
+        .route("/v1/twins/{id}/fork", post(fork))
+        .route("/v1/twins/{id}/step", post(step))
+        .route("/v1/twins/{id}/commands", post(commands))
+        .route("/v1/twins/{id}/observation", get(observation))
+        .route("/v1/twins/{id}/clock", post(clock))
+        .route("/v1/twins/{id}/checkpoint", get(download_checkpoint).put(restore_checkpoint))
+        .route("/v1/twins/{id}/faults", post(inject_fault))
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+fn record(status: StatusCode, r: &TwinRecord) -> Response {
+    json(status, r.to_api_json())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    org: Option<String>,
+    /// Comma-separated; a twin must carry all of them.
+    tags: Option<String>,
+    engine: Option<String>,
+}
+
+async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult {
+    let engine = match q.engine.as_deref() {
+        Some(e) => Some(
+            e.parse::<EngineKind>()
+                .map_err(|m| ApiError::invalid("engine", m))?,
+        ),
+        None => None,
+    };
+    let filter = TwinFilter {
+        organization: q.org,
+        tags: q
+            .tags
+            .map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        engine,
+    };
+    let twins = s.node.list(filter).await?;
+    let items: Vec<_> = twins.iter().map(TwinRecord::to_api_json).collect();
+    Ok(json(StatusCode::OK, serde_json::json!({ "twins": items })))
+}
+
+/// YAML when the content type says so, JSON otherwise.
+fn definition_format(headers: &HeaderMap) -> Format {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ct.contains("yaml") {
+        Format::Yaml
+    } else {
+        Format::Json
+    }
+}
+
+async fn create(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::invalid("", "the definition is not UTF-8 text"))?;
+    let definition = TwinDefinition::parse(text, definition_format(&headers))
+        .map_err(|e| ApiError::from(TwinError::Invalid(e)))?;
+    let r = s.node.create(definition).await?;
+    Ok(record(StatusCode::CREATED, &r))
+}
+
+async fn get_twin(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let r = s.node.get(&id).await?;
+    let mut body = r.to_api_json();
+    if r.status.state == Lifecycle::Running
+        && let Ok(info) = s.node.info(&r.id.to_string()).await
+    {
+        body["runtime"] = serde_json::json!(info);
+    }
+    Ok(json(StatusCode::OK, body))
+}
+
+async fn update(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let patch: serde_json::Value = parse_json(&body, false)?;
+    let r = s.node.update(&id, patch).await?;
+    Ok(record(StatusCode::OK, &r))
+}
+
+async fn delete(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    s.node.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn start(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let options: StartOptions = parse_json(&body, true)?;
+    let r = s.node.start(&id, options).await?;
+    Ok(record(StatusCode::OK, &r))
+}
+
+async fn stop(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let r = s.node.stop(&id).await?;
+    Ok(record(StatusCode::OK, &r))
+}
+
+/// The current simulation state for people and agents: clock, time, step and the
+/// observation of every body and joint. The binary checkpoint is at
+/// `/checkpoint`.
+async fn state(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let r = s.node.get(&id).await?;
+    let twin = r.id.to_string();
+    let info = s.node.info(&twin).await?;
+    let observation = s.node.observe(&twin, "/").await?;
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({
+            "id": r.id,
+            "name": r.definition.name,
+            "engine": r.definition.engine.kind,
+            "clock": info.clock,
+            "time": observation.time,
+            "step": observation.step,
+            "bodies": observation.bodies,
+            "joints": observation.joints,
+        }),
+    ))
+}
+
+async fn fork(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let options: ForkOptions = parse_json(&body, true)?;
+    let r = s.node.fork(&id, options).await?;
+    Ok(record(StatusCode::CREATED, &r))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepRequest {
+    #[serde(default = "one")]
+    steps: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+async fn step(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let req: StepRequest = parse_json(&body, true)?;
+    let report = s.node.step(&id, req.steps).await?;
+    Ok(json(StatusCode::OK, serde_json::json!(report)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandRequest {
+    commands: Vec<JointCommandEntry>,
+}
+
+async fn commands(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let req: CommandRequest = parse_json(&body, false)?;
+    s.node.command(&id, req.commands).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObservationQuery {
+    path: Option<String>,
+}
+
+async fn observation(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<ObservationQuery>,
+) -> ApiResult {
+    let path = q.path.unwrap_or_else(|| "/".into());
+    let obs = s.node.observe(&id, &path).await?;
+    Ok(json(StatusCode::OK, serde_json::json!(obs)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockRequest {
+    clock: Clock,
+}
+
+async fn clock(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let req: ClockRequest = parse_json(&body, false)?;
+    s.node.set_clock(&id, req.clock).await?;
+    Ok(json(StatusCode::OK, serde_json::json!({ "clock": req.clock })))
+}
+
+async fn download_checkpoint(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let r = s.node.get(&id).await?;
+    let state = s.node.checkpoint(&r.id.to_string()).await?;
+    let filename = format!("{}-step{}.ckpt", r.definition.name, state.step);
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        state.to_bytes(),
+    )
+        .into_response())
+}
+
+async fn restore_checkpoint(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let state = SimState::from_bytes(&body)
+        .map_err(|e| ApiError::invalid("checkpoint", e.to_string()))?;
+    let r = s.node.restore(&id, state).await?;
+    Ok(record(StatusCode::OK, &r))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultRequest {
+    fault: Fault,
+}
+
+async fn inject_fault(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let req: FaultRequest = parse_json(&body, false)?;
+    s.node.inject_fault(&id, req.fault).await?;
+    Ok(json(StatusCode::ACCEPTED, serde_json::json!({ "injected": req.fault })))
+}

@@ -1,0 +1,140 @@
+//! Cluster membership and twin placement.
+//!
+//! A node always knows the set of live nodes it belongs to (just itself until it
+//! joins others) and places every twin id on exactly one of them by rendezvous
+//! (highest-random-weight) hashing: every node computes the same owner from the
+//! same member list, and when a node leaves only its own twins move.
+
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    /// Where its HTTP API listens.
+    pub api_addr: String,
+    /// Whether this entry is the node answering.
+    pub local: bool,
+}
+
+/// The live members as this node sees them. Shared between the API and whatever
+/// maintains membership.
+#[derive(Clone)]
+pub struct Membership {
+    local: NodeInfo,
+    peers: Arc<RwLock<Vec<NodeInfo>>>,
+}
+
+impl Membership {
+    /// A membership of one: this node alone.
+    pub fn single(id: impl Into<String>, api_addr: impl Into<String>) -> Membership {
+        Membership {
+            local: NodeInfo {
+                id: id.into(),
+                api_addr: api_addr.into(),
+                local: true,
+            },
+            peers: Arc::new(RwLock::new(Vec::new())),
+        }
+    }
+
+    pub fn local(&self) -> &NodeInfo {
+        &self.local
+    }
+
+    /// Every live node, this one first.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let mut all = vec![self.local.clone()];
+        // A poisoned lock only means a writer panicked mid-update of a Vec of
+        // plain data; the data is still usable.
+        let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+        all.extend(peers.iter().cloned());
+        all
+    }
+
+    /// The node that owns `key` (a twin id).
+    pub fn owner(&self, key: &str) -> NodeInfo {
+        let nodes = self.nodes();
+        let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        let index = rendezvous_owner(&ids, key).unwrap_or(0);
+        nodes[index].clone()
+    }
+
+    /// Whether this node owns `key`.
+    pub fn is_local(&self, key: &str) -> bool {
+        self.owner(key).id == self.local.id
+    }
+}
+
+/// Index of the node with the highest weight for `key`, `None` for no nodes.
+pub fn rendezvous_owner(nodes: &[&str], key: &str) -> Option<usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, node)| (weight(node, key), **node))
+        .map(|(i, _)| i)
+}
+
+/// A stable 64-bit weight of (node, key): FNV-1a, then the splitmix64 finaliser
+/// to spread FNV's weak low bits. Stable across processes and versions, unlike
+/// `std`'s hasher.
+fn weight(node: &str, key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain([0xff]).chain(key.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Vec<String> {
+        (0..3000).map(|i| format!("twin-{i}")).collect()
+    }
+
+    #[test]
+    fn single_node_owns_everything() {
+        let m = Membership::single("a", "127.0.0.1:8082");
+        assert!(keys().iter().all(|k| m.is_local(k)));
+    }
+
+    #[test]
+    fn placement_is_balanced_and_deterministic() {
+        let nodes = ["n1", "n2", "n3"];
+        let mut counts = [0usize; 3];
+        for k in keys() {
+            let i = rendezvous_owner(&nodes, &k).expect("owner");
+            assert_eq!(Some(i), rendezvous_owner(&nodes, &k));
+            counts[i] += 1;
+        }
+        for c in counts {
+            assert!((800..=1200).contains(&c), "unbalanced: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn removing_a_node_moves_only_its_keys() {
+        let three = ["n1", "n2", "n3"];
+        let two = ["n1", "n3"];
+        for k in keys() {
+            let before = three[rendezvous_owner(&three, &k).expect("owner")];
+            let after = two[rendezvous_owner(&two, &k).expect("owner")];
+            if before != "n2" {
+                assert_eq!(before, after, "{k} moved without cause");
+            }
+        }
+    }
+
+    #[test]
+    fn no_nodes_no_owner() {
+        assert_eq!(rendezvous_owner(&[], "x"), None);
+    }
+}

@@ -1,0 +1,38 @@
+use crate::EngineKind;
+
+/// Everything an engine or the scene reader can report.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The scene file could not be read or parsed.
+    #[error("scene {file}: {message}")]
+    SceneRead { file: String, message: String },
+
+    /// A prim in the scene is malformed or uses a feature that would change the
+    /// physics if dropped.
+    #[error("scene prim {prim}: {message}")]
+    ScenePrim { prim: String, message: String },
+
+    /// No body, joint or camera at this path.
+    #[error("no {what} at path {path}")]
+    UnknownPath { what: &'static str, path: String },
+
+    /// A command or parameter with a value the engine cannot take.
+    #[error("invalid {field}: {message}")]
+    Invalid { field: String, message: String },
+
+    /// A state that belongs to another engine, scene or format.
+    #[error("state mismatch: {0}")]
+    StateMismatch(String),
+
+    /// The engine is known but not built into, or not usable on, this node.
+    #[error("engine {0} is not available on this node")]
+    NotAvailable(EngineKind),
+
+    /// The engine does not support this operation at all.
+    #[error("{engine} does not support {feature}")]
+    Unsupported { engine: EngineKind, feature: String },
+
+    /// The simulation became numerically invalid (NaN or infinite positions).
+    #[error("simulation diverged: {0}")]
+    Diverged(String),
+}

@@ -1,0 +1,82 @@
+//! The engine abstraction layer of Hanzo Twin.
+//!
+//! [`Engine`] loads a [`SceneModel`] into a running [`Simulation`]; a simulation steps,
+//! takes joint commands, reports observations and can hand its whole state out as a
+//! [`SimState`] and take one back. Scenes arrive as USD and are read into the
+//! engine-neutral [`scene`] model by [`usd`]; every engine builds from that model.
+//!
+//! Engines live in their own modules behind cargo features (`rapier` is the default).
+
+pub mod error;
+pub mod registry;
+pub mod scene;
+pub mod types;
+pub mod usd;
+
+#[cfg(feature = "rapier")]
+pub mod rapier;
+
+pub use error::EngineError;
+pub use registry::EngineRegistry;
+pub use scene::SceneModel;
+pub use types::*;
+
+/// A physics engine: turns a scene into simulations.
+pub trait Engine: Send + Sync {
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
+
+    /// What this engine supports.
+    fn capabilities(&self) -> EngineCapabilities;
+
+    /// Builds a simulation of `scene` with `config`. The scene is already parsed and
+    /// composed; the engine reports what it cannot represent as an error rather than
+    /// silently dropping it.
+    fn load_scene(
+        &self,
+        scene: &SceneModel,
+        config: &EngineConfig,
+    ) -> Result<Box<dyn Simulation>, EngineError>;
+}
+
+/// One loaded, running simulation instance. Owned by exactly one twin actor, so no
+/// method needs interior synchronisation.
+pub trait Simulation: Send {
+    /// The engine this simulation runs on.
+    fn kind(&self) -> EngineKind;
+
+    /// Advances the simulation by one step of `1 / step_hz` seconds, made of the
+    /// configured number of substeps.
+    fn step(&mut self) -> Result<(), EngineError>;
+
+    /// Sends a command to the joint at `joint_path` (a USD prim path). The command
+    /// holds until replaced.
+    fn set_joint_command(&mut self, joint_path: &str, cmd: JointCommand)
+    -> Result<(), EngineError>;
+
+    /// Reads the observation at `path`: a body, a joint, or the whole scene for `/`.
+    fn observation(&self, path: &str) -> Result<Observation, EngineError>;
+
+    /// The complete simulation state, enough to continue exactly from here.
+    fn state(&self) -> Result<SimState, EngineError>;
+
+    /// Restores a state taken from a simulation of the same scene and engine.
+    fn set_state(&mut self, state: &SimState) -> Result<(), EngineError>;
+
+    /// Renders a camera view. `params` places the camera when the scene has none at
+    /// `camera_path`.
+    fn render(&self, camera_path: &str, params: &RenderParams) -> Result<Image, EngineError>;
+
+    /// An independent copy of this simulation at its current state.
+    fn fork(&self) -> Result<Box<dyn Simulation>, EngineError>;
+
+    /// Simulated seconds since the scene was loaded.
+    fn time(&self) -> f64;
+
+    /// Steps taken since the scene was loaded.
+    fn step_count(&self) -> u64;
+
+    /// Releases the engine's resources. Dropping does the same; `close` exists so an
+    /// engine with an external process can report a failure to shut it down.
+    fn close(self: Box<Self>) -> Result<(), EngineError>;
+}

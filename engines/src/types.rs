@@ -1,0 +1,253 @@
+//! The values that cross the engine interface.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The engines the twin schema knows. Not every one is built into every node:
+/// ask the [`crate::EngineRegistry`] which are available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// rapier3d, pure Rust: the default engine, always built in.
+    Rapier3d,
+    Mujoco,
+    Physx,
+    Pybullet,
+    Gazebo,
+    Omniverse,
+}
+
+impl EngineKind {
+    pub const ALL: [EngineKind; 6] = [
+        EngineKind::Rapier3d,
+        EngineKind::Mujoco,
+        EngineKind::Physx,
+        EngineKind::Pybullet,
+        EngineKind::Gazebo,
+        EngineKind::Omniverse,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Rapier3d => "rapier3d",
+            EngineKind::Mujoco => "mujoco",
+            EngineKind::Physx => "physx",
+            EngineKind::Pybullet => "pybullet",
+            EngineKind::Gazebo => "gazebo",
+            EngineKind::Omniverse => "omniverse",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EngineKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = EngineKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown engine `{s}`, expected one of {}", known.join(", "))
+            })
+    }
+}
+
+/// Engine settings from a twin definition's `engine.config`. Already validated:
+/// `step_hz > 0`, `substeps >= 1`, gravity finite.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// Physics steps per simulated second.
+    pub step_hz: f64,
+    /// Substeps per step, for stability.
+    pub substeps: u32,
+    /// Gravity in m/s². `None` takes the scene's PhysicsScene gravity (or -9.81 along
+    /// the scene's up axis when the scene has none).
+    pub gravity: Option<[f64; 3]>,
+    /// Constraint solver iterations; `None` keeps the engine's default.
+    pub solver_iterations: Option<u32>,
+    /// Engine-specific settings, passed through untouched.
+    #[serde(default)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            step_hz: 240.0,
+            substeps: 1,
+            gravity: None,
+            solver_iterations: None,
+            extensions: serde_json::Map::new(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Seconds one step advances the simulation.
+    pub fn dt(&self) -> f64 {
+        1.0 / self.step_hz
+    }
+}
+
+/// What an engine supports (the spec's EngineCapabilities, plus what a state
+/// restore preserves).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineCapabilities {
+    pub ray_tracing: bool,
+    pub soft_body: bool,
+    pub fluid: bool,
+    pub max_step_hz: u32,
+    pub gpu_required: bool,
+    pub ros_bridge: bool,
+    pub parallel_envs: u32,
+    /// A restored or forked state continues bit for bit as the original would have
+    /// on the same machine and build.
+    pub bitwise_restore: bool,
+    /// What `render` produces, empty when the engine cannot render.
+    pub render_outputs: Vec<String>,
+}
+
+/// A command to one joint. It stays in force until the next command to that joint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", content = "value", rename_all = "snake_case")]
+pub enum JointCommand {
+    /// Drive towards this position (radians for revolute, metres for prismatic).
+    Position(f64),
+    /// Drive towards this velocity (rad/s or m/s).
+    Velocity(f64),
+    /// Apply this effort directly (N·m or N), bypassing the drive.
+    Effort(f64),
+}
+
+impl JointCommand {
+    pub fn value(self) -> f64 {
+        match self {
+            JointCommand::Position(v) | JointCommand::Velocity(v) | JointCommand::Effort(v) => v,
+        }
+    }
+}
+
+/// Pose and velocity of one rigid body, in world coordinates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BodyObservation {
+    pub path: String,
+    pub position: [f64; 3],
+    /// Unit quaternion as `[x, y, z, w]`.
+    pub orientation: [f64; 4],
+    pub linear_velocity: [f64; 3],
+    pub angular_velocity: [f64; 3],
+}
+
+/// Position and velocity of one joint along its axis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JointObservation {
+    pub path: String,
+    /// Radians for revolute joints, metres for prismatic ones.
+    pub position: f64,
+    pub velocity: f64,
+}
+
+/// What a simulation reports at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub time: f64,
+    pub step: u64,
+    pub bodies: Vec<BodyObservation>,
+    pub joints: Vec<JointObservation>,
+}
+
+/// A complete, engine-specific simulation state: a checkpoint, or the message a fork
+/// is spawned from. `data` is opaque outside the engine that made it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimState {
+    pub engine: EngineKind,
+    /// The engine's own format version of `data`.
+    pub format: u32,
+    /// A fingerprint of the scene the state belongs to; restoring into a simulation
+    /// of another scene is refused.
+    pub scene_fingerprint: u64,
+    pub time: f64,
+    pub step: u64,
+    pub data: Vec<u8>,
+}
+
+impl fmt::Debug for SimState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimState")
+            .field("engine", &self.engine)
+            .field("format", &self.format)
+            .field("scene_fingerprint", &self.scene_fingerprint)
+            .field("time", &self.time)
+            .field("step", &self.step)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
+}
+
+impl SimState {
+    /// Encodes the state as a self-describing checkpoint file (bincode, standard config).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Encoding plain owned data into a Vec cannot fail.
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("SimState encodes")
+    }
+
+    /// Decodes a checkpoint made by [`SimState::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<SimState, crate::EngineError> {
+        let (state, used): (SimState, usize) =
+            bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+                .map_err(|e| crate::EngineError::StateMismatch(format!("not a checkpoint: {e}")))?;
+        if used != bytes.len() {
+            return Err(crate::EngineError::StateMismatch(format!(
+                "checkpoint has {} trailing bytes",
+                bytes.len() - used
+            )));
+        }
+        Ok(state)
+    }
+}
+
+/// Where and how to render when the scene has no camera at the requested path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderParams {
+    pub width: u32,
+    pub height: u32,
+    /// Vertical field of view in degrees.
+    pub fov_deg: f64,
+    pub eye: [f64; 3],
+    pub look_at: [f64; 3],
+    pub up: [f64; 3],
+    /// Rays that hit nothing beyond this distance read as `max_depth`.
+    pub max_depth: f64,
+}
+
+impl Default for RenderParams {
+    fn default() -> Self {
+        RenderParams {
+            width: 160,
+            height: 120,
+            fov_deg: 60.0,
+            eye: [3.0, -3.0, 2.0],
+            look_at: [0.0, 0.0, 0.5],
+            up: [0.0, 0.0, 1.0],
+            max_depth: 100.0,
+        }
+    }
+}
+
+/// A rendered frame: depth in metres and, per pixel, the index into
+/// `instance_paths` of the body hit (`u32::MAX` for none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Image {
+    pub width: u32,
+    pub height: u32,
+    pub depth: Vec<f32>,
+    pub instance_id: Vec<u32>,
+    pub instance_paths: Vec<String>,
+}

@@ -1,0 +1,565 @@
+//! The `hanzo-twin` command line: `serve` runs a node; every other command talks
+//! to a node's HTTP API.
+
+use crate::config::NodeConfig;
+use crate::node::Node;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hanzo_twin_actors::{Format, TwinDefinition};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "hanzo-twin", version, about = "Hanzo Twin: live, forkable digital twins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ClientOpts {
+    /// The node's API.
+    #[arg(long, env = "HANZO_TWIN_API", default_value = "http://127.0.0.1:8082", global = true)]
+    api: String,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "text", global = true)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ClockArg {
+    Realtime,
+    Fast,
+    Paused,
+}
+
+impl ClockArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            ClockArg::Realtime => "realtime",
+            ClockArg::Fast => "fast",
+            ClockArg::Paused => "paused",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: the twin runtime, its HTTP API and metrics.
+    Serve {
+        /// Node configuration (YAML); default /etc/hanzo-twin/config.yaml if it
+        /// exists, else built-in defaults.
+        #[arg(long, env = "HANZO_TWIN_CONFIG")]
+        config: Option<PathBuf>,
+        /// A twin definition to create (if no twin has its name) and start at boot.
+        /// Repeatable.
+        #[arg(long = "twin")]
+        twins: Vec<PathBuf>,
+    },
+    /// Create a twin from a YAML or JSON definition.
+    Create {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List twins.
+    List {
+        #[arg(long)]
+        org: Option<String>,
+        /// Only twins with this tag (repeatable: all must match).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long)]
+        engine: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show a twin's definition and status.
+    Status {
+        twin: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Start a twin's simulation.
+    Start {
+        twin: String,
+        #[arg(long, value_enum, default_value = "realtime")]
+        clock: ClockArg,
+        /// Begin from the scene's initial state instead of the last checkpoint.
+        #[arg(long)]
+        reset: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Stop a twin's simulation (it keeps its last state as a checkpoint).
+    Stop {
+        twin: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Step a running twin now.
+    Step {
+        twin: String,
+        #[arg(long, default_value_t = 1)]
+        steps: u64,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Fork a twin's current state into a new ephemeral twin.
+    Fork {
+        twin: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_enum, default_value = "paused")]
+        clock: ClockArg,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Delete a twin and its checkpoints.
+    Delete {
+        twin: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Save a twin's state to a checkpoint file.
+    Checkpoint {
+        twin: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Load a checkpoint file into a twin.
+    Restore {
+        twin: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, twins } => serve(config, twins),
+        other => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(client_command(other))
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>, twin_files: Vec<PathBuf>) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path.as_deref(), std::env::vars())?;
+    crate::telemetry::init_logging(&config.logging);
+    // Read the boot twins before anything starts, so a typo fails fast.
+    let mut definitions = Vec::new();
+    for path in &twin_files {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read twin definition {}", path.display()))?;
+        let definition = TwinDefinition::parse(&text, format_of(path))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        definitions.push(definition);
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.server.workers > 0 {
+        builder.worker_threads(config.server.workers);
+    }
+    let rt = builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let node = Node::start(config).await?;
+        for definition in definitions {
+            let name = definition.name.to_string();
+            let id = node
+                .ensure_running(definition)
+                .await
+                .with_context(|| format!("cannot start twin {name}"))?;
+            tracing::info!(twin = %id, %name, "twin running");
+        }
+        node.serve(shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down: checkpointing twins");
+}
+
+fn format_of(path: &std::path::Path) -> Format {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => Format::Json,
+        _ => Format::Yaml,
+    }
+}
+
+/// A thin HTTP client that turns the API's JSON errors into plain sentences.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    output: Output,
+}
+
+impl Client {
+    fn new(opts: &ClientOpts) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: opts.api.trim_end_matches('/').to_string(),
+            output: opts.output,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow::anyhow!(
+                    "cannot reach the node at {}: is `hanzo-twin serve` running there? (set --api or HANZO_TWIN_API)",
+                    self.base
+                )
+            } else {
+                anyhow::anyhow!("request to {} failed: {e}", self.base)
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        Err(anyhow::anyhow!(explain_error(status.as_u16(), &body)))
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = self.send(req).await?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        resp.json().await.context("the node sent a reply that is not JSON")
+    }
+
+    fn twin_path(twin: &str, rest: &str) -> String {
+        let encoded: String = twin
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!("/v1/twins/{encoded}{rest}")
+    }
+}
+
+/// Says what went wrong and, where it helps, what to do.
+fn explain_error(status: u16, body: &Value) -> String {
+    let err = &body["error"];
+    let message = err["message"].as_str().unwrap_or("the node refused the request");
+    let mut out = message.to_string();
+    if let Some(field) = err["field"].as_str().filter(|f| !f.is_empty()) {
+        out.push_str(&format!(" (field `{field}`"));
+        if let Some(line) = err["line"].as_u64() {
+            out.push_str(&format!(", line {line}"));
+        }
+        out.push(')');
+    } else if let Some(line) = err["line"].as_u64() {
+        out.push_str(&format!(" (line {line})"));
+    }
+    let hint = match (status, err["code"].as_str()) {
+        (401, _) => Some("the node needs a valid token: pass --token or set HANZO_TWIN_TOKEN"),
+        (403, _) => Some("your token's role does not allow this"),
+        (_, Some("not_running")) => Some("start it with `hanzo-twin start <twin>`"),
+        (_, Some("failed")) => {
+            Some("it crashed too often; inspect with `hanzo-twin status`, then start it again")
+        }
+        (404, _) => Some("list twins with `hanzo-twin list`"),
+        (503, _) => Some("the twin did not answer in time; retry shortly"),
+        _ => None,
+    };
+    if let Some(h) = hint {
+        out.push_str(&format!("\nhint: {h}"));
+    }
+    format!("{out} [HTTP {status}]")
+}
+
+fn print_value(output: Output, value: &Value, text: impl FnOnce(&Value) -> String) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        ),
+        Output::Text => println!("{}", text(value)),
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn twin_summary(t: &Value) -> String {
+    let mut lines = vec![
+        format!("id:           {}", s(&t["id"])),
+        format!("name:         {}", s(&t["name"])),
+        format!("organization: {}", s(&t["organization"])),
+        format!("engine:       {}", s(&t["engine"]["type"])),
+        format!("scene:        {}", s(&t["scene"]["uri"])),
+        format!("state:        {}", s(&t["status"]["state"])),
+        format!("clock:        {}", s(&t["status"]["clock"])),
+        format!("node:         {}", s(&t["status"]["node"])),
+        format!("restarts:     {}", s(&t["status"]["restarts"])),
+    ];
+    if !t["parent"].is_null() {
+        lines.push(format!("forked from:  {}", s(&t["parent"])));
+    }
+    if let Some(err) = t["status"]["last_error"].as_str() {
+        lines.push(format!("last error:   {err}"));
+    }
+    if let Some(rt) = t.get("runtime") {
+        lines.push(format!(
+            "sim time:     {:.3} s ({} steps)",
+            rt["time"].as_f64().unwrap_or(0.0),
+            s(&rt["step"])
+        ));
+    }
+    if let Some(tags) = t["tags"].as_array().filter(|a| !a.is_empty()) {
+        let tags: Vec<String> = tags.iter().map(s).collect();
+        lines.push(format!("tags:         {}", tags.join(", ")));
+    }
+    lines.join("\n")
+}
+
+fn twin_table(list: &Value) -> String {
+    let rows: Vec<[String; 6]> = list["twins"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    [
+                        s(&t["id"]),
+                        s(&t["name"]),
+                        s(&t["organization"]),
+                        s(&t["engine"]["type"]),
+                        s(&t["status"]["state"]),
+                        s(&t["status"]["clock"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if rows.is_empty() {
+        return "no twins".into();
+    }
+    let header = ["ID", "NAME", "ORG", "ENGINE", "STATE", "CLOCK"].map(String::from);
+    let mut widths = [0usize; 6];
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    std::iter::once(&header)
+        .chain(rows.iter())
+        .map(|row| {
+            row.iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn client_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { .. } => unreachable!("serve is handled before"),
+        Command::Create { config, client } => {
+            let c = Client::new(&client);
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let content_type = match format_of(&config) {
+                Format::Json => "application/json",
+                Format::Yaml => "application/yaml",
+            };
+            let v = c
+                .json(
+                    c.http
+                        .post(c.url("/v1/twins"))
+                        .header("content-type", content_type)
+                        .body(text),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            print_value(c.output, &v, |t| format!("created twin\n{}", twin_summary(t)));
+        }
+        Command::List {
+            org,
+            tags,
+            engine,
+            client,
+        } => {
+            let c = Client::new(&client);
+            let mut query: Vec<(&str, String)> = Vec::new();
+            if let Some(o) = org {
+                query.push(("org", o));
+            }
+            if !tags.is_empty() {
+                query.push(("tags", tags.join(",")));
+            }
+            if let Some(e) = engine {
+                query.push(("engine", e));
+            }
+            let url = reqwest::Url::parse_with_params(&c.url("/v1/twins"), &query)
+                .context("bad --api address")?;
+            let v = c.json(c.http.get(url)).await?;
+            print_value(c.output, &v, twin_table);
+        }
+        Command::Status { twin, client } => {
+            let c = Client::new(&client);
+            let v = c.json(c.http.get(c.url(&Client::twin_path(&twin, "")))).await?;
+            print_value(c.output, &v, twin_summary);
+        }
+        Command::Start {
+            twin,
+            clock,
+            reset,
+            client,
+        } => {
+            let c = Client::new(&client);
+            let body = serde_json::json!({ "clock": clock.as_str(), "reset": reset });
+            let v = c
+                .json(c.http.post(c.url(&Client::twin_path(&twin, "/start"))).json(&body))
+                .await?;
+            print_value(c.output, &v, |t| format!("started\n{}", twin_summary(t)));
+        }
+        Command::Stop { twin, client } => {
+            let c = Client::new(&client);
+            let v = c
+                .json(c.http.post(c.url(&Client::twin_path(&twin, "/stop"))))
+                .await?;
+            print_value(c.output, &v, |t| format!("stopped\n{}", twin_summary(t)));
+        }
+        Command::Step {
+            twin,
+            steps,
+            client,
+        } => {
+            let c = Client::new(&client);
+            let v = c
+                .json(
+                    c.http
+                        .post(c.url(&Client::twin_path(&twin, "/step")))
+                        .json(&serde_json::json!({ "steps": steps })),
+                )
+                .await?;
+            print_value(c.output, &v, |r| {
+                format!(
+                    "stepped {} -> step {} at t = {:.4} s",
+                    s(&r["steps_taken"]),
+                    s(&r["step"]),
+                    r["time"].as_f64().unwrap_or(0.0)
+                )
+            });
+        }
+        Command::Fork {
+            twin,
+            name,
+            clock,
+            client,
+        } => {
+            let c = Client::new(&client);
+            let body = serde_json::json!({ "name": name, "clock": clock.as_str() });
+            let v = c
+                .json(c.http.post(c.url(&Client::twin_path(&twin, "/fork"))).json(&body))
+                .await?;
+            print_value(c.output, &v, |t| format!("forked\n{}", twin_summary(t)));
+        }
+        Command::Delete { twin, client } => {
+            let c = Client::new(&client);
+            c.json(c.http.delete(c.url(&Client::twin_path(&twin, ""))))
+                .await?;
+            let v = serde_json::json!({ "deleted": twin });
+            print_value(c.output, &v, |_| format!("deleted {twin}"));
+        }
+        Command::Checkpoint { twin, out, client } => {
+            let c = Client::new(&client);
+            let resp = c
+                .send(c.http.get(c.url(&Client::twin_path(&twin, "/checkpoint"))))
+                .await?;
+            let bytes = resp.bytes().await.context("checkpoint download failed")?;
+            std::fs::write(&out, &bytes)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            let v = serde_json::json!({ "twin": twin, "file": out, "bytes": bytes.len() });
+            print_value(c.output, &v, |_| {
+                format!("saved {} bytes to {}", bytes.len(), out.display())
+            });
+        }
+        Command::Restore { twin, file, client } => {
+            let c = Client::new(&client);
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let v = c
+                .json(
+                    c.http
+                        .put(c.url(&Client::twin_path(&twin, "/checkpoint")))
+                        .header("content-type", "application/octet-stream")
+                        .body(bytes),
+                )
+                .await?;
+            print_value(c.output, &v, |t| format!("restored\n{}", twin_summary(t)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Node configuration: embedded defaults, then a YAML file, then `HANZO_TWIN_*`
+//! environment variables, each overriding the one before.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where a node looks for its configuration when none is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hanzo-twin/config.yaml";
+/// The prefix of environment overrides: `HANZO_TWIN_SERVER_PORT=9000` sets
+/// `server.port`.
+pub const ENV_PREFIX: &str = "HANZO_TWIN_";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub server: ServerSection,
+    pub metrics: MetricsSection,
+    /// Everything the node keeps: the sled store and local object storage.
+    pub data_dir: PathBuf,
+    pub scenes: ScenesSection,
+    pub twins: TwinsSection,
+    pub logging: LoggingSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// This node's id; `None` takes the one stored in the data folder, or makes one.
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub host: String,
+    pub port: u16,
+    /// Tokio worker threads; 0 means one per CPU.
+    pub workers: usize,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScenesSection {
+    /// Relative scene URIs of twin definitions resolve here.
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwinsSection {
+    /// Simulated seconds between checkpoints of a running twin.
+    pub checkpoint_interval_s: f64,
+    /// Crashes allowed within `restart_window_s` before a twin is marked failed.
+    pub max_restarts: u32,
+    pub restart_window_s: u64,
+    /// How long the node waits for a twin to answer.
+    pub call_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    /// A tracing filter: `info`, `debug`, `hanzo_twin=debug,info`, …
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node: NodeSection::default(),
+            server: ServerSection::default(),
+            metrics: MetricsSection::default(),
+            data_dir: PathBuf::from("hanzo-twin-data"),
+            scenes: ScenesSection::default(),
+            twins: TwinsSection::default(),
+            logging: LoggingSection::default(),
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            host: "127.0.0.1".into(),
+            port: 8082,
+            workers: 0,
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            host: "127.0.0.1".into(),
+            port: 9090,
+            path: "/metrics".into(),
+        }
+    }
+}
+
+impl Default for ScenesSection {
+    fn default() -> Self {
+        ScenesSection {
+            root: PathBuf::from("configs/scenes"),
+        }
+    }
+}
+
+impl Default for TwinsSection {
+    fn default() -> Self {
+        TwinsSection {
+            checkpoint_interval_s: 5.0,
+            max_restarts: 3,
+            restart_window_s: 60,
+            call_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration problem, said so a person can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Loads the configuration: `explicit` if given (it must exist), else the
+    /// default path if it exists, else the embedded defaults; then environment
+    /// overrides from `env`.
+    pub fn load(
+        explicit: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let default_path = Path::new(DEFAULT_CONFIG_PATH);
+        let file = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None if default_path.exists() => Some(default_path.to_path_buf()),
+            None => None,
+        };
+        let mut value = serde_yaml_ng::to_value(NodeConfig::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = &file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            // Parse the file on its own first, so errors carry its line numbers.
+            let de = serde_yaml_ng::Deserializer::from_str(&text);
+            let parsed: NodeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+                let field = e.path().to_string();
+                ConfigError::Parse {
+                    path: path.clone(),
+                    message: format!("field `{field}`: {}", e.into_inner()),
+                }
+            })?;
+            value = serde_yaml_ng::to_value(parsed)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        apply_env(&mut value, env)?;
+        let config: NodeConfig =
+            serde_yaml_ng::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.twins;
+        if !(t.checkpoint_interval_s.is_finite() && t.checkpoint_interval_s > 0.0) {
+            return Err(ConfigError::Invalid(
+                "twins.checkpoint_interval_s must be a number above 0".into(),
+            ));
+        }
+        if t.call_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("twins.call_timeout_ms must be above 0".into()));
+        }
+        if !self.metrics.path.starts_with('/') {
+            return Err(ConfigError::Invalid("metrics.path must start with /".into()));
+        }
+        if self.metrics.enabled
+            && self.metrics.port == self.server.port
+            && self.metrics.host == self.server.host
+        {
+            return Err(ConfigError::Invalid(
+                "metrics.port and server.port must differ".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Every leaf of the configuration as (`SERVER_PORT`, path) pairs. Overrides are
+/// matched against the known keys, so `STORAGE_ACCESS_KEY`-style names with
+/// underscores inside keys stay unambiguous.
+fn leaf_paths(value: &serde_yaml_ng::Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match value {
+        serde_yaml_ng::Value::Mapping(m) => {
+            for (k, v) in m {
+                if let Some(k) = k.as_str() {
+                    prefix.push(k.to_string());
+                    leaf_paths(v, prefix, out);
+                    prefix.pop();
+                }
+            }
+        }
+        _ => out.push(prefix.clone()),
+    }
+}
+
+fn apply_env(
+    value: &mut serde_yaml_ng::Value,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut leaves = Vec::new();
+    leaf_paths(value, &mut Vec::new(), &mut leaves);
+    for (var, raw) in env {
+        let Some(name) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        // HANZO_TWIN_TOKEN, HANZO_TWIN_API and the like belong to the CLI.
+        let Some(path) = leaves
+            .iter()
+            .find(|p| p.join("_").to_ascii_uppercase() == name)
+        else {
+            continue;
+        };
+        let parsed: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&raw).map_err(|e| ConfigError::Env {
+                var: var.clone(),
+                message: e.to_string(),
+            })?;
+        // `~`, `null` and empty strings clear optional settings like node.id.
+        let mut slot = &mut *value;
+        for key in path {
+            slot = &mut slot[key.as_str()];
+        }
+        *slot = parsed;
+        // Check the value's type now, so the error names the variable.
+        serde_yaml_ng::from_value::<NodeConfig>(value.clone()).map_err(|e| ConfigError::Env {
+            var: var.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = NodeConfig::load(Some(Path::new("/nonexistent")), env(&[]));
+        assert!(matches!(c, Err(ConfigError::Read { .. })));
+        let c = NodeConfig::default();
+        assert_eq!(c.server.port, 8082);
+        assert_eq!(c.metrics.port, 9090);
+    }
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "server:\n  port: 9001\nlogging:\n  level: debug\n").expect("write");
+        let c = NodeConfig::load(
+            Some(&path),
+            env(&[
+                ("HANZO_TWIN_SERVER_PORT", "9002"),
+                ("HANZO_TWIN_TWINS_MAX_RESTARTS", "7"),
+                ("HANZO_TWIN_NODE_ID", "n7"),
+                ("HANZO_TWIN_TOKEN", "not-a-config-key"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(c.server.port, 9002);
+        assert_eq!(c.logging.level, "debug");
+        assert_eq!(c.twins.max_restarts, 7);
+        assert_eq!(c.node.id.as_deref(), Some("n7"));
+    }
+
+    #[test]
+    fn bad_file_and_env_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "server:\n  prot: 1\n").expect("write");
+        let e = NodeConfig::load(Some(&path), env(&[])).expect_err("unknown key");
+        let msg = e.to_string();
+        assert!(msg.contains("prot") && msg.contains("line 2"), "{msg}");
+        let e = NodeConfig::load(None, env(&[("HANZO_TWIN_SERVER_PORT", "lots")]))
+            .expect_err("bad env");
+        assert!(e.to_string().contains("HANZO_TWIN_SERVER_PORT"), "{e}");
+    }
+}

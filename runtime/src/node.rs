@@ -1,0 +1,337 @@
+//! A node: the root supervisor, the twin host under it, storage, and the HTTP
+//! servers. `Node::start` is also how an agent embeds a node in its own process.
+
+use crate::config::NodeConfig;
+use crate::store::{ObjectCheckpointStore, SledTwinStore};
+use crate::telemetry;
+use anyhow::Context;
+use hanzo_twin_actors::{
+    HostArgs, HostConfig, HostMsg, Lifecycle, StartOptions, TwinDefinition, TwinFilter, TwinHost,
+    TwinNode,
+};
+use hanzo_twin_api::{ApiConfig, ApiState};
+use hanzo_twin_cluster::Membership;
+use hanzo_twin_engines::EngineRegistry;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The root supervisor of a node. It restarts the twin host if the host itself
+/// fails (the new host reloads records from the store and resumes running
+/// twins), and gives up — stopping the node — past a restart limit.
+struct NodeSupervisor;
+
+struct SupervisorArgs {
+    host_args: HostArgs,
+    handle_tx: tokio::sync::oneshot::Sender<ActorRef<HostMsg>>,
+}
+
+struct SupervisorState {
+    host_args: HostArgs,
+    host: ActorRef<HostMsg>,
+    /// The node's handle, kept pointing at the live host across restarts.
+    twins: Option<TwinNode>,
+    restarts: VecDeque<Instant>,
+}
+
+enum SupervisorMsg {
+    /// The handle clients use; the supervisor swaps in restarted hosts.
+    Attach(TwinNode),
+}
+
+const HOST_NAME: &str = "twins";
+const HOST_MAX_RESTARTS: usize = 5;
+const HOST_RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+impl Actor for NodeSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let (host, _) = Actor::spawn_linked(
+            Some(HOST_NAME.into()),
+            TwinHost,
+            args.host_args.clone(),
+            myself.get_cell(),
+        )
+        .await?;
+        let _ = args.handle_tx.send(host.clone());
+        Ok(SupervisorState {
+            host_args: args.host_args,
+            host,
+            twins: None,
+            restarts: VecDeque::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Attach(twins) => {
+                // The host may have been restarted since the handle was made.
+                twins.replace_host(state.host.clone());
+                state.twins = Some(twins);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let failed = match &event {
+            SupervisionEvent::ActorFailed(cell, e) if cell.get_id() == state.host.get_id() => {
+                Some(e.to_string())
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason)
+                if cell.get_id() == state.host.get_id() =>
+            {
+                // The host only stops when the node shuts down, which stops this
+                // supervisor first; anything else is a failure.
+                Some(reason.clone().unwrap_or_else(|| "stopped".into()))
+            }
+            _ => None,
+        };
+        let Some(reason) = failed else {
+            return Ok(());
+        };
+        tracing::error!(%reason, "twin host failed");
+        let now = Instant::now();
+        state
+            .restarts
+            .retain(|t| now.duration_since(*t) < HOST_RESTART_WINDOW);
+        state.restarts.push_back(now);
+        if state.restarts.len() > HOST_MAX_RESTARTS {
+            myself.stop(Some(format!("twin host failed too often: {reason}")));
+            return Ok(());
+        }
+        let (host, _) = Actor::spawn_linked(
+            Some(HOST_NAME.into()),
+            TwinHost,
+            state.host_args.clone(),
+            myself.get_cell(),
+        )
+        .await?;
+        if let Some(twins) = &state.twins {
+            twins.replace_host(host.clone());
+        }
+        state.host = host;
+        Ok(())
+    }
+}
+
+/// A running node.
+pub struct Node {
+    config: NodeConfig,
+    node_id: String,
+    twins: TwinNode,
+    engines: EngineRegistry,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_done: tokio::task::JoinHandle<()>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Node {
+    /// Opens the node's storage, starts its supervision tree and resumes twins
+    /// that were running when it last stopped. No server is started: embedded
+    /// agents use [`Node::twins`]; [`Node::serve`] adds the HTTP API.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        // Install the recorder before any twin runs, so no step goes uncounted.
+        telemetry::metrics_handle();
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create the data folder {}", config.data_dir.display())
+        })?;
+        let store = SledTwinStore::open(&config.data_dir.join("store"))?;
+        let checkpoints = ObjectCheckpointStore::local(&config.data_dir.join("objects"))?;
+        let node_id = match &config.node.id {
+            Some(id) => id.clone(),
+            None => match store.meta("node_id")? {
+                Some(id) => id,
+                None => {
+                    let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+                    store.set_meta("node_id", &id)?;
+                    id
+                }
+            },
+        };
+        let call_timeout = Duration::from_millis(config.twins.call_timeout_ms);
+        let host_args = HostArgs {
+            config: HostConfig {
+                node_id: node_id.clone(),
+                scenes_root: config.scenes.root.clone(),
+                checkpoint_interval_s: config.twins.checkpoint_interval_s,
+                max_restarts: config.twins.max_restarts,
+                restart_window: Duration::from_secs(config.twins.restart_window_s),
+                call_timeout,
+            },
+            engines: EngineRegistry::with_builtin(),
+            store: Arc::new(store),
+            checkpoints: Arc::new(checkpoints),
+        };
+        let engines = host_args.engines.clone();
+        let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+        let (supervisor, supervisor_done) = Actor::spawn(
+            Some(format!("node:{node_id}")),
+            NodeSupervisor,
+            SupervisorArgs {
+                host_args,
+                handle_tx,
+            },
+        )
+        .await
+        .context("the node's supervision tree failed to start")?;
+        let host = handle_rx
+            .await
+            .context("the twin host did not report in")?;
+        // Clients wait a little longer than the host waits for a twin, so the
+        // host's own timeout error reaches them rather than a generic one.
+        let twins = TwinNode::new(host, call_timeout + Duration::from_secs(2));
+        supervisor
+            .cast(SupervisorMsg::Attach(twins.clone()))
+            .context("the node's supervisor stopped while starting")?;
+        Ok(Node {
+            config,
+            node_id,
+            twins,
+            engines,
+            supervisor,
+            supervisor_done,
+            ready: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Typed access to this node's twins: the embedded-agent SDK.
+    pub fn twins(&self) -> TwinNode {
+        self.twins.clone()
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Creates the twin in `definition` unless one of that name exists in its
+    /// organization, and starts it unless running. Used to boot a node with
+    /// sample twins.
+    pub async fn ensure_running(&self, definition: TwinDefinition) -> anyhow::Result<String> {
+        let filter = TwinFilter {
+            organization: Some(definition.organization.to_string()),
+            ..Default::default()
+        };
+        let existing = self
+            .twins
+            .list(filter)
+            .await?
+            .into_iter()
+            .find(|r| r.definition.name == definition.name);
+        let record = match existing {
+            Some(r) => r,
+            None => self.twins.create(definition).await?,
+        };
+        let id = record.id.to_string();
+        if record.status.state != Lifecycle::Running {
+            self.twins.start(&id, StartOptions::default()).await?;
+        }
+        Ok(id)
+    }
+
+    /// The API router for this node.
+    pub fn api_router(&self) -> axum::Router {
+        let api_addr = format!("{}:{}", self.config.server.host, self.config.server.port);
+        let state = ApiState {
+            node: self.twins.clone(),
+            engines: self.engines.clone(),
+            membership: Membership::single(self.node_id.clone(), api_addr),
+            ready: self.ready.clone(),
+        };
+        let config = ApiConfig {
+            max_body_bytes: self.config.server.max_body_bytes,
+        };
+        hanzo_twin_api::router(state, &config)
+    }
+
+    /// Serves the API (and metrics, when enabled) until `shutdown` resolves, then
+    /// stops the node cleanly: twins checkpoint and resume at the next start.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let api_addr = format!("{}:{}", self.config.server.host, self.config.server.port);
+        let api_listener = tokio::net::TcpListener::bind(&api_addr)
+            .await
+            .with_context(|| format!("cannot listen for the API on {api_addr}"))?;
+        let metrics_listener = if self.config.metrics.enabled {
+            let addr = format!("{}:{}", self.config.metrics.host, self.config.metrics.port);
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            Some((addr, listener))
+        } else {
+            None
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        if let Some((addr, listener)) = metrics_listener {
+            let router = telemetry::metrics_router(&self.config.metrics.path);
+            let rx = stop_rx.clone();
+            tracing::info!("metrics on http://{addr}{}", self.config.metrics.path);
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(wait_stop(rx))
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, %addr, "metrics server failed");
+                }
+            });
+        }
+        tracing::info!(node = %self.node_id, "API on http://{api_addr}");
+        let router = self.api_router();
+        let mut supervisor_rx = stop_rx.clone();
+        let served = axum::serve(api_listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = supervisor_rx.wait_for(|stop| *stop).await;
+            })
+            .await;
+        self.ready.store(false, Ordering::Release);
+        self.shutdown().await;
+        served.context("the API server failed")
+    }
+
+    /// Stops every twin with a final checkpoint, then the supervision tree.
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::Release);
+        if let Err(e) = self
+            .twins
+            .with_timeout(Duration::from_secs(60))
+            .shutdown()
+            .await
+        {
+            tracing::error!(error = %e, "twins did not all stop cleanly");
+        }
+        self.supervisor.stop(Some("node shutdown".into()));
+        let _ = self.supervisor_done.await;
+    }
+}

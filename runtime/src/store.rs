@@ -1,0 +1,147 @@
+//! The node's embedded storage: twin records in sled, checkpoints in object
+//! storage (a local folder by default).
+
+use bytes::Bytes;
+use hanzo_twin_actors::store::{BoxFuture, StoreResult};
+use hanzo_twin_actors::{CheckpointStore, StoreError, TwinId, TwinRecord, TwinStore};
+use object_store::{ObjectStore, PutPayload, path::Path as ObjectPath};
+use std::path::Path;
+use std::sync::Arc;
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Twin records in a sled tree, one JSON document per twin id.
+#[derive(Clone)]
+pub struct SledTwinStore {
+    db: sled::Db,
+    twins: sled::Tree,
+}
+
+impl SledTwinStore {
+    pub fn open(dir: &Path) -> Result<SledTwinStore, StoreError> {
+        let db = sled::open(dir).map_err(|e| {
+            StoreError(format!("cannot open the store at {}: {e}", dir.display()))
+        })?;
+        let twins = db.open_tree("twins").map_err(err)?;
+        Ok(SledTwinStore { db, twins })
+    }
+
+    /// Reads and writes a small named value (the node id, say).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let v = self.db.get(key).map_err(err)?;
+        Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.db.insert(key, value.as_bytes()).map_err(err)?;
+        self.db.flush().map_err(err)?;
+        Ok(())
+    }
+}
+
+impl TwinStore for SledTwinStore {
+    fn put(&self, record: &TwinRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let encoded = serde_json::to_vec(record).map_err(err);
+        let id = record.id;
+        Box::pin(async move {
+            self.twins.insert(id.0.as_bytes(), encoded?).map_err(err)?;
+            // A definition acknowledged to a client must survive a kill -9.
+            self.twins.flush_async().await.map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, id: TwinId) -> BoxFuture<'_, StoreResult<Option<TwinRecord>>> {
+        Box::pin(async move {
+            match self.twins.get(id.0.as_bytes()).map_err(err)? {
+                Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(err)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, StoreResult<Vec<TwinRecord>>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for item in self.twins.iter() {
+                let (key, v) = item.map_err(err)?;
+                let record: TwinRecord = serde_json::from_slice(&v).map_err(|e| {
+                    StoreError(format!(
+                        "stored twin {} is unreadable: {e}",
+                        String::from_utf8_lossy(&key)
+                    ))
+                })?;
+                out.push(record);
+            }
+            Ok(out)
+        })
+    }
+
+    fn delete(&self, id: TwinId) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(async move {
+            let existed = self.twins.remove(id.0.as_bytes()).map_err(err)?.is_some();
+            self.twins.flush_async().await.map_err(err)?;
+            Ok(existed)
+        })
+    }
+}
+
+/// Checkpoints as objects `checkpoints/<twin id>.ckpt` in any object store.
+#[derive(Clone)]
+pub struct ObjectCheckpointStore {
+    objects: Arc<dyn ObjectStore>,
+}
+
+impl ObjectCheckpointStore {
+    pub fn new(objects: Arc<dyn ObjectStore>) -> ObjectCheckpointStore {
+        ObjectCheckpointStore { objects }
+    }
+
+    /// Local object storage in `dir`, created if missing.
+    pub fn local(dir: &Path) -> Result<ObjectCheckpointStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError(format!("cannot create object storage at {}: {e}", dir.display()))
+        })?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(err)?;
+        Ok(ObjectCheckpointStore::new(Arc::new(fs)))
+    }
+
+    fn path(id: TwinId) -> ObjectPath {
+        ObjectPath::from(format!("checkpoints/{id}.ckpt"))
+    }
+}
+
+impl CheckpointStore for ObjectCheckpointStore {
+    fn put(&self, id: TwinId, bytes: Vec<u8>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move {
+            // The local store writes to a temporary file and renames it, so a
+            // crash mid-write never leaves a torn checkpoint.
+            self.objects
+                .put(&Self::path(id), PutPayload::from(Bytes::from(bytes)))
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, id: TwinId) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            match self.objects.get(&Self::path(id)).await {
+                Ok(r) => Ok(Some(r.bytes().await.map_err(err)?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(err(e)),
+            }
+        })
+    }
+
+    fn delete(&self, id: TwinId) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move {
+            match self.objects.delete(&Self::path(id)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(err(e)),
+            }
+        })
+    }
+}

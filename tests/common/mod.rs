@@ -1,0 +1,274 @@
+//! Starts real `hanzo-twin` node processes for whole-system tests.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hanzo-twin"))
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A node process on loopback with its own data folder. Killed when dropped.
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    pub api_port: u16,
+    pub metrics_port: u16,
+    child: Option<Child>,
+    pub http: reqwest::Client,
+    extra_env: Vec<(String, String)>,
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        TestNode::start_with(&[], "").await
+    }
+
+    /// `env` is passed to the process; `twins_yaml` is appended to the node's
+    /// `twins:` config section (indented two spaces).
+    pub async fn start_with(env: &[(&str, &str)], twins_yaml: &str) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api_port = free_port();
+        let metrics_port = free_port();
+        let config = format!(
+            "node:\n  id: test-node\nserver:\n  host: 127.0.0.1\n  port: {api_port}\n  workers: 2\nmetrics:\n  host: 127.0.0.1\n  port: {metrics_port}\ndata_dir: {data}\nscenes:\n  root: {scenes}\ntwins:\n  call_timeout_ms: 20000\n{twins_yaml}logging:\n  level: info\n",
+            data = dir.path().join("data").display(),
+            scenes = repo().join("configs/scenes").display(),
+        );
+        std::fs::write(dir.path().join("node.yaml"), config).expect("write config");
+        let mut node = TestNode {
+            dir,
+            api_port,
+            metrics_port,
+            child: None,
+            http: reqwest::Client::new(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        node.spawn().await;
+        node
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("node.yaml")
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("node.log")).expect("log file");
+        let child = Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .envs(self.extra_env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hanzo-twin serve");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.api(), path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("node exited with {status} before ready:\n{}", self.log());
+            }
+            if let Ok(r) = self.http.get(self.url("/ready")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node not ready in time:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the process: SIGKILL when `hard`, else SIGTERM (a clean shutdown).
+    pub fn stop(&mut self, hard: bool) {
+        if let Some(mut child) = self.child.take() {
+            if hard {
+                let _ = child.kill();
+            } else {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .status();
+            }
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self, hard: bool) {
+        self.stop(hard);
+        self.spawn().await;
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.expect("GET");
+        status_json(r).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        status_json(r).await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST");
+        status_json(r).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .patch(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("PATCH");
+        status_json(r).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self.http.delete(self.url(path)).send().await.expect("DELETE");
+        status_json(r).await
+    }
+
+    /// Creates a twin from a YAML file in configs/twins, renamed, and returns its id.
+    pub async fn create_sample(&self, file: &str, name: &str) -> String {
+        let text = std::fs::read_to_string(repo().join("configs/twins").join(file))
+            .expect("sample definition");
+        let text = rename(&text, name);
+        let (status, body) = self.post_raw("/v1/twins", "application/yaml", &text).await;
+        assert_eq!(status, 201, "create {name}: {body}");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn start_twin(&self, id: &str, clock: &str) {
+        let (status, body) = self
+            .post(&format!("/v1/twins/{id}/start"), serde_json::json!({ "clock": clock }))
+            .await;
+        assert_eq!(status, 200, "start: {body}");
+    }
+
+    pub async fn step(&self, id: &str, steps: u64) -> Value {
+        let (status, body) = self
+            .post(&format!("/v1/twins/{id}/step"), serde_json::json!({ "steps": steps }))
+            .await;
+        assert_eq!(status, 200, "step: {body}");
+        body
+    }
+
+    pub async fn command(&self, id: &str, joint: &str, mode: &str, value: f64) {
+        let (status, body) = self
+            .post(
+                &format!("/v1/twins/{id}/commands"),
+                serde_json::json!({ "commands": [{ "joint": joint, "mode": mode, "value": value }] }),
+            )
+            .await;
+        assert_eq!(status, 204, "command: {body}");
+    }
+
+    /// The observation of every body and joint, as the raw JSON text: serde_json
+    /// prints floats so they parse back to the same bits, so equal text means
+    /// bitwise-equal state.
+    pub async fn observation_text(&self, id: &str) -> String {
+        let r = self
+            .http
+            .get(self.url(&format!("/v1/twins/{id}/observation")))
+            .send()
+            .await
+            .expect("GET observation");
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.expect("body")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.stop(true);
+    }
+}
+
+pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, value)
+}
+
+/// Replaces the `name:` line of a YAML definition.
+pub fn rename(yaml: &str, name: &str) -> String {
+    yaml.lines()
+        .map(|l| {
+            if l.starts_with("name:") {
+                format!("name: {name}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+pub fn sample_path(file: &str) -> PathBuf {
+    repo().join("configs/twins").join(file)
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

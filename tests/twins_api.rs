@@ -1,0 +1,526 @@
+//! The twin API end to end against a real node process.
+
+mod common;
+
+use common::{TestNode, rename, repo};
+use serde_json::{Value, json};
+
+/// The arm's three driven joints (configs/scenes/robot-arm/scene.usda).
+const ARM_JOINTS: [&str; 3] = [
+    "/World/Arm/shoulder_yaw",
+    "/World/Arm/shoulder_pitch",
+    "/World/Arm/elbow",
+];
+
+#[tokio::test]
+async fn twin_lifecycle_over_http() {
+    let node = TestNode::start().await;
+    let arm = node.create_sample("robot-arm.yaml", "arm-a").await;
+    let conveyor = node.create_sample("conveyor.yaml", "belt-a").await;
+
+    // Listing filters by organization, tags and engine.
+    let (_, all) = node.get("/v1/twins").await;
+    assert_eq!(all["twins"].as_array().expect("list").len(), 2);
+    let (_, arms) = node.get("/v1/twins?tags=robot,arm").await;
+    let names: Vec<&str> = arms["twins"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["arm-a"]);
+    let (_, none) = node.get("/v1/twins?org=someone-else").await;
+    assert_eq!(none["twins"].as_array().expect("list").len(), 0);
+    let (_, rapier) = node.get("/v1/twins?engine=rapier3d").await;
+    assert_eq!(rapier["twins"].as_array().expect("list").len(), 2);
+    let (status, err) = node.get("/v1/twins?engine=havok").await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["field"], "engine");
+
+    // Get by id and by name; the record carries the schema's fields and status.
+    let (status, t) = node.get(&format!("/v1/twins/{arm}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(t["name"], "arm-a");
+    assert_eq!(t["engine"]["type"], "rapier3d");
+    assert_eq!(t["engine"]["config"]["step_hz"], 240.0);
+    assert_eq!(t["status"]["state"], "stopped");
+    assert!(t["created_at"].is_string() && t["updated_at"].is_string());
+    let (_, by_name) = node.get("/v1/twins/belt-a").await;
+    assert_eq!(by_name["id"], conveyor);
+
+    // A JSON merge patch updates what it names and leaves the rest.
+    let (status, patched) = node
+        .patch(
+            &format!("/v1/twins/{arm}"),
+            json!({ "tags": ["robot", "patched"], "metadata": { "site": null, "owner": "ops" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["tags"], json!(["robot", "patched"]));
+    assert_eq!(patched["metadata"], json!({ "description": "three-joint arm on a table", "owner": "ops" }));
+    assert_eq!(patched["engine"]["config"]["substeps"], 2);
+    let (status, err) = node
+        .patch(&format!("/v1/twins/{arm}"), json!({ "engine": { "config": { "step_hz": 0 } } }))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["field"], "engine.config.step_hz");
+
+    // Start paused, step on demand, read state.
+    node.start_twin(&arm, "paused").await;
+    let (status, err) = node.post(&format!("/v1/twins/{arm}/start"), json!({})).await;
+    assert_eq!(status, 409, "double start: {err}");
+    let report = node.step(&arm, 240).await;
+    assert_eq!(report["steps_taken"], 240);
+    assert_eq!(report["step"], 240);
+    assert!((report["time"].as_f64().expect("time") - 1.0).abs() < 1e-9);
+    let (status, state) = node.get(&format!("/v1/twins/{arm}/state")).await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["step"], 240);
+    assert_eq!(state["clock"], "paused");
+    assert!(!state["bodies"].as_array().expect("bodies").is_empty());
+    let listed: Vec<&str> = state["joints"]
+        .as_array()
+        .expect("joints")
+        .iter()
+        .map(|j| j["path"].as_str().expect("path"))
+        .collect();
+    for joint in ARM_JOINTS {
+        assert!(listed.contains(&joint), "{joint} missing from {listed:?}");
+    }
+
+    // A joint command moves the joint towards its target.
+    let joint = ARM_JOINTS[0];
+    node.command(&arm, joint, "position", 0.5).await;
+    node.step(&arm, 720).await;
+    let (_, obs) = node
+        .get(&format!("/v1/twins/{arm}/observation?path={joint}"))
+        .await;
+    let reached = obs["joints"][0]["position"].as_f64().expect("position");
+    assert!((reached - 0.5).abs() < 0.05, "joint at {reached}, wanted 0.5");
+
+    // Realtime clock: the twin advances on its own, never ahead of the wall clock.
+    let (status, _) = node
+        .post(&format!("/v1/twins/{conveyor}/start"), json!({ "clock": "realtime" }))
+        .await;
+    assert_eq!(status, 200);
+    let t0 = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (_, t) = node.get(&format!("/v1/twins/{conveyor}")).await;
+    let sim_time = t["runtime"]["time"].as_f64().expect("runtime time");
+    assert!(sim_time > 0.0, "realtime clock did not advance");
+    assert!(sim_time <= t0.elapsed().as_secs_f64() + 1.0 / 120.0, "ahead of wall clock");
+
+    // Stop keeps the state; starting again resumes it.
+    let (status, stopped) = node.post(&format!("/v1/twins/{arm}/stop"), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(stopped["status"]["state"], "stopped");
+    let (status, err) = node.post(&format!("/v1/twins/{arm}/step"), json!({ "steps": 1 })).await;
+    assert_eq!(status, 409);
+    assert_eq!(err["error"]["code"], "not_running");
+    node.start_twin(&arm, "paused").await;
+    let (_, state) = node.get(&format!("/v1/twins/{arm}/state")).await;
+    assert_eq!(state["step"], 960, "resumed from the stop checkpoint");
+    let (status, _) = node
+        .post(&format!("/v1/twins/{arm}/start"), json!({}))
+        .await;
+    assert_eq!(status, 409);
+    node.post(&format!("/v1/twins/{arm}/stop"), json!({})).await;
+    let (status, t) = node
+        .post(&format!("/v1/twins/{arm}/start"), json!({ "clock": "paused", "reset": true }))
+        .await;
+    assert_eq!(status, 200, "{t}");
+    let (_, state) = node.get(&format!("/v1/twins/{arm}/state")).await;
+    assert_eq!(state["step"], 0, "reset starts from the scene");
+
+    // Delete removes it; its id then answers 404 with a JSON body.
+    let (status, _) = node.delete(&format!("/v1/twins/{arm}")).await;
+    assert_eq!(status, 204);
+    let (status, err) = node.get(&format!("/v1/twins/{arm}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_json_errors() {
+    let node = TestNode::start().await;
+    let base = std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml"))
+        .expect("sample");
+    let base = rename(&base, "bad-input");
+    let cases: Vec<(String, &str, Option<u64>)> = vec![
+        (base.replace("type: rapier3d", "type: havok"), "engine.type", Some(7)),
+        (base.replace("step_hz: 240", "step_hz: 0"), "engine.config.step_hz", Some(9)),
+        (base.replace("step_hz: 240", "step_hz: -3"), "engine.config.step_hz", Some(9)),
+        (
+            base.replace("[0.0, 0.0, -9.81]", "[0.0, .nan, -9.81]"),
+            "engine.config.gravity",
+            Some(11),
+        ),
+        (base.replace("[0.0, 0.0, -9.81]", "[0.0, -9.81]"), "engine.config.gravity", Some(11)),
+        (base.replace("  mode: standalone", "  mode: standalone\n  colour: red"), "sync.colour", Some(15)),
+        (base.replace("robot-arm/scene.usda", "missing/scene.usda"), "scene.uri", None),
+        (base.replace("robot-arm/scene.usda", "../../etc/passwd.usda"), "scene.uri", None),
+        (base.replace("type: rapier3d", "type: mujoco"), "engine.type", None),
+    ];
+    for (yaml, field, line) in cases {
+        let (status, err) = node.post_raw("/v1/twins", "application/yaml", &yaml).await;
+        assert!(
+            (400..500).contains(&status),
+            "{field}: status {status}: {err}"
+        );
+        assert_eq!(err["error"]["field"], field, "{err}");
+        assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        if let Some(line) = line {
+            assert_eq!(err["error"]["line"], line, "{field}: {err}");
+        }
+    }
+    let (status, err) = node
+        .post_raw("/v1/twins", "application/yaml", &base.replace("type: rapier3d", "type: mujoco"))
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        err["error"]["message"].as_str().expect("message").contains("not available on this node"),
+        "{err}"
+    );
+
+    // JSON definitions name the line too.
+    let (status, err) = node
+        .post_raw(
+            "/v1/twins",
+            "application/json",
+            "{\n \"name\": \"j\",\n \"scene\": {\"uri\": \"robot-arm/scene.usda\"},\n \"engine\": {\"type\": \"rapier3d\", \"config\": {\"step_hz\": \"fast\"}}\n}",
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["field"], "engine.config.step_hz");
+    assert_eq!(err["error"]["line"], 4);
+    for garbage in ["", "{", "[]", "null", "\"x\"", "{\"name\": 5}"] {
+        let (status, err) = node.post_raw("/v1/twins", "application/json", garbage).await;
+        assert_eq!(status, 400, "{garbage:?}: {err}");
+        assert!(err["error"]["message"].is_string());
+    }
+
+    // Duplicate names in one organization conflict.
+    let id = node.create_sample("robot-arm.yaml", "dup").await;
+    let (status, err) = node
+        .post_raw("/v1/twins", "application/yaml", &rename(&base, "dup"))
+        .await;
+    assert_eq!(status, 409, "{err}");
+
+    // Requests to a running twin with the wrong shape.
+    node.start_twin(&id, "paused").await;
+    let step = format!("/v1/twins/{id}/step");
+    for (body, field) in [
+        (json!({ "steps": 0 }), "steps"),
+        (json!({ "steps": -1 }), "steps"),
+        (json!({ "steps": "many" }), "steps"),
+        (json!({ "stepz": 3 }), "stepz"),
+    ] {
+        let (status, err) = node.post(&step, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(
+            err["error"]["field"].as_str().is_some_and(|f| f.contains(field)),
+            "{body}: {err}"
+        );
+    }
+    let commands = format!("/v1/twins/{id}/commands");
+    for (body, field) in [
+        (json!({ "commands": [{ "joint": "/World/Nope", "mode": "position", "value": 1.0 }] }), "commands[0].joint"),
+        (json!({ "commands": [{ "joint": "/World", "mode": "spin", "value": 1.0 }] }), "commands[0]"),
+        (json!({ "commands": [] }), "commands"),
+        (json!({ "commands": [{ "joint": "/World", "mode": "position" }] }), "commands[0]"),
+    ] {
+        let (status, err) = node.post(&commands, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(
+            err["error"]["field"].as_str().is_some_and(|f| f.starts_with(field)),
+            "{body}: {err}"
+        );
+    }
+    let (status, err) = node
+        .post_raw(&commands, "application/json", "{\"commands\": [{\"joint\": \"/x\", \"mode\": \"position\", \"value\": 1e999}]}")
+        .await;
+    assert_eq!(status, 400, "{err}");
+    let (status, err) = node.get(&format!("/v1/twins/{id}/observation?path=/World/Nope")).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "unknown_path");
+    let r = node
+        .http
+        .put(node.url(&format!("/v1/twins/{id}/checkpoint")))
+        .body(vec![1u8, 2, 3, 4, 5])
+        .send()
+        .await
+        .expect("PUT");
+    let (status, err) = common::status_json(r).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "checkpoint");
+    let (status, err) = node.get("/v1/nothing-here").await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "not_found");
+    // The twin survived all of it.
+    let report = node.step(&id, 1).await;
+    assert_eq!(report["step"], 1);
+}
+
+#[tokio::test]
+async fn forks_continue_bitwise_and_diverge_under_other_commands() {
+    let node = TestNode::start().await;
+    let arm = node.create_sample("robot-arm.yaml", "fork-parent").await;
+    node.start_twin(&arm, "paused").await;
+    let js = ARM_JOINTS;
+    node.command(&arm, js[1], "position", 0.4).await;
+    node.step(&arm, 120).await;
+
+    let (status, same) = node
+        .post(&format!("/v1/twins/{arm}/fork"), json!({ "name": "fork-same" }))
+        .await;
+    assert_eq!(status, 201, "{same}");
+    assert_eq!(same["parent"], arm);
+    assert_eq!(same["ephemeral"], true);
+    assert_eq!(same["status"]["clock"], "paused");
+    let same = same["id"].as_str().expect("id").to_string();
+    let (status, other) = node
+        .post(&format!("/v1/twins/{arm}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{other}");
+    assert!(other["name"].as_str().expect("name").starts_with("fork-parent-fork-"));
+    let other = other["id"].as_str().expect("id").to_string();
+
+    // At the fork instant all three are identical.
+    let parent_obs = node.observation_text(&arm).await;
+    assert_eq!(parent_obs, node.observation_text(&same).await);
+    assert_eq!(parent_obs, node.observation_text(&other).await);
+
+    // Identical commands: bitwise-identical futures. Different: divergence.
+    for (id, target) in [(&arm, -0.6), (&same, -0.6), (&other, 0.9)] {
+        node.command(id, js[0], "position", target).await;
+        node.command(id, js[2], "velocity", 0.3).await;
+    }
+    for _ in 0..3 {
+        for id in [&arm, &same, &other] {
+            node.step(id, 100).await;
+        }
+    }
+    let parent_obs = node.observation_text(&arm).await;
+    assert_eq!(parent_obs, node.observation_text(&same).await);
+    assert_ne!(parent_obs, node.observation_text(&other).await);
+
+    // A fork is its own twin: stopping the parent leaves it running.
+    node.post(&format!("/v1/twins/{arm}/stop"), json!({})).await;
+    node.step(&same, 10).await;
+    // Forks of the conveyor scene (contacts) continue bitwise too.
+    let belt = node.create_sample("conveyor.yaml", "belt-fork").await;
+    node.start_twin(&belt, "paused").await;
+    node.step(&belt, 90).await;
+    let (_, f) = node.post(&format!("/v1/twins/{belt}/fork"), json!({})).await;
+    let f = f["id"].as_str().expect("id").to_string();
+    node.step(&belt, 150).await;
+    node.step(&f, 150).await;
+    assert_eq!(node.observation_text(&belt).await, node.observation_text(&f).await);
+}
+
+#[tokio::test]
+async fn checkpoints_download_and_restore_exactly() {
+    let node = TestNode::start().await;
+    let belt = node.create_sample("conveyor.yaml", "ckpt-belt").await;
+    node.start_twin(&belt, "paused").await;
+    node.step(&belt, 60).await;
+    let ckpt = node
+        .http
+        .get(node.url(&format!("/v1/twins/{belt}/checkpoint")))
+        .send()
+        .await
+        .expect("GET checkpoint");
+    assert_eq!(ckpt.status().as_u16(), 200);
+    assert_eq!(
+        ckpt.headers()["content-type"].to_str().expect("ct"),
+        "application/octet-stream"
+    );
+    let bytes = ckpt.bytes().await.expect("bytes");
+    let at_60 = node.observation_text(&belt).await;
+    node.step(&belt, 100).await;
+    let at_160 = node.observation_text(&belt).await;
+    assert_ne!(at_60, at_160);
+
+    let restored = node
+        .http
+        .put(node.url(&format!("/v1/twins/{belt}/checkpoint")))
+        .body(bytes.clone())
+        .send()
+        .await
+        .expect("PUT checkpoint");
+    assert_eq!(restored.status().as_u16(), 200);
+    assert_eq!(node.observation_text(&belt).await, at_60);
+    node.step(&belt, 100).await;
+    assert_eq!(node.observation_text(&belt).await, at_160, "restored run diverged");
+
+    // A checkpoint of one scene does not load into a twin of another.
+    let arm = node.create_sample("robot-arm.yaml", "ckpt-arm").await;
+    node.start_twin(&arm, "paused").await;
+    let r = node
+        .http
+        .put(node.url(&format!("/v1/twins/{arm}/checkpoint")))
+        .body(bytes)
+        .send()
+        .await
+        .expect("PUT");
+    let (status, err) = common::status_json(r).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "state_mismatch");
+}
+
+#[tokio::test]
+async fn definitions_and_running_twins_survive_a_restart() {
+    let mut node = TestNode::start().await;
+    let arm = node.create_sample("robot-arm.yaml", "durable-arm").await;
+    let belt = node.create_sample("conveyor.yaml", "durable-belt").await;
+    node.start_twin(&belt, "paused").await;
+    node.step(&belt, 50).await;
+    let (_, fork) = node.post(&format!("/v1/twins/{belt}/fork"), json!({})).await;
+    let fork = fork["id"].as_str().expect("id").to_string();
+
+    // A clean stop checkpoints the running twin; it resumes where it was.
+    node.restart(false).await;
+    let (_, t) = node.get(&format!("/v1/twins/{arm}")).await;
+    assert_eq!(t["name"], "durable-arm");
+    assert_eq!(t["status"]["state"], "stopped");
+    let (_, t) = node.get(&format!("/v1/twins/{belt}")).await;
+    assert_eq!(t["status"]["state"], "running", "{t}");
+    assert_eq!(t["runtime"]["step"], 50);
+    // Forks are ephemeral: gone with the process that ran them.
+    let (status, _) = node.get(&format!("/v1/twins/{fork}")).await;
+    assert_eq!(status, 404);
+
+    // kill -9 loses no acknowledged definition.
+    let (status, _) = node
+        .patch(&format!("/v1/twins/{arm}"), json!({ "tags": ["after-kill"] }))
+        .await;
+    assert_eq!(status, 200);
+    node.restart(true).await;
+    let (_, t) = node.get(&format!("/v1/twins/{arm}")).await;
+    assert_eq!(t["tags"], json!(["after-kill"]));
+    let (_, t) = node.get(&format!("/v1/twins/{belt}")).await;
+    assert_eq!(t["status"]["state"], "running", "{t}");
+}
+
+#[tokio::test]
+async fn a_crashing_twin_restarts_from_its_checkpoint_and_spares_others() {
+    // Two crashes are tolerated, the third within the window fails the twin.
+    let node = TestNode::start_with(&[], "  max_restarts: 2\n  restart_window_s: 600\n").await;
+    let victim = node.create_sample("conveyor.yaml", "victim").await;
+    let bystander = node.create_sample("robot-arm.yaml", "bystander").await;
+    node.start_twin(&victim, "paused").await;
+    node.start_twin(&bystander, "paused").await;
+    node.step(&bystander, 10).await;
+    node.step(&victim, 30).await;
+    // Take a checkpoint at step 30 by restoring it explicitly.
+    let ckpt = node
+        .http
+        .get(node.url(&format!("/v1/twins/{victim}/checkpoint")))
+        .send()
+        .await
+        .expect("GET")
+        .bytes()
+        .await
+        .expect("bytes");
+    node.http
+        .put(node.url(&format!("/v1/twins/{victim}/checkpoint")))
+        .body(ckpt)
+        .send()
+        .await
+        .expect("PUT");
+    node.step(&victim, 5).await;
+
+    let fault = format!("/v1/twins/{victim}/faults");
+    for round in 1..=2 {
+        let (status, body) = node.post(&fault, json!({ "fault": "panic" })).await;
+        assert_eq!(status, 202, "{body}");
+        let t = wait_for(&node, &victim, |t| t["status"]["restarts"] == round).await;
+        assert_eq!(t["status"]["state"], "running");
+        assert!(t["status"]["last_error"].as_str().expect("error").contains("fault injected"));
+        // Back at its last checkpoint (step 30), and it works.
+        let report = node.step(&victim, 1).await;
+        assert_eq!(report["step"], 31, "round {round}");
+        // The other twin never noticed.
+        assert_eq!(node.step(&bystander, 1).await["step"], 10 + round);
+    }
+    node.post(&fault, json!({ "fault": "panic" })).await;
+    let t = wait_for(&node, &victim, |t| t["status"]["state"] == "failed").await;
+    assert!(t["status"]["last_error"].as_str().expect("error").contains("crashed 3 times"));
+    let (status, err) = node.post(&format!("/v1/twins/{victim}/step"), json!({})).await;
+    assert_eq!(status, 409);
+    assert_eq!(err["error"]["code"], "failed");
+    assert_eq!(node.step(&bystander, 1).await["step"], 13);
+    // Started again by hand, it runs.
+    node.start_twin(&victim, "paused").await;
+    node.step(&victim, 1).await;
+}
+
+async fn wait_for(node: &TestNode, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let (_, t) = node.get(&format!("/v1/twins/{id}")).await;
+        if done(&t) {
+            return t;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (_, t) = node.get(&format!("/v1/twins/{id}")).await;
+    panic!("condition never held: {t}\n{}", node.log());
+}
+
+#[tokio::test]
+async fn health_metrics_and_engines() {
+    let node = TestNode::start().await;
+    let (status, _) = node.get("/alive").await;
+    assert_eq!(status, 200);
+    let (status, _) = node.get("/ready").await;
+    assert_eq!(status, 200);
+    let id = node.create_sample("conveyor.yaml", "metered").await;
+    node.start_twin(&id, "paused").await;
+    node.step(&id, 25).await;
+    let text = node.metrics().await;
+    let steps_line = text
+        .lines()
+        .find(|l| l.starts_with("hanzo_twin_steps_total") && l.contains(&id))
+        .unwrap_or_else(|| panic!("no steps counter for {id}:\n{text}"));
+    assert!(steps_line.contains("engine=\"rapier3d\""), "{steps_line}");
+    assert!(steps_line.trim_end().ends_with(" 25"), "{steps_line}");
+    for name in [
+        "hanzo_twin_step_duration_seconds_bucket",
+        "hanzo_twin_active_simulations",
+        "hanzo_twin_simulations_total",
+        "hanzo_twin_api_request_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "missing {name}:\n{text}");
+    }
+    let (status, engines) = node.get("/v1/engines").await;
+    assert_eq!(status, 200);
+    let list = engines["engines"].as_array().expect("engines");
+    let rapier = list.iter().find(|e| e["engine"] == "rapier3d").expect("rapier3d");
+    assert_eq!(rapier["available"], true);
+    assert_eq!(rapier["capabilities"]["bitwise_restore"], true);
+    let gazebo = list.iter().find(|e| e["engine"] == "gazebo").expect("gazebo");
+    assert_eq!(gazebo["available"], false);
+    let (status, nodes) = node.get("/v1/cluster/nodes").await;
+    assert_eq!(status, 200);
+    assert_eq!(nodes["nodes"][0]["id"], "test-node");
+}
+
+#[tokio::test]
+async fn environment_overrides_the_config_file() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let port_s = port.to_string();
+    let node = TestNode::start_with(&[("HANZO_TWIN_METRICS_PORT", &port_s)], "").await;
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics on the overridden port");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", node.metrics_port))
+            .await
+            .is_err(),
+        "the config file's port must not be used"
+    );
+}
