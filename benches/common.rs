@@ -32,8 +32,10 @@ pub fn direct_simulation(def_file: &str, scene: &str) -> Box<dyn Simulation> {
 
 /// An embedded node with one sample twin running on a paused clock.
 pub async fn node_with_twin(def_file: &str, data: &std::path::Path) -> (Node, TwinNode, String) {
-    let mut config = NodeConfig::default();
-    config.data_dir = data.to_path_buf();
+    let mut config = NodeConfig {
+        data_dir: data.to_path_buf(),
+        ..Default::default()
+    };
     config.scenes.root = repo().join("configs/scenes");
     config.metrics.enabled = false;
     let node = Node::start(config).await.expect("node");

@@ -71,8 +71,10 @@ async fn tip_distance(twins: &TwinNode, twin: &str) -> anyhow::Result<f64> {
 /// Runs the whole exploration on a node embedded in this process, keeping its
 /// data in `data_dir`.
 pub async fn run(repo: &Path, data_dir: &Path) -> anyhow::Result<Outcome> {
-    let mut config = NodeConfig::default();
-    config.data_dir = data_dir.to_path_buf();
+    let mut config = NodeConfig {
+        data_dir: data_dir.to_path_buf(),
+        ..Default::default()
+    };
     config.scenes.root = repo.join("configs/scenes");
     let node = Node::start(config).await?;
     let twins = node.twins();

@@ -524,3 +524,27 @@ async fn environment_overrides_the_config_file() {
         "the config file's port must not be used"
     );
 }
+
+#[tokio::test]
+async fn framework_rejections_are_json_too() {
+    let node = TestNode::start_with(&[("HANZO_TWIN_SERVER_MAX_BODY_BYTES", "4096")], "").await;
+    let (status, err) = node.get("/v1/twins?colour=red").await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "invalid");
+    assert!(err["error"]["message"].as_str().expect("message").contains("colour"), "{err}");
+    let r = node
+        .http
+        .put(node.url("/v1/twins"))
+        .send()
+        .await
+        .expect("PUT");
+    let (status, err) = common::status_json(r).await;
+    assert_eq!(status, 405, "{err}");
+    assert_eq!(err["error"]["code"], "method_not_allowed");
+    let big = format!("name: big\nmetadata:\n  blob: \"{}\"\n", "x".repeat(10_000));
+    let (status, err) = node.post_raw("/v1/twins", "application/yaml", &big).await;
+    assert_eq!(status, 413, "{err}");
+    assert_eq!(err["error"]["code"], "too_large");
+    let (_, list) = node.get("/v1/twins").await;
+    assert_eq!(list["twins"].as_array().expect("list").len(), 0, "nothing stored");
+}

@@ -91,6 +91,9 @@ fn storage(e: crate::store::StoreError) -> TwinError {
     TwinError::Storage(e.0)
 }
 
+/// A twin's queued write: the state to put (`None`: delete) and a delete's ack.
+type PendingWrite = (TwinId, Option<Arc<SimState>>, Option<oneshot::Sender<()>>);
+
 fn checkpoint_writer(checkpoints: Arc<dyn CheckpointStore>) -> mpsc::UnboundedSender<WriteJob> {
     let (tx, mut rx) = mpsc::unbounded_channel::<WriteJob>();
     tokio::spawn(async move {
@@ -101,8 +104,7 @@ fn checkpoint_writer(checkpoints: Arc<dyn CheckpointStore>) -> mpsc::UnboundedSe
             while let Ok(more) = rx.try_recv() {
                 jobs.push(more);
             }
-            let mut pending: Vec<(TwinId, Option<Arc<SimState>>, Option<oneshot::Sender<()>>)> =
-                Vec::new();
+            let mut pending: Vec<PendingWrite> = Vec::new();
             let mut flushes = Vec::new();
             for job in jobs {
                 let (id, state, ack) = match job {
@@ -182,7 +184,11 @@ impl HostState {
 
     async fn save(&mut self, mut record: TwinRecord) -> Result<TwinRecord, TwinError> {
         record.updated_at = chrono::Utc::now();
-        self.store.put(&record).await.map_err(storage)?;
+        // Forks live and die with this process: nothing about them is worth a
+        // durable write (which would dominate fork latency).
+        if !record.ephemeral {
+            self.store.put(&record).await.map_err(storage)?;
+        }
         self.records.insert(record.id, record.clone());
         Ok(record)
     }
@@ -383,7 +389,9 @@ impl HostState {
 
     fn remember_checkpoint(&mut self, id: TwinId, state: Arc<SimState>) {
         self.last_checkpoint.insert(id, state.clone());
-        let _ = self.writer.send(WriteJob::Put(id, state));
+        if self.records.get(&id).is_some_and(|r| !r.ephemeral) {
+            let _ = self.writer.send(WriteJob::Put(id, state));
+        }
     }
 
     async fn forget_checkpoint(&mut self, id: TwinId) {
@@ -446,7 +454,6 @@ impl HostState {
         {
             // Nothing half-made stays behind.
             self.records.remove(&id);
-            let _ = self.store.delete(id).await;
             return Err(e);
         }
         let mut record = record;
@@ -628,10 +635,17 @@ impl HostState {
 
     async fn delete(&mut self, twin: &str) -> Result<(), TwinError> {
         let id = self.resolve(twin)?;
+        let ephemeral = self.record(id)?.ephemeral;
         self.stop_actor(id, false).await;
-        self.store.delete(id).await.map_err(storage)?;
-        self.records.remove(&id);
-        self.forget_checkpoint(id).await;
+        if ephemeral {
+            // Never written durably (see `save`), so nothing to erase.
+            self.records.remove(&id);
+            self.last_checkpoint.remove(&id);
+        } else {
+            self.store.delete(id).await.map_err(storage)?;
+            self.records.remove(&id);
+            self.forget_checkpoint(id).await;
+        }
         Ok(())
     }
 

@@ -144,6 +144,9 @@ fn paused() -> Clock {
 }
 
 /// Messages to a node's twin host, the one entry point for twins on a node.
+// Messages are moved into the mailbox once; boxing the large definitions would
+// add an allocation per request for no gain.
+#[allow(clippy::large_enum_variant)]
 pub enum HostMsg {
     Create {
         definition: TwinDefinition,

@@ -43,6 +43,10 @@ pub struct TwinState {
     id: TwinId,
     engine_label: String,
     twin_label: String,
+    /// Metric handles, resolved once per message rather than per step: a lookup
+    /// costs more than a small scene's physics step. Not kept longer, because the
+    /// exporter drops idle series and a stale handle would count into nothing.
+    step_duration: metrics::Histogram,
     sim: Box<dyn Simulation>,
     step_hz: f64,
     clock: Clock,
@@ -83,8 +87,7 @@ impl TwinState {
     fn step_once(&mut self) -> Result<(), TwinError> {
         let t0 = Instant::now();
         let result = self.sim.step();
-        metrics::histogram!("hanzo_twin_step_duration_seconds", "engine" => self.engine_label.clone())
-            .record(t0.elapsed().as_secs_f64());
+        self.step_duration.record(t0.elapsed().as_secs_f64());
         result?;
         self.steps_since_checkpoint += 1;
         Ok(())
@@ -231,6 +234,7 @@ impl Actor for TwinActor {
         let mut state = TwinState {
             id: args.id,
             twin_label: args.id.to_string(),
+            step_duration: metrics::Histogram::noop(),
             _active: ActiveGauge::new(&engine_label),
             engine_label,
             sim,
@@ -272,6 +276,7 @@ impl Actor for TwinActor {
         msg: TwinMsg,
         state: &mut TwinState,
     ) -> Result<(), ActorProcessingErr> {
+        state.step_duration = metrics::histogram!("hanzo_twin_step_duration_seconds", "engine" => state.engine_label.clone());
         match msg {
             TwinMsg::Tick { generation } => {
                 if generation == state.generation {

@@ -57,6 +57,7 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         .merge(twins::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(record_duration))
         .with_state(state)
 }
@@ -103,6 +104,45 @@ async fn record_duration(req: Request, next: Next) -> Response {
     metrics::histogram!("hanzo_twin_api_request_duration_seconds", "endpoint" => endpoint)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Rejections made by axum itself (a malformed query string, a body over the
+/// limit, a wrong method) come as plain text; rewrite them into the API's JSON
+/// error shape so clients meet one format everywhere.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // Framework rejections are short; anything longer is cut, not buffered whole.
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "invalid",
+        _ => "internal",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut e = ApiError::new(parts.status, code, message);
+    if status == StatusCode::BAD_REQUEST && e.body.message.contains("query") {
+        e.body.field = Some("query".into());
+    }
+    e.into_response()
 }
 
 /// Parses a JSON body into `T`, naming the field and line of any problem. An

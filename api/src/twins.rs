@@ -15,6 +15,7 @@ use hanzo_twin_actors::{
 };
 use hanzo_twin_engines::{EngineKind, SimState};
 use serde::Deserialize;
+use std::time::Duration;
 
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
@@ -107,8 +108,14 @@ async fn create(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> A
 async fn get_twin(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
     let r = s.node.get(&id).await?;
     let mut body = r.to_api_json();
+    // A twin busy with a long step request should not hold up reading its
+    // record: live info is added only if the twin answers promptly.
     if r.status.state == Lifecycle::Running
-        && let Ok(info) = s.node.info(&r.id.to_string()).await
+        && let Ok(info) = s
+            .node
+            .with_timeout(Duration::from_millis(500))
+            .info(&r.id.to_string())
+            .await
     {
         body["runtime"] = serde_json::json!(info);
     }

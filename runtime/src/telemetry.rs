@@ -4,7 +4,9 @@ use crate::config::{LogFormat, LoggingSection};
 use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -13,7 +15,12 @@ static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn metrics_handle() -> PrometheusHandle {
     METRICS
         .get_or_init(|| {
+            // Per-twin series of deleted twins and discarded forks would pile up
+            // forever; counters and histograms not updated for 15 minutes are
+            // dropped (gauges stay, they carry current values; a counter
+            // that comes back restarts from 0, which Prometheus reads as a reset).
             let builder = PrometheusBuilder::new()
+                .idle_timeout(MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM, Some(Duration::from_secs(15 * 60)))
                 .set_buckets_for_metric(
                     Matcher::Full("hanzo_twin_step_duration_seconds".into()),
                     &[

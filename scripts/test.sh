@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs the whole Hanzo Twin test suite on a fresh machine: installs what the
+# tests need (Debian packages, Python packages into ./.venv), then builds and
+# tests every crate, example and benchmark (benchmarks run once, as tests).
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh twins_api  # extra arguments filter the cargo tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+# Builds outlive the clone, so CI on the same machine reuses them.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hanzo-twin/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  else
+    echo "missing system packages: ${need_apt[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+fi
+
+step "python test peers (.venv)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+export HANZO_TWIN_TEST_PYTHON="$repo/.venv/bin/python"
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --doc --locked
