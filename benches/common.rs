@@ -47,7 +47,13 @@ pub async fn node_with_twin(def_file: &str, data: &std::path::Path) -> (Node, Tw
         .id
         .to_string();
     twins
-        .start(&id, StartOptions { clock: Clock::Paused, reset: true })
+        .start(
+            &id,
+            StartOptions {
+                clock: Clock::Paused,
+                reset: true,
+            },
+        )
         .await
         .expect("start");
     (node, twins, id)

@@ -38,7 +38,8 @@ fn fork_latency(c: &mut Criterion) {
                         .expect("fork");
                     total += t0.elapsed();
                     // Discarding the fork is not part of the fork's latency.
-                    rt.block_on(twins.delete(&fork.id.to_string())).expect("delete");
+                    rt.block_on(twins.delete(&fork.id.to_string()))
+                        .expect("delete");
                 }
                 total
             })

@@ -6,9 +6,7 @@
 //!
 //! Run it with `cargo run --example safe_exploration`.
 
-use hanzo_twin::actors::{
-    Clock, ForkOptions, Format, StartOptions, TwinDefinition, TwinNode,
-};
+use hanzo_twin::actors::{Clock, ForkOptions, Format, StartOptions, TwinDefinition, TwinNode};
 use hanzo_twin::engines::JointCommand;
 use hanzo_twin::{Node, NodeConfig};
 use std::path::{Path, PathBuf};
@@ -64,8 +62,10 @@ async fn tip_distance(twins: &TwinNode, twin: &str) -> anyhow::Result<f64> {
         .first()
         .ok_or_else(|| anyhow::anyhow!("no body at {TIP}"))?
         .position;
-    Ok(((p[0] - TARGET[0]).powi(2) + (p[1] - TARGET[1]).powi(2) + (p[2] - TARGET[2]).powi(2))
-        .sqrt())
+    Ok(
+        ((p[0] - TARGET[0]).powi(2) + (p[1] - TARGET[1]).powi(2) + (p[2] - TARGET[2]).powi(2))
+            .sqrt(),
+    )
 }
 
 /// Runs the whole exploration on a node embedded in this process, keeping its
@@ -92,7 +92,13 @@ pub async fn run(repo: &Path, data_dir: &Path) -> anyhow::Result<Outcome> {
     let mut scores = [0.0; 2];
     for (i, plan) in plans().iter().enumerate() {
         let fork = twins
-            .fork(&original, ForkOptions { name: Some(format!("explore-{i}")), clock: Clock::Paused })
+            .fork(
+                &original,
+                ForkOptions {
+                    name: Some(format!("explore-{i}")),
+                    clock: Clock::Paused,
+                },
+            )
             .await?
             .id
             .to_string();

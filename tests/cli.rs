@@ -37,11 +37,17 @@ async fn cli_drives_a_twin_through_its_life() {
     let arm = arm.to_str().expect("path");
 
     let out = ok(&cli(&node, &["create", "--config", arm]));
-    assert!(out.contains("created twin") && out.contains("robot-arm-cell"), "{out}");
+    assert!(
+        out.contains("created twin") && out.contains("robot-arm-cell"),
+        "{out}"
+    );
     let listed = json(&cli(&node, &["list", "--output", "json"]));
     assert_eq!(listed["twins"][0]["name"], "robot-arm-cell");
     let table = ok(&cli(&node, &["list", "--tag", "robot"]));
-    assert!(table.starts_with("ID") && table.contains("robot-arm-cell"), "{table}");
+    assert!(
+        table.starts_with("ID") && table.contains("robot-arm-cell"),
+        "{table}"
+    );
     assert!(ok(&cli(&node, &["list", "--tag", "nope"])).contains("no twins"));
 
     let started = json(&cli(
@@ -52,11 +58,21 @@ async fn cli_drives_a_twin_through_its_life() {
     let stepped = ok(&cli(&node, &["step", "robot-arm-cell", "--steps", "48"]));
     assert!(stepped.contains("step 48"), "{stepped}");
     let status = ok(&cli(&node, &["status", "robot-arm-cell"]));
-    assert!(status.contains("state:        running") && status.contains("48 steps"), "{status}");
+    assert!(
+        status.contains("state:        running") && status.contains("48 steps"),
+        "{status}"
+    );
 
     let fork = json(&cli(
         &node,
-        &["fork", "robot-arm-cell", "--name", "what-if", "--output", "json"],
+        &[
+            "fork",
+            "robot-arm-cell",
+            "--name",
+            "what-if",
+            "--output",
+            "json",
+        ],
     ));
     assert_eq!(fork["name"], "what-if");
     assert_eq!(fork["parent"], started["id"]);
@@ -67,13 +83,23 @@ async fn cli_drives_a_twin_through_its_life() {
     let ckpt = dir.path().join("arm.ckpt");
     let saved = ok(&cli(
         &node,
-        &["checkpoint", "robot-arm-cell", "--out", ckpt.to_str().expect("path")],
+        &[
+            "checkpoint",
+            "robot-arm-cell",
+            "--out",
+            ckpt.to_str().expect("path"),
+        ],
     ));
     assert!(saved.contains("saved"), "{saved}");
     ok(&cli(&node, &["step", "robot-arm-cell", "--steps", "10"]));
     ok(&cli(
         &node,
-        &["restore", "robot-arm-cell", "--file", ckpt.to_str().expect("path")],
+        &[
+            "restore",
+            "robot-arm-cell",
+            "--file",
+            ckpt.to_str().expect("path"),
+        ],
     ));
     let status = json(&cli(&node, &["status", "robot-arm-cell", "-o", "json"]));
     assert_eq!(status["runtime"]["step"], 48);
@@ -91,7 +117,10 @@ async fn cli_errors_say_what_to_do() {
     let out = cli(&node, &["status", "ghost"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("twin ghost not found") && err.contains("hanzo-twin list"), "{err}");
+    assert!(
+        err.contains("twin ghost not found") && err.contains("hanzo-twin list"),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.yaml");
@@ -108,10 +137,16 @@ async fn cli_errors_say_what_to_do() {
     );
 
     let arm = repo().join("configs/twins/robot-arm.yaml");
-    ok(&cli(&node, &["create", "--config", arm.to_str().expect("path")]));
+    ok(&cli(
+        &node,
+        &["create", "--config", arm.to_str().expect("path")],
+    ));
     let out = cli(&node, &["step", "robot-arm-cell"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not running") && err.contains("hanzo-twin start"), "{err}");
+    assert!(
+        err.contains("not running") && err.contains("hanzo-twin start"),
+        "{err}"
+    );
 
     let out = std::process::Command::new(bin())
         .args(["list", "--api", "http://127.0.0.1:1"])

@@ -16,7 +16,11 @@ async fn agent_forks_explores_and_applies_the_better_plan() {
         "plans indistinguishable: {:?}",
         outcome.scores
     );
-    let best = if outcome.scores[0] <= outcome.scores[1] { 0 } else { 1 };
+    let best = if outcome.scores[0] <= outcome.scores[1] {
+        0
+    } else {
+        1
+    };
     assert_eq!(outcome.chosen, best);
     // Replaying the winning plan on the original reproduced the fork exactly.
     assert_eq!(outcome.original_final, outcome.winner_final);

@@ -57,17 +57,25 @@ async fn twin_lifecycle_over_http() {
         .await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["tags"], json!(["robot", "patched"]));
-    assert_eq!(patched["metadata"], json!({ "description": "three-joint arm on a table", "owner": "ops" }));
+    assert_eq!(
+        patched["metadata"],
+        json!({ "description": "three-joint arm on a table", "owner": "ops" })
+    );
     assert_eq!(patched["engine"]["config"]["substeps"], 2);
     let (status, err) = node
-        .patch(&format!("/v1/twins/{arm}"), json!({ "engine": { "config": { "step_hz": 0 } } }))
+        .patch(
+            &format!("/v1/twins/{arm}"),
+            json!({ "engine": { "config": { "step_hz": 0 } } }),
+        )
         .await;
     assert_eq!(status, 400);
     assert_eq!(err["error"]["field"], "engine.config.step_hz");
 
     // Start paused, step on demand, read state.
     node.start_twin(&arm, "paused").await;
-    let (status, err) = node.post(&format!("/v1/twins/{arm}/start"), json!({})).await;
+    let (status, err) = node
+        .post(&format!("/v1/twins/{arm}/start"), json!({}))
+        .await;
     assert_eq!(status, 409, "double start: {err}");
     let report = node.step(&arm, 240).await;
     assert_eq!(report["steps_taken"], 240);
@@ -96,11 +104,17 @@ async fn twin_lifecycle_over_http() {
         .get(&format!("/v1/twins/{arm}/observation?path={joint}"))
         .await;
     let reached = obs["joints"][0]["position"].as_f64().expect("position");
-    assert!((reached - 0.5).abs() < 0.05, "joint at {reached}, wanted 0.5");
+    assert!(
+        (reached - 0.5).abs() < 0.05,
+        "joint at {reached}, wanted 0.5"
+    );
 
     // Realtime clock: the twin advances on its own, never ahead of the wall clock.
     let (status, _) = node
-        .post(&format!("/v1/twins/{conveyor}/start"), json!({ "clock": "realtime" }))
+        .post(
+            &format!("/v1/twins/{conveyor}/start"),
+            json!({ "clock": "realtime" }),
+        )
         .await;
     assert_eq!(status, 200);
     let t0 = std::time::Instant::now();
@@ -108,13 +122,18 @@ async fn twin_lifecycle_over_http() {
     let (_, t) = node.get(&format!("/v1/twins/{conveyor}")).await;
     let sim_time = t["runtime"]["time"].as_f64().expect("runtime time");
     assert!(sim_time > 0.0, "realtime clock did not advance");
-    assert!(sim_time <= t0.elapsed().as_secs_f64() + 1.0 / 120.0, "ahead of wall clock");
+    assert!(
+        sim_time <= t0.elapsed().as_secs_f64() + 1.0 / 120.0,
+        "ahead of wall clock"
+    );
 
     // Stop keeps the state; starting again resumes it.
     let (status, stopped) = node.post(&format!("/v1/twins/{arm}/stop"), json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(stopped["status"]["state"], "stopped");
-    let (status, err) = node.post(&format!("/v1/twins/{arm}/step"), json!({ "steps": 1 })).await;
+    let (status, err) = node
+        .post(&format!("/v1/twins/{arm}/step"), json!({ "steps": 1 }))
+        .await;
     assert_eq!(status, 409);
     assert_eq!(err["error"]["code"], "not_running");
     node.start_twin(&arm, "paused").await;
@@ -126,7 +145,10 @@ async fn twin_lifecycle_over_http() {
     assert_eq!(status, 409);
     node.post(&format!("/v1/twins/{arm}/stop"), json!({})).await;
     let (status, t) = node
-        .post(&format!("/v1/twins/{arm}/start"), json!({ "clock": "paused", "reset": true }))
+        .post(
+            &format!("/v1/twins/{arm}/start"),
+            json!({ "clock": "paused", "reset": true }),
+        )
         .await;
     assert_eq!(status, 200, "{t}");
     let (_, state) = node.get(&format!("/v1/twins/{arm}/state")).await;
@@ -143,23 +165,55 @@ async fn twin_lifecycle_over_http() {
 #[tokio::test]
 async fn bad_input_gets_clear_json_errors() {
     let node = TestNode::start().await;
-    let base = std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml"))
-        .expect("sample");
+    let base =
+        std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml")).expect("sample");
     let base = rename(&base, "bad-input");
     let cases: Vec<(String, &str, Option<u64>)> = vec![
-        (base.replace("type: rapier3d", "type: havok"), "engine.type", Some(7)),
-        (base.replace("step_hz: 240", "step_hz: 0"), "engine.config.step_hz", Some(9)),
-        (base.replace("step_hz: 240", "step_hz: -3"), "engine.config.step_hz", Some(9)),
+        (
+            base.replace("type: rapier3d", "type: havok"),
+            "engine.type",
+            Some(7),
+        ),
+        (
+            base.replace("step_hz: 240", "step_hz: 0"),
+            "engine.config.step_hz",
+            Some(9),
+        ),
+        (
+            base.replace("step_hz: 240", "step_hz: -3"),
+            "engine.config.step_hz",
+            Some(9),
+        ),
         (
             base.replace("[0.0, 0.0, -9.81]", "[0.0, .nan, -9.81]"),
             "engine.config.gravity",
             Some(11),
         ),
-        (base.replace("[0.0, 0.0, -9.81]", "[0.0, -9.81]"), "engine.config.gravity", Some(11)),
-        (base.replace("  mode: standalone", "  mode: standalone\n  colour: red"), "sync.colour", Some(15)),
-        (base.replace("robot-arm/scene.usda", "missing/scene.usda"), "scene.uri", None),
-        (base.replace("robot-arm/scene.usda", "../../etc/passwd.usda"), "scene.uri", None),
-        (base.replace("type: rapier3d", "type: mujoco"), "engine.type", None),
+        (
+            base.replace("[0.0, 0.0, -9.81]", "[0.0, -9.81]"),
+            "engine.config.gravity",
+            Some(11),
+        ),
+        (
+            base.replace("  mode: standalone", "  mode: standalone\n  colour: red"),
+            "sync.colour",
+            Some(15),
+        ),
+        (
+            base.replace("robot-arm/scene.usda", "missing/scene.usda"),
+            "scene.uri",
+            None,
+        ),
+        (
+            base.replace("robot-arm/scene.usda", "../../etc/passwd.usda"),
+            "scene.uri",
+            None,
+        ),
+        (
+            base.replace("type: rapier3d", "type: mujoco"),
+            "engine.type",
+            None,
+        ),
     ];
     for (yaml, field, line) in cases {
         let (status, err) = node.post_raw("/v1/twins", "application/yaml", &yaml).await;
@@ -168,17 +222,28 @@ async fn bad_input_gets_clear_json_errors() {
             "{field}: status {status}: {err}"
         );
         assert_eq!(err["error"]["field"], field, "{err}");
-        assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
         if let Some(line) = line {
             assert_eq!(err["error"]["line"], line, "{field}: {err}");
         }
     }
     let (status, err) = node
-        .post_raw("/v1/twins", "application/yaml", &base.replace("type: rapier3d", "type: mujoco"))
+        .post_raw(
+            "/v1/twins",
+            "application/yaml",
+            &base.replace("type: rapier3d", "type: mujoco"),
+        )
         .await;
     assert_eq!(status, 422);
     assert!(
-        err["error"]["message"].as_str().expect("message").contains("not available on this node"),
+        err["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("not available on this node"),
         "{err}"
     );
 
@@ -194,7 +259,9 @@ async fn bad_input_gets_clear_json_errors() {
     assert_eq!(err["error"]["field"], "engine.config.step_hz");
     assert_eq!(err["error"]["line"], 4);
     for garbage in ["", "{", "[]", "null", "\"x\"", "{\"name\": 5}"] {
-        let (status, err) = node.post_raw("/v1/twins", "application/json", garbage).await;
+        let (status, err) = node
+            .post_raw("/v1/twins", "application/json", garbage)
+            .await;
         assert_eq!(status, 400, "{garbage:?}: {err}");
         assert!(err["error"]["message"].is_string());
     }
@@ -218,29 +285,48 @@ async fn bad_input_gets_clear_json_errors() {
         let (status, err) = node.post(&step, body.clone()).await;
         assert_eq!(status, 400, "{body}: {err}");
         assert!(
-            err["error"]["field"].as_str().is_some_and(|f| f.contains(field)),
+            err["error"]["field"]
+                .as_str()
+                .is_some_and(|f| f.contains(field)),
             "{body}: {err}"
         );
     }
     let commands = format!("/v1/twins/{id}/commands");
     for (body, field) in [
-        (json!({ "commands": [{ "joint": "/World/Nope", "mode": "position", "value": 1.0 }] }), "commands[0].joint"),
-        (json!({ "commands": [{ "joint": "/World", "mode": "spin", "value": 1.0 }] }), "commands[0]"),
+        (
+            json!({ "commands": [{ "joint": "/World/Nope", "mode": "position", "value": 1.0 }] }),
+            "commands[0].joint",
+        ),
+        (
+            json!({ "commands": [{ "joint": "/World", "mode": "spin", "value": 1.0 }] }),
+            "commands[0]",
+        ),
         (json!({ "commands": [] }), "commands"),
-        (json!({ "commands": [{ "joint": "/World", "mode": "position" }] }), "commands[0]"),
+        (
+            json!({ "commands": [{ "joint": "/World", "mode": "position" }] }),
+            "commands[0]",
+        ),
     ] {
         let (status, err) = node.post(&commands, body.clone()).await;
         assert_eq!(status, 400, "{body}: {err}");
         assert!(
-            err["error"]["field"].as_str().is_some_and(|f| f.starts_with(field)),
+            err["error"]["field"]
+                .as_str()
+                .is_some_and(|f| f.starts_with(field)),
             "{body}: {err}"
         );
     }
     let (status, err) = node
-        .post_raw(&commands, "application/json", "{\"commands\": [{\"joint\": \"/x\", \"mode\": \"position\", \"value\": 1e999}]}")
+        .post_raw(
+            &commands,
+            "application/json",
+            "{\"commands\": [{\"joint\": \"/x\", \"mode\": \"position\", \"value\": 1e999}]}",
+        )
         .await;
     assert_eq!(status, 400, "{err}");
-    let (status, err) = node.get(&format!("/v1/twins/{id}/observation?path=/World/Nope")).await;
+    let (status, err) = node
+        .get(&format!("/v1/twins/{id}/observation?path=/World/Nope"))
+        .await;
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error"]["code"], "unknown_path");
     let r = node
@@ -271,18 +357,24 @@ async fn forks_continue_bitwise_and_diverge_under_other_commands() {
     node.step(&arm, 120).await;
 
     let (status, same) = node
-        .post(&format!("/v1/twins/{arm}/fork"), json!({ "name": "fork-same" }))
+        .post(
+            &format!("/v1/twins/{arm}/fork"),
+            json!({ "name": "fork-same" }),
+        )
         .await;
     assert_eq!(status, 201, "{same}");
     assert_eq!(same["parent"], arm);
     assert_eq!(same["ephemeral"], true);
     assert_eq!(same["status"]["clock"], "paused");
     let same = same["id"].as_str().expect("id").to_string();
-    let (status, other) = node
-        .post(&format!("/v1/twins/{arm}/fork"), json!({}))
-        .await;
+    let (status, other) = node.post(&format!("/v1/twins/{arm}/fork"), json!({})).await;
     assert_eq!(status, 201, "{other}");
-    assert!(other["name"].as_str().expect("name").starts_with("fork-parent-fork-"));
+    assert!(
+        other["name"]
+            .as_str()
+            .expect("name")
+            .starts_with("fork-parent-fork-")
+    );
     let other = other["id"].as_str().expect("id").to_string();
 
     // At the fork instant all three are identical.
@@ -311,11 +403,16 @@ async fn forks_continue_bitwise_and_diverge_under_other_commands() {
     let belt = node.create_sample("conveyor.yaml", "belt-fork").await;
     node.start_twin(&belt, "paused").await;
     node.step(&belt, 90).await;
-    let (_, f) = node.post(&format!("/v1/twins/{belt}/fork"), json!({})).await;
+    let (_, f) = node
+        .post(&format!("/v1/twins/{belt}/fork"), json!({}))
+        .await;
     let f = f["id"].as_str().expect("id").to_string();
     node.step(&belt, 150).await;
     node.step(&f, 150).await;
-    assert_eq!(node.observation_text(&belt).await, node.observation_text(&f).await);
+    assert_eq!(
+        node.observation_text(&belt).await,
+        node.observation_text(&f).await
+    );
 }
 
 #[tokio::test]
@@ -351,7 +448,11 @@ async fn checkpoints_download_and_restore_exactly() {
     assert_eq!(restored.status().as_u16(), 200);
     assert_eq!(node.observation_text(&belt).await, at_60);
     node.step(&belt, 100).await;
-    assert_eq!(node.observation_text(&belt).await, at_160, "restored run diverged");
+    assert_eq!(
+        node.observation_text(&belt).await,
+        at_160,
+        "restored run diverged"
+    );
 
     // A checkpoint of one scene does not load into a twin of another.
     let arm = node.create_sample("robot-arm.yaml", "ckpt-arm").await;
@@ -375,7 +476,9 @@ async fn definitions_and_running_twins_survive_a_restart() {
     let belt = node.create_sample("conveyor.yaml", "durable-belt").await;
     node.start_twin(&belt, "paused").await;
     node.step(&belt, 50).await;
-    let (_, fork) = node.post(&format!("/v1/twins/{belt}/fork"), json!({})).await;
+    let (_, fork) = node
+        .post(&format!("/v1/twins/{belt}/fork"), json!({}))
+        .await;
     let fork = fork["id"].as_str().expect("id").to_string();
 
     // A clean stop checkpoints the running twin; it resumes where it was.
@@ -392,7 +495,10 @@ async fn definitions_and_running_twins_survive_a_restart() {
 
     // kill -9 loses no acknowledged definition.
     let (status, _) = node
-        .patch(&format!("/v1/twins/{arm}"), json!({ "tags": ["after-kill"] }))
+        .patch(
+            &format!("/v1/twins/{arm}"),
+            json!({ "tags": ["after-kill"] }),
+        )
         .await;
     assert_eq!(status, 200);
     node.restart(true).await;
@@ -436,7 +542,12 @@ async fn a_crashing_twin_restarts_from_its_checkpoint_and_spares_others() {
         assert_eq!(status, 202, "{body}");
         let t = wait_for(&node, &victim, |t| t["status"]["restarts"] == round).await;
         assert_eq!(t["status"]["state"], "running");
-        assert!(t["status"]["last_error"].as_str().expect("error").contains("fault injected"));
+        assert!(
+            t["status"]["last_error"]
+                .as_str()
+                .expect("error")
+                .contains("fault injected")
+        );
         // Back at its last checkpoint (step 30), and it works.
         let report = node.step(&victim, 1).await;
         assert_eq!(report["step"], 31, "round {round}");
@@ -445,8 +556,15 @@ async fn a_crashing_twin_restarts_from_its_checkpoint_and_spares_others() {
     }
     node.post(&fault, json!({ "fault": "panic" })).await;
     let t = wait_for(&node, &victim, |t| t["status"]["state"] == "failed").await;
-    assert!(t["status"]["last_error"].as_str().expect("error").contains("crashed 3 times"));
-    let (status, err) = node.post(&format!("/v1/twins/{victim}/step"), json!({})).await;
+    assert!(
+        t["status"]["last_error"]
+            .as_str()
+            .expect("error")
+            .contains("crashed 3 times")
+    );
+    let (status, err) = node
+        .post(&format!("/v1/twins/{victim}/step"), json!({}))
+        .await;
     assert_eq!(status, 409);
     assert_eq!(err["error"]["code"], "failed");
     assert_eq!(node.step(&bystander, 1).await["step"], 13);
@@ -495,10 +613,16 @@ async fn health_metrics_and_engines() {
     let (status, engines) = node.get("/v1/engines").await;
     assert_eq!(status, 200);
     let list = engines["engines"].as_array().expect("engines");
-    let rapier = list.iter().find(|e| e["engine"] == "rapier3d").expect("rapier3d");
+    let rapier = list
+        .iter()
+        .find(|e| e["engine"] == "rapier3d")
+        .expect("rapier3d");
     assert_eq!(rapier["available"], true);
     assert_eq!(rapier["capabilities"]["bitwise_restore"], true);
-    let gazebo = list.iter().find(|e| e["engine"] == "gazebo").expect("gazebo");
+    let gazebo = list
+        .iter()
+        .find(|e| e["engine"] == "gazebo")
+        .expect("gazebo");
     assert_eq!(gazebo["available"], false);
     let (status, nodes) = node.get("/v1/cluster/nodes").await;
     assert_eq!(status, 200);
@@ -531,7 +655,13 @@ async fn framework_rejections_are_json_too() {
     let (status, err) = node.get("/v1/twins?colour=red").await;
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error"]["code"], "invalid");
-    assert!(err["error"]["message"].as_str().expect("message").contains("colour"), "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("colour"),
+        "{err}"
+    );
     let r = node
         .http
         .put(node.url("/v1/twins"))
@@ -546,5 +676,54 @@ async fn framework_rejections_are_json_too() {
     assert_eq!(status, 413, "{err}");
     assert_eq!(err["error"]["code"], "too_large");
     let (_, list) = node.get("/v1/twins").await;
-    assert_eq!(list["twins"].as_array().expect("list").len(), 0, "nothing stored");
+    assert_eq!(
+        list["twins"].as_array().expect("list").len(),
+        0,
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
+async fn a_scene_file_that_crashes_the_usd_reader_does_not_crash_the_node() {
+    let scenes = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(scenes.path().join("belt")).expect("mkdir");
+    std::fs::copy(
+        repo().join("configs/scenes/conveyor/scene.usda"),
+        scenes.path().join("belt/scene.usda"),
+    )
+    .expect("copy");
+    // One flipped byte in a pxr-written binary scene makes the USD library ask
+    // for an absurd allocation, which aborts whatever process reads it.
+    let mut usdc =
+        std::fs::read(repo().join("../shared/fixtures/usd/scene.usdc")).expect("fixture");
+    usdc[93] ^= 0x5a;
+    std::fs::write(scenes.path().join("corrupt.usdc"), usdc).expect("write");
+    let node = TestNode::start_full(&[], "", scenes.path()).await;
+
+    let def = |name: &str, uri: &str| {
+        format!("name: {name}\nscene:\n  uri: {uri}\nengine:\n  type: rapier3d\n")
+    };
+    let (status, err) = node
+        .post_raw(
+            "/v1/twins",
+            "application/yaml",
+            &def("broken", "corrupt.usdc"),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "scene.uri");
+    let message = err["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("corrupt.usdc") && message.contains("crashed"),
+        "{message}"
+    );
+    // The node is still there and reads good scenes.
+    let (status, t) = node
+        .post_raw(
+            "/v1/twins",
+            "application/yaml",
+            &def("fine", "belt/scene.usda"),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
 }

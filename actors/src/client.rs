@@ -89,11 +89,13 @@ impl TwinNode {
 
     pub async fn get(&self, twin: &str) -> Result<TwinRecord, TwinError> {
         let t = twin.to_string();
-        self.ask(twin, |reply| HostMsg::Get { twin: t, reply }).await
+        self.ask(twin, |reply| HostMsg::Get { twin: t, reply })
+            .await
     }
 
     pub async fn list(&self, filter: TwinFilter) -> Result<Vec<TwinRecord>, TwinError> {
-        self.ask("list", |reply| HostMsg::List { filter, reply }).await
+        self.ask("list", |reply| HostMsg::List { filter, reply })
+            .await
     }
 
     pub async fn update(
@@ -128,7 +130,8 @@ impl TwinNode {
 
     pub async fn stop(&self, twin: &str) -> Result<TwinRecord, TwinError> {
         let t = twin.to_string();
-        self.ask(twin, |reply| HostMsg::Stop { twin: t, reply }).await
+        self.ask(twin, |reply| HostMsg::Stop { twin: t, reply })
+            .await
     }
 
     /// Forks the twin's current state into a new ephemeral twin.
@@ -160,7 +163,8 @@ impl TwinNode {
     }
 
     pub async fn step(&self, twin: &str, steps: u64) -> Result<StepReport, TwinError> {
-        self.route(twin, |reply| TwinMsg::Step { steps, reply }).await
+        self.route(twin, |reply| TwinMsg::Step { steps, reply })
+            .await
     }
 
     pub async fn command(

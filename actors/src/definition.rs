@@ -140,7 +140,10 @@ impl<'de> Deserialize<'de> for PrimPath {
         let valid = s.starts_with('/')
             && s[1..].split('/').all(|part| {
                 !part.is_empty()
-                    && part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && part
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             });
         if valid {
@@ -285,7 +288,10 @@ impl<'de> Deserialize<'de> for Gravity {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("gravity as three finite numbers, e.g. [0.0, 0.0, -9.81]")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Gravity, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Gravity, A::Error> {
                 let mut v = Vec::with_capacity(3);
                 while let Some(x) = seq.next_element::<f64>()? {
                     if !x.is_finite() {

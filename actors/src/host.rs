@@ -10,7 +10,7 @@ use crate::protocol::{ForkOptions, HostMsg, Reply, StartOptions, TwinMsg};
 use crate::record::{Clock, Lifecycle, TwinId, TwinRecord};
 use crate::store::{CheckpointStore, TwinStore};
 use crate::twin::{TwinActor, TwinArgs};
-use hanzo_twin_engines::{EngineRegistry, SceneModel, SimState};
+use hanzo_twin_engines::{EngineError, EngineRegistry, SceneModel, SimState};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Component, Path, PathBuf};
@@ -54,6 +54,34 @@ pub struct HostArgs {
     pub engines: EngineRegistry,
     pub store: Arc<dyn TwinStore>,
     pub checkpoints: Arc<dyn CheckpointStore>,
+    pub scene_reader: SceneReader,
+}
+
+/// Reads a USD file into a scene model. The node daemon reads scenes in a child
+/// process, so a file that makes the USD library abort (it can, on corrupt
+/// binary files, by asking for absurd allocations) cannot take the node down;
+/// embedded nodes trust their own files and read in-process.
+pub type SceneReader = Arc<
+    dyn Fn(PathBuf) -> crate::store::BoxFuture<'static, Result<SceneModel, EngineError>>
+        + Send
+        + Sync,
+>;
+
+/// Reads scenes on a blocking thread of this process.
+pub fn in_process_scene_reader() -> SceneReader {
+    Arc::new(|path: PathBuf| {
+        Box::pin(async move {
+            let file = path.display().to_string();
+            tokio::task::spawn_blocking(move || hanzo_twin_engines::usd::load_scene(&path))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(EngineError::SceneRead {
+                        file,
+                        message: format!("the scene reader stopped: {e}"),
+                    })
+                })
+        })
+    })
 }
 
 pub struct TwinHost;
@@ -78,6 +106,7 @@ pub struct HostState {
     engines: EngineRegistry,
     store: Arc<dyn TwinStore>,
     checkpoints: Arc<dyn CheckpointStore>,
+    scene_reader: SceneReader,
     records: HashMap<TwinId, TwinRecord>,
     running: HashMap<TwinId, Running>,
     by_actor: HashMap<ActorId, TwinId>,
@@ -176,9 +205,7 @@ impl HostState {
 
     fn name_taken(&self, org: &Name, name: &Name, except: Option<TwinId>) -> bool {
         self.records.values().any(|r| {
-            Some(r.id) != except
-                && &r.definition.organization == org
-                && &r.definition.name == name
+            Some(r.id) != except && &r.definition.organization == org && &r.definition.name == name
         })
     }
 
@@ -221,7 +248,10 @@ impl HostState {
         if !resolved.starts_with(&root) {
             return Err(TwinError::invalid(
                 "scene.uri",
-                format!("`{uri}` is outside this node's scene folder {}", root.display()),
+                format!(
+                    "`{uri}` is outside this node's scene folder {}",
+                    root.display()
+                ),
             ));
         }
         Ok(resolved)
@@ -235,14 +265,15 @@ impl HostState {
             ));
         }
         let path = self.scene_path(definition.scene.uri.as_str())?;
-        let scene = tokio::task::spawn_blocking(move || hanzo_twin_engines::usd::load_scene(&path))
-            .await
-            .map_err(|e| TwinError::invalid("scene.uri", format!("scene reader crashed: {e}")))?;
-        scene.map(Arc::new).map_err(TwinError::from)
+        let scene = (self.scene_reader)(path).await?;
+        Ok(Arc::new(scene))
     }
 
     /// Checks what a definition needs from this node: its engine and a readable scene.
-    async fn check_runnable(&self, definition: &TwinDefinition) -> Result<Arc<SceneModel>, TwinError> {
+    async fn check_runnable(
+        &self,
+        definition: &TwinDefinition,
+    ) -> Result<Arc<SceneModel>, TwinError> {
         self.engines.get(definition.engine.kind)?;
         self.load_scene(definition).await
     }
@@ -334,7 +365,9 @@ impl HostState {
     ) -> Result<TwinRecord, TwinError> {
         let id = self.resolve(twin)?;
         if self.running.contains_key(&id) {
-            return Err(TwinError::Conflict(format!("twin {twin} is already running")));
+            return Err(TwinError::Conflict(format!(
+                "twin {twin} is already running"
+            )));
         }
         let definition = self.record(id)?.definition.clone();
         let scene = self.check_runnable(&definition).await?;
@@ -372,9 +405,13 @@ impl HostState {
             return;
         };
         if keep_state {
-            match call_actor(&running.actor, id, "state", self.config.call_timeout, |reply| {
-                TwinMsg::GetState { reply }
-            })
+            match call_actor(
+                &running.actor,
+                id,
+                "state",
+                self.config.call_timeout,
+                |reply| TwinMsg::GetState { reply },
+            )
             .await
             {
                 Ok(state) => self.remember_checkpoint(id, Arc::new(state)),
@@ -449,7 +486,14 @@ impl HostState {
         let record = self.save(record).await?;
         let id = record.id;
         if let Err(e) = self
-            .spawn_twin(myself, id, scene, options.clock, Some(state), VecDeque::new())
+            .spawn_twin(
+                myself,
+                id,
+                scene,
+                options.clock,
+                Some(state),
+                VecDeque::new(),
+            )
             .await
         {
             // Nothing half-made stays behind.
@@ -466,7 +510,11 @@ impl HostState {
         Ok(record)
     }
 
-    async fn update(&mut self, twin: &str, patch: serde_json::Value) -> Result<TwinRecord, TwinError> {
+    async fn update(
+        &mut self,
+        twin: &str,
+        patch: serde_json::Value,
+    ) -> Result<TwinRecord, TwinError> {
         let id = self.resolve(twin)?;
         let record = self.record(id)?.clone();
         if !patch.is_object() {
@@ -535,7 +583,14 @@ impl HostState {
         } else {
             let checkpoint = self.last_checkpoint.get(&id).cloned();
             match self
-                .spawn_twin(myself, id, running.scene, running.clock, checkpoint, crashes)
+                .spawn_twin(
+                    myself,
+                    id,
+                    running.scene,
+                    running.clock,
+                    checkpoint,
+                    crashes,
+                )
                 .await
             {
                 Ok(()) => {
@@ -582,7 +637,11 @@ impl HostState {
                 let result = self.delete(&twin).await;
                 let _ = reply.send(result);
             }
-            HostMsg::Start { twin, options, reply } => {
+            HostMsg::Start {
+                twin,
+                options,
+                reply,
+            } => {
                 let result = self.start(myself, &twin, options).await;
                 let _ = reply.send(result);
             }
@@ -590,7 +649,11 @@ impl HostState {
                 let result = self.stop(&twin).await;
                 let _ = reply.send(result);
             }
-            HostMsg::Fork { twin, options, reply } => {
+            HostMsg::Fork {
+                twin,
+                options,
+                reply,
+            } => {
                 let result = self.fork(myself, &twin, options).await;
                 let _ = reply.send(result);
             }
@@ -768,6 +831,7 @@ impl Actor for TwinHost {
             engines: args.engines,
             store: args.store,
             checkpoints: args.checkpoints,
+            scene_reader: args.scene_reader,
             records: HashMap::new(),
             running: HashMap::new(),
             by_actor: HashMap::new(),
@@ -790,7 +854,10 @@ impl Actor for TwinHost {
         // Twins that were running when the node went down resume from their last
         // checkpoint; one that cannot is marked stopped with the reason.
         for (id, clock) in resume {
-            let options = StartOptions { clock, reset: false };
+            let options = StartOptions {
+                clock,
+                reset: false,
+            };
             if let Some(r) = state.records.get_mut(&id) {
                 r.status.state = Lifecycle::Stopped;
             }

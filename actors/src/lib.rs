@@ -16,7 +16,7 @@ pub mod twin;
 pub use client::TwinNode;
 pub use definition::{DefinitionError, Format, TwinDefinition};
 pub use error::TwinError;
-pub use host::{HostArgs, HostConfig, TwinHost};
+pub use host::{HostArgs, HostConfig, SceneReader, TwinHost, in_process_scene_reader};
 pub use protocol::{
     Fault, ForkOptions, HostMsg, JointCommandEntry, StartOptions, StepReport, TwinFilter, TwinMsg,
     TwinRuntimeInfo,

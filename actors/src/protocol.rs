@@ -54,23 +54,44 @@ pub enum Fault {
 /// Messages to one twin's actor.
 pub enum TwinMsg {
     /// Step `steps` times now, whatever the clock.
-    Step { steps: u64, reply: Reply<StepReport> },
+    Step {
+        steps: u64,
+        reply: Reply<StepReport>,
+    },
     /// Apply joint commands; all are checked before any is applied.
     Command {
         commands: Vec<JointCommandEntry>,
         reply: Reply<()>,
     },
     /// Read an observation (`/` for everything).
-    Observe { path: String, reply: Reply<Observation> },
+    Observe {
+        path: String,
+        reply: Reply<Observation>,
+    },
     /// Take the complete simulation state.
-    GetState { reply: Reply<SimState> },
+    GetState {
+        reply: Reply<SimState>,
+    },
     /// Replace the simulation state.
-    SetState { state: SimState, reply: Reply<()> },
-    SetClock { clock: Clock, reply: Reply<()> },
-    Info { reply: Reply<TwinRuntimeInfo> },
-    InjectFault { fault: Fault, reply: Reply<()> },
+    SetState {
+        state: SimState,
+        reply: Reply<()>,
+    },
+    SetClock {
+        clock: Clock,
+        reply: Reply<()>,
+    },
+    Info {
+        reply: Reply<TwinRuntimeInfo>,
+    },
+    InjectFault {
+        fault: Fault,
+        reply: Reply<()>,
+    },
     /// Internal: the clock's heartbeat; stale generations are ignored.
-    Tick { generation: u64 },
+    Tick {
+        generation: u64,
+    },
 }
 
 impl TwinMsg {
@@ -153,7 +174,10 @@ pub enum HostMsg {
         reply: Reply<TwinRecord>,
     },
     /// `twin` is an id, or a name that is unique on the node.
-    Get { twin: String, reply: Reply<TwinRecord> },
+    Get {
+        twin: String,
+        reply: Reply<TwinRecord>,
+    },
     List {
         filter: TwinFilter,
         reply: Reply<Vec<TwinRecord>>,
@@ -164,13 +188,19 @@ pub enum HostMsg {
         patch: serde_json::Value,
         reply: Reply<TwinRecord>,
     },
-    Delete { twin: String, reply: Reply<()> },
+    Delete {
+        twin: String,
+        reply: Reply<()>,
+    },
     Start {
         twin: String,
         options: StartOptions,
         reply: Reply<TwinRecord>,
     },
-    Stop { twin: String, reply: Reply<TwinRecord> },
+    Stop {
+        twin: String,
+        reply: Reply<TwinRecord>,
+    },
     Fork {
         twin: String,
         options: ForkOptions,
@@ -184,12 +214,23 @@ pub enum HostMsg {
         reply: Reply<TwinRecord>,
     },
     /// The latest checkpoint: live state when running, the stored one otherwise.
-    Checkpoint { twin: String, reply: Reply<SimState> },
+    Checkpoint {
+        twin: String,
+        reply: Reply<SimState>,
+    },
     /// Deliver `msg` to the twin's actor, or reject it if the twin is not running.
-    Route { twin: String, msg: TwinMsg },
+    Route {
+        twin: String,
+        msg: TwinMsg,
+    },
     /// Stop every twin with a final checkpoint, keeping their status so the next
     /// start of the node resumes them; answers once checkpoints are durable.
-    Shutdown { reply: Reply<()> },
+    Shutdown {
+        reply: Reply<()>,
+    },
     /// From a twin actor: its latest checkpoint.
-    Checkpointed { id: TwinId, state: Arc<SimState> },
+    Checkpointed {
+        id: TwinId,
+        state: Arc<SimState>,
+    },
 }

@@ -3,7 +3,7 @@
 use crate::error::TwinError;
 use crate::protocol::{Fault, HostMsg, StepReport, TwinMsg, TwinRuntimeInfo};
 use crate::record::{Clock, TwinId};
-use hanzo_twin_engines::{Engine, EngineConfig, EngineError, SceneModel, Simulation, SimState};
+use hanzo_twin_engines::{Engine, EngineConfig, EngineError, SceneModel, SimState, Simulation};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,8 +78,7 @@ impl ActiveGauge {
 
 impl Drop for ActiveGauge {
     fn drop(&mut self) {
-        metrics::gauge!("hanzo_twin_active_simulations", "engine" => self.0.clone())
-            .decrement(1.0);
+        metrics::gauge!("hanzo_twin_active_simulations", "engine" => self.0.clone()).decrement(1.0);
     }
 }
 
@@ -282,12 +281,20 @@ impl Actor for TwinActor {
                 if generation == state.generation {
                     // An engine failure on the clock is a crash of the twin: the
                     // host restarts it from its last checkpoint.
-                    state.tick(&myself).map_err(|e| Box::new(e) as ActorProcessingErr)?;
+                    state
+                        .tick(&myself)
+                        .map_err(|e| Box::new(e) as ActorProcessingErr)?;
                 }
             }
             TwinMsg::Step { steps, reply } => {
                 let result = state.step_n(steps).await;
-                let diverged = matches!(result, Err(TwinError::Engine { kind: "diverged", .. }));
+                let diverged = matches!(
+                    result,
+                    Err(TwinError::Engine {
+                        kind: "diverged",
+                        ..
+                    })
+                );
                 let _ = reply.send(result.clone());
                 if diverged {
                     // A diverged simulation cannot continue; fail so the host
@@ -305,7 +312,10 @@ impl Actor for TwinActor {
             TwinMsg::GetState { reply } => {
                 let _ = reply.send(state.sim.state().map_err(TwinError::from));
             }
-            TwinMsg::SetState { state: new_state, reply } => {
+            TwinMsg::SetState {
+                state: new_state,
+                reply,
+            } => {
                 let result = state.sim.set_state(&new_state).map_err(TwinError::from);
                 if result.is_ok() {
                     state.checkpoint();
@@ -368,13 +378,14 @@ fn apply_commands(
         }
     }
     for (i, c) in commands.iter().enumerate() {
-        sim.set_joint_command(&c.joint, c.command).map_err(|e| match e {
-            EngineError::UnknownPath { .. } => TwinError::invalid(
-                format!("commands[{i}].joint"),
-                format!("{} is not a joint", c.joint),
-            ),
-            other => other.into(),
-        })?;
+        sim.set_joint_command(&c.joint, c.command)
+            .map_err(|e| match e {
+                EngineError::UnknownPath { .. } => TwinError::invalid(
+                    format!("commands[{i}].joint"),
+                    format!("{} is not a joint", c.joint),
+                ),
+                other => other.into(),
+            })?;
     }
     Ok(())
 }

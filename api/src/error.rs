@@ -65,9 +65,7 @@ impl From<TwinError> for ApiError {
                 },
             },
             TwinError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-            TwinError::NotRunning(_) => {
-                ApiError::new(StatusCode::CONFLICT, "not_running", message)
-            }
+            TwinError::NotRunning(_) => ApiError::new(StatusCode::CONFLICT, "not_running", message),
             TwinError::Failed { .. } => ApiError::new(StatusCode::CONFLICT, "failed", message),
             TwinError::Engine { kind, field, .. } => {
                 let status = match kind {

@@ -70,8 +70,12 @@ async fn ready(State(state): State<ApiState>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "node is not ready")
-            .into_response()
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "node is not ready",
+        )
+        .into_response()
     }
 }
 
@@ -152,7 +156,10 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes, empty_ok: bool) -> R
         if empty_ok {
             b"{}"
         } else {
-            return Err(ApiError::invalid("", "request body is empty; send a JSON object"));
+            return Err(ApiError::invalid(
+                "",
+                "request body is empty; send a JSON object",
+            ));
         }
     } else {
         body

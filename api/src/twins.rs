@@ -20,10 +20,7 @@ use std::time::Duration;
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/twins", get(list).post(create))
-        .route(
-            "/v1/twins/{id}",
-            get(get_twin).patch(update).delete(delete),
-        )
+        .route("/v1/twins/{id}", get(get_twin).patch(update).delete(delete))
         .route("/v1/twins/{id}/start", post(start))
         .route("/v1/twins/{id}/stop", post(stop))
         .route("/v1/twins/{id}/state", get(state))
@@ -32,7 +29,10 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/v1/twins/{id}/commands", post(commands))
         .route("/v1/twins/{id}/observation", get(observation))
         .route("/v1/twins/{id}/clock", post(clock))
-        .route("/v1/twins/{id}/checkpoint", get(download_checkpoint).put(restore_checkpoint))
+        .route(
+            "/v1/twins/{id}/checkpoint",
+            get(download_checkpoint).put(restore_checkpoint),
+        )
         .route("/v1/twins/{id}/faults", post(inject_fault))
 }
 
@@ -122,11 +122,7 @@ async fn get_twin(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResul
     Ok(json(StatusCode::OK, body))
 }
 
-async fn update(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> ApiResult {
+async fn update(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let patch: serde_json::Value = parse_json(&body, false)?;
     let r = s.node.update(&id, patch).await?;
     Ok(record(StatusCode::OK, &r))
@@ -231,7 +227,10 @@ struct ClockRequest {
 async fn clock(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: ClockRequest = parse_json(&body, false)?;
     s.node.set_clock(&id, req.clock).await?;
-    Ok(json(StatusCode::OK, serde_json::json!({ "clock": req.clock })))
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({ "clock": req.clock }),
+    ))
 }
 
 async fn download_checkpoint(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
@@ -257,8 +256,8 @@ async fn restore_checkpoint(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let state = SimState::from_bytes(&body)
-        .map_err(|e| ApiError::invalid("checkpoint", e.to_string()))?;
+    let state =
+        SimState::from_bytes(&body).map_err(|e| ApiError::invalid("checkpoint", e.to_string()))?;
     let r = s.node.restore(&id, state).await?;
     Ok(record(StatusCode::OK, &r))
 }
@@ -272,5 +271,8 @@ struct FaultRequest {
 async fn inject_fault(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: FaultRequest = parse_json(&body, false)?;
     s.node.inject_fault(&id, req.fault).await?;
-    Ok(json(StatusCode::ACCEPTED, serde_json::json!({ "injected": req.fault })))
+    Ok(json(
+        StatusCode::ACCEPTED,
+        serde_json::json!({ "injected": req.fault }),
+    ))
 }

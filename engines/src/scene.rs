@@ -54,13 +54,27 @@ impl Axis {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Shape {
     /// A box with these half extents along x, y, z (already scaled).
-    Cuboid { half_extents: [f64; 3] },
-    Sphere { radius: f64 },
+    Cuboid {
+        half_extents: [f64; 3],
+    },
+    Sphere {
+        radius: f64,
+    },
     /// A capsule whose cylindrical part spans `2 * half_height` along `axis`.
-    Capsule { radius: f64, half_height: f64, axis: Axis },
-    Cylinder { radius: f64, half_height: f64, axis: Axis },
+    Capsule {
+        radius: f64,
+        half_height: f64,
+        axis: Axis,
+    },
+    Cylinder {
+        radius: f64,
+        half_height: f64,
+        axis: Axis,
+    },
     /// An infinite plane through the local origin with this normal axis.
-    Plane { axis: Axis },
+    Plane {
+        axis: Axis,
+    },
 }
 
 /// Surface properties of a collider.

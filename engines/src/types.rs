@@ -194,8 +194,7 @@ impl SimState {
     /// Encodes the state as a self-describing checkpoint file (bincode, standard config).
     pub fn to_bytes(&self) -> Vec<u8> {
         // Encoding plain owned data into a Vec cannot fail.
-        bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .expect("SimState encodes")
+        bincode::serde::encode_to_vec(self, bincode::config::standard()).expect("SimState encodes")
     }
 
     /// Decodes a checkpoint made by [`SimState::to_bytes`].

@@ -37,8 +37,8 @@ use openusd::usd::{Prim, PrimPredicate, SchemaBase, SchemaKind, Stage, TimeCode}
 
 use crate::EngineError;
 use crate::scene::{
-    Axis, Body, BodyKind, Camera, Collider, Drive, Joint, JointKind, MassProperties,
-    Material, Pose, SceneModel, Shape,
+    Axis, Body, BodyKind, Camera, Collider, Drive, Joint, JointKind, MassProperties, Material,
+    Pose, SceneModel, Shape,
 };
 use math::Decomposed;
 
@@ -72,7 +72,10 @@ pub fn load_scene(path: &std::path::Path) -> Result<SceneModel, EngineError> {
         Ok(result) => result,
         Err(payload) => Err(EngineError::SceneRead {
             file,
-            message: format!("the USD reader failed on this file: {}", panic_text(&payload)),
+            message: format!(
+                "the USD reader failed on this file: {}",
+                panic_text(&payload)
+            ),
         }),
     }
 }
@@ -245,7 +248,11 @@ impl Reader {
                 Some("Z") => Axis::Z,
                 Some("Y") => Axis::Y,
                 Some("X") => Axis::X,
-                _ => return Err(read_err(format!("upAxis must be \"Y\" or \"Z\", found {v:?}"))),
+                _ => {
+                    return Err(read_err(format!(
+                        "upAxis must be \"Y\" or \"Z\", found {v:?}"
+                    )));
+                }
             },
             Err(e) => return Err(read_err(format!("cannot read upAxis: {e:#}"))),
         };
@@ -254,7 +261,9 @@ impl Reader {
                 Ok(None) => Ok(1.0),
                 Ok(Some(v)) => match values::scalar(&v) {
                     Some(u) if u.is_finite() && u > 0.0 => Ok(u),
-                    _ => Err(read_err(format!("{key} must be a positive number, found {v:?}"))),
+                    _ => Err(read_err(format!(
+                        "{key} must be a positive number, found {v:?}"
+                    ))),
                 },
                 Err(e) => Err(read_err(format!("cannot read {key}: {e:#}"))),
             }
@@ -410,7 +419,8 @@ impl Reader {
             }
             _ => {}
         }
-        if info.has_api(API_FILTERED_PAIRS) && !self.targets(path, "physics:filteredPairs")?.is_empty()
+        if info.has_api(API_FILTERED_PAIRS)
+            && !self.targets(path, "physics:filteredPairs")?.is_empty()
         {
             return Err(self.prim_err(path, "filtered collision pairs are not supported"));
         }
@@ -425,7 +435,11 @@ impl Reader {
         let attr = path
             .append_property(name)
             .map_err(|e| self.prim_err(path, format!("bad property name {name}: {e:#}")))?;
-        match self.stage.attribute(attr).get_at::<Value>(TimeCode::EARLIEST) {
+        match self
+            .stage
+            .attribute(attr)
+            .get_at::<Value>(TimeCode::EARLIEST)
+        {
             Ok(Some(Value::ValueBlock)) | Ok(None) => Ok(None),
             Ok(Some(v)) => Ok(Some(v)),
             Err(e) => Err(self.prim_err(path, format!("cannot read {name}: {e:#}"))),
@@ -471,7 +485,9 @@ impl Reader {
     }
 
     fn token_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<String>, EngineError> {
-        self.typed(path, name, "a token", |v| values::token(v).map(str::to_string))
+        self.typed(path, name, "a token", |v| {
+            values::token(v).map(str::to_string)
+        })
     }
 
     /// A finite number, or an error naming the attribute.
@@ -502,7 +518,13 @@ impl Reader {
             .map_err(|e| self.prim_err(path, format!("cannot read {name}: {e:#}")))?;
         Ok(targets
             .into_iter()
-            .map(|t| if t.is_abs() { t } else { path.make_absolute(&t) })
+            .map(|t| {
+                if t.is_abs() {
+                    t
+                } else {
+                    path.make_absolute(&t)
+                }
+            })
             .collect())
     }
 
@@ -622,7 +644,7 @@ impl Reader {
         match self.f64_attr(path, "physics:mass")? {
             None => Ok(None),
             Some(m) if m.is_finite() && m > 0.0 => Ok(Some(m * self.kilograms_per_unit)),
-            Some(m) if m == 0.0 => Ok(None),
+            Some(0.0) => Ok(None),
             Some(m) => Err(self.prim_err(
                 path,
                 format!("physics:mass must be positive (or 0 for unset), found {m}"),
@@ -634,10 +656,10 @@ impl Reader {
     fn density_attr(&self, path: &sdf::Path) -> Result<Option<f64>, EngineError> {
         match self.f64_attr(path, "physics:density")? {
             None => Ok(None),
-            Some(d) if d.is_finite() && d > 0.0 => {
-                Ok(Some(d * self.kilograms_per_unit / self.meters_per_unit.powi(3)))
-            }
-            Some(d) if d == 0.0 => Ok(None),
+            Some(d) if d.is_finite() && d > 0.0 => Ok(Some(
+                d * self.kilograms_per_unit / self.meters_per_unit.powi(3),
+            )),
+            Some(0.0) => Ok(None),
             Some(d) => Err(self.prim_err(
                 path,
                 format!("physics:density must be positive (or 0 for unset), found {d}"),
@@ -675,7 +697,10 @@ impl Reader {
             None => None,
             Some(q) if q == [0.0; 4] => None,
             Some(q) => Some(math::normalize_quat(q).ok_or_else(|| {
-                self.prim_err(path, format!("physics:principalAxes is not a rotation: {q:?}"))
+                self.prim_err(
+                    path,
+                    format!("physics:principalAxes is not a rotation: {q:?}"),
+                )
             })?),
         };
         Ok(MassProperties {
@@ -692,7 +717,11 @@ impl Reader {
     /// The collider on prim `i`, owned by `owner` (`None`: it becomes its own
     /// static body and its `local_pose` holds its world pose). `None` when
     /// collision is disabled on it.
-    fn collider(&mut self, i: usize, owner: Option<&Body>) -> Result<Option<Collider>, EngineError> {
+    fn collider(
+        &mut self,
+        i: usize,
+        owner: Option<&Body>,
+    ) -> Result<Option<Collider>, EngineError> {
         let path = self.prims[i].path.clone();
         if self.bool_attr(&path, "physics:collisionEnabled")? == Some(false) {
             return Ok(None);
@@ -760,7 +789,9 @@ impl Reader {
             None | Some("Z") => Ok(Axis::Z),
             Some("X") => Ok(Axis::X),
             Some("Y") => Ok(Axis::Y),
-            Some(other) => Err(self.prim_err(path, format!("axis must be X, Y or Z, found {other:?}"))),
+            Some(other) => {
+                Err(self.prim_err(path, format!("axis must be X, Y or Z, found {other:?}")))
+            }
         }
     }
 
@@ -792,7 +823,12 @@ impl Reader {
 
     /// Capsule_1/Cylinder_1 have separate top and bottom radii; only equal ones
     /// make a capsule or cylinder.
-    fn radius_of(&self, path: &sdf::Path, type_name: &str, default: f64) -> Result<f64, EngineError> {
+    fn radius_of(
+        &self,
+        path: &sdf::Path,
+        type_name: &str,
+        default: f64,
+    ) -> Result<f64, EngineError> {
         if type_name.ends_with("_1") {
             let top = self.f64_attr(path, "radiusTop")?.unwrap_or(default);
             let bottom = self.f64_attr(path, "radiusBottom")?.unwrap_or(default);
@@ -923,7 +959,9 @@ impl Reader {
             match self.f64_attr(path, name)? {
                 None => Ok(fallback),
                 Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
-                Some(v) => Err(self.prim_err(path, format!("{name} must be non-negative, found {v}"))),
+                Some(v) => {
+                    Err(self.prim_err(path, format!("{name} must be non-negative, found {v}")))
+                }
             }
         };
         let material = Material {
@@ -975,10 +1013,7 @@ impl Reader {
                 return Err(self.prim_err(&path, "the joint attaches to no body at either end"));
             }
             (Some(b0), Some(b1)) if b0 == b1 => {
-                return Err(self.prim_err(
-                    &path,
-                    format!("the joint attaches body {b0} to itself"),
-                ));
+                return Err(self.prim_err(&path, format!("the joint attaches body {b0} to itself")));
             }
             _ => {}
         }
@@ -1039,7 +1074,10 @@ impl Reader {
             _ => {
                 return Err(self.prim_err(
                     joint,
-                    format!("{rel} has {} targets; a joint end attaches to one body", targets.len()),
+                    format!(
+                        "{rel} has {} targets; a joint end attaches to one body",
+                        targets.len()
+                    ),
                 ));
             }
         };
@@ -1167,24 +1205,31 @@ impl Reader {
         Ok(drive)
     }
 
-    fn read_drive(&self, path: &sdf::Path, dof: &str, kind: JointKind) -> Result<Drive, EngineError> {
+    fn read_drive(
+        &self,
+        path: &sdf::Path,
+        dof: &str,
+        kind: JointKind,
+    ) -> Result<Drive, EngineError> {
         let attr = |sub: &str| format!("drive:{dof}:physics:{sub}");
         match self.token_attr(path, &attr("type"))?.as_deref() {
             None | Some("force") => {}
             Some(other) => {
                 return Err(self.prim_err(
                     path,
-                    format!("{} = {other:?} is not supported (only \"force\" drives)", attr("type")),
+                    format!(
+                        "{} = {other:?} is not supported (only \"force\" drives)",
+                        attr("type")
+                    ),
                 ));
             }
         }
         let non_negative = |sub: &str| -> Result<Option<f64>, EngineError> {
             let name = attr(sub);
             match self.f64_attr(path, &name)? {
-                Some(v) if v.is_nan() || v < 0.0 => Err(self.prim_err(
-                    path,
-                    format!("{name} must be non-negative, found {v}"),
-                )),
+                Some(v) if v.is_nan() || v < 0.0 => {
+                    Err(self.prim_err(path, format!("{name} must be non-negative, found {v}")))
+                }
                 v => Ok(v),
             }
         };

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "hanzo-twin", version, about = "Hanzo Twin: live, forkable digital twins")]
+#[command(
+    name = "hanzo-twin",
+    version,
+    about = "Hanzo Twin: live, forkable digital twins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,12 @@ struct Cli {
 #[derive(Args, Clone)]
 struct ClientOpts {
     /// The node's API.
-    #[arg(long, env = "HANZO_TWIN_API", default_value = "http://127.0.0.1:8082", global = true)]
+    #[arg(
+        long,
+        env = "HANZO_TWIN_API",
+        default_value = "http://127.0.0.1:8082",
+        global = true
+    )]
     api: String,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "text", global = true)]
@@ -63,6 +72,11 @@ enum Command {
         #[arg(long = "twin")]
         twins: Vec<PathBuf>,
     },
+    /// Reads one USD file and writes its scene model to stdout (bincode). The node
+    /// runs this in a child process so a file that crashes the USD library
+    /// cannot crash the node.
+    #[command(hide = true)]
+    InternalReadScene { path: PathBuf },
     /// Create a twin from a YAML or JSON definition.
     Create {
         #[arg(long)]
@@ -161,6 +175,9 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, twins } => serve(config, twins),
+        Command::InternalReadScene { path } => {
+            crate::scene_reader::child_main(&path).context("cannot write the scene to stdout")
+        }
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -191,8 +208,10 @@ fn serve(config_path: Option<PathBuf>, twin_files: Vec<PathBuf>) -> anyhow::Resu
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let exe = std::env::current_exe().context("cannot find this program's own path")?;
     rt.block_on(async move {
-        let node = Node::start(config).await?;
+        let node =
+            Node::start_with(config, crate::scene_reader::isolated_scene_reader(exe)).await?;
         for definition in definitions {
             let name = definition.name.to_string();
             let id = node
@@ -280,7 +299,9 @@ impl Client {
         if resp.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(Value::Null);
         }
-        resp.json().await.context("the node sent a reply that is not JSON")
+        resp.json()
+            .await
+            .context("the node sent a reply that is not JSON")
     }
 
     fn twin_path(twin: &str, rest: &str) -> String {
@@ -301,7 +322,9 @@ impl Client {
 /// Says what went wrong and, where it helps, what to do.
 fn explain_error(status: u16, body: &Value) -> String {
     let err = &body["error"];
-    let message = err["message"].as_str().unwrap_or("the node refused the request");
+    let message = err["message"]
+        .as_str()
+        .unwrap_or("the node refused the request");
     let mut out = message.to_string();
     if let Some(field) = err["field"].as_str().filter(|f| !f.is_empty()) {
         out.push_str(&format!(" (field `{field}`"));
@@ -424,7 +447,9 @@ fn twin_table(list: &Value) -> String {
 
 async fn client_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { .. } => unreachable!("serve is handled before"),
+        Command::Serve { .. } | Command::InternalReadScene { .. } => {
+            unreachable!("handled before")
+        }
         Command::Create { config, client } => {
             let c = Client::new(&client);
             let text = std::fs::read_to_string(&config)
@@ -442,7 +467,9 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-            print_value(c.output, &v, |t| format!("created twin\n{}", twin_summary(t)));
+            print_value(c.output, &v, |t| {
+                format!("created twin\n{}", twin_summary(t))
+            });
         }
         Command::List {
             org,
@@ -468,7 +495,9 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         }
         Command::Status { twin, client } => {
             let c = Client::new(&client);
-            let v = c.json(c.http.get(c.url(&Client::twin_path(&twin, "")))).await?;
+            let v = c
+                .json(c.http.get(c.url(&Client::twin_path(&twin, ""))))
+                .await?;
             print_value(c.output, &v, twin_summary);
         }
         Command::Start {
@@ -480,7 +509,11 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             let c = Client::new(&client);
             let body = serde_json::json!({ "clock": clock.as_str(), "reset": reset });
             let v = c
-                .json(c.http.post(c.url(&Client::twin_path(&twin, "/start"))).json(&body))
+                .json(
+                    c.http
+                        .post(c.url(&Client::twin_path(&twin, "/start")))
+                        .json(&body),
+                )
                 .await?;
             print_value(c.output, &v, |t| format!("started\n{}", twin_summary(t)));
         }
@@ -522,7 +555,11 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             let c = Client::new(&client);
             let body = serde_json::json!({ "name": name, "clock": clock.as_str() });
             let v = c
-                .json(c.http.post(c.url(&Client::twin_path(&twin, "/fork"))).json(&body))
+                .json(
+                    c.http
+                        .post(c.url(&Client::twin_path(&twin, "/fork")))
+                        .json(&body),
+                )
                 .await?;
             print_value(c.output, &v, |t| format!("forked\n{}", twin_summary(t)));
         }

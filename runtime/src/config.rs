@@ -194,8 +194,8 @@ impl NodeConfig {
                     message: format!("field `{field}`: {}", e.into_inner()),
                 }
             })?;
-            value = serde_yaml_ng::to_value(parsed)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            value =
+                serde_yaml_ng::to_value(parsed).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         apply_env(&mut value, env)?;
         let config: NodeConfig =
@@ -212,10 +212,14 @@ impl NodeConfig {
             ));
         }
         if t.call_timeout_ms == 0 {
-            return Err(ConfigError::Invalid("twins.call_timeout_ms must be above 0".into()));
+            return Err(ConfigError::Invalid(
+                "twins.call_timeout_ms must be above 0".into(),
+            ));
         }
         if !self.metrics.path.starts_with('/') {
-            return Err(ConfigError::Invalid("metrics.path must start with /".into()));
+            return Err(ConfigError::Invalid(
+                "metrics.path must start with /".into(),
+            ));
         }
         if self.metrics.enabled
             && self.metrics.port == self.server.port

@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod config;
 pub mod node;
+pub mod scene_reader;
 pub mod store;
 pub mod telemetry;
 

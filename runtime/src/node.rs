@@ -6,8 +6,8 @@ use crate::store::{ObjectCheckpointStore, SledTwinStore};
 use crate::telemetry;
 use anyhow::Context;
 use hanzo_twin_actors::{
-    HostArgs, HostConfig, HostMsg, Lifecycle, StartOptions, TwinDefinition, TwinFilter, TwinHost,
-    TwinNode,
+    HostArgs, HostConfig, HostMsg, Lifecycle, SceneReader, StartOptions, TwinDefinition,
+    TwinFilter, TwinHost, TwinNode, in_process_scene_reader,
 };
 use hanzo_twin_api::{ApiConfig, ApiState};
 use hanzo_twin_cluster::Membership;
@@ -150,10 +150,19 @@ impl Node {
     /// that were running when it last stopped. No server is started: embedded
     /// agents use [`Node::twins`]; [`Node::serve`] adds the HTTP API.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        Node::start_with(config, in_process_scene_reader()).await
+    }
+
+    /// Starts a node that reads scenes with `scene_reader` (the daemon reads them
+    /// in a child process; see [`crate::scene_reader`]).
+    pub async fn start_with(config: NodeConfig, scene_reader: SceneReader) -> anyhow::Result<Node> {
         // Install the recorder before any twin runs, so no step goes uncounted.
         telemetry::metrics_handle();
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create the data folder {}", config.data_dir.display())
+            format!(
+                "cannot create the data folder {}",
+                config.data_dir.display()
+            )
         })?;
         let store = SledTwinStore::open(&config.data_dir.join("store"))?;
         let checkpoints = ObjectCheckpointStore::local(&config.data_dir.join("objects"))?;
@@ -181,6 +190,7 @@ impl Node {
             engines: EngineRegistry::with_builtin(),
             store: Arc::new(store),
             checkpoints: Arc::new(checkpoints),
+            scene_reader,
         };
         let engines = host_args.engines.clone();
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
@@ -194,9 +204,7 @@ impl Node {
         )
         .await
         .context("the node's supervision tree failed to start")?;
-        let host = handle_rx
-            .await
-            .context("the twin host did not report in")?;
+        let host = handle_rx.await.context("the twin host did not report in")?;
         // Clients wait a little longer than the host waits for a twin, so the
         // host's own timeout error reaches them rather than a generic one.
         let twins = TwinNode::new(host, call_timeout + Duration::from_secs(2));

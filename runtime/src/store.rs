@@ -21,9 +21,8 @@ pub struct SledTwinStore {
 
 impl SledTwinStore {
     pub fn open(dir: &Path) -> Result<SledTwinStore, StoreError> {
-        let db = sled::open(dir).map_err(|e| {
-            StoreError(format!("cannot open the store at {}: {e}", dir.display()))
-        })?;
+        let db = sled::open(dir)
+            .map_err(|e| StoreError(format!("cannot open the store at {}: {e}", dir.display())))?;
         let twins = db.open_tree("twins").map_err(err)?;
         Ok(SledTwinStore { db, twins })
     }
@@ -102,7 +101,10 @@ impl ObjectCheckpointStore {
     /// Local object storage in `dir`, created if missing.
     pub fn local(dir: &Path) -> Result<ObjectCheckpointStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError(format!("cannot create object storage at {}: {e}", dir.display()))
+            StoreError(format!(
+                "cannot create object storage at {}: {e}",
+                dir.display()
+            ))
         })?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(err)?;
         Ok(ObjectCheckpointStore::new(Arc::new(fs)))

@@ -20,7 +20,10 @@ pub fn metrics_handle() -> PrometheusHandle {
             // dropped (gauges stay, they carry current values; a counter
             // that comes back restarts from 0, which Prometheus reads as a reset).
             let builder = PrometheusBuilder::new()
-                .idle_timeout(MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM, Some(Duration::from_secs(15 * 60)))
+                .idle_timeout(
+                    MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM,
+                    Some(Duration::from_secs(15 * 60)),
+                )
                 .set_buckets_for_metric(
                     Matcher::Full("hanzo_twin_step_duration_seconds".into()),
                     &[

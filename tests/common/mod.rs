@@ -38,13 +38,22 @@ impl TestNode {
     /// `env` is passed to the process; `twins_yaml` is appended to the node's
     /// `twins:` config section (indented two spaces).
     pub async fn start_with(env: &[(&str, &str)], twins_yaml: &str) -> TestNode {
+        TestNode::start_full(env, twins_yaml, &repo().join("configs/scenes")).await
+    }
+
+    /// A node reading scenes from `scenes_root`.
+    pub async fn start_full(
+        env: &[(&str, &str)],
+        twins_yaml: &str,
+        scenes_root: &Path,
+    ) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let api_port = free_port();
         let metrics_port = free_port();
         let config = format!(
             "node:\n  id: test-node\nserver:\n  host: 127.0.0.1\n  port: {api_port}\n  workers: 2\nmetrics:\n  host: 127.0.0.1\n  port: {metrics_port}\ndata_dir: {data}\nscenes:\n  root: {scenes}\ntwins:\n  call_timeout_ms: 20000\n{twins_yaml}logging:\n  level: info\n",
             data = dir.path().join("data").display(),
-            scenes = repo().join("configs/scenes").display(),
+            scenes = scenes_root.display(),
         );
         std::fs::write(dir.path().join("node.yaml"), config).expect("write config");
         let mut node = TestNode {
@@ -53,7 +62,10 @@ impl TestNode {
             metrics_port,
             child: None,
             http: reqwest::Client::new(),
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         node.spawn().await;
         node
@@ -103,7 +115,11 @@ impl TestNode {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "node not ready in time:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "node not ready in time:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -168,7 +184,12 @@ impl TestNode {
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        let r = self.http.delete(self.url(path)).send().await.expect("DELETE");
+        let r = self
+            .http
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE");
         status_json(r).await
     }
 
@@ -184,14 +205,20 @@ impl TestNode {
 
     pub async fn start_twin(&self, id: &str, clock: &str) {
         let (status, body) = self
-            .post(&format!("/v1/twins/{id}/start"), serde_json::json!({ "clock": clock }))
+            .post(
+                &format!("/v1/twins/{id}/start"),
+                serde_json::json!({ "clock": clock }),
+            )
             .await;
         assert_eq!(status, 200, "start: {body}");
     }
 
     pub async fn step(&self, id: &str, steps: u64) -> Value {
         let (status, body) = self
-            .post(&format!("/v1/twins/{id}/step"), serde_json::json!({ "steps": steps }))
+            .post(
+                &format!("/v1/twins/{id}/step"),
+                serde_json::json!({ "steps": steps }),
+            )
             .await;
         assert_eq!(status, 200, "step: {body}");
         body

@@ -62,11 +62,7 @@ pub(crate) fn decompose(m: &Matrix4d) -> Result<Decomposed, DecomposeError> {
     if a[3].abs() > TOLERANCE || a[7].abs() > TOLERANCE || a[11].abs() > TOLERANCE {
         return Err(DecomposeError::Projective);
     }
-    let rows = [
-        [a[0], a[1], a[2]],
-        [a[4], a[5], a[6]],
-        [a[8], a[9], a[10]],
-    ];
+    let rows = [[a[0], a[1], a[2]], [a[4], a[5], a[6]], [a[8], a[9], a[10]]];
     let scale = [norm(rows[0]), norm(rows[1]), norm(rows[2])];
     let largest = scale.iter().cloned().fold(0.0, f64::max);
     if scale.iter().any(|&s| s <= 1e-12 * largest.max(1.0)) {
@@ -141,7 +137,11 @@ fn quat_from_matrix(r: &[[f64; 3]; 3]) -> [f64; 4] {
     };
     // Canonical sign (w >= 0) so equal rotations compare equal.
     let q = normalize_quat(q).unwrap_or([0.0, 0.0, 0.0, 1.0]);
-    if q[3] < 0.0 { [-q[0], -q[1], -q[2], -q[3]] } else { q }
+    if q[3] < 0.0 {
+        [-q[0], -q[1], -q[2], -q[3]]
+    } else {
+        q
+    }
 }
 
 /// Normalizes `[x, y, z, w]`; `None` for a zero or non-finite quaternion.
@@ -248,7 +248,10 @@ mod tests {
         assert!(close(&d.rotation, &[0.0, 0.0, h, h]), "{:?}", d.rotation);
         assert!(!d.sheared);
         // The rotation turns local x into world y.
-        assert!(close(&quat_rotate(d.rotation, [1.0, 0.0, 0.0]), &[0.0, 1.0, 0.0]));
+        assert!(close(
+            &quat_rotate(d.rotation, [1.0, 0.0, 0.0]),
+            &[0.0, 1.0, 0.0]
+        ));
     }
 
     #[test]

@@ -48,11 +48,7 @@ pub(crate) fn vec3(v: &Value) -> Option<[f64; 3]> {
     Some(match v {
         Value::Vec3d(a) => [a.x, a.y, a.z],
         Value::Vec3f(a) => [widen(a.x), widen(a.y), widen(a.z)],
-        Value::Vec3h(a) => [
-            widen_half(a.x),
-            widen_half(a.y),
-            widen_half(a.z),
-        ],
+        Value::Vec3h(a) => [widen_half(a.x), widen_half(a.y), widen_half(a.z)],
         Value::Vec3i(a) => [f64::from(a.x), f64::from(a.y), f64::from(a.z)],
         _ => return None,
     })
@@ -62,12 +58,7 @@ pub(crate) fn vec3(v: &Value) -> Option<[f64; 3]> {
 pub(crate) fn quat_xyzw(v: &Value) -> Option<[f64; 4]> {
     Some(match v {
         Value::Quatd(q) => [q.x, q.y, q.z, q.w],
-        Value::Quatf(q) => [
-            widen(q.x),
-            widen(q.y),
-            widen(q.z),
-            widen(q.w),
-        ],
+        Value::Quatf(q) => [widen(q.x), widen(q.y), widen(q.z), widen(q.w)],
         Value::Quath(q) => [
             widen_half(q.x),
             widen_half(q.y),

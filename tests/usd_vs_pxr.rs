@@ -1,0 +1,205 @@
+//! Our USD reader against the reference implementation: pxr (usd-core) opens the
+//! same files and its own UsdPhysics parser must see the same bodies, masses,
+//! poses, joints, limits and drives.
+
+use hanzo_twin::engines::scene::{BodyKind, JointKind, SceneModel};
+use hanzo_twin::engines::usd::load_scene;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python with usd-core: `HANZO_TWIN_TEST_PYTHON` (set by scripts/test.sh,
+/// where a failure to run it fails the test) or ./.venv.
+fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("HANZO_TWIN_TEST_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = repo().join(".venv/bin/python");
+    let has_pxr = venv.exists()
+        && Command::new(&venv)
+            .args(["-c", "import pxr"])
+            .status()
+            .is_ok_and(|s| s.success());
+    has_pxr.then_some(venv)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    // pxr hands back float32 values widened to double.
+    (a - b).abs() <= 1e-5 * (1.0 + b.abs())
+}
+
+fn close3(a: &[f64], b: &Value) -> bool {
+    a.iter()
+        .zip(b.as_array().expect("array"))
+        .all(|(x, y)| close(*x, y.as_f64().expect("number")))
+}
+
+fn compare(file: &str, ours: &SceneModel, pxr: &Value) {
+    let g = ours.gravity.expect("gravity");
+    assert!(
+        close3(&g, &pxr["gravity"]),
+        "{file}: gravity {g:?} vs {}",
+        pxr["gravity"]
+    );
+
+    let rigid: Vec<_> = ours
+        .bodies
+        .iter()
+        .filter(|b| pxr["bodies"].get(&b.path).is_some())
+        .collect();
+    assert_eq!(
+        rigid.len(),
+        pxr["bodies"].as_object().expect("bodies").len(),
+        "{file}: rigid bodies differ"
+    );
+    for body in rigid {
+        let p = &pxr["bodies"][&body.path];
+        let kind = match body.kind {
+            BodyKind::Dynamic => "Dynamic",
+            BodyKind::Static => "Static",
+            BodyKind::Kinematic => "Kinematic",
+        };
+        assert_eq!(p["kind"], kind, "{file}: {}", body.path);
+        assert!(
+            close3(&body.pose.translation, &p["position"]),
+            "{file}: {} position",
+            body.path
+        );
+        assert!(
+            close3(&body.pose.rotation, &p["rotation"]),
+            "{file}: {} rotation",
+            body.path
+        );
+        if let Some(mass) = p["mass"].as_f64().filter(|m| *m > 0.0) {
+            assert!(
+                body.mass.mass.is_some_and(|m| close(m, mass)),
+                "{file}: {} mass {:?} vs {mass}",
+                body.path,
+                body.mass.mass
+            );
+        }
+        let mut colliders: Vec<&str> = body.colliders.iter().map(|c| c.path.as_str()).collect();
+        colliders.sort();
+        let theirs: Vec<&str> = p["colliders"]
+            .as_array()
+            .expect("colliders")
+            .iter()
+            .map(|c| c.as_str().expect("path"))
+            .collect();
+        assert_eq!(colliders, theirs, "{file}: {} colliders", body.path);
+    }
+
+    let joints = pxr["joints"].as_object().expect("joints");
+    assert_eq!(ours.joints.len(), joints.len(), "{file}: joint count");
+    for joint in &ours.joints {
+        let p = joints
+            .get(&joint.path)
+            .unwrap_or_else(|| panic!("{file}: pxr has no joint {}", joint.path));
+        let kind = match joint.kind {
+            JointKind::Revolute => "RevoluteJoint",
+            JointKind::Prismatic => "PrismaticJoint",
+            JointKind::Fixed => "FixedJoint",
+        };
+        assert_eq!(p["type"], kind, "{file}: {}", joint.path);
+        assert_eq!(
+            p["body0"].as_str(),
+            joint.body0.as_deref(),
+            "{file}: {} body0",
+            joint.path
+        );
+        assert_eq!(
+            p["body1"].as_str(),
+            joint.body1.as_deref(),
+            "{file}: {} body1",
+            joint.path
+        );
+        assert!(
+            close3(&joint.local_pose0.translation, &p["local_pos0"]),
+            "{file}: {}",
+            joint.path
+        );
+        assert!(
+            close3(&joint.local_pose1.translation, &p["local_pos1"]),
+            "{file}: {}",
+            joint.path
+        );
+        if joint.kind == JointKind::Fixed {
+            continue;
+        }
+        assert_eq!(
+            p["axis"],
+            format!("{:?}", joint.axis),
+            "{file}: {} axis",
+            joint.path
+        );
+        match (joint.limits, p.get("limits")) {
+            (Some((lo, hi)), Some(l)) => {
+                assert!(close3(&[lo, hi], l), "{file}: {} limits", joint.path)
+            }
+            (None, None) => {}
+            (ours, theirs) => panic!("{file}: {} limits {ours:?} vs {theirs:?}", joint.path),
+        }
+        match (joint.drive, p.get("drive")) {
+            (Some(d), Some(t)) => {
+                assert!(
+                    close(d.stiffness, t["stiffness"].as_f64().expect("k")),
+                    "{file}: {}",
+                    joint.path
+                );
+                assert!(
+                    close(d.damping, t["damping"].as_f64().expect("c")),
+                    "{file}: {}",
+                    joint.path
+                );
+                assert!(
+                    close(d.target_position, t["target_position"].as_f64().expect("x")),
+                    "{file}: {}",
+                    joint.path
+                );
+            }
+            (None, None) => {}
+            (ours, theirs) => panic!("{file}: {} drive {ours:?} vs {theirs:?}", joint.path),
+        }
+    }
+}
+
+#[test]
+fn reader_agrees_with_pxr_usdphysics() {
+    let Some(python) = python() else {
+        eprintln!(
+            "\n*** SKIPPED reader_agrees_with_pxr_usdphysics: no Python with usd-core (pxr). \
+             Run scripts/test.sh, which installs it into ./.venv. ***\n"
+        );
+        return;
+    };
+    let files: Vec<PathBuf> = vec![
+        repo().join("configs/scenes/robot-arm/scene.usda"),
+        repo().join("configs/scenes/conveyor/scene.usda"),
+        repo().join("../shared/fixtures/usd/scene.usda"),
+        repo().join("../shared/fixtures/usd/scene.usdc"),
+        repo().join("../shared/fixtures/usd/composed.usda"),
+        repo().join("../shared/fixtures/usd/ref.usda"),
+        repo().join("../shared/fixtures/usd/simple_physics.usda"),
+    ];
+    let out = Command::new(&python)
+        .arg(repo().join("tests/peers/usd_physics_summary.py"))
+        .arg("--json")
+        .args(&files)
+        .output()
+        .expect("run the pxr peer");
+    assert!(
+        out.status.success(),
+        "pxr peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summaries: Value = serde_json::from_slice(&out.stdout).expect("peer prints JSON");
+    for file in &files {
+        let key = file.to_str().expect("utf-8 path");
+        let ours = load_scene(file).unwrap_or_else(|e| panic!("{key}: {e}"));
+        compare(key, &ours, &summaries[key]);
+    }
+}
