@@ -540,6 +540,23 @@ impl Reader {
             return Ok(*m);
         }
         let view = AnyXformable(self.stage.prim(path.clone()));
+        // Each op names an attribute; openusd turns it into a property path, and a
+        // name that is not an identifier (say `x}ormOp:translate`) sends its path
+        // handling into an endless loop, so the names are checked first.
+        let order = view
+            .xform_op_order()
+            .map_err(|e| self.prim_err(path, format!("cannot read xformOpOrder: {e:#}")))?;
+        for (i, op) in order.iter().flatten().enumerate() {
+            let name = op.strip_prefix("!invert!").unwrap_or(op);
+            let valid = (i == 0 && op == "!resetXformStack!")
+                || (name.starts_with("xformOp:") && sdf::Path::is_valid_namespace_identifier(name));
+            if !valid {
+                return Err(self.prim_err(
+                    path,
+                    format!("xformOpOrder entry {op:?} is not an xformOp attribute name"),
+                ));
+            }
+        }
         let local = view
             .local_to_parent_transform(TimeCode::EARLIEST)
             .map_err(|e| self.prim_err(path, format!("cannot compose its transform: {e:#}")))?;
