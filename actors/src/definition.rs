@@ -4,7 +4,6 @@
 
 use hanzo_twin_engines::{EngineConfig, EngineKind};
 use serde::{Deserialize, Deserializer, Serialize};
-use std::collections::BTreeMap;
 
 /// A twin as its owner declares it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -492,12 +491,22 @@ impl DefinitionError {
 }
 
 fn json_error(field: String, inner: serde_json::Error) -> DefinitionError {
-    let message = strip_location(&inner.to_string());
-    DefinitionError {
-        field: refine_field(field, &message),
-        line: (inner.line() > 0).then_some(inner.line()),
-        column: (inner.column() > 0).then_some(inner.column()),
-        message,
+    DefinitionError::from_json(field, inner)
+}
+
+impl DefinitionError {
+    /// A JSON parse or shape error at `field` (serde_path_to_error's rendering,
+    /// where `.` is the root), with the line and column JSON gives. Any JSON
+    /// request body, not only definitions, reports its problems this way.
+    pub fn from_json(field: String, inner: serde_json::Error) -> DefinitionError {
+        let field = if field == "." { String::new() } else { field };
+        let message = strip_location(&inner.to_string());
+        DefinitionError {
+            field: refine_field(field, &message),
+            line: (inner.line() > 0).then_some(inner.line()),
+            column: (inner.column() > 0).then_some(inner.column()),
+            message,
+        }
     }
 }
 
@@ -601,11 +610,6 @@ impl TwinDefinition {
     pub fn to_value(&self) -> serde_json::Value {
         // A definition is plain data with string keys: always representable.
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
-
-    /// Tags as plain strings.
-    pub fn tag_set(&self) -> BTreeMap<&str, ()> {
-        self.tags.iter().map(|t| (t.as_str(), ())).collect()
     }
 }
 

@@ -839,13 +839,8 @@ impl Actor for TwinHost {
             writer,
         };
         let mut resume = Vec::new();
+        // Forks are never stored (see `save`), so the store holds only lasting twins.
         for record in state.store.list().await? {
-            if record.ephemeral {
-                // Forks do not outlive the node process that ran them.
-                state.store.delete(record.id).await?;
-                state.checkpoints.delete(record.id).await?;
-                continue;
-            }
             if record.status.state == Lifecycle::Running {
                 resume.push((record.id, record.status.clock));
             }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use error::ApiError;
-use hanzo_twin_actors::TwinNode;
+use hanzo_twin_actors::{DefinitionError, TwinError, TwinNode};
 use hanzo_twin_cluster::Membership;
 use hanzo_twin_engines::EngineRegistry;
 use serde::de::DeserializeOwned;
@@ -167,21 +167,12 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes, empty_ok: bool) -> R
     let mut de = serde_json::Deserializer::from_slice(text);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
-        let inner = e.into_inner();
-        json_error(field, inner)
+        json_error(field, e.into_inner())
     })?;
     de.end().map_err(|e| json_error(String::new(), e))?;
     Ok(value)
 }
 
 fn json_error(field: String, inner: serde_json::Error) -> ApiError {
-    let mut message = inner.to_string();
-    if let Some(i) = message.rfind(" at line ") {
-        message.truncate(i);
-    }
-    let field = if field == "." { String::new() } else { field };
-    let mut e = ApiError::invalid(field, message);
-    e.body.line = (inner.line() > 0).then_some(inner.line());
-    e.body.column = (inner.column() > 0).then_some(inner.column());
-    e
+    TwinError::Invalid(DefinitionError::from_json(field, inner)).into()
 }

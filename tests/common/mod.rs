@@ -291,11 +291,3 @@ pub fn rename(yaml: &str, name: &str) -> String {
         .join("\n")
         + "\n"
 }
-
-pub fn sample_path(file: &str) -> PathBuf {
-    repo().join("configs/twins").join(file)
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
-}
