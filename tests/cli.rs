@@ -6,14 +6,24 @@ mod common;
 use common::{TestNode, bin, repo};
 use std::process::Output;
 
+/// Runs the CLI against `node` with the node's development token in
+/// HANZO_TWIN_TOKEN.
 fn cli(node: &TestNode, args: &[&str]) -> Output {
-    std::process::Command::new(bin())
-        .args(args)
+    cli_with_token(node, node.token.as_deref(), args)
+}
+
+fn cli_with_token(node: &TestNode, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(args)
         .arg("--api")
         .arg(node.api())
         .env_remove("HANZO_TWIN_API")
-        .output()
-        .expect("run hanzo-twin")
+        .env_remove("HANZO_TWIN_TOKEN")
+        .env_remove("HANZO_TWIN_TOKEN_FILE");
+    if let Some(t) = token {
+        cmd.env("HANZO_TWIN_TOKEN", t);
+    }
+    cmd.output().expect("run hanzo-twin")
 }
 
 fn ok(out: &Output) -> String {
@@ -147,6 +157,32 @@ async fn cli_errors_say_what_to_do() {
         err.contains("not running") && err.contains("hanzo-twin start"),
         "{err}"
     );
+
+    // No token, a token that is not a JWT, and the token as a flag or a file.
+    let out = cli_with_token(&node, None, &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HTTP 401")
+            && err.contains("no token was given")
+            && err.contains("--token")
+            && err.contains("dev-token"),
+        "{err}"
+    );
+    let out = cli_with_token(&node, Some("not-a-jwt"), &["list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a well-formed JWT") && err.contains("HTTP 401"),
+        "{err}"
+    );
+    let token = node.token.clone().expect("development token");
+    ok(&cli_with_token(&node, None, &["list", "--token", &token]));
+    let token_file = node.dev_token_path();
+    ok(&cli_with_token(
+        &node,
+        None,
+        &["list", "--token-file", token_file.to_str().expect("path")],
+    ));
 
     let out = std::process::Command::new(bin())
         .args(["list", "--api", "http://127.0.0.1:1"])

@@ -2,11 +2,12 @@
 //! HTTP API is built on it, and an embedded agent uses it directly — no HTTP in
 //! between.
 
+use crate::definition::Name;
 use crate::definition::TwinDefinition;
 use crate::error::TwinError;
 use crate::protocol::{
-    Fault, ForkOptions, HostMsg, JointCommandEntry, Reply, StartOptions, StepReport, TwinFilter,
-    TwinMsg, TwinRuntimeInfo,
+    Fault, ForkOptions, HostMsg, JointCommandEntry, Reply, Scope, StartOptions, StepReport,
+    TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo,
 };
 use crate::record::{Clock, TwinRecord};
 use hanzo_twin_engines::{JointCommand, Observation, SimState};
@@ -17,10 +18,14 @@ use std::time::Duration;
 /// A handle on a node's twin host. Cheap to clone; every call has a timeout.
 /// When the node's supervisor restarts the host, it swaps the new one in here,
 /// so handles stay valid.
+///
+/// A handle sees every twin on the node; [`TwinNode::scoped`] narrows it to one
+/// organization, which the host then enforces on every request.
 #[derive(Clone)]
 pub struct TwinNode {
     host: Arc<RwLock<ActorRef<HostMsg>>>,
     timeout: Duration,
+    scope: Scope,
 }
 
 impl TwinNode {
@@ -28,14 +33,35 @@ impl TwinNode {
         TwinNode {
             host: Arc::new(RwLock::new(host)),
             timeout,
+            scope: Scope::Node,
         }
     }
 
     /// The same node with another per-call timeout.
     pub fn with_timeout(&self, timeout: Duration) -> TwinNode {
         TwinNode {
-            host: self.host.clone(),
             timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The same node as `organization` sees it: its twins only; any other reads
+    /// as not found, and creating twins elsewhere is refused.
+    pub fn scoped(&self, organization: Name) -> TwinNode {
+        TwinNode {
+            scope: Scope::Organization(organization),
+            ..self.clone()
+        }
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    fn twin_ref(&self, twin: &str) -> TwinRef {
+        TwinRef {
+            key: twin.to_string(),
+            scope: self.scope.clone(),
         }
     }
 
@@ -74,28 +100,38 @@ impl TwinNode {
         twin: &str,
         build: impl FnOnce(Reply<T>) -> TwinMsg,
     ) -> Result<T, TwinError> {
-        let twin = twin.to_string();
-        self.ask(&twin.clone(), move |reply| HostMsg::Route {
-            twin,
+        let target = self.twin_ref(twin);
+        self.ask(twin, move |reply| HostMsg::Route {
+            twin: target,
             msg: build(reply),
         })
         .await
     }
 
     pub async fn create(&self, definition: TwinDefinition) -> Result<TwinRecord, TwinError> {
-        self.ask("create", |reply| HostMsg::Create { definition, reply })
-            .await
+        let scope = self.scope.clone();
+        self.ask("create", |reply| HostMsg::Create {
+            definition,
+            scope,
+            reply,
+        })
+        .await
     }
 
     pub async fn get(&self, twin: &str) -> Result<TwinRecord, TwinError> {
-        let t = twin.to_string();
+        let t = self.twin_ref(twin);
         self.ask(twin, |reply| HostMsg::Get { twin: t, reply })
             .await
     }
 
     pub async fn list(&self, filter: TwinFilter) -> Result<Vec<TwinRecord>, TwinError> {
-        self.ask("list", |reply| HostMsg::List { filter, reply })
-            .await
+        let scope = self.scope.clone();
+        self.ask("list", |reply| HostMsg::List {
+            filter,
+            scope,
+            reply,
+        })
+        .await
     }
 
     pub async fn update(
@@ -103,7 +139,7 @@ impl TwinNode {
         twin: &str,
         patch: serde_json::Value,
     ) -> Result<TwinRecord, TwinError> {
-        let t = twin.to_string();
+        let t = self.twin_ref(twin);
         self.ask(twin, |reply| HostMsg::Update {
             twin: t,
             patch,
@@ -113,13 +149,13 @@ impl TwinNode {
     }
 
     pub async fn delete(&self, twin: &str) -> Result<(), TwinError> {
-        let t = twin.to_string();
+        let t = self.twin_ref(twin);
         self.ask(twin, |reply| HostMsg::Delete { twin: t, reply })
             .await
     }
 
     pub async fn start(&self, twin: &str, options: StartOptions) -> Result<TwinRecord, TwinError> {
-        let t = twin.to_string();
+        let t = self.twin_ref(twin);
         self.ask(twin, |reply| HostMsg::Start {
             twin: t,
             options,
@@ -129,14 +165,14 @@ impl TwinNode {
     }
 
     pub async fn stop(&self, twin: &str) -> Result<TwinRecord, TwinError> {
-        let t = twin.to_string();
+        let t = self.twin_ref(twin);
         self.ask(twin, |reply| HostMsg::Stop { twin: t, reply })
             .await
     }
 
     /// Forks the twin's current state into a new ephemeral twin.
     pub async fn fork(&self, twin: &str, options: ForkOptions) -> Result<TwinRecord, TwinError> {
-        let t = twin.to_string();
+        let t = self.twin_ref(twin);
         self.ask(twin, |reply| HostMsg::Fork {
             twin: t,
             options,
@@ -147,13 +183,13 @@ impl TwinNode {
 
     /// The twin's complete state: live when running, else its last checkpoint.
     pub async fn checkpoint(&self, twin: &str) -> Result<SimState, TwinError> {
-        let t = twin.to_string();
+        let t = self.twin_ref(twin);
         self.ask(twin, |reply| HostMsg::Checkpoint { twin: t, reply })
             .await
     }
 
     pub async fn restore(&self, twin: &str, state: SimState) -> Result<TwinRecord, TwinError> {
-        let t = twin.to_string();
+        let t = self.twin_ref(twin);
         self.ask(twin, |reply| HostMsg::Restore {
             twin: t,
             state,

@@ -11,9 +11,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub struct TwinDefinition {
     /// Human-readable name, unique within the organization.
     pub name: Name,
-    /// Owning organization.
-    #[serde(default = "default_organization")]
-    pub organization: Name,
+    /// Owning organization. Left out, the node fills in the caller's
+    /// organization at creation (or [`DEFAULT_ORGANIZATION`] for the node itself),
+    /// so a stored twin always has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<Name>,
     pub scene: SceneSpec,
     pub engine: EngineSpec,
     #[serde(default)]
@@ -26,8 +28,17 @@ pub struct TwinDefinition {
     pub tags: Vec<Name>,
 }
 
-fn default_organization() -> Name {
-    Name("default".into())
+/// The organization of twins created without one by the node itself (boot
+/// twins, embedded agents, the development token).
+pub const DEFAULT_ORGANIZATION: &str = "default";
+
+impl TwinDefinition {
+    /// The owning organization, [`DEFAULT_ORGANIZATION`] when none is declared.
+    pub fn organization(&self) -> &str {
+        self.organization
+            .as_ref()
+            .map_or(DEFAULT_ORGANIZATION, Name::as_str)
+    }
 }
 
 /// A name, organization or tag: 1–63 characters of letters, digits, `.`, `_`, `-`,

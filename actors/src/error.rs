@@ -17,6 +17,13 @@ pub enum TwinError {
     #[error("{0}")]
     Conflict(String),
 
+    /// The caller may not do this, e.g. create a twin in another organization.
+    #[error("{message}")]
+    Forbidden {
+        field: Option<String>,
+        message: String,
+    },
+
     /// The twin must be running for this request.
     #[error("twin {0} is not running; start it first")]
     NotRunning(String),

@@ -4,9 +4,9 @@
 //! running twins by id (the shape of Akka's ShardRegion, so the cluster layer can
 //! route to a host on another node without registering every twin cluster-wide).
 
-use crate::definition::{Name, TwinDefinition};
+use crate::definition::{DEFAULT_ORGANIZATION, Name, TwinDefinition};
 use crate::error::TwinError;
-use crate::protocol::{ForkOptions, HostMsg, Reply, StartOptions, TwinMsg};
+use crate::protocol::{ForkOptions, HostMsg, Reply, Scope, StartOptions, TwinMsg, TwinRef};
 use crate::record::{Clock, Lifecycle, TwinId, TwinRecord};
 use crate::store::{CheckpointStore, TwinStore};
 use crate::twin::{TwinActor, TwinArgs};
@@ -178,19 +178,26 @@ fn checkpoint_writer(checkpoints: Arc<dyn CheckpointStore>) -> mpsc::UnboundedSe
 }
 
 impl HostState {
-    fn resolve(&self, twin: &str) -> Result<TwinId, TwinError> {
-        if let Some(id) = TwinId::parse(twin)
-            && self.records.contains_key(&id)
+    /// Finds a twin by id or name among those `twin.scope` admits; others answer
+    /// exactly as a twin that does not exist.
+    fn resolve(&self, twin: &TwinRef) -> Result<TwinId, TwinError> {
+        let key = twin.key.as_str();
+        if let Some(id) = TwinId::parse(key)
+            && let Some(r) = self.records.get(&id)
         {
-            return Ok(id);
+            return if twin.scope.admits(r) {
+                Ok(id)
+            } else {
+                Err(TwinError::NotFound(key.to_string()))
+            };
         }
         let mut matches = self
             .records
             .values()
-            .filter(|r| r.definition.name.as_str() == twin);
+            .filter(|r| r.definition.name.as_str() == key && twin.scope.admits(r));
         match (matches.next(), matches.next()) {
             (Some(r), None) => Ok(r.id),
-            (None, _) => Err(TwinError::NotFound(twin.to_string())),
+            (None, _) => Err(TwinError::NotFound(key.to_string())),
             (Some(_), Some(_)) => Err(TwinError::Conflict(format!(
                 "name `{twin}` matches twins in several organizations; use the twin's id"
             ))),
@@ -203,9 +210,9 @@ impl HostState {
             .ok_or_else(|| TwinError::NotFound(id.to_string()))
     }
 
-    fn name_taken(&self, org: &Name, name: &Name, except: Option<TwinId>) -> bool {
+    fn name_taken(&self, org: &str, name: &Name, except: Option<TwinId>) -> bool {
         self.records.values().any(|r| {
-            Some(r.id) != except && &r.definition.organization == org && &r.definition.name == name
+            Some(r.id) != except && r.definition.organization() == org && &r.definition.name == name
         })
     }
 
@@ -307,7 +314,7 @@ impl HostState {
         let from_checkpoint = initial_state.is_some();
         let args = TwinArgs {
             id,
-            organization: definition.organization.to_string(),
+            organization: definition.organization().to_string(),
             engine,
             scene: scene.clone(),
             config,
@@ -360,7 +367,7 @@ impl HostState {
     async fn start(
         &mut self,
         myself: &ActorRef<HostMsg>,
-        twin: &str,
+        twin: &TwinRef,
         options: StartOptions,
     ) -> Result<TwinRecord, TwinError> {
         let id = self.resolve(twin)?;
@@ -442,7 +449,7 @@ impl HostState {
     async fn fork(
         &mut self,
         myself: &ActorRef<HostMsg>,
-        twin: &str,
+        twin: &TwinRef,
         options: ForkOptions,
     ) -> Result<TwinRecord, TwinError> {
         let started = Instant::now();
@@ -457,10 +464,10 @@ impl HostState {
                     .map_err(|m| TwinError::invalid("name", m))?
             }
         };
-        if self.name_taken(&parent.definition.organization, &name, None) {
+        if self.name_taken(parent.definition.organization(), &name, None) {
             return Err(TwinError::Conflict(format!(
                 "a twin named `{name}` already exists in organization {}",
-                parent.definition.organization
+                parent.definition.organization()
             )));
         }
         // The fork is spawned from a state message of the parent: live when the
@@ -512,7 +519,7 @@ impl HostState {
 
     async fn update(
         &mut self,
-        twin: &str,
+        twin: &TwinRef,
         patch: serde_json::Value,
     ) -> Result<TwinRecord, TwinError> {
         let id = self.resolve(twin)?;
@@ -526,16 +533,17 @@ impl HostState {
         let mut value = record.definition.to_value();
         json_patch::merge(&mut value, &patch);
         let definition = TwinDefinition::from_value(value)?;
-        if definition.organization != record.definition.organization {
+        if definition.organization() != record.definition.organization() {
             return Err(TwinError::invalid(
                 "organization",
                 "a twin cannot move to another organization",
             ));
         }
-        if self.name_taken(&definition.organization, &definition.name, Some(id)) {
+        if self.name_taken(definition.organization(), &definition.name, Some(id)) {
             return Err(TwinError::Conflict(format!(
                 "a twin named `{}` already exists in organization {}",
-                definition.name, definition.organization
+                definition.name,
+                definition.organization()
             )));
         }
         let physics_changed = definition.scene != record.definition.scene
@@ -611,19 +619,27 @@ impl HostState {
 
     async fn handle_msg(&mut self, myself: &ActorRef<HostMsg>, msg: HostMsg) {
         match msg {
-            HostMsg::Create { definition, reply } => {
-                let result = self.create(definition).await;
+            HostMsg::Create {
+                definition,
+                scope,
+                reply,
+            } => {
+                let result = self.create(definition, &scope).await;
                 let _ = reply.send(result);
             }
             HostMsg::Get { twin, reply } => {
                 let result = self.resolve(&twin).and_then(|id| self.record(id).cloned());
                 let _ = reply.send(result);
             }
-            HostMsg::List { filter, reply } => {
+            HostMsg::List {
+                filter,
+                scope,
+                reply,
+            } => {
                 let mut list: Vec<TwinRecord> = self
                     .records
                     .values()
-                    .filter(|r| filter.matches(r))
+                    .filter(|r| scope.admits(r) && filter.matches(r))
                     .cloned()
                     .collect();
                 list.sort_by_key(|r| r.id);
@@ -685,18 +701,38 @@ impl HostState {
         }
     }
 
-    async fn create(&mut self, definition: TwinDefinition) -> Result<TwinRecord, TwinError> {
-        if self.name_taken(&definition.organization, &definition.name, None) {
+    async fn create(
+        &mut self,
+        mut definition: TwinDefinition,
+        scope: &Scope,
+    ) -> Result<TwinRecord, TwinError> {
+        let organization = match (&definition.organization, scope) {
+            (Some(declared), Scope::Organization(own)) if declared != own => {
+                return Err(TwinError::Forbidden {
+                    field: Some("organization".into()),
+                    message: format!(
+                        "you can only create twins in your own organization `{own}`, not `{declared}`; leave organization out or set it to `{own}`"
+                    ),
+                });
+            }
+            (Some(declared), _) => declared.clone(),
+            (None, Scope::Organization(own)) => own.clone(),
+            (None, Scope::Node) => Name::new(DEFAULT_ORGANIZATION)
+                .map_err(|m| TwinError::Storage(format!("default organization: {m}")))?,
+        };
+        definition.organization = Some(organization);
+        if self.name_taken(definition.organization(), &definition.name, None) {
             return Err(TwinError::Conflict(format!(
                 "a twin named `{}` already exists in organization {}",
-                definition.name, definition.organization
+                definition.name,
+                definition.organization()
             )));
         }
         self.check_runnable(&definition).await?;
         self.save(TwinRecord::new(definition)).await
     }
 
-    async fn delete(&mut self, twin: &str) -> Result<(), TwinError> {
+    async fn delete(&mut self, twin: &TwinRef) -> Result<(), TwinError> {
         let id = self.resolve(twin)?;
         let ephemeral = self.record(id)?.ephemeral;
         self.stop_actor(id, false).await;
@@ -712,7 +748,7 @@ impl HostState {
         Ok(())
     }
 
-    async fn stop(&mut self, twin: &str) -> Result<TwinRecord, TwinError> {
+    async fn stop(&mut self, twin: &TwinRef) -> Result<TwinRecord, TwinError> {
         let id = self.resolve(twin)?;
         let mut record = self.record(id)?.clone();
         if !self.running.contains_key(&id) && record.status.state != Lifecycle::Failed {
@@ -723,7 +759,7 @@ impl HostState {
         self.save(record).await
     }
 
-    async fn restore(&mut self, twin: &str, state: SimState) -> Result<TwinRecord, TwinError> {
+    async fn restore(&mut self, twin: &TwinRef, state: SimState) -> Result<TwinRecord, TwinError> {
         let id = self.resolve(twin)?;
         let record = self.record(id)?.clone();
         if state.engine != record.definition.engine.kind {
@@ -753,7 +789,7 @@ impl HostState {
         Ok(record)
     }
 
-    async fn checkpoint(&mut self, twin: &str) -> Result<SimState, TwinError> {
+    async fn checkpoint(&mut self, twin: &TwinRef) -> Result<SimState, TwinError> {
         let id = self.resolve(twin)?;
         if self.running.contains_key(&id) {
             return self
@@ -768,7 +804,7 @@ impl HostState {
         }
     }
 
-    fn route(&self, twin: &str, msg: TwinMsg) {
+    fn route(&self, twin: &TwinRef, msg: TwinMsg) {
         let id = match self.resolve(twin) {
             Ok(id) => id,
             Err(e) => return msg.reject(e),
@@ -856,7 +892,11 @@ impl Actor for TwinHost {
             if let Some(r) = state.records.get_mut(&id) {
                 r.status.state = Lifecycle::Stopped;
             }
-            if let Err(e) = state.start(&myself, &id.to_string(), options).await {
+            let twin = TwinRef {
+                key: id.to_string(),
+                scope: Scope::Node,
+            };
+            if let Err(e) = state.start(&myself, &twin, options).await {
                 tracing::error!(twin = %id, error = %e, "could not resume twin");
             }
         }

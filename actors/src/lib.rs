@@ -14,12 +14,12 @@ pub mod store;
 pub mod twin;
 
 pub use client::TwinNode;
-pub use definition::{DefinitionError, Format, TwinDefinition};
+pub use definition::{DEFAULT_ORGANIZATION, DefinitionError, Format, Name, TwinDefinition};
 pub use error::TwinError;
 pub use host::{HostArgs, HostConfig, SceneReader, TwinHost, in_process_scene_reader};
 pub use protocol::{
-    Fault, ForkOptions, HostMsg, JointCommandEntry, StartOptions, StepReport, TwinFilter, TwinMsg,
-    TwinRuntimeInfo,
+    Fault, ForkOptions, HostMsg, JointCommandEntry, Scope, StartOptions, StepReport, TwinFilter,
+    TwinMsg, TwinRef, TwinRuntimeInfo,
 };
 pub use record::{Clock, Lifecycle, TwinId, TwinRecord, TwinStatus};
 pub use store::{CheckpointStore, StoreError, TwinStore};

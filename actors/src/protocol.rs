@@ -1,7 +1,7 @@
 //! The messages twins and their host understand. This is the SDK an embedded agent
 //! links: every request is a typed message with a typed reply.
 
-use crate::definition::TwinDefinition;
+use crate::definition::{Name, TwinDefinition};
 use crate::error::TwinError;
 use crate::record::{Clock, TwinId, TwinRecord};
 use hanzo_twin_engines::{JointCommand, Observation, SimState};
@@ -113,6 +113,40 @@ impl TwinMsg {
     }
 }
 
+/// Whose twins a request may see and touch. The host enforces it on every
+/// message, so a twin outside the scope reads exactly like one that does not
+/// exist: its existence does not leak.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Every twin on the node: the node itself and agents embedded in it.
+    Node,
+    /// One organization's twins only.
+    Organization(Name),
+}
+
+impl Scope {
+    pub fn admits(&self, record: &TwinRecord) -> bool {
+        match self {
+            Scope::Node => true,
+            Scope::Organization(org) => record.definition.organization() == org.as_str(),
+        }
+    }
+}
+
+/// A twin as a request names it: an id, or a name unique within what `scope`
+/// sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwinRef {
+    pub key: String,
+    pub scope: Scope,
+}
+
+impl std::fmt::Display for TwinRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
 /// Which twins to list.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TwinFilter {
@@ -127,7 +161,7 @@ impl TwinFilter {
         let d = &r.definition;
         self.organization
             .as_deref()
-            .is_none_or(|o| d.organization.as_str() == o)
+            .is_none_or(|o| d.organization() == o)
             && self.engine.is_none_or(|e| d.engine.kind == e)
             && self
                 .tags
@@ -169,58 +203,61 @@ fn paused() -> Clock {
 // add an allocation per request for no gain.
 #[allow(clippy::large_enum_variant)]
 pub enum HostMsg {
+    /// A definition without an organization gets the scope's; one naming
+    /// another organization than the scope's is refused.
     Create {
         definition: TwinDefinition,
+        scope: Scope,
         reply: Reply<TwinRecord>,
     },
-    /// `twin` is an id, or a name that is unique on the node.
     Get {
-        twin: String,
+        twin: TwinRef,
         reply: Reply<TwinRecord>,
     },
     List {
         filter: TwinFilter,
+        scope: Scope,
         reply: Reply<Vec<TwinRecord>>,
     },
     /// Apply a JSON merge patch (RFC 7396) to the definition.
     Update {
-        twin: String,
+        twin: TwinRef,
         patch: serde_json::Value,
         reply: Reply<TwinRecord>,
     },
     Delete {
-        twin: String,
+        twin: TwinRef,
         reply: Reply<()>,
     },
     Start {
-        twin: String,
+        twin: TwinRef,
         options: StartOptions,
         reply: Reply<TwinRecord>,
     },
     Stop {
-        twin: String,
+        twin: TwinRef,
         reply: Reply<TwinRecord>,
     },
     Fork {
-        twin: String,
+        twin: TwinRef,
         options: ForkOptions,
         reply: Reply<TwinRecord>,
     },
     /// Load a checkpoint into a twin: into the running simulation, or as the state
     /// the next start resumes from.
     Restore {
-        twin: String,
+        twin: TwinRef,
         state: SimState,
         reply: Reply<TwinRecord>,
     },
     /// The latest checkpoint: live state when running, the stored one otherwise.
     Checkpoint {
-        twin: String,
+        twin: TwinRef,
         reply: Reply<SimState>,
     },
     /// Deliver `msg` to the twin's actor, or reject it if the twin is not running.
     Route {
-        twin: String,
+        twin: TwinRef,
         msg: TwinMsg,
     },
     /// Stop every twin with a final checkpoint, keeping their status so the next

@@ -65,6 +65,11 @@ impl From<TwinError> for ApiError {
                 },
             },
             TwinError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            TwinError::Forbidden { field, .. } => {
+                let mut e = ApiError::new(StatusCode::FORBIDDEN, "forbidden", message);
+                e.body.field = field;
+                e
+            }
             TwinError::NotRunning(_) => ApiError::new(StatusCode::CONFLICT, "not_running", message),
             TwinError::Failed { .. } => ApiError::new(StatusCode::CONFLICT, "failed", message),
             TwinError::Engine { kind, field, .. } => {

@@ -1,9 +1,15 @@
 //! The HTTP API of a Hanzo Twin node (port 8082 by default).
 //!
 //! Handlers are thin: they parse and check the request, then speak to the node's
-//! twin host through [`TwinNode`]. Every failure is JSON with a fitting status.
+//! twin host through [`TwinNode`], scoped to the caller's organization. Every
+//! route is added through [`guard::Routes`] with its access rule; every failure
+//! is JSON with a fitting status.
 
+pub mod audit;
+pub mod auth;
 pub mod error;
+pub mod guard;
+pub mod rbac;
 mod twins;
 
 use axum::Router;
@@ -11,12 +17,13 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::Bytes;
 use error::ApiError;
+use guard::{AuthState, Caller, Endpoint, GET, Routes};
 use hanzo_twin_actors::{DefinitionError, TwinError, TwinNode};
 use hanzo_twin_cluster::Membership;
 use hanzo_twin_engines::EngineRegistry;
+use rbac::{Action, Permission, Resource};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +37,7 @@ pub struct ApiState {
     pub membership: Membership,
     /// False until the node has finished starting, and again while it shuts down.
     pub ready: Arc<AtomicBool>,
+    pub auth: Arc<AuthState>,
 }
 
 /// Limits of the API.
@@ -47,14 +55,31 @@ impl Default for ApiConfig {
     }
 }
 
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+const TWINS_READ: Permission = Permission::new(Resource::Twins, Action::Read);
+const INFRA_READ: Permission = Permission::new(Resource::Infra, Action::Read);
+const AUDIT_READ: Permission = Permission::new(Resource::Audit, Action::Read);
+
+fn routes() -> Routes {
+    Routes::new()
+        .public(GET, "/alive", alive)
+        .public(GET, "/ready", ready)
+        .protected(GET, "/v1/engines", TWINS_READ, engines)
+        .protected(GET, "/v1/cluster/nodes", INFRA_READ, cluster_nodes)
+        .protected(GET, "/v1/audit", AUDIT_READ, audit::list)
+        .merge(twins::routes())
+}
+
+/// Every route of the API with its access rule.
+pub fn endpoints() -> Vec<Endpoint> {
+    routes().endpoints()
+}
+
 /// The whole API as an axum router.
 pub fn router(state: ApiState, config: &ApiConfig) -> Router {
-    Router::new()
-        .route("/alive", get(alive))
-        .route("/ready", get(ready))
-        .route("/v1/engines", get(engines))
-        .route("/v1/cluster/nodes", get(cluster_nodes))
-        .merge(twins::routes())
+    routes()
+        .into_router(&state)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn(json_errors))
@@ -79,11 +104,11 @@ async fn ready(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn engines(State(state): State<ApiState>) -> Response {
+async fn engines(State(state): State<ApiState>, _: Caller) -> Response {
     axum::Json(serde_json::json!({ "engines": state.engines.describe() })).into_response()
 }
 
-async fn cluster_nodes(State(state): State<ApiState>) -> Response {
+async fn cluster_nodes(State(state): State<ApiState>, _: Caller) -> Response {
     axum::Json(serde_json::json!({ "nodes": state.membership.nodes() })).into_response()
 }
 

@@ -2,12 +2,12 @@
 //! clocks, checkpoints and fault injection.
 
 use crate::error::ApiError;
-use crate::{ApiState, parse_json};
-use axum::Router;
-use axum::extract::{Path, Query, State};
+use crate::guard::{Created, DELETE, GET, PATCH, POST, PUT, Routes, Twins};
+use crate::rbac::{Action, Permission, Resource};
+use crate::{ApiResult, parse_json};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use bytes::Bytes;
 use hanzo_twin_actors::{
     Clock, Fault, ForkOptions, Format, JointCommandEntry, Lifecycle, StartOptions, TwinDefinition,
@@ -17,33 +17,86 @@ use hanzo_twin_engines::{EngineKind, SimState};
 use serde::Deserialize;
 use std::time::Duration;
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/twins", get(list).post(create))
-        .route("/v1/twins/{id}", get(get_twin).patch(update).delete(delete))
-        .route("/v1/twins/{id}/start", post(start))
-        .route("/v1/twins/{id}/stop", post(stop))
-        .route("/v1/twins/{id}/state", get(state))
-        .route("/v1/twins/{id}/fork", post(fork))
-        .route("/v1/twins/{id}/step", post(step))
-        .route("/v1/twins/{id}/commands", post(commands))
-        .route("/v1/twins/{id}/observation", get(observation))
-        .route("/v1/twins/{id}/clock", post(clock))
-        .route(
-            "/v1/twins/{id}/checkpoint",
-            get(download_checkpoint).put(restore_checkpoint),
-        )
-        .route("/v1/twins/{id}/faults", post(inject_fault))
+const fn twins(action: Action) -> Permission {
+    Permission::new(Resource::Twins, action)
 }
 
-type ApiResult = Result<Response, ApiError>;
+/// Which permission each twin route needs. Stepping, commanding and clocking a
+/// running twin are its control loop (operators run twins: `twins:start`); they
+/// are not audited, since an agent may call them thousands of times a second.
+/// Lifecycle changes are.
+pub(crate) fn routes() -> Routes {
+    use Action::*;
+    Routes::new()
+        .protected(GET, "/v1/twins", twins(Read), list)
+        .audited(POST, "/v1/twins", twins(Create), "twins.create", create)
+        .protected(GET, "/v1/twins/{id}", twins(Read), get_twin)
+        .audited(
+            PATCH,
+            "/v1/twins/{id}",
+            twins(Update),
+            "twins.update",
+            update,
+        )
+        .audited(
+            DELETE,
+            "/v1/twins/{id}",
+            twins(Delete),
+            "twins.delete",
+            delete,
+        )
+        .audited(
+            POST,
+            "/v1/twins/{id}/start",
+            twins(Start),
+            "twins.start",
+            start,
+        )
+        .audited(POST, "/v1/twins/{id}/stop", twins(Stop), "twins.stop", stop)
+        .protected(GET, "/v1/twins/{id}/state", twins(Read), state)
+        .audited(
+            POST,
+            "/v1/twins/{id}/fork",
+            twins(Create),
+            "twins.fork",
+            fork,
+        )
+        .protected(POST, "/v1/twins/{id}/step", twins(Start), step)
+        .protected(POST, "/v1/twins/{id}/commands", twins(Start), commands)
+        .protected(GET, "/v1/twins/{id}/observation", twins(Read), observation)
+        .protected(POST, "/v1/twins/{id}/clock", twins(Start), clock)
+        .protected(
+            GET,
+            "/v1/twins/{id}/checkpoint",
+            twins(Read),
+            download_checkpoint,
+        )
+        .audited(
+            PUT,
+            "/v1/twins/{id}/checkpoint",
+            twins(Update),
+            "twins.restore",
+            restore_checkpoint,
+        )
+        .audited(
+            POST,
+            "/v1/twins/{id}/faults",
+            Permission::new(Resource::Infra, InjectChaos),
+            "infra.inject_chaos",
+            inject_fault,
+        )
+}
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
 fn record(status: StatusCode, r: &TwinRecord) -> Response {
-    json(status, r.to_api_json())
+    let mut response = json(status, r.to_api_json());
+    if status == StatusCode::CREATED {
+        response.extensions_mut().insert(Created(r.id.to_string()));
+    }
+    response
 }
 
 #[derive(Deserialize)]
@@ -55,7 +108,7 @@ struct ListQuery {
     engine: Option<String>,
 }
 
-async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult {
+async fn list(Twins(node): Twins, Query(q): Query<ListQuery>) -> ApiResult {
     let engine = match q.engine.as_deref() {
         Some(e) => Some(
             e.parse::<EngineKind>()
@@ -77,7 +130,7 @@ async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResul
             .unwrap_or_default(),
         engine,
     };
-    let twins = s.node.list(filter).await?;
+    let twins = node.list(filter).await?;
     let items: Vec<_> = twins.iter().map(TwinRecord::to_api_json).collect();
     Ok(json(StatusCode::OK, serde_json::json!({ "twins": items })))
 }
@@ -96,23 +149,22 @@ fn definition_format(headers: &HeaderMap) -> Format {
     }
 }
 
-async fn create(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn create(Twins(node): Twins, headers: HeaderMap, body: Bytes) -> ApiResult {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid("", "the definition is not UTF-8 text"))?;
     let definition = TwinDefinition::parse(text, definition_format(&headers))
         .map_err(|e| ApiError::from(TwinError::Invalid(e)))?;
-    let r = s.node.create(definition).await?;
+    let r = node.create(definition).await?;
     Ok(record(StatusCode::CREATED, &r))
 }
 
-async fn get_twin(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    let r = s.node.get(&id).await?;
+async fn get_twin(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+    let r = node.get(&id).await?;
     let mut body = r.to_api_json();
     // A twin busy with a long step request should not hold up reading its
     // record: live info is added only if the twin answers promptly.
     if r.status.state == Lifecycle::Running
-        && let Ok(info) = s
-            .node
+        && let Ok(info) = node
             .with_timeout(Duration::from_millis(500))
             .info(&r.id.to_string())
             .await
@@ -122,36 +174,36 @@ async fn get_twin(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResul
     Ok(json(StatusCode::OK, body))
 }
 
-async fn update(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn update(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let patch: serde_json::Value = parse_json(&body, false)?;
-    let r = s.node.update(&id, patch).await?;
+    let r = node.update(&id, patch).await?;
     Ok(record(StatusCode::OK, &r))
 }
 
-async fn delete(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    s.node.delete(&id).await?;
+async fn delete(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+    node.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn start(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn start(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let options: StartOptions = parse_json(&body, true)?;
-    let r = s.node.start(&id, options).await?;
+    let r = node.start(&id, options).await?;
     Ok(record(StatusCode::OK, &r))
 }
 
-async fn stop(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    let r = s.node.stop(&id).await?;
+async fn stop(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+    let r = node.stop(&id).await?;
     Ok(record(StatusCode::OK, &r))
 }
 
 /// The current simulation state for people and agents: clock, time, step and the
 /// observation of every body and joint. The binary checkpoint is at
 /// `/checkpoint`.
-async fn state(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    let r = s.node.get(&id).await?;
+async fn state(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+    let r = node.get(&id).await?;
     let twin = r.id.to_string();
-    let info = s.node.info(&twin).await?;
-    let observation = s.node.observe(&twin, "/").await?;
+    let info = node.info(&twin).await?;
+    let observation = node.observe(&twin, "/").await?;
     Ok(json(
         StatusCode::OK,
         serde_json::json!({
@@ -167,9 +219,9 @@ async fn state(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
     ))
 }
 
-async fn fork(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn fork(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let options: ForkOptions = parse_json(&body, true)?;
-    let r = s.node.fork(&id, options).await?;
+    let r = node.fork(&id, options).await?;
     Ok(record(StatusCode::CREATED, &r))
 }
 
@@ -184,9 +236,9 @@ fn one() -> u64 {
     1
 }
 
-async fn step(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn step(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: StepRequest = parse_json(&body, true)?;
-    let report = s.node.step(&id, req.steps).await?;
+    let report = node.step(&id, req.steps).await?;
     Ok(json(StatusCode::OK, serde_json::json!(report)))
 }
 
@@ -196,9 +248,9 @@ struct CommandRequest {
     commands: Vec<JointCommandEntry>,
 }
 
-async fn commands(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn commands(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: CommandRequest = parse_json(&body, false)?;
-    s.node.command(&id, req.commands).await?;
+    node.command(&id, req.commands).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -209,12 +261,12 @@ struct ObservationQuery {
 }
 
 async fn observation(
-    State(s): State<ApiState>,
+    Twins(node): Twins,
     Path(id): Path<String>,
     Query(q): Query<ObservationQuery>,
 ) -> ApiResult {
     let path = q.path.unwrap_or_else(|| "/".into());
-    let obs = s.node.observe(&id, &path).await?;
+    let obs = node.observe(&id, &path).await?;
     Ok(json(StatusCode::OK, serde_json::json!(obs)))
 }
 
@@ -224,18 +276,18 @@ struct ClockRequest {
     clock: Clock,
 }
 
-async fn clock(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn clock(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: ClockRequest = parse_json(&body, false)?;
-    s.node.set_clock(&id, req.clock).await?;
+    node.set_clock(&id, req.clock).await?;
     Ok(json(
         StatusCode::OK,
         serde_json::json!({ "clock": req.clock }),
     ))
 }
 
-async fn download_checkpoint(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    let r = s.node.get(&id).await?;
-    let state = s.node.checkpoint(&r.id.to_string()).await?;
+async fn download_checkpoint(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+    let r = node.get(&id).await?;
+    let state = node.checkpoint(&r.id.to_string()).await?;
     let filename = format!("{}-step{}.ckpt", r.definition.name, state.step);
     Ok((
         StatusCode::OK,
@@ -251,14 +303,10 @@ async fn download_checkpoint(State(s): State<ApiState>, Path(id): Path<String>) 
         .into_response())
 }
 
-async fn restore_checkpoint(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> ApiResult {
+async fn restore_checkpoint(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let state =
         SimState::from_bytes(&body).map_err(|e| ApiError::invalid("checkpoint", e.to_string()))?;
-    let r = s.node.restore(&id, state).await?;
+    let r = node.restore(&id, state).await?;
     Ok(record(StatusCode::OK, &r))
 }
 
@@ -268,9 +316,9 @@ struct FaultRequest {
     fault: Fault,
 }
 
-async fn inject_fault(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn inject_fault(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: FaultRequest = parse_json(&body, false)?;
-    s.node.inject_fault(&id, req.fault).await?;
+    node.inject_fault(&id, req.fault).await?;
     Ok(json(
         StatusCode::ACCEPTED,
         serde_json::json!({ "injected": req.fault }),

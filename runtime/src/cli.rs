@@ -31,6 +31,22 @@ struct ClientOpts {
         global = true
     )]
     api: String,
+    /// Bearer token for the node's API. A development node writes one to
+    /// <data_dir>/auth/dev-token at start.
+    #[arg(long, env = "HANZO_TWIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Read the bearer token from this file instead.
+    #[arg(
+        long,
+        env = "HANZO_TWIN_TOKEN_FILE",
+        global = true,
+        conflicts_with = "token"
+    )]
+    token_file: Option<PathBuf>,
+    /// Trust this PEM CA certificate for an https --api (e.g. a node's own
+    /// self-signed certificate).
+    #[arg(long, env = "HANZO_TWIN_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "text", global = true)]
     output: Output,
@@ -137,6 +153,25 @@ enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Read the audit log of your organization (admins only).
+    Audit {
+        /// Entries at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Entries before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this token subject.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action, e.g. twins.create.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Delete a twin and its checkpoints.
     Delete {
         twin: String,
@@ -212,6 +247,9 @@ fn serve(config_path: Option<PathBuf>, twin_files: Vec<PathBuf>) -> anyhow::Resu
     rt.block_on(async move {
         let node =
             Node::start_with(config, crate::scene_reader::isolated_scene_reader(exe)).await?;
+        // Keys and the dev token before boot twins, so a bad auth setup fails
+        // before anything runs.
+        let api = node.api().await?;
         for definition in definitions {
             let name = definition.name.to_string();
             let id = node
@@ -220,7 +258,7 @@ fn serve(config_path: Option<PathBuf>, twin_files: Vec<PathBuf>) -> anyhow::Resu
                 .with_context(|| format!("cannot start twin {name}"))?;
             tracing::info!(twin = %id, %name, "twin running");
         }
-        node.serve(shutdown_signal()).await
+        node.serve_api(api, shutdown_signal()).await
     })
 }
 
@@ -260,15 +298,50 @@ struct Client {
     http: reqwest::Client,
     base: String,
     output: Output,
+    has_token: bool,
 }
 
 impl Client {
-    fn new(opts: &ClientOpts) -> Client {
-        Client {
-            http: reqwest::Client::new(),
+    fn new(opts: &ClientOpts) -> anyhow::Result<Client> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let token = match (&opts.token, &opts.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the token file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        }
+        .filter(|t| !t.is_empty());
+        let mut builder = reqwest::Client::builder();
+        if let Some(token) = &token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "the token contains characters that cannot go in an HTTP header; check --token or HANZO_TWIN_TOKEN"
+                    )
+                })?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(path) = &opts.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("{} is not a PEM certificate: {e}", path.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().context("cannot set up the HTTP client")?;
+        Ok(Client {
+            http,
             base: opts.api.trim_end_matches('/').to_string(),
             output: opts.output,
-        }
+            has_token: token.is_some(),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -290,8 +363,20 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        Err(anyhow::anyhow!(explain_error(status.as_u16(), &body)))
+        let mut message = explain_error(status.as_u16(), &body);
+        if status == reqwest::StatusCode::UNAUTHORIZED && !self.has_token {
+            message.push_str("\nno token was given: this node requires one for every request");
+        }
+        if let Some(wait) = retry_after {
+            message.push_str(&format!("\nthe node asks to retry after {wait} s"));
+        }
+        Err(anyhow::anyhow!(message))
     }
 
     async fn json(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
@@ -336,8 +421,14 @@ fn explain_error(status: u16, body: &Value) -> String {
         out.push_str(&format!(" (line {line})"));
     }
     let hint = match (status, err["code"].as_str()) {
-        (401, _) => Some("the node needs a valid token: pass --token or set HANZO_TWIN_TOKEN"),
-        (403, _) => Some("your token's role does not allow this"),
+        (401, _) => Some(
+            "the node did not accept your identity. Pass a valid token with --token, --token-file or HANZO_TWIN_TOKEN; \
+             get a fresh one from your identity provider, or on a development node use the one it wrote to <data_dir>/auth/dev-token",
+        ),
+        (403, _) => Some(
+            "your token is valid, but its role does not allow this; ask an admin of your organization for a role that does",
+        ),
+        (429, _) => Some("too many requests with this token; wait and try again"),
         (_, Some("not_running")) => Some("start it with `hanzo-twin start <twin>`"),
         (_, Some("failed")) => {
             Some("it crashed too often; inspect with `hanzo-twin status`, then start it again")
@@ -423,8 +514,13 @@ fn twin_table(list: &Value) -> String {
     if rows.is_empty() {
         return "no twins".into();
     }
-    let header = ["ID", "NAME", "ORG", "ENGINE", "STATE", "CLOCK"].map(String::from);
-    let mut widths = [0usize; 6];
+    table(["ID", "NAME", "ORG", "ENGINE", "STATE", "CLOCK"], rows)
+}
+
+/// Left-aligned columns under a header.
+fn table<const N: usize>(header: [&str; N], rows: Vec<[String; N]>) -> String {
+    let header = header.map(String::from);
+    let mut widths = [0usize; N];
     for row in std::iter::once(&header).chain(rows.iter()) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
@@ -445,13 +541,41 @@ fn twin_table(list: &Value) -> String {
         .join("\n")
 }
 
+fn audit_table(v: &Value) -> String {
+    let entries = v["entries"].as_array().cloned().unwrap_or_default();
+    if entries.is_empty() {
+        return "no audit entries match".into();
+    }
+    let rows: Vec<[String; 6]> = entries
+        .iter()
+        .map(|e| {
+            [
+                s(&e["time"]),
+                s(&e["actor"]),
+                s(&e["action"]),
+                e["created"]
+                    .as_str()
+                    .or(e["target"].as_str())
+                    .unwrap_or("-")
+                    .to_string(),
+                s(&e["outcome"]),
+                s(&e["status"]),
+            ]
+        })
+        .collect();
+    table(
+        ["TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME", "STATUS"],
+        rows,
+    )
+}
+
 async fn client_command(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { .. } | Command::InternalReadScene { .. } => {
             unreachable!("handled before")
         }
         Command::Create { config, client } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("cannot read {}", config.display()))?;
             let content_type = match format_of(&config) {
@@ -477,7 +601,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             engine,
             client,
         } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let mut query: Vec<(&str, String)> = Vec::new();
             if let Some(o) = org {
                 query.push(("org", o));
@@ -493,8 +617,33 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             let v = c.json(c.http.get(url)).await?;
             print_value(c.output, &v, twin_table);
         }
+        Command::Audit {
+            since,
+            until,
+            actor,
+            action,
+            limit,
+            client,
+        } => {
+            let c = Client::new(&client)?;
+            let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            for (key, value) in [
+                ("since", since),
+                ("until", until),
+                ("actor", actor),
+                ("action", action),
+            ] {
+                if let Some(v) = value {
+                    query.push((key, v));
+                }
+            }
+            let url = reqwest::Url::parse_with_params(&c.url("/v1/audit"), &query)
+                .context("bad --api address")?;
+            let v = c.json(c.http.get(url)).await?;
+            print_value(c.output, &v, audit_table);
+        }
         Command::Status { twin, client } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let v = c
                 .json(c.http.get(c.url(&Client::twin_path(&twin, ""))))
                 .await?;
@@ -506,7 +655,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             reset,
             client,
         } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let body = serde_json::json!({ "clock": clock.as_str(), "reset": reset });
             let v = c
                 .json(
@@ -518,7 +667,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             print_value(c.output, &v, |t| format!("started\n{}", twin_summary(t)));
         }
         Command::Stop { twin, client } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let v = c
                 .json(c.http.post(c.url(&Client::twin_path(&twin, "/stop"))))
                 .await?;
@@ -529,7 +678,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             steps,
             client,
         } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let v = c
                 .json(
                     c.http
@@ -552,7 +701,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             clock,
             client,
         } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let body = serde_json::json!({ "name": name, "clock": clock.as_str() });
             let v = c
                 .json(
@@ -564,14 +713,14 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             print_value(c.output, &v, |t| format!("forked\n{}", twin_summary(t)));
         }
         Command::Delete { twin, client } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             c.json(c.http.delete(c.url(&Client::twin_path(&twin, ""))))
                 .await?;
             let v = serde_json::json!({ "deleted": twin });
             print_value(c.output, &v, |_| format!("deleted {twin}"));
         }
         Command::Checkpoint { twin, out, client } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let resp = c
                 .send(c.http.get(c.url(&Client::twin_path(&twin, "/checkpoint"))))
                 .await?;
@@ -584,7 +733,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             });
         }
         Command::Restore { twin, file, client } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let v = c

@@ -20,6 +20,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub scenes: ScenesSection,
     pub twins: TwinsSection,
+    pub auth: AuthSection,
     pub logging: LoggingSection,
 }
 
@@ -39,6 +40,112 @@ pub struct ServerSection {
     pub workers: usize,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Serve the API over TLS when both are set.
+    pub tls: TlsSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+/// How callers prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// The node signs its own admin token at start (single node, loopback).
+    Dev,
+    /// Tokens from an identity provider, checked against its public keys.
+    Jwt,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub mode: AuthMode,
+    /// Required `iss` of every token.
+    pub issuer: String,
+    /// Required `aud` of every token.
+    pub audience: String,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub leeway_s: u64,
+    /// Claim naming the caller's organization (dots walk into objects).
+    pub organization_claim: String,
+    /// Claim listing the caller's roles.
+    pub roles_claim: String,
+    /// PEM public keys (RSA or EC P-256) that sign tokens.
+    pub public_keys: Vec<PathBuf>,
+    /// A JWKS document on disk.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS document fetched over https (http on loopback).
+    pub jwks_url: Option<String>,
+    /// Seconds between refetches of `jwks_url`.
+    pub jwks_refresh_s: u64,
+    pub dev: DevAuthSection,
+    pub rate_limit: RateLimitSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevAuthSection {
+    /// The organization of the minted admin token.
+    pub organization: String,
+    /// How long the minted token is valid.
+    pub token_ttl_s: u64,
+    /// Development mode refuses to run when the API listens beyond loopback,
+    /// since anyone reaching it could use a leaked dev token; this forces it.
+    pub allow_non_loopback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    /// Sustained requests per second per token; 0 turns limiting off.
+    pub per_second: u32,
+    /// Requests a token may send at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            mode: AuthMode::Dev,
+            issuer: "hanzo-twin".into(),
+            audience: "hanzo-twin".into(),
+            leeway_s: 30,
+            organization_claim: "org".into(),
+            roles_claim: "roles".into(),
+            public_keys: Vec::new(),
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_s: 300,
+            dev: DevAuthSection::default(),
+            rate_limit: RateLimitSection::default(),
+        }
+    }
+}
+
+impl Default for DevAuthSection {
+    fn default() -> Self {
+        DevAuthSection {
+            organization: hanzo_twin_actors::DEFAULT_ORGANIZATION.into(),
+            token_ttl_s: 7 * 24 * 3600,
+            allow_non_loopback: false,
+        }
+    }
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        RateLimitSection {
+            per_second: 200,
+            burst: 400,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +200,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("hanzo-twin-data"),
             scenes: ScenesSection::default(),
             twins: TwinsSection::default(),
+            auth: AuthSection::default(),
             logging: LoggingSection::default(),
         }
     }
@@ -105,6 +213,7 @@ impl Default for ServerSection {
             port: 8082,
             workers: 0,
             max_body_bytes: 64 * 1024 * 1024,
+            tls: TlsSection::default(),
         }
     }
 }
@@ -219,6 +328,60 @@ impl NodeConfig {
         if !self.metrics.path.starts_with('/') {
             return Err(ConfigError::Invalid(
                 "metrics.path must start with /".into(),
+            ));
+        }
+        if self.server.tls.cert.is_some() != self.server.tls.key.is_some() {
+            return Err(ConfigError::Invalid(
+                "server.tls.cert and server.tls.key go together: set both to serve TLS, or neither"
+                    .into(),
+            ));
+        }
+        let auth = &self.auth;
+        if auth.mode == AuthMode::Jwt
+            && auth.public_keys.is_empty()
+            && auth.jwks_file.is_none()
+            && auth.jwks_url.is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "auth.mode is jwt but no key is configured: set auth.public_keys, auth.jwks_file or auth.jwks_url".into(),
+            ));
+        }
+        if auth.issuer.is_empty() || auth.audience.is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth.issuer and auth.audience must not be empty".into(),
+            ));
+        }
+        if auth.mode == AuthMode::Jwt && auth.jwks_url.is_some() && auth.jwks_refresh_s == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.jwks_refresh_s must be above 0".into(),
+            ));
+        }
+        if auth.rate_limit.per_second > 0 && auth.rate_limit.burst == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.rate_limit.burst must be at least 1 when auth.rate_limit.per_second is set"
+                    .into(),
+            ));
+        }
+        if hanzo_twin_actors::Name::new(&auth.dev.organization).is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "auth.dev.organization `{}` is not a valid organization name",
+                auth.dev.organization
+            )));
+        }
+        if auth.mode == AuthMode::Dev
+            && !crate::auth::is_loopback(&self.server.host)
+            && !auth.dev.allow_non_loopback
+        {
+            return Err(ConfigError::Invalid(format!(
+                "auth.mode is dev, which mints an admin token, but the API would listen on {} beyond loopback. \
+                 Use auth.mode: jwt with your identity provider's keys, listen on 127.0.0.1, \
+                 or set auth.dev.allow_non_loopback: true to force it",
+                self.server.host
+            )));
+        }
+        if auth.mode == AuthMode::Dev && auth.dev.token_ttl_s == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.dev.token_ttl_s must be above 0".into(),
             ));
         }
         if self.metrics.enabled

@@ -1,6 +1,7 @@
 //! A node: the root supervisor, the twin host under it, storage, and the HTTP
 //! servers. `Node::start` is also how an agent embeds a node in its own process.
 
+use crate::auth::DevToken;
 use crate::config::NodeConfig;
 use crate::store::{ObjectCheckpointStore, SledTwinStore};
 use crate::telemetry;
@@ -134,9 +135,17 @@ impl Actor for NodeSupervisor {
     }
 }
 
+/// The node's HTTP API, ready to serve.
+pub struct Api {
+    pub router: axum::Router,
+    /// The admin token minted in development mode.
+    pub dev_token: Option<DevToken>,
+}
+
 /// A running node.
 pub struct Node {
     config: NodeConfig,
+    store: SledTwinStore,
     node_id: String,
     twins: TwinNode,
     engines: EngineRegistry,
@@ -158,6 +167,9 @@ impl Node {
     pub async fn start_with(config: NodeConfig, scene_reader: SceneReader) -> anyhow::Result<Node> {
         // Install the recorder before any twin runs, so no step goes uncounted.
         telemetry::metrics_handle();
+        // rustls (API TLS, JWKS fetches) runs on ring; an Err means a provider
+        // is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "cannot create the data folder {}",
@@ -188,7 +200,7 @@ impl Node {
                 call_timeout,
             },
             engines: EngineRegistry::with_builtin(),
-            store: Arc::new(store),
+            store: Arc::new(store.clone()),
             checkpoints: Arc::new(checkpoints),
             scene_reader,
         };
@@ -213,6 +225,7 @@ impl Node {
             .context("the node's supervisor stopped while starting")?;
         Ok(Node {
             config,
+            store,
             node_id,
             twins,
             engines,
@@ -240,7 +253,7 @@ impl Node {
     /// sample twins.
     pub async fn ensure_running(&self, definition: TwinDefinition) -> anyhow::Result<String> {
         let filter = TwinFilter {
-            organization: Some(definition.organization.to_string()),
+            organization: Some(definition.organization().to_string()),
             ..Default::default()
         };
         let existing = self
@@ -260,25 +273,60 @@ impl Node {
         Ok(id)
     }
 
-    /// The API router for this node.
-    pub fn api_router(&self) -> axum::Router {
+    fn scheme(&self) -> &'static str {
+        if self.config.server.tls.cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The API's base URL, as a client on this machine reaches it.
+    pub fn api_url(&self) -> String {
+        format!(
+            "{}://{}:{}",
+            self.scheme(),
+            self.config.server.host,
+            self.config.server.port
+        )
+    }
+
+    /// Builds the API: loads the token keys (or, in development mode, signs the
+    /// local admin token) and the audit log.
+    pub async fn api(&self) -> anyhow::Result<Api> {
+        let (auth, dev_token) = crate::auth::build(&self.config, &self.store).await?;
         let api_addr = format!("{}:{}", self.config.server.host, self.config.server.port);
         let state = ApiState {
             node: self.twins.clone(),
             engines: self.engines.clone(),
             membership: Membership::single(self.node_id.clone(), api_addr),
             ready: self.ready.clone(),
+            auth,
         };
         let config = ApiConfig {
             max_body_bytes: self.config.server.max_body_bytes,
         };
-        hanzo_twin_api::router(state, &config)
+        Ok(Api {
+            router: hanzo_twin_api::router(state, &config),
+            dev_token,
+        })
     }
 
-    /// Serves the API (and metrics, when enabled) until `shutdown` resolves, then
-    /// stops the node cleanly: twins checkpoint and resume at the next start.
+    /// Builds the API and serves it; see [`Node::serve_api`].
     pub async fn serve(
         self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let api = self.api().await?;
+        self.serve_api(api, shutdown).await
+    }
+
+    /// Serves `api` (over TLS when a certificate is configured) and metrics,
+    /// when enabled, until `shutdown` resolves; then stops the node cleanly:
+    /// twins checkpoint and resume at the next start.
+    pub async fn serve_api(
+        self,
+        api: Api,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let api_addr = format!("{}:{}", self.config.server.host, self.config.server.port);
@@ -315,14 +363,46 @@ impl Node {
                 }
             });
         }
-        tracing::info!(node = %self.node_id, "API on http://{api_addr}");
-        let router = self.api_router();
-        let mut supervisor_rx = stop_rx.clone();
-        let served = axum::serve(api_listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = supervisor_rx.wait_for(|stop| *stop).await;
-            })
-            .await;
+        tracing::info!(node = %self.node_id, "API on {}", self.api_url());
+        if let Some(token) = &api.dev_token {
+            eprintln!(
+                "{}",
+                crate::auth::dev_token_instructions(token, &self.api_url())
+            );
+        }
+        let served = match (&self.config.server.tls.cert, &self.config.server.tls.key) {
+            (Some(cert), Some(key)) => {
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot load the TLS certificate {} and key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?;
+                let handle = axum_server::Handle::new();
+                let h = handle.clone();
+                let rx = stop_rx.clone();
+                tokio::spawn(async move {
+                    wait_stop(rx).await;
+                    h.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                let listener = api_listener
+                    .into_std()
+                    .context("cannot hand the API socket to the TLS server")?;
+                axum_server::from_tcp_rustls(listener, tls)
+                    .context("cannot start the TLS server")?
+                    .handle(handle)
+                    .serve(api.router.into_make_service())
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+            _ => axum::serve(api_listener, api.router)
+                .with_graceful_shutdown(wait_stop(stop_rx.clone()))
+                .await
+                .map_err(anyhow::Error::from),
+        };
         self.ready.store(false, Ordering::Release);
         self.shutdown().await;
         served.context("the API server failed")

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use hanzo_twin_actors::store::{BoxFuture, StoreResult};
 use hanzo_twin_actors::{CheckpointStore, StoreError, TwinId, TwinRecord, TwinStore};
+use hanzo_twin_api::audit::{AuditEntry, AuditLog, AuditQuery};
 use object_store::{ObjectStore, PutPayload, path::Path as ObjectPath};
 use std::path::Path;
 use std::sync::Arc;
@@ -33,10 +34,63 @@ impl SledTwinStore {
         Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
+    /// The audit log, in its own tree of the same database.
+    pub fn audit_log(&self) -> Result<SledAuditLog, StoreError> {
+        Ok(SledAuditLog {
+            db: self.db.clone(),
+            entries: self.db.open_tree("audit").map_err(err)?,
+        })
+    }
+
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.db.insert(key, value.as_bytes()).map_err(err)?;
         self.db.flush().map_err(err)?;
         Ok(())
+    }
+}
+
+/// Audit entries keyed by a big-endian id from sled's monotonic counter, so
+/// iteration order is the order they were written, across restarts too.
+#[derive(Clone)]
+pub struct SledAuditLog {
+    db: sled::Db,
+    entries: sled::Tree,
+}
+
+#[async_trait::async_trait]
+impl AuditLog for SledAuditLog {
+    async fn append(&self, mut entry: AuditEntry) -> Result<u64, String> {
+        // Ids start at 1, so `before=1` reads as "nothing older".
+        let id = self.db.generate_id().map_err(|e| e.to_string())? + 1;
+        entry.id = id;
+        let encoded = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
+        self.entries
+            .insert(id.to_be_bytes(), encoded)
+            .map_err(|e| e.to_string())?;
+        self.entries
+            .flush_async()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, String> {
+        let range = match query.before {
+            Some(before) => self.entries.range(..before.to_be_bytes()),
+            None => self.entries.iter(),
+        };
+        let mut out = Vec::new();
+        for item in range.rev() {
+            let (_, value) = item.map_err(|e| e.to_string())?;
+            let entry: AuditEntry = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+            if query.matches(&entry) {
+                out.push(entry);
+                if out.len() >= query.limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -20,25 +20,76 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// How to start a test node.
+#[derive(Default)]
+pub struct NodeOptions<'a> {
+    pub env: &'a [(&'a str, &'a str)],
+    /// Appended to the `twins:` section (indented two spaces).
+    pub twins_yaml: &'a str,
+    /// Appended to the `server:` section (indented two spaces).
+    pub server_yaml: &'a str,
+    /// A whole `auth:` section; development mode when empty.
+    pub auth_yaml: &'a str,
+    pub scenes_root: Option<&'a Path>,
+    /// A PEM CA certificate to trust when the node serves TLS.
+    pub ca_pem: Option<&'a [u8]>,
+}
+
 /// A node process on loopback with its own data folder. Killed when dropped.
 pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub api_port: u16,
     pub metrics_port: u16,
     child: Option<Child>,
+    /// Sends the development token (when the node is in development mode).
     pub http: reqwest::Client,
+    /// Sends no token unless given one per request.
+    anonymous: reqwest::Client,
+    /// The development token, if the node minted one.
+    pub token: Option<String>,
+    scheme: &'static str,
+    ca_pem: Option<Vec<u8>>,
     extra_env: Vec<(String, String)>,
+}
+
+/// rustls needs its crypto provider chosen once per process.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An HTTP client, with a default bearer token and trusting `ca_pem`.
+pub fn client(token: Option<&str>, ca_pem: Option<&[u8]>) -> reqwest::Client {
+    install_crypto();
+    let mut builder = reqwest::Client::builder();
+    if let Some(token) = token {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header value"),
+        );
+        builder = builder.default_headers(headers);
+    }
+    if let Some(pem) = ca_pem {
+        builder = builder
+            .add_root_certificate(reqwest::Certificate::from_pem(pem).expect("CA certificate"));
+    }
+    builder.build().expect("HTTP client")
 }
 
 impl TestNode {
     pub async fn start() -> TestNode {
-        TestNode::start_with(&[], "").await
+        TestNode::start_opts(NodeOptions::default()).await
     }
 
     /// `env` is passed to the process; `twins_yaml` is appended to the node's
     /// `twins:` config section (indented two spaces).
     pub async fn start_with(env: &[(&str, &str)], twins_yaml: &str) -> TestNode {
-        TestNode::start_full(env, twins_yaml, &repo().join("configs/scenes")).await
+        TestNode::start_opts(NodeOptions {
+            env,
+            twins_yaml,
+            ..Default::default()
+        })
+        .await
     }
 
     /// A node reading scenes from `scenes_root`.
@@ -47,13 +98,27 @@ impl TestNode {
         twins_yaml: &str,
         scenes_root: &Path,
     ) -> TestNode {
+        TestNode::start_opts(NodeOptions {
+            env,
+            twins_yaml,
+            scenes_root: Some(scenes_root),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn start_opts(opts: NodeOptions<'_>) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let api_port = free_port();
         let metrics_port = free_port();
+        let default_scenes = repo().join("configs/scenes");
         let config = format!(
-            "node:\n  id: test-node\nserver:\n  host: 127.0.0.1\n  port: {api_port}\n  workers: 2\nmetrics:\n  host: 127.0.0.1\n  port: {metrics_port}\ndata_dir: {data}\nscenes:\n  root: {scenes}\ntwins:\n  call_timeout_ms: 20000\n{twins_yaml}logging:\n  level: info\n",
+            "node:\n  id: test-node\nserver:\n  host: 127.0.0.1\n  port: {api_port}\n  workers: 2\n{server}metrics:\n  host: 127.0.0.1\n  port: {metrics_port}\ndata_dir: {data}\nscenes:\n  root: {scenes}\ntwins:\n  call_timeout_ms: 20000\n{twins}{auth}logging:\n  level: info\n",
             data = dir.path().join("data").display(),
-            scenes = scenes_root.display(),
+            scenes = opts.scenes_root.unwrap_or(&default_scenes).display(),
+            server = opts.server_yaml,
+            twins = opts.twins_yaml,
+            auth = opts.auth_yaml,
         );
         std::fs::write(dir.path().join("node.yaml"), config).expect("write config");
         let mut node = TestNode {
@@ -61,14 +126,28 @@ impl TestNode {
             api_port,
             metrics_port,
             child: None,
-            http: reqwest::Client::new(),
-            extra_env: env
+            http: client(None, opts.ca_pem),
+            anonymous: client(None, opts.ca_pem),
+            token: None,
+            scheme: if opts.ca_pem.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            ca_pem: opts.ca_pem.map(<[u8]>::to_vec),
+            extra_env: opts
+                .env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
         node.spawn().await;
         node
+    }
+
+    /// Where a development node writes its admin token.
+    pub fn dev_token_path(&self) -> PathBuf {
+        self.dir.path().join("data/auth/dev-token")
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -88,10 +167,13 @@ impl TestNode {
             .expect("spawn hanzo-twin serve");
         self.child = Some(child);
         self.wait_ready().await;
+        // A development node has written its token before it serves.
+        self.token = std::fs::read_to_string(self.dev_token_path()).ok();
+        self.http = client(self.token.as_deref(), self.ca_pem.as_deref());
     }
 
     pub fn api(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.api_port)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -246,6 +328,27 @@ impl TestNode {
             .expect("GET observation");
         assert_eq!(r.status().as_u16(), 200);
         r.text().await.expect("body")
+    }
+
+    /// A request with an explicit token (or none), whatever the node's mode.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.anonymous.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let headers = r.headers().clone();
+        let (status, value) = status_json(r).await;
+        (status, value, headers)
     }
 
     pub async fn metrics(&self) -> String {

@@ -1,0 +1,448 @@
+//! The one place that decides who may call what. Routes can only be added to
+//! the API through [`Routes`], which demands each route's [`Access`]; the guard
+//! it wraps around every protected route then
+//!
+//! 1. verifies the bearer token (401 otherwise),
+//! 2. applies the token's rate limit (429 with `Retry-After`),
+//! 3. asks [`crate::rbac`] whether the caller's roles hold the route's
+//!    permission (403 otherwise),
+//! 4. hands the handler a [`Caller`], whose organization scopes every twin
+//!    request (other organizations' twins answer 404), and
+//! 5. writes an audit entry for every route that changes something.
+
+use crate::ApiState;
+use crate::audit::{AuditEntry, AuditLog, Outcome};
+use crate::auth::{AuthError, Principal, TokenVerifier};
+use crate::error::ApiError;
+use crate::rbac::{self, Grant, Permission, Role};
+use axum::Router;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::handler::Handler;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use hanzo_twin_actors::TwinNode;
+use serde::Serialize;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Access {
+    /// Anyone, no token: liveness and readiness probes only.
+    Public,
+    /// A verified token whose roles hold `permission`. With `audit`, every
+    /// call is recorded under that action name.
+    Protected {
+        permission: Permission,
+        audit: Option<&'static str>,
+    },
+}
+
+/// One route of the API and who may call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// An HTTP method as both the router and the endpoint table need it.
+#[derive(Clone, Copy)]
+pub struct Method(MethodFilter, &'static str);
+
+pub const GET: Method = Method(MethodFilter::GET, "GET");
+pub const POST: Method = Method(MethodFilter::POST, "POST");
+pub const PUT: Method = Method(MethodFilter::PUT, "PUT");
+pub const PATCH: Method = Method(MethodFilter::PATCH, "PATCH");
+pub const DELETE: Method = Method(MethodFilter::DELETE, "DELETE");
+
+/// The router's routes and their access rules, built together so no route
+/// exists without one. Needs no node: [`crate::endpoints`] lists the table.
+pub struct Routes {
+    routes: Vec<(Endpoint, MethodRouter<ApiState>)>,
+}
+
+impl Routes {
+    pub fn new() -> Routes {
+        Routes { routes: Vec::new() }
+    }
+
+    fn add<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H) -> Routes
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        let endpoint = Endpoint {
+            method: method.1,
+            path,
+            access,
+        };
+        self.routes.push((endpoint, on(method.0, handler)));
+        self
+    }
+
+    /// A route that changes something: recorded in the audit log as `action`.
+    pub fn audited<H, T>(
+        self,
+        method: Method,
+        path: &'static str,
+        permission: Permission,
+        action: &'static str,
+        handler: H,
+    ) -> Routes
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        let access = Access::Protected {
+            permission,
+            audit: Some(action),
+        };
+        self.add(method, path, access, handler)
+    }
+
+    /// A route that needs `permission` and is not audited (reads, and the
+    /// high-rate control loop of a running twin).
+    pub fn protected<H, T>(
+        self,
+        method: Method,
+        path: &'static str,
+        permission: Permission,
+        handler: H,
+    ) -> Routes
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        let access = Access::Protected {
+            permission,
+            audit: None,
+        };
+        self.add(method, path, access, handler)
+    }
+
+    pub fn public<H, T>(self, method: Method, path: &'static str, handler: H) -> Routes
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        self.add(method, path, Access::Public, handler)
+    }
+
+    pub fn merge(mut self, other: Routes) -> Routes {
+        self.routes.extend(other.routes);
+        self
+    }
+
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.routes.iter().map(|(e, _)| *e).collect()
+    }
+
+    /// Every route wrapped in its guard.
+    pub fn into_router(self, state: &ApiState) -> Router<ApiState> {
+        self.routes
+            .into_iter()
+            .fold(Router::new(), |router, (endpoint, route)| {
+                let guard_state = GuardState {
+                    api: state.clone(),
+                    endpoint,
+                };
+                router.route(
+                    endpoint.path,
+                    route.layer(middleware::from_fn_with_state(guard_state, guard)),
+                )
+            })
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes::new()
+    }
+}
+
+/// Per-token request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// Authentication, rate limiting and audit, shared by every request.
+pub struct AuthState {
+    pub verifier: Arc<TokenVerifier>,
+    pub audit: Arc<dyn AuditLog>,
+    limiter: Option<DefaultKeyedRateLimiter<u64>>,
+    checks: AtomicU64,
+}
+
+impl AuthState {
+    pub fn new(
+        verifier: Arc<TokenVerifier>,
+        audit: Arc<dyn AuditLog>,
+        rate_limit: Option<RateLimit>,
+    ) -> AuthState {
+        let limiter = rate_limit.map(|r| {
+            governor::RateLimiter::keyed(Quota::per_second(r.per_second).allow_burst(r.burst))
+        });
+        AuthState {
+            verifier,
+            audit,
+            limiter,
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// `Err(seconds to wait)` when the token is over its limit.
+    fn check_rate(&self, token_key: u64) -> Result<(), u64> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        // Forget idle tokens now and then, so the table does not grow forever.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        limiter.check_key(&token_key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+}
+
+/// The verified caller of a protected route. Handlers take it (or [`Twins`]) as
+/// an extractor; on a route without a guard it fails closed with a 500.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// How far the caller's roles cover the route's permission (`OwnOnly`
+    /// means the handler must check the resource is the caller's).
+    pub grant: Grant,
+}
+
+impl Caller {
+    /// Whether the caller may act on a resource created by `owner` (the
+    /// subject of its creator), given the grant.
+    pub fn may_act_on(&self, owner: &str) -> bool {
+        match self.grant {
+            Grant::Any => true,
+            Grant::OwnOnly => self.principal.subject == owner,
+            Grant::Denied => false,
+        }
+    }
+}
+
+fn unguarded() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "this route has no access rule; refusing to serve it",
+    )
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &ApiState) -> Result<Caller, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(unguarded)
+    }
+}
+
+/// The node's twins as the caller's organization sees them.
+pub struct Twins(pub TwinNode);
+
+impl FromRequestParts<ApiState> for Twins {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Twins, ApiError> {
+        let caller = parts.extensions.get::<Caller>().ok_or_else(unguarded)?;
+        Ok(Twins(
+            state.node.scoped(caller.principal.organization.clone()),
+        ))
+    }
+}
+
+/// Set by a handler on its response: the id of what it created, for the audit
+/// entry.
+#[derive(Debug, Clone)]
+pub struct Created(pub String);
+
+#[derive(Clone)]
+struct GuardState {
+    api: ApiState,
+    endpoint: Endpoint,
+}
+
+fn roles_text(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The path segment the route template names `{id}`.
+fn target_of(template: &str, path: &str) -> Option<String> {
+    template
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(t, _)| *t == "{id}")
+        .map(|(_, p)| p.to_string())
+}
+
+async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) -> Response {
+    let Access::Protected { permission, audit } = g.endpoint.access else {
+        return next.run(req).await;
+    };
+    let auth = &g.api.auth;
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match auth.verifier.verify_header(header).await {
+        Ok(p) => p,
+        Err(e) => return unauthenticated(e),
+    };
+    if let Err(wait_s) = auth.check_rate(principal.token_key) {
+        metrics::counter!("hanzo_twin_api_rate_limited_total").increment(1);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("this token is over its request rate; retry in {wait_s} s"),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&wait_s.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+    let grant = rbac::grant(&principal.roles, permission);
+    let target = target_of(g.endpoint.path, req.uri().path());
+    let entry = |outcome: Outcome, status: StatusCode, error: Option<String>, created| AuditEntry {
+        id: 0,
+        time: chrono::Utc::now(),
+        actor: principal.subject.clone(),
+        organization: principal.organization.to_string(),
+        roles: principal.roles.clone(),
+        action: audit.unwrap_or_default().to_string(),
+        permission: permission.to_string(),
+        target: target.clone(),
+        created,
+        method: g.endpoint.method.to_string(),
+        path: req_path(&g.endpoint, target.as_deref()),
+        outcome,
+        status: status.as_u16(),
+        error,
+    };
+    if grant == Grant::Denied {
+        let needed = roles_text(&rbac::roles_with(permission));
+        let have = if principal.roles.is_empty() {
+            "your token carries no twin role".to_string()
+        } else {
+            format!("your roles ({}) do not", roles_text(&principal.roles))
+        };
+        let error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{have} allow {permission}; it needs one of: {needed}"),
+        );
+        if audit.is_some() {
+            record(
+                auth.audit.as_ref(),
+                entry(
+                    Outcome::Denied,
+                    StatusCode::FORBIDDEN,
+                    Some("forbidden".into()),
+                    None,
+                ),
+            )
+            .await;
+        }
+        return error.into_response();
+    }
+    req.extensions_mut().insert(Caller {
+        principal: principal.clone(),
+        grant,
+    });
+    let response = next.run(req).await;
+    if audit.is_none() {
+        return response;
+    }
+    let status = response.status();
+    let created = response.extensions().get::<Created>().map(|c| c.0.clone());
+    if status.is_success() {
+        record(
+            auth.audit.as_ref(),
+            entry(Outcome::Ok, status, None, created),
+        )
+        .await;
+        return response;
+    }
+    // Error bodies are small JSON; read the code for the entry and pass the
+    // body on unchanged.
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(String::from));
+    record(
+        auth.audit.as_ref(),
+        entry(Outcome::Failed, status, code, created),
+    )
+    .await;
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// The path as called, with the target as given.
+fn req_path(endpoint: &Endpoint, target: Option<&str>) -> String {
+    match target {
+        Some(t) => endpoint.path.replace("{id}", t),
+        None => endpoint.path.to_string(),
+    }
+}
+
+async fn record(log: &dyn AuditLog, entry: AuditEntry) {
+    if let Err(e) = log.append(entry.clone()).await {
+        // The action already happened; losing its record is an operator alarm,
+        // not a reason to lie to the client about the outcome.
+        metrics::counter!("hanzo_twin_audit_write_failures_total").increment(1);
+        tracing::error!(error = %e, action = %entry.action, actor = %entry.actor, "audit entry not written");
+    }
+}
+
+fn unauthenticated(e: AuthError) -> Response {
+    let reason = match &e {
+        AuthError::Missing => "missing",
+        AuthError::Expired => "expired",
+        AuthError::UnknownKey(_) | AuthError::BadSignature => "signature",
+        AuthError::Audience(_) | AuthError::Issuer(_) => "claims",
+        _ => "invalid",
+    };
+    metrics::counter!("hanzo_twin_api_auth_failures_total", "reason" => reason).increment(1);
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()).into_response();
+    let challenge = match e {
+        AuthError::Missing => r#"Bearer realm="hanzo-twin""#.to_string(),
+        other => format!(
+            r#"Bearer realm="hanzo-twin", error="invalid_token", error_description="{}""#,
+            other.to_string().replace('"', "'")
+        ),
+    };
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
