@@ -446,3 +446,38 @@ fn unauthenticated(e: AuthError) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hanzo_twin_actors::Name;
+
+    fn caller(grant: Grant) -> Caller {
+        Caller {
+            principal: Principal {
+                subject: "op@acme".into(),
+                organization: Name::new("acme").expect("name"),
+                roles: vec![Role::TwinOperator],
+                token_key: 1,
+            },
+            grant,
+        }
+    }
+
+    #[test]
+    fn own_only_grants_cover_the_callers_resources_alone() {
+        assert!(caller(Grant::OwnOnly).may_act_on("op@acme"));
+        assert!(!caller(Grant::OwnOnly).may_act_on("someone@acme"));
+        assert!(caller(Grant::Any).may_act_on("someone@acme"));
+        assert!(!caller(Grant::Denied).may_act_on("op@acme"));
+    }
+
+    #[test]
+    fn targets_come_from_the_id_segment() {
+        assert_eq!(
+            target_of("/v1/twins/{id}/fork", "/v1/twins/abc/fork").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(target_of("/v1/twins", "/v1/twins"), None);
+    }
+}

@@ -350,7 +350,22 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
+            // The whole chain: TLS failures hide in the sources.
+            let mut chain = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                chain.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            let tls = ["certificate", "Certificate", "tls", "TLS", "handshake"]
+                .iter()
+                .any(|w| chain.contains(w));
+            if tls && self.base.starts_with("https") {
+                anyhow::anyhow!(
+                    "cannot set up TLS with the node at {}: {chain}\nhint: if the node's certificate is not signed by a CA this machine trusts, pass that CA (or the certificate itself) with --ca-cert or HANZO_TWIN_CA_CERT",
+                    self.base
+                )
+            } else if e.is_connect() {
                 anyhow::anyhow!(
                     "cannot reach the node at {}: is `hanzo-twin serve` running there? (set --api or HANZO_TWIN_API)",
                     self.base

@@ -44,7 +44,7 @@ pub struct TestNode {
     /// Sends the development token (when the node is in development mode).
     pub http: reqwest::Client,
     /// Sends no token unless given one per request.
-    anonymous: reqwest::Client,
+    pub anonymous: reqwest::Client,
     /// The development token, if the node minted one.
     pub token: Option<String>,
     scheme: &'static str,
