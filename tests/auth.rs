@@ -1140,6 +1140,52 @@ async fn jwks_url_keys_rotate_without_a_restart() {
     );
     let (status, _, _) = send(&node, Method::GET, "/v1/twins", Some(&current), Body::None).await;
     assert_eq!(status, 200, "the old key is still published");
+
+    // The provider withdraws the old key: tokens it signed stop working, even
+    // ones the node has already verified and remembers.
+    let rotated_doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("jwks-rotated.json")).expect("jwks"))
+            .expect("json");
+    let only_new: Vec<Value> = rotated_doc["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["kid"] != "test-ec-1")
+        .cloned()
+        .collect();
+    *served.write().expect("lock") = json!({ "keys": only_new }).to_string();
+    let mut refused = false;
+    for _ in 0..100 {
+        let (status, _, _) =
+            send(&node, Method::GET, "/v1/twins", Some(&current), Body::None).await;
+        if status == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "a withdrawn key kept vouching for its tokens");
+    let (status, _, _) = send(&node, Method::GET, "/v1/twins", Some(&rotated), Body::None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_remembered_token_still_expires() {
+    let node = jwt_node().await;
+    let mut c = claims("acme", &["twin-viewer"], "short-lived");
+    c["exp"] = json!(chrono::Utc::now().timestamp() + 2);
+    let short = sign("rsa-signing.pem", Algorithm::RS256, None, &c);
+    let (status, _, _) = send(&node, Method::GET, "/v1/twins", Some(&short), Body::None).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body, _) = send(&node, Method::GET, "/v1/twins", Some(&short), Body::None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expired")
+    );
 }
 
 #[test]

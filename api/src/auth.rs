@@ -133,11 +133,25 @@ impl KeySet {
     }
 }
 
+/// How many verified tokens are remembered. A signature check costs 200-300 µs
+/// (see `benches/api_auth.rs`); a remembered token costs a hash lookup.
+const VERIFIED_CAPACITY: usize = 4096;
+
+/// A token that verified, until it expires or the keys change.
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    /// The token's `exp`, in Unix seconds.
+    expires_at: i64,
+}
+
 /// Verifies bearer tokens. Shared by every request.
 pub struct TokenVerifier {
     settings: AuthSettings,
     sources: Vec<KeySource>,
     keys: RwLock<Arc<KeySet>>,
+    /// Keyed by the whole token, so a hit is the very token that verified.
+    verified: quick_cache::sync::Cache<String, Verified>,
     http: reqwest::Client,
     /// When the last refetch for an unknown `kid` happened.
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
@@ -164,6 +178,7 @@ impl TokenVerifier {
             settings,
             sources,
             keys: RwLock::new(Arc::new(KeySet::default())),
+            verified: quick_cache::sync::Cache::new(VERIFIED_CAPACITY),
             http,
             last_refetch: tokio::sync::Mutex::new(None),
             hash_key: (rand_u64(), rand_u64()),
@@ -220,6 +235,8 @@ impl TokenVerifier {
             return Err("the configured key sources hold no RS256 or ES256 key".into());
         }
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        // A key that was withdrawn must stop vouching for tokens at once.
+        self.verified.clear();
         Ok(())
     }
 
@@ -303,6 +320,27 @@ impl TokenVerifier {
     }
 
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = chrono::Utc::now().timestamp();
+        let leeway = i64::try_from(self.settings.leeway_s).unwrap_or(i64::MAX);
+        if let Some(hit) = self.verified.get(token) {
+            if now <= hit.expires_at.saturating_add(leeway) {
+                return Ok(hit.principal);
+            }
+            self.verified.remove(token);
+        }
+        let (principal, expires_at) = self.verify_signed(token).await?;
+        self.verified.insert(
+            token.to_string(),
+            Verified {
+                principal: principal.clone(),
+                expires_at,
+            },
+        );
+        Ok(principal)
+    }
+
+    /// The full check: signature, claims, expiry. Returns the token's `exp`.
+    async fn verify_signed(&self, token: &str) -> Result<(Principal, i64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
@@ -332,7 +370,15 @@ impl TokenVerifier {
                 &candidate.key,
                 &validation,
             ) {
-                Ok(data) => return self.principal(token, &data.claims),
+                Ok(data) => {
+                    // `exp` is required and checked by the validation above.
+                    let expires_at = data
+                        .claims
+                        .get("exp")
+                        .and_then(Value::as_f64)
+                        .map_or(0, |e| e as i64);
+                    return Ok((self.principal(token, &data.claims)?, expires_at));
+                }
                 Err(e) => {
                     last = self.explain(e);
                     // Only a signature failure is worth trying the next key for.

@@ -384,10 +384,13 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(String::from);
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let mut message = explain_error(status.as_u16(), &body);
-        if status == reqwest::StatusCode::UNAUTHORIZED && !self.has_token {
-            message.push_str("\nno token was given: this node requires one for every request");
-        }
+        let mut message = if status == reqwest::StatusCode::UNAUTHORIZED && !self.has_token {
+            "no token was given, and this node requires one for every request.\n\
+             hint: pass it with --token, --token-file or HANZO_TWIN_TOKEN; a development node wrote one to <data_dir>/auth/dev-token [HTTP 401]"
+                .to_string()
+        } else {
+            explain_error(status.as_u16(), &body)
+        };
         if let Some(wait) = retry_after {
             message.push_str(&format!("\nthe node asks to retry after {wait} s"));
         }
