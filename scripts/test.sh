@@ -38,6 +38,15 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
 export HANZO_TWIN_TEST_PYTHON="$repo/.venv/bin/python"
 
+step "S3 test server (s3s-fs)"
+# A real S3-protocol server for the object-storage tests, built once into the
+# cache (0.14.1 is the newest that builds with this Rust).
+tools=${XDG_CACHE_HOME:-$HOME/.cache}/hanzo-twin/tools
+if [ ! -x "$tools/bin/s3s-fs" ]; then
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$tools" --quiet
+fi
+export HANZO_TWIN_S3S_FS="$tools/bin/s3s-fs"
+
 step "format"
 cargo fmt --all -- --check
 

@@ -75,6 +75,7 @@ enum Body {
     Json(Value),
     Yaml(String),
     Bytes(Vec<u8>),
+    Tar(Vec<u8>),
 }
 
 async fn send(
@@ -95,6 +96,7 @@ async fn send(
         Body::Bytes(b) => req
             .header("content-type", "application/octet-stream")
             .body(b),
+        Body::Tar(b) => req.header("content-type", "application/x-tar").body(b),
     };
     let r = req.send().await.expect("request");
     let headers = r.headers().clone();
@@ -151,6 +153,10 @@ enum Target {
     /// A fresh twin per call, stopped or running.
     FreshStopped,
     FreshRunning,
+    /// The organization's shared scene.
+    SharedScene,
+    /// A fresh scene per call.
+    FreshScene,
 }
 
 struct Case {
@@ -165,6 +171,7 @@ struct Case {
 
 struct Ctx {
     checkpoint: Vec<u8>,
+    scene_tar: Vec<u8>,
     counter: std::sync::atomic::AtomicU32,
 }
 
@@ -344,7 +351,76 @@ fn cases() -> Vec<Case> {
             target: FreshRunning,
             body: |_| Body::Json(json!({ "fault": "panic" })),
         },
+        Case {
+            method: Method::GET,
+            path: "/v1/scenes",
+            allowed: ALL,
+            ok: 200,
+            target: NoTwin,
+            body: no_body,
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/scenes?name=uploaded",
+            allowed: ADMIN,
+            ok: 201,
+            target: NoTwin,
+            body: |c| Body::Tar(c.scene_tar.clone()),
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/scenes/{id}",
+            allowed: ALL,
+            ok: 200,
+            target: SharedScene,
+            body: no_body,
+        },
+        Case {
+            method: Method::DELETE,
+            path: "/v1/scenes/{id}",
+            allowed: ADMIN,
+            ok: 204,
+            target: FreshScene,
+            body: no_body,
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/scenes/{id}/validate",
+            allowed: ALL,
+            ok: 200,
+            target: SharedScene,
+            body: |_| Body::Json(json!({ "engine": "rapier3d" })),
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/scenes/{id}/download",
+            allowed: ALL,
+            ok: 200,
+            target: SharedScene,
+            body: no_body,
+        },
     ]
+}
+
+/// A tar of the robot arm's scene folder.
+pub fn arm_scene_tar() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_dir_all(".", repo().join("configs/scenes/robot-arm"))
+        .expect("pack");
+    builder.into_inner().expect("tar")
+}
+
+async fn make_scene(node: &TestNode, token: &str, name: &str, tar: &[u8]) {
+    let (status, body, _) = send(
+        node,
+        Method::POST,
+        &format!("/v1/scenes?name={name}"),
+        Some(token),
+        Body::Tar(tar.to_vec()),
+    )
+    .await;
+    assert_eq!(status, 201, "upload {name}: {body}");
 }
 
 const ORGS: [&str; 2] = ["acme", "globex"];
@@ -358,7 +434,10 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
     // here until its row is written.
     let ours: BTreeSet<(String, String)> = cases
         .iter()
-        .map(|c| (c.method.to_string(), c.path.to_string()))
+        .map(|c| {
+            let path = c.path.split('?').next().unwrap_or(c.path);
+            (c.method.to_string(), path.to_string())
+        })
         .collect();
     let routes: BTreeSet<(String, String)> = hanzo_twin_api::endpoints()
         .iter()
@@ -408,8 +487,19 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
         .await
         .expect("bytes")
         .to_vec();
+    let scene_tar = arm_scene_tar();
+    for org in ORGS {
+        make_scene(
+            &node,
+            &token(org, "twin-admin"),
+            &format!("{org}-scene"),
+            &scene_tar,
+        )
+        .await;
+    }
     let ctx = Ctx {
         checkpoint,
+        scene_tar,
         counter: Default::default(),
     };
 
@@ -425,9 +515,16 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
                 let own_id = match case.target {
                     Target::NoTwin => None,
                     Target::Shared => Some(shared[org_index].clone()),
+                    Target::SharedScene => Some(format!("{org}-scene")),
                     // A refused call must not touch anything: aim it at the
-                    // shared twin, which the later checks read back.
+                    // shared twin or scene, which the later checks read back.
+                    Target::FreshScene if !allowed => Some(format!("{org}-scene")),
                     _ if !allowed => Some(shared[org_index].clone()),
+                    Target::FreshScene => {
+                        let name = ctx.unique(&format!("{org}-s"));
+                        make_scene(&node, &token(org, "twin-admin"), &name, &ctx.scene_tar).await;
+                        Some(name)
+                    }
                     Target::FreshStopped | Target::FreshRunning => {
                         let admin = token(org, "twin-admin");
                         let running = case.target == Target::FreshRunning;
@@ -462,7 +559,13 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
                 checked += 1;
                 // Another organization's twin: as if it did not exist.
                 if case.target != Target::NoTwin {
-                    let path = case.path.replace("{id}", &shared[other]);
+                    let foreign = match case.target {
+                        Target::SharedScene | Target::FreshScene => {
+                            format!("{}-scene", ORGS[other])
+                        }
+                        _ => shared[other].clone(),
+                    };
+                    let path = case.path.replace("{id}", &foreign);
                     let (status, body, _) = send(
                         &node,
                         case.method.clone(),

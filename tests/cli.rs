@@ -200,3 +200,77 @@ async fn cli_errors_say_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/node.yaml"), "{err}");
 }
+
+#[tokio::test]
+async fn cli_uploads_validates_and_runs_library_scenes() {
+    let node = TestNode::start().await;
+    let arm = repo().join("configs/scenes/robot-arm");
+    let out = ok(&cli(
+        &node,
+        &[
+            "scene",
+            "upload",
+            "--name",
+            "cell",
+            "--path",
+            arm.to_str().expect("path"),
+        ],
+    ));
+    assert!(out.contains("uploaded cell version 1"), "{out}");
+    let listed = ok(&cli(&node, &["scene", "list"]));
+    assert!(
+        listed.starts_with("NAME") && listed.contains("cell"),
+        "{listed}"
+    );
+    let shown = ok(&cli(&node, &["scene", "show", "cell"]));
+    assert!(
+        shown.contains("scene.usda") && shown.contains("local-admin"),
+        "{shown}"
+    );
+    let valid = ok(&cli(
+        &node,
+        &[
+            "scene", "validate", "--name", "cell", "--engine", "rapier3d",
+        ],
+    ));
+    assert!(valid.contains("loads and steps on rapier3d"), "{valid}");
+    let out = cli(
+        &node,
+        &["scene", "validate", "--name", "cell", "--engine", "gazebo"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not available"),
+        "{out:?}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tar = dir.path().join("cell.tar");
+    ok(&cli(
+        &node,
+        &[
+            "scene",
+            "download",
+            "--name",
+            "cell",
+            "--out",
+            tar.to_str().expect("path"),
+        ],
+    ));
+    assert!(std::fs::metadata(&tar).expect("tar").len() > 1000);
+    // A folder that is not a scene is refused with the reason.
+    let out = cli(
+        &node,
+        &[
+            "scene",
+            "upload",
+            "--name",
+            "cell",
+            "--path",
+            dir.path().to_str().expect("path"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no USD file") && err.contains("root"), "{err}");
+    ok(&cli(&node, &["scene", "delete", "cell"]));
+    assert!(ok(&cli(&node, &["scene", "list"])).contains("no scenes"));
+}

@@ -105,7 +105,16 @@ impl SceneUri {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The scene library name of a `scene://<name>` URI.
+    pub fn library_name(&self) -> Option<&str> {
+        self.0.strip_prefix(SCENE_SCHEME)
+    }
 }
+
+/// URIs of scenes in the node's scene library: `scene://<name>`, with the
+/// version in `scene.version` (latest when absent).
+pub const SCENE_SCHEME: &str = "scene://";
 
 impl<'de> Deserialize<'de> for SceneUri {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -113,11 +122,15 @@ impl<'de> Deserialize<'de> for SceneUri {
         if s.trim().is_empty() {
             return Err(serde::de::Error::custom("scene uri is empty"));
         }
+        if let Some(name) = s.strip_prefix(SCENE_SCHEME) {
+            Name::new(name).map_err(serde::de::Error::custom)?;
+            return Ok(SceneUri(s));
+        }
         if let Some((scheme, _)) = s.split_once("://")
             && scheme != "file"
         {
             return Err(serde::de::Error::custom(format!(
-                "scene uri scheme `{scheme}://` is not readable by this node; give a path under the node's scene folder, an absolute path or a file:// URI"
+                "scene uri scheme `{scheme}://` is not readable by this node; give scene://<name> for a scene in the node's library, a path under the node's scene folder, an absolute path or a file:// URI"
             )));
         }
         let lower = s.to_ascii_lowercase();

@@ -55,7 +55,22 @@ pub struct HostArgs {
     pub store: Arc<dyn TwinStore>,
     pub checkpoints: Arc<dyn CheckpointStore>,
     pub scene_reader: SceneReader,
+    /// Makes scenes of the node's library (`scene://<name>`) readable as local
+    /// files; without it such scenes are refused.
+    pub scene_fetcher: Option<SceneFetcher>,
 }
+
+/// Fetches version `version` (latest when `None`) of library scene `name` of
+/// organization `org` to a local folder, returning its root USD file.
+pub type SceneFetcher = Arc<
+    dyn Fn(
+            String,
+            String,
+            Option<u32>,
+        ) -> crate::store::BoxFuture<'static, Result<PathBuf, TwinError>>
+        + Send
+        + Sync,
+>;
 
 /// Reads a USD file into a scene model. The node daemon reads scenes in a child
 /// process, so a file that makes the USD library abort (it can, on corrupt
@@ -107,6 +122,7 @@ pub struct HostState {
     store: Arc<dyn TwinStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     scene_reader: SceneReader,
+    scene_fetcher: Option<SceneFetcher>,
     records: HashMap<TwinId, TwinRecord>,
     running: HashMap<TwinId, Running>,
     by_actor: HashMap<ActorId, TwinId>,
@@ -271,7 +287,20 @@ impl HostState {
                 "this node cannot compose component files into a scene; author the components as references inside the root USD file",
             ));
         }
-        let path = self.scene_path(definition.scene.uri.as_str())?;
+        let path = match definition.scene.uri.library_name() {
+            Some(name) => {
+                let fetch = self.scene_fetcher.as_ref().ok_or_else(|| {
+                    TwinError::invalid("scene.uri", "this node keeps no scene library")
+                })?;
+                fetch(
+                    definition.organization().to_string(),
+                    name.to_string(),
+                    definition.scene.version,
+                )
+                .await?
+            }
+            None => self.scene_path(definition.scene.uri.as_str())?,
+        };
         let scene = (self.scene_reader)(path).await?;
         Ok(Arc::new(scene))
     }
@@ -868,6 +897,7 @@ impl Actor for TwinHost {
             store: args.store,
             checkpoints: args.checkpoints,
             scene_reader: args.scene_reader,
+            scene_fetcher: args.scene_fetcher,
             records: HashMap::new(),
             running: HashMap::new(),
             by_actor: HashMap::new(),

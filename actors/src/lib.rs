@@ -16,7 +16,9 @@ pub mod twin;
 pub use client::TwinNode;
 pub use definition::{DEFAULT_ORGANIZATION, DefinitionError, Format, Name, TwinDefinition};
 pub use error::TwinError;
-pub use host::{HostArgs, HostConfig, SceneReader, TwinHost, in_process_scene_reader};
+pub use host::{
+    HostArgs, HostConfig, SceneFetcher, SceneReader, TwinHost, in_process_scene_reader,
+};
 pub use protocol::{
     Fault, ForkOptions, HostMsg, JointCommandEntry, Scope, StartOptions, StepReport, TwinFilter,
     TwinMsg, TwinRef, TwinRuntimeInfo,

@@ -136,6 +136,17 @@ impl Routes {
         self.add(method, path, Access::Public, handler)
     }
 
+    /// A body limit for the route added last (uploads), instead of the API's.
+    pub fn body_limit(mut self, bytes: usize) -> Routes {
+        if let Some((endpoint, route)) = self.routes.pop() {
+            self.routes.push((
+                endpoint,
+                route.layer(axum::extract::DefaultBodyLimit::max(bytes)),
+            ));
+        }
+        self
+    }
+
     pub fn merge(mut self, other: Routes) -> Routes {
         self.routes.extend(other.routes);
         self

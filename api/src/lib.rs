@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod guard;
 pub mod rbac;
+pub mod scenes;
 mod twins;
 
 use axum::Router;
@@ -38,6 +39,8 @@ pub struct ApiState {
     /// False until the node has finished starting, and again while it shuts down.
     pub ready: Arc<AtomicBool>,
     pub auth: Arc<AuthState>,
+    /// The scene library, when this node keeps one.
+    pub scenes: Option<Arc<dyn scenes::SceneCatalog>>,
 }
 
 /// Limits of the API.
@@ -45,12 +48,15 @@ pub struct ApiState {
 pub struct ApiConfig {
     /// Largest request body, in bytes (checkpoint uploads are the big ones).
     pub max_body_bytes: usize,
+    /// Largest scene upload, in bytes.
+    pub max_scene_upload_bytes: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_body_bytes: 64 * 1024 * 1024,
+            max_scene_upload_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -61,7 +67,7 @@ const TWINS_READ: Permission = Permission::new(Resource::Twins, Action::Read);
 const INFRA_READ: Permission = Permission::new(Resource::Infra, Action::Read);
 const AUDIT_READ: Permission = Permission::new(Resource::Audit, Action::Read);
 
-fn routes() -> Routes {
+fn routes(config: &ApiConfig) -> Routes {
     Routes::new()
         .public(GET, "/alive", alive)
         .public(GET, "/ready", ready)
@@ -69,16 +75,17 @@ fn routes() -> Routes {
         .protected(GET, "/v1/cluster/nodes", INFRA_READ, cluster_nodes)
         .protected(GET, "/v1/audit", AUDIT_READ, audit::list)
         .merge(twins::routes())
+        .merge(scenes::routes(config.max_scene_upload_bytes))
 }
 
 /// Every route of the API with its access rule.
 pub fn endpoints() -> Vec<Endpoint> {
-    routes().endpoints()
+    routes(&ApiConfig::default()).endpoints()
 }
 
 /// The whole API as an axum router.
 pub fn router(state: ApiState, config: &ApiConfig) -> Router {
-    routes()
+    routes(config)
         .into_router(&state)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))

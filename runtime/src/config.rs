@@ -19,6 +19,7 @@ pub struct NodeConfig {
     /// Everything the node keeps: the sled store and local object storage.
     pub data_dir: PathBuf,
     pub scenes: ScenesSection,
+    pub storage: StorageSection,
     pub twins: TwinsSection,
     pub auth: AuthSection,
     pub logging: LoggingSection,
@@ -162,6 +163,68 @@ pub struct MetricsSection {
 pub struct ScenesSection {
     /// Relative scene URIs of twin definitions resolve here.
     pub root: PathBuf,
+    /// Largest scene upload (a tar of the scene's files), in bytes.
+    pub max_upload_bytes: usize,
+}
+
+/// Where objects live: scenes, datasets and checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Folders on this machine: `root/<bucket>/…`.
+    Local,
+    /// An S3-protocol service at `endpoint` (AWS, MinIO, Ceph, …).
+    S3,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub backend: StorageBackend,
+    /// Local backend: the folder holding one folder per bucket; default
+    /// `<data_dir>/objects`.
+    pub root: Option<PathBuf>,
+    /// S3 backend: the service URL; unset means AWS itself.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    /// Allow a plain-http endpoint (a server on loopback, say).
+    pub allow_http: bool,
+    pub buckets: BucketsSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BucketsSection {
+    pub scenes: String,
+    pub datasets: String,
+    pub checkpoints: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            backend: StorageBackend::Local,
+            root: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key: None,
+            secret_key: None,
+            allow_http: false,
+            buckets: BucketsSection::default(),
+        }
+    }
+}
+
+impl Default for BucketsSection {
+    fn default() -> Self {
+        BucketsSection {
+            scenes: "hanzo-twin-scenes".into(),
+            datasets: "hanzo-twin-datasets".into(),
+            checkpoints: "hanzo-twin-checkpoints".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +262,7 @@ impl Default for NodeConfig {
             metrics: MetricsSection::default(),
             data_dir: PathBuf::from("hanzo-twin-data"),
             scenes: ScenesSection::default(),
+            storage: StorageSection::default(),
             twins: TwinsSection::default(),
             auth: AuthSection::default(),
             logging: LoggingSection::default(),
@@ -233,6 +297,7 @@ impl Default for ScenesSection {
     fn default() -> Self {
         ScenesSection {
             root: PathBuf::from("configs/scenes"),
+            max_upload_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -329,6 +394,32 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "metrics.path must start with /".into(),
             ));
+        }
+        if self.scenes.max_upload_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "scenes.max_upload_bytes must be above 0".into(),
+            ));
+        }
+        let st = &self.storage;
+        if st.backend == StorageBackend::S3 && st.access_key.is_some() != st.secret_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "storage.access_key and storage.secret_key go together".into(),
+            ));
+        }
+        for (key, bucket) in [
+            ("scenes", &st.buckets.scenes),
+            ("datasets", &st.buckets.datasets),
+            ("checkpoints", &st.buckets.checkpoints),
+        ] {
+            let ok = (3..=63).contains(&bucket.len())
+                && bucket
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.buckets.{key} `{bucket}` is not a valid bucket name (3-63 lowercase letters, digits, `-` or `.`)"
+                )));
+            }
         }
         if self.server.tls.cert.is_some() != self.server.tls.key.is_some() {
             return Err(ConfigError::Invalid(

@@ -22,7 +22,9 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod node;
+pub mod objects;
 pub mod scene_reader;
+pub mod scenes;
 pub mod store;
 pub mod telemetry;
 

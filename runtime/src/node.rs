@@ -3,6 +3,8 @@
 
 use crate::auth::DevToken;
 use crate::config::NodeConfig;
+use crate::objects::Buckets;
+use crate::scenes::SceneLibrary;
 use crate::store::{ObjectCheckpointStore, SledTwinStore};
 use crate::telemetry;
 use anyhow::Context;
@@ -146,6 +148,7 @@ pub struct Api {
 pub struct Node {
     config: NodeConfig,
     store: SledTwinStore,
+    scenes: Arc<SceneLibrary>,
     node_id: String,
     twins: TwinNode,
     engines: EngineRegistry,
@@ -177,7 +180,15 @@ impl Node {
             )
         })?;
         let store = SledTwinStore::open(&config.data_dir.join("store"))?;
-        let checkpoints = ObjectCheckpointStore::local(&config.data_dir.join("objects"))?;
+        let buckets = Buckets::open(&config)?;
+        let checkpoints = ObjectCheckpointStore::new(buckets.checkpoints.clone());
+        let engines = EngineRegistry::with_builtin();
+        let scenes = Arc::new(SceneLibrary::new(
+            buckets.scenes.clone(),
+            scene_reader.clone(),
+            engines.clone(),
+            config.data_dir.join("scenes"),
+        ));
         let node_id = match &config.node.id {
             Some(id) => id.clone(),
             None => match store.meta("node_id")? {
@@ -199,10 +210,11 @@ impl Node {
                 restart_window: Duration::from_secs(config.twins.restart_window_s),
                 call_timeout,
             },
-            engines: EngineRegistry::with_builtin(),
+            engines,
             store: Arc::new(store.clone()),
             checkpoints: Arc::new(checkpoints),
             scene_reader,
+            scene_fetcher: Some(scenes.fetcher()),
         };
         let engines = host_args.engines.clone();
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
@@ -226,6 +238,7 @@ impl Node {
         Ok(Node {
             config,
             store,
+            scenes,
             node_id,
             twins,
             engines,
@@ -302,9 +315,11 @@ impl Node {
             membership: Membership::single(self.node_id.clone(), api_addr),
             ready: self.ready.clone(),
             auth,
+            scenes: Some(self.scenes.clone()),
         };
         let config = ApiConfig {
             max_body_bytes: self.config.server.max_body_bytes,
+            max_scene_upload_bytes: self.config.scenes.max_upload_bytes,
         };
         Ok(Api {
             router: hanzo_twin_api::router(state, &config),

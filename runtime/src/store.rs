@@ -141,7 +141,7 @@ impl TwinStore for SledTwinStore {
     }
 }
 
-/// Checkpoints as objects `checkpoints/<twin id>.ckpt` in any object store.
+/// Checkpoints as objects `<twin id>.ckpt` in the checkpoints bucket.
 #[derive(Clone)]
 pub struct ObjectCheckpointStore {
     objects: Arc<dyn ObjectStore>,
@@ -152,20 +152,8 @@ impl ObjectCheckpointStore {
         ObjectCheckpointStore { objects }
     }
 
-    /// Local object storage in `dir`, created if missing.
-    pub fn local(dir: &Path) -> Result<ObjectCheckpointStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError(format!(
-                "cannot create object storage at {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(err)?;
-        Ok(ObjectCheckpointStore::new(Arc::new(fs)))
-    }
-
     fn path(id: TwinId) -> ObjectPath {
-        ObjectPath::from(format!("checkpoints/{id}.ckpt"))
+        ObjectPath::from(format!("{id}.ckpt"))
     }
 }
 
