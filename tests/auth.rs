@@ -353,6 +353,14 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/v1/twins/{id}/export",
+            allowed: ALL,
+            ok: 200,
+            target: Shared,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
             path: "/v1/scenes",
             allowed: ALL,
             ok: 200,

@@ -2,15 +2,15 @@
 //! same files and its own UsdPhysics parser must see the same bodies, masses,
 //! poses, joints, limits and drives.
 
+mod common;
+
 use hanzo_twin::engines::scene::{BodyKind, JointKind, SceneModel};
 use hanzo_twin::engines::usd::load_scene;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::repo;
 
 /// The Python with usd-core: `HANZO_TWIN_TEST_PYTHON` (set by scripts/test.sh,
 /// where a failure to run it fails the test) or ./.venv.
@@ -202,4 +202,111 @@ fn reader_agrees_with_pxr_usdphysics() {
         let ours = load_scene(file).unwrap_or_else(|e| panic!("{key}: {e}"));
         compare(key, &ours, &summaries[key]);
     }
+}
+
+/// A twin's run exported as USD: pxr opens it and finds each body at the pose
+/// the twin reported at that step.
+#[tokio::test]
+async fn exported_runs_replay_in_pxr_at_the_recorded_poses() {
+    let Some(python) = python() else {
+        eprintln!(
+            "\n*** SKIPPED exported_runs_replay_in_pxr_at_the_recorded_poses: no Python with usd-core (pxr). \
+             Run scripts/test.sh, which installs it into ./.venv. ***\n"
+        );
+        return;
+    };
+    let node = common::TestNode::start().await;
+    let id = node.create_sample("robot-arm.yaml", "recorded-arm").await;
+    node.start_twin(&id, "paused").await;
+    node.command(&id, "/World/Arm/elbow", "position", 0.8).await;
+    node.command(&id, "/World/Arm/shoulder_yaw", "position", -0.6)
+        .await;
+    // 240 Hz stepping recorded at 30 Hz: a frame every 8 steps.
+    let mut expected = Vec::new();
+    for steps in [8, 8, 16, 48] {
+        let report = node.step(&id, steps).await;
+        let (_, obs) = node.get(&format!("/v1/twins/{id}/observation")).await;
+        expected.push((report["step"].as_u64().expect("step"), obs));
+    }
+    let r = node
+        .http
+        .get(node.url(&format!("/v1/twins/{id}/export")))
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(r.status().as_u16(), 200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("run.usda");
+    std::fs::write(&path, r.text().await.expect("text")).expect("write");
+
+    let bodies: Vec<String> = expected[0].1["bodies"]
+        .as_array()
+        .expect("bodies")
+        .iter()
+        .map(|b| b["path"].as_str().expect("path").to_string())
+        .collect();
+    assert!(bodies.iter().any(|b| b == "/World/Arm/Link3"), "{bodies:?}");
+    let times: Vec<String> = expected.iter().map(|(s, _)| s.to_string()).collect();
+    let out = Command::new(&python)
+        .arg(repo().join("tests/peers/read_run.py"))
+        .arg(&path)
+        .arg(bodies.join(","))
+        .arg(times.join(","))
+        .output()
+        .expect("run the pxr peer");
+    assert!(
+        out.status.success(),
+        "pxr could not read the export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pxr: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(pxr["time_codes_per_second"], 240.0);
+    assert_eq!(pxr["start"], 0.0);
+    assert_eq!(pxr["end"], 80.0);
+    assert_eq!(pxr["up_axis"], "Z");
+    assert_eq!(pxr["meters_per_unit"], 1.0);
+    let mut moved = false;
+    for (step, obs) in &expected {
+        for body in obs["bodies"].as_array().expect("bodies") {
+            let name = body["path"].as_str().expect("path");
+            let at = &pxr["poses"][name][step.to_string()];
+            let p = &at["position"];
+            for k in 0..3 {
+                let ours = body["position"][k].as_f64().expect("number");
+                let theirs = p[k].as_f64().expect("number");
+                assert!(
+                    (ours - theirs).abs() < 1e-9,
+                    "{name} at step {step}: position {} vs pxr {p}",
+                    body["position"]
+                );
+            }
+            // q and -q are the same rotation; the engine's f32 quaternions are
+            // compared at unit length, as USD stores them.
+            let q: Vec<f64> = (0..4)
+                .map(|k| body["orientation"][k].as_f64().expect("number"))
+                .collect();
+            let norm = q.iter().map(|c| c * c).sum::<f64>().sqrt();
+            let q: Vec<f64> = q.iter().map(|c| c / norm).collect();
+            let r: Vec<f64> = (0..4)
+                .map(|k| at["orientation"][k].as_f64().expect("number"))
+                .collect();
+            let dot: f64 = q.iter().zip(&r).map(|(a, b)| a * b).sum();
+            assert!(
+                (dot.abs() - 1.0).abs() < 1e-9,
+                "{name} at step {step}: orientation {q:?} vs pxr {r:?}"
+            );
+        }
+        moved |= obs["bodies"].as_array().expect("bodies").iter().any(|b| {
+            b["path"] == "/World/Arm/Link3"
+                && b["position"] != expected[0].1["bodies"][0]["position"]
+        });
+    }
+    assert!(moved, "the arm should have moved during the recording");
+
+    // A format the node cannot write is refused, naming the field.
+    let (status, body) = node
+        .get(&format!("/v1/twins/{id}/export?format=usdc"))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["field"], "format");
 }

@@ -241,6 +241,20 @@ impl TwinNode {
         self.route(twin, |reply| TwinMsg::Info { reply }).await
     }
 
+    /// The run recorded so far, with the scene it ran in.
+    pub async fn recording(
+        &self,
+        twin: &str,
+    ) -> Result<
+        (
+            Arc<hanzo_twin_engines::SceneModel>,
+            hanzo_twin_engines::recording::Recording,
+        ),
+        TwinError,
+    > {
+        self.route(twin, |reply| TwinMsg::Recording { reply }).await
+    }
+
     pub async fn inject_fault(&self, twin: &str, fault: Fault) -> Result<(), TwinError> {
         self.route(twin, |reply| TwinMsg::InjectFault { fault, reply })
             .await

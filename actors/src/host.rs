@@ -33,6 +33,10 @@ pub struct HostConfig {
     pub restart_window: Duration,
     /// How long the host waits for a twin's answer.
     pub call_timeout: Duration,
+    /// Body poses recorded per simulated second for export (0: no recording).
+    pub record_hz: f64,
+    /// Simulated seconds of recording kept per twin (the newest).
+    pub record_seconds: f64,
 }
 
 impl Default for HostConfig {
@@ -44,6 +48,8 @@ impl Default for HostConfig {
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
             call_timeout: Duration::from_secs(10),
+            record_hz: 30.0,
+            record_seconds: 120.0,
         }
     }
 }
@@ -338,6 +344,11 @@ impl HostState {
         let definition = &record.definition;
         let engine = self.engines.get(definition.engine.kind)?;
         let config = definition.engine.config.to_engine_config();
+        let record_every_steps = if self.config.record_hz > 0.0 {
+            ((config.step_hz / self.config.record_hz).round() as u64).max(1)
+        } else {
+            0
+        };
         let checkpoint_every_steps =
             ((self.config.checkpoint_interval_s * config.step_hz).ceil() as u64).max(1);
         let from_checkpoint = initial_state.is_some();
@@ -350,6 +361,8 @@ impl HostState {
             initial_state,
             clock,
             checkpoint_every_steps,
+            record_every_steps,
+            record_capacity: (self.config.record_hz * self.config.record_seconds).ceil() as usize,
             host: myself.clone(),
         };
         let (actor, _handle) =

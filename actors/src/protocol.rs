@@ -4,7 +4,8 @@
 use crate::definition::{Name, TwinDefinition};
 use crate::error::TwinError;
 use crate::record::{Clock, TwinId, TwinRecord};
-use hanzo_twin_engines::{JointCommand, Observation, SimState};
+use hanzo_twin_engines::recording::Recording;
+use hanzo_twin_engines::{JointCommand, Observation, SceneModel, SimState};
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -88,6 +89,10 @@ pub enum TwinMsg {
         fault: Fault,
         reply: Reply<()>,
     },
+    /// The recorded run so far, with the scene it ran in.
+    Recording {
+        reply: Reply<(Arc<SceneModel>, Recording)>,
+    },
     /// Internal: the clock's heartbeat; stale generations are ignored.
     Tick {
         generation: u64,
@@ -108,6 +113,7 @@ impl TwinMsg {
             TwinMsg::SetClock { reply, .. } => drop(reply.send(Err(err))),
             TwinMsg::Info { reply } => drop(reply.send(Err(err))),
             TwinMsg::InjectFault { reply, .. } => drop(reply.send(Err(err))),
+            TwinMsg::Recording { reply } => drop(reply.send(Err(err))),
             TwinMsg::Tick { .. } => {}
         }
     }

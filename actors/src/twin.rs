@@ -3,8 +3,10 @@
 use crate::error::TwinError;
 use crate::protocol::{Fault, HostMsg, StepReport, TwinMsg, TwinRuntimeInfo};
 use crate::record::{Clock, TwinId};
+use hanzo_twin_engines::recording::{RecordedFrame, Recording};
 use hanzo_twin_engines::{Engine, EngineConfig, EngineError, SceneModel, SimState, Simulation};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,10 @@ pub struct TwinArgs {
     pub clock: Clock,
     /// Take a checkpoint every this many steps (0: never on a step count).
     pub checkpoint_every_steps: u64,
+    /// Record body poses every this many steps (0: never).
+    pub record_every_steps: u64,
+    /// Frames kept; the oldest go first.
+    pub record_capacity: usize,
     pub host: ActorRef<HostMsg>,
 }
 
@@ -60,6 +66,11 @@ pub struct TwinState {
     started: Instant,
     checkpoint_every_steps: u64,
     steps_since_checkpoint: u64,
+    scene: Arc<SceneModel>,
+    record_every_steps: u64,
+    record_capacity: usize,
+    record_bodies: Vec<String>,
+    frames: VecDeque<RecordedFrame>,
     host: ActorRef<HostMsg>,
     _active: ActiveGauge,
 }
@@ -89,7 +100,41 @@ impl TwinState {
         self.step_duration.record(t0.elapsed().as_secs_f64());
         result?;
         self.steps_since_checkpoint += 1;
+        if self.record_every_steps > 0
+            && self
+                .sim
+                .step_count()
+                .is_multiple_of(self.record_every_steps)
+        {
+            self.record();
+        }
         Ok(())
+    }
+
+    /// Appends the poses of every body at the current step.
+    fn record(&mut self) {
+        if self.record_capacity == 0 {
+            return;
+        }
+        let Ok(obs) = self.sim.observation("/") else {
+            return;
+        };
+        if self.record_bodies.is_empty() {
+            self.record_bodies = obs.bodies.iter().map(|b| b.path.clone()).collect();
+        }
+        // A restore can move the clock back: frames after it are a new history.
+        while self.frames.back().is_some_and(|f| f.step >= obs.step) {
+            self.frames.pop_back();
+        }
+        if self.frames.len() == self.record_capacity {
+            self.frames.pop_front();
+        }
+        self.frames.push_back(RecordedFrame {
+            step: obs.step,
+            time: obs.time,
+            positions: obs.bodies.iter().map(|b| b.position).collect(),
+            orientations: obs.bodies.iter().map(|b| b.orientation).collect(),
+        });
     }
 
     fn count_steps(&self, n: u64) {
@@ -247,8 +292,16 @@ impl Actor for TwinActor {
             started: Instant::now(),
             checkpoint_every_steps: args.checkpoint_every_steps,
             steps_since_checkpoint: 0,
+            scene: args.scene.clone(),
+            record_every_steps: args.record_every_steps,
+            record_capacity: args.record_capacity,
+            record_bodies: Vec::new(),
+            frames: VecDeque::new(),
             host: args.host,
         };
+        if state.record_every_steps > 0 {
+            state.record();
+        }
         // A fresh start has no checkpoint yet: take one so a crash before the first
         // periodic checkpoint still restarts from this twin's own state.
         if args.initial_state.is_none() {
@@ -319,6 +372,9 @@ impl Actor for TwinActor {
                 let result = state.sim.set_state(&new_state).map_err(TwinError::from);
                 if result.is_ok() {
                     state.checkpoint();
+                    if state.record_every_steps > 0 {
+                        state.record();
+                    }
                     // The real-time clock restarts from the restored instant.
                     let clock = state.clock;
                     state.set_clock(&myself, clock);
@@ -337,6 +393,14 @@ impl Actor for TwinActor {
                     skipped_steps: state.skipped_steps,
                     uptime_s: state.started.elapsed().as_secs_f64(),
                 }));
+            }
+            TwinMsg::Recording { reply } => {
+                let recording = Recording {
+                    step_hz: state.step_hz,
+                    bodies: state.record_bodies.clone(),
+                    frames: state.frames.iter().cloned().collect(),
+                };
+                let _ = reply.send(Ok((state.scene.clone(), recording)));
             }
             TwinMsg::InjectFault { fault, reply } => match fault {
                 Fault::Panic => {

@@ -71,6 +71,7 @@ pub(crate) fn routes() -> Routes {
             twins(Read),
             download_checkpoint,
         )
+        .protected(GET, "/v1/twins/{id}/export", twins(Read), export)
         .audited(
             PUT,
             "/v1/twins/{id}/checkpoint",
@@ -323,4 +324,59 @@ async fn inject_fault(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -
         StatusCode::ACCEPTED,
         serde_json::json!({ "injected": req.fault }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    format: Option<String>,
+}
+
+/// The twin's recorded run as a USD stage with time-sampled body poses.
+async fn export(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult {
+    match q.format.as_deref() {
+        None | Some("usda") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "format",
+                format!(
+                    "cannot export as `{other}`; the node writes usda (pxr converts it to usdc)"
+                ),
+            ));
+        }
+    }
+    let r = node.get(&id).await?;
+    let (scene, recording) = node.recording(&r.id.to_string()).await?;
+    if recording.frames.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "nothing_recorded",
+            "this twin has recorded no frames (is twins.record_hz 0?)",
+        ));
+    }
+    let text = tokio::task::spawn_blocking(move || {
+        hanzo_twin_engines::usd::export::recording_to_usda(&scene, &recording)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let filename = format!("{}-run.usda", r.definition.name);
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        text,
+    )
+        .into_response())
 }

@@ -8,6 +8,7 @@
 //! Engines live in their own modules behind cargo features (`rapier` is the default).
 
 pub mod error;
+pub mod recording;
 pub mod registry;
 pub mod scene;
 pub mod types;

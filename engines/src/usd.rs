@@ -23,6 +23,7 @@
 //! the prim, never silently ignored. Values are read at the default time, or at the
 //! earliest time sample when an attribute is only time-sampled.
 
+pub mod export;
 mod math;
 mod values;
 

@@ -153,6 +153,14 @@ enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Write a twin's recorded run as a USD stage with time-sampled poses.
+    Export {
+        twin: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Scenes in the node's library: versioned USD packages.
     Scene {
         #[command(subcommand)]
@@ -922,6 +930,18 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             print_value(c.output, &v, twin_table);
         }
         Command::Scene { command } => scene_command(command).await?,
+        Command::Export { twin, out, client } => {
+            let c = Client::new(&client)?;
+            let text = c
+                .send(c.http.get(c.url(&Client::twin_path(&twin, "/export"))))
+                .await?
+                .text()
+                .await
+                .context("the export broke off")?;
+            std::fs::write(&out, &text)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote the run of {twin} to {}", out.display());
+        }
         Command::Audit {
             since,
             until,

@@ -237,6 +237,11 @@ pub struct TwinsSection {
     pub restart_window_s: u64,
     /// How long the node waits for a twin to answer.
     pub call_timeout_ms: u64,
+    /// Body poses recorded per simulated second, for exporting runs as USD
+    /// (0 turns recording off).
+    pub record_hz: f64,
+    /// Simulated seconds of recording kept per twin (the newest).
+    pub record_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -309,6 +314,8 @@ impl Default for TwinsSection {
             max_restarts: 3,
             restart_window_s: 60,
             call_timeout_ms: 10_000,
+            record_hz: 30.0,
+            record_seconds: 120.0,
         }
     }
 }
@@ -383,6 +390,17 @@ impl NodeConfig {
         if !(t.checkpoint_interval_s.is_finite() && t.checkpoint_interval_s > 0.0) {
             return Err(ConfigError::Invalid(
                 "twins.checkpoint_interval_s must be a number above 0".into(),
+            ));
+        }
+        let recording_ok = t.record_hz.is_finite()
+            && t.record_hz >= 0.0
+            && t.record_seconds.is_finite()
+            && t.record_seconds >= 0.0
+            && t.record_hz * t.record_seconds <= 10_000_000.0;
+        if !recording_ok {
+            return Err(ConfigError::Invalid(
+                "twins.record_hz and twins.record_seconds must be 0 or more, and keep at most 10 million frames"
+                    .into(),
             ));
         }
         if t.call_timeout_ms == 0 {

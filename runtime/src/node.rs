@@ -209,6 +209,8 @@ impl Node {
                 max_restarts: config.twins.max_restarts,
                 restart_window: Duration::from_secs(config.twins.restart_window_s),
                 call_timeout,
+                record_hz: config.twins.record_hz,
+                record_seconds: config.twins.record_seconds,
             },
             engines,
             store: Arc::new(store.clone()),
