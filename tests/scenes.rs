@@ -385,3 +385,162 @@ async fn scenes_and_checkpoints_live_in_s3_when_configured() {
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"]["code"], "storage");
 }
+
+const GROUND: &str = r#"#usda 1.0
+(
+    defaultPrim = "World"
+    metersPerUnit = 1
+    upAxis = "Z"
+)
+
+def Xform "World"
+{
+    def PhysicsScene "PhysicsScene"
+    {
+        vector3f physics:gravityDirection = (0, 0, -1)
+        float physics:gravityMagnitude = 9.81
+    }
+
+    def Plane "Ground" (
+        prepend apiSchemas = ["PhysicsCollisionAPI"]
+    )
+    {
+        uniform token axis = "Z"
+    }
+}
+"#;
+
+/// A 1 kg, 0.2 m box at (`x`, 0, `height`), as a component with its own
+/// default prim.
+fn box_component(x: f64, height: f64) -> String {
+    format!(
+        r#"#usda 1.0
+(
+    defaultPrim = "Box"
+    metersPerUnit = 1
+    upAxis = "Z"
+)
+
+def Xform "Box" (
+    prepend apiSchemas = ["PhysicsRigidBodyAPI", "PhysicsMassAPI"]
+)
+{{
+    float physics:mass = 1
+    double3 xformOp:translate = ({x}, 0, {height})
+    uniform token[] xformOpOrder = ["xformOp:translate"]
+
+    def Cube "Shape" (
+        prepend apiSchemas = ["PhysicsCollisionAPI"]
+    )
+    {{
+        double size = 0.2
+    }}
+}}
+"#
+    )
+}
+
+fn referencing(name: &str, other: &str) -> String {
+    format!(
+        "#usda 1.0\n(\n    defaultPrim = \"{name}\"\n)\n\ndef Xform \"{name}\" (\n    prepend references = @./{other}@\n)\n{{\n}}\n"
+    )
+}
+
+fn composed_definition(name: &str, composition: &[(&str, &str)]) -> String {
+    let mut text = format!("name: {name}\nscene:\n  uri: ground.usda\n  composition:\n");
+    for (reference, path) in composition {
+        text.push_str(&format!("    - ref: {reference}\n      path: {path}\n"));
+    }
+    text.push_str("engine:\n  type: rapier3d\n  config:\n    step_hz: 240\n");
+    text
+}
+
+#[tokio::test]
+async fn twins_compose_components_at_prim_paths() {
+    let scenes = tempfile::tempdir().expect("tempdir");
+    let dir = scenes.path();
+    std::fs::write(dir.join("ground.usda"), GROUND).expect("write");
+    std::fs::write(dir.join("box.usda"), box_component(0.0, 1.0)).expect("write");
+    std::fs::write(dir.join("a.usda"), referencing("A", "b.usda")).expect("write");
+    std::fs::write(dir.join("b.usda"), referencing("B", "a.usda")).expect("write");
+    let node = TestNode::start_opts(NodeOptions {
+        scenes_root: Some(dir),
+        ..Default::default()
+    })
+    .await;
+    // A component from the library, pinned to a version.
+    let lib = tempfile::tempdir().expect("tempdir");
+    std::fs::write(lib.path().join("box.usda"), box_component(1.0, 2.0)).expect("write");
+    let (status, body) = upload(&node, "tall-box", "", tar_of_dir(lib.path())).await;
+    assert_eq!(status, 201, "{body}");
+
+    let text = composed_definition(
+        "two-boxes",
+        &[
+            ("box.usda", "/World/Box_01"),
+            ("scene://tall-box@1", "/World/Shelf/Box_02"),
+        ],
+    );
+    let (status, twin) = node.post_raw("/v1/twins", "application/yaml", &text).await;
+    assert_eq!(status, 201, "{twin}");
+    let id = twin["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    let (_, before) = node.get(&format!("/v1/twins/{id}/observation")).await;
+    let z = |obs: &Value, path: &str| -> f64 {
+        obs["bodies"]
+            .as_array()
+            .expect("bodies")
+            .iter()
+            .find(|b| b["path"] == path)
+            .unwrap_or_else(|| panic!("no body {path} in {obs}"))["position"][2]
+            .as_f64()
+            .expect("z")
+    };
+    assert_eq!(z(&before, "/World/Box_01"), 1.0);
+    assert_eq!(z(&before, "/World/Shelf/Box_02"), 2.0);
+    node.step(&id, 480).await;
+    let (_, after) = node.get(&format!("/v1/twins/{id}/observation")).await;
+    // Both fell and came to rest on the ground (box half height 0.1).
+    for path in ["/World/Box_01", "/World/Shelf/Box_02"] {
+        let rest = z(&after, path);
+        assert!((rest - 0.1).abs() < 0.02, "{path} at z = {rest}");
+    }
+
+    // Overlapping attachment points, a composition cycle, a missing file.
+    let cases = [
+        (
+            composed_definition(
+                "overlap",
+                &[("box.usda", "/World/Box"), ("box.usda", "/World/Box/Inner")],
+            ),
+            "scene.composition[1].path",
+            "overlaps",
+        ),
+        (
+            composed_definition("cycle", &[("a.usda", "/World/Loop")]),
+            "scene.composition",
+            "cycle",
+        ),
+        (
+            composed_definition("missing", &[("nowhere.usda", "/World/Gone")]),
+            "scene.composition[0].ref",
+            "nowhere.usda",
+        ),
+        (
+            composed_definition("unknown-lib", &[("scene://no-such-scene", "/World/Gone")]),
+            "scene.composition[0].ref",
+            "no-such-scene",
+        ),
+    ];
+    for (text, field, says) in cases {
+        let (status, body) = node.post_raw("/v1/twins", "application/yaml", &text).await;
+        assert_eq!(status, 400, "{field}: {body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(says), "{field}: {message}");
+        assert!(
+            !message.contains("hanzo-twin-composed"),
+            "internal file leaked: {message}"
+        );
+    }
+}

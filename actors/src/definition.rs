@@ -106,14 +106,19 @@ impl SceneUri {
         &self.0
     }
 
-    /// The scene library name of a `scene://<name>` URI.
-    pub fn library_name(&self) -> Option<&str> {
-        self.0.strip_prefix(SCENE_SCHEME)
+    /// The scene library name and pinned version of a `scene://<name>[@<version>]` URI.
+    pub fn library_ref(&self) -> Option<(&str, Option<u32>)> {
+        let rest = self.0.strip_prefix(SCENE_SCHEME)?;
+        match rest.split_once('@') {
+            Some((name, v)) => Some((name, v.parse().ok())),
+            None => Some((rest, None)),
+        }
     }
 }
 
-/// URIs of scenes in the node's scene library: `scene://<name>`, with the
-/// version in `scene.version` (latest when absent).
+/// URIs of scenes in the node's scene library: `scene://<name>`, or
+/// `scene://<name>@<version>` to pin a version (a twin's root scene may also
+/// pin it in `scene.version`; the latest is used otherwise).
 pub const SCENE_SCHEME: &str = "scene://";
 
 impl<'de> Deserialize<'de> for SceneUri {
@@ -122,8 +127,19 @@ impl<'de> Deserialize<'de> for SceneUri {
         if s.trim().is_empty() {
             return Err(serde::de::Error::custom("scene uri is empty"));
         }
-        if let Some(name) = s.strip_prefix(SCENE_SCHEME) {
+        if let Some(rest) = s.strip_prefix(SCENE_SCHEME) {
+            let (name, version) = match rest.split_once('@') {
+                Some((n, v)) => (n, Some(v)),
+                None => (rest, None),
+            };
             Name::new(name).map_err(serde::de::Error::custom)?;
+            if let Some(v) = version
+                && v.parse::<u32>().map_or(true, |v| v == 0)
+            {
+                return Err(serde::de::Error::custom(format!(
+                    "`{s}`: the version after @ must be a whole number from 1"
+                )));
+            }
             return Ok(SceneUri(s));
         }
         if let Some((scheme, _)) = s.split_once("://")
@@ -156,6 +172,17 @@ pub struct CompositionRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct PrimPath(String);
+
+impl PrimPath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The names from the root down: `/World/Robot_01` gives `World`, `Robot_01`.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.split('/').filter(|p| !p.is_empty()).collect()
+    }
+}
 
 impl<'de> Deserialize<'de> for PrimPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

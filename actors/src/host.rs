@@ -4,7 +4,7 @@
 //! running twins by id (the shape of Akka's ShardRegion, so the cluster layer can
 //! route to a host on another node without registering every twin cluster-wide).
 
-use crate::definition::{DEFAULT_ORGANIZATION, Name, TwinDefinition};
+use crate::definition::{DEFAULT_ORGANIZATION, Name, PrimPath, SceneUri, TwinDefinition};
 use crate::error::TwinError;
 use crate::protocol::{ForkOptions, HostMsg, Reply, Scope, StartOptions, TwinMsg, TwinRef};
 use crate::record::{Clock, Lifecycle, TwinId, TwinRecord};
@@ -64,6 +64,49 @@ pub struct HostArgs {
     /// Makes scenes of the node's library (`scene://<name>`) readable as local
     /// files; without it such scenes are refused.
     pub scene_fetcher: Option<SceneFetcher>,
+}
+
+/// A layer that sublayers `root` and references each component file at its
+/// prim path (asset paths absolute, so the layer may live anywhere).
+fn composed_layer(root: &Path, parts: &[(PrimPath, PathBuf)]) -> String {
+    /// One prim of the layer: a component reference, or a parent of some.
+    #[derive(Default)]
+    struct Spec {
+        reference: Option<PathBuf>,
+        children: std::collections::BTreeMap<String, Spec>,
+    }
+    fn write(out: &mut String, name: &str, spec: &Spec, depth: usize) {
+        let indent = "    ".repeat(depth);
+        match &spec.reference {
+            Some(file) => out.push_str(&format!(
+                "{indent}def Xform \"{name}\" (\n{indent}    prepend references = @{}@\n{indent})\n",
+                file.display()
+            )),
+            // Typeless `def`: the root's own opinions keep the prim's type.
+            None => out.push_str(&format!("{indent}def \"{name}\"\n")),
+        }
+        out.push_str(&format!("{indent}{{\n"));
+        for (child, child_spec) in &spec.children {
+            write(out, child, child_spec, depth + 1);
+        }
+        out.push_str(&format!("{indent}}}\n"));
+    }
+    let mut tree = Spec::default();
+    for (path, file) in parts {
+        let mut node = &mut tree;
+        for name in path.names() {
+            node = node.children.entry(name.to_string()).or_default();
+        }
+        node.reference = Some(file.clone());
+    }
+    let mut out = format!(
+        "#usda 1.0\n(\n    subLayers = [@{}@]\n)\n\n",
+        root.display()
+    );
+    for (name, spec) in &tree.children {
+        write(&mut out, name, spec, 0);
+    }
+    out
 }
 
 /// Fetches version `version` (latest when `None`) of library scene `name` of
@@ -286,28 +329,88 @@ impl HostState {
         Ok(resolved)
     }
 
-    async fn load_scene(&self, definition: &TwinDefinition) -> Result<Arc<SceneModel>, TwinError> {
-        if !definition.scene.composition.is_empty() {
-            return Err(TwinError::invalid(
-                "scene.composition",
-                "this node cannot compose component files into a scene; author the components as references inside the root USD file",
-            ));
-        }
-        let path = match definition.scene.uri.library_name() {
-            Some(name) => {
-                let fetch = self.scene_fetcher.as_ref().ok_or_else(|| {
-                    TwinError::invalid("scene.uri", "this node keeps no scene library")
-                })?;
-                fetch(
-                    definition.organization().to_string(),
-                    name.to_string(),
-                    definition.scene.version,
-                )
-                .await?
+    /// A local file for a scene URI: a path under the scene folder, or a
+    /// library scene fetched for `org`. Errors name `field`.
+    async fn resolve_scene(
+        &self,
+        org: &str,
+        uri: &SceneUri,
+        version: Option<u32>,
+        field: &str,
+    ) -> Result<PathBuf, TwinError> {
+        let renamed = |e: TwinError| match e {
+            TwinError::Invalid(mut d) => {
+                d.field = field.to_string();
+                TwinError::Invalid(d)
             }
-            None => self.scene_path(definition.scene.uri.as_str())?,
+            other => other,
         };
-        let scene = (self.scene_reader)(path).await?;
+        match uri.library_ref() {
+            Some((name, pinned)) => {
+                let fetch = self
+                    .scene_fetcher
+                    .as_ref()
+                    .ok_or_else(|| TwinError::invalid(field, "this node keeps no scene library"))?;
+                fetch(org.to_string(), name.to_string(), pinned.or(version))
+                    .await
+                    .map_err(renamed)
+            }
+            None => self.scene_path(uri.as_str()).map_err(renamed),
+        }
+    }
+
+    async fn load_scene(&self, definition: &TwinDefinition) -> Result<Arc<SceneModel>, TwinError> {
+        let org = definition.organization();
+        let spec = &definition.scene;
+        let root = self
+            .resolve_scene(org, &spec.uri, spec.version, "scene.uri")
+            .await?;
+        if spec.composition.is_empty() {
+            return Ok(Arc::new((self.scene_reader)(root).await?));
+        }
+        let mut parts = Vec::new();
+        for (i, c) in spec.composition.iter().enumerate() {
+            let field = format!("scene.composition[{i}]");
+            for (j, other) in spec.composition.iter().enumerate().take(i) {
+                let (a, b) = (c.path.names(), other.path.names());
+                if a.starts_with(&b) || b.starts_with(&a) {
+                    return Err(TwinError::invalid(
+                        format!("{field}.path"),
+                        format!(
+                            "{} overlaps composition[{j}] at {}; attach components at separate prims",
+                            c.path.as_str(),
+                            other.path.as_str()
+                        ),
+                    ));
+                }
+            }
+            let file = self
+                .resolve_scene(org, &c.reference, None, &format!("{field}.ref"))
+                .await?;
+            parts.push((c.path.clone(), file));
+        }
+        // The components attach as USD references in a layer over the root, so
+        // USD's own composition (and its cycle detection) does the work.
+        let wrapper = std::env::temp_dir().join(format!(
+            "hanzo-twin-composed-{}.usda",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&wrapper, composed_layer(&root, &parts))
+            .map_err(|e| TwinError::Storage(format!("cannot write {}: {e}", wrapper.display())))?;
+        let scene = (self.scene_reader)(wrapper.clone()).await;
+        let _ = std::fs::remove_file(&wrapper);
+        // Errors name the composition, not the node's internal layer.
+        let scene = scene.map_err(|e| match TwinError::from(e) {
+            TwinError::Engine { kind, message, .. } => TwinError::Engine {
+                kind,
+                field: Some("scene.composition".into()),
+                message: message.replace(
+                    &wrapper.display().to_string(),
+                    "the composed scene (scene.uri with scene.composition)",
+                ),
+            },
+            other => other,
+        })?;
         Ok(Arc::new(scene))
     }
 
