@@ -544,3 +544,185 @@ async fn twins_compose_components_at_prim_paths() {
         );
     }
 }
+
+/// A unit cube as a USD Mesh (8 points, 6 quads), centred on its prim.
+const CUBE_MESH: &str = r#"point3f[] points = [(-0.5, -0.5, -0.5), (0.5, -0.5, -0.5), (0.5, 0.5, -0.5), (-0.5, 0.5, -0.5), (-0.5, -0.5, 0.5), (0.5, -0.5, 0.5), (0.5, 0.5, 0.5), (-0.5, 0.5, 0.5)]
+        int[] faceVertexCounts = [4, 4, 4, 4, 4, 4]
+        int[] faceVertexIndices = [0, 3, 2, 1, 4, 5, 6, 7, 0, 1, 5, 4, 1, 2, 6, 5, 2, 3, 7, 6, 3, 0, 4, 7]"#;
+
+fn validation_scene() -> String {
+    format!(
+        r#"#usda 1.0
+(
+    defaultPrim = "World"
+    metersPerUnit = 1
+    upAxis = "Z"
+)
+
+def Xform "World"
+{{
+    def PhysicsScene "PhysicsScene"
+    {{
+    }}
+
+    def Material "Rubber" (
+        prepend apiSchemas = ["PhysicsMaterialAPI"]
+    )
+    {{
+        float physics:staticFriction = 0.9
+        float physics:dynamicFriction = 0.6
+    }}
+
+    def Mesh "Floor" (
+        prepend apiSchemas = ["PhysicsCollisionAPI"]
+    )
+    {{
+        {CUBE_MESH}
+        double3 xformOp:translate = (0, 0, -0.5)
+        float3 xformOp:scale = (10, 10, 1)
+        uniform token[] xformOpOrder = ["xformOp:translate", "xformOp:scale"]
+    }}
+
+    def Mesh "Rock" (
+        prepend apiSchemas = ["PhysicsRigidBodyAPI", "PhysicsMassAPI", "PhysicsCollisionAPI"]
+    )
+    {{
+        {CUBE_MESH}
+        float physics:mass = 2
+        double3 xformOp:translate = (0, 0, 1)
+        float3 xformOp:scale = (0.4, 0.4, 0.4)
+        uniform token[] xformOpOrder = ["xformOp:translate", "xformOp:scale"]
+    }}
+
+    def Cube "Crate" (
+        prepend apiSchemas = ["PhysicsRigidBodyAPI", "PhysicsCollisionAPI", "MaterialBindingAPI"]
+    )
+    {{
+        rel material:binding:physics = </World/Rubber>
+        double size = 0.3
+        double3 xformOp:translate = (2, 0, 1)
+        uniform token[] xformOpOrder = ["xformOp:translate"]
+    }}
+
+    def Camera "Overview"
+    {{
+        double3 xformOp:translate = (0, -5, 2)
+        uniform token[] xformOpOrder = ["xformOp:translate"]
+    }}
+}}
+"#
+    )
+}
+
+const SPHERICAL: &str = r#"#usda 1.0
+(
+    defaultPrim = "World"
+)
+
+def Xform "World"
+{
+    def Cube "A" (
+        prepend apiSchemas = ["PhysicsRigidBodyAPI", "PhysicsCollisionAPI"]
+    )
+    {
+        double size = 0.2
+    }
+
+    def PhysicsSphericalJoint "Ball"
+    {
+        rel physics:body0 = </World/A>
+    }
+}
+"#;
+
+#[tokio::test]
+async fn validation_reports_each_prim_and_mesh_colliders_simulate() {
+    let node = TestNode::start().await;
+    let pkg = tempfile::tempdir().expect("tempdir");
+    std::fs::write(pkg.path().join("scene.usda"), validation_scene()).expect("write");
+    let (status, body) = upload(&node, "yard", "", tar_of_dir(pkg.path())).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, report) = node
+        .post("/v1/scenes/yard/validate", json!({ "engine": "rapier3d" }))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    let finding = |prim: &str, feature: &str| -> Value {
+        report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| f["prim"] == prim && f["feature"].as_str().unwrap_or("").starts_with(feature))
+            .cloned()
+            .unwrap_or_else(|| panic!("no finding {feature} for {prim} in {report}"))
+    };
+    assert_eq!(
+        finding("/World/Floor", "collider: triangle mesh")["support"],
+        "supported"
+    );
+    let rock = finding("/World/Rock", "collider: triangle mesh");
+    assert_eq!(rock["support"], "approximated");
+    assert!(
+        rock["note"].as_str().unwrap_or("").contains("convex hull"),
+        "{rock}"
+    );
+    assert_eq!(
+        finding("/World/Rock", "rigid body (dynamic)")["support"],
+        "supported"
+    );
+    let crate_ = finding("/World/Crate", "collider: box");
+    assert_eq!(crate_["support"], "approximated");
+    assert!(
+        crate_["note"].as_str().unwrap_or("").contains("friction"),
+        "{crate_}"
+    );
+    assert_eq!(
+        finding("/World/Overview", "camera")["support"],
+        "approximated"
+    );
+    assert_eq!(report["unsupported"], 0);
+    assert_eq!(report["approximated"], 3);
+
+    // The mesh-shaped rock falls and rests on the mesh floor.
+    let twin = "name: yard\nscene:\n  uri: scene://yard\nengine:\n  type: rapier3d\n  config:\n    step_hz: 240\n";
+    let (status, created) = node.post_raw("/v1/twins", "application/yaml", twin).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    node.step(&id, 480).await;
+    let (_, obs) = node
+        .get(&format!("/v1/twins/{id}/observation?path=/World/Rock"))
+        .await;
+    let z = obs["bodies"][0]["position"][2].as_f64().expect("z");
+    assert!((z - 0.2).abs() < 0.02, "the rock rests at z = {z}");
+
+    // Physics the scene model cannot represent: stored, reported, not runnable.
+    let pkg = tempfile::tempdir().expect("tempdir");
+    std::fs::write(pkg.path().join("scene.usda"), SPHERICAL).expect("write");
+    let (status, body) = upload(&node, "ball", "", tar_of_dir(pkg.path())).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["contents"]["unsupported"]["prim"], "/World/Ball");
+    let (_, report) = node
+        .post("/v1/scenes/ball/validate", json!({ "engine": "rapier3d" }))
+        .await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["unsupported"], 1);
+    assert_eq!(report["findings"][0]["prim"], "/World/Ball");
+    assert!(
+        report["findings"][0]["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("spherical"),
+        "{report}"
+    );
+    let twin = "name: ball\nscene:\n  uri: scene://ball\nengine:\n  type: rapier3d\n";
+    let (status, body) = node.post_raw("/v1/twins", "application/yaml", twin).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/World/Ball"),
+        "{body}"
+    );
+}

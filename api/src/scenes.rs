@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hanzo_twin_engines::EngineKind;
+use hanzo_twin_engines::findings::Finding;
 use serde::{Deserialize, Serialize};
 
 /// One file of a scene version.
@@ -31,6 +32,17 @@ pub struct SceneContents {
     pub bodies: usize,
     pub joints: usize,
     pub fingerprint: String,
+    /// Physics the scene model cannot represent (the first such prim): the
+    /// version is stored, but no engine here can run it until that changes;
+    /// validation reports it per engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<UnsupportedPrim>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnsupportedPrim {
+    pub prim: String,
+    pub message: String,
 }
 
 /// A stored, immutable scene version: its manifest.
@@ -59,7 +71,8 @@ pub struct SceneSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Whether a scene version loads into an engine, and what it became there.
+/// Whether a scene version loads into an engine, and what each prim became
+/// there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValidationReport {
     pub scene: String,
@@ -74,6 +87,12 @@ pub struct ValidationReport {
     /// Why it did not load, naming the prim or file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Every physics prim: supported, approximated (with how) or unsupported.
+    pub findings: Vec<Finding>,
+    /// How many findings of each kind.
+    pub supported: usize,
+    pub approximated: usize,
+    pub unsupported: usize,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -8,6 +8,7 @@
 //! Engines live in their own modules behind cargo features (`rapier` is the default).
 
 pub mod error;
+pub mod findings;
 pub mod recording;
 pub mod registry;
 pub mod scene;
@@ -38,6 +39,12 @@ pub trait Engine: Send + Sync {
         scene: &SceneModel,
         config: &EngineConfig,
     ) -> Result<Box<dyn Simulation>, EngineError>;
+
+    /// How this engine treats each prim of `scene`: simulated as authored,
+    /// approximated (and how), or not at all.
+    fn findings(&self, scene: &SceneModel) -> Vec<findings::Finding> {
+        findings::scene_findings(scene)
+    }
 }
 
 /// One loaded, running simulation instance. Owned by exactly one twin actor, so no

@@ -130,6 +130,44 @@ impl Engine for RapierEngine {
         }
     }
 
+    fn findings(&self, scene: &SceneModel) -> Vec<crate::findings::Finding> {
+        let mut out = crate::findings::scene_findings(scene);
+        for f in &mut out {
+            let collider = scene
+                .bodies
+                .iter()
+                .flat_map(|b| b.colliders.iter().map(move |c| (b, c)))
+                .find(|(_, c)| c.path == f.prim && f.feature.starts_with("collider"));
+            if let Some((body, c)) = collider {
+                let note = match &c.shape {
+                    Shape::TriMesh { .. } if body.kind == BodyKind::Dynamic => Some(
+                        "moving triangle meshes do not collide with each other in rapier3d; the convex hull is used",
+                    ),
+                    Shape::ConvexDecomposition { .. } => Some(
+                        "decomposed into convex parts by V-HACD, which approximates concave detail",
+                    ),
+                    _ => None,
+                };
+                let friction =
+                    (c.material.static_friction - c.material.dynamic_friction).abs() > 1e-12;
+                let mut f2 = f.clone();
+                if let Some(note) = note {
+                    f2 = f2.approximated(note);
+                } else if friction {
+                    f2 = f2.approximated(
+                        "rapier3d has one friction coefficient; the dynamic friction is used for static contact too",
+                    );
+                }
+                *f = f2;
+            } else if f.feature == "camera" {
+                *f = f
+                    .clone()
+                    .approximated("renders depth and instance-id images by ray casting; no color");
+            }
+        }
+        out
+    }
+
     fn load_scene(
         &self,
         scene: &SceneModel,
@@ -1012,7 +1050,8 @@ fn add_body(
         if matches!(collider.shape, Shape::Plane { .. }) && body.kind == BodyKind::Dynamic {
             return Err(prim_error(cpath, "a plane cannot belong to a dynamic body"));
         }
-        let (shape, local) = shape_and_pose(cpath, &collider.shape, &collider.local_pose)?;
+        let dynamic = body.kind == BodyKind::Dynamic;
+        let (shape, local) = shape_and_pose(cpath, &collider.shape, &collider.local_pose, dynamic)?;
         let m = &collider.material;
         let friction = non_negative(cpath, "dynamic_friction", m.dynamic_friction)?;
         let restitution = non_negative(cpath, "restitution", m.restitution)?;
@@ -1031,12 +1070,26 @@ fn add_body(
 }
 
 /// The rapier shape of a scene shape, and its pose in the body (turned for rapier's Y-axis
-/// capsules and cylinders).
+/// capsules and cylinders). Triangle meshes cannot collide with each other in
+/// rapier, so on a `dynamic` body one becomes its convex hull (reported as an
+/// approximation in the engine's findings).
 fn shape_and_pose(
     path: &str,
     shape: &Shape,
     local_pose: &ScenePose,
+    dynamic: bool,
 ) -> Result<(SharedShape, Pose), EngineError> {
+    let points = |vs: &[[f64; 3]]| -> Result<Vec<Vector>, EngineError> {
+        vs.iter().map(|v| finite3(path, *v).map(to_vec)).collect()
+    };
+    let hull = |vs: &[[f64; 3]]| -> Result<SharedShape, EngineError> {
+        SharedShape::convex_hull(&points(vs)?).ok_or_else(|| {
+            prim_error(
+                path,
+                "the mesh's points are degenerate (flat or too few) and have no convex hull",
+            )
+        })
+    };
     let positive = |field: &str, v: f64| -> Result<Real, EngineError> {
         let r = finite(path, field, v)?;
         if r > 0.0 {
@@ -1087,6 +1140,23 @@ fn shape_and_pose(
                 None,
             )
         }
+        Shape::TriMesh { vertices, .. } if dynamic => (hull(vertices)?, None),
+        Shape::TriMesh {
+            vertices,
+            triangles,
+        } => (
+            SharedShape::trimesh(points(vertices)?, triangles.clone())
+                .map_err(|e| prim_error(path, &format!("not a usable triangle mesh: {e}")))?,
+            None,
+        ),
+        Shape::ConvexHull { points } => (hull(points)?, None),
+        Shape::ConvexDecomposition {
+            vertices,
+            triangles,
+        } => (
+            SharedShape::convex_decomposition(&points(vertices)?, triangles),
+            None,
+        ),
     };
     let q = unit_quat(path, local_pose.rotation)?;
     let q = match along_y {
@@ -1108,7 +1178,7 @@ fn mass_properties(body: &crate::scene::Body) -> Result<MassProperties, EngineEr
     let mut total = MassProperties::default();
     for collider in &body.colliders {
         let cpath = collider.path.as_str();
-        let (shape, local) = shape_and_pose(cpath, &collider.shape, &collider.local_pose)?;
+        let (shape, local) = shape_and_pose(cpath, &collider.shape, &collider.local_pose, true)?;
         let mut props = match (collider.mass, collider.density) {
             (Some(mass), _) => {
                 let mass = positive_f64(cpath, "mass", mass)?;

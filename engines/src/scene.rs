@@ -75,6 +75,22 @@ pub enum Shape {
     Plane {
         axis: Axis,
     },
+    /// A triangle mesh (USD `Mesh` with no approximation), vertices already
+    /// scaled. Engines without moving triangle meshes use its convex hull on
+    /// dynamic bodies, and say so in their validation findings.
+    TriMesh {
+        vertices: Vec<[f64; 3]>,
+        triangles: Vec<[u32; 3]>,
+    },
+    /// The convex hull of these points (`convexHull`, `boundingCube`).
+    ConvexHull {
+        points: Vec<[f64; 3]>,
+    },
+    /// A mesh split into convex parts (`convexDecomposition`).
+    ConvexDecomposition {
+        vertices: Vec<[f64; 3]>,
+        triangles: Vec<[u32; 3]>,
+    },
 }
 
 /// Surface properties of a collider.

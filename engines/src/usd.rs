@@ -9,8 +9,9 @@
 //! - the first `PhysicsScene`: gravity direction and magnitude, with USD's defaults;
 //! - `PhysicsRigidBodyAPI` prims: kind (dynamic, kinematic, disabled = static), world
 //!   pose from the composed `xformOp`s, initial velocities, `PhysicsMassAPI`;
-//! - `PhysicsCollisionAPI` prims on `Cube`, `Sphere`, `Capsule`, `Cylinder` and
-//!   `Plane`, scaled by their world scale, owned by the nearest rigid-body
+//! - `PhysicsCollisionAPI` prims on `Cube`, `Sphere`, `Capsule`, `Cylinder`,
+//!   `Plane` and `Mesh` (with `physics:approximation` none, convexHull,
+//!   convexDecomposition, boundingCube or meshSimplification), scaled by their world scale, owned by the nearest rigid-body
 //!   ancestor-or-self (or made their own static body), with the physics material
 //!   bound through `material:binding:physics` or `material:binding`;
 //! - revolute, prismatic and fixed joints with limits and `PhysicsDriveAPI` drives
@@ -18,7 +19,7 @@
 //! - `Camera` prims.
 //!
 //! What the scene model cannot represent and would change the physics if dropped
-//! (spherical, distance and generic D6 joints, mesh colliders, acceleration drives,
+//! (spherical, distance and generic D6 joints, bounding-sphere or SDF mesh approximations, acceleration drives,
 //! collision filtering, breakable joints, …) is an [`EngineError::ScenePrim`] naming
 //! the prim, never silently ignored. Values are read at the default time, or at the
 //! earliest time sample when an attribute is only time-sampled.
@@ -925,15 +926,124 @@ impl Reader {
             "Plane" => Ok(Shape::Plane {
                 axis: self.shape_axis(path)?,
             }),
-            "Mesh" => Err(self.prim_err(
-                path,
-                "Mesh colliders are not supported yet; use Cube, Sphere, Capsule, Cylinder or Plane",
-            )),
+            "Mesh" => self.mesh_shape(path, d),
             other => Err(self.prim_err(
                 path,
                 format!(
                     "a {} prim cannot be a collider; supported shapes are Cube, Sphere, Capsule, Cylinder and Plane",
                     if other.is_empty() { "typeless" } else { other }
+                ),
+            )),
+        }
+    }
+
+    /// A `Mesh` collider, shaped by `physics:approximation`
+    /// (PhysicsMeshCollisionAPI): `none` (the default) is the triangle mesh;
+    /// `convexHull`, `convexDecomposition` and `boundingCube` are kept as such.
+    fn mesh_shape(&self, path: &sdf::Path, d: &Decomposed) -> Result<Shape, EngineError> {
+        let points = self
+            .typed(path, "points", "a point array", values::vec3_array)?
+            .ok_or_else(|| self.prim_err(path, "a Mesh collider has no points"))?;
+        let counts = self
+            .typed(path, "faceVertexCounts", "an int array", values::int_array)?
+            .unwrap_or_default();
+        let indices = self
+            .typed(path, "faceVertexIndices", "an int array", values::int_array)?
+            .unwrap_or_default();
+        let mpu = self.meters_per_unit;
+        let mut vertices = Vec::with_capacity(points.len());
+        for p in &points {
+            let v = [
+                p[0] * d.scale[0] * mpu,
+                p[1] * d.scale[1] * mpu,
+                p[2] * d.scale[2] * mpu,
+            ];
+            vertices.push(self.finite3(path, "points", v)?);
+        }
+        // Faces become triangle fans; every index must name a point.
+        let mut triangles = Vec::new();
+        let mut at = 0usize;
+        for &n in &counts {
+            let n = usize::try_from(n).ok().filter(|n| *n >= 3).ok_or_else(|| {
+                self.prim_err(
+                    path,
+                    format!("faceVertexCounts holds {n}; faces need 3 or more vertices"),
+                )
+            })?;
+            let face = indices.get(at..at + n).ok_or_else(|| {
+                self.prim_err(
+                    path,
+                    "faceVertexIndices is shorter than faceVertexCounts says",
+                )
+            })?;
+            let mut idx = Vec::with_capacity(n);
+            for &i in face {
+                let i = u32::try_from(i)
+                    .ok()
+                    .filter(|i| (*i as usize) < vertices.len())
+                    .ok_or_else(|| {
+                        self.prim_err(
+                            path,
+                            format!(
+                                "faceVertexIndices names point {i}, but there are {}",
+                                vertices.len()
+                            ),
+                        )
+                    })?;
+                idx.push(i);
+            }
+            for k in 1..n - 1 {
+                triangles.push([idx[0], idx[k], idx[k + 1]]);
+            }
+            at += n;
+        }
+        let approximation = self
+            .token_attr(path, "physics:approximation")?
+            .unwrap_or_else(|| "none".into());
+        match approximation.as_str() {
+            "none" | "meshSimplification" => {
+                if triangles.is_empty() {
+                    return Err(self.prim_err(path, "a triangle-mesh collider has no faces"));
+                }
+                Ok(Shape::TriMesh {
+                    vertices,
+                    triangles,
+                })
+            }
+            "convexHull" => Ok(Shape::ConvexHull { points: vertices }),
+            "convexDecomposition" => {
+                if triangles.is_empty() {
+                    return Err(self.prim_err(path, "convexDecomposition needs the mesh's faces"));
+                }
+                Ok(Shape::ConvexDecomposition {
+                    vertices,
+                    triangles,
+                })
+            }
+            "boundingCube" => {
+                let mut lo = [f64::INFINITY; 3];
+                let mut hi = [f64::NEG_INFINITY; 3];
+                for v in &vertices {
+                    for k in 0..3 {
+                        lo[k] = lo[k].min(v[k]);
+                        hi[k] = hi[k].max(v[k]);
+                    }
+                }
+                let points = (0..8)
+                    .map(|c| {
+                        [
+                            if c & 1 == 0 { lo[0] } else { hi[0] },
+                            if c & 2 == 0 { lo[1] } else { hi[1] },
+                            if c & 4 == 0 { lo[2] } else { hi[2] },
+                        ]
+                    })
+                    .collect();
+                Ok(Shape::ConvexHull { points })
+            }
+            other => Err(self.prim_err(
+                path,
+                format!(
+                    "mesh approximation `{other}` is not supported (use none, convexHull, convexDecomposition, boundingCube or meshSimplification)"
                 ),
             )),
         }

@@ -12,9 +12,10 @@
 use hanzo_twin_actors::{Name, SceneFetcher, SceneReader, TwinError};
 use hanzo_twin_api::scenes::{
     SceneCatalog, SceneContents, SceneError, SceneFile, SceneSummary, SceneVersion,
-    ValidationReport,
+    UnsupportedPrim, ValidationReport,
 };
-use hanzo_twin_engines::{EngineConfig, EngineKind, EngineRegistry};
+use hanzo_twin_engines::findings::{Finding, Support};
+use hanzo_twin_engines::{EngineConfig, EngineError, EngineKind, EngineRegistry};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
@@ -351,6 +352,10 @@ impl SceneCatalog for SceneLibrary {
             bodies: manifest.contents.bodies,
             joints: manifest.contents.joints,
             error: None,
+            findings: Vec::new(),
+            supported: 0,
+            approximated: 0,
+            unsupported: 0,
         };
         let engine_impl = match self.engines.get(engine) {
             Ok(e) => e,
@@ -361,16 +366,41 @@ impl SceneCatalog for SceneLibrary {
         };
         report.available = true;
         let dir = self.materialize(&manifest).await?;
-        let outcome = match (self.reader)(dir.join(&manifest.root)).await {
-            Ok(scene) => engine_impl
-                .load_scene(&scene, &EngineConfig::default())
-                .and_then(|mut sim| sim.step()),
-            Err(e) => Err(e),
+        let unsupported = |prim: &str, message: String| Finding {
+            prim: prim.to_string(),
+            feature: "scene".into(),
+            support: Support::Unsupported,
+            note: Some(message),
         };
-        match outcome {
-            Ok(()) => report.ok = true,
-            Err(e) => report.error = Some(e.to_string()),
+        match (self.reader)(dir.join(&manifest.root)).await {
+            Ok(scene) => {
+                report.findings = engine_impl.findings(&scene);
+                let loaded = engine_impl
+                    .load_scene(&scene, &EngineConfig::default())
+                    .and_then(|mut sim| sim.step());
+                if let Err(e) = loaded {
+                    let prim = match &e {
+                        EngineError::ScenePrim { prim, .. } => prim.clone(),
+                        _ => manifest.root.clone(),
+                    };
+                    report.findings.push(unsupported(&prim, e.to_string()));
+                    report.error = Some(e.to_string());
+                }
+            }
+            Err(e) => {
+                let prim = match &e {
+                    EngineError::ScenePrim { prim, .. } => prim.clone(),
+                    _ => manifest.root.clone(),
+                };
+                report.findings.push(unsupported(&prim, e.to_string()));
+                report.error = Some(e.to_string());
+            }
         }
+        let count = |s: Support| report.findings.iter().filter(|f| f.support == s).count();
+        report.supported = count(Support::Supported);
+        report.approximated = count(Support::Approximated);
+        report.unsupported = count(Support::Unsupported);
+        report.ok = report.error.is_none() && report.unsupported == 0;
         Ok(report)
     }
 
@@ -446,10 +476,29 @@ impl SceneLibrary {
         };
         // The whole package must read: a missing reference or a bad prim is an
         // error naming the file, and nothing is stored.
-        let scene = (self.reader)(scratch.join(&root)).await.map_err(|e| {
-            let scratch = scratch.display().to_string();
-            invalid("archive", e.to_string().replace(&format!("{scratch}/"), ""))
-        })?;
+        // A package that does not parse or compose is refused; physics the
+        // scene model cannot represent is stored and reported by validation.
+        let scratch_prefix = format!("{}/", scratch.display());
+        let contents = match (self.reader)(scratch.join(&root)).await {
+            Ok(scene) => SceneContents {
+                bodies: scene.bodies.len(),
+                joints: scene.joints.len(),
+                fingerprint: format!("{:016x}", scene.fingerprint()),
+                unsupported: None,
+            },
+            Err(EngineError::ScenePrim { prim, message }) => SceneContents {
+                bodies: 0,
+                joints: 0,
+                fingerprint: String::new(),
+                unsupported: Some(UnsupportedPrim { prim, message }),
+            },
+            Err(e) => {
+                return Err(invalid(
+                    "archive",
+                    e.to_string().replace(&scratch_prefix, ""),
+                ));
+            }
+        };
         let upload_id = uuid::Uuid::new_v4().simple().to_string();
         let storage_prefix = format!("{org}/{name}/files/{upload_id}");
         let mut manifest_files = Vec::new();
@@ -480,11 +529,7 @@ impl SceneLibrary {
                 size_bytes,
                 uploaded_at: chrono::Utc::now(),
                 uploaded_by: uploaded_by.to_string(),
-                contents: SceneContents {
-                    bodies: scene.bodies.len(),
-                    joints: scene.joints.len(),
-                    fingerprint: format!("{:016x}", scene.fingerprint()),
-                },
+                contents: contents.clone(),
                 storage_prefix: storage_prefix.clone(),
             })
             .await

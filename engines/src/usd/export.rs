@@ -110,6 +110,37 @@ fn shapes(out: &mut String, indent: &str, scene: &SceneModel, body_path: &str) {
             ),
             // Infinite planes have no finite geometry to show.
             Shape::Plane { .. } => continue,
+            Shape::TriMesh {
+                vertices,
+                triangles,
+            }
+            | Shape::ConvexDecomposition {
+                vertices,
+                triangles,
+            } => (
+                "Mesh",
+                format!(
+                    "point3f[] points = [{}]\n{indent}    int[] faceVertexCounts = [{}]\n{indent}    int[] faceVertexIndices = [{}]",
+                    vertices
+                        .iter()
+                        .map(|v| v3(*v))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    vec!["3"; triangles.len()].join(", "),
+                    triangles
+                        .iter()
+                        .map(|t| format!("{}, {}, {}", t[0], t[1], t[2]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Shape::ConvexHull { points } => (
+                "Points",
+                format!(
+                    "point3f[] points = [{}]",
+                    points.iter().map(|v| v3(*v)).collect::<Vec<_>>().join(", ")
+                ),
+            ),
         };
         let _ = writeln!(out, "{indent}def {kind} \"collider_{i}\"");
         let _ = writeln!(out, "{indent}{{");

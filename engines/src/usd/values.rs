@@ -69,6 +69,28 @@ pub(crate) fn quat_xyzw(v: &Value) -> Option<[f64; 4]> {
     })
 }
 
+/// A point array (mesh vertices). Precision beyond f32 is irrelevant here, so
+/// floats are widened directly.
+pub(crate) fn vec3_array(v: &Value) -> Option<Vec<[f64; 3]>> {
+    Some(match v {
+        Value::Vec3fVec(a) => a
+            .iter()
+            .map(|p| [f64::from(p.x), f64::from(p.y), f64::from(p.z)])
+            .collect(),
+        Value::Vec3dVec(a) => a.iter().map(|p| [p.x, p.y, p.z]).collect(),
+        _ => return None,
+    })
+}
+
+pub(crate) fn int_array(v: &Value) -> Option<Vec<i64>> {
+    Some(match v {
+        Value::IntVec(a) => a.iter().map(|i| i64::from(*i)).collect(),
+        Value::UintVec(a) => a.iter().map(|i| i64::from(*i)).collect(),
+        Value::Int64Vec(a) => a.clone(),
+        _ => return None,
+    })
+}
+
 pub(crate) fn token(v: &Value) -> Option<&str> {
     match v {
         Value::Token(t) => Some(t.as_str()),

@@ -1,0 +1,97 @@
+//! Validation findings: for every prim of a scene, whether an engine simulates
+//! it as authored, approximates it, or cannot simulate it.
+
+use crate::scene::{BodyKind, JointKind, SceneModel, Shape};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Support {
+    Supported,
+    /// Simulated, but not exactly as authored; `note` says how.
+    Approximated,
+    /// Cannot be simulated; the scene does not load on this engine.
+    Unsupported,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub prim: String,
+    /// What was found, e.g. `rigid body (dynamic)`, `collider: triangle mesh`.
+    pub feature: String,
+    pub support: Support,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Finding {
+    pub fn supported(prim: &str, feature: impl Into<String>) -> Finding {
+        Finding {
+            prim: prim.to_string(),
+            feature: feature.into(),
+            support: Support::Supported,
+            note: None,
+        }
+    }
+
+    pub fn approximated(mut self, note: impl Into<String>) -> Finding {
+        self.support = Support::Approximated;
+        self.note = Some(note.into());
+        self
+    }
+}
+
+pub fn shape_name(shape: &Shape) -> &'static str {
+    match shape {
+        Shape::Cuboid { .. } => "box",
+        Shape::Sphere { .. } => "sphere",
+        Shape::Capsule { .. } => "capsule",
+        Shape::Cylinder { .. } => "cylinder",
+        Shape::Plane { .. } => "plane",
+        Shape::TriMesh { .. } => "triangle mesh",
+        Shape::ConvexHull { .. } => "convex hull",
+        Shape::ConvexDecomposition { .. } => "convex decomposition",
+    }
+}
+
+/// Every physics prim of `scene` as a supported finding; engines then mark
+/// what they approximate.
+pub fn scene_findings(scene: &SceneModel) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for body in &scene.bodies {
+        let kind = match body.kind {
+            BodyKind::Dynamic => "dynamic",
+            BodyKind::Static => "static",
+            BodyKind::Kinematic => "kinematic",
+        };
+        out.push(Finding::supported(
+            &body.path,
+            format!("rigid body ({kind})"),
+        ));
+        for c in &body.colliders {
+            out.push(Finding::supported(
+                &c.path,
+                format!("collider: {}", shape_name(&c.shape)),
+            ));
+        }
+    }
+    for joint in &scene.joints {
+        let kind = match joint.kind {
+            JointKind::Revolute => "revolute",
+            JointKind::Prismatic => "prismatic",
+            JointKind::Fixed => "fixed",
+        };
+        let mut feature = format!("joint: {kind}");
+        if joint.limits.is_some() {
+            feature.push_str(", limits");
+        }
+        if joint.drive.is_some() {
+            feature.push_str(", drive");
+        }
+        out.push(Finding::supported(&joint.path, feature));
+    }
+    for camera in &scene.cameras {
+        out.push(Finding::supported(&camera.path, "camera"));
+    }
+    out
+}
