@@ -13,6 +13,7 @@ pub mod recording;
 pub mod registry;
 pub mod scene;
 pub mod types;
+pub mod urdf;
 pub mod usd;
 
 #[cfg(feature = "rapier")]

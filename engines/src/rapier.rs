@@ -76,9 +76,10 @@ use crate::{
 use rapier3d::math::{Pose, Real, Rotation, Vector};
 use rapier3d::parry::mass_properties::MassProperties;
 use rapier3d::prelude::{
-    CCDSolver, ColliderBuilder, ColliderHandle, CollisionPipeline, GenericJointBuilder,
-    ImpulseJointHandle, JointAxesMask, JointAxis, MotorModel, PhysicsPipeline, PhysicsWorld, Ray,
-    RigidBody, RigidBodyBuilder, RigidBodyHandle, SharedShape,
+    CCDSolver, ColliderBuilder, ColliderHandle, CollisionPipeline, GenericJointBuilder, Group,
+    ImpulseJointHandle, InteractionGroups, InteractionTestMode, JointAxesMask, JointAxis,
+    MotorModel, PhysicsPipeline, PhysicsWorld, Ray, RigidBody, RigidBodyBuilder, RigidBodyHandle,
+    SharedShape,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -305,13 +306,14 @@ impl RapierSimulation {
             world.integration_parameters.num_solver_iterations = iterations;
         }
 
+        let groups = GroupBits::new(scene)?;
         let mut bodies = Vec::with_capacity(scene.bodies.len());
         let mut body_index = HashMap::with_capacity(scene.bodies.len());
         for (index, body) in scene.bodies.iter().enumerate() {
             if body_index.insert(body.path.clone(), index).is_some() {
                 return Err(prim_error(&body.path, "duplicate body path"));
             }
-            let handle = add_body(&mut world, index, body)?;
+            let handle = add_body(&mut world, index, body, &groups)?;
             bodies.push(BodyEntry {
                 path: body.path.clone(),
                 kind: body.kind,
@@ -1026,10 +1028,73 @@ fn validate_config(config: &EngineConfig) -> Result<(u32, f64, Real, Option<usiz
     Ok((config.substeps, step_dt, substep_dt, iterations))
 }
 
+/// USD collision groups as rapier interaction groups: one bit per group, and
+/// the last bit for colliders in no group.
+struct GroupBits {
+    bit: HashMap<String, u32>,
+    groups: Vec<crate::scene::CollisionGroup>,
+}
+
+const UNGROUPED: u32 = 1 << 31;
+
+impl GroupBits {
+    fn new(scene: &SceneModel) -> Result<GroupBits, EngineError> {
+        if scene.collision_groups.len() > 31 {
+            return Err(EngineError::Unsupported {
+                feature: format!(
+                    "{} collision groups (rapier3d filters at most 31)",
+                    scene.collision_groups.len()
+                ),
+                engine: EngineKind::Rapier3d,
+            });
+        }
+        let bit = scene
+            .collision_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.path.clone(), 1u32 << i))
+            .collect();
+        Ok(GroupBits {
+            bit,
+            groups: scene.collision_groups.clone(),
+        })
+    }
+
+    fn bits(&self, paths: &[String]) -> u32 {
+        paths
+            .iter()
+            .filter_map(|p| self.bit.get(p))
+            .fold(0, |a, b| a | b)
+    }
+
+    /// Memberships and filter of a collider in `member_of`.
+    fn interaction(&self, member_of: &[String]) -> InteractionGroups {
+        let memberships = match self.bits(member_of) {
+            0 => UNGROUPED,
+            m => m,
+        };
+        let mut filter = u32::MAX;
+        for g in self.groups.iter().filter(|g| member_of.contains(&g.path)) {
+            let listed = self.bits(&g.filtered);
+            if g.invert {
+                filter &= listed;
+            } else {
+                filter &= !listed;
+            }
+        }
+        InteractionGroups::new(
+            Group::from_bits_retain(memberships),
+            Group::from_bits_retain(filter),
+            InteractionTestMode::And,
+        )
+    }
+}
+
 fn add_body(
     world: &mut PhysicsWorld,
     index: usize,
     body: &crate::scene::Body,
+    groups: &GroupBits,
 ) -> Result<RigidBodyHandle, EngineError> {
     let path = body.path.as_str();
     let pose = pose(path, &body.pose)?;
@@ -1061,6 +1126,7 @@ fn add_body(
             .restitution(restitution)
             // Mass properties are given to the body (see `mass_properties`).
             .density(0.0)
+            .collision_groups(groups.interaction(&collider.groups))
             .user_data(index as u128);
         world
             .colliders

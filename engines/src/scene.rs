@@ -50,6 +50,15 @@ impl Axis {
     }
 }
 
+/// A `PhysicsCollisionGroup`: its colliders do not collide with colliders of
+/// the groups it filters (or, inverted, collide only with those).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollisionGroup {
+    pub path: String,
+    pub filtered: Vec<String>,
+    pub invert: bool,
+}
+
 /// Collision geometry, in the collider's local frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Shape {
@@ -123,6 +132,11 @@ pub struct Collider {
     /// the collider prim, or its density times volume).
     pub mass: Option<f64>,
     pub density: Option<f64>,
+    /// Paths of the collision groups this collider belongs to. (No
+    /// `skip_serializing_if`: the model travels as bincode, which is not
+    /// self-describing.)
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +235,9 @@ pub struct SceneModel {
     pub bodies: Vec<Body>,
     pub joints: Vec<Joint>,
     pub cameras: Vec<Camera>,
+    /// USD collision groups, for filtering which colliders touch.
+    #[serde(default)]
+    pub collision_groups: Vec<CollisionGroup>,
 }
 
 impl SceneModel {

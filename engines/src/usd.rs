@@ -39,8 +39,8 @@ use openusd::usd::{Prim, PrimPredicate, SchemaBase, SchemaKind, Stage, TimeCode}
 
 use crate::EngineError;
 use crate::scene::{
-    Axis, Body, BodyKind, Camera, Collider, Drive, Joint, JointKind, MassProperties, Material,
-    Pose, SceneModel, Shape,
+    Axis, Body, BodyKind, Camera, Collider, CollisionGroup, Drive, Joint, JointKind,
+    MassProperties, Material, Pose, SceneModel, Shape,
 };
 use math::Decomposed;
 
@@ -365,6 +365,7 @@ impl Reader {
                 joints.push(joint);
             }
         }
+        let collision_groups = self.collision_groups(&mut bodies)?;
 
         Ok(SceneModel {
             source: self.file.clone(),
@@ -373,7 +374,49 @@ impl Reader {
             bodies,
             joints,
             cameras,
+            collision_groups,
         })
+    }
+
+    /// `PhysicsCollisionGroup`s and their members: the colliders at or below the
+    /// prims of `collection:colliders:includes`, less those at or below
+    /// `collection:colliders:excludes`.
+    fn collision_groups(&self, bodies: &mut [Body]) -> Result<Vec<CollisionGroup>, EngineError> {
+        let mut groups = Vec::new();
+        for info in self
+            .prims
+            .iter()
+            .filter(|p| p.type_name == "PhysicsCollisionGroup")
+        {
+            let path = &info.path;
+            let includes = self.targets(path, "collection:colliders:includes")?;
+            let excludes = self.targets(path, "collection:colliders:excludes")?;
+            let under = |collider: &str, roots: &[sdf::Path]| {
+                roots.iter().any(|r| {
+                    let r = r.as_str();
+                    collider == r || collider.starts_with(&format!("{}/", r.trim_end_matches('/')))
+                })
+            };
+            for body in bodies.iter_mut() {
+                for c in &mut body.colliders {
+                    if under(&c.path, &includes) && !under(&c.path, &excludes) {
+                        c.groups.push(path.as_str().to_string());
+                    }
+                }
+            }
+            groups.push(CollisionGroup {
+                path: path.as_str().to_string(),
+                filtered: self
+                    .targets(path, "physics:filteredGroups")?
+                    .iter()
+                    .map(|p| p.as_str().to_string())
+                    .collect(),
+                invert: self
+                    .bool_attr(path, "physics:invertFilteredGroups")?
+                    .unwrap_or(false),
+            });
+        }
+        Ok(groups)
     }
 
     // ----- errors -------------------------------------------------------------
@@ -410,14 +453,8 @@ impl Reader {
                     format!("joint type {t} is not supported (only revolute, prismatic and fixed joints)"),
                 ));
             }
-            "PhysicsCollisionGroup" => {
-                let filters = self.targets(path, "physics:filteredGroups")?;
-                let inverted = self
-                    .bool_attr(path, "physics:invertFilteredGroups")?
-                    .unwrap_or(false);
-                if !filters.is_empty() || inverted {
-                    return Err(self.prim_err(path, "collision group filtering is not supported"));
-                }
+            "PhysicsCollisionGroup" if self.token_attr(path, "physics:mergeGroup")?.is_some() => {
+                return Err(self.prim_err(path, "merged collision groups are not supported"));
             }
             _ => {}
         }
@@ -786,6 +823,7 @@ impl Reader {
             (self.mass_attr(&path)?, self.density_attr(&path)?)
         };
         Ok(Some(Collider {
+            groups: Vec::new(),
             path: path.as_str().to_string(),
             shape,
             local_pose,

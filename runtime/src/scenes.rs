@@ -47,6 +47,10 @@ fn invalid(field: &str, message: impl Into<String>) -> SceneError {
     }
 }
 
+fn is_urdf(path: &str) -> bool {
+    path.to_ascii_lowercase().ends_with(".urdf")
+}
+
 fn is_usd(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
     lower.ends_with(".usda") || lower.ends_with(".usdc") || lower.ends_with(".usd")
@@ -438,6 +442,7 @@ impl SceneLibrary {
         let files = tokio::task::spawn_blocking(move || Self::unpack(&archive, &dir))
             .await
             .map_err(storage)??;
+        let is_root_file = |p: &str| is_usd(p) || is_urdf(p);
         let root = match root {
             Some(r) => {
                 let r = package_path(Path::new(r)).ok_or_else(|| {
@@ -446,8 +451,8 @@ impl SceneLibrary {
                 if !files.iter().any(|(p, _)| *p == r) {
                     return Err(invalid("root", format!("the archive has no file `{r}`")));
                 }
-                if !is_usd(&r) {
-                    return Err(invalid("root", format!("`{r}` is not a USD file")));
+                if !is_root_file(&r) {
+                    return Err(invalid("root", format!("`{r}` is not a USD or URDF file")));
                 }
                 r
             }
@@ -455,7 +460,7 @@ impl SceneLibrary {
                 let top: Vec<&String> = files
                     .iter()
                     .map(|(p, _)| p)
-                    .filter(|p| !p.contains('/') && is_usd(p))
+                    .filter(|p| !p.contains('/') && is_root_file(p))
                     .collect();
                 match top.as_slice() {
                     [one] => (*one).clone(),
@@ -474,8 +479,42 @@ impl SceneLibrary {
                 }
             }
         };
-        // The whole package must read: a missing reference or a bad prim is an
-        // error naming the file, and nothing is stored.
+        let mut files = files;
+        // A robot description becomes a USD stage beside it, which is the root.
+        let root = if is_urdf(&root) {
+            let source = scratch.join(&root);
+            let converted = tokio::task::spawn_blocking(move || {
+                hanzo_twin_engines::urdf::urdf_to_usda(&source, &Default::default())
+            })
+            .await
+            .map_err(|e| invalid("archive", format!("the URDF converter failed: {e}")))?
+            .map_err(|e| {
+                invalid(
+                    "archive",
+                    e.to_string()
+                        .replace(&format!("{}/", scratch.display()), ""),
+                )
+            })?;
+            let usd = format!(
+                "{}.usda",
+                root.trim_end_matches(".urdf").trim_end_matches(".URDF")
+            );
+            if files.iter().any(|(p, _)| *p == usd) {
+                return Err(invalid(
+                    "root",
+                    format!("the archive already has `{usd}`, where the converted URDF would go"),
+                ));
+            }
+            let target = scratch.join(&usd);
+            tokio::fs::write(&target, converted)
+                .await
+                .map_err(storage)?;
+            files.push((usd.clone(), target));
+            files.sort();
+            usd
+        } else {
+            root
+        };
         // A package that does not parse or compose is refused; physics the
         // scene model cannot represent is stored and reported by validation.
         let scratch_prefix = format!("{}/", scratch.display());

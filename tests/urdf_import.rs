@@ -1,0 +1,302 @@
+//! URDF import on the real robots pybullet ships (pybullet_data): each converts
+//! to USD, pxr reads the USD and sees the joints, limits and masses pybullet
+//! reads from the URDF, and the result simulates like any scene.
+
+mod common;
+
+use common::{TestNode, repo};
+use hanzo_twin::engines::urdf::{UrdfOptions, urdf_to_usda};
+use hanzo_twin::engines::{Engine, EngineConfig, rapier::RapierEngine, usd};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Python with usd-core and pybullet (scripts/test.sh installs both).
+fn python() -> Option<PathBuf> {
+    let p = match std::env::var("HANZO_TWIN_TEST_PYTHON") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => repo().join(".venv/bin/python"),
+    };
+    let ok = Command::new(&p)
+        .args(["-c", "import pxr, pybullet"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(p)
+}
+
+fn run_json(python: &Path, script: &str, args: &[&Path]) -> Value {
+    let out = Command::new(python)
+        .arg(repo().join("tests/peers").join(script))
+        .args(args)
+        .output()
+        .expect("run peer");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // pybullet prints a banner line before the JSON.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text.find('{').expect("JSON on stdout");
+    serde_json::from_str(&text[start..]).expect("JSON")
+}
+
+fn data_path(python: &Path) -> PathBuf {
+    let out = Command::new(python)
+        .arg(repo().join("tests/peers/urdf_reference.py"))
+        .arg("--data-path")
+        .output()
+        .expect("run peer");
+    let text = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(text.lines().last().expect("a path").trim())
+}
+
+fn ident(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    {
+        s
+    } else {
+        format!("_{s}")
+    }
+}
+
+const ROBOTS: [&str; 4] = [
+    "kuka_iiwa/model.urdf",
+    "franka_panda/panda.urdf",
+    "r2d2.urdf",
+    "a1/a1.urdf",
+];
+
+#[test]
+fn pybullet_robots_convert_and_pxr_agrees_with_pybullet() {
+    let Some(python) = python() else {
+        eprintln!(
+            "\n*** SKIPPED pybullet_robots_convert_and_pxr_agrees_with_pybullet: no Python with usd-core and pybullet. \
+             Run scripts/test.sh, which installs them into ./.venv. ***\n"
+        );
+        return;
+    };
+    let data = data_path(&python);
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let urdfs: Vec<PathBuf> = ROBOTS.iter().map(|r| data.join(r)).collect();
+    let reference = run_json(
+        &python,
+        "urdf_reference.py",
+        &urdfs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+    );
+    for urdf in &urdfs {
+        let key = urdf.to_str().expect("utf-8");
+        let usda =
+            urdf_to_usda(urdf, &UrdfOptions::default()).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let stem = urdf.file_stem().and_then(|s| s.to_str()).expect("stem");
+        let usd_path = out_dir.path().join(format!("{stem}.usda"));
+        std::fs::write(&usd_path, &usda).expect("write");
+
+        // pxr's UsdPhysics parser against pybullet's URDF parser.
+        let pxr = run_json(
+            &python,
+            "usd_physics_summary.py",
+            &[Path::new("--json"), &usd_path],
+        );
+        let pxr = &pxr[usd_path.to_str().expect("utf-8")];
+        let want = &reference[key];
+        let robot = {
+            let any_body = pxr["bodies"]
+                .as_object()
+                .expect("bodies")
+                .keys()
+                .next()
+                .expect("a body");
+            any_body.split('/').nth(1).expect("robot prim").to_string()
+        };
+        let joints = want["joints"].as_object().expect("joints");
+        // pybullet reports continuous joints as revolute, and keeps limits a
+        // URDF gives them; the URDF spec says continuous joints have none.
+        let urdf_text = std::fs::read_to_string(urdf).expect("urdf");
+        let continuous =
+            |name: &str| urdf_text.contains(&format!("name=\"{name}\" type=\"continuous\""));
+        assert!(!joints.is_empty(), "{key}: no joints");
+        for (name, j) in joints {
+            let path = format!("/{robot}/joints/{}", ident(name));
+            let got = &pxr["joints"][&path];
+            let expected_type = match j["type"].as_str() {
+                Some("revolute") => "RevoluteJoint",
+                Some("prismatic") => "PrismaticJoint",
+                Some("fixed") => "FixedJoint",
+                other => panic!("{key}: unexpected joint type {other:?}"),
+            };
+            assert_eq!(got["type"], expected_type, "{key} {name}: {got}");
+            assert_eq!(
+                got["body1"].as_str(),
+                Some(format!("/{robot}/{}", ident(j["child"].as_str().expect("child"))).as_str()),
+                "{key} {name}"
+            );
+            let (lo, hi) = (
+                j["lower"].as_f64().expect("lower"),
+                j["upper"].as_f64().expect("upper"),
+            );
+            if expected_type != "FixedJoint" && lo < hi && !continuous(name) {
+                let limits = got["limits"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{key} {name}: no limits in {got}"));
+                let (glo, ghi) = (
+                    limits[0].as_f64().expect("lo"),
+                    limits[1].as_f64().expect("hi"),
+                );
+                assert!(
+                    (glo - lo).abs() < 1e-5 && (ghi - hi).abs() < 1e-5,
+                    "{key} {name}: limits [{glo}, {ghi}] vs pybullet [{lo}, {hi}]"
+                );
+            } else if expected_type == "RevoluteJoint" {
+                assert!(
+                    got.get("limits").is_none(),
+                    "{key} {name}: continuous joint has limits {got}"
+                );
+            }
+        }
+        for (link, mass) in want["links"].as_object().expect("links") {
+            let mass = mass.as_f64().expect("mass");
+            let body = &pxr["bodies"][format!("/{robot}/{}", ident(link))];
+            assert!(body.is_object(), "{key}: no body for link {link}");
+            if mass > 0.0 {
+                let got = body["mass"]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{key} {link}: no mass"));
+                assert!(
+                    (got - mass).abs() <= 1e-6 * mass.max(1.0),
+                    "{key} {link}: mass {got} vs pybullet {mass}"
+                );
+            } else if link == want["base"].as_str().expect("base") {
+                // pybullet fixes a massless base to the world; so do we.
+                assert_eq!(body["kind"], "Static", "{key} {link}");
+            } else {
+                // A massless link (a frame for a tool or sensor) gets a token mass.
+                let got = body["mass"].as_f64().unwrap_or(0.0);
+                assert!(
+                    got > 0.0 && got <= 1.001e-3,
+                    "{key} {link}: token mass {got}"
+                );
+            }
+        }
+
+        // Our reader reads it and rapier3d runs it, steadily.
+        let scene = usd::load_scene(&usd_path).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(scene.joints.len(), joints.len(), "{key}");
+        let config = EngineConfig {
+            step_hz: 240.0,
+            ..Default::default()
+        };
+        let mut sim = RapierEngine
+            .load_scene(&scene, &config)
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        for _ in 0..240 {
+            sim.step().unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        let obs = sim.observation("/").expect("observation");
+        assert!(
+            obs.bodies
+                .iter()
+                .all(|b| b.position.iter().all(|v| v.is_finite())),
+            "{key}: the simulation blew up"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_urdf_package_uploads_as_a_usd_scene_and_runs() {
+    let Some(python) = python() else {
+        eprintln!(
+            "\n*** SKIPPED a_urdf_package_uploads_as_a_usd_scene_and_runs: no Python with pybullet (for pybullet_data). \
+             Run scripts/test.sh. ***\n"
+        );
+        return;
+    };
+    let data = data_path(&python);
+    let node = TestNode::start().await;
+    // The kuka folder: the URDF and its meshes (and files the URDF does not use).
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_path_with_name(data.join("kuka_iiwa/model.urdf"), "model.urdf")
+        .expect("add");
+    builder
+        .append_dir_all("meshes", data.join("kuka_iiwa/meshes"))
+        .expect("add");
+    let archive = builder.into_inner().expect("tar");
+    let r = node
+        .http
+        .post(node.url("/v1/scenes?name=iiwa&root=model.urdf"))
+        .header("content-type", "application/x-tar")
+        .body(archive)
+        .send()
+        .await
+        .expect("upload");
+    let (status, body) = common::status_json(r).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["root"], "model.usda");
+    assert_eq!(body["contents"]["joints"], 7);
+    let twin = "name: iiwa\nscene:\n  uri: scene://iiwa\nengine:\n  type: rapier3d\n  config:\n    step_hz: 240\n    substeps: 4\n    solver_iterations: 50\n";
+    let (status, created) = node.post_raw("/v1/twins", "application/yaml", twin).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    // URDF joints have no drives: each holds what it is commanded (undriven,
+    // uncommanded joints are passive). Joint 2 to 0.5 rad, the rest at 0.
+    for k in 1..=7 {
+        let target = if k == 2 { 0.5 } else { 0.0 };
+        node.command(
+            &id,
+            &format!("/lbr_iiwa/joints/lbr_iiwa_joint_{k}"),
+            "position",
+            target,
+        )
+        .await;
+    }
+    node.step(&id, 240).await;
+    let (_, obs) = node
+        .get(&format!(
+            "/v1/twins/{id}/observation?path=/lbr_iiwa/joints/lbr_iiwa_joint_2"
+        ))
+        .await;
+    let q = obs["joints"][0]["position"].as_f64().expect("position");
+    assert!(
+        (q - 0.5).abs() < 0.1,
+        "joint 2 should follow its command: {q}"
+    );
+
+    // A URDF whose mesh is missing stores nothing and names the mesh.
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_path_with_name(data.join("kuka_iiwa/model.urdf"), "model.urdf")
+        .expect("add");
+    let r = node
+        .http
+        .post(node.url("/v1/scenes?name=broken&root=model.urdf"))
+        .header("content-type", "application/x-tar")
+        .body(builder.into_inner().expect("tar"))
+        .send()
+        .await
+        .expect("upload");
+    let (status, body) = common::status_json(r).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("link_0.stl"),
+        "{body}"
+    );
+    let (status, _) = node.get("/v1/scenes/broken").await;
+    assert_eq!(status, 404);
+}
