@@ -274,3 +274,67 @@ async fn cli_uploads_validates_and_runs_library_scenes() {
     ok(&cli(&node, &["scene", "delete", "cell"]));
     assert!(ok(&cli(&node, &["scene", "list"])).contains("no scenes"));
 }
+
+#[test]
+fn cli_converts_urdf_and_names_what_it_cannot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let urdf = dir.path().join("pendulum.urdf");
+    std::fs::write(
+        &urdf,
+        r#"<robot name="pendulum">
+  <link name="base"/>
+  <link name="arm">
+    <inertial><origin xyz="0 0 -0.5"/><mass value="2"/><inertia ixx="0.2" iyy="0.2" izz="0.01" ixy="0" ixz="0" iyz="0"/></inertial>
+    <collision><origin xyz="0 0 -0.5"/><geometry><cylinder radius="0.05" length="1"/></geometry></collision>
+  </link>
+  <joint name="hinge" type="revolute">
+    <parent link="base"/><child link="arm"/><origin xyz="0 0 2"/><axis xyz="0 1 0"/>
+    <limit lower="-1.5" upper="1.5" effort="50" velocity="2"/>
+  </joint>
+</robot>"#,
+    )
+    .expect("write");
+    let out = dir.path().join("pendulum.usda");
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    let done = run(&[
+        "urdf-to-usd",
+        urdf.to_str().expect("path"),
+        "--out",
+        out.to_str().expect("path"),
+    ]);
+    assert!(done.status.success(), "{done:?}");
+    let scene = hanzo_twin::engines::usd::load_scene(&out).expect("the USD reads");
+    assert_eq!(scene.joints.len(), 1);
+    let hinge = &scene.joints[0];
+    assert_eq!(hinge.path, "/pendulum/joints/hinge");
+    let (lo, hi) = hinge.limits.expect("limits");
+    assert!(
+        (lo + 1.5).abs() < 1e-5 && (hi - 1.5).abs() < 1e-5,
+        "{lo} {hi}"
+    );
+    let arm = scene
+        .bodies
+        .iter()
+        .find(|b| b.path == "/pendulum/arm")
+        .expect("arm");
+    assert_eq!(arm.mass.mass, Some(2.0));
+
+    std::fs::write(&urdf, "<robot name=\"x\"><link name=\"${name}\"/></robot>").expect("write");
+    let failed = run(&[
+        "urdf-to-usd",
+        urdf.to_str().expect("path"),
+        "--out",
+        out.to_str().expect("path"),
+    ]);
+    assert_eq!(failed.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("pendulum.urdf") && err.contains("xacro"),
+        "{err}"
+    );
+}

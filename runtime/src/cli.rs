@@ -153,6 +153,19 @@ enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Convert a URDF robot description (with its STL/OBJ meshes) into a USD
+    /// scene, here, without a node.
+    UrdfToUsd {
+        urdf: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Fix the root link to the world even when it has a mass.
+        #[arg(long)]
+        fixed_base: bool,
+        /// Let the robot's links collide with each other.
+        #[arg(long)]
+        self_collision: bool,
+    },
     /// Write a twin's recorded run as a USD stage with time-sampled poses.
     Export {
         twin: String,
@@ -500,6 +513,22 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, twins } => serve(config, twins),
+        Command::UrdfToUsd {
+            urdf,
+            out,
+            fixed_base,
+            self_collision,
+        } => {
+            let options = hanzo_twin_engines::urdf::UrdfOptions {
+                fixed_base,
+                self_collision,
+            };
+            let usda = hanzo_twin_engines::urdf::urdf_to_usda(&urdf, &options)?;
+            std::fs::write(&out, usda)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
         Command::InternalReadScene { path } => {
             crate::scene_reader::child_main(&path).context("cannot write the scene to stdout")
         }
@@ -883,7 +912,7 @@ fn audit_table(v: &Value) -> String {
 
 async fn client_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { .. } | Command::InternalReadScene { .. } => {
+        Command::Serve { .. } | Command::InternalReadScene { .. } | Command::UrdfToUsd { .. } => {
             unreachable!("handled before")
         }
         Command::Create { config, client } => {
