@@ -111,30 +111,46 @@ impl TwinState {
         Ok(())
     }
 
-    /// Appends the poses of every body at the current step.
+    /// Appends the poses of every body at the current step. The body paths
+    /// are read once; each frame reuses the oldest frame's buffers once the
+    /// ring is full, so recording does not allocate in steady state.
     fn record(&mut self) {
         if self.record_capacity == 0 {
             return;
         }
-        let Ok(obs) = self.sim.observation("/") else {
-            return;
-        };
         if self.record_bodies.is_empty() {
+            let Ok(obs) = self.sim.observation("/") else {
+                return;
+            };
             self.record_bodies = obs.bodies.iter().map(|b| b.path.clone()).collect();
         }
+        let step = self.sim.step_count();
         // A restore can move the clock back: frames after it are a new history.
-        while self.frames.back().is_some_and(|f| f.step >= obs.step) {
+        while self.frames.back().is_some_and(|f| f.step >= step) {
             self.frames.pop_back();
         }
-        if self.frames.len() == self.record_capacity {
-            self.frames.pop_front();
+        let mut frame = if self.frames.len() >= self.record_capacity {
+            self.frames.pop_front()
+        } else {
+            None
         }
-        self.frames.push_back(RecordedFrame {
-            step: obs.step,
-            time: obs.time,
-            positions: obs.bodies.iter().map(|b| b.position).collect(),
-            orientations: obs.bodies.iter().map(|b| b.orientation).collect(),
+        .unwrap_or_else(|| RecordedFrame {
+            step: 0,
+            time: 0.0,
+            positions: Vec::with_capacity(self.record_bodies.len()),
+            orientations: Vec::with_capacity(self.record_bodies.len()),
         });
+        frame.step = step;
+        frame.time = self.sim.time();
+        frame.positions.clear();
+        frame.orientations.clear();
+        if self
+            .sim
+            .body_poses(&mut frame.positions, &mut frame.orientations)
+            .is_ok()
+        {
+            self.frames.push_back(frame);
+        }
     }
 
     fn count_steps(&self, n: u64) {

@@ -66,6 +66,21 @@ pub trait Simulation: Send {
     /// Reads the observation at `path`: a body, a joint, or the whole scene for `/`.
     fn observation(&self, path: &str) -> Result<Observation, EngineError>;
 
+    /// The poses of the bodies `observation("/")` lists, in its order, appended
+    /// to `positions` and `orientations` (`[x, y, z, w]`). Twins call it while
+    /// recording, so engines should answer it without allocating.
+    fn body_poses(
+        &self,
+        positions: &mut Vec<[f64; 3]>,
+        orientations: &mut Vec<[f64; 4]>,
+    ) -> Result<(), EngineError> {
+        for b in self.observation("/")?.bodies {
+            positions.push(b.position);
+            orientations.push(b.orientation);
+        }
+        Ok(())
+    }
+
     /// The complete simulation state, enough to continue exactly from here.
     fn state(&self) -> Result<SimState, EngineError>;
 

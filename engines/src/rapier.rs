@@ -718,6 +718,26 @@ impl Simulation for RapierSimulation {
         Ok(())
     }
 
+    fn body_poses(
+        &self,
+        positions: &mut Vec<[f64; 3]>,
+        orientations: &mut Vec<[f64; 4]>,
+    ) -> Result<(), EngineError> {
+        for entry in self
+            .layout
+            .bodies
+            .iter()
+            .filter(|e| e.kind != BodyKind::Static)
+        {
+            let rb = self.rigid_body(entry.handle)?;
+            let t = rb.translation();
+            let r = rb.rotation();
+            positions.push([t.x.into(), t.y.into(), t.z.into()]);
+            orientations.push([r.x.into(), r.y.into(), r.z.into(), r.w.into()]);
+        }
+        Ok(())
+    }
+
     fn observation(&self, path: &str) -> Result<Observation, EngineError> {
         let mut bodies = Vec::new();
         let mut joints = Vec::new();
