@@ -300,3 +300,66 @@ async fn a_urdf_package_uploads_as_a_usd_scene_and_runs() {
     let (status, _) = node.get("/v1/scenes/broken").await;
     assert_eq!(status, 404);
 }
+
+/// The same duck as COLLADA (centimetres, Y up) and as OBJ (Y up, no units):
+/// the DAE loader honours the file's unit and up axis, so its extents are the
+/// OBJ's, turned Y-up to Z-up.
+#[test]
+fn dae_meshes_load_in_their_units_and_up_axis() {
+    let Some(python) = python() else {
+        eprintln!(
+            "\n*** SKIPPED dae_meshes_load_in_their_units_and_up_axis: no Python with pybullet (for pybullet_data). \
+             Run scripts/test.sh. ***\n"
+        );
+        return;
+    };
+    let data = data_path(&python);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extents = |mesh: &str| -> [f64; 3] {
+        std::fs::copy(data.join(mesh), dir.path().join(mesh)).expect("copy mesh");
+        let urdf = dir.path().join(format!("{mesh}.urdf"));
+        std::fs::write(
+            &urdf,
+            format!(
+                "<robot name=\"duck\"><link name=\"body\"><inertial><mass value=\"0.1\"/><inertia ixx=\"1e-3\" iyy=\"1e-3\" izz=\"1e-3\" ixy=\"0\" ixz=\"0\" iyz=\"0\"/></inertial><collision><geometry><mesh filename=\"{mesh}\"/></geometry></collision></link></robot>"
+            ),
+        )
+        .expect("write");
+        let usd = dir.path().join(format!("{mesh}.usda"));
+        std::fs::write(
+            &usd,
+            urdf_to_usda(&urdf, &UrdfOptions::default()).expect("convert"),
+        )
+        .expect("write");
+        let scene = usd::load_scene(&usd).expect("read");
+        let hanzo_twin::engines::scene::Shape::ConvexHull { points } =
+            &scene.bodies[0].colliders[0].shape
+        else {
+            panic!("a mesh collider becomes its convex hull");
+        };
+        let mut out = [0.0; 3];
+        for (k, e) in out.iter_mut().enumerate() {
+            let lo = points.iter().map(|p| p[k]).fold(f64::INFINITY, f64::min);
+            let hi = points
+                .iter()
+                .map(|p| p[k])
+                .fold(f64::NEG_INFINITY, f64::max);
+            *e = hi - lo;
+        }
+        out
+    };
+    let dae = extents("duck.dae");
+    let obj = extents("duck.obj");
+    // OBJ's Y (up) is the DAE's Z after conversion; its Z is the DAE's Y.
+    let expected = [obj[0], obj[2], obj[1]];
+    for k in 0..3 {
+        assert!(
+            (dae[k] - expected[k]).abs() < 1e-3,
+            "DAE extents {dae:?} vs OBJ {obj:?} turned Z-up"
+        );
+    }
+    assert!(
+        dae[2] > 1.5 && dae[2] < 1.6,
+        "a 0.01 m unit applied: {dae:?}"
+    );
+}

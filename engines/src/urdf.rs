@@ -5,7 +5,7 @@
 //!   its inertial mass, centre of mass and inertia tensor (diagonalized into
 //!   `diagonalInertia` + `principalAxes`);
 //! - collision geometry: boxes, spheres, cylinders and capsules as USD gprims;
-//!   STL and OBJ meshes as `Mesh` prims with their convex hull as the collision
+//!   STL, OBJ and DAE (COLLADA, in its units and up axis) meshes as `Mesh` prims with their convex hull as the collision
 //!   approximation (what pybullet and PhysX use for moving links);
 //! - visual geometry as render-purpose prims without physics;
 //! - revolute, continuous, prismatic and fixed joints with their limits, the
@@ -18,7 +18,7 @@
 //!
 //! What cannot be represented is an error naming the element, never dropped:
 //! floating, planar and spherical joints, xacro files, meshes in formats other
-//! than STL and OBJ, meshes that cannot be found.
+//! than STL, OBJ and DAE, meshes that cannot be found or read.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -257,6 +257,249 @@ struct MeshData {
     triangles: Vec<[u32; 3]>,
 }
 
+type Mat4 = [[f64; 4]; 4];
+
+fn mat4_mul(a: &Mat4, b: &Mat4) -> Mat4 {
+    let mut m = [[0.0; 4]; 4];
+    for (i, row) in m.iter_mut().enumerate() {
+        for (j, cell) in row.iter_mut().enumerate() {
+            *cell = (0..4).map(|k| a[i][k] * b[k][j]).sum();
+        }
+    }
+    m
+}
+
+const IDENTITY4: Mat4 = [
+    [1.0, 0.0, 0.0, 0.0],
+    [0.0, 1.0, 0.0, 0.0],
+    [0.0, 0.0, 1.0, 0.0],
+    [0.0, 0.0, 0.0, 1.0],
+];
+
+/// A COLLADA node's transform elements, composed in order.
+fn dae_node_matrix(node: &dae_parser::Node) -> Result<Mat4, String> {
+    use dae_parser::Transform;
+    let mut m = IDENTITY4;
+    for t in &node.transforms {
+        let step: Mat4 = match t {
+            Transform::Matrix(x) => {
+                let v = &x.0;
+                // Row-major in the file, as written.
+                let mut r = [[0.0; 4]; 4];
+                for (i, row) in r.iter_mut().enumerate() {
+                    for (j, cell) in row.iter_mut().enumerate() {
+                        *cell = f64::from(v[i * 4 + j]);
+                    }
+                }
+                r
+            }
+            Transform::Translate(x) => {
+                let v = &x.0;
+                let mut r = IDENTITY4;
+                for k in 0..3 {
+                    r[k][3] = f64::from(v[k]);
+                }
+                r
+            }
+            Transform::Scale(x) => {
+                let v = &x.0;
+                let mut r = IDENTITY4;
+                for k in 0..3 {
+                    r[k][k] = f64::from(v[k]);
+                }
+                r
+            }
+            Transform::Rotate(x) => {
+                let v = &x.0;
+                let axis = [f64::from(v[0]), f64::from(v[1]), f64::from(v[2])];
+                let n = axis.iter().map(|a| a * a).sum::<f64>().sqrt();
+                if n == 0.0 {
+                    continue;
+                }
+                let half = f64::from(v[3]).to_radians() / 2.0;
+                let q = [
+                    axis[0] / n * half.sin(),
+                    axis[1] / n * half.sin(),
+                    axis[2] / n * half.sin(),
+                    half.cos(),
+                ];
+                let r3 = q_to_mat(q);
+                let mut r = IDENTITY4;
+                for i in 0..3 {
+                    r[i][..3].copy_from_slice(&r3[i]);
+                }
+                r
+            }
+            other => return Err(format!("node transform {other:?} is not supported")),
+        };
+        m = mat4_mul(&m, &step);
+    }
+    Ok(m)
+}
+
+/// Every triangle of a COLLADA file's visual scene (or, without one, of its
+/// geometries), in metres with Z up.
+fn dae_mesh(path: &Path) -> Result<MeshData, String> {
+    use dae_parser::{Document, Geometry, GeometryElement, Primitive, Semantic, UpAxis, Url};
+    let doc =
+        Document::from_file(path).map_err(|e| format!("not a readable COLLADA file: {e:?}"))?;
+    let unit = f64::from(doc.asset.unit.meter);
+    let unit = if unit.is_finite() && unit > 0.0 {
+        unit
+    } else {
+        1.0
+    };
+    // The file's up axis onto +Z.
+    let up = |p: [f64; 3]| match doc.asset.up_axis {
+        UpAxis::YUp => [p[0], -p[2], p[1]],
+        UpAxis::XUp => [-p[2], p[1], p[0]],
+        UpAxis::ZUp => p,
+    };
+    let geometries: HashMap<&str, &Geometry> = doc
+        .iter::<Geometry>()
+        .filter_map(|g| g.id.as_deref().map(|id| (id, g)))
+        .collect();
+    let mut out = MeshData {
+        points: Vec::new(),
+        triangles: Vec::new(),
+    };
+    let mut append = |g: &Geometry, m: &Mat4| -> Result<(), String> {
+        let GeometryElement::Mesh(mesh) = &g.element else {
+            return Err("only <mesh> geometry is supported".into());
+        };
+        let vertices = mesh.vertices.as_ref().ok_or("a mesh without <vertices>")?;
+        let input = vertices
+            .inputs
+            .get(vertices.position)
+            .ok_or("no POSITION input")?;
+        let Url::Fragment(id) = &input.source else {
+            return Err("positions in another file are not supported".into());
+        };
+        let source = mesh
+            .sources
+            .iter()
+            .find(|s| s.id.as_deref() == Some(id.as_str()))
+            .ok_or_else(|| format!("no source #{id}"))?;
+        let Some(dae_parser::ArrayElement::Float(values)) = &source.array else {
+            return Err(format!("source #{id} is not a float array"));
+        };
+        let acc = &source.accessor;
+        let stride = acc.stride.max(3);
+        let offset = out.points.len() as u32;
+        for i in 0..acc.count {
+            let at = acc.offset + i * stride;
+            let v = values
+                .get(at..at + 3)
+                .ok_or("the position array is shorter than its accessor")?;
+            let p = [f64::from(v[0]), f64::from(v[1]), f64::from(v[2])];
+            let w: Vec<f64> = (0..3)
+                .map(|r| m[r][0] * p[0] + m[r][1] * p[1] + m[r][2] * p[2] + m[r][3])
+                .collect();
+            out.points.push(up([w[0] * unit, w[1] * unit, w[2] * unit]));
+        }
+        let count = acc.count as u32;
+        let mut emit = |poly: &[u32]| -> Result<(), String> {
+            if poly.iter().any(|&i| i >= count) {
+                return Err("a primitive names a vertex past the position array".into());
+            }
+            for k in 1..poly.len().saturating_sub(1) {
+                out.triangles
+                    .push([offset + poly[0], offset + poly[k], offset + poly[k + 1]]);
+            }
+            Ok(())
+        };
+        for prim in &mesh.elements {
+            let inputs = match prim {
+                Primitive::Triangles(t) => &t.inputs,
+                Primitive::PolyList(p) => &p.inputs,
+                Primitive::Polygons(p) => &p.inputs,
+                Primitive::Lines(_) | Primitive::LineStrips(_) => continue,
+                _ => return Err("triangle fans and strips are not supported".into()),
+            };
+            let vtx = inputs
+                .inputs
+                .iter()
+                .find(|i| i.input.semantic == Semantic::Vertex)
+                .ok_or("a primitive without a VERTEX input")?
+                .offset as usize;
+            let stride = inputs.stride.max(1);
+            let pick = |raw: &[u32]| -> Vec<u32> {
+                raw.chunks(stride)
+                    .filter_map(|c| c.get(vtx).copied())
+                    .collect()
+            };
+            match prim {
+                Primitive::Triangles(t) => {
+                    let idx = pick(t.data.prim.as_deref().unwrap_or(&[]));
+                    for tri in idx.chunks_exact(3) {
+                        emit(tri)?;
+                    }
+                }
+                Primitive::PolyList(p) => {
+                    let idx = pick(&p.data.prim);
+                    let mut at = 0usize;
+                    for &n in p.data.vcount.iter() {
+                        let n = n as usize;
+                        let poly = idx.get(at..at + n).ok_or("vcount runs past the indices")?;
+                        emit(poly)?;
+                        at += n;
+                    }
+                }
+                Primitive::Polygons(p) => {
+                    for ph in &p.data.0 {
+                        if !ph.hole.is_empty() {
+                            return Err("polygons with holes are not supported".into());
+                        }
+                        emit(&pick(&ph.verts))?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    };
+    match doc.get_visual_scene() {
+        Some(scene) => {
+            fn walk(
+                node: &dae_parser::Node,
+                parent: &Mat4,
+                geometries: &HashMap<&str, &Geometry>,
+                append: &mut dyn FnMut(&Geometry, &Mat4) -> Result<(), String>,
+            ) -> Result<(), String> {
+                if !node.instance_node.is_empty() {
+                    return Err("instanced nodes (<instance_node>) are not supported".into());
+                }
+                let m = mat4_mul(parent, &dae_node_matrix(node)?);
+                for inst in &node.instance_geometry {
+                    let dae_parser::Url::Fragment(id) = &*inst.url else {
+                        return Err("geometry in another file is not supported".into());
+                    };
+                    let g = geometries
+                        .get(id.as_str())
+                        .ok_or_else(|| format!("no geometry #{id}"))?;
+                    append(g, &m)?;
+                }
+                for child in &node.children {
+                    walk(child, &m, geometries, append)?;
+                }
+                Ok(())
+            }
+            for node in &scene.nodes {
+                walk(node, &IDENTITY4, &geometries, &mut append)?;
+            }
+        }
+        None => {
+            for g in geometries.values() {
+                append(g, &IDENTITY4)?;
+            }
+        }
+    }
+    if out.triangles.is_empty() {
+        return Err("it holds no triangles".into());
+    }
+    Ok(out)
+}
+
 struct Converter<'a> {
     urdf: &'a Path,
     file: String,
@@ -364,9 +607,17 @@ impl Converter<'_> {
                 }
                 data
             }
+            "dae" => {
+                // The COLLADA parser trusts its input in places; a panic there is
+                // a bad file, not a crashed node.
+                let p = path.clone();
+                std::panic::catch_unwind(move || dae_mesh(&p))
+                    .unwrap_or_else(|_| Err("the COLLADA parser failed on it".into()))
+                    .map_err(|e| self.err(format!("mesh {}: {e}", path.display())))?
+            }
             other => {
                 return Err(self.err(format!(
-                    "mesh {} is a .{other} file; STL and OBJ meshes are supported (convert DAE with a mesh tool)",
+                    "mesh {} is a .{other} file; STL, OBJ and DAE meshes are supported",
                     path.display()
                 )));
             }

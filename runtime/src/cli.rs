@@ -153,7 +153,7 @@ enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Convert a URDF robot description (with its STL/OBJ meshes) into a USD
+    /// Convert a URDF robot description (with its STL/OBJ/DAE meshes) into a USD
     /// scene, here, without a node.
     UrdfToUsd {
         urdf: PathBuf,
