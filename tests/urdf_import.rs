@@ -5,7 +5,7 @@
 mod common;
 
 use common::{TestNode, repo};
-use hanzo_twin::engines::urdf::{UrdfOptions, urdf_to_usda};
+use hanzo_twin::engines::urdf::{UrdfOptions, ident, urdf_to_usda};
 use hanzo_twin::engines::{Engine, EngineConfig, rapier::RapierEngine, usd};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -49,27 +49,6 @@ fn data_path(python: &Path) -> PathBuf {
         .expect("run peer");
     let text = String::from_utf8_lossy(&out.stdout);
     PathBuf::from(text.lines().last().expect("a path").trim())
-}
-
-fn ident(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-    {
-        s
-    } else {
-        format!("_{s}")
-    }
 }
 
 const ROBOTS: [&str; 4] = [

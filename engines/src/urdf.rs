@@ -221,8 +221,8 @@ impl Frame {
     }
 }
 
-/// A USD identifier from a URDF name.
-fn ident(name: &str) -> String {
+/// The USD identifier a URDF name becomes (prims are named by it).
+pub fn ident(name: &str) -> String {
     let mut s: String = name
         .chars()
         .map(|c| {
@@ -243,13 +243,7 @@ fn ident(name: &str) -> String {
     s
 }
 
-fn v3(v: [f64; 3]) -> String {
-    format!("({}, {}, {})", v[0], v[1], v[2])
-}
-
-fn quat(q: Quat) -> String {
-    format!("({}, {}, {}, {})", q[3], q[0], q[1], q[2])
-}
+use crate::usd::export::{quat, v3};
 
 /// A triangle mesh read from a file.
 struct MeshData {

@@ -89,15 +89,18 @@ impl SceneLibrary {
         Name::new(name).map(|_| ()).map_err(|m| invalid("name", m))
     }
 
-    async fn manifest(&self, path: &ObjectPath) -> Result<SceneVersion, SceneError> {
-        let bytes = self
-            .objects
+    async fn read_object(&self, path: &ObjectPath) -> Result<bytes::Bytes, SceneError> {
+        self.objects
             .get(path)
             .await
             .map_err(storage)?
             .bytes()
             .await
-            .map_err(storage)?;
+            .map_err(storage)
+    }
+
+    async fn manifest(&self, path: &ObjectPath) -> Result<SceneVersion, SceneError> {
+        let bytes = self.read_object(path).await?;
         serde_json::from_slice(&bytes).map_err(|e| storage(format!("manifest {path}: {e}")))
     }
 
@@ -195,14 +198,7 @@ impl SceneLibrary {
             .join(uuid::Uuid::new_v4().simple().to_string());
         for file in &manifest.files {
             let object = ObjectPath::from(format!("{}/{}", manifest.storage_prefix, file.path));
-            let bytes = self
-                .objects
-                .get(&object)
-                .await
-                .map_err(storage)?
-                .bytes()
-                .await
-                .map_err(storage)?;
+            let bytes = self.read_object(&object).await?;
             let target = staging.join(&file.path);
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent).await.map_err(storage)?;
@@ -319,14 +315,7 @@ impl SceneCatalog for SceneLibrary {
         let mut builder = tar::Builder::new(Vec::new());
         for file in &manifest.files {
             let object = ObjectPath::from(format!("{}/{}", manifest.storage_prefix, file.path));
-            let bytes = self
-                .objects
-                .get(&object)
-                .await
-                .map_err(storage)?
-                .bytes()
-                .await
-                .map_err(storage)?;
+            let bytes = self.read_object(&object).await?;
             let mut header = tar::Header::new_gnu();
             header.set_size(bytes.len() as u64);
             header.set_mode(0o644);

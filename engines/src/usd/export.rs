@@ -36,13 +36,13 @@ fn axis_token(axis: Axis) -> &'static str {
     }
 }
 
-fn v3(v: [f64; 3]) -> String {
+pub(crate) fn v3(v: [f64; 3]) -> String {
     format!("({}, {}, {})", v[0], v[1], v[2])
 }
 
 /// USD writes quaternions real part first. Engines that work in f32 hand out
 /// quaternions a little off unit length in f64; written normalized.
-fn quat(q: [f64; 4]) -> String {
+pub(crate) fn quat(q: [f64; 4]) -> String {
     let n = q.iter().map(|c| c * c).sum::<f64>().sqrt();
     let q = if n > 0.0 && n.is_finite() {
         q.map(|c| c / n)
