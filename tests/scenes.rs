@@ -249,6 +249,10 @@ async fn scenes_are_versioned_in_local_object_storage() {
     let node = TestNode::start().await;
     let bucket = node.dir.path().join("data/objects/hanzo-twin-scenes");
     exercise_library(&node, &bucket).await;
+    // A folder cannot sign URLs; the node says what can.
+    let (status, body) = node.get("/v1/scenes/arm/download?presign=true").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "presign");
 }
 
 #[tokio::test]
@@ -342,6 +346,29 @@ async fn scenes_and_checkpoints_live_in_s3_when_configured() {
     })
     .await;
     exercise_library(&node, &s3.root.path().join("hanzo-twin-scenes")).await;
+    // Pre-signed URLs fetch the files straight from S3, with no credentials.
+    let (status, signed) = node
+        .get("/v1/scenes/arm/download?presign=true&version=1&expires_s=60")
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    let file = &signed["files"][0];
+    assert_eq!(file["path"], "scene.usda");
+    let url = file["url"].as_str().expect("url");
+    assert!(url.contains("X-Amz-Signature"), "{url}");
+    let fetched = reqwest::get(url).await.expect("GET signed URL");
+    assert_eq!(fetched.status().as_u16(), 200);
+    let bytes = fetched.bytes().await.expect("bytes");
+    assert_eq!(
+        format!("{:x}", Sha256::digest(&bytes)),
+        file["sha256"].as_str().expect("sha256")
+    );
+    let (status, body) = node
+        .get("/v1/scenes/arm/download?presign=true&expires_s=0")
+        .await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (400, &json!("expires_s"))
+    );
     // Nothing went to the local folders.
     assert!(!node.dir.path().join("data/objects").exists());
 

@@ -152,6 +152,16 @@ pub trait SceneCatalog: Send + Sync {
         version: Option<u32>,
         engine: EngineKind,
     ) -> Result<ValidationReport, SceneError>;
+    /// URLs that fetch each file of the version straight from object storage
+    /// for `expires_in`, without credentials; `Invalid` when the store cannot
+    /// sign.
+    async fn presigned(
+        &self,
+        org: &str,
+        name: &str,
+        version: Option<u32>,
+        expires_in: std::time::Duration,
+    ) -> Result<(SceneVersion, Vec<(String, String)>), SceneError>;
     /// Deletes one version, or every version when `None`.
     async fn delete(&self, org: &str, name: &str, version: Option<u32>) -> Result<(), SceneError>;
 }
@@ -289,13 +299,63 @@ async fn validate(
     Ok(axum::Json(report).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DownloadQuery {
+    version: Option<u32>,
+    /// Answer with pre-signed URLs (S3) instead of the archive.
+    #[serde(default)]
+    presign: bool,
+    expires_s: Option<u64>,
+}
+
+/// Longest validity of a pre-signed URL (S3's own limit is a week).
+const MAX_PRESIGN_S: u64 = 7 * 24 * 3600;
+
 async fn download(
     State(s): State<ApiState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<VersionQuery>,
+    Query(q): Query<DownloadQuery>,
 ) -> ApiResult {
     let org = caller.principal.organization.to_string();
+    if q.presign {
+        let expires_s = q.expires_s.unwrap_or(900);
+        if expires_s == 0 || expires_s > MAX_PRESIGN_S {
+            return Err(ApiError::invalid(
+                "expires_s",
+                format!("expires_s must be between 1 and {MAX_PRESIGN_S}"),
+            ));
+        }
+        let (version, urls) = catalog(&s)?
+            .presigned(
+                &org,
+                &name,
+                q.version,
+                std::time::Duration::from_secs(expires_s),
+            )
+            .await?;
+        let expires_at = chrono::Utc::now() + chrono::Duration::seconds(expires_s as i64);
+        let files: Vec<_> = urls
+            .into_iter()
+            .map(|(path, url)| {
+                let sha256 = version
+                    .files
+                    .iter()
+                    .find(|f| f.path == path)
+                    .map(|f| f.sha256.clone());
+                serde_json::json!({ "path": path, "url": url, "sha256": sha256 })
+            })
+            .collect();
+        return Ok(axum::Json(serde_json::json!({
+            "name": version.name,
+            "version": version.version,
+            "root": version.root,
+            "expires_at": expires_at,
+            "files": files,
+        }))
+        .into_response());
+    }
     let (version, archive) = catalog(&s)?.archive(&org, &name, q.version).await?;
     let filename = format!("{}-v{}.tar", version.name, version.version);
     Ok((

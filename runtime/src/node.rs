@@ -185,6 +185,7 @@ impl Node {
         let engines = EngineRegistry::with_builtin();
         let scenes = Arc::new(SceneLibrary::new(
             buckets.scenes.clone(),
+            buckets.scenes_signer.clone(),
             scene_reader.clone(),
             engines.clone(),
             config.data_dir.join("scenes"),

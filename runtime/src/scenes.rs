@@ -28,6 +28,7 @@ type NumberingLocks = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
 
 pub struct SceneLibrary {
     objects: Arc<dyn ObjectStore>,
+    signer: Option<Arc<dyn object_store::signer::Signer>>,
     reader: SceneReader,
     engines: EngineRegistry,
     /// Scratch space for unpacking uploads, and the cache of fetched versions.
@@ -72,12 +73,14 @@ fn package_path(raw: &Path) -> Option<String> {
 impl SceneLibrary {
     pub fn new(
         objects: Arc<dyn ObjectStore>,
+        signer: Option<Arc<dyn object_store::signer::Signer>>,
         reader: SceneReader,
         engines: EngineRegistry,
         work_dir: PathBuf,
     ) -> SceneLibrary {
         SceneLibrary {
             objects,
+            signer,
             reader,
             engines,
             work_dir,
@@ -395,6 +398,32 @@ impl SceneCatalog for SceneLibrary {
         report.unsupported = count(Support::Unsupported);
         report.ok = report.error.is_none() && report.unsupported == 0;
         Ok(report)
+    }
+
+    async fn presigned(
+        &self,
+        org: &str,
+        name: &str,
+        version: Option<u32>,
+        expires_in: std::time::Duration,
+    ) -> Result<(SceneVersion, Vec<(String, String)>), SceneError> {
+        let signer = self.signer.as_ref().ok_or_else(|| {
+            invalid(
+                "presign",
+                "this node's object storage cannot sign URLs (set storage.backend: s3); download the archive instead",
+            )
+        })?;
+        let manifest = self.version(org, name, version).await?;
+        let mut urls = Vec::with_capacity(manifest.files.len());
+        for file in &manifest.files {
+            let object = ObjectPath::from(format!("{}/{}", manifest.storage_prefix, file.path));
+            let url = signer
+                .signed_url(axum::http::Method::GET, &object, expires_in)
+                .await
+                .map_err(storage)?;
+            urls.push((file.path.clone(), url.to_string()));
+        }
+        Ok((manifest, urls))
     }
 
     async fn delete(&self, org: &str, name: &str, version: Option<u32>) -> Result<(), SceneError> {
