@@ -1327,6 +1327,11 @@ fn misconfigured_auth_stops_the_node_with_a_reason() {
     );
     let err = run("auth:\n  mode: jwt\n");
     assert!(err.contains("no key is configured"), "{err}");
+    let err = run("auth:\n  verify_tokens: false\n");
+    assert!(
+        err.contains("verify_tokens") && err.contains("auth.mode: dev"),
+        "{err}"
+    );
     let err = run(
         "server:\n  port: 1\nauth:\n  mode: jwt\n  jwks_url: http://example.invalid/jwks.json\n",
     );
@@ -1492,5 +1497,71 @@ async fn the_cli_explains_refusals_in_plain_words() {
     assert!(
         out.status.success() && text.contains("twins.create") && text.contains("denied"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_identity_provider_is_found_from_its_iam_url() {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let jwks = std::fs::read_to_string(fixture("jwks.json")).expect("jwks");
+    let discovery = json!({
+        "issuer": ISSUER,
+        "jwks_uri": format!("http://{addr}/keys"),
+        "authorization_endpoint": format!("http://{addr}/authorize"),
+    })
+    .to_string();
+    let app = axum::Router::new()
+        .route(
+            "/iam/.well-known/openid-configuration",
+            get(move || {
+                let d = discovery.clone();
+                async move { ([("content-type", "application/json")], d) }
+            }),
+        )
+        .route(
+            "/keys",
+            get(move || {
+                let k = jwks.clone();
+                async move { ([("content-type", "application/json")], k) }
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let auth =
+        format!("auth:\n  mode: jwt\n  audience: {AUDIENCE}\n  iam_url: http://{addr}/iam/\n");
+    let node = TestNode::start_opts(NodeOptions {
+        auth_yaml: &auth,
+        ..Default::default()
+    })
+    .await;
+    let good = sign(
+        "ec-signing.pem",
+        Algorithm::ES256,
+        Some("test-ec-1"),
+        &claims("acme", &["twin-viewer"], "v"),
+    );
+    let (status, body, _) = send(&node, Method::GET, "/v1/twins", Some(&good), Body::None).await;
+    assert_eq!(status, 200, "{body}");
+    let mut other = claims("acme", &["twin-viewer"], "v");
+    other["iss"] = json!("https://someone-else.test");
+    let bad = sign(
+        "ec-signing.pem",
+        Algorithm::ES256,
+        Some("test-ec-1"),
+        &other,
+    );
+    let (status, body, _) = send(&node, Method::GET, "/v1/twins", Some(&bad), Body::None).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(ISSUER),
+        "{body}"
     );
 }

@@ -241,31 +241,7 @@ impl TokenVerifier {
     }
 
     async fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("JWKS URL `{url}`: {e}"))?;
-        let host = parsed.host_str().unwrap_or("");
-        let loopback = host == "localhost"
-            || host
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if parsed.scheme() != "https" && !loopback {
-            return Err(format!(
-                "JWKS URL `{url}` must use https (plain http is accepted on loopback only)"
-            ));
-        }
-        let resp = self
-            .http
-            .get(parsed)
-            .send()
-            .await
-            .map_err(|e| format!("cannot fetch JWKS from {url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("JWKS from {url}: HTTP {}", resp.status()));
-        }
-        resp.bytes()
-            .await
-            .map(|b| b.to_vec())
-            .map_err(|e| format!("JWKS from {url}: {e}"))
+        fetch(&self.http, url).await
     }
 
     /// Refetches keys when a token names an unknown `kid` and the last refetch
@@ -466,6 +442,68 @@ impl TokenVerifier {
             token_key: hasher.finish(),
         })
     }
+}
+
+/// GETs `url`, which must be https (plain http only on loopback).
+async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("URL `{url}`: {e}"))?;
+    let host = parsed.host_str().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if parsed.scheme() != "https" && !loopback {
+        return Err(format!(
+            "`{url}` must use https (plain http is accepted on loopback only)"
+        ));
+    }
+    let resp = http
+        .get(parsed)
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status()));
+    }
+    resp.bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+/// What an OpenID Connect provider publishes about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovery {
+    pub issuer: String,
+    pub jwks_uri: String,
+}
+
+/// Reads `<iam_url>/.well-known/openid-configuration`: the issuer tokens carry
+/// and where the provider's signing keys are.
+pub async fn discover(iam_url: &str) -> Result<Discovery, String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("cannot build the discovery client: {e}"))?;
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        iam_url.trim_end_matches('/')
+    );
+    let body = fetch(&http, &url).await?;
+    let doc: Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("{url} is not a JSON discovery document: {e}"))?;
+    let field = |name: &str| {
+        doc.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .ok_or_else(|| format!("{url} has no `{name}`"))
+    };
+    Ok(Discovery {
+        issuer: field("issuer")?,
+        jwks_uri: field("jwks_uri")?,
+    })
 }
 
 /// A claim by dotted path.

@@ -54,6 +54,7 @@ pub async fn build(
     store: &SledTwinStore,
 ) -> anyhow::Result<(Arc<AuthState>, Option<DevToken>)> {
     let auth = &config.auth;
+    let mut settings = settings(auth);
     let (sources, dev_token) = match auth.mode {
         AuthMode::Jwt => {
             let mut sources: Vec<KeySource> = auth
@@ -64,6 +65,14 @@ pub async fn build(
                 .collect();
             sources.extend(auth.jwks_file.clone().map(KeySource::JwksFile));
             sources.extend(auth.jwks_url.clone().map(KeySource::JwksUrl));
+            if let Some(iam) = &auth.iam_url {
+                let found = hanzo_twin_api::auth::discover(iam)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("auth.iam_url: {e}"))?;
+                tracing::info!(issuer = %found.issuer, jwks = %found.jwks_uri, "token keys from the identity provider");
+                settings.issuer = found.issuer;
+                sources.push(KeySource::JwksUrl(found.jwks_uri));
+            }
             (sources, None)
         }
         AuthMode::Dev => {
@@ -72,7 +81,7 @@ pub async fn build(
             (vec![source], Some(token))
         }
     };
-    let verifier = TokenVerifier::new(settings(auth), sources)
+    let verifier = TokenVerifier::new(settings, sources)
         .await
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     verifier.spawn_refresh(Duration::from_secs(auth.jwks_refresh_s.max(1)));

@@ -84,6 +84,12 @@ pub struct AuthSection {
     pub jwks_file: Option<PathBuf>,
     /// A JWKS document fetched over https (http on loopback).
     pub jwks_url: Option<String>,
+    /// An OpenID Connect provider (Hanzo IAM, say): its issuer and signing
+    /// keys are read from `<iam_url>/.well-known/openid-configuration`.
+    pub iam_url: Option<String>,
+    /// The spec's switch. Only `true` exists: every endpoint but the probes
+    /// needs a token (`auth.mode: dev` is the way to work locally).
+    pub verify_tokens: bool,
     /// Seconds between refetches of `jwks_url`.
     pub jwks_refresh_s: u64,
     pub dev: DevAuthSection,
@@ -123,6 +129,8 @@ impl Default for AuthSection {
             public_keys: Vec::new(),
             jwks_file: None,
             jwks_url: None,
+            iam_url: None,
+            verify_tokens: true,
             jwks_refresh_s: 300,
             dev: DevAuthSection::default(),
             rate_limit: RateLimitSection::default(),
@@ -446,13 +454,25 @@ impl NodeConfig {
             ));
         }
         let auth = &self.auth;
+        if !auth.verify_tokens {
+            return Err(ConfigError::Invalid(
+                "auth.verify_tokens: false is not supported: every endpoint needs a token. For local work keep auth.mode: dev, which signs one for you".into(),
+            ));
+        }
         if auth.mode == AuthMode::Jwt
             && auth.public_keys.is_empty()
             && auth.jwks_file.is_none()
             && auth.jwks_url.is_none()
+            && auth.iam_url.is_none()
         {
             return Err(ConfigError::Invalid(
-                "auth.mode is jwt but no key is configured: set auth.public_keys, auth.jwks_file or auth.jwks_url".into(),
+                "auth.mode is jwt but no key is configured: set auth.iam_url, auth.public_keys, auth.jwks_file or auth.jwks_url".into(),
+            ));
+        }
+        if auth.iam_url.is_some() && auth.issuer != AuthSection::default().issuer {
+            return Err(ConfigError::Invalid(
+                "auth.iam_url publishes the issuer; leave auth.issuer unset when it is given"
+                    .into(),
             ));
         }
         if auth.issuer.is_empty() || auth.audience.is_empty() {
