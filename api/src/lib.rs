@@ -181,6 +181,24 @@ async fn json_errors(req: Request, next: Next) -> Response {
     e.into_response()
 }
 
+/// A file download: the body with its content type and a file name.
+pub(crate) fn attachment(
+    content_type: &'static str,
+    filename: &str,
+    body: impl Into<axum::body::Body>,
+) -> Response {
+    let disposition = format!("attachment; filename=\"{}\"", filename.replace('"', "'"));
+    (
+        StatusCode::OK,
+        [
+            (axum::http::header::CONTENT_TYPE, content_type.to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body.into(),
+    )
+        .into_response()
+}
+
 /// Parses a JSON body into `T`, naming the field and line of any problem. An
 /// empty body reads as `{}` when `empty_ok`.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes, empty_ok: bool) -> Result<T, ApiError> {

@@ -6,9 +6,9 @@
 use crate::error::ApiError;
 use crate::guard::{Caller, Created, DELETE, GET, POST, Routes};
 use crate::rbac::{Action, Permission, Resource};
-use crate::{ApiResult, ApiState, parse_json};
+use crate::{ApiResult, ApiState, attachment, parse_json};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -358,16 +358,5 @@ async fn download(
     }
     let (version, archive) = catalog(&s)?.archive(&org, &name, q.version).await?;
     let filename = format!("{}-v{}.tar", version.name, version.version);
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/x-tar".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ),
-        ],
-        archive,
-    )
-        .into_response())
+    Ok(attachment("application/x-tar", &filename, archive))
 }

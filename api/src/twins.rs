@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use crate::guard::{Created, DELETE, GET, PATCH, POST, PUT, Routes, Twins};
 use crate::rbac::{Action, Permission, Resource};
-use crate::{ApiResult, parse_json};
+use crate::{ApiResult, attachment, parse_json};
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -290,18 +290,11 @@ async fn download_checkpoint(Twins(node): Twins, Path(id): Path<String>) -> ApiR
     let r = node.get(&id).await?;
     let state = node.checkpoint(&r.id.to_string()).await?;
     let filename = format!("{}-step{}.ckpt", r.definition.name, state.step);
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ),
-        ],
+    Ok(attachment(
+        "application/octet-stream",
+        &filename,
         state.to_bytes(),
-    )
-        .into_response())
+    ))
 }
 
 async fn restore_checkpoint(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
@@ -364,19 +357,5 @@ async fn export(
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let filename = format!("{}-run.usda", r.definition.name);
-    Ok((
-        StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                "text/plain; charset=utf-8".to_string(),
-            ),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ),
-        ],
-        text,
-    )
-        .into_response())
+    Ok(attachment("text/plain; charset=utf-8", &filename, text))
 }
