@@ -624,6 +624,11 @@ async fn health_metrics_and_engines() {
         .find(|e| e["engine"] == "gazebo")
         .expect("gazebo");
     assert_eq!(gazebo["available"], false);
+    assert!(
+        gazebo["requires"].as_str().unwrap_or("").contains("gz-sim"),
+        "{gazebo}"
+    );
+    assert!(rapier.get("requires").is_none());
     let (status, nodes) = node.get("/v1/cluster/nodes").await;
     assert_eq!(status, 200);
     assert_eq!(nodes["nodes"][0]["id"], "test-node");

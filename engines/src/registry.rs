@@ -17,6 +17,31 @@ pub struct EngineInfo {
     pub engine: EngineKind,
     pub available: bool,
     pub capabilities: Option<EngineCapabilities>,
+    /// For an engine this node lacks: what running it would take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requires: Option<&'static str>,
+}
+
+/// What each engine needs that a node may lack (see docs/engines.md).
+fn requirements(kind: EngineKind) -> &'static str {
+    match kind {
+        EngineKind::Rapier3d => "the `rapier` cargo feature (on by default)",
+        EngineKind::Mujoco => {
+            "an adapter on mujoco-rs with MuJoCo 3.17's libmujoco; not built into this node yet"
+        }
+        EngineKind::Physx => {
+            "an adapter on physx (PhysX 5.1, built from source with a C++ compiler); not built into this node yet"
+        }
+        EngineKind::Pybullet => {
+            "an adapter driving pybullet in a supervised worker process; not built into this node yet"
+        }
+        EngineKind::Gazebo => {
+            "an adapter talking to a Gazebo (gz-sim) server over gz-transport, with Gazebo installed beside the node; not built into this node"
+        }
+        EngineKind::Omniverse => {
+            "an adapter for NVIDIA Omniverse Kit (an RTX GPU and a license) running beside the node; not built into this node"
+        }
+    }
 }
 
 impl EngineRegistry {
@@ -55,6 +80,7 @@ impl EngineRegistry {
                     engine: kind,
                     available: engine.is_some(),
                     capabilities: engine.map(|e| e.capabilities()),
+                    requires: engine.is_none().then(|| requirements(kind)),
                 }
             })
             .collect()
