@@ -107,21 +107,53 @@ impl SceneLibrary {
         serde_json::from_slice(&bytes).map_err(|e| storage(format!("manifest {path}: {e}")))
     }
 
+    /// Where a version's manifest lives.
+    fn manifest_path(org: &str, name: &str, version: u32) -> ObjectPath {
+        ObjectPath::from(format!("{org}/{name}/versions/{version:010}.json"))
+    }
+
+    /// The version numbers of a scene, ascending, from the manifest names
+    /// alone (no manifest is read).
+    async fn version_numbers(&self, org: &str, name: &str) -> Result<Vec<u32>, SceneError> {
+        Self::check_name(name)?;
+        use futures_util::StreamExt;
+        let prefix = ObjectPath::from(format!("{org}/{name}/versions"));
+        let mut listing = self.objects.list(Some(&prefix));
+        let mut out = Vec::new();
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(storage)?;
+            if let Some(v) = meta
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".json"))
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                out.push(v);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// One version's manifest (the latest when `version` is `None`).
     async fn version(
         &self,
         org: &str,
         name: &str,
         version: Option<u32>,
     ) -> Result<SceneVersion, SceneError> {
-        let versions = self.versions(org, name).await?;
-        match version {
-            None => versions.into_iter().last(),
-            Some(v) => versions.into_iter().find(|m| m.version == v),
-        }
-        .ok_or_else(|| match version {
-            Some(v) => SceneError::NotFound(format!("{name} version {v}")),
-            None => SceneError::NotFound(name.to_string()),
-        })
+        let numbers = self.version_numbers(org, name).await?;
+        let found = match version {
+            None => numbers.last().copied(),
+            Some(v) => numbers.contains(&v).then_some(v),
+        };
+        let Some(v) = found else {
+            return Err(match version {
+                Some(v) => SceneError::NotFound(format!("{name} version {v}")),
+                None => SceneError::NotFound(name.to_string()),
+            });
+        };
+        self.manifest(&Self::manifest_path(org, name, v)).await
     }
 
     /// Unpacks a tar archive into `dir`, refusing anything but plain files and
@@ -252,14 +284,18 @@ impl SceneCatalog for SceneLibrary {
             let Some(name) = prefix.filename() else {
                 continue;
             };
-            // A scene whose versions were all deleted is gone.
-            if let Ok(versions) = self.versions(org, name).await
-                && let Some(latest) = versions.last()
+            // A scene whose versions were all deleted is gone. Only the
+            // latest manifest is read.
+            let Ok(numbers) = self.version_numbers(org, name).await else {
+                continue;
+            };
+            if let Some(&v) = numbers.last()
+                && let Ok(latest) = self.manifest(&Self::manifest_path(org, name, v)).await
             {
                 out.push(SceneSummary {
                     name: name.to_string(),
                     latest_version: latest.version,
-                    versions: versions.len(),
+                    versions: numbers.len(),
                     updated_at: latest.uploaded_at,
                 });
             }
@@ -269,21 +305,14 @@ impl SceneCatalog for SceneLibrary {
     }
 
     async fn versions(&self, org: &str, name: &str) -> Result<Vec<SceneVersion>, SceneError> {
-        Self::check_name(name)?;
-        use futures_util::StreamExt;
-        let prefix = ObjectPath::from(format!("{org}/{name}/versions"));
-        let mut listing = self.objects.list(Some(&prefix));
-        let mut out = Vec::new();
-        while let Some(item) = listing.next().await {
-            let meta = item.map_err(storage)?;
-            if meta.location.extension() == Some("json") {
-                out.push(self.manifest(&meta.location).await?);
-            }
-        }
-        if out.is_empty() {
+        let numbers = self.version_numbers(org, name).await?;
+        if numbers.is_empty() {
             return Err(SceneError::NotFound(name.to_string()));
         }
-        out.sort_by_key(|m| m.version);
+        let mut out = Vec::with_capacity(numbers.len());
+        for v in numbers {
+            out.push(self.manifest(&Self::manifest_path(org, name, v)).await?);
+        }
         Ok(out)
     }
 
@@ -302,7 +331,7 @@ impl SceneCatalog for SceneLibrary {
             .join(uuid::Uuid::new_v4().simple().to_string());
         std::fs::create_dir_all(&scratch).map_err(storage)?;
         let result = self
-            .upload_from(org, name, root, &archive, uploaded_by, &scratch)
+            .upload_from(org, name, root, archive, uploaded_by, &scratch)
             .await;
         let _ = tokio::fs::remove_dir_all(&scratch).await;
         result
@@ -433,10 +462,7 @@ impl SceneCatalog for SceneLibrary {
         };
         for manifest in doomed {
             // The manifest first: the version is gone the moment it is.
-            let path = ObjectPath::from(format!(
-                "{org}/{name}/versions/{:010}.json",
-                manifest.version
-            ));
+            let path = Self::manifest_path(org, name, manifest.version);
             self.objects.delete(&path).await.map_err(storage)?;
             self.delete_prefix(&ObjectPath::from(manifest.storage_prefix.as_str()))
                 .await;
@@ -451,11 +477,10 @@ impl SceneLibrary {
         org: &str,
         name: &str,
         root: Option<&str>,
-        archive: &[u8],
+        archive: bytes::Bytes,
         uploaded_by: &str,
         scratch: &Path,
     ) -> Result<SceneVersion, SceneError> {
-        let archive = archive.to_vec();
         let dir = scratch.to_path_buf();
         let files = tokio::task::spawn_blocking(move || Self::unpack(&archive, &dir))
             .await
@@ -614,14 +639,14 @@ impl SceneLibrary {
             .or_default()
             .clone();
         let _held = lock.lock().await;
-        let next = match self.versions(org, name).await {
-            Ok(v) => v.last().map_or(1, |m| m.version + 1),
-            Err(SceneError::NotFound(_)) => 1,
-            Err(e) => return Err(e),
-        };
+        let next = self
+            .version_numbers(org, name)
+            .await?
+            .last()
+            .map_or(1, |v| v + 1);
         let manifest = make(next);
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(storage)?;
-        let path = ObjectPath::from(format!("{org}/{name}/versions/{next:010}.json"));
+        let path = Self::manifest_path(org, name, next);
         let create = PutOptions::from(PutMode::Create);
         match self
             .objects
