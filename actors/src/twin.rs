@@ -115,7 +115,7 @@ impl TwinState {
     /// are read once; each frame reuses the oldest frame's buffers once the
     /// ring is full, so recording does not allocate in steady state.
     fn record(&mut self) {
-        if self.record_capacity == 0 {
+        if self.record_every_steps == 0 || self.record_capacity == 0 {
             return;
         }
         if self.record_bodies.is_empty() {
@@ -315,9 +315,7 @@ impl Actor for TwinActor {
             frames: VecDeque::new(),
             host: args.host,
         };
-        if state.record_every_steps > 0 {
-            state.record();
-        }
+        state.record();
         // A fresh start has no checkpoint yet: take one so a crash before the first
         // periodic checkpoint still restarts from this twin's own state.
         if args.initial_state.is_none() {
@@ -388,9 +386,7 @@ impl Actor for TwinActor {
                 let result = state.sim.set_state(&new_state).map_err(TwinError::from);
                 if result.is_ok() {
                     state.checkpoint();
-                    if state.record_every_steps > 0 {
-                        state.record();
-                    }
+                    state.record();
                     // The real-time clock restarts from the restored instant.
                     let clock = state.clock;
                     state.set_clock(&myself, clock);

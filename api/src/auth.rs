@@ -444,16 +444,20 @@ impl TokenVerifier {
     }
 }
 
-/// GETs `url`, which must be https (plain http only on loopback).
-async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("URL `{url}`: {e}"))?;
-    let host = parsed.host_str().unwrap_or("");
-    let loopback = host == "localhost"
+/// Whether `host` (a name or an IP address, v6 in brackets or not) only
+/// reaches this machine.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
         || host
             .trim_matches(['[', ']'])
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if parsed.scheme() != "https" && !loopback {
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// GETs `url`, which must be https (plain http only on loopback).
+async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("URL `{url}`: {e}"))?;
+    if parsed.scheme() != "https" && !is_loopback(parsed.host_str().unwrap_or("")) {
         return Err(format!(
             "`{url}` must use https (plain http is accepted on loopback only)"
         ));

@@ -34,10 +34,10 @@ impl Finding {
         }
     }
 
-    pub fn approximated(mut self, note: impl Into<String>) -> Finding {
+    /// Marks the finding approximated, saying how.
+    pub fn approximate(&mut self, note: impl Into<String>) {
         self.support = Support::Approximated;
         self.note = Some(note.into());
-        self
     }
 }
 

@@ -134,36 +134,32 @@ impl Engine for RapierEngine {
     fn findings(&self, scene: &SceneModel) -> Vec<crate::findings::Finding> {
         let mut out = crate::findings::scene_findings(scene);
         for f in &mut out {
-            let collider = scene
-                .bodies
-                .iter()
-                .flat_map(|b| b.colliders.iter().map(move |c| (b, c)))
-                .find(|(_, c)| c.path == f.prim && f.feature.starts_with("collider"));
-            if let Some((body, c)) = collider {
-                let note = match &c.shape {
-                    Shape::TriMesh { .. } if body.kind == BodyKind::Dynamic => Some(
-                        "moving triangle meshes do not collide with each other in rapier3d; the convex hull is used",
-                    ),
-                    Shape::ConvexDecomposition { .. } => Some(
-                        "decomposed into convex parts by V-HACD, which approximates concave detail",
-                    ),
-                    _ => None,
-                };
-                let friction =
-                    (c.material.static_friction - c.material.dynamic_friction).abs() > 1e-12;
-                let mut f2 = f.clone();
-                if let Some(note) = note {
-                    f2 = f2.approximated(note);
-                } else if friction {
-                    f2 = f2.approximated(
-                        "rapier3d has one friction coefficient; the dynamic friction is used for static contact too",
-                    );
-                }
-                *f = f2;
-            } else if f.feature == "camera" {
-                *f = f
-                    .clone()
-                    .approximated("renders depth and instance-id images by ray casting; no color");
+            let note = if f.feature == "camera" {
+                Some("renders depth and instance-id images by ray casting; no color")
+            } else {
+                scene
+                    .bodies
+                    .iter()
+                    .flat_map(|b| b.colliders.iter().map(move |c| (b, c)))
+                    .find(|(_, c)| c.path == f.prim && f.feature.starts_with("collider"))
+                    .and_then(|(body, c)| {
+                        let shape = match &c.shape {
+                            Shape::TriMesh { .. } if body.kind == BodyKind::Dynamic => Some(
+                                "moving triangle meshes do not collide with each other in rapier3d; the convex hull is used",
+                            ),
+                            Shape::ConvexDecomposition { .. } => Some(
+                                "decomposed into convex parts by V-HACD, which approximates concave detail",
+                            ),
+                            _ => None,
+                        };
+                        let m = &c.material;
+                        shape.or(((m.static_friction - m.dynamic_friction).abs() > 1e-12).then_some(
+                            "rapier3d has one friction coefficient; the dynamic friction is used for static contact too",
+                        ))
+                    })
+            };
+            if let Some(note) = note {
+                f.approximate(note);
             }
         }
         out

@@ -136,6 +136,30 @@ fn mat_to_q(m: Mat3) -> Quat {
     q.map(|c| c / n)
 }
 
+/// A URDF inertia as its symmetric 3×3 tensor.
+fn inertia_tensor(i: &urdf_rs::Inertia) -> Mat3 {
+    [
+        [i.ixx, i.ixy, i.ixz],
+        [i.ixy, i.iyy, i.iyz],
+        [i.ixz, i.iyz, i.izz],
+    ]
+}
+
+/// `R T Rᵀ`: a tensor given in a frame rotated by `q`, in the outer frame.
+fn rotate_tensor(q: Quat, t: &Mat3) -> Mat3 {
+    let r = q_to_mat(q);
+    let mut out = [[0.0; 3]; 3];
+    for (a, row) in out.iter_mut().enumerate() {
+        for (b, cell) in row.iter_mut().enumerate() {
+            *cell = (0..3)
+                .flat_map(|k| (0..3).map(move |l| (k, l)))
+                .map(|(k, l)| r[a][k] * t[k][l] * r[b][l])
+                .sum();
+        }
+    }
+    out
+}
+
 /// The rotation taking +X onto the unit vector `a`.
 fn q_x_to(a: [f64; 3]) -> Quat {
     let d = a[0]; // dot((1,0,0), a)
@@ -838,22 +862,7 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
         let inertial = &link.inertial;
         let m = inertial.mass.value.max(0.0);
         let com = f.then(&Frame::of(&inertial.origin));
-        let i = &inertial.inertia;
-        let tensor = [
-            [i.ixx, i.ixy, i.ixz],
-            [i.ixy, i.iyy, i.iyz],
-            [i.ixz, i.iyz, i.izz],
-        ];
-        let r = q_to_mat(com.q);
-        let mut w = [[0.0; 3]; 3];
-        for (a, row) in w.iter_mut().enumerate() {
-            for (b, cell) in row.iter_mut().enumerate() {
-                *cell = (0..3)
-                    .flat_map(|k| (0..3).map(move |l| (k, l)))
-                    .map(|(k, l)| r[a][k] * tensor[k][l] * r[b][l])
-                    .sum();
-            }
-        }
+        let w = rotate_tensor(com.q, &inertia_tensor(&inertial.inertia));
         mass_world.insert(link.name.as_str(), (m, com.t, w));
     }
     let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -915,24 +924,9 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
             let _ = writeln!(out, "        bool physics:rigidBodyEnabled = 0");
         }
         if mass > 0.0 {
-            let i = &inertial.inertia;
-            let tensor = [
-                [i.ixx, i.ixy, i.ixz],
-                [i.ixy, i.iyy, i.iyz],
-                [i.ixz, i.iyz, i.izz],
-            ];
             let frame = Frame::of(&inertial.origin);
-            let r = q_to_mat(frame.q);
-            // I_link = R I Rᵀ, then its principal axes.
-            let mut rotated = [[0.0; 3]; 3];
-            for (a, row) in rotated.iter_mut().enumerate() {
-                for (b, cell) in row.iter_mut().enumerate() {
-                    *cell = (0..3)
-                        .flat_map(|k| (0..3).map(move |l| (k, l)))
-                        .map(|(k, l)| r[a][k] * tensor[k][l] * r[b][l])
-                        .sum();
-                }
-            }
+            // The tensor in the link frame, then its principal axes.
+            let rotated = rotate_tensor(frame.q, &inertia_tensor(&inertial.inertia));
             let (diag, axes) = symmetric_eigen(rotated);
             let _ = writeln!(out, "        float physics:mass = {mass}");
             let _ = writeln!(

@@ -38,15 +38,6 @@ fn settings(auth: &AuthSection) -> AuthSettings {
     }
 }
 
-/// Whether `host` (as configured for the API) only accepts local connections.
-pub fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Builds what the API needs to authenticate, limit and audit requests. In
 /// development mode this also signs the local admin token.
 pub async fn build(

@@ -498,7 +498,7 @@ impl NodeConfig {
             )));
         }
         if auth.mode == AuthMode::Dev
-            && !crate::auth::is_loopback(&self.server.host)
+            && !hanzo_twin_api::auth::is_loopback(&self.server.host)
             && !auth.dev.allow_non_loopback
         {
             return Err(ConfigError::Invalid(format!(

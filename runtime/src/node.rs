@@ -213,13 +213,12 @@ impl Node {
                 record_hz: config.twins.record_hz,
                 record_seconds: config.twins.record_seconds,
             },
-            engines,
+            engines: engines.clone(),
             store: Arc::new(store.clone()),
             checkpoints: Arc::new(checkpoints),
             scene_reader,
             scene_fetcher: Some(scenes.fetcher()),
         };
-        let engines = host_args.engines.clone();
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
         let (supervisor, supervisor_done) = Actor::spawn(
             Some(format!("node:{node_id}")),
