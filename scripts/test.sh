@@ -38,6 +38,19 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
 export HANZO_TWIN_TEST_PYTHON="$repo/.venv/bin/python"
 
+step "MuJoCo library"
+# The `mujoco` feature links libmujoco from PyPI's wheel; a copy outside the
+# clone keeps the binaries' run path valid when the clone goes.
+mujoco_lib=${XDG_CACHE_HOME:-$HOME/.cache}/hanzo-twin/mujoco-3.17.0/lib
+mkdir -p "$mujoco_lib"
+wheel_lib=$(.venv/bin/python -c 'import mujoco, os; print(os.path.join(os.path.dirname(mujoco.__file__), "libmujoco.so.3.17.0"))')
+cmp -s "$wheel_lib" "$mujoco_lib/libmujoco.so.3.17.0" || cp "$wheel_lib" "$mujoco_lib/"
+ln -sf libmujoco.so.3.17.0 "$mujoco_lib/libmujoco.so"
+export MUJOCO_DYNAMIC_LINK_DIR="$mujoco_lib"
+
+# Every optional engine this machine can build.
+features=mujoco
+
 step "S3 test server (s3s-fs)"
 # A real S3-protocol server for the object-storage tests, built once into the
 # cache (0.14.1 is the newest that builds with this Rust).
@@ -51,8 +64,8 @@ step "format"
 cargo fmt --all -- --check
 
 step "lint"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features "$features" -- -D warnings
 
 step "tests"
-cargo test --workspace --all-targets --locked "$@"
-cargo test --workspace --doc --locked
+cargo test --workspace --all-targets --locked --features "$features" "$@"
+cargo test --workspace --doc --locked --features "$features"

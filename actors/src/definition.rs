@@ -150,9 +150,10 @@ impl<'de> Deserialize<'de> for SceneUri {
             )));
         }
         let lower = s.to_ascii_lowercase();
-        if !(lower.ends_with(".usda") || lower.ends_with(".usdc") || lower.ends_with(".usd")) {
+        let usd = lower.ends_with(".usda") || lower.ends_with(".usdc") || lower.ends_with(".usd");
+        if !(usd || hanzo_twin_engines::scene::is_mjcf(&lower)) {
             return Err(serde::de::Error::custom(format!(
-                "scene uri `{s}` is not a USD file (.usda, .usdc or .usd)"
+                "scene uri `{s}` is neither a USD file (.usda, .usdc or .usd) nor an MJCF model for mujoco (.xml, .mjcf)"
             )));
         }
         Ok(SceneUri(s))

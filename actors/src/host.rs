@@ -136,7 +136,7 @@ pub fn in_process_scene_reader() -> SceneReader {
     Arc::new(|path: PathBuf| {
         Box::pin(async move {
             let file = path.display().to_string();
-            tokio::task::spawn_blocking(move || hanzo_twin_engines::usd::load_scene(&path))
+            tokio::task::spawn_blocking(move || hanzo_twin_engines::scene::read_scene_file(&path))
                 .await
                 .unwrap_or_else(|e| {
                     Err(EngineError::SceneRead {
@@ -368,6 +368,12 @@ impl HostState {
         if spec.composition.is_empty() {
             return Ok(Arc::new((self.scene_reader)(root).await?));
         }
+        if hanzo_twin_engines::scene::is_mjcf(spec.uri.as_str()) {
+            return Err(TwinError::invalid(
+                "scene.composition",
+                "an MJCF model cannot be composed with USD; give a USD root scene",
+            ));
+        }
         let mut parts = Vec::new();
         for (i, c) in spec.composition.iter().enumerate() {
             let field = format!("scene.composition[{i}]");
@@ -383,6 +389,12 @@ impl HostState {
                         ),
                     ));
                 }
+            }
+            if hanzo_twin_engines::scene::is_mjcf(c.reference.as_str()) {
+                return Err(TwinError::invalid(
+                    format!("{field}.ref"),
+                    "composition attaches USD files; an MJCF model can only be a whole scene",
+                ));
             }
             let file = self
                 .resolve_scene(org, &c.reference, None, &format!("{field}.ref"))
@@ -420,7 +432,22 @@ impl HostState {
         definition: &TwinDefinition,
     ) -> Result<Arc<SceneModel>, TwinError> {
         self.engines.get(definition.engine.kind)?;
-        self.load_scene(definition).await
+        let scene = self.load_scene(definition).await?;
+        if let Some(native) = &scene.native
+            && native.format.engine() != definition.engine.kind
+        {
+            return Err(TwinError::invalid(
+                "engine.type",
+                format!(
+                    "the scene is an {:?} model, which only the {} engine loads; convert it to USD to run it on {}",
+                    native.format,
+                    native.format.engine(),
+                    definition.engine.kind
+                )
+                .replace("Mjcf", "MJCF"),
+            ));
+        }
+        Ok(scene)
     }
 
     async fn stored_checkpoint(&self, id: TwinId) -> Result<Option<Arc<SimState>>, TwinError> {

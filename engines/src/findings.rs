@@ -54,6 +54,37 @@ pub fn shape_name(shape: &Shape) -> &'static str {
     }
 }
 
+/// Refuses a scene in another engine's own format (an MJCF model outside MuJoCo).
+pub fn refuse_foreign_native(
+    scene: &SceneModel,
+    engine: crate::EngineKind,
+) -> Result<(), crate::EngineError> {
+    match &scene.native {
+        Some(native) if native.format.engine() != engine => Err(crate::EngineError::ScenePrim {
+            prim: "/".to_string(),
+            message: format!(
+                "{} is an MJCF model, which only {} loads; convert it to USD for {engine}",
+                native.path,
+                native.format.engine()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// For a scene in an engine's own format, its one finding: the whole model,
+/// supported by that engine and by no other.
+pub fn native_findings(scene: &SceneModel, engine: crate::EngineKind) -> Option<Vec<Finding>> {
+    let native = scene.native.as_ref()?;
+    let owner = native.format.engine();
+    let mut finding = Finding::supported("/", format!("{:?} model", native.format).to_uppercase());
+    if owner != engine {
+        finding.support = Support::Unsupported;
+        finding.note = Some(format!("only {owner} loads this format; convert it to USD"));
+    }
+    Some(vec![finding])
+}
+
 /// Every physics prim of `scene` as a supported finding; engines then mark
 /// what they approximate.
 pub fn scene_findings(scene: &SceneModel) -> Vec<Finding> {

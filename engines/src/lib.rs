@@ -5,8 +5,10 @@
 //! [`SimState`] and take one back. Scenes arrive as USD and are read into the
 //! engine-neutral [`scene`] model by [`usd`]; every engine builds from that model.
 //!
-//! Engines live in their own modules behind cargo features (`rapier` is the default).
+//! Engines live in their own modules behind cargo features (`rapier` is the default;
+//! `mujoco` adds MuJoCo).
 
+pub mod camera;
 pub mod error;
 pub mod findings;
 pub mod recording;
@@ -18,6 +20,9 @@ pub mod usd;
 
 #[cfg(feature = "rapier")]
 pub mod rapier;
+
+#[cfg(feature = "mujoco")]
+pub mod mujoco;
 
 pub use error::EngineError;
 pub use registry::EngineRegistry;
@@ -44,7 +49,8 @@ pub trait Engine: Send + Sync {
     /// How this engine treats each prim of `scene`: simulated as authored,
     /// approximated (and how), or not at all.
     fn findings(&self, scene: &SceneModel) -> Vec<findings::Finding> {
-        findings::scene_findings(scene)
+        findings::native_findings(scene, self.kind())
+            .unwrap_or_else(|| findings::scene_findings(scene))
     }
 }
 
@@ -103,4 +109,12 @@ pub trait Simulation: Send {
     /// Releases the engine's resources. Dropping does the same; `close` exists so an
     /// engine with an external process can report a failure to shut it down.
     fn close(self: Box<Self>) -> Result<(), EngineError>;
+}
+
+/// FNV-1a over `bytes`: the checksum engines put in front of their states, so
+/// that corruption is refused instead of restored.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }

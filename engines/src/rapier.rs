@@ -97,9 +97,6 @@ pub const MAX_STEP_HZ: u32 = 10_000;
 /// Upper bound for substeps and solver iterations: beyond this a config is a mistake.
 const MAX_ITERATIONS: u32 = 1_000;
 
-/// Largest rendered image, in pixels.
-const MAX_PIXELS: u64 = 4096 * 4096;
-
 /// Largest decoded state accepted, so that a corrupt length prefix cannot ask for more.
 const MAX_STATE_BYTES: usize = 1 << 30;
 
@@ -132,6 +129,9 @@ impl Engine for RapierEngine {
     }
 
     fn findings(&self, scene: &SceneModel) -> Vec<crate::findings::Finding> {
+        if let Some(native) = crate::findings::native_findings(scene, EngineKind::Rapier3d) {
+            return native;
+        }
         let mut out = crate::findings::scene_findings(scene);
         for f in &mut out {
             let note = if f.feature == "camera" {
@@ -170,6 +170,7 @@ impl Engine for RapierEngine {
         scene: &SceneModel,
         config: &EngineConfig,
     ) -> Result<Box<dyn Simulation>, EngineError> {
+        crate::findings::refuse_foreign_native(scene, EngineKind::Rapier3d)?;
         Ok(Box::new(RapierSimulation::load(scene, config)?))
     }
 }
@@ -780,7 +781,7 @@ impl Simulation for RapierSimulation {
                 message: format!("cannot encode the world: {e}"),
             })?;
         let mut data = Vec::with_capacity(encoded.len() + 8);
-        data.extend_from_slice(&fnv1a(&encoded).to_le_bytes());
+        data.extend_from_slice(&crate::fnv1a(&encoded).to_le_bytes());
         data.extend_from_slice(&encoded);
         Ok(SimState {
             engine: EngineKind::Rapier3d,
@@ -814,7 +815,7 @@ impl Simulation for RapierSimulation {
             .data
             .split_first_chunk::<8>()
             .ok_or_else(|| EngineError::StateMismatch("state data truncated".to_string()))?;
-        if u64::from_le_bytes(*sum) != fnv1a(encoded) {
+        if u64::from_le_bytes(*sum) != crate::fnv1a(encoded) {
             return Err(EngineError::StateMismatch(
                 "state data corrupted (checksum)".to_string(),
             ));
@@ -864,63 +865,16 @@ impl Simulation for RapierSimulation {
     }
 
     fn render(&self, camera_path: &str, params: &RenderParams) -> Result<Image, EngineError> {
-        let invalid = |field: &str, message: &str| EngineError::Invalid {
-            field: format!("render {field}"),
-            message: message.to_string(),
-        };
-        let pixels = u64::from(params.width) * u64::from(params.height);
-        if pixels == 0 || pixels > MAX_PIXELS {
-            return Err(invalid("size", "must be between 1 and 4096×4096 pixels"));
-        }
-        if !(params.max_depth.is_finite() && params.max_depth > 0.0) {
-            return Err(invalid("max_depth", "must be finite and positive"));
-        }
-        // Camera basis: eye, forward, right, up (unit vectors, f64).
-        let (eye, forward, up, fov_deg) =
-            if let Some(camera) = self.layout.cameras.iter().find(|c| c.path == camera_path) {
-                let q = unit_quat(&camera.path, camera.pose.rotation)?;
-                let eye = finite3(&camera.path, camera.pose.translation)?;
-                (
-                    eye,
-                    q_rotate(q, [0.0, 0.0, -1.0]),
-                    q_rotate(q, [0.0, 1.0, 0.0]),
-                    camera.fov_deg,
-                )
-            } else if camera_path.is_empty() || camera_path == "/" {
-                let eye = finite3("render eye", params.eye)?;
-                let at = finite3("render look_at", params.look_at)?;
-                let up = finite3("render up", params.up)?;
-                let forward = normalize(sub(at, eye))
-                    .ok_or_else(|| invalid("look_at", "must differ from the eye"))?;
-                let right = normalize(cross(forward, up))
-                    .ok_or_else(|| invalid("up", "must not be parallel to the view"))?;
-                (eye, forward, cross(right, forward), params.fov_deg)
-            } else {
-                return Err(EngineError::UnknownPath {
-                    what: "camera",
-                    path: camera_path.to_string(),
-                });
-            };
-        if !(fov_deg.is_finite() && fov_deg > 0.0 && fov_deg < 180.0) {
-            return Err(invalid("fov_deg", "must be in (0, 180) degrees"));
-        }
-        let right = cross(forward, up);
-        let tan_half = (fov_deg.to_radians() / 2.0).tan();
-        let (w, h) = (f64::from(params.width), f64::from(params.height));
-        let aspect = w / h;
-        let max_toi = params.max_depth as Real;
-
+        let view = crate::camera::View::new(&self.layout.cameras, camera_path, params)?;
+        let max_toi = view.max_depth as Real;
+        let pixels = view.pixels();
         let query = self.world.query_pipeline();
-        let origin = to_vec(eye);
-        let mut depth = Vec::with_capacity(pixels as usize);
-        let mut instance_id = Vec::with_capacity(pixels as usize);
-        for row in 0..params.height {
-            let y = (1.0 - 2.0 * (f64::from(row) + 0.5) / h) * tan_half;
-            for col in 0..params.width {
-                let x = (2.0 * (f64::from(col) + 0.5) / w - 1.0) * tan_half * aspect;
-                let dir = add(forward, add(scale(right, x), scale(up, y)));
-                let dir = normalize(dir).unwrap_or(forward);
-                let ray = Ray::new(origin, to_vec(dir));
+        let origin = to_vec(view.eye);
+        let mut depth = Vec::with_capacity(pixels);
+        let mut instance_id = Vec::with_capacity(pixels);
+        for row in 0..view.height {
+            for col in 0..view.width {
+                let ray = Ray::new(origin, to_vec(view.ray(row, col)));
                 match query.cast_ray(&ray, max_toi, true) {
                     Some((collider, toi)) => {
                         depth.push(toi);
@@ -1561,16 +1515,4 @@ fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
         a[2] * b[0] - a[0] * b[2],
         a[0] * b[1] - a[1] * b[0],
     ]
-}
-
-fn normalize(a: [f64; 3]) -> Option<[f64; 3]> {
-    let n = dot(a, a).sqrt();
-    (n > 1.0e-12 && n.is_finite()).then(|| scale(a, 1.0 / n))
-}
-
-/// FNV-1a over `bytes`: detects corrupted state data (any single changed byte changes it).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }

@@ -27,7 +27,7 @@ fn requirements(kind: EngineKind) -> &'static str {
     match kind {
         EngineKind::Rapier3d => "the `rapier` cargo feature (on by default)",
         EngineKind::Mujoco => {
-            "an adapter on mujoco-rs with MuJoCo 3.17's libmujoco; not built into this node yet"
+            "a build with the `mujoco` cargo feature, linked against MuJoCo 3.17's libmujoco (PyPI's mujoco==3.17.0 ships it; see docs/engines.md)"
         }
         EngineKind::Physx => {
             "an adapter on physx (PhysX 5.1, built from source with a C++ compiler); not built into this node yet"
@@ -51,6 +51,8 @@ impl EngineRegistry {
         let mut registry = EngineRegistry::default();
         #[cfg(feature = "rapier")]
         registry.register(Arc::new(crate::rapier::RapierEngine));
+        #[cfg(feature = "mujoco")]
+        registry.register(Arc::new(crate::mujoco::MujocoEngine));
         registry
     }
 

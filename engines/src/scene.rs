@@ -1,5 +1,5 @@
-//! The engine-neutral scene model. USD (and later URDF and MJCF) is read into this;
-//! every engine builds its world from it. Units are SI: metres, kilograms, seconds,
+//! The engine-neutral scene model. USD (and URDF, through USD) is read into this;
+//! every engine builds its world from it. MJCF models are kept whole for MuJoCo. Units are SI: metres, kilograms, seconds,
 //! radians. Rotations are unit quaternions `[x, y, z, w]`.
 
 use serde::{Deserialize, Serialize};
@@ -238,6 +238,81 @@ pub struct SceneModel {
     /// USD collision groups, for filtering which colliders touch.
     #[serde(default)]
     pub collision_groups: Vec<CollisionGroup>,
+    /// A scene in one engine's own format, which only that engine loads (an
+    /// MJCF model for MuJoCo). Its bodies and joints are then the engine's to
+    /// name, and the engine-neutral lists above stay empty.
+    #[serde(default)]
+    pub native: Option<NativeScene>,
+}
+
+/// A scene file in an engine's own format, kept whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NativeScene {
+    pub format: NativeFormat,
+    /// The file it was read from; files it includes resolve next to it.
+    pub path: String,
+    /// The file's text, so that the scene's fingerprint covers its content.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NativeFormat {
+    /// MuJoCo's XML model format.
+    Mjcf,
+}
+
+impl NativeFormat {
+    /// The engine that reads this format.
+    pub fn engine(self) -> crate::EngineKind {
+        match self {
+            NativeFormat::Mjcf => crate::EngineKind::Mujoco,
+        }
+    }
+}
+
+/// Whether `path` names an MJCF model (`.xml` or `.mjcf`).
+pub fn is_mjcf(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.ends_with(".xml") || lower.ends_with(".mjcf")
+}
+
+/// Reads a scene file: USD into the engine-neutral model, MJCF kept whole for
+/// MuJoCo.
+pub fn read_scene_file(path: &std::path::Path) -> Result<SceneModel, crate::EngineError> {
+    if is_mjcf(&path.to_string_lossy()) {
+        return read_mjcf(path);
+    }
+    crate::usd::load_scene(path)
+}
+
+fn read_mjcf(path: &std::path::Path) -> Result<SceneModel, crate::EngineError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| crate::EngineError::SceneRead {
+        file: file.clone(),
+        message: format!("cannot read the MJCF file: {e}"),
+    })?;
+    // MuJoCo parses the model when it loads it; here only check that it is one.
+    if !text.contains("<mujoco") {
+        return Err(crate::EngineError::SceneRead {
+            file,
+            message: "not an MJCF model: no <mujoco> element".to_string(),
+        });
+    }
+    Ok(SceneModel {
+        source: file.clone(),
+        up_axis: Axis::Z,
+        gravity: None,
+        bodies: Vec::new(),
+        joints: Vec::new(),
+        cameras: Vec::new(),
+        collision_groups: Vec::new(),
+        native: Some(NativeScene {
+            format: NativeFormat::Mjcf,
+            path: file,
+            text,
+        }),
+    })
 }
 
 impl SceneModel {
@@ -256,9 +331,13 @@ impl SceneModel {
     /// A stable fingerprint of the scene's content (FNV-1a over its JSON form), used
     /// to refuse restoring a state into a simulation of a different scene.
     pub fn fingerprint(&self) -> u64 {
-        let json = serde_json::to_vec(&(&self.bodies, &self.joints)).unwrap_or_default();
-        json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
+        // A native scene adds its text; USD scenes keep the fingerprints their
+        // checkpoints were made with.
+        let json = match &self.native {
+            None => serde_json::to_vec(&(&self.bodies, &self.joints)),
+            Some(native) => serde_json::to_vec(&(&self.bodies, &self.joints, native)),
+        }
+        .unwrap_or_default();
+        crate::fnv1a(&json)
     }
 }

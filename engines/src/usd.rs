@@ -25,7 +25,7 @@
 //! earliest time sample when an attribute is only time-sampled.
 
 pub mod export;
-mod math;
+pub(crate) mod math;
 mod values;
 
 use std::collections::{HashMap, HashSet};
@@ -375,6 +375,7 @@ impl Reader {
             joints,
             cameras,
             collision_groups,
+            native: None,
         })
     }
 

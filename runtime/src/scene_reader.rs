@@ -30,7 +30,7 @@ fn encode(outcome: &Outcome) -> Vec<u8> {
 /// The child's side: read `path` and write the outcome to stdout.
 pub fn child_main(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
-    let outcome = match hanzo_twin_engines::usd::load_scene(path) {
+    let outcome = match hanzo_twin_engines::scene::read_scene_file(path) {
         Ok(scene) => Outcome::Scene(scene),
         Err(EngineError::SceneRead { file, message }) => Outcome::Read { file, message },
         Err(EngineError::ScenePrim { prim, message }) => Outcome::Prim { prim, message },

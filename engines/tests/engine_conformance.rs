@@ -1,0 +1,254 @@
+//! The same scenes and the same control code on every engine built in: free
+//! fall and a pendulum against their analytic answers, drives reaching their
+//! targets, and forks and restored states continuing bit for bit. The
+//! tolerances are the ones docs/engines.md states.
+
+mod common;
+use common::*;
+use hanzo_twin_engines::scene::{Axis, Body, BodyKind, MassProperties, Pose, SceneModel, Shape};
+use hanzo_twin_engines::{Engine, EngineError, EngineKind, EngineRegistry, JointCommand};
+use std::sync::Arc;
+
+fn engines() -> Vec<Arc<dyn Engine>> {
+    let registry = EngineRegistry::with_builtin();
+    let engines: Vec<_> = EngineKind::ALL
+        .into_iter()
+        .filter_map(|k| registry.get(k).ok())
+        .collect();
+    let kinds: Vec<_> = engines.iter().map(|e| e.kind().to_string()).collect();
+    println!("engines under test: {}", kinds.join(", "));
+    engines
+}
+
+fn dropped_box() -> SceneModel {
+    scene(
+        vec![
+            ground(),
+            cuboid(
+                "/World/Box",
+                BodyKind::Dynamic,
+                [0.0, 0.0, 2.0],
+                [0.1; 3],
+                1.0,
+            ),
+        ],
+        vec![],
+    )
+}
+
+/// A 1 m pendulum released from `theta0` about Y, with a small sphere as bob.
+fn pendulum(theta0: f64) -> SceneModel {
+    let length = 1.0;
+    let pivot = [0.0, 0.0, 2.0];
+    let bob_pos = [length * theta0.sin(), 0.0, pivot[2] - length * theta0.cos()];
+    let bob = Body {
+        path: "/World/Bob".to_string(),
+        kind: BodyKind::Dynamic,
+        pose: Pose::from_translation(bob_pos),
+        mass: MassProperties {
+            mass: Some(1.0),
+            ..MassProperties::default()
+        },
+        linear_velocity: [0.0; 3],
+        angular_velocity: [0.0; 3],
+        colliders: vec![collider("/World/Bob/Ball", Shape::Sphere { radius: 0.02 })],
+    };
+    let mut hinge = revolute("/World/Hinge", None, "/World/Bob", Axis::Y);
+    hinge.local_pose0 = Pose::from_translation(pivot);
+    hinge.local_pose1 = Pose::from_translation([pivot[0] - bob_pos[0], 0.0, pivot[2] - bob_pos[2]]);
+    scene(vec![bob], vec![hinge])
+}
+
+#[test]
+fn free_fall_matches_the_analytic_height_on_every_engine() {
+    for engine in engines() {
+        let kind = engine.kind();
+        let mut sim = load_on(engine.as_ref(), &dropped_box());
+        // 0.5 s of free fall, compared at every step. A first-order integrator
+        // (semi-implicit Euler, which both engines use) lands g·dt·t/2 below the
+        // parabola at time t; more than that is an error.
+        let dt = 1.0 / 240.0;
+        let mut worst: f64 = 0.0;
+        for _ in 0..120 {
+            sim.step().unwrap();
+            let t = sim.time();
+            let z = body(&sim.observation("/World/Box").unwrap(), "/World/Box").position[2];
+            let analytic = 2.0 - G * t * t / 2.0;
+            let bound = 1.001 * G * dt * t / 2.0 + 1e-9;
+            worst = worst.max((z - analytic).abs() / bound);
+        }
+        println!("{kind}: free fall, worst height error {worst:.3} of the first-order bound");
+        assert!(worst <= 1.0, "{kind}: free fall off by {worst} × the bound");
+        for _ in 0..600 {
+            sim.step().unwrap();
+        }
+        let z = body(&sim.observation("/World/Box").unwrap(), "/World/Box").position[2];
+        println!("{kind}: resting height {z:.5}");
+        assert!((z - 0.1).abs() < 0.005, "{kind}: resting height {z}");
+    }
+}
+
+#[test]
+fn pendulum_period_matches_theory_on_every_engine() {
+    let theta0: f64 = 0.1;
+    let theory = 2.0 * std::f64::consts::PI * (1.0 / G).sqrt() * (1.0 + theta0 * theta0 / 16.0);
+    for engine in engines() {
+        let kind = engine.kind();
+        let mut sim = load_on(engine.as_ref(), &pendulum(theta0));
+        let mut crossings = Vec::new();
+        let mut prev_x = theta0.sin();
+        let mut prev_t = 0.0;
+        while sim.time() < 12.0 {
+            sim.step().unwrap();
+            let x = body(&sim.observation("/World/Bob").unwrap(), "/World/Bob").position[0];
+            let t = sim.time();
+            if prev_x > 0.0 && x <= 0.0 {
+                crossings.push(prev_t + (t - prev_t) * prev_x / (prev_x - x));
+            }
+            prev_x = x;
+            prev_t = t;
+        }
+        assert!(
+            crossings.len() >= 4,
+            "{kind}: only {} crossings",
+            crossings.len()
+        );
+        let periods = crossings.len() - 1;
+        let measured = (crossings[periods] - crossings[0]) / periods as f64;
+        let rel = (measured - theory).abs() / theory;
+        println!("{kind}: pendulum period {measured:.5} s, theory {theory:.5} s, error {rel:.2e}");
+        assert!(rel < 0.005, "{kind}: period {measured} vs {theory}");
+    }
+}
+
+#[test]
+fn commands_drive_joints_on_every_engine() {
+    for engine in engines() {
+        let kind = engine.kind();
+        // The arm's shoulder to 0.4 rad by position; the elbow by velocity.
+        let mut sim = load_on(engine.as_ref(), &pile_and_arm());
+        sim.set_joint_command("/World/Arm/Shoulder", JointCommand::Position(0.4))
+            .unwrap();
+        for _ in 0..720 {
+            sim.step().unwrap();
+        }
+        let shoulder = joint_position(sim.as_ref(), "/World/Arm/Shoulder");
+        println!("{kind}: shoulder at {shoulder:.4} rad for a target of 0.4");
+        // The drive is a spring against gravity: it settles short of the target
+        // by the gravity torque over its stiffness (≈ 0.07 rad here).
+        assert!(
+            (shoulder - 0.4).abs() < 0.12 && shoulder > 0.2,
+            "{kind}: shoulder at {shoulder}"
+        );
+        let before = joint_position(sim.as_ref(), "/World/Arm/Elbow");
+        sim.set_joint_command("/World/Arm/Elbow", JointCommand::Velocity(1.0))
+            .unwrap();
+        for _ in 0..60 {
+            sim.step().unwrap();
+        }
+        let moved = joint_position(sim.as_ref(), "/World/Arm/Elbow") - before;
+        println!("{kind}: elbow moved {moved:.4} rad in 0.25 s at 1 rad/s");
+        assert!(moved > 0.1, "{kind}: elbow moved {moved}");
+        let err = sim
+            .set_joint_command("/World/Nope", JointCommand::Position(0.0))
+            .unwrap_err();
+        assert!(
+            matches!(err, EngineError::UnknownPath { .. }),
+            "{kind}: {err}"
+        );
+        let err = sim
+            .set_joint_command("/World/Arm/Elbow", JointCommand::Position(f64::NAN))
+            .unwrap_err();
+        assert!(matches!(err, EngineError::Invalid { .. }), "{kind}: {err}");
+    }
+}
+
+#[test]
+fn forks_and_restored_states_continue_bit_for_bit_on_every_engine() {
+    for engine in engines() {
+        let kind = engine.kind();
+        let mut sim = load_on(engine.as_ref(), &pile_and_arm());
+        for step in 0..150 {
+            arm_commands(sim.as_mut(), step, 1.0);
+            sim.step().unwrap();
+        }
+        let mut fork = sim.fork().unwrap();
+        let saved = sim.state().unwrap();
+        let mut restored = load_on(engine.as_ref(), &pile_and_arm());
+        restored.set_state(&saved).unwrap();
+        for step in 150..450 {
+            for s in [&mut sim, &mut fork, &mut restored] {
+                arm_commands(s.as_mut(), step, 1.0);
+                s.step().unwrap();
+            }
+        }
+        assert_bitwise_equal(sim.as_ref(), fork.as_ref(), 450, &format!("{kind} fork"));
+        assert_bitwise_equal(
+            sim.as_ref(),
+            restored.as_ref(),
+            450,
+            &format!("{kind} restore"),
+        );
+        // Other commands, another trajectory: the comparison can fail.
+        let mut other = sim.fork().unwrap();
+        for step in 450..500 {
+            arm_commands(sim.as_mut(), step, 1.0);
+            arm_commands(other.as_mut(), step, -1.0);
+            sim.step().unwrap();
+            other.step().unwrap();
+        }
+        assert_ne!(
+            joint_position(sim.as_ref(), "/World/Arm/Shoulder"),
+            joint_position(other.as_ref(), "/World/Arm/Shoulder"),
+            "{kind}: different commands gave the same trajectory"
+        );
+        println!(
+            "{kind}: fork and restore bitwise over 300 steps; state {} bytes",
+            saved.data.len()
+        );
+        // A state of another scene, or corrupted, is refused.
+        let mut other_scene = load_on(engine.as_ref(), &dropped_box());
+        assert!(matches!(
+            other_scene.set_state(&saved),
+            Err(EngineError::StateMismatch(_))
+        ));
+        let mut corrupt = saved.clone();
+        let n = corrupt.data.len();
+        corrupt.data[n / 2] ^= 0x40;
+        assert!(matches!(
+            restored.set_state(&corrupt),
+            Err(EngineError::StateMismatch(_))
+        ));
+        for other_engine in engines().into_iter().filter(|e| e.kind() != kind) {
+            let mut there = load_on(other_engine.as_ref(), &pile_and_arm());
+            assert!(matches!(
+                there.set_state(&saved),
+                Err(EngineError::StateMismatch(_))
+            ));
+        }
+    }
+}
+
+#[test]
+fn rendering_sees_the_box_on_every_engine() {
+    for engine in engines() {
+        let kind = engine.kind();
+        let sim = load_on(engine.as_ref(), &dropped_box());
+        let params = hanzo_twin_engines::RenderParams {
+            width: 9,
+            height: 9,
+            eye: [3.0, 0.0, 2.0],
+            look_at: [0.0, 0.0, 2.0],
+            up: [0.0, 0.0, 1.0],
+            ..Default::default()
+        };
+        let image = sim.render("/", &params).unwrap();
+        let centre = (4 * 9 + 4) as usize;
+        let hit = image.instance_id[centre];
+        assert_ne!(hit, u32::MAX, "{kind}: the centre ray missed");
+        assert_eq!(image.instance_paths[hit as usize], "/World/Box", "{kind}");
+        // The box's near face is at x = 0.1, 2.9 m from the eye.
+        let d = image.depth[centre];
+        assert!((d - 2.9).abs() < 1e-3, "{kind}: depth {d}");
+    }
+}
