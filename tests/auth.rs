@@ -184,6 +184,10 @@ impl Ctx {
     }
 }
 
+/// A comparison needs MuJoCo beside rapier3d: 422 (not available) in a build
+/// without it.
+const COMPARE_OK: u16 = if cfg!(feature = "mujoco") { 200 } else { 422 };
+
 const ALL: &[&str] = &["twin-admin", "twin-operator", "twin-viewer"];
 const ADMIN: &[&str] = &["twin-admin"];
 const RUNNERS: &[&str] = &["twin-admin", "twin-operator"];
@@ -202,6 +206,20 @@ fn cases() -> Vec<Case> {
             ok: 200,
             target: NoTwin,
             body: no_body,
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/engines/compare",
+            allowed: RUNNERS,
+            ok: COMPARE_OK,
+            target: NoTwin,
+            body: |_| {
+                Body::Json(json!({
+                    "scene": { "uri": "robot-arm/scene.usda" },
+                    "engines": ["rapier3d", "mujoco"],
+                    "steps": 5,
+                }))
+            },
         },
         Case {
             method: Method::GET,

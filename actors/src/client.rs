@@ -15,6 +15,9 @@ use ractor::ActorRef;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// How long a cross-engine comparison may run before the caller gives up.
+pub const COMPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A handle on a node's twin host. Cheap to clone; every call has a timeout.
 /// When the node's supervisor restarts the host, it swaps the new one in here,
 /// so handles stay valid.
@@ -81,12 +84,21 @@ impl TwinNode {
         what: &str,
         build: impl FnOnce(Reply<T>) -> HostMsg,
     ) -> Result<T, TwinError> {
-        match self.host().call(build, Some(self.timeout)).await {
+        self.ask_within(what, self.timeout, build).await
+    }
+
+    async fn ask_within<T: Send + 'static>(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        build: impl FnOnce(Reply<T>) -> HostMsg,
+    ) -> Result<T, TwinError> {
+        match self.host().call(build, Some(timeout)).await {
             Ok(ractor::rpc::CallResult::Success(result)) => result,
             Ok(ractor::rpc::CallResult::Timeout) => Err(TwinError::Timeout {
                 id: what.to_string(),
                 what: "the request",
-                timeout_ms: self.timeout.as_millis() as u64,
+                timeout_ms: timeout.as_millis() as u64,
             }),
             Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
                 Err(TwinError::Unavailable(what.to_string()))
@@ -114,6 +126,24 @@ impl TwinNode {
             definition,
             scope,
             reply,
+        })
+        .await
+    }
+
+    /// Runs one scene and one command sequence on several engines and reports
+    /// how far each trajectory drifts from the first engine's. Waits up to
+    /// [`COMPARE_TIMEOUT`].
+    pub async fn compare_engines(
+        &self,
+        request: crate::protocol::CompareRequest,
+    ) -> Result<hanzo_twin_engines::compare::CompareReport, TwinError> {
+        let scope = self.scope.clone();
+        self.ask_within("engine comparison", COMPARE_TIMEOUT, |reply| {
+            HostMsg::CompareEngines {
+                request,
+                scope,
+                reply,
+            }
         })
         .await
     }

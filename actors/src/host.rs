@@ -360,8 +360,15 @@ impl HostState {
     }
 
     async fn load_scene(&self, definition: &TwinDefinition) -> Result<Arc<SceneModel>, TwinError> {
-        let org = definition.organization();
-        let spec = &definition.scene;
+        self.load_scene_spec(definition.organization(), &definition.scene)
+            .await
+    }
+
+    async fn load_scene_spec(
+        &self,
+        org: &str,
+        spec: &crate::definition::SceneSpec,
+    ) -> Result<Arc<SceneModel>, TwinError> {
         let root = self
             .resolve_scene(org, &spec.uri, spec.version, "scene.uri")
             .await?;
@@ -426,12 +433,55 @@ impl HostState {
         Ok(Arc::new(scene))
     }
 
+    /// The scene and engines of a comparison, each checked with the field it came from.
+    async fn prepare_comparison(
+        &self,
+        request: &crate::protocol::CompareRequest,
+        scope: &Scope,
+    ) -> Result<(Arc<SceneModel>, Vec<Arc<dyn hanzo_twin_engines::Engine>>), TwinError> {
+        let mut engines = Vec::new();
+        for (i, kind) in request.engines.iter().enumerate() {
+            if request.engines[..i].contains(kind) {
+                return Err(TwinError::invalid(
+                    format!("engines[{i}]"),
+                    format!("{kind} is named twice"),
+                ));
+            }
+            engines.push(self.engines.get(*kind).map_err(|e| TwinError::Engine {
+                kind: "not_available",
+                field: Some(format!("engines[{i}]")),
+                message: e.to_string(),
+            })?);
+        }
+        let org = match scope {
+            Scope::Organization(org) => org.as_str(),
+            Scope::Node => crate::definition::DEFAULT_ORGANIZATION,
+        };
+        let scene = self.load_scene_spec(org, &request.scene).await?;
+        if let Some(native) = &scene.native
+            && let Some(i) = request
+                .engines
+                .iter()
+                .position(|k| *k != native.format.engine())
+        {
+            return Err(TwinError::invalid(
+                format!("engines[{i}]"),
+                format!(
+                    "the scene is an MJCF model, which only {} loads; compare engines on a USD scene",
+                    native.format.engine()
+                ),
+            ));
+        }
+        Ok((scene, engines))
+    }
+
     /// Checks what a definition needs from this node: its engine and a readable scene.
     async fn check_runnable(
         &self,
         definition: &TwinDefinition,
     ) -> Result<Arc<SceneModel>, TwinError> {
-        self.engines.get(definition.engine.kind)?;
+        let engine = self.engines.get(definition.engine.kind)?;
+        engine.check_config(&definition.engine.config.to_engine_config())?;
         let scene = self.load_scene(definition).await?;
         if let Some(native) = &scene.native
             && native.format.engine() != definition.engine.kind
@@ -799,6 +849,35 @@ impl HostState {
                 let result = self.create(definition, &scope).await;
                 let _ = reply.send(result);
             }
+            HostMsg::CompareEngines {
+                request,
+                scope,
+                reply,
+            } => match self.prepare_comparison(&request, &scope).await {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok((scene, engines)) => {
+                    // Minutes of stepping must not stall the host: run on a blocking thread.
+                    let config = request.config.to_engine_config();
+                    let run = request.run();
+                    tokio::spawn(async move {
+                        let result = tokio::task::spawn_blocking(move || {
+                            hanzo_twin_engines::compare::compare(&scene, &engines, &config, &run)
+                                .map_err(TwinError::from)
+                        })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(TwinError::Engine {
+                                kind: "diverged",
+                                field: None,
+                                message: format!("an engine failed during the comparison: {e}"),
+                            })
+                        });
+                        let _ = reply.send(result);
+                    });
+                }
+            },
             HostMsg::Get { twin, reply } => {
                 let result = self.resolve(&twin).and_then(|id| self.record(id).cloned());
                 let _ = reply.send(result);

@@ -271,9 +271,54 @@ pub enum HostMsg {
     Shutdown {
         reply: Reply<()>,
     },
+    /// Run one scene and one command sequence on several engines and report
+    /// how their trajectories diverge. Answers when the runs finish; the host
+    /// goes on serving meanwhile.
+    CompareEngines {
+        request: CompareRequest,
+        scope: Scope,
+        reply: Reply<hanzo_twin_engines::compare::CompareReport>,
+    },
     /// From a twin actor: its latest checkpoint.
     Checkpointed {
         id: TwinId,
         state: Arc<SimState>,
     },
+}
+
+/// A cross-engine comparison (`POST /v1/engines/compare`): the scene as a twin
+/// definition gives it, the engines (the first is the reference), one engine
+/// config for all, and the commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareRequest {
+    pub scene: crate::definition::SceneSpec,
+    pub engines: Vec<hanzo_twin_engines::EngineKind>,
+    #[serde(default)]
+    pub config: crate::definition::EngineConfigSpec,
+    pub steps: u64,
+    #[serde(default = "one")]
+    pub sample_every: u64,
+    #[serde(default)]
+    pub commands: Vec<hanzo_twin_engines::compare::TimedCommand>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_tolerance_m: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joint_tolerance: Option<f64>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl CompareRequest {
+    pub fn run(&self) -> hanzo_twin_engines::compare::CompareRun {
+        hanzo_twin_engines::compare::CompareRun {
+            steps: self.steps,
+            sample_every: self.sample_every,
+            commands: self.commands.clone(),
+            position_tolerance_m: self.position_tolerance_m,
+            joint_tolerance: self.joint_tolerance,
+        }
+    }
 }

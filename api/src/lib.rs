@@ -20,7 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use error::ApiError;
-use guard::{AuthState, Caller, Endpoint, GET, Routes};
+use guard::{AuthState, Caller, Endpoint, GET, POST, Routes, Twins};
 use hanzo_twin_actors::{DefinitionError, TwinError, TwinNode};
 use hanzo_twin_cluster::Membership;
 use hanzo_twin_engines::EngineRegistry;
@@ -66,12 +66,21 @@ pub(crate) type ApiResult = Result<Response, ApiError>;
 const TWINS_READ: Permission = Permission::new(Resource::Twins, Action::Read);
 const INFRA_READ: Permission = Permission::new(Resource::Infra, Action::Read);
 const AUDIT_READ: Permission = Permission::new(Resource::Audit, Action::Read);
+/// A comparison is compute the caller submits, like a job.
+const JOBS_SUBMIT: Permission = Permission::new(Resource::Jobs, Action::Submit);
 
 fn routes(config: &ApiConfig) -> Routes {
     Routes::new()
         .public(GET, "/alive", alive)
         .public(GET, "/ready", ready)
         .protected(GET, "/v1/engines", TWINS_READ, engines)
+        .audited(
+            POST,
+            "/v1/engines/compare",
+            JOBS_SUBMIT,
+            "engines.compare",
+            compare_engines,
+        )
         .protected(GET, "/v1/cluster/nodes", INFRA_READ, cluster_nodes)
         .protected(GET, "/v1/audit", AUDIT_READ, audit::list)
         .merge(twins::routes())
@@ -113,6 +122,14 @@ async fn ready(State(state): State<ApiState>) -> Response {
 
 async fn engines(State(state): State<ApiState>, _: Caller) -> Response {
     axum::Json(serde_json::json!({ "engines": state.engines.describe() })).into_response()
+}
+
+/// Runs one scene and one command sequence on several engines and answers
+/// with each body's and joint's divergence from the first engine.
+async fn compare_engines(Twins(node): Twins, body: Bytes) -> ApiResult {
+    let request: hanzo_twin_actors::protocol::CompareRequest = parse_json(&body, false)?;
+    let report = node.compare_engines(request).await?;
+    Ok(axum::Json(report).into_response())
 }
 
 async fn cluster_nodes(State(state): State<ApiState>, _: Caller) -> Response {

@@ -9,6 +9,7 @@
 //! `mujoco` adds MuJoCo).
 
 pub mod camera;
+pub mod compare;
 pub mod error;
 pub mod findings;
 pub mod recording;
@@ -45,6 +46,19 @@ pub trait Engine: Send + Sync {
         scene: &SceneModel,
         config: &EngineConfig,
     ) -> Result<Box<dyn Simulation>, EngineError>;
+
+    /// Checks `config` without loading anything: the engine-specific settings
+    /// in `extensions` especially, so a twin definition is refused when it is
+    /// written, not when it starts.
+    fn check_config(&self, config: &EngineConfig) -> Result<(), EngineError> {
+        match config.extensions.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(EngineError::Invalid {
+                field: format!("engine.config.extensions.{key}"),
+                message: format!("{} reads no engine-specific settings", self.kind()),
+            }),
+        }
+    }
 
     /// How this engine treats each prim of `scene`: simulated as authored,
     /// approximated (and how), or not at all.

@@ -137,6 +137,10 @@ impl Engine for MujocoEngine {
         out
     }
 
+    fn check_config(&self, config: &EngineConfig) -> Result<(), EngineError> {
+        Options::read(config).map(|_| ())
+    }
+
     fn load_scene(
         &self,
         scene: &SceneModel,

@@ -171,6 +171,7 @@ impl Engine for RapierEngine {
         config: &EngineConfig,
     ) -> Result<Box<dyn Simulation>, EngineError> {
         crate::findings::refuse_foreign_native(scene, EngineKind::Rapier3d)?;
+        self.check_config(config)?;
         Ok(Box::new(RapierSimulation::load(scene, config)?))
     }
 }

@@ -174,6 +174,23 @@ enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Run one scene and one command sequence on several engines and report how
+    /// each body's and joint's trajectory drifts from the first engine's. Exits
+    /// with status 3 when the request's tolerances are exceeded.
+    Compare {
+        /// The comparison: a YAML or JSON file with scene, engines, steps,
+        /// commands and tolerances (see docs/engines.md).
+        request: PathBuf,
+        /// Engines to compare, overriding the file's (repeatable; the first is
+        /// the reference).
+        #[arg(long = "engine")]
+        engines: Vec<String>,
+        /// Steps to run, overriding the file's.
+        #[arg(long)]
+        steps: Option<u64>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Scenes in the node's library: versioned USD packages.
     Scene {
         #[command(subcommand)]
@@ -882,6 +899,76 @@ fn table<const N: usize>(header: [&str; N], rows: Vec<[String; N]>) -> String {
         .join("\n")
 }
 
+fn comparison_table(v: &Value) -> String {
+    let f = |x: &Value| x.as_f64().map_or("-".to_string(), |n| format!("{n:.3e}"));
+    let list = |key: &str| v[key].as_array().cloned().unwrap_or_default();
+    let runs: Vec<[String; 3]> = list("runs")
+        .iter()
+        .map(|r| {
+            [
+                s(&r["engine"]),
+                format!("{:.0}", r["steps_per_second"].as_f64().unwrap_or(0.0)),
+                format!("{:.3}", r["seconds"].as_f64().unwrap_or(0.0)),
+            ]
+        })
+        .collect();
+    let exceeded = |x: &Value| {
+        x["exceeded_at_step"]
+            .as_u64()
+            .map_or("-".to_string(), |n| n.to_string())
+    };
+    let bodies: Vec<[String; 6]> = list("bodies")
+        .iter()
+        .map(|b| {
+            [
+                s(&b["path"]),
+                s(&b["engine"]),
+                f(&b["max_position_error_m"]),
+                f(&b["final_position_error_m"]),
+                f(&b["max_orientation_error_rad"]),
+                exceeded(b),
+            ]
+        })
+        .collect();
+    let joints: Vec<[String; 5]> = list("joints")
+        .iter()
+        .map(|j| {
+            [
+                s(&j["path"]),
+                s(&j["engine"]),
+                f(&j["max_error"]),
+                f(&j["final_error"]),
+                exceeded(j),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "reference {}; {} steps of {} s, compared at {} samples\n\n",
+        s(&v["reference"]),
+        s(&v["steps"]),
+        s(&v["step_dt"]),
+        s(&v["samples"])
+    );
+    out += &table(["ENGINE", "STEPS/S", "SECONDS"], runs);
+    out += "\n\n";
+    out += &table(
+        [
+            "BODY",
+            "ENGINE",
+            "MAX POS (m)",
+            "FINAL POS (m)",
+            "MAX ROT (rad)",
+            "EXCEEDED AT",
+        ],
+        bodies,
+    );
+    if !joints.is_empty() {
+        out += "\n\n";
+        out += &table(["JOINT", "ENGINE", "MAX", "FINAL", "EXCEEDED AT"], joints);
+    }
+    out
+}
+
 fn audit_table(v: &Value) -> String {
     let entries = v["entries"].as_array().cloned().unwrap_or_default();
     if entries.is_empty() {
@@ -970,6 +1057,39 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             std::fs::write(&out, &text)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             println!("wrote the run of {twin} to {}", out.display());
+        }
+        Command::Compare {
+            request,
+            engines,
+            steps,
+            client,
+        } => {
+            let c = Client::new(&client)?;
+            let text = std::fs::read_to_string(&request)
+                .with_context(|| format!("cannot read {}", request.display()))?;
+            let mut body: Value = serde_yaml_ng::from_str(&text).with_context(|| {
+                format!("{} is not a YAML or JSON comparison", request.display())
+            })?;
+            let Some(fields) = body.as_object_mut() else {
+                anyhow::bail!(
+                    "{} must hold an object with scene, engines and steps",
+                    request.display()
+                );
+            };
+            if !engines.is_empty() {
+                fields.insert("engines".into(), serde_json::json!(engines));
+            }
+            if let Some(steps) = steps {
+                fields.insert("steps".into(), serde_json::json!(steps));
+            }
+            let v = c
+                .json(c.http.post(c.url("/v1/engines/compare")).json(&body))
+                .await?;
+            print_value(c.output, &v, comparison_table);
+            if v["within_tolerance"] == Value::Bool(false) {
+                eprintln!("the engines diverged beyond the request's tolerances");
+                std::process::exit(3);
+            }
         }
         Command::Audit {
             since,
