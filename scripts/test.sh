@@ -48,8 +48,11 @@ cmp -s "$wheel_lib" "$mujoco_lib/libmujoco.so.3.17.0" || cp "$wheel_lib" "$mujoc
 ln -sf libmujoco.so.3.17.0 "$mujoco_lib/libmujoco.so"
 export MUJOCO_DYNAMIC_LINK_DIR="$mujoco_lib"
 
+# PyBullet runs in worker processes of the venv's Python.
+export HANZO_TWIN_PYBULLET_PYTHON="$repo/.venv/bin/python"
+
 # Every optional engine this machine can build.
-features=mujoco
+features=mujoco,pybullet
 
 step "S3 test server (s3s-fs)"
 # A real S3-protocol server for the object-storage tests, built once into the

@@ -328,3 +328,93 @@ async fn cli_compares_engines_and_fails_beyond_tolerance() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("tolerance"));
 }
+
+/// Process ids of the PyBullet workers the node `parent` started.
+#[cfg(feature = "pybullet")]
+fn pybullet_workers(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // stat: pid (comm) state ppid ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent)
+            && String::from_utf8_lossy(&cmdline).contains("hanzo-twin-pybullet-worker")
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[cfg(feature = "pybullet")]
+#[tokio::test]
+async fn a_dead_pybullet_worker_is_a_twin_crash_that_its_supervisor_restarts() {
+    let node = TestNode::start_with(&[], "  max_restarts: 3\n  restart_window_s: 600\n").await;
+    let yaml = std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml"))
+        .unwrap()
+        .replace("type: rapier3d", "type: pybullet");
+    let yaml = common::rename(&yaml, "arm-on-pybullet");
+    let (status, v) = node.post_raw("/v1/twins", "application/yaml", &yaml).await;
+    assert_eq!(status, 201, "{v}");
+    let arm = v["id"].as_str().unwrap().to_string();
+    node.start_twin(&arm, "paused").await;
+    node.command(&arm, "/World/Arm/shoulder_pitch", "position", 0.3)
+        .await;
+    // Many steps in one request are one round trip to the worker.
+    assert_eq!(node.step(&arm, 240).await["step"], 240);
+    let workers = pybullet_workers(node.pid().unwrap());
+    assert_eq!(workers.len(), 1, "one worker per simulation: {workers:?}");
+    let status = std::process::Command::new("kill")
+        .args(["-9", &workers[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Until the kernel has ended it, the worker still looks alive.
+    for _ in 0..200 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", workers[0])).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state.is_none_or(|s| s == "Z") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The next request finds the worker gone: 503, and the twin restarts.
+    let (status, v) = node
+        .post(&format!("/v1/twins/{arm}/step"), json!({ "steps": 1 }))
+        .await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "engine_failed", "{v}");
+    let mut restarted = Value::Null;
+    for _ in 0..200 {
+        let (_, t) = node.get(&format!("/v1/twins/{arm}")).await;
+        if t["status"]["restarts"] == 1 && t["status"]["state"] == "running" {
+            restarted = t;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(restarted["status"]["restarts"], 1, "{}", node.log());
+    assert!(
+        restarted["status"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pybullet failed"),
+        "{restarted}"
+    );
+    // A new worker, and the twin steps again.
+    let after = node.step(&arm, 10).await;
+    assert!(after["step"].as_u64().is_some(), "{after}");
+    let workers_now = pybullet_workers(node.pid().unwrap());
+    assert_eq!(workers_now.len(), 1, "{workers_now:?}");
+    assert_ne!(workers_now, workers);
+}

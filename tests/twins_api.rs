@@ -210,7 +210,7 @@ async fn bad_input_gets_clear_json_errors() {
             None,
         ),
         (
-            base.replace("type: rapier3d", "type: mujoco"),
+            base.replace("type: rapier3d", "type: gazebo"),
             "engine.type",
             None,
         ),

@@ -89,6 +89,7 @@ impl From<EngineError> for TwinError {
             EngineError::NotAvailable(_) => ("not_available", Some("engine.type".to_string())),
             EngineError::Unsupported { .. } => ("unsupported", None),
             EngineError::Diverged(_) => ("diverged", None),
+            EngineError::Failed { .. } => ("engine_failed", None),
         };
         TwinError::Engine {
             kind,

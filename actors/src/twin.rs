@@ -358,7 +358,7 @@ impl Actor for TwinActor {
                 let diverged = matches!(
                     result,
                     Err(TwinError::Engine {
-                        kind: "diverged",
+                        kind: "diverged" | "engine_failed",
                         ..
                     })
                 );
@@ -371,10 +371,13 @@ impl Actor for TwinActor {
             }
             TwinMsg::Command { commands, reply } => {
                 let result = apply_commands(state.sim.as_mut(), &commands);
-                let _ = reply.send(result);
+                let _ = reply.send(result.clone());
+                fail_if_engine_failed(result)?;
             }
             TwinMsg::Observe { path, reply } => {
-                let _ = reply.send(state.sim.observation(&path).map_err(TwinError::from));
+                let result = state.sim.observation(&path).map_err(TwinError::from);
+                let _ = reply.send(result.clone());
+                fail_if_engine_failed(result)?;
             }
             TwinMsg::GetState { reply } => {
                 let _ = reply.send(state.sim.state().map_err(TwinError::from));
@@ -464,4 +467,18 @@ fn apply_commands(
             })?;
     }
     Ok(())
+}
+
+/// An engine that failed (a dead worker process) leaves nothing to serve: the
+/// twin fails too, and the host restarts it from its last checkpoint.
+fn fail_if_engine_failed<T>(result: Result<T, TwinError>) -> Result<(), ActorProcessingErr> {
+    match result {
+        Err(
+            e @ TwinError::Engine {
+                kind: "engine_failed",
+                ..
+            },
+        ) => Err(Box::new(e)),
+        _ => Ok(()),
+    }
 }

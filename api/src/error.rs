@@ -77,6 +77,7 @@ impl From<TwinError> for ApiError {
                     "not_available" | "unsupported" | "diverged" => {
                         StatusCode::UNPROCESSABLE_ENTITY
                     }
+                    "engine_failed" => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::BAD_REQUEST,
                 };
                 let mut e = ApiError::new(status, kind, message);

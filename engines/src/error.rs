@@ -32,6 +32,11 @@ pub enum EngineError {
     #[error("{engine} does not support {feature}")]
     Unsupported { engine: EngineKind, feature: String },
 
+    /// The engine itself failed (its worker process died, say); the simulation
+    /// is gone and its twin restarts from the last checkpoint.
+    #[error("{engine} failed: {message}")]
+    Failed { engine: EngineKind, message: String },
+
     /// The simulation became numerically invalid (NaN or infinite positions).
     #[error("simulation diverged: {0}")]
     Diverged(String),

@@ -15,6 +15,7 @@ pub mod findings;
 pub mod recording;
 pub mod registry;
 pub mod scene;
+pub mod tree;
 pub mod types;
 pub mod urdf;
 pub mod usd;
@@ -24,6 +25,9 @@ pub mod rapier;
 
 #[cfg(feature = "mujoco")]
 pub mod mujoco;
+
+#[cfg(feature = "pybullet")]
+pub mod pybullet;
 
 pub use error::EngineError;
 pub use registry::EngineRegistry;

@@ -14,7 +14,11 @@
 use crate::camera::View;
 use crate::findings::{Finding, Support};
 use crate::scene::{Axis, BodyKind, JointKind, NativeFormat, Pose, SceneModel, Shape};
-use crate::usd::math::{normalize_quat, quat_conj, quat_mul, quat_rotate};
+use crate::tree::{
+    Tree, authored_coordinate, checked_pose, compose, inverse, non_negative, positive, relative,
+    unit,
+};
+use crate::usd::math::{quat_conj, quat_mul, quat_rotate};
 use crate::{
     BodyObservation, Engine, EngineCapabilities, EngineConfig, EngineError, EngineKind, Image,
     JointCommand, JointObservation, Observation, RenderParams, SimState, Simulation,
@@ -297,116 +301,6 @@ impl Options {
 // ---------------------------------------------------------------------------------------------
 // USD scene model → MJCF.
 // ---------------------------------------------------------------------------------------------
-
-/// Why a scene cannot become a MuJoCo model, at which prim.
-#[derive(Debug, Clone)]
-struct PlanError {
-    prim: String,
-    message: String,
-}
-
-impl From<PlanError> for EngineError {
-    fn from(e: PlanError) -> Self {
-        EngineError::ScenePrim {
-            prim: e.prim,
-            message: e.message,
-        }
-    }
-}
-
-/// The kinematic tree MuJoCo needs, from the scene's flat bodies and joints.
-struct Tree {
-    /// For each body, the joint that attaches it to its parent (`None`: a root).
-    parent_joint: Vec<Option<usize>>,
-    /// Children of each body, and of the world (`roots`).
-    children: Vec<Vec<usize>>,
-    roots: Vec<usize>,
-}
-
-impl Tree {
-    fn plan(scene: &SceneModel) -> Result<Tree, PlanError> {
-        let index: HashMap<&str, usize> = scene
-            .bodies
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (b.path.as_str(), i))
-            .collect();
-        let n = scene.bodies.len();
-        let mut parent_joint = vec![None; n];
-        let mut parent = vec![None; n];
-        for (j, joint) in scene.joints.iter().enumerate() {
-            let err = |message: &str| PlanError {
-                prim: joint.path.clone(),
-                message: message.to_string(),
-            };
-            let body = |p: &Option<String>| -> Result<Option<usize>, PlanError> {
-                match p {
-                    None => Ok(None),
-                    Some(p) => index
-                        .get(p.as_str())
-                        .copied()
-                        .map(Some)
-                        .ok_or_else(|| err(&format!("joins {p}, which is not a rigid body"))),
-                }
-            };
-            let Some(child) = body(&joint.body1)? else {
-                return Err(err(
-                    "body1 is the world; MuJoCo builds a tree from parent (body0) to child (body1): swap the two",
-                ));
-            };
-            let parent_body = body(&joint.body0)?;
-            if scene.bodies[child].kind != BodyKind::Dynamic {
-                return Err(err("its body1 must be a dynamic rigid body on MuJoCo"));
-            }
-            if parent_joint[child].is_some() {
-                return Err(err(
-                    "closes a kinematic loop (its body1 already hangs from another joint); MuJoCo needs equality constraints for loops, which this adapter does not write",
-                ));
-            }
-            parent_joint[child] = Some(j);
-            parent[child] = parent_body;
-        }
-        // Walk up from every body: a cycle never reaches the world.
-        for (start, joint) in parent_joint.iter().enumerate() {
-            let mut at = start;
-            let mut seen = 0;
-            while let Some(p) = parent[at] {
-                at = p;
-                seen += 1;
-                if seen > n {
-                    let j = joint.unwrap_or_default();
-                    return Err(PlanError {
-                        prim: scene.joints[j].path.clone(),
-                        message: "is part of a cycle of joints".to_string(),
-                    });
-                }
-            }
-        }
-        let mut children = vec![Vec::new(); n];
-        let mut roots = Vec::new();
-        for (b, p) in parent.iter().enumerate() {
-            match p {
-                Some(p) => children[*p].push(b),
-                None => roots.push(b),
-            }
-        }
-        for (b, body) in scene.bodies.iter().enumerate() {
-            if body.kind == BodyKind::Kinematic
-                && (parent[b].is_some() || parent_joint[b].is_some())
-            {
-                return Err(PlanError {
-                    prim: body.path.clone(),
-                    message: "a kinematic body on MuJoCo is a mocap body, which hangs from the world only".into(),
-                });
-            }
-        }
-        Ok(Tree {
-            parent_joint,
-            children,
-            roots,
-        })
-    }
-}
 
 /// The MJCF text of a USD scene model, and the initial joint coordinates that
 /// reproduce the authored body poses.
@@ -737,41 +631,6 @@ fn collision_excludes(scene: &SceneModel) -> Vec<(&str, &str)> {
         }
     }
     out
-}
-
-/// The joint coordinate at which the child body sits where it was authored.
-fn authored_coordinate(
-    kind: JointKind,
-    axis: Axis,
-    parent_world: &Pose,
-    frame0: &Pose,
-    child_world: &Pose,
-    frame1: &Pose,
-) -> f64 {
-    let w0 = compose(parent_world, frame0);
-    let w1 = compose(child_world, frame1);
-    let a = axis.unit();
-    match kind {
-        JointKind::Revolute => {
-            let q = quat_mul(quat_conj(w0.rotation), w1.rotation);
-            let s = q[0] * a[0] + q[1] * a[1] + q[2] * a[2];
-            let angle = 2.0 * s.atan2(q[3]);
-            // The shorter way round.
-            if angle > std::f64::consts::PI {
-                angle - std::f64::consts::TAU
-            } else if angle < -std::f64::consts::PI {
-                angle + std::f64::consts::TAU
-            } else {
-                angle
-            }
-        }
-        JointKind::Prismatic => {
-            let d = sub(w1.translation, w0.translation);
-            let world_axis = quat_rotate(w0.rotation, a);
-            d[0] * world_axis[0] + d[1] * world_axis[1] + d[2] * world_axis[2]
-        }
-        JointKind::Fixed => 0.0,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1742,77 +1601,6 @@ fn nums(v: &[f64]) -> String {
 
 fn wxyz(q: [f64; 4]) -> String {
     nums(&[q[3], q[0], q[1], q[2]])
-}
-
-fn unit(path: &str, q: [f64; 4]) -> Result<[f64; 4], EngineError> {
-    normalize_quat(q).ok_or_else(|| EngineError::ScenePrim {
-        prim: path.to_string(),
-        message: "has a zero or non-finite rotation".into(),
-    })
-}
-
-fn positive(path: &str, field: &str, v: f64) -> Result<f64, EngineError> {
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(EngineError::ScenePrim {
-            prim: path.to_string(),
-            message: format!("{field} must be positive, not {v}"),
-        })
-    }
-}
-
-fn non_negative(path: &str, field: &str, v: f64) -> Result<f64, EngineError> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(v)
-    } else {
-        Err(EngineError::ScenePrim {
-            prim: path.to_string(),
-            message: format!("{field} must be zero or more, not {v}"),
-        })
-    }
-}
-
-fn checked_pose(path: &str, p: &Pose) -> Result<Pose, EngineError> {
-    if !p.translation.iter().all(|v| v.is_finite()) {
-        return Err(EngineError::ScenePrim {
-            prim: path.to_string(),
-            message: "has a non-finite position".into(),
-        });
-    }
-    Ok(Pose {
-        translation: p.translation,
-        rotation: unit(path, p.rotation)?,
-    })
-}
-
-fn compose(a: &Pose, b: &Pose) -> Pose {
-    let t = quat_rotate(a.rotation, b.translation);
-    Pose {
-        translation: [
-            a.translation[0] + t[0],
-            a.translation[1] + t[1],
-            a.translation[2] + t[2],
-        ],
-        rotation: quat_mul(a.rotation, b.rotation),
-    }
-}
-
-fn inverse(p: &Pose) -> Pose {
-    let r = quat_conj(p.rotation);
-    let t = quat_rotate(r, p.translation);
-    Pose {
-        translation: [-t[0], -t[1], -t[2]],
-        rotation: r,
-    }
-}
-
-fn relative(frame: &Pose, world: &Pose) -> Pose {
-    compose(&inverse(frame), world)
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
 }
 
 /// The rotation taking +Z (MuJoCo's axis for capsules, cylinders and plane

@@ -33,7 +33,7 @@ fn requirements(kind: EngineKind) -> &'static str {
             "an adapter on physx (PhysX 5.1, built from source with a C++ compiler); not built into this node yet"
         }
         EngineKind::Pybullet => {
-            "an adapter driving pybullet in a supervised worker process; not built into this node yet"
+            "a build with the `pybullet` cargo feature, and a Python with pybullet==3.2.7 named by HANZO_TWIN_PYBULLET_PYTHON (else python3)"
         }
         EngineKind::Gazebo => {
             "an adapter talking to a Gazebo (gz-sim) server over gz-transport, with Gazebo installed beside the node; not built into this node"
@@ -53,6 +53,11 @@ impl EngineRegistry {
         registry.register(Arc::new(crate::rapier::RapierEngine));
         #[cfg(feature = "mujoco")]
         registry.register(Arc::new(crate::mujoco::MujocoEngine));
+        #[cfg(feature = "pybullet")]
+        match crate::pybullet::PybulletEngine::detect() {
+            Ok(engine) => registry.register(Arc::new(engine)),
+            Err(why) => tracing::warn!("pybullet is not available on this node: {why}"),
+        }
         registry
     }
 

