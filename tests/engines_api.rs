@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{TestNode, bin, repo};
+#[cfg(feature = "mujoco")]
+use common::bin;
+use common::{TestNode, repo};
 use serde_json::{Value, json};
 
 /// A scene folder holding the falling box and a copy of the sample arm.
