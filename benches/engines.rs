@@ -20,7 +20,7 @@ fn rate(sim: &mut dyn Simulation, observe_every: u64, budget: Duration, min_step
     while steps < min_steps || t0.elapsed() < budget {
         sim.step().expect("step");
         steps += 1;
-        if steps % observe_every == 0 {
+        if steps.is_multiple_of(observe_every) {
             std::hint::black_box(sim.observation("/").expect("observation"));
         }
     }
