@@ -1008,12 +1008,16 @@ impl MujocoSimulation {
             diverged: self.diverged.clone(),
             state,
         };
-        let encoded = bincode::serde::encode_to_vec(&payload, bincode::config::standard())
-            .map_err(|e| EngineError::StateMismatch(format!("cannot encode the state: {e}")))?;
-        let mut data = Vec::with_capacity(encoded.len() + 8);
-        data.extend_from_slice(&crate::fnv1a(&encoded).to_le_bytes());
-        data.extend_from_slice(&encoded);
-        Ok(data)
+        bincode::serde::encode_to_vec(&payload, bincode::config::standard())
+            .map_err(|e| EngineError::StateMismatch(format!("cannot encode the state: {e}")))
+    }
+
+    fn owner(&self) -> crate::StateOwner {
+        crate::StateOwner {
+            engine: EngineKind::Mujoco,
+            format: STATE_FORMAT,
+            scene_fingerprint: self.layout.fingerprint,
+        }
     }
 
     fn restore(&mut self, payload: Payload) -> Result<(), EngineError> {
@@ -1318,13 +1322,7 @@ impl Simulation for MujocoSimulation {
         joint_path: &str,
         cmd: JointCommand,
     ) -> Result<(), EngineError> {
-        let value = cmd.value();
-        if !value.is_finite() {
-            return Err(EngineError::Invalid {
-                field: format!("command to {joint_path}"),
-                message: format!("{value} is not a finite number"),
-            });
-        }
+        cmd.finite_value(joint_path)?;
         let index =
             *self
                 .layout
@@ -1397,43 +1395,18 @@ impl Simulation for MujocoSimulation {
     }
 
     fn state(&self) -> Result<SimState, EngineError> {
-        Ok(SimState {
-            engine: EngineKind::Mujoco,
-            format: STATE_FORMAT,
-            scene_fingerprint: self.layout.fingerprint,
-            time: self.time,
-            step: self.step,
-            data: self.encode()?,
-        })
+        Ok(SimState::seal(
+            self.owner(),
+            self.time,
+            self.step,
+            &self.encode()?,
+        ))
     }
 
     fn set_state(&mut self, state: &SimState) -> Result<(), EngineError> {
-        if state.engine != EngineKind::Mujoco {
-            return Err(EngineError::StateMismatch(format!(
-                "the state is from {}, not mujoco",
-                state.engine
-            )));
-        }
-        if state.format != STATE_FORMAT {
-            return Err(EngineError::StateMismatch(format!(
-                "state format {} is not {STATE_FORMAT}",
-                state.format
-            )));
-        }
-        if state.scene_fingerprint != self.layout.fingerprint {
-            return Err(EngineError::StateMismatch(
-                "the state belongs to a different scene".into(),
-            ));
-        }
-        if state.data.len() < 8 || state.data.len() > MAX_STATE_BYTES {
-            return Err(EngineError::StateMismatch("the state is truncated".into()));
-        }
-        let (sum, body) = state.data.split_at(8);
-        let expected = u64::from_le_bytes(sum.try_into().unwrap_or_default());
-        if crate::fnv1a(body) != expected {
-            return Err(EngineError::StateMismatch(
-                "the state is corrupt (checksum mismatch)".into(),
-            ));
+        let body = state.open(&self.owner())?;
+        if body.len() > MAX_STATE_BYTES {
+            return Err(EngineError::StateMismatch("the state is too large".into()));
         }
         let (payload, _): (Payload, usize) =
             bincode::serde::decode_from_slice(body, bincode::config::standard())

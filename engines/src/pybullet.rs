@@ -758,6 +758,14 @@ impl PybulletSimulation {
         })
     }
 
+    fn owner(&self) -> crate::StateOwner {
+        crate::StateOwner {
+            engine: EngineKind::Pybullet,
+            format: STATE_FORMAT,
+            scene_fingerprint: self.layout.fingerprint,
+        }
+    }
+
     /// The worker's process id.
     pub fn worker_pid(&self) -> u32 {
         self.worker.borrow().pid()
@@ -859,13 +867,7 @@ impl Simulation for PybulletSimulation {
         joint_path: &str,
         cmd: JointCommand,
     ) -> Result<(), EngineError> {
-        let value = cmd.value();
-        if !value.is_finite() {
-            return Err(EngineError::Invalid {
-                field: format!("command to {joint_path}"),
-                message: format!("{value} is not a finite number"),
-            });
-        }
+        let value = cmd.finite_value(joint_path)?;
         let Some(&worker_joint) = self.layout.joint_index.get(joint_path) else {
             return Err(EngineError::UnknownPath {
                 what: "commandable joint",
@@ -917,46 +919,11 @@ impl Simulation for PybulletSimulation {
         };
         let encoded = serde_json::to_vec(&payload)
             .map_err(|e| EngineError::StateMismatch(format!("cannot encode the state: {e}")))?;
-        let mut data = Vec::with_capacity(encoded.len() + 8);
-        data.extend_from_slice(&crate::fnv1a(&encoded).to_le_bytes());
-        data.extend_from_slice(&encoded);
-        Ok(SimState {
-            engine: EngineKind::Pybullet,
-            format: STATE_FORMAT,
-            scene_fingerprint: self.layout.fingerprint,
-            time: self.time,
-            step: self.step,
-            data,
-        })
+        Ok(SimState::seal(self.owner(), self.time, self.step, &encoded))
     }
 
     fn set_state(&mut self, state: &SimState) -> Result<(), EngineError> {
-        if state.engine != EngineKind::Pybullet {
-            return Err(EngineError::StateMismatch(format!(
-                "the state is from {}, not pybullet",
-                state.engine
-            )));
-        }
-        if state.format != STATE_FORMAT {
-            return Err(EngineError::StateMismatch(format!(
-                "state format {} is not {STATE_FORMAT}",
-                state.format
-            )));
-        }
-        if state.scene_fingerprint != self.layout.fingerprint {
-            return Err(EngineError::StateMismatch(
-                "the state belongs to a different scene".into(),
-            ));
-        }
-        if state.data.len() < 8 {
-            return Err(EngineError::StateMismatch("the state is truncated".into()));
-        }
-        let (sum, body) = state.data.split_at(8);
-        if crate::fnv1a(body) != u64::from_le_bytes(sum.try_into().unwrap_or_default()) {
-            return Err(EngineError::StateMismatch(
-                "the state is corrupt (checksum mismatch)".into(),
-            ));
-        }
+        let body = state.open(&self.owner())?;
         let payload: Payload = serde_json::from_slice(body)
             .map_err(|e| EngineError::StateMismatch(format!("cannot decode the state: {e}")))?;
         let commands = decode_commands(&payload.world, self.layout.joints.len())?;

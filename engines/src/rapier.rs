@@ -781,46 +781,11 @@ impl Simulation for RapierSimulation {
                 field: "state".to_string(),
                 message: format!("cannot encode the world: {e}"),
             })?;
-        let mut data = Vec::with_capacity(encoded.len() + 8);
-        data.extend_from_slice(&crate::fnv1a(&encoded).to_le_bytes());
-        data.extend_from_slice(&encoded);
-        Ok(SimState {
-            engine: EngineKind::Rapier3d,
-            format: STATE_FORMAT,
-            scene_fingerprint: self.layout.fingerprint,
-            time: self.time,
-            step: self.step,
-            data,
-        })
+        Ok(SimState::seal(self.owner(), self.time, self.step, &encoded))
     }
 
     fn set_state(&mut self, state: &SimState) -> Result<(), EngineError> {
-        if state.engine != EngineKind::Rapier3d {
-            return Err(EngineError::StateMismatch(format!(
-                "state of engine {}, not rapier3d",
-                state.engine
-            )));
-        }
-        if state.format != STATE_FORMAT {
-            return Err(EngineError::StateMismatch(format!(
-                "state format {}, this build reads {STATE_FORMAT}",
-                state.format
-            )));
-        }
-        if state.scene_fingerprint != self.layout.fingerprint {
-            return Err(EngineError::StateMismatch(
-                "state of another scene".to_string(),
-            ));
-        }
-        let (sum, encoded) = state
-            .data
-            .split_first_chunk::<8>()
-            .ok_or_else(|| EngineError::StateMismatch("state data truncated".to_string()))?;
-        if u64::from_le_bytes(*sum) != crate::fnv1a(encoded) {
-            return Err(EngineError::StateMismatch(
-                "state data corrupted (checksum)".to_string(),
-            ));
-        }
+        let encoded = state.open(&self.owner())?;
         let config = bincode::config::standard().with_limit::<MAX_STATE_BYTES>();
         // The checksum rules out corruption; a forged payload could still hold data that
         // makes a decoder panic, which must not unwind into the caller.
@@ -942,6 +907,14 @@ impl Simulation for RapierSimulation {
 }
 
 impl RapierSimulation {
+    fn owner(&self) -> crate::StateOwner {
+        crate::StateOwner {
+            engine: EngineKind::Rapier3d,
+            format: STATE_FORMAT,
+            scene_fingerprint: self.layout.fingerprint,
+        }
+    }
+
     /// The index in `instance_paths` of the body owning `collider`.
     fn instance_of(&self, collider: ColliderHandle) -> u32 {
         self.world

@@ -131,6 +131,20 @@ impl JointCommand {
             JointCommand::Position(v) | JointCommand::Velocity(v) | JointCommand::Effort(v) => v,
         }
     }
+
+    /// The value, or an error naming the command to `joint_path` when it is
+    /// not finite.
+    pub fn finite_value(self, joint_path: &str) -> Result<f64, crate::EngineError> {
+        let value = self.value();
+        if value.is_finite() {
+            Ok(value)
+        } else {
+            Err(crate::EngineError::Invalid {
+                field: format!("command to {joint_path}"),
+                message: format!("{value} is not a finite number"),
+            })
+        }
+    }
 }
 
 /// Pose and velocity of one rigid body, in world coordinates.
@@ -190,7 +204,61 @@ impl fmt::Debug for SimState {
     }
 }
 
+/// Whose a state is: the engine, its data format, and the scene. Engines stamp
+/// their states with it ([`SimState::seal`]) and check states against it before
+/// reading them ([`SimState::open`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateOwner {
+    pub engine: EngineKind,
+    pub format: u32,
+    pub scene_fingerprint: u64,
+}
+
 impl SimState {
+    /// A state of `owner` whose data is `encoded` behind an FNV-1a checksum, so
+    /// that corruption is refused instead of restored.
+    pub fn seal(owner: StateOwner, time: f64, step: u64, encoded: &[u8]) -> SimState {
+        let mut data = Vec::with_capacity(encoded.len() + 8);
+        data.extend_from_slice(&crate::fnv1a(encoded).to_le_bytes());
+        data.extend_from_slice(encoded);
+        SimState {
+            engine: owner.engine,
+            format: owner.format,
+            scene_fingerprint: owner.scene_fingerprint,
+            time,
+            step,
+            data,
+        }
+    }
+
+    /// The encoded data of a state sealed by `owner`; a state of another
+    /// engine, format or scene, or a corrupt one, is a `StateMismatch`.
+    pub fn open(&self, owner: &StateOwner) -> Result<&[u8], crate::EngineError> {
+        let mismatch = |m: String| Err(crate::EngineError::StateMismatch(m));
+        if self.engine != owner.engine {
+            return mismatch(format!(
+                "state of engine {}, not {}",
+                self.engine, owner.engine
+            ));
+        }
+        if self.format != owner.format {
+            return mismatch(format!(
+                "state format {}, this build reads {}",
+                self.format, owner.format
+            ));
+        }
+        if self.scene_fingerprint != owner.scene_fingerprint {
+            return mismatch("state of another scene".to_string());
+        }
+        let Some((sum, encoded)) = self.data.split_first_chunk::<8>() else {
+            return mismatch("state data truncated".to_string());
+        };
+        if u64::from_le_bytes(*sum) != crate::fnv1a(encoded) {
+            return mismatch("state data corrupted (checksum)".to_string());
+        }
+        Ok(encoded)
+    }
+
     /// Encodes the state as a self-describing checkpoint file (bincode, standard config).
     pub fn to_bytes(&self) -> Vec<u8> {
         // Encoding plain owned data into a Vec cannot fail.

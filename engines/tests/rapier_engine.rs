@@ -5,7 +5,7 @@
 
 use hanzo_twin_engines::rapier::{RapierEngine, RapierSimulation};
 use hanzo_twin_engines::scene::{
-    Axis, Body, BodyKind, Camera, JointKind, MassProperties, Pose, SceneModel, Shape,
+    Axis, BodyKind, Camera, JointKind, MassProperties, Pose, SceneModel, Shape,
 };
 use hanzo_twin_engines::{
     Engine, EngineConfig, EngineError, EngineKind, JointCommand, Observation, RenderParams,
@@ -20,107 +20,8 @@ fn load(scene: &SceneModel) -> Box<dyn Simulation> {
     load_on(&RapierEngine, scene)
 }
 
-// ---------------------------------------------------------------------------------------------
-// (1) Free fall and landing.
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn dropped_box_falls_as_analytic_then_settles_on_the_ground() {
-    let s = scene(
-        vec![
-            ground(),
-            cuboid(
-                "/World/Box",
-                BodyKind::Dynamic,
-                [0.0, 0.0, 2.0],
-                [0.1; 3],
-                1.0,
-            ),
-        ],
-        vec![],
-    );
-    let mut sim = load(&s);
-    for _ in 0..120 {
-        sim.step().unwrap();
-    }
-    let t = sim.time();
-    assert!((t - 0.5).abs() < 1e-9, "time {t}");
-    let z = body(&sim.observation("/World/Box").unwrap(), "/World/Box").position[2];
-    let analytic = 2.0 - G * t * t / 2.0;
-    let rel = (z - analytic).abs() / analytic;
-    println!("free fall: z = {z:.5}, analytic {analytic:.5}, relative error {rel:.2e}");
-    assert!(rel < 0.01, "z {z} vs analytic {analytic}");
-
-    for _ in 0..600 {
-        sim.step().unwrap();
-    }
-    let obs = sim.observation("/World/Box").unwrap();
-    let b = body(&obs, "/World/Box");
-    let speed = b.linear_velocity.iter().map(|v| v * v).sum::<f64>().sqrt();
-    println!("settled: z = {:.5}, speed {speed:.2e}", b.position[2]);
-    assert!(
-        (b.position[2] - 0.1).abs() < 0.005,
-        "resting height {}",
-        b.position[2]
-    );
-    assert!(speed < 1e-2, "still moving at {speed} m/s");
-    assert_eq!(sim.step_count(), 720);
-}
-
-// ---------------------------------------------------------------------------------------------
-// (2) Pendulum period.
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn pendulum_period_matches_small_angle_theory() {
-    let length = 1.0;
-    let theta0: f64 = 0.1;
-    let pivot = [0.0, 0.0, 2.0];
-    let bob_pos = [length * theta0.sin(), 0.0, pivot[2] - length * theta0.cos()];
-    let mut bob = Body {
-        path: "/World/Bob".to_string(),
-        kind: BodyKind::Dynamic,
-        pose: Pose::from_translation(bob_pos),
-        mass: MassProperties {
-            mass: Some(1.0),
-            ..MassProperties::default()
-        },
-        linear_velocity: [0.0; 3],
-        angular_velocity: [0.0; 3],
-        colliders: vec![collider("/World/Bob/Ball", Shape::Sphere { radius: 0.02 })],
-    };
-    bob.colliders[0].material.restitution = 0.0;
-    let mut hinge = revolute("/World/Hinge", None, "/World/Bob", Axis::Y);
-    hinge.local_pose0 = Pose::from_translation(pivot);
-    hinge.local_pose1 = Pose::from_translation([pivot[0] - bob_pos[0], 0.0, pivot[2] - bob_pos[2]]);
-    let mut sim = load(&scene(vec![bob], vec![hinge]));
-
-    // Times at which the bob crosses x = 0 going the same way (linear interpolation).
-    let mut crossings = Vec::new();
-    let mut prev_x = bob_pos[0];
-    let mut prev_t = 0.0;
-    while sim.time() < 12.0 {
-        sim.step().unwrap();
-        let x = body(&sim.observation("/World/Bob").unwrap(), "/World/Bob").position[0];
-        let t = sim.time();
-        if prev_x > 0.0 && x <= 0.0 {
-            crossings.push(prev_t + (t - prev_t) * prev_x / (prev_x - x));
-        }
-        prev_x = x;
-        prev_t = t;
-    }
-    assert!(crossings.len() >= 4, "only {} crossings", crossings.len());
-    let periods = crossings.len() - 1;
-    let measured = (crossings[periods] - crossings[0]) / periods as f64;
-    // Small-angle period, plus the finite-amplitude term (θ0²/16) and the bob's own inertia.
-    let theory = 2.0 * std::f64::consts::PI * (length / G).sqrt() * (1.0 + theta0 * theta0 / 16.0);
-    let rel = (measured - theory).abs() / theory;
-    println!(
-        "pendulum: period {measured:.5} s over {periods} periods, theory {theory:.5} s, relative error {rel:.2e}"
-    );
-    // Tolerance: 0.5 % (time step 1/240 s, rapier's soft joint constraints).
-    assert!(rel < 0.005, "period {measured} vs {theory}");
-}
+// (1) Free fall and (2) the pendulum's period run on every engine, rapier3d
+// included, in engine_conformance.rs.
 
 // ---------------------------------------------------------------------------------------------
 // (3) Drives and commands.
