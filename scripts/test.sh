@@ -18,7 +18,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 need_apt=()
-command -v cc >/dev/null || need_apt+=(build-essential)
+command -v cc >/dev/null && command -v g++ >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -51,8 +51,12 @@ export MUJOCO_DYNAMIC_LINK_DIR="$mujoco_lib"
 # PyBullet runs in worker processes of the venv's Python.
 export HANZO_TWIN_PYBULLET_PYTHON="$repo/.venv/bin/python"
 
+# PhysX builds from vendored C++ source; its build script wants clang++ on
+# Linux unless CXX names another compiler.
+command -v clang++ >/dev/null || export CXX=${CXX:-g++}
+
 # Every optional engine this machine can build.
-features=mujoco,pybullet
+features=mujoco,pybullet,physx
 
 step "S3 test server (s3s-fs)"
 # A real S3-protocol server for the object-storage tests, built once into the

@@ -48,6 +48,11 @@ async fn engines_report_availability_and_what_absent_ones_need() {
     } else {
         assert!(mujoco["requires"].as_str().unwrap().contains("mujoco"));
     }
+    let physx = find("physx");
+    assert_eq!(physx["available"], cfg!(feature = "physx"), "{physx}");
+    if cfg!(feature = "physx") {
+        assert_eq!(physx["capabilities"]["bitwise_restore"], false, "{physx}");
+    }
     for absent in ["gazebo", "omniverse"] {
         let e = find(absent);
         assert_eq!(e["available"], false);
@@ -390,10 +395,23 @@ async fn a_dead_pybullet_worker_is_a_twin_crash_that_its_supervisor_restarts() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    // The next request finds the worker gone: 503, and the twin restarts.
+    // The next request that reaches the worker finds it gone: 503, and the
+    // twin restarts. A step notices at once; should it race the kernel's
+    // bookkeeping, the observation after it (which talks to the worker) does.
     let (status, v) = node
         .post(&format!("/v1/twins/{arm}/step"), json!({ "steps": 1 }))
         .await;
+    let (status, v) = if status == 200 {
+        let r = node
+            .http
+            .get(node.url(&format!("/v1/twins/{arm}/observation")))
+            .send()
+            .await
+            .unwrap();
+        common::status_json(r).await
+    } else {
+        (status, v)
+    };
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["error"]["code"], "engine_failed", "{v}");
     let mut restarted = Value::Null;
@@ -419,4 +437,61 @@ async fn a_dead_pybullet_worker_is_a_twin_crash_that_its_supervisor_restarts() {
     let workers_now = pybullet_workers(node.pid().unwrap());
     assert_eq!(workers_now.len(), 1, "{workers_now:?}");
     assert_ne!(workers_now, workers);
+}
+
+#[cfg(feature = "physx")]
+#[tokio::test]
+async fn twins_run_on_physx_and_its_settings_are_checked() {
+    let node = TestNode::start().await;
+    let yaml = std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml"))
+        .unwrap()
+        .replace("type: rapier3d", "type: physx");
+    let (status, v) = node
+        .post_raw(
+            "/v1/twins",
+            "application/yaml",
+            &common::rename(&yaml, "arm-on-physx"),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let arm = v["id"].as_str().unwrap().to_string();
+    node.start_twin(&arm, "paused").await;
+    node.command(&arm, "/World/Arm/shoulder_pitch", "position", 0.3)
+        .await;
+    assert_eq!(node.step(&arm, 240).await["step"], 240);
+    let obs: Value = serde_json::from_str(&node.observation_text(&arm).await).unwrap();
+    let pitch = obs["joints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["path"] == "/World/Arm/shoulder_pitch")
+        .unwrap_or_else(|| panic!("{obs}"))["position"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (pitch - 0.3).abs() < 0.1,
+        "shoulder_pitch at {pitch}: {obs}"
+    );
+    let (status, fork) = node
+        .post(
+            &format!("/v1/twins/{arm}/fork"),
+            json!({ "clock": "paused" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{fork}");
+    // GPU dynamics is named and refused: this node's PhysX runs on the CPU.
+    let gpu = yaml.replace(
+        "    solver_iterations: 8\n",
+        "    solver_iterations: 8\n    extensions:\n      gpu: true\n",
+    );
+    assert_ne!(gpu, yaml, "the sample's config changed shape");
+    let (status, v) = node
+        .post_raw(
+            "/v1/twins",
+            "application/yaml",
+            &common::rename(&gpu, "gpu"),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "engine.config.extensions.gpu", "{v}");
 }

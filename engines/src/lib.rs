@@ -29,6 +29,9 @@ pub mod mujoco;
 #[cfg(feature = "pybullet")]
 pub mod pybullet;
 
+#[cfg(feature = "physx")]
+pub mod physx;
+
 pub use error::EngineError;
 pub use registry::EngineRegistry;
 pub use scene::SceneModel;

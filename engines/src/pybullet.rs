@@ -14,7 +14,7 @@
 
 use crate::camera::View;
 use crate::scene::{BodyKind, JointKind, Pose, SceneModel, Shape};
-use crate::tree::{Tree, authored_coordinate, checked_pose, compose, inverse, positive};
+use crate::tree::{Tree, authored_coordinate, checked_pose, compose, inverse, positive, volume};
 use crate::usd::math::quat_rotate;
 use crate::{
     BodyObservation, Engine, EngineCapabilities, EngineConfig, EngineError, EngineKind, Image,
@@ -539,43 +539,6 @@ fn body_mass(body: &crate::scene::Body) -> Result<f64, EngineError> {
     Ok(total)
 }
 
-/// The volume of a shape (meshes: of their bounding box, a stated approximation).
-fn volume(shape: &Shape) -> f64 {
-    use std::f64::consts::PI;
-    match shape {
-        Shape::Cuboid { half_extents: h } => 8.0 * h[0] * h[1] * h[2],
-        Shape::Sphere { radius: r } => 4.0 / 3.0 * PI * r.powi(3),
-        Shape::Capsule {
-            radius: r,
-            half_height: h,
-            ..
-        } => PI * r * r * (2.0 * h) + 4.0 / 3.0 * PI * r.powi(3),
-        Shape::Cylinder {
-            radius: r,
-            half_height: h,
-            ..
-        } => PI * r * r * 2.0 * h,
-        Shape::Plane { .. } => 0.0,
-        Shape::TriMesh { vertices, .. }
-        | Shape::ConvexDecomposition { vertices, .. }
-        | Shape::ConvexHull { points: vertices } => {
-            let mut lo = [f64::INFINITY; 3];
-            let mut hi = [f64::NEG_INFINITY; 3];
-            for v in vertices {
-                for k in 0..3 {
-                    lo[k] = lo[k].min(v[k]);
-                    hi[k] = hi[k].max(v[k]);
-                }
-            }
-            if vertices.is_empty() {
-                0.0
-            } else {
-                (hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2])
-            }
-        }
-    }
-}
-
 /// One body as a link (or base) of a multibody; `offset` is where its link
 /// frame sits in the body's frame (the joint anchor).
 fn link_plan(
@@ -853,8 +816,12 @@ impl Simulation for PybulletSimulation {
 
     fn step(&mut self) -> Result<(), EngineError> {
         // The steps go out later, in one batch; a dead worker is noticed now.
-        if let Ok(Some(status)) = self.worker.get_mut().child.try_wait() {
-            return Err(failed(format!("the worker process exited ({status})")));
+        match self.worker.get_mut().child.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => {
+                return Err(failed(format!("the worker process exited ({status})")));
+            }
+            Err(e) => return Err(failed(format!("the worker process is gone ({e})"))),
         }
         self.pending.set(self.pending.get() + 1);
         self.step += 1;

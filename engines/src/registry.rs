@@ -30,7 +30,7 @@ fn requirements(kind: EngineKind) -> &'static str {
             "a build with the `mujoco` cargo feature, linked against MuJoCo 3.17's libmujoco (PyPI's mujoco==3.17.0 ships it; see docs/engines.md)"
         }
         EngineKind::Physx => {
-            "an adapter on physx (PhysX 5.1, built from source with a C++ compiler); not built into this node yet"
+            "a build with the `physx` cargo feature (PhysX 5.1 from vendored source; a C++ compiler, CXX=g++)"
         }
         EngineKind::Pybullet => {
             "a build with the `pybullet` cargo feature, and a Python with pybullet==3.2.7 named by HANZO_TWIN_PYBULLET_PYTHON (else python3)"
@@ -53,6 +53,8 @@ impl EngineRegistry {
         registry.register(Arc::new(crate::rapier::RapierEngine));
         #[cfg(feature = "mujoco")]
         registry.register(Arc::new(crate::mujoco::MujocoEngine));
+        #[cfg(feature = "physx")]
+        registry.register(Arc::new(crate::physx::PhysxEngine));
         #[cfg(feature = "pybullet")]
         match crate::pybullet::PybulletEngine::detect() {
             Ok(engine) => registry.register(Arc::new(engine)),

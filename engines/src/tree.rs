@@ -222,3 +222,41 @@ pub fn relative(frame: &Pose, world: &Pose) -> Pose {
 pub fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
 }
+
+/// The volume of a shape (meshes: of their bounding box, a stated approximation).
+pub fn volume(shape: &crate::scene::Shape) -> f64 {
+    use crate::scene::Shape;
+    use std::f64::consts::PI;
+    match shape {
+        Shape::Cuboid { half_extents: h } => 8.0 * h[0] * h[1] * h[2],
+        Shape::Sphere { radius: r } => 4.0 / 3.0 * PI * r.powi(3),
+        Shape::Capsule {
+            radius: r,
+            half_height: h,
+            ..
+        } => PI * r * r * (2.0 * h) + 4.0 / 3.0 * PI * r.powi(3),
+        Shape::Cylinder {
+            radius: r,
+            half_height: h,
+            ..
+        } => PI * r * r * 2.0 * h,
+        Shape::Plane { .. } => 0.0,
+        Shape::TriMesh { vertices, .. }
+        | Shape::ConvexDecomposition { vertices, .. }
+        | Shape::ConvexHull { points: vertices } => {
+            let mut lo = [f64::INFINITY; 3];
+            let mut hi = [f64::NEG_INFINITY; 3];
+            for v in vertices {
+                for k in 0..3 {
+                    lo[k] = lo[k].min(v[k]);
+                    hi[k] = hi[k].max(v[k]);
+                }
+            }
+            if vertices.is_empty() {
+                0.0
+            } else {
+                (hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2])
+            }
+        }
+    }
+}
