@@ -604,28 +604,13 @@ fn collision_excludes(scene: &SceneModel) -> Vec<(&str, &str)> {
     if scene.collision_groups.is_empty() {
         return Vec::new();
     }
-    let filters = |a: &[String], b: &[String]| {
-        scene
-            .collision_groups
-            .iter()
-            .filter(|g| a.contains(&g.path))
-            .any(|g| {
-                let listed = b.iter().any(|x| g.filtered.contains(x));
-                if g.invert { !listed } else { listed }
-            })
-    };
     let mut out = Vec::new();
     for (i, a) in scene.bodies.iter().enumerate() {
         for b in &scene.bodies[i + 1..] {
-            if a.colliders.is_empty() || b.colliders.is_empty() {
-                continue;
-            }
-            let all_filtered = a.colliders.iter().all(|ca| {
-                b.colliders
-                    .iter()
-                    .all(|cb| filters(&ca.groups, &cb.groups) || filters(&cb.groups, &ca.groups))
-            });
-            if all_filtered {
+            if !a.colliders.is_empty()
+                && !b.colliders.is_empty()
+                && crate::tree::never_touch(scene, a, b)
+            {
                 out.push((a.path.as_str(), b.path.as_str()));
             }
         }

@@ -153,7 +153,7 @@ impl Engine for PhysxEngine {
                 feature: "collision groups".into(),
                 support: crate::findings::Support::Approximated,
                 note: Some(
-                    "PhysX filters contacts per articulation: links of one robot do not collide with each other; other groups are ignored".into(),
+                    "PhysX switches self-collision per articulation: a robot whose links the groups keep apart gets it off; other group filters are not applied".into(),
                 ),
             });
         }
@@ -686,6 +686,28 @@ impl PhysxSimulation {
                     stack.push((c, zero, link));
                 }
             }
+            // A robot whose links the collision groups keep apart (URDF imports
+            // are): PhysX's switch for self-collision, per articulation.
+            let members: Vec<usize> = self
+                .bodies_in_tree(tree, root)
+                .into_iter()
+                .filter(|&b| !scene.bodies[b].colliders.is_empty())
+                .collect();
+            let apart = members.len() > 1
+                && members.iter().enumerate().all(|(i, &a)| {
+                    members[i + 1..].iter().all(|&b| {
+                        crate::tree::never_touch(scene, &scene.bodies[a], &scene.bodies[b])
+                    })
+                });
+            if apart {
+                unsafe {
+                    PxArticulationReducedCoordinate_setArticulationFlag_mut(
+                        art,
+                        PxArticulationFlag::DisableSelfCollision,
+                        true,
+                    );
+                }
+            }
             unsafe {
                 if !PxScene_addArticulation_mut(self.scene, art) {
                     return Err(failed("PhysX refused an articulation"));
@@ -746,6 +768,17 @@ impl PhysxSimulation {
             }
         }
         Ok(())
+    }
+
+    /// The bodies of the tree rooted at `root`, `root` included.
+    fn bodies_in_tree(&self, tree: &Tree, root: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut stack = vec![root];
+        while let Some(b) = stack.pop() {
+            out.push(b);
+            stack.extend(tree.children[b].iter().copied());
+        }
+        out
     }
 
     /// Attaches `body`'s colliders to `actor`.

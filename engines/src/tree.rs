@@ -260,3 +260,23 @@ pub fn volume(shape: &crate::scene::Shape) -> f64 {
         }
     }
 }
+
+/// Whether USD collision groups keep every collider of `a` from every collider
+/// of `b`, so the two bodies never touch.
+pub fn never_touch(scene: &SceneModel, a: &crate::scene::Body, b: &crate::scene::Body) -> bool {
+    let filters = |x: &[String], y: &[String]| {
+        scene
+            .collision_groups
+            .iter()
+            .filter(|g| x.contains(&g.path))
+            .any(|g| {
+                let listed = y.iter().any(|p| g.filtered.contains(p));
+                if g.invert { !listed } else { listed }
+            })
+    };
+    a.colliders.iter().all(|ca| {
+        b.colliders
+            .iter()
+            .all(|cb| filters(&ca.groups, &cb.groups) || filters(&cb.groups, &ca.groups))
+    })
+}
