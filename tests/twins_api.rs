@@ -235,7 +235,7 @@ async fn bad_input_gets_clear_json_errors() {
         .post_raw(
             "/v1/twins",
             "application/yaml",
-            &base.replace("type: rapier3d", "type: mujoco"),
+            &base.replace("type: rapier3d", "type: omniverse"),
         )
         .await;
     assert_eq!(status, 422);

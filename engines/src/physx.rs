@@ -131,14 +131,9 @@ impl Engine for PhysxEngine {
                     Shape::Cylinder { .. } => f.approximate(
                         "PhysX 5.1 has no cylinder; a capsule of the same radius and length is used",
                     ),
-                    Shape::TriMesh { .. }
-                    | Shape::ConvexHull { .. }
-                    | Shape::ConvexDecomposition { .. } => {
-                        f.support = crate::findings::Support::Unsupported;
-                        f.note = Some(
-                            "meshes need PhysX cooking, which this adapter does not do yet".into(),
-                        );
-                    }
+                    Shape::TriMesh { .. } | Shape::ConvexDecomposition { .. } => f.approximate(
+                        "PhysX collides with the convex hull of the mesh (cooked at load)",
+                    ),
                     Shape::Plane { .. } if body.kind != BodyKind::Static => {
                         f.support = crate::findings::Support::Unsupported;
                         f.note = Some("PhysX planes must be static".into());
@@ -361,6 +356,33 @@ fn x_to(axis: Axis) -> [f64; 4] {
         Axis::X => [0.0, 0.0, 0.0, 1.0],
         Axis::Y => [0.0, 0.0, h, h],
         Axis::Z => [0.0, -h, 0.0, h],
+    }
+}
+
+/// Cooks the convex hull of `points` (PhysX collides moving meshes as convex
+/// hulls); `None` when PhysX cannot, as for fewer than four points in a plane.
+///
+/// # Safety
+/// `physics` is the live PxPhysics, and creation is serialized by `CREATE`.
+unsafe fn convex_mesh(physics: *mut PxPhysics, points: &[[f64; 3]]) -> Option<*mut PxConvexMesh> {
+    if points.len() < 4 || points.iter().flatten().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let vertices: Vec<PxVec3> = points.iter().map(|p| v3(*p)).collect();
+    unsafe {
+        let mut desc = PxConvexMeshDesc_new();
+        desc.points.stride = std::mem::size_of::<PxVec3>() as u32;
+        desc.points.data = vertices.as_ptr().cast();
+        desc.points.count = vertices.len() as u32;
+        desc.flags = PxConvexFlags::ComputeConvex;
+        let params = PxCookingParams_new(PxPhysics_getTolerancesScale(physics));
+        let mesh = phys_PxCreateConvexMesh(
+            &params,
+            &desc,
+            PxPhysics_getPhysicsInsertionCallback_mut(physics),
+            null_mut(),
+        );
+        (!mesh.is_null()).then_some(mesh)
     }
 }
 
@@ -870,12 +892,30 @@ impl PhysxSimulation {
                     };
                     (s, x_to(*axis))
                 }
-                Shape::TriMesh { .. }
-                | Shape::ConvexHull { .. }
-                | Shape::ConvexDecomposition { .. } => {
-                    return Err(unsupported(
-                        "a mesh collider (PhysX cooking is not wired in)",
-                    ));
+                Shape::TriMesh { vertices, .. }
+                | Shape::ConvexDecomposition { vertices, .. }
+                | Shape::ConvexHull { points: vertices } => {
+                    let mesh = unsafe { convex_mesh(physics, vertices) }.ok_or_else(|| {
+                        EngineError::ScenePrim {
+                            prim: c.path.clone(),
+                            message: "PhysX could not cook a convex hull of these points".into(),
+                        }
+                    })?;
+                    let scale = unsafe { PxMeshScale_new() };
+                    let g = unsafe {
+                        PxConvexMeshGeometry_new(mesh, &scale, PxConvexMeshGeometryFlags::empty())
+                    };
+                    let s = unsafe {
+                        PxRigidActorExt_createExclusiveShape_1(
+                            actor.rigid_actor(),
+                            (&g as *const PxConvexMeshGeometry).cast(),
+                            material,
+                            flags,
+                        )
+                    };
+                    // The shape holds its own reference to the mesh.
+                    unsafe { PxConvexMesh_release_mut(mesh) };
+                    (s, [0.0, 0.0, 0.0, 1.0])
                 }
             };
             if shape.is_null() {

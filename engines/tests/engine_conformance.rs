@@ -286,3 +286,33 @@ fn rendering_sees_the_box_on_every_engine() {
         assert!((d - 2.9).abs() < 1e-3, "{kind}: depth {d}");
     }
 }
+
+#[test]
+fn a_convex_mesh_lands_and_rests_on_every_engine() {
+    // A 0.2 m cube given as the convex hull of its corners.
+    let corners: Vec<[f64; 3]> = (0..8)
+        .map(|i| {
+            let s = |bit: i32| if i & bit == 0 { -0.1 } else { 0.1 };
+            [s(1), s(2), s(4)]
+        })
+        .collect();
+    let mut cube = cuboid(
+        "/World/Hull",
+        BodyKind::Dynamic,
+        [0.0, 0.0, 0.5],
+        [0.1; 3],
+        1.0,
+    );
+    cube.colliders[0].shape = Shape::ConvexHull { points: corners };
+    let s = scene(vec![ground(), cube], vec![]);
+    for engine in engines() {
+        let kind = engine.kind();
+        let mut sim = load_on(engine.as_ref(), &s);
+        for _ in 0..480 {
+            sim.step().unwrap();
+        }
+        let z = body(&sim.observation("/World/Hull").unwrap(), "/World/Hull").position[2];
+        println!("{kind}: convex hull resting at {z:.5}");
+        assert!((z - 0.1).abs() < 0.005, "{kind}: convex hull at {z}");
+    }
+}
