@@ -26,6 +26,9 @@ pub mod rapier;
 #[cfg(feature = "mujoco")]
 pub mod mujoco;
 
+#[cfg(feature = "mujoco")]
+pub mod gym;
+
 #[cfg(feature = "pybullet")]
 pub mod pybullet;
 

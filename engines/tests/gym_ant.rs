@@ -1,0 +1,215 @@
+//! The Ant-v5 task against Gymnasium's own Ant-v5 (same model file, same
+//! MuJoCo): the same state and actions give the same observations, rewards
+//! and terminations. Also: seeding reproduces episodes, the time limit
+//! truncates, and a batch steps exactly as the environments would alone.
+#![cfg(feature = "mujoco")]
+
+use hanzo_twin_engines::gym::{AntBatch, AntConfig, AntEnv, AntStep, AntTask};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn python() -> Option<String> {
+    match std::env::var("HANZO_TWIN_TEST_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) => {
+            eprintln!(
+                "SKIPPED: HANZO_TWIN_TEST_PYTHON is not set; run scripts/test.sh, which installs gymnasium"
+            );
+            None
+        }
+    }
+}
+
+fn ant_xml(python: &str) -> PathBuf {
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import gymnasium.envs.mujoco as m, os; print(os.path.join(os.path.dirname(m.__file__), 'assets', 'ant.xml'))",
+        ])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().into()
+}
+
+fn task(python: &str) -> Arc<AntTask> {
+    AntTask::load(&ant_xml(python), AntConfig::default()).expect("ant loads")
+}
+
+/// Actions in [-1, 1] from a fixed sequence (no RNG needed to reproduce).
+fn action(step: usize, nu: usize) -> Vec<f32> {
+    (0..nu)
+        .map(|j| ((step * 7 + j * 13) as f32 * 0.37).sin())
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
+}
+
+#[test]
+fn ant_matches_gymnasium_step_by_step() {
+    let Some(python) = python() else { return };
+    let task = task(&python);
+    let (n_obs, nu) = (task.observation_size(), task.action_size());
+    assert_eq!(n_obs, 105, "Ant-v5's observation has 105 values");
+    assert_eq!(nu, 8);
+    let mut env = AntEnv::new(&task);
+    let mut obs = vec![0.0; n_obs];
+    env.reset(Some(7), &mut obs);
+    let steps = 120;
+    let actions: Vec<Vec<f32>> = (0..steps).map(|s| action(s, nu)).collect();
+    // The state our reset drew, for Gymnasium to start from, read from a twin
+    // of the environment reset with the same seed.
+    let mut twin = AntEnv::new(&task);
+    let mut twin_obs = vec![0.0; n_obs];
+    twin.reset(Some(7), &mut twin_obs);
+    assert_eq!(obs, twin_obs, "the same seed gives the same start");
+    let (qpos, qvel) = twin.state();
+    let request = serde_json::json!({ "qpos": qpos, "qvel": qvel, "actions": actions });
+    let peer = repo().join("tests/peers/ant_v5_rollout.py");
+    let mut child = std::process::Command::new(&python)
+        .arg(&peer)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the Gymnasium peer starts");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "peer failed");
+    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).expect("peer JSON");
+    let ref_reset: Vec<f64> = serde_json::from_value(reference["reset_obs"].clone()).unwrap();
+    assert!(
+        ref_reset.iter().zip(&obs).all(|(a, b)| close(*a, *b)),
+        "reset observation differs"
+    );
+    let mut worst: f64 = 0.0;
+    let mut terminated_at = None;
+    for (s, a) in actions.iter().enumerate() {
+        let r: AntStep = env.step(a, &mut obs);
+        let expected = &reference["steps"][s];
+        let ref_obs: Vec<f64> = serde_json::from_value(expected["obs"].clone()).unwrap();
+        for (i, (x, y)) in obs.iter().zip(&ref_obs).enumerate() {
+            assert!(
+                close(*x, *y),
+                "step {s}, observation {i}: {x} vs Gymnasium {y}"
+            );
+            worst = worst.max((x - y).abs());
+        }
+        let reward = expected["reward"].as_f64().unwrap();
+        assert!(
+            close(r.reward, reward),
+            "step {s}: reward {} vs {reward}",
+            r.reward
+        );
+        assert!(close(
+            r.reward_contact,
+            expected["info"]["reward_contact"].as_f64().unwrap()
+        ));
+        assert!(close(
+            r.x_velocity,
+            expected["info"]["x_velocity"].as_f64().unwrap()
+        ));
+        assert_eq!(
+            r.terminated,
+            expected["terminated"].as_bool().unwrap(),
+            "step {s}"
+        );
+        if r.terminated && terminated_at.is_none() {
+            terminated_at = Some(s);
+        }
+    }
+    println!(
+        "Ant-v5: {steps} steps match Gymnasium, largest observation difference {worst:.1e}; terminated at {terminated_at:?}"
+    );
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn seeds_reproduce_episodes_and_the_time_limit_truncates() {
+    let Some(python) = python() else { return };
+    let config = AntConfig {
+        max_episode_steps: 50,
+        ..AntConfig::default()
+    };
+    let task = AntTask::load(&ant_xml(&python), config).unwrap();
+    let (n_obs, nu) = (task.observation_size(), task.action_size());
+    let run = |seed: u64| {
+        let mut env = AntEnv::new(&task);
+        let mut obs = vec![0.0; n_obs];
+        env.reset(Some(seed), &mut obs);
+        let mut trace = obs.clone();
+        let mut last = None;
+        for s in 0..50 {
+            let r = env.step(&action(s, nu), &mut obs);
+            trace.extend_from_slice(&obs);
+            last = Some(r);
+        }
+        (trace, last.unwrap())
+    };
+    let (a, last) = run(3);
+    let (b, _) = run(3);
+    let (c, _) = run(4);
+    assert_eq!(a, b, "a seed fully determines an episode");
+    assert_ne!(a, c, "another seed, another episode");
+    assert!(last.truncated, "step 50 of 50 is truncated");
+}
+
+#[test]
+fn a_batch_steps_exactly_as_its_environments_alone() {
+    let Some(python) = python() else { return };
+    let task = task(&python);
+    let (n_obs, nu) = (task.observation_size(), task.action_size());
+    let n = 6;
+    let mut batch = AntBatch::new(&task, n, 2);
+    let mut obs = vec![0.0; n * n_obs];
+    batch.reset(Some(100), &mut obs);
+    let mut alone: Vec<AntEnv> = (0..n).map(|_| AntEnv::new(&task)).collect();
+    let mut alone_obs = vec![0.0; n * n_obs];
+    for (i, (env, o)) in alone
+        .iter_mut()
+        .zip(alone_obs.chunks_mut(n_obs))
+        .enumerate()
+    {
+        env.reset(Some(100 + i as u64), o);
+    }
+    assert_eq!(obs, alone_obs);
+    let mut out = vec![
+        AntStep {
+            reward: 0.0,
+            terminated: false,
+            truncated: false,
+            reward_forward: 0.0,
+            reward_ctrl: 0.0,
+            reward_contact: 0.0,
+            reward_survive: 0.0,
+            x_position: 0.0,
+            y_position: 0.0,
+            x_velocity: 0.0,
+            y_velocity: 0.0,
+        };
+        n
+    ];
+    for s in 0..30 {
+        let actions: Vec<f32> = (0..n).flat_map(|i| action(s + i, nu)).collect();
+        batch.step(&actions, &mut obs, &mut out);
+        for (i, (env, o)) in alone
+            .iter_mut()
+            .zip(alone_obs.chunks_mut(n_obs))
+            .enumerate()
+        {
+            let r = env.step(&action(s + i, nu), o);
+            assert_eq!(r, out[i], "env {i} at step {s}");
+        }
+        assert_eq!(obs, alone_obs, "step {s}");
+    }
+}
