@@ -495,3 +495,64 @@ async fn twins_run_on_physx_and_its_settings_are_checked() {
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["field"], "engine.config.extensions.gpu", "{v}");
 }
+
+/// An MJCF model in the scene library: stored when named as the root, and a
+/// twin on MuJoCo runs from it by `scene://` name.
+#[cfg(feature = "mujoco")]
+#[tokio::test]
+async fn mjcf_models_live_in_the_scene_library() {
+    let node = TestNode::start().await;
+    let pendulum = br#"<mujoco model="pendulum">
+  <worldbody>
+    <body name="bob" pos="0 0 1">
+      <joint name="hinge" type="hinge" axis="0 1 0" pos="0 0 1"/>
+      <geom type="sphere" size="0.05" mass="1"/>
+    </body>
+  </worldbody>
+  <actuator><motor name="hinge" joint="hinge"/></actuator>
+</mujoco>
+"#;
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(pendulum.len() as u64);
+    header.set_mode(0o644);
+    builder
+        .append_data(&mut header, "pendulum.xml", &pendulum[..])
+        .unwrap();
+    let archive = builder.into_inner().unwrap();
+    let r = node
+        .http
+        .post(node.url("/v1/scenes?name=mjcf-pendulum&root=pendulum.xml"))
+        .header("content-type", "application/x-tar")
+        .body(archive.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, v) = common::status_json(r).await;
+    assert_eq!(status, 201, "{v}");
+    // Without root=, XML is not taken for a scene.
+    let r = node
+        .http
+        .post(node.url("/v1/scenes?name=mjcf-unnamed"))
+        .header("content-type", "application/x-tar")
+        .body(archive)
+        .send()
+        .await
+        .unwrap();
+    let (status, v) = common::status_json(r).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "root", "{v}");
+    let def = json!({
+        "name": "library-pendulum",
+        "scene": { "uri": "scene://mjcf-pendulum" },
+        "engine": { "type": "mujoco" },
+    });
+    let (status, v) = node.post("/v1/twins", def).await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    node.start_twin(&id, "paused").await;
+    node.command(&id, "/hinge", "effort", 0.5).await;
+    assert_eq!(node.step(&id, 24).await["step"], 24);
+    let obs = node.observation_text(&id).await;
+    assert!(obs.contains("/bob") && obs.contains("/hinge"), "{obs}");
+}

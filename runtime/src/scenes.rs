@@ -494,8 +494,12 @@ impl SceneLibrary {
                 if !files.iter().any(|(p, _)| *p == r) {
                     return Err(invalid("root", format!("the archive has no file `{r}`")));
                 }
-                if !is_root_file(&r) {
-                    return Err(invalid("root", format!("`{r}` is not a USD or URDF file")));
+                // An MJCF model is a root only when named: packages hold other XML.
+                if !is_root_file(&r) && !hanzo_twin_engines::scene::is_mjcf(&r) {
+                    return Err(invalid(
+                        "root",
+                        format!("`{r}` is not a USD, URDF or MJCF (.xml, .mjcf) file"),
+                    ));
                 }
                 r
             }
