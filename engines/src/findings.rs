@@ -126,3 +126,42 @@ pub fn scene_findings(scene: &SceneModel) -> Vec<Finding> {
     }
     out
 }
+
+/// The findings an engine that builds trees of bodies (MuJoCo, PyBullet,
+/// PhysX) starts from.
+pub enum TreeFindings {
+    /// The scene is in an engine's own format: these are complete.
+    Native(Vec<Finding>),
+    /// The scene's findings, with what cannot become a tree marked unsupported;
+    /// the engine adds its own notes to the rest.
+    Scene(Vec<Finding>),
+}
+
+pub fn tree_findings(scene: &SceneModel, engine: crate::EngineKind) -> TreeFindings {
+    if let Some(native) = native_findings(scene, engine) {
+        return TreeFindings::Native(native);
+    }
+    let mut out = scene_findings(scene);
+    if let Err(problem) = crate::tree::Tree::plan(scene) {
+        for f in out.iter_mut().filter(|f| f.prim == problem.prim) {
+            f.support = Support::Unsupported;
+            f.note = Some(problem.message.clone());
+        }
+    }
+    TreeFindings::Scene(out)
+}
+
+/// The collider a finding is about, with its body.
+pub fn collider_of<'a>(
+    scene: &'a SceneModel,
+    finding: &Finding,
+) -> Option<(&'a crate::scene::Body, &'a crate::scene::Collider)> {
+    if !finding.feature.starts_with("collider") {
+        return None;
+    }
+    scene
+        .bodies
+        .iter()
+        .flat_map(|b| b.colliders.iter().map(move |c| (b, c)))
+        .find(|(_, c)| c.path == finding.prim)
+}

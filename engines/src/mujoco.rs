@@ -82,25 +82,12 @@ impl Engine for MujocoEngine {
     }
 
     fn findings(&self, scene: &SceneModel) -> Vec<Finding> {
-        if let Some(native) = crate::findings::native_findings(scene, EngineKind::Mujoco) {
-            return native;
-        }
-        let mut out = crate::findings::scene_findings(scene);
-        let plan = Tree::plan(scene);
-        for f in &mut out {
-            if let Err(problem) = &plan
-                && problem.prim == f.prim
-            {
-                f.support = Support::Unsupported;
-                f.note = Some(problem.message.clone());
-                continue;
-            }
-            let Some((body, collider)) = scene
-                .bodies
-                .iter()
-                .flat_map(|b| b.colliders.iter().map(move |c| (b, c)))
-                .find(|(_, c)| c.path == f.prim && f.feature.starts_with("collider"))
-            else {
+        let mut out = match crate::findings::tree_findings(scene, EngineKind::Mujoco) {
+            crate::findings::TreeFindings::Native(f) => return f,
+            crate::findings::TreeFindings::Scene(f) => f,
+        };
+        for f in out.iter_mut().filter(|f| f.support != Support::Unsupported) {
+            let Some((body, collider)) = crate::findings::collider_of(scene, f) else {
                 if let Some(body) = scene.bodies.iter().find(|b| b.path == f.prim)
                     && body.kind == BodyKind::Kinematic
                 {

@@ -108,25 +108,15 @@ impl Engine for PhysxEngine {
     }
 
     fn findings(&self, scene: &SceneModel) -> Vec<crate::findings::Finding> {
-        if let Some(native) = crate::findings::native_findings(scene, EngineKind::Physx) {
-            return native;
-        }
-        let mut out = crate::findings::scene_findings(scene);
-        let plan = Tree::plan(scene);
-        for f in &mut out {
-            if let Err(problem) = &plan
-                && problem.prim == f.prim
-            {
-                f.support = crate::findings::Support::Unsupported;
-                f.note = Some(problem.message.clone());
-                continue;
-            }
-            let collider = scene
-                .bodies
-                .iter()
-                .flat_map(|b| b.colliders.iter().map(move |c| (b, c)))
-                .find(|(_, c)| c.path == f.prim && f.feature.starts_with("collider"));
-            if let Some((body, c)) = collider {
+        let mut out = match crate::findings::tree_findings(scene, EngineKind::Physx) {
+            crate::findings::TreeFindings::Native(f) => return f,
+            crate::findings::TreeFindings::Scene(f) => f,
+        };
+        for f in out
+            .iter_mut()
+            .filter(|f| f.support != crate::findings::Support::Unsupported)
+        {
+            if let Some((body, c)) = crate::findings::collider_of(scene, f) {
                 match &c.shape {
                     Shape::Cylinder { .. } => f.approximate(
                         "PhysX 5.1 has no cylinder; a capsule of the same radius and length is used",

@@ -92,30 +92,20 @@ impl Engine for PybulletEngine {
     }
 
     fn findings(&self, scene: &SceneModel) -> Vec<crate::findings::Finding> {
-        if let Some(native) = crate::findings::native_findings(scene, EngineKind::Pybullet) {
-            return native;
-        }
-        let mut out = crate::findings::scene_findings(scene);
-        let plan = Tree::plan(scene);
-        for f in &mut out {
-            if let Err(problem) = &plan
-                && problem.prim == f.prim
-            {
-                f.support = crate::findings::Support::Unsupported;
-                f.note = Some(problem.message.clone());
-                continue;
-            }
+        let mut out = match crate::findings::tree_findings(scene, EngineKind::Pybullet) {
+            crate::findings::TreeFindings::Native(f) => return f,
+            crate::findings::TreeFindings::Scene(f) => f,
+        };
+        for f in out
+            .iter_mut()
+            .filter(|f| f.support != crate::findings::Support::Unsupported)
+        {
             if let Some(body) = scene.bodies.iter().find(|b| b.path == f.prim)
                 && body.kind == BodyKind::Kinematic
             {
                 f.approximate("held where it is: pybullet multibodies have no kinematic mode");
             }
-            let collider = scene
-                .bodies
-                .iter()
-                .flat_map(|b| b.colliders.iter())
-                .find(|c| c.path == f.prim && f.feature.starts_with("collider"));
-            if let Some(c) = collider {
+            if let Some((_, c)) = crate::findings::collider_of(scene, f) {
                 match &c.shape {
                     Shape::ConvexDecomposition { .. } | Shape::TriMesh { .. } => f.approximate(
                         "pybullet collides with the convex hull of a mesh on a moving body",

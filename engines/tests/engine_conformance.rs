@@ -316,3 +316,40 @@ fn a_convex_mesh_lands_and_rests_on_every_engine() {
         assert!((z - 0.1).abs() < 0.005, "{kind}: convex hull at {z}");
     }
 }
+
+#[test]
+fn findings_name_what_each_engine_cannot_do() {
+    // A body held by two joints closes a loop: rapier3d's maximal coordinates
+    // take it; the tree-building engines say they cannot, at the second joint.
+    let mut s = pile_and_arm();
+    let mut extra = revolute("/World/Arm/Loop", None, "/World/Arm/Link2", Axis::Y);
+    extra.local_pose0 = Pose::from_translation([2.0, 0.0, 0.5]);
+    extra.local_pose1 = Pose::from_translation([0.0, 0.0, -0.25]);
+    s.joints.push(extra);
+    for engine in engines() {
+        let kind = engine.kind();
+        let findings = engine.findings(&s);
+        let verdict = findings
+            .iter()
+            .find(|f| f.prim == "/World/Arm/Loop")
+            .unwrap_or_else(|| panic!("{kind}: no finding for the loop joint"));
+        let expected = if kind == EngineKind::Rapier3d {
+            hanzo_twin_engines::findings::Support::Supported
+        } else {
+            hanzo_twin_engines::findings::Support::Unsupported
+        };
+        assert_eq!(verdict.support, expected, "{kind}: {verdict:?}");
+        if expected != hanzo_twin_engines::findings::Support::Supported {
+            assert!(
+                verdict.note.as_deref().is_some_and(|n| n.contains("loop")),
+                "{kind}: {verdict:?}"
+            );
+            // And loading it is refused, naming the same prim.
+            let err = engine
+                .load_scene(&s, &Default::default())
+                .err()
+                .unwrap_or_else(|| panic!("{kind} loaded a loop"));
+            assert!(err.to_string().contains("/World/Arm/Loop"), "{kind}: {err}");
+        }
+    }
+}
