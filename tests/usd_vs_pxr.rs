@@ -179,11 +179,11 @@ fn reader_agrees_with_pxr_usdphysics() {
     let files: Vec<PathBuf> = vec![
         repo().join("configs/scenes/robot-arm/scene.usda"),
         repo().join("configs/scenes/conveyor/scene.usda"),
-        repo().join("../shared/fixtures/usd/scene.usda"),
-        repo().join("../shared/fixtures/usd/scene.usdc"),
-        repo().join("../shared/fixtures/usd/composed.usda"),
-        repo().join("../shared/fixtures/usd/ref.usda"),
-        repo().join("../shared/fixtures/usd/simple_physics.usda"),
+        repo().join("tests/fixtures/usd/scene.usda"),
+        repo().join("tests/fixtures/usd/scene.usdc"),
+        repo().join("tests/fixtures/usd/composed.usda"),
+        repo().join("tests/fixtures/usd/ref.usda"),
+        repo().join("tests/fixtures/usd/simple_physics.usda"),
     ];
     let out = Command::new(&python)
         .arg(repo().join("tests/peers/usd_physics_summary.py"))

@@ -1,5 +1,6 @@
 //! The USD reader against files written by the reference implementation (pxr,
-//! usd-core 26.11: ../shared/fixtures/usd) and against the sample scenes.
+//! usd-core 26.11: tests/fixtures/usd, copied from the project's shared fixtures)
+//! and against the sample scenes.
 
 use hanzo_twin_engines::EngineError;
 use hanzo_twin_engines::scene::{Axis, BodyKind, JointKind, Pose, SceneModel, Shape};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/usd")
+        .join("../tests/fixtures/usd")
         .join(name)
 }
 
