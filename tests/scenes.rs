@@ -170,8 +170,7 @@ async fn exercise_library(node: &TestNode, bucket: &Path) {
     let before = stored_files(bucket);
     // One flipped byte in a pxr-written binary scene crashes the USD library;
     // the node reads uploads in a child process and names the file.
-    let mut corrupt =
-        std::fs::read(repo().join("tests/fixtures/usd/scene.usdc")).expect("fixture");
+    let mut corrupt = std::fs::read(repo().join("tests/fixtures/usd/scene.usdc")).expect("fixture");
     corrupt[93] ^= 0x5a;
     let missing_ref =
         b"#usda 1.0\ndef Xform \"World\" (\n    references = @./parts/missing.usda@\n)\n{\n}\n";

@@ -699,8 +699,7 @@ async fn a_scene_file_that_crashes_the_usd_reader_does_not_crash_the_node() {
     .expect("copy");
     // One flipped byte in a pxr-written binary scene makes the USD library ask
     // for an absurd allocation, which aborts whatever process reads it.
-    let mut usdc =
-        std::fs::read(repo().join("tests/fixtures/usd/scene.usdc")).expect("fixture");
+    let mut usdc = std::fs::read(repo().join("tests/fixtures/usd/scene.usdc")).expect("fixture");
     usdc[93] ^= 0x5a;
     std::fs::write(scenes.path().join("corrupt.usdc"), usdc).expect("write");
     let node = TestNode::start_full(&[], "", scenes.path()).await;
