@@ -371,24 +371,31 @@ impl AntBatch {
         let act = actions.len() / n;
         let size = obs.len() / n;
         let per_thread = n.div_ceil(self.threads);
+        let run =
+            move |envs: &mut [AntEnv], actions: &[f32], obs: &mut [f64], out: &mut [AntStep]| {
+                for (((env, a), o), r) in envs
+                    .iter_mut()
+                    .zip(actions.chunks(act))
+                    .zip(obs.chunks_mut(size))
+                    .zip(out.iter_mut())
+                {
+                    *r = env.step(a, o);
+                }
+            };
         std::thread::scope(|scope| {
-            let work = self
+            let mut work = self
                 .envs
                 .chunks_mut(per_thread)
                 .zip(actions.chunks(per_thread * act))
                 .zip(obs.chunks_mut(per_thread * size))
                 .zip(out.chunks_mut(per_thread));
+            // The calling thread takes the first share itself.
+            let first = work.next();
             for (((envs, actions), obs), out) in work {
-                scope.spawn(move || {
-                    for (((env, a), o), r) in envs
-                        .iter_mut()
-                        .zip(actions.chunks(act))
-                        .zip(obs.chunks_mut(size))
-                        .zip(out.iter_mut())
-                    {
-                        *r = env.step(a, o);
-                    }
-                });
+                scope.spawn(move || run(envs, actions, obs, out));
+            }
+            if let Some((((envs, actions), obs), out)) = first {
+                run(envs, actions, obs, out);
             }
         });
     }
