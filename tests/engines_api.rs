@@ -26,6 +26,23 @@ fn scene_folder() -> tempfile::TempDir {
     dir
 }
 
+/// Creates the sample arm twin on `engine` as `name`, and answers its id.
+#[cfg(any(feature = "mujoco", feature = "pybullet", feature = "physx"))]
+async fn sample_arm_on(node: &TestNode, engine: &str, name: &str) -> String {
+    let yaml = std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml"))
+        .unwrap()
+        .replace("type: rapier3d", &format!("type: {engine}"));
+    let (status, v) = node
+        .post_raw(
+            "/v1/twins",
+            "application/yaml",
+            &common::rename(&yaml, name),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn engines_report_availability_and_what_absent_ones_need() {
     let node = TestNode::start().await;
@@ -88,13 +105,7 @@ async fn twins_run_and_fork_on_mujoco_from_usd_and_mjcf() {
     .unwrap();
     let node = TestNode::start_full(&[], "", scenes.path()).await;
     // The sample arm, on MuJoCo instead of rapier3d.
-    let yaml = std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml"))
-        .unwrap()
-        .replace("type: rapier3d", "type: mujoco");
-    let yaml = common::rename(&yaml, "arm-on-mujoco");
-    let (status, v) = node.post_raw("/v1/twins", "application/yaml", &yaml).await;
-    assert_eq!(status, 201, "{v}");
-    let arm = v["id"].as_str().unwrap().to_string();
+    let arm = sample_arm_on(&node, "mujoco", "arm-on-mujoco").await;
     node.start_twin(&arm, "paused").await;
     node.command(&arm, "/World/Arm/shoulder_pitch", "position", 0.3)
         .await;
@@ -364,13 +375,7 @@ fn pybullet_workers(parent: u32) -> Vec<u32> {
 #[tokio::test]
 async fn a_dead_pybullet_worker_is_a_twin_crash_that_its_supervisor_restarts() {
     let node = TestNode::start_with(&[], "  max_restarts: 3\n  restart_window_s: 600\n").await;
-    let yaml = std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml"))
-        .unwrap()
-        .replace("type: rapier3d", "type: pybullet");
-    let yaml = common::rename(&yaml, "arm-on-pybullet");
-    let (status, v) = node.post_raw("/v1/twins", "application/yaml", &yaml).await;
-    assert_eq!(status, 201, "{v}");
-    let arm = v["id"].as_str().unwrap().to_string();
+    let arm = sample_arm_on(&node, "pybullet", "arm-on-pybullet").await;
     node.start_twin(&arm, "paused").await;
     node.command(&arm, "/World/Arm/shoulder_pitch", "position", 0.3)
         .await;
@@ -443,18 +448,7 @@ async fn a_dead_pybullet_worker_is_a_twin_crash_that_its_supervisor_restarts() {
 #[tokio::test]
 async fn twins_run_on_physx_and_its_settings_are_checked() {
     let node = TestNode::start().await;
-    let yaml = std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml"))
-        .unwrap()
-        .replace("type: rapier3d", "type: physx");
-    let (status, v) = node
-        .post_raw(
-            "/v1/twins",
-            "application/yaml",
-            &common::rename(&yaml, "arm-on-physx"),
-        )
-        .await;
-    assert_eq!(status, 201, "{v}");
-    let arm = v["id"].as_str().unwrap().to_string();
+    let arm = sample_arm_on(&node, "physx", "arm-on-physx").await;
     node.start_twin(&arm, "paused").await;
     node.command(&arm, "/World/Arm/shoulder_pitch", "position", 0.3)
         .await;
@@ -480,6 +474,9 @@ async fn twins_run_on_physx_and_its_settings_are_checked() {
         .await;
     assert_eq!(status, 201, "{fork}");
     // GPU dynamics is named and refused: this node's PhysX runs on the CPU.
+    let yaml = std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml"))
+        .unwrap()
+        .replace("type: rapier3d", "type: physx");
     let gpu = yaml.replace(
         "    solver_iterations: 8\n",
         "    solver_iterations: 8\n    extensions:\n      gpu: true\n",

@@ -376,6 +376,37 @@ unsafe fn convex_mesh(physics: *mut PxPhysics, points: &[[f64; 3]]) -> Option<*m
     }
 }
 
+/// The root link of `art` at `pose`; a fixed base when `fixed`, with a unit
+/// mass that its dynamic bodies' masses replace (PhysX wants every link to
+/// have one).
+///
+/// # Safety
+/// `art` is a live articulation not yet in a scene, and creation is
+/// serialized by `CREATE`.
+unsafe fn root_link(
+    art: *mut PxArticulationReducedCoordinate,
+    pose: &Pose,
+    fixed: bool,
+) -> Result<*mut PxArticulationLink, EngineError> {
+    unsafe {
+        if fixed {
+            PxArticulationReducedCoordinate_setArticulationFlag_mut(
+                art,
+                PxArticulationFlag::FixBase,
+                true,
+            );
+        }
+        let link =
+            PxArticulationReducedCoordinate_createLink_mut(art, null_mut(), &transform(pose));
+        if link.is_null() {
+            return Err(failed("could not create a link"));
+        }
+        PxRigidBody_setMass_mut(link.cast(), 1.0);
+        PxRigidBody_setMassSpaceInertiaTensor_mut(link.cast(), &v3([1.0; 3]));
+        Ok(link)
+    }
+}
+
 fn failed(message: impl Into<String>) -> EngineError {
     EngineError::Failed {
         engine: EngineKind::Physx,
@@ -521,59 +552,16 @@ impl PhysxSimulation {
                     self.options.velocity_iterations,
                 );
             }
-            let (root_link, root_world, stack_start) = if hangs_from_world {
-                // A fixed, massless-in-effect base at the world origin carries the tree.
-                unsafe {
-                    PxArticulationReducedCoordinate_setArticulationFlag_mut(
-                        art,
-                        PxArticulationFlag::FixBase,
-                        true,
-                    );
-                }
-                let link = unsafe {
-                    PxArticulationReducedCoordinate_createLink_mut(
-                        art,
-                        null_mut(),
-                        &transform(&Pose::IDENTITY),
-                    )
-                };
-                if link.is_null() {
-                    return Err(failed("could not create a link"));
-                }
-                unsafe {
-                    PxRigidBody_setMass_mut(link.cast(), 1.0);
-                    PxRigidBody_setMassSpaceInertiaTensor_mut(link.cast(), &v3([1.0; 3]));
-                }
+            let (base_link, root_world, stack_start) = if hangs_from_world {
+                // A fixed base at the world origin, with no shapes, carries the tree.
+                let link = unsafe { root_link(art, &Pose::IDENTITY, true)? };
                 (link, Pose::IDENTITY, vec![root])
             } else {
                 let world = checked_pose(&body.path, &body.pose)?;
-                if body.kind != BodyKind::Dynamic {
-                    unsafe {
-                        PxArticulationReducedCoordinate_setArticulationFlag_mut(
-                            art,
-                            PxArticulationFlag::FixBase,
-                            true,
-                        );
-                    }
-                }
-                let link = unsafe {
-                    PxArticulationReducedCoordinate_createLink_mut(
-                        art,
-                        null_mut(),
-                        &transform(&world),
-                    )
-                };
-                if link.is_null() {
-                    return Err(failed("could not create a link"));
-                }
+                let link = unsafe { root_link(art, &world, body.kind != BodyKind::Dynamic)? };
                 unsafe { self.shapes(physics, Actor::Link(link), body, [0.0; 3])? };
                 if body.kind == BodyKind::Dynamic {
                     unsafe { self.mass(link.cast(), body)? };
-                } else {
-                    unsafe {
-                        PxRigidBody_setMass_mut(link.cast(), 1.0);
-                        PxRigidBody_setMassSpaceInertiaTensor_mut(link.cast(), &v3([1.0; 3]));
-                    }
                 }
                 actors[root] = Some(Actor::Link(link));
                 self.roots.push((art, root));
@@ -583,7 +571,7 @@ impl PhysxSimulation {
             let mut stack: Vec<(usize, Pose, *mut PxArticulationLink)> = stack_start
                 .into_iter()
                 .rev()
-                .map(|c| (c, root_world, root_link))
+                .map(|c| (c, root_world, base_link))
                 .collect();
             while let Some((b, parent_world, parent_link)) = stack.pop() {
                 let Some(j) = tree.parent_joint[b] else {
