@@ -2,7 +2,7 @@
 //! starts and which way it points, from a scene camera or from render params.
 
 use crate::scene::Camera;
-use crate::usd::math::{normalize_quat, quat_rotate};
+use crate::usd::math::{cross, normalize_quat, quat_rotate, sub};
 use crate::{EngineError, RenderParams};
 
 /// Largest rendered image, in pixels.
@@ -107,18 +107,6 @@ impl View {
         ];
         normalize(dir).unwrap_or(self.forward)
     }
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
 }
 
 fn normalize(a: [f64; 3]) -> Option<[f64; 3]> {

@@ -15,7 +15,7 @@
 use crate::camera::View;
 use crate::scene::{BodyKind, JointKind, Pose, SceneModel, Shape};
 use crate::tree::{Tree, authored_coordinate, checked_pose, compose, inverse, positive, volume};
-use crate::usd::math::quat_rotate;
+use crate::usd::math::{quat_rotate, sub};
 use crate::{
     BodyObservation, Engine, EngineCapabilities, EngineConfig, EngineError, EngineKind, Image,
     JointCommand, JointObservation, Observation, RenderParams, SimState, Simulation,
@@ -651,10 +651,6 @@ fn shape_plan(path: &str, shape: &Shape) -> Result<(Value, [f64; 4]), EngineErro
             (json!({"kind": "mesh", "vertices": points}), identity)
         }
     })
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 use crate::EngineError;
 use crate::scene::{Axis, BodyKind, JointKind, Pose, SceneModel};
-use crate::usd::math::{normalize_quat, quat_conj, quat_mul, quat_rotate};
+use crate::usd::math::{normalize_quat, quat_conj, quat_mul, quat_rotate, sub};
 use std::collections::HashMap;
 
 /// Why a scene cannot become a tree of bodies, at which prim.
@@ -217,10 +217,6 @@ pub fn inverse(p: &Pose) -> Pose {
 
 pub fn relative(frame: &Pose, world: &Pose) -> Pose {
     compose(&inverse(frame), world)
-}
-
-pub fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
 }
 
 /// The volume of a shape (meshes: of their bounding box, a stated approximation).
