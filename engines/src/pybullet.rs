@@ -133,16 +133,6 @@ impl Engine for PybulletEngine {
         out
     }
 
-    fn check_config(&self, config: &EngineConfig) -> Result<(), EngineError> {
-        match config.extensions.keys().next() {
-            None => Ok(()),
-            Some(key) => Err(EngineError::Invalid {
-                field: format!("engine.config.extensions.{key}"),
-                message: "pybullet reads no engine-specific settings".into(),
-            }),
-        }
-    }
-
     fn load_scene(
         &self,
         scene: &SceneModel,
