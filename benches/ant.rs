@@ -1,6 +1,6 @@
 //! Ant-v5 environment steps per second: raw MuJoCo stepping of Gymnasium's
 //! ant.xml on every core (frame skip 5, no observation or reward: the physical
-//! limit here) against the Ant task's batch (`AntBatch`, observations,
+//! limit here) against the Ant task's batch (`VecEnv`, observations,
 //! rewards and terminations included) at N = 2, 8 and 32, in one run, with
 //! the ratio to the limit. EnvPool and Gymnasium's vector envs come with the
 //! Python package (issue 7).
@@ -10,7 +10,8 @@
 //! It needs Gymnasium's ant.xml: HANZO_TWIN_TEST_PYTHON names a Python with
 //! gymnasium (scripts/test.sh sets it). Run as a test, it takes a few steps.
 
-use hanzo_twin::engines::gym::{AntBatch, AntConfig, AntEnv, AntStep, AntTask};
+use hanzo_twin::engines::gym::{AntConfig, AntEnv, AntTask, Task, VecEnv, VecEnvConfig, VecOutput};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -37,7 +38,7 @@ fn main() {
     // The limit: each core advances its own Ant, five MuJoCo steps per env
     // step, with no observation, reward or reset.
     let task = AntTask::load(&xml, AntConfig::default()).expect("task");
-    let (n_obs, nu) = (task.observation_size(), task.action_size());
+    let nu = task.action_size();
     let raw = {
         let t0 = Instant::now();
         let steps: u64 = std::thread::scope(|s| {
@@ -61,30 +62,31 @@ fn main() {
         steps as f64 / t0.elapsed().as_secs_f64()
     };
     println!("raw MuJoCo Ant on {cores} cores: {raw:.0} env-steps/s (the limit)");
+    let task: Arc<dyn Task> = task;
     for n in [2usize, 8, 32] {
-        let mut batch = AntBatch::new(&task, n, 0);
-        let mut obs = vec![0.0; n * n_obs];
-        let mut out = vec![AntStep::default(); n];
-        batch.reset(Some(0), &mut obs);
+        let mut batch = VecEnv::new(
+            &task,
+            &VecEnvConfig {
+                num_envs: n,
+                ..VecEnvConfig::default()
+            },
+        )
+        .expect("batch");
+        let mut out = VecOutput::default();
+        batch.reset(Some(0), None, &mut out).expect("reset");
         let actions: Vec<f32> = (0..n * nu).map(|i| ((i as f32) * 0.37).sin()).collect();
         let t0 = Instant::now();
         let mut steps = 0u64;
+        // Episodes that end start again on the next step (NEXT_STEP autoreset).
         while steps < 20 || t0.elapsed() < budget {
-            batch.step(&actions, &mut obs, &mut out);
+            batch.step(&actions, &mut out).expect("step");
             steps += n as u64;
-            // Episodes that end start again, as a vector env does.
-            for (i, r) in out.iter().enumerate() {
-                if (r.terminated || r.truncated)
-                    && let Some(env) = batch.env_mut(i)
-                {
-                    env.reset(None, &mut obs[i * n_obs..(i + 1) * n_obs]);
-                }
-            }
         }
         let rate = steps as f64 / t0.elapsed().as_secs_f64();
         println!(
-            "AntBatch N={n:<2}: {rate:>8.0} env-steps/s, {:.2} of the limit",
-            rate / raw
+            "VecEnv N={n:<2}: {rate:>8.0} env-steps/s, {:.2} of the limit ({} threads)",
+            rate / raw,
+            batch.threads()
         );
     }
 }

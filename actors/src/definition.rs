@@ -435,76 +435,10 @@ pub struct DomainRandomization {
     pub parameters: RandomizationParameters,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RandomizationParameters {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub friction: Option<Range>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mass_scale: Option<Range>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lighting_intensity: Option<Range>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub camera_noise_stddev: Option<Range>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actuator_delay_ms: Option<Range>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gravity_perturbation: Option<GravityPerturbation>,
-}
-
-/// A closed interval `min <= max` of finite, non-negative numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Range {
-    pub min: f64,
-    pub max: f64,
-}
-
-impl<'de> Deserialize<'de> for Range {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Raw {
-            min: f64,
-            max: f64,
-        }
-        let r = Raw::deserialize(d)?;
-        if !r.min.is_finite() || !r.max.is_finite() || r.min < 0.0 || r.min > r.max {
-            return Err(serde::de::Error::custom(format!(
-                "range needs finite 0 <= min <= max, got min {} max {}",
-                r.min, r.max
-            )));
-        }
-        Ok(Range {
-            min: r.min,
-            max: r.max,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct GravityPerturbation {
-    pub max_angle_deg: f64,
-}
-
-impl<'de> Deserialize<'de> for GravityPerturbation {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Raw {
-            max_angle_deg: f64,
-        }
-        let r = Raw::deserialize(d)?;
-        if !(0.0..=90.0).contains(&r.max_angle_deg) {
-            return Err(serde::de::Error::custom(format!(
-                "max_angle_deg must be between 0 and 90, got {}",
-                r.max_angle_deg
-            )));
-        }
-        Ok(GravityPerturbation {
-            max_angle_deg: r.max_angle_deg,
-        })
-    }
-}
+/// The parameters and their ranges are the RL environments' own.
+pub use hanzo_twin_engines::gym::{
+    GravityPerturbation, Randomization as RandomizationParameters, Range,
+};
 
 /// A definition that failed to parse or validate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]

@@ -26,7 +26,6 @@ pub mod rapier;
 #[cfg(feature = "mujoco")]
 pub mod mujoco;
 
-#[cfg(feature = "mujoco")]
 pub mod gym;
 
 #[cfg(feature = "pybullet")]

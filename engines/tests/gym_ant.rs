@@ -4,7 +4,10 @@
 //! truncates, and a batch steps exactly as the environments would alone.
 #![cfg(feature = "mujoco")]
 
-use hanzo_twin_engines::gym::{AntBatch, AntConfig, AntEnv, AntStep, AntTask};
+use hanzo_twin_engines::gym::{
+    AntConfig, AntEnv, AntStep, AntTask, EpisodeParams, GravityPerturbation, Randomization, Range,
+    Task, VecEnv, VecEnvConfig, VecOutput,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -170,9 +173,18 @@ fn a_batch_steps_exactly_as_its_environments_alone() {
     let task = task(&python);
     let (n_obs, nu) = (task.observation_size(), task.action_size());
     let n = 6;
-    let mut batch = AntBatch::new(&task, n, 2);
-    let mut obs = vec![0.0; n * n_obs];
-    batch.reset(Some(100), &mut obs);
+    let dyn_task: Arc<dyn Task> = task.clone();
+    let mut batch = VecEnv::new(
+        &dyn_task,
+        &VecEnvConfig {
+            num_envs: n,
+            threads: 2,
+            ..VecEnvConfig::default()
+        },
+    )
+    .expect("batch");
+    let mut out = VecOutput::default();
+    batch.reset(Some(100), None, &mut out).expect("reset");
     let mut alone: Vec<AntEnv> = (0..n).map(|_| AntEnv::new(&task)).collect();
     let mut alone_obs = vec![0.0; n * n_obs];
     for (i, (env, o)) in alone
@@ -182,34 +194,96 @@ fn a_batch_steps_exactly_as_its_environments_alone() {
     {
         env.reset(Some(100 + i as u64), o);
     }
-    assert_eq!(obs, alone_obs);
-    let mut out = vec![
-        AntStep {
-            reward: 0.0,
-            terminated: false,
-            truncated: false,
-            reward_forward: 0.0,
-            reward_ctrl: 0.0,
-            reward_contact: 0.0,
-            reward_survive: 0.0,
-            x_position: 0.0,
-            y_position: 0.0,
-            x_velocity: 0.0,
-            y_velocity: 0.0,
-        };
-        n
-    ];
+    assert_eq!(out.obs, alone_obs);
     for s in 0..30 {
         let actions: Vec<f32> = (0..n).flat_map(|i| action(s + i, nu)).collect();
-        batch.step(&actions, &mut obs, &mut out);
+        batch.step(&actions, &mut out).expect("step");
         for (i, (env, o)) in alone
             .iter_mut()
             .zip(alone_obs.chunks_mut(n_obs))
             .enumerate()
         {
-            let r = env.step(&action(s + i, nu), o);
-            assert_eq!(r, out[i], "env {i} at step {s}");
+            let r: AntStep = env.step(&action(s + i, nu), o);
+            assert_eq!(r.reward, out.reward[i], "env {i} at step {s}");
+            assert_eq!(r.terminated, out.terminated[i], "env {i} at step {s}");
+            assert_eq!(r.x_velocity, out.info[i * 9 + 7], "env {i} at step {s}");
         }
-        assert_eq!(obs, alone_obs, "step {s}");
+        assert_eq!(out.obs, alone_obs, "step {s}");
     }
+}
+
+#[test]
+fn randomized_ant_episodes_report_their_parameters_and_change_the_physics() {
+    let Some(python) = python() else { return };
+    let task: Arc<dyn Task> = task(&python);
+    let randomization = Randomization {
+        friction: Some(Range { min: 0.3, max: 0.9 }),
+        mass_scale: Some(Range { min: 0.5, max: 0.6 }),
+        actuator_delay_ms: Some(Range {
+            min: 10.0,
+            max: 20.0,
+        }),
+        gravity_perturbation: Some(GravityPerturbation { max_angle_deg: 2.0 }),
+        ..Randomization::default()
+    };
+    let run = |randomization: Option<Randomization>| {
+        let mut env = VecEnv::new(
+            &task,
+            &VecEnvConfig {
+                num_envs: 2,
+                threads: 1,
+                randomization,
+                ..VecEnvConfig::default()
+            },
+        )
+        .expect("batch");
+        let mut out = VecOutput::default();
+        env.reset(Some(5), None, &mut out).expect("reset");
+        let params = out.episode_params.clone();
+        let nu = env.spec().action_size();
+        for s in 0..20 {
+            let actions: Vec<f32> = (0..2).flat_map(|i| action(s + i, nu)).collect();
+            env.step(&actions, &mut out).expect("step");
+        }
+        (params, out.obs.clone())
+    };
+    let (plain_params, plain) = run(None);
+    let (params, randomized) = run(Some(randomization.clone()));
+    let (again_params, again) = run(Some(randomization.clone()));
+    assert_eq!(plain_params[0], EpisodeParams::default());
+    let p = params[0];
+    assert!((0.3..=0.9).contains(&p.friction.unwrap_or(-1.0)), "{p:?}");
+    assert!((0.5..=0.6).contains(&p.mass_scale.unwrap_or(-1.0)), "{p:?}");
+    assert!(
+        p.gravity.is_some() && p.actuator_delay_ms.is_some(),
+        "{p:?}"
+    );
+    assert_ne!(
+        params[0], params[1],
+        "each environment draws its own episode"
+    );
+    assert_eq!(params, again_params, "a seed fixes the randomization");
+    assert_eq!(randomized, again, "and the episode");
+    assert_ne!(
+        plain, randomized,
+        "lighter legs and delayed actuators move differently"
+    );
+    // A task refuses what it cannot apply, naming the parameter.
+    let err = VecEnv::new(
+        &task,
+        &VecEnvConfig {
+            randomization: Some(Randomization {
+                lighting_intensity: Some(Range { min: 0.5, max: 2.0 }),
+                ..Randomization::default()
+            }),
+            ..VecEnvConfig::default()
+        },
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains("domain_randomization.parameters.lighting_intensity"),
+        "{err}"
+    );
 }

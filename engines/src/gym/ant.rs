@@ -1,20 +1,30 @@
-//! Reinforcement-learning tasks on engines, for the RL environments of the
-//! twin runtime. The first is Gymnasium's Ant-v5 on MuJoCo, written against
-//! MuJoCo's arrays directly (the hot path of training): same model file, same
-//! observation, reward terms, frame skip, termination and time limit, so results
-//! compare like with like (`engines/tests/gym_ant.rs` checks it step by step
-//! against Gymnasium itself).
-//!
-//! [`AntBatch`] steps a batch of environments across the machine's cores in
-//! one call: the environments never cost one message each.
+//! Gymnasium's Ant-v5 on MuJoCo, written against MuJoCo's arrays directly
+//! (the hot path of training): same model file, same observation, reward
+//! terms, frame skip, termination and time limit, so results compare like with
+//! like (`engines/tests/gym_ant.rs` checks it step by step against Gymnasium
+//! itself). Friction, mass, gravity and actuator delay can be randomized.
 
-use crate::EngineError;
+use super::{ActionDelay, BoxSpace, EnvSpec, EpisodeParams, Outcome, Task, TaskEnv};
+use crate::{EngineError, EngineKind};
 use mujoco_rs::prelude::{MjData, MjModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use std::path::Path;
 use std::sync::Arc;
+
+/// The values each step reports in `info`, as Gymnasium's Ant-v5 names them.
+pub const INFO_KEYS: [&str; 9] = [
+    "reward_forward",
+    "reward_ctrl",
+    "reward_contact",
+    "reward_survive",
+    "x_position",
+    "y_position",
+    "distance_from_origin",
+    "x_velocity",
+    "y_velocity",
+];
 
 /// Ant-v5's settings, with Gymnasium's defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +69,7 @@ pub struct AntTask {
     nv: usize,
     nu: usize,
     nbody: usize,
+    spec: EnvSpec,
 }
 
 // SAFETY: the model is only read after construction (MjModel is Send + Sync).
@@ -112,7 +123,32 @@ impl AntTask {
         }
         // SAFETY: qpos0 is nq long; qvel starts at zero.
         let init_qpos = unsafe { std::slice::from_raw_parts(m.qpos0, nq) }.to_vec();
+        let ctrl = model.actuator_ctrlrange();
+        let action_space = BoxSpace {
+            low: ctrl.iter().map(|r| r[0]).collect(),
+            high: ctrl.iter().map(|r| r[1]).collect(),
+        };
+        let spec = EnvSpec {
+            name: "ant-v5".into(),
+            engine: EngineKind::Mujoco,
+            observation_space: BoxSpace::unbounded(nq - 2 + nv + 6 * (nbody - 1)),
+            action_space,
+            dt: m.opt.timestep * f64::from(config.frame_skip),
+            gravity: m.opt.gravity,
+            max_episode_steps: config.max_episode_steps,
+            info_keys: INFO_KEYS.iter().map(|k| k.to_string()).collect(),
+            randomizable: [
+                "friction",
+                "mass_scale",
+                "actuator_delay_ms",
+                "gravity_perturbation",
+            ]
+            .iter()
+            .map(|k| k.to_string())
+            .collect(),
+        };
         Ok(Arc::new(AntTask {
+            spec,
             model: Arc::new(model),
             config,
             init_qpos,
@@ -144,20 +180,48 @@ impl AntTask {
     }
 }
 
+impl Task for AntTask {
+    fn spec(&self) -> &EnvSpec {
+        &self.spec
+    }
+
+    fn make_env(&self) -> Result<Box<dyn TaskEnv>, EngineError> {
+        Ok(Box::new(AntEnv::from_task(self)))
+    }
+}
+
 /// One Ant environment.
 pub struct AntEnv {
-    task: Arc<AntTask>,
+    /// The task's model, shared; a randomized episode gets a copy of its own.
+    base: Arc<MjModel>,
+    config: AntConfig,
+    init_qpos: Vec<f64>,
+    init_qvel: Vec<f64>,
+    nbody: usize,
     data: MjData<Arc<MjModel>>,
+    /// Whether `data` runs a randomized copy of the model.
+    own_model: bool,
     rng: ChaCha8Rng,
+    delay: ActionDelay,
     steps: u32,
 }
 
 impl AntEnv {
     pub fn new(task: &Arc<AntTask>) -> AntEnv {
+        AntEnv::from_task(task)
+    }
+
+    fn from_task(task: &AntTask) -> AntEnv {
         AntEnv {
+            base: task.model.clone(),
+            config: task.config.clone(),
+            init_qpos: task.init_qpos.clone(),
+            init_qvel: task.init_qvel.clone(),
+            nbody: task.nbody,
             data: MjData::new(task.model.clone()),
-            task: task.clone(),
+            own_model: false,
             rng: ChaCha8Rng::seed_from_u64(0),
+            delay: ActionDelay::new(0, task.config.frame_skip as usize),
             steps: 0,
         }
     }
@@ -169,20 +233,64 @@ impl AntEnv {
         if let Some(seed) = seed {
             self.rng = ChaCha8Rng::seed_from_u64(seed);
         }
-        let s = self.task.config.reset_noise_scale;
+        let mut rng = self.rng.clone();
+        self.reset_from(&mut rng, obs);
+        self.rng = rng;
+    }
+
+    fn reset_from(&mut self, rng: &mut ChaCha8Rng, obs: &mut [f64]) {
+        let s = self.config.reset_noise_scale;
         let qpos: Vec<f64> = self
-            .task
             .init_qpos
             .iter()
-            .map(|q| q + self.rng.random_range(-s..=s))
+            .map(|q| q + rng.random_range(-s..=s))
             .collect();
         let qvel: Vec<f64> = self
-            .task
             .init_qvel
             .iter()
-            .map(|v| v + s * self.rng.sample::<f64, _>(StandardNormal))
+            .map(|v| v + s * rng.sample::<f64, _>(StandardNormal))
             .collect();
         self.set_state(&qpos, &qvel, obs);
+    }
+
+    /// The model of an episode: the task's own, or a copy with this
+    /// episode's friction, masses and gravity.
+    fn apply(&mut self, params: &EpisodeParams) {
+        let timestep = self.base.ffi().opt.timestep;
+        self.delay = ActionDelay::new(
+            params.delay_substeps(timestep),
+            self.config.frame_skip as usize,
+        );
+        if !params.changes_model() {
+            if self.own_model {
+                self.data = MjData::new(self.base.clone());
+                self.own_model = false;
+            }
+            return;
+        }
+        let mut model = (*self.base).clone();
+        if let Some(f) = params.friction {
+            for g in model.geom_friction_mut() {
+                g[0] = f;
+            }
+        }
+        if let Some(scale) = params.mass_scale {
+            for m in model.body_mass_mut() {
+                *m *= scale;
+            }
+            for i in model.body_inertia_mut() {
+                for v in i.iter_mut() {
+                    *v *= scale;
+                }
+            }
+        }
+        if let Some(g) = params.gravity {
+            model.opt_mut().gravity = g;
+        }
+        // Masses change constants MuJoCo derives at load time.
+        MjData::new(&mut model).set_const();
+        self.data = MjData::new(Arc::new(model));
+        self.own_model = true;
     }
 
     /// Puts the environment at `qpos`, `qvel` (as Gymnasium's reset does: a
@@ -193,17 +301,29 @@ impl AntEnv {
         self.data.qvel_mut().copy_from_slice(qvel);
         self.data.forward();
         self.steps = 0;
+        self.delay.clear();
         self.observe(obs);
     }
 
     /// Advances the physics one environment step under `action` (`frame_skip`
     /// MuJoCo steps and the contact forces), computing no observation or reward.
     pub fn simulate(&mut self, action: &[f32]) {
-        for (ctrl, a) in self.data.ctrl_mut().iter_mut().zip(action) {
-            *ctrl = f64::from(*a);
-        }
-        for _ in 0..self.task.config.frame_skip {
-            self.data.step();
+        let frame_skip = self.config.frame_skip as usize;
+        if self.delay.delay() == 0 {
+            for (ctrl, a) in self.data.ctrl_mut().iter_mut().zip(action) {
+                *ctrl = f64::from(*a);
+            }
+            for _ in 0..frame_skip {
+                self.data.step();
+            }
+        } else {
+            self.delay.push(action);
+            for k in 0..frame_skip {
+                for (ctrl, a) in self.data.ctrl_mut().iter_mut().zip(self.delay.at(k)) {
+                    *ctrl = f64::from(*a);
+                }
+                self.data.step();
+            }
         }
         // Contact forces are computed only on request (as Gymnasium does).
         self.data.rne_post_constraint();
@@ -213,10 +333,9 @@ impl AntEnv {
     pub fn step(&mut self, action: &[f32], obs: &mut [f64]) -> AntStep {
         let before = self.torso_xy();
         self.simulate(action);
-        let task = &*self.task;
-        let cfg = &task.config;
+        let cfg = &self.config;
         let after = self.torso_xy();
-        let dt = task.dt();
+        let dt = self.base.ffi().opt.timestep * f64::from(cfg.frame_skip);
         let x_velocity = (after[0] - before[0]) / dt;
         let y_velocity = (after[1] - before[1]) / dt;
         self.observe(obs);
@@ -251,7 +370,7 @@ impl AntEnv {
     }
 
     fn healthy(&self) -> bool {
-        let (lo, hi) = self.task.config.healthy_z_range;
+        let (lo, hi) = self.config.healthy_z_range;
         let finite = self
             .data
             .qpos()
@@ -263,23 +382,21 @@ impl AntEnv {
     }
 
     fn contact(&self, v: f64) -> f64 {
-        let (lo, hi) = self.task.config.contact_force_range;
+        let (lo, hi) = self.config.contact_force_range;
         v.clamp(lo, hi)
     }
 
     fn contact_sum_sq(&self) -> f64 {
         // SAFETY: cfrc_ext is nbody × 6.
-        let f =
-            unsafe { std::slice::from_raw_parts(self.data.ffi().cfrc_ext, self.task.nbody * 6) };
+        let f = unsafe { std::slice::from_raw_parts(self.data.ffi().cfrc_ext, self.nbody * 6) };
         f.iter().map(|v| self.contact(*v).powi(2)).sum()
     }
 
     fn observe(&self, obs: &mut [f64]) {
-        let task = &*self.task;
         let qpos = &self.data.qpos()[2..];
         let qvel = self.data.qvel();
         // SAFETY: cfrc_ext is nbody × 6.
-        let f = unsafe { std::slice::from_raw_parts(self.data.ffi().cfrc_ext, task.nbody * 6) };
+        let f = unsafe { std::slice::from_raw_parts(self.data.ffi().cfrc_ext, self.nbody * 6) };
         let (a, rest) = obs.split_at_mut(qpos.len());
         a.copy_from_slice(qpos);
         let (b, rest) = rest.split_at_mut(qvel.len());
@@ -327,80 +444,46 @@ fn numpy_sum_f32(a: &[f32]) -> f32 {
     numpy_sum_f32(&a[..half]) + numpy_sum_f32(&a[half..])
 }
 
-/// A batch of Ant environments stepped together across threads: one call
-/// steps them all, each on its own data, and the caller's buffers hold every
-/// observation and outcome.
-pub struct AntBatch {
-    envs: Vec<AntEnv>,
-    threads: usize,
-}
-
-impl AntBatch {
-    /// `n` environments, stepped on up to `threads` threads (the cores, when 0).
-    pub fn new(task: &Arc<AntTask>, n: usize, threads: usize) -> AntBatch {
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        AntBatch {
-            envs: (0..n).map(|_| AntEnv::new(task)).collect(),
-            threads: if threads == 0 { cores } else { threads }.clamp(1, n.max(1)),
-        }
+impl TaskEnv for AntEnv {
+    fn reset(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        params: &EpisodeParams,
+        obs: &mut [f64],
+        info: &mut [f64],
+    ) -> Result<(), EngineError> {
+        self.apply(params);
+        self.reset_from(rng, obs);
+        let qpos = self.data.qpos();
+        let (x, y) = (qpos[0], qpos[1]);
+        info.fill(0.0);
+        info[4] = x;
+        info[5] = y;
+        info[6] = x.hypot(y);
+        Ok(())
     }
 
-    pub fn len(&self) -> usize {
-        self.envs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.envs.is_empty()
-    }
-
-    /// Resets every environment; environment `i` is seeded with `seed + i`.
-    pub fn reset(&mut self, seed: Option<u64>, obs: &mut [f64]) {
-        let size = obs.len() / self.envs.len().max(1);
-        for (i, (env, o)) in self.envs.iter_mut().zip(obs.chunks_mut(size)).enumerate() {
-            env.reset(seed.map(|s| s.wrapping_add(i as u64)), o);
-        }
-    }
-
-    /// Steps every environment with its action (`actions` is n × action size,
-    /// `obs` n × observation size, `out` n long).
-    pub fn step(&mut self, actions: &[f32], obs: &mut [f64], out: &mut [AntStep]) {
-        let n = self.envs.len();
-        if n == 0 {
-            return;
-        }
-        let act = actions.len() / n;
-        let size = obs.len() / n;
-        let per_thread = n.div_ceil(self.threads);
-        let run =
-            move |envs: &mut [AntEnv], actions: &[f32], obs: &mut [f64], out: &mut [AntStep]| {
-                for (((env, a), o), r) in envs
-                    .iter_mut()
-                    .zip(actions.chunks(act))
-                    .zip(obs.chunks_mut(size))
-                    .zip(out.iter_mut())
-                {
-                    *r = env.step(a, o);
-                }
-            };
-        std::thread::scope(|scope| {
-            let mut work = self
-                .envs
-                .chunks_mut(per_thread)
-                .zip(actions.chunks(per_thread * act))
-                .zip(obs.chunks_mut(per_thread * size))
-                .zip(out.chunks_mut(per_thread));
-            // The calling thread takes the first share itself.
-            let first = work.next();
-            for (((envs, actions), obs), out) in work {
-                scope.spawn(move || run(envs, actions, obs, out));
-            }
-            if let Some((((envs, actions), obs), out)) = first {
-                run(envs, actions, obs, out);
-            }
-        });
-    }
-
-    pub fn env_mut(&mut self, i: usize) -> Option<&mut AntEnv> {
-        self.envs.get_mut(i)
+    fn step(
+        &mut self,
+        action: &[f32],
+        obs: &mut [f64],
+        info: &mut [f64],
+    ) -> Result<Outcome, EngineError> {
+        let r = AntEnv::step(self, action, obs);
+        info.copy_from_slice(&[
+            r.reward_forward,
+            r.reward_ctrl,
+            r.reward_contact,
+            r.reward_survive,
+            r.x_position,
+            r.y_position,
+            r.x_position.hypot(r.y_position),
+            r.x_velocity,
+            r.y_velocity,
+        ]);
+        Ok(Outcome {
+            reward: r.reward,
+            terminated: r.terminated,
+        })
     }
 }
