@@ -47,6 +47,9 @@ wheel_lib=$(.venv/bin/python -c 'import mujoco, os; print(os.path.join(os.path.d
 cmp -s "$wheel_lib" "$mujoco_lib/libmujoco.so.3.17.0" || cp "$wheel_lib" "$mujoco_lib/"
 ln -sf libmujoco.so.3.17.0 "$mujoco_lib/libmujoco.so"
 export MUJOCO_DYNAMIC_LINK_DIR="$mujoco_lib"
+# The ant-v5 RL task runs on Gymnasium's own model.
+HANZO_TWIN_ANT_XML=$(.venv/bin/python -c 'import gymnasium.envs.mujoco as m, os; print(os.path.join(os.path.dirname(m.__file__), "assets", "ant.xml"))')
+export HANZO_TWIN_ANT_XML
 
 # PyBullet runs in worker processes of the venv's Python.
 export HANZO_TWIN_PYBULLET_PYTHON="$repo/.venv/bin/python"

@@ -157,6 +157,10 @@ enum Target {
     SharedScene,
     /// A fresh scene per call.
     FreshScene,
+    /// The organization's shared gym environment batch (8 cart-poles).
+    SharedGym,
+    /// A gym environment the caller itself made (own-only deletes).
+    OwnGym,
 }
 
 struct Case {
@@ -176,6 +180,11 @@ struct Ctx {
 }
 
 impl Ctx {
+    fn next(&self) -> u32 {
+        self.counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn unique(&self, base: &str) -> String {
         let n = self
             .counter
@@ -220,6 +229,71 @@ fn cases() -> Vec<Case> {
                     "steps": 5,
                 }))
             },
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/gym/envs",
+            allowed: ALL,
+            ok: 200,
+            target: NoTwin,
+            body: no_body,
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/gym/envs",
+            allowed: RUNNERS,
+            ok: 201,
+            target: NoTwin,
+            body: |_| Body::Json(json!({ "task": "cartpole-v0", "num_envs": 1 })),
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/gym/envs/{id}",
+            allowed: ALL,
+            ok: 200,
+            target: SharedGym,
+            body: no_body,
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/gym/envs/{id}/reset",
+            allowed: RUNNERS,
+            ok: 200,
+            target: SharedGym,
+            body: |_| Body::Json(json!({ "seed": 3 })),
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/gym/envs/{id}/step",
+            allowed: RUNNERS,
+            ok: 200,
+            target: SharedGym,
+            body: |_| Body::Json(json!({ "actions": vec![[0.0]; 8] })),
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/gym/envs/{id}/send",
+            allowed: RUNNERS,
+            ok: 202,
+            target: SharedGym,
+            // Each call steps another environment, so none is in flight twice.
+            body: |ctx| Body::Json(json!({ "env_ids": [ctx.next() % 8], "actions": [[0.0]] })),
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/gym/envs/{id}/recv",
+            allowed: RUNNERS,
+            ok: 200,
+            target: SharedGym,
+            body: |_| Body::Json(json!({ "batch_size": 1 })),
+        },
+        Case {
+            method: Method::DELETE,
+            path: "/v1/gym/envs/{id}",
+            allowed: RUNNERS,
+            ok: 204,
+            target: OwnGym,
+            body: no_body,
         },
         Case {
             method: Method::GET,
@@ -428,6 +502,30 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Makes a batch of `n` cart-poles as `token`'s caller and resets it.
+async fn make_gym(node: &TestNode, token: &str, n: usize) -> String {
+    let (status, body, _) = send(
+        node,
+        Method::POST,
+        "/v1/gym/envs",
+        Some(token),
+        Body::Json(json!({ "task": "cartpole-v0", "num_envs": n })),
+    )
+    .await;
+    assert_eq!(status, 201, "gym: {body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    let (status, body, _) = send(
+        node,
+        Method::POST,
+        &format!("/v1/gym/envs/{id}/reset"),
+        Some(token),
+        Body::Json(json!({ "seed": 1 })),
+    )
+    .await;
+    assert_eq!(status, 200, "gym reset: {body}");
+    id
+}
+
 /// A tar of the robot arm's scene folder.
 pub fn arm_scene_tar() -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
@@ -523,6 +621,10 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
         )
         .await;
     }
+    let mut shared_gyms = Vec::new();
+    for org in ORGS {
+        shared_gyms.push(make_gym(&node, &token(org, "twin-admin"), 8).await);
+    }
     let ctx = Ctx {
         checkpoint,
         scene_tar,
@@ -542,6 +644,9 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
                     Target::NoTwin => None,
                     Target::Shared => Some(shared[org_index].clone()),
                     Target::SharedScene => Some(format!("{org}-scene")),
+                    Target::SharedGym => Some(shared_gyms[org_index].clone()),
+                    Target::OwnGym if !allowed => Some(shared_gyms[org_index].clone()),
+                    Target::OwnGym => Some(make_gym(&node, &caller, 1).await),
                     // A refused call must not touch anything: aim it at the
                     // shared twin or scene, which the later checks read back.
                     Target::FreshScene if !allowed => Some(format!("{org}-scene")),
@@ -589,6 +694,7 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
                         Target::SharedScene | Target::FreshScene => {
                             format!("{}-scene", ORGS[other])
                         }
+                        Target::SharedGym | Target::OwnGym => shared_gyms[other].clone(),
                         _ => shared[other].clone(),
                     };
                     let path = case.path.replace("{id}", &foreign);

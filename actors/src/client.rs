@@ -18,6 +18,9 @@ use std::time::Duration;
 /// How long a cross-engine comparison may run before the caller gives up.
 pub const COMPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// How long building a batch of RL environments may take.
+pub const GYM_CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A handle on a node's twin host. Cheap to clone; every call has a timeout.
 /// When the node's supervisor restarts the host, it swaps the new one in here,
 /// so handles stay valid.
@@ -144,6 +147,122 @@ impl TwinNode {
                 scope,
                 reply,
             }
+        })
+        .await
+    }
+
+    /// Builds a batch of RL environments (`owner` is the creator's subject).
+    /// Loading scenes and engines may take a while: waits up to
+    /// [`GYM_CREATE_TIMEOUT`].
+    pub async fn gym_create(
+        &self,
+        request: crate::gym::GymEnvRequest,
+        owner: &str,
+    ) -> Result<crate::gym::GymEnvInfo, TwinError> {
+        let scope = self.scope.clone();
+        let owner = owner.to_string();
+        self.ask_within("gym environment creation", GYM_CREATE_TIMEOUT, |reply| {
+            HostMsg::CreateGym {
+                request,
+                owner,
+                scope,
+                reply,
+            }
+        })
+        .await
+    }
+
+    pub async fn gym_list(&self) -> Result<Vec<crate::gym::GymEnvInfo>, TwinError> {
+        let scope = self.scope.clone();
+        self.ask("gym environments", |reply| HostMsg::ListGym {
+            scope,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn gym_get(&self, id: &str) -> Result<crate::gym::GymEnvInfo, TwinError> {
+        let (id, scope) = (id.to_string(), self.scope.clone());
+        self.ask("gym environment", |reply| HostMsg::GetGym {
+            id,
+            scope,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn gym_delete(&self, id: &str) -> Result<(), TwinError> {
+        let (id, scope) = (id.to_string(), self.scope.clone());
+        self.ask("gym environment", |reply| HostMsg::DeleteGym {
+            id,
+            scope,
+            reply,
+        })
+        .await
+    }
+
+    /// Resets the batch's environments (those in `mask`, or all).
+    pub async fn gym_reset(
+        &self,
+        id: &str,
+        seed: Option<u64>,
+        mask: Option<Vec<bool>>,
+    ) -> Result<hanzo_twin_engines::gym::VecOutput, TwinError> {
+        self.gym_route(id, |reply| crate::gym::GymMsg::Reset { seed, mask, reply })
+            .await
+    }
+
+    /// Steps every environment of the batch with its row of `actions`.
+    pub async fn gym_step(
+        &self,
+        id: &str,
+        actions: Vec<f32>,
+    ) -> Result<hanzo_twin_engines::gym::VecOutput, TwinError> {
+        self.gym_route(id, |reply| crate::gym::GymMsg::Step { actions, reply })
+            .await
+    }
+
+    /// Asynchronous: queues steps of `env_ids`.
+    pub async fn gym_send(
+        &self,
+        id: &str,
+        actions: Vec<f32>,
+        env_ids: Vec<usize>,
+    ) -> Result<(), TwinError> {
+        self.gym_route(id, |reply| crate::gym::GymMsg::Send {
+            actions,
+            env_ids,
+            reply,
+        })
+        .await
+    }
+
+    /// Asynchronous: queues a reset of every environment.
+    pub async fn gym_send_reset(&self, id: &str, seed: Option<u64>) -> Result<(), TwinError> {
+        self.gym_route(id, |reply| crate::gym::GymMsg::SendReset { seed, reply })
+            .await
+    }
+
+    /// Asynchronous: the next `count` environments to finish.
+    pub async fn gym_recv(
+        &self,
+        id: &str,
+        count: usize,
+    ) -> Result<hanzo_twin_engines::gym::VecOutput, TwinError> {
+        self.gym_route(id, |reply| crate::gym::GymMsg::Recv { count, reply })
+            .await
+    }
+
+    async fn gym_route<T: Send + 'static>(
+        &self,
+        id: &str,
+        build: impl FnOnce(Reply<T>) -> crate::gym::GymMsg,
+    ) -> Result<T, TwinError> {
+        let (key, scope) = (id.to_string(), self.scope.clone());
+        self.ask(id, move |reply| HostMsg::RouteGym {
+            id: key,
+            scope,
+            msg: build(reply),
         })
         .await
     }

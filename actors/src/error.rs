@@ -8,6 +8,9 @@ pub enum TwinError {
     #[error("twin {0} not found")]
     NotFound(String),
 
+    #[error("gym environment {0} not found")]
+    EnvNotFound(String),
+
     /// The definition or request does not validate.
     #[error("{0}")]
     Invalid(DefinitionError),

@@ -37,6 +37,8 @@ pub struct HostConfig {
     pub record_hz: f64,
     /// Simulated seconds of recording kept per twin (the newest).
     pub record_seconds: f64,
+    /// Gymnasium's `ant.xml`, which the `ant-v5` task runs on.
+    pub ant_xml: Option<PathBuf>,
 }
 
 impl Default for HostConfig {
@@ -50,6 +52,7 @@ impl Default for HostConfig {
             call_timeout: Duration::from_secs(10),
             record_hz: 30.0,
             record_seconds: 120.0,
+            ant_xml: None,
         }
     }
 }
@@ -179,6 +182,8 @@ pub struct HostState {
     /// Checkpoint writes go through one task in order, so an older checkpoint can
     /// never overwrite a newer one, and a delete is never undone by a late write.
     writer: mpsc::UnboundedSender<WriteJob>,
+    /// RL environment batches, supervised like twins.
+    gym: crate::gym::GymEnvs,
 }
 
 fn storage(e: crate::store::StoreError) -> TwinError {
@@ -473,6 +478,111 @@ impl HostState {
             ));
         }
         Ok((scene, engines))
+    }
+
+    /// Resolves what a gym request names (task, scene, engine, randomization)
+    /// while the host's state is at hand; the batch is built elsewhere.
+    async fn prepare_gym(
+        &self,
+        request: crate::gym::GymEnvRequest,
+        owner: String,
+        scope: &Scope,
+    ) -> Result<crate::gym::GymBuild, TwinError> {
+        use crate::gym::TaskRef;
+        if request.num_envs == 0 || request.num_envs > crate::gym::MAX_ENVS {
+            return Err(TwinError::invalid(
+                "num_envs",
+                format!("must be between 1 and {}", crate::gym::MAX_ENVS),
+            ));
+        }
+        if request.threads > 256 {
+            return Err(TwinError::invalid(
+                "threads",
+                "must be at most 256 (0 is one per core)",
+            ));
+        }
+        let organization = match scope {
+            Scope::Organization(org) => org.as_str().to_string(),
+            Scope::Node => crate::definition::DEFAULT_ORGANIZATION.to_string(),
+        };
+        let twin = match &request.twin_id {
+            Some(key) => {
+                let id = self.resolve(&TwinRef {
+                    key: key.clone(),
+                    scope: scope.clone(),
+                })?;
+                Some(self.record(id)?.clone())
+            }
+            None => None,
+        };
+        let randomization = match (&request.domain_randomization, &twin) {
+            (Some(d), _) => d.enabled.then(|| d.parameters.clone()),
+            (None, Some(t)) => t
+                .definition
+                .domain_randomization
+                .as_ref()
+                .filter(|d| d.enabled)
+                .map(|d| d.parameters.clone()),
+            (None, None) => None,
+        };
+        let source = match (&request.task, &twin, &request.scene) {
+            (TaskRef::Builtin(name), None, None) => crate::gym::TaskSource::Builtin {
+                name: name.clone(),
+                engine: request.engine,
+                ant_xml: self.config.ant_xml.clone(),
+            },
+            (TaskRef::Builtin(name), _, _) => {
+                return Err(TwinError::invalid(
+                    "task",
+                    format!(
+                        "the built-in task {name} runs on its own scene; give a task spec (observation, action, reward terms) to run on a twin's or a scene's"
+                    ),
+                ));
+            }
+            (TaskRef::Spec(_), Some(_), Some(_)) => {
+                return Err(TwinError::invalid(
+                    "scene",
+                    "give twin_id or scene, not both",
+                ));
+            }
+            (TaskRef::Spec(spec), Some(t), None) => {
+                let scene = self.load_scene(&t.definition).await?;
+                let kind = request.engine.unwrap_or(t.definition.engine.kind);
+                crate::gym::TaskSource::Scene {
+                    spec: spec.clone(),
+                    scene,
+                    engine: self.engines.get(kind)?,
+                }
+            }
+            (TaskRef::Spec(spec), None, Some(scene_spec)) => {
+                let scene = self.load_scene_spec(&organization, scene_spec).await?;
+                let kind = request.engine.unwrap_or(spec.engine);
+                crate::gym::TaskSource::Scene {
+                    spec: spec.clone(),
+                    scene,
+                    engine: self.engines.get(kind)?,
+                }
+            }
+            (TaskRef::Spec(_), None, None) => {
+                return Err(TwinError::invalid(
+                    "scene",
+                    "a task spec needs a scene: give twin_id or scene",
+                ));
+            }
+        };
+        Ok(crate::gym::GymBuild {
+            source,
+            config: hanzo_twin_engines::gym::VecEnvConfig {
+                num_envs: request.num_envs,
+                threads: request.threads,
+                autoreset: request.autoreset_mode,
+                randomization,
+            },
+            organization,
+            owner,
+            twin_id: twin.map(|t| t.id.to_string()),
+            node: self.config.node_id.clone(),
+        })
     }
 
     /// Checks what a definition needs from this node: its engine and a readable scene.
@@ -944,6 +1054,51 @@ impl HostState {
                 }
                 let _ = reply.send(Ok(()));
             }
+            HostMsg::CreateGym {
+                request,
+                owner,
+                scope,
+                reply,
+            } => match self.prepare_gym(request, owner, &scope).await {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok(build) => {
+                    // Building a batch loads scenes and engines: off the host's loop.
+                    let host = myself.clone();
+                    tokio::spawn(async move {
+                        let result = build.spawn(host).await;
+                        let _ = reply.send(result);
+                    });
+                }
+            },
+            HostMsg::ListGym { scope, reply } => {
+                let _ = reply.send(Ok(self.gym.list(&scope)));
+            }
+            HostMsg::GetGym { id, scope, reply } => {
+                let _ = reply.send(self.gym.get(&id, &scope).map(|(_, info)| info.clone()));
+            }
+            HostMsg::DeleteGym { id, scope, reply } => {
+                let result = self.gym.get(&id, &scope).map(|_| ());
+                if result.is_ok()
+                    && let Some(actor) = self.gym.remove(&id)
+                {
+                    actor.stop(Some("deleted".into()));
+                }
+                let _ = reply.send(result);
+            }
+            HostMsg::RouteGym { id, scope, msg } => match self.gym.get(&id, &scope) {
+                Ok((actor, _)) => {
+                    if let Err(ractor::MessagingErr::SendErr(msg)) = actor.send_message(msg) {
+                        msg.refuse(TwinError::Unavailable(id));
+                    }
+                }
+                Err(e) => msg.refuse(e),
+            },
+            HostMsg::GymStarted { actor, info } => {
+                self.gym.by_actor.insert(actor.get_id(), info.id.clone());
+                self.gym.envs.insert(info.id.clone(), (actor, info));
+            }
             HostMsg::Checkpointed { id, state } => {
                 if self.running.contains_key(&id) {
                     self.remember_checkpoint(id, state);
@@ -1125,6 +1280,7 @@ impl Actor for TwinHost {
             by_actor: HashMap::new(),
             last_checkpoint: HashMap::new(),
             writer,
+            gym: Default::default(),
         };
         let mut resume = Vec::new();
         // Forks are never stored (see `save`), so the store holds only lasting twins.
@@ -1174,6 +1330,21 @@ impl Actor for TwinHost {
         state: &mut HostState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
+            SupervisionEvent::ActorFailed(cell, err)
+                if state.gym.by_actor.contains_key(&cell.get_id()) =>
+            {
+                if let Some(id) = state.gym.by_actor.get(&cell.get_id()).cloned() {
+                    tracing::warn!(gym = %id, "gym environment failed: {err}; it is gone");
+                    state.gym.remove(&id);
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _)
+                if state.gym.by_actor.contains_key(&cell.get_id()) =>
+            {
+                if let Some(id) = state.gym.by_actor.get(&cell.get_id()).cloned() {
+                    state.gym.remove(&id);
+                }
+            }
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(id) = state.by_actor.remove(&cell.get_id())
                     && state

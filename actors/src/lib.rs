@@ -7,6 +7,7 @@
 pub mod client;
 pub mod definition;
 pub mod error;
+pub mod gym;
 pub mod host;
 pub mod protocol;
 pub mod record;

@@ -6,7 +6,7 @@ use crate::error::TwinError;
 use crate::record::{Clock, TwinId, TwinRecord};
 use hanzo_twin_engines::recording::Recording;
 use hanzo_twin_engines::{JointCommand, Observation, SceneModel, SimState};
-use ractor::RpcReplyPort;
+use ractor::{ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -278,6 +278,39 @@ pub enum HostMsg {
         request: CompareRequest,
         scope: Scope,
         reply: Reply<hanzo_twin_engines::compare::CompareReport>,
+    },
+    /// Builds a batch of RL environments and spawns its actor.
+    CreateGym {
+        request: crate::gym::GymEnvRequest,
+        /// Who creates it (their subject), for own-only rights.
+        owner: String,
+        scope: Scope,
+        reply: Reply<crate::gym::GymEnvInfo>,
+    },
+    ListGym {
+        scope: Scope,
+        reply: Reply<Vec<crate::gym::GymEnvInfo>>,
+    },
+    GetGym {
+        id: String,
+        scope: Scope,
+        reply: Reply<crate::gym::GymEnvInfo>,
+    },
+    DeleteGym {
+        id: String,
+        scope: Scope,
+        reply: Reply<()>,
+    },
+    /// Deliver `msg` to an environment batch's actor.
+    RouteGym {
+        id: String,
+        scope: Scope,
+        msg: crate::gym::GymMsg,
+    },
+    /// A gym batch's actor is up (from its builder).
+    GymStarted {
+        actor: ActorRef<crate::gym::GymMsg>,
+        info: crate::gym::GymEnvInfo,
     },
     /// From a twin actor: its latest checkpoint.
     Checkpointed {

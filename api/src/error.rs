@@ -53,7 +53,9 @@ impl From<TwinError> for ApiError {
     fn from(e: TwinError) -> Self {
         let message = e.to_string();
         match e {
-            TwinError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            TwinError::NotFound(_) | TwinError::EnvNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
             TwinError::Invalid(d) => ApiError {
                 status: StatusCode::BAD_REQUEST,
                 body: ErrorBody {

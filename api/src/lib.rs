@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod guard;
+mod gym;
 pub mod rbac;
 pub mod scenes;
 mod twins;
@@ -84,6 +85,7 @@ fn routes(config: &ApiConfig) -> Routes {
         .protected(GET, "/v1/cluster/nodes", INFRA_READ, cluster_nodes)
         .protected(GET, "/v1/audit", AUDIT_READ, audit::list)
         .merge(twins::routes())
+        .merge(gym::routes())
         .merge(scenes::routes(config.max_scene_upload_bytes))
 }
 

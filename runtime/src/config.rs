@@ -21,8 +21,18 @@ pub struct NodeConfig {
     pub scenes: ScenesSection,
     pub storage: StorageSection,
     pub twins: TwinsSection,
+    pub gym: GymSection,
     pub auth: AuthSection,
     pub logging: LoggingSection,
+}
+
+/// RL environments (`/v1/gym/envs`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GymSection {
+    /// Gymnasium's `ant.xml`, for the `ant-v5` task (MuJoCo builds). Unset,
+    /// the environment variable HANZO_TWIN_ANT_XML names it.
+    pub ant_xml: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -277,6 +287,7 @@ impl Default for NodeConfig {
             scenes: ScenesSection::default(),
             storage: StorageSection::default(),
             twins: TwinsSection::default(),
+            gym: GymSection::default(),
             auth: AuthSection::default(),
             logging: LoggingSection::default(),
         }

@@ -212,6 +212,9 @@ impl Node {
                 call_timeout,
                 record_hz: config.twins.record_hz,
                 record_seconds: config.twins.record_seconds,
+                ant_xml: config.gym.ant_xml.clone().or_else(|| {
+                    std::env::var_os("HANZO_TWIN_ANT_XML").map(std::path::PathBuf::from)
+                }),
             },
             engines: engines.clone(),
             store: Arc::new(store.clone()),

@@ -1,0 +1,366 @@
+//! RL environments as actors: one [`GymEnvActor`] owns a batch of
+//! simulations (a [`VecEnv`]) and steps them across the cores in one message,
+//! so the hot path never costs one message per environment per step. The
+//! node's host spawns and supervises them (`POST /v1/gym/envs`).
+
+use crate::definition::{DomainRandomization, SceneSpec};
+use crate::error::TwinError;
+use crate::protocol::Reply;
+use hanzo_twin_engines::EngineKind;
+use hanzo_twin_engines::gym::scene_task::TaskSpec;
+use hanzo_twin_engines::gym::{AutoReset, BoxSpace, Randomization, VecEnv, VecOutput};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/gym/envs`: which task, on what, how many.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GymEnvRequest {
+    /// A built-in task's name (`cartpole-v0`, `ant-v5`) or a task spec.
+    pub task: TaskRef,
+    /// A twin whose scene (and domain randomization, unless given here) a
+    /// task spec runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin_id: Option<String>,
+    /// A scene for a task spec, as a twin definition gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<SceneSpec>,
+    /// The engine, when not the task's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineKind>,
+    #[serde(default = "one")]
+    pub num_envs: usize,
+    /// Threads stepping the batch; 0 is one per core.
+    #[serde(default)]
+    pub threads: usize,
+    #[serde(default)]
+    pub autoreset_mode: AutoReset,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_randomization: Option<DomainRandomization>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Most environments one batch may hold.
+pub const MAX_ENVS: usize = 4096;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TaskRef {
+    Builtin(String),
+    Spec(Box<TaskSpec>),
+}
+
+/// What a client needs to drive an environment batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GymEnvInfo {
+    pub id: String,
+    pub organization: String,
+    /// The subject that created it.
+    pub owner: String,
+    pub task: String,
+    pub engine: EngineKind,
+    pub num_envs: usize,
+    pub threads: usize,
+    pub autoreset_mode: AutoReset,
+    pub observation_space: BoxSpace,
+    pub action_space: BoxSpace,
+    /// Simulated seconds per step.
+    pub dt: f64,
+    pub max_episode_steps: u32,
+    /// The per-step values in `info`, in order.
+    pub info_keys: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_randomization: Option<Randomization>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub twin_id: Option<String>,
+    pub node: String,
+}
+
+/// Messages an environment batch takes.
+pub enum GymMsg {
+    Reset {
+        seed: Option<u64>,
+        mask: Option<Vec<bool>>,
+        reply: Reply<VecOutput>,
+    },
+    /// One action row per environment.
+    Step {
+        actions: Vec<f32>,
+        reply: Reply<VecOutput>,
+    },
+    /// Asynchronous: queue steps for some environments.
+    Send {
+        actions: Vec<f32>,
+        env_ids: Vec<usize>,
+        reply: Reply<()>,
+    },
+    /// Asynchronous: queue a reset of every environment.
+    SendReset { seed: Option<u64>, reply: Reply<()> },
+    /// Asynchronous: the next `count` environments to finish.
+    Recv {
+        count: usize,
+        reply: Reply<VecOutput>,
+    },
+}
+
+pub struct GymEnvActor;
+
+pub struct GymEnvState {
+    /// Taken while a blocking thread steps it.
+    env: Option<VecEnv>,
+    out: VecOutput,
+    id: String,
+}
+
+impl Actor for GymEnvActor {
+    type Msg = GymMsg;
+    type State = GymEnvState;
+    type Arguments = (String, VecEnv);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<GymMsg>,
+        (id, env): (String, VecEnv),
+    ) -> Result<GymEnvState, ActorProcessingErr> {
+        Ok(GymEnvState {
+            env: Some(env),
+            out: VecOutput::default(),
+            id,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<GymMsg>,
+        msg: GymMsg,
+        state: &mut GymEnvState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GymMsg::Reset { seed, mask, reply } => {
+                let result = state
+                    .run(move |env, out| env.reset(seed, mask.as_deref(), out))
+                    .await;
+                let _ = reply.send(result.map(|()| state.out.clone()));
+            }
+            GymMsg::Step { actions, reply } => {
+                let result = state.run(move |env, out| env.step(&actions, out)).await;
+                let _ = reply.send(result.map(|()| state.out.clone()));
+            }
+            GymMsg::Send {
+                actions,
+                env_ids,
+                reply,
+            } => {
+                let result = state.run(move |env, _| env.send(&actions, &env_ids)).await;
+                let _ = reply.send(result);
+            }
+            GymMsg::SendReset { seed, reply } => {
+                let result = state.run(move |env, _| env.send_reset(seed)).await;
+                let _ = reply.send(result);
+            }
+            GymMsg::Recv { count, reply } => {
+                let result = state.run(move |env, out| env.recv(count, out)).await;
+                let _ = reply.send(result.map(|()| state.out.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GymEnvState {
+    /// Runs `f` on the batch on a blocking thread: stepping is CPU work that
+    /// must not hold up the async runtime.
+    async fn run(
+        &mut self,
+        f: impl FnOnce(&mut VecEnv, &mut VecOutput) -> Result<(), hanzo_twin_engines::EngineError>
+        + Send
+        + 'static,
+    ) -> Result<(), TwinError> {
+        let Some(mut env) = self.env.take() else {
+            return Err(TwinError::Unavailable(self.id.clone()));
+        };
+        let mut out = std::mem::take(&mut self.out);
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = f(&mut env, &mut out);
+            (env, out, result)
+        })
+        .await;
+        match joined {
+            Ok((env, out, result)) => {
+                self.env = Some(env);
+                self.out = out;
+                result.map_err(TwinError::from)
+            }
+            // A panic in a task loses the batch; the actor fails and its
+            // supervisor forgets the environment.
+            Err(e) => Err(TwinError::Engine {
+                kind: "engine_failed",
+                field: None,
+                message: format!("gym environment {} failed while stepping: {e}", self.id),
+            }),
+        }
+    }
+}
+
+impl GymMsg {
+    /// Answers the message with `e` instead of delivering it.
+    pub fn refuse(self, e: TwinError) {
+        match self {
+            GymMsg::Reset { reply, .. }
+            | GymMsg::Step { reply, .. }
+            | GymMsg::Recv { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            GymMsg::Send { reply, .. } | GymMsg::SendReset { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+}
+
+/// The environment batches a host runs.
+#[derive(Default)]
+pub(crate) struct GymEnvs {
+    pub(crate) envs: std::collections::HashMap<String, (ActorRef<GymMsg>, GymEnvInfo)>,
+    pub(crate) by_actor: std::collections::HashMap<ractor::ActorId, String>,
+}
+
+impl GymEnvs {
+    /// The batch `id` if `scope` sees it; any other reads as not found.
+    pub(crate) fn get(
+        &self,
+        id: &str,
+        scope: &crate::protocol::Scope,
+    ) -> Result<&(ActorRef<GymMsg>, GymEnvInfo), TwinError> {
+        self.envs
+            .get(id)
+            .filter(|(_, info)| scope_admits(scope, &info.organization))
+            .ok_or_else(|| TwinError::EnvNotFound(id.to_string()))
+    }
+
+    pub(crate) fn list(&self, scope: &crate::protocol::Scope) -> Vec<GymEnvInfo> {
+        let mut list: Vec<GymEnvInfo> = self
+            .envs
+            .values()
+            .filter(|(_, info)| scope_admits(scope, &info.organization))
+            .map(|(_, info)| info.clone())
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    pub(crate) fn remove(&mut self, id: &str) -> Option<ActorRef<GymMsg>> {
+        let (actor, _) = self.envs.remove(id)?;
+        self.by_actor.remove(&actor.get_id());
+        Some(actor)
+    }
+}
+
+fn scope_admits(scope: &crate::protocol::Scope, organization: &str) -> bool {
+    match scope {
+        crate::protocol::Scope::Node => true,
+        crate::protocol::Scope::Organization(org) => org.as_str() == organization,
+    }
+}
+
+/// Where a batch's task comes from.
+pub(crate) enum TaskSource {
+    Builtin {
+        name: String,
+        engine: Option<EngineKind>,
+        ant_xml: Option<std::path::PathBuf>,
+    },
+    Scene {
+        spec: Box<TaskSpec>,
+        scene: std::sync::Arc<hanzo_twin_engines::SceneModel>,
+        engine: std::sync::Arc<dyn hanzo_twin_engines::Engine>,
+    },
+}
+
+/// Everything needed to build a batch, resolved by the host.
+pub(crate) struct GymBuild {
+    pub(crate) source: TaskSource,
+    pub(crate) config: hanzo_twin_engines::gym::VecEnvConfig,
+    pub(crate) organization: String,
+    pub(crate) owner: String,
+    pub(crate) twin_id: Option<String>,
+    pub(crate) node: String,
+}
+
+impl GymBuild {
+    /// Builds the batch on a blocking thread, spawns its actor under `host`,
+    /// and registers it there.
+    pub(crate) async fn spawn(
+        self,
+        host: ActorRef<crate::protocol::HostMsg>,
+    ) -> Result<GymEnvInfo, TwinError> {
+        let GymBuild {
+            source,
+            config,
+            organization,
+            owner,
+            twin_id,
+            node,
+        } = self;
+        let built = tokio::task::spawn_blocking(move || {
+            let task: std::sync::Arc<dyn hanzo_twin_engines::gym::Task> = match source {
+                TaskSource::Builtin {
+                    name,
+                    engine,
+                    ant_xml,
+                } => hanzo_twin_engines::gym::builtin_task(&name, engine, ant_xml.as_deref())?,
+                TaskSource::Scene {
+                    spec,
+                    scene,
+                    engine,
+                } => std::sync::Arc::new(hanzo_twin_engines::gym::scene_task::SceneTask::new(
+                    *spec,
+                    (*scene).clone(),
+                    engine,
+                )?),
+            };
+            let env = VecEnv::new(&task, &config)?;
+            Ok::<_, hanzo_twin_engines::EngineError>((env, config))
+        })
+        .await
+        .map_err(|e| TwinError::Engine {
+            kind: "engine_failed",
+            field: None,
+            message: format!("building the environments failed: {e}"),
+        })?
+        .map_err(TwinError::from)?;
+        let (env, config) = built;
+        let spec = env.spec().clone();
+        let id = format!("gym-{}", uuid::Uuid::now_v7().simple());
+        let info = GymEnvInfo {
+            id: id.clone(),
+            organization,
+            owner,
+            task: spec.name.clone(),
+            engine: spec.engine,
+            num_envs: env.num_envs(),
+            threads: env.threads(),
+            autoreset_mode: env.autoreset(),
+            observation_space: spec.observation_space.clone(),
+            action_space: spec.action_space.clone(),
+            dt: spec.dt,
+            max_episode_steps: spec.max_episode_steps,
+            info_keys: spec.info_keys.clone(),
+            domain_randomization: config.randomization,
+            twin_id,
+            node,
+        };
+        let (actor, _) = Actor::spawn_linked(None, GymEnvActor, (id.clone(), env), host.get_cell())
+            .await
+            .map_err(|e| TwinError::Unavailable(format!("gym environment {id}: {e}")))?;
+        host.send_message(crate::protocol::HostMsg::GymStarted {
+            actor,
+            info: info.clone(),
+        })
+        .map_err(|_| TwinError::Unavailable(id))?;
+        Ok(info)
+    }
+}

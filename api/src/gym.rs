@@ -1,0 +1,246 @@
+//! `/v1/gym/envs`: Gymnasium-compatible RL environments (HIP-0082's Gym
+//! endpoints). One id is a batch of `num_envs` environments; reset and step
+//! take and give every environment's row at once, and `send` / `recv` are
+//! the asynchronous (EnvPool-style) forms.
+//!
+//! Environments are compute a caller submits, like jobs: creating and
+//! driving them needs `jobs:submit`, reading `jobs:read`, deleting
+//! `jobs:cancel` (operators: their own only). Stepping is the training loop,
+//! so only creation and deletion are audited.
+
+use crate::error::ApiError;
+use crate::guard::{Caller, Created, DELETE, GET, POST, Routes, Twins};
+use crate::rbac::{Action, Permission, Resource};
+use crate::{ApiResult, parse_json};
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hanzo_twin_actors::gym::{GymEnvInfo, GymEnvRequest};
+use hanzo_twin_engines::gym::VecOutput;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+const fn jobs(action: Action) -> Permission {
+    Permission::new(Resource::Jobs, action)
+}
+
+pub(crate) fn routes() -> Routes {
+    use Action::*;
+    Routes::new()
+        .protected(GET, "/v1/gym/envs", jobs(Read), list)
+        .audited(POST, "/v1/gym/envs", jobs(Submit), "gym.create", create)
+        .protected(GET, "/v1/gym/envs/{id}", jobs(Read), get_env)
+        .audited(
+            DELETE,
+            "/v1/gym/envs/{id}",
+            jobs(Cancel),
+            "gym.delete",
+            delete,
+        )
+        .protected(POST, "/v1/gym/envs/{id}/reset", jobs(Submit), reset)
+        .protected(POST, "/v1/gym/envs/{id}/step", jobs(Submit), step)
+        .protected(POST, "/v1/gym/envs/{id}/send", jobs(Submit), send)
+        .protected(POST, "/v1/gym/envs/{id}/recv", jobs(Submit), recv)
+}
+
+async fn list(Twins(node): Twins) -> ApiResult {
+    let envs = node.gym_list().await?;
+    Ok(axum::Json(json!({ "envs": envs })).into_response())
+}
+
+async fn create(caller: Caller, Twins(node): Twins, body: Bytes) -> ApiResult {
+    let request: GymEnvRequest = parse_json(&body, false)?;
+    let info = node.gym_create(request, &caller.principal.subject).await?;
+    let mut response = (StatusCode::CREATED, axum::Json(&info)).into_response();
+    response.extensions_mut().insert(Created(info.id.clone()));
+    Ok(response)
+}
+
+async fn get_env(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+    Ok(axum::Json(node.gym_get(&id).await?).into_response())
+}
+
+async fn delete(caller: Caller, Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+    let info = node.gym_get(&id).await?;
+    if !caller.may_act_on(&info.owner) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "gym environment {id} was created by {}; a twin-operator may delete only environments it created (a twin-admin may delete any)",
+                info.owner
+            ),
+        ));
+    }
+    node.gym_delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    #[serde(default)]
+    seed: Option<u64>,
+    /// Which environments to reset (all when absent).
+    #[serde(default)]
+    reset_mask: Option<Vec<bool>>,
+}
+
+async fn reset(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let req: ResetRequest = parse_json(&body, true)?;
+    let info = node.gym_get(&id).await?;
+    let out = node.gym_reset(&id, req.seed, req.reset_mask).await?;
+    Ok(batch(&info, &out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepRequest {
+    /// One row per environment (`num_envs × action size`).
+    actions: Vec<Vec<f32>>,
+}
+
+async fn step(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let req: StepRequest = parse_json(&body, false)?;
+    let info = node.gym_get(&id).await?;
+    let actions = flatten(&req.actions, &info, info.num_envs)?;
+    let out = node.gym_step(&id, actions).await?;
+    Ok(batch(&info, &out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    /// Steps for these environments, one action row each; or, with
+    /// `reset: true` and no actions, a reset of every environment.
+    #[serde(default)]
+    env_ids: Vec<usize>,
+    #[serde(default)]
+    actions: Vec<Vec<f32>>,
+    #[serde(default)]
+    reset: bool,
+    #[serde(default)]
+    seed: Option<u64>,
+}
+
+async fn send(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let req: SendRequest = parse_json(&body, false)?;
+    let info = node.gym_get(&id).await?;
+    if req.reset {
+        if !req.actions.is_empty() || !req.env_ids.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "a reset goes to every environment; leave env_ids and actions out",
+            )
+            .with_field("reset"));
+        }
+        node.gym_send_reset(&id, req.seed).await?;
+    } else {
+        if req.env_ids.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "name the environments to step (or send reset: true)",
+            )
+            .with_field("env_ids"));
+        }
+        let actions = flatten(&req.actions, &info, req.env_ids.len())?;
+        node.gym_send(&id, actions, req.env_ids).await?;
+    }
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecvRequest {
+    /// How many finished environments to wait for.
+    batch_size: usize,
+}
+
+async fn recv(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let req: RecvRequest = parse_json(&body, false)?;
+    let info = node.gym_get(&id).await?;
+    let out = node.gym_recv(&id, req.batch_size).await?;
+    Ok(batch(&info, &out))
+}
+
+/// Rows of actions as one flat array, checking the shape.
+fn flatten(rows: &[Vec<f32>], info: &GymEnvInfo, expected: usize) -> Result<Vec<f32>, ApiError> {
+    let width = info.action_space.len();
+    if rows.len() != expected {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("expected {expected} action rows, got {}", rows.len()),
+        )
+        .with_field("actions"));
+    }
+    let mut flat = Vec::with_capacity(expected * width);
+    for (i, row) in rows.iter().enumerate() {
+        if row.len() != width {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("expected {width} values, got {}", row.len()),
+            )
+            .with_field(format!("actions[{i}]")));
+        }
+        flat.extend_from_slice(row);
+    }
+    Ok(flat)
+}
+
+/// One batch's results as JSON: a row per environment, `info` by key.
+fn batch(info: &GymEnvInfo, out: &VecOutput) -> Response {
+    let nobs = info.observation_space.len();
+    let keys = &info.info_keys;
+    let rows = out.env_ids.len();
+    let obs: Vec<&[f64]> = out.obs.chunks(nobs.max(1)).take(rows).collect();
+    let mut infos = Map::new();
+    for (k, key) in keys.iter().enumerate() {
+        let values: Vec<f64> = (0..rows).map(|r| out.info[r * keys.len() + k]).collect();
+        infos.insert(key.clone(), json!(values));
+    }
+    infos.insert("episode".into(), json!(out.episode));
+    infos.insert("elapsed_steps".into(), json!(out.elapsed));
+    if out.episode_params.iter().any(|p| *p != Default::default()) {
+        infos.insert("randomization".into(), json!(out.episode_params));
+    }
+    let mut body = json!({
+        "env_ids": out.env_ids,
+        "observations": obs,
+        "rewards": out.reward,
+        "terminated": out.terminated,
+        "truncated": out.truncated,
+        "info": Value::Object(infos),
+    });
+    if out.has_final.iter().any(|f| *f) {
+        let final_obs: Vec<Value> = (0..rows)
+            .map(|r| {
+                if out.has_final[r] {
+                    json!(&out.final_obs[r * nobs..(r + 1) * nobs])
+                } else {
+                    Value::Null
+                }
+            })
+            .collect();
+        let mut final_info = Map::new();
+        for (k, key) in keys.iter().enumerate() {
+            let values: Vec<Value> = (0..rows)
+                .map(|r| {
+                    if out.has_final[r] {
+                        json!(out.final_info[r * keys.len() + k])
+                    } else {
+                        Value::Null
+                    }
+                })
+                .collect();
+            final_info.insert(key.clone(), Value::Array(values));
+        }
+        body["final_observations"] = Value::Array(final_obs);
+        body["final_info"] = Value::Object(final_info);
+    }
+    axum::Json(body).into_response()
+}
