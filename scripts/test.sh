@@ -37,6 +37,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
 export HANZO_TWIN_TEST_PYTHON="$repo/.venv/bin/python"
+# PyO3 (python/) builds against the venv's interpreter, under cargo and maturin alike.
+export PYO3_PYTHON="$repo/.venv/bin/python"
 
 step "MuJoCo library"
 # The `mujoco` feature links libmujoco from PyPI's wheel; a copy outside the
@@ -72,6 +74,11 @@ export HANZO_TWIN_S3S_FS="$tools/bin/s3s-fs"
 
 step "format"
 cargo fmt --all -- --check
+
+step "hanzo_twin Python package"
+# Built optimized (the RL benchmark measures it) into the venv, with MuJoCo.
+VIRTUAL_ENV="$repo/.venv" .venv/bin/maturin develop --release --locked --quiet \
+  -m python/Cargo.toml --features mujoco
 
 step "lint"
 cargo clippy --workspace --all-targets --locked --features "$features" -- -D warnings

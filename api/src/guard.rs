@@ -51,6 +51,9 @@ pub struct Endpoint {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
+    /// Whether the token's request rate limit applies (not to the RL
+    /// training loop, which is many small requests by design).
+    pub rate_limited: bool,
 }
 
 /// An HTTP method as both the router and the endpoint table need it.
@@ -74,7 +77,42 @@ impl Routes {
         Routes { routes: Vec::new() }
     }
 
-    fn add<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H) -> Routes
+    fn add<H, T>(self, method: Method, path: &'static str, access: Access, handler: H) -> Routes
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        self.add_endpoint(
+            Endpoint {
+                method: method.1,
+                path,
+                access,
+                rate_limited: true,
+            },
+            method,
+            handler,
+        )
+    }
+
+    fn add_endpoint<H, T>(mut self, endpoint: Endpoint, method: Method, handler: H) -> Routes
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        self.routes.push((endpoint, on(method.0, handler)));
+        self
+    }
+
+    /// A training-loop route: needs `permission`, is neither audited nor
+    /// rate limited (an RL trainer sends thousands of small requests a
+    /// second by design; the token and its roles are still checked).
+    pub fn training_loop<H, T>(
+        self,
+        method: Method,
+        path: &'static str,
+        permission: Permission,
+        handler: H,
+    ) -> Routes
     where
         H: Handler<T, ApiState>,
         T: 'static,
@@ -82,10 +120,13 @@ impl Routes {
         let endpoint = Endpoint {
             method: method.1,
             path,
-            access,
+            access: Access::Protected {
+                permission,
+                audit: None,
+            },
+            rate_limited: false,
         };
-        self.routes.push((endpoint, on(method.0, handler)));
-        self
+        self.add_endpoint(endpoint, method, handler)
     }
 
     /// A route that changes something: recorded in the audit log as `action`.
@@ -325,7 +366,9 @@ async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) -> Res
         Ok(p) => p,
         Err(e) => return unauthenticated(e),
     };
-    if let Err(wait_s) = auth.check_rate(principal.token_key) {
+    if g.endpoint.rate_limited
+        && let Err(wait_s) = auth.check_rate(principal.token_key)
+    {
         metrics::counter!("hanzo_twin_api_rate_limited_total").increment(1);
         let mut response = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

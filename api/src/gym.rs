@@ -5,8 +5,9 @@
 //!
 //! Environments are compute a caller submits, like jobs: creating and
 //! driving them needs `jobs:submit`, reading `jobs:read`, deleting
-//! `jobs:cancel` (operators: their own only). Stepping is the training loop,
-//! so only creation and deletion are audited.
+//! `jobs:cancel` (operators: their own only). Stepping is the training loop:
+//! only creation and deletion are audited, and the loop's routes are not
+//! rate limited.
 
 use crate::error::ApiError;
 use crate::guard::{Caller, Created, DELETE, GET, POST, Routes, Twins};
@@ -38,10 +39,10 @@ pub(crate) fn routes() -> Routes {
             "gym.delete",
             delete,
         )
-        .protected(POST, "/v1/gym/envs/{id}/reset", jobs(Submit), reset)
-        .protected(POST, "/v1/gym/envs/{id}/step", jobs(Submit), step)
-        .protected(POST, "/v1/gym/envs/{id}/send", jobs(Submit), send)
-        .protected(POST, "/v1/gym/envs/{id}/recv", jobs(Submit), recv)
+        .training_loop(POST, "/v1/gym/envs/{id}/reset", jobs(Submit), reset)
+        .training_loop(POST, "/v1/gym/envs/{id}/step", jobs(Submit), step)
+        .training_loop(POST, "/v1/gym/envs/{id}/send", jobs(Submit), send)
+        .training_loop(POST, "/v1/gym/envs/{id}/recv", jobs(Submit), recv)
 }
 
 async fn list(Twins(node): Twins) -> ApiResult {

@@ -1,0 +1,236 @@
+"""The two ways a batch of environments runs: inside this process on Rust
+threads (``Embedded``), or on a Hanzo Twin node through ``/v1/gym/envs``
+(``Remote``). Both give the same ``Batch`` of NumPy arrays."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Batch:
+    """One call's results, a row per environment (``env_ids`` says which)."""
+
+    env_ids: np.ndarray
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    info: np.ndarray
+    has_final: np.ndarray
+    final_obs: np.ndarray
+    final_info: np.ndarray
+    episode: np.ndarray
+    elapsed: np.ndarray
+    #: Each row's episode randomization (dicts), when known.
+    params: list[dict] | None
+
+
+def gymnasium_ant_xml() -> str | None:
+    """Gymnasium's own ant.xml, which the ant-v5 task runs on."""
+    if os.environ.get("HANZO_TWIN_ANT_XML"):
+        return os.environ["HANZO_TWIN_ANT_XML"]
+    try:
+        import gymnasium.envs.mujoco as mujoco_envs
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(mujoco_envs.__file__), "assets", "ant.xml")
+    return path if os.path.exists(path) else None
+
+
+def _task_text(task: Any) -> str:
+    if isinstance(task, str):
+        return task
+    if isinstance(task, dict):
+        return json.dumps(task)
+    raise TypeError("task: a built-in task's name or a task spec (dict, or YAML/JSON text)")
+
+
+def _randomization(domain_randomization: Any) -> dict | None:
+    """The spec's block (``{enabled, parameters}``) or just its parameters."""
+    if domain_randomization is None or domain_randomization is False:
+        return None
+    if not isinstance(domain_randomization, dict):
+        raise TypeError("domain_randomization: a dict of parameters, or {'enabled': ..., 'parameters': ...}")
+    if "parameters" in domain_randomization or "enabled" in domain_randomization:
+        if not domain_randomization.get("enabled", True):
+            return None
+        return domain_randomization.get("parameters", {})
+    return domain_randomization
+
+
+class Embedded:
+    """Environments inside this process, stepped on Rust threads."""
+
+    def __init__(self, task, num_envs, *, threads=0, autoreset_mode="next_step",
+                 domain_randomization=None, scene=None, engine=None):
+        from . import _native
+
+        randomization = _randomization(domain_randomization)
+        self._env = _native.NativeVecEnv(
+            _task_text(task),
+            num_envs=num_envs,
+            threads=threads,
+            autoreset_mode=autoreset_mode,
+            randomization=None if randomization is None else json.dumps(randomization),
+            scene=None if scene is None else os.fspath(scene),
+            engine=engine,
+            ant_xml=gymnasium_ant_xml(),
+        )
+        self.spec = json.loads(self._env.spec_json())
+
+    @staticmethod
+    def _batch(t) -> Batch:
+        params = None if t[11] is None else json.loads(t[11])
+        return Batch(*t[:11], params)
+
+    def reset(self, seed=None, mask=None) -> Batch:
+        return self._batch(self._env.reset(seed, None if mask is None else np.asarray(mask, dtype=bool)))
+
+    def step(self, actions) -> Batch:
+        return self._batch(self._env.step(np.ascontiguousarray(actions, dtype=np.float32)))
+
+    def send(self, actions, env_ids) -> None:
+        self._env.send(np.ascontiguousarray(actions, dtype=np.float32),
+                       np.ascontiguousarray(env_ids, dtype=np.int64))
+
+    def send_reset(self, seed=None) -> None:
+        self._env.send_reset(seed)
+
+    def recv(self, count) -> Batch:
+        return self._batch(self._env.recv(count))
+
+    def close(self) -> None:
+        self._env = None
+
+
+class RemoteError(RuntimeError):
+    """A node refused a request; ``status``, ``code`` and ``field`` say why."""
+
+    def __init__(self, status, body):
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        self.status = status
+        self.code = error.get("code")
+        self.field = error.get("field")
+        message = error.get("message", str(body))
+        where = f" ({self.field})" if self.field else ""
+        super().__init__(f"HTTP {status}{where}: {message}")
+
+
+class Remote:
+    """Environments on a node, through its HTTP API (one kept-alive connection)."""
+
+    def __init__(self, task, num_envs, *, url, token=None, threads=0, autoreset_mode="next_step",
+                 domain_randomization=None, scene=None, engine=None, twin_id=None, timeout=120.0):
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"url: expected http(s)://host:port, got {url!r}")
+        conn = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        self._conn = conn(parsed.hostname, parsed.port, timeout=timeout)
+        token = token or os.environ.get("HANZO_TWIN_TOKEN")
+        self._headers = {"content-type": "application/json"}
+        if token:
+            self._headers["authorization"] = f"Bearer {token}"
+        body: dict[str, Any] = {
+            "task": task if isinstance(task, (str, dict)) else _task_text(task),
+            "num_envs": num_envs,
+            "threads": threads,
+            "autoreset_mode": autoreset_mode,
+        }
+        if isinstance(task, str) and ("\n" in task or task.lstrip().startswith("{")):
+            import yaml  # a YAML task spec as text
+
+            body["task"] = yaml.safe_load(task)
+        randomization = _randomization(domain_randomization)
+        if randomization is not None:
+            body["domain_randomization"] = {"enabled": True, "parameters": randomization}
+        if scene is not None:
+            body["scene"] = scene if isinstance(scene, dict) else {"uri": os.fspath(scene)}
+        if engine is not None:
+            body["engine"] = engine
+        if twin_id is not None:
+            body["twin_id"] = twin_id
+        info = self._call("POST", "/v1/gym/envs", body)
+        self.id = info["id"]
+        self.spec = info
+        self._nobs = len(info["observation_space"]["low"])
+        self._keys = info["info_keys"]
+
+    def _call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        self._conn.request(method, path, body=data, headers=self._headers)
+        response = self._conn.getresponse()
+        raw = response.read()
+        value = json.loads(raw) if raw else None
+        if response.status >= 400:
+            raise RemoteError(response.status, value)
+        return value
+
+    def _batch(self, v) -> Batch:
+        k = len(v["env_ids"])
+        obs = np.asarray(v["observations"], dtype=np.float64).reshape(k, self._nobs)
+        info = np.empty((k, len(self._keys)))
+        for j, key in enumerate(self._keys):
+            info[:, j] = v["info"][key]
+        has_final = np.zeros(k, dtype=bool)
+        final_obs = np.zeros_like(obs)
+        final_info = np.zeros_like(info)
+        if "final_observations" in v:
+            for r, row in enumerate(v["final_observations"]):
+                if row is not None:
+                    has_final[r] = True
+                    final_obs[r] = row
+                    for j, key in enumerate(self._keys):
+                        final_info[r, j] = v["final_info"][key][r]
+        return Batch(
+            np.asarray(v["env_ids"], dtype=np.int64), obs,
+            np.asarray(v["rewards"], dtype=np.float64),
+            np.asarray(v["terminated"], dtype=bool), np.asarray(v["truncated"], dtype=bool),
+            info, has_final, final_obs, final_info,
+            np.asarray(v["info"]["episode"], dtype=np.uint64),
+            np.asarray(v["info"]["elapsed_steps"], dtype=np.uint32),
+            v["info"].get("randomization"),
+        )
+
+    def reset(self, seed=None, mask=None) -> Batch:
+        body: dict[str, Any] = {}
+        if seed is not None:
+            body["seed"] = int(seed)
+        if mask is not None:
+            body["reset_mask"] = [bool(m) for m in mask]
+        return self._batch(self._call("POST", f"/v1/gym/envs/{self.id}/reset", body))
+
+    def step(self, actions) -> Batch:
+        actions = np.asarray(actions, dtype=np.float32)
+        return self._batch(self._call("POST", f"/v1/gym/envs/{self.id}/step", {"actions": actions.tolist()}))
+
+    def send(self, actions, env_ids) -> None:
+        actions = np.asarray(actions, dtype=np.float32)
+        self._call("POST", f"/v1/gym/envs/{self.id}/send",
+                   {"env_ids": [int(i) for i in env_ids], "actions": actions.tolist()})
+
+    def send_reset(self, seed=None) -> None:
+        body: dict[str, Any] = {"reset": True}
+        if seed is not None:
+            body["seed"] = int(seed)
+        self._call("POST", f"/v1/gym/envs/{self.id}/send", body)
+
+    def recv(self, count) -> Batch:
+        return self._batch(self._call("POST", f"/v1/gym/envs/{self.id}/recv", {"batch_size": int(count)}))
+
+    def close(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._call("DELETE", f"/v1/gym/envs/{self.id}")
+        except (OSError, RemoteError):
+            pass  # the node may be gone already; nothing is left to free here
+        self._conn.close()
+        self._conn = None

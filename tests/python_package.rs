@@ -1,0 +1,77 @@
+//! The `hanzo_twin` Python package (python/, built by maturin into the test
+//! venv by scripts/test.sh): Gymnasium's env checker, the vector env's
+//! autoreset modes and seeding, the EnvPool-style interface, embedded and
+//! against a running node, and Stable-Baselines3's PPO learning a shipped
+//! task. The checks themselves are in tests/python/gym_package.py.
+
+mod common;
+
+use common::{TestNode, repo};
+use std::process::Command;
+
+/// The venv's Python, when it has the package.
+fn python() -> Option<String> {
+    let Ok(python) = std::env::var("HANZO_TWIN_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED: HANZO_TWIN_TEST_PYTHON is not set; run scripts/test.sh, which builds the hanzo_twin package into the venv"
+        );
+        return None;
+    };
+    let ok = Command::new(&python)
+        .args(["-c", "import hanzo_twin"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{python} cannot import hanzo_twin; scripts/test.sh installs it with `maturin develop`"
+    );
+    Some(python)
+}
+
+fn run(python: &str, args: &[&str], env: &[(&str, &str)]) {
+    let script = repo().join("tests/python/gym_package.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("python runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "gym_package.py {args:?} failed:\n{text}"
+    );
+}
+
+#[test]
+fn embedded_environments_pass_gymnasiums_checks() {
+    let Some(python) = python() else { return };
+    run(&python, &["embedded"], &[]);
+}
+
+#[tokio::test]
+async fn remote_environments_step_on_a_node_as_embedded_ones_do() {
+    let Some(python) = python() else { return };
+    let node = TestNode::start().await;
+    let token = node
+        .token
+        .clone()
+        .expect("a development node mints a token");
+    let url = node.url("");
+    tokio::task::spawn_blocking(move || {
+        run(&python, &["remote", &url], &[("HANZO_TWIN_TOKEN", &token)]);
+    })
+    .await
+    .expect("python finished");
+}
+
+#[test]
+fn stable_baselines3_ppo_learns_cartpole() {
+    let Some(python) = python() else { return };
+    run(&python, &["ppo"], &[]);
+}
