@@ -10,23 +10,20 @@
 //! It needs Gymnasium's ant.xml: HANZO_TWIN_TEST_PYTHON names a Python with
 //! gymnasium (scripts/test.sh sets it). Run as a test, it takes a few steps.
 
-use hanzo_twin::engines::gym::{AntConfig, AntEnv, AntTask, Task, VecEnv, VecEnvConfig, VecOutput};
+use hanzo_twin::engines::gym::{AntConfig, AntTask, Task, VecEnv, VecEnvConfig, VecOutput};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn main() {
-    let Ok(python) = std::env::var("HANZO_TWIN_TEST_PYTHON") else {
-        eprintln!("SKIPPED: HANZO_TWIN_TEST_PYTHON is not set; scripts/test.sh sets it");
-        return;
+    let (_, xml) = match common::gymnasium_ant_xml() {
+        Ok(found) => found,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
     };
-    let out = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import gymnasium.envs.mujoco as m, os; print(os.path.join(os.path.dirname(m.__file__), 'assets', 'ant.xml'))",
-        ])
-        .output()
-        .expect("python runs");
-    let xml = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let budget = if benchmarking {
         Duration::from_secs(3)
@@ -34,33 +31,9 @@ fn main() {
         Duration::ZERO
     };
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-
-    // The limit: each core advances its own Ant, five MuJoCo steps per env
-    // step, with no observation, reward or reset.
     let task = AntTask::load(&xml, AntConfig::default()).expect("task");
     let nu = task.action_size();
-    let raw = {
-        let t0 = Instant::now();
-        let steps: u64 = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..cores)
-                .map(|_| {
-                    let task = task.clone();
-                    s.spawn(move || {
-                        let mut env = AntEnv::new(&task);
-                        let action = vec![0.0f32; nu];
-                        let mut n = 0u64;
-                        while n < 20 || t0.elapsed() < budget {
-                            env.simulate(&action);
-                            n += 1;
-                        }
-                        n
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("thread")).sum()
-        });
-        steps as f64 / t0.elapsed().as_secs_f64()
-    };
+    let raw = common::raw_ant_limit(&task, budget);
     println!("raw MuJoCo Ant on {cores} cores: {raw:.0} env-steps/s (the limit)");
     let task: Arc<dyn Task> = task;
     for n in [2usize, 8, 32] {

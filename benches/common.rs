@@ -58,3 +58,54 @@ pub async fn node_with_twin(def_file: &str, data: &std::path::Path) -> (Node, Tw
         .expect("start");
     (node, twins, id)
 }
+
+/// Gymnasium's ant.xml, from the Python that HANZO_TWIN_TEST_PYTHON names
+/// (scripts/test.sh sets it); `None` says why it is missing.
+pub fn gymnasium_ant_xml() -> Result<(String, PathBuf), String> {
+    let python = std::env::var("HANZO_TWIN_TEST_PYTHON")
+        .map_err(|_| "HANZO_TWIN_TEST_PYTHON is not set; scripts/test.sh sets it".to_string())?;
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import gymnasium.envs.mujoco as m, os; print(os.path.join(os.path.dirname(m.__file__), 'assets', 'ant.xml'))",
+        ])
+        .output()
+        .map_err(|e| format!("{python} does not run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{python} has no gymnasium[mujoco]"));
+    }
+    let xml = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    Ok((python, xml))
+}
+
+/// Raw MuJoCo stepping of Ant on every core: each core advances its own
+/// Ant, five MuJoCo steps per env step, with no observation, reward or
+/// reset. Env steps per second (the physical limit here).
+#[cfg(feature = "mujoco")]
+pub fn raw_ant_limit(
+    task: &std::sync::Arc<hanzo_twin::engines::gym::AntTask>,
+    budget: std::time::Duration,
+) -> f64 {
+    use hanzo_twin::engines::gym::AntEnv;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let nu = task.action_size();
+    let t0 = std::time::Instant::now();
+    let steps: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut env = AntEnv::new(task);
+                    let action = vec![0.0f32; nu];
+                    let mut n = 0u64;
+                    while n < 20 || t0.elapsed() < budget {
+                        env.simulate(&action);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    steps as f64 / t0.elapsed().as_secs_f64()
+}
