@@ -54,9 +54,15 @@ def _task_text(task: Any) -> str:
 
 
 def _randomization(domain_randomization: Any) -> dict | None:
-    """The spec's block (``{enabled, parameters}``) or just its parameters."""
+    """The spec's block (``{enabled, parameters}``) or just its parameters.
+    ``True`` means the twin's own block, which only a node has."""
     if domain_randomization is None or domain_randomization is False:
         return None
+    if domain_randomization is True:
+        raise ValueError(
+            "domain_randomization=True takes the twin's own parameters: pass url= and twin_id=, "
+            "or give the parameters, e.g. {'friction': {'min': 0.3, 'max': 0.9}}"
+        )
     if not isinstance(domain_randomization, dict):
         raise TypeError("domain_randomization: a dict of parameters, or {'enabled': ..., 'parameters': ...}")
     if "parameters" in domain_randomization or "enabled" in domain_randomization:
@@ -148,9 +154,11 @@ class Remote:
             import yaml  # a YAML task spec as text
 
             body["task"] = yaml.safe_load(task)
-        randomization = _randomization(domain_randomization)
-        if randomization is not None:
-            body["domain_randomization"] = {"enabled": True, "parameters": randomization}
+        # True: the twin's own block applies (the node reads it from the twin).
+        if domain_randomization is not True:
+            randomization = _randomization(domain_randomization)
+            if randomization is not None:
+                body["domain_randomization"] = {"enabled": True, "parameters": randomization}
         if scene is not None:
             body["scene"] = scene if isinstance(scene, dict) else {"uri": os.fspath(scene)}
         if engine is not None:
