@@ -13,6 +13,9 @@ repo=$(pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hanzo-twin/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+# Incremental caches grow to tens of GB across runs; CI rebuilds our crates
+# whole instead.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -21,6 +24,7 @@ need_apt=()
 command -v cc >/dev/null && command -v g++ >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -71,6 +75,22 @@ if [ ! -x "$tools/bin/s3s-fs" ]; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$tools" --quiet
 fi
 export HANZO_TWIN_S3S_FS="$tools/bin/s3s-fs"
+
+step "PostgreSQL on 127.0.0.1 (the shared metadata store)"
+# A throwaway server for this run: trust auth on loopback only, stopped and
+# removed on exit. PostgreSQL refuses to run as root, so root runs it as the
+# postgres user the Debian package creates.
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pgdata=$(mktemp -d "${TMPDIR:-/tmp}/hanzo-twin-pg.XXXXXX")
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
+}
+[ "$(id -u)" = 0 ] && chown postgres "$pgdata"
+as_pg "$pgbin/initdb -D $pgdata -A trust -U postgres -E UTF8 --no-sync" >/dev/null
+pgport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+as_pg "$pgbin/pg_ctl -D $pgdata -l $pgdata/server.log -w -o '-h 127.0.0.1 -p $pgport -k $pgdata -F' start" >/dev/null
+trap 'as_pg "$pgbin/pg_ctl -D $pgdata -m fast -w stop" >/dev/null 2>&1; rm -rf "$pgdata"' EXIT
+export HANZO_TWIN_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pgport/postgres"
 
 step "format"
 cargo fmt --all -- --check

@@ -21,9 +21,51 @@ pub struct NodeConfig {
     pub scenes: ScenesSection,
     pub storage: StorageSection,
     pub twins: TwinsSection,
+    pub metadata: MetadataSection,
     pub gym: GymSection,
     pub auth: AuthSection,
     pub logging: LoggingSection,
+}
+
+/// Where twin definitions and status live: sled in the data folder (one
+/// node), or PostgreSQL (shared by several nodes).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataSection {
+    pub backend: MetadataBackend,
+    pub postgres: PostgresSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataBackend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSection {
+    /// `postgres://user:password@host:port/database` (or key=value form).
+    pub url: Option<String>,
+    /// The schema holding the tables; created when missing.
+    pub schema: String,
+    /// Connections kept open.
+    pub pool_size: usize,
+    /// Seconds to wait for a connection before a request fails.
+    pub connect_timeout_s: u64,
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        PostgresSection {
+            url: None,
+            schema: "hanzo_twin".into(),
+            pool_size: 8,
+            connect_timeout_s: 5,
+        }
+    }
 }
 
 /// RL environments (`/v1/gym/envs`).
@@ -287,6 +329,7 @@ impl Default for NodeConfig {
             scenes: ScenesSection::default(),
             storage: StorageSection::default(),
             twins: TwinsSection::default(),
+            metadata: MetadataSection::default(),
             gym: GymSection::default(),
             auth: AuthSection::default(),
             logging: LoggingSection::default(),
@@ -405,6 +448,25 @@ impl NodeConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.metadata;
+        if m.backend == MetadataBackend::Postgres
+            && m.postgres.url.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::Invalid(
+                "metadata.postgres.url is required when metadata.backend is postgres".into(),
+            ));
+        }
+        if !crate::store_pg::valid_schema(&m.postgres.schema) {
+            return Err(ConfigError::Invalid(format!(
+                "metadata.postgres.schema `{}` must be 1 to 63 lowercase letters, digits or _, not starting with a digit",
+                m.postgres.schema
+            )));
+        }
+        if m.postgres.pool_size == 0 || m.postgres.connect_timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "metadata.postgres.pool_size and connect_timeout_s must be at least 1".into(),
+            ));
+        }
         let t = &self.twins;
         if !(t.checkpoint_interval_s.is_finite() && t.checkpoint_interval_s > 0.0) {
             return Err(ConfigError::Invalid(

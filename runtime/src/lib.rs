@@ -26,6 +26,7 @@ pub mod objects;
 pub mod scene_reader;
 pub mod scenes;
 pub mod store;
+pub mod store_pg;
 pub mod telemetry;
 
 pub use config::NodeConfig;

@@ -144,6 +144,32 @@ pub struct Api {
     pub dev_token: Option<DevToken>,
 }
 
+/// Where twin records live: the node's sled store, or PostgreSQL shared with
+/// other nodes (`metadata.backend`).
+async fn twin_store(
+    config: &NodeConfig,
+    sled: &SledTwinStore,
+) -> anyhow::Result<Arc<dyn hanzo_twin_actors::TwinStore>> {
+    use crate::config::MetadataBackend;
+    let pg = &config.metadata.postgres;
+    Ok(match config.metadata.backend {
+        MetadataBackend::Sled => Arc::new(sled.clone()),
+        MetadataBackend::Postgres => {
+            let url = pg.url.as_deref().unwrap_or_default();
+            let store = crate::store_pg::PgTwinStore::connect(
+                url,
+                &pg.schema,
+                pg.pool_size,
+                Duration::from_secs(pg.connect_timeout_s),
+            )
+            .await
+            .with_context(|| "cannot use the PostgreSQL metadata store (metadata.postgres.url)")?;
+            tracing::info!(schema = %pg.schema, "twin definitions in PostgreSQL");
+            Arc::new(store)
+        }
+    })
+}
+
 /// A running node.
 pub struct Node {
     config: NodeConfig,
@@ -217,7 +243,7 @@ impl Node {
                 }),
             },
             engines: engines.clone(),
-            store: Arc::new(store.clone()),
+            store: twin_store(&config, &store).await?,
             checkpoints: Arc::new(checkpoints),
             scene_reader,
             scene_fetcher: Some(scenes.fetcher()),

@@ -1,0 +1,181 @@
+//! Twin records in PostgreSQL (`metadata.backend: postgres`), so several
+//! nodes share one set of definitions. One JSONB document per twin id in
+//! `<schema>.twins`; the schema and table are created when missing.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use hanzo_twin_actors::store::{BoxFuture, StoreResult};
+use hanzo_twin_actors::{StoreError, TwinId, TwinRecord, TwinStore};
+use std::time::Duration;
+
+/// A schema name this store will put in SQL: lowercase letters, digits and
+/// `_`, not starting with a digit, at most 63 bytes (PostgreSQL's limit).
+pub fn valid_schema(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("postgres: {e}"))
+}
+
+/// Twin records in a PostgreSQL table, through a pool of connections.
+#[derive(Clone)]
+pub struct PgTwinStore {
+    pool: Pool,
+    /// `"<schema>".twins`, checked by [`valid_schema`] before it is built.
+    table: String,
+}
+
+impl PgTwinStore {
+    /// Connects (failing within `connect_timeout` when the server is not
+    /// there) and creates the schema and table when missing.
+    pub async fn connect(
+        url: &str,
+        schema: &str,
+        pool_size: usize,
+        connect_timeout: Duration,
+    ) -> Result<PgTwinStore, StoreError> {
+        if !valid_schema(schema) {
+            return Err(StoreError(format!(
+                "postgres: schema `{schema}` must be lowercase letters, digits or _"
+            )));
+        }
+        let mut pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError(format!("postgres: metadata.postgres.url: {e}")))?;
+        pg.connect_timeout(connect_timeout);
+        let manager = Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                // A connection that broke (the server restarted) is replaced.
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(connect_timeout))
+            .create_timeout(Some(connect_timeout))
+            .build()
+            .map_err(err)?;
+        let store = PgTwinStore {
+            pool,
+            table: format!("\"{schema}\".twins"),
+        };
+        let client = store.pool.get().await.map_err(err)?;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+                 CREATE TABLE IF NOT EXISTS {} (
+                     id uuid PRIMARY KEY,
+                     record jsonb NOT NULL,
+                     updated_at timestamptz NOT NULL DEFAULT now()
+                 );",
+                store.table
+            ))
+            .await
+            .map_err(err)?;
+        Ok(store)
+    }
+}
+
+impl TwinStore for PgTwinStore {
+    fn put(&self, record: &TwinRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let value = serde_json::to_value(record).map_err(err);
+        let id = record.id.0;
+        Box::pin(async move {
+            let value = value?;
+            let client = self.pool.get().await.map_err(err)?;
+            // Committed before the call returns: an acknowledged definition
+            // survives a crash of this node.
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {} (id, record) VALUES ($1, $2)
+                         ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, updated_at = now()",
+                        self.table
+                    ),
+                    &[&id, &value],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, id: TwinId) -> BoxFuture<'_, StoreResult<Option<TwinRecord>>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT record FROM {} WHERE id = $1", self.table),
+                    &[&id.0],
+                )
+                .await
+                .map_err(err)?;
+            row.map(|r| {
+                let value: serde_json::Value = r.get(0);
+                serde_json::from_value(value).map_err(|e| {
+                    StoreError(format!("postgres: stored twin {id} is unreadable: {e}"))
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, StoreResult<Vec<TwinRecord>>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let rows = client
+                .query(
+                    &format!("SELECT id, record FROM {} ORDER BY id", self.table),
+                    &[],
+                )
+                .await
+                .map_err(err)?;
+            rows.into_iter()
+                .map(|r| {
+                    let id: uuid::Uuid = r.get(0);
+                    let value: serde_json::Value = r.get(1);
+                    serde_json::from_value(value).map_err(|e| {
+                        StoreError(format!("postgres: stored twin {id} is unreadable: {e}"))
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn delete(&self, id: TwinId) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let n = client
+                .execute(
+                    &format!("DELETE FROM {} WHERE id = $1", self.table),
+                    &[&id.0],
+                )
+                .await
+                .map_err(err)?;
+            Ok(n > 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_schema;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(valid_schema("hanzo_twin"));
+        assert!(valid_schema("t1"));
+        assert!(!valid_schema(""));
+        assert!(!valid_schema("1t"));
+        assert!(!valid_schema("Twin"));
+        assert!(!valid_schema("a\"; drop table x; --"));
+        assert!(!valid_schema(&"a".repeat(64)));
+    }
+}
