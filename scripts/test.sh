@@ -25,6 +25,8 @@ command -v cc >/dev/null && command -v g++ >/dev/null || need_apt+=(build-essent
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -75,6 +77,14 @@ if [ ! -x "$tools/bin/s3s-fs" ]; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$tools" --quiet
 fi
 export HANZO_TWIN_S3S_FS="$tools/bin/s3s-fs"
+
+step "playwright-core (drives Chromium in the inspector test)"
+npm_root=${XDG_CACHE_HOME:-$HOME/.cache}/hanzo-twin/npm
+if [ ! -d "$npm_root/node_modules/playwright-core" ]; then
+  mkdir -p "$npm_root"
+  npm install --silent --no-audit --no-fund --prefix "$npm_root" playwright-core@1.64.1
+fi
+export HANZO_TWIN_PLAYWRIGHT="$npm_root/node_modules/playwright-core"
 
 step "PostgreSQL on 127.0.0.1 (the shared metadata store)"
 # A throwaway server for this run: trust auth on loopback only, stopped and

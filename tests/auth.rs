@@ -101,7 +101,13 @@ async fn send(
     let r = req.send().await.expect("request");
     let headers = r.headers().clone();
     let status = r.status().as_u16();
-    let bytes = r.bytes().await.unwrap_or_default();
+    // An event stream that was granted never ends: its status is the answer.
+    let streaming = status == 200 && path.ends_with("/events");
+    let bytes = if streaming {
+        Default::default()
+    } else {
+        r.bytes().await.unwrap_or_default()
+    };
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, value, headers)
 }
@@ -293,6 +299,22 @@ fn cases() -> Vec<Case> {
             allowed: RUNNERS,
             ok: 204,
             target: OwnGym,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/cluster/tree",
+            allowed: ALL,
+            ok: 200,
+            target: NoTwin,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/cluster/tree/events",
+            allowed: ALL,
+            ok: 200,
+            target: NoTwin,
             body: no_body,
         },
         Case {
@@ -574,7 +596,7 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
         .filter(|e| e.access == Access::Public)
         .map(|e| e.path)
         .collect();
-    assert_eq!(public, ["/alive", "/ready"]);
+    assert_eq!(public, ["/alive", "/ready", "/inspector"]);
 
     let shared: Vec<String> = {
         let mut ids = Vec::new();
@@ -1289,6 +1311,38 @@ async fn tokens_are_rate_limited_each_on_their_own() {
     // Probes are never limited.
     let (status, _, _) = send(&node, Method::GET, "/alive", None, Body::None).await;
     assert_eq!(status, 200);
+    // Nor is the gym training loop: a trainer steps far past the rate.
+    let trainer = token("acme", "twin-operator");
+    let (status, env, _) = send(
+        &node,
+        Method::POST,
+        "/v1/gym/envs",
+        Some(&trainer),
+        Body::Json(json!({ "task": "cartpole-v0" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{env}");
+    let id = env["id"].as_str().expect("id").to_string();
+    let (status, _, _) = send(
+        &node,
+        Method::POST,
+        &format!("/v1/gym/envs/{id}/reset"),
+        Some(&trainer),
+        Body::Json(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for _ in 0..20 {
+        let (status, body, _) = send(
+            &node,
+            Method::POST,
+            &format!("/v1/gym/envs/{id}/step"),
+            Some(&trainer),
+            Body::Json(json!({ "actions": [[0.0]] })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
     // After the wait it asked for, the token gets through again.
     tokio::time::sleep(Duration::from_millis(retry * 1000 + 200)).await;
     let (status, _, _) = send(&node, Method::GET, "/v1/twins", Some(&busy), Body::None).await;

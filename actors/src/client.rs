@@ -267,6 +267,22 @@ impl TwinNode {
         .await
     }
 
+    /// The node's supervision tree, as this handle's scope sees it.
+    pub async fn tree(&self) -> Result<crate::inspector::ActorNode, TwinError> {
+        let scope = self.scope.clone();
+        self.ask("supervision tree", |reply| HostMsg::Tree { scope, reply })
+            .await
+    }
+
+    /// Events that change the supervision tree, from now on (every
+    /// organization's: filter by `organization`).
+    pub async fn watch_tree(
+        &self,
+    ) -> Result<tokio::sync::broadcast::Receiver<crate::inspector::TreeEvent>, TwinError> {
+        self.ask("supervision tree", |reply| HostMsg::WatchTree { reply })
+            .await
+    }
+
     pub async fn get(&self, twin: &str) -> Result<TwinRecord, TwinError> {
         let t = self.twin_ref(twin);
         self.ask(twin, |reply| HostMsg::Get { twin: t, reply })

@@ -109,6 +109,7 @@ pub enum GymMsg {
 pub struct GymEnvActor;
 
 pub struct GymEnvState {
+    messages: crate::inspector::MessageCount,
     /// Taken while a blocking thread steps it.
     env: Option<VecEnv>,
     out: VecOutput,
@@ -118,14 +119,15 @@ pub struct GymEnvState {
 impl Actor for GymEnvActor {
     type Msg = GymMsg;
     type State = GymEnvState;
-    type Arguments = (String, VecEnv);
+    type Arguments = (String, VecEnv, crate::inspector::MessageCount);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<GymMsg>,
-        (id, env): (String, VecEnv),
+        (id, env, messages): (String, VecEnv, crate::inspector::MessageCount),
     ) -> Result<GymEnvState, ActorProcessingErr> {
         Ok(GymEnvState {
+            messages,
             env: Some(env),
             out: VecOutput::default(),
             id,
@@ -138,6 +140,7 @@ impl Actor for GymEnvActor {
         msg: GymMsg,
         state: &mut GymEnvState,
     ) -> Result<(), ActorProcessingErr> {
+        state.messages.bump();
         match msg {
             GymMsg::Reset { seed, mask, reply } => {
                 let result = state
@@ -225,6 +228,7 @@ impl GymMsg {
 #[derive(Default)]
 pub(crate) struct GymEnvs {
     pub(crate) envs: std::collections::HashMap<String, (ActorRef<GymMsg>, GymEnvInfo)>,
+    pub(crate) messages: std::collections::HashMap<String, crate::inspector::MessageCount>,
     pub(crate) by_actor: std::collections::HashMap<ractor::ActorId, String>,
 }
 
@@ -253,6 +257,7 @@ impl GymEnvs {
     }
 
     pub(crate) fn remove(&mut self, id: &str) -> Option<ActorRef<GymMsg>> {
+        self.messages.remove(id);
         let (actor, _) = self.envs.remove(id)?;
         self.by_actor.remove(&actor.get_id());
         Some(actor)
@@ -353,12 +358,19 @@ impl GymBuild {
             twin_id,
             node,
         };
-        let (actor, _) = Actor::spawn_linked(None, GymEnvActor, (id.clone(), env), host.get_cell())
-            .await
-            .map_err(|e| TwinError::Unavailable(format!("gym environment {id}: {e}")))?;
+        let messages = crate::inspector::MessageCount::default();
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            GymEnvActor,
+            (id.clone(), env, messages.clone()),
+            host.get_cell(),
+        )
+        .await
+        .map_err(|e| TwinError::Unavailable(format!("gym environment {id}: {e}")))?;
         host.send_message(crate::protocol::HostMsg::GymStarted {
             actor,
             info: info.clone(),
+            messages,
         })
         .map_err(|_| TwinError::Unavailable(id))?;
         Ok(info)

@@ -155,6 +155,7 @@ pub struct TwinHost;
 
 struct Running {
     actor: ActorRef<TwinMsg>,
+    messages: crate::inspector::MessageCount,
     scene: Arc<SceneModel>,
     clock: Clock,
     /// When this twin crashed recently, for the restart-intensity limit.
@@ -182,6 +183,8 @@ pub struct HostState {
     /// Checkpoint writes go through one task in order, so an older checkpoint can
     /// never overwrite a newer one, and a delete is never undone by a late write.
     writer: mpsc::UnboundedSender<WriteJob>,
+    /// What changes the supervision tree, for whoever watches it.
+    tree_events: tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>,
     /// RL environment batches, supervised like twins.
     gym: crate::gym::GymEnvs,
 }
@@ -480,6 +483,103 @@ impl HostState {
         Ok((scene, engines))
     }
 
+    /// Tells watchers of the supervision tree what happened to a twin's actor.
+    fn tree_event(&self, record: &TwinRecord, event: &str, detail: Option<String>) {
+        let kind = if record.ephemeral { "fork" } else { "twin" };
+        let org = record.definition.organization();
+        self.emit_for(org, record.definition.name.as_str(), kind, event, detail);
+    }
+
+    /// A gym batch's event.
+    fn emit(&self, id: &str, kind: &str, event: &str, detail: Option<String>) {
+        let org = self
+            .gym
+            .envs
+            .get(id)
+            .map(|(_, info)| info.organization.clone())
+            .unwrap_or_default();
+        self.emit_for(&org, id, kind, event, detail);
+    }
+
+    fn emit_for(&self, org: &str, name: &str, kind: &str, event: &str, detail: Option<String>) {
+        // Nobody watching is fine.
+        let _ = self.tree_events.send(crate::inspector::TreeEvent {
+            at: chrono::Utc::now(),
+            organization: org.to_string(),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            event: event.to_string(),
+            detail,
+        });
+    }
+
+    /// This node's supervision tree: the node, its host, and under the host
+    /// every twin (running or not) and gym batch.
+    fn tree(&self, scope: &Scope) -> crate::inspector::ActorNode {
+        use crate::inspector::ActorNode;
+        let mut twins: Vec<ActorNode> = self
+            .records
+            .values()
+            .filter(|r| scope.admits(r))
+            .map(|r| {
+                let running = self.running.get(&r.id);
+                let status = match (running, r.status.state) {
+                    (Some(_), _) => "running",
+                    (None, Lifecycle::Failed) => "failed",
+                    (None, _) => "stopped",
+                };
+                ActorNode {
+                    actor_id: running.map(|x| x.actor.get_id().to_string()),
+                    name: r.definition.name.to_string(),
+                    kind: if r.ephemeral { "fork" } else { "twin" }.into(),
+                    status: status.into(),
+                    target: Some(r.id.to_string()),
+                    restarts: r.status.restarts,
+                    messages: running.map_or(0, |x| x.messages.get()),
+                    children: Vec::new(),
+                }
+            })
+            .collect();
+        twins.sort_by(|a, b| a.name.cmp(&b.name));
+        let gyms = self.gym.list(scope).into_iter().filter_map(|info| {
+            let (actor, _) = self.gym.envs.get(&info.id)?;
+            Some((info.id.clone(), actor, info))
+        });
+        let gyms = gyms.map(|(id, actor, info)| ActorNode {
+            actor_id: Some(actor.get_id().to_string()),
+            name: id.clone(),
+            kind: "gym".into(),
+            status: "running".into(),
+            target: Some(format!("{} × {}", info.task, info.num_envs)),
+            restarts: 0,
+            messages: self.gym.messages.get(&id).map_or(0, |m| m.get()),
+            children: Vec::new(),
+        });
+        let mut gyms: Vec<ActorNode> = gyms.collect();
+        gyms.sort_by(|a, b| a.name.cmp(&b.name));
+        twins.extend(gyms);
+        let host = ActorNode {
+            actor_id: None,
+            name: "twin-host".into(),
+            kind: "host".into(),
+            status: "running".into(),
+            target: None,
+            restarts: 0,
+            messages: 0,
+            children: twins,
+        };
+        ActorNode {
+            actor_id: None,
+            name: format!("node:{}", self.config.node_id),
+            kind: "node".into(),
+            status: "running".into(),
+            target: None,
+            restarts: 0,
+            messages: 0,
+            children: vec![host],
+        }
+    }
+
     /// Resolves what a gym request names (task, scene, engine, randomization)
     /// while the host's state is at hand; the batch is built elsewhere.
     async fn prepare_gym(
@@ -654,7 +754,9 @@ impl HostState {
             record_every_steps,
             record_capacity: (self.config.record_hz * self.config.record_seconds).ceil() as usize,
             host: myself.clone(),
+            messages: crate::inspector::MessageCount::default(),
         };
+        let messages = args.messages.clone();
         let (actor, _handle) =
             Actor::spawn_linked(Some(format!("twin:{id}")), TwinActor, args, myself.get_cell())
                 .await
@@ -675,11 +777,13 @@ impl HostState {
             id,
             Running {
                 actor,
+                messages,
                 scene,
                 clock,
                 crashes,
             },
         );
+        self.tree_event(&record, "started", None);
         Ok(())
     }
 
@@ -761,6 +865,9 @@ impl HostState {
             .actor
             .stop_and_wait(Some("stopped".into()), Some(self.config.call_timeout))
             .await;
+        if let Ok(record) = self.record(id).cloned() {
+            self.tree_event(&record, "stopped", None);
+        }
     }
 
     fn remember_checkpoint(&mut self, id: TwinId, state: Arc<SimState>) {
@@ -912,6 +1019,7 @@ impl HostState {
             return;
         };
         record.status.last_error = Some(reason.clone());
+        self.tree_event(&record, "failed", Some(reason.clone()));
         if crashes.len() as u32 > self.config.max_restarts {
             record.status.state = Lifecycle::Failed;
             record.status.last_error = Some(format!(
@@ -920,6 +1028,7 @@ impl HostState {
                 self.config.restart_window.as_secs()
             ));
             tracing::error!(twin = %id, "twin exceeded its restart limit and is marked failed");
+            self.tree_event(&record, "gave_up", record.status.last_error.clone());
         } else {
             let checkpoint = self.last_checkpoint.get(&id).cloned();
             match self
@@ -936,6 +1045,7 @@ impl HostState {
                 Ok(()) => {
                     record.status.restarts += 1;
                     record.status.state = Lifecycle::Running;
+                    self.tree_event(&record, "restarted", None);
                     metrics::counter!("hanzo_twin_restarts_total").increment(1);
                 }
                 Err(e) => {
@@ -1080,10 +1190,11 @@ impl HostState {
             }
             HostMsg::DeleteGym { id, scope, reply } => {
                 let result = self.gym.get(&id, &scope).map(|_| ());
-                if result.is_ok()
-                    && let Some(actor) = self.gym.remove(&id)
-                {
-                    actor.stop(Some("deleted".into()));
+                if result.is_ok() {
+                    self.emit(&id, "gym", "stopped", Some("deleted".into()));
+                    if let Some(actor) = self.gym.remove(&id) {
+                        actor.stop(Some("deleted".into()));
+                    }
                 }
                 let _ = reply.send(result);
             }
@@ -1095,9 +1206,22 @@ impl HostState {
                 }
                 Err(e) => msg.refuse(e),
             },
-            HostMsg::GymStarted { actor, info } => {
-                self.gym.by_actor.insert(actor.get_id(), info.id.clone());
-                self.gym.envs.insert(info.id.clone(), (actor, info));
+            HostMsg::GymStarted {
+                actor,
+                info,
+                messages,
+            } => {
+                let (id, task) = (info.id.clone(), info.task.clone());
+                self.gym.by_actor.insert(actor.get_id(), id.clone());
+                self.gym.messages.insert(id.clone(), messages);
+                self.gym.envs.insert(id.clone(), (actor, info));
+                self.emit(&id, "gym", "started", Some(task));
+            }
+            HostMsg::Tree { scope, reply } => {
+                let _ = reply.send(Ok(self.tree(&scope)));
+            }
+            HostMsg::WatchTree { reply } => {
+                let _ = reply.send(Ok(self.tree_events.subscribe()));
             }
             HostMsg::Checkpointed { id, state } => {
                 if self.running.contains_key(&id) {
@@ -1280,6 +1404,7 @@ impl Actor for TwinHost {
             by_actor: HashMap::new(),
             last_checkpoint: HashMap::new(),
             writer,
+            tree_events: tokio::sync::broadcast::channel(256).0,
             gym: Default::default(),
         };
         let mut resume = Vec::new();
@@ -1335,6 +1460,7 @@ impl Actor for TwinHost {
             {
                 if let Some(id) = state.gym.by_actor.get(&cell.get_id()).cloned() {
                     tracing::warn!(gym = %id, "gym environment failed: {err}; it is gone");
+                    state.emit(&id, "gym", "failed", Some(err.to_string()));
                     state.gym.remove(&id);
                 }
             }

@@ -9,6 +9,7 @@ pub mod definition;
 pub mod error;
 pub mod gym;
 pub mod host;
+pub mod inspector;
 pub mod protocol;
 pub mod record;
 pub mod store;

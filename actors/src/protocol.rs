@@ -311,6 +311,16 @@ pub enum HostMsg {
     GymStarted {
         actor: ActorRef<crate::gym::GymMsg>,
         info: crate::gym::GymEnvInfo,
+        messages: crate::inspector::MessageCount,
+    },
+    /// The node's supervision tree now.
+    Tree {
+        scope: Scope,
+        reply: Reply<crate::inspector::ActorNode>,
+    },
+    /// Events that change the tree, from now on.
+    WatchTree {
+        reply: Reply<tokio::sync::broadcast::Receiver<crate::inspector::TreeEvent>>,
     },
     /// From a twin actor: its latest checkpoint.
     Checkpointed {

@@ -41,12 +41,15 @@ pub struct TwinArgs {
     /// Frames kept; the oldest go first.
     pub record_capacity: usize,
     pub host: ActorRef<HostMsg>,
+    /// Counts the messages this actor handles, for the supervision tree.
+    pub messages: crate::inspector::MessageCount,
 }
 
 pub struct TwinActor;
 
 pub struct TwinState {
     id: TwinId,
+    messages: crate::inspector::MessageCount,
     engine_label: String,
     twin_label: String,
     /// Metric handles, resolved once per message rather than per step: a lookup
@@ -292,6 +295,7 @@ impl Actor for TwinActor {
         metrics::counter!("hanzo_twin_simulations_total", "engine" => engine_label.clone(), "org" => args.organization.clone())
             .increment(1);
         let mut state = TwinState {
+            messages: args.messages.clone(),
             id: args.id,
             twin_label: args.id.to_string(),
             step_duration: metrics::Histogram::noop(),
@@ -342,6 +346,7 @@ impl Actor for TwinActor {
         msg: TwinMsg,
         state: &mut TwinState,
     ) -> Result<(), ActorProcessingErr> {
+        state.messages.bump();
         state.step_duration = metrics::histogram!("hanzo_twin_step_duration_seconds", "engine" => state.engine_label.clone());
         match msg {
             TwinMsg::Tick { generation } => {

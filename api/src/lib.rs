@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod guard;
 mod gym;
+mod inspector;
 pub mod rbac;
 pub mod scenes;
 mod twins;
@@ -86,6 +87,7 @@ fn routes(config: &ApiConfig) -> Routes {
         .protected(GET, "/v1/audit", AUDIT_READ, audit::list)
         .merge(twins::routes())
         .merge(gym::routes())
+        .merge(inspector::routes())
         .merge(scenes::routes(config.max_scene_upload_bytes))
 }
 

@@ -1,0 +1,54 @@
+//! The live supervision tree: which actors a node runs, under whom, in what
+//! state, how often they restarted and how many messages they handled; and
+//! the stream of events (started, failed, restarted, stopped) that changes it.
+//! The API serves both (`/v1/cluster/tree`), and the inspector page draws them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One actor and its children.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorNode {
+    /// The actor's id in the runtime (changes when it restarts).
+    pub actor_id: Option<String>,
+    pub name: String,
+    /// `node`, `host`, `twin`, `fork` or `gym`.
+    pub kind: String,
+    /// `running`, `stopped` or `failed`.
+    pub status: String,
+    /// What it simulates or serves (a twin's id, a gym batch's task).
+    pub target: Option<String>,
+    pub restarts: u32,
+    pub messages: u64,
+    pub children: Vec<ActorNode>,
+}
+
+/// Something that changed the tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeEvent {
+    pub at: DateTime<Utc>,
+    /// Whose actor it is (watchers see only their organization's).
+    pub organization: String,
+    /// The actor's name as the tree shows it.
+    pub name: String,
+    pub kind: String,
+    /// `started`, `failed`, `restarted`, `gave_up` or `stopped`.
+    pub event: String,
+    pub detail: Option<String>,
+}
+
+/// How many messages an actor has handled, shared with whoever reports it.
+#[derive(Debug, Clone, Default)]
+pub struct MessageCount(Arc<AtomicU64>);
+
+impl MessageCount {
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,125 @@
+//! The live supervision-tree inspector: `GET /v1/cluster/tree` (this node's
+//! actor tree as JSON), `GET /v1/cluster/tree/events` (server-sent events: the
+//! tree, then every change and a fresh tree after it), and `GET /inspector`,
+//! a page that draws the tree and updates live. Callers see their own
+//! organization's twins and environments.
+
+use crate::guard::{Caller, GET, Routes, Twins};
+use crate::rbac::{Action, Permission, Resource};
+use crate::{ApiResult, ApiState};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use hanzo_twin_actors::TwinNode;
+use hanzo_twin_actors::inspector::TreeEvent;
+use serde_json::json;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+
+const INFRA_READ: Permission = Permission::new(Resource::Infra, Action::Read);
+const PAGE: &str = include_str!("page.html");
+/// A fresh tree at least this often, for the message counts.
+const REFRESH: Duration = Duration::from_secs(2);
+
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .public(GET, "/inspector", page)
+        .protected(GET, "/v1/cluster/tree", INFRA_READ, tree)
+        .protected(GET, "/v1/cluster/tree/events", INFRA_READ, events)
+}
+
+/// The page holds no data: it asks the API, with the caller's token.
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+async fn tree(State(state): State<ApiState>, Twins(node): Twins) -> ApiResult {
+    let tree = node.tree().await?;
+    Ok(axum::Json(json!({
+        "nodes": [{ "node": state.membership.local().id, "tree": tree }]
+    }))
+    .into_response())
+}
+
+struct Watch {
+    node: TwinNode,
+    organization: String,
+    events: Receiver<TreeEvent>,
+    queue: VecDeque<Event>,
+    tick: tokio::time::Interval,
+    closed: bool,
+}
+
+impl Watch {
+    async fn snapshot(&mut self) {
+        match self.node.tree().await {
+            Ok(tree) => self.queue.push_back(
+                Event::default()
+                    .event("tree")
+                    .json_data(tree)
+                    .unwrap_or_default(),
+            ),
+            // The host is restarting: say so and let the client reconnect.
+            Err(e) => {
+                self.queue
+                    .push_back(Event::default().event("error").data(e.to_string()));
+                self.closed = true;
+            }
+        }
+    }
+}
+
+async fn events(
+    caller: Caller,
+    Twins(node): Twins,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, crate::error::ApiError> {
+    let events = node.watch_tree().await?;
+    let mut tick = tokio::time::interval(REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The interval's first tick is immediate: it sends the first tree.
+    let watch = Watch {
+        node,
+        organization: caller.principal.organization.to_string(),
+        events,
+        queue: VecDeque::new(),
+        tick,
+        closed: false,
+    };
+    let stream = stream::unfold(watch, |mut w| async move {
+        loop {
+            if let Some(event) = w.queue.pop_front() {
+                return Some((Ok(event), w));
+            }
+            if w.closed {
+                return None;
+            }
+            tokio::select! {
+                received = w.events.recv() => match received {
+                    Ok(e) if e.organization == w.organization => {
+                        w.queue.push_back(Event::default().event("change").json_data(&e).unwrap_or_default());
+                        w.snapshot().await;
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => w.snapshot().await,
+                    Err(RecvError::Closed) => {
+                        w.queue.push_back(Event::default().event("error").data("the node's host restarted; reconnect"));
+                        w.closed = true;
+                    }
+                },
+                _ = w.tick.tick() => w.snapshot().await,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,57 @@
+// Drives the inspector page in headless Chromium (playwright-core): the page
+// shows a running twin; the twin's actor is crashed through the API; the page
+// shows the failure and the twin back, restarted, under a new actor.
+//
+//   node tests/browser/inspector.cjs URL TOKEN TWIN_NAME [SCREENSHOT.png]
+// HANZO_TWIN_PLAYWRIGHT names the playwright-core module folder;
+// HANZO_TWIN_CHROMIUM the browser (default /usr/bin/chromium).
+"use strict";
+const { chromium } = require(process.env.HANZO_TWIN_PLAYWRIGHT || "playwright-core");
+
+const [url, token, twin, screenshot] = process.argv.slice(2);
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.HANZO_TWIN_CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    // Quiet on a closed network: no background fetches, no sync, no updates.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => console.error("page error:", e.message));
+    await page.goto(`${url}/inspector#token=${encodeURIComponent(token)}`);
+    const row = `li.actor[data-kind="twin"][data-name="${twin}"]`;
+    await page.waitForSelector(`${row}[data-status="running"][data-restarts="0"]`, { timeout: 20000 });
+    await page.waitForSelector('#connection[data-state="live"]');
+    // The token left the address bar.
+    if (page.url().includes("token")) throw new Error(`token still in the address: ${page.url()}`);
+    const before = await page.getAttribute(row, "data-actor-id");
+    console.log(`page shows ${twin} running as actor ${before}`);
+
+    const response = await fetch(`${url}/v1/twins/${twin}/faults`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ fault: "panic" }),
+    });
+    if (!response.ok && response.status !== 503) {
+      throw new Error(`fault injection answered ${response.status}: ${await response.text()}`);
+    }
+
+    await page.waitForSelector(`#events li[data-event="failed"][data-name="${twin}"]`, { timeout: 20000 });
+    await page.waitForSelector(`#events li[data-event="restarted"][data-name="${twin}"]`, { timeout: 20000 });
+    await page.waitForSelector(`${row}[data-status="running"][data-restarts="1"]`, { timeout: 20000 });
+    const after = await page.getAttribute(row, "data-actor-id");
+    if (!after || after === before) throw new Error(`the restarted twin kept actor ${before}`);
+    console.log(`page shows the failure, then ${twin} running again as actor ${after} (1 restart)`);
+    if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(e.stack || String(e));
+  process.exit(1);
+});

@@ -1,0 +1,228 @@
+//! The live supervision-tree inspector: GET /v1/cluster/tree, its event
+//! stream, and the web page in a real browser (Debian's Chromium driven by
+//! playwright-core, both installed by scripts/test.sh), which shows a twin's
+//! actor fail and come back.
+
+mod common;
+
+use common::{TestNode, repo};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn running_twin(node: &TestNode, name: &str) -> String {
+    let yaml =
+        std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml")).expect("sample");
+    let (status, v) = node
+        .post_raw(
+            "/v1/twins",
+            "application/yaml",
+            &common::rename(&yaml, name),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let (status, v) = node
+        .post(
+            &format!("/v1/twins/{id}/start"),
+            json!({ "clock": "paused" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    id
+}
+
+fn find<'a>(tree: &'a Value, name: &str) -> Option<&'a Value> {
+    if tree["name"] == name {
+        return Some(tree);
+    }
+    tree["children"]
+        .as_array()?
+        .iter()
+        .find_map(|c| find(c, name))
+}
+
+async fn tree(node: &TestNode) -> Value {
+    let (status, v) = node.get("/v1/cluster/tree").await;
+    assert_eq!(status, 200, "{v}");
+    v["nodes"][0]["tree"].clone()
+}
+
+#[tokio::test]
+async fn the_tree_shows_twins_under_the_host_and_their_restarts() {
+    let node = TestNode::start().await;
+    let id = running_twin(&node, "tree-arm").await;
+    for _ in 0..3 {
+        let (status, _) = node
+            .post(&format!("/v1/twins/{id}/step"), json!({ "steps": 10 }))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let t = tree(&node).await;
+    assert_eq!(t["kind"], "node");
+    let host = &t["children"][0];
+    assert_eq!(host["kind"], "host");
+    let twin = find(host, "tree-arm")
+        .expect("the twin under the host")
+        .clone();
+    assert_eq!(twin["status"], "running");
+    assert_eq!(twin["restarts"], 0);
+    assert_eq!(twin["target"], id.as_str());
+    assert!(twin["messages"].as_u64().unwrap_or(0) >= 3, "{twin}");
+    let before = twin["actor_id"].clone();
+
+    // A gym batch appears beside the twins.
+    let (status, gym) = node
+        .post(
+            "/v1/gym/envs",
+            json!({ "task": "cartpole-v0", "num_envs": 2 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{gym}");
+    let t = tree(&node).await;
+    let batch = find(&t, gym["id"].as_str().unwrap_or(""))
+        .expect("the gym batch")
+        .clone();
+    assert_eq!(batch["kind"], "gym");
+    assert_eq!(batch["target"], "cartpole-v0 × 2");
+
+    // Crash the twin's actor: the supervisor restarts it under a new actor.
+    let (status, _) = node
+        .post(
+            &format!("/v1/twins/{id}/faults"),
+            json!({ "fault": "panic" }),
+        )
+        .await;
+    assert!(status == 200 || status == 202 || status == 503, "{status}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = tree(&node).await;
+        let twin = find(&t, "tree-arm").expect("twin").clone();
+        if twin["restarts"] == 1 && twin["status"] == "running" {
+            assert_ne!(twin["actor_id"], before, "a new actor");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no restart seen: {twin}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = node.post(&format!("/v1/twins/{id}/stop"), json!({})).await;
+    assert_eq!(status, 200);
+    let t = tree(&node).await;
+    assert_eq!(find(&t, "tree-arm").expect("twin")["status"], "stopped");
+}
+
+/// Reads server-sent events until `want` returns true for one.
+async fn read_events(
+    response: &mut reqwest::Response,
+    seen: &mut Vec<(String, Value)>,
+    want: impl Fn(&str, &Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buffer = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "event not seen; saw {seen:?}");
+        let chunk = tokio::time::timeout(left, response.chunk())
+            .await
+            .expect("in time")
+            .expect("stream")
+            .expect("not closed");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut kind = String::from("message");
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(k) = line.strip_prefix("event:") {
+                    kind = k.trim().to_string();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim());
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let value: Value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+            let hit = want(&kind, &value);
+            seen.push((kind, value));
+            if hit {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_sends_the_tree_then_every_change() {
+    let node = TestNode::start().await;
+    let id = running_twin(&node, "stream-arm").await;
+    let mut response = node
+        .http
+        .get(node.url("/v1/cluster/tree/events"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"))
+    );
+    let mut seen = Vec::new();
+    read_events(&mut response, &mut seen, |kind, v| {
+        kind == "tree" && find(v, "stream-arm").is_some()
+    })
+    .await;
+    let (status, _) = node
+        .post(
+            &format!("/v1/twins/{id}/faults"),
+            json!({ "fault": "panic" }),
+        )
+        .await;
+    assert!(status < 500 || status == 503);
+    read_events(&mut response, &mut seen, |kind, v| {
+        kind == "change" && v["name"] == "stream-arm" && v["event"] == "failed"
+    })
+    .await;
+    read_events(&mut response, &mut seen, |kind, v| {
+        kind == "change" && v["name"] == "stream-arm" && v["event"] == "restarted"
+    })
+    .await;
+    read_events(&mut response, &mut seen, |kind, v| {
+        kind == "tree"
+            && find(v, "stream-arm").is_some_and(|t| t["restarts"] == 1 && t["status"] == "running")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_inspector_page_shows_a_twin_fail_and_come_back_in_chromium() {
+    let Ok(playwright) = std::env::var("HANZO_TWIN_PLAYWRIGHT") else {
+        eprintln!(
+            "SKIPPED: HANZO_TWIN_PLAYWRIGHT is not set; scripts/test.sh installs playwright-core and Chromium and sets it"
+        );
+        return;
+    };
+    let node = TestNode::start().await;
+    running_twin(&node, "page-arm").await;
+    let token = node.token.clone().expect("development token");
+    let url = node.url("");
+    let shot = std::env::temp_dir().join("hanzo-twin-inspector.png");
+    let out = tokio::process::Command::new("node")
+        .arg(repo().join("tests/browser/inspector.cjs"))
+        .args([url.as_str(), token.as_str(), "page-arm"])
+        .arg(&shot)
+        .env("HANZO_TWIN_PLAYWRIGHT", &playwright)
+        .output()
+        .await
+        .expect("node runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "the browser check failed:\n{text}");
+    assert!(text.contains("1 restart"), "{text}");
+}
