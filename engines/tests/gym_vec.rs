@@ -415,3 +415,40 @@ fn task_specs_are_checked_against_the_scene() {
         "{err}"
     );
 }
+
+#[test]
+fn an_imu_on_the_pole_feels_gravity_and_the_swing() {
+    let mut spec = TaskSpec::cartpole();
+    spec.name = "cartpole-imu".into();
+    spec.reset_noise = Default::default();
+    spec.observation = serde_json::from_value(serde_json::json!([
+        { "imu": { "body": "/World/CartPole/Pole" } },
+        { "imu": { "body": "/World/CartPole/Cart" } },
+    ]))
+    .expect("terms");
+    let task: Arc<dyn Task> =
+        Arc::new(SceneTask::builtin(spec, EngineKind::Rapier3d).expect("imu task"));
+    let mut env = batch(&task, 1, 1, AutoReset::Disabled);
+    let mut out = VecOutput::default();
+    env.reset(Some(0), None, &mut out).expect("reset");
+    // At rest and upright: +g along the body's up axis, no rotation.
+    let (pole, cart) = (&out.obs[..6], &out.obs[6..12]);
+    for imu in [pole, cart] {
+        assert!((imu[2] - 9.81).abs() < 1e-6, "{imu:?}");
+        assert!(
+            imu[0].abs() < 1e-6 && imu[1].abs() < 1e-6 && imu[3..].iter().all(|w| w.abs() < 1e-6)
+        );
+    }
+    // Pushed, the cart's accelerometer reads the push along +x (about
+    // F / (m_cart + m_pole)) while the pole starts to swing about y.
+    env.step(&[1.0], &mut out).expect("step");
+    let (pole, cart) = (&out.obs[..6], &out.obs[6..12]);
+    assert!(
+        cart[0] > 4.0 && cart[0] < 12.0,
+        "cart accelerometer {cart:?}"
+    );
+    assert!(
+        pole[4].abs() > 1e-3,
+        "the pole's gyroscope sees the swing: {pole:?}"
+    );
+}

@@ -12,7 +12,7 @@
 use super::{ActionDelay, BoxSpace, EnvSpec, EpisodeParams, Outcome, Task, TaskEnv};
 use crate::scene::{BodyKind, JointKind, SceneModel};
 use crate::tree::{Tree, compose};
-use crate::usd::math::{cross, quat_mul, quat_rotate, sub};
+use crate::usd::math::{cross, quat_conj, quat_mul, quat_rotate, sub};
 use crate::{
     Engine, EngineConfig, EngineError, EngineKind, JointCommand, RenderParams, SimState, Simulation,
 };
@@ -76,6 +76,13 @@ pub enum ObservationTerm {
     },
     /// World orientation `[x, y, z, w]`, 4 values.
     BodyOrientation {
+        body: String,
+    },
+    /// An inertial sensor fixed to a body, 6 values in the body's frame: the
+    /// accelerometer's specific force (acceleration minus gravity over the
+    /// last environment step, so +g up at rest) and the gyroscope's angular
+    /// velocity.
+    Imu {
         body: String,
     },
     BodyLinearVelocity {
@@ -287,9 +294,8 @@ impl SceneTask {
                 ObservationTerm::BodyPosition { body }
                 | ObservationTerm::BodyOrientation { body }
                 | ObservationTerm::BodyLinearVelocity { body }
-                | ObservationTerm::BodyAngularVelocity { body } => {
-                    check_body(&scene, body, &field)?
-                }
+                | ObservationTerm::BodyAngularVelocity { body }
+                | ObservationTerm::Imu { body } => check_body(&scene, body, &field)?,
                 ObservationTerm::CameraDepth {
                     camera,
                     width,
@@ -419,6 +425,7 @@ fn term_len(term: &ObservationTerm) -> usize {
         | ObservationTerm::BodyLinearVelocity { .. }
         | ObservationTerm::BodyAngularVelocity { .. } => 3,
         ObservationTerm::BodyOrientation { .. } => 4,
+        ObservationTerm::Imu { .. } => 6,
         ObservationTerm::CameraDepth { width, height, .. }
         | ObservationTerm::CameraIntensity { width, height, .. } => (width * height) as usize,
     }
@@ -483,6 +490,8 @@ impl Task for SceneTask {
             params: EpisodeParams::default(),
             noise: <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0),
             command: vec![0.0; self.task.action.len()],
+            imu_velocity: Default::default(),
+            gravity: self.config.gravity.unwrap_or(self.scene.default_gravity()),
         }))
     }
 }
@@ -505,16 +514,36 @@ struct SceneEnv {
     /// reproducible too.
     noise: ChaCha8Rng,
     command: Vec<f64>,
+    /// Each IMU term's body velocity at the previous observation.
+    imu_velocity: std::collections::HashMap<usize, [f64; 3]>,
+    /// This episode's gravity, which accelerometers feel.
+    gravity: [f64; 3],
 }
 
 impl SceneEnv {
     fn observe(&mut self, obs: &mut [f64]) -> Result<(), EngineError> {
         let mut at = 0;
         let terms = self.task.observation.clone();
-        for term in &terms {
+        let dt = f64::from(self.task.frame_skip) / self.task.step_hz;
+        for (index, term) in terms.iter().enumerate() {
             let n = term_len(term);
             let out = &mut obs[at..at + n];
             match term {
+                ObservationTerm::Imu { body } => {
+                    let b = self.body(body)?;
+                    let v = b.linear_velocity;
+                    // At an episode's first observation: no motion yet.
+                    let before = self.imu_velocity.insert(index, v).unwrap_or(v);
+                    let g = self.gravity;
+                    let specific = [
+                        (v[0] - before[0]) / dt - g[0],
+                        (v[1] - before[1]) / dt - g[1],
+                        (v[2] - before[2]) / dt - g[2],
+                    ];
+                    let to_body = quat_conj(b.orientation);
+                    out[..3].copy_from_slice(&quat_rotate(to_body, specific));
+                    out[3..].copy_from_slice(&quat_rotate(to_body, b.angular_velocity));
+                }
                 ObservationTerm::JointPosition { joint } => out[0] = self.joint(joint)?.0,
                 ObservationTerm::JointVelocity { joint } => out[0] = self.joint(joint)?.1,
                 ObservationTerm::BodyPosition { body } => {
@@ -652,6 +681,11 @@ impl TaskEnv for SceneEnv {
             self.sim.set_state(&self.initial)?;
         }
         self.command.fill(0.0);
+        self.imu_velocity.clear();
+        self.gravity = params
+            .gravity
+            .or(self.config.gravity)
+            .unwrap_or(self.scene.default_gravity());
         self.noise = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(rng.random());
         info.fill(0.0);
         self.observe(obs)
