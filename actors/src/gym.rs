@@ -110,6 +110,8 @@ pub struct GymEnvActor;
 
 pub struct GymEnvState {
     messages: crate::inspector::MessageCount,
+    /// Why the batch is gone (a task panicked while stepping).
+    lost: Option<String>,
     /// Taken while a blocking thread steps it.
     env: Option<VecEnv>,
     out: VecOutput,
@@ -128,6 +130,7 @@ impl Actor for GymEnvActor {
     ) -> Result<GymEnvState, ActorProcessingErr> {
         Ok(GymEnvState {
             messages,
+            lost: None,
             env: Some(env),
             out: VecOutput::default(),
             id,
@@ -169,6 +172,11 @@ impl Actor for GymEnvActor {
                 let _ = reply.send(result.map(|()| state.out.clone()));
             }
         }
+        if let Some(why) = state.lost.take() {
+            // The batch was lost to a panic (the caller has its error): fail,
+            // so the supervisor forgets it and later calls find it gone.
+            return Err(why.into());
+        }
         Ok(())
     }
 }
@@ -197,13 +205,17 @@ impl GymEnvState {
                 self.out = out;
                 result.map_err(TwinError::from)
             }
-            // A panic in a task loses the batch; the actor fails and its
+            // A panic in a task loses the batch; the actor then fails and its
             // supervisor forgets the environment.
-            Err(e) => Err(TwinError::Engine {
-                kind: "engine_failed",
-                field: None,
-                message: format!("gym environment {} failed while stepping: {e}", self.id),
-            }),
+            Err(e) => {
+                let message = format!("gym environment {} failed while stepping: {e}", self.id);
+                self.lost = Some(message.clone());
+                Err(TwinError::Engine {
+                    kind: "engine_failed",
+                    field: None,
+                    message,
+                })
+            }
         }
     }
 }
