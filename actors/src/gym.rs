@@ -388,3 +388,6 @@ impl GymBuild {
         Ok(info)
     }
 }
+
+/// Local only: never sent between nodes.
+impl ractor::Message for GymMsg {}

@@ -365,3 +365,9 @@ impl CompareRequest {
         }
     }
 }
+
+/// Local only: never sent between nodes.
+impl ractor::Message for HostMsg {}
+
+/// Local only: never sent between nodes.
+impl ractor::Message for TwinMsg {}

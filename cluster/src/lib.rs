@@ -5,6 +5,8 @@
 //! (highest-random-weight) hashing: every node computes the same owner from the
 //! same member list, and when a node leaves only its own twins move.
 
+pub mod mesh;
+
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 
@@ -41,6 +43,16 @@ impl Membership {
 
     pub fn local(&self) -> &NodeInfo {
         &self.local
+    }
+
+    /// The other live nodes.
+    pub fn peers(&self) -> Vec<NodeInfo> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the other live nodes (the mesh keeps this current).
+    pub fn set_peers(&self, peers: Vec<NodeInfo>) {
+        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = peers;
     }
 
     /// Every live node, this one first.

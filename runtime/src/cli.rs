@@ -87,6 +87,11 @@ enum Command {
         /// Repeatable.
         #[arg(long = "twin")]
         twins: Vec<PathBuf>,
+        /// Join the cluster of the node whose cluster server listens at
+        /// HOST:PORT (adds to cluster.seeds; needs cluster.listen and
+        /// cluster.cookie). Repeatable.
+        #[arg(long = "join", value_name = "HOST:PORT")]
+        join: Vec<String>,
     },
     /// Reads one USD file and writes its scene model to stdout (bincode). The node
     /// runs this in a child process so a file that crashes the USD library
@@ -529,7 +534,11 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, twins } => serve(config, twins),
+        Command::Serve {
+            config,
+            twins,
+            join,
+        } => serve(config, twins, join),
         Command::UrdfToUsd {
             urdf,
             out,
@@ -559,8 +568,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn serve(config_path: Option<PathBuf>, twin_files: Vec<PathBuf>) -> anyhow::Result<()> {
-    let config = NodeConfig::load(config_path.as_deref(), std::env::vars())?;
+fn serve(
+    config_path: Option<PathBuf>,
+    twin_files: Vec<PathBuf>,
+    join: Vec<String>,
+) -> anyhow::Result<()> {
+    let mut config = NodeConfig::load(config_path.as_deref(), std::env::vars())?;
+    if !join.is_empty() {
+        config.cluster.seeds.extend(join);
+        config.validate()?;
+    }
     crate::telemetry::init_logging(&config.logging);
     // Read the boot twins before anything starts, so a typo fails fast.
     let mut definitions = Vec::new();

@@ -22,9 +22,43 @@ pub struct NodeConfig {
     pub storage: StorageSection,
     pub twins: TwinsSection,
     pub metadata: MetadataSection,
+    pub cluster: ClusterSection,
     pub gym: GymSection,
     pub auth: AuthSection,
     pub logging: LoggingSection,
+}
+
+/// Taking part in a cluster of nodes (ractor_cluster). Unset `listen` and no
+/// seeds: the node runs alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// `host:port` this node's cluster server listens on.
+    pub listen: Option<String>,
+    /// The secret every member shares (authentication, not encryption).
+    pub cookie: Option<String>,
+    /// Members to join at start (`host:port` of their cluster servers);
+    /// `hanzo-twin serve --join` adds to them.
+    pub seeds: Vec<String>,
+    /// Milliseconds between membership checks, besides every session change.
+    pub refresh_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            listen: None,
+            cookie: None,
+            seeds: Vec::new(),
+            refresh_ms: 1000,
+        }
+    }
+}
+
+impl ClusterSection {
+    pub fn enabled(&self) -> bool {
+        self.listen.is_some() || !self.seeds.is_empty()
+    }
 }
 
 /// Where twin definitions and status live: sled in the data folder (one
@@ -330,6 +364,7 @@ impl Default for NodeConfig {
             storage: StorageSection::default(),
             twins: TwinsSection::default(),
             metadata: MetadataSection::default(),
+            cluster: ClusterSection::default(),
             gym: GymSection::default(),
             auth: AuthSection::default(),
             logging: LoggingSection::default(),
@@ -447,7 +482,28 @@ impl NodeConfig {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        if c.enabled() {
+            if c.listen
+                .as_deref()
+                .is_none_or(|l| l.rsplit_once(':').is_none())
+            {
+                return Err(ConfigError::Invalid(
+                    "cluster.listen (host:port) is required to join a cluster".into(),
+                ));
+            }
+            if c.cookie.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError::Invalid(
+                    "cluster.cookie is required to form a cluster: every member shares it".into(),
+                ));
+            }
+            if c.refresh_ms == 0 {
+                return Err(ConfigError::Invalid(
+                    "cluster.refresh_ms must be at least 1".into(),
+                ));
+            }
+        }
         let m = &self.metadata;
         if m.backend == MetadataBackend::Postgres
             && m.postgres.url.as_deref().is_none_or(str::is_empty)

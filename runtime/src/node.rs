@@ -44,6 +44,9 @@ enum SupervisorMsg {
     Attach(TwinNode),
 }
 
+/// Local only: never sent between nodes.
+impl ractor::Message for SupervisorMsg {}
+
 const HOST_NAME: &str = "twins";
 const HOST_MAX_RESTARTS: usize = 5;
 const HOST_RESTART_WINDOW: Duration = Duration::from_secs(60);
@@ -181,6 +184,9 @@ pub struct Node {
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_done: tokio::task::JoinHandle<()>,
     ready: Arc<AtomicBool>,
+    /// The live members of this node's cluster (itself alone unless clustered).
+    membership: Membership,
+    mesh: Option<hanzo_twin_cluster::mesh::Mesh>,
 }
 
 impl Node {
@@ -266,6 +272,26 @@ impl Node {
         supervisor
             .cast(SupervisorMsg::Attach(twins.clone()))
             .context("the node's supervisor stopped while starting")?;
+        let api_addr = format!("{}:{}", config.server.host, config.server.port);
+        let membership = Membership::single(node_id.clone(), api_addr);
+        let mesh = if config.cluster.enabled() {
+            let c = &config.cluster;
+            let mesh = hanzo_twin_cluster::mesh::Mesh::start(
+                hanzo_twin_cluster::mesh::MeshConfig {
+                    listen: c.listen.clone().unwrap_or_default(),
+                    cookie: c.cookie.clone().unwrap_or_default(),
+                    seeds: c.seeds.clone(),
+                    refresh: Duration::from_millis(c.refresh_ms),
+                },
+                membership.clone(),
+            )
+            .await
+            .context("cannot join the cluster")?;
+            tracing::info!(listen = ?c.listen, seeds = ?c.seeds, "cluster server started");
+            Some(mesh)
+        } else {
+            None
+        };
         Ok(Node {
             config,
             store,
@@ -276,6 +302,8 @@ impl Node {
             supervisor,
             supervisor_done,
             ready: Arc::new(AtomicBool::new(true)),
+            membership,
+            mesh,
         })
     }
 
@@ -339,11 +367,10 @@ impl Node {
     /// local admin token) and the audit log.
     pub async fn api(&self) -> anyhow::Result<Api> {
         let (auth, dev_token) = crate::auth::build(&self.config, &self.store).await?;
-        let api_addr = format!("{}:{}", self.config.server.host, self.config.server.port);
         let state = ApiState {
             node: self.twins.clone(),
             engines: self.engines.clone(),
-            membership: Membership::single(self.node_id.clone(), api_addr),
+            membership: self.membership.clone(),
             ready: self.ready.clone(),
             auth,
             scenes: Some(self.scenes.clone()),
@@ -455,8 +482,12 @@ impl Node {
     }
 
     /// Stops every twin with a final checkpoint, then the supervision tree.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.ready.store(false, Ordering::Release);
+        // Leave the cluster first: peers see this node go at once.
+        if let Some(mesh) = self.mesh.take() {
+            mesh.stop();
+        }
         if let Err(e) = self
             .twins
             .with_timeout(Duration::from_secs(60))
