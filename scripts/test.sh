@@ -19,6 +19,10 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "stale build artifacts"
+# Old builds of every test binary pile up in the shared target folder.
+[ -d "$CARGO_TARGET_DIR" ] && python3 scripts/prune_target.py "$CARGO_TARGET_DIR"
+
 step "system packages"
 need_apt=()
 command -v cc >/dev/null && command -v g++ >/dev/null || need_apt+=(build-essential)
