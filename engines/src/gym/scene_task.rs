@@ -262,8 +262,8 @@ impl TaskSpec {
 
 /// A [`TaskSpec`] bound to a scene and an engine.
 pub struct SceneTask {
-    task: TaskSpec,
-    scene: SceneModel,
+    task: Arc<TaskSpec>,
+    scene: Arc<SceneModel>,
     engine: Arc<dyn Engine>,
     config: EngineConfig,
     spec: EnvSpec,
@@ -382,8 +382,8 @@ impl SceneTask {
             randomizable: randomizable.into_iter().map(String::from).collect(),
         };
         Ok(SceneTask {
-            task,
-            scene,
+            task: Arc::new(task),
+            scene: Arc::new(scene),
             engine,
             config,
             spec,
@@ -498,8 +498,9 @@ impl Task for SceneTask {
 
 /// One environment of a [`SceneTask`].
 struct SceneEnv {
-    task: TaskSpec,
-    scene: SceneModel,
+    /// Shared by the batch; read on every step, never copied.
+    task: Arc<TaskSpec>,
+    scene: Arc<SceneModel>,
     engine: Arc<dyn Engine>,
     config: EngineConfig,
     sim: Box<dyn Simulation>,
@@ -523,7 +524,8 @@ struct SceneEnv {
 impl SceneEnv {
     fn observe(&mut self, obs: &mut [f64]) -> Result<(), EngineError> {
         let mut at = 0;
-        let terms = self.task.observation.clone();
+        let task = self.task.clone();
+        let terms = &task.observation;
         let dt = f64::from(self.task.frame_skip) / self.task.step_hz;
         for (index, term) in terms.iter().enumerate() {
             let n = term_len(term);
@@ -666,7 +668,7 @@ impl TaskEnv for SceneEnv {
         let noise = self.task.reset_noise;
         let noisy = noise.joint_position > 0.0 || noise.joint_velocity > 0.0;
         if noisy || params.changes_model() {
-            let mut scene = self.scene.clone();
+            let mut scene = (*self.scene).clone();
             let mut config = self.config.clone();
             randomize_scene(&mut scene, &mut config, params);
             if noisy {
@@ -713,8 +715,8 @@ impl TaskEnv for SceneEnv {
         }
         let mut reward = 0.0;
         let up = self.up();
-        let rewards = self.task.reward.clone();
-        for (i, term) in rewards.iter().enumerate() {
+        let task = self.task.clone();
+        for (i, term) in task.reward.iter().enumerate() {
             let value = match term {
                 RewardTerm::Alive { weight } => *weight,
                 RewardTerm::JointPosition {
