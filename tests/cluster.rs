@@ -5,14 +5,9 @@
 
 mod common;
 
-use common::{NodeOptions, TestNode};
+use common::{NodeOptions, TestNode, free_ports, repo};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
 
 async fn member(id: &str, listen: u16, cookie: &str, seeds: &[u16]) -> TestNode {
     let listen = format!("127.0.0.1:{listen}");
@@ -59,7 +54,7 @@ async fn members(node: &TestNode, count: usize) -> Vec<Value> {
 
 #[tokio::test]
 async fn three_nodes_join_through_seeds_and_see_a_killed_member_leave() {
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let [pa, pb, pc] = free_ports::<3>();
     let a = member("node-a", pa, "shared-secret", &[]).await;
     let b = member("node-b", pb, "shared-secret", &[pa]).await;
     // C knows only B, and meets A through it.
@@ -108,7 +103,7 @@ async fn three_nodes_join_through_seeds_and_see_a_killed_member_leave() {
 
 #[tokio::test]
 async fn a_node_with_another_cookie_is_kept_out() {
-    let (pa, pb) = (free_port(), free_port());
+    let [pa, pb] = free_ports::<2>();
     let a = member("node-a", pa, "right-secret", &[]).await;
     let b = member("node-b", pb, "wrong-secret", &[pa]).await;
     // Give the handshake time to fail, then both still stand alone.
@@ -131,4 +126,47 @@ fn clustering_without_a_cookie_is_refused_with_a_reason() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("cluster.cookie"), "{text}");
+}
+
+fn contains_twin(tree: &Value, name: &str) -> bool {
+    (tree["kind"] == "twin" && tree["name"] == name && tree["status"] == "running")
+        || tree["children"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|t| contains_twin(t, name)))
+}
+
+#[tokio::test]
+async fn any_member_shows_every_members_supervision_tree() {
+    let [pa, pb] = free_ports::<2>();
+    let a = member("node-a", pa, "shared-secret", &[]).await;
+    let b = member("node-b", pb, "shared-secret", &[pa]).await;
+    members(&a, 2).await;
+    // A twin on B, through B's own API.
+    let yaml =
+        std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml")).expect("sample");
+    let (status, twin) = b
+        .post_raw(
+            "/v1/twins",
+            "application/yaml",
+            &common::rename(&yaml, "b-arm"),
+        )
+        .await;
+    assert_eq!(status, 201, "{twin}");
+    let id = twin["id"].as_str().expect("id").to_string();
+    let (status, _) = b
+        .post(
+            &format!("/v1/twins/{id}/start"),
+            serde_json::json!({ "clock": "paused" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // A answers with its own tree first, then B's, asked over the cluster.
+    let (status, v) = a.get("/v1/cluster/tree").await;
+    assert_eq!(status, 200, "{v}");
+    let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(nodes.len(), 2, "{v}");
+    assert_eq!(nodes[0]["node"], "node-a");
+    assert!(!contains_twin(&nodes[0]["tree"], "b-arm"), "{v}");
+    assert_eq!(nodes[1]["node"], "node-b");
+    assert!(contains_twin(&nodes[1]["tree"], "b-arm"), "{v}");
 }

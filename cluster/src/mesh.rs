@@ -33,37 +33,99 @@ pub enum MemberMsg {
     /// Who are you: the node's [`NodeInfo`] as JSON.
     #[rpc]
     Whois(RpcReplyPort<String>),
+    /// This node's supervision tree as one organization sees it, as JSON
+    /// (`{"tree": ...}` or `{"error": ...}`).
+    #[rpc]
+    Tree(String, RpcReplyPort<String>),
 }
 
 struct Member;
 
+struct MemberState {
+    info: String,
+    twins: hanzo_twin_actors::TwinNode,
+}
+
 impl Actor for Member {
     type Msg = MemberMsg;
-    type State = String;
-    type Arguments = String;
+    type State = MemberState;
+    type Arguments = MemberState;
 
     async fn pre_start(
         &self,
         myself: ActorRef<MemberMsg>,
-        info: String,
-    ) -> Result<String, ActorProcessingErr> {
+        state: MemberState,
+    ) -> Result<MemberState, ActorProcessingErr> {
         ractor::pg::join(MEMBERS_GROUP.to_string(), vec![myself.get_cell()]);
-        Ok(info)
+        Ok(state)
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<MemberMsg>,
         msg: MemberMsg,
-        info: &mut String,
+        state: &mut MemberState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MemberMsg::Whois(reply) => {
-                let _ = reply.send(info.clone());
+                let _ = reply.send(state.info.clone());
+            }
+            MemberMsg::Tree(organization, reply) => {
+                let answer = match hanzo_twin_actors::Name::new(&organization) {
+                    Ok(org) => match state.twins.scoped(org).tree().await {
+                        Ok(tree) => serde_json::json!({ "tree": tree }),
+                        Err(e) => serde_json::json!({ "error": e.to_string() }),
+                    },
+                    Err(e) => serde_json::json!({ "error": e }),
+                };
+                let _ = reply.send(answer.to_string());
             }
         }
         Ok(())
     }
+}
+
+/// Every other member's supervision tree, as `organization` sees it: one
+/// entry per member, with its tree or why there is none (a member that does
+/// not answer within `timeout` says so; nothing waits longer).
+pub async fn peer_trees(
+    organization: &str,
+    timeout: Duration,
+) -> Vec<(String, Result<serde_json::Value, String>)> {
+    let mut out = Vec::new();
+    for cell in ractor::pg::get_members(&MEMBERS_GROUP.to_string()) {
+        if cell.get_id().is_local() {
+            continue;
+        }
+        let member: ActorRef<MemberMsg> = cell.into();
+        let id = match member.call(MemberMsg::Whois, Some(timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(text)) => serde_json::from_str::<NodeInfo>(&text)
+                .map(|i| i.id)
+                .unwrap_or_else(|_| member.get_id().to_string()),
+            _ => member.get_id().to_string(),
+        };
+        let org = organization.to_string();
+        let tree = match member
+            .call(|reply| MemberMsg::Tree(org, reply), Some(timeout))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(text)) => {
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(v) if v.get("tree").is_some() => Ok(v["tree"].clone()),
+                    Ok(v) => Err(v["error"].as_str().unwrap_or("no tree").to_string()),
+                    Err(e) => Err(format!("unreadable answer: {e}")),
+                }
+            }
+            Ok(ractor::rpc::CallResult::Timeout) => Err(format!(
+                "node {id} did not answer within {} ms",
+                timeout.as_millis()
+            )),
+            _ => Err(format!("node {id} is unreachable")),
+        };
+        out.push((id, tree));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// Wakes the membership refresher when sessions open or close.
@@ -105,7 +167,11 @@ pub enum MeshError {
 impl Mesh {
     /// Starts the node server and the member actor, joins the seeds (retrying
     /// in the background until each answers), and keeps `membership` current.
-    pub async fn start(config: MeshConfig, membership: Membership) -> Result<Mesh, MeshError> {
+    pub async fn start(
+        config: MeshConfig,
+        membership: Membership,
+        twins: hanzo_twin_actors::TwinNode,
+    ) -> Result<Mesh, MeshError> {
         let (host, port) = config
             .listen
             .rsplit_once(':')
@@ -128,7 +194,7 @@ impl Mesh {
             .await
             .map_err(|e| MeshError::Start(e.to_string()))?;
         let info = serde_json::to_string(&local).map_err(|e| MeshError::Start(e.to_string()))?;
-        let (member, _) = Actor::spawn(None, Member, info)
+        let (member, _) = Actor::spawn(None, Member, MemberState { info, twins })
             .await
             .map_err(|e| MeshError::Start(e.to_string()))?;
         let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();

@@ -284,6 +284,7 @@ impl Node {
                     refresh: Duration::from_millis(c.refresh_ms),
                 },
                 membership.clone(),
+                twins.clone(),
             )
             .await
             .context("cannot join the cluster")?;

@@ -16,8 +16,16 @@ pub fn bin() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports: all are held while the next is chosen, so the
+/// kernel cannot hand the same one out twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
 }
 
 /// How to start a test node.
@@ -109,8 +117,7 @@ impl TestNode {
 
     pub async fn start_opts(opts: NodeOptions<'_>) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
-        let api_port = free_port();
-        let metrics_port = free_port();
+        let [api_port, metrics_port] = free_ports::<2>();
         let default_scenes = repo().join("configs/scenes");
         let config = format!(
             "node:\n  id: test-node\nserver:\n  host: 127.0.0.1\n  port: {api_port}\n  workers: 2\n{server}metrics:\n  host: 127.0.0.1\n  port: {metrics_port}\ndata_dir: {data}\nscenes:\n  root: {scenes}\ntwins:\n  call_timeout_ms: 20000\n{twins}{auth}logging:\n  level: info\n",

@@ -44,12 +44,23 @@ async fn page() -> Response {
         .into_response()
 }
 
-async fn tree(State(state): State<ApiState>, Twins(node): Twins) -> ApiResult {
+/// How long another member may take to send its tree.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// This node's tree, then every other member's (asked over the cluster, as
+/// the caller's organization); a member that cannot answer is listed with
+/// the reason.
+async fn tree(State(state): State<ApiState>, caller: Caller, Twins(node): Twins) -> ApiResult {
     let tree = node.tree().await?;
-    Ok(axum::Json(json!({
-        "nodes": [{ "node": state.membership.local().id, "tree": tree }]
-    }))
-    .into_response())
+    let mut nodes = vec![json!({ "node": state.membership.local().id, "tree": tree })];
+    let org = caller.principal.organization.to_string();
+    for (id, tree) in hanzo_twin_cluster::mesh::peer_trees(&org, PEER_TIMEOUT).await {
+        nodes.push(match tree {
+            Ok(tree) => json!({ "node": id, "tree": tree }),
+            Err(error) => json!({ "node": id, "error": error }),
+        });
+    }
+    Ok(axum::Json(json!({ "nodes": nodes })).into_response())
 }
 
 struct Watch {
