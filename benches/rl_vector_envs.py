@@ -41,11 +41,8 @@ def actions_for(n, rng):
     return rng.uniform(-1.0, 1.0, (64, n, 8)).astype(np.float32)
 
 
-def hanzo_vec(n, seconds, rng, **kw):
-    import hanzo_twin
-
-    envs = hanzo_twin.make_vec("ant-v5", n, **kw)
-    envs.reset(seed=0)
+def sync_rate(envs, n, seconds, rng):
+    """Env steps per second of a vector env stepping all `n` at once."""
     acts = actions_for(n, rng)
     i = [0]
 
@@ -53,7 +50,29 @@ def hanzo_vec(n, seconds, rng, **kw):
         envs.step(acts[i[0] % 64])
         i[0] += 1
 
-    rate = timed(step, n, seconds)
+    return timed(step, n, seconds)
+
+
+def async_rate(pool, n, batch, seconds, rng):
+    """Env steps per second of an EnvPool-style pool already reset
+    asynchronously: receive whichever `batch` finish, send them on."""
+    acts = actions_for(batch, rng)
+    i = [0]
+
+    def step():
+        _, _, _, _, info = pool.recv()
+        pool.send(acts[i[0] % 64], info["env_id"])
+        i[0] += 1
+
+    return timed(step, n, seconds, batch)
+
+
+def hanzo_vec(n, seconds, rng, **kw):
+    import hanzo_twin
+
+    envs = hanzo_twin.make_vec("ant-v5", n, **kw)
+    envs.reset(seed=0)
+    rate = sync_rate(envs, n, seconds, rng)
     envs.close()
     return rate
 
@@ -64,15 +83,7 @@ def hanzo_pool(n, seconds, rng):
     batch = max(1, n // 2)
     pool = hanzo_twin.make_pool("ant-v5", n, batch)
     pool.async_reset(0)
-    acts = actions_for(batch, rng)
-    i = [0]
-
-    def step():
-        _, _, _, _, info = pool.recv()
-        pool.send(acts[i[0] % 64], info["env_id"])
-        i[0] += 1
-
-    rate = timed(step, n, seconds, batch)
+    rate = async_rate(pool, n, batch, seconds, rng)
     pool.close()
     return rate
 
@@ -82,23 +93,12 @@ def envpool_run(n, seconds, rng, asynchronous):
 
     batch = max(1, n // 2) if asynchronous else n
     env = envpool.make("Ant-v5", env_type="gymnasium", num_envs=n, batch_size=batch, seed=0)
-    acts = actions_for(batch, rng)
-    i = [0]
     if asynchronous:
         env.async_reset()
-
-        def step():
-            _, _, _, _, info = env.recv()
-            env.send(acts[i[0] % 64], info["env_id"])
-            i[0] += 1
+        rate = async_rate(env, n, batch, seconds, rng)
     else:
         env.reset()
-
-        def step():
-            env.step(acts[i[0] % 64])
-            i[0] += 1
-
-    rate = timed(step, n, seconds, batch)
+        rate = sync_rate(env, n, seconds, rng)
     env.close()
     return rate
 
@@ -107,14 +107,7 @@ def gymnasium_run(n, seconds, rng, asynchronous):
     make = [lambda: gym.make("Ant-v5") for _ in range(n)]
     envs = gym.vector.AsyncVectorEnv(make) if asynchronous else gym.vector.SyncVectorEnv(make)
     envs.reset(seed=0)
-    acts = actions_for(n, rng)
-    i = [0]
-
-    def step():
-        envs.step(acts[i[0] % 64])
-        i[0] += 1
-
-    rate = timed(step, n, seconds)
+    rate = sync_rate(envs, n, seconds, rng)
     envs.close()
     return rate
 
