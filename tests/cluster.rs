@@ -9,7 +9,39 @@ use common::{NodeOptions, TestNode, free_ports, repo};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-async fn member(id: &str, listen: u16, cookie: &str, seeds: &[u16]) -> TestNode {
+/// What every member of one test's cluster shares: a PostgreSQL schema for
+/// definitions and a folder for checkpoints (object storage on one machine).
+struct Shared {
+    postgres: String,
+    schema: String,
+    objects: tempfile::TempDir,
+}
+
+fn shared() -> Option<Shared> {
+    let postgres = match std::env::var("HANZO_TWIN_TEST_POSTGRES_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            eprintln!(
+                "SKIPPED: a cluster shares definitions in PostgreSQL, and HANZO_TWIN_TEST_POSTGRES_URL is not set; scripts/test.sh starts PostgreSQL and sets it"
+            );
+            return None;
+        }
+    };
+    Some(Shared {
+        postgres,
+        schema: format!("cluster_{}", uuid::Uuid::new_v4().simple()),
+        objects: tempfile::tempdir().expect("tempdir"),
+    })
+}
+
+async fn member(
+    shared: &Shared,
+    id: &str,
+    listen: u16,
+    cookie: &str,
+    seeds: &[u16],
+    extra: &[(&str, &str)],
+) -> TestNode {
     let listen = format!("127.0.0.1:{listen}");
     let seeds = format!(
         "[{}]",
@@ -19,13 +51,24 @@ async fn member(id: &str, listen: u16, cookie: &str, seeds: &[u16]) -> TestNode 
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let env = [
+    let objects = shared.objects.path().to_string_lossy().to_string();
+    let mut env = vec![
         ("HANZO_TWIN_NODE_ID", id),
         ("HANZO_TWIN_CLUSTER_LISTEN", listen.as_str()),
         ("HANZO_TWIN_CLUSTER_COOKIE", cookie),
         ("HANZO_TWIN_CLUSTER_SEEDS", seeds.as_str()),
         ("HANZO_TWIN_CLUSTER_REFRESH_MS", "200"),
+        ("HANZO_TWIN_CLUSTER_LEASE_MS", "1500"),
+        ("HANZO_TWIN_METADATA_BACKEND", "postgres"),
+        ("HANZO_TWIN_METADATA_POSTGRES_URL", shared.postgres.as_str()),
+        (
+            "HANZO_TWIN_METADATA_POSTGRES_SCHEMA",
+            shared.schema.as_str(),
+        ),
+        ("HANZO_TWIN_STORAGE_ROOT", objects.as_str()),
+        ("HANZO_TWIN_TWINS_CHECKPOINT_INTERVAL_S", "0.1"),
     ];
+    env.extend_from_slice(extra);
     TestNode::start_opts(NodeOptions {
         env: &env,
         ..Default::default()
@@ -54,11 +97,12 @@ async fn members(node: &TestNode, count: usize) -> Vec<Value> {
 
 #[tokio::test]
 async fn three_nodes_join_through_seeds_and_see_a_killed_member_leave() {
+    let Some(sh) = shared() else { return };
     let [pa, pb, pc] = free_ports::<3>();
-    let a = member("node-a", pa, "shared-secret", &[]).await;
-    let b = member("node-b", pb, "shared-secret", &[pa]).await;
+    let a = member(&sh, "node-a", pa, "shared-secret", &[], &[]).await;
+    let b = member(&sh, "node-b", pb, "shared-secret", &[pa], &[]).await;
     // C knows only B, and meets A through it.
-    let c = member("node-c", pc, "shared-secret", &[pb]).await;
+    let c = member(&sh, "node-c", pc, "shared-secret", &[pb], &[]).await;
     for node in [&a, &b, &c] {
         let nodes = members(node, 3).await;
         let mut ids: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
@@ -103,9 +147,10 @@ async fn three_nodes_join_through_seeds_and_see_a_killed_member_leave() {
 
 #[tokio::test]
 async fn a_node_with_another_cookie_is_kept_out() {
+    let Some(sh) = shared() else { return };
     let [pa, pb] = free_ports::<2>();
-    let a = member("node-a", pa, "right-secret", &[]).await;
-    let b = member("node-b", pb, "wrong-secret", &[pa]).await;
+    let a = member(&sh, "node-a", pa, "right-secret", &[], &[]).await;
+    let b = member(&sh, "node-b", pb, "wrong-secret", &[pa], &[]).await;
     // Give the handshake time to fail, then both still stand alone.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(members(&a, 1).await.len(), 1);
@@ -137,36 +182,510 @@ fn contains_twin(tree: &Value, name: &str) -> bool {
 
 #[tokio::test]
 async fn any_member_shows_every_members_supervision_tree() {
+    let Some(sh) = shared() else { return };
     let [pa, pb] = free_ports::<2>();
-    let a = member("node-a", pa, "shared-secret", &[]).await;
-    let b = member("node-b", pb, "shared-secret", &[pa]).await;
+    let a = member(&sh, "node-a", pa, "shared-secret", &[], &[]).await;
+    let _b = member(&sh, "node-b", pb, "shared-secret", &[pa], &[]).await;
     members(&a, 2).await;
-    // A twin on B, through B's own API.
-    let yaml =
-        std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml")).expect("sample");
-    let (status, twin) = b
-        .post_raw(
-            "/v1/twins",
-            "application/yaml",
-            &common::rename(&yaml, "b-arm"),
-        )
-        .await;
-    assert_eq!(status, 201, "{twin}");
-    let id = twin["id"].as_str().expect("id").to_string();
-    let (status, _) = b
-        .post(
-            &format!("/v1/twins/{id}/start"),
-            serde_json::json!({ "clock": "paused" }),
-        )
-        .await;
-    assert_eq!(status, 200);
+    // Twins until one lands on B (placement decides), started paused.
+    let mut on_b = None;
+    for i in 0..20 {
+        let (id, node) = create(&a, &format!("arm-{i}")).await;
+        a.start_twin(&id, "paused").await;
+        if node == "node-b" {
+            on_b = Some(format!("arm-{i}"));
+            break;
+        }
+    }
+    let on_b = on_b.expect("placement puts some twin on node-b");
     // A answers with its own tree first, then B's, asked over the cluster.
     let (status, v) = a.get("/v1/cluster/tree").await;
     assert_eq!(status, 200, "{v}");
     let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
     assert_eq!(nodes.len(), 2, "{v}");
     assert_eq!(nodes[0]["node"], "node-a");
-    assert!(!contains_twin(&nodes[0]["tree"], "b-arm"), "{v}");
+    assert!(!contains_twin(&nodes[0]["tree"], &on_b), "{v}");
     assert_eq!(nodes[1]["node"], "node-b");
-    assert!(contains_twin(&nodes[1]["tree"], "b-arm"), "{v}");
+    assert!(contains_twin(&nodes[1]["tree"], &on_b), "{v}");
+}
+
+/// Creates a robot-arm twin named `name` through `node`; returns its id and
+/// the node placement put it on.
+async fn create(node: &TestNode, name: &str) -> (String, String) {
+    let yaml =
+        std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml")).expect("sample");
+    let (status, twin) = node
+        .post_raw(
+            "/v1/twins",
+            "application/yaml",
+            &common::rename(&yaml, name),
+        )
+        .await;
+    assert_eq!(status, 201, "{twin}");
+    (
+        twin["id"].as_str().expect("id").to_string(),
+        twin["status"]["node"].as_str().expect("holder").to_string(),
+    )
+}
+
+/// How many times a running twin called `name` appears in the cluster's trees.
+async fn activations(node: &TestNode, name: &str) -> usize {
+    let (status, v) = node.get("/v1/cluster/tree").await;
+    assert_eq!(status, 200, "{v}");
+    fn count(tree: &Value, name: &str) -> usize {
+        let twin = tree["kind"] == "twin" || tree["kind"] == "fork";
+        usize::from(twin && tree["name"] == name && tree["status"] == "running")
+            + tree["children"]
+                .as_array()
+                .map(|c| c.iter().map(|t| count(t, name)).sum())
+                .unwrap_or(0)
+    }
+    v["nodes"]
+        .as_array()
+        .map(|nodes| nodes.iter().map(|n| count(&n["tree"], name)).sum())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn any_node_serves_any_twin_through_its_one_owner() {
+    let Some(sh) = shared() else { return };
+    let [pa, pb, pc] = free_ports::<3>();
+    // Small frames, so checkpoints and fork states cross nodes in parts; a
+    // short call timeout, so a frozen node is reported quickly.
+    let extra = [
+        ("HANZO_TWIN_CLUSTER_MAX_FRAME_BYTES", "4096"),
+        ("HANZO_TWIN_TWINS_CALL_TIMEOUT_MS", "1000"),
+    ];
+    let a = member(&sh, "node-a", pa, "s3cret", &[], &extra).await;
+    let b = member(&sh, "node-b", pb, "s3cret", &[pa], &extra).await;
+    let c = member(&sh, "node-c", pc, "s3cret", &[pa], &extra).await;
+    for n in [&a, &b, &c] {
+        members(n, 3).await;
+    }
+    let nodes = [&a, &b, &c];
+    let names = ["node-a", "node-b", "node-c"];
+    let node_named = |id: &str| nodes[names.iter().position(|n| *n == id).expect("known node")];
+
+    // Six twins created through A land on their owners, all over the cluster.
+    let mut twins = Vec::new();
+    for i in 0..6 {
+        let (id, holder) = create(&a, &format!("cell-{i}")).await;
+        twins.push((format!("cell-{i}"), id, holder));
+    }
+    let mut holders: Vec<&str> = twins.iter().map(|t| t.2.as_str()).collect();
+    holders.sort();
+    holders.dedup();
+    assert!(holders.len() >= 2, "placement spread the twins: {twins:?}");
+
+    // Started and stepped through every node: each request reaches the one
+    // actor of that twin, so the steps add up.
+    for (i, (_, id, _)) in twins.iter().enumerate() {
+        nodes[i % 3].start_twin(id, "paused").await;
+    }
+    for (name, id, holder) in &twins {
+        for (k, n) in nodes.iter().enumerate() {
+            let report = n.step(id, 1).await;
+            assert_eq!(report["step"], k as u64 + 1, "{name}: {report}");
+        }
+        assert_eq!(activations(&b, name).await, 1, "{name} runs exactly once");
+        // By name, from a node that does not hold it.
+        let (status, v) = node_named(if holder == "node-a" {
+            "node-b"
+        } else {
+            "node-a"
+        })
+        .get(&format!("/v1/twins/{name}"))
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["id"].as_str(), Some(id.as_str()));
+        assert_eq!(v["status"]["node"].as_str(), Some(holder.as_str()));
+    }
+    // Every node lists every twin.
+    for n in nodes {
+        let (status, v) = n.get("/v1/twins").await;
+        assert_eq!(status, 200, "{v}");
+        let mut listed: Vec<&str> = v["twins"]
+            .as_array()
+            .expect("twins")
+            .iter()
+            .filter_map(|t| t["id"].as_str())
+            .collect();
+        listed.sort();
+        let mut expected: Vec<&str> = twins.iter().map(|t| t.1.as_str()).collect();
+        expected.sort();
+        assert_eq!(listed, expected);
+    }
+    // A name is unique in the cluster, whichever node is asked.
+    let yaml =
+        std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml")).expect("sample");
+    for n in nodes {
+        let (status, v) = n
+            .post_raw(
+                "/v1/twins",
+                "application/yaml",
+                &common::rename(&yaml, "cell-3"),
+            )
+            .await;
+        assert_eq!(status, 409, "{v}");
+    }
+
+    // A fork on another node than its parent's, asked through a third: it
+    // starts from the parent's exact state.
+    let (_, parent, parent_node) = &twins[0];
+    let target = names
+        .iter()
+        .find(|n| *n != parent_node)
+        .expect("another node");
+    let asked = nodes
+        .iter()
+        .zip(names)
+        .find(|(_, n)| n != parent_node && n != target)
+        .map(|(t, _)| *t)
+        .expect("a third node");
+    let (status, fork) = asked
+        .post(
+            &format!("/v1/twins/{parent}/fork"),
+            serde_json::json!({ "name": "cross-fork", "node": target }),
+        )
+        .await;
+    assert_eq!(status, 201, "{fork}");
+    assert_eq!(fork["status"]["node"].as_str(), Some(*target));
+    assert_eq!(fork["parent"].as_str(), Some(parent.as_str()));
+    let fork_id = fork["id"].as_str().expect("id");
+    assert_eq!(
+        a.observation_text(fork_id).await,
+        a.observation_text(parent).await,
+        "the fork continues from the parent's state"
+    );
+    assert_eq!(activations(&c, "cross-fork").await, 1);
+    // The least loaded node takes a fork asked for that way.
+    let (_, v) = a.get("/v1/twins").await;
+    let mut load = std::collections::HashMap::<String, usize>::new();
+    for n in names {
+        load.insert(n.to_string(), 0);
+    }
+    for t in v["twins"].as_array().expect("twins") {
+        if t["status"]["state"] == "running" {
+            *load
+                .entry(t["status"]["node"].as_str().unwrap_or("").to_string())
+                .or_default() += 1;
+        }
+    }
+    let least = *load.values().min().expect("loads");
+    let (status, fork) = b
+        .post(
+            &format!("/v1/twins/{parent}/fork"),
+            serde_json::json!({ "node": "least_loaded" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{fork}");
+    let went = fork["status"]["node"].as_str().expect("node");
+    assert_eq!(load[went], least, "{went} of {load:?}");
+    // A node that is not a member is refused, naming the field.
+    let (status, v) = b
+        .post(
+            &format!("/v1/twins/{parent}/fork"),
+            serde_json::json!({ "node": "node-z" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "node");
+
+    // A checkpoint larger than one frame, out through one non-holder and back
+    // in through another.
+    let (_, id, holder) = &twins[1];
+    let others: Vec<&TestNode> = nodes
+        .iter()
+        .zip(names)
+        .filter(|(_, n)| n != holder)
+        .map(|(t, _)| *t)
+        .collect();
+    let before = a.observation_text(id).await;
+    let r = others[0]
+        .http
+        .get(others[0].url(&format!("/v1/twins/{id}/checkpoint")))
+        .send()
+        .await
+        .expect("checkpoint");
+    assert_eq!(r.status().as_u16(), 200);
+    let checkpoint = r.bytes().await.expect("bytes");
+    assert!(
+        checkpoint.len() > 4096,
+        "more than one frame: {} bytes",
+        checkpoint.len()
+    );
+    node_named(holder).step(id, 5).await;
+    assert_ne!(a.observation_text(id).await, before);
+    let r = others[1]
+        .http
+        .put(others[1].url(&format!("/v1/twins/{id}/checkpoint")))
+        .body(checkpoint.to_vec())
+        .send()
+        .await
+        .expect("restore");
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    assert_eq!(a.observation_text(id).await, before, "restored exactly");
+
+    // A frozen node: requests for its twins fail within the call timeout with
+    // a 503 naming the twin and the node, and nothing hangs.
+    let (_, id, holder) = &twins[2];
+    let frozen = node_named(holder);
+    let asker = nodes
+        .iter()
+        .zip(names)
+        .find(|(_, n)| n != holder)
+        .map(|(t, _)| *t)
+        .expect("another node");
+    let pid = frozen.pid().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()));
+    let (status, v) = asker
+        .post(
+            &format!("/v1/twins/{id}/step"),
+            serde_json::json!({ "steps": 1 }),
+        )
+        .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "node_unavailable");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(id.as_str()) && message.contains(holder.as_str()),
+        "{message}"
+    );
+}
+
+/// Waits until every twin in `ids` answers through `node` as running on a
+/// node other than `not_on`; returns their records.
+async fn all_running(node: &TestNode, ids: &[String], not_on: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'again: loop {
+        assert!(
+            Instant::now() < deadline,
+            "twins did not all come back:\n{}",
+            node.log()
+        );
+        let mut records = Vec::new();
+        for id in ids {
+            let (status, v) = node.get(&format!("/v1/twins/{id}/state")).await;
+            let (rstatus, record) = node.get(&format!("/v1/twins/{id}")).await;
+            if status != 200
+                || rstatus != 200
+                || record["status"]["state"] != "running"
+                || record["status"]["node"] == not_on
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue 'again;
+            }
+            records.push(serde_json::json!({ "record": record, "state": v }));
+        }
+        return records;
+    }
+}
+
+#[tokio::test]
+async fn twins_of_a_killed_node_come_back_on_the_survivors_and_a_new_node_takes_its_share() {
+    let Some(sh) = shared() else { return };
+    let [pa, pb, pc, pd] = free_ports::<4>();
+    let extra = [("HANZO_TWIN_CLUSTER_MAX_MOVES", "2")];
+    let a = member(&sh, "node-a", pa, "s3cret", &[], &extra).await;
+    let b = member(&sh, "node-b", pb, "s3cret", &[pa], &extra).await;
+    let mut c = member(&sh, "node-c", pc, "s3cret", &[pa], &extra).await;
+    for n in [&a, &b, &c] {
+        members(n, 3).await;
+    }
+    let mut ids = Vec::new();
+    let mut on_c = Vec::new();
+    for i in 0..9 {
+        let (id, holder) = create(&a, &format!("line-{i}")).await;
+        a.start_twin(&id, "paused").await;
+        // Past a few checkpoints (every 0.1 s of simulated time).
+        a.step(&id, 100).await;
+        if holder == "node-c" {
+            on_c.push(id.clone());
+        }
+        ids.push(id);
+    }
+    assert!(!on_c.is_empty(), "placement put nothing on node-c");
+    // Checkpoints are written in the background: give them a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // kill -9 node-c while its twins run.
+    let killed = Instant::now();
+    c.stop(true);
+    let back = all_running(&a, &ids, "node-c").await;
+    eprintln!(
+        "{} twins of the killed node answered on the survivors after {:?}",
+        on_c.len(),
+        killed.elapsed()
+    );
+    for entry in &back {
+        let id = entry["record"]["id"].as_str().unwrap_or("");
+        let step = entry["state"]["step"].as_u64().unwrap_or(0);
+        // Resumed from its last checkpoint, not from the scene's start.
+        assert!(step >= 24, "{id} came back at step {step}: {entry}");
+        assert_eq!(
+            activations(&b, entry["record"]["name"].as_str().unwrap_or("")).await,
+            1
+        );
+    }
+    // No definition lost.
+    let (_, v) = b.get("/v1/twins").await;
+    assert_eq!(v["twins"].as_array().map(Vec::len), Some(9), "{v}");
+    let log = format!("{}{}", a.log(), b.log());
+    assert!(
+        log.contains("taking over a twin from a node that stopped answering"),
+        "{log}"
+    );
+
+    // A new node joins and takes over its share, a few at a time, each with a
+    // clean hand-off; every twin still runs exactly once.
+    let d = member(&sh, "node-d", pd, "s3cret", &[pb], &extra).await;
+    members(&d, 3).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = d.get("/v1/twins").await;
+        let on_d = v["twins"]
+            .as_array()
+            .map(|t| t.iter().filter(|t| t["status"]["node"] == "node-d").count())
+            .unwrap_or(0);
+        if on_d > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-d took nothing over:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let back = all_running(&d, &ids, "node-c").await;
+    for entry in &back {
+        let name = entry["record"]["name"].as_str().unwrap_or("");
+        assert_eq!(activations(&a, name).await, 1, "{name}");
+        assert!(
+            entry["state"]["step"].as_u64().unwrap_or(0) >= 24,
+            "{entry}"
+        );
+    }
+    let metrics = format!("{}{}", a.metrics().await, b.metrics().await);
+    assert!(metrics.contains("hanzo_twin_handoffs_total"), "{metrics}");
+    assert!(d.log().contains("placement moved twins"), "{}", d.log());
+}
+
+#[tokio::test]
+async fn an_agent_drives_cluster_twins_by_id_through_a_client_that_hosts_none() {
+    use hanzo_twin::actors::{Clock, ForkOptions, Format, StartOptions, TwinDefinition};
+    use hanzo_twin::cluster::mesh::{Mesh, MeshConfig};
+    let Some(sh) = shared() else { return };
+    let [pa, pb, pclient] = free_ports::<3>();
+    let a = member(&sh, "node-a", pa, "s3cret", &[], &[]).await;
+    let b = member(&sh, "node-b", pb, "s3cret", &[pa], &[]).await;
+    members(&a, 2).await;
+    members(&b, 2).await;
+
+    // The agent's process joins as a client: it knows one seed and the cookie.
+    let (mesh, twins) = Mesh::connect_client(
+        MeshConfig {
+            listen: format!("127.0.0.1:{pclient}"),
+            cookie: "s3cret".into(),
+            seeds: vec![format!("127.0.0.1:{pa}")],
+            refresh: Duration::from_millis(200),
+            lease: Duration::from_secs(3),
+            max_moves: 1,
+            max_frame: 1 << 20,
+        },
+        "agent-1",
+        Duration::from_secs(10),
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the client joins");
+    // It waits until both nodes are known before placing anything.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mesh.link().peers().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the client met only {:?}",
+            mesh.link().peers()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let yaml =
+        std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml")).expect("sample");
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let definition = TwinDefinition::parse(
+            &common::rename(&yaml, &format!("agent-arm-{i}")),
+            Format::Yaml,
+        )
+        .expect("definition");
+        let record = twins.create(definition).await.expect("create");
+        let holder = record.status.node.clone().unwrap_or_default();
+        assert!(holder == "node-a" || holder == "node-b", "{holder}");
+        let id = record.id.to_string();
+        twins
+            .start(
+                &id,
+                StartOptions {
+                    clock: Clock::Paused,
+                    reset: false,
+                },
+            )
+            .await
+            .expect("start");
+        let report = twins.step(&id, 10).await.expect("step");
+        assert_eq!(report.step, 10);
+        ids.push((id, holder));
+    }
+    // The same twins, through the HTTP API of each node.
+    for (id, holder) in &ids {
+        let (status, v) = a.get(&format!("/v1/twins/{id}")).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["status"]["node"].as_str(), Some(holder.as_str()));
+        assert_eq!(b.step(id, 1).await["step"], 11);
+    }
+    let (id, holder) = &ids[0];
+    let observed = twins.observe(id, "/").await.expect("observe");
+    assert_eq!(observed.step, 11);
+    let other = if holder == "node-a" {
+        "node-b"
+    } else {
+        "node-a"
+    };
+    let fork = twins
+        .fork(
+            id,
+            ForkOptions {
+                name: Some("agent-fork".into()),
+                clock: Clock::Paused,
+                node: Some(other.into()),
+            },
+        )
+        .await
+        .expect("fork");
+    assert_eq!(fork.status.node.as_deref(), Some(other));
+    let forked = twins
+        .observe(&fork.id.to_string(), "/")
+        .await
+        .expect("observe fork");
+    assert_eq!(forked, observed, "the fork starts from the parent's state");
+    let listed = twins.list(Default::default()).await.expect("list");
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    // The client hosts nothing and is no member.
+    assert_eq!(members(&a, 2).await.len(), 2);
+    let err = twins.get("no-such-twin").await.expect_err("unknown");
+    assert!(
+        matches!(err, hanzo_twin::actors::TwinError::NotFound(_)),
+        "{err}"
+    );
+    twins
+        .delete(&fork.id.to_string())
+        .await
+        .expect("delete the fork");
+    mesh.stop();
 }

@@ -83,6 +83,40 @@ async fn suite(store: Arc<dyn TwinStore>) {
     assert_eq!(store.get(records[0].id).await.expect("get"), None);
     assert_eq!(store.get(TwinId::new()).await.expect("get"), None);
     assert_eq!(store.list().await.expect("list").len(), 19);
+    // Claims: a twin nobody holds goes to the first claimant; another node
+    // takes it only by naming the holder as gone.
+    let free = records[5].id;
+    let first = store.claim(free, "n1", None).await.expect("claim");
+    assert_eq!(first.map(|r| r.status.node), Some(Some("n1".to_string())));
+    assert!(
+        store
+            .claim(free, "n2", None)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    assert!(
+        store
+            .claim(free, "n2", Some("n9"))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    let taken = store.claim(free, "n2", Some("n1")).await.expect("claim");
+    assert_eq!(taken.map(|r| r.status.node), Some(Some("n2".to_string())));
+    assert_eq!(
+        store.get(free).await.expect("get").map(|r| r.status.node),
+        Some(Some("n2".to_string())),
+        "the claim is stored"
+    );
+    assert!(
+        store
+            .claim(TwinId::new(), "n1", None)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    assert_eq!(store.list().await.expect("list").len(), 19);
 }
 
 #[tokio::test]
@@ -100,15 +134,40 @@ async fn sled_store_keeps_records() {
 async fn postgres_store_keeps_records() {
     let Some(url) = postgres_url() else { return };
     let schema = fresh_schema("suite");
-    let store = PgTwinStore::connect(&url, &schema, 4, Duration::from_secs(5))
+    let store = PgTwinStore::connect(&url, &schema, 4, Duration::from_secs(5), "n0")
         .await
         .expect("postgres");
-    suite(Arc::new(store)).await;
+    suite(Arc::new(store.clone())).await;
     // A second pool on the same schema (another node) reads the same rows.
-    let other = PgTwinStore::connect(&url, &schema, 1, Duration::from_secs(5))
+    let other = PgTwinStore::connect(&url, &schema, 1, Duration::from_secs(5), "n2")
         .await
         .expect("postgres");
-    assert_eq!(other.list().await.expect("list").len(), 19);
+    let listed = other.list().await.expect("list");
+    assert_eq!(listed.len(), 19);
+    // Only a twin's holder writes it: n0 lost the twin n2 claimed.
+    let held = listed
+        .iter()
+        .find(|r| r.status.node.as_deref() == Some("n2"))
+        .expect("the claimed twin")
+        .clone();
+    let err = store.put(&held).await.expect_err("fenced");
+    assert!(err.0.contains("held by another node"), "{err}");
+    other.put(&held).await.expect("the holder writes");
+    // Heartbeats: a node is live for the lease after its last one.
+    store.heartbeat("n0").await.expect("heartbeat");
+    let live = other
+        .live_nodes(Duration::from_secs(30))
+        .await
+        .expect("live")
+        .expect("a shared store knows");
+    assert_eq!(live, vec!["n0".to_string()]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let live = other
+        .live_nodes(Duration::from_millis(10))
+        .await
+        .expect("live")
+        .expect("a shared store knows");
+    assert!(live.is_empty(), "the lease ran out: {live:?}");
 }
 
 #[tokio::test]
@@ -119,17 +178,24 @@ async fn an_unreachable_postgres_fails_fast_with_a_clear_error() {
         "hanzo_twin",
         1,
         Duration::from_secs(2),
+        "n0",
     )
     .await
     .err()
     .map(|e| e.to_string())
     .unwrap_or_default();
     assert!(err.contains("postgres"), "{err}");
-    let err = PgTwinStore::connect("not a url at all", "hanzo_twin", 1, Duration::from_secs(2))
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = PgTwinStore::connect(
+        "not a url at all",
+        "hanzo_twin",
+        1,
+        Duration::from_secs(2),
+        "n0",
+    )
+    .await
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
     assert!(err.contains("metadata.postgres.url"), "{err}");
 }
 

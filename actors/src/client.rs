@@ -6,10 +6,11 @@ use crate::definition::Name;
 use crate::definition::TwinDefinition;
 use crate::error::TwinError;
 use crate::protocol::{
-    Fault, ForkOptions, HostMsg, JointCommandEntry, Reply, Scope, StartOptions, StepReport,
-    TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo,
+    Fault, ForkOptions, HostMsg, JointCommandEntry, LEAST_LOADED, Rebalanced, Reply, Scope,
+    StartOptions, StepReport, TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo,
 };
-use crate::record::{Clock, TwinRecord};
+use crate::record::{Clock, TwinId, TwinRecord};
+use crate::remote::{self, ClusterLink, TwinReply, TwinRequest};
 use hanzo_twin_engines::{JointCommand, Observation, SimState};
 use ractor::ActorRef;
 use std::sync::{Arc, RwLock};
@@ -27,20 +28,69 @@ pub const GYM_CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 ///
 /// A handle sees every twin on the node; [`TwinNode::scoped`] narrows it to one
 /// organization, which the host then enforces on every request.
+///
+/// In a cluster ([`TwinNode::attach_cluster`]) a request for a twin goes to the
+/// node that owns it, wherever the handle is: the same calls drive twins on
+/// this node and on every other. A client-only handle
+/// ([`TwinNode::client_only`]) hosts no twins and sends every request away.
 #[derive(Clone)]
 pub struct TwinNode {
-    host: Arc<RwLock<ActorRef<HostMsg>>>,
+    host: Arc<RwLock<Option<ActorRef<HostMsg>>>>,
+    link: Arc<RwLock<Option<Arc<dyn ClusterLink>>>>,
     timeout: Duration,
     scope: Scope,
+}
+
+/// Unpacks the one reply shape a request can get.
+macro_rules! expect_reply {
+    ($result:expr, $pattern:pat => $value:expr) => {
+        match $result? {
+            ($pattern, _) => Ok($value),
+            (other, _) => Err(unexpected(other)),
+        }
+    };
+}
+
+fn unexpected(reply: TwinReply) -> TwinError {
+    TwinError::Storage(format!(
+        "a node answered with an unexpected reply: {reply:?}"
+    ))
 }
 
 impl TwinNode {
     pub fn new(host: ActorRef<HostMsg>, timeout: Duration) -> TwinNode {
         TwinNode {
-            host: Arc::new(RwLock::new(host)),
+            host: Arc::new(RwLock::new(Some(host))),
+            link: Arc::new(RwLock::new(None)),
             timeout,
             scope: Scope::Node,
         }
+    }
+
+    /// A handle that hosts no twins: every request goes to the cluster
+    /// through `link`.
+    pub fn client_only(link: Arc<dyn ClusterLink>, timeout: Duration) -> TwinNode {
+        TwinNode {
+            host: Arc::new(RwLock::new(None)),
+            link: Arc::new(RwLock::new(Some(link))),
+            timeout,
+            scope: Scope::Node,
+        }
+    }
+
+    /// Routes requests (of this handle and its clones) through `link` from now
+    /// on.
+    pub fn attach_cluster(&self, link: Arc<dyn ClusterLink>) {
+        *self.link.write().unwrap_or_else(|p| p.into_inner()) = Some(link);
+    }
+
+    /// Back to this node alone.
+    pub fn detach_cluster(&self) {
+        *self.link.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn link(&self) -> Option<Arc<dyn ClusterLink>> {
+        self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The same node with another per-call timeout.
@@ -60,6 +110,14 @@ impl TwinNode {
         }
     }
 
+    /// The same handle with another scope.
+    pub fn with_scope(&self, scope: Scope) -> TwinNode {
+        TwinNode {
+            scope,
+            ..self.clone()
+        }
+    }
+
     pub fn scope(&self) -> &Scope {
         &self.scope
     }
@@ -71,15 +129,27 @@ impl TwinNode {
         }
     }
 
-    pub fn host(&self) -> ActorRef<HostMsg> {
+    /// The local host; `Err` for a client-only handle.
+    fn local_host(&self) -> Result<ActorRef<HostMsg>, TwinError> {
         // The lock only guards a swap of one reference; a poisoned one still
         // holds a valid reference.
-        self.host.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.host
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                TwinError::Unavailable("this client hosts no twins or environments".into())
+            })
+    }
+
+    /// The local host actor (`None` for a client-only handle).
+    pub fn host(&self) -> Option<ActorRef<HostMsg>> {
+        self.local_host().ok()
     }
 
     /// Points this handle (and its clones) at a new host actor.
     pub fn replace_host(&self, host: ActorRef<HostMsg>) {
-        *self.host.write().unwrap_or_else(|p| p.into_inner()) = host;
+        *self.host.write().unwrap_or_else(|p| p.into_inner()) = Some(host);
     }
 
     async fn ask<T: Send + 'static>(
@@ -96,7 +166,7 @@ impl TwinNode {
         timeout: std::time::Duration,
         build: impl FnOnce(Reply<T>) -> HostMsg,
     ) -> Result<T, TwinError> {
-        match self.host().call(build, Some(timeout)).await {
+        match self.local_host()?.call(build, Some(timeout)).await {
             Ok(ractor::rpc::CallResult::Success(result)) => result,
             Ok(ractor::rpc::CallResult::Timeout) => Err(TwinError::Timeout {
                 id: what.to_string(),
@@ -123,14 +193,435 @@ impl TwinNode {
         .await
     }
 
-    pub async fn create(&self, definition: TwinDefinition) -> Result<TwinRecord, TwinError> {
-        let scope = self.scope.clone();
-        self.ask("create", |reply| HostMsg::Create {
-            definition,
-            scope,
-            reply,
+    /// Runs `request` where it belongs: here when not clustered or when this
+    /// node holds the twin, else on the node that does.
+    async fn run(
+        &self,
+        request: TwinRequest,
+        blob: Vec<u8>,
+    ) -> Result<(TwinReply, Vec<u8>), TwinError> {
+        let Some(link) = self.link() else {
+            return self.execute(request, blob).await;
+        };
+        let local = link.local_node();
+        match &request {
+            TwinRequest::Create { definition } => {
+                let org = self.creating_organization(definition)?;
+                // Creation goes to the owner of the name, so two creations of
+                // one name meet on one node, which lets only one through.
+                self.refuse_name_elsewhere(&*link, &org, definition.name.as_str())
+                    .await?;
+                let node = link
+                    .owner(&format!("{org}/{}", definition.name))
+                    .ok_or_else(no_nodes)?;
+                self.run_on(&*link, &node, "create", request, blob).await
+            }
+            TwinRequest::List { .. } => {
+                let mut all = Vec::new();
+                let mut nodes = link.peers();
+                if link.hosts_twins() {
+                    nodes.insert(0, local.clone());
+                }
+                for node in nodes {
+                    if let (TwinReply::Records(part), _) = self
+                        .run_on(&*link, &node, "list", request.clone(), Vec::new())
+                        .await?
+                    {
+                        all.extend(part);
+                    }
+                }
+                all.sort_by_key(|r| r.id);
+                all.dedup_by_key(|r| r.id);
+                Ok((TwinReply::Records(all), Vec::new()))
+            }
+            _ => match request.twin().map(str::to_string) {
+                Some(key) => {
+                    let node = self.locate(&*link, &key).await?;
+                    self.run_on(&*link, &node, &key, request, blob).await
+                }
+                None => self.execute(request, blob).await,
+            },
+        }
+    }
+
+    /// The organization a definition will be created in, as the host decides.
+    fn creating_organization(&self, definition: &TwinDefinition) -> Result<String, TwinError> {
+        Ok(match (&definition.organization, &self.scope) {
+            (Some(declared), _) => declared.to_string(),
+            (None, Scope::Organization(own)) => own.to_string(),
+            (None, Scope::Node) => crate::definition::DEFAULT_ORGANIZATION.to_string(),
         })
-        .await
+    }
+
+    /// A conflict when another node already holds a twin of this name in the
+    /// organization.
+    async fn refuse_name_elsewhere(
+        &self,
+        link: &dyn ClusterLink,
+        org: &str,
+        name: &str,
+    ) -> Result<(), TwinError> {
+        let Ok(org_name) = Name::new(org) else {
+            // The host names the bad field.
+            return Ok(());
+        };
+        let scoped = self.with_scope(Scope::Organization(org_name));
+        for node in link.peers() {
+            let get = TwinRequest::Get {
+                twin: name.to_string(),
+            };
+            match scoped.run_on(link, &node, name, get, Vec::new()).await {
+                Ok(_) => {
+                    return Err(TwinError::Conflict(format!(
+                        "a twin named `{name}` already exists in organization {org}"
+                    )));
+                }
+                Err(TwinError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The node that serves twin `key`: its id's owner, or for a name the node
+    /// holding a twin of that name.
+    async fn locate(&self, link: &dyn ClusterLink, key: &str) -> Result<String, TwinError> {
+        if TwinId::parse(key).is_some() {
+            return link.owner(key).ok_or_else(no_nodes);
+        }
+        let get = |twin: &str| TwinRequest::Get {
+            twin: twin.to_string(),
+        };
+        if link.hosts_twins() {
+            match self.execute(get(key), Vec::new()).await {
+                Ok(_) => return Ok(link.local_node()),
+                Err(TwinError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut unreachable = None;
+        for node in link.peers() {
+            match self.run_on(link, &node, key, get(key), Vec::new()).await {
+                Ok(_) => return Ok(node),
+                Err(TwinError::NotFound(_)) => {}
+                Err(e @ TwinError::NodeUnavailable { .. }) => unreachable = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        // Not found anywhere that answered; a silent node may hold it.
+        Err(unreachable.unwrap_or_else(|| TwinError::NotFound(key.to_string())))
+    }
+
+    /// Runs `request` on `node`: here when it is this node. Boxed, because a
+    /// fork executed here may run a request on another node.
+    fn run_on<'a>(
+        &'a self,
+        link: &'a dyn ClusterLink,
+        node: &'a str,
+        twin: &'a str,
+        request: TwinRequest,
+        blob: Vec<u8>,
+    ) -> crate::store::BoxFuture<'a, Result<(TwinReply, Vec<u8>), TwinError>> {
+        Box::pin(async move {
+            if node == link.local_node() {
+                return self.execute(request, blob).await;
+            }
+            let frame = remote::encode_request(&self.scope, &request, &blob);
+            let unavailable = |reason: String| TwinError::NodeUnavailable {
+                twin: twin.to_string(),
+                node: node.to_string(),
+                reason,
+            };
+            let answer = link
+                .call(node, frame, self.timeout)
+                .await
+                .map_err(unavailable)?;
+            remote::decode_reply(&answer).map_err(unavailable)?
+        })
+    }
+
+    /// Serves a request that arrived from another node, here, without routing
+    /// it further (so two nodes that briefly disagree on placement cannot pass
+    /// a request back and forth).
+    pub async fn serve_frame(&self, frame: &[u8]) -> Vec<u8> {
+        let result = match remote::decode_request(frame) {
+            Ok((scope, request, blob)) => self.with_scope(scope).execute(request, blob).await,
+            Err(e) => Err(TwinError::invalid("frame", e)),
+        };
+        remote::encode_reply(result)
+    }
+
+    /// Runs `request` on this node's host.
+    async fn execute(
+        &self,
+        request: TwinRequest,
+        blob: Vec<u8>,
+    ) -> Result<(TwinReply, Vec<u8>), TwinError> {
+        let record = |r: TwinRecord| (TwinReply::Record(Box::new(r)), Vec::new());
+        let done = (TwinReply::Done, Vec::new());
+        Ok(match request {
+            TwinRequest::Create { definition } => {
+                let scope = self.scope.clone();
+                record(
+                    self.ask("create", |reply| HostMsg::Create {
+                        definition,
+                        scope,
+                        reply,
+                    })
+                    .await?,
+                )
+            }
+            TwinRequest::Get { twin } => {
+                let t = self.twin_ref(&twin);
+                record(
+                    self.ask(&twin, |reply| HostMsg::Get { twin: t, reply })
+                        .await?,
+                )
+            }
+            TwinRequest::List { filter } => {
+                let scope = self.scope.clone();
+                let list = self
+                    .ask("list", |reply| HostMsg::List {
+                        filter,
+                        scope,
+                        reply,
+                    })
+                    .await?;
+                (TwinReply::Records(list), Vec::new())
+            }
+            TwinRequest::Update { twin, patch } => {
+                let t = self.twin_ref(&twin);
+                record(
+                    self.ask(&twin, |reply| HostMsg::Update {
+                        twin: t,
+                        patch,
+                        reply,
+                    })
+                    .await?,
+                )
+            }
+            TwinRequest::Delete { twin } => {
+                let t = self.twin_ref(&twin);
+                self.ask(&twin, |reply| HostMsg::Delete { twin: t, reply })
+                    .await?;
+                done
+            }
+            TwinRequest::Start { twin, options } => {
+                let t = self.twin_ref(&twin);
+                record(
+                    self.ask(&twin, |reply| HostMsg::Start {
+                        twin: t,
+                        options,
+                        reply,
+                    })
+                    .await?,
+                )
+            }
+            TwinRequest::Stop { twin } => {
+                let t = self.twin_ref(&twin);
+                record(
+                    self.ask(&twin, |reply| HostMsg::Stop { twin: t, reply })
+                        .await?,
+                )
+            }
+            TwinRequest::Fork { twin, options } => record(self.fork_here(&twin, options).await?),
+            TwinRequest::Checkpoint { twin } => {
+                let t = self.twin_ref(&twin);
+                let state = self
+                    .ask(&twin, |reply| HostMsg::Checkpoint { twin: t, reply })
+                    .await?;
+                (TwinReply::State, state.to_bytes())
+            }
+            TwinRequest::Restore { twin } => {
+                let state = SimState::from_bytes(&blob)?;
+                let t = self.twin_ref(&twin);
+                record(
+                    self.ask(&twin, |reply| HostMsg::Restore {
+                        twin: t,
+                        state,
+                        reply,
+                    })
+                    .await?,
+                )
+            }
+            TwinRequest::Step { twin, steps } => (
+                TwinReply::Step(
+                    self.route(&twin, |reply| TwinMsg::Step { steps, reply })
+                        .await?,
+                ),
+                Vec::new(),
+            ),
+            TwinRequest::Command { twin, commands } => {
+                self.route(&twin, |reply| TwinMsg::Command { commands, reply })
+                    .await?;
+                done
+            }
+            TwinRequest::Observe { twin, path } => (
+                TwinReply::Observation(Box::new(
+                    self.route(&twin, |reply| TwinMsg::Observe { path, reply })
+                        .await?,
+                )),
+                Vec::new(),
+            ),
+            TwinRequest::SetClock { twin, clock } => {
+                self.route(&twin, |reply| TwinMsg::SetClock { clock, reply })
+                    .await?;
+                done
+            }
+            TwinRequest::Info { twin } => (
+                TwinReply::Info(self.route(&twin, |reply| TwinMsg::Info { reply }).await?),
+                Vec::new(),
+            ),
+            TwinRequest::InjectFault { twin, fault } => {
+                self.route(&twin, |reply| TwinMsg::InjectFault { fault, reply })
+                    .await?;
+                done
+            }
+            TwinRequest::Recording { twin } => {
+                let (scene, recording) = self
+                    .route(&twin, |reply| TwinMsg::Recording { reply })
+                    .await?;
+                let bytes = serde_json::to_vec(&(&*scene, &recording))
+                    .map_err(|e| TwinError::Storage(format!("encoding the recording: {e}")))?;
+                (TwinReply::Recording, bytes)
+            }
+            TwinRequest::ForkFrom { parent, options } => {
+                let state = SimState::from_bytes(&blob)?;
+                record(
+                    self.ask("fork", |reply| HostMsg::ForkFrom {
+                        parent: Box::new(parent),
+                        options,
+                        state,
+                        reply,
+                    })
+                    .await?,
+                )
+            }
+            TwinRequest::AdoptFork { record: r, clock } => {
+                let state = SimState::from_bytes(&blob)?;
+                record(
+                    self.ask("fork", |reply| HostMsg::AdoptFork {
+                        record: Box::new(r),
+                        clock,
+                        state,
+                        reply,
+                    })
+                    .await?,
+                )
+            }
+            TwinRequest::Load => (
+                TwinReply::Load(self.ask("load", |reply| HostMsg::Load { reply }).await?),
+                Vec::new(),
+            ),
+        })
+    }
+
+    /// Forks a twin this node holds: here, or on the node `options.node` names
+    /// (the parent's state travels there as a message).
+    async fn fork_here(
+        &self,
+        twin: &str,
+        mut options: ForkOptions,
+    ) -> Result<TwinRecord, TwinError> {
+        let target = match (self.link(), options.node.as_deref()) {
+            (Some(link), Some(node)) => {
+                let node = if node == LEAST_LOADED {
+                    self.least_loaded(&*link).await?
+                } else {
+                    node.to_string()
+                };
+                if node != link.local_node() && !link.peers().contains(&node) {
+                    let mut members = link.peers();
+                    if link.hosts_twins() {
+                        members.insert(0, link.local_node());
+                    }
+                    return Err(TwinError::invalid(
+                        "node",
+                        format!(
+                            "no node `{node}` in the cluster; its members are: {}",
+                            members.join(", ")
+                        ),
+                    ));
+                }
+                Some((link, node))
+            }
+            _ => None,
+        };
+        match target {
+            Some((link, node)) if node != link.local_node() => {
+                let t = self.twin_ref(twin);
+                let (parent, state) = self
+                    .ask(twin, |reply| HostMsg::ForkSource { twin: t, reply })
+                    .await?;
+                options.node = None;
+                let request = TwinRequest::ForkFrom { parent, options };
+                expect_reply!(
+                    self.run_on(&*link, &node, twin, request, state.to_bytes()).await,
+                    TwinReply::Record(r) => *r
+                )
+            }
+            _ => {
+                if target.is_some() {
+                    options.node = None;
+                }
+                let t = self.twin_ref(twin);
+                self.ask(twin, |reply| HostMsg::Fork {
+                    twin: t,
+                    options,
+                    reply,
+                })
+                .await
+            }
+        }
+    }
+
+    /// The node running the fewest twins (this one on a tie).
+    async fn least_loaded(&self, link: &dyn ClusterLink) -> Result<String, TwinError> {
+        let mut nodes = link.peers();
+        if link.hosts_twins() {
+            nodes.insert(0, link.local_node());
+        }
+        let mut best: Option<(usize, String)> = None;
+        for node in nodes {
+            // A node that cannot say is not a candidate.
+            if let Ok((TwinReply::Load(load), _)) = self
+                .run_on(link, &node, "least_loaded", TwinRequest::Load, Vec::new())
+                .await
+                && best.as_ref().is_none_or(|(b, _)| load < *b)
+            {
+                best = Some((load, node));
+            }
+        }
+        best.map(|(_, node)| node).ok_or_else(no_nodes)
+    }
+
+    /// Hands off what placement moved away from this node and takes over what
+    /// it moved here (at most `max_moves` hand-offs per call); forks go to
+    /// their new owner with their state. Returns how many twins moved out and
+    /// in.
+    pub async fn rebalance(&self, max_moves: usize) -> Result<(usize, usize), TwinError> {
+        let done: Rebalanced = self
+            .ask("rebalance", |reply| HostMsg::Rebalance { max_moves, reply })
+            .await?;
+        let moved_out = done.released.len() + done.forks.len();
+        if let Some(link) = self.link() {
+            for (record, clock, state) in done.forks {
+                let id = record.id.to_string();
+                let Some(node) = link.owner(&id) else {
+                    tracing::error!(fork = %id, "no node to hand the fork to; it is gone");
+                    continue;
+                };
+                let request = TwinRequest::AdoptFork { record, clock };
+                if let Err(e) = self
+                    .with_scope(Scope::Node)
+                    .run_on(&*link, &node, &id, request, state.to_bytes())
+                    .await
+                {
+                    tracing::error!(fork = %id, %node, error = %e, "handing the fork off failed; it is gone");
+                }
+            }
+        }
+        Ok((moved_out, done.adopted.len()))
     }
 
     /// Runs one scene and one command sequence on several engines and reports
@@ -283,20 +774,27 @@ impl TwinNode {
             .await
     }
 
-    pub async fn get(&self, twin: &str) -> Result<TwinRecord, TwinError> {
-        let t = self.twin_ref(twin);
-        self.ask(twin, |reply| HostMsg::Get { twin: t, reply })
-            .await
+    pub async fn create(&self, definition: TwinDefinition) -> Result<TwinRecord, TwinError> {
+        expect_reply!(
+            self.run(TwinRequest::Create { definition }, Vec::new()).await,
+            TwinReply::Record(r) => *r
+        )
     }
 
+    pub async fn get(&self, twin: &str) -> Result<TwinRecord, TwinError> {
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Get { twin }, Vec::new()).await,
+            TwinReply::Record(r) => *r
+        )
+    }
+
+    /// Every twin the scope sees, on every node of the cluster.
     pub async fn list(&self, filter: TwinFilter) -> Result<Vec<TwinRecord>, TwinError> {
-        let scope = self.scope.clone();
-        self.ask("list", |reply| HostMsg::List {
-            filter,
-            scope,
-            reply,
-        })
-        .await
+        expect_reply!(
+            self.run(TwinRequest::List { filter }, Vec::new()).await,
+            TwinReply::Records(list) => list
+        )
     }
 
     pub async fn update(
@@ -304,68 +802,73 @@ impl TwinNode {
         twin: &str,
         patch: serde_json::Value,
     ) -> Result<TwinRecord, TwinError> {
-        let t = self.twin_ref(twin);
-        self.ask(twin, |reply| HostMsg::Update {
-            twin: t,
-            patch,
-            reply,
-        })
-        .await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Update { twin, patch }, Vec::new()).await,
+            TwinReply::Record(r) => *r
+        )
     }
 
     pub async fn delete(&self, twin: &str) -> Result<(), TwinError> {
-        let t = self.twin_ref(twin);
-        self.ask(twin, |reply| HostMsg::Delete { twin: t, reply })
-            .await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Delete { twin }, Vec::new()).await,
+            TwinReply::Done => ()
+        )
     }
 
     pub async fn start(&self, twin: &str, options: StartOptions) -> Result<TwinRecord, TwinError> {
-        let t = self.twin_ref(twin);
-        self.ask(twin, |reply| HostMsg::Start {
-            twin: t,
-            options,
-            reply,
-        })
-        .await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Start { twin, options }, Vec::new()).await,
+            TwinReply::Record(r) => *r
+        )
     }
 
     pub async fn stop(&self, twin: &str) -> Result<TwinRecord, TwinError> {
-        let t = self.twin_ref(twin);
-        self.ask(twin, |reply| HostMsg::Stop { twin: t, reply })
-            .await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Stop { twin }, Vec::new()).await,
+            TwinReply::Record(r) => *r
+        )
     }
 
-    /// Forks the twin's current state into a new ephemeral twin.
+    /// Forks the twin's current state into a new ephemeral twin: on the
+    /// parent's node, or on the node `options.node` names.
     pub async fn fork(&self, twin: &str, options: ForkOptions) -> Result<TwinRecord, TwinError> {
-        let t = self.twin_ref(twin);
-        self.ask(twin, |reply| HostMsg::Fork {
-            twin: t,
-            options,
-            reply,
-        })
-        .await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Fork { twin, options }, Vec::new()).await,
+            TwinReply::Record(r) => *r
+        )
     }
 
     /// The twin's complete state: live when running, else its last checkpoint.
     pub async fn checkpoint(&self, twin: &str) -> Result<SimState, TwinError> {
-        let t = self.twin_ref(twin);
-        self.ask(twin, |reply| HostMsg::Checkpoint { twin: t, reply })
-            .await
+        let twin = twin.to_string();
+        let (reply, blob) = self
+            .run(TwinRequest::Checkpoint { twin }, Vec::new())
+            .await?;
+        match reply {
+            TwinReply::State => Ok(SimState::from_bytes(&blob)?),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub async fn restore(&self, twin: &str, state: SimState) -> Result<TwinRecord, TwinError> {
-        let t = self.twin_ref(twin);
-        self.ask(twin, |reply| HostMsg::Restore {
-            twin: t,
-            state,
-            reply,
-        })
-        .await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Restore { twin }, state.to_bytes()).await,
+            TwinReply::Record(r) => *r
+        )
     }
 
     pub async fn step(&self, twin: &str, steps: u64) -> Result<StepReport, TwinError> {
-        self.route(twin, |reply| TwinMsg::Step { steps, reply })
-            .await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Step { twin, steps }, Vec::new()).await,
+            TwinReply::Step(report) => report
+        )
     }
 
     pub async fn command(
@@ -373,8 +876,11 @@ impl TwinNode {
         twin: &str,
         commands: Vec<JointCommandEntry>,
     ) -> Result<(), TwinError> {
-        self.route(twin, |reply| TwinMsg::Command { commands, reply })
-            .await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Command { twin, commands }, Vec::new()).await,
+            TwinReply::Done => ()
+        )
     }
 
     /// Commands one joint.
@@ -392,18 +898,27 @@ impl TwinNode {
     }
 
     pub async fn observe(&self, twin: &str, path: &str) -> Result<Observation, TwinError> {
-        let path = path.to_string();
-        self.route(twin, |reply| TwinMsg::Observe { path, reply })
-            .await
+        let (twin, path) = (twin.to_string(), path.to_string());
+        expect_reply!(
+            self.run(TwinRequest::Observe { twin, path }, Vec::new()).await,
+            TwinReply::Observation(o) => *o
+        )
     }
 
     pub async fn set_clock(&self, twin: &str, clock: Clock) -> Result<(), TwinError> {
-        self.route(twin, |reply| TwinMsg::SetClock { clock, reply })
-            .await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::SetClock { twin, clock }, Vec::new()).await,
+            TwinReply::Done => ()
+        )
     }
 
     pub async fn info(&self, twin: &str) -> Result<TwinRuntimeInfo, TwinError> {
-        self.route(twin, |reply| TwinMsg::Info { reply }).await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Info { twin }, Vec::new()).await,
+            TwinReply::Info(info) => info
+        )
     }
 
     /// The run recorded so far, with the scene it ran in.
@@ -417,18 +932,43 @@ impl TwinNode {
         ),
         TwinError,
     > {
-        self.route(twin, |reply| TwinMsg::Recording { reply }).await
+        let twin = twin.to_string();
+        let (reply, blob) = self
+            .run(TwinRequest::Recording { twin }, Vec::new())
+            .await?;
+        match reply {
+            TwinReply::Recording => {
+                let (scene, recording): (
+                    hanzo_twin_engines::SceneModel,
+                    hanzo_twin_engines::recording::Recording,
+                ) = serde_json::from_slice(&blob).map_err(|e| {
+                    TwinError::Storage(format!("a node sent an unreadable recording: {e}"))
+                })?;
+                Ok((Arc::new(scene), recording))
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
     pub async fn inject_fault(&self, twin: &str, fault: Fault) -> Result<(), TwinError> {
-        self.route(twin, |reply| TwinMsg::InjectFault { fault, reply })
-            .await
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::InjectFault { twin, fault }, Vec::new()).await,
+            TwinReply::Done => ()
+        )
     }
 
     /// Stops every twin with a final checkpoint; they resume when the node starts
     /// again.
     pub async fn shutdown(&self) -> Result<(), TwinError> {
+        if self.host().is_none() {
+            return Ok(());
+        }
         self.ask("shutdown", |reply| HostMsg::Shutdown { reply })
             .await
     }
+}
+
+fn no_nodes() -> TwinError {
+    TwinError::Unavailable("no node of the cluster hosts twins right now".into())
 }

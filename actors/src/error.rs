@@ -60,6 +60,15 @@ pub enum TwinError {
     /// The actor holding the twin went away mid-request.
     #[error("twin {0} is unavailable (its actor stopped); retry shortly")]
     Unavailable(String),
+
+    /// The node that holds the twin did not answer in time, or cannot be
+    /// reached.
+    #[error("twin {twin} is on node {node}, which did not answer: {reason}")]
+    NodeUnavailable {
+        twin: String,
+        node: String,
+        reason: String,
+    },
 }
 
 impl TwinError {

@@ -8,6 +8,7 @@ use crate::definition::{DEFAULT_ORGANIZATION, Name, PrimPath, SceneUri, TwinDefi
 use crate::error::TwinError;
 use crate::protocol::{ForkOptions, HostMsg, Reply, Scope, StartOptions, TwinMsg, TwinRef};
 use crate::record::{Clock, Lifecycle, TwinId, TwinRecord};
+use crate::remote::Placement;
 use crate::store::{CheckpointStore, TwinStore};
 use crate::twin::{TwinActor, TwinArgs};
 use hanzo_twin_engines::{EngineError, EngineRegistry, SceneModel, SimState};
@@ -39,6 +40,9 @@ pub struct HostConfig {
     pub record_seconds: f64,
     /// Gymnasium's `ant.xml`, which the `ant-v5` task runs on.
     pub ant_xml: Option<PathBuf>,
+    /// In a cluster: how long a node's heartbeat in the shared store counts;
+    /// the twins of a node silent for longer are taken over.
+    pub lease: Duration,
 }
 
 impl Default for HostConfig {
@@ -53,6 +57,7 @@ impl Default for HostConfig {
             record_hz: 30.0,
             record_seconds: 120.0,
             ant_xml: None,
+            lease: Duration::from_secs(3),
         }
     }
 }
@@ -67,6 +72,8 @@ pub struct HostArgs {
     /// Makes scenes of the node's library (`scene://<name>`) readable as local
     /// files; without it such scenes are refused.
     pub scene_fetcher: Option<SceneFetcher>,
+    /// Which twins this node should hold, in a cluster; `None`: all of them.
+    pub placement: Option<Arc<dyn Placement>>,
 }
 
 /// A layer that sublayers `root` and references each component file at its
@@ -187,6 +194,10 @@ pub struct HostState {
     tree_events: tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>,
     /// RL environment batches, supervised like twins.
     gym: crate::gym::GymEnvs,
+    placement: Option<Arc<dyn Placement>>,
+    /// Twins placement gives this node that another live node still holds
+    /// (mid hand-off), with that node: requests for them are told to retry.
+    arriving: HashMap<TwinId, String>,
 }
 
 fn storage(e: crate::store::StoreError) -> TwinError {
@@ -255,14 +266,24 @@ impl HostState {
     /// exactly as a twin that does not exist.
     fn resolve(&self, twin: &TwinRef) -> Result<TwinId, TwinError> {
         let key = twin.key.as_str();
-        if let Some(id) = TwinId::parse(key)
-            && let Some(r) = self.records.get(&id)
-        {
-            return if twin.scope.admits(r) {
-                Ok(id)
-            } else {
-                Err(TwinError::NotFound(key.to_string()))
-            };
+        if let Some(id) = TwinId::parse(key) {
+            if let Some(r) = self.records.get(&id) {
+                return if twin.scope.admits(r) {
+                    Ok(id)
+                } else {
+                    Err(TwinError::NotFound(key.to_string()))
+                };
+            }
+            if let Some(holder) = self.arriving.get(&id) {
+                return Err(TwinError::NodeUnavailable {
+                    twin: key.to_string(),
+                    node: holder.clone(),
+                    reason: format!(
+                        "the twin is moving from it to node {}; retry shortly",
+                        self.config.node_id
+                    ),
+                });
+            }
         }
         let mut matches = self
             .records
@@ -885,15 +906,76 @@ impl HostState {
         }
     }
 
+    /// A fresh twin id that placement puts on this node, so requests for the
+    /// new twin are routed here.
+    fn new_id(&self) -> TwinId {
+        let Some(placement) = &self.placement else {
+            return TwinId::new();
+        };
+        // With n nodes about one id in n is ours; 10k tries never run out in
+        // practice, and the fallback only costs a hand-off.
+        (0..10_000)
+            .map(|_| TwinId::new())
+            .find(|id| placement.owns(&id.to_string()))
+            .unwrap_or_default()
+    }
+
+    /// What a fork of `twin` starts from: its record, its state (live when it
+    /// runs, else its last checkpoint) and, when it runs, its loaded scene.
+    async fn fork_source(
+        &mut self,
+        twin: &TwinRef,
+    ) -> Result<(TwinRecord, Arc<SimState>, Option<Arc<SceneModel>>), TwinError> {
+        let parent_id = self.resolve(twin)?;
+        let parent = self.record(parent_id)?.clone();
+        match self.running.get(&parent_id) {
+            Some(running) => {
+                let scene = running.scene.clone();
+                let state = self
+                    .call_twin(parent_id, "state", |reply| TwinMsg::GetState { reply })
+                    .await?;
+                Ok((parent, Arc::new(state), Some(scene)))
+            }
+            None => match self.stored_checkpoint(parent_id).await? {
+                Some(state) => Ok((parent, state, None)),
+                None => Err(TwinError::NotRunning(parent_id.to_string())),
+            },
+        }
+    }
+
     async fn fork(
         &mut self,
         myself: &ActorRef<HostMsg>,
         twin: &TwinRef,
         options: ForkOptions,
     ) -> Result<TwinRecord, TwinError> {
+        if let Some(node) = &options.node
+            && node != crate::protocol::LEAST_LOADED
+            && node != &self.config.node_id
+        {
+            return Err(TwinError::invalid(
+                "node",
+                format!(
+                    "no node `{node}` here: this node ({}) is not in a cluster",
+                    self.config.node_id
+                ),
+            ));
+        }
+        let (parent, state, scene) = self.fork_source(twin).await?;
+        self.fork_from(myself, parent, options, state, scene).await
+    }
+
+    /// Spawns a fork of `parent` from `state` on this node (the parent may
+    /// live on another).
+    async fn fork_from(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        parent: TwinRecord,
+        options: ForkOptions,
+        state: Arc<SimState>,
+        scene: Option<Arc<SceneModel>>,
+    ) -> Result<TwinRecord, TwinError> {
         let started = Instant::now();
-        let parent_id = self.resolve(twin)?;
-        let parent = self.record(parent_id)?.clone();
         let name = match &options.name {
             Some(n) => Name::new(n).map_err(|m| TwinError::invalid("name", m))?,
             None => {
@@ -909,25 +991,15 @@ impl HostState {
                 parent.definition.organization()
             )));
         }
-        // The fork is spawned from a state message of the parent: live when the
-        // parent runs, its last checkpoint otherwise.
-        let (state, scene) = match self.running.get(&parent_id) {
-            Some(running) => {
-                let scene = running.scene.clone();
-                let state = self
-                    .call_twin(parent_id, "state", |reply| TwinMsg::GetState { reply })
-                    .await?;
-                (Arc::new(state), scene)
-            }
-            None => match self.stored_checkpoint(parent_id).await? {
-                Some(state) => (state, self.check_runnable(&parent.definition).await?),
-                None => return Err(TwinError::NotRunning(parent_id.to_string())),
-            },
+        let scene = match scene {
+            Some(scene) => scene,
+            None => self.check_runnable(&parent.definition).await?,
         };
         let mut definition = parent.definition.clone();
         definition.name = name;
         let mut record = TwinRecord::new(definition);
-        record.parent = Some(parent_id);
+        record.id = self.new_id();
+        record.parent = Some(parent.id);
         record.ephemeral = true;
         let record = self.save(record).await?;
         let id = record.id;
@@ -954,6 +1026,173 @@ impl HostState {
         metrics::histogram!("hanzo_twin_fork_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(record)
+    }
+
+    /// Takes over a running fork handed off by another node.
+    async fn adopt_fork(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        mut record: TwinRecord,
+        clock: Clock,
+        state: SimState,
+    ) -> Result<TwinRecord, TwinError> {
+        let id = record.id;
+        if self.records.contains_key(&id) {
+            return Err(TwinError::Conflict(format!("fork {id} is already here")));
+        }
+        let scene = self.check_runnable(&record.definition).await?;
+        record.status.node = Some(self.config.node_id.clone());
+        record.status.state = Lifecycle::Running;
+        record.status.clock = clock;
+        self.records.insert(id, record.clone());
+        if let Err(e) = self
+            .spawn_twin(
+                myself,
+                id,
+                scene,
+                clock,
+                Some(Arc::new(state)),
+                VecDeque::new(),
+            )
+            .await
+        {
+            self.records.remove(&id);
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    /// Hands off up to `max_moves` twins placement moved away, then takes over
+    /// the twins placement gives this node that no live node holds.
+    async fn rebalance(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        max_moves: usize,
+    ) -> Result<crate::protocol::Rebalanced, TwinError> {
+        let mut done = crate::protocol::Rebalanced::default();
+        let Some(placement) = self.placement.clone() else {
+            return Ok(done);
+        };
+        let away: Vec<TwinId> = self
+            .records
+            .keys()
+            .filter(|id| !placement.owns(&id.to_string()))
+            .copied()
+            .take(max_moves)
+            .collect();
+        for id in away {
+            let record = self.record(id)?.clone();
+            let clock = self.running.get(&id).map(|r| r.clock);
+            self.stop_actor(id, true).await;
+            let state = self.last_checkpoint.remove(&id);
+            if record.ephemeral {
+                // A fork lives in no store: its state travels with it.
+                self.records.remove(&id);
+                match (clock, state) {
+                    (Some(clock), Some(state)) => {
+                        done.forks.push((record, clock, (*state).clone()));
+                    }
+                    _ => tracing::warn!(fork = %id, "fork had no state to hand off; it is gone"),
+                }
+                continue;
+            }
+            // The final checkpoint must be durable before the new owner may
+            // start from it.
+            let (ack, flushed) = oneshot::channel();
+            if self.writer.send(WriteJob::Flush(ack)).is_ok() {
+                let _ = flushed.await;
+            }
+            let mut released = record;
+            released.status.node = None;
+            released.updated_at = chrono::Utc::now();
+            self.records.remove(&id);
+            if let Err(e) = self.store.put(&released).await {
+                tracing::error!(twin = %id, error = %e, "releasing the twin failed");
+            }
+            tracing::info!(twin = %id, "twin handed off to its new owner");
+            self.tree_event(&released, "handed_off", None);
+            metrics::counter!("hanzo_twin_handoffs_total").increment(1);
+            done.released.push(id);
+        }
+        let live = self
+            .store
+            .live_nodes(self.config.lease)
+            .await
+            .map_err(storage)?;
+        let me = self.config.node_id.clone();
+        self.arriving.clear();
+        let mut lost = Vec::new();
+        for record in self.store.list().await.map_err(storage)? {
+            let id = record.id;
+            if self.records.contains_key(&id) {
+                if record.status.node.as_deref() != Some(me.as_str()) {
+                    lost.push((id, record.status.node.clone()));
+                }
+                continue;
+            }
+            if !placement.owns(&id.to_string()) {
+                continue;
+            }
+            let from = match &record.status.node {
+                None => None,
+                Some(holder) if *holder == me => None,
+                Some(holder) => {
+                    if live.as_ref().is_some_and(|l| l.contains(holder)) {
+                        self.arriving.insert(id, holder.clone());
+                        continue;
+                    }
+                    Some(holder.clone())
+                }
+            };
+            match self.store.claim(id, &me, from.as_deref()).await {
+                Ok(Some(claimed)) => {
+                    if let Some(dead) = &from {
+                        tracing::warn!(twin = %id, node = %dead, "taking over a twin from a node that stopped answering");
+                    }
+                    self.adopt(myself, claimed).await;
+                    done.adopted.push(id);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(twin = %id, error = %e, "claiming the twin failed"),
+            }
+        }
+        // Another node holds these now: this one was silent past its lease
+        // (paused, cut off) and they were taken over. Stop them here, writing
+        // nothing, so the twin runs once.
+        for (id, holder) in lost {
+            tracing::warn!(twin = %id, holder = ?holder, "another node took this twin over; stopping it here");
+            self.stop_actor(id, false).await;
+            self.records.remove(&id);
+            self.last_checkpoint.remove(&id);
+        }
+        Ok(done)
+    }
+
+    /// Holds a twin claimed from the store; one that was running resumes from
+    /// its last checkpoint.
+    async fn adopt(&mut self, myself: &ActorRef<HostMsg>, mut record: TwinRecord) {
+        let id = record.id;
+        let resume = (record.status.state == Lifecycle::Running).then_some(record.status.clock);
+        if resume.is_some() {
+            record.status.state = Lifecycle::Stopped;
+        }
+        // A checkpoint cached from an earlier stay here is stale now.
+        self.last_checkpoint.remove(&id);
+        self.records.insert(id, record.clone());
+        self.tree_event(&record, "adopted", None);
+        if let Some(clock) = resume {
+            let twin = TwinRef {
+                key: id.to_string(),
+                scope: Scope::Node,
+            };
+            let options = StartOptions {
+                clock,
+                reset: false,
+            };
+            if let Err(e) = self.start(myself, &twin, options).await {
+                tracing::error!(twin = %id, error = %e, "could not resume the twin taken over");
+            }
+        }
     }
 
     async fn update(
@@ -1162,6 +1401,23 @@ impl HostState {
                 if self.writer.send(WriteJob::Flush(ack)).is_ok() {
                     let _ = done.await;
                 }
+                if self.placement.is_some() {
+                    // In a cluster: let the others take these twins over now,
+                    // not when this node's lease runs out.
+                    let held: Vec<TwinRecord> = self
+                        .records
+                        .values()
+                        .filter(|r| !r.ephemeral)
+                        .cloned()
+                        .collect();
+                    for mut record in held {
+                        record.status.node = None;
+                        if let Err(e) = self.store.put(&record).await {
+                            tracing::error!(twin = %record.id, error = %e, "releasing the twin failed");
+                        }
+                    }
+                    self.records.clear();
+                }
                 let _ = reply.send(Ok(()));
             }
             HostMsg::CreateGym {
@@ -1228,6 +1484,40 @@ impl HostState {
                     self.remember_checkpoint(id, state);
                 }
             }
+            HostMsg::ForkSource { twin, reply } => {
+                let result = self
+                    .fork_source(&twin)
+                    .await
+                    .map(|(record, state, _)| (record, (*state).clone()));
+                let _ = reply.send(result);
+            }
+            HostMsg::ForkFrom {
+                parent,
+                options,
+                state,
+                reply,
+            } => {
+                let result = self
+                    .fork_from(myself, *parent, options, Arc::new(state), None)
+                    .await;
+                let _ = reply.send(result);
+            }
+            HostMsg::AdoptFork {
+                record,
+                clock,
+                state,
+                reply,
+            } => {
+                let result = self.adopt_fork(myself, *record, clock, state).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::Load { reply } => {
+                let _ = reply.send(Ok(self.running.len()));
+            }
+            HostMsg::Rebalance { max_moves, reply } => {
+                let result = self.rebalance(myself, max_moves).await;
+                let _ = reply.send(result);
+            }
         }
     }
 
@@ -1259,7 +1549,10 @@ impl HostState {
             )));
         }
         self.check_runnable(&definition).await?;
-        self.save(TwinRecord::new(definition)).await
+        let mut record = TwinRecord::new(definition);
+        record.id = self.new_id();
+        record.status.node = Some(self.config.node_id.clone());
+        self.save(record).await
     }
 
     async fn delete(&mut self, twin: &TwinRef) -> Result<(), TwinError> {
@@ -1406,10 +1699,27 @@ impl Actor for TwinHost {
             writer,
             tree_events: tokio::sync::broadcast::channel(256).0,
             gym: Default::default(),
+            placement: args.placement,
+            arriving: HashMap::new(),
         };
+        if state.placement.is_some() {
+            // In a cluster: hold only what placement gives this node and no
+            // live node holds; the rest is served where it is.
+            state.rebalance(&myself, 0).await?;
+            return Ok(state);
+        }
         let mut resume = Vec::new();
-        // Forks are never stored (see `save`), so the store holds only lasting twins.
-        for record in state.store.list().await? {
+        // Forks are never stored (see `save`), so the store holds only lasting
+        // twins. Outside a cluster this node holds every twin it finds.
+        let me = state.config.node_id.clone();
+        for mut record in state.store.list().await? {
+            if record.status.node.as_deref() != Some(me.as_str()) {
+                let from = record.status.node.clone();
+                match state.store.claim(record.id, &me, from.as_deref()).await? {
+                    Some(claimed) => record = claimed,
+                    None => continue,
+                }
+            }
             if record.status.state == Lifecycle::Running {
                 resume.push((record.id, record.status.clock));
             }

@@ -12,6 +12,7 @@ pub mod host;
 pub mod inspector;
 pub mod protocol;
 pub mod record;
+pub mod remote;
 pub mod store;
 pub mod twin;
 
@@ -22,8 +23,9 @@ pub use host::{
     HostArgs, HostConfig, SceneFetcher, SceneReader, TwinHost, in_process_scene_reader,
 };
 pub use protocol::{
-    Fault, ForkOptions, HostMsg, JointCommandEntry, Scope, StartOptions, StepReport, TwinFilter,
-    TwinMsg, TwinRef, TwinRuntimeInfo,
+    Fault, ForkOptions, HostMsg, JointCommandEntry, LEAST_LOADED, Rebalanced, Scope, StartOptions,
+    StepReport, TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo,
 };
 pub use record::{Clock, Lifecycle, TwinId, TwinRecord, TwinStatus};
+pub use remote::{ClusterLink, Placement, TwinReply, TwinRequest};
 pub use store::{CheckpointStore, StoreError, TwinStore};

@@ -198,7 +198,14 @@ pub struct ForkOptions {
     /// The fork's clock. Paused by default, so an agent decides when it moves.
     #[serde(default = "paused")]
     pub clock: Clock,
+    /// Where the fork runs: a node id, or `least_loaded`; the parent's node
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
+
+/// `ForkOptions::node` asking for the node that runs the fewest twins.
+pub const LEAST_LOADED: &str = "least_loaded";
 
 fn paused() -> Clock {
     Clock::Paused
@@ -327,6 +334,49 @@ pub enum HostMsg {
         id: TwinId,
         state: Arc<SimState>,
     },
+    /// What a fork of the twin starts from: the parent's record and state
+    /// (live when it runs, else its last checkpoint), for a fork on another node.
+    ForkSource {
+        twin: TwinRef,
+        reply: Reply<(TwinRecord, SimState)>,
+    },
+    /// Spawn a fork of `parent` (a twin on another node) here from `state`.
+    ForkFrom {
+        parent: Box<TwinRecord>,
+        options: ForkOptions,
+        state: SimState,
+        reply: Reply<TwinRecord>,
+    },
+    /// Take over a running fork from another node, keeping its id.
+    AdoptFork {
+        record: Box<TwinRecord>,
+        clock: Clock,
+        state: SimState,
+        reply: Reply<TwinRecord>,
+    },
+    /// How many twins run on this node.
+    Load {
+        reply: Reply<usize>,
+    },
+    /// Bring what this node holds in line with placement: hand off up to
+    /// `max_moves` twins it no longer owns (checkpoint, stop, release), and
+    /// take over the twins it owns that no live node holds.
+    Rebalance {
+        max_moves: usize,
+        reply: Reply<Rebalanced>,
+    },
+}
+
+/// What one [`HostMsg::Rebalance`] did.
+#[derive(Default)]
+pub struct Rebalanced {
+    /// Lasting twins released for their new owner.
+    pub released: Vec<TwinId>,
+    /// Twins taken over.
+    pub adopted: Vec<TwinId>,
+    /// Forks stopped here, to be adopted by their new owner: they live in no
+    /// store, so their state travels with them.
+    pub forks: Vec<(TwinRecord, Clock, SimState)>,
 }
 
 /// A cross-engine comparison (`POST /v1/engines/compare`): the scene as a twin

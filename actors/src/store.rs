@@ -5,6 +5,7 @@
 use crate::record::{TwinId, TwinRecord};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -20,6 +21,44 @@ pub trait TwinStore: Send + Sync + 'static {
     fn list(&self) -> BoxFuture<'_, StoreResult<Vec<TwinRecord>>>;
     /// Returns whether a record was there.
     fn delete(&self, id: TwinId) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// Records that `node` is alive now. Only a store that several nodes share
+    /// needs it; the default does nothing.
+    fn heartbeat(&self, _node: &str) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The nodes that recorded a heartbeat within `lease`; `None` when the
+    /// store is this node's alone, so no other node can hold one of its twins.
+    fn live_nodes(&self, _lease: Duration) -> BoxFuture<'_, StoreResult<Option<Vec<String>>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Makes `node` the twin's holder (`status.node`) if it has none, is held
+    /// by `node` already, or by `from` (a node whose lease ran out). Returns the
+    /// record as stored when the claim took, `None` when another node holds
+    /// it or it is gone. A shared store must do this atomically; the default
+    /// suits a store one node uses alone.
+    fn claim<'a>(
+        &'a self,
+        id: TwinId,
+        node: &'a str,
+        from: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Option<TwinRecord>>> {
+        Box::pin(async move {
+            let Some(mut record) = self.get(id).await? else {
+                return Ok(None);
+            };
+            let holder = record.status.node.as_deref();
+            if holder.is_none() || holder == Some(node) || holder == from {
+                record.status.node = Some(node.to_string());
+                self.put(&record).await?;
+                Ok(Some(record))
+            } else {
+                Ok(None)
+            }
+        })
+    }
 }
 
 /// Durable checkpoints (encoded `SimState`s), the latest one per twin.

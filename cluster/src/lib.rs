@@ -18,6 +18,14 @@ pub struct NodeInfo {
     pub api_addr: String,
     /// Whether this entry is the node answering.
     pub local: bool,
+    /// Whether the node hosts twins (a client-only member does not, and owns
+    /// nothing).
+    #[serde(default = "yes")]
+    pub hosts_twins: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The live members as this node sees them. Shared between the API and whatever
@@ -36,9 +44,17 @@ impl Membership {
                 id: id.into(),
                 api_addr: api_addr.into(),
                 local: true,
+                hosts_twins: true,
             },
             peers: Arc::new(RwLock::new(Vec::new())),
         }
+    }
+
+    /// The membership of a client that hosts no twins: it never owns one.
+    pub fn client(id: impl Into<String>) -> Membership {
+        let mut m = Membership::single(id, "");
+        m.local.hosts_twins = false;
+        m
     }
 
     pub fn local(&self) -> &NodeInfo {
@@ -65,17 +81,23 @@ impl Membership {
         all
     }
 
-    /// The node that owns `key` (a twin id).
-    pub fn owner(&self, key: &str) -> NodeInfo {
-        let nodes = self.nodes();
+    /// The node that owns `key` (a twin id) among the live nodes that host
+    /// twins; `None` when there is none.
+    pub fn owner(&self, key: &str) -> Option<NodeInfo> {
+        let nodes: Vec<NodeInfo> = self.nodes().into_iter().filter(|n| n.hosts_twins).collect();
         let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-        let index = rendezvous_owner(&ids, key).unwrap_or(0);
-        nodes[index].clone()
+        rendezvous_owner(&ids, key).map(|i| nodes[i].clone())
     }
 
     /// Whether this node owns `key`.
     pub fn is_local(&self, key: &str) -> bool {
-        self.owner(key).id == self.local.id
+        self.owner(key).is_some_and(|o| o.id == self.local.id)
+    }
+}
+
+impl hanzo_twin_actors::Placement for Membership {
+    fn owns(&self, key: &str) -> bool {
+        self.is_local(key)
     }
 }
 
@@ -143,6 +165,23 @@ mod tests {
                 assert_eq!(before, after, "{k} moved without cause");
             }
         }
+    }
+
+    #[test]
+    fn a_client_owns_nothing() {
+        let m = Membership::client("sdk");
+        assert!(m.owner("twin-1").is_none());
+        m.set_peers(vec![NodeInfo {
+            id: "n1".into(),
+            api_addr: "127.0.0.1:1".into(),
+            local: false,
+            hosts_twins: true,
+        }]);
+        assert!(
+            keys()
+                .iter()
+                .all(|k| m.owner(k).is_some_and(|o| o.id == "n1"))
+        );
     }
 
     #[test]

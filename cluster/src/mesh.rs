@@ -4,11 +4,27 @@
 //! runs one small cluster-visible member actor in a process group; who is in
 //! the group is the membership, and each member answers with its id and API
 //! address. Joins, leaves and failures are logged and counted.
+//!
+//! The member actor is also each node's one door for twin requests from other
+//! nodes (the shape of Akka's ShardRegion: one entry per node, not one cluster
+//! registration per twin). A request is one frame of bytes; a frame larger
+//! than [`MAX_INLINE`] travels in parts, because ractor_cluster drops the whole
+//! session on a frame over 16 MiB.
 
 use crate::{Membership, NodeInfo};
+use hanzo_twin_actors::store::BoxFuture;
+use hanzo_twin_actors::{ClusterLink, TwinNode, TwinStore};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeServer, NodeServerMessage, RactorClusterMessage};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// The largest frame sent as one message by default; larger ones go in parts
+/// of this size. ractor_cluster drops a session on a frame over 16 MiB.
+pub const MAX_INLINE: usize = 8 << 20;
+/// How long parts of an unfinished transfer are kept.
+const TRANSFER_TTL: Duration = Duration::from_secs(120);
 
 /// The process group every node's member actor joins.
 pub const MEMBERS_GROUP: &str = "hanzo-twin.members";
@@ -23,8 +39,16 @@ pub struct MeshConfig {
     pub cookie: String,
     /// Members to join at start (`host:port` of their node servers).
     pub seeds: Vec<String>,
-    /// How often membership is re-read, besides on every session change.
+    /// How often membership is re-read and placement re-checked, besides on
+    /// every session change.
     pub refresh: Duration,
+    /// How long a node's heartbeat in the shared store counts.
+    pub lease: Duration,
+    /// Twins one node hands off per placement round, so a join never moves the
+    /// whole cluster at once.
+    pub max_moves: usize,
+    /// The largest frame sent whole; larger ones travel in parts this size.
+    pub max_frame: usize,
 }
 
 /// The member actor's messages: the only ones that cross nodes.
@@ -37,13 +61,72 @@ pub enum MemberMsg {
     /// (`{"tree": ...}` or `{"error": ...}`).
     #[rpc]
     Tree(String, RpcReplyPort<String>),
+    /// A twin request ([`hanzo_twin_actors::remote`] frame, in an envelope);
+    /// the answer is an envelope too.
+    #[rpc]
+    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// One part of a large request: transfer id (16 bytes), then the bytes.
+    Part(Vec<u8>),
+    /// One part of a large answer: transfer id (16 bytes) and part index
+    /// (u32, big-endian) in, the part out.
+    #[rpc]
+    Fetch(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 struct Member;
 
+/// Parts of transfers, by transfer id, with when they began.
+type Transfers = Arc<Mutex<HashMap<[u8; 16], (Instant, Vec<Vec<u8>>)>>>;
+
 struct MemberState {
     info: String,
-    twins: hanzo_twin_actors::TwinNode,
+    twins: TwinNode,
+    /// Parts of large requests still arriving.
+    incoming: HashMap<[u8; 16], (Instant, Vec<Vec<u8>>)>,
+    /// Parts of large answers waiting to be fetched.
+    outgoing: Transfers,
+    max_frame: usize,
+}
+
+/// A frame as it travels: `0` then the frame, or `1`, a transfer id and the
+/// number of parts that were sent (or are to be fetched) separately.
+fn inline(frame: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 1);
+    out.push(0);
+    out.extend_from_slice(&frame);
+    out
+}
+
+fn in_parts(id: [u8; 16], parts: usize) -> Vec<u8> {
+    let mut out = vec![1];
+    out.extend_from_slice(&id);
+    out.extend_from_slice(&(parts as u32).to_be_bytes());
+    out
+}
+
+enum Envelope {
+    Inline(Vec<u8>),
+    Parts([u8; 16], usize),
+}
+
+fn open_envelope(mut bytes: Vec<u8>) -> Result<Envelope, String> {
+    match bytes.first() {
+        Some(0) => {
+            bytes.remove(0);
+            Ok(Envelope::Inline(bytes))
+        }
+        Some(1) if bytes.len() == 21 => {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&bytes[1..17]);
+            let n = u32::from_be_bytes([bytes[17], bytes[18], bytes[19], bytes[20]]);
+            Ok(Envelope::Parts(id, n as usize))
+        }
+        _ => Err("an unreadable envelope".into()),
+    }
+}
+
+fn expire(transfers: &mut HashMap<[u8; 16], (Instant, Vec<Vec<u8>>)>) {
+    transfers.retain(|_, (began, _)| began.elapsed() < TRANSFER_TTL);
 }
 
 impl Actor for Member {
@@ -58,6 +141,15 @@ impl Actor for Member {
     ) -> Result<MemberState, ActorProcessingErr> {
         ractor::pg::join(MEMBERS_GROUP.to_string(), vec![myself.get_cell()]);
         Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<MemberMsg>,
+        _state: &mut MemberState,
+    ) -> Result<(), ActorProcessingErr> {
+        ractor::pg::leave(MEMBERS_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(())
     }
 
     async fn handle(
@@ -80,8 +172,197 @@ impl Actor for Member {
                 };
                 let _ = reply.send(answer.to_string());
             }
+            MemberMsg::Part(bytes) => {
+                expire(&mut state.incoming);
+                if bytes.len() >= 16 {
+                    let mut id = [0u8; 16];
+                    id.copy_from_slice(&bytes[..16]);
+                    let entry = state
+                        .incoming
+                        .entry(id)
+                        .or_insert_with(|| (Instant::now(), Vec::new()));
+                    entry.1.push(bytes[16..].to_vec());
+                }
+            }
+            MemberMsg::Call(envelope, reply) => {
+                // Parts arrive before the call that names them (one session
+                // keeps order), so the frame is whole here.
+                let frame = match open_envelope(envelope) {
+                    Ok(Envelope::Inline(frame)) => Ok(frame),
+                    Ok(Envelope::Parts(id, n)) => match state.incoming.remove(&id) {
+                        Some((_, parts)) if parts.len() == n => Ok(parts.concat()),
+                        _ => Err("parts of the request went missing".to_string()),
+                    },
+                    Err(e) => Err(e),
+                };
+                let twins = state.twins.clone();
+                let outgoing = state.outgoing.clone();
+                let max_frame = state.max_frame;
+                // Served off the member's loop: one slow twin must not hold up
+                // requests for the others.
+                tokio::spawn(async move {
+                    let answer = match frame {
+                        Ok(frame) => twins.serve_frame(&frame).await,
+                        Err(e) => hanzo_twin_actors::remote::encode_reply(Err(
+                            hanzo_twin_actors::TwinError::invalid("frame", e),
+                        )),
+                    };
+                    let _ = reply.send(envelope_answer(answer, &outgoing, max_frame));
+                });
+            }
+            MemberMsg::Fetch(key, reply) => {
+                let part = (key.len() == 20)
+                    .then(|| {
+                        let mut id = [0u8; 16];
+                        id.copy_from_slice(&key[..16]);
+                        let index = u32::from_be_bytes([key[16], key[17], key[18], key[19]]);
+                        let mut out = state.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+                        expire(&mut out);
+                        let (part, last) = match out.get(&id) {
+                            Some((_, parts)) => (
+                                parts.get(index as usize).cloned(),
+                                index as usize + 1 == parts.len(),
+                            ),
+                            None => (None, false),
+                        };
+                        if last {
+                            out.remove(&id);
+                        }
+                        part
+                    })
+                    .flatten();
+                let _ = reply.send(part.unwrap_or_default());
+            }
         }
         Ok(())
+    }
+}
+
+/// Wraps an answer for the wire: inline, or kept in parts for the caller to
+/// fetch.
+fn envelope_answer(answer: Vec<u8>, outgoing: &Transfers, max_frame: usize) -> Vec<u8> {
+    if answer.len() <= max_frame {
+        return inline(answer);
+    }
+    let id = *uuid::Uuid::new_v4().as_bytes();
+    let parts: Vec<Vec<u8>> = answer.chunks(max_frame).map(<[u8]>::to_vec).collect();
+    let n = parts.len();
+    outgoing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, (Instant::now(), parts));
+    in_parts(id, n)
+}
+
+/// The member actors of the live nodes, by node id.
+type Members = Arc<RwLock<HashMap<String, ActorRef<MemberMsg>>>>;
+
+/// Carries twin requests between nodes through their member actors.
+#[derive(Clone)]
+pub struct MeshLink {
+    membership: Membership,
+    members: Members,
+    max_frame: usize,
+}
+
+impl MeshLink {
+    async fn call_member(
+        member: ActorRef<MemberMsg>,
+        frame: Vec<u8>,
+        timeout: Duration,
+        max_frame: usize,
+    ) -> Result<Vec<u8>, String> {
+        let envelope = if frame.len() <= max_frame {
+            inline(frame)
+        } else {
+            let id = *uuid::Uuid::new_v4().as_bytes();
+            let mut n = 0;
+            for chunk in frame.chunks(max_frame) {
+                let mut part = Vec::with_capacity(16 + chunk.len());
+                part.extend_from_slice(&id);
+                part.extend_from_slice(chunk);
+                member
+                    .cast(MemberMsg::Part(part))
+                    .map_err(|e| format!("sending a part failed: {e}"))?;
+                n += 1;
+            }
+            in_parts(id, n)
+        };
+        let answer = ask(&member, |r| MemberMsg::Call(envelope, r), timeout).await?;
+        match open_envelope(answer)? {
+            Envelope::Inline(frame) => Ok(frame),
+            Envelope::Parts(id, n) => {
+                let mut whole = Vec::new();
+                for index in 0..n as u32 {
+                    let mut key = id.to_vec();
+                    key.extend_from_slice(&index.to_be_bytes());
+                    let part = ask(&member, |r| MemberMsg::Fetch(key, r), timeout).await?;
+                    if part.is_empty() {
+                        return Err("parts of the answer went missing".into());
+                    }
+                    whole.extend_from_slice(&part);
+                }
+                Ok(whole)
+            }
+        }
+    }
+}
+
+/// One call to a member actor, every failure said in words.
+async fn ask<T: Send + 'static>(
+    member: &ActorRef<MemberMsg>,
+    build: impl FnOnce(RpcReplyPort<T>) -> MemberMsg,
+    timeout: Duration,
+) -> Result<T, String> {
+    match member.call(build, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            Err(format!("no answer within {} ms", timeout.as_millis()))
+        }
+        Ok(ractor::rpc::CallResult::SenderError) => Err("it dropped the request".into()),
+        Err(e) => Err(format!("it cannot be reached: {e}")),
+    }
+}
+
+impl ClusterLink for MeshLink {
+    fn local_node(&self) -> String {
+        self.membership.local().id.clone()
+    }
+
+    fn hosts_twins(&self) -> bool {
+        self.membership.local().hosts_twins
+    }
+
+    fn owner(&self, key: &str) -> Option<String> {
+        self.membership.owner(key).map(|n| n.id)
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.membership
+            .peers()
+            .into_iter()
+            .filter(|p| p.hosts_twins)
+            .map(|p| p.id)
+            .collect()
+    }
+
+    fn call(
+        &self,
+        node: &str,
+        frame: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Vec<u8>, String>> {
+        let member = self
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .cloned();
+        let max_frame = self.max_frame;
+        Box::pin(async move {
+            let member = member.ok_or("it is not a live member of the cluster")?;
+            MeshLink::call_member(member, frame, timeout, max_frame).await
+        })
     }
 }
 
@@ -149,11 +430,13 @@ impl ractor_cluster::NodeEventSubscription for SessionEvents {
     }
 }
 
-/// A running mesh: the node server and the membership it keeps current.
+/// A running mesh: the node server, this node's member actor (none for a
+/// client), and the tasks that keep membership and placement current.
 pub struct Mesh {
     pub server: ActorRef<NodeServerMessage>,
-    member: ActorRef<MemberMsg>,
-    refresher: tokio::task::JoinHandle<()>,
+    member: Option<ActorRef<MemberMsg>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    link: MeshLink,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,97 +445,229 @@ pub enum MeshError {
     Listen(String),
     #[error("cannot start the cluster node server: {0}")]
     Start(String),
+    #[error("no member of the cluster answered within {0:?}; check the seeds and the cookie")]
+    NoMembers(Duration),
 }
 
 impl Mesh {
     /// Starts the node server and the member actor, joins the seeds (retrying
-    /// in the background until each answers), and keeps `membership` current.
+    /// in the background until each answers), keeps `membership` current,
+    /// heartbeats into the shared `store`, and moves twins as placement
+    /// changes. From here on `twins` routes every request to the twin's node.
     pub async fn start(
         config: MeshConfig,
         membership: Membership,
-        twins: hanzo_twin_actors::TwinNode,
+        twins: TwinNode,
+        store: Arc<dyn TwinStore>,
     ) -> Result<Mesh, MeshError> {
-        let (host, port) = config
-            .listen
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| MeshError::Listen(config.listen.clone()))?;
-        let ip: std::net::IpAddr = host
-            .parse()
-            .map_err(|_| MeshError::Listen(config.listen.clone()))?;
-        let local = membership.local().clone();
-        let server = NodeServer::new(
-            port,
-            config.cookie.clone(),
-            local.id.clone(),
-            host.clone(),
+        let server = start_server(&config, &membership).await?;
+        let info = serde_json::to_string(membership.local())
+            .map_err(|e| MeshError::Start(e.to_string()))?;
+        let (member, _) = Actor::spawn(
             None,
-            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+            Member,
+            MemberState {
+                info,
+                twins: twins.clone(),
+                incoming: HashMap::new(),
+                outgoing: Arc::default(),
+                max_frame: config.max_frame,
+            },
         )
-        .with_listen_addr(ip);
-        let (server, _) = Actor::spawn(None, server, ())
-            .await
-            .map_err(|e| MeshError::Start(e.to_string()))?;
-        let info = serde_json::to_string(&local).map_err(|e| MeshError::Start(e.to_string()))?;
-        let (member, _) = Actor::spawn(None, Member, MemberState { info, twins })
-            .await
-            .map_err(|e| MeshError::Start(e.to_string()))?;
-        let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
-        let _ = server.cast(NodeServerMessage::SubscribeToEvents {
-            id: "membership".into(),
-            subscription: Box::new(SessionEvents(wake)),
-        });
-        for seed in config.seeds.clone() {
-            let server = server.clone();
-            tokio::spawn(async move {
-                let mut wait = Duration::from_millis(100);
-                loop {
-                    match ractor_cluster::client_connect(&server, seed.as_str()).await {
-                        Ok(()) => {
-                            tracing::info!(%seed, "joined the cluster through its seed");
-                            return;
-                        }
-                        Err(e) => {
-                            tracing::warn!(%seed, error = ?e, "cannot reach the seed yet; retrying");
-                            tokio::time::sleep(wait).await;
-                            wait = (wait * 2).min(Duration::from_secs(5));
-                        }
-                    }
-                }
-            });
-        }
-        let refresh = config.refresh;
-        let refresher = tokio::spawn(async move {
+        .await
+        .map_err(|e| MeshError::Start(e.to_string()))?;
+        let link = MeshLink {
+            membership: membership.clone(),
+            members: Arc::default(),
+            max_frame: config.max_frame,
+        };
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let mut tasks = vec![keep_membership(
+            &server,
+            &config,
+            link.clone(),
+            changed.clone(),
+        )];
+        let node = membership.local().id.clone();
+        // The heartbeat says "my twins are held"; without it, the others take
+        // them over once the lease runs out.
+        let beat = config.lease / 3;
+        let heart_store = store.clone();
+        tasks.push(tokio::spawn(async move {
             loop {
-                refresh_members(&membership).await;
-                tokio::select! {
-                    _ = woken.recv() => {
-                        // Let the session finish its state exchange first.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        while woken.try_recv().is_ok() {}
+                if let Err(e) = heart_store.heartbeat(&node).await {
+                    tracing::error!(error = %e, "cluster heartbeat failed");
+                }
+                tokio::time::sleep(beat).await;
+            }
+        }));
+        twins.attach_cluster(Arc::new(link.clone()));
+        let (refresh, max_moves) = (config.refresh, config.max_moves);
+        let placer = twins.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match placer.rebalance(max_moves).await {
+                    Ok((0, 0)) => {}
+                    Ok((out, adopted)) => {
+                        tracing::info!(
+                            handed_off = out,
+                            taken_over = adopted,
+                            "placement moved twins"
+                        );
                     }
+                    Err(e) => tracing::warn!(error = %e, "placement round failed"),
+                }
+                tokio::select! {
+                    _ = changed.notified() => {}
                     _ = tokio::time::sleep(refresh) => {}
                 }
             }
-        });
+        }));
         Ok(Mesh {
             server,
-            member,
-            refresher,
+            member: Some(member),
+            tasks,
+            link,
         })
     }
 
+    /// Joins a cluster as a client that hosts no twins, and returns a handle
+    /// that drives the cluster's twins by id or name (the embedded-agent SDK,
+    /// remote). Waits until a member answers, at most `wait`.
+    pub async fn connect_client(
+        config: MeshConfig,
+        client_id: &str,
+        timeout: Duration,
+        wait: Duration,
+    ) -> Result<(Mesh, TwinNode), MeshError> {
+        let membership = Membership::client(client_id);
+        let server = start_server(&config, &membership).await?;
+        let link = MeshLink {
+            membership: membership.clone(),
+            members: Arc::default(),
+            max_frame: config.max_frame,
+        };
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let tasks = vec![keep_membership(&server, &config, link.clone(), changed)];
+        let mesh = Mesh {
+            server,
+            member: None,
+            tasks,
+            link: link.clone(),
+        };
+        let deadline = Instant::now() + wait;
+        while link.peers().is_empty() {
+            if Instant::now() > deadline {
+                mesh.stop();
+                return Err(MeshError::NoMembers(wait));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let twins = TwinNode::client_only(Arc::new(link), timeout);
+        Ok((mesh, twins))
+    }
+
+    /// The link requests travel over.
+    pub fn link(&self) -> Arc<dyn ClusterLink> {
+        Arc::new(self.link.clone())
+    }
+
     pub fn stop(self) {
-        self.refresher.abort();
-        self.member.stop(None);
+        for task in self.tasks {
+            task.abort();
+        }
+        if let Some(member) = self.member {
+            member.stop(None);
+        }
         self.server.stop(None);
     }
 }
 
+/// Starts the node server on `config.listen`.
+async fn start_server(
+    config: &MeshConfig,
+    membership: &Membership,
+) -> Result<ActorRef<NodeServerMessage>, MeshError> {
+    let (host, port) = config
+        .listen
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| MeshError::Listen(config.listen.clone()))?;
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| MeshError::Listen(config.listen.clone()))?;
+    let server = NodeServer::new(
+        port,
+        config.cookie.clone(),
+        membership.local().id.clone(),
+        host.clone(),
+        None,
+        Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+    )
+    .with_listen_addr(ip);
+    let (server, _) = Actor::spawn(None, server, ())
+        .await
+        .map_err(|e| MeshError::Start(e.to_string()))?;
+    Ok(server)
+}
+
+/// Joins the seeds (retrying until each answers) and keeps the link's
+/// membership current: on every session change and every `refresh`.
+fn keep_membership(
+    server: &ActorRef<NodeServerMessage>,
+    config: &MeshConfig,
+    link: MeshLink,
+    changed: Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
+    let _ = server.cast(NodeServerMessage::SubscribeToEvents {
+        id: "membership".into(),
+        subscription: Box::new(SessionEvents(wake)),
+    });
+    for seed in config.seeds.clone() {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(100);
+            loop {
+                match ractor_cluster::client_connect(&server, seed.as_str()).await {
+                    Ok(()) => {
+                        tracing::info!(%seed, "joined the cluster through its seed");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%seed, error = ?e, "cannot reach the seed yet; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+    let refresh = config.refresh;
+    tokio::spawn(async move {
+        loop {
+            if refresh_members(&link).await {
+                changed.notify_one();
+            }
+            tokio::select! {
+                _ = woken.recv() => {
+                    // Let the session finish its state exchange first.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while woken.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(refresh) => {}
+            }
+        }
+    })
+}
+
 /// Asks every member of the group who it is, and swaps the answer in.
-async fn refresh_members(membership: &Membership) {
+/// Returns whether the membership changed.
+async fn refresh_members(link: &MeshLink) -> bool {
+    let membership = &link.membership;
     let local_id = membership.local().id.clone();
     let mut peers = Vec::new();
+    let mut members = HashMap::new();
     for cell in ractor::pg::get_members(&MEMBERS_GROUP.to_string()) {
         if cell.get_id().is_local() {
             continue;
@@ -268,6 +683,7 @@ async fn refresh_members(membership: &Membership) {
                     && info.id != local_id
                 {
                     info.local = false;
+                    members.insert(info.id.clone(), member);
                     peers.push(info);
                 }
             }
@@ -277,12 +693,14 @@ async fn refresh_members(membership: &Membership) {
     peers.sort_by(|a, b| a.id.cmp(&b.id));
     peers.dedup_by(|a, b| a.id == b.id);
     let before = membership.peers();
+    let mut changed = false;
     for p in peers
         .iter()
         .filter(|p| !before.iter().any(|b| b.id == p.id))
     {
         tracing::info!(node = %p.id, api = %p.api_addr, "node joined the cluster");
         metrics::counter!("hanzo_twin_cluster_joins_total").increment(1);
+        changed = true;
     }
     for b in before
         .iter()
@@ -290,7 +708,10 @@ async fn refresh_members(membership: &Membership) {
     {
         tracing::warn!(node = %b.id, "node left the cluster (or stopped answering)");
         metrics::counter!("hanzo_twin_cluster_leaves_total").increment(1);
+        changed = true;
     }
     metrics::gauge!("hanzo_twin_cluster_nodes").set((peers.len() + 1) as f64);
+    *link.members.write().unwrap_or_else(|p| p.into_inner()) = members;
     membership.set_peers(peers);
+    changed
 }

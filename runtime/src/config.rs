@@ -40,8 +40,19 @@ pub struct ClusterSection {
     /// Members to join at start (`host:port` of their cluster servers);
     /// `hanzo-twin serve --join` adds to them.
     pub seeds: Vec<String>,
-    /// Milliseconds between membership checks, besides every session change.
+    /// Milliseconds between membership and placement checks, besides every
+    /// session change.
     pub refresh_ms: u64,
+    /// Milliseconds a node's heartbeat in the shared store counts: the twins
+    /// of a node silent for longer are taken over by the others.
+    pub lease_ms: u64,
+    /// Twins one node hands off per placement round, so a node joining never
+    /// sets the whole cluster moving at once.
+    pub max_moves: usize,
+    /// Bytes of the largest message sent whole between nodes; larger ones (a
+    /// fork's or checkpoint's state) travel in parts this size. ractor_cluster
+    /// drops a connection on a frame over 16 MiB.
+    pub max_frame_bytes: usize,
 }
 
 impl Default for ClusterSection {
@@ -51,6 +62,9 @@ impl Default for ClusterSection {
             cookie: None,
             seeds: Vec::new(),
             refresh_ms: 1000,
+            lease_ms: 3000,
+            max_moves: 8,
+            max_frame_bytes: 8 << 20,
         }
     }
 }
@@ -496,6 +510,26 @@ impl NodeConfig {
             if c.cookie.as_deref().is_none_or(str::is_empty) {
                 return Err(ConfigError::Invalid(
                     "cluster.cookie is required to form a cluster: every member shares it".into(),
+                ));
+            }
+            if self.metadata.backend != MetadataBackend::Postgres {
+                return Err(ConfigError::Invalid(
+                    "a cluster needs shared definitions: set metadata.backend: postgres (with sled each node would keep its own, and twins could not move between nodes)".into(),
+                ));
+            }
+            if c.lease_ms < 300 {
+                return Err(ConfigError::Invalid(
+                    "cluster.lease_ms must be at least 300".into(),
+                ));
+            }
+            if !(4096..=(15 << 20)).contains(&c.max_frame_bytes) {
+                return Err(ConfigError::Invalid(
+                    "cluster.max_frame_bytes must be between 4096 and 15728640 (ractor_cluster drops frames over 16 MiB)".into(),
+                ));
+            }
+            if c.max_moves == 0 {
+                return Err(ConfigError::Invalid(
+                    "cluster.max_moves must be at least 1".into(),
                 ));
             }
             if c.refresh_ms == 0 {

@@ -34,5 +34,7 @@ pub use node::Node;
 
 /// The actor protocol: the SDK of embedded agents.
 pub use hanzo_twin_actors as actors;
+/// Cluster membership, placement, and the remote client of the SDK.
+pub use hanzo_twin_cluster as cluster;
 /// Engines and the scene model.
 pub use hanzo_twin_engines as engines;

@@ -152,6 +152,7 @@ pub struct Api {
 async fn twin_store(
     config: &NodeConfig,
     sled: &SledTwinStore,
+    node_id: &str,
 ) -> anyhow::Result<Arc<dyn hanzo_twin_actors::TwinStore>> {
     use crate::config::MetadataBackend;
     let pg = &config.metadata.postgres;
@@ -164,6 +165,7 @@ async fn twin_store(
                 &pg.schema,
                 pg.pool_size,
                 Duration::from_secs(pg.connect_timeout_s),
+                node_id,
             )
             .await
             .with_context(|| "cannot use the PostgreSQL metadata store (metadata.postgres.url)")?;
@@ -234,6 +236,10 @@ impl Node {
             },
         };
         let call_timeout = Duration::from_millis(config.twins.call_timeout_ms);
+        let api_addr = format!("{}:{}", config.server.host, config.server.port);
+        // Placement starts as this node alone; the mesh adds the others.
+        let membership = Membership::single(node_id.clone(), api_addr);
+        let twin_store = twin_store(&config, &store, &node_id).await?;
         let host_args = HostArgs {
             config: HostConfig {
                 node_id: node_id.clone(),
@@ -247,12 +253,17 @@ impl Node {
                 ant_xml: config.gym.ant_xml.clone().or_else(|| {
                     std::env::var_os("HANZO_TWIN_ANT_XML").map(std::path::PathBuf::from)
                 }),
+                lease: Duration::from_millis(config.cluster.lease_ms),
             },
             engines: engines.clone(),
-            store: twin_store(&config, &store).await?,
+            store: twin_store.clone(),
             checkpoints: Arc::new(checkpoints),
             scene_reader,
             scene_fetcher: Some(scenes.fetcher()),
+            placement: config
+                .cluster
+                .enabled()
+                .then(|| Arc::new(membership.clone()) as Arc<dyn hanzo_twin_actors::Placement>),
         };
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
         let (supervisor, supervisor_done) = Actor::spawn(
@@ -272,8 +283,6 @@ impl Node {
         supervisor
             .cast(SupervisorMsg::Attach(twins.clone()))
             .context("the node's supervisor stopped while starting")?;
-        let api_addr = format!("{}:{}", config.server.host, config.server.port);
-        let membership = Membership::single(node_id.clone(), api_addr);
         let mesh = if config.cluster.enabled() {
             let c = &config.cluster;
             let mesh = hanzo_twin_cluster::mesh::Mesh::start(
@@ -282,9 +291,13 @@ impl Node {
                     cookie: c.cookie.clone().unwrap_or_default(),
                     seeds: c.seeds.clone(),
                     refresh: Duration::from_millis(c.refresh_ms),
+                    lease: Duration::from_millis(c.lease_ms),
+                    max_moves: c.max_moves,
+                    max_frame: c.max_frame_bytes,
                 },
                 membership.clone(),
                 twins.clone(),
+                twin_store,
             )
             .await
             .context("cannot join the cluster")?;
@@ -319,6 +332,11 @@ impl Node {
 
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    /// The live members of this node's cluster, as it sees them.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     /// Creates the twin in `definition` unless one of that name exists in its
@@ -485,8 +503,11 @@ impl Node {
     /// Stops every twin with a final checkpoint, then the supervision tree.
     pub async fn shutdown(mut self) {
         self.ready.store(false, Ordering::Release);
-        // Leave the cluster first: peers see this node go at once.
+        // Leave the cluster first: peers see this node go at once. Twins
+        // stop here with a final checkpoint and are taken over by the others
+        // when this node's lease runs out.
         if let Some(mesh) = self.mesh.take() {
+            self.twins.detach_cluster();
             mesh.stop();
         }
         if let Err(e) = self

@@ -22,11 +22,21 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// Twin records in a PostgreSQL table, through a pool of connections.
+///
+/// Several nodes share it. Each twin has one holder (`status.node`); a node
+/// changes only the records it holds or that nobody holds, so a node that lost
+/// a twin to another (its lease ran out) cannot overwrite the new holder's
+/// writes. Liveness is a heartbeat row per node in `"<schema>".nodes`, timed by
+/// the server's clock, so nodes' clocks need not agree.
 #[derive(Clone)]
 pub struct PgTwinStore {
     pool: Pool,
     /// `"<schema>".twins`, checked by [`valid_schema`] before it is built.
     table: String,
+    /// `"<schema>".nodes`: heartbeats.
+    nodes: String,
+    /// The node writing through this store.
+    node: String,
 }
 
 impl PgTwinStore {
@@ -37,6 +47,7 @@ impl PgTwinStore {
         schema: &str,
         pool_size: usize,
         connect_timeout: Duration,
+        node: &str,
     ) -> Result<PgTwinStore, StoreError> {
         if !valid_schema(schema) {
             return Err(StoreError(format!(
@@ -65,6 +76,8 @@ impl PgTwinStore {
         let store = PgTwinStore {
             pool,
             table: format!("\"{schema}\".twins"),
+            nodes: format!("\"{schema}\".nodes"),
+            node: node.to_string(),
         };
         let client = store.pool.get().await.map_err(err)?;
         client
@@ -74,8 +87,12 @@ impl PgTwinStore {
                      id uuid PRIMARY KEY,
                      record jsonb NOT NULL,
                      updated_at timestamptz NOT NULL DEFAULT now()
+                 );
+                 CREATE TABLE IF NOT EXISTS {} (
+                     id text PRIMARY KEY,
+                     seen timestamptz NOT NULL
                  );",
-                store.table
+                store.table, store.nodes
             ))
             .await
             .map_err(err)?;
@@ -91,18 +108,27 @@ impl TwinStore for PgTwinStore {
             let value = value?;
             let client = self.pool.get().await.map_err(err)?;
             // Committed before the call returns: an acknowledged definition
-            // survives a crash of this node.
-            client
+            // survives a crash of this node. Only the holder (or anyone, for
+            // a twin nobody holds) may write.
+            let written = client
                 .execute(
                     &format!(
-                        "INSERT INTO {} (id, record) VALUES ($1, $2)
-                         ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, updated_at = now()",
-                        self.table
+                        "INSERT INTO {t} (id, record) VALUES ($1, $2)
+                         ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, updated_at = now()
+                         WHERE {t}.record->'status'->>'node' IS NULL
+                            OR {t}.record->'status'->>'node' = $3",
+                        t = self.table
                     ),
-                    &[&id, &value],
+                    &[&id, &value, &self.node],
                 )
                 .await
                 .map_err(err)?;
+            if written == 0 {
+                return Err(StoreError(format!(
+                    "postgres: twin {id} is held by another node now; node {} may no longer change it",
+                    self.node
+                )));
+            }
             Ok(())
         })
     }
@@ -160,6 +186,77 @@ impl TwinStore for PgTwinStore {
                 .await
                 .map_err(err)?;
             Ok(n > 0)
+        })
+    }
+
+    fn heartbeat(&self, node: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let node = node.to_string();
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {} (id, seen) VALUES ($1, now())
+                         ON CONFLICT (id) DO UPDATE SET seen = now()",
+                        self.nodes
+                    ),
+                    &[&node],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn live_nodes(&self, lease: Duration) -> BoxFuture<'_, StoreResult<Option<Vec<String>>>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT id FROM {} WHERE seen > now() - make_interval(secs => $1)",
+                        self.nodes
+                    ),
+                    &[&lease.as_secs_f64()],
+                )
+                .await
+                .map_err(err)?;
+            Ok(Some(rows.into_iter().map(|r| r.get(0)).collect()))
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: TwinId,
+        node: &'a str,
+        from: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Option<TwinRecord>>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            // One statement: of two nodes claiming at once, one wins.
+            let row = client
+                .query_opt(
+                    &format!(
+                        "UPDATE {} SET record = jsonb_set(record, '{{status,node}}', to_jsonb($2::text)),
+                                       updated_at = now()
+                         WHERE id = $1
+                           AND (record->'status'->>'node' IS NULL
+                                OR record->'status'->>'node' = $2
+                                OR record->'status'->>'node' = $3)
+                         RETURNING record",
+                        self.table
+                    ),
+                    &[&id.0, &node, &from],
+                )
+                .await
+                .map_err(err)?;
+            row.map(|r| {
+                let value: serde_json::Value = r.get(0);
+                serde_json::from_value(value).map_err(|e| {
+                    StoreError(format!("postgres: stored twin {id} is unreadable: {e}"))
+                })
+            })
+            .transpose()
         })
     }
 }

@@ -1,0 +1,431 @@
+//! Twin requests as data, so a cluster can carry them to the node that holds the
+//! twin. A request travels as one frame: a JSON header (the request and the
+//! caller's scope) and an opaque binary part (an encoded `SimState`, a
+//! recording), so large states are never inflated into JSON.
+//!
+//! The cluster layer only moves bytes ([`ClusterLink`]); what they mean is
+//! decided here, beside the messages they stand for.
+
+use crate::definition::{Name, TwinDefinition};
+use crate::error::TwinError;
+use crate::protocol::{
+    Fault, ForkOptions, JointCommandEntry, Scope, StartOptions, StepReport, TwinFilter,
+    TwinRuntimeInfo,
+};
+use crate::record::{Clock, TwinRecord};
+use crate::store::BoxFuture;
+use hanzo_twin_engines::Observation;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What a node of a cluster offers the twin layer: who owns a key, who else is
+/// there, and a way to send a frame to another node and get one back.
+pub trait ClusterLink: Send + Sync + 'static {
+    /// This node's id.
+    fn local_node(&self) -> String;
+    /// Whether this node hosts twins (a client-only member does not).
+    fn hosts_twins(&self) -> bool;
+    /// The node that owns `key` (a twin id, or a name's placement key) among the
+    /// live nodes that host twins.
+    fn owner(&self, key: &str) -> Option<String>;
+    /// The other live nodes that host twins.
+    fn peers(&self) -> Vec<String>;
+    /// Sends `frame` to `node` and waits at most `timeout` for its answer.
+    /// `Err` says why there is none (unreachable, timed out), for people.
+    fn call(
+        &self,
+        node: &str,
+        frame: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Vec<u8>, String>>;
+}
+
+/// Whether this node should hold `key` (a twin id), as placement decides.
+pub trait Placement: Send + Sync + 'static {
+    fn owns(&self, key: &str) -> bool;
+}
+
+/// One request for twins, by id or name where it names one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TwinRequest {
+    Create {
+        definition: TwinDefinition,
+    },
+    Get {
+        twin: String,
+    },
+    List {
+        filter: TwinFilter,
+    },
+    Update {
+        twin: String,
+        patch: serde_json::Value,
+    },
+    Delete {
+        twin: String,
+    },
+    Start {
+        twin: String,
+        options: StartOptions,
+    },
+    Stop {
+        twin: String,
+    },
+    Fork {
+        twin: String,
+        options: ForkOptions,
+    },
+    Checkpoint {
+        twin: String,
+    },
+    /// The state travels as the binary part.
+    Restore {
+        twin: String,
+    },
+    Step {
+        twin: String,
+        steps: u64,
+    },
+    Command {
+        twin: String,
+        commands: Vec<JointCommandEntry>,
+    },
+    Observe {
+        twin: String,
+        path: String,
+    },
+    SetClock {
+        twin: String,
+        clock: Clock,
+    },
+    Info {
+        twin: String,
+    },
+    InjectFault {
+        twin: String,
+        fault: Fault,
+    },
+    Recording {
+        twin: String,
+    },
+    /// Spawn a fork of `parent` here from the state in the binary part.
+    ForkFrom {
+        parent: TwinRecord,
+        options: ForkOptions,
+    },
+    /// Take over a running fork, keeping its id, from the state in the binary
+    /// part (a hand-off when placement moves it here).
+    AdoptFork {
+        record: TwinRecord,
+        clock: Clock,
+    },
+    /// How many twins run here.
+    Load,
+}
+
+impl TwinRequest {
+    /// The twin the request names, if it names one.
+    pub fn twin(&self) -> Option<&str> {
+        use TwinRequest::*;
+        match self {
+            Get { twin }
+            | Update { twin, .. }
+            | Delete { twin }
+            | Start { twin, .. }
+            | Stop { twin }
+            | Fork { twin, .. }
+            | Checkpoint { twin }
+            | Restore { twin }
+            | Step { twin, .. }
+            | Command { twin, .. }
+            | Observe { twin, .. }
+            | SetClock { twin, .. }
+            | Info { twin }
+            | InjectFault { twin, .. }
+            | Recording { twin } => Some(twin),
+            Create { .. } | List { .. } | ForkFrom { .. } | AdoptFork { .. } | Load => None,
+        }
+    }
+}
+
+/// The answer to a [`TwinRequest`]; states and recordings travel as the binary
+/// part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TwinReply {
+    Record(Box<TwinRecord>),
+    Records(Vec<TwinRecord>),
+    Done,
+    /// An encoded `SimState` is in the binary part.
+    State,
+    /// A bincode-encoded `(SceneModel, Recording)` is in the binary part.
+    Recording,
+    Step(StepReport),
+    Observation(Box<Observation>),
+    Info(TwinRuntimeInfo),
+    Load(usize),
+}
+
+/// A request as it crosses nodes: who asks (their organization, or the whole
+/// node) and what.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    organization: Option<String>,
+    request: TwinRequest,
+}
+
+/// A twin error as it crosses nodes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum WireError {
+    NotFound {
+        key: String,
+    },
+    EnvNotFound {
+        key: String,
+    },
+    Invalid {
+        field: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    Conflict {
+        message: String,
+    },
+    Forbidden {
+        field: Option<String>,
+        message: String,
+    },
+    NotRunning {
+        id: String,
+    },
+    Failed {
+        id: String,
+        reason: String,
+    },
+    Engine {
+        engine_kind: String,
+        field: Option<String>,
+        message: String,
+    },
+    Storage {
+        message: String,
+    },
+    Timeout {
+        id: String,
+        what: String,
+        timeout_ms: u64,
+    },
+    Unavailable {
+        id: String,
+    },
+    NodeUnavailable {
+        twin: String,
+        node: String,
+        reason: String,
+    },
+}
+
+/// The `&'static str` a wire string stands for, among those the code uses.
+fn known(s: &str, among: &[&'static str], otherwise: &'static str) -> &'static str {
+    among.iter().copied().find(|k| *k == s).unwrap_or(otherwise)
+}
+
+impl From<TwinError> for WireError {
+    fn from(e: TwinError) -> WireError {
+        match e {
+            TwinError::NotFound(key) => WireError::NotFound { key },
+            TwinError::EnvNotFound(key) => WireError::EnvNotFound { key },
+            TwinError::Invalid(d) => WireError::Invalid {
+                field: d.field,
+                line: d.line,
+                column: d.column,
+                message: d.message,
+            },
+            TwinError::Conflict(message) => WireError::Conflict { message },
+            TwinError::Forbidden { field, message } => WireError::Forbidden { field, message },
+            TwinError::NotRunning(id) => WireError::NotRunning { id },
+            TwinError::Failed { id, reason } => WireError::Failed { id, reason },
+            TwinError::Engine {
+                kind,
+                field,
+                message,
+            } => WireError::Engine {
+                engine_kind: kind.to_string(),
+                field,
+                message,
+            },
+            TwinError::Storage(message) => WireError::Storage { message },
+            TwinError::Timeout {
+                id,
+                what,
+                timeout_ms,
+            } => WireError::Timeout {
+                id,
+                what: what.to_string(),
+                timeout_ms,
+            },
+            TwinError::Unavailable(id) => WireError::Unavailable { id },
+            TwinError::NodeUnavailable { twin, node, reason } => {
+                WireError::NodeUnavailable { twin, node, reason }
+            }
+        }
+    }
+}
+
+impl From<WireError> for TwinError {
+    fn from(e: WireError) -> TwinError {
+        match e {
+            WireError::NotFound { key } => TwinError::NotFound(key),
+            WireError::EnvNotFound { key } => TwinError::EnvNotFound(key),
+            WireError::Invalid {
+                field,
+                line,
+                column,
+                message,
+            } => TwinError::Invalid(crate::DefinitionError {
+                field,
+                line,
+                column,
+                message,
+            }),
+            WireError::Conflict { message } => TwinError::Conflict(message),
+            WireError::Forbidden { field, message } => TwinError::Forbidden { field, message },
+            WireError::NotRunning { id } => TwinError::NotRunning(id),
+            WireError::Failed { id, reason } => TwinError::Failed { id, reason },
+            WireError::Engine {
+                engine_kind,
+                field,
+                message,
+            } => TwinError::Engine {
+                kind: known(
+                    &engine_kind,
+                    &[
+                        "not_available",
+                        "unknown_path",
+                        "invalid",
+                        "state_mismatch",
+                        "scene",
+                        "unsupported",
+                        "diverged",
+                        "engine_failed",
+                    ],
+                    "engine_failed",
+                ),
+                field,
+                message,
+            },
+            WireError::Storage { message } => TwinError::Storage(message),
+            WireError::Timeout {
+                id,
+                what,
+                timeout_ms,
+            } => TwinError::Timeout {
+                id,
+                what: known(&what, &["state", "restore", "the request"], "the request"),
+                timeout_ms,
+            },
+            WireError::Unavailable { id } => TwinError::Unavailable(id),
+            WireError::NodeUnavailable { twin, node, reason } => {
+                TwinError::NodeUnavailable { twin, node, reason }
+            }
+        }
+    }
+}
+
+/// Joins a JSON header and a binary part into one frame: the header's length
+/// (u32, big-endian), the header, the binary part.
+fn frame(header: &impl Serialize, blob: &[u8]) -> Vec<u8> {
+    // Serializing these plain data types to JSON cannot fail.
+    let head = serde_json::to_vec(header).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + head.len() + blob.len());
+    out.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(blob);
+    out
+}
+
+fn unframe<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, Vec<u8>), String> {
+    let len = bytes
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("a frame shorter than its header length")?;
+    let head = bytes
+        .get(4..4 + len)
+        .ok_or("a frame shorter than its header")?;
+    let header = serde_json::from_slice(head).map_err(|e| format!("unreadable frame: {e}"))?;
+    Ok((header, bytes[4 + len..].to_vec()))
+}
+
+/// Encodes a request from `scope`.
+pub fn encode_request(scope: &Scope, request: &TwinRequest, blob: &[u8]) -> Vec<u8> {
+    let organization = match scope {
+        Scope::Node => None,
+        Scope::Organization(org) => Some(org.to_string()),
+    };
+    let header = Header {
+        organization,
+        request: request.clone(),
+    };
+    frame(&header, blob)
+}
+
+/// Decodes a request: its scope, the request, its binary part.
+pub fn decode_request(bytes: &[u8]) -> Result<(Scope, TwinRequest, Vec<u8>), String> {
+    let (header, blob): (Header, Vec<u8>) = unframe(bytes)?;
+    let scope = match header.organization {
+        None => Scope::Node,
+        Some(org) => Scope::Organization(Name::new(&org)?),
+    };
+    Ok((scope, header.request, blob))
+}
+
+pub fn encode_reply(result: Result<(TwinReply, Vec<u8>), TwinError>) -> Vec<u8> {
+    match result {
+        Ok((reply, blob)) => frame(&Ok::<TwinReply, WireError>(reply), &blob),
+        Err(e) => frame(&Err::<TwinReply, WireError>(e.into()), &[]),
+    }
+}
+
+pub fn decode_reply(bytes: &[u8]) -> Result<Result<(TwinReply, Vec<u8>), TwinError>, String> {
+    let (header, blob): (Result<TwinReply, WireError>, Vec<u8>) = unframe(bytes)?;
+    Ok(header.map(|r| (r, blob)).map_err(TwinError::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_errors_survive_the_wire() {
+        let scope = Scope::Organization(Name::new("acme").expect("name"));
+        let req = TwinRequest::Step {
+            twin: "arm".into(),
+            steps: 7,
+        };
+        let bytes = encode_request(&scope, &req, &[1, 2, 3]);
+        let (s, r, blob) = decode_request(&bytes).expect("decodes");
+        assert_eq!(s, scope);
+        assert!(matches!(r, TwinRequest::Step { steps: 7, .. }));
+        assert_eq!(blob, vec![1, 2, 3]);
+
+        let err = TwinError::Timeout {
+            id: "x".into(),
+            what: "state",
+            timeout_ms: 5,
+        };
+        let back = decode_reply(&encode_reply(Err(err))).expect("decodes");
+        assert!(matches!(
+            back,
+            Err(TwinError::Timeout {
+                what: "state",
+                timeout_ms: 5,
+                ..
+            })
+        ));
+        assert!(decode_reply(&[0, 0]).is_err());
+        assert!(decode_request(&[0, 0, 0, 9, b'{']).is_err());
+    }
+}
