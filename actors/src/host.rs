@@ -198,7 +198,13 @@ pub struct HostState {
     /// Twins placement gives this node that another live node still holds
     /// (mid hand-off), with that node: requests for them are told to retry.
     arriving: HashMap<TwinId, String>,
+    /// Scenes loaded for states that came from other nodes, by fingerprint, so
+    /// the next fork from there skips reading the scene again.
+    remote_scenes: HashMap<u64, Arc<SceneModel>>,
 }
+
+/// Scenes kept in [`HostState::remote_scenes`].
+const REMOTE_SCENES_KEPT: usize = 32;
 
 fn storage(e: crate::store::StoreError) -> TwinError {
     TwinError::Storage(e.0)
@@ -993,7 +999,7 @@ impl HostState {
         }
         let scene = match scene {
             Some(scene) => scene,
-            None => self.check_runnable(&parent.definition).await?,
+            None => self.scene_for_state(&parent.definition, &state).await?,
         };
         let mut definition = parent.definition.clone();
         definition.name = name;
@@ -1028,6 +1034,27 @@ impl HostState {
         Ok(record)
     }
 
+    /// The scene a state from another node runs in: one loaded for an earlier
+    /// state of the same scene, else the definition's, read now.
+    async fn scene_for_state(
+        &mut self,
+        definition: &TwinDefinition,
+        state: &SimState,
+    ) -> Result<Arc<SceneModel>, TwinError> {
+        if let Some(scene) = self.remote_scenes.get(&state.scene_fingerprint) {
+            let engine = self.engines.get(definition.engine.kind)?;
+            engine.check_config(&definition.engine.config.to_engine_config())?;
+            return Ok(scene.clone());
+        }
+        let scene = self.check_runnable(definition).await?;
+        if self.remote_scenes.len() >= REMOTE_SCENES_KEPT {
+            self.remote_scenes.clear();
+        }
+        self.remote_scenes
+            .insert(scene.fingerprint(), scene.clone());
+        Ok(scene)
+    }
+
     /// Takes over a running fork handed off by another node.
     async fn adopt_fork(
         &mut self,
@@ -1040,7 +1067,7 @@ impl HostState {
         if self.records.contains_key(&id) {
             return Err(TwinError::Conflict(format!("fork {id} is already here")));
         }
-        let scene = self.check_runnable(&record.definition).await?;
+        let scene = self.scene_for_state(&record.definition, &state).await?;
         record.status.node = Some(self.config.node_id.clone());
         record.status.state = Lifecycle::Running;
         record.status.clock = clock;
@@ -1701,6 +1728,7 @@ impl Actor for TwinHost {
             gym: Default::default(),
             placement: args.placement,
             arriving: HashMap::new(),
+            remote_scenes: HashMap::new(),
         };
         if state.placement.is_some() {
             // In a cluster: hold only what placement gives this node and no
