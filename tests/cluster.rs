@@ -598,6 +598,7 @@ async fn an_agent_drives_cluster_twins_by_id_through_a_client_that_hosts_none() 
             lease: Duration::from_secs(3),
             max_moves: 1,
             max_frame: 1 << 20,
+            tls: None,
         },
         "agent-1",
         Duration::from_secs(10),
@@ -688,4 +689,78 @@ async fn an_agent_drives_cluster_twins_by_id_through_a_client_that_hosts_none() 
         .await
         .expect("delete the fork");
     mesh.stop();
+}
+
+/// A CA and a certificate it signs for `hanzo-twin`, as PEM files in `dir`:
+/// (cert, key, ca).
+fn cluster_certs(dir: &std::path::Path, tag: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("test CA {tag}"));
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["hanzo-twin".to_string()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("cert");
+    let write = |name: &str, pem: String| {
+        let path = dir.join(format!("{tag}-{name}.pem"));
+        std::fs::write(&path, pem).expect("write");
+        path.to_string_lossy().to_string()
+    };
+    (
+        write("cert", cert.pem()),
+        write("key", key.serialize_pem()),
+        write("ca", ca.pem()),
+    )
+}
+
+#[tokio::test]
+async fn nodes_linked_by_mutual_tls_form_a_cluster_that_keeps_others_out() {
+    let Some(sh) = shared() else { return };
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key, ca) = cluster_certs(certs.path(), "cluster");
+    let tls = [
+        ("HANZO_TWIN_CLUSTER_TLS_CERT", cert.as_str()),
+        ("HANZO_TWIN_CLUSTER_TLS_KEY", key.as_str()),
+        ("HANZO_TWIN_CLUSTER_TLS_CA", ca.as_str()),
+    ];
+    let [pa, pb, pc, pplain, pforeign] = free_ports::<5>();
+    let a = member(&sh, "node-a", pa, "s3cret", &[], &tls).await;
+    let b = member(&sh, "node-b", pb, "s3cret", &[pa], &tls).await;
+    // C knows only B; with TLS the nodes close the mesh themselves.
+    let c = member(&sh, "node-c", pc, "s3cret", &[pb], &tls).await;
+    for n in [&a, &b, &c] {
+        members(n, 3).await;
+    }
+    // Requests cross the encrypted links.
+    let mut placed = Vec::new();
+    for i in 0..6 {
+        let (id, holder) = create(&c, &format!("tls-{i}")).await;
+        a.start_twin(&id, "paused").await;
+        assert_eq!(b.step(&id, 2).await["step"], 2);
+        placed.push(holder);
+    }
+    placed.sort();
+    placed.dedup();
+    assert!(placed.len() >= 2, "{placed:?}");
+
+    // A node without TLS, and one whose certificate another CA signed, get
+    // nowhere, even with the right cookie.
+    let plain = member(&sh, "node-plain", pplain, "s3cret", &[pa], &[]).await;
+    let (fcert, fkey, fca) = cluster_certs(certs.path(), "foreign");
+    let foreign_tls = [
+        ("HANZO_TWIN_CLUSTER_TLS_CERT", fcert.as_str()),
+        ("HANZO_TWIN_CLUSTER_TLS_KEY", fkey.as_str()),
+        ("HANZO_TWIN_CLUSTER_TLS_CA", fca.as_str()),
+    ];
+    let foreign = member(&sh, "node-foreign", pforeign, "s3cret", &[pa], &foreign_tls).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(members(&plain, 1).await.len(), 1);
+    assert_eq!(members(&foreign, 1).await.len(), 1);
+    assert_eq!(members(&a, 3).await.len(), 3);
 }

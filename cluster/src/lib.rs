@@ -6,6 +6,7 @@
 //! same member list, and when a node leaves only its own twins move.
 
 pub mod mesh;
+pub mod tls;
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
@@ -22,6 +23,10 @@ pub struct NodeInfo {
     /// nothing).
     #[serde(default = "yes")]
     pub hosts_twins: bool,
+    /// Where its cluster server listens (`host:port`), for members that close
+    /// the mesh themselves (TLS).
+    #[serde(default)]
+    pub cluster_addr: String,
 }
 
 fn yes() -> bool {
@@ -45,9 +50,16 @@ impl Membership {
                 api_addr: api_addr.into(),
                 local: true,
                 hosts_twins: true,
+                cluster_addr: String::new(),
             },
             peers: Arc::new(RwLock::new(Vec::new())),
         }
+    }
+
+    /// The same, listening for peers at `addr`.
+    pub fn with_cluster_addr(mut self, addr: impl Into<String>) -> Membership {
+        self.local.cluster_addr = addr.into();
+        self
     }
 
     /// The membership of a client that hosts no twins: it never owns one.
@@ -176,6 +188,7 @@ mod tests {
             api_addr: "127.0.0.1:1".into(),
             local: false,
             hosts_twins: true,
+            cluster_addr: String::new(),
         }]);
         assert!(
             keys()

@@ -49,6 +49,8 @@ pub struct MeshConfig {
     pub max_moves: usize,
     /// The largest frame sent whole; larger ones travel in parts this size.
     pub max_frame: usize,
+    /// Mutual TLS on every link; `None`: plain TCP (cookie only).
+    pub tls: Option<crate::tls::MeshTls>,
 }
 
 /// The member actor's messages: the only ones that cross nodes.
@@ -71,6 +73,11 @@ pub enum MemberMsg {
     /// (u32, big-endian) in, the part out.
     #[rpc]
     Fetch(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// The members this node knows, as a JSON list of [`NodeInfo`]: how nodes
+    /// that connect over TLS (where ractor_cluster does not close the mesh)
+    /// meet each other.
+    #[rpc]
+    Peers(RpcReplyPort<String>),
 }
 
 struct Member;
@@ -80,6 +87,7 @@ type Transfers = Arc<Mutex<HashMap<[u8; 16], (Instant, Vec<Vec<u8>>)>>>;
 
 struct MemberState {
     info: String,
+    membership: Membership,
     twins: TwinNode,
     /// Parts of large requests still arriving.
     incoming: HashMap<[u8; 16], (Instant, Vec<Vec<u8>>)>,
@@ -171,6 +179,10 @@ impl Actor for Member {
                     Err(e) => serde_json::json!({ "error": e }),
                 };
                 let _ = reply.send(answer.to_string());
+            }
+            MemberMsg::Peers(reply) => {
+                let peers = serde_json::to_string(&state.membership.peers()).unwrap_or_default();
+                let _ = reply.send(peers);
             }
             MemberMsg::Part(bytes) => {
                 expire(&mut state.incoming);
@@ -468,6 +480,7 @@ impl Mesh {
             Member,
             MemberState {
                 info,
+                membership: membership.clone(),
                 twins: twins.clone(),
                 incoming: HashMap::new(),
                 outgoing: Arc::default(),
@@ -596,13 +609,25 @@ async fn start_server(
     let ip: std::net::IpAddr = host
         .parse()
         .map_err(|_| MeshError::Listen(config.listen.clone()))?;
+    // ractor_cluster closes the mesh itself only over plain TCP (its
+    // transitive connections do not encrypt); with TLS each node connects to
+    // the members its peers list (see `close_mesh`).
+    let (encryption, mode) = match &config.tls {
+        Some(tls) => (
+            Some(ractor_cluster::IncomingEncryptionMode::Tls(
+                tls.acceptor.clone(),
+            )),
+            ractor_cluster::node::NodeConnectionMode::Isolated,
+        ),
+        None => (None, ractor_cluster::node::NodeConnectionMode::Transitive),
+    };
     let server = NodeServer::new(
         port,
         config.cookie.clone(),
         membership.local().id.clone(),
         host.clone(),
-        None,
-        Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+        encryption,
+        Some(mode),
     )
     .with_listen_addr(ip);
     let (server, _) = Actor::spawn(None, server, ())
@@ -626,10 +651,11 @@ fn keep_membership(
     });
     for seed in config.seeds.clone() {
         let server = server.clone();
+        let tls = config.tls.clone();
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
             loop {
-                match ractor_cluster::client_connect(&server, seed.as_str()).await {
+                match connect(&server, &seed, tls.as_ref()).await {
                     Ok(()) => {
                         tracing::info!(%seed, "joined the cluster through its seed");
                         return;
@@ -644,10 +670,16 @@ fn keep_membership(
         });
     }
     let refresh = config.refresh;
+    let tls = config.tls.clone();
+    let server = server.clone();
+    let mut tried: HashMap<String, Instant> = HashMap::new();
     tokio::spawn(async move {
         loop {
             if refresh_members(&link).await {
                 changed.notify_one();
+            }
+            if let Some(tls) = &tls {
+                close_mesh(&link, &server, tls, &mut tried).await;
             }
             tokio::select! {
                 _ = woken.recv() => {
@@ -659,6 +691,71 @@ fn keep_membership(
             }
         }
     })
+}
+
+/// Opens a session to `addr`, over TLS when configured.
+async fn connect(
+    server: &ActorRef<NodeServerMessage>,
+    addr: &str,
+    tls: Option<&crate::tls::MeshTls>,
+) -> Result<(), ractor_cluster::ClientConnectErr> {
+    match tls {
+        Some(tls) => {
+            ractor_cluster::client_connect_enc(
+                server,
+                addr,
+                tls.connector.clone(),
+                tls.server_name.clone(),
+            )
+            .await
+        }
+        None => ractor_cluster::client_connect(server, addr).await,
+    }
+}
+
+/// Connects over TLS to the members this node's peers know and it does not:
+/// of two members, the one with the greater id connects (a client, which no
+/// member knows, connects to all), so each pair opens one session.
+async fn close_mesh(
+    link: &MeshLink,
+    server: &ActorRef<NodeServerMessage>,
+    tls: &crate::tls::MeshTls,
+    tried: &mut HashMap<String, Instant>,
+) {
+    let me = link.membership.local().clone();
+    let known: Vec<String> = link.membership.peers().into_iter().map(|p| p.id).collect();
+    let members: Vec<ActorRef<MemberMsg>> = link
+        .members
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    for member in members {
+        let Ok(text) = ask(&member, MemberMsg::Peers, Duration::from_secs(1)).await else {
+            continue;
+        };
+        let Ok(theirs) = serde_json::from_str::<Vec<NodeInfo>>(&text) else {
+            continue;
+        };
+        for peer in theirs {
+            let ours = peer.id == me.id || known.contains(&peer.id);
+            let initiate = !me.hosts_twins || me.id > peer.id;
+            let recently = tried
+                .get(&peer.id)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+            if ours || !initiate || recently || peer.cluster_addr.is_empty() {
+                continue;
+            }
+            tried.insert(peer.id.clone(), Instant::now());
+            let (server, tls) = (server.clone(), tls.clone());
+            tokio::spawn(async move {
+                if let Err(e) = connect(&server, &peer.cluster_addr, Some(&tls)).await {
+                    tracing::warn!(node = %peer.id, addr = %peer.cluster_addr, error = ?e, "cannot reach a member");
+                }
+            });
+        }
+    }
 }
 
 /// Asks every member of the group who it is, and swaps the answer in.

@@ -53,6 +53,38 @@ pub struct ClusterSection {
     /// fork's or checkpoint's state) travel in parts this size. ractor_cluster
     /// drops a connection on a frame over 16 MiB.
     pub max_frame_bytes: usize,
+    /// Mutual TLS between nodes (PEM files); unset: plain TCP, authenticated
+    /// by the cookie only.
+    pub tls: ClusterTlsSection,
+}
+
+/// TLS on the links between nodes: this node's certificate and key, and the
+/// cluster's CA, which must have signed every member's certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterTlsSection {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    /// The name every member's certificate carries (a DNS SAN).
+    pub server_name: String,
+}
+
+impl Default for ClusterTlsSection {
+    fn default() -> Self {
+        ClusterTlsSection {
+            cert: None,
+            key: None,
+            ca: None,
+            server_name: "hanzo-twin".into(),
+        }
+    }
+}
+
+impl ClusterTlsSection {
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() || self.key.is_some() || self.ca.is_some()
+    }
 }
 
 impl Default for ClusterSection {
@@ -65,6 +97,7 @@ impl Default for ClusterSection {
             lease_ms: 3000,
             max_moves: 8,
             max_frame_bytes: 8 << 20,
+            tls: ClusterTlsSection::default(),
         }
     }
 }
@@ -525,6 +558,13 @@ impl NodeConfig {
             if !(4096..=(15 << 20)).contains(&c.max_frame_bytes) {
                 return Err(ConfigError::Invalid(
                     "cluster.max_frame_bytes must be between 4096 and 15728640 (ractor_cluster drops frames over 16 MiB)".into(),
+                ));
+            }
+            if c.tls.enabled()
+                && (c.tls.cert.is_none() || c.tls.key.is_none() || c.tls.ca.is_none())
+            {
+                return Err(ConfigError::Invalid(
+                    "cluster.tls needs cert, key and ca together".into(),
                 ));
             }
             if c.max_moves == 0 {

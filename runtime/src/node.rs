@@ -238,7 +238,8 @@ impl Node {
         let call_timeout = Duration::from_millis(config.twins.call_timeout_ms);
         let api_addr = format!("{}:{}", config.server.host, config.server.port);
         // Placement starts as this node alone; the mesh adds the others.
-        let membership = Membership::single(node_id.clone(), api_addr);
+        let membership = Membership::single(node_id.clone(), api_addr)
+            .with_cluster_addr(config.cluster.listen.clone().unwrap_or_default());
         let twin_store = twin_store(&config, &store, &node_id).await?;
         let host_args = HostArgs {
             config: HostConfig {
@@ -285,6 +286,17 @@ impl Node {
             .context("the node's supervisor stopped while starting")?;
         let mesh = if config.cluster.enabled() {
             let c = &config.cluster;
+            let tls = match (&c.tls.cert, &c.tls.key, &c.tls.ca) {
+                (Some(cert), Some(key), Some(ca)) => {
+                    Some(hanzo_twin_cluster::tls::MeshTls::from_pem_files(
+                        cert,
+                        key,
+                        ca,
+                        &c.tls.server_name,
+                    )?)
+                }
+                _ => None,
+            };
             let mesh = hanzo_twin_cluster::mesh::Mesh::start(
                 hanzo_twin_cluster::mesh::MeshConfig {
                     listen: c.listen.clone().unwrap_or_default(),
@@ -294,6 +306,7 @@ impl Node {
                     lease: Duration::from_millis(c.lease_ms),
                     max_moves: c.max_moves,
                     max_frame: c.max_frame_bytes,
+                    tls,
                 },
                 membership.clone(),
                 twins.clone(),
