@@ -207,6 +207,31 @@ async fn any_member_shows_every_members_supervision_tree() {
     assert!(!contains_twin(&nodes[0]["tree"], &on_b), "{v}");
     assert_eq!(nodes[1]["node"], "node-b");
     assert!(contains_twin(&nodes[1]["tree"], &on_b), "{v}");
+
+    // A's inspector page draws B's tree too, and follows B's twin as it is
+    // crashed (through A's API, routed to B) and restarted there.
+    let Ok(playwright) = std::env::var("HANZO_TWIN_PLAYWRIGHT") else {
+        eprintln!(
+            "SKIPPED the browser part: HANZO_TWIN_PLAYWRIGHT is not set; scripts/test.sh installs playwright-core and Chromium and sets it"
+        );
+        return;
+    };
+    let token = a.token.clone().expect("development token");
+    let out = tokio::process::Command::new("node")
+        .arg(repo().join("tests/browser/inspector.cjs"))
+        .args([a.url("").as_str(), token.as_str(), on_b.as_str()])
+        .env("HANZO_TWIN_PLAYWRIGHT", &playwright)
+        .env("HANZO_TWIN_INSPECT_NODE", "node-b")
+        .output()
+        .await
+        .expect("node runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the browser check failed:\n{text}");
+    assert!(text.contains("1 restart"), "{text}");
 }
 
 /// Creates a robot-arm twin named `name` through `node`; returns its id and

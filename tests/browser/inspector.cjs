@@ -4,11 +4,15 @@
 //
 //   node tests/browser/inspector.cjs URL TOKEN TWIN_NAME [SCREENSHOT.png]
 // HANZO_TWIN_PLAYWRIGHT names the playwright-core module folder;
-// HANZO_TWIN_CHROMIUM the browser (default /usr/bin/chromium).
+// HANZO_TWIN_CHROMIUM the browser (default /usr/bin/chromium). With
+// HANZO_TWIN_INSPECT_NODE set, the twin runs on that other member: the page
+// served by URL's node must show it, and its crash and restart, in that
+// member's tree (the fault goes through URL's node, routed to the twin's).
 "use strict";
 const { chromium } = require(process.env.HANZO_TWIN_PLAYWRIGHT || "playwright-core");
 
 const [url, token, twin, screenshot] = process.argv.slice(2);
+const peer = process.env.HANZO_TWIN_INSPECT_NODE;
 
 async function main() {
   const browser = await chromium.launch({
@@ -22,7 +26,8 @@ async function main() {
     const page = await browser.newPage();
     page.on("pageerror", (e) => console.error("page error:", e.message));
     await page.goto(`${url}/inspector#token=${encodeURIComponent(token)}`);
-    const row = `li.actor[data-kind="twin"][data-name="${twin}"]`;
+    const scope = peer ? `#peers ul[data-node="${peer}"]` : "#tree";
+    const row = `${scope} li.actor[data-kind="twin"][data-name="${twin}"]`;
     await page.waitForSelector(`${row}[data-status="running"][data-restarts="0"]`, { timeout: 20000 });
     await page.waitForSelector('#connection[data-state="live"]');
     // The token left the address bar.
@@ -39,8 +44,11 @@ async function main() {
       throw new Error(`fault injection answered ${response.status}: ${await response.text()}`);
     }
 
-    await page.waitForSelector(`#events li[data-event="failed"][data-name="${twin}"]`, { timeout: 20000 });
-    await page.waitForSelector(`#events li[data-event="restarted"][data-name="${twin}"]`, { timeout: 20000 });
+    if (!peer) {
+      // The event list is this node's own.
+      await page.waitForSelector(`#events li[data-event="failed"][data-name="${twin}"]`, { timeout: 20000 });
+      await page.waitForSelector(`#events li[data-event="restarted"][data-name="${twin}"]`, { timeout: 20000 });
+    }
     await page.waitForSelector(`${row}[data-status="running"][data-restarts="1"]`, { timeout: 20000 });
     const after = await page.getAttribute(row, "data-actor-id");
     if (!after || after === before) throw new Error(`the restarted twin kept actor ${before}`);

@@ -1,8 +1,9 @@
 //! The live supervision-tree inspector: `GET /v1/cluster/tree` (this node's
 //! actor tree as JSON), `GET /v1/cluster/tree/events` (server-sent events: the
-//! tree, then every change and a fresh tree after it), and `GET /inspector`,
-//! a page that draws the tree and updates live. Callers see their own
-//! organization's twins and environments.
+//! tree, then every change and a fresh tree after it, and every other
+//! member's tree every few seconds), and `GET /inspector`, a page that draws
+//! the trees and updates live. Callers see their own organization's twins and
+//! environments.
 
 use crate::guard::{Caller, GET, Routes, Twins};
 use crate::rbac::{Action, Permission, Resource};
@@ -53,14 +54,20 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 async fn tree(State(state): State<ApiState>, caller: Caller, Twins(node): Twins) -> ApiResult {
     let tree = node.tree().await?;
     let mut nodes = vec![json!({ "node": state.membership.local().id, "tree": tree })];
-    let org = caller.principal.organization.to_string();
-    for (id, tree) in hanzo_twin_cluster::mesh::peer_trees(&org, PEER_TIMEOUT).await {
-        nodes.push(match tree {
+    nodes.extend(peer_trees(&caller.principal.organization.to_string()).await);
+    Ok(axum::Json(json!({ "nodes": nodes })).into_response())
+}
+
+/// Every other member's tree as `organization` sees it, or why there is none.
+async fn peer_trees(organization: &str) -> Vec<serde_json::Value> {
+    hanzo_twin_cluster::mesh::peer_trees(organization, PEER_TIMEOUT)
+        .await
+        .into_iter()
+        .map(|(id, tree)| match tree {
             Ok(tree) => json!({ "node": id, "tree": tree }),
             Err(error) => json!({ "node": id, "error": error }),
-        });
-    }
-    Ok(axum::Json(json!({ "nodes": nodes })).into_response())
+        })
+        .collect()
 }
 
 struct Watch {
@@ -128,7 +135,15 @@ async fn events(
                         w.closed = true;
                     }
                 },
-                _ = w.tick.tick() => w.snapshot().await,
+                _ = w.tick.tick() => {
+                    w.snapshot().await;
+                    // Other members send no events here: their trees are
+                    // polled, so the page follows them within `REFRESH`.
+                    let peers = peer_trees(&w.organization).await;
+                    if !peers.is_empty() {
+                        w.queue.push_back(Event::default().event("peers").json_data(peers).unwrap_or_default());
+                    }
+                }
             }
         }
     });
