@@ -237,7 +237,17 @@ impl TwinNode {
             _ => match request.twin().map(str::to_string) {
                 Some(key) => {
                     let node = self.locate(&*link, &key).await?;
-                    self.run_on(&*link, &node, &key, request, blob).await
+                    let retry = (request.clone(), blob.clone());
+                    match self.run_on(&*link, &node, &key, request, blob).await {
+                        // Mid hand-off the old holder still serves it.
+                        Err(TwinError::Moving { from, .. })
+                            if from != node && link.peers().contains(&from)
+                                || from == local && link.hosts_twins() =>
+                        {
+                            self.run_on(&*link, &from, &key, retry.0, retry.1).await
+                        }
+                        other => other,
+                    }
                 }
                 None => self.execute(request, blob).await,
             },

@@ -61,6 +61,15 @@ pub enum TwinError {
     #[error("twin {0} is unavailable (its actor stopped); retry shortly")]
     Unavailable(String),
 
+    /// The twin is being handed from node `from` to this one (`to`):
+    /// placement gave it here, but `from` still holds it.
+    #[error("twin {twin} is moving from node {from} to node {to}; retry shortly")]
+    Moving {
+        twin: String,
+        from: String,
+        to: String,
+    },
+
     /// The node that holds the twin did not answer in time, or cannot be
     /// reached.
     #[error("twin {twin} is on node {node}, which did not answer: {reason}")]

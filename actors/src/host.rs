@@ -195,9 +195,6 @@ pub struct HostState {
     /// RL environment batches, supervised like twins.
     gym: crate::gym::GymEnvs,
     placement: Option<Arc<dyn Placement>>,
-    /// Twins placement gives this node that another live node still holds
-    /// (mid hand-off), with that node: requests for them are told to retry.
-    arriving: HashMap<TwinId, String>,
     /// Scenes loaded for states that came from other nodes, by fingerprint, so
     /// the next fork from there skips reading the scene again.
     remote_scenes: HashMap<u64, Arc<SceneModel>>,
@@ -272,24 +269,14 @@ impl HostState {
     /// exactly as a twin that does not exist.
     fn resolve(&self, twin: &TwinRef) -> Result<TwinId, TwinError> {
         let key = twin.key.as_str();
-        if let Some(id) = TwinId::parse(key) {
-            if let Some(r) = self.records.get(&id) {
-                return if twin.scope.admits(r) {
-                    Ok(id)
-                } else {
-                    Err(TwinError::NotFound(key.to_string()))
-                };
-            }
-            if let Some(holder) = self.arriving.get(&id) {
-                return Err(TwinError::NodeUnavailable {
-                    twin: key.to_string(),
-                    node: holder.clone(),
-                    reason: format!(
-                        "the twin is moving from it to node {}; retry shortly",
-                        self.config.node_id
-                    ),
-                });
-            }
+        if let Some(id) = TwinId::parse(key)
+            && let Some(r) = self.records.get(&id)
+        {
+            return if twin.scope.admits(r) {
+                Ok(id)
+            } else {
+                Err(TwinError::NotFound(key.to_string()))
+            };
         }
         let mut matches = self
             .records
@@ -1147,7 +1134,6 @@ impl HostState {
             .await
             .map_err(storage)?;
         let me = self.config.node_id.clone();
-        self.arriving.clear();
         let mut lost = Vec::new();
         for record in self.store.list().await.map_err(storage)? {
             let id = record.id;
@@ -1165,7 +1151,6 @@ impl HostState {
                 Some(holder) if *holder == me => None,
                 Some(holder) => {
                     if live.as_ref().is_some_and(|l| l.contains(holder)) {
-                        self.arriving.insert(id, holder.clone());
                         continue;
                     }
                     Some(holder.clone())
@@ -1206,6 +1191,7 @@ impl HostState {
         // A checkpoint cached from an earlier stay here is stale now.
         self.last_checkpoint.remove(&id);
         self.records.insert(id, record.clone());
+        tracing::info!(twin = %id, "took the twin over");
         self.tree_event(&record, "adopted", None);
         if let Some(clock) = resume {
             let twin = TwinRef {
@@ -1325,7 +1311,76 @@ impl HostState {
         }
     }
 
+    /// In a cluster, a request may name a twin this node does not hold yet
+    /// (placement just gave it here) or no longer holds (it just moved). The
+    /// shared store decides: a twin placement gives here that nobody live
+    /// holds is taken over now; one another node holds is `Moving`.
+    async fn ensure_held(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        id: TwinId,
+        scope: &Scope,
+    ) -> Result<(), TwinError> {
+        let Some(placement) = self.placement.clone() else {
+            return Ok(());
+        };
+        if self.records.contains_key(&id) {
+            return Ok(());
+        }
+        let Some(record) = self.store.get(id).await.map_err(storage)? else {
+            return Ok(());
+        };
+        if !scope.admits(&record) {
+            // Answered as unknown, like any twin outside the caller's scope.
+            return Ok(());
+        }
+        let me = self.config.node_id.clone();
+        let holder = record.status.node.clone();
+        let owned = placement.owns(&id.to_string());
+        let live = match &holder {
+            Some(h) if *h != me => self
+                .store
+                .live_nodes(self.config.lease)
+                .await
+                .map_err(storage)?
+                .is_none_or(|l| l.contains(h)),
+            _ => false,
+        };
+        if owned && !live {
+            let from = holder.filter(|h| *h != me);
+            if let Some(claimed) = self
+                .store
+                .claim(id, &me, from.as_deref())
+                .await
+                .map_err(storage)?
+            {
+                self.adopt(myself, claimed).await;
+                return Ok(());
+            }
+        }
+        let from = self
+            .store
+            .get(id)
+            .await
+            .map_err(storage)?
+            .and_then(|r| r.status.node)
+            .unwrap_or_else(|| "none".into());
+        Err(TwinError::Moving {
+            twin: id.to_string(),
+            from,
+            to: if owned { me } else { "its new owner".into() },
+        })
+    }
+
     async fn handle_msg(&mut self, myself: &ActorRef<HostMsg>, msg: HostMsg) {
+        if let Some(twin) = msg.twin_ref()
+            && let Some(id) = TwinId::parse(&twin.key)
+        {
+            let scope = twin.scope.clone();
+            if let Err(e) = self.ensure_held(myself, id, &scope).await {
+                return msg.refuse(e);
+            }
+        }
         match msg {
             HostMsg::Create {
                 definition,
@@ -1727,7 +1782,6 @@ impl Actor for TwinHost {
             tree_events: tokio::sync::broadcast::channel(256).0,
             gym: Default::default(),
             placement: args.placement,
-            arriving: HashMap::new(),
             remote_scenes: HashMap::new(),
         };
         if state.placement.is_some() {

@@ -367,6 +367,48 @@ pub enum HostMsg {
     },
 }
 
+impl HostMsg {
+    /// The twin a request names, if it names one.
+    pub fn twin_ref(&self) -> Option<&TwinRef> {
+        match self {
+            HostMsg::Get { twin, .. }
+            | HostMsg::Update { twin, .. }
+            | HostMsg::Delete { twin, .. }
+            | HostMsg::Start { twin, .. }
+            | HostMsg::Stop { twin, .. }
+            | HostMsg::Fork { twin, .. }
+            | HostMsg::Restore { twin, .. }
+            | HostMsg::Checkpoint { twin, .. }
+            | HostMsg::Route { twin, .. }
+            | HostMsg::ForkSource { twin, .. } => Some(twin),
+            _ => None,
+        }
+    }
+
+    /// Answers a request naming a twin with `err`, unhandled.
+    pub fn refuse(self, err: TwinError) {
+        // A caller that stopped waiting is not an error here.
+        match self {
+            HostMsg::Get { reply, .. } => drop(reply.send(Err(err))),
+            HostMsg::Update { reply, .. } => drop(reply.send(Err(err))),
+            HostMsg::Delete { reply, .. } => drop(reply.send(Err(err))),
+            HostMsg::Start { reply, .. } => drop(reply.send(Err(err))),
+            HostMsg::Stop { reply, .. } => drop(reply.send(Err(err))),
+            HostMsg::Fork { reply, .. } => drop(reply.send(Err(err))),
+            HostMsg::Restore { reply, .. } => drop(reply.send(Err(err))),
+            HostMsg::Checkpoint { reply, .. } => drop(reply.send(Err(err))),
+            HostMsg::Route { msg, .. } => msg.reject(err),
+            HostMsg::ForkSource { reply, .. } => drop(reply.send(Err(err))),
+            other => {
+                tracing::error!(
+                    "refuse() called on a request that names no twin: {}",
+                    std::any::type_name_of_val(&other)
+                );
+            }
+        }
+    }
+}
+
 /// What one [`HostMsg::Rebalance`] did.
 #[derive(Default)]
 pub struct Rebalanced {

@@ -226,6 +226,11 @@ enum WireError {
         node: String,
         reason: String,
     },
+    Moving {
+        twin: String,
+        from: String,
+        to: String,
+    },
 }
 
 /// The `&'static str` a wire string stands for, among those the code uses.
@@ -271,6 +276,7 @@ impl From<TwinError> for WireError {
             TwinError::NodeUnavailable { twin, node, reason } => {
                 WireError::NodeUnavailable { twin, node, reason }
             }
+            TwinError::Moving { twin, from, to } => WireError::Moving { twin, from, to },
         }
     }
 }
@@ -331,6 +337,7 @@ impl From<WireError> for TwinError {
             WireError::NodeUnavailable { twin, node, reason } => {
                 TwinError::NodeUnavailable { twin, node, reason }
             }
+            WireError::Moving { twin, from, to } => TwinError::Moving { twin, from, to },
         }
     }
 }

@@ -95,6 +95,9 @@ impl From<TwinError> for ApiError {
             TwinError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            TwinError::Moving { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "moving", message)
+            }
             TwinError::NodeUnavailable { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_unavailable", message)
             }

@@ -155,6 +155,10 @@ enum Command {
         name: Option<String>,
         #[arg(long, value_enum, default_value = "paused")]
         clock: ClockArg,
+        /// Run the fork on this cluster node (or `least_loaded`); the parent's
+        /// node when absent.
+        #[arg(long)]
+        node: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -1190,10 +1194,14 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             twin,
             name,
             clock,
+            node,
             client,
         } => {
             let c = Client::new(&client)?;
-            let body = serde_json::json!({ "name": name, "clock": clock.as_str() });
+            let mut body = serde_json::json!({ "name": name, "clock": clock.as_str() });
+            if let Some(node) = node {
+                body["node"] = serde_json::json!(node);
+            }
             let v = c
                 .json(
                     c.http
