@@ -158,7 +158,7 @@ async fn a_node_with_another_cookie_is_kept_out() {
 }
 
 #[test]
-fn clustering_without_a_cookie_is_refused_with_a_reason() {
+fn clustering_without_a_cookie_or_shared_definitions_is_refused_with_a_reason() {
     let out = std::process::Command::new(common::bin())
         .args(["serve", "--join", "127.0.0.1:1"])
         .env("HANZO_TWIN_CLUSTER_LISTEN", "127.0.0.1:0")
@@ -171,6 +171,20 @@ fn clustering_without_a_cookie_is_refused_with_a_reason() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("cluster.cookie"), "{text}");
+    // With a cookie but each node's own sled store, twins could not move.
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--join", "127.0.0.1:1"])
+        .env("HANZO_TWIN_CLUSTER_LISTEN", "127.0.0.1:0")
+        .env("HANZO_TWIN_CLUSTER_COOKIE", "s3cret")
+        .env(
+            "HANZO_TWIN_DATA_DIR",
+            std::env::temp_dir().join("hanzo-twin-no-cookie"),
+        )
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("metadata.backend: postgres"), "{text}");
 }
 
 fn contains_twin(tree: &Value, name: &str) -> bool {
@@ -565,6 +579,10 @@ async fn twins_of_a_killed_node_come_back_on_the_survivors_and_a_new_node_takes_
     // kill -9 node-c while its twins run.
     let killed = Instant::now();
     c.stop(true);
+    // Its twins never drop out of the list, even before they come back.
+    members(&a, 2).await;
+    let (_, v) = a.get("/v1/twins").await;
+    assert_eq!(v["twins"].as_array().map(Vec::len), Some(ids.len()), "{v}");
     let back = all_running(&a, &ids, "node-c").await;
     eprintln!(
         "{} twins of the killed node answered on the survivors after {:?}",

@@ -216,18 +216,36 @@ impl TwinNode {
                     .ok_or_else(no_nodes)?;
                 self.run_on(&*link, &node, "create", request, blob).await
             }
-            TwinRequest::List { .. } => {
+            TwinRequest::List { filter } => {
                 let mut all = Vec::new();
                 let mut nodes = link.peers();
                 if link.hosts_twins() {
                     nodes.insert(0, local.clone());
                 }
-                for node in nodes {
+                for node in &nodes {
                     if let (TwinReply::Records(part), _) = self
-                        .run_on(&*link, &node, "list", request.clone(), Vec::new())
+                        .run_on(&*link, node, "list", request.clone(), Vec::new())
                         .await?
                     {
                         all.extend(part);
+                    }
+                }
+                // Twins in transit (released, or their node just died) are
+                // held by no member: the shared store still lists them.
+                if let Some(node) = nodes.first() {
+                    let unheld = TwinRequest::ListUnheld {
+                        filter: filter.clone(),
+                        members: nodes.clone(),
+                    };
+                    if let (TwinReply::Records(part), _) = self
+                        .run_on(&*link, node, "list", unheld, Vec::new())
+                        .await?
+                    {
+                        all.extend(
+                            part.into_iter()
+                                .filter(|r| !all.iter().any(|a| a.id == r.id))
+                                .collect::<Vec<_>>(),
+                        );
                     }
                 }
                 all.sort_by_key(|r| r.id);
@@ -518,6 +536,18 @@ impl TwinNode {
                     })
                     .await?,
                 )
+            }
+            TwinRequest::ListUnheld { filter, members } => {
+                let scope = self.scope.clone();
+                let list = self
+                    .ask("list", |reply| HostMsg::ListUnheld {
+                        filter,
+                        members,
+                        scope,
+                        reply,
+                    })
+                    .await?;
+                (TwinReply::Records(list), Vec::new())
             }
             TwinRequest::Load => (
                 TwinReply::Load(self.ask("load", |reply| HostMsg::Load { reply }).await?),

@@ -1156,15 +1156,9 @@ impl HostState {
                     Some(holder.clone())
                 }
             };
-            match self.store.claim(id, &me, from.as_deref()).await {
-                Ok(Some(claimed)) => {
-                    if let Some(dead) = &from {
-                        tracing::warn!(twin = %id, node = %dead, "taking over a twin from a node that stopped answering");
-                    }
-                    self.adopt(myself, claimed).await;
-                    done.adopted.push(id);
-                }
-                Ok(None) => {}
+            match self.take_over(myself, id, from).await {
+                Ok(true) => done.adopted.push(id),
+                Ok(false) => {}
                 Err(e) => tracing::error!(twin = %id, error = %e, "claiming the twin failed"),
             }
         }
@@ -1178,6 +1172,30 @@ impl HostState {
             self.last_checkpoint.remove(&id);
         }
         Ok(done)
+    }
+
+    /// Claims the twin in the store (from `from`, a holder whose lease ran
+    /// out, if any) and holds it; `false` when another node got it first.
+    async fn take_over(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        id: TwinId,
+        from: Option<String>,
+    ) -> Result<bool, TwinError> {
+        let me = self.config.node_id.clone();
+        let Some(claimed) = self
+            .store
+            .claim(id, &me, from.as_deref())
+            .await
+            .map_err(storage)?
+        else {
+            return Ok(false);
+        };
+        if let Some(dead) = &from {
+            tracing::warn!(twin = %id, node = %dead, "taking over a twin from a node that stopped answering");
+        }
+        self.adopt(myself, claimed).await;
+        Ok(true)
     }
 
     /// Holds a twin claimed from the store; one that was running resumes from
@@ -1346,17 +1364,13 @@ impl HostState {
                 .is_none_or(|l| l.contains(h)),
             _ => false,
         };
-        if owned && !live {
-            let from = holder.filter(|h| *h != me);
-            if let Some(claimed) = self
-                .store
-                .claim(id, &me, from.as_deref())
-                .await
-                .map_err(storage)?
-            {
-                self.adopt(myself, claimed).await;
-                return Ok(());
-            }
+        if owned
+            && !live
+            && self
+                .take_over(myself, id, holder.filter(|h| *h != me))
+                .await?
+        {
+            return Ok(());
         }
         let from = self
             .store
@@ -1591,6 +1605,24 @@ impl HostState {
                 reply,
             } => {
                 let result = self.adopt_fork(myself, *record, clock, state).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::ListUnheld {
+                filter,
+                members,
+                scope,
+                reply,
+            } => {
+                let result = self.store.list().await.map_err(storage).map(|all| {
+                    all.into_iter()
+                        .filter(|r| {
+                            !self.records.contains_key(&r.id)
+                                && r.status.node.as_ref().is_none_or(|h| !members.contains(h))
+                                && scope.admits(r)
+                                && filter.matches(r)
+                        })
+                        .collect()
+                });
                 let _ = reply.send(result);
             }
             HostMsg::Load { reply } => {

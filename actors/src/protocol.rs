@@ -354,6 +354,14 @@ pub enum HostMsg {
         state: SimState,
         reply: Reply<TwinRecord>,
     },
+    /// Stored twins (matching `filter`, as `scope` sees them) that no node in
+    /// `members` holds: released mid hand-off, or held by a node that is gone.
+    ListUnheld {
+        filter: TwinFilter,
+        members: Vec<String>,
+        scope: Scope,
+        reply: Reply<Vec<TwinRecord>>,
+    },
     /// How many twins run on this node.
     Load {
         reply: Reply<usize>,

@@ -120,6 +120,11 @@ pub enum TwinRequest {
         record: TwinRecord,
         clock: Clock,
     },
+    /// Stored twins no node in `members` holds.
+    ListUnheld {
+        filter: TwinFilter,
+        members: Vec<String>,
+    },
     /// How many twins run here.
     Load,
 }
@@ -144,7 +149,12 @@ impl TwinRequest {
             | Info { twin }
             | InjectFault { twin, .. }
             | Recording { twin } => Some(twin),
-            Create { .. } | List { .. } | ForkFrom { .. } | AdoptFork { .. } | Load => None,
+            Create { .. }
+            | List { .. }
+            | ListUnheld { .. }
+            | ForkFrom { .. }
+            | AdoptFork { .. }
+            | Load => None,
         }
     }
 }
