@@ -11,7 +11,7 @@
 
 mod common;
 
-use hanzo_twin::actors::{Clock, ForkOptions, StartOptions, TwinNode};
+use hanzo_twin::actors::{Clock, ForkOptions, TwinNode};
 use hanzo_twin::config::MetadataBackend;
 use hanzo_twin::{Node, NodeConfig};
 use std::process::{Child, Command, Stdio};
@@ -58,16 +58,7 @@ async fn twin_on(twins: &TwinNode, node: &str, tag: &str) -> String {
         let record = twins.create(definition).await.expect("create");
         let id = record.id.to_string();
         if record.status.node.as_deref() == Some(node) {
-            twins
-                .start(
-                    &id,
-                    StartOptions {
-                        clock: Clock::Paused,
-                        reset: true,
-                    },
-                )
-                .await
-                .expect("start");
+            common::start_paused(twins, &id).await;
             return id;
         }
         twins.delete(&id).await.expect("delete");

@@ -46,17 +46,17 @@ pub async fn node_with_twin(def_file: &str, data: &std::path::Path) -> (Node, Tw
         .expect("create")
         .id
         .to_string();
-    twins
-        .start(
-            &id,
-            StartOptions {
-                clock: Clock::Paused,
-                reset: true,
-            },
-        )
-        .await
-        .expect("start");
+    start_paused(&twins, &id).await;
     (node, twins, id)
+}
+
+/// Starts a twin from its scene's initial state on a paused clock.
+pub async fn start_paused(twins: &TwinNode, id: &str) {
+    let options = StartOptions {
+        clock: Clock::Paused,
+        reset: true,
+    };
+    twins.start(id, options).await.expect("start");
 }
 
 /// Gymnasium's ant.xml, from the Python that HANZO_TWIN_TEST_PYTHON names

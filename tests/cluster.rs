@@ -157,33 +157,28 @@ async fn a_node_with_another_cookie_is_kept_out() {
     assert_eq!(members(&b, 1).await.len(), 1);
 }
 
+/// `hanzo-twin serve --join` with `env`: it must refuse to start, saying why.
+fn refused_start(env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--join", "127.0.0.1:1"])
+        .env("HANZO_TWIN_CLUSTER_LISTEN", "127.0.0.1:0")
+        .env(
+            "HANZO_TWIN_DATA_DIR",
+            std::env::temp_dir().join("hanzo-twin-refused"),
+        )
+        .envs(env.iter().copied())
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
 #[test]
 fn clustering_without_a_cookie_or_shared_definitions_is_refused_with_a_reason() {
-    let out = std::process::Command::new(common::bin())
-        .args(["serve", "--join", "127.0.0.1:1"])
-        .env("HANZO_TWIN_CLUSTER_LISTEN", "127.0.0.1:0")
-        .env(
-            "HANZO_TWIN_DATA_DIR",
-            std::env::temp_dir().join("hanzo-twin-no-cookie"),
-        )
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = refused_start(&[]);
     assert!(text.contains("cluster.cookie"), "{text}");
     // With a cookie but each node's own sled store, twins could not move.
-    let out = std::process::Command::new(common::bin())
-        .args(["serve", "--join", "127.0.0.1:1"])
-        .env("HANZO_TWIN_CLUSTER_LISTEN", "127.0.0.1:0")
-        .env("HANZO_TWIN_CLUSTER_COOKIE", "s3cret")
-        .env(
-            "HANZO_TWIN_DATA_DIR",
-            std::env::temp_dir().join("hanzo-twin-no-cookie"),
-        )
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = refused_start(&[("HANZO_TWIN_CLUSTER_COOKIE", "s3cret")]);
     assert!(text.contains("metadata.backend: postgres"), "{text}");
 }
 
@@ -231,20 +226,9 @@ async fn any_member_shows_every_members_supervision_tree() {
         return;
     };
     let token = a.token.clone().expect("development token");
-    let out = tokio::process::Command::new("node")
-        .arg(repo().join("tests/browser/inspector.cjs"))
-        .args([a.url("").as_str(), token.as_str(), on_b.as_str()])
-        .env("HANZO_TWIN_PLAYWRIGHT", &playwright)
-        .env("HANZO_TWIN_INSPECT_NODE", "node-b")
-        .output()
-        .await
-        .expect("node runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the browser check failed:\n{text}");
+    let text =
+        common::inspector_page_check(&playwright, &a.url(""), &token, &on_b, Some("node-b"), None)
+            .await;
     assert!(text.contains("1 restart"), "{text}");
 }
 

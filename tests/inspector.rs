@@ -209,20 +209,9 @@ async fn the_inspector_page_shows_a_twin_fail_and_come_back_in_chromium() {
     let token = node.token.clone().expect("development token");
     let url = node.url("");
     let shot = std::env::temp_dir().join("hanzo-twin-inspector.png");
-    let out = tokio::process::Command::new("node")
-        .arg(repo().join("tests/browser/inspector.cjs"))
-        .args([url.as_str(), token.as_str(), "page-arm"])
-        .arg(&shot)
-        .env("HANZO_TWIN_PLAYWRIGHT", &playwright)
-        .output()
-        .await
-        .expect("node runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text =
+        common::inspector_page_check(&playwright, &url, &token, "page-arm", None, Some(&shot))
+            .await;
     eprintln!("{text}");
-    assert!(out.status.success(), "the browser check failed:\n{text}");
     assert!(text.contains("1 restart"), "{text}");
 }

@@ -17,6 +17,12 @@ pub fn valid_schema(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// A stored record, decoded.
+fn record_of(id: impl std::fmt::Display, value: serde_json::Value) -> StoreResult<TwinRecord> {
+    serde_json::from_value(value)
+        .map_err(|e| StoreError(format!("postgres: stored twin {id} is unreadable: {e}")))
+}
+
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("postgres: {e}"))
 }
@@ -143,13 +149,7 @@ impl TwinStore for PgTwinStore {
                 )
                 .await
                 .map_err(err)?;
-            row.map(|r| {
-                let value: serde_json::Value = r.get(0);
-                serde_json::from_value(value).map_err(|e| {
-                    StoreError(format!("postgres: stored twin {id} is unreadable: {e}"))
-                })
-            })
-            .transpose()
+            row.map(|r| record_of(id, r.get(0))).transpose()
         })
     }
 
@@ -164,13 +164,7 @@ impl TwinStore for PgTwinStore {
                 .await
                 .map_err(err)?;
             rows.into_iter()
-                .map(|r| {
-                    let id: uuid::Uuid = r.get(0);
-                    let value: serde_json::Value = r.get(1);
-                    serde_json::from_value(value).map_err(|e| {
-                        StoreError(format!("postgres: stored twin {id} is unreadable: {e}"))
-                    })
-                })
+                .map(|r| record_of(r.get::<_, uuid::Uuid>(0), r.get(1)))
                 .collect()
         })
     }
@@ -250,13 +244,7 @@ impl TwinStore for PgTwinStore {
                 )
                 .await
                 .map_err(err)?;
-            row.map(|r| {
-                let value: serde_json::Value = r.get(0);
-                serde_json::from_value(value).map_err(|e| {
-                    StoreError(format!("postgres: stored twin {id} is unreadable: {e}"))
-                })
-            })
-            .transpose()
+            row.map(|r| record_of(id, r.get(0))).transpose()
         })
     }
 }

@@ -406,3 +406,34 @@ pub fn rename(yaml: &str, name: &str) -> String {
         .join("\n")
         + "\n"
 }
+
+/// Runs tests/browser/inspector.cjs in headless Chromium against the node at
+/// `url`: the page shows `twin` running, then crashed and back (on `peer`'s
+/// tree when given). Asserts it succeeded; returns what it printed.
+pub async fn inspector_page_check(
+    playwright: &str,
+    url: &str,
+    token: &str,
+    twin: &str,
+    peer: Option<&str>,
+    screenshot: Option<&Path>,
+) -> String {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(repo().join("tests/browser/inspector.cjs"))
+        .args([url, token, twin])
+        .env("HANZO_TWIN_PLAYWRIGHT", playwright);
+    if let Some(shot) = screenshot {
+        cmd.arg(shot);
+    }
+    if let Some(peer) = peer {
+        cmd.env("HANZO_TWIN_INSPECT_NODE", peer);
+    }
+    let out = cmd.output().await.expect("node runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the browser check failed:\n{text}");
+    text
+}
