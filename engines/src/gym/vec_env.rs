@@ -197,7 +197,7 @@ impl VecEnv {
             let handle = std::thread::Builder::new()
                 .name(format!("gym-{w}"))
                 .spawn(move || {
-                    for job in rx {
+                    while let Some(job) = next_job(&rx) {
                         shared.run(job);
                     }
                 })
@@ -426,10 +426,10 @@ impl VecEnv {
             } else if let Ok(job) = self.work_rx.try_recv() {
                 self.shared.run(job);
             } else {
-                match self.done_rx.recv() {
-                    Ok(i) => done.push(i),
+                match spin_then_recv(&self.done_rx) {
+                    Some(i) => done.push(i),
                     // `shared` holds a sender, so the channel never closes.
-                    Err(_) => break,
+                    None => break,
                 }
             }
         }
@@ -600,4 +600,33 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// How long a thread waiting for work or results spins before it sleeps.
+/// A batch's steps take milliseconds and the caller's turnaround between
+/// batches well under one, so spinning this long keeps the threads from
+/// falling asleep between batches (waking one costs tens of microseconds
+/// per batch); an idle environment still sleeps after it.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The next message on `rx`: spins for [`SPIN`], then blocks; `None` once
+/// the channel closed.
+fn spin_then_recv<T>(rx: &Receiver<T>) -> Option<T> {
+    let start = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(v) => return Some(v),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+            Err(crossbeam_channel::TryRecvError::Empty) => {}
+        }
+        if start.elapsed() >= SPIN {
+            return rx.recv().ok();
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// A worker's next job (see [`spin_then_recv`]).
+fn next_job(rx: &Receiver<Job>) -> Option<Job> {
+    spin_then_recv(rx)
 }
