@@ -76,6 +76,16 @@ async fn time_steps(twins: &TwinNode, id: &str, n: usize) -> Stats {
     stats(samples)
 }
 
+async fn time_gets(twins: &TwinNode, id: &str, n: usize) -> Stats {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        twins.get(id).await.expect("get");
+        samples.push(t0.elapsed());
+    }
+    stats(samples)
+}
+
 async fn time_forks(twins: &TwinNode, id: &str, node: Option<&str>, n: usize) -> Stats {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
@@ -176,6 +186,15 @@ fn main() {
         let r = time_steps(&twins, &remote, steps).await;
         row("step, twin on this node", &l);
         row("step, twin on node B", &r);
+        println!(
+            "remote / local: mean {:.2}x, p50 {:.2}x",
+            r.mean.as_secs_f64() / l.mean.as_secs_f64(),
+            r.p50.as_secs_f64() / l.p50.as_secs_f64()
+        );
+        let l = time_gets(&twins, &local, steps).await;
+        let r = time_gets(&twins, &remote, steps).await;
+        row("get record, on this node", &l);
+        row("get record, on node B", &r);
         println!(
             "remote / local: mean {:.2}x, p50 {:.2}x",
             r.mean.as_secs_f64() / l.mean.as_secs_f64(),
