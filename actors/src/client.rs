@@ -241,13 +241,11 @@ impl TwinNode {
                         .run_on(&*link, node, "list", unheld, Vec::new())
                         .await?
                     {
-                        all.extend(
-                            part.into_iter()
-                                .filter(|r| !all.iter().any(|a| a.id == r.id))
-                                .collect::<Vec<_>>(),
-                        );
+                        all.extend(part);
                     }
                 }
+                // A stable sort keeps a holder's record ahead of the store's
+                // copy of the same twin, and dedup keeps the first.
                 all.sort_by_key(|r| r.id);
                 all.dedup_by_key(|r| r.id);
                 Ok((TwinReply::Records(all), Vec::new()))
