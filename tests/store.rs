@@ -151,8 +151,15 @@ async fn postgres_store_keeps_records() {
         .expect("the claimed twin")
         .clone();
     let err = store.put(&held).await.expect_err("fenced");
-    assert!(err.0.contains("held by another node"), "{err}");
+    assert!(err.to_string().contains("held by another node"), "{err}");
     other.put(&held).await.expect("the holder writes");
+    // A name is unique in its organization, whichever node writes.
+    let mut twin = held.clone();
+    twin.id = TwinId::new();
+    twin.status.node = None;
+    let err = store.put(&twin).await.expect_err("the name is taken");
+    assert!(err.is_conflict(), "{err}");
+    assert!(err.to_string().contains("already exists"), "{err}");
     // Heartbeats: a node is live for the lease after its last one.
     store.heartbeat("n0").await.expect("heartbeat");
     let live = other

@@ -204,7 +204,11 @@ pub struct HostState {
 const REMOTE_SCENES_KEPT: usize = 32;
 
 fn storage(e: crate::store::StoreError) -> TwinError {
-    TwinError::Storage(e.0)
+    if e.is_conflict() {
+        TwinError::Conflict(e.to_string())
+    } else {
+        TwinError::Storage(e.to_string())
+    }
 }
 
 /// A twin's queued write: the state to put (`None`: delete) and a delete's ack.

@@ -11,8 +11,33 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+#[error("{message}")]
+pub struct StoreError {
+    message: String,
+    conflict: bool,
+}
+
+impl StoreError {
+    /// The store failed.
+    pub fn new(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            conflict: false,
+        }
+    }
+
+    /// The write conflicts with what is stored (a name already taken).
+    pub fn conflict(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            conflict: true,
+        }
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.conflict
+    }
+}
 
 /// Durable twin records.
 pub trait TwinStore: Send + Sync + 'static {

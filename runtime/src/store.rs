@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::new(e.to_string())
 }
 
 /// Twin records in a sled tree, one JSON document per twin id.
@@ -22,8 +22,9 @@ pub struct SledTwinStore {
 
 impl SledTwinStore {
     pub fn open(dir: &Path) -> Result<SledTwinStore, StoreError> {
-        let db = sled::open(dir)
-            .map_err(|e| StoreError(format!("cannot open the store at {}: {e}", dir.display())))?;
+        let db = sled::open(dir).map_err(|e| {
+            StoreError::new(format!("cannot open the store at {}: {e}", dir.display()))
+        })?;
         let twins = db.open_tree("twins").map_err(err)?;
         Ok(SledTwinStore { db, twins })
     }
@@ -121,7 +122,7 @@ impl TwinStore for SledTwinStore {
             for item in self.twins.iter() {
                 let (key, v) = item.map_err(err)?;
                 let record: TwinRecord = serde_json::from_slice(&v).map_err(|e| {
-                    StoreError(format!(
+                    StoreError::new(format!(
                         "stored twin {} is unreadable: {e}",
                         String::from_utf8_lossy(&key)
                     ))

@@ -20,11 +20,11 @@ pub fn valid_schema(s: &str) -> bool {
 /// A stored record, decoded.
 fn record_of(id: impl std::fmt::Display, value: serde_json::Value) -> StoreResult<TwinRecord> {
     serde_json::from_value(value)
-        .map_err(|e| StoreError(format!("postgres: stored twin {id} is unreadable: {e}")))
+        .map_err(|e| StoreError::new(format!("postgres: stored twin {id} is unreadable: {e}")))
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("postgres: {e}"))
+    StoreError::new(format!("postgres: {e}"))
 }
 
 /// Twin records in a PostgreSQL table, through a pool of connections.
@@ -56,13 +56,13 @@ impl PgTwinStore {
         node: &str,
     ) -> Result<PgTwinStore, StoreError> {
         if !valid_schema(schema) {
-            return Err(StoreError(format!(
+            return Err(StoreError::new(format!(
                 "postgres: schema `{schema}` must be lowercase letters, digits or _"
             )));
         }
         let mut pg: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| StoreError(format!("postgres: metadata.postgres.url: {e}")))?;
+            .map_err(|e| StoreError::new(format!("postgres: metadata.postgres.url: {e}")))?;
         pg.connect_timeout(connect_timeout);
         let manager = Manager::from_config(
             pg,
@@ -102,6 +102,16 @@ impl PgTwinStore {
             ))
             .await
             .map_err(err)?;
+        // A name is unique in its organization across every node, whatever
+        // two nodes decide at once.
+        let unique = format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS twins_organization_name ON {}
+                 ((record->'definition'->>'organization'), (record->'definition'->>'name'))",
+            store.table
+        );
+        if let Err(e) = client.batch_execute(&unique).await {
+            tracing::warn!(error = %e, "twin names are not unique in the store yet; names are then checked by the nodes only");
+        }
         Ok(store)
     }
 }
@@ -109,6 +119,8 @@ impl PgTwinStore {
 impl TwinStore for PgTwinStore {
     fn put(&self, record: &TwinRecord) -> BoxFuture<'_, StoreResult<()>> {
         let value = serde_json::to_value(record).map_err(err);
+        let record_name = record.definition.name.to_string();
+        let record_org = record.definition.organization().to_string();
         let id = record.id.0;
         Box::pin(async move {
             let value = value?;
@@ -128,9 +140,18 @@ impl TwinStore for PgTwinStore {
                     &[&id, &value, &self.node],
                 )
                 .await
-                .map_err(err)?;
+                .map_err(|e| {
+                    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                        StoreError::conflict(format!(
+                            "a twin named `{}` already exists in organization {}",
+                            record_name, record_org
+                        ))
+                    } else {
+                        err(e)
+                    }
+                })?;
             if written == 0 {
-                return Err(StoreError(format!(
+                return Err(StoreError::new(format!(
                     "postgres: twin {id} is held by another node now; node {} may no longer change it",
                     self.node
                 )));
