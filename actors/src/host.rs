@@ -1365,24 +1365,27 @@ impl HostState {
                 .live_nodes(self.config.lease)
                 .await
                 .map_err(storage)?
-                .is_none_or(|l| l.contains(h)),
+                // A store this node keeps alone: no other node is alive in it.
+                .is_some_and(|l| l.contains(h)),
             _ => false,
         };
-        if owned
-            && !live
-            && self
-                .take_over(myself, id, holder.filter(|h| *h != me))
+        let mut holder = holder;
+        if owned && !live {
+            if self
+                .take_over(myself, id, holder.clone().filter(|h| *h != me))
                 .await?
-        {
-            return Ok(());
+            {
+                return Ok(());
+            }
+            // Another node claimed it first: say which.
+            holder = self
+                .store
+                .get(id)
+                .await
+                .map_err(storage)?
+                .and_then(|r| r.status.node);
         }
-        let from = self
-            .store
-            .get(id)
-            .await
-            .map_err(storage)?
-            .and_then(|r| r.status.node)
-            .unwrap_or_else(|| "none".into());
+        let from = holder.unwrap_or_else(|| "none".into());
         Err(TwinError::Moving {
             twin: id.to_string(),
             from,
@@ -1391,7 +1394,9 @@ impl HostState {
     }
 
     async fn handle_msg(&mut self, myself: &ActorRef<HostMsg>, msg: HostMsg) {
-        if let Some(twin) = msg.twin_ref()
+        // Outside a cluster every twin in the store is held here.
+        if self.placement.is_some()
+            && let Some(twin) = msg.twin_ref()
             && let Some(id) = TwinId::parse(&twin.key)
         {
             let scope = twin.scope.clone();
