@@ -495,12 +495,7 @@ impl Mesh {
             max_frame: config.max_frame,
         };
         let changed = Arc::new(tokio::sync::Notify::new());
-        let mut tasks = vec![keep_membership(
-            &server,
-            &config,
-            link.clone(),
-            changed.clone(),
-        )];
+        let mut tasks = keep_membership(&server, &config, link.clone(), changed.clone());
         let node = membership.local().id.clone();
         // The heartbeat says "my twins are held"; without it, the others take
         // them over once the lease runs out.
@@ -561,7 +556,7 @@ impl Mesh {
             max_frame: config.max_frame,
         };
         let changed = Arc::new(tokio::sync::Notify::new());
-        let tasks = vec![keep_membership(&server, &config, link.clone(), changed)];
+        let tasks = keep_membership(&server, &config, link.clone(), changed);
         let mesh = Mesh {
             server,
             member: None,
@@ -637,13 +632,15 @@ async fn start_server(
 }
 
 /// Joins the seeds (retrying until each answers) and keeps the link's
-/// membership current: on every session change and every `refresh`.
+/// membership current: on every session change and every `refresh`. Returns
+/// the tasks doing it, for [`Mesh::stop`] to end.
 fn keep_membership(
     server: &ActorRef<NodeServerMessage>,
     config: &MeshConfig,
     link: MeshLink,
     changed: Arc<tokio::sync::Notify>,
-) -> tokio::task::JoinHandle<()> {
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
     let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
     let _ = server.cast(NodeServerMessage::SubscribeToEvents {
         id: "membership".into(),
@@ -652,7 +649,7 @@ fn keep_membership(
     for seed in config.seeds.clone() {
         let server = server.clone();
         let tls = config.tls.clone();
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
             loop {
                 match connect(&server, &seed, tls.as_ref()).await {
@@ -667,13 +664,13 @@ fn keep_membership(
                     }
                 }
             }
-        });
+        }));
     }
     let refresh = config.refresh;
     let tls = config.tls.clone();
     let server = server.clone();
     let mut tried: HashMap<String, Instant> = HashMap::new();
-    tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         loop {
             if refresh_members(&link).await {
                 changed.notify_one();
@@ -690,7 +687,8 @@ fn keep_membership(
                 _ = tokio::time::sleep(refresh) => {}
             }
         }
-    })
+    }));
+    tasks
 }
 
 /// Opens a session to `addr`, over TLS when configured.
