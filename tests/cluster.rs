@@ -526,7 +526,12 @@ async fn all_running(node: &TestNode, ids: &[String], not_on: &str) -> Vec<Value
 async fn twins_of_a_killed_node_come_back_on_the_survivors_and_a_new_node_takes_its_share() {
     let Some(sh) = shared() else { return };
     let [pa, pb, pc, pd] = free_ports::<4>();
-    let extra = [("HANZO_TWIN_CLUSTER_MAX_MOVES", "2")];
+    // The client polling through the hand-off below asks as fast as it can;
+    // request rate limiting (tested elsewhere) would only get in its way.
+    let extra = [
+        ("HANZO_TWIN_CLUSTER_MAX_MOVES", "2"),
+        ("HANZO_TWIN_AUTH_RATE_LIMIT_PER_SECOND", "0"),
+    ];
     let a = member(&sh, "node-a", pa, "s3cret", &[], &extra).await;
     let b = member(&sh, "node-b", pb, "s3cret", &[pa], &extra).await;
     let mut c = member(&sh, "node-c", pc, "s3cret", &[pa], &extra).await;
