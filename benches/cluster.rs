@@ -66,24 +66,26 @@ async fn twin_on(twins: &TwinNode, node: &str, tag: &str) -> String {
     panic!("placement never chose {node}");
 }
 
-async fn time_steps(twins: &TwinNode, id: &str, n: usize) -> Stats {
+/// Latencies of `n` calls of `request`.
+async fn time_requests(n: usize, mut request: impl AsyncFnMut()) -> Stats {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = Instant::now();
-        twins.step(id, 1).await.expect("step");
+        request().await;
         samples.push(t0.elapsed());
     }
     stats(samples)
 }
 
-async fn time_gets(twins: &TwinNode, id: &str, n: usize) -> Stats {
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t0 = Instant::now();
-        twins.get(id).await.expect("get");
-        samples.push(t0.elapsed());
-    }
-    stats(samples)
+/// Prints a local and a remote measurement and their ratio.
+fn compare(local: (&str, &Stats), remote: (&str, &Stats), ratio: &str) {
+    row(local.0, local.1);
+    row(remote.0, remote.1);
+    println!(
+        "{ratio}: mean {:.2}x, p50 {:.2}x",
+        remote.1.mean.as_secs_f64() / local.1.mean.as_secs_f64(),
+        remote.1.p50.as_secs_f64() / local.1.p50.as_secs_f64()
+    );
 }
 
 async fn time_forks(twins: &TwinNode, id: &str, node: Option<&str>, n: usize) -> Stats {
@@ -176,39 +178,45 @@ fn main() {
     rt.block_on(async {
         let local = twin_on(&twins, "node-a", "local").await;
         let remote = twin_on(&twins, "node-b", "remote").await;
+        let step = |id: &str| {
+            let (twins, id) = (twins.clone(), id.to_string());
+            async move || {
+                twins.step(&id, 1).await.expect("step");
+            }
+        };
+        let get = |id: &str| {
+            let (twins, id) = (twins.clone(), id.to_string());
+            async move || {
+                twins.get(&id).await.expect("get");
+            }
+        };
         // Warm both paths.
-        time_steps(&twins, &local, 20).await;
-        time_steps(&twins, &remote, 20).await;
+        time_requests(20, step(&local)).await;
+        time_requests(20, step(&remote)).await;
         println!(
             "cluster routing: robot-arm twin (rapier3d), one step per request, {steps} requests"
         );
-        let l = time_steps(&twins, &local, steps).await;
-        let r = time_steps(&twins, &remote, steps).await;
-        row("step, twin on this node", &l);
-        row("step, twin on node B", &r);
-        println!(
-            "remote / local: mean {:.2}x, p50 {:.2}x",
-            r.mean.as_secs_f64() / l.mean.as_secs_f64(),
-            r.p50.as_secs_f64() / l.p50.as_secs_f64()
+        let l = time_requests(steps, step(&local)).await;
+        let r = time_requests(steps, step(&remote)).await;
+        compare(
+            ("step, twin on this node", &l),
+            ("step, twin on node B", &r),
+            "remote / local",
         );
-        let l = time_gets(&twins, &local, steps).await;
-        let r = time_gets(&twins, &remote, steps).await;
-        row("get record, on this node", &l);
-        row("get record, on node B", &r);
-        println!(
-            "remote / local: mean {:.2}x, p50 {:.2}x",
-            r.mean.as_secs_f64() / l.mean.as_secs_f64(),
-            r.p50.as_secs_f64() / l.p50.as_secs_f64()
+        let l = time_requests(steps, get(&local)).await;
+        let r = time_requests(steps, get(&remote)).await;
+        compare(
+            ("get record, on this node", &l),
+            ("get record, on node B", &r),
+            "remote / local",
         );
         println!("\nfork latency: parent on this node, {forks} forks each");
         let l = time_forks(&twins, &local, None, forks).await;
         let r = time_forks(&twins, &local, Some("node-b"), forks).await;
-        row("fork on the parent's node", &l);
-        row("fork on node B", &r);
-        println!(
-            "cross-node / local: mean {:.2}x, p50 {:.2}x",
-            r.mean.as_secs_f64() / l.mean.as_secs_f64(),
-            r.p50.as_secs_f64() / l.p50.as_secs_f64()
+        compare(
+            ("fork on the parent's node", &l),
+            ("fork on node B", &r),
+            "cross-node / local",
         );
     });
     rt.block_on(node.shutdown());
