@@ -1,10 +1,12 @@
 //! RL environments through a running node (`/v1/gym/envs`): the built-in
 //! cart-pole batch, autoreset, randomization, the asynchronous forms, a task
-//! spec on a twin's scene, Ant-v5 on MuJoCo, and clear errors for bad input.
+//! spec on a twin's scene, Ant-v5 on MuJoCo, the training loop's
+//! safetensors form, and clear errors for bad input.
 
 mod common;
 
 use common::{TestNode, repo};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde_json::{Value, json};
 
 async fn create(node: &TestNode, body: Value) -> (u16, Value) {
@@ -324,4 +326,242 @@ async fn ant_v5_runs_on_mujoco_through_the_api() {
     let (status, v) = create(&node, json!({ "task": "ant-v5", "engine": "rapier3d" })).await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["field"], "engine");
+}
+
+const TENSORS: &str = "application/x-safetensors";
+
+/// Named arrays as a safetensors buffer.
+fn tensors(arrays: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let views: Vec<(&str, TensorView<'_>)> = arrays
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            (
+                *name,
+                TensorView::new(*dtype, shape.clone(), data).expect("a tensor"),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("a buffer")
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// POSTs `body` (safetensors when `binary`, else JSON) asking for a
+/// safetensors answer: the status and the raw answer.
+async fn post_tensors(node: &TestNode, path: &str, body: Vec<u8>, binary: bool) -> (u16, Vec<u8>) {
+    let r = node
+        .http
+        .post(node.url(path))
+        .header(
+            "content-type",
+            if binary { TENSORS } else { "application/json" },
+        )
+        .header("accept", TENSORS)
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    let status = r.status().as_u16();
+    if status < 300 {
+        let media = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = r.bytes().await.expect("body").to_vec();
+        assert!(body.is_empty() || media == TENSORS, "answered {media}");
+        (status, body)
+    } else {
+        (status, r.bytes().await.expect("body").to_vec())
+    }
+}
+
+fn f64s(t: &SafeTensors<'_>, name: &str) -> Vec<f64> {
+    let v = t.tensor(name).expect(name);
+    assert_eq!(v.dtype(), Dtype::F64, "{name}");
+    v.data()
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect()
+}
+
+fn bools(t: &SafeTensors<'_>, name: &str) -> Vec<bool> {
+    let v = t.tensor(name).expect(name);
+    assert_eq!(v.dtype(), Dtype::BOOL, "{name}");
+    v.data().iter().map(|b| *b != 0).collect()
+}
+
+fn flat(v: &Value, key: &str) -> Vec<f64> {
+    rows(v, key).concat()
+}
+
+#[tokio::test]
+async fn the_training_loop_trades_safetensors_buffers_with_the_values_json_has() {
+    let node = TestNode::start().await;
+    let spec = json!({ "task": "cartpole-v0", "num_envs": 3, "autoreset_mode": "same_step" });
+    let (_, a) = create(&node, spec.clone()).await;
+    let (_, b) = create(&node, spec).await;
+    let (json_id, bin_id) = (a["id"].as_str().expect("id"), b["id"].as_str().expect("id"));
+    let reset = json!({ "seed": 11 }).to_string().into_bytes();
+    let (_, first) = node
+        .post(
+            &format!("/v1/gym/envs/{json_id}/reset"),
+            json!({ "seed": 11 }),
+        )
+        .await;
+    let (status, raw) =
+        post_tensors(&node, &format!("/v1/gym/envs/{bin_id}/reset"), reset, false).await;
+    assert_eq!(status, 200);
+    let t = SafeTensors::deserialize(&raw).expect("a safetensors answer");
+    assert_eq!(f64s(&t, "observations"), flat(&first, "observations"));
+    assert_eq!(t.tensor("observations").expect("obs").shape(), &[3, 4]);
+    let (_, metadata) = SafeTensors::read_metadata(&raw).expect("header");
+    let keys = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("info_keys"))
+        .expect("info_keys in the metadata");
+    assert_eq!(
+        serde_json::from_str::<Value>(keys).expect("JSON"),
+        a["info_keys"]
+    );
+
+    // No push: the poles fall; both forms agree on every step, and on the
+    // final observation of the step that ends an episode.
+    let mut ended = false;
+    for step in 0..300 {
+        let actions = [0.0f32; 3];
+        let (_, j) = node
+            .post(
+                &format!("/v1/gym/envs/{json_id}/step"),
+                json!({ "actions": [[0.0], [0.0], [0.0]] }),
+            )
+            .await;
+        let body = tensors(&[("actions", Dtype::F32, vec![3, 1], f32_bytes(&actions))]);
+        let (status, raw) =
+            post_tensors(&node, &format!("/v1/gym/envs/{bin_id}/step"), body, true).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&raw));
+        let t = SafeTensors::deserialize(&raw).expect("a safetensors answer");
+        assert_eq!(
+            f64s(&t, "observations"),
+            flat(&j, "observations"),
+            "step {step}"
+        );
+        let rewards: Vec<f64> = j["rewards"]
+            .as_array()
+            .expect("rewards")
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        assert_eq!(f64s(&t, "rewards"), rewards);
+        let terminated: Vec<bool> = j["terminated"]
+            .as_array()
+            .expect("terminated")
+            .iter()
+            .filter_map(Value::as_bool)
+            .collect();
+        assert_eq!(bools(&t, "terminated"), terminated);
+        if let Some(finals) = j["final_observations"].as_array() {
+            let has_final = bools(&t, "has_final");
+            let final_obs = f64s(&t, "final_observations");
+            for (r, row) in finals.iter().enumerate() {
+                assert_eq!(has_final[r], !row.is_null(), "row {r}");
+                if let Some(row) = row.as_array() {
+                    let row: Vec<f64> = row.iter().filter_map(Value::as_f64).collect();
+                    assert_eq!(final_obs[r * 4..(r + 1) * 4], row[..]);
+                    ended = true;
+                }
+            }
+        } else {
+            assert!(
+                t.tensor("has_final").is_err(),
+                "no episode ended, no final arrays"
+            );
+        }
+        if ended {
+            break;
+        }
+    }
+    assert!(ended, "an episode ended within 300 steps");
+
+    // The asynchronous form: ids and actions as arrays.
+    let ids: Vec<u8> = [2i64, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let body = tensors(&[
+        ("actions", Dtype::F32, vec![2, 1], f32_bytes(&[0.5, -0.5])),
+        ("env_ids", Dtype::I64, vec![2], ids),
+    ]);
+    let (status, _) = post_tensors(&node, &format!("/v1/gym/envs/{bin_id}/send"), body, true).await;
+    assert_eq!(status, 202);
+    let recv = json!({ "batch_size": 2 }).to_string().into_bytes();
+    let (status, raw) =
+        post_tensors(&node, &format!("/v1/gym/envs/{bin_id}/recv"), recv, false).await;
+    assert_eq!(status, 200);
+    let t = SafeTensors::deserialize(&raw).expect("a safetensors answer");
+    let mut got: Vec<i64> = t
+        .tensor("env_ids")
+        .expect("env_ids")
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![0, 2]);
+
+    // Bad buffers are refused naming the field, in JSON.
+    let neg: Vec<u8> = (-1i64).to_le_bytes().to_vec();
+    for (path, body, field) in [
+        ("step", b"not tensors".to_vec(), ""),
+        (
+            "step",
+            tensors(&[("actions", Dtype::F64, vec![3, 1], vec![0; 24])]),
+            "actions",
+        ),
+        (
+            "step",
+            tensors(&[("actions", Dtype::F32, vec![2, 1], vec![0; 8])]),
+            "actions",
+        ),
+        (
+            "step",
+            tensors(&[("acts", Dtype::F32, vec![3, 1], vec![0; 12])]),
+            "actions",
+        ),
+        (
+            "step",
+            tensors(&[(
+                "actions",
+                Dtype::F32,
+                vec![3, 1],
+                f32_bytes(&[0.0, f32::NAN, 0.0]),
+            )]),
+            "actions[1][0]",
+        ),
+        (
+            "send",
+            tensors(&[("actions", Dtype::F32, vec![1, 1], vec![0; 4])]),
+            "env_ids",
+        ),
+        (
+            "send",
+            tensors(&[
+                ("actions", Dtype::F32, vec![1, 1], vec![0; 4]),
+                ("env_ids", Dtype::I64, vec![1], neg),
+            ]),
+            "env_ids[0]",
+        ),
+    ] {
+        let (status, raw) =
+            post_tensors(&node, &format!("/v1/gym/envs/{bin_id}/{path}"), body, true).await;
+        assert_eq!(
+            status,
+            400,
+            "{path} {field}: {}",
+            String::from_utf8_lossy(&raw)
+        );
+        let v: Value = serde_json::from_slice(&raw).expect("a JSON error");
+        assert_eq!(v["error"]["field"].as_str().unwrap_or(""), field, "{v}");
+    }
 }

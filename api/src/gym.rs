@@ -1,7 +1,8 @@
 //! `/v1/gym/envs`: Gymnasium-compatible RL environments (HIP-0082's Gym
 //! endpoints). One id is a batch of `num_envs` environments; reset and step
 //! take and give every environment's row at once, and `send` / `recv` are
-//! the asynchronous (EnvPool-style) forms.
+//! the asynchronous (EnvPool-style) forms. Those routes also trade batches
+//! as safetensors buffers instead of JSON (`gym_tensors`).
 //!
 //! Environments are compute a caller submits, like jobs: creating and
 //! driving them needs `jobs:submit`, reading `jobs:read`, deleting
@@ -11,10 +12,11 @@
 
 use crate::error::ApiError;
 use crate::guard::{Caller, Created, DELETE, GET, POST, Routes, Twins};
+use crate::gym_tensors;
 use crate::rbac::{Action, Permission, Resource};
 use crate::{ApiResult, parse_json};
 use axum::extract::Path;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hanzo_twin_actors::gym::{GymEnvInfo, GymEnvRequest};
@@ -88,11 +90,16 @@ struct ResetRequest {
     reset_mask: Option<Vec<bool>>,
 }
 
-async fn reset(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn reset(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let req: ResetRequest = parse_json(&body, true)?;
     let info = node.gym_get(&id).await?;
     let out = node.gym_reset(&id, req.seed, req.reset_mask).await?;
-    Ok(batch(&info, &out))
+    respond(&headers, &info, &out)
 }
 
 #[derive(Deserialize)]
@@ -102,12 +109,21 @@ struct StepRequest {
     actions: Vec<Vec<f32>>,
 }
 
-async fn step(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    let req: StepRequest = parse_json(&body, false)?;
+async fn step(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let info = node.gym_get(&id).await?;
-    let actions = flatten(&req.actions, &info, info.num_envs)?;
+    let actions = if gym_tensors::is_request(&headers) {
+        gym_tensors::actions(&gym_tensors::parse(&body)?, &info, info.num_envs)?
+    } else {
+        let req: StepRequest = parse_json(&body, false)?;
+        flatten(&req.actions, &info, info.num_envs)?
+    };
     let out = node.gym_step(&id, actions).await?;
-    Ok(batch(&info, &out))
+    respond(&headers, &info, &out)
 }
 
 #[derive(Deserialize)]
@@ -125,9 +141,22 @@ struct SendRequest {
     seed: Option<u64>,
 }
 
-async fn send(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    let req: SendRequest = parse_json(&body, false)?;
+async fn send(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let info = node.gym_get(&id).await?;
+    if gym_tensors::is_request(&headers) {
+        // Steps only: a reset has no arrays to send.
+        let tensors = gym_tensors::parse(&body)?;
+        let env_ids = gym_tensors::env_ids(&tensors)?;
+        let actions = gym_tensors::actions(&tensors, &info, env_ids.len())?;
+        node.gym_send(&id, actions, env_ids).await?;
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    let req: SendRequest = parse_json(&body, false)?;
     if req.reset {
         if !req.actions.is_empty() || !req.env_ids.is_empty() {
             return Err(ApiError::new(
@@ -160,11 +189,25 @@ struct RecvRequest {
     batch_size: usize,
 }
 
-async fn recv(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn recv(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let req: RecvRequest = parse_json(&body, false)?;
     let info = node.gym_get(&id).await?;
     let out = node.gym_recv(&id, req.batch_size).await?;
-    Ok(batch(&info, &out))
+    respond(&headers, &info, &out)
+}
+
+/// A batch as the caller accepts it: safetensors, or JSON.
+fn respond(headers: &HeaderMap, info: &GymEnvInfo, out: &VecOutput) -> ApiResult {
+    if gym_tensors::is_accepted(headers) {
+        gym_tensors::batch(info, out)
+    } else {
+        Ok(batch(info, out))
+    }
 }
 
 /// Rows of actions as one flat array, checking the shape.

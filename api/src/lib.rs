@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod guard;
 mod gym;
+mod gym_tensors;
 mod inspector;
 pub mod rbac;
 pub mod scenes;

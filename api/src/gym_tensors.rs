@@ -1,0 +1,215 @@
+//! The binary form of the training loop's routes: batches as safetensors
+//! buffers (a JSON header naming each array's dtype and shape, then the raw
+//! little-endian arrays), which a client turns into NumPy arrays without
+//! parsing a number. A request whose `Content-Type` is [`MEDIA_TYPE`] sends
+//! its actions so; a response comes so when `Accept` names it. JSON stays
+//! the default, and errors are JSON either way.
+//!
+//! Response tensors: `env_ids` (i64, k), `observations` (f64, k × obs size),
+//! `rewards` (f64, k), `terminated` and `truncated` (bool, k), `info` (f64,
+//! k × the `info_keys`, in the environment's order), `episode` (u64, k),
+//! `elapsed_steps` (u32, k); when an episode ended this step in SAME_STEP
+//! mode, `has_final` (bool, k), `final_observations` and `final_info` (zeros
+//! in rows without one). Metadata: `info_keys` (a JSON array) and, when
+//! randomizing, `randomization` (a JSON array of each row's parameters).
+
+use crate::error::ApiError;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hanzo_twin_actors::gym::GymEnvInfo;
+use hanzo_twin_engines::gym::VecOutput;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+
+pub(crate) const MEDIA_TYPE: &str = "application/x-safetensors";
+
+/// Whether the request body is a safetensors buffer.
+pub(crate) fn is_request(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim() == MEDIA_TYPE))
+}
+
+/// Whether the caller accepts a safetensors response.
+pub(crate) fn is_accepted(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.split(';').next().is_some_and(|t| t.trim() == MEDIA_TYPE))
+}
+
+/// The request's tensors.
+pub(crate) fn parse(body: &[u8]) -> Result<SafeTensors<'_>, ApiError> {
+    SafeTensors::deserialize(body)
+        .map_err(|e| ApiError::invalid("", format!("the body is not a safetensors buffer: {e}")))
+}
+
+/// Tensor `name`, `rows` × `width` of `dtype`, as its raw bytes.
+fn matrix<'a>(
+    tensors: &SafeTensors<'a>,
+    name: &str,
+    dtype: Dtype,
+    rows: usize,
+    width: Option<usize>,
+) -> Result<&'a [u8], ApiError> {
+    let t = tensors
+        .tensor(name)
+        .map_err(|_| ApiError::invalid(name, "missing from the safetensors buffer"))?;
+    if t.dtype() != dtype {
+        return Err(ApiError::invalid(
+            name,
+            format!("has dtype {}, expected {dtype}", t.dtype()),
+        ));
+    }
+    let expected: Vec<usize> = match width {
+        Some(w) => vec![rows, w],
+        None => vec![rows],
+    };
+    if t.shape() != expected.as_slice() {
+        return Err(ApiError::invalid(
+            name,
+            format!("has shape {:?}, expected {expected:?}", t.shape()),
+        ));
+    }
+    Ok(t.data())
+}
+
+/// Actions, `rows` × the action size, as float32 (what the action space is).
+pub(crate) fn actions(
+    tensors: &SafeTensors<'_>,
+    info: &GymEnvInfo,
+    rows: usize,
+) -> Result<Vec<f32>, ApiError> {
+    let width = info.action_space.len();
+    let data = matrix(tensors, "actions", Dtype::F32, rows, Some(width))?;
+    Ok(data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Environment ids (int64, one dimension).
+pub(crate) fn env_ids(tensors: &SafeTensors<'_>) -> Result<Vec<usize>, ApiError> {
+    let t = tensors
+        .tensor("env_ids")
+        .map_err(|_| ApiError::invalid("env_ids", "missing from the safetensors buffer"))?;
+    let rows = t.shape().first().copied().unwrap_or(0);
+    let data = matrix(tensors, "env_ids", Dtype::I64, rows, None)?;
+    data.chunks_exact(8)
+        .enumerate()
+        .map(|(k, b)| {
+            let id = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            usize::try_from(id)
+                .map_err(|_| ApiError::invalid(format!("env_ids[{k}]"), "ids are never negative"))
+        })
+        .collect()
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+}
+
+fn le_bytes<T: Copy, const N: usize>(values: &[T], to_le: fn(T) -> [u8; N]) -> Vec<u8> {
+    values.iter().flat_map(|v| to_le(*v)).collect()
+}
+
+/// One batch's results as a safetensors buffer.
+pub(crate) fn batch(info: &GymEnvInfo, out: &VecOutput) -> Result<Response, ApiError> {
+    let rows = out.env_ids.len();
+    let (nobs, ninfo) = (info.observation_space.len(), info.info_keys.len());
+    let ids: Vec<i64> = out.env_ids.iter().map(|&i| i as i64).collect();
+    let bools = |v: &[bool]| v.iter().map(|b| u8::from(*b)).collect::<Vec<u8>>();
+    let mut arrays: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = vec![
+        (
+            "env_ids",
+            Dtype::I64,
+            vec![rows],
+            le_bytes(&ids, i64::to_le_bytes),
+        ),
+        (
+            "observations",
+            Dtype::F64,
+            vec![rows, nobs],
+            le_bytes(&out.obs, f64::to_le_bytes),
+        ),
+        (
+            "rewards",
+            Dtype::F64,
+            vec![rows],
+            le_bytes(&out.reward, f64::to_le_bytes),
+        ),
+        (
+            "terminated",
+            Dtype::BOOL,
+            vec![rows],
+            bools(&out.terminated),
+        ),
+        ("truncated", Dtype::BOOL, vec![rows], bools(&out.truncated)),
+        (
+            "info",
+            Dtype::F64,
+            vec![rows, ninfo],
+            le_bytes(&out.info, f64::to_le_bytes),
+        ),
+        (
+            "episode",
+            Dtype::U64,
+            vec![rows],
+            le_bytes(&out.episode, u64::to_le_bytes),
+        ),
+        (
+            "elapsed_steps",
+            Dtype::U32,
+            vec![rows],
+            le_bytes(&out.elapsed, u32::to_le_bytes),
+        ),
+    ];
+    if out.has_final.iter().any(|f| *f) {
+        arrays.push(("has_final", Dtype::BOOL, vec![rows], bools(&out.has_final)));
+        arrays.push((
+            "final_observations",
+            Dtype::F64,
+            vec![rows, nobs],
+            le_bytes(&out.final_obs, f64::to_le_bytes),
+        ));
+        arrays.push((
+            "final_info",
+            Dtype::F64,
+            vec![rows, ninfo],
+            le_bytes(&out.final_info, f64::to_le_bytes),
+        ));
+    }
+    let encoding = |e: safetensors::SafeTensorError| {
+        internal(format!("cannot encode the batch as safetensors: {e}"))
+    };
+    let views = arrays
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            TensorView::new(*dtype, shape.clone(), data).map(|v| (*name, v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(encoding)?;
+    let json = |v: serde_json::Result<String>| {
+        v.map_err(|e| internal(format!("cannot encode the batch's metadata: {e}")))
+    };
+    let mut metadata = HashMap::new();
+    metadata.insert(
+        "info_keys".to_string(),
+        json(serde_json::to_string(&info.info_keys))?,
+    );
+    if out.episode_params.iter().any(|p| *p != Default::default()) {
+        metadata.insert(
+            "randomization".to_string(),
+            json(serde_json::to_string(&out.episode_params))?,
+        );
+    }
+    let body = safetensors::serialize(views, Some(metadata)).map_err(encoding)?;
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE))],
+        body,
+    )
+        .into_response())
+}
