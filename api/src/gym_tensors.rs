@@ -112,8 +112,40 @@ fn internal(message: String) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
 }
 
-fn le_bytes<T: Copy, const N: usize>(values: &[T], to_le: fn(T) -> [u8; N]) -> Vec<u8> {
-    values.iter().flat_map(|v| to_le(*v)).collect()
+/// One named array of a response: dtype, shape and little-endian bytes.
+struct Array {
+    name: &'static str,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl Array {
+    fn new<T: Copy, const N: usize>(
+        name: &'static str,
+        dtype: Dtype,
+        shape: Vec<usize>,
+        values: &[T],
+        to_le: fn(T) -> [u8; N],
+    ) -> Array {
+        let data = values.iter().flat_map(|v| to_le(*v)).collect();
+        Array {
+            name,
+            dtype,
+            shape,
+            data,
+        }
+    }
+
+    fn f64s(name: &'static str, shape: Vec<usize>, values: &[f64]) -> Array {
+        Array::new(name, Dtype::F64, shape, values, f64::to_le_bytes)
+    }
+
+    fn flags(name: &'static str, values: &[bool]) -> Array {
+        Array::new(name, Dtype::BOOL, vec![values.len()], values, |b| {
+            [u8::from(b)]
+        })
+    }
 }
 
 /// One batch's results as a safetensors buffer.
@@ -121,65 +153,39 @@ pub(crate) fn batch(info: &GymEnvInfo, out: &VecOutput) -> Result<Response, ApiE
     let rows = out.env_ids.len();
     let (nobs, ninfo) = (info.observation_space.len(), info.info_keys.len());
     let ids: Vec<i64> = out.env_ids.iter().map(|&i| i as i64).collect();
-    let bools = |v: &[bool]| v.iter().map(|b| u8::from(*b)).collect::<Vec<u8>>();
-    let mut arrays: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = vec![
-        (
-            "env_ids",
-            Dtype::I64,
-            vec![rows],
-            le_bytes(&ids, i64::to_le_bytes),
-        ),
-        (
-            "observations",
-            Dtype::F64,
-            vec![rows, nobs],
-            le_bytes(&out.obs, f64::to_le_bytes),
-        ),
-        (
-            "rewards",
-            Dtype::F64,
-            vec![rows],
-            le_bytes(&out.reward, f64::to_le_bytes),
-        ),
-        (
-            "terminated",
-            Dtype::BOOL,
-            vec![rows],
-            bools(&out.terminated),
-        ),
-        ("truncated", Dtype::BOOL, vec![rows], bools(&out.truncated)),
-        (
-            "info",
-            Dtype::F64,
-            vec![rows, ninfo],
-            le_bytes(&out.info, f64::to_le_bytes),
-        ),
-        (
+    let mut arrays = vec![
+        Array::new("env_ids", Dtype::I64, vec![rows], &ids, i64::to_le_bytes),
+        Array::f64s("observations", vec![rows, nobs], &out.obs),
+        Array::f64s("rewards", vec![rows], &out.reward),
+        Array::flags("terminated", &out.terminated),
+        Array::flags("truncated", &out.truncated),
+        Array::f64s("info", vec![rows, ninfo], &out.info),
+        Array::new(
             "episode",
             Dtype::U64,
             vec![rows],
-            le_bytes(&out.episode, u64::to_le_bytes),
+            &out.episode,
+            u64::to_le_bytes,
         ),
-        (
+        Array::new(
             "elapsed_steps",
             Dtype::U32,
             vec![rows],
-            le_bytes(&out.elapsed, u32::to_le_bytes),
+            &out.elapsed,
+            u32::to_le_bytes,
         ),
     ];
     if out.has_final.iter().any(|f| *f) {
-        arrays.push(("has_final", Dtype::BOOL, vec![rows], bools(&out.has_final)));
-        arrays.push((
+        arrays.push(Array::flags("has_final", &out.has_final));
+        arrays.push(Array::f64s(
             "final_observations",
-            Dtype::F64,
             vec![rows, nobs],
-            le_bytes(&out.final_obs, f64::to_le_bytes),
+            &out.final_obs,
         ));
-        arrays.push((
+        arrays.push(Array::f64s(
             "final_info",
-            Dtype::F64,
             vec![rows, ninfo],
-            le_bytes(&out.final_info, f64::to_le_bytes),
+            &out.final_info,
         ));
     }
     let encoding = |e: safetensors::SafeTensorError| {
@@ -187,9 +193,7 @@ pub(crate) fn batch(info: &GymEnvInfo, out: &VecOutput) -> Result<Response, ApiE
     };
     let views = arrays
         .iter()
-        .map(|(name, dtype, shape, data)| {
-            TensorView::new(*dtype, shape.clone(), data).map(|v| (*name, v))
-        })
+        .map(|a| TensorView::new(a.dtype, a.shape.clone(), &a.data).map(|v| (a.name, v)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(encoding)?;
     let json = |v: serde_json::Result<String>| {
