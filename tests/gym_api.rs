@@ -564,4 +564,13 @@ async fn the_training_loop_trades_safetensors_buffers_with_the_values_json_has()
         let v: Value = serde_json::from_slice(&raw).expect("a JSON error");
         assert_eq!(v["error"]["field"].as_str().unwrap_or(""), field, "{v}");
     }
+    // Reset and recv take JSON only, and say so.
+    for path in ["reset", "recv"] {
+        let body = tensors(&[("actions", Dtype::F32, vec![3, 1], vec![0; 12])]);
+        let (status, raw) =
+            post_tensors(&node, &format!("/v1/gym/envs/{bin_id}/{path}"), body, true).await;
+        assert_eq!(status, 415, "{path}: {}", String::from_utf8_lossy(&raw));
+        let v: Value = serde_json::from_slice(&raw).expect("a JSON error");
+        assert_eq!(v["error"]["field"], "content-type", "{v}");
+    }
 }

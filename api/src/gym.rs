@@ -96,6 +96,7 @@ async fn reset(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
+    gym_tensors::json_only(&headers, "reset")?;
     let req: ResetRequest = parse_json(&body, true)?;
     let info = node.gym_get(&id).await?;
     let out = node.gym_reset(&id, req.seed, req.reset_mask).await?;
@@ -195,6 +196,7 @@ async fn recv(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
+    gym_tensors::json_only(&headers, "recv")?;
     let req: RecvRequest = parse_json(&body, false)?;
     let info = node.gym_get(&id).await?;
     let out = node.gym_recv(&id, req.batch_size).await?;

@@ -41,6 +41,22 @@ pub(crate) fn is_accepted(headers: &HeaderMap) -> bool {
         .any(|t| t.split(';').next().is_some_and(|t| t.trim() == MEDIA_TYPE))
 }
 
+/// Refuses a safetensors body on a route whose request is JSON (reset and
+/// recv take no arrays).
+pub(crate) fn json_only(headers: &HeaderMap, route: &str) -> Result<(), ApiError> {
+    if is_request(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "{route} takes a JSON body; only step and send take safetensors (send Accept: {MEDIA_TYPE} for a binary answer)"
+            ),
+        )
+        .with_field("content-type"));
+    }
+    Ok(())
+}
+
 /// The request's tensors.
 pub(crate) fn parse(body: &[u8]) -> Result<SafeTensors<'_>, ApiError> {
     SafeTensors::deserialize(body)
