@@ -175,17 +175,20 @@ class Remote:
         info = self._call("POST", "/v1/gym/envs", body)
         self.id = info["id"]
         self.spec = info
-        self._keys = info["info_keys"]
+
+    def _request(self, method, path, data, headers) -> bytes:
+        """The answer's body; a RemoteError for a refusal (always JSON)."""
+        self._conn.request(method, path, body=data, headers=headers)
+        response = self._conn.getresponse()
+        raw = response.read()
+        if response.status >= 400:
+            raise RemoteError(response.status, json.loads(raw) if raw else None)
+        return raw
 
     def _call(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
-        self._conn.request(method, path, body=data, headers=self._headers)
-        response = self._conn.getresponse()
-        raw = response.read()
-        value = json.loads(raw) if raw else None
-        if response.status >= 400:
-            raise RemoteError(response.status, value)
-        return value
+        raw = self._request(method, path, data, self._headers)
+        return json.loads(raw) if raw else None
 
     def _call_tensors(self, path, body=None, tensors=None):
         """A training-loop request (JSON `body` or `tensors`); the batch it
@@ -198,34 +201,26 @@ class Remote:
             headers["content-type"] = _TENSORS
         else:
             data = json.dumps(body).encode()
-        self._conn.request("POST", path, body=data, headers=headers)
-        response = self._conn.getresponse()
-        raw = response.read()
-        if response.status >= 400:
-            raise RemoteError(response.status, json.loads(raw) if raw else None)
+        raw = self._request("POST", path, data, headers)
         return self._batch(raw) if raw else None
 
-    def _batch(self, raw: bytes) -> Batch:
+    @staticmethod
+    def _batch(raw: bytes) -> Batch:
         from safetensors.numpy import load
 
         # Arrays over the response's bytes are read-only; a caller may write to them.
         t = {name: array.copy() for name, array in load(raw).items()}
+        # The header's metadata (8-byte length, then JSON) carries the randomization.
         header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
-        metadata = header.get("__metadata__") or {}
-        info = t["info"]
-        keys = json.loads(metadata.get("info_keys", "[]"))
-        if keys != self._keys:
-            info = info[:, [keys.index(key) for key in self._keys]]
+        randomization = (header.get("__metadata__") or {}).get("randomization")
         k = len(t["env_ids"])
-        has_final = t.get("has_final", np.zeros(k, dtype=bool))
-        final_obs = t.get("final_observations", np.zeros_like(t["observations"]))
-        final_info = t.get("final_info", np.zeros_like(t["info"]))
-        if keys != self._keys:
-            final_info = final_info[:, [keys.index(key) for key in self._keys]]
-        params = json.loads(metadata["randomization"]) if "randomization" in metadata else None
         return Batch(
             t["env_ids"], t["observations"], t["rewards"], t["terminated"], t["truncated"],
-            info, has_final, final_obs, final_info, t["episode"], t["elapsed_steps"], params,
+            t["info"], t.get("has_final", np.zeros(k, dtype=bool)),
+            t.get("final_observations", np.zeros_like(t["observations"])),
+            t.get("final_info", np.zeros_like(t["info"])),
+            t["episode"], t["elapsed_steps"],
+            None if randomization is None else json.loads(randomization),
         )
 
     def reset(self, seed=None, mask=None) -> Batch:
