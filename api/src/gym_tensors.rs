@@ -63,14 +63,13 @@ pub(crate) fn parse(body: &[u8]) -> Result<SafeTensors<'_>, ApiError> {
         .map_err(|e| ApiError::invalid("", format!("the body is not a safetensors buffer: {e}")))
 }
 
-/// Tensor `name`, `rows` × `width` of `dtype`, as its raw bytes.
-fn matrix<'a>(
+/// Tensor `name` of `dtype`, with the shape `expected` accepts.
+fn tensor<'a>(
     tensors: &SafeTensors<'a>,
     name: &str,
     dtype: Dtype,
-    rows: usize,
-    width: Option<usize>,
-) -> Result<&'a [u8], ApiError> {
+    expected: impl Fn(&[usize]) -> Result<(), String>,
+) -> Result<TensorView<'a>, ApiError> {
     let t = tensors
         .tensor(name)
         .map_err(|_| ApiError::invalid(name, "missing from the safetensors buffer"))?;
@@ -80,17 +79,10 @@ fn matrix<'a>(
             format!("has dtype {}, expected {dtype}", t.dtype()),
         ));
     }
-    let expected: Vec<usize> = match width {
-        Some(w) => vec![rows, w],
-        None => vec![rows],
-    };
-    if t.shape() != expected.as_slice() {
-        return Err(ApiError::invalid(
-            name,
-            format!("has shape {:?}, expected {expected:?}", t.shape()),
-        ));
-    }
-    Ok(t.data())
+    expected(t.shape()).map_err(|want| {
+        ApiError::invalid(name, format!("has shape {:?}, expected {want}", t.shape()))
+    })?;
+    Ok(t)
 }
 
 /// Actions, `rows` × the action size, as float32 (what the action space is).
@@ -99,9 +91,11 @@ pub(crate) fn actions(
     info: &GymEnvInfo,
     rows: usize,
 ) -> Result<Vec<f32>, ApiError> {
-    let width = info.action_space.len();
-    let data = matrix(tensors, "actions", Dtype::F32, rows, Some(width))?;
-    Ok(data
+    let want = [rows, info.action_space.len()];
+    let t = tensor(tensors, "actions", Dtype::F32, |shape| {
+        (shape == want).then_some(()).ok_or(format!("{want:?}"))
+    })?;
+    Ok(t.data()
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect())
@@ -109,12 +103,13 @@ pub(crate) fn actions(
 
 /// Environment ids (int64, one dimension).
 pub(crate) fn env_ids(tensors: &SafeTensors<'_>) -> Result<Vec<usize>, ApiError> {
-    let t = tensors
-        .tensor("env_ids")
-        .map_err(|_| ApiError::invalid("env_ids", "missing from the safetensors buffer"))?;
-    let rows = t.shape().first().copied().unwrap_or(0);
-    let data = matrix(tensors, "env_ids", Dtype::I64, rows, None)?;
-    data.chunks_exact(8)
+    let t = tensor(tensors, "env_ids", Dtype::I64, |shape| {
+        (shape.len() == 1)
+            .then_some(())
+            .ok_or("one dimension".into())
+    })?;
+    t.data()
+        .chunks_exact(8)
         .enumerate()
         .map(|(k, b)| {
             let id = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
