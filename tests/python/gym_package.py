@@ -121,13 +121,16 @@ def check_vector_env(**kw):
 def check_pool(**kw):
     pool = hanzo_twin.make_pool("cartpole-v0", 6, 3, **kw)
     pool.async_reset(0)
-    seen = set()
     for _ in range(20):
         obs, reward, terminated, truncated, info = pool.recv()
         assert obs.shape == (3, 4) and len(info["env_id"]) == 3
-        seen.update(int(i) for i in info["env_id"])
         pool.send(np.zeros((3, 1), dtype=np.float32), info["env_id"])
-    assert seen == set(range(6)), seen
+    # Which environments finish first depends on thread scheduling, so the
+    # loop above may never see a slow one; what the pool guarantees is that
+    # every environment in flight comes back exactly once. All six are in
+    # flight now: two batches drain them.
+    drained = [int(i) for _ in range(2) for i in pool.recv()[4]["env_id"]]
+    assert sorted(drained) == list(range(6)), drained
     pool.close()
 
 
