@@ -562,8 +562,21 @@ async fn twins_of_a_killed_node_come_back_on_the_survivors_and_a_new_node_takes_
         ids.push(id);
     }
     assert!(!on_c.is_empty(), "placement put nothing on node-c");
-    // Checkpoints are written in the background: give them a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Checkpoints are written in the background (a file appears whole, by
+    // rename, and the first is taken 25 steps in): wait for node-c's.
+    let bucket = sh.objects.path().join("hanzo-twin-checkpoints");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(id) = on_c
+        .iter()
+        .find(|id| !bucket.join(format!("{id}.ckpt")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node-c wrote no checkpoint of {id}:\n{}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // kill -9 node-c while its twins run.
     let killed = Instant::now();
