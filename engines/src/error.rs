@@ -41,3 +41,14 @@ pub enum EngineError {
     #[error("simulation diverged: {0}")]
     Diverged(String),
 }
+
+/// What a caught panic said (its payload, when it is text).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}

@@ -626,12 +626,7 @@ impl Simulation for RapierSimulation {
             let world = &mut self.world;
             let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.step()));
             if let Err(panic) = stepped {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                let reason = format!("rapier failed: {what}");
+                let reason = format!("rapier failed: {}", crate::error::panic_text(&*panic));
                 self.diverged = Some(reason.clone());
                 return Err(EngineError::Diverged(reason));
             }

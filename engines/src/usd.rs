@@ -76,19 +76,9 @@ pub fn load_scene(path: &std::path::Path) -> Result<SceneModel, EngineError> {
             file,
             message: format!(
                 "the USD reader failed on this file: {}",
-                panic_text(&payload)
+                crate::error::panic_text(&*payload)
             ),
         }),
-    }
-}
-
-fn panic_text(payload: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
     }
 }
 
