@@ -711,13 +711,21 @@ impl TwinNode {
     }
 
     pub async fn gym_get(&self, id: &str) -> Result<crate::gym::GymEnvInfo, TwinError> {
+        Ok(self.gym_open(id).await?.info)
+    }
+
+    /// The batch `id`, to drive (reset, step, send, recv) with this handle's
+    /// timeout.
+    pub async fn gym_open(&self, id: &str) -> Result<crate::gym::GymEnv, TwinError> {
         let (id, scope) = (id.to_string(), self.scope.clone());
-        self.ask("gym environment", |reply| HostMsg::GetGym {
-            id,
-            scope,
-            reply,
-        })
-        .await
+        let (actor, info) = self
+            .ask("gym environment", |reply| HostMsg::GetGym {
+                id,
+                scope,
+                reply,
+            })
+            .await?;
+        Ok(crate::gym::GymEnv::new(actor, info, self.timeout))
     }
 
     pub async fn gym_delete(&self, id: &str) -> Result<(), TwinError> {
@@ -726,72 +734,6 @@ impl TwinNode {
             id,
             scope,
             reply,
-        })
-        .await
-    }
-
-    /// Resets the batch's environments (those in `mask`, or all).
-    pub async fn gym_reset(
-        &self,
-        id: &str,
-        seed: Option<u64>,
-        mask: Option<Vec<bool>>,
-    ) -> Result<hanzo_twin_engines::gym::VecOutput, TwinError> {
-        self.gym_route(id, |reply| crate::gym::GymMsg::Reset { seed, mask, reply })
-            .await
-    }
-
-    /// Steps every environment of the batch with its row of `actions`.
-    pub async fn gym_step(
-        &self,
-        id: &str,
-        actions: Vec<f32>,
-    ) -> Result<hanzo_twin_engines::gym::VecOutput, TwinError> {
-        self.gym_route(id, |reply| crate::gym::GymMsg::Step { actions, reply })
-            .await
-    }
-
-    /// Asynchronous: queues steps of `env_ids`.
-    pub async fn gym_send(
-        &self,
-        id: &str,
-        actions: Vec<f32>,
-        env_ids: Vec<usize>,
-    ) -> Result<(), TwinError> {
-        self.gym_route(id, |reply| crate::gym::GymMsg::Send {
-            actions,
-            env_ids,
-            reply,
-        })
-        .await
-    }
-
-    /// Asynchronous: queues a reset of every environment.
-    pub async fn gym_send_reset(&self, id: &str, seed: Option<u64>) -> Result<(), TwinError> {
-        self.gym_route(id, |reply| crate::gym::GymMsg::SendReset { seed, reply })
-            .await
-    }
-
-    /// Asynchronous: the next `count` environments to finish.
-    pub async fn gym_recv(
-        &self,
-        id: &str,
-        count: usize,
-    ) -> Result<hanzo_twin_engines::gym::VecOutput, TwinError> {
-        self.gym_route(id, |reply| crate::gym::GymMsg::Recv { count, reply })
-            .await
-    }
-
-    async fn gym_route<T: Send + 'static>(
-        &self,
-        id: &str,
-        build: impl FnOnce(Reply<T>) -> crate::gym::GymMsg,
-    ) -> Result<T, TwinError> {
-        let (key, scope) = (id.to_string(), self.scope.clone());
-        self.ask(id, move |reply| HostMsg::RouteGym {
-            id: key,
-            scope,
-            msg: build(reply),
         })
         .await
     }

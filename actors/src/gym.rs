@@ -79,6 +79,82 @@ pub struct GymEnvInfo {
     pub node: String,
 }
 
+/// An environment batch as the host resolved it for one caller: its actor
+/// and what it is. The training loop talks to the actor directly, so a step
+/// passes through the host's mailbox once (to resolve the id), not twice.
+#[derive(Clone)]
+pub struct GymEnv {
+    actor: ActorRef<GymMsg>,
+    pub info: GymEnvInfo,
+    timeout: std::time::Duration,
+}
+
+impl GymEnv {
+    pub(crate) fn new(
+        actor: ActorRef<GymMsg>,
+        info: GymEnvInfo,
+        timeout: std::time::Duration,
+    ) -> GymEnv {
+        GymEnv {
+            actor,
+            info,
+            timeout,
+        }
+    }
+
+    /// Resets the batch's environments (those in `mask`, or all).
+    pub async fn reset(
+        &self,
+        seed: Option<u64>,
+        mask: Option<Vec<bool>>,
+    ) -> Result<VecOutput, TwinError> {
+        self.call(|reply| GymMsg::Reset { seed, mask, reply }).await
+    }
+
+    /// Steps every environment of the batch with its row of `actions`.
+    pub async fn step(&self, actions: Vec<f32>) -> Result<VecOutput, TwinError> {
+        self.call(|reply| GymMsg::Step { actions, reply }).await
+    }
+
+    /// Asynchronous: queues steps of `env_ids`.
+    pub async fn send(&self, actions: Vec<f32>, env_ids: Vec<usize>) -> Result<(), TwinError> {
+        self.call(|reply| GymMsg::Send {
+            actions,
+            env_ids,
+            reply,
+        })
+        .await
+    }
+
+    /// Asynchronous: queues a reset of every environment.
+    pub async fn send_reset(&self, seed: Option<u64>) -> Result<(), TwinError> {
+        self.call(|reply| GymMsg::SendReset { seed, reply }).await
+    }
+
+    /// Asynchronous: the next `count` environments to finish.
+    pub async fn recv(&self, count: usize) -> Result<VecOutput, TwinError> {
+        self.call(|reply| GymMsg::Recv { count, reply }).await
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(Reply<T>) -> GymMsg,
+    ) -> Result<T, TwinError> {
+        match self.actor.call(build, Some(self.timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(TwinError::Timeout {
+                id: self.info.id.clone(),
+                what: "the request",
+                timeout_ms: self.timeout.as_millis() as u64,
+            }),
+            // Deleted or lost since it was resolved.
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                Err(TwinError::Unavailable(self.info.id.clone()))
+            }
+        }
+    }
+}
+
 /// Messages an environment batch takes.
 pub enum GymMsg {
     Reset {
@@ -182,8 +258,11 @@ impl Actor for GymEnvActor {
 }
 
 impl GymEnvState {
-    /// Runs `f` on the batch on a blocking thread: stepping is CPU work that
-    /// must not hold up the async runtime.
+    /// Runs `f` on the batch off the async runtime's hands: stepping is CPU
+    /// work that must not hold up other tasks. On a multi-threaded runtime
+    /// it runs in place (the runtime moves this worker's other tasks away),
+    /// which spares a step two thread hand-offs; elsewhere on a blocking
+    /// thread.
     async fn run(
         &mut self,
         f: impl FnOnce(&mut VecEnv, &mut VecOutput) -> Result<(), hanzo_twin_engines::EngineError>
@@ -194,11 +273,21 @@ impl GymEnvState {
             return Err(TwinError::Unavailable(self.id.clone()));
         };
         let mut out = std::mem::take(&mut self.out);
-        let joined = tokio::task::spawn_blocking(move || {
+        let work = move || {
             let result = f(&mut env, &mut out);
             (env, out, result)
-        })
-        .await;
+        };
+        let joined = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    tokio::task::block_in_place(work)
+                }))
+                .map_err(|panic| hanzo_twin_engines::error::panic_text(&*panic))
+            }
+            _ => tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| e.to_string()),
+        };
         match joined {
             Ok((env, out, result)) => {
                 self.env = Some(env);
@@ -215,22 +304,6 @@ impl GymEnvState {
                     field: None,
                     message,
                 })
-            }
-        }
-    }
-}
-
-impl GymMsg {
-    /// Answers the message with `e` instead of delivering it.
-    pub fn refuse(self, e: TwinError) {
-        match self {
-            GymMsg::Reset { reply, .. }
-            | GymMsg::Step { reply, .. }
-            | GymMsg::Recv { reply, .. } => {
-                let _ = reply.send(Err(e));
-            }
-            GymMsg::Send { reply, .. } | GymMsg::SendReset { reply, .. } => {
-                let _ = reply.send(Err(e));
             }
         }
     }

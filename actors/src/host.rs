@@ -1547,7 +1547,7 @@ impl HostState {
                 let _ = reply.send(Ok(self.gym.list(&scope)));
             }
             HostMsg::GetGym { id, scope, reply } => {
-                let _ = reply.send(self.gym.get(&id, &scope).map(|(_, info)| info.clone()));
+                let _ = reply.send(self.gym.get(&id, &scope).cloned());
             }
             HostMsg::DeleteGym { id, scope, reply } => {
                 let result = self.gym.get(&id, &scope).map(|_| ());
@@ -1559,14 +1559,6 @@ impl HostState {
                 }
                 let _ = reply.send(result);
             }
-            HostMsg::RouteGym { id, scope, msg } => match self.gym.get(&id, &scope) {
-                Ok((actor, _)) => {
-                    if let Err(ractor::MessagingErr::SendErr(msg)) = actor.send_message(msg) {
-                        msg.refuse(TwinError::Unavailable(id));
-                    }
-                }
-                Err(e) => msg.refuse(e),
-            },
             HostMsg::GymStarted {
                 actor,
                 info,

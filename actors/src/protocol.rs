@@ -298,21 +298,16 @@ pub enum HostMsg {
         scope: Scope,
         reply: Reply<Vec<crate::gym::GymEnvInfo>>,
     },
+    /// The batch's actor and description, for a caller to drive it.
     GetGym {
         id: String,
         scope: Scope,
-        reply: Reply<crate::gym::GymEnvInfo>,
+        reply: Reply<(ActorRef<crate::gym::GymMsg>, crate::gym::GymEnvInfo)>,
     },
     DeleteGym {
         id: String,
         scope: Scope,
         reply: Reply<()>,
-    },
-    /// Deliver `msg` to an environment batch's actor.
-    RouteGym {
-        id: String,
-        scope: Scope,
-        msg: crate::gym::GymMsg,
     },
     /// A gym batch's actor is up (from its builder).
     GymStarted {

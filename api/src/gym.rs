@@ -98,9 +98,9 @@ async fn reset(
 ) -> ApiResult {
     gym_tensors::json_only(&headers, "reset")?;
     let req: ResetRequest = parse_json(&body, true)?;
-    let info = node.gym_get(&id).await?;
-    let out = node.gym_reset(&id, req.seed, req.reset_mask).await?;
-    respond(&headers, &info, &out)
+    let env = node.gym_open(&id).await?;
+    let out = env.reset(req.seed, req.reset_mask).await?;
+    respond(&headers, &env.info, &out)
 }
 
 #[derive(Deserialize)]
@@ -116,15 +116,16 @@ async fn step(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let info = node.gym_get(&id).await?;
+    let env = node.gym_open(&id).await?;
+    let info = &env.info;
     let actions = if gym_tensors::is_request(&headers) {
-        gym_tensors::actions(&gym_tensors::parse(&body)?, &info, info.num_envs)?
+        gym_tensors::actions(&gym_tensors::parse(&body)?, info, info.num_envs)?
     } else {
         let req: StepRequest = parse_json(&body, false)?;
-        flatten(&req.actions, &info, info.num_envs)?
+        flatten(&req.actions, info, info.num_envs)?
     };
-    let out = node.gym_step(&id, actions).await?;
-    respond(&headers, &info, &out)
+    let out = env.step(actions).await?;
+    respond(&headers, info, &out)
 }
 
 #[derive(Deserialize)]
@@ -148,13 +149,13 @@ async fn send(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let info = node.gym_get(&id).await?;
+    let env = node.gym_open(&id).await?;
     if gym_tensors::is_request(&headers) {
         // Steps only: a reset has no arrays to send.
         let tensors = gym_tensors::parse(&body)?;
         let env_ids = gym_tensors::env_ids(&tensors)?;
-        let actions = gym_tensors::actions(&tensors, &info, env_ids.len())?;
-        node.gym_send(&id, actions, env_ids).await?;
+        let actions = gym_tensors::actions(&tensors, &env.info, env_ids.len())?;
+        env.send(actions, env_ids).await?;
         return Ok(StatusCode::ACCEPTED.into_response());
     }
     let req: SendRequest = parse_json(&body, false)?;
@@ -167,7 +168,7 @@ async fn send(
             )
             .with_field("reset"));
         }
-        node.gym_send_reset(&id, req.seed).await?;
+        env.send_reset(req.seed).await?;
     } else {
         if req.env_ids.is_empty() {
             return Err(ApiError::new(
@@ -177,8 +178,8 @@ async fn send(
             )
             .with_field("env_ids"));
         }
-        let actions = flatten(&req.actions, &info, req.env_ids.len())?;
-        node.gym_send(&id, actions, req.env_ids).await?;
+        let actions = flatten(&req.actions, &env.info, req.env_ids.len())?;
+        env.send(actions, req.env_ids).await?;
     }
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -198,9 +199,9 @@ async fn recv(
 ) -> ApiResult {
     gym_tensors::json_only(&headers, "recv")?;
     let req: RecvRequest = parse_json(&body, false)?;
-    let info = node.gym_get(&id).await?;
-    let out = node.gym_recv(&id, req.batch_size).await?;
-    respond(&headers, &info, &out)
+    let env = node.gym_open(&id).await?;
+    let out = env.recv(req.batch_size).await?;
+    respond(&headers, &env.info, &out)
 }
 
 /// A batch as the caller accepts it: safetensors, or JSON.
