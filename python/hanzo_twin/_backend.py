@@ -4,10 +4,8 @@ threads (``Embedded``), or on a Hanzo Twin node through ``/v1/gym/envs``
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,27 +128,26 @@ class RemoteError(RuntimeError):
         super().__init__(f"HTTP {status}{where}: {message}")
 
 
-#: The training loop's binary form: arrays as safetensors buffers, which
-#: NumPy reads without parsing a number (JSON costs about a millisecond a
-#: batch of 32 Ant environments on each side).
-_TENSORS = "application/x-safetensors"
+def _refusal(status, raw: bytes) -> RemoteError:
+    """The node's JSON error; any other body (a proxy's page) as text."""
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = raw.decode("utf-8", "replace")
+    return RemoteError(status, body)
 
 
 class Remote:
-    """Environments on a node, through its HTTP API (one kept-alive
-    connection); reset, step, send and recv trade safetensors buffers."""
+    """Environments on a node, through its HTTP API. Requests go from Rust
+    (``_native.NodeConnection``) on one kept-alive connection; reset, step,
+    send and recv trade safetensors buffers that become NumPy arrays there,
+    the same ones ``Embedded`` gives."""
 
     def __init__(self, task, num_envs, *, url, token=None, threads=0, autoreset_mode="next_step",
                  domain_randomization=None, scene=None, engine=None, twin_id=None, timeout=120.0):
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"url: expected http(s)://host:port, got {url!r}")
-        conn = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
-        self._conn = conn(parsed.hostname, parsed.port, timeout=timeout)
-        token = token or os.environ.get("HANZO_TWIN_TOKEN")
-        self._headers = {"content-type": "application/json"}
-        if token:
-            self._headers["authorization"] = f"Bearer {token}"
+        from . import _native
+
+        self._conn = _native.NodeConnection(url, token or os.environ.get("HANZO_TWIN_TOKEN"), timeout)
         body: dict[str, Any] = {
             "task": task if isinstance(task, (str, dict)) else _task_text(task),
             "num_envs": num_envs,
@@ -176,52 +173,20 @@ class Remote:
         self.id = info["id"]
         self.spec = info
 
-    def _request(self, method, path, data, headers) -> bytes:
-        """The answer's body; a RemoteError for a refusal (always JSON)."""
-        self._conn.request(method, path, body=data, headers=headers)
-        response = self._conn.getresponse()
-        raw = response.read()
-        if response.status >= 400:
-            raise RemoteError(response.status, json.loads(raw) if raw else None)
-        return raw
-
     def _call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        raw = self._request(method, path, data, self._headers)
+        status, raw = self._conn.request(method, path, None if body is None else json.dumps(body).encode())
+        if status >= 400:
+            raise _refusal(status, raw)
         return json.loads(raw) if raw else None
 
-    def _call_tensors(self, path, body=None, tensors=None):
-        """A training-loop request (JSON `body` or `tensors`); the batch it
-        answers, or None (202)."""
-        headers = dict(self._headers, accept=_TENSORS)
-        if tensors is not None:
-            from safetensors.numpy import save
-
-            data = save(tensors)
-            headers["content-type"] = _TENSORS
-        else:
-            data = json.dumps(body).encode()
-        raw = self._request("POST", path, data, headers)
-        return self._batch(raw) if raw else None
-
-    @staticmethod
-    def _batch(raw: bytes) -> Batch:
-        from safetensors.numpy import load
-
-        # Arrays over the response's bytes are read-only; a caller may write to them.
-        t = {name: array.copy() for name, array in load(raw).items()}
-        # The header's metadata (8-byte length, then JSON) carries the randomization.
-        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
-        randomization = (header.get("__metadata__") or {}).get("randomization")
-        k = len(t["env_ids"])
-        return Batch(
-            t["env_ids"], t["observations"], t["rewards"], t["terminated"], t["truncated"],
-            t["info"], t.get("has_final", np.zeros(k, dtype=bool)),
-            t.get("final_observations", np.zeros_like(t["observations"])),
-            t.get("final_info", np.zeros_like(t["info"])),
-            t["episode"], t["elapsed_steps"],
-            None if randomization is None else json.loads(randomization),
-        )
+    def _call_batch(self, path, body=None, actions=None, env_ids=None):
+        """A training-loop request (a JSON `body`, or `actions` and
+        `env_ids` as arrays); the batch it answers, or None (202)."""
+        status, answer = self._conn.batch(
+            path, None if body is None else json.dumps(body).encode(), actions, env_ids)
+        if status >= 400:
+            raise _refusal(status, answer)
+        return None if answer is None else Embedded._batch(answer)
 
     def reset(self, seed=None, mask=None) -> Batch:
         body: dict[str, Any] = {}
@@ -229,26 +194,25 @@ class Remote:
             body["seed"] = int(seed)
         if mask is not None:
             body["reset_mask"] = [bool(m) for m in mask]
-        return self._call_tensors(f"/v1/gym/envs/{self.id}/reset", body)
+        return self._call_batch(f"/v1/gym/envs/{self.id}/reset", body)
 
     def step(self, actions) -> Batch:
         actions = np.ascontiguousarray(actions, dtype=np.float32)
-        return self._call_tensors(f"/v1/gym/envs/{self.id}/step", tensors={"actions": actions})
+        return self._call_batch(f"/v1/gym/envs/{self.id}/step", actions=actions)
 
     def send(self, actions, env_ids) -> None:
-        self._call_tensors(f"/v1/gym/envs/{self.id}/send", tensors={
-            "actions": np.ascontiguousarray(actions, dtype=np.float32),
-            "env_ids": np.ascontiguousarray(env_ids, dtype=np.int64),
-        })
+        self._call_batch(f"/v1/gym/envs/{self.id}/send",
+                         actions=np.ascontiguousarray(actions, dtype=np.float32),
+                         env_ids=np.ascontiguousarray(env_ids, dtype=np.int64))
 
     def send_reset(self, seed=None) -> None:
         body: dict[str, Any] = {"reset": True}
         if seed is not None:
             body["seed"] = int(seed)
-        self._call_tensors(f"/v1/gym/envs/{self.id}/send", body)
+        self._call_batch(f"/v1/gym/envs/{self.id}/send", body)
 
     def recv(self, count) -> Batch:
-        return self._call_tensors(f"/v1/gym/envs/{self.id}/recv", {"batch_size": int(count)})
+        return self._call_batch(f"/v1/gym/envs/{self.id}/recv", {"batch_size": int(count)})
 
     def close(self) -> None:
         if self._conn is None:
@@ -257,5 +221,5 @@ class Remote:
             self._call("DELETE", f"/v1/gym/envs/{self.id}")
         except (OSError, RemoteError):
             pass  # the node may be gone already; nothing is left to free here
-        self._conn.close()
+        self._conn = None
         self._conn = None

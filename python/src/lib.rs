@@ -1,7 +1,8 @@
 //! `hanzo_twin._native`: a batch of RL environments ([`VecEnv`]) inside the
 //! Python process. Stepping runs on Rust threads with the GIL released; each
 //! call answers with NumPy arrays. The Gymnasium classes in `hanzo_twin` are
-//! built on it (and, for a remote node, on the same interface over HTTP).
+//! built on it, and a remote node's batches on [`remote::NodeConnection`],
+//! which gives the same arrays.
 
 use hanzo_twin_engines::gym::scene_task::{SceneTask, TaskSpec};
 use hanzo_twin_engines::gym::{
@@ -13,6 +14,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::sync::Arc;
+
+mod remote;
 
 /// Engine errors as Python exceptions: bad input is a ValueError naming the
 /// field, anything else a RuntimeError.
@@ -213,24 +216,9 @@ impl NativeVecEnv {
 }
 
 impl NativeVecEnv {
-    /// `(env_ids, obs, reward, terminated, truncated, info, has_final,
-    /// final_obs, final_info, episode, elapsed, params_json)`, arrays with
-    /// one row per environment; `params_json` (the episodes' randomization)
-    /// only when randomizing and an episode started in this batch.
     fn batch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let out = &self.out;
-        let k = out.env_ids.len();
         let spec = self.env.spec();
-        let (nobs, ninfo) = (spec.observation_size(), spec.info_keys.len());
-        let ids: Vec<i64> = out.env_ids.iter().map(|&i| i as i64).collect();
-        let obs = out.obs.clone().into_pyarray(py).reshape([k, nobs])?;
-        let info = out.info.clone().into_pyarray(py).reshape([k, ninfo])?;
-        let final_obs = out.final_obs.clone().into_pyarray(py).reshape([k, nobs])?;
-        let final_info = out
-            .final_info
-            .clone()
-            .into_pyarray(py)
-            .reshape([k, ninfo])?;
         let params = if self.randomized && out.elapsed.contains(&0) {
             Some(
                 serde_json::to_string(&out.episode_params)
@@ -239,29 +227,61 @@ impl NativeVecEnv {
         } else {
             None
         };
-        PyTuple::new(
+        batch_tuple(
             py,
-            [
-                ids.into_pyarray(py).into_any(),
-                obs.into_any(),
-                out.reward.clone().into_pyarray(py).into_any(),
-                out.terminated.clone().into_pyarray(py).into_any(),
-                out.truncated.clone().into_pyarray(py).into_any(),
-                info.into_any(),
-                out.has_final.clone().into_pyarray(py).into_any(),
-                final_obs.into_any(),
-                final_info.into_any(),
-                out.episode.clone().into_pyarray(py).into_any(),
-                out.elapsed.clone().into_pyarray(py).into_any(),
-                params.into_pyobject(py)?.into_any(),
-            ],
+            out,
+            spec.observation_size(),
+            spec.info_keys.len(),
+            params,
         )
     }
+}
+
+/// A batch as Python gets it, embedded or remote: `(env_ids, obs, reward,
+/// terminated, truncated, info, has_final, final_obs, final_info, episode,
+/// elapsed, params_json)`, arrays with one row per environment; `params`
+/// (the episodes' randomization, JSON) only when randomizing and an episode
+/// started in this batch.
+fn batch_tuple<'py>(
+    py: Python<'py>,
+    out: &VecOutput,
+    nobs: usize,
+    ninfo: usize,
+    params: Option<String>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let k = out.env_ids.len();
+    let ids: Vec<i64> = out.env_ids.iter().map(|&i| i as i64).collect();
+    let obs = out.obs.clone().into_pyarray(py).reshape([k, nobs])?;
+    let info = out.info.clone().into_pyarray(py).reshape([k, ninfo])?;
+    let final_obs = out.final_obs.clone().into_pyarray(py).reshape([k, nobs])?;
+    let final_info = out
+        .final_info
+        .clone()
+        .into_pyarray(py)
+        .reshape([k, ninfo])?;
+    PyTuple::new(
+        py,
+        [
+            ids.into_pyarray(py).into_any(),
+            obs.into_any(),
+            out.reward.clone().into_pyarray(py).into_any(),
+            out.terminated.clone().into_pyarray(py).into_any(),
+            out.truncated.clone().into_pyarray(py).into_any(),
+            info.into_any(),
+            out.has_final.clone().into_pyarray(py).into_any(),
+            final_obs.into_any(),
+            final_info.into_any(),
+            out.episode.clone().into_pyarray(py).into_any(),
+            out.elapsed.clone().into_pyarray(py).into_any(),
+            params.into_pyobject(py)?.into_any(),
+        ],
+    )
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeVecEnv>()?;
+    m.add_class::<remote::NodeConnection>()?;
     m.add("MUJOCO", cfg!(feature = "mujoco"))?;
     Ok(())
 }

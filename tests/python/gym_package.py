@@ -8,6 +8,7 @@ Stable-Baselines3, run by tests/python_package.rs:
 Each check asserts; any failure exits non-zero with the traceback.
 """
 
+import socket
 import sys
 import warnings
 
@@ -172,6 +173,28 @@ def remote(url):
         b, rb, *_ = node.step(act)
         assert np.array_equal(ra, rb)
     node.close()
+    # What goes wrong on the way to a node says what it is.
+    try:
+        hanzo_twin.make_vec("cartpole-v0", 2, url="ftp://127.0.0.1:1")
+    except ValueError as e:
+        assert str(e).startswith("url:"), e
+    else:
+        raise AssertionError("an ftp url is refused")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens once it is closed
+    try:
+        hanzo_twin.make_vec("cartpole-v0", 2, url=f"http://127.0.0.1:{closed}")
+    except ConnectionError as e:
+        assert "did not answer" in str(e), e
+    else:
+        raise AssertionError("a port with nothing listening is an error")
+    try:
+        hanzo_twin.make_vec("cartpole-v0", 2, url=url, token="not-a-token")
+    except hanzo_twin.RemoteError as e:
+        assert e.status == 401, e
+    else:
+        raise AssertionError("a bad token is refused")
     print("remote: ok")
 
 
