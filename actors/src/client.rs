@@ -166,17 +166,7 @@ impl TwinNode {
         timeout: std::time::Duration,
         build: impl FnOnce(Reply<T>) -> HostMsg,
     ) -> Result<T, TwinError> {
-        match self.local_host()?.call(build, Some(timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(result)) => result,
-            Ok(ractor::rpc::CallResult::Timeout) => Err(TwinError::Timeout {
-                id: what.to_string(),
-                what: "the request",
-                timeout_ms: timeout.as_millis() as u64,
-            }),
-            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
-                Err(TwinError::Unavailable(what.to_string()))
-            }
-        }
+        crate::host::call_actor(&self.local_host()?, what, "the request", timeout, build).await
     }
 
     /// Sends `msg` to the twin's actor through the host.

@@ -136,22 +136,19 @@ impl GymEnv {
         self.call(|reply| GymMsg::Recv { count, reply }).await
     }
 
+    /// Deleted or lost since it was resolved reads as unavailable.
     async fn call<T: Send + 'static>(
         &self,
         build: impl FnOnce(Reply<T>) -> GymMsg,
     ) -> Result<T, TwinError> {
-        match self.actor.call(build, Some(self.timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(result)) => result,
-            Ok(ractor::rpc::CallResult::Timeout) => Err(TwinError::Timeout {
-                id: self.info.id.clone(),
-                what: "the request",
-                timeout_ms: self.timeout.as_millis() as u64,
-            }),
-            // Deleted or lost since it was resolved.
-            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
-                Err(TwinError::Unavailable(self.info.id.clone()))
-            }
-        }
+        crate::host::call_actor(
+            &self.actor,
+            &self.info.id,
+            "the request",
+            self.timeout,
+            build,
+        )
+        .await
     }
 }
 

@@ -1767,14 +1767,14 @@ impl HostState {
     }
 }
 
-/// Calls a twin actor with a timeout, turning every way it can fail into a
-/// `TwinError` a person can read.
-pub(crate) async fn call_actor<T: Send + 'static>(
-    actor: &ActorRef<TwinMsg>,
-    id: TwinId,
+/// Calls an actor (a twin, a gym batch, the host) with a timeout, turning
+/// every way it can fail into a `TwinError` about `id` a person can read.
+pub(crate) async fn call_actor<M: ractor::Message, T: Send + 'static>(
+    actor: &ActorRef<M>,
+    id: impl std::fmt::Display,
     what: &'static str,
     timeout: Duration,
-    build: impl FnOnce(Reply<T>) -> TwinMsg,
+    build: impl FnOnce(Reply<T>) -> M,
 ) -> Result<T, TwinError> {
     match actor.call(build, Some(timeout)).await {
         Ok(ractor::rpc::CallResult::Success(result)) => result,
