@@ -207,6 +207,28 @@ async fn an_unreachable_postgres_fails_fast_with_a_clear_error() {
 }
 
 #[tokio::test]
+async fn postgres_errors_carry_the_servers_message_and_code() {
+    let Some(url) = postgres_url() else { return };
+    // The server refuses a database that does not exist, with SQLSTATE 3D000.
+    let (base, _) = url.rsplit_once('/').expect("a database in the url");
+    let err = PgTwinStore::connect(
+        &format!("{base}/no_such_database"),
+        "hanzo_twin",
+        1,
+        Duration::from_secs(5),
+        "n0",
+    )
+    .await
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains("3D000") && err.contains("\"no_such_database\" does not exist"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn nodes_sharing_a_postgres_schema_share_twin_definitions() {
     let Some(url) = postgres_url() else { return };
     let schema = fresh_schema("nodes");

@@ -670,9 +670,11 @@ fn keep_membership(
     let tls = config.tls.clone();
     let server = server.clone();
     let mut tried: HashMap<String, Instant> = HashMap::new();
+    let mut seen: HashMap<String, Seen> = HashMap::new();
+    let grace = config.lease;
     tasks.push(tokio::spawn(async move {
         loop {
-            if refresh_members(&link).await {
+            if refresh_members(&link, &mut seen, grace).await {
                 changed.notify_one();
             }
             if let Some(tls) = &tls {
@@ -756,19 +758,36 @@ async fn close_mesh(
     }
 }
 
+/// When a member last answered, and what it said.
+struct Seen {
+    at: Instant,
+    info: NodeInfo,
+    member: ActorRef<MemberMsg>,
+}
+
 /// Asks every member of the group who it is, and swaps the answer in.
 /// Returns whether the membership changed.
-async fn refresh_members(link: &MeshLink) -> bool {
+///
+/// A member whose session closed leaves at once. One whose session is open
+/// but that did not answer in time (a busy machine, a long pause) stays for
+/// `grace` after its last answer: a single slow answer must not move its
+/// twins away and back.
+async fn refresh_members(
+    link: &MeshLink,
+    seen: &mut HashMap<String, Seen>,
+    grace: Duration,
+) -> bool {
     let membership = &link.membership;
     let local_id = membership.local().id.clone();
     let mut peers = Vec::new();
     let mut members = HashMap::new();
+    let mut connected = Vec::new();
     for cell in ractor::pg::get_members(&MEMBERS_GROUP.to_string()) {
         if cell.get_id().is_local() {
             continue;
         }
         let member: ActorRef<MemberMsg> = cell.into();
-        // A peer that does not answer in time is not counted live.
+        connected.push(member.get_id());
         match member
             .call(MemberMsg::Whois, Some(Duration::from_secs(1)))
             .await
@@ -778,12 +797,17 @@ async fn refresh_members(link: &MeshLink) -> bool {
                     && info.id != local_id
                 {
                     info.local = false;
-                    members.insert(info.id.clone(), member);
-                    peers.push(info);
+                    let at = Instant::now();
+                    seen.insert(info.id.clone(), Seen { at, info, member });
                 }
             }
             _ => continue,
         }
+    }
+    seen.retain(|_, s| connected.contains(&s.member.get_id()) && s.at.elapsed() < grace);
+    for (id, s) in seen.iter() {
+        members.insert(id.clone(), s.member.clone());
+        peers.push(s.info.clone());
     }
     peers.sort_by(|a, b| a.id.cmp(&b.id));
     peers.dedup_by(|a, b| a.id == b.id);

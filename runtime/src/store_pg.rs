@@ -23,8 +23,49 @@ fn record_of(id: impl std::fmt::Display, value: serde_json::Value) -> StoreResul
         .map_err(|e| StoreError::new(format!("postgres: stored twin {id} is unreadable: {e}")))
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::new(format!("postgres: {e}"))
+/// A store error that says what PostgreSQL said: its message, SQLSTATE code,
+/// detail and hint (tokio-postgres's own text for a server error is only
+/// "db error"), or the connection or pool failure with its causes.
+fn err(e: impl std::error::Error + 'static) -> StoreError {
+    StoreError::new(format!("postgres: {}", describe(&e)))
+}
+
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut chain = Vec::new();
+    while let Some(c) = cause {
+        if let Some(db) = c.downcast_ref::<tokio_postgres::error::DbError>() {
+            let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" (detail: {detail})"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!(" (hint: {hint})"));
+            }
+            return text;
+        }
+        let text = c.to_string();
+        // tokio-postgres and deadpool repeat their source's text.
+        if !chain
+            .last()
+            .is_some_and(|last: &String| last.contains(&text))
+        {
+            chain.push(text);
+        }
+        cause = c.source();
+    }
+    chain.join(": ")
+}
+
+/// The advisory-lock key that serializes schema migrations of `schema`
+/// among nodes starting at once (FNV-1a of the schema name).
+fn migration_lock(schema: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("hanzo-twin migrations {schema}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
 }
 
 /// Twin records in a PostgreSQL table, through a pool of connections.
@@ -85,32 +126,48 @@ impl PgTwinStore {
             nodes: format!("\"{schema}\".nodes"),
             node: node.to_string(),
         };
-        let client = store.pool.get().await.map_err(err)?;
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
-                 CREATE TABLE IF NOT EXISTS {} (
-                     id uuid PRIMARY KEY,
-                     record jsonb NOT NULL,
-                     updated_at timestamptz NOT NULL DEFAULT now()
-                 );
-                 CREATE TABLE IF NOT EXISTS {} (
-                     id text PRIMARY KEY,
-                     seen timestamptz NOT NULL
-                 );",
-                store.table, store.nodes
-            ))
+        let mut client = store.pool.get().await.map_err(err)?;
+        // Nodes started together migrate one at a time: CREATE ... IF NOT
+        // EXISTS is not safe against a concurrent creation of the same object.
+        let lock = migration_lock(schema);
+        let tx = client.transaction().await.map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])
             .await
             .map_err(err)?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+             CREATE TABLE IF NOT EXISTS {} (
+                 id uuid PRIMARY KEY,
+                 record jsonb NOT NULL,
+                 updated_at timestamptz NOT NULL DEFAULT now()
+             );
+             CREATE TABLE IF NOT EXISTS {} (
+                 id text PRIMARY KEY,
+                 seen timestamptz NOT NULL
+             );",
+            store.table, store.nodes
+        ))
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
         // A name is unique in its organization across every node, whatever
-        // two nodes decide at once.
+        // two nodes decide at once. An older store may hold duplicates, which
+        // make the index fail: the nodes then check names alone.
+        let tx = client.transaction().await.map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])
+            .await
+            .map_err(err)?;
         let unique = format!(
             "CREATE UNIQUE INDEX IF NOT EXISTS twins_organization_name ON {}
                  ((record->'definition'->>'organization'), (record->'definition'->>'name'))",
             store.table
         );
-        if let Err(e) = client.batch_execute(&unique).await {
-            tracing::warn!(error = %e, "twin names are not unique in the store yet; names are then checked by the nodes only");
+        match tx.batch_execute(&unique).await {
+            Ok(()) => tx.commit().await.map_err(err)?,
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "twin names are not unique in the store yet; names are then checked by the nodes only");
+                drop(tx);
+            }
         }
         Ok(store)
     }
