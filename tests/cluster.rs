@@ -180,6 +180,44 @@ fn clustering_without_a_cookie_or_shared_definitions_is_refused_with_a_reason() 
     // With a cookie but each node's own sled store, twins could not move.
     let text = refused_start(&[("HANZO_TWIN_CLUSTER_COOKIE", "s3cret")]);
     assert!(text.contains("metadata.backend: postgres"), "{text}");
+    // With shared definitions but checkpoints in each node's own folder, a
+    // twin that moves would restart from its scene.
+    let text = refused_start(&[
+        ("HANZO_TWIN_CLUSTER_COOKIE", "s3cret"),
+        ("HANZO_TWIN_METADATA_BACKEND", "postgres"),
+        (
+            "HANZO_TWIN_METADATA_POSTGRES_URL",
+            "postgres://nobody@127.0.0.1:1/x",
+        ),
+    ]);
+    assert!(
+        text.contains("checkpoints every node can read") && text.contains("storage.root"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn nodes_started_at_once_against_an_empty_database_all_come_up() {
+    let Some(sh) = shared() else { return };
+    // Kubernetes starts replicas together: every node migrates the schema at
+    // the same moment. Ten rounds, each on a schema nobody made yet.
+    for round in 0..10 {
+        let sh = Shared {
+            schema: format!("{}_{round}", sh.schema),
+            postgres: sh.postgres.clone(),
+            objects: tempfile::tempdir().expect("tempdir"),
+        };
+        let [pa, pb, pc] = free_ports::<3>();
+        let (seeds_a, seeds_b, seeds_c) = ([pb, pc], [pa, pc], [pa, pb]);
+        let (a, b, c) = tokio::join!(
+            member(&sh, "node-a", pa, "s3cret", &seeds_a, &[]),
+            member(&sh, "node-b", pb, "s3cret", &seeds_b, &[]),
+            member(&sh, "node-c", pc, "s3cret", &seeds_c, &[]),
+        );
+        for n in [&a, &b, &c] {
+            members(n, 3).await;
+        }
+    }
 }
 
 fn contains_twin(tree: &Value, name: &str) -> bool {
@@ -457,8 +495,12 @@ async fn any_node_serves_any_twin_through_its_one_owner() {
     assert_eq!(a.observation_text(id).await, before, "restored exactly");
 
     // A frozen node: requests for its twins fail within the call timeout with
-    // a 503 naming the twin and the node, and nothing hangs.
-    let (_, id, holder) = &twins[2];
+    // a 503 naming the twin and the node, and nothing hangs. The holder is
+    // read now: a twin may have moved since it was created.
+    let (_, id, _) = &twins[2];
+    let (status, v) = a.get(&format!("/v1/twins/{id}")).await;
+    assert_eq!(status, 200, "{v}");
+    let holder = &v["status"]["node"].as_str().expect("holder").to_string();
     let frozen = node_named(holder);
     let asker = nodes
         .iter()
@@ -471,6 +513,13 @@ async fn any_node_serves_any_twin_through_its_one_owner() {
         .args(["-STOP", &pid])
         .status();
     assert!(status.is_ok_and(|s| s.success()));
+    // A stop takes effect thread by thread (one in the middle of a system
+    // call stops when it returns): wait until every thread has stopped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !all_threads_stopped(&pid) {
+        assert!(Instant::now() < deadline, "{holder} did not stop");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (status, v) = asker
         .post(
             &format!("/v1/twins/{id}/step"),
@@ -480,7 +529,16 @@ async fn any_node_serves_any_twin_through_its_one_owner() {
     let _ = std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status();
-    assert_eq!(status, 503, "{v}");
+    if status != 503 {
+        let (_, tree) = asker.get("/v1/cluster/tree").await;
+        panic!(
+            "{status} {v}: frozen {holder} (pid {pid}), asked {}\ntree: {tree}\nnode-a:\n{}\nnode-b:\n{}\nnode-c:\n{}",
+            asker.api(),
+            a.log(),
+            b.log(),
+            c.log()
+        );
+    }
     // Unanswered (or, once the others dropped the frozen node, moving to a
     // new owner that cannot take it before the lease runs out).
     assert!(
@@ -492,6 +550,23 @@ async fn any_node_serves_any_twin_through_its_one_owner() {
         message.contains(id.as_str()) && message.contains(holder.as_str()),
         "{message}"
     );
+}
+
+/// Whether every thread of process `pid` is stopped (state `T`).
+fn all_threads_stopped(pid: &str) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the command name, which is in parentheses.
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.trim_start().chars().next()
+            })
+            .is_some_and(|state| state == 'T' || state == 't')
+    })
 }
 
 /// Waits until every twin in `ids` answers through `node` as running on a
@@ -563,12 +638,19 @@ async fn twins_of_a_killed_node_come_back_on_the_survivors_and_a_new_node_takes_
     }
     assert!(!on_c.is_empty(), "placement put nothing on node-c");
     // Checkpoints are written in the background (a file appears whole, by
-    // rename, and the first is taken 25 steps in): wait for node-c's.
+    // rename): wait until each of node-c's twins has one past step 24 (the
+    // first is written at step 0, when the twin starts).
     let bucket = sh.objects.path().join("hanzo-twin-checkpoints");
+    let checkpointed_step = |id: &str| {
+        let bytes = std::fs::read(bucket.join(format!("{id}.ckpt"))).ok()?;
+        hanzo_twin::engines::SimState::from_bytes(&bytes)
+            .ok()
+            .map(|s| s.step)
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Some(id) = on_c
         .iter()
-        .find(|id| !bucket.join(format!("{id}.ckpt")).exists())
+        .find(|id| checkpointed_step(id).is_none_or(|step| step < 24))
     {
         assert!(
             Instant::now() < deadline,

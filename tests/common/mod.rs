@@ -19,13 +19,25 @@ fn free_port() -> u16 {
     free_ports::<1>()[0]
 }
 
-/// `N` distinct free ports: all are held while the next is chosen, so the
-/// kernel cannot hand the same one out twice.
+/// `N` distinct free ports, none handed out before in this test process:
+/// the kernel may give a released port out again before the node it was
+/// meant for binds it, and two nodes of one test would then collide.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < N {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            ports.push(port);
+        }
+        // Held until all are chosen, so the kernel picks another each time.
+        held.push(listener);
+    }
+    std::array::from_fn(|i| ports[i])
 }
 
 /// How to start a test node.
@@ -231,6 +243,26 @@ impl TestNode {
             }
             let _ = child.wait();
         }
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit;
+    /// its exit status, or `None` if it was still running (then killed).
+    pub fn terminate_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     pub async fn restart(&mut self, hard: bool) {
