@@ -1,0 +1,133 @@
+//! `GET /v1/twins/{id}/state` throughput of a node under `wrk -t2 -c64`,
+//! against a bare axum server answering the same bytes on the same cores, in
+//! one run: what the node's API, auth, routing and twin actor cost per request,
+//! as a ratio to the floor an HTTP server on this machine sets.
+//!
+//!   cargo bench --bench state_throughput     (10 s a side)
+//!
+//! Run as a test (`cargo test --benches`) it loads each side for one second.
+//! Needs `wrk` (Debian's package; scripts/test.sh installs it).
+
+mod common;
+
+use hanzo_twin::{Node, NodeConfig};
+use std::process::Command;
+use std::time::Duration;
+
+/// Requests per second `wrk` reached against `url`.
+fn wrk(url: &str, token: Option<&str>, seconds: u64) -> f64 {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency"]);
+    if let Some(token) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = cmd.arg(url).output().expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk failed: {text}");
+    // Every answer must be the 200 being measured, not an error page.
+    assert!(
+        !text.contains("Non-2xx"),
+        "{url} answered errors under load:\n{text}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"))
+}
+
+fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!(
+            "SKIPPED state_throughput: `wrk` is not installed (apt-get install wrk; scripts/test.sh does)"
+        );
+        return;
+    }
+    let seconds = if benchmarking { 10 } else { 1 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let data = tempfile::tempdir().expect("tempdir");
+    let [api_port, bare_port] = free_ports();
+    let mut config = NodeConfig {
+        data_dir: data.path().to_path_buf(),
+        ..Default::default()
+    };
+    config.scenes.root = common::repo().join("configs/scenes");
+    config.metrics.enabled = false;
+    config.server.port = api_port;
+    // Measuring the server, not the per-token limits.
+    config.auth.rate_limit.per_second = 0;
+    config.auth.rate_limit.control_per_second = 0;
+    config.logging.level = "warn".into();
+    let (token, id, body, stop) = rt.block_on(async {
+        let node = Node::start(config).await.expect("node");
+        let twins = node.twins();
+        let id = twins
+            .create(common::definition("robot-arm.yaml"))
+            .await
+            .expect("create")
+            .id
+            .to_string();
+        common::start_paused(&twins, &id).await;
+        let api = node.api().await.expect("api");
+        let token = api.dev_token.as_ref().expect("dev token").token.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = node
+                .serve_api(api, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let url = format!("http://127.0.0.1:{api_port}/v1/twins/{id}/state");
+        let http = reqwest::Client::new();
+        let body = loop {
+            match http.get(&url).bearer_auth(&token).send().await {
+                Ok(r) if r.status().is_success() => break r.bytes().await.expect("body"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        (token, id, body, stop)
+    });
+    // The floor: the same bytes from a bare axum route on the same runtime.
+    rt.spawn(async move {
+        let app = axum::Router::new().route(
+            "/state",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { ([("content-type", "application/json")], body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", bare_port))
+            .await
+            .expect("bind");
+        axum::serve(listener, app).await.expect("serve");
+    });
+    let bare = wrk(
+        &format!("http://127.0.0.1:{bare_port}/state"),
+        None,
+        seconds,
+    );
+    let node = wrk(
+        &format!("http://127.0.0.1:{api_port}/v1/twins/{id}/state"),
+        Some(&token),
+        seconds,
+    );
+    println!("state_throughput (wrk -t2 -c64, {seconds} s each, same 2 cores):");
+    println!("  bare axum, same bytes   {bare:>10.0} req/s");
+    println!("  node, GET …/state       {node:>10.0} req/s");
+    println!("  ratio node / bare       {:>10.2}", node / bare);
+    let _ = stop.send(());
+}
+
+fn free_ports() -> [u16; 2] {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    [
+        a.local_addr().expect("addr").port(),
+        b.local_addr().expect("addr").port(),
+    ]
+}
