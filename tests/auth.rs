@@ -1281,7 +1281,7 @@ async fn step_as(node: &TestNode, token: &str, id: &str) {
 #[tokio::test]
 async fn tokens_are_rate_limited_each_on_their_own() {
     let auth = format!(
-        "{}  rate_limit:\n    per_second: 1\n    burst: 3\n",
+        "{}  rate_limit:\n    per_second: 1\n    burst: 3\n    control_per_second: 1\n    control_burst: 6\n",
         jwt_auth_yaml()
     );
     let node = TestNode::start_opts(NodeOptions {
@@ -1343,6 +1343,49 @@ async fn tokens_are_rate_limited_each_on_their_own() {
         .await;
         assert_eq!(status, 200, "{body}");
     }
+    // A running twin's control loop draws on a budget of its own: a token
+    // whose CRUD budget is spent still steps and reads state, up to the
+    // control limit.
+    let admin = token("acme", "twin-admin");
+    let twin = make_twin(&node, &admin, "controlled", true).await;
+    let mut crud_spent = false;
+    for _ in 0..100 {
+        let (status, _, _) = send(&node, Method::GET, "/v1/twins", Some(&admin), Body::None).await;
+        if status == 429 {
+            crud_spent = true;
+            break;
+        }
+    }
+    assert!(crud_spent, "the CRUD budget runs out");
+    let mut served = 0;
+    let mut limited = None;
+    for i in 0..200 {
+        let (status, body, _) = if i % 2 == 0 {
+            send(
+                &node,
+                Method::POST,
+                &format!("/v1/twins/{twin}/step"),
+                Some(&admin),
+                Body::Json(json!({ "steps": 1 })),
+            )
+            .await
+        } else {
+            let path = format!("/v1/twins/{twin}/state");
+            send(&node, Method::GET, &path, Some(&admin), Body::None).await
+        };
+        match status {
+            200 => served += 1,
+            429 => {
+                limited = Some(body);
+                break;
+            }
+            _ => panic!("control request {i}: {status} {body}"),
+        }
+    }
+    // The whole burst, and then the control budget's own limit.
+    assert!(served >= 6, "{served} control requests served");
+    let limited = limited.expect("the control budget runs out too");
+    assert_eq!(limited["error"]["code"], "rate_limited", "{limited}");
     // After the wait it asked for, the token gets through again.
     tokio::time::sleep(Duration::from_millis(retry * 1000 + 200)).await;
     let (status, _, _) = send(&node, Method::GET, "/v1/twins", Some(&busy), Body::None).await;

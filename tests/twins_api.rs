@@ -574,7 +574,8 @@ async fn a_crashing_twin_restarts_from_its_checkpoint_and_spares_others() {
 }
 
 async fn wait_for(node: &TestNode, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..200 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         let (_, t) = node.get(&format!("/v1/twins/{id}")).await;
         if done(&t) {
             return t;
@@ -583,6 +584,166 @@ async fn wait_for(node: &TestNode, id: &str, done: impl Fn(&Value) -> bool) -> V
     }
     let (_, t) = node.get(&format!("/v1/twins/{id}")).await;
     panic!("condition never held: {t}\n{}", node.log());
+}
+
+#[tokio::test]
+async fn requests_reach_the_running_actor_after_restarts_renames_and_stops() {
+    let node = TestNode::start().await;
+    let id = node.create_sample("conveyor.yaml", "direct").await;
+    node.start_twin(&id, "paused").await;
+    // By name and by id: both resolve to the one actor.
+    assert_eq!(node.step("direct", 2).await["step"], 2);
+    assert_eq!(node.step(&id, 1).await["step"], 3);
+    let (status, state) = node.get("/v1/twins/direct/state").await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        (state["name"].as_str(), state["step"].as_u64()),
+        (Some("direct"), Some(3))
+    );
+
+    // A crash ends the actor the callers resolved; they reach its successor.
+    let (status, body) = node
+        .post(
+            &format!("/v1/twins/{id}/faults"),
+            json!({ "fault": "panic" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    wait_for(&node, &id, |t| t["status"]["restarts"] == 1).await;
+    let (status, body) = node
+        .post("/v1/twins/direct/step", json!({ "steps": 1 }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A rename: the old name no longer reaches the twin, the new one does,
+    // and the state says the new name.
+    let (status, body) = node
+        .patch(&format!("/v1/twins/{id}"), json!({ "name": "renamed" }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = node
+        .post("/v1/twins/direct/step", json!({ "steps": 1 }))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, state) = node.get("/v1/twins/renamed/state").await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["name"], "renamed");
+
+    // Stopped: the control loop answers that it is not running.
+    let (status, body) = node.post(&format!("/v1/twins/{id}/stop"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    for (path, body) in [
+        ("step", json!({ "steps": 1 })),
+        ("clock", json!({ "clock": "fast" })),
+    ] {
+        let (status, body) = node.post(&format!("/v1/twins/renamed/{path}"), body).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("not_running")),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = node.get(&format!("/v1/twins/{id}/state")).await;
+    assert_eq!(status, 409, "{body}");
+    // Deleted: unknown.
+    let (status, _) = node.delete(&format!("/v1/twins/{id}")).await;
+    assert_eq!(status, 204);
+    let (status, body) = node
+        .get(&format!("/v1/twins/{id}/observation?path=/"))
+        .await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
+async fn lists_page_by_cursor_in_creation_order() {
+    let node = TestNode::start().await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(
+            node.create_sample("robot-arm.yaml", &format!("paged-{i}"))
+                .await,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/twins?limit=2&cursor={c}"),
+            None => "/v1/twins?limit=2".to_string(),
+        };
+        let (status, page) = node.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let twins = page["twins"].as_array().expect("twins");
+        assert!(twins.len() <= 2, "{page}");
+        seen.extend(
+            twins
+                .iter()
+                .map(|t| t["id"].as_str().expect("id").to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, created, "every twin once, in creation order");
+    // Without a limit, one page holds them all and says there is no next.
+    let (_, page) = node.get("/v1/twins").await;
+    assert_eq!(page["twins"].as_array().map(Vec::len), Some(5));
+    assert_eq!(page["next_cursor"], Value::Null);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=10001", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=not-a-cursor", "cursor"),
+    ] {
+        let (status, body) = node.get(&format!("/v1/twins?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn eight_fast_twins_on_two_cores_leave_the_api_answering() {
+    // Checkpoints every simulated 0.1 s: with a fast clock, thousands a
+    // second were due, and each used to queue a whole state in the host's
+    // mailbox.
+    let node = TestNode::start_with(&[], "  checkpoint_interval_s: 0.1\n").await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let sample = if i % 2 == 0 {
+            "conveyor.yaml"
+        } else {
+            "robot-arm.yaml"
+        };
+        let id = node.create_sample(sample, &format!("fast-{i}")).await;
+        node.start_twin(&id, "fast").await;
+        ids.push(id);
+    }
+    // Every twin runs far ahead of real time...
+    for id in &ids {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (status, state) = node.get(&format!("/v1/twins/{id}/state")).await;
+            assert_eq!(status, 200, "{state}");
+            if state["step"].as_u64().unwrap_or(0) > 2000 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{state}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // ...and the node still serves lists, creates, starts and stops (each
+    // answers, none times out), checkpoints included.
+    let (status, list) = node.get("/v1/twins").await;
+    assert_eq!(status, 200, "{list}");
+    let extra = node.create_sample("robot-arm.yaml", "one-more").await;
+    node.start_twin(&extra, "paused").await;
+    for id in &ids {
+        let (status, body) = node.post(&format!("/v1/twins/{id}/stop"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = node.get("/alive").await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
@@ -730,4 +891,44 @@ async fn a_scene_file_that_crashes_the_usd_reader_does_not_crash_the_node() {
         )
         .await;
     assert_eq!(status, 201, "{t}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_busy_node_within_its_shutdown_time() {
+    let mut node = TestNode::start_opts(common::NodeOptions {
+        server_yaml: "  shutdown_timeout_s: 4\n",
+        twins_yaml: "  checkpoint_interval_s: 0.1\n",
+        ..Default::default()
+    })
+    .await;
+    for i in 0..3 {
+        let id = node
+            .create_sample("conveyor.yaml", &format!("busy-{i}"))
+            .await;
+        node.start_twin(&id, "fast").await;
+    }
+    // An event stream that never ends by itself stays open through the signal.
+    let stream = node
+        .http
+        .get(node.url("/v1/cluster/tree/events"))
+        .send()
+        .await
+        .expect("event stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    // The shutdown time, plus room for a loaded machine to schedule the exit.
+    let status = node.terminate_within(std::time::Duration::from_secs(30));
+    drop(stream);
+    let status = status.unwrap_or_else(|| panic!("the node did not stop:\n{}", node.log()));
+    assert!(status.success(), "{status}:\n{}", node.log());
+    // The twins were stopped with a final checkpoint and resume on restart.
+    node.restart(false).await;
+    let (status, list) = node.get("/v1/twins").await;
+    assert_eq!(status, 200, "{list}");
+    let running = list["twins"]
+        .as_array()
+        .expect("twins")
+        .iter()
+        .filter(|t| t["status"]["state"] == "running")
+        .count();
+    assert_eq!(running, 3, "{list}");
 }

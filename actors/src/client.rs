@@ -4,10 +4,11 @@
 
 use crate::definition::Name;
 use crate::definition::TwinDefinition;
+use crate::direct::RouteCache;
 use crate::error::TwinError;
 use crate::protocol::{
     Fault, ForkOptions, HostMsg, JointCommandEntry, LEAST_LOADED, Rebalanced, Reply, Scope,
-    StartOptions, StepReport, TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo,
+    StartOptions, StepReport, TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo, TwinSnapshot,
 };
 use crate::record::{Clock, TwinId, TwinRecord};
 use crate::remote::{self, ClusterLink, TwinReply, TwinRequest};
@@ -37,6 +38,8 @@ pub const GYM_CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 pub struct TwinNode {
     host: Arc<RwLock<Option<ActorRef<HostMsg>>>>,
     link: Arc<RwLock<Option<Arc<dyn ClusterLink>>>>,
+    /// Running twins' actors, resolved once ([`crate::direct`]).
+    routes: Arc<RouteCache>,
     timeout: Duration,
     scope: Scope,
 }
@@ -58,10 +61,12 @@ fn unexpected(reply: TwinReply) -> TwinError {
 }
 
 impl TwinNode {
-    pub fn new(host: ActorRef<HostMsg>, timeout: Duration) -> TwinNode {
+    /// A handle on `host`, sharing `routes` with it (see [`crate::HostArgs`]).
+    pub fn new(host: ActorRef<HostMsg>, routes: Arc<RouteCache>, timeout: Duration) -> TwinNode {
         TwinNode {
             host: Arc::new(RwLock::new(Some(host))),
             link: Arc::new(RwLock::new(None)),
+            routes,
             timeout,
             scope: Scope::Node,
         }
@@ -73,6 +78,7 @@ impl TwinNode {
         TwinNode {
             host: Arc::new(RwLock::new(None)),
             link: Arc::new(RwLock::new(Some(link))),
+            routes: Arc::default(),
             timeout,
             scope: Scope::Node,
         }
@@ -169,18 +175,57 @@ impl TwinNode {
         crate::host::call_actor(&self.local_host()?, what, "the request", timeout, build).await
     }
 
-    /// Sends `msg` to the twin's actor through the host.
+    /// Sends `msg` to the twin's actor: directly when it was resolved
+    /// before and still runs, else resolved through the host first; a message
+    /// the actor can no longer take goes through the host, which answers for
+    /// a twin that is not running.
     async fn route<T: Send + 'static>(
         &self,
         twin: &str,
         build: impl FnOnce(Reply<T>) -> TwinMsg,
     ) -> Result<T, TwinError> {
-        let target = self.twin_ref(twin);
-        self.ask(twin, move |reply| HostMsg::Route {
-            twin: target,
-            msg: build(reply),
-        })
-        .await
+        let host = self.local_host()?;
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let mut msg = build(tx.into());
+        let actor = match self.routes.get(&self.scope, twin) {
+            Some(actor) => actor,
+            None => {
+                let epoch = self.routes.epoch();
+                let target = self.twin_ref(twin);
+                let actor = self
+                    .ask(twin, |reply| HostMsg::Resolve {
+                        twin: target,
+                        reply,
+                    })
+                    .await?;
+                self.routes.put(&self.scope, twin, epoch, actor.clone());
+                actor
+            }
+        };
+        if let Err(e) = actor.send_message(msg) {
+            self.routes.forget(&self.scope, twin);
+            let ractor::MessagingErr::SendErr(back) = e else {
+                return Err(TwinError::Unavailable(twin.to_string()));
+            };
+            msg = back;
+            let target = self.twin_ref(twin);
+            if host
+                .send_message(HostMsg::Route { twin: target, msg })
+                .is_err()
+            {
+                return Err(TwinError::Unavailable(twin.to_string()));
+            }
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(result)) => result,
+            // The actor ended with the request unanswered.
+            Ok(Err(_)) => Err(TwinError::Unavailable(twin.to_string())),
+            Err(_) => Err(TwinError::Timeout {
+                id: twin.to_string(),
+                what: "the request",
+                timeout_ms: self.timeout.as_millis() as u64,
+            }),
+        }
     }
 
     /// Runs `request` where it belongs: here when not clustered or when this
@@ -235,9 +280,12 @@ impl TwinNode {
                     }
                 }
                 // A stable sort keeps a holder's record ahead of the store's
-                // copy of the same twin, and dedup keeps the first.
+                // copy of the same twin, and dedup keeps the first. Each node
+                // sent its first page after the cursor, so the cluster's
+                // first page is among them.
                 all.sort_by_key(|r| r.id);
                 all.dedup_by_key(|r| r.id);
+                filter.page(&mut all);
                 Ok((TwinReply::Records(all), Vec::new()))
             }
             _ => match request.twin().map(str::to_string) {
@@ -488,6 +536,13 @@ impl TwinNode {
                 TwinReply::Info(self.route(&twin, |reply| TwinMsg::Info { reply }).await?),
                 Vec::new(),
             ),
+            TwinRequest::Snapshot { twin } => (
+                TwinReply::Snapshot(Box::new(
+                    self.route(&twin, |reply| TwinMsg::Snapshot { reply })
+                        .await?,
+                )),
+                Vec::new(),
+            ),
             TwinRequest::InjectFault { twin, fault } => {
                 self.route(&twin, |reply| TwinMsg::InjectFault { fault, reply })
                     .await?;
@@ -657,7 +712,7 @@ impl TwinNode {
     /// [`COMPARE_TIMEOUT`].
     pub async fn compare_engines(
         &self,
-        request: crate::protocol::CompareRequest,
+        request: crate::compare::CompareRequest,
     ) -> Result<hanzo_twin_engines::compare::CompareReport, TwinError> {
         let scope = self.scope.clone();
         self.ask_within("engine comparison", COMPARE_TIMEOUT, |reply| {
@@ -759,7 +814,8 @@ impl TwinNode {
         )
     }
 
-    /// Every twin the scope sees, on every node of the cluster.
+    /// The twins the scope sees, on every node of the cluster, in id order:
+    /// all of them, or the page `filter.after` and `filter.limit` ask for.
     pub async fn list(&self, filter: TwinFilter) -> Result<Vec<TwinRecord>, TwinError> {
         expect_reply!(
             self.run(TwinRequest::List { filter }, Vec::new()).await,
@@ -891,6 +947,16 @@ impl TwinNode {
         )
     }
 
+    /// A running twin's id, name, engine, clock and full observation, from its
+    /// actor alone (one request, also across nodes).
+    pub async fn snapshot(&self, twin: &str) -> Result<TwinSnapshot, TwinError> {
+        let twin = twin.to_string();
+        expect_reply!(
+            self.run(TwinRequest::Snapshot { twin }, Vec::new()).await,
+            TwinReply::Snapshot(s) => *s
+        )
+    }
+
     /// The run recorded so far, with the scene it ran in.
     pub async fn recording(
         &self,
@@ -926,6 +992,17 @@ impl TwinNode {
             self.run(TwinRequest::InjectFault { twin, fault }, Vec::new()).await,
             TwinReply::Done => ()
         )
+    }
+
+    /// Whether the local host answers within `timeout` (a client-only handle
+    /// has none, and is alive while it exists).
+    pub async fn alive(&self, timeout: Duration) -> Result<(), TwinError> {
+        if self.host().is_none() {
+            return Ok(());
+        }
+        self.ask_within("liveness", timeout, |reply| HostMsg::Load { reply })
+            .await
+            .map(drop)
     }
 
     /// Stops every twin with a final checkpoint; they resume when the node starts

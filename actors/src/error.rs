@@ -1,5 +1,52 @@
 use crate::definition::DefinitionError;
 use hanzo_twin_engines::EngineError;
+use serde::{Deserialize, Serialize};
+
+/// Why an engine refused or could not do something: one kind per
+/// [`EngineError`], the same in process, on the wire between nodes (as its
+/// snake_case name) and as the API's error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineFailure {
+    /// The engine is not built into this node.
+    NotAvailable,
+    /// No body or joint at the path.
+    UnknownPath,
+    /// A setting or value the engine refuses.
+    Invalid,
+    /// A state of another engine, format or scene, or a corrupt one.
+    StateMismatch,
+    /// The scene could not be read or has a prim the engine cannot load.
+    Scene,
+    /// The engine cannot do this at all.
+    Unsupported,
+    /// The simulation blew up (NaN, runaway velocities).
+    Diverged,
+    /// The engine itself failed (a worker process died).
+    EngineFailed,
+}
+
+impl EngineFailure {
+    /// The name clients see (the API's `error.code`).
+    pub fn code(self) -> &'static str {
+        match self {
+            EngineFailure::NotAvailable => "not_available",
+            EngineFailure::UnknownPath => "unknown_path",
+            EngineFailure::Invalid => "invalid",
+            EngineFailure::StateMismatch => "state_mismatch",
+            EngineFailure::Scene => "scene",
+            EngineFailure::Unsupported => "unsupported",
+            EngineFailure::Diverged => "diverged",
+            EngineFailure::EngineFailed => "engine_failed",
+        }
+    }
+
+    /// Whether the simulation cannot go on after it: the twin fails, and
+    /// its supervisor restarts it from its last checkpoint.
+    pub fn ends_the_simulation(self) -> bool {
+        matches!(self, EngineFailure::Diverged | EngineFailure::EngineFailed)
+    }
+}
 
 /// Every failure a twin request can meet. The API maps each kind to a status code;
 /// embedded agents match on it.
@@ -38,9 +85,7 @@ pub enum TwinError {
     /// The engine refused or could not do it.
     #[error("{message}")]
     Engine {
-        /// `not_available`, `unknown_path`, `invalid`, `state_mismatch`,
-        /// `scene`, `unsupported` or `diverged`.
-        kind: &'static str,
+        kind: EngineFailure,
         field: Option<String>,
         message: String,
     },
@@ -102,15 +147,17 @@ impl From<EngineError> for TwinError {
         let message = e.to_string();
         let (kind, field) = match &e {
             EngineError::SceneRead { .. } | EngineError::ScenePrim { .. } => {
-                ("scene", Some("scene.uri".to_string()))
+                (EngineFailure::Scene, Some("scene.uri".to_string()))
             }
-            EngineError::UnknownPath { .. } => ("unknown_path", Some("path".to_string())),
-            EngineError::Invalid { field, .. } => ("invalid", Some(field.clone())),
-            EngineError::StateMismatch(_) => ("state_mismatch", None),
-            EngineError::NotAvailable(_) => ("not_available", Some("engine.type".to_string())),
-            EngineError::Unsupported { .. } => ("unsupported", None),
-            EngineError::Diverged(_) => ("diverged", None),
-            EngineError::Failed { .. } => ("engine_failed", None),
+            EngineError::UnknownPath { .. } => (EngineFailure::UnknownPath, Some("path".into())),
+            EngineError::Invalid { field, .. } => (EngineFailure::Invalid, Some(field.clone())),
+            EngineError::StateMismatch(_) => (EngineFailure::StateMismatch, None),
+            EngineError::NotAvailable(_) => {
+                (EngineFailure::NotAvailable, Some("engine.type".to_string()))
+            }
+            EngineError::Unsupported { .. } => (EngineFailure::Unsupported, None),
+            EngineError::Diverged(_) => (EngineFailure::Diverged, None),
+            EngineError::Failed { .. } => (EngineFailure::EngineFailed, None),
         };
         TwinError::Engine {
             kind,

@@ -5,7 +5,8 @@
 
 use crate::definition::{DomainRandomization, SceneSpec};
 use crate::error::TwinError;
-use crate::protocol::Reply;
+use crate::protocol::{Reply, Scope};
+use crate::record::TwinRecord;
 use hanzo_twin_engines::EngineKind;
 use hanzo_twin_engines::gym::scene_task::TaskSpec;
 use hanzo_twin_engines::gym::{AutoReset, BoxSpace, Randomization, VecEnv, VecOutput};
@@ -297,7 +298,7 @@ impl GymEnvState {
                 let message = format!("gym environment {} failed while stepping: {e}", self.id);
                 self.lost = Some(message.clone());
                 Err(TwinError::Engine {
-                    kind: "engine_failed",
+                    kind: crate::error::EngineFailure::EngineFailed,
                     field: None,
                     message,
                 })
@@ -367,6 +368,115 @@ pub(crate) enum TaskSource {
     },
 }
 
+/// What a node gives a batch being set up: its scenes, engines and the
+/// built-in tasks' model files.
+pub(crate) struct Setting {
+    pub(crate) scenes: crate::scenes::SceneLoader,
+    pub(crate) engines: hanzo_twin_engines::EngineRegistry,
+    pub(crate) ant_xml: Option<std::path::PathBuf>,
+    pub(crate) node: String,
+}
+
+impl Setting {
+    /// Resolves what a gym request names (task, scene, engine,
+    /// randomization); `twin` is the twin it names, read by the host.
+    pub(crate) async fn prepare(
+        &self,
+        request: GymEnvRequest,
+        owner: String,
+        scope: &Scope,
+        twin: Option<TwinRecord>,
+    ) -> Result<GymBuild, TwinError> {
+        if request.num_envs == 0 || request.num_envs > MAX_ENVS {
+            return Err(TwinError::invalid(
+                "num_envs",
+                format!("must be between 1 and {}", MAX_ENVS),
+            ));
+        }
+        if request.threads > 256 {
+            return Err(TwinError::invalid(
+                "threads",
+                "must be at most 256 (0 is one per core)",
+            ));
+        }
+        let organization = match scope {
+            Scope::Organization(org) => org.as_str().to_string(),
+            Scope::Node => crate::definition::DEFAULT_ORGANIZATION.to_string(),
+        };
+        let randomization = match (&request.domain_randomization, &twin) {
+            (Some(d), _) => d.enabled.then(|| d.parameters.clone()),
+            (None, Some(t)) => t
+                .definition
+                .domain_randomization
+                .as_ref()
+                .filter(|d| d.enabled)
+                .map(|d| d.parameters.clone()),
+            (None, None) => None,
+        };
+        let source = match (&request.task, &twin, &request.scene) {
+            (TaskRef::Builtin(name), None, None) => TaskSource::Builtin {
+                name: name.clone(),
+                engine: request.engine,
+                ant_xml: self.ant_xml.clone(),
+            },
+            (TaskRef::Builtin(name), _, _) => {
+                return Err(TwinError::invalid(
+                    "task",
+                    format!(
+                        "the built-in task {name} runs on its own scene; give a task spec (observation, action, reward terms) to run on a twin's or a scene's"
+                    ),
+                ));
+            }
+            (TaskRef::Spec(_), Some(_), Some(_)) => {
+                return Err(TwinError::invalid(
+                    "scene",
+                    "give twin_id or scene, not both",
+                ));
+            }
+            (TaskRef::Spec(spec), Some(t), None) => {
+                let scene = self.scenes.load_scene(&t.definition).await?;
+                let kind = request.engine.unwrap_or(t.definition.engine.kind);
+                TaskSource::Scene {
+                    spec: spec.clone(),
+                    scene,
+                    engine: self.engines.get(kind)?,
+                }
+            }
+            (TaskRef::Spec(spec), None, Some(scene_spec)) => {
+                let scene = self
+                    .scenes
+                    .load_scene_spec(&organization, scene_spec)
+                    .await?;
+                let kind = request.engine.unwrap_or(spec.engine);
+                TaskSource::Scene {
+                    spec: spec.clone(),
+                    scene,
+                    engine: self.engines.get(kind)?,
+                }
+            }
+            (TaskRef::Spec(_), None, None) => {
+                return Err(TwinError::invalid(
+                    "scene",
+                    "a task spec needs a scene: give twin_id or scene",
+                ));
+            }
+        };
+        Ok(GymBuild {
+            source,
+            config: hanzo_twin_engines::gym::VecEnvConfig {
+                num_envs: request.num_envs,
+                threads: request.threads,
+                autoreset: request.autoreset_mode,
+                randomization,
+            },
+            organization,
+            owner,
+            twin_id: twin.map(|t| t.id.to_string()),
+            node: self.node.clone(),
+        })
+    }
+}
+
 /// Everything needed to build a batch, resolved by the host.
 pub(crate) struct GymBuild {
     pub(crate) source: TaskSource,
@@ -414,7 +524,7 @@ impl GymBuild {
         })
         .await
         .map_err(|e| TwinError::Engine {
-            kind: "engine_failed",
+            kind: crate::error::EngineFailure::EngineFailed,
             field: None,
             message: format!("building the environments failed: {e}"),
         })?

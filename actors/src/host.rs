@@ -4,20 +4,22 @@
 //! running twins by id (the shape of Akka's ShardRegion, so the cluster layer can
 //! route to a host on another node without registering every twin cluster-wide).
 
-use crate::definition::{DEFAULT_ORGANIZATION, Name, PrimPath, SceneUri, TwinDefinition};
+use crate::checkpoints::Checkpoints;
+use crate::definition::{DEFAULT_ORGANIZATION, Name, TwinDefinition};
+use crate::direct::RouteCache;
 use crate::error::TwinError;
 use crate::protocol::{ForkOptions, HostMsg, Reply, Scope, StartOptions, TwinMsg, TwinRef};
 use crate::record::{Clock, Lifecycle, TwinId, TwinRecord};
 use crate::remote::Placement;
-use crate::store::{CheckpointStore, TwinStore};
+use crate::scenes::{SceneFetcher, SceneLoader, SceneReader};
+use crate::store::{BoxFuture, CheckpointStore, TwinStore};
 use crate::twin::{TwinActor, TwinArgs};
-use hanzo_twin_engines::{EngineError, EngineRegistry, SceneModel, SimState};
+use hanzo_twin_engines::{EngineRegistry, SceneModel, SimState};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{HashMap, VecDeque};
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
 
 /// How a node's twin host behaves.
 #[derive(Debug, Clone)]
@@ -26,8 +28,10 @@ pub struct HostConfig {
     pub node_id: String,
     /// Relative scene URIs resolve here; no scene outside it is opened.
     pub scenes_root: PathBuf,
-    /// Simulated seconds between periodic checkpoints of a running twin.
+    /// Simulated seconds between periodic checkpoints of a running twin...
     pub checkpoint_interval_s: f64,
+    /// ...and the least wall time between two of them.
+    pub checkpoint_min_interval: Duration,
     /// A twin that crashes more than this many times within `restart_window` is
     /// marked failed instead of restarted (Erlang's restart intensity).
     pub max_restarts: u32,
@@ -51,6 +55,7 @@ impl Default for HostConfig {
             node_id: "local".into(),
             scenes_root: PathBuf::from("."),
             checkpoint_interval_s: 5.0,
+            checkpoint_min_interval: Duration::from_secs(1),
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
             call_timeout: Duration::from_secs(10),
@@ -74,91 +79,19 @@ pub struct HostArgs {
     pub scene_fetcher: Option<SceneFetcher>,
     /// Which twins this node should hold, in a cluster; `None`: all of them.
     pub placement: Option<Arc<dyn Placement>>,
-}
-
-/// A layer that sublayers `root` and references each component file at its
-/// prim path (asset paths absolute, so the layer may live anywhere).
-fn composed_layer(root: &Path, parts: &[(PrimPath, PathBuf)]) -> String {
-    /// One prim of the layer: a component reference, or a parent of some.
-    #[derive(Default)]
-    struct Spec {
-        reference: Option<PathBuf>,
-        children: std::collections::BTreeMap<String, Spec>,
-    }
-    fn write(out: &mut String, name: &str, spec: &Spec, depth: usize) {
-        let indent = "    ".repeat(depth);
-        match &spec.reference {
-            Some(file) => out.push_str(&format!(
-                "{indent}def Xform \"{name}\" (\n{indent}    prepend references = @{}@\n{indent})\n",
-                file.display()
-            )),
-            // Typeless `def`: the root's own opinions keep the prim's type.
-            None => out.push_str(&format!("{indent}def \"{name}\"\n")),
-        }
-        out.push_str(&format!("{indent}{{\n"));
-        for (child, child_spec) in &spec.children {
-            write(out, child, child_spec, depth + 1);
-        }
-        out.push_str(&format!("{indent}}}\n"));
-    }
-    let mut tree = Spec::default();
-    for (path, file) in parts {
-        let mut node = &mut tree;
-        for name in path.names() {
-            node = node.children.entry(name.to_string()).or_default();
-        }
-        node.reference = Some(file.clone());
-    }
-    let mut out = format!(
-        "#usda 1.0\n(\n    subLayers = [@{}@]\n)\n\n",
-        root.display()
-    );
-    for (name, spec) in &tree.children {
-        write(&mut out, name, spec, 0);
-    }
-    out
-}
-
-/// Fetches version `version` (latest when `None`) of library scene `name` of
-/// organization `org` to a local folder, returning its root USD file.
-pub type SceneFetcher = Arc<
-    dyn Fn(
-            String,
-            String,
-            Option<u32>,
-        ) -> crate::store::BoxFuture<'static, Result<PathBuf, TwinError>>
-        + Send
-        + Sync,
->;
-
-/// Reads a USD file into a scene model. The node daemon reads scenes in a child
-/// process, so a file that makes the USD library abort (it can, on corrupt
-/// binary files, by asking for absurd allocations) cannot take the node down;
-/// embedded nodes trust their own files and read in-process.
-pub type SceneReader = Arc<
-    dyn Fn(PathBuf) -> crate::store::BoxFuture<'static, Result<SceneModel, EngineError>>
-        + Send
-        + Sync,
->;
-
-/// Reads scenes on a blocking thread of this process.
-pub fn in_process_scene_reader() -> SceneReader {
-    Arc::new(|path: PathBuf| {
-        Box::pin(async move {
-            let file = path.display().to_string();
-            tokio::task::spawn_blocking(move || hanzo_twin_engines::scene::read_scene_file(&path))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(EngineError::SceneRead {
-                        file,
-                        message: format!("the scene reader stopped: {e}"),
-                    })
-                })
-        })
-    })
+    /// Callers' resolved twin actors ([`crate::direct`]), which the host
+    /// invalidates when a key may change meaning.
+    pub routes: Arc<RouteCache>,
 }
 
 pub struct TwinHost;
+
+/// What a twin's start gathered off the host's loop.
+pub struct Launch {
+    scene: Arc<SceneModel>,
+    initial: Option<Arc<SimState>>,
+    options: StartOptions,
+}
 
 struct Running {
     actor: ActorRef<TwinMsg>,
@@ -169,39 +102,27 @@ struct Running {
     crashes: VecDeque<Instant>,
 }
 
-enum WriteJob {
-    Put(TwinId, Arc<SimState>),
-    Delete(TwinId, oneshot::Sender<()>),
-    /// Answered once every job queued before it is done.
-    Flush(oneshot::Sender<()>),
-}
-
 pub struct HostState {
     config: HostConfig,
     engines: EngineRegistry,
     store: Arc<dyn TwinStore>,
-    checkpoints: Arc<dyn CheckpointStore>,
-    scene_reader: SceneReader,
-    scene_fetcher: Option<SceneFetcher>,
+    scenes: SceneLoader,
     records: HashMap<TwinId, TwinRecord>,
     running: HashMap<TwinId, Running>,
+    /// Twins whose start is reading their scene (see `prepare_start`).
+    starting: std::collections::HashSet<TwinId>,
     by_actor: HashMap<ActorId, TwinId>,
-    last_checkpoint: HashMap<TwinId, Arc<SimState>>,
-    /// Checkpoint writes go through one task in order, so an older checkpoint can
-    /// never overwrite a newer one, and a delete is never undone by a late write.
-    writer: mpsc::UnboundedSender<WriteJob>,
+    /// Durable checkpoints, read when a twin starts without one in memory.
+    checkpoint_store: Arc<dyn CheckpointStore>,
+    /// The newest checkpoint of each twin held here, and their writer.
+    checkpoints: Checkpoints,
+    routes: Arc<RouteCache>,
     /// What changes the supervision tree, for whoever watches it.
     tree_events: tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>,
     /// RL environment batches, supervised like twins.
     gym: crate::gym::GymEnvs,
     placement: Option<Arc<dyn Placement>>,
-    /// Scenes loaded for states that came from other nodes, by fingerprint, so
-    /// the next fork from there skips reading the scene again.
-    remote_scenes: HashMap<u64, Arc<SceneModel>>,
 }
-
-/// Scenes kept in [`HostState::remote_scenes`].
-const REMOTE_SCENES_KEPT: usize = 32;
 
 fn storage(e: crate::store::StoreError) -> TwinError {
     if e.is_conflict() {
@@ -209,63 +130,6 @@ fn storage(e: crate::store::StoreError) -> TwinError {
     } else {
         TwinError::Storage(e.to_string())
     }
-}
-
-/// A twin's queued write: the state to put (`None`: delete) and a delete's ack.
-type PendingWrite = (TwinId, Option<Arc<SimState>>, Option<oneshot::Sender<()>>);
-
-fn checkpoint_writer(checkpoints: Arc<dyn CheckpointStore>) -> mpsc::UnboundedSender<WriteJob> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<WriteJob>();
-    tokio::spawn(async move {
-        while let Some(job) = rx.recv().await {
-            // Coalesce: of several queued checkpoints of one twin only the newest
-            // is worth writing.
-            let mut jobs = vec![job];
-            while let Ok(more) = rx.try_recv() {
-                jobs.push(more);
-            }
-            let mut pending: Vec<PendingWrite> = Vec::new();
-            let mut flushes = Vec::new();
-            for job in jobs {
-                let (id, state, ack) = match job {
-                    WriteJob::Put(id, s) => (id, Some(s), None),
-                    WriteJob::Delete(id, ack) => (id, None, Some(ack)),
-                    WriteJob::Flush(ack) => {
-                        flushes.push(ack);
-                        continue;
-                    }
-                };
-                match pending.iter_mut().find(|(pid, _, _)| *pid == id) {
-                    // A later job for the same twin supersedes the earlier one,
-                    // but acks of deletes must still be answered.
-                    Some(slot) if slot.2.is_none() => *slot = (id, state, ack),
-                    _ => pending.push((id, state, ack)),
-                }
-            }
-            for (id, state, ack) in pending {
-                match state {
-                    Some(state) => {
-                        let bytes = state.to_bytes();
-                        if let Err(e) = checkpoints.put(id, bytes).await {
-                            tracing::error!(twin = %id, error = %e, "writing checkpoint failed");
-                        }
-                    }
-                    None => {
-                        if let Err(e) = checkpoints.delete(id).await {
-                            tracing::error!(twin = %id, error = %e, "deleting checkpoint failed");
-                        }
-                    }
-                }
-                if let Some(ack) = ack {
-                    let _ = ack.send(());
-                }
-            }
-            for ack in flushes {
-                let _ = ack.send(());
-            }
-        }
-    });
-    tx
 }
 
 impl HostState {
@@ -314,191 +178,8 @@ impl HostState {
         if !record.ephemeral {
             self.store.put(&record).await.map_err(storage)?;
         }
-        self.records.insert(record.id, record.clone());
+        self.hold(record.clone());
         Ok(record)
-    }
-
-    /// Resolves a scene URI inside the scene folder. Paths that leave it are
-    /// refused, so a definition cannot make the node read arbitrary files.
-    fn scene_path(&self, uri: &str) -> Result<PathBuf, TwinError> {
-        let raw = uri.strip_prefix("file://").unwrap_or(uri);
-        let path = Path::new(raw);
-        let joined = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            if path.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(TwinError::invalid(
-                    "scene.uri",
-                    format!("`{uri}` may not contain `..`"),
-                ));
-            }
-            self.config.scenes_root.join(path)
-        };
-        let root = self.config.scenes_root.canonicalize().map_err(|e| {
-            TwinError::Storage(format!(
-                "scene folder {} is not readable: {e}",
-                self.config.scenes_root.display()
-            ))
-        })?;
-        let resolved = joined.canonicalize().map_err(|e| {
-            TwinError::invalid("scene.uri", format!("cannot open scene `{uri}`: {e}"))
-        })?;
-        if !resolved.starts_with(&root) {
-            return Err(TwinError::invalid(
-                "scene.uri",
-                format!(
-                    "`{uri}` is outside this node's scene folder {}",
-                    root.display()
-                ),
-            ));
-        }
-        Ok(resolved)
-    }
-
-    /// A local file for a scene URI: a path under the scene folder, or a
-    /// library scene fetched for `org`. Errors name `field`.
-    async fn resolve_scene(
-        &self,
-        org: &str,
-        uri: &SceneUri,
-        version: Option<u32>,
-        field: &str,
-    ) -> Result<PathBuf, TwinError> {
-        let renamed = |e: TwinError| match e {
-            TwinError::Invalid(mut d) => {
-                d.field = field.to_string();
-                TwinError::Invalid(d)
-            }
-            other => other,
-        };
-        match uri.library_ref() {
-            Some((name, pinned)) => {
-                let fetch = self
-                    .scene_fetcher
-                    .as_ref()
-                    .ok_or_else(|| TwinError::invalid(field, "this node keeps no scene library"))?;
-                fetch(org.to_string(), name.to_string(), pinned.or(version))
-                    .await
-                    .map_err(renamed)
-            }
-            None => self.scene_path(uri.as_str()).map_err(renamed),
-        }
-    }
-
-    async fn load_scene(&self, definition: &TwinDefinition) -> Result<Arc<SceneModel>, TwinError> {
-        self.load_scene_spec(definition.organization(), &definition.scene)
-            .await
-    }
-
-    async fn load_scene_spec(
-        &self,
-        org: &str,
-        spec: &crate::definition::SceneSpec,
-    ) -> Result<Arc<SceneModel>, TwinError> {
-        let root = self
-            .resolve_scene(org, &spec.uri, spec.version, "scene.uri")
-            .await?;
-        if spec.composition.is_empty() {
-            return Ok(Arc::new((self.scene_reader)(root).await?));
-        }
-        if hanzo_twin_engines::scene::is_mjcf(spec.uri.as_str()) {
-            return Err(TwinError::invalid(
-                "scene.composition",
-                "an MJCF model cannot be composed with USD; give a USD root scene",
-            ));
-        }
-        let mut parts = Vec::new();
-        for (i, c) in spec.composition.iter().enumerate() {
-            let field = format!("scene.composition[{i}]");
-            for (j, other) in spec.composition.iter().enumerate().take(i) {
-                let (a, b) = (c.path.names(), other.path.names());
-                if a.starts_with(&b) || b.starts_with(&a) {
-                    return Err(TwinError::invalid(
-                        format!("{field}.path"),
-                        format!(
-                            "{} overlaps composition[{j}] at {}; attach components at separate prims",
-                            c.path.as_str(),
-                            other.path.as_str()
-                        ),
-                    ));
-                }
-            }
-            if hanzo_twin_engines::scene::is_mjcf(c.reference.as_str()) {
-                return Err(TwinError::invalid(
-                    format!("{field}.ref"),
-                    "composition attaches USD files; an MJCF model can only be a whole scene",
-                ));
-            }
-            let file = self
-                .resolve_scene(org, &c.reference, None, &format!("{field}.ref"))
-                .await?;
-            parts.push((c.path.clone(), file));
-        }
-        // The components attach as USD references in a layer over the root, so
-        // USD's own composition (and its cycle detection) does the work.
-        let wrapper = std::env::temp_dir().join(format!(
-            "hanzo-twin-composed-{}.usda",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::write(&wrapper, composed_layer(&root, &parts))
-            .map_err(|e| TwinError::Storage(format!("cannot write {}: {e}", wrapper.display())))?;
-        let scene = (self.scene_reader)(wrapper.clone()).await;
-        let _ = std::fs::remove_file(&wrapper);
-        // Errors name the composition, not the node's internal layer.
-        let scene = scene.map_err(|e| match TwinError::from(e) {
-            TwinError::Engine { kind, message, .. } => TwinError::Engine {
-                kind,
-                field: Some("scene.composition".into()),
-                message: message.replace(
-                    &wrapper.display().to_string(),
-                    "the composed scene (scene.uri with scene.composition)",
-                ),
-            },
-            other => other,
-        })?;
-        Ok(Arc::new(scene))
-    }
-
-    /// The scene and engines of a comparison, each checked with the field it came from.
-    async fn prepare_comparison(
-        &self,
-        request: &crate::protocol::CompareRequest,
-        scope: &Scope,
-    ) -> Result<(Arc<SceneModel>, Vec<Arc<dyn hanzo_twin_engines::Engine>>), TwinError> {
-        let mut engines = Vec::new();
-        for (i, kind) in request.engines.iter().enumerate() {
-            if request.engines[..i].contains(kind) {
-                return Err(TwinError::invalid(
-                    format!("engines[{i}]"),
-                    format!("{kind} is named twice"),
-                ));
-            }
-            engines.push(self.engines.get(*kind).map_err(|e| TwinError::Engine {
-                kind: "not_available",
-                field: Some(format!("engines[{i}]")),
-                message: e.to_string(),
-            })?);
-        }
-        let org = match scope {
-            Scope::Organization(org) => org.as_str(),
-            Scope::Node => crate::definition::DEFAULT_ORGANIZATION,
-        };
-        let scene = self.load_scene_spec(org, &request.scene).await?;
-        if let Some(native) = &scene.native
-            && let Some(i) = request
-                .engines
-                .iter()
-                .position(|k| *k != native.format.engine())
-        {
-            return Err(TwinError::invalid(
-                format!("engines[{i}]"),
-                format!(
-                    "the scene is an MJCF model, which only {} loads; compare engines on a USD scene",
-                    native.format.engine()
-                ),
-            ));
-        }
-        Ok((scene, engines))
     }
 
     /// Tells watchers of the supervision tree what happened to a twin's actor.
@@ -535,204 +216,23 @@ impl HostState {
     /// every twin (running or not) and gym batch.
     fn tree(&self, scope: &Scope) -> crate::inspector::ActorNode {
         use crate::inspector::ActorNode;
-        let mut twins: Vec<ActorNode> = self
-            .records
-            .values()
-            .filter(|r| scope.admits(r))
-            .map(|r| {
-                let running = self.running.get(&r.id);
-                let status = match (running, r.status.state) {
-                    (Some(_), _) => "running",
-                    (None, Lifecycle::Failed) => "failed",
-                    (None, _) => "stopped",
-                };
-                ActorNode {
-                    actor_id: running.map(|x| x.actor.get_id().to_string()),
-                    name: r.definition.name.to_string(),
-                    kind: if r.ephemeral { "fork" } else { "twin" }.into(),
-                    status: status.into(),
-                    target: Some(r.id.to_string()),
-                    restarts: r.status.restarts,
-                    messages: running.map_or(0, |x| x.messages.get()),
-                    children: Vec::new(),
-                }
-            })
-            .collect();
-        twins.sort_by(|a, b| a.name.cmp(&b.name));
+        let twins = self.records.values().filter(|r| scope.admits(r)).map(|r| {
+            let running = self.running.get(&r.id);
+            ActorNode::twin(r, running.map(|x| (x.actor.get_id(), x.messages.get())))
+        });
         let gyms = self.gym.list(scope).into_iter().filter_map(|info| {
             let (actor, _) = self.gym.envs.get(&info.id)?;
-            Some((info.id.clone(), actor, info))
+            let messages = self.gym.messages.get(&info.id).map_or(0, |m| m.get());
+            Some(ActorNode::gym(&info, actor.get_id(), messages))
         });
-        let gyms = gyms.map(|(id, actor, info)| ActorNode {
-            actor_id: Some(actor.get_id().to_string()),
-            name: id.clone(),
-            kind: "gym".into(),
-            status: "running".into(),
-            target: Some(format!("{} × {}", info.task, info.num_envs)),
-            restarts: 0,
-            messages: self.gym.messages.get(&id).map_or(0, |m| m.get()),
-            children: Vec::new(),
-        });
-        let mut gyms: Vec<ActorNode> = gyms.collect();
-        gyms.sort_by(|a, b| a.name.cmp(&b.name));
-        twins.extend(gyms);
-        let host = ActorNode {
-            actor_id: None,
-            name: "twin-host".into(),
-            kind: "host".into(),
-            status: "running".into(),
-            target: None,
-            restarts: 0,
-            messages: 0,
-            children: twins,
-        };
-        ActorNode {
-            actor_id: None,
-            name: format!("node:{}", self.config.node_id),
-            kind: "node".into(),
-            status: "running".into(),
-            target: None,
-            restarts: 0,
-            messages: 0,
-            children: vec![host],
-        }
-    }
-
-    /// Resolves what a gym request names (task, scene, engine, randomization)
-    /// while the host's state is at hand; the batch is built elsewhere.
-    async fn prepare_gym(
-        &self,
-        request: crate::gym::GymEnvRequest,
-        owner: String,
-        scope: &Scope,
-    ) -> Result<crate::gym::GymBuild, TwinError> {
-        use crate::gym::TaskRef;
-        if request.num_envs == 0 || request.num_envs > crate::gym::MAX_ENVS {
-            return Err(TwinError::invalid(
-                "num_envs",
-                format!("must be between 1 and {}", crate::gym::MAX_ENVS),
-            ));
-        }
-        if request.threads > 256 {
-            return Err(TwinError::invalid(
-                "threads",
-                "must be at most 256 (0 is one per core)",
-            ));
-        }
-        let organization = match scope {
-            Scope::Organization(org) => org.as_str().to_string(),
-            Scope::Node => crate::definition::DEFAULT_ORGANIZATION.to_string(),
-        };
-        let twin = match &request.twin_id {
-            Some(key) => {
-                let id = self.resolve(&TwinRef {
-                    key: key.clone(),
-                    scope: scope.clone(),
-                })?;
-                Some(self.record(id)?.clone())
-            }
-            None => None,
-        };
-        let randomization = match (&request.domain_randomization, &twin) {
-            (Some(d), _) => d.enabled.then(|| d.parameters.clone()),
-            (None, Some(t)) => t
-                .definition
-                .domain_randomization
-                .as_ref()
-                .filter(|d| d.enabled)
-                .map(|d| d.parameters.clone()),
-            (None, None) => None,
-        };
-        let source = match (&request.task, &twin, &request.scene) {
-            (TaskRef::Builtin(name), None, None) => crate::gym::TaskSource::Builtin {
-                name: name.clone(),
-                engine: request.engine,
-                ant_xml: self.config.ant_xml.clone(),
-            },
-            (TaskRef::Builtin(name), _, _) => {
-                return Err(TwinError::invalid(
-                    "task",
-                    format!(
-                        "the built-in task {name} runs on its own scene; give a task spec (observation, action, reward terms) to run on a twin's or a scene's"
-                    ),
-                ));
-            }
-            (TaskRef::Spec(_), Some(_), Some(_)) => {
-                return Err(TwinError::invalid(
-                    "scene",
-                    "give twin_id or scene, not both",
-                ));
-            }
-            (TaskRef::Spec(spec), Some(t), None) => {
-                let scene = self.load_scene(&t.definition).await?;
-                let kind = request.engine.unwrap_or(t.definition.engine.kind);
-                crate::gym::TaskSource::Scene {
-                    spec: spec.clone(),
-                    scene,
-                    engine: self.engines.get(kind)?,
-                }
-            }
-            (TaskRef::Spec(spec), None, Some(scene_spec)) => {
-                let scene = self.load_scene_spec(&organization, scene_spec).await?;
-                let kind = request.engine.unwrap_or(spec.engine);
-                crate::gym::TaskSource::Scene {
-                    spec: spec.clone(),
-                    scene,
-                    engine: self.engines.get(kind)?,
-                }
-            }
-            (TaskRef::Spec(_), None, None) => {
-                return Err(TwinError::invalid(
-                    "scene",
-                    "a task spec needs a scene: give twin_id or scene",
-                ));
-            }
-        };
-        Ok(crate::gym::GymBuild {
-            source,
-            config: hanzo_twin_engines::gym::VecEnvConfig {
-                num_envs: request.num_envs,
-                threads: request.threads,
-                autoreset: request.autoreset_mode,
-                randomization,
-            },
-            organization,
-            owner,
-            twin_id: twin.map(|t| t.id.to_string()),
-            node: self.config.node_id.clone(),
-        })
-    }
-
-    /// Checks what a definition needs from this node: its engine and a readable scene.
-    async fn check_runnable(
-        &self,
-        definition: &TwinDefinition,
-    ) -> Result<Arc<SceneModel>, TwinError> {
-        let engine = self.engines.get(definition.engine.kind)?;
-        engine.check_config(&definition.engine.config.to_engine_config())?;
-        let scene = self.load_scene(definition).await?;
-        if let Some(native) = &scene.native
-            && native.format.engine() != definition.engine.kind
-        {
-            return Err(TwinError::invalid(
-                "engine.type",
-                format!(
-                    "the scene is an {:?} model, which only the {} engine loads; convert it to USD to run it on {}",
-                    native.format,
-                    native.format.engine(),
-                    definition.engine.kind
-                )
-                .replace("Mjcf", "MJCF"),
-            ));
-        }
-        Ok(scene)
+        ActorNode::node(&self.config.node_id, twins.collect(), gyms.collect())
     }
 
     async fn stored_checkpoint(&self, id: TwinId) -> Result<Option<Arc<SimState>>, TwinError> {
-        if let Some(s) = self.last_checkpoint.get(&id) {
-            return Ok(Some(s.clone()));
+        if let Some(s) = self.checkpoints.latest(id) {
+            return Ok(Some(s));
         }
-        match self.checkpoints.get(id).await.map_err(storage)? {
+        match self.checkpoint_store.get(id).await.map_err(storage)? {
             Some(bytes) => Ok(Some(Arc::new(SimState::from_bytes(&bytes)?))),
             None => Ok(None),
         }
@@ -762,6 +262,7 @@ impl HostState {
         let from_checkpoint = initial_state.is_some();
         let args = TwinArgs {
             id,
+            name: definition.name.to_string(),
             organization: definition.organization().to_string(),
             engine,
             scene: scene.clone(),
@@ -771,7 +272,8 @@ impl HostState {
             checkpoint_every_steps,
             record_every_steps,
             record_capacity: (self.config.record_hz * self.config.record_seconds).ceil() as usize,
-            host: myself.clone(),
+            checkpoints: self.checkpoints.clone(),
+            checkpoint_min_interval: self.config.checkpoint_min_interval,
             messages: crate::inspector::MessageCount::default(),
         };
         let messages = args.messages.clone();
@@ -818,33 +320,93 @@ impl HostState {
         call_actor(&running.actor, id, what, self.config.call_timeout, build).await
     }
 
+    /// Starts a twin now, waiting here for its scene (used while the host
+    /// itself starts, and when it takes a twin over).
     async fn start(
         &mut self,
         myself: &ActorRef<HostMsg>,
         twin: &TwinRef,
         options: StartOptions,
     ) -> Result<TwinRecord, TwinError> {
+        let (id, prepared) = self.prepare_start(twin, options)?;
+        let prepared = prepared.await;
+        self.launch(myself, id, prepared).await
+    }
+
+    /// The first half of a start: checks the twin may start and marks it
+    /// starting, and returns the work that reads its scene and checkpoint,
+    /// to run anywhere but the host's loop ([`HostState::launch`] finishes).
+    fn prepare_start(
+        &mut self,
+        twin: &TwinRef,
+        options: StartOptions,
+    ) -> Result<(TwinId, BoxFuture<'static, Result<Launch, TwinError>>), TwinError> {
         let id = self.resolve(twin)?;
         if self.running.contains_key(&id) {
             return Err(TwinError::Conflict(format!(
                 "twin {twin} is already running"
             )));
         }
+        if !self.starting.insert(id) {
+            return Err(TwinError::Conflict(format!(
+                "twin {twin} is already starting"
+            )));
+        }
         let definition = self.record(id)?.definition.clone();
-        let scene = self.check_runnable(&definition).await?;
-        let initial = if options.reset {
-            None
-        } else {
-            self.stored_checkpoint(id).await?
-        };
-        let result = self
-            .spawn_twin(myself, id, scene, options.clock, initial, VecDeque::new())
-            .await;
+        let scenes = self.scenes.clone();
+        let latest = self.checkpoints.latest(id);
+        let stored = self.checkpoint_store.clone();
+        Ok((
+            id,
+            Box::pin(async move {
+                let scene = scenes.check_runnable(&definition).await?;
+                let initial = match (options.reset, latest) {
+                    (true, _) => None,
+                    (false, Some(state)) => Some(state),
+                    (false, None) => match stored.get(id).await.map_err(storage)? {
+                        Some(bytes) => Some(Arc::new(SimState::from_bytes(&bytes)?)),
+                        None => None,
+                    },
+                };
+                Ok(Launch {
+                    scene,
+                    initial,
+                    options,
+                })
+            }),
+        ))
+    }
+
+    /// The second half of a start: spawns the twin's actor from what
+    /// [`HostState::prepare_start`] gathered.
+    async fn launch(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        id: TwinId,
+        prepared: Result<Launch, TwinError>,
+    ) -> Result<TwinRecord, TwinError> {
+        self.starting.remove(&id);
+        let launch = prepared?;
+        // Deleted, or started another way, while its scene was read.
         let mut record = self.record(id)?.clone();
+        if self.running.contains_key(&id) {
+            return Err(TwinError::Conflict(format!("twin {id} is already running")));
+        }
+        let clock = launch.options.clock;
+        let result = self
+            .spawn_twin(
+                myself,
+                id,
+                launch.scene,
+                clock,
+                launch.initial,
+                VecDeque::new(),
+            )
+            .await;
         match result {
             Ok(()) => {
                 record.status.state = Lifecycle::Running;
-                record.status.clock = options.clock;
+                record.status.clock = clock;
                 record.status.restarts = 0;
                 record.status.last_error = None;
                 record.status.node = Some(self.config.node_id.clone());
@@ -865,6 +427,7 @@ impl HostState {
         let Some(running) = self.running.remove(&id) else {
             return;
         };
+        self.routes.invalidate();
         if keep_state {
             match call_actor(
                 &running.actor,
@@ -889,18 +452,22 @@ impl HostState {
     }
 
     fn remember_checkpoint(&mut self, id: TwinId, state: Arc<SimState>) {
-        self.last_checkpoint.insert(id, state.clone());
-        if self.records.get(&id).is_some_and(|r| !r.ephemeral) {
-            let _ = self.writer.send(WriteJob::Put(id, state));
-        }
+        self.checkpoints.offer(id, state);
     }
 
-    async fn forget_checkpoint(&mut self, id: TwinId) {
-        self.last_checkpoint.remove(&id);
-        let (ack, done) = oneshot::channel();
-        if self.writer.send(WriteJob::Delete(id, ack)).is_ok() {
-            let _ = done.await;
-        }
+    /// Holds `record` here: its requests are served and its checkpoints
+    /// kept (durably unless it is a fork).
+    fn hold(&mut self, record: TwinRecord) {
+        self.checkpoints.register(record.id, !record.ephemeral);
+        self.records.insert(record.id, record);
+    }
+
+    /// No longer holds the twin (deleted, handed off, held elsewhere): its
+    /// record and in-memory checkpoint go; callers' routes to it are stale.
+    fn unhold(&mut self, id: TwinId) {
+        self.records.remove(&id);
+        self.checkpoints.release(id);
+        self.routes.invalidate();
     }
 
     /// A fresh twin id that placement puts on this node, so requests for the
@@ -990,7 +557,11 @@ impl HostState {
         }
         let scene = match scene {
             Some(scene) => scene,
-            None => self.scene_for_state(&parent.definition, &state).await?,
+            None => {
+                self.scenes
+                    .scene_for_state(&parent.definition, &state)
+                    .await?
+            }
         };
         let mut definition = parent.definition.clone();
         definition.name = name;
@@ -1012,7 +583,7 @@ impl HostState {
             .await
         {
             // Nothing half-made stays behind.
-            self.records.remove(&id);
+            self.unhold(id);
             return Err(e);
         }
         let mut record = record;
@@ -1023,27 +594,6 @@ impl HostState {
         metrics::histogram!("hanzo_twin_fork_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(record)
-    }
-
-    /// The scene a state from another node runs in: one loaded for an earlier
-    /// state of the same scene, else the definition's, read now.
-    async fn scene_for_state(
-        &mut self,
-        definition: &TwinDefinition,
-        state: &SimState,
-    ) -> Result<Arc<SceneModel>, TwinError> {
-        if let Some(scene) = self.remote_scenes.get(&state.scene_fingerprint) {
-            let engine = self.engines.get(definition.engine.kind)?;
-            engine.check_config(&definition.engine.config.to_engine_config())?;
-            return Ok(scene.clone());
-        }
-        let scene = self.check_runnable(definition).await?;
-        if self.remote_scenes.len() >= REMOTE_SCENES_KEPT {
-            self.remote_scenes.clear();
-        }
-        self.remote_scenes
-            .insert(scene.fingerprint(), scene.clone());
-        Ok(scene)
     }
 
     /// Takes over a running fork handed off by another node.
@@ -1058,11 +608,14 @@ impl HostState {
         if self.records.contains_key(&id) {
             return Err(TwinError::Conflict(format!("fork {id} is already here")));
         }
-        let scene = self.scene_for_state(&record.definition, &state).await?;
+        let scene = self
+            .scenes
+            .scene_for_state(&record.definition, &state)
+            .await?;
         record.status.node = Some(self.config.node_id.clone());
         record.status.state = Lifecycle::Running;
         record.status.clock = clock;
-        self.records.insert(id, record.clone());
+        self.hold(record.clone());
         if let Err(e) = self
             .spawn_twin(
                 myself,
@@ -1074,7 +627,7 @@ impl HostState {
             )
             .await
         {
-            self.records.remove(&id);
+            self.unhold(id);
             return Err(e);
         }
         Ok(record)
@@ -1102,10 +655,10 @@ impl HostState {
             let record = self.record(id)?.clone();
             let clock = self.running.get(&id).map(|r| r.clock);
             self.stop_actor(id, true).await;
-            let state = self.last_checkpoint.remove(&id);
+            let state = self.checkpoints.latest(id);
             if record.ephemeral {
                 // A fork lives in no store: its state travels with it.
-                self.records.remove(&id);
+                self.unhold(id);
                 match (clock, state) {
                     (Some(clock), Some(state)) => {
                         done.forks.push((record, clock, (*state).clone()));
@@ -1116,14 +669,11 @@ impl HostState {
             }
             // The final checkpoint must be durable before the new owner may
             // start from it.
-            let (ack, flushed) = oneshot::channel();
-            if self.writer.send(WriteJob::Flush(ack)).is_ok() {
-                let _ = flushed.await;
-            }
+            self.checkpoints.flush().await;
             let mut released = record;
             released.status.node = None;
             released.updated_at = chrono::Utc::now();
-            self.records.remove(&id);
+            self.unhold(id);
             if let Err(e) = self.store.put(&released).await {
                 tracing::error!(twin = %id, error = %e, "releasing the twin failed");
             }
@@ -1172,8 +722,7 @@ impl HostState {
         for (id, holder) in lost {
             tracing::warn!(twin = %id, holder = ?holder, "another node took this twin over; stopping it here");
             self.stop_actor(id, false).await;
-            self.records.remove(&id);
-            self.last_checkpoint.remove(&id);
+            self.unhold(id);
         }
         Ok(done)
     }
@@ -1211,8 +760,8 @@ impl HostState {
             record.status.state = Lifecycle::Stopped;
         }
         // A checkpoint cached from an earlier stay here is stale now.
-        self.last_checkpoint.remove(&id);
-        self.records.insert(id, record.clone());
+        self.checkpoints.release(id);
+        self.hold(record.clone());
         tracing::info!(twin = %id, "took the twin over");
         self.tree_event(&record, "adopted", None);
         if let Some(clock) = resume {
@@ -1267,11 +816,21 @@ impl HostState {
                     "stop the twin before changing its scene or engine".into(),
                 ));
             }
-            self.check_runnable(&definition).await?;
+            self.scenes.check_runnable(&definition).await?;
         }
+        let renamed = definition.name != record.definition.name;
         let mut record = record;
         record.definition = definition;
-        self.save(record).await
+        let record = self.save(record).await?;
+        if renamed {
+            // Callers that named the twin by its old name must resolve again.
+            self.routes.invalidate();
+            if let Some(running) = self.running.get(&id) {
+                let name = record.definition.name.to_string();
+                let _ = running.actor.cast(TwinMsg::Renamed { name });
+            }
+        }
+        Ok(record)
     }
 
     async fn crashed(&mut self, myself: &ActorRef<HostMsg>, id: TwinId, reason: String) {
@@ -1304,7 +863,7 @@ impl HostState {
             tracing::error!(twin = %id, "twin exceeded its restart limit and is marked failed");
             self.tree_event(&record, "gave_up", record.status.last_error.clone());
         } else {
-            let checkpoint = self.last_checkpoint.get(&id).cloned();
+            let checkpoint = self.checkpoints.latest(id);
             match self
                 .spawn_twin(
                     myself,
@@ -1409,39 +968,34 @@ impl HostState {
                 definition,
                 scope,
                 reply,
-            } => {
-                let result = self.create(definition, &scope).await;
+            } => match self.prepare_create(definition, &scope) {
+                Err(e) => drop(reply.send(Err(e))),
+                Ok(check) => {
+                    let host = myself.clone();
+                    tokio::spawn(async move {
+                        let checked = check.await;
+                        // A host that stopped meanwhile drops the reply: the
+                        // caller hears the host is unavailable.
+                        let _ = host.send_message(HostMsg::Admit { checked, reply });
+                    });
+                }
+            },
+            HostMsg::Admit { checked, reply } => {
+                let result = self.admit(checked).await;
                 let _ = reply.send(result);
             }
             HostMsg::CompareEngines {
                 request,
                 scope,
                 reply,
-            } => match self.prepare_comparison(&request, &scope).await {
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-                Ok((scene, engines)) => {
-                    // Minutes of stepping must not stall the host: run on a blocking thread.
-                    let config = request.config.to_engine_config();
-                    let run = request.run();
-                    tokio::spawn(async move {
-                        let result = tokio::task::spawn_blocking(move || {
-                            hanzo_twin_engines::compare::compare(&scene, &engines, &config, &run)
-                                .map_err(TwinError::from)
-                        })
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(TwinError::Engine {
-                                kind: "diverged",
-                                field: None,
-                                message: format!("an engine failed during the comparison: {e}"),
-                            })
-                        });
-                        let _ = reply.send(result);
-                    });
-                }
-            },
+            } => {
+                // Reading the scene and minutes of stepping must not stall the host.
+                let (scenes, engines) = (self.scenes.clone(), self.engines.clone());
+                tokio::spawn(async move {
+                    let result = crate::compare::run(&scenes, &engines, &request, &scope).await;
+                    let _ = reply.send(result);
+                });
+            }
             HostMsg::Get { twin, reply } => {
                 let result = self.resolve(&twin).and_then(|id| self.record(id).cloned());
                 let _ = reply.send(result);
@@ -1457,7 +1011,7 @@ impl HostState {
                     .filter(|r| scope.admits(r) && filter.matches(r))
                     .cloned()
                     .collect();
-                list.sort_by_key(|r| r.id);
+                filter.page(&mut list);
                 let _ = reply.send(Ok(list));
             }
             HostMsg::Update { twin, patch, reply } => {
@@ -1472,8 +1026,26 @@ impl HostState {
                 twin,
                 options,
                 reply,
+            } => match self.prepare_start(&twin, options) {
+                Err(e) => drop(reply.send(Err(e))),
+                Ok((id, prepare)) => {
+                    let host = myself.clone();
+                    tokio::spawn(async move {
+                        let prepared = prepare.await;
+                        let _ = host.send_message(HostMsg::Launch {
+                            id,
+                            prepared,
+                            reply,
+                        });
+                    });
+                }
+            },
+            HostMsg::Launch {
+                id,
+                prepared,
+                reply,
             } => {
-                let result = self.start(myself, &twin, options).await;
+                let result = self.launch(myself, id, prepared).await;
                 let _ = reply.send(result);
             }
             HostMsg::Stop { twin, reply } => {
@@ -1502,10 +1074,7 @@ impl HostState {
                 for id in ids {
                     self.stop_actor(id, true).await;
                 }
-                let (ack, done) = oneshot::channel();
-                if self.writer.send(WriteJob::Flush(ack)).is_ok() {
-                    let _ = done.await;
-                }
+                self.checkpoints.flush().await;
                 if self.placement.is_some() {
                     // In a cluster: let the others take these twins over now,
                     // not when this node's lease runs out.
@@ -1530,19 +1099,43 @@ impl HostState {
                 owner,
                 scope,
                 reply,
-            } => match self.prepare_gym(request, owner, &scope).await {
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-                Ok(build) => {
-                    // Building a batch loads scenes and engines: off the host's loop.
-                    let host = myself.clone();
-                    tokio::spawn(async move {
-                        let result = build.spawn(host).await;
-                        let _ = reply.send(result);
-                    });
-                }
-            },
+            } => {
+                // The twin it names is read here; scenes and engines load
+                // off the host's loop.
+                let twin = match &request.twin_id {
+                    Some(key) => {
+                        let target = TwinRef {
+                            key: key.clone(),
+                            scope: scope.clone(),
+                        };
+                        match self
+                            .resolve(&target)
+                            .and_then(|id| self.record(id).cloned())
+                        {
+                            Ok(record) => Some(record),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                let setting = crate::gym::Setting {
+                    scenes: self.scenes.clone(),
+                    engines: self.engines.clone(),
+                    ant_xml: self.config.ant_xml.clone(),
+                    node: self.config.node_id.clone(),
+                };
+                let host = myself.clone();
+                tokio::spawn(async move {
+                    let result = match setting.prepare(request, owner, &scope, twin).await {
+                        Ok(build) => build.spawn(host).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
             HostMsg::ListGym { scope, reply } => {
                 let _ = reply.send(Ok(self.gym.list(&scope)));
             }
@@ -1576,10 +1169,14 @@ impl HostState {
             HostMsg::WatchTree { reply } => {
                 let _ = reply.send(Ok(self.tree_events.subscribe()));
             }
-            HostMsg::Checkpointed { id, state } => {
-                if self.running.contains_key(&id) {
-                    self.remember_checkpoint(id, state);
-                }
+            HostMsg::Resolve { twin, reply } => {
+                let result = self
+                    .resolve(&twin)
+                    .and_then(|id| match self.running.get(&id) {
+                        Some(running) => Ok(running.actor.clone()),
+                        None => Err(self.not_running(id)),
+                    });
+                let _ = reply.send(result);
             }
             HostMsg::ForkSource { twin, reply } => {
                 let result = self
@@ -1615,14 +1212,17 @@ impl HostState {
                 reply,
             } => {
                 let result = self.store.list().await.map_err(storage).map(|all| {
-                    all.into_iter()
+                    let mut unheld = all
+                        .into_iter()
                         .filter(|r| {
                             !self.records.contains_key(&r.id)
                                 && r.status.node.as_ref().is_none_or(|h| !members.contains(h))
                                 && scope.admits(r)
                                 && filter.matches(r)
                         })
-                        .collect()
+                        .collect();
+                    filter.page(&mut unheld);
+                    unheld
                 });
                 let _ = reply.send(result);
             }
@@ -1636,11 +1236,14 @@ impl HostState {
         }
     }
 
-    async fn create(
-        &mut self,
+    /// The first half of a create: the organization and the name are
+    /// checked here; the returned work reads the scene (off the host's loop)
+    /// and [`HostState::admit`] finishes.
+    fn prepare_create(
+        &self,
         mut definition: TwinDefinition,
         scope: &Scope,
-    ) -> Result<TwinRecord, TwinError> {
+    ) -> Result<BoxFuture<'static, Result<TwinDefinition, TwinError>>, TwinError> {
         let organization = match (&definition.organization, scope) {
             (Some(declared), Scope::Organization(own)) if declared != own => {
                 return Err(TwinError::Forbidden {
@@ -1656,6 +1259,29 @@ impl HostState {
                 .map_err(|m| TwinError::Storage(format!("default organization: {m}")))?,
         };
         definition.organization = Some(organization);
+        self.refuse_taken_name(&definition)?;
+        let scenes = self.scenes.clone();
+        Ok(Box::pin(async move {
+            scenes.check_runnable(&definition).await?;
+            Ok(definition)
+        }))
+    }
+
+    /// The second half of a create: stores the checked definition as a new
+    /// twin, unless its name was taken meanwhile.
+    async fn admit(
+        &mut self,
+        checked: Result<TwinDefinition, TwinError>,
+    ) -> Result<TwinRecord, TwinError> {
+        let definition = checked?;
+        self.refuse_taken_name(&definition)?;
+        let mut record = TwinRecord::new(definition);
+        record.id = self.new_id();
+        record.status.node = Some(self.config.node_id.clone());
+        self.save(record).await
+    }
+
+    fn refuse_taken_name(&self, definition: &TwinDefinition) -> Result<(), TwinError> {
         if self.name_taken(definition.organization(), &definition.name, None) {
             return Err(TwinError::Conflict(format!(
                 "a twin named `{}` already exists in organization {}",
@@ -1663,11 +1289,7 @@ impl HostState {
                 definition.organization()
             )));
         }
-        self.check_runnable(&definition).await?;
-        let mut record = TwinRecord::new(definition);
-        record.id = self.new_id();
-        record.status.node = Some(self.config.node_id.clone());
-        self.save(record).await
+        Ok(())
     }
 
     async fn delete(&mut self, twin: &TwinRef) -> Result<(), TwinError> {
@@ -1676,12 +1298,11 @@ impl HostState {
         self.stop_actor(id, false).await;
         if ephemeral {
             // Never written durably (see `save`), so nothing to erase.
-            self.records.remove(&id);
-            self.last_checkpoint.remove(&id);
+            self.unhold(id);
         } else {
             self.store.delete(id).await.map_err(storage)?;
-            self.records.remove(&id);
-            self.forget_checkpoint(id).await;
+            self.unhold(id);
+            self.checkpoints.delete(id).await;
         }
         Ok(())
     }
@@ -1715,7 +1336,7 @@ impl HostState {
                 .await?;
         } else {
             // Check it fits the scene now rather than at the next start.
-            let scene = self.check_runnable(&record.definition).await?;
+            let scene = self.scenes.check_runnable(&record.definition).await?;
             if state.scene_fingerprint != scene.fingerprint() {
                 return Err(TwinError::invalid(
                     "checkpoint",
@@ -1753,16 +1374,18 @@ impl HostState {
                     msg.reject(TwinError::Unavailable(id.to_string()));
                 }
             }
-            None => {
-                let err = match self.records.get(&id) {
-                    Some(r) if r.status.state == Lifecycle::Failed => TwinError::Failed {
-                        id: id.to_string(),
-                        reason: r.status.last_error.clone().unwrap_or_default(),
-                    },
-                    _ => TwinError::NotRunning(id.to_string()),
-                };
-                msg.reject(err)
-            }
+            None => msg.reject(self.not_running(id)),
+        }
+    }
+
+    /// Why a twin held here that is not running cannot serve a request.
+    fn not_running(&self, id: TwinId) -> TwinError {
+        match self.records.get(&id) {
+            Some(r) if r.status.state == Lifecycle::Failed => TwinError::Failed {
+                id: id.to_string(),
+                reason: r.status.last_error.clone().unwrap_or_default(),
+            },
+            _ => TwinError::NotRunning(id.to_string()),
         }
     }
 }
@@ -1799,23 +1422,27 @@ impl Actor for TwinHost {
         myself: ActorRef<HostMsg>,
         args: HostArgs,
     ) -> Result<HostState, ActorProcessingErr> {
-        let writer = checkpoint_writer(args.checkpoints.clone());
+        let scenes = SceneLoader::new(
+            args.config.scenes_root.clone(),
+            args.engines.clone(),
+            args.scene_reader,
+            args.scene_fetcher,
+        );
         let mut state = HostState {
             config: args.config,
             engines: args.engines,
             store: args.store,
-            checkpoints: args.checkpoints,
-            scene_reader: args.scene_reader,
-            scene_fetcher: args.scene_fetcher,
+            checkpoint_store: args.checkpoints.clone(),
+            checkpoints: Checkpoints::start(args.checkpoints),
+            routes: args.routes,
+            scenes,
             records: HashMap::new(),
             running: HashMap::new(),
+            starting: Default::default(),
             by_actor: HashMap::new(),
-            last_checkpoint: HashMap::new(),
-            writer,
             tree_events: tokio::sync::broadcast::channel(256).0,
             gym: Default::default(),
             placement: args.placement,
-            remote_scenes: HashMap::new(),
         };
         if state.placement.is_some() {
             // In a cluster: hold only what placement gives this node and no
@@ -1838,7 +1465,7 @@ impl Actor for TwinHost {
             if record.status.state == Lifecycle::Running {
                 resume.push((record.id, record.status.clock));
             }
-            state.records.insert(record.id, record);
+            state.hold(record);
         }
         // Twins that were running when the node went down resume from their last
         // checkpoint; one that cannot is marked stopped with the reason.

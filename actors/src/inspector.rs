@@ -25,6 +25,70 @@ pub struct ActorNode {
     pub children: Vec<ActorNode>,
 }
 
+impl ActorNode {
+    /// A twin or fork held by the host; `running`: its actor and the
+    /// messages it handled.
+    pub fn twin(record: &crate::TwinRecord, running: Option<(ractor::ActorId, u64)>) -> ActorNode {
+        let status = match (&running, record.status.state) {
+            (Some(_), _) => "running",
+            (None, crate::Lifecycle::Failed) => "failed",
+            (None, _) => "stopped",
+        };
+        ActorNode {
+            actor_id: running.as_ref().map(|(id, _)| id.to_string()),
+            name: record.definition.name.to_string(),
+            kind: if record.ephemeral { "fork" } else { "twin" }.into(),
+            status: status.into(),
+            target: Some(record.id.to_string()),
+            restarts: record.status.restarts,
+            messages: running.map_or(0, |(_, m)| m),
+            children: Vec::new(),
+        }
+    }
+
+    /// A running gym batch.
+    pub fn gym(info: &crate::gym::GymEnvInfo, actor: ractor::ActorId, messages: u64) -> ActorNode {
+        ActorNode {
+            actor_id: Some(actor.to_string()),
+            name: info.id.clone(),
+            kind: "gym".into(),
+            status: "running".into(),
+            target: Some(format!("{} × {}", info.task, info.num_envs)),
+            restarts: 0,
+            messages,
+            children: Vec::new(),
+        }
+    }
+
+    /// A node and its twin host, with the host's children: twins (by name)
+    /// first, then gym batches (by id).
+    pub fn node(node_id: &str, mut twins: Vec<ActorNode>, mut gyms: Vec<ActorNode>) -> ActorNode {
+        twins.sort_by(|a, b| a.name.cmp(&b.name));
+        gyms.sort_by(|a, b| a.name.cmp(&b.name));
+        twins.extend(gyms);
+        let host = ActorNode {
+            actor_id: None,
+            name: "twin-host".into(),
+            kind: "host".into(),
+            status: "running".into(),
+            target: None,
+            restarts: 0,
+            messages: 0,
+            children: twins,
+        };
+        ActorNode {
+            actor_id: None,
+            name: format!("node:{node_id}"),
+            kind: "node".into(),
+            status: "running".into(),
+            target: None,
+            restarts: 0,
+            messages: 0,
+            children: vec![host],
+        }
+    }
+}
+
 /// Something that changed the tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TreeEvent {

@@ -4,8 +4,11 @@
 //! by its node's [`host::TwinHost`]. Agents embedded in the same process drive twins
 //! through [`TwinNode`] with typed messages; the HTTP API uses the same handle.
 
+pub mod checkpoints;
 pub mod client;
+pub mod compare;
 pub mod definition;
+pub mod direct;
 pub mod error;
 pub mod gym;
 pub mod host;
@@ -13,19 +16,20 @@ pub mod inspector;
 pub mod protocol;
 pub mod record;
 pub mod remote;
+pub mod scenes;
 pub mod store;
 pub mod twin;
 
 pub use client::TwinNode;
 pub use definition::{DEFAULT_ORGANIZATION, DefinitionError, Format, Name, TwinDefinition};
+pub use direct::RouteCache;
 pub use error::TwinError;
-pub use host::{
-    HostArgs, HostConfig, SceneFetcher, SceneReader, TwinHost, in_process_scene_reader,
-};
+pub use host::{HostArgs, HostConfig, TwinHost};
 pub use protocol::{
     Fault, ForkOptions, HostMsg, JointCommandEntry, LEAST_LOADED, Rebalanced, Scope, StartOptions,
-    StepReport, TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo,
+    StepReport, TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo, TwinSnapshot,
 };
 pub use record::{Clock, Lifecycle, TwinId, TwinRecord, TwinStatus};
 pub use remote::{ClusterLink, Placement, TwinReply, TwinRequest};
+pub use scenes::{SceneFetcher, SceneLoader, SceneReader, in_process_scene_reader};
 pub use store::{CheckpointStore, StoreError, TwinStore};

@@ -43,6 +43,17 @@ pub struct TwinRuntimeInfo {
     pub uptime_s: f64,
 }
 
+/// A running twin as `GET /v1/twins/{id}/state` shows it, answered by the
+/// twin's actor alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TwinSnapshot {
+    pub id: TwinId,
+    pub name: String,
+    pub engine: hanzo_twin_engines::EngineKind,
+    pub clock: Clock,
+    pub observation: Observation,
+}
+
 /// Faults an operator can inject into a twin to exercise supervision (chaos
 /// engineering on the twin itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,10 +104,20 @@ pub enum TwinMsg {
     Recording {
         reply: Reply<(Arc<SceneModel>, Recording)>,
     },
+    /// Who the twin is and everything it observes, in one message.
+    Snapshot {
+        reply: Reply<TwinSnapshot>,
+    },
+    /// From the host: the twin's definition was renamed.
+    Renamed {
+        name: String,
+    },
     /// Internal: the clock's heartbeat; stale generations are ignored.
     Tick {
         generation: u64,
     },
+    /// Internal: a checkpoint deferred by the wall-clock floor is due.
+    CheckpointDue,
 }
 
 impl TwinMsg {
@@ -114,7 +135,8 @@ impl TwinMsg {
             TwinMsg::Info { reply } => drop(reply.send(Err(err))),
             TwinMsg::InjectFault { reply, .. } => drop(reply.send(Err(err))),
             TwinMsg::Recording { reply } => drop(reply.send(Err(err))),
-            TwinMsg::Tick { .. } => {}
+            TwinMsg::Snapshot { reply } => drop(reply.send(Err(err))),
+            TwinMsg::Tick { .. } | TwinMsg::CheckpointDue | TwinMsg::Renamed { .. } => {}
         }
     }
 }
@@ -153,21 +175,38 @@ impl std::fmt::Display for TwinRef {
     }
 }
 
-/// Which twins to list.
+/// Which twins to list, and which page of them: lists are in id order
+/// (ids sort by creation time), `after` the last id of the previous page.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TwinFilter {
     pub organization: Option<String>,
     /// Twins carrying every one of these tags.
     pub tags: Vec<String>,
     pub engine: Option<hanzo_twin_engines::EngineKind>,
+    /// Only twins with a greater id (the cursor of the next page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<TwinId>,
+    /// At most this many (`None`: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 impl TwinFilter {
+    /// Sorts `records` by id and keeps this filter's page of them.
+    pub fn page(&self, records: &mut Vec<TwinRecord>) {
+        records.sort_by_key(|r| r.id);
+        if let Some(limit) = self.limit {
+            records.truncate(limit);
+        }
+    }
+
     pub fn matches(&self, r: &TwinRecord) -> bool {
         let d = &r.definition;
-        self.organization
-            .as_deref()
-            .is_none_or(|o| d.organization() == o)
+        self.after.is_none_or(|after| r.id > after)
+            && self
+                .organization
+                .as_deref()
+                .is_none_or(|o| d.organization() == o)
             && self.engine.is_none_or(|e| d.engine.kind == e)
             && self
                 .tags
@@ -223,6 +262,11 @@ pub enum HostMsg {
         scope: Scope,
         reply: Reply<TwinRecord>,
     },
+    /// Internal: a create whose scene was read off the host's loop.
+    Admit {
+        checked: Result<TwinDefinition, TwinError>,
+        reply: Reply<TwinRecord>,
+    },
     Get {
         twin: TwinRef,
         reply: Reply<TwinRecord>,
@@ -245,6 +289,13 @@ pub enum HostMsg {
     Start {
         twin: TwinRef,
         options: StartOptions,
+        reply: Reply<TwinRecord>,
+    },
+    /// Internal: a start whose scene and checkpoint were read off the
+    /// host's loop.
+    Launch {
+        id: TwinId,
+        prepared: Result<crate::host::Launch, TwinError>,
         reply: Reply<TwinRecord>,
     },
     Stop {
@@ -273,6 +324,12 @@ pub enum HostMsg {
         twin: TwinRef,
         msg: TwinMsg,
     },
+    /// The running twin's actor, for a caller to message directly
+    /// ([`crate::direct`]); an error when it is not running.
+    Resolve {
+        twin: TwinRef,
+        reply: Reply<ActorRef<TwinMsg>>,
+    },
     /// Stop every twin with a final checkpoint, keeping their status so the next
     /// start of the node resumes them; answers once checkpoints are durable.
     Shutdown {
@@ -282,7 +339,7 @@ pub enum HostMsg {
     /// how their trajectories diverge. Answers when the runs finish; the host
     /// goes on serving meanwhile.
     CompareEngines {
-        request: CompareRequest,
+        request: crate::compare::CompareRequest,
         scope: Scope,
         reply: Reply<hanzo_twin_engines::compare::CompareReport>,
     },
@@ -323,11 +380,6 @@ pub enum HostMsg {
     /// Events that change the tree, from now on.
     WatchTree {
         reply: Reply<tokio::sync::broadcast::Receiver<crate::inspector::TreeEvent>>,
-    },
-    /// From a twin actor: its latest checkpoint.
-    Checkpointed {
-        id: TwinId,
-        state: Arc<SimState>,
     },
     /// What a fork of the twin starts from: the parent's record and state
     /// (live when it runs, else its last checkpoint), for a fork on another node.
@@ -383,6 +435,7 @@ impl HostMsg {
             | HostMsg::Restore { twin, .. }
             | HostMsg::Checkpoint { twin, .. }
             | HostMsg::Route { twin, .. }
+            | HostMsg::Resolve { twin, .. }
             | HostMsg::ForkSource { twin, .. } => Some(twin),
             _ => None,
         }
@@ -401,6 +454,7 @@ impl HostMsg {
             HostMsg::Restore { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::Checkpoint { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::Route { msg, .. } => msg.reject(err),
+            HostMsg::Resolve { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::ForkSource { reply, .. } => drop(reply.send(Err(err))),
             other => {
                 tracing::error!(
@@ -422,43 +476,6 @@ pub struct Rebalanced {
     /// Forks stopped here, to be adopted by their new owner: they live in no
     /// store, so their state travels with them.
     pub forks: Vec<(TwinRecord, Clock, SimState)>,
-}
-
-/// A cross-engine comparison (`POST /v1/engines/compare`): the scene as a twin
-/// definition gives it, the engines (the first is the reference), one engine
-/// config for all, and the commands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompareRequest {
-    pub scene: crate::definition::SceneSpec,
-    pub engines: Vec<hanzo_twin_engines::EngineKind>,
-    #[serde(default)]
-    pub config: crate::definition::EngineConfigSpec,
-    pub steps: u64,
-    #[serde(default = "one")]
-    pub sample_every: u64,
-    #[serde(default)]
-    pub commands: Vec<hanzo_twin_engines::compare::TimedCommand>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub position_tolerance_m: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub joint_tolerance: Option<f64>,
-}
-
-fn one() -> u64 {
-    1
-}
-
-impl CompareRequest {
-    pub fn run(&self) -> hanzo_twin_engines::compare::CompareRun {
-        hanzo_twin_engines::compare::CompareRun {
-            steps: self.steps,
-            sample_every: self.sample_every,
-            commands: self.commands.clone(),
-            position_tolerance_m: self.position_tolerance_m,
-            joint_tolerance: self.joint_tolerance,
-        }
-    }
 }
 
 /// Local only: never sent between nodes.

@@ -10,7 +10,7 @@ use crate::definition::{Name, TwinDefinition};
 use crate::error::TwinError;
 use crate::protocol::{
     Fault, ForkOptions, JointCommandEntry, Scope, StartOptions, StepReport, TwinFilter,
-    TwinRuntimeInfo,
+    TwinRuntimeInfo, TwinSnapshot,
 };
 use crate::record::{Clock, TwinRecord};
 use crate::store::BoxFuture;
@@ -102,6 +102,9 @@ pub enum TwinRequest {
     Info {
         twin: String,
     },
+    Snapshot {
+        twin: String,
+    },
     InjectFault {
         twin: String,
         fault: Fault,
@@ -147,6 +150,7 @@ impl TwinRequest {
             | Observe { twin, .. }
             | SetClock { twin, .. }
             | Info { twin }
+            | Snapshot { twin }
             | InjectFault { twin, .. }
             | Recording { twin } => Some(twin),
             Create { .. }
@@ -174,6 +178,7 @@ pub enum TwinReply {
     Step(StepReport),
     Observation(Box<Observation>),
     Info(TwinRuntimeInfo),
+    Snapshot(Box<TwinSnapshot>),
     Load(usize),
 }
 
@@ -216,7 +221,7 @@ enum WireError {
         reason: String,
     },
     Engine {
-        engine_kind: String,
+        engine_kind: crate::error::EngineFailure,
         field: Option<String>,
         message: String,
     },
@@ -268,7 +273,7 @@ impl From<TwinError> for WireError {
                 field,
                 message,
             } => WireError::Engine {
-                engine_kind: kind.to_string(),
+                engine_kind: kind,
                 field,
                 message,
             },
@@ -316,20 +321,7 @@ impl From<WireError> for TwinError {
                 field,
                 message,
             } => TwinError::Engine {
-                kind: known(
-                    &engine_kind,
-                    &[
-                        "not_available",
-                        "unknown_path",
-                        "invalid",
-                        "state_mismatch",
-                        "scene",
-                        "unsupported",
-                        "diverged",
-                        "engine_failed",
-                    ],
-                    "engine_failed",
-                ),
+                kind: engine_kind,
                 field,
                 message,
             },

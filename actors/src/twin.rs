@@ -1,7 +1,8 @@
 //! The twin actor: owns one engine simulation and its clock.
 
+use crate::checkpoints::Checkpoints;
 use crate::error::TwinError;
-use crate::protocol::{Fault, HostMsg, StepReport, TwinMsg, TwinRuntimeInfo};
+use crate::protocol::{Fault, StepReport, TwinMsg, TwinRuntimeInfo, TwinSnapshot};
 use crate::record::{Clock, TwinId};
 use hanzo_twin_engines::recording::{RecordedFrame, Recording};
 use hanzo_twin_engines::{Engine, EngineConfig, EngineError, SceneModel, SimState, Simulation};
@@ -27,6 +28,8 @@ const YIELD_EVERY: Duration = Duration::from_millis(5);
 /// Everything a twin actor starts from.
 pub struct TwinArgs {
     pub id: TwinId,
+    /// The definition's name (the host tells the actor of a rename).
+    pub name: String,
     pub organization: String,
     pub engine: Arc<dyn Engine>,
     pub scene: Arc<SceneModel>,
@@ -34,13 +37,17 @@ pub struct TwinArgs {
     /// Resume from this state instead of the scene's initial one.
     pub initial_state: Option<Arc<SimState>>,
     pub clock: Clock,
-    /// Take a checkpoint every this many steps (0: never on a step count).
+    /// Take a checkpoint every this many steps (0: never on a step count)...
     pub checkpoint_every_steps: u64,
+    /// ...but no more often than this in wall time, so a `fast` clock does
+    /// not checkpoint thousands of times a second.
+    pub checkpoint_min_interval: Duration,
     /// Record body poses every this many steps (0: never).
     pub record_every_steps: u64,
     /// Frames kept; the oldest go first.
     pub record_capacity: usize,
-    pub host: ActorRef<HostMsg>,
+    /// Where checkpoints go: the twin's latest-wins slot.
+    pub checkpoints: Checkpoints,
     /// Counts the messages this actor handles, for the supervision tree.
     pub messages: crate::inspector::MessageCount,
 }
@@ -49,6 +56,8 @@ pub struct TwinActor;
 
 pub struct TwinState {
     id: TwinId,
+    name: String,
+    engine_kind: hanzo_twin_engines::EngineKind,
     messages: crate::inspector::MessageCount,
     engine_label: String,
     twin_label: String,
@@ -68,13 +77,17 @@ pub struct TwinState {
     skipped_steps: u64,
     started: Instant,
     checkpoint_every_steps: u64,
+    checkpoint_min_interval: Duration,
     steps_since_checkpoint: u64,
+    last_checkpoint: Instant,
+    /// A checkpoint was due inside the wall-clock floor and is scheduled.
+    checkpoint_scheduled: bool,
     scene: Arc<SceneModel>,
     record_every_steps: u64,
     record_capacity: usize,
     record_bodies: Vec<String>,
     frames: VecDeque<RecordedFrame>,
-    host: ActorRef<HostMsg>,
+    checkpoints: Checkpoints,
     _active: ActiveGauge,
 }
 
@@ -163,24 +176,33 @@ impl TwinState {
         }
     }
 
-    /// Takes a checkpoint when one is due and hands it to the host.
-    fn maybe_checkpoint(&mut self) {
-        if self.checkpoint_every_steps > 0
-            && self.steps_since_checkpoint >= self.checkpoint_every_steps
+    /// Takes a checkpoint when one is due. Inside the wall-clock floor it is
+    /// taken when the floor has passed instead (once), so the newest state
+    /// is still checkpointed if the twin then stands still.
+    fn maybe_checkpoint(&mut self, myself: &ActorRef<TwinMsg>) {
+        if self.checkpoint_every_steps == 0
+            || self.steps_since_checkpoint < self.checkpoint_every_steps
+            || self.checkpoint_scheduled
         {
+            return;
+        }
+        let since = self.last_checkpoint.elapsed();
+        if since >= self.checkpoint_min_interval {
             self.checkpoint();
+        } else {
+            self.checkpoint_scheduled = true;
+            myself.send_after(self.checkpoint_min_interval - since, || {
+                TwinMsg::CheckpointDue
+            });
         }
     }
 
+    /// Puts the current state in the twin's checkpoint slot.
     fn checkpoint(&mut self) {
         self.steps_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
         match self.sim.state() {
-            Ok(state) => {
-                let _ = self.host.cast(HostMsg::Checkpointed {
-                    id: self.id,
-                    state: Arc::new(state),
-                });
-            }
+            Ok(state) => self.checkpoints.offer(self.id, Arc::new(state)),
             Err(e) => tracing::warn!(twin = %self.id, error = %e, "checkpoint failed"),
         }
     }
@@ -220,7 +242,7 @@ impl TwinState {
                     n += 1;
                 }
                 self.count_steps(n);
-                self.maybe_checkpoint();
+                self.maybe_checkpoint(myself);
                 let generation = self.generation;
                 let _ = myself.cast(TwinMsg::Tick { generation });
                 Ok(())
@@ -239,13 +261,17 @@ impl TwinState {
                 }
                 self.clock_steps += due;
                 self.count_steps(due);
-                self.maybe_checkpoint();
+                self.maybe_checkpoint(myself);
                 Ok(())
             }
         }
     }
 
-    async fn step_n(&mut self, steps: u64) -> Result<StepReport, TwinError> {
+    async fn step_n(
+        &mut self,
+        myself: &ActorRef<TwinMsg>,
+        steps: u64,
+    ) -> Result<StepReport, TwinError> {
         if steps == 0 || steps > MAX_STEPS_PER_REQUEST {
             return Err(TwinError::invalid(
                 "steps",
@@ -268,7 +294,7 @@ impl TwinState {
             }
         };
         self.count_steps(taken);
-        self.maybe_checkpoint();
+        self.maybe_checkpoint(myself);
         result.map(|()| StepReport {
             time: self.sim.time(),
             step: self.sim.step_count(),
@@ -297,6 +323,8 @@ impl Actor for TwinActor {
         let mut state = TwinState {
             messages: args.messages.clone(),
             id: args.id,
+            name: args.name,
+            engine_kind: args.engine.kind(),
             twin_label: args.id.to_string(),
             step_duration: metrics::Histogram::noop(),
             _active: ActiveGauge::new(&engine_label),
@@ -311,13 +339,16 @@ impl Actor for TwinActor {
             skipped_steps: 0,
             started: Instant::now(),
             checkpoint_every_steps: args.checkpoint_every_steps,
+            checkpoint_min_interval: args.checkpoint_min_interval,
             steps_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            checkpoint_scheduled: false,
             scene: args.scene.clone(),
             record_every_steps: args.record_every_steps,
             record_capacity: args.record_capacity,
             record_bodies: Vec::new(),
             frames: VecDeque::new(),
-            host: args.host,
+            checkpoints: args.checkpoints,
         };
         state.record();
         // A fresh start has no checkpoint yet: take one so a crash before the first
@@ -358,14 +389,30 @@ impl Actor for TwinActor {
                         .map_err(|e| Box::new(e) as ActorProcessingErr)?;
                 }
             }
+            TwinMsg::Snapshot { reply } => {
+                let result = state.sim.observation("/").map_err(TwinError::from);
+                let result = result.map(|observation| TwinSnapshot {
+                    id: state.id,
+                    name: state.name.clone(),
+                    engine: state.engine_kind,
+                    clock: state.clock,
+                    observation,
+                });
+                let _ = reply.send(result.clone());
+                fail_if_engine_failed(result)?;
+            }
+            TwinMsg::Renamed { name } => state.name = name,
+            TwinMsg::CheckpointDue => {
+                state.checkpoint_scheduled = false;
+                if state.steps_since_checkpoint > 0 {
+                    state.checkpoint();
+                }
+            }
             TwinMsg::Step { steps, reply } => {
-                let result = state.step_n(steps).await;
+                let result = state.step_n(&myself, steps).await;
                 let diverged = matches!(
                     result,
-                    Err(TwinError::Engine {
-                        kind: "diverged" | "engine_failed",
-                        ..
-                    })
+                    Err(TwinError::Engine { kind, .. }) if kind.ends_the_simulation()
                 );
                 let _ = reply.send(result.clone());
                 if diverged {
@@ -480,7 +527,7 @@ fn fail_if_engine_failed<T>(result: Result<T, TwinError>) -> Result<(), ActorPro
     match result {
         Err(
             e @ TwinError::Engine {
-                kind: "engine_failed",
+                kind: crate::error::EngineFailure::EngineFailed,
                 ..
             },
         ) => Err(Box::new(e)),

@@ -75,14 +75,13 @@ impl From<TwinError> for ApiError {
             TwinError::NotRunning(_) => ApiError::new(StatusCode::CONFLICT, "not_running", message),
             TwinError::Failed { .. } => ApiError::new(StatusCode::CONFLICT, "failed", message),
             TwinError::Engine { kind, field, .. } => {
+                use hanzo_twin_actors::error::EngineFailure::*;
                 let status = match kind {
-                    "not_available" | "unsupported" | "diverged" => {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    }
-                    "engine_failed" => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::BAD_REQUEST,
+                    NotAvailable | Unsupported | Diverged => StatusCode::UNPROCESSABLE_ENTITY,
+                    EngineFailed => StatusCode::SERVICE_UNAVAILABLE,
+                    UnknownPath | Invalid | StateMismatch | Scene => StatusCode::BAD_REQUEST,
                 };
-                let mut e = ApiError::new(status, kind, message);
+                let mut e = ApiError::new(status, kind.code(), message);
                 e.body.field = field;
                 e
             }

@@ -3,7 +3,8 @@
 //! it wraps around every protected route then
 //!
 //! 1. verifies the bearer token (401 otherwise),
-//! 2. applies the token's rate limit (429 with `Retry-After`),
+//! 2. applies the token's rate limit for the route's [`RateClass`] (429 with
+//!    `Retry-After`),
 //! 3. asks [`crate::rbac`] whether the caller's roles hold the route's
 //!    permission (403 otherwise),
 //! 4. hands the handler a [`Caller`], whose organization scopes every twin
@@ -51,9 +52,24 @@ pub struct Endpoint {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
-    /// Whether the token's request rate limit applies (not to the RL
-    /// training loop, which is many small requests by design).
-    pub rate_limited: bool,
+    /// Which of the token's request budgets the route draws on.
+    pub rate_class: RateClass,
+}
+
+/// A token's request budgets. CRUD and lifecycle requests are few; an agent's
+/// control loop of a running twin is many small requests a second by design,
+/// so it has a budget of its own, sized for agents; the RL training loop is
+/// not limited at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateClass {
+    /// `auth.rate_limit.per_second` / `burst`.
+    Crud,
+    /// `auth.rate_limit.control_per_second` / `control_burst`: step,
+    /// commands, observation, state and clock.
+    Control,
+    /// Not limited: probes and the gym training loop.
+    Unlimited,
 }
 
 /// An HTTP method as both the router and the endpoint table need it.
@@ -87,7 +103,10 @@ impl Routes {
                 method: method.1,
                 path,
                 access,
-                rate_limited: true,
+                rate_class: match access {
+                    Access::Public => RateClass::Unlimited,
+                    Access::Protected { .. } => RateClass::Crud,
+                },
             },
             method,
             handler,
@@ -124,7 +143,33 @@ impl Routes {
                 permission,
                 audit: None,
             },
-            rate_limited: false,
+            rate_class: RateClass::Unlimited,
+        };
+        self.add_endpoint(endpoint, method, handler)
+    }
+
+    /// A route of a running twin's control loop (step, commands,
+    /// observation, state, clock): needs `permission`, is not audited, and
+    /// draws on the token's control budget rather than its CRUD one.
+    pub fn control_loop<H, T>(
+        self,
+        method: Method,
+        path: &'static str,
+        permission: Permission,
+        handler: H,
+    ) -> Routes
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        let endpoint = Endpoint {
+            method: method.1,
+            path,
+            access: Access::Protected {
+                permission,
+                audit: None,
+            },
+            rate_class: RateClass::Control,
         };
         self.add_endpoint(endpoint, method, handler)
     }
@@ -149,8 +194,7 @@ impl Routes {
         self.add(method, path, access, handler)
     }
 
-    /// A route that needs `permission` and is not audited (reads, and the
-    /// high-rate control loop of a running twin).
+    /// A route that needs `permission` and is not audited (reads).
     pub fn protected<H, T>(
         self,
         method: Method,
@@ -220,18 +264,26 @@ impl Default for Routes {
     }
 }
 
-/// Per-token request limits.
+/// One per-token request limit.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimit {
     pub per_second: NonZeroU32,
     pub burst: NonZeroU32,
 }
 
+/// A token's limits, per [`RateClass`]; `None`: that class is not limited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateLimits {
+    pub crud: Option<RateLimit>,
+    pub control: Option<RateLimit>,
+}
+
 /// Authentication, rate limiting and audit, shared by every request.
 pub struct AuthState {
     pub verifier: Arc<TokenVerifier>,
     pub audit: Arc<dyn AuditLog>,
-    limiter: Option<DefaultKeyedRateLimiter<u64>>,
+    crud: Option<DefaultKeyedRateLimiter<u64>>,
+    control: Option<DefaultKeyedRateLimiter<u64>>,
     checks: AtomicU64,
 }
 
@@ -239,22 +291,28 @@ impl AuthState {
     pub fn new(
         verifier: Arc<TokenVerifier>,
         audit: Arc<dyn AuditLog>,
-        rate_limit: Option<RateLimit>,
+        limits: RateLimits,
     ) -> AuthState {
-        let limiter = rate_limit.map(|r| {
+        let keyed = |r: RateLimit| {
             governor::RateLimiter::keyed(Quota::per_second(r.per_second).allow_burst(r.burst))
-        });
+        };
         AuthState {
             verifier,
             audit,
-            limiter,
+            crud: limits.crud.map(keyed),
+            control: limits.control.map(keyed),
             checks: AtomicU64::new(0),
         }
     }
 
-    /// `Err(seconds to wait)` when the token is over its limit.
-    fn check_rate(&self, token_key: u64) -> Result<(), u64> {
-        let Some(limiter) = &self.limiter else {
+    /// `Err(seconds to wait)` when the token is over its limit of `class`.
+    fn check_rate(&self, class: RateClass, token_key: u64) -> Result<(), u64> {
+        let limiter = match class {
+            RateClass::Crud => &self.crud,
+            RateClass::Control => &self.control,
+            RateClass::Unlimited => &None,
+        };
+        let Some(limiter) = limiter else {
             return Ok(());
         };
         // Forget idle tokens now and then, so the table does not grow forever.
@@ -366,9 +424,7 @@ async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) -> Res
         Ok(p) => p,
         Err(e) => return unauthenticated(e),
     };
-    if g.endpoint.rate_limited
-        && let Err(wait_s) = auth.check_rate(principal.token_key)
-    {
+    if let Err(wait_s) = auth.check_rate(g.endpoint.rate_class, principal.token_key) {
         metrics::counter!("hanzo_twin_api_rate_limited_total").increment(1);
         let mut response = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -108,8 +108,20 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         .with_state(state)
 }
 
-async fn alive() -> &'static str {
-    "alive\n"
+/// How long `/alive` waits for the twin host: a host that cannot answer a
+/// trivial message this fast is stuck, and the node should be restarted.
+const ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+async fn alive(State(state): State<ApiState>) -> Response {
+    match state.node.alive(ALIVE_TIMEOUT).await {
+        Ok(()) => (StatusCode::OK, "alive\n").into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_alive",
+            format!("the twin host is not answering: {e}"),
+        )
+        .into_response(),
+    }
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {
@@ -132,7 +144,7 @@ async fn engines(State(state): State<ApiState>, _: Caller) -> Response {
 /// Runs one scene and one command sequence on several engines and answers
 /// with each body's and joint's divergence from the first engine.
 async fn compare_engines(Twins(node): Twins, body: Bytes) -> ApiResult {
-    let request: hanzo_twin_actors::protocol::CompareRequest = parse_json(&body, false)?;
+    let request: hanzo_twin_actors::compare::CompareRequest = parse_json(&body, false)?;
     let report = node.compare_engines(request).await?;
     Ok(axum::Json(report).into_response())
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hanzo_twin_actors::{
     Clock, Fault, ForkOptions, Format, JointCommandEntry, Lifecycle, StartOptions, TwinDefinition,
-    TwinError, TwinFilter, TwinRecord,
+    TwinError, TwinFilter, TwinId, TwinRecord,
 };
 use hanzo_twin_engines::{EngineKind, SimState};
 use serde::Deserialize;
@@ -21,10 +21,11 @@ const fn twins(action: Action) -> Permission {
     Permission::new(Resource::Twins, action)
 }
 
-/// Which permission each twin route needs. Stepping, commanding and clocking a
-/// running twin are its control loop (operators run twins: `twins:start`); they
-/// are not audited, since an agent may call them thousands of times a second.
-/// Lifecycle changes are.
+/// Which permission each twin route needs. Stepping, commanding, clocking and
+/// reading a running twin are its control loop (operators run twins:
+/// `twins:start`); they are not audited and draw on the token's control
+/// budget, since an agent may call them thousands of times a second.
+/// Lifecycle changes are audited.
 pub(crate) fn routes() -> Routes {
     use Action::*;
     Routes::new()
@@ -53,7 +54,7 @@ pub(crate) fn routes() -> Routes {
             start,
         )
         .audited(POST, "/v1/twins/{id}/stop", twins(Stop), "twins.stop", stop)
-        .protected(GET, "/v1/twins/{id}/state", twins(Read), state)
+        .control_loop(GET, "/v1/twins/{id}/state", twins(Read), state)
         .audited(
             POST,
             "/v1/twins/{id}/fork",
@@ -61,10 +62,10 @@ pub(crate) fn routes() -> Routes {
             "twins.fork",
             fork,
         )
-        .protected(POST, "/v1/twins/{id}/step", twins(Start), step)
-        .protected(POST, "/v1/twins/{id}/commands", twins(Start), commands)
-        .protected(GET, "/v1/twins/{id}/observation", twins(Read), observation)
-        .protected(POST, "/v1/twins/{id}/clock", twins(Start), clock)
+        .control_loop(POST, "/v1/twins/{id}/step", twins(Start), step)
+        .control_loop(POST, "/v1/twins/{id}/commands", twins(Start), commands)
+        .control_loop(GET, "/v1/twins/{id}/observation", twins(Read), observation)
+        .control_loop(POST, "/v1/twins/{id}/clock", twins(Start), clock)
         .protected(
             GET,
             "/v1/twins/{id}/checkpoint",
@@ -107,7 +108,16 @@ struct ListQuery {
     /// Comma-separated; a twin must carry all of them.
     tags: Option<String>,
     engine: Option<String>,
+    /// Twins per page, 1 to [`MAX_PAGE`]; [`DEFAULT_PAGE`] when absent.
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
+
+/// Twins in one page of `GET /v1/twins` unless `limit` says otherwise.
+pub const DEFAULT_PAGE: usize = 1000;
+/// The most a page may hold.
+pub const MAX_PAGE: usize = 10_000;
 
 async fn list(Twins(node): Twins, Query(q): Query<ListQuery>) -> ApiResult {
     let engine = match q.engine.as_deref() {
@@ -130,10 +140,37 @@ async fn list(Twins(node): Twins, Query(q): Query<ListQuery>) -> ApiResult {
             })
             .unwrap_or_default(),
         engine,
+        after: match q.cursor.as_deref() {
+            Some(c) => Some(TwinId::parse(c).ok_or_else(|| {
+                ApiError::invalid(
+                    "cursor",
+                    "not a cursor: pass the next_cursor of the previous page",
+                )
+            })?),
+            None => None,
+        },
+        limit: Some(match q.limit.as_deref() {
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=MAX_PAGE).contains(l))
+                .ok_or_else(|| {
+                    ApiError::invalid("limit", format!("must be a number from 1 to {MAX_PAGE}"))
+                })?,
+            None => DEFAULT_PAGE,
+        }),
     };
+    let limit = filter.limit.unwrap_or(DEFAULT_PAGE);
     let twins = node.list(filter).await?;
     let items: Vec<_> = twins.iter().map(TwinRecord::to_api_json).collect();
-    Ok(json(StatusCode::OK, serde_json::json!({ "twins": items })))
+    // A full page may have a next one; an empty next page ends the list.
+    let next_cursor = (twins.len() == limit)
+        .then(|| twins.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({ "twins": items, "next_cursor": next_cursor }),
+    ))
 }
 
 /// YAML when the content type says so, JSON otherwise.
@@ -201,21 +238,19 @@ async fn stop(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
 /// observation of every body and joint. The binary checkpoint is at
 /// `/checkpoint`.
 async fn state(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
-    let r = node.get(&id).await?;
-    let twin = r.id.to_string();
-    let info = node.info(&twin).await?;
-    let observation = node.observe(&twin, "/").await?;
+    // One request to the twin's actor, wherever it runs.
+    let s = node.snapshot(&id).await?;
     Ok(json(
         StatusCode::OK,
         serde_json::json!({
-            "id": r.id,
-            "name": r.definition.name,
-            "engine": r.definition.engine.kind,
-            "clock": info.clock,
-            "time": observation.time,
-            "step": observation.step,
-            "bodies": observation.bodies,
-            "joints": observation.joints,
+            "id": s.id,
+            "name": s.name,
+            "engine": s.engine,
+            "clock": s.clock,
+            "time": s.observation.time,
+            "step": s.observation.step,
+            "bodies": s.observation.bodies,
+            "joints": s.observation.joints,
         }),
     ))
 }

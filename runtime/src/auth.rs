@@ -6,7 +6,7 @@ use crate::config::{AuthMode, AuthSection, NodeConfig};
 use crate::store::SledTwinStore;
 use anyhow::Context;
 use hanzo_twin_api::auth::{AuthSettings, KeySource, TokenVerifier};
-use hanzo_twin_api::guard::{AuthState, RateLimit};
+use hanzo_twin_api::guard::{AuthState, RateLimit, RateLimits};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -76,10 +76,17 @@ pub async fn build(
         .await
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     verifier.spawn_refresh(Duration::from_secs(auth.jwks_refresh_s.max(1)));
-    let rate_limit = NonZeroU32::new(auth.rate_limit.per_second).map(|per_second| RateLimit {
-        per_second,
-        burst: NonZeroU32::new(auth.rate_limit.burst).unwrap_or(per_second),
-    });
+    let limit = |per_second: u32, burst: u32| {
+        NonZeroU32::new(per_second).map(|per_second| RateLimit {
+            per_second,
+            burst: NonZeroU32::new(burst).unwrap_or(per_second),
+        })
+    };
+    let r = &auth.rate_limit;
+    let rate_limit = RateLimits {
+        crud: limit(r.per_second, r.burst),
+        control: limit(r.control_per_second, r.control_burst),
+    };
     let audit = Arc::new(store.audit_log()?);
     Ok((
         Arc::new(AuthState::new(verifier, audit, rate_limit)),

@@ -9,6 +9,7 @@ use hanzo_twin_actors::{Format, TwinDefinition};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -114,6 +115,12 @@ enum Command {
         tags: Vec<String>,
         #[arg(long)]
         engine: Option<String>,
+        /// Twins per page (1 to 10000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Start after this cursor (printed under a full page).
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -601,7 +608,7 @@ fn serve(
         .build()
         .context("cannot start the async runtime")?;
     let exe = std::env::current_exe().context("cannot find this program's own path")?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let node =
             Node::start_with(config, crate::scene_reader::isolated_scene_reader(exe)).await?;
         // Keys and the dev token before boot twins, so a bad auth setup fails
@@ -616,7 +623,11 @@ fn serve(
             tracing::info!(twin = %id, %name, "twin running");
         }
         node.serve_api(api, shutdown_signal()).await
-    })
+    });
+    // The node has stopped within its shutdown time; a blocking task still
+    // running (a scene read, an engine call) does not hold the process.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 async fn shutdown_signal() {
@@ -1048,6 +1059,8 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             org,
             tags,
             engine,
+            limit,
+            cursor,
             client,
         } => {
             let c = Client::new(&client)?;
@@ -1061,10 +1074,17 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             if let Some(e) = engine {
                 query.push(("engine", e));
             }
+            query.push(("limit", limit.to_string()));
+            if let Some(cursor) = cursor {
+                query.push(("cursor", cursor));
+            }
             let url = reqwest::Url::parse_with_params(&c.url("/v1/twins"), &query)
                 .context("bad --api address")?;
             let v = c.json(c.http.get(url)).await?;
             print_value(c.output, &v, twin_table);
+            if let (Output::Text, Some(next)) = (c.output, v["next_cursor"].as_str()) {
+                eprintln!("more twins: hanzo-twin list --limit {limit} --cursor {next}");
+            }
         }
         Command::Scene { command } => scene_command(command).await?,
         Command::Export { twin, out, client } => {

@@ -174,6 +174,10 @@ pub struct ServerSection {
     pub workers: usize,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// On SIGTERM, the node stops within this many seconds whatever its
+    /// twins and clients do: open requests and streams get half of it, the
+    /// twins' final checkpoints the rest.
+    pub shutdown_timeout_s: u64,
     /// Serve the API over TLS when both are set.
     pub tls: TlsSection,
 }
@@ -244,10 +248,15 @@ pub struct DevAuthSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSection {
-    /// Sustained requests per second per token; 0 turns limiting off.
+    /// Sustained CRUD and lifecycle requests per second per token; 0 turns
+    /// their limit off.
     pub per_second: u32,
     /// Requests a token may send at once above the sustained rate.
     pub burst: u32,
+    /// The control loop of running twins (step, commands, observation,
+    /// state, clock): sustained requests per second per token, 0 for none.
+    pub control_per_second: u32,
+    pub control_burst: u32,
 }
 
 impl Default for AuthSection {
@@ -286,6 +295,10 @@ impl Default for RateLimitSection {
         RateLimitSection {
             per_second: 200,
             burst: 400,
+            // An agent stepping a twin at 1 kHz with an observation each step
+            // is 2,000 a second; leave room for several such loops per token.
+            control_per_second: 10_000,
+            control_burst: 20_000,
         }
     }
 }
@@ -371,8 +384,11 @@ impl Default for BucketsSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TwinsSection {
-    /// Simulated seconds between checkpoints of a running twin.
+    /// Simulated seconds between checkpoints of a running twin...
     pub checkpoint_interval_s: f64,
+    /// ...and the least wall time between two, so a fast clock does not
+    /// checkpoint thousands of times a second (a due checkpoint waits).
+    pub checkpoint_min_interval_ms: u64,
     /// Crashes allowed within `restart_window_s` before a twin is marked failed.
     pub max_restarts: u32,
     pub restart_window_s: u64,
@@ -426,6 +442,7 @@ impl Default for ServerSection {
             port: 8082,
             workers: 0,
             max_body_bytes: 64 * 1024 * 1024,
+            shutdown_timeout_s: 30,
             tls: TlsSection::default(),
         }
     }
@@ -455,6 +472,7 @@ impl Default for TwinsSection {
     fn default() -> Self {
         TwinsSection {
             checkpoint_interval_s: 5.0,
+            checkpoint_min_interval_ms: 1000,
             max_restarts: 3,
             restart_window_s: 60,
             call_timeout_ms: 10_000,
@@ -548,6 +566,11 @@ impl NodeConfig {
             if self.metadata.backend != MetadataBackend::Postgres {
                 return Err(ConfigError::Invalid(
                     "a cluster needs shared definitions: set metadata.backend: postgres (with sled each node would keep its own, and twins could not move between nodes)".into(),
+                ));
+            }
+            if self.storage.backend == StorageBackend::Local && self.storage.root.is_none() {
+                return Err(ConfigError::Invalid(
+                    "a cluster needs checkpoints every node can read: set storage.backend: s3, or storage.root to a folder every node shares (the default, <data_dir>/objects, is this node's alone, and a twin that moves would restart from its scene instead of its checkpoint)".into(),
                 ));
             }
             if c.lease_ms < 300 {
@@ -686,6 +709,16 @@ impl NodeConfig {
         if auth.mode == AuthMode::Jwt && auth.jwks_url.is_some() && auth.jwks_refresh_s == 0 {
             return Err(ConfigError::Invalid(
                 "auth.jwks_refresh_s must be above 0".into(),
+            ));
+        }
+        if auth.rate_limit.control_per_second > 0 && auth.rate_limit.control_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.rate_limit.control_burst must be at least 1 when auth.rate_limit.control_per_second is set".into(),
+            ));
+        }
+        if self.server.shutdown_timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "server.shutdown_timeout_s must be at least 1".into(),
             ));
         }
         if auth.rate_limit.per_second > 0 && auth.rate_limit.burst == 0 {

@@ -241,11 +241,15 @@ impl Node {
         let membership = Membership::single(node_id.clone(), api_addr)
             .with_cluster_addr(config.cluster.listen.clone().unwrap_or_default());
         let twin_store = twin_store(&config, &store, &node_id).await?;
+        let routes = Arc::new(hanzo_twin_actors::RouteCache::default());
         let host_args = HostArgs {
             config: HostConfig {
                 node_id: node_id.clone(),
                 scenes_root: config.scenes.root.clone(),
                 checkpoint_interval_s: config.twins.checkpoint_interval_s,
+                checkpoint_min_interval: Duration::from_millis(
+                    config.twins.checkpoint_min_interval_ms,
+                ),
                 max_restarts: config.twins.max_restarts,
                 restart_window: Duration::from_secs(config.twins.restart_window_s),
                 call_timeout,
@@ -265,6 +269,7 @@ impl Node {
                 .cluster
                 .enabled()
                 .then(|| Arc::new(membership.clone()) as Arc<dyn hanzo_twin_actors::Placement>),
+            routes: routes.clone(),
         };
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
         let (supervisor, supervisor_done) = Actor::spawn(
@@ -280,7 +285,7 @@ impl Node {
         let host = handle_rx.await.context("the twin host did not report in")?;
         // Clients wait a little longer than the host waits for a twin, so the
         // host's own timeout error reaches them rather than a generic one.
-        let twins = TwinNode::new(host, call_timeout + Duration::from_secs(2));
+        let twins = TwinNode::new(host, routes, call_timeout + Duration::from_secs(2));
         supervisor
             .cast(SupervisorMsg::Attach(twins.clone()))
             .context("the node's supervisor stopped while starting")?;
@@ -475,46 +480,71 @@ impl Node {
                 crate::auth::dev_token_instructions(token, &self.api_url())
             );
         }
-        let served = match (&self.config.server.tls.cert, &self.config.server.tls.key) {
-            (Some(cert), Some(key)) => {
-                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        let deadline = Duration::from_secs(self.config.server.shutdown_timeout_s);
+        let serving = async {
+            match (&self.config.server.tls.cert, &self.config.server.tls.key) {
+                (Some(cert), Some(key)) => {
+                    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "cannot load the TLS certificate {} and key {}",
+                                cert.display(),
+                                key.display()
+                            )
+                        })?;
+                    let handle = axum_server::Handle::new();
+                    let h = handle.clone();
+                    let rx = stop_rx.clone();
+                    tokio::spawn(async move {
+                        wait_stop(rx).await;
+                        h.graceful_shutdown(Some(deadline / 2));
+                    });
+                    let listener = api_listener
+                        .into_std()
+                        .context("cannot hand the API socket to the TLS server")?;
+                    axum_server::from_tcp_rustls(listener, tls)
+                        .context("cannot start the TLS server")?
+                        .handle(handle)
+                        .serve(api.router.into_make_service())
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+                _ => axum::serve(api_listener, api.router)
+                    .with_graceful_shutdown(wait_stop(stop_rx.clone()))
                     .await
-                    .with_context(|| {
-                        format!(
-                            "cannot load the TLS certificate {} and key {}",
-                            cert.display(),
-                            key.display()
-                        )
-                    })?;
-                let handle = axum_server::Handle::new();
-                let h = handle.clone();
-                let rx = stop_rx.clone();
-                tokio::spawn(async move {
-                    wait_stop(rx).await;
-                    h.graceful_shutdown(Some(Duration::from_secs(10)));
-                });
-                let listener = api_listener
-                    .into_std()
-                    .context("cannot hand the API socket to the TLS server")?;
-                axum_server::from_tcp_rustls(listener, tls)
-                    .context("cannot start the TLS server")?
-                    .handle(handle)
-                    .serve(api.router.into_make_service())
-                    .await
-                    .map_err(anyhow::Error::from)
+                    .map_err(anyhow::Error::from),
             }
-            _ => axum::serve(api_listener, api.router)
-                .with_graceful_shutdown(wait_stop(stop_rx.clone()))
-                .await
-                .map_err(anyhow::Error::from),
+        };
+        // Open requests and streams (the inspector's never end by themselves)
+        // get half the shutdown time once the signal came; then they are cut.
+        let drained = async {
+            wait_stop(stop_rx.clone()).await;
+            tokio::time::sleep(deadline / 2).await;
+        };
+        let served = tokio::select! {
+            served = serving => served,
+            () = drained => {
+                tracing::warn!(
+                    "open requests and streams did not end within {} s of the shutdown signal; closing them",
+                    (deadline / 2).as_secs_f64()
+                );
+                Ok(())
+            }
         };
         self.ready.store(false, Ordering::Release);
-        self.shutdown().await;
+        self.shutdown_within(deadline / 2).await;
         served.context("the API server failed")
     }
 
     /// Stops every twin with a final checkpoint, then the supervision tree.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.shutdown_within(Duration::from_secs(60)).await
+    }
+
+    /// [`Node::shutdown`], giving up on twins that have not stopped within
+    /// `limit` (their last checkpoints stand; a node that must go, goes).
+    pub async fn shutdown_within(mut self, limit: Duration) {
         self.ready.store(false, Ordering::Release);
         // Leave the cluster first: peers see this node go at once. Twins
         // stop here with a final checkpoint and are taken over by the others
@@ -523,15 +553,19 @@ impl Node {
             self.twins.detach_cluster();
             mesh.stop();
         }
-        if let Err(e) = self
-            .twins
-            .with_timeout(Duration::from_secs(60))
-            .shutdown()
-            .await
-        {
+        let started = Instant::now();
+        if let Err(e) = self.twins.with_timeout(limit).shutdown().await {
             tracing::error!(error = %e, "twins did not all stop cleanly");
         }
         self.supervisor.stop(Some("node shutdown".into()));
-        let _ = self.supervisor_done.await;
+        let left = limit
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(500));
+        if tokio::time::timeout(left, self.supervisor_done)
+            .await
+            .is_err()
+        {
+            tracing::error!("the supervision tree did not stop in time; leaving it");
+        }
     }
 }
