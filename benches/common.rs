@@ -30,15 +30,31 @@ pub fn direct_simulation(def_file: &str, scene: &str) -> Box<dyn Simulation> {
     RapierEngine.load_scene(&model, &config).expect("load")
 }
 
-/// An embedded node with one sample twin running on a paused clock.
-pub async fn node_with_twin(def_file: &str, data: &std::path::Path) -> (Node, TwinNode, String) {
+/// The runtime the benches measure on: two workers, as on the 2-core
+/// machines the figures come from.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A node's configuration for a bench: its data in `data`, the sample
+/// scenes, no metrics server.
+pub fn node_config(data: &std::path::Path) -> NodeConfig {
     let mut config = NodeConfig {
         data_dir: data.to_path_buf(),
         ..Default::default()
     };
     config.scenes.root = repo().join("configs/scenes");
     config.metrics.enabled = false;
-    let node = Node::start(config).await.expect("node");
+    config
+}
+
+/// An embedded node with one sample twin running on a paused clock.
+pub async fn node_with_twin(def_file: &str, data: &std::path::Path) -> (Node, TwinNode, String) {
+    let node = Node::start(node_config(data)).await.expect("node");
     let twins = node.twins();
     let id = twins
         .create(definition(def_file))

@@ -10,8 +10,8 @@
 
 mod common;
 
+use hanzo_twin::Node;
 use hanzo_twin::actors::{Clock, StartOptions};
-use hanzo_twin::{Node, NodeConfig};
 use std::time::{Duration, Instant};
 
 /// This process's resident set, in KiB.
@@ -37,18 +37,9 @@ fn main() {
         } else {
             Duration::from_secs(4)
         });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::runtime();
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = NodeConfig {
-        data_dir: data.path().to_path_buf(),
-        ..Default::default()
-    };
-    config.scenes.root = common::repo().join("configs/scenes");
-    config.metrics.enabled = false;
+    let mut config = common::node_config(data.path());
     // A checkpoint is due every few steps: only the wall-clock floor and the
     // latest-wins slots keep this bounded.
     config.twins.checkpoint_interval_s = 0.05;

@@ -10,7 +10,7 @@
 
 mod common;
 
-use hanzo_twin::{Node, NodeConfig};
+use hanzo_twin::Node;
 use std::process::Command;
 use std::time::Duration;
 
@@ -44,19 +44,10 @@ fn main() {
         return;
     }
     let seconds = if benchmarking { 10 } else { 1 };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::runtime();
     let data = tempfile::tempdir().expect("tempdir");
     let [api_port, bare_port] = free_ports();
-    let mut config = NodeConfig {
-        data_dir: data.path().to_path_buf(),
-        ..Default::default()
-    };
-    config.scenes.root = common::repo().join("configs/scenes");
-    config.metrics.enabled = false;
+    let mut config = common::node_config(data.path());
     config.server.port = api_port;
     // Measuring the server, not the per-token limits.
     config.auth.rate_limit.per_second = 0;

@@ -136,16 +136,7 @@ impl Routes {
         H: Handler<T, ApiState>,
         T: 'static,
     {
-        let endpoint = Endpoint {
-            method: method.1,
-            path,
-            access: Access::Protected {
-                permission,
-                audit: None,
-            },
-            rate_class: RateClass::Unlimited,
-        };
-        self.add_endpoint(endpoint, method, handler)
+        self.unaudited(method, path, permission, RateClass::Unlimited, handler)
     }
 
     /// A route of a running twin's control loop (step, commands,
@@ -162,6 +153,21 @@ impl Routes {
         H: Handler<T, ApiState>,
         T: 'static,
     {
+        self.unaudited(method, path, permission, RateClass::Control, handler)
+    }
+
+    fn unaudited<H, T>(
+        self,
+        method: Method,
+        path: &'static str,
+        permission: Permission,
+        rate_class: RateClass,
+        handler: H,
+    ) -> Routes
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
         let endpoint = Endpoint {
             method: method.1,
             path,
@@ -169,7 +175,7 @@ impl Routes {
                 permission,
                 audit: None,
             },
-            rate_class: RateClass::Control,
+            rate_class,
         };
         self.add_endpoint(endpoint, method, handler)
     }

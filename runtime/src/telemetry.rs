@@ -10,6 +10,9 @@ use std::time::Duration;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(1);
+
 /// Installs the process-wide Prometheus recorder once; later nodes in the same
 /// process (tests, embedded agents) share it.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -48,6 +51,24 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
+            }
+            // Histogram samples pile up in the recorder until upkeep folds
+            // them into buckets; a recorder built this way has no upkeep task
+            // of its own, so without a scraper a fast-clock twin (one sample
+            // per step, hundreds of thousands a second) grew the node's memory
+            // by megabytes a second. A thread, so it runs whatever runtime
+            // (or none) the node is on.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "no metrics upkeep thread; histograms grow until scraped");
             }
             handle
         })
