@@ -104,15 +104,6 @@ impl Checkpoints {
         lock(&self.inner.slots).registered.insert(id, durable);
     }
 
-    /// The twin's newest checkpoint. A registered twin with none yet keeps
-    /// `state` in memory only; used when a state is known durable already.
-    pub fn remember(&self, id: TwinId, state: Arc<SimState>) {
-        let mut slots = lock(&self.inner.slots);
-        if slots.registered.contains_key(&id) {
-            slots.latest.insert(id, state);
-        }
-    }
-
     /// The twin's newest checkpoint, replacing any pending write of an older
     /// one. Ignored for a twin that is not registered (deleted, moved away),
     /// so a late checkpoint never brings one back.
