@@ -229,13 +229,7 @@ impl HostState {
     }
 
     async fn stored_checkpoint(&self, id: TwinId) -> Result<Option<Arc<SimState>>, TwinError> {
-        if let Some(s) = self.checkpoints.latest(id) {
-            return Ok(Some(s));
-        }
-        match self.checkpoint_store.get(id).await.map_err(storage)? {
-            Some(bytes) => Ok(Some(Arc::new(SimState::from_bytes(&bytes)?))),
-            None => Ok(None),
-        }
+        newest_checkpoint(&self.checkpoints, &self.checkpoint_store, id).await
     }
 
     /// Spawns the twin's actor and records it as running.
@@ -354,19 +348,15 @@ impl HostState {
         }
         let definition = self.record(id)?.definition.clone();
         let scenes = self.scenes.clone();
-        let latest = self.checkpoints.latest(id);
-        let stored = self.checkpoint_store.clone();
+        let (checkpoints, stored) = (self.checkpoints.clone(), self.checkpoint_store.clone());
         Ok((
             id,
             Box::pin(async move {
                 let scene = scenes.check_runnable(&definition).await?;
-                let initial = match (options.reset, latest) {
-                    (true, _) => None,
-                    (false, Some(state)) => Some(state),
-                    (false, None) => match stored.get(id).await.map_err(storage)? {
-                        Some(bytes) => Some(Arc::new(SimState::from_bytes(&bytes)?)),
-                        None => None,
-                    },
+                let initial = if options.reset {
+                    None
+                } else {
+                    newest_checkpoint(&checkpoints, &stored, id).await?
                 };
                 Ok(Launch {
                     scene,
@@ -1387,6 +1377,21 @@ impl HostState {
             },
             _ => TwinError::NotRunning(id.to_string()),
         }
+    }
+}
+
+/// A twin's newest checkpoint: the one in memory, else the stored one.
+async fn newest_checkpoint(
+    checkpoints: &Checkpoints,
+    stored: &Arc<dyn CheckpointStore>,
+    id: TwinId,
+) -> Result<Option<Arc<SimState>>, TwinError> {
+    if let Some(s) = checkpoints.latest(id) {
+        return Ok(Some(s));
+    }
+    match stored.get(id).await.map_err(storage)? {
+        Some(bytes) => Ok(Some(Arc::new(SimState::from_bytes(&bytes)?))),
+        None => Ok(None),
     }
 }
 
