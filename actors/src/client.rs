@@ -6,9 +6,10 @@ use crate::definition::Name;
 use crate::definition::TwinDefinition;
 use crate::direct::RouteCache;
 use crate::error::TwinError;
+use crate::host::{HostMsg, Rebalanced};
 use crate::protocol::{
-    Fault, ForkOptions, HostMsg, JointCommandEntry, LEAST_LOADED, Rebalanced, Reply, Scope,
-    StartOptions, StepReport, TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo, TwinSnapshot,
+    Fault, ForkOptions, JointCommandEntry, LEAST_LOADED, Reply, Scope, StartOptions, StepReport,
+    TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo, TwinSnapshot,
 };
 use crate::record::{Clock, TwinId, TwinRecord};
 use crate::remote::{self, ClusterLink, TwinReply, TwinRequest};
@@ -172,7 +173,7 @@ impl TwinNode {
         timeout: std::time::Duration,
         build: impl FnOnce(Reply<T>) -> HostMsg,
     ) -> Result<T, TwinError> {
-        crate::host::call_actor(&self.local_host()?, what, "the request", timeout, build).await
+        crate::protocol::call_actor(&self.local_host()?, what, "the request", timeout, build).await
     }
 
     /// Sends `msg` to the twin's actor: directly when it was resolved

@@ -142,7 +142,7 @@ impl GymEnv {
         &self,
         build: impl FnOnce(Reply<T>) -> GymMsg,
     ) -> Result<T, TwinError> {
-        crate::host::call_actor(
+        crate::protocol::call_actor(
             &self.actor,
             &self.info.id,
             "the request",
@@ -488,12 +488,12 @@ pub(crate) struct GymBuild {
 }
 
 impl GymBuild {
-    /// Builds the batch on a blocking thread, spawns its actor under `host`,
-    /// and registers it there.
+    /// Builds the batch on a blocking thread and spawns its actor under
+    /// `supervisor`, which registers what this returns.
     pub(crate) async fn spawn(
         self,
-        host: ActorRef<crate::protocol::HostMsg>,
-    ) -> Result<GymEnvInfo, TwinError> {
+        supervisor: ractor::ActorCell,
+    ) -> Result<GymStarted, TwinError> {
         let GymBuild {
             source,
             config,
@@ -555,17 +555,38 @@ impl GymBuild {
             None,
             GymEnvActor,
             (id.clone(), env, messages.clone()),
-            host.get_cell(),
+            supervisor,
         )
         .await
         .map_err(|e| TwinError::Unavailable(format!("gym environment {id}: {e}")))?;
-        host.send_message(crate::protocol::HostMsg::GymStarted {
+        Ok(GymStarted {
             actor,
-            info: info.clone(),
+            info,
             messages,
         })
-        .map_err(|_| TwinError::Unavailable(id))?;
-        Ok(info)
+    }
+}
+
+/// A batch whose actor is up, for its supervisor to register.
+pub struct GymStarted {
+    pub actor: ActorRef<GymMsg>,
+    pub info: GymEnvInfo,
+    pub messages: crate::inspector::MessageCount,
+}
+
+impl GymEnvInfo {
+    /// The batch as the supervision tree draws it.
+    pub fn tree_node(&self, actor: ractor::ActorId, messages: u64) -> crate::inspector::ActorNode {
+        crate::inspector::ActorNode {
+            actor_id: Some(actor.to_string()),
+            name: self.id.clone(),
+            kind: "gym".into(),
+            status: "running".into(),
+            target: Some(format!("{} × {}", self.task, self.num_envs)),
+            restarts: 0,
+            messages,
+            children: Vec::new(),
+        }
     }
 }
 

@@ -46,20 +46,6 @@ impl ActorNode {
         }
     }
 
-    /// A running gym batch.
-    pub fn gym(info: &crate::gym::GymEnvInfo, actor: ractor::ActorId, messages: u64) -> ActorNode {
-        ActorNode {
-            actor_id: Some(actor.to_string()),
-            name: info.id.clone(),
-            kind: "gym".into(),
-            status: "running".into(),
-            target: Some(format!("{} × {}", info.task, info.num_envs)),
-            restarts: 0,
-            messages,
-            children: Vec::new(),
-        }
-    }
-
     /// A node and its twin host, with the host's children: twins (by name)
     /// first, then gym batches (by id).
     pub fn node(node_id: &str, mut twins: Vec<ActorNode>, mut gyms: Vec<ActorNode>) -> ActorNode {

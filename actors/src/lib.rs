@@ -24,10 +24,10 @@ pub use client::TwinNode;
 pub use definition::{DEFAULT_ORGANIZATION, DefinitionError, Format, Name, TwinDefinition};
 pub use direct::RouteCache;
 pub use error::TwinError;
-pub use host::{HostArgs, HostConfig, TwinHost};
+pub use host::{HostArgs, HostConfig, HostMsg, Rebalanced, TwinHost};
 pub use protocol::{
-    Fault, ForkOptions, HostMsg, JointCommandEntry, LEAST_LOADED, Rebalanced, Scope, StartOptions,
-    StepReport, TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo, TwinSnapshot,
+    Fault, ForkOptions, JointCommandEntry, LEAST_LOADED, Scope, StartOptions, StepReport,
+    TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo, TwinSnapshot,
 };
 pub use record::{Clock, Lifecycle, TwinId, TwinRecord, TwinStatus};
 pub use remote::{ClusterLink, Placement, TwinReply, TwinRequest};

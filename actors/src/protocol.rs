@@ -1,7 +1,7 @@
 //! The messages twins and their host understand. This is the SDK an embedded agent
 //! links: every request is a typed message with a typed reply.
 
-use crate::definition::{Name, TwinDefinition};
+use crate::definition::Name;
 use crate::error::TwinError;
 use crate::record::{Clock, TwinId, TwinRecord};
 use hanzo_twin_engines::recording::Recording;
@@ -9,6 +9,7 @@ use hanzo_twin_engines::{JointCommand, Observation, SceneModel, SimState};
 use ractor::{ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub type Reply<T> = RpcReplyPort<Result<T, TwinError>>;
 
@@ -250,236 +251,27 @@ fn paused() -> Clock {
     Clock::Paused
 }
 
-/// Messages to a node's twin host, the one entry point for twins on a node.
-// Messages are moved into the mailbox once; boxing the large definitions would
-// add an allocation per request for no gain.
-#[allow(clippy::large_enum_variant)]
-pub enum HostMsg {
-    /// A definition without an organization gets the scope's; one naming
-    /// another organization than the scope's is refused.
-    Create {
-        definition: TwinDefinition,
-        scope: Scope,
-        reply: Reply<TwinRecord>,
-    },
-    /// Internal: a create whose scene was read off the host's loop.
-    Admit {
-        checked: Result<TwinDefinition, TwinError>,
-        reply: Reply<TwinRecord>,
-    },
-    Get {
-        twin: TwinRef,
-        reply: Reply<TwinRecord>,
-    },
-    List {
-        filter: TwinFilter,
-        scope: Scope,
-        reply: Reply<Vec<TwinRecord>>,
-    },
-    /// Apply a JSON merge patch (RFC 7396) to the definition.
-    Update {
-        twin: TwinRef,
-        patch: serde_json::Value,
-        reply: Reply<TwinRecord>,
-    },
-    Delete {
-        twin: TwinRef,
-        reply: Reply<()>,
-    },
-    Start {
-        twin: TwinRef,
-        options: StartOptions,
-        reply: Reply<TwinRecord>,
-    },
-    /// Internal: a start whose scene and checkpoint were read off the
-    /// host's loop.
-    Launch {
-        id: TwinId,
-        prepared: Result<crate::host::Launch, TwinError>,
-        reply: Reply<TwinRecord>,
-    },
-    Stop {
-        twin: TwinRef,
-        reply: Reply<TwinRecord>,
-    },
-    Fork {
-        twin: TwinRef,
-        options: ForkOptions,
-        reply: Reply<TwinRecord>,
-    },
-    /// Load a checkpoint into a twin: into the running simulation, or as the state
-    /// the next start resumes from.
-    Restore {
-        twin: TwinRef,
-        state: SimState,
-        reply: Reply<TwinRecord>,
-    },
-    /// The latest checkpoint: live state when running, the stored one otherwise.
-    Checkpoint {
-        twin: TwinRef,
-        reply: Reply<SimState>,
-    },
-    /// Deliver `msg` to the twin's actor, or reject it if the twin is not running.
-    Route {
-        twin: TwinRef,
-        msg: TwinMsg,
-    },
-    /// The running twin's actor, for a caller to message directly
-    /// ([`crate::direct`]); an error when it is not running.
-    Resolve {
-        twin: TwinRef,
-        reply: Reply<ActorRef<TwinMsg>>,
-    },
-    /// Stop every twin with a final checkpoint, keeping their status so the next
-    /// start of the node resumes them; answers once checkpoints are durable.
-    Shutdown {
-        reply: Reply<()>,
-    },
-    /// Run one scene and one command sequence on several engines and report
-    /// how their trajectories diverge. Answers when the runs finish; the host
-    /// goes on serving meanwhile.
-    CompareEngines {
-        request: crate::compare::CompareRequest,
-        scope: Scope,
-        reply: Reply<hanzo_twin_engines::compare::CompareReport>,
-    },
-    /// Builds a batch of RL environments and spawns its actor.
-    CreateGym {
-        request: crate::gym::GymEnvRequest,
-        /// Who creates it (their subject), for own-only rights.
-        owner: String,
-        scope: Scope,
-        reply: Reply<crate::gym::GymEnvInfo>,
-    },
-    ListGym {
-        scope: Scope,
-        reply: Reply<Vec<crate::gym::GymEnvInfo>>,
-    },
-    /// The batch's actor and description, for a caller to drive it.
-    GetGym {
-        id: String,
-        scope: Scope,
-        reply: Reply<(ActorRef<crate::gym::GymMsg>, crate::gym::GymEnvInfo)>,
-    },
-    DeleteGym {
-        id: String,
-        scope: Scope,
-        reply: Reply<()>,
-    },
-    /// A gym batch's actor is up (from its builder).
-    GymStarted {
-        actor: ActorRef<crate::gym::GymMsg>,
-        info: crate::gym::GymEnvInfo,
-        messages: crate::inspector::MessageCount,
-    },
-    /// The node's supervision tree now.
-    Tree {
-        scope: Scope,
-        reply: Reply<crate::inspector::ActorNode>,
-    },
-    /// Events that change the tree, from now on.
-    WatchTree {
-        reply: Reply<tokio::sync::broadcast::Receiver<crate::inspector::TreeEvent>>,
-    },
-    /// What a fork of the twin starts from: the parent's record and state
-    /// (live when it runs, else its last checkpoint), for a fork on another node.
-    ForkSource {
-        twin: TwinRef,
-        reply: Reply<(TwinRecord, SimState)>,
-    },
-    /// Spawn a fork of `parent` (a twin on another node) here from `state`.
-    ForkFrom {
-        parent: Box<TwinRecord>,
-        options: ForkOptions,
-        state: SimState,
-        reply: Reply<TwinRecord>,
-    },
-    /// Take over a running fork from another node, keeping its id.
-    AdoptFork {
-        record: Box<TwinRecord>,
-        clock: Clock,
-        state: SimState,
-        reply: Reply<TwinRecord>,
-    },
-    /// Stored twins (matching `filter`, as `scope` sees them) that no node in
-    /// `members` holds: released mid hand-off, or held by a node that is gone.
-    ListUnheld {
-        filter: TwinFilter,
-        members: Vec<String>,
-        scope: Scope,
-        reply: Reply<Vec<TwinRecord>>,
-    },
-    /// How many twins run on this node.
-    Load {
-        reply: Reply<usize>,
-    },
-    /// Bring what this node holds in line with placement: hand off up to
-    /// `max_moves` twins it no longer owns (checkpoint, stop, release), and
-    /// take over the twins it owns that no live node holds.
-    Rebalance {
-        max_moves: usize,
-        reply: Reply<Rebalanced>,
-    },
-}
-
-impl HostMsg {
-    /// The twin a request names, if it names one.
-    pub fn twin_ref(&self) -> Option<&TwinRef> {
-        match self {
-            HostMsg::Get { twin, .. }
-            | HostMsg::Update { twin, .. }
-            | HostMsg::Delete { twin, .. }
-            | HostMsg::Start { twin, .. }
-            | HostMsg::Stop { twin, .. }
-            | HostMsg::Fork { twin, .. }
-            | HostMsg::Restore { twin, .. }
-            | HostMsg::Checkpoint { twin, .. }
-            | HostMsg::Route { twin, .. }
-            | HostMsg::Resolve { twin, .. }
-            | HostMsg::ForkSource { twin, .. } => Some(twin),
-            _ => None,
-        }
-    }
-
-    /// Answers a request naming a twin with `err`, unhandled.
-    pub fn refuse(self, err: TwinError) {
-        // A caller that stopped waiting is not an error here.
-        match self {
-            HostMsg::Get { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Update { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Delete { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Start { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Stop { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Fork { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Restore { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Checkpoint { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Route { msg, .. } => msg.reject(err),
-            HostMsg::Resolve { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::ForkSource { reply, .. } => drop(reply.send(Err(err))),
-            other => {
-                tracing::error!(
-                    "refuse() called on a request that names no twin: {}",
-                    std::any::type_name_of_val(&other)
-                );
-            }
-        }
-    }
-}
-
-/// What one [`HostMsg::Rebalance`] did.
-#[derive(Default)]
-pub struct Rebalanced {
-    /// Lasting twins released for their new owner.
-    pub released: Vec<TwinId>,
-    /// Twins taken over.
-    pub adopted: Vec<TwinId>,
-    /// Forks stopped here, to be adopted by their new owner: they live in no
-    /// store, so their state travels with them.
-    pub forks: Vec<(TwinRecord, Clock, SimState)>,
-}
-
-/// Local only: never sent between nodes.
-impl ractor::Message for HostMsg {}
-
 /// Local only: never sent between nodes.
 impl ractor::Message for TwinMsg {}
+
+/// Calls an actor (a twin, a gym batch, the host) with a timeout, turning
+/// every way it can fail into a `TwinError` about `id` a person can read.
+pub(crate) async fn call_actor<M: ractor::Message, T: Send + 'static>(
+    actor: &ActorRef<M>,
+    id: impl std::fmt::Display,
+    what: &'static str,
+    timeout: Duration,
+    build: impl FnOnce(Reply<T>) -> M,
+) -> Result<T, TwinError> {
+    match actor.call(build, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        Ok(ractor::rpc::CallResult::Timeout) => Err(TwinError::Timeout {
+            id: id.to_string(),
+            what,
+            timeout_ms: timeout.as_millis() as u64,
+        }),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+            Err(TwinError::Unavailable(id.to_string()))
+        }
+    }
+}

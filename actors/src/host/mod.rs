@@ -4,11 +4,15 @@
 //! running twins by id (the shape of Akka's ShardRegion, so the cluster layer can
 //! route to a host on another node without registering every twin cluster-wide).
 
+mod messages;
+
+pub use messages::{HostMsg, Rebalanced};
+
 use crate::checkpoints::Checkpoints;
 use crate::definition::{DEFAULT_ORGANIZATION, Name, TwinDefinition};
 use crate::direct::RouteCache;
 use crate::error::TwinError;
-use crate::protocol::{ForkOptions, HostMsg, Reply, Scope, StartOptions, TwinMsg, TwinRef};
+use crate::protocol::{ForkOptions, Reply, Scope, StartOptions, TwinMsg, TwinRef, call_actor};
 use crate::record::{Clock, Lifecycle, TwinId, TwinRecord};
 use crate::remote::Placement;
 use crate::scenes::{SceneFetcher, SceneLoader, SceneReader};
@@ -223,7 +227,7 @@ impl HostState {
         let gyms = self.gym.list(scope).into_iter().filter_map(|info| {
             let (actor, _) = self.gym.envs.get(&info.id)?;
             let messages = self.gym.messages.get(&info.id).map_or(0, |m| m.get());
-            Some(ActorNode::gym(&info, actor.get_id(), messages))
+            Some(info.tree_node(actor.get_id(), messages))
         });
         ActorNode::node(&self.config.node_id, twins.collect(), gyms.collect())
     }
@@ -629,8 +633,8 @@ impl HostState {
         &mut self,
         myself: &ActorRef<HostMsg>,
         max_moves: usize,
-    ) -> Result<crate::protocol::Rebalanced, TwinError> {
-        let mut done = crate::protocol::Rebalanced::default();
+    ) -> Result<Rebalanced, TwinError> {
+        let mut done = Rebalanced::default();
         let Some(placement) = self.placement.clone() else {
             return Ok(done);
         };
@@ -1120,9 +1124,15 @@ impl HostState {
                 let host = myself.clone();
                 tokio::spawn(async move {
                     let result = match setting.prepare(request, owner, &scope, twin).await {
-                        Ok(build) => build.spawn(host).await,
+                        Ok(build) => build.spawn(host.get_cell()).await,
                         Err(e) => Err(e),
                     };
+                    let result = result.and_then(|started| {
+                        let info = started.info.clone();
+                        host.send_message(HostMsg::GymStarted(started))
+                            .map(|()| info)
+                            .map_err(|_| TwinError::Unavailable("the twin host".into()))
+                    });
                     let _ = reply.send(result);
                 });
             }
@@ -1142,11 +1152,11 @@ impl HostState {
                 }
                 let _ = reply.send(result);
             }
-            HostMsg::GymStarted {
+            HostMsg::GymStarted(crate::gym::GymStarted {
                 actor,
                 info,
                 messages,
-            } => {
+            }) => {
                 let (id, task) = (info.id.clone(), info.task.clone());
                 self.gym.by_actor.insert(actor.get_id(), id.clone());
                 self.gym.messages.insert(id.clone(), messages);
@@ -1392,28 +1402,6 @@ async fn newest_checkpoint(
     match stored.get(id).await.map_err(storage)? {
         Some(bytes) => Ok(Some(Arc::new(SimState::from_bytes(&bytes)?))),
         None => Ok(None),
-    }
-}
-
-/// Calls an actor (a twin, a gym batch, the host) with a timeout, turning
-/// every way it can fail into a `TwinError` about `id` a person can read.
-pub(crate) async fn call_actor<M: ractor::Message, T: Send + 'static>(
-    actor: &ActorRef<M>,
-    id: impl std::fmt::Display,
-    what: &'static str,
-    timeout: Duration,
-    build: impl FnOnce(Reply<T>) -> M,
-) -> Result<T, TwinError> {
-    match actor.call(build, Some(timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(result)) => result,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(TwinError::Timeout {
-            id: id.to_string(),
-            what,
-            timeout_ms: timeout.as_millis() as u64,
-        }),
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
-            Err(TwinError::Unavailable(id.to_string()))
-        }
     }
 }
 
