@@ -5,6 +5,7 @@
 //! through [`TwinNode`] with typed messages; the HTTP API uses the same handle.
 
 pub mod checkpoints;
+pub mod children;
 pub mod client;
 pub mod compare;
 pub mod definition;
@@ -18,6 +19,7 @@ pub mod record;
 pub mod remote;
 pub mod scenes;
 pub mod store;
+pub mod sync;
 pub mod twin;
 
 pub use client::TwinNode;

@@ -6,8 +6,10 @@ use crate::error::TwinError;
 use crate::record::{Clock, TwinId, TwinRecord};
 use hanzo_twin_engines::recording::Recording;
 use hanzo_twin_engines::{JointCommand, Observation, SceneModel, SimState};
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::{ActorCell, ActorId, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +55,140 @@ pub struct TwinSnapshot {
     pub engine: hanzo_twin_engines::EngineKind,
     pub clock: Clock,
     pub observation: Observation,
+}
+
+/// A twin's children: the actors it supervises ([`crate::children`] keeps
+/// their restart state).
+pub type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorCell, String>> + Send>>;
+
+/// What a child needs from its twin when it is (re)spawned.
+#[derive(Clone)]
+pub struct ChildContext {
+    pub twin: ActorRef<TwinMsg>,
+    /// Link the child's actor to this cell (the twin's).
+    pub supervisor: ActorCell,
+    /// Bumped by the child for every message it handles.
+    pub messages: crate::inspector::MessageCount,
+}
+
+/// How to spawn one child. A twin keeps the spec and spawns from it again on
+/// every restart, so whatever must outlive a restart (counters, buffers) is
+/// held by the spec, not by the child's actor.
+pub trait ChildSpec: Send + Sync + 'static {
+    /// Unique among the twin's children, e.g. `sync:0:mqtt`.
+    fn name(&self) -> &str;
+    /// `sync`, `publish`, `render`.
+    fn kind(&self) -> &'static str;
+    fn spawn(&self, context: ChildContext) -> SpawnFuture;
+}
+
+/// A child as the supervision tree shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub actor_id: Option<ActorId>,
+    /// `running`, `restarting`, `failed` or `stopped`.
+    pub status: &'static str,
+    pub restarts: u32,
+    pub messages: u64,
+    pub last_error: Option<String>,
+}
+
+impl ChildReport {
+    pub fn tree_node(&self) -> crate::inspector::ActorNode {
+        crate::inspector::ActorNode {
+            actor_id: self.actor_id.map(|id| id.to_string()),
+            name: self.name.clone(),
+            kind: self.kind.to_string(),
+            status: self.status.to_string(),
+            target: self.last_error.clone(),
+            restarts: self.restarts,
+            messages: self.messages,
+            children: Vec::new(),
+        }
+    }
+}
+
+/// A measured or commanded value of a synced attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SyncValue {
+    Scalar(f64),
+    Vector([f64; 3]),
+    Pose {
+        position: [f64; 3],
+        orientation: [f64; 4],
+    },
+}
+
+/// `GET /v1/twins/{id}/sync/status`: how a twin follows its counterpart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub mode: crate::definition::SyncMode,
+    pub sources: Vec<SourceStatus>,
+    /// The latest reading of every measured attribute, with what the twin
+    /// predicts for it now.
+    pub readings: Vec<ReadingStatus>,
+    pub buffer: BufferStatus,
+}
+
+/// One source's connection and traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    pub name: String,
+    /// `mqtt`.
+    pub kind: String,
+    /// The broker, without credentials.
+    pub endpoint: String,
+    pub topic: String,
+    /// `connecting`, `connected`, `disconnected` or `refused` (the broker
+    /// turned the credentials or certificate down).
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected_since: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_message_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Messages received.
+    pub messages: u64,
+    /// Messages over the last 10 seconds, per second.
+    pub messages_per_s: f64,
+    /// Readings taken from them.
+    pub readings: u64,
+    /// Messages whose payload did not parse.
+    pub unparsed: u64,
+    /// Messages no mapping names, or that name what the scene lacks.
+    pub unmapped: u64,
+    pub reconnects: u64,
+}
+
+/// The latest reading of one attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadingStatus {
+    pub target: String,
+    pub source: String,
+    pub value: SyncValue,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// What the twin's simulation holds for it now, where it models it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<SyncValue>,
+    /// Distance between reading and prediction (metres, radians, or the
+    /// attribute's unit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<f64>,
+}
+
+/// Readings waiting for the twin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BufferStatus {
+    pub capacity: usize,
+    pub queued: usize,
+    /// Dropped, oldest first, because the buffer was full.
+    pub dropped: u64,
+    /// Taken later than the latency budget after they arrived.
+    pub late: u64,
 }
 
 /// Faults an operator can inject into a twin to exercise supervision (chaos
@@ -119,6 +255,27 @@ pub enum TwinMsg {
     },
     /// Internal: a checkpoint deferred by the wall-clock floor is due.
     CheckpointDue,
+    /// Internal: a failed child's backoff has passed ([`crate::children`]).
+    RestartChild {
+        index: usize,
+        generation: u64,
+    },
+    /// From the host: the twin's sync block changed; its sources stop and
+    /// the new ones start.
+    SetSync {
+        sync: crate::definition::SyncSpec,
+        reply: Reply<()>,
+    },
+    /// Internal: a source queued readings ([`crate::sync`]).
+    SyncReadings,
+    /// How the twin follows its physical counterpart.
+    SyncStatus {
+        reply: Reply<SyncStatus>,
+    },
+    /// The twin's children and how they fare.
+    Children {
+        reply: Reply<Vec<ChildReport>>,
+    },
 }
 
 impl TwinMsg {
@@ -137,7 +294,14 @@ impl TwinMsg {
             TwinMsg::InjectFault { reply, .. } => drop(reply.send(Err(err))),
             TwinMsg::Recording { reply } => drop(reply.send(Err(err))),
             TwinMsg::Snapshot { reply } => drop(reply.send(Err(err))),
-            TwinMsg::Tick { .. } | TwinMsg::CheckpointDue | TwinMsg::Renamed { .. } => {}
+            TwinMsg::SetSync { reply, .. } => drop(reply.send(Err(err))),
+            TwinMsg::SyncStatus { reply } => drop(reply.send(Err(err))),
+            TwinMsg::Children { reply } => drop(reply.send(Err(err))),
+            TwinMsg::Tick { .. }
+            | TwinMsg::CheckpointDue
+            | TwinMsg::Renamed { .. }
+            | TwinMsg::RestartChild { .. }
+            | TwinMsg::SyncReadings => {}
         }
     }
 }

@@ -1,12 +1,13 @@
 //! The twin actor: owns one engine simulation and its clock.
 
 use crate::checkpoints::Checkpoints;
+use crate::children::{ChildBoard, ChildEvent, Children, Followup};
 use crate::error::TwinError;
 use crate::protocol::{Fault, StepReport, TwinMsg, TwinRuntimeInfo, TwinSnapshot};
 use crate::record::{Clock, TwinId};
 use hanzo_twin_engines::recording::{RecordedFrame, Recording};
 use hanzo_twin_engines::{Engine, EngineConfig, EngineError, SceneModel, SimState, Simulation};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,13 @@ pub struct TwinArgs {
     pub checkpoints: Checkpoints,
     /// Counts the messages this actor handles, for the supervision tree.
     pub messages: crate::inspector::MessageCount,
+    /// How the twin follows its counterpart; its sources are the children
+    /// it supervises, spawned once it has started. Forks are standalone.
+    pub sync: crate::definition::SyncSpec,
+    /// Where the twin shows its children to the host's tree.
+    pub child_board: ChildBoard,
+    /// Watchers of the supervision tree, told when a child starts or fails.
+    pub tree_events: Option<tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>>,
 }
 
 pub struct TwinActor;
@@ -88,6 +96,10 @@ pub struct TwinState {
     record_bodies: Vec<String>,
     frames: VecDeque<RecordedFrame>,
     checkpoints: Checkpoints,
+    organization: String,
+    sync: crate::sync::TwinSync,
+    children: Children,
+    tree_events: Option<tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>>,
     _active: ActiveGauge,
 }
 
@@ -110,6 +122,39 @@ impl Drop for ActiveGauge {
 }
 
 impl TwinState {
+    /// Tells the tree's watchers about the twin's children, and schedules
+    /// the restarts the restart policy asks for.
+    fn children_changed(
+        &self,
+        myself: &ActorRef<TwinMsg>,
+        events: Vec<ChildEvent>,
+        followups: Vec<Followup>,
+    ) {
+        if let Some(sender) = &self.tree_events {
+            for event in events {
+                // Nobody watching is fine.
+                let _ = sender.send(crate::inspector::TreeEvent {
+                    at: chrono::Utc::now(),
+                    organization: self.organization.clone(),
+                    name: format!("{}/{}", self.name, event.name),
+                    kind: event.kind.to_string(),
+                    event: event.event.to_string(),
+                    detail: event.detail,
+                });
+            }
+        }
+        for followup in followups {
+            if let Followup::RestartAfter {
+                delay,
+                index,
+                generation,
+            } = followup
+            {
+                myself.send_after(delay, move || TwinMsg::RestartChild { index, generation });
+            }
+        }
+    }
+
     fn step_once(&mut self) -> Result<(), TwinError> {
         let t0 = Instant::now();
         let result = self.sim.step();
@@ -320,7 +365,12 @@ impl Actor for TwinActor {
         }
         metrics::counter!("hanzo_twin_simulations_total", "engine" => engine_label.clone(), "org" => args.organization.clone())
             .increment(1);
+        let (sync, children) = crate::sync::TwinSync::start(&args.sync, &args.id.to_string());
         let mut state = TwinState {
+            organization: args.organization.clone(),
+            sync,
+            children: Children::new(children, args.child_board),
+            tree_events: args.tree_events,
             messages: args.messages.clone(),
             id: args.id,
             name: args.name,
@@ -360,13 +410,52 @@ impl Actor for TwinActor {
         Ok(state)
     }
 
+    async fn post_start(
+        &self,
+        myself: ActorRef<TwinMsg>,
+        state: &mut TwinState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Children start once the twin runs, so a slow source never holds up
+        // the twin's start (a source connects on its own time).
+        let (events, followups) = state.children.start_all(&myself).await;
+        state.children_changed(&myself, events, followups);
+        Ok(())
+    }
+
     async fn post_stop(
         &self,
-        _myself: ActorRef<TwinMsg>,
+        myself: ActorRef<TwinMsg>,
         state: &mut TwinState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(t) = state.ticker.take() {
             t.abort();
+        }
+        let events = state.children.stop_all();
+        state.children_changed(&myself, events, Vec::new());
+        Ok(())
+    }
+
+    /// Only the twin's children report here (the host supervises the twin).
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<TwinMsg>,
+        event: SupervisionEvent,
+        state: &mut TwinState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                if let Some((event, followup)) =
+                    state.children.failed(&cell.get_id(), error.to_string())
+                {
+                    state.children_changed(&myself, vec![event], vec![followup]);
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(event) = state.children.ended(&cell.get_id(), reason) {
+                    state.children_changed(&myself, vec![event], Vec::new());
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -402,6 +491,27 @@ impl Actor for TwinActor {
                 fail_if_engine_failed(result)?;
             }
             TwinMsg::Renamed { name } => state.name = name,
+            TwinMsg::RestartChild { index, generation } => {
+                if let Some((event, followup)) =
+                    state.children.restart(index, generation, &myself).await
+                {
+                    state.children_changed(&myself, event.into_iter().collect(), vec![followup]);
+                }
+            }
+            TwinMsg::SetSync { sync, reply } => {
+                let (sync, children) = crate::sync::TwinSync::start(&sync, &state.twin_label);
+                state.sync = sync;
+                let (events, followups) = state.children.replace(children, &myself).await;
+                state.children_changed(&myself, events, followups);
+                let _ = reply.send(Ok(()));
+            }
+            TwinMsg::SyncReadings => state.sync.take(state.sim.as_mut()),
+            TwinMsg::SyncStatus { reply } => {
+                let _ = reply.send(Ok(state.sync.status(state.sim.as_ref())));
+            }
+            TwinMsg::Children { reply } => {
+                let _ = reply.send(Ok(state.children.reports()));
+            }
             TwinMsg::CheckpointDue => {
                 state.checkpoint_scheduled = false;
                 if state.steps_since_checkpoint > 0 {

@@ -104,6 +104,8 @@ struct Running {
     clock: Clock,
     /// When this twin crashed recently, for the restart-intensity limit.
     crashes: VecDeque<Instant>,
+    /// The twin's children, as the tree draws them.
+    children: crate::children::ChildBoard,
 }
 
 pub struct HostState {
@@ -222,7 +224,17 @@ impl HostState {
         use crate::inspector::ActorNode;
         let twins = self.records.values().filter(|r| scope.admits(r)).map(|r| {
             let running = self.running.get(&r.id);
-            ActorNode::twin(r, running.map(|x| (x.actor.get_id(), x.messages.get())))
+            let mut node =
+                ActorNode::twin(r, running.map(|x| (x.actor.get_id(), x.messages.get())));
+            if let Some(running) = running {
+                node.children = running
+                    .children
+                    .reports()
+                    .iter()
+                    .map(|c| c.tree_node())
+                    .collect();
+            }
+            node
         });
         let gyms = self.gym.list(scope).into_iter().filter_map(|info| {
             let (actor, _) = self.gym.envs.get(&info.id)?;
@@ -273,8 +285,17 @@ impl HostState {
             checkpoints: self.checkpoints.clone(),
             checkpoint_min_interval: self.config.checkpoint_min_interval,
             messages: crate::inspector::MessageCount::default(),
+            // A fork is standalone: it never follows the parent's sources.
+            sync: if record.ephemeral {
+                crate::definition::SyncSpec::default()
+            } else {
+                definition.sync.clone()
+            },
+            child_board: crate::children::ChildBoard::default(),
+            tree_events: Some(self.tree_events.clone()),
         };
         let messages = args.messages.clone();
+        let children = args.child_board.clone();
         let (actor, _handle) =
             Actor::spawn_linked(Some(format!("twin:{id}")), TwinActor, args, myself.get_cell())
                 .await
@@ -299,6 +320,7 @@ impl HostState {
                 scene,
                 clock,
                 crashes,
+                children,
             },
         );
         self.tree_event(&record, "started", None);
@@ -813,9 +835,22 @@ impl HostState {
             self.scenes.check_runnable(&definition).await?;
         }
         let renamed = definition.name != record.definition.name;
+        let resynced = definition.sync != record.definition.sync;
         let mut record = record;
         record.definition = definition;
         let record = self.save(record).await?;
+        if resynced
+            && !record.ephemeral
+            && let Some(running) = self.running.get(&id)
+        {
+            // The twin swaps its sources in its own loop; a failure to reach
+            // it is a crash the host restarts with the new definition.
+            let sync = record.definition.sync.clone();
+            let _ = running.actor.cast(TwinMsg::SetSync {
+                sync,
+                reply: ractor::concurrency::oneshot().0.into(),
+            });
+        }
         if renamed {
             // Callers that named the twin by its old name must resolve again.
             self.routes.invalidate();

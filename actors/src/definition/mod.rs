@@ -383,47 +383,11 @@ pub enum AutoToken {
     Auto,
 }
 
-/// How a twin relates to its physical counterpart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncSpec {
-    #[serde(default)]
-    pub mode: SyncMode,
-}
+mod sync;
 
-impl Default for SyncSpec {
-    fn default() -> Self {
-        SyncSpec {
-            mode: SyncMode::Standalone,
-        }
-    }
-}
-
-/// Only `standalone` runs on this node: the twin simulates on its own clock and
-/// takes commands through the API. Modes that follow a physical system need sync
-/// sources, which this node cannot connect; asking for one is an error rather
-/// than a twin that silently never syncs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    #[default]
-    Standalone,
-}
-
-impl<'de> Deserialize<'de> for SyncMode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "standalone" => Ok(SyncMode::Standalone),
-            "realtime" | "batch" | "replay" => Err(serde::de::Error::custom(format!(
-                "sync mode `{s}` needs sync sources, which this node cannot connect; use `standalone`"
-            ))),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown sync mode `{other}`, expected one of standalone, realtime, batch, replay"
-            ))),
-        }
-    }
-}
+pub use sync::{
+    BrokerAddress, MqttSourceSpec, PayloadFormat, SourceSpec, SyncMode, SyncSpec, Target, TlsFiles,
+};
 
 /// The spec's domain randomization block; RL environments sample it per episode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -690,8 +654,10 @@ tags: [robot, cell-1]
     #[test]
     fn sync_modes_that_need_sources_are_refused_clearly() {
         let e = yaml_err(&format!("{GOOD}sync:\n  mode: realtime\n"));
+        assert_eq!(e.field, "sync");
+        assert!(e.message.contains("at least one entry in sources"), "{e}");
+        let e = yaml_err(&format!("{GOOD}sync:\n  mode: batch\n"));
         assert_eq!(e.field, "sync.mode");
-        assert!(e.message.contains("standalone"));
     }
 
     #[test]

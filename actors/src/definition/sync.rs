@@ -1,0 +1,534 @@
+//! The `sync` block of a twin definition (the spec's Twin Schema and its Sync
+//! Configuration), validated while it is parsed.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// How a twin relates to its physical counterpart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawSyncSpec")]
+pub struct SyncSpec {
+    pub mode: SyncMode,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceSpec>,
+    /// Readings waiting for the twin, across its sources; past it the oldest
+    /// are dropped and counted.
+    pub buffer_size: usize,
+    /// Waits between reconnection attempts; the last repeats.
+    pub reconnect_backoff_ms: Vec<u64>,
+    /// A reading older than this when the twin takes it counts as late.
+    pub latency_budget_ms: u64,
+}
+
+pub const DEFAULT_BUFFER_SIZE: usize = 100;
+pub const MAX_BUFFER_SIZE: usize = 1_000_000;
+pub const DEFAULT_BACKOFF_MS: [u64; 4] = [100, 500, 2000, 10000];
+pub const DEFAULT_LATENCY_BUDGET_MS: u64 = 50;
+
+impl Default for SyncSpec {
+    fn default() -> Self {
+        SyncSpec {
+            mode: SyncMode::Standalone,
+            sources: Vec::new(),
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            reconnect_backoff_ms: DEFAULT_BACKOFF_MS.to_vec(),
+            latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSyncSpec {
+    #[serde(default)]
+    mode: SyncMode,
+    #[serde(default)]
+    sources: Vec<SourceSpec>,
+    #[serde(default)]
+    buffer_size: Option<usize>,
+    #[serde(default)]
+    reconnect_backoff_ms: Option<Vec<u64>>,
+    #[serde(default)]
+    latency_budget_ms: Option<u64>,
+}
+
+impl TryFrom<RawSyncSpec> for SyncSpec {
+    type Error = String;
+
+    fn try_from(raw: RawSyncSpec) -> Result<Self, String> {
+        let buffer_size = raw.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE);
+        if !(1..=MAX_BUFFER_SIZE).contains(&buffer_size) {
+            return Err(format!(
+                "buffer_size must be between 1 and {MAX_BUFFER_SIZE}, got {buffer_size}"
+            ));
+        }
+        let backoff = raw
+            .reconnect_backoff_ms
+            .unwrap_or_else(|| DEFAULT_BACKOFF_MS.to_vec());
+        if backoff.is_empty() || backoff.iter().any(|ms| !(1..=600_000).contains(ms)) {
+            return Err(format!(
+                "reconnect_backoff_ms must list 1 or more waits of 1 to 600000 ms, got {backoff:?}"
+            ));
+        }
+        let latency_budget_ms = raw.latency_budget_ms.unwrap_or(DEFAULT_LATENCY_BUDGET_MS);
+        if !(1..=3_600_000).contains(&latency_budget_ms) {
+            return Err(format!(
+                "latency_budget_ms must be between 1 and 3600000, got {latency_budget_ms}"
+            ));
+        }
+        match (raw.mode, raw.sources.is_empty()) {
+            (SyncMode::Realtime, true) => {
+                return Err("mode `realtime` needs at least one entry in sources".into());
+            }
+            (SyncMode::Standalone, false) => {
+                return Err(
+                    "mode `standalone` takes no sources; use mode `realtime` to follow them".into(),
+                );
+            }
+            _ => {}
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, source) in raw.sources.iter().enumerate() {
+            if !names.insert(source.name(i)) {
+                return Err(format!(
+                    "sources[{i}]: the name `{}` is used by another source",
+                    source.name(i)
+                ));
+            }
+        }
+        Ok(SyncSpec {
+            mode: raw.mode,
+            sources: raw.sources,
+            buffer_size,
+            reconnect_backoff_ms: backoff,
+            latency_budget_ms,
+        })
+    }
+}
+
+/// `standalone` simulates on its own; `realtime` follows its sources as their
+/// readings arrive. The spec's `batch` and `replay` are refused by name
+/// rather than accepted and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    #[default]
+    Standalone,
+    Realtime,
+}
+
+impl<'de> Deserialize<'de> for SyncMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "standalone" => Ok(SyncMode::Standalone),
+            "realtime" => Ok(SyncMode::Realtime),
+            "batch" | "replay" => Err(serde::de::Error::custom(format!(
+                "sync mode `{s}` is not available on this node yet; use `realtime` or `standalone`"
+            ))),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown sync mode `{other}`, expected one of standalone, realtime, batch, replay"
+            ))),
+        }
+    }
+}
+
+/// One physical data source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceSpec {
+    Mqtt(MqttSourceSpec),
+}
+
+impl SourceSpec {
+    /// The source's name, `<type>-<index>` unless it names itself.
+    pub fn name(&self, index: usize) -> String {
+        match self {
+            SourceSpec::Mqtt(m) => m.name.clone().unwrap_or_else(|| format!("mqtt-{index}")),
+        }
+    }
+}
+
+/// An MQTT subscription (MQTT 3.1.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawMqtt")]
+pub struct MqttSourceSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `mqtts://host[:port]` (TLS, port 8883 by default) or
+    /// `mqtt://host[:port]` (port 1883; only to a broker on this host).
+    pub broker: String,
+    /// A topic filter, `+` and `#` wildcards allowed.
+    pub topic: String,
+    pub qos: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The password is never in the definition: it is read from this
+    /// environment variable of the node, or from this file on the node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+    pub payload: PayloadFormat,
+    /// Sensor key (the topic, or its part after the filter's fixed prefix)
+    /// to the USD attribute it measures or drives.
+    pub mapping: BTreeMap<String, Target>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    #[serde(default)]
+    name: Option<String>,
+    broker: String,
+    topic: String,
+    #[serde(default)]
+    qos: Option<u8>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    tls: Option<TlsFiles>,
+    #[serde(default)]
+    payload: PayloadFormat,
+    mapping: BTreeMap<String, Target>,
+}
+
+/// Where a broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl MqttSourceSpec {
+    /// The broker's address (checked when parsed).
+    pub fn address(&self) -> BrokerAddress {
+        parse_broker(&self.broker).unwrap_or(BrokerAddress {
+            tls: true,
+            host: String::new(),
+            port: 0,
+        })
+    }
+}
+
+fn parse_broker(url: &str) -> Result<BrokerAddress, String> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("mqtt://") {
+        (false, rest)
+    } else {
+        return Err(format!(
+            "broker `{url}` must start with mqtts:// (TLS) or mqtt://"
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("broker `{url}`: `{p}` is not a port"))?;
+            (h, port)
+        }
+        _ => (rest, if tls { 8883 } else { 1883 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+        return Err(format!("broker `{url}` names no host"));
+    }
+    Ok(BrokerAddress {
+        tls,
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Plain-text MQTT is for a broker on this very host (a local bridge);
+/// anything that crosses a network uses TLS, as the spec's "Sync Channel
+/// Security" requires.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_topic_filter(topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 65535 {
+        return Err("topic must be 1 to 65535 bytes".into());
+    }
+    let levels: Vec<&str> = topic.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err(format!(
+                "topic `{topic}`: `#` must be a whole level and the last one"
+            ));
+        }
+        if level.contains('+') && *level != "+" {
+            return Err(format!("topic `{topic}`: `+` must be a whole level"));
+        }
+    }
+    Ok(())
+}
+
+impl TryFrom<RawMqtt> for MqttSourceSpec {
+    type Error = String;
+
+    fn try_from(raw: RawMqtt) -> Result<Self, String> {
+        let address = parse_broker(&raw.broker)?;
+        check_topic_filter(&raw.topic)?;
+        let qos = raw.qos.unwrap_or(1);
+        if qos > 2 {
+            return Err(format!("qos must be 0, 1 or 2, got {qos}"));
+        }
+        let name_ok = |name: &str| {
+            (1..=63).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        };
+        if let Some(name) = &raw.name
+            && !name_ok(name)
+        {
+            return Err(format!(
+                "source name `{name}`: use 1-63 letters, digits, `.`, `_` or `-`"
+            ));
+        }
+        if address.tls {
+            match &raw.tls {
+                Some(TlsFiles {
+                    cert_file: Some(_),
+                    key_file: Some(_),
+                    ..
+                }) => {}
+                _ => {
+                    return Err(format!(
+                        "broker `{}` uses TLS: tls.cert_file and tls.key_file (the client certificate the spec requires) must be set",
+                        raw.broker
+                    ));
+                }
+            }
+        } else {
+            if !is_loopback(&address.host) {
+                return Err(format!(
+                    "broker `{}`: plain mqtt:// is allowed only to a broker on this host; use mqtts:// with a client certificate",
+                    raw.broker
+                ));
+            }
+            if raw.tls.is_some() {
+                return Err(format!(
+                    "broker `{}` is plain mqtt://, so tls does not apply; use mqtts://",
+                    raw.broker
+                ));
+            }
+        }
+        if raw.password_env.is_some() && raw.password_file.is_some() {
+            return Err("set one of password_env and password_file, not both".into());
+        }
+        if (raw.password_env.is_some() || raw.password_file.is_some()) && raw.username.is_none() {
+            return Err("a password needs a username".into());
+        }
+        if raw.mapping.is_empty() {
+            return Err("mapping must map at least one sensor to a USD attribute".into());
+        }
+        Ok(MqttSourceSpec {
+            name: raw.name,
+            broker: raw.broker,
+            topic: raw.topic,
+            qos,
+            client_id: raw.client_id,
+            username: raw.username,
+            password_env: raw.password_env,
+            password_file: raw.password_file,
+            tls: raw.tls,
+            payload: raw.payload,
+            mapping: raw.mapping,
+        })
+    }
+}
+
+/// Certificate files on the node, in PEM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The CA that signed the broker's certificate; the system's roots are
+    /// not consulted.
+    pub ca_file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// How a message's payload is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// JSON: a number, `{"value": n}`, `{"position": [x,y,z], "orientation":
+    /// [x,y,z,w]}` for a pose, or `{"name": [...], "position": [...],
+    /// "velocity": [...]}` (a JointState) for a prim's joints.
+    #[default]
+    Json,
+    /// The payload is a number in text.
+    Number,
+}
+
+/// A USD attribute a sensor measures or drives: `<prim path>.<attribute>`,
+/// or a bare prim path for a JointState of the joints under it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub struct Target {
+    pub prim: String,
+    pub attribute: Option<String>,
+}
+
+impl From<Target> for String {
+    fn from(t: Target) -> String {
+        t.to_string()
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.attribute {
+            Some(a) => write!(f, "{}.{a}", self.prim),
+            None => f.write_str(&self.prim),
+        }
+    }
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Target, String> {
+        let bad = || {
+            format!(
+                "`{s}` is not a USD attribute: write /Prim/Path.attribute (or a bare /Prim/Path for a JointState)"
+            )
+        };
+        if !s.starts_with('/') || s.len() > 1024 {
+            return Err(bad());
+        }
+        let last_slash = s.rfind('/').unwrap_or(0);
+        let (prim, attribute) = match s[last_slash..].find('.') {
+            Some(dot) => {
+                let at = last_slash + dot;
+                (&s[..at], Some(&s[at + 1..]))
+            }
+            None => (s, None),
+        };
+        let prim_ok = prim.len() > 1
+            && prim[1..].split('/').all(|seg| {
+                !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        let attribute_ok = attribute.is_none_or(|a| {
+            !a.is_empty()
+                && a.split(':').all(|part| {
+                    !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
+        });
+        if !prim_ok || !attribute_ok {
+            return Err(bad());
+        }
+        Ok(Target {
+            prim: prim.to_string(),
+            attribute: attribute.map(str::to_string),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Target::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync(yaml: &str) -> Result<SyncSpec, String> {
+        serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_spec_s_mqtt_source_parses_with_its_wildcard_and_mapping() {
+        let s = sync(
+            "mode: realtime\nsources:\n  - type: mqtt\n    broker: \"mqtts://iot.hanzo.svc\"\n    topic: \"warehouse/east/sensors/#\"\n    tls: {ca_file: ca.pem, cert_file: c.pem, key_file: k.pem}\n    mapping:\n      \"sensor/temp_01\": \"/World/TempSensor_01.temperature\"\n      \"sensor/cam_01\": \"/World/Camera_01.rgb\"\n",
+        )
+        .expect("valid");
+        let SourceSpec::Mqtt(m) = &s.sources[0];
+        assert_eq!(
+            m.address(),
+            BrokerAddress {
+                tls: true,
+                host: "iot.hanzo.svc".into(),
+                port: 8883
+            }
+        );
+        assert_eq!(m.qos, 1);
+        let t = &m.mapping["sensor/temp_01"];
+        assert_eq!(t.prim, "/World/TempSensor_01");
+        assert_eq!(t.attribute.as_deref(), Some("temperature"));
+        assert_eq!(s.buffer_size, DEFAULT_BUFFER_SIZE);
+        assert_eq!(s.reconnect_backoff_ms, DEFAULT_BACKOFF_MS.to_vec());
+    }
+
+    #[test]
+    fn insecure_or_malformed_sources_are_refused_with_the_reason() {
+        let base = "mode: realtime\nsources:\n  - type: mqtt\n    topic: a/#\n    mapping: {x: /World/A.temperature}\n";
+        let plain_remote = sync(&format!("{base}    broker: mqtt://iot.example.com\n"))
+            .expect_err("plain mqtt to another host");
+        assert!(
+            plain_remote.contains("only to a broker on this host"),
+            "{plain_remote}"
+        );
+        let tls_without_cert = sync(&format!(
+            "{base}    broker: mqtts://iot.example.com\n    tls: {{ca_file: ca.pem}}\n"
+        ))
+        .expect_err("no client certificate");
+        assert!(
+            tls_without_cert.contains("client certificate"),
+            "{tls_without_cert}"
+        );
+        let bad_filter = sync(
+            "mode: realtime\nsources:\n  - type: mqtt\n    broker: mqtt://127.0.0.1\n    topic: a/#/b\n    mapping: {x: /World/A.t}\n",
+        )
+        .expect_err("# in the middle");
+        assert!(bad_filter.contains("last one"), "{bad_filter}");
+        let bad_target = sync(
+            "mode: realtime\nsources:\n  - type: mqtt\n    broker: mqtt://127.0.0.1\n    topic: a\n    mapping: {x: World.t}\n",
+        )
+        .expect_err("relative path");
+        assert!(bad_target.contains("not a USD attribute"), "{bad_target}");
+        let no_sources = sync("mode: realtime\n").expect_err("realtime without sources");
+        assert!(no_sources.contains("at least one"), "{no_sources}");
+        assert!(
+            sync("mode: batch\n")
+                .expect_err("batch")
+                .contains("not available")
+        );
+    }
+
+    #[test]
+    fn targets_split_at_the_last_prim_s_attribute() {
+        let t = Target::parse("/World/Robot_01/end_effector.xformOp:translate").expect("valid");
+        assert_eq!(t.prim, "/World/Robot_01/end_effector");
+        assert_eq!(t.attribute.as_deref(), Some("xformOp:translate"));
+        let joints = Target::parse("/World/Robot_01/joints").expect("valid");
+        assert_eq!(joints.attribute, None);
+        assert_eq!(joints.to_string(), "/World/Robot_01/joints");
+    }
+}

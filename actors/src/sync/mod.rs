@@ -1,0 +1,330 @@
+//! Live sync: a twin following its physical counterpart.
+//!
+//! Each source in the definition's `sync.sources` is a child actor of its
+//! twin ([`crate::children`]): it connects, reads messages, maps them to USD
+//! attributes, and queues the readings in the twin's bounded [`Inbox`]. The
+//! twin takes them in its own loop ([`TwinSync::take`]): commands (a joint's
+//! `target_position`, `target_velocity` or `effort`) drive the simulation;
+//! measurements are kept, newest per attribute, beside what the simulation
+//! predicts for them.
+
+pub mod mqtt;
+pub mod readings;
+
+use crate::definition::{SourceSpec, SyncMode, SyncSpec, Target};
+use crate::protocol::{
+    BufferStatus, ChildSpec, ReadingStatus, SourceStatus, SyncStatus, SyncValue,
+};
+use chrono::{DateTime, Utc};
+use hanzo_twin_engines::{JointCommand, Observation, Simulation};
+use readings::{Inbox, Reading};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One source's counters and connection state, shared by the source's actor
+/// (which writes it, across its restarts) and its twin (which reports it).
+pub struct SourceStats {
+    status: Mutex<(SourceStatus, RateWindow)>,
+}
+
+/// Messages per second over the last [`RATE_WINDOW_S`] seconds.
+const RATE_WINDOW_S: u64 = 10;
+
+#[derive(Default)]
+struct RateWindow {
+    /// (second since start, messages in it)
+    buckets: VecDeque<(u64, u64)>,
+    origin: Option<Instant>,
+}
+
+impl RateWindow {
+    fn now_s(&mut self) -> u64 {
+        self.origin
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+            .as_secs()
+    }
+
+    fn count(&mut self) {
+        let now = self.now_s();
+        match self.buckets.back_mut() {
+            Some((s, n)) if *s == now => *n += 1,
+            _ => self.buckets.push_back((now, 1)),
+        }
+        self.trim(now);
+    }
+
+    fn trim(&mut self, now: u64) {
+        while self
+            .buckets
+            .front()
+            .is_some_and(|(s, _)| *s + RATE_WINDOW_S <= now)
+        {
+            self.buckets.pop_front();
+        }
+    }
+
+    fn rate(&mut self) -> f64 {
+        let now = self.now_s();
+        self.trim(now);
+        let total: u64 = self.buckets.iter().map(|(_, n)| n).sum();
+        // A source younger than the window is averaged over its own age.
+        let span = (now + 1).min(RATE_WINDOW_S);
+        total as f64 / span as f64
+    }
+}
+
+impl SourceStats {
+    pub fn new(name: String, kind: &str, endpoint: String, topic: String) -> SourceStats {
+        SourceStats {
+            status: Mutex::new((
+                SourceStatus {
+                    name,
+                    kind: kind.to_string(),
+                    endpoint,
+                    topic,
+                    state: "connecting".into(),
+                    last_error: None,
+                    connected_since: None,
+                    last_message_at: None,
+                    messages: 0,
+                    messages_per_s: 0.0,
+                    readings: 0,
+                    unparsed: 0,
+                    unmapped: 0,
+                    reconnects: 0,
+                },
+                RateWindow::default(),
+            )),
+        }
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut SourceStatus)) {
+        let mut guard = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard.0);
+    }
+
+    /// A message arrived.
+    pub fn message(&self, at: DateTime<Utc>) {
+        let mut guard = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        guard.0.messages += 1;
+        guard.0.last_message_at = Some(at);
+        guard.1.count();
+    }
+
+    pub fn snapshot(&self) -> SourceStatus {
+        let mut guard = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = guard.1.rate();
+        let mut status = guard.0.clone();
+        status.messages_per_s = rate;
+        status
+    }
+
+    pub fn name(&self) -> String {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .name
+            .clone()
+    }
+}
+
+/// The newest reading of one measured attribute.
+struct Latest {
+    source: usize,
+    value: SyncValue,
+    received_at: DateTime<Utc>,
+}
+
+/// A twin's side of sync: its inbox, its sources' stats, and the newest
+/// reading of each measured attribute.
+pub struct TwinSync {
+    mode: SyncMode,
+    inbox: Inbox,
+    sources: Vec<Arc<SourceStats>>,
+    latest: BTreeMap<Target, Latest>,
+    budget: Duration,
+    late: u64,
+    twin_label: String,
+}
+
+impl TwinSync {
+    /// The twin's sync state and the source actors it supervises.
+    pub fn start(spec: &SyncSpec, twin_label: &str) -> (TwinSync, Vec<Arc<dyn ChildSpec>>) {
+        let inbox = Inbox::new(spec.buffer_size);
+        let mut sources = Vec::new();
+        let mut children: Vec<Arc<dyn ChildSpec>> = Vec::new();
+        for (index, source) in spec.sources.iter().enumerate() {
+            let name = source.name(index);
+            match source {
+                SourceSpec::Mqtt(mqtt) => {
+                    let stats = Arc::new(SourceStats::new(
+                        name.clone(),
+                        "mqtt",
+                        mqtt.broker.clone(),
+                        mqtt.topic.clone(),
+                    ));
+                    sources.push(stats.clone());
+                    children.push(Arc::new(mqtt::MqttChild {
+                        child_name: format!("sync:{name}"),
+                        index,
+                        spec: mqtt.clone(),
+                        backoff_ms: spec.reconnect_backoff_ms.clone(),
+                        inbox: inbox.clone(),
+                        stats,
+                        twin_label: twin_label.to_string(),
+                    }));
+                }
+            }
+        }
+        let sync = TwinSync {
+            mode: spec.mode,
+            inbox,
+            sources,
+            latest: BTreeMap::new(),
+            budget: Duration::from_millis(spec.latency_budget_ms),
+            late: 0,
+            twin_label: twin_label.to_string(),
+        };
+        (sync, children)
+    }
+
+    /// Takes the queued readings: commands drive `sim`, measurements are
+    /// kept. A reading naming what the scene lacks is counted as unmapped
+    /// on its source.
+    pub fn take(&mut self, sim: &mut dyn Simulation) {
+        for reading in self.inbox.take() {
+            let waited = reading.received.elapsed();
+            metrics::histogram!("hanzo_twin_sync_latency_seconds", "twin" => self.twin_label.clone())
+                .record(waited.as_secs_f64());
+            if waited > self.budget {
+                self.late += 1;
+            }
+            if let Err(reason) = self.apply(sim, reading.clone()) {
+                if let Some(stats) = self.sources.get(reading.source) {
+                    stats.update(|s| {
+                        s.unmapped += 1;
+                        s.last_error = Some(reason);
+                    });
+                }
+                metrics::counter!("hanzo_twin_sync_messages_total", "twin" => self.twin_label.clone(), "outcome" => "unmapped")
+                    .increment(1);
+            }
+        }
+    }
+
+    fn apply(&mut self, sim: &mut dyn Simulation, reading: Reading) -> Result<(), String> {
+        let Reading {
+            source,
+            target,
+            value,
+            received_at,
+            ..
+        } = reading;
+        let command = match target.attribute.as_deref() {
+            Some("target_position") => Some(JointCommand::Position as fn(f64) -> JointCommand),
+            Some("target_velocity") => Some(JointCommand::Velocity as fn(f64) -> JointCommand),
+            Some("effort") => Some(JointCommand::Effort as fn(f64) -> JointCommand),
+            _ => None,
+        };
+        if let Some(command) = command {
+            let SyncValue::Scalar(v) = value else {
+                return Err(format!("{target} takes a number"));
+            };
+            return sim
+                .set_joint_command(&target.prim, command(v))
+                .map_err(|e| format!("{target}: {e}"));
+        }
+        self.latest.insert(
+            target,
+            Latest {
+                source,
+                value,
+                received_at,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn status(&self, sim: &dyn Simulation) -> SyncStatus {
+        let observation = sim.observation("/").ok();
+        let readings = self
+            .latest
+            .iter()
+            .map(|(target, latest)| {
+                let predicted = observation.as_ref().and_then(|o| predicted(o, target));
+                let error = predicted.as_ref().and_then(|p| distance(p, &latest.value));
+                ReadingStatus {
+                    target: target.to_string(),
+                    source: self
+                        .sources
+                        .get(latest.source)
+                        .map(|s| s.name())
+                        .unwrap_or_default(),
+                    value: latest.value.clone(),
+                    received_at: latest.received_at,
+                    predicted,
+                    error,
+                }
+            })
+            .collect();
+        SyncStatus {
+            mode: self.mode,
+            sources: self.sources.iter().map(|s| s.snapshot()).collect(),
+            readings,
+            buffer: BufferStatus {
+                capacity: self.inbox.capacity(),
+                queued: self.inbox.len(),
+                dropped: self.inbox.dropped(),
+                late: self.late,
+            },
+        }
+    }
+}
+
+/// What the simulation holds for a measured attribute, where it models it:
+/// a joint's `position` or `velocity`, a body's `pose`, `position` or
+/// `xformOp:translate`.
+fn predicted(observation: &Observation, target: &Target) -> Option<SyncValue> {
+    let attribute = target.attribute.as_deref()?;
+    if let Some(joint) = observation.joints.iter().find(|j| j.path == target.prim) {
+        return match attribute {
+            "position" => Some(SyncValue::Scalar(joint.position)),
+            "velocity" => Some(SyncValue::Scalar(joint.velocity)),
+            _ => None,
+        };
+    }
+    let body = observation.bodies.iter().find(|b| b.path == target.prim)?;
+    match attribute {
+        "pose" => Some(SyncValue::Pose {
+            position: body.position,
+            orientation: body.orientation,
+        }),
+        "position" | "xformOp:translate" => Some(SyncValue::Vector(body.position)),
+        _ => None,
+    }
+}
+
+/// How far a reading is from its prediction: the absolute difference of
+/// scalars, the Euclidean distance of positions.
+fn distance(predicted: &SyncValue, measured: &SyncValue) -> Option<f64> {
+    let position = |v: &SyncValue| match v {
+        SyncValue::Vector(p) | SyncValue::Pose { position: p, .. } => Some(*p),
+        SyncValue::Scalar(_) => None,
+    };
+    match (predicted, measured) {
+        (SyncValue::Scalar(a), SyncValue::Scalar(b)) => Some((a - b).abs()),
+        _ => {
+            let (a, b) = (position(predicted)?, position(measured)?);
+            Some(
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).powi(2))
+                    .sum::<f64>()
+                    .sqrt(),
+            )
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! An MQTT source (rumqttc): one child actor of its twin per source.
+//!
+//! The actor owns the client; a task polls the connection and hands each
+//! event to the actor with a call, so the broker can never queue more than
+//! one event in the actor's mailbox, and parsing a message happens in the
+//! actor, where a panic is a supervised failure. Connection errors are not
+//! failures: the source waits the sync block's `reconnect_backoff_ms` and
+//! reconnects, reporting the state and the error in its status.
+
+use super::SourceStats;
+use super::readings::{Inbox, Reading, parse_payload, sensor_key};
+use crate::definition::{MqttSourceSpec, TlsFiles};
+use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, TwinMsg};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS,
+    SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How to spawn (and respawn) one MQTT source.
+pub struct MqttChild {
+    pub child_name: String,
+    /// The source's index in the twin's `sync.sources`.
+    pub index: usize,
+    pub spec: MqttSourceSpec,
+    pub backoff_ms: Vec<u64>,
+    pub inbox: Inbox,
+    pub stats: Arc<SourceStats>,
+    pub twin_label: String,
+}
+
+impl ChildSpec for MqttChild {
+    fn name(&self) -> &str {
+        &self.child_name
+    }
+
+    fn kind(&self) -> &'static str {
+        "sync"
+    }
+
+    fn spawn(&self, context: ChildContext) -> SpawnFuture {
+        let args = MqttArgs {
+            index: self.index,
+            spec: self.spec.clone(),
+            backoff_ms: self.backoff_ms.clone(),
+            inbox: self.inbox.clone(),
+            stats: self.stats.clone(),
+            twin: context.twin,
+            twin_label: self.twin_label.clone(),
+            messages: context.messages,
+        };
+        let supervisor = context.supervisor;
+        Box::pin(async move {
+            Actor::spawn_linked(None, MqttSource, args, supervisor)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+                .map_err(|e| match e {
+                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+                    other => other.to_string(),
+                })
+        })
+    }
+}
+
+pub struct MqttArgs {
+    index: usize,
+    spec: MqttSourceSpec,
+    backoff_ms: Vec<u64>,
+    inbox: Inbox,
+    stats: Arc<SourceStats>,
+    twin: ActorRef<TwinMsg>,
+    twin_label: String,
+    messages: crate::inspector::MessageCount,
+}
+
+pub struct MqttSource;
+
+pub struct MqttState {
+    args: MqttArgs,
+    client: AsyncClient,
+    /// Taken by the polling task when the actor has started.
+    eventloop: Option<rumqttc::EventLoop>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+    /// Connection attempts failed in a row, for the backoff.
+    failures: usize,
+    was_connected: bool,
+}
+
+/// What the polling task hands the actor; the reply is how long to wait
+/// before polling again.
+pub enum MqttMsg {
+    Event(Result<Packet, ConnectionError>, RpcReplyPort<Duration>),
+}
+
+/// Local only: never sent between nodes.
+impl ractor::Message for MqttMsg {}
+
+/// Reads the TLS files into a rustls configuration on ring (the provider
+/// the whole node uses), trusting only the given CA.
+fn tls_config(files: &TlsFiles) -> Result<TlsConfiguration, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read_certs = |path: &std::path::Path, what: &str| {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read tls.{what} {}: {e}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(&files.ca_file, "ca_file")? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("tls.ca_file {}: {e}", files.ca_file.display()))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS set-up failed: {e}"))?
+    .with_root_certificates(roots);
+    let config = match (&files.cert_file, &files.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert, "cert_file")?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("cannot read tls.key_file {}: {e}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                format!("tls.cert_file and tls.key_file do not make a client certificate: {e}")
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+/// The password, from the node's environment or a file on the node; never
+/// from the definition, so it is in no store, response or log.
+fn password(spec: &MqttSourceSpec) -> Result<Option<String>, String> {
+    if let Some(var) = &spec.password_env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("password_env: the node has no environment variable {var}"));
+    }
+    if let Some(path) = &spec.password_file {
+        return std::fs::read_to_string(path)
+            .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string()))
+            .map_err(|e| format!("cannot read password_file {}: {e}", path.display()));
+    }
+    Ok(None)
+}
+
+fn options(args: &MqttArgs) -> Result<MqttOptions, String> {
+    let address = args.spec.address();
+    let client_id = args
+        .spec
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("hanzo-twin-{}-{}", args.twin_label, args.index));
+    let mut options = MqttOptions::new(client_id, address.host, address.port);
+    options.set_keep_alive(Duration::from_secs(10));
+    if let Some(user) = &args.spec.username {
+        options.set_credentials(user.clone(), password(&args.spec)?.unwrap_or_default());
+    }
+    if address.tls {
+        let files = args.spec.tls.as_ref().ok_or("mqtts:// needs a tls block")?;
+        options.set_transport(Transport::tls_with_config(tls_config(files)?));
+    }
+    Ok(options)
+}
+
+fn qos(level: u8) -> QoS {
+    match level {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+/// Says what a connection error means for a person reading the status.
+fn describe(error: &ConnectionError) -> (&'static str, String) {
+    match error {
+        ConnectionError::ConnectionRefused(code) => {
+            let why = match code {
+                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+                ConnectReturnCode::NotAuthorized => "not authorized",
+                ConnectReturnCode::BadClientId => "client id rejected",
+                ConnectReturnCode::ServiceUnavailable => "service unavailable",
+                ConnectReturnCode::RefusedProtocolVersion => "protocol version refused",
+                ConnectReturnCode::Success => "refused",
+            };
+            (
+                "refused",
+                format!("the broker refused the connection: {why}"),
+            )
+        }
+        ConnectionError::Tls(e) => ("refused", format!("TLS failed: {e}")),
+        other => ("disconnected", other.to_string()),
+    }
+}
+
+impl MqttState {
+    fn on_publish(&mut self, topic: &str, payload: &[u8]) {
+        let at = chrono::Utc::now();
+        let received = Instant::now();
+        self.args.stats.message(at);
+        let label = self.args.twin_label.clone();
+        let count = |outcome: &'static str| {
+            metrics::counter!("hanzo_twin_sync_messages_total", "twin" => label.clone(), "outcome" => outcome)
+                .increment(1);
+        };
+        let key = sensor_key(&self.args.spec.topic, topic);
+        let Some(target) = self
+            .args
+            .spec
+            .mapping
+            .get(key)
+            .or_else(|| self.args.spec.mapping.get(topic))
+        else {
+            self.args.stats.update(|s| {
+                s.unmapped += 1;
+                s.last_error = Some(format!("no mapping for sensor `{key}` (topic {topic})"));
+            });
+            count("unmapped");
+            return;
+        };
+        match parse_payload(self.args.spec.payload, target, payload) {
+            Ok(values) => {
+                let n = values.len() as u64;
+                let index = self.args.index;
+                let readings = values.into_iter().map(|(target, value)| Reading {
+                    source: index,
+                    target,
+                    value,
+                    received,
+                    received_at: at,
+                });
+                self.args.inbox.push(readings, &self.args.twin);
+                self.args.stats.update(|s| s.readings += n);
+                count("read");
+            }
+            Err(reason) => {
+                self.args.stats.update(|s| {
+                    s.unparsed += 1;
+                    s.last_error = Some(format!("topic {topic}: {reason}"));
+                });
+                count("unparsed");
+            }
+        }
+    }
+
+    fn backoff(&self) -> Duration {
+        let ms = &self.args.backoff_ms;
+        let i = self
+            .failures
+            .saturating_sub(1)
+            .min(ms.len().saturating_sub(1));
+        Duration::from_millis(ms.get(i).copied().unwrap_or(1000))
+    }
+}
+
+impl Actor for MqttSource {
+    type Msg = MqttMsg;
+    type State = MqttState;
+    type Arguments = MqttArgs;
+
+    /// A source whose files or secrets cannot be read fails here, and its
+    /// twin retries it on the child backoff, showing the reason.
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<MqttMsg>,
+        args: MqttArgs,
+    ) -> Result<MqttState, ActorProcessingErr> {
+        let options = match options(&args) {
+            Ok(options) => options,
+            Err(reason) => {
+                args.stats.update(|s| {
+                    s.state = "refused".into();
+                    s.last_error = Some(reason.clone());
+                });
+                tracing::warn!(source = %args.stats.name(), %reason, "sync source cannot start");
+                return Err(reason.into());
+            }
+        };
+        args.stats.update(|s| s.state = "connecting".into());
+        let (client, eventloop) = AsyncClient::new(options, 64);
+        Ok(MqttState {
+            args,
+            client,
+            eventloop: Some(eventloop),
+            poller: None,
+            failures: 0,
+            was_connected: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<MqttMsg>,
+        state: &mut MqttState,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(mut eventloop) = state.eventloop.take() else {
+            return Ok(());
+        };
+        state.poller = Some(tokio::spawn(async move {
+            loop {
+                let event = match eventloop.poll().await {
+                    Ok(Event::Incoming(packet)) => Ok(packet),
+                    Ok(Event::Outgoing(_)) => continue,
+                    Err(e) => Err(e),
+                };
+                match myself
+                    .call(|reply| MqttMsg::Event(event, reply), None)
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(wait)) => {
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                    // The actor is gone: so is the source.
+                    _ => break,
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<MqttMsg>,
+        state: &mut MqttState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(poller) = state.poller.take() {
+            poller.abort();
+        }
+        let _ = state.client.try_disconnect();
+        state.args.stats.update(|s| {
+            s.state = "disconnected".into();
+            s.connected_since = None;
+        });
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<MqttMsg>,
+        msg: MqttMsg,
+        state: &mut MqttState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.args.messages.bump();
+        let MqttMsg::Event(event, reply) = msg;
+        let mut wait = Duration::ZERO;
+        match event {
+            Ok(Packet::ConnAck(_)) => {
+                state.failures = 0;
+                let reconnected = std::mem::replace(&mut state.was_connected, true);
+                let topic = state.args.spec.topic.clone();
+                let qos = qos(state.args.spec.qos);
+                // Subscriptions do not outlive a clean session: subscribe
+                // on every connection. Never blocks (the poller is waiting
+                // for this handler).
+                if let Err(e) = state.client.try_subscribe(topic, qos) {
+                    return Err(format!("subscribing failed: {e}").into());
+                }
+                state.args.stats.update(|s| {
+                    s.state = "connected".into();
+                    s.connected_since = Some(chrono::Utc::now());
+                    if reconnected {
+                        s.reconnects += 1;
+                    }
+                });
+                tracing::info!(source = %state.args.stats.name(), reconnected, "sync source connected");
+            }
+            Ok(Packet::SubAck(ack)) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                {
+                    let topic = state.args.spec.topic.clone();
+                    state.args.stats.update(|s| {
+                        s.last_error =
+                            Some(format!("the broker refused the subscription to {topic}"));
+                    });
+                }
+            }
+            Ok(Packet::Publish(publish)) => {
+                state.on_publish(&publish.topic, &publish.payload);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                state.failures += 1;
+                wait = state.backoff();
+                let (connection, reason) = describe(&error);
+                let name = state.args.stats.name();
+                state.args.stats.update(|s| {
+                    s.state = connection.into();
+                    s.connected_since = None;
+                    s.last_error = Some(reason.clone());
+                });
+                tracing::warn!(source = %name, %reason, retry_in_ms = wait.as_millis() as u64, "sync source lost its broker");
+            }
+        }
+        // The poller waiting for this reply is gone only if the source is
+        // stopping.
+        let _ = reply.send(wait);
+        Ok(())
+    }
+}
