@@ -9,7 +9,7 @@ use crate::error::TwinError;
 use crate::host::{HostMsg, Rebalanced};
 use crate::protocol::{
     Fault, ForkOptions, JointCommandEntry, LEAST_LOADED, Reply, Scope, StartOptions, StepReport,
-    TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo, TwinSnapshot,
+    SyncStatus, TwinFilter, TwinMsg, TwinOp, TwinOpReply, TwinRef, TwinRuntimeInfo, TwinSnapshot,
 };
 use crate::record::{Clock, TwinId, TwinRecord};
 use crate::remote::{self, ClusterLink, TwinReply, TwinRequest};
@@ -53,6 +53,12 @@ macro_rules! expect_reply {
             (other, _) => Err(unexpected(other)),
         }
     };
+}
+
+fn unexpected_op(reply: TwinOpReply) -> TwinError {
+    TwinError::Storage(format!(
+        "a twin answered with an unexpected reply: {reply:?}"
+    ))
 }
 
 fn unexpected(reply: TwinReply) -> TwinError {
@@ -509,46 +515,10 @@ impl TwinNode {
                     .await?,
                 )
             }
-            TwinRequest::Step { twin, steps } => (
-                TwinReply::Step(
-                    self.route(&twin, |reply| TwinMsg::Step { steps, reply })
-                        .await?,
-                ),
+            TwinRequest::Twin { twin, op } => (
+                TwinReply::Twin(self.route(&twin, |reply| TwinMsg::Op { op, reply }).await?),
                 Vec::new(),
             ),
-            TwinRequest::Command { twin, commands } => {
-                self.route(&twin, |reply| TwinMsg::Command { commands, reply })
-                    .await?;
-                done
-            }
-            TwinRequest::Observe { twin, path } => (
-                TwinReply::Observation(Box::new(
-                    self.route(&twin, |reply| TwinMsg::Observe { path, reply })
-                        .await?,
-                )),
-                Vec::new(),
-            ),
-            TwinRequest::SetClock { twin, clock } => {
-                self.route(&twin, |reply| TwinMsg::SetClock { clock, reply })
-                    .await?;
-                done
-            }
-            TwinRequest::Info { twin } => (
-                TwinReply::Info(self.route(&twin, |reply| TwinMsg::Info { reply }).await?),
-                Vec::new(),
-            ),
-            TwinRequest::Snapshot { twin } => (
-                TwinReply::Snapshot(Box::new(
-                    self.route(&twin, |reply| TwinMsg::Snapshot { reply })
-                        .await?,
-                )),
-                Vec::new(),
-            ),
-            TwinRequest::InjectFault { twin, fault } => {
-                self.route(&twin, |reply| TwinMsg::InjectFault { fault, reply })
-                    .await?;
-                done
-            }
             TwinRequest::Recording { twin } => {
                 let (scene, recording) = self
                     .route(&twin, |reply| TwinMsg::Recording { reply })
@@ -890,12 +860,20 @@ impl TwinNode {
         )
     }
 
-    pub async fn step(&self, twin: &str, steps: u64) -> Result<StepReport, TwinError> {
+    /// Runs `op` on the running twin, wherever it is.
+    pub async fn op(&self, twin: &str, op: TwinOp) -> Result<TwinOpReply, TwinError> {
         let twin = twin.to_string();
         expect_reply!(
-            self.run(TwinRequest::Step { twin, steps }, Vec::new()).await,
-            TwinReply::Step(report) => report
+            self.run(TwinRequest::Twin { twin, op }, Vec::new()).await,
+            TwinReply::Twin(reply) => reply
         )
+    }
+
+    pub async fn step(&self, twin: &str, steps: u64) -> Result<StepReport, TwinError> {
+        match self.op(twin, TwinOp::Step { steps }).await? {
+            TwinOpReply::Step(report) => Ok(report),
+            other => Err(unexpected_op(other)),
+        }
     }
 
     pub async fn command(
@@ -903,11 +881,7 @@ impl TwinNode {
         twin: &str,
         commands: Vec<JointCommandEntry>,
     ) -> Result<(), TwinError> {
-        let twin = twin.to_string();
-        expect_reply!(
-            self.run(TwinRequest::Command { twin, commands }, Vec::new()).await,
-            TwinReply::Done => ()
-        )
+        self.op_done(twin, TwinOp::Command { commands }).await
     }
 
     /// Commands one joint.
@@ -925,37 +899,46 @@ impl TwinNode {
     }
 
     pub async fn observe(&self, twin: &str, path: &str) -> Result<Observation, TwinError> {
-        let (twin, path) = (twin.to_string(), path.to_string());
-        expect_reply!(
-            self.run(TwinRequest::Observe { twin, path }, Vec::new()).await,
-            TwinReply::Observation(o) => *o
-        )
+        let path = path.to_string();
+        match self.op(twin, TwinOp::Observe { path }).await? {
+            TwinOpReply::Observation(o) => Ok(*o),
+            other => Err(unexpected_op(other)),
+        }
     }
 
     pub async fn set_clock(&self, twin: &str, clock: Clock) -> Result<(), TwinError> {
-        let twin = twin.to_string();
-        expect_reply!(
-            self.run(TwinRequest::SetClock { twin, clock }, Vec::new()).await,
-            TwinReply::Done => ()
-        )
+        self.op_done(twin, TwinOp::SetClock { clock }).await
     }
 
     pub async fn info(&self, twin: &str) -> Result<TwinRuntimeInfo, TwinError> {
-        let twin = twin.to_string();
-        expect_reply!(
-            self.run(TwinRequest::Info { twin }, Vec::new()).await,
-            TwinReply::Info(info) => info
-        )
+        match self.op(twin, TwinOp::Info).await? {
+            TwinOpReply::Info(info) => Ok(info),
+            other => Err(unexpected_op(other)),
+        }
     }
 
     /// A running twin's id, name, engine, clock and full observation, from its
     /// actor alone (one request, also across nodes).
     pub async fn snapshot(&self, twin: &str) -> Result<TwinSnapshot, TwinError> {
-        let twin = twin.to_string();
-        expect_reply!(
-            self.run(TwinRequest::Snapshot { twin }, Vec::new()).await,
-            TwinReply::Snapshot(s) => *s
-        )
+        match self.op(twin, TwinOp::Snapshot).await? {
+            TwinOpReply::Snapshot(s) => Ok(*s),
+            other => Err(unexpected_op(other)),
+        }
+    }
+
+    /// How the running twin follows its physical counterpart.
+    pub async fn sync_status(&self, twin: &str) -> Result<SyncStatus, TwinError> {
+        match self.op(twin, TwinOp::SyncStatus).await? {
+            TwinOpReply::SyncStatus(s) => Ok(*s),
+            other => Err(unexpected_op(other)),
+        }
+    }
+
+    async fn op_done(&self, twin: &str, op: TwinOp) -> Result<(), TwinError> {
+        match self.op(twin, op).await? {
+            TwinOpReply::Done => Ok(()),
+            other => Err(unexpected_op(other)),
+        }
     }
 
     /// The run recorded so far, with the scene it ran in.
@@ -988,11 +971,7 @@ impl TwinNode {
     }
 
     pub async fn inject_fault(&self, twin: &str, fault: Fault) -> Result<(), TwinError> {
-        let twin = twin.to_string();
-        expect_reply!(
-            self.run(TwinRequest::InjectFault { twin, fault }, Vec::new()).await,
-            TwinReply::Done => ()
-        )
+        self.op_done(twin, TwinOp::InjectFault { fault }).await
     }
 
     /// Whether the local host answers within `timeout` (a client-only handle

@@ -200,22 +200,63 @@ pub enum Fault {
     Panic,
 }
 
+/// An operation on a running twin, as data: the one description of it, sent
+/// to the twin's actor in-process ([`TwinMsg::Op`]) and carried as is to
+/// the node that holds the twin. Adding one means a variant here, its
+/// answer in [`TwinOpReply`], and its arm in the twin's handler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TwinOp {
+    /// Step `steps` times now, whatever the clock.
+    Step { steps: u64 },
+    /// Apply joint commands; all are checked before any is applied.
+    Command { commands: Vec<JointCommandEntry> },
+    /// Read an observation (`/` for everything).
+    Observe { path: String },
+    SetClock { clock: Clock },
+    Info,
+    /// Who the twin is and everything it observes, in one message.
+    Snapshot,
+    InjectFault { fault: Fault },
+    /// How the twin follows its physical counterpart.
+    SyncStatus,
+}
+
+impl TwinOp {
+    /// Step, commands, observation and clock: the control loop's
+    /// operations, which leave the definition alone.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TwinOp::Step { .. } => "step",
+            TwinOp::Command { .. } => "command",
+            TwinOp::Observe { .. } => "observe",
+            TwinOp::SetClock { .. } => "set_clock",
+            TwinOp::Info => "info",
+            TwinOp::Snapshot => "snapshot",
+            TwinOp::InjectFault { .. } => "inject_fault",
+            TwinOp::SyncStatus => "sync_status",
+        }
+    }
+}
+
+/// What a [`TwinOp`] answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TwinOpReply {
+    Done,
+    Step(StepReport),
+    Observation(Box<Observation>),
+    Info(TwinRuntimeInfo),
+    Snapshot(Box<TwinSnapshot>),
+    SyncStatus(Box<SyncStatus>),
+}
+
 /// Messages to one twin's actor.
 pub enum TwinMsg {
-    /// Step `steps` times now, whatever the clock.
-    Step {
-        steps: u64,
-        reply: Reply<StepReport>,
-    },
-    /// Apply joint commands; all are checked before any is applied.
-    Command {
-        commands: Vec<JointCommandEntry>,
-        reply: Reply<()>,
-    },
-    /// Read an observation (`/` for everything).
-    Observe {
-        path: String,
-        reply: Reply<Observation>,
+    /// An operation from a caller (the API, an agent, another node).
+    Op {
+        op: TwinOp,
+        reply: Reply<TwinOpReply>,
     },
     /// Take the complete simulation state.
     GetState {
@@ -226,28 +267,23 @@ pub enum TwinMsg {
         state: SimState,
         reply: Reply<()>,
     },
-    SetClock {
-        clock: Clock,
-        reply: Reply<()>,
-    },
-    Info {
-        reply: Reply<TwinRuntimeInfo>,
-    },
-    InjectFault {
-        fault: Fault,
-        reply: Reply<()>,
-    },
     /// The recorded run so far, with the scene it ran in.
     Recording {
         reply: Reply<(Arc<SceneModel>, Recording)>,
     },
-    /// Who the twin is and everything it observes, in one message.
-    Snapshot {
-        reply: Reply<TwinSnapshot>,
-    },
     /// From the host: the twin's definition was renamed.
     Renamed {
         name: String,
+    },
+    /// From the host: the twin's sync block changed; its sources stop and
+    /// the new ones start.
+    SetSync {
+        sync: crate::definition::SyncSpec,
+        reply: Reply<()>,
+    },
+    /// The twin's children and how they fare.
+    Children {
+        reply: Reply<Vec<ChildReport>>,
     },
     /// Internal: the clock's heartbeat; stale generations are ignored.
     Tick {
@@ -260,42 +296,21 @@ pub enum TwinMsg {
         index: usize,
         generation: u64,
     },
-    /// From the host: the twin's sync block changed; its sources stop and
-    /// the new ones start.
-    SetSync {
-        sync: crate::definition::SyncSpec,
-        reply: Reply<()>,
-    },
     /// Internal: a source queued readings ([`crate::sync`]).
     SyncReadings,
-    /// How the twin follows its physical counterpart.
-    SyncStatus {
-        reply: Reply<SyncStatus>,
-    },
-    /// The twin's children and how they fare.
-    Children {
-        reply: Reply<Vec<ChildReport>>,
-    },
 }
 
 impl TwinMsg {
     /// Answers the request with `err` without handling it (the twin is not
-    /// running, say). Ticks are dropped.
+    /// running, say). Internal messages are dropped.
     pub fn reject(self, err: TwinError) {
         // A caller that stopped waiting is not an error here.
         match self {
-            TwinMsg::Step { reply, .. } => drop(reply.send(Err(err))),
-            TwinMsg::Command { reply, .. } => drop(reply.send(Err(err))),
-            TwinMsg::Observe { reply, .. } => drop(reply.send(Err(err))),
+            TwinMsg::Op { reply, .. } => drop(reply.send(Err(err))),
             TwinMsg::GetState { reply } => drop(reply.send(Err(err))),
             TwinMsg::SetState { reply, .. } => drop(reply.send(Err(err))),
-            TwinMsg::SetClock { reply, .. } => drop(reply.send(Err(err))),
-            TwinMsg::Info { reply } => drop(reply.send(Err(err))),
-            TwinMsg::InjectFault { reply, .. } => drop(reply.send(Err(err))),
             TwinMsg::Recording { reply } => drop(reply.send(Err(err))),
-            TwinMsg::Snapshot { reply } => drop(reply.send(Err(err))),
             TwinMsg::SetSync { reply, .. } => drop(reply.send(Err(err))),
-            TwinMsg::SyncStatus { reply } => drop(reply.send(Err(err))),
             TwinMsg::Children { reply } => drop(reply.send(Err(err))),
             TwinMsg::Tick { .. }
             | TwinMsg::CheckpointDue

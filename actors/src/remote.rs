@@ -8,13 +8,9 @@
 
 use crate::definition::{Name, TwinDefinition};
 use crate::error::TwinError;
-use crate::protocol::{
-    Fault, ForkOptions, JointCommandEntry, Scope, StartOptions, StepReport, TwinFilter,
-    TwinRuntimeInfo, TwinSnapshot,
-};
+use crate::protocol::{ForkOptions, Scope, StartOptions, TwinFilter, TwinOp, TwinOpReply};
 use crate::record::{Clock, TwinRecord};
 use crate::store::BoxFuture;
-use hanzo_twin_engines::Observation;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -83,31 +79,10 @@ pub enum TwinRequest {
     Restore {
         twin: String,
     },
-    Step {
+    /// An operation on the running twin.
+    Twin {
         twin: String,
-        steps: u64,
-    },
-    Command {
-        twin: String,
-        commands: Vec<JointCommandEntry>,
-    },
-    Observe {
-        twin: String,
-        path: String,
-    },
-    SetClock {
-        twin: String,
-        clock: Clock,
-    },
-    Info {
-        twin: String,
-    },
-    Snapshot {
-        twin: String,
-    },
-    InjectFault {
-        twin: String,
-        fault: Fault,
+        op: TwinOp,
     },
     Recording {
         twin: String,
@@ -145,13 +120,7 @@ impl TwinRequest {
             | Fork { twin, .. }
             | Checkpoint { twin }
             | Restore { twin }
-            | Step { twin, .. }
-            | Command { twin, .. }
-            | Observe { twin, .. }
-            | SetClock { twin, .. }
-            | Info { twin }
-            | Snapshot { twin }
-            | InjectFault { twin, .. }
+            | Twin { twin, .. }
             | Recording { twin } => Some(twin),
             Create { .. }
             | List { .. }
@@ -175,10 +144,7 @@ pub enum TwinReply {
     State,
     /// A bincode-encoded `(SceneModel, Recording)` is in the binary part.
     Recording,
-    Step(StepReport),
-    Observation(Box<Observation>),
-    Info(TwinRuntimeInfo),
-    Snapshot(Box<TwinSnapshot>),
+    Twin(TwinOpReply),
     Load(usize),
 }
 
@@ -410,14 +376,20 @@ mod tests {
     #[test]
     fn requests_and_errors_survive_the_wire() {
         let scope = Scope::Organization(Name::new("acme").expect("name"));
-        let req = TwinRequest::Step {
+        let req = TwinRequest::Twin {
             twin: "arm".into(),
-            steps: 7,
+            op: TwinOp::Step { steps: 7 },
         };
         let bytes = encode_request(&scope, &req, &[1, 2, 3]);
         let (s, r, blob) = decode_request(&bytes).expect("decodes");
         assert_eq!(s, scope);
-        assert!(matches!(r, TwinRequest::Step { steps: 7, .. }));
+        assert!(matches!(
+            r,
+            TwinRequest::Twin {
+                op: TwinOp::Step { steps: 7 },
+                ..
+            }
+        ));
         assert_eq!(blob, vec![1, 2, 3]);
 
         let err = TwinError::Timeout {

@@ -3,7 +3,9 @@
 use crate::checkpoints::Checkpoints;
 use crate::children::{ChildBoard, ChildEvent, Children, Followup};
 use crate::error::TwinError;
-use crate::protocol::{Fault, StepReport, TwinMsg, TwinRuntimeInfo, TwinSnapshot};
+use crate::protocol::{
+    Fault, StepReport, TwinMsg, TwinOp, TwinOpReply, TwinRuntimeInfo, TwinSnapshot,
+};
 use crate::record::{Clock, TwinId};
 use hanzo_twin_engines::recording::{RecordedFrame, Recording};
 use hanzo_twin_engines::{Engine, EngineConfig, EngineError, SceneModel, SimState, Simulation};
@@ -153,6 +155,43 @@ impl TwinState {
                 myself.send_after(delay, move || TwinMsg::RestartChild { index, generation });
             }
         }
+    }
+
+    /// Runs one caller's operation.
+    async fn op(&mut self, myself: &ActorRef<TwinMsg>, op: TwinOp) -> Result<TwinOpReply, TwinError> {
+        Ok(match op {
+            TwinOp::Step { steps } => TwinOpReply::Step(self.step_n(myself, steps).await?),
+            TwinOp::Command { commands } => {
+                apply_commands(self.sim.as_mut(), &commands)?;
+                TwinOpReply::Done
+            }
+            TwinOp::Observe { path } => {
+                TwinOpReply::Observation(Box::new(self.sim.observation(&path)?))
+            }
+            TwinOp::SetClock { clock } => {
+                self.set_clock(myself, clock);
+                TwinOpReply::Done
+            }
+            TwinOp::Info => TwinOpReply::Info(TwinRuntimeInfo {
+                time: self.sim.time(),
+                step: self.sim.step_count(),
+                clock: self.clock,
+                skipped_steps: self.skipped_steps,
+                uptime_s: self.started.elapsed().as_secs_f64(),
+            }),
+            TwinOp::Snapshot => TwinOpReply::Snapshot(Box::new(TwinSnapshot {
+                id: self.id,
+                name: self.name.clone(),
+                engine: self.engine_kind,
+                clock: self.clock,
+                observation: self.sim.observation("/")?,
+            })),
+            // Handled before: a panic must not hold the reply.
+            TwinOp::InjectFault { .. } => TwinOpReply::Done,
+            TwinOp::SyncStatus => {
+                TwinOpReply::SyncStatus(Box::new(self.sync.status(self.sim.as_ref())))
+            }
+        })
     }
 
     fn step_once(&mut self) -> Result<(), TwinError> {
@@ -478,17 +517,14 @@ impl Actor for TwinActor {
                         .map_err(|e| Box::new(e) as ActorProcessingErr)?;
                 }
             }
-            TwinMsg::Snapshot { reply } => {
-                let result = state.sim.observation("/").map_err(TwinError::from);
-                let result = result.map(|observation| TwinSnapshot {
-                    id: state.id,
-                    name: state.name.clone(),
-                    engine: state.engine_kind,
-                    clock: state.clock,
-                    observation,
-                });
+            TwinMsg::Op { op, reply } => {
+                if let TwinOp::InjectFault { fault: Fault::Panic } = op {
+                    let _ = reply.send(Ok(TwinOpReply::Done));
+                    panic!("fault injected into twin {}: panic", state.id);
+                }
+                let result = state.op(&myself, op).await;
                 let _ = reply.send(result.clone());
-                fail_if_engine_failed(result)?;
+                fail_if_it_cannot_go_on(result)?;
             }
             TwinMsg::Renamed { name } => state.name = name,
             TwinMsg::RestartChild { index, generation } => {
@@ -506,9 +542,6 @@ impl Actor for TwinActor {
                 let _ = reply.send(Ok(()));
             }
             TwinMsg::SyncReadings => state.sync.take(state.sim.as_mut()),
-            TwinMsg::SyncStatus { reply } => {
-                let _ = reply.send(Ok(state.sync.status(state.sim.as_ref())));
-            }
             TwinMsg::Children { reply } => {
                 let _ = reply.send(Ok(state.children.reports()));
             }
@@ -517,29 +550,6 @@ impl Actor for TwinActor {
                 if state.steps_since_checkpoint > 0 {
                     state.checkpoint();
                 }
-            }
-            TwinMsg::Step { steps, reply } => {
-                let result = state.step_n(&myself, steps).await;
-                let diverged = matches!(
-                    result,
-                    Err(TwinError::Engine { kind, .. }) if kind.ends_the_simulation()
-                );
-                let _ = reply.send(result.clone());
-                if diverged {
-                    // A diverged simulation cannot continue; fail so the host
-                    // restores the last good checkpoint.
-                    result.map_err(|e| Box::new(e) as ActorProcessingErr)?;
-                }
-            }
-            TwinMsg::Command { commands, reply } => {
-                let result = apply_commands(state.sim.as_mut(), &commands);
-                let _ = reply.send(result.clone());
-                fail_if_engine_failed(result)?;
-            }
-            TwinMsg::Observe { path, reply } => {
-                let result = state.sim.observation(&path).map_err(TwinError::from);
-                let _ = reply.send(result.clone());
-                fail_if_engine_failed(result)?;
             }
             TwinMsg::GetState { reply } => {
                 let _ = reply.send(state.sim.state().map_err(TwinError::from));
@@ -558,19 +568,6 @@ impl Actor for TwinActor {
                 }
                 let _ = reply.send(result);
             }
-            TwinMsg::SetClock { clock, reply } => {
-                state.set_clock(&myself, clock);
-                let _ = reply.send(Ok(()));
-            }
-            TwinMsg::Info { reply } => {
-                let _ = reply.send(Ok(TwinRuntimeInfo {
-                    time: state.sim.time(),
-                    step: state.sim.step_count(),
-                    clock: state.clock,
-                    skipped_steps: state.skipped_steps,
-                    uptime_s: state.started.elapsed().as_secs_f64(),
-                }));
-            }
             TwinMsg::Recording { reply } => {
                 let recording = Recording {
                     step_hz: state.step_hz,
@@ -579,12 +576,6 @@ impl Actor for TwinActor {
                 };
                 let _ = reply.send(Ok((state.scene.clone(), recording)));
             }
-            TwinMsg::InjectFault { fault, reply } => match fault {
-                Fault::Panic => {
-                    let _ = reply.send(Ok(()));
-                    panic!("fault injected into twin {}: panic", state.id);
-                }
-            },
         }
         Ok(())
     }
@@ -631,16 +622,12 @@ fn apply_commands(
     Ok(())
 }
 
-/// An engine that failed (a dead worker process) leaves nothing to serve: the
-/// twin fails too, and the host restarts it from its last checkpoint.
-fn fail_if_engine_failed<T>(result: Result<T, TwinError>) -> Result<(), ActorProcessingErr> {
+/// A simulation that diverged, or an engine that failed (a dead worker
+/// process), leaves nothing to serve: the twin fails too, and the host
+/// restarts it from its last good checkpoint.
+fn fail_if_it_cannot_go_on<T>(result: Result<T, TwinError>) -> Result<(), ActorProcessingErr> {
     match result {
-        Err(
-            e @ TwinError::Engine {
-                kind: crate::error::EngineFailure::EngineFailed,
-                ..
-            },
-        ) => Err(Box::new(e)),
+        Err(e @ TwinError::Engine { kind, .. }) if kind.ends_the_simulation() => Err(Box::new(e)),
         _ => Ok(()),
     }
 }

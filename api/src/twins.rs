@@ -66,6 +66,7 @@ pub(crate) fn routes() -> Routes {
         .control_loop(POST, "/v1/twins/{id}/commands", twins(Start), commands)
         .control_loop(GET, "/v1/twins/{id}/observation", twins(Read), observation)
         .control_loop(POST, "/v1/twins/{id}/clock", twins(Start), clock)
+        .protected(GET, "/v1/twins/{id}/sync/status", twins(Read), sync_status)
         .protected(
             GET,
             "/v1/twins/{id}/checkpoint",
@@ -253,6 +254,13 @@ async fn state(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
             "joints": s.observation.joints,
         }),
     ))
+}
+
+/// Per source: connection, traffic and errors; per measured attribute: the
+/// latest reading beside the twin's prediction.
+async fn sync_status(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+    let status = node.sync_status(&id).await?;
+    Ok(json(StatusCode::OK, serde_json::json!(status)))
 }
 
 async fn fork(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
