@@ -33,6 +33,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v npm >/dev/null || need_apt+=(npm)
 # Loads the API in benches/state_throughput (run once as a test).
 command -v wrk >/dev/null || need_apt+=(wrk)
+# The MQTT broker live sync's tests run against (tests/sync.rs).
+[ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

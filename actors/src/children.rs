@@ -8,7 +8,8 @@
 //! - A child that fails more than [`MAX_RESTARTS`] times within
 //!   [`RESTART_WINDOW`] is given up: it stays `failed` until the twin restarts
 //!   or its configuration changes. The twin runs on.
-//! - A child that stops on its own (it decided it cannot go on) is not restarted.
+//! - Children are permanent: one that ends without its twin asking (killed,
+//!   or stopped on its own) counts as a failure and is restarted the same way.
 //! - A twin that ends, or crashes, takes its children with it (ractor stops a
 //!   supervisor's linked children); the twin's next start spawns them afresh
 //!   from its definition.
@@ -290,24 +291,23 @@ impl Children {
         )
     }
 
-    /// A child's actor ended without failing: it decided to stop, and stays
-    /// stopped. `None` if it is none of this twin's (current) children.
-    pub fn ended(&mut self, actor: &ActorId, reason: Option<String>) -> Option<ChildEvent> {
-        let index = self.index_of(actor)?;
-        let entry = &mut self.entries[index];
-        entry.actor = None;
-        entry.status = "stopped";
-        if reason.is_some() {
-            entry.last_error = reason.clone();
-        }
-        let event = ChildEvent {
-            name: entry.spec.name().to_string(),
-            kind: entry.spec.kind(),
-            event: "stopped",
-            detail: reason,
-        };
-        self.board.publish(&self.entries);
-        Some(event)
+    /// Kills a child's actor at once, as a crash would end it (chaos
+    /// engineering of the twin's subtree); its restart follows the policy.
+    pub fn kill(&mut self, name: &str) -> Result<(), String> {
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.spec.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.entries.iter().map(|e| e.spec.name()).collect();
+                format!("the twin has no child `{name}`; it has {names:?}")
+            })?;
+        let actor = entry
+            .actor
+            .as_ref()
+            .ok_or_else(|| format!("child `{name}` is not running ({})", entry.status))?;
+        actor.kill();
+        Ok(())
     }
 
     /// A scheduled restart is due; stale ones (the set was replaced since) are

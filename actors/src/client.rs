@@ -970,8 +970,15 @@ impl TwinNode {
         }
     }
 
-    pub async fn inject_fault(&self, twin: &str, fault: Fault) -> Result<(), TwinError> {
-        self.op_done(twin, TwinOp::InjectFault { fault }).await
+    /// Injects `fault` into the twin's actor, or into its child named `child`.
+    pub async fn inject_fault(
+        &self,
+        twin: &str,
+        fault: Fault,
+        child: Option<String>,
+    ) -> Result<(), TwinError> {
+        self.op_done(twin, TwinOp::InjectFault { fault, child })
+            .await
     }
 
     /// Whether the local host answers within `timeout` (a client-only handle

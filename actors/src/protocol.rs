@@ -208,16 +208,30 @@ pub enum Fault {
 #[serde(rename_all = "snake_case")]
 pub enum TwinOp {
     /// Step `steps` times now, whatever the clock.
-    Step { steps: u64 },
+    Step {
+        steps: u64,
+    },
     /// Apply joint commands; all are checked before any is applied.
-    Command { commands: Vec<JointCommandEntry> },
+    Command {
+        commands: Vec<JointCommandEntry>,
+    },
     /// Read an observation (`/` for everything).
-    Observe { path: String },
-    SetClock { clock: Clock },
+    Observe {
+        path: String,
+    },
+    SetClock {
+        clock: Clock,
+    },
     Info,
     /// Who the twin is and everything it observes, in one message.
     Snapshot,
-    InjectFault { fault: Fault },
+    /// A fault in the twin's actor, or (`child`, e.g. `sync:plant`) in one
+    /// of its children, whose actor is then killed as a crash would end it.
+    InjectFault {
+        fault: Fault,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child: Option<String>,
+    },
     /// How the twin follows its physical counterpart.
     SyncStatus,
 }
@@ -259,22 +273,15 @@ pub enum TwinMsg {
         reply: Reply<TwinOpReply>,
     },
     /// Take the complete simulation state.
-    GetState {
-        reply: Reply<SimState>,
-    },
+    GetState { reply: Reply<SimState> },
     /// Replace the simulation state.
-    SetState {
-        state: SimState,
-        reply: Reply<()>,
-    },
+    SetState { state: SimState, reply: Reply<()> },
     /// The recorded run so far, with the scene it ran in.
     Recording {
         reply: Reply<(Arc<SceneModel>, Recording)>,
     },
     /// From the host: the twin's definition was renamed.
-    Renamed {
-        name: String,
-    },
+    Renamed { name: String },
     /// From the host: the twin's sync block changed; its sources stop and
     /// the new ones start.
     SetSync {
@@ -282,20 +289,13 @@ pub enum TwinMsg {
         reply: Reply<()>,
     },
     /// The twin's children and how they fare.
-    Children {
-        reply: Reply<Vec<ChildReport>>,
-    },
+    Children { reply: Reply<Vec<ChildReport>> },
     /// Internal: the clock's heartbeat; stale generations are ignored.
-    Tick {
-        generation: u64,
-    },
+    Tick { generation: u64 },
     /// Internal: a checkpoint deferred by the wall-clock floor is due.
     CheckpointDue,
     /// Internal: a failed child's backoff has passed ([`crate::children`]).
-    RestartChild {
-        index: usize,
-        generation: u64,
-    },
+    RestartChild { index: usize, generation: u64 },
     /// Internal: a source queued readings ([`crate::sync`]).
     SyncReadings,
 }

@@ -158,7 +158,11 @@ impl TwinState {
     }
 
     /// Runs one caller's operation.
-    async fn op(&mut self, myself: &ActorRef<TwinMsg>, op: TwinOp) -> Result<TwinOpReply, TwinError> {
+    async fn op(
+        &mut self,
+        myself: &ActorRef<TwinMsg>,
+        op: TwinOp,
+    ) -> Result<TwinOpReply, TwinError> {
         Ok(match op {
             TwinOp::Step { steps } => TwinOpReply::Step(self.step_n(myself, steps).await?),
             TwinOp::Command { commands } => {
@@ -186,8 +190,16 @@ impl TwinState {
                 clock: self.clock,
                 observation: self.sim.observation("/")?,
             })),
+            TwinOp::InjectFault {
+                child: Some(child), ..
+            } => {
+                self.children
+                    .kill(&child)
+                    .map_err(|message| TwinError::invalid("child", message))?;
+                TwinOpReply::Done
+            }
             // Handled before: a panic must not hold the reply.
-            TwinOp::InjectFault { .. } => TwinOpReply::Done,
+            TwinOp::InjectFault { child: None, .. } => TwinOpReply::Done,
             TwinOp::SyncStatus => {
                 TwinOpReply::SyncStatus(Box::new(self.sync.status(self.sim.as_ref())))
             }
@@ -490,8 +502,14 @@ impl Actor for TwinActor {
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if let Some(event) = state.children.ended(&cell.get_id(), reason) {
-                    state.children_changed(&myself, vec![event], Vec::new());
+                // Children the twin stopped are no longer listed; any other
+                // end was not asked for.
+                let reason = format!(
+                    "ended unexpectedly: {}",
+                    reason.unwrap_or_else(|| "no reason given".into())
+                );
+                if let Some((event, followup)) = state.children.failed(&cell.get_id(), reason) {
+                    state.children_changed(&myself, vec![event], vec![followup]);
                 }
             }
             _ => {}
@@ -518,7 +536,11 @@ impl Actor for TwinActor {
                 }
             }
             TwinMsg::Op { op, reply } => {
-                if let TwinOp::InjectFault { fault: Fault::Panic } = op {
+                if let TwinOp::InjectFault {
+                    fault: Fault::Panic,
+                    child: None,
+                } = op
+                {
                     let _ = reply.send(Ok(TwinOpReply::Done));
                     panic!("fault injected into twin {}: panic", state.id);
                 }

@@ -351,14 +351,17 @@ async fn restore_checkpoint(Twins(node): Twins, Path(id): Path<String>, body: By
 #[serde(deny_unknown_fields)]
 struct FaultRequest {
     fault: Fault,
+    /// One of the twin's children (`sync:<source>`), instead of the twin.
+    #[serde(default)]
+    child: Option<String>,
 }
 
 async fn inject_fault(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: FaultRequest = parse_json(&body, false)?;
-    node.inject_fault(&id, req.fault).await?;
+    node.inject_fault(&id, req.fault, req.child.clone()).await?;
     Ok(json(
         StatusCode::ACCEPTED,
-        serde_json::json!({ "injected": req.fault }),
+        serde_json::json!({ "injected": req.fault, "child": req.child }),
     ))
 }
 

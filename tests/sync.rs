@@ -1,0 +1,572 @@
+//! Live sync against a real broker: mosquitto on 127.0.0.1 (TLS with client
+//! certificates on one listener, user name and password on another) and a
+//! paho-mqtt peer playing the machine's sensors.
+
+mod common;
+
+use common::{TestNode, free_ports, repo};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// The venv's Python with paho-mqtt (scripts/test.sh installs both); `None`
+/// only outside the test script, and then the test says so loudly.
+fn python() -> Option<PathBuf> {
+    let python = std::env::var("HANZO_TWIN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join(".venv/bin/python"));
+    let has_paho = Command::new(&python)
+        .args(["-c", "import paho.mqtt"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let in_ci = std::env::var("HANZO_TWIN_TEST_PYTHON").is_ok();
+    if !(has_paho && Path::new(MOSQUITTO).exists()) {
+        assert!(
+            !in_ci,
+            "scripts/test.sh installs mosquitto and paho-mqtt; one is missing"
+        );
+        eprintln!(
+            "SKIPPED: live sync tests need {MOSQUITTO} and paho-mqtt in .venv (run scripts/test.sh)"
+        );
+        return None;
+    }
+    Some(python)
+}
+
+/// Certificates for the broker and the client, signed by one test CA.
+struct Certs {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn certs(dir: &Path) -> Certs {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sensor network CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let sign = |names: Vec<String>, cn: &str| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &issuer).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_pem, server_key) = sign(vec!["127.0.0.1".into(), "localhost".into()], "broker");
+    let (client_pem, client_key) = sign(vec!["twin".into()], "twin");
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write");
+        path
+    };
+    Certs {
+        ca: write("ca.pem", &ca.pem()),
+        server_cert: write("server.pem", &server_pem),
+        server_key: write("server.key", &server_key),
+        client_cert: write("client.pem", &client_pem),
+        client_key: write("client.key", &client_key),
+    }
+}
+
+/// mosquitto on two loopback ports: TLS requiring a client certificate, and
+/// plain with a password file. Killed when dropped.
+struct Broker {
+    child: Child,
+    tls_port: u16,
+    plain_port: u16,
+    dir: PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &Path, certs: &Certs) -> Broker {
+        let [tls_port, plain_port] = free_ports::<2>();
+        let passwd = dir.join("passwd");
+        let made = Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&passwd)
+            .args(["twin", "s3cret-sensor"])
+            .status()
+            .expect("mosquitto_passwd");
+        assert!(made.success());
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "per_listener_settings true\n\
+                 listener {tls_port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 cafile {}\ncertfile {}\nkeyfile {}\n\
+                 require_certificate true\n\
+                 listener {plain_port} 127.0.0.1\n\
+                 allow_anonymous false\n\
+                 password_file {}\n",
+                certs.ca.display(),
+                certs.server_cert.display(),
+                certs.server_key.display(),
+                passwd.display()
+            ),
+        )
+        .expect("write config");
+        // mosquitto started as root drops to its own user, which must read
+        // the configuration, keys and password file.
+        for path in [
+            dir.to_path_buf(),
+            conf.clone(),
+            passwd,
+            certs.server_key.clone(),
+        ] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if path.is_dir() { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("mosquitto.log")).expect("log"))
+            .spawn()
+            .expect("start mosquitto");
+        let broker = Broker {
+            child,
+            tls_port,
+            plain_port,
+            dir: dir.to_path_buf(),
+        };
+        broker.wait_listening();
+        broker
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for port in [self.tls_port, self.plain_port] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "mosquitto never listened on {port}: {}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes topic/payload pairs with paho-mqtt over TLS with the client
+/// certificate.
+fn publish_tls(python: &Path, broker: &Broker, certs: &Certs, messages: &[(&str, String)]) {
+    let mut cmd = Command::new(python);
+    cmd.arg(repo().join("tests/peers/mqtt_publish.py"))
+        .args(["--port", &broker.tls_port.to_string(), "--tls"])
+        .args([&certs.ca, &certs.client_cert, &certs.client_key]);
+    for (topic, payload) in messages {
+        cmd.arg(topic).arg(payload);
+    }
+    let out = cmd.output().expect("run the paho peer");
+    assert!(
+        out.status.success(),
+        "paho peer failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        broker.log()
+    );
+}
+
+fn publish_login(python: &Path, broker: &Broker, messages: &[(&str, String)]) {
+    let mut cmd = Command::new(python);
+    cmd.arg(repo().join("tests/peers/mqtt_publish.py"))
+        .args(["--port", &broker.plain_port.to_string()])
+        .args(["--user", "twin", "--password", "s3cret-sensor"]);
+    for (topic, payload) in messages {
+        cmd.arg(topic).arg(payload);
+    }
+    let out = cmd.output().expect("run the paho peer");
+    assert!(
+        out.status.success(),
+        "paho peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn arm_with_sync(name: &str, sources: Value) -> Value {
+    json!({
+        "name": name,
+        "scene": { "uri": "robot-arm/scene.usda" },
+        "engine": { "type": "rapier3d", "config": { "step_hz": 240, "substeps": 2 } },
+        "sync": { "mode": "realtime", "sources": sources },
+    })
+}
+
+async fn sync_status(node: &TestNode, id: &str) -> Value {
+    let (status, body) = node.get(&format!("/v1/twins/{id}/sync/status")).await;
+    assert_eq!(status, 200, "sync status: {body}");
+    body
+}
+
+/// Polls the sync status until `done` holds (at most 60 s).
+async fn wait_sync(node: &TestNode, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = sync_status(node, id).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never held: {status:#}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn source<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["sources"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no source {name} in {status:#}"))
+}
+
+fn reading<'a>(status: &'a Value, target: &str) -> Option<&'a Value> {
+    status["readings"]
+        .as_array()?
+        .iter()
+        .find(|r| r["target"] == target)
+}
+
+#[tokio::test]
+async fn a_twin_follows_mqtt_sensors_over_tls_and_a_login_and_reports_what_it_could_not_read() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let broker = Broker::start(dir.path(), &certs);
+    let wrong = dir.path().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password\n").expect("write");
+    let node = TestNode::start_with(&[("ARM_SENSOR_PASSWORD", "s3cret-sensor")], "").await;
+
+    let sources = json!([
+        {
+            "type": "mqtt",
+            "name": "arm-sensors",
+            "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
+            "topic": "cell1/arm/#",
+            "tls": {
+                "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key
+            },
+            "mapping": {
+                "joint_states": "/World/Arm",
+                "link3_temp": "/World/Arm/Link3.temperature",
+                "link3_pose": "/World/Arm/Link3.pose",
+            }
+        },
+        {
+            "type": "mqtt",
+            "name": "controller",
+            "broker": format!("mqtt://127.0.0.1:{}", broker.plain_port),
+            "topic": "cell1/cmd/+",
+            "username": "twin",
+            "password_env": "ARM_SENSOR_PASSWORD",
+            "payload": "number",
+            "mapping": { "elbow": "/World/Arm/elbow.target_position" }
+        },
+        {
+            "type": "mqtt",
+            "name": "wrong-login",
+            "broker": format!("mqtt://127.0.0.1:{}", broker.plain_port),
+            "topic": "cell1/cmd/+",
+            "username": "twin",
+            "password_file": wrong,
+            "mapping": { "elbow": "/World/Arm/elbow.target_position" }
+        }
+    ]);
+    let (status, created) = node
+        .post("/v1/twins", arm_with_sync("synced-arm", sources))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    // The password is read on the node; nothing secret is in the definition.
+    assert!(!created.to_string().contains("s3cret"), "{created}");
+    node.start_twin(&id, "paused").await;
+
+    let status = wait_sync(
+        &node,
+        &id,
+        "both good sources connected, the bad one refused",
+        |s| {
+            source(s, "arm-sensors")["state"] == "connected"
+                && source(s, "controller")["state"] == "connected"
+                && source(s, "wrong-login")["state"] == "refused"
+        },
+    )
+    .await;
+    assert_eq!(status["mode"], "realtime");
+    let refusal = source(&status, "wrong-login")["last_error"]
+        .as_str()
+        .expect("a reason");
+    assert!(
+        refusal.contains("not authorized") || refusal.contains("bad user name or password"),
+        "{refusal}"
+    );
+    assert!(!status.to_string().contains("s3cret"), "{status}");
+
+    // The sensors publish: joint states, a temperature, a pose; then a
+    // message that does not parse and one no mapping names.
+    publish_tls(
+        &python,
+        &broker,
+        &certs,
+        &[
+            (
+                "cell1/arm/joint_states",
+                json!({"name": ["shoulder_yaw", "elbow"], "position": [0.1, 0.25], "velocity": [0.0, -0.5]})
+                    .to_string(),
+            ),
+            ("cell1/arm/link3_temp", json!({"value": 41.5}).to_string()),
+            (
+                "cell1/arm/link3_pose",
+                json!({"position": [0.0, 0.0, 1.5], "orientation": [0.0, 0.0, 0.0, 1.0]}).to_string(),
+            ),
+            ("cell1/arm/link3_temp", "warm".to_string()),
+            ("cell1/arm/gripper", "1".to_string()),
+        ],
+    );
+    let status = wait_sync(&node, &id, "every reading taken", |s| {
+        let sensors = source(s, "arm-sensors");
+        sensors["messages"] == 5
+            && sensors["unparsed"] == 1
+            && sensors["unmapped"] == 1
+            && s["buffer"]["queued"] == 0
+            && reading(s, "/World/Arm/Link3.pose").is_some()
+    })
+    .await;
+    let elbow = reading(&status, "/World/Arm/elbow.position").expect("elbow reading");
+    assert_eq!(elbow["value"], 0.25);
+    assert_eq!(elbow["source"], "arm-sensors");
+    // The twin stands still at its initial pose: its prediction is there,
+    // and the error is the distance between the two.
+    let predicted = elbow["predicted"].as_f64().expect("a prediction");
+    let error = elbow["error"].as_f64().expect("an error");
+    assert!((error - (0.25 - predicted).abs()).abs() < 1e-12, "{elbow}");
+    let velocity = reading(&status, "/World/Arm/elbow.velocity").expect("velocity");
+    assert_eq!(velocity["value"], -0.5);
+    let temperature = reading(&status, "/World/Arm/Link3.temperature").expect("temperature");
+    assert_eq!(temperature["value"], 41.5);
+    assert!(
+        temperature.get("predicted").is_none(),
+        "rapier models no heat"
+    );
+    let pose = reading(&status, "/World/Arm/Link3.pose").expect("pose");
+    assert!(pose["error"].as_f64().expect("pose error") >= 0.0);
+    let sensors = source(&status, "arm-sensors");
+    assert_eq!(
+        sensors["readings"], 6,
+        "2 joints × position and velocity, a temperature, a pose"
+    );
+    assert!(sensors["messages_per_s"].as_f64().expect("rate") > 0.0);
+    assert!(
+        sensors["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("gripper") || e.contains("warm")),
+        "{sensors}"
+    );
+
+    // A command from the controller drives the elbow's position target.
+    let before = node.observation_text(&id).await;
+    publish_login(&python, &broker, &[("cell1/cmd/elbow", "0.6".to_string())]);
+    wait_sync(&node, &id, "the command taken", |s| {
+        source(s, "controller")["readings"] == 1 && s["buffer"]["queued"] == 0
+    })
+    .await;
+    node.step(&id, 480).await;
+    let (_, obs) = node
+        .get(&format!("/v1/twins/{id}/observation?path=/World/Arm/elbow"))
+        .await;
+    let elbow_now = obs["joints"][0]["position"]
+        .as_f64()
+        .expect("elbow position");
+    assert!(
+        (elbow_now - 0.6).abs() < 0.1,
+        "the elbow follows the commanded 0.6 rad: {elbow_now} (before: {before})"
+    );
+}
+
+#[tokio::test]
+async fn a_crashed_source_restarts_under_its_twin_which_runs_on() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let broker = Broker::start(dir.path(), &certs);
+    let node = TestNode::start().await;
+    let sources = json!([{
+        "type": "mqtt",
+        "name": "plant",
+        "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
+        "topic": "plant/#",
+        "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
+        "mapping": { "temp": "/World/Arm/Link1.temperature" }
+    }]);
+    let (status, created) = node
+        .post("/v1/twins", arm_with_sync("subtree-arm", sources))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    wait_sync(&node, &id, "connected", |s| {
+        source(s, "plant")["state"] == "connected"
+    })
+    .await;
+    node.step(&id, 7).await;
+
+    // The tree draws the source under its twin.
+    let child = |tree: &Value| -> Option<Value> {
+        let host = &tree["nodes"][0]["tree"]["children"][0];
+        let twin = host["children"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == "subtree-arm")?;
+        twin["children"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "sync:plant")
+            .cloned()
+    };
+    let (_, tree) = node.get("/v1/cluster/tree").await;
+    let before = child(&tree).unwrap_or_else(|| panic!("no sync:plant under the twin: {tree:#}"));
+    assert_eq!(before["kind"], "sync");
+    assert_eq!(before["status"], "running");
+
+    let (status, body) = node
+        .post(
+            &format!("/v1/twins/{id}/faults"),
+            json!({ "fault": "panic", "child": "sync:plant" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // Restarted: a new actor, one restart, connected again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, tree) = node.get("/v1/cluster/tree").await;
+        if let Some(now) = child(&tree)
+            && now["restarts"] == 1
+            && now["status"] == "running"
+            && now["actor_id"] != before["actor_id"]
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never restarted: {tree:#}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    wait_sync(&node, &id, "connected again", |s| {
+        source(s, "plant")["state"] == "connected"
+    })
+    .await;
+    // The twin itself was not touched: same step, no restart of its own.
+    let (_, twin) = node.get(&format!("/v1/twins/{id}")).await;
+    assert_eq!(twin["status"]["restarts"], 0, "{twin}");
+    assert_eq!(node.step(&id, 1).await["step"], 8);
+    // And readings flow through the new source.
+    publish_tls(
+        &python,
+        &broker,
+        &certs,
+        &[("plant/temp", "22.5".to_string())],
+    );
+    wait_sync(&node, &id, "a reading after the restart", |s| {
+        reading(s, "/World/Arm/Link1.temperature").is_some_and(|r| r["value"] == 22.5)
+    })
+    .await;
+
+    // A twin's crash takes its children down; its restart brings them back.
+    let (status, body) = node
+        .post(
+            &format!("/v1/twins/{id}/faults"),
+            json!({ "fault": "panic" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, twin) = node.get(&format!("/v1/twins/{id}")).await;
+        let (_, tree) = node.get("/v1/cluster/tree").await;
+        if twin["status"]["restarts"] == 1
+            && child(&tree).is_some_and(|c| c["status"] == "running" && c["restarts"] == 0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "twin never came back with its source: {twin}\n{tree:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    wait_sync(&node, &id, "the new source connected", |s| {
+        source(s, "plant")["state"] == "connected"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sync_blocks_that_cannot_be_safe_or_cannot_run_are_refused_when_written() {
+    let node = TestNode::start().await;
+    let cases = [
+        (
+            json!([{ "type": "mqtt", "broker": "mqtt://iot.example.com", "topic": "a/#",
+                     "mapping": { "t": "/World/A.temperature" } }]),
+            "only to a broker on this host",
+        ),
+        (
+            json!([{ "type": "mqtt", "broker": "mqtts://iot.example.com", "topic": "a/#",
+                     "tls": { "ca_file": "/ca.pem" }, "mapping": { "t": "/World/A.temperature" } }]),
+            "client certificate",
+        ),
+        (
+            json!([{ "type": "mqtt", "broker": "mqtt://127.0.0.1", "topic": "a/#",
+                     "password": "inline", "mapping": { "t": "/World/A.temperature" } }]),
+            "password",
+        ),
+        (json!([{ "type": "kafka", "topic": "a" }]), "kafka"),
+    ];
+    for (sources, expected) in cases {
+        let (status, body) = node
+            .post("/v1/twins", arm_with_sync("refused-sync", sources.clone()))
+            .await;
+        assert_eq!(status, 400, "{sources}: {body}");
+        let error = &body["error"];
+        assert!(
+            error["field"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("sync")),
+            "{body}"
+        );
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(expected)),
+            "{expected}: {body}"
+        );
+    }
+}
