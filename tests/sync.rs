@@ -527,6 +527,35 @@ async fn a_crashed_source_restarts_under_its_twin_which_runs_on() {
         source(s, "plant")["state"] == "connected"
     })
     .await;
+
+    // A PATCH of the sync block swaps the running twin's sources, without
+    // touching the twin.
+    node.step(&id, 5).await;
+    let step_before = node.step(&id, 1).await["step"].as_u64().expect("step");
+    let patch = json!({ "sync": { "mode": "realtime", "sources": [{
+        "type": "mqtt",
+        "name": "line-2",
+        "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
+        "topic": "line2/#",
+        "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
+        "payload": "number",
+        "mapping": { "temp": "/World/Arm/Link2.temperature" }
+    }]}});
+    let (status, body) = node.patch(&format!("/v1/twins/{id}"), patch).await;
+    assert_eq!(status, 200, "{body}");
+    wait_sync(&node, &id, "the new source alone, connected", |s| {
+        s["sources"].as_array().is_some_and(|all| all.len() == 1)
+            && source(s, "line-2")["state"] == "connected"
+    })
+    .await;
+    publish_tls(&python, &broker, &certs, &[("line2/temp", "30".to_string())]);
+    wait_sync(&node, &id, "a reading through the new source", |s| {
+        reading(s, "/World/Arm/Link2.temperature").is_some_and(|r| r["value"] == 30.0)
+    })
+    .await;
+    assert_eq!(node.step(&id, 1).await["step"], step_before + 1);
+    let (_, twin) = node.get(&format!("/v1/twins/{id}")).await;
+    assert_eq!(twin["status"]["restarts"], 1, "only the injected crash: {twin}");
 }
 
 #[tokio::test]
