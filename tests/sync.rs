@@ -173,30 +173,13 @@ impl Drop for Broker {
     }
 }
 
-/// Publishes topic/payload pairs with paho-mqtt over TLS with the client
-/// certificate.
-fn publish_tls(python: &Path, broker: &Broker, certs: &Certs, messages: &[(&str, String)]) {
+/// Publishes topic/payload pairs with paho-mqtt to `port`, with `auth`
+/// (the peer's TLS files or login arguments).
+fn publish(python: &Path, port: u16, auth: &[&std::ffi::OsStr], messages: &[(&str, String)]) {
     let mut cmd = Command::new(python);
     cmd.arg(repo().join("tests/peers/mqtt_publish.py"))
-        .args(["--port", &broker.tls_port.to_string(), "--tls"])
-        .args([&certs.ca, &certs.client_cert, &certs.client_key]);
-    for (topic, payload) in messages {
-        cmd.arg(topic).arg(payload);
-    }
-    let out = cmd.output().expect("run the paho peer");
-    assert!(
-        out.status.success(),
-        "paho peer failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        broker.log()
-    );
-}
-
-fn publish_login(python: &Path, broker: &Broker, messages: &[(&str, String)]) {
-    let mut cmd = Command::new(python);
-    cmd.arg(repo().join("tests/peers/mqtt_publish.py"))
-        .args(["--port", &broker.plain_port.to_string()])
-        .args(["--user", "twin", "--password", "s3cret-sensor"]);
+        .args(["--port", &port.to_string()])
+        .args(auth);
     for (topic, payload) in messages {
         cmd.arg(topic).arg(payload);
     }
@@ -206,6 +189,23 @@ fn publish_login(python: &Path, broker: &Broker, messages: &[(&str, String)]) {
         "paho peer failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Over TLS with the client certificate.
+fn publish_tls(python: &Path, broker: &Broker, certs: &Certs, messages: &[(&str, String)]) {
+    let auth = [
+        "--tls".as_ref(),
+        certs.ca.as_os_str(),
+        certs.client_cert.as_os_str(),
+        certs.client_key.as_os_str(),
+    ];
+    publish(python, broker.tls_port, &auth, messages);
+}
+
+/// With the user name and password, on the plain listener.
+fn publish_login(python: &Path, broker: &Broker, messages: &[(&str, String)]) {
+    let auth = ["--user", "twin", "--password", "s3cret-sensor"].map(std::ffi::OsStr::new);
+    publish(python, broker.plain_port, &auth, messages);
 }
 
 fn arm_with_sync(name: &str, sources: Value) -> Value {
@@ -548,14 +548,22 @@ async fn a_crashed_source_restarts_under_its_twin_which_runs_on() {
             && source(s, "line-2")["state"] == "connected"
     })
     .await;
-    publish_tls(&python, &broker, &certs, &[("line2/temp", "30".to_string())]);
+    publish_tls(
+        &python,
+        &broker,
+        &certs,
+        &[("line2/temp", "30".to_string())],
+    );
     wait_sync(&node, &id, "a reading through the new source", |s| {
         reading(s, "/World/Arm/Link2.temperature").is_some_and(|r| r["value"] == 30.0)
     })
     .await;
     assert_eq!(node.step(&id, 1).await["step"], step_before + 1);
     let (_, twin) = node.get(&format!("/v1/twins/{id}")).await;
-    assert_eq!(twin["status"]["restarts"], 1, "only the injected crash: {twin}");
+    assert_eq!(
+        twin["status"]["restarts"], 1,
+        "only the injected crash: {twin}"
+    );
 }
 
 #[tokio::test]
