@@ -932,3 +932,65 @@ async fn sigterm_stops_a_busy_node_within_its_shutdown_time() {
         .count();
     assert_eq!(running, 3, "{list}");
 }
+
+#[tokio::test]
+async fn an_idle_paused_twin_is_passivated_and_its_next_request_brings_it_back_as_it_was() {
+    let mut node = TestNode::start_with(&[], "  passivate_after_s: 1\n").await;
+    let idle = node.create_sample("conveyor.yaml", "idle-one").await;
+    let busy = node.create_sample("conveyor.yaml", "busy-one").await;
+    node.start_twin(&idle, "paused").await;
+    node.start_twin(&busy, "realtime").await;
+    assert_eq!(node.step(&idle, 3).await["step"], 3);
+
+    let passivated = wait_for(&node, &idle, |t| t["status"]["passivated"] == true).await;
+    assert_eq!(
+        passivated["status"]["state"], "running",
+        "still running to its owner"
+    );
+    assert!(
+        passivated.get("runtime").is_none(),
+        "reading the record does not reactivate it"
+    );
+    // A twin whose clock runs is never idle.
+    let (_, other) = node.get(&format!("/v1/twins/{busy}")).await;
+    assert_eq!(other["status"]["passivated"], false, "{other}");
+    let (_, tree) = node.get("/v1/cluster/tree").await;
+    let drawn = tree["nodes"][0]["tree"]["children"][0]["children"]
+        .as_array()
+        .and_then(|twins| twins.iter().find(|t| t["name"] == "idle-one").cloned())
+        .expect("the twin in the tree");
+    assert_eq!(drawn["status"], "passivated", "{drawn}");
+
+    // The next request reactivates it from its final state, and says so.
+    let step = |node: &TestNode| {
+        let url = node.url(&format!("/v1/twins/{idle}/step"));
+        let request = node.http.post(url).json(&serde_json::json!({ "steps": 1 }));
+        async move {
+            let response = request.send().await.expect("POST step");
+            let reactivated = response
+                .headers()
+                .get("hanzo-twin-activation")
+                .map(|v| v.to_str().unwrap_or_default().to_string());
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.expect("JSON");
+            (status, body, reactivated)
+        }
+    };
+    let (status, body, reactivated) = step(&node).await;
+    assert_eq!((status, body["step"].as_u64()), (200, Some(4)), "{body}");
+    assert_eq!(reactivated.as_deref(), Some("reactivated"));
+    let (_, again, reactivated) = step(&node).await;
+    assert_eq!((again["step"].as_u64(), reactivated), (Some(5), None));
+    let (_, record) = node.get(&format!("/v1/twins/{idle}")).await;
+    assert_eq!(record["status"]["passivated"], false, "{record}");
+
+    // Passivated again, it stays so across a node restart, and comes back
+    // on demand.
+    wait_for(&node, &idle, |t| t["status"]["passivated"] == true).await;
+    node.restart(false).await;
+    let (_, record) = node.get(&format!("/v1/twins/{idle}")).await;
+    assert_eq!(record["status"]["passivated"], true, "{record}");
+    let (status, body, reactivated) = step(&node).await;
+    assert_eq!((status, body["step"].as_u64()), (200, Some(6)), "{body}");
+    assert_eq!(reactivated.as_deref(), Some("reactivated"));
+}

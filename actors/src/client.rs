@@ -8,8 +8,9 @@ use crate::direct::RouteCache;
 use crate::error::TwinError;
 use crate::host::{HostMsg, Rebalanced};
 use crate::protocol::{
-    Fault, ForkOptions, JointCommandEntry, LEAST_LOADED, Reply, Scope, StartOptions, StepReport,
-    SyncStatus, TwinFilter, TwinMsg, TwinOp, TwinOpReply, TwinRef, TwinRuntimeInfo, TwinSnapshot,
+    Admission, Fault, ForkOptions, JointCommandEntry, LEAST_LOADED, Reply, Scope, StartOptions,
+    StepReport, SyncStatus, TwinFilter, TwinMsg, TwinOp, TwinOpReply, TwinRef, TwinRuntimeInfo,
+    TwinSnapshot,
 };
 use crate::record::{Clock, TwinId, TwinRecord};
 use crate::remote::{self, ClusterLink, TwinReply, TwinRequest};
@@ -43,6 +44,8 @@ pub struct TwinNode {
     routes: Arc<RouteCache>,
     timeout: Duration,
     scope: Scope,
+    /// Bounds the requests in flight through this handle and its clones.
+    admission: Admission,
 }
 
 /// Unpacks the one reply shape a request can get.
@@ -76,6 +79,7 @@ impl TwinNode {
             routes,
             timeout,
             scope: Scope::Node,
+            admission: Admission::default(),
         }
     }
 
@@ -88,7 +92,23 @@ impl TwinNode {
             routes: Arc::default(),
             timeout,
             scope: Scope::Node,
+            admission: Admission::default(),
         }
+    }
+
+    /// The same node admitting at most `limit` requests in flight (this
+    /// handle and its clones together); past it requests are refused with
+    /// [`TwinError::Overloaded`].
+    pub fn with_max_in_flight(&self, limit: usize) -> TwinNode {
+        TwinNode {
+            admission: Admission::new(limit),
+            ..self.clone()
+        }
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.admission.in_flight()
     }
 
     /// Routes requests (of this handle and its clones) through `link` from now
@@ -179,6 +199,19 @@ impl TwinNode {
         timeout: std::time::Duration,
         build: impl FnOnce(Reply<T>) -> HostMsg,
     ) -> Result<T, TwinError> {
+        let _permit = self.admission.enter()?;
+        self.call_host(what, timeout, build).await
+    }
+
+    /// Asks the host without taking a permit: for a request that holds one
+    /// already, and for liveness and shutdown, which must get through
+    /// however busy the node is.
+    async fn call_host<T: Send + 'static>(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        build: impl FnOnce(Reply<T>) -> HostMsg,
+    ) -> Result<T, TwinError> {
         crate::protocol::call_actor(&self.local_host()?, what, "the request", timeout, build).await
     }
 
@@ -186,27 +219,30 @@ impl TwinNode {
     /// before and still runs, else resolved through the host first; a message
     /// the actor can no longer take goes through the host, which answers for
     /// a twin that is not running.
+    ///
+    /// Also says whether the request reactivated a passivated twin.
     async fn route<T: Send + 'static>(
         &self,
         twin: &str,
         build: impl FnOnce(Reply<T>) -> TwinMsg,
-    ) -> Result<T, TwinError> {
+    ) -> Result<(T, bool), TwinError> {
+        let _permit = self.admission.enter()?;
         let host = self.local_host()?;
         let (tx, rx) = ractor::concurrency::oneshot();
         let mut msg = build(tx.into());
-        let actor = match self.routes.get(&self.scope, twin) {
-            Some(actor) => actor,
+        let (actor, reactivated) = match self.routes.get(&self.scope, twin) {
+            Some(actor) => (actor, false),
             None => {
                 let epoch = self.routes.epoch();
                 let target = self.twin_ref(twin);
-                let actor = self
-                    .ask(twin, |reply| HostMsg::Resolve {
+                let (actor, reactivated) = self
+                    .call_host(twin, self.timeout, |reply| HostMsg::Resolve {
                         twin: target,
                         reply,
                     })
                     .await?;
                 self.routes.put(&self.scope, twin, epoch, actor.clone());
-                actor
+                (actor, reactivated)
             }
         };
         if let Err(e) = actor.send_message(msg) {
@@ -224,12 +260,12 @@ impl TwinNode {
             }
         }
         match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map(|answer| (answer, reactivated)),
             // The actor ended with the request unanswered.
             Ok(Err(_)) => Err(TwinError::Unavailable(twin.to_string())),
             Err(_) => Err(TwinError::Timeout {
                 id: twin.to_string(),
-                what: "the request",
+                what: "the request".into(),
                 timeout_ms: self.timeout.as_millis() as u64,
             }),
         }
@@ -516,13 +552,18 @@ impl TwinNode {
                 )
             }
             TwinRequest::Twin { twin, op } => (
-                TwinReply::Twin(self.route(&twin, |reply| TwinMsg::Op { op, reply }).await?),
+                {
+                    let (reply, reactivated) =
+                        self.route(&twin, |reply| TwinMsg::Op { op, reply }).await?;
+                    TwinReply::Twin { reply, reactivated }
+                },
                 Vec::new(),
             ),
             TwinRequest::Recording { twin } => {
                 let (scene, recording) = self
                     .route(&twin, |reply| TwinMsg::Recording { reply })
-                    .await?;
+                    .await
+                    .map(|(recording, _)| recording)?;
                 let bytes = serde_json::to_vec(&(&*scene, &recording))
                     .map_err(|e| TwinError::Storage(format!("encoding the recording: {e}")))?;
                 (TwinReply::Recording, bytes)
@@ -741,7 +782,12 @@ impl TwinNode {
                 reply,
             })
             .await?;
-        Ok(crate::gym::GymEnv::new(actor, info, self.timeout))
+        Ok(crate::gym::GymEnv::new(
+            actor,
+            info,
+            self.timeout,
+            self.admission.clone(),
+        ))
     }
 
     pub async fn gym_delete(&self, id: &str) -> Result<(), TwinError> {
@@ -862,10 +908,20 @@ impl TwinNode {
 
     /// Runs `op` on the running twin, wherever it is.
     pub async fn op(&self, twin: &str, op: TwinOp) -> Result<TwinOpReply, TwinError> {
+        self.op_outcome(twin, op).await.map(|(reply, _)| reply)
+    }
+
+    /// Runs `op`, and says whether it reactivated the twin (a passivated
+    /// twin comes back on its next request; the answer is the same).
+    pub async fn op_outcome(
+        &self,
+        twin: &str,
+        op: TwinOp,
+    ) -> Result<(TwinOpReply, bool), TwinError> {
         let twin = twin.to_string();
         expect_reply!(
             self.run(TwinRequest::Twin { twin, op }, Vec::new()).await,
-            TwinReply::Twin(reply) => reply
+            TwinReply::Twin { reply, reactivated } => (reply, reactivated)
         )
     }
 
@@ -987,7 +1043,7 @@ impl TwinNode {
         if self.host().is_none() {
             return Ok(());
         }
-        self.ask_within("liveness", timeout, |reply| HostMsg::Load { reply })
+        self.call_host("liveness", timeout, |reply| HostMsg::Load { reply })
             .await
             .map(drop)
     }
@@ -998,8 +1054,10 @@ impl TwinNode {
         if self.host().is_none() {
             return Ok(());
         }
-        self.ask("shutdown", |reply| HostMsg::Shutdown { reply })
-            .await
+        self.call_host("shutdown", self.timeout, |reply| HostMsg::Shutdown {
+            reply,
+        })
+        .await
     }
 }
 

@@ -49,8 +49,10 @@ impl EngineFailure {
 }
 
 /// Every failure a twin request can meet. The API maps each kind to a status code;
-/// embedded agents match on it.
-#[derive(Debug, Clone, thiserror::Error)]
+/// embedded agents match on it. It crosses nodes as it is (JSON, `kind` and
+/// `detail`), so the caller on another node meets the same error.
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum TwinError {
     #[error("twin {0} not found")]
     NotFound(String),
@@ -98,9 +100,14 @@ pub enum TwinError {
     #[error("twin {id} did not answer {what} within {timeout_ms} ms")]
     Timeout {
         id: String,
-        what: &'static str,
+        what: std::borrow::Cow<'static, str>,
         timeout_ms: u64,
     },
+
+    /// The node has as many requests in flight as it admits
+    /// (`server.max_in_flight`); nothing was done. Retry shortly.
+    #[error("the node is at its limit of {limit} requests in flight; retry shortly")]
+    Overloaded { limit: usize },
 
     /// The actor holding the twin went away mid-request.
     #[error("twin {0} is unavailable (its actor stopped); retry shortly")]

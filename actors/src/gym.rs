@@ -88,6 +88,8 @@ pub struct GymEnv {
     actor: ActorRef<GymMsg>,
     pub info: GymEnvInfo,
     timeout: std::time::Duration,
+    /// The node's bound on requests in flight.
+    admission: crate::protocol::Admission,
 }
 
 impl GymEnv {
@@ -95,8 +97,10 @@ impl GymEnv {
         actor: ActorRef<GymMsg>,
         info: GymEnvInfo,
         timeout: std::time::Duration,
+        admission: crate::protocol::Admission,
     ) -> GymEnv {
         GymEnv {
+            admission,
             actor,
             info,
             timeout,
@@ -142,6 +146,7 @@ impl GymEnv {
         &self,
         build: impl FnOnce(Reply<T>) -> GymMsg,
     ) -> Result<T, TwinError> {
+        let _permit = self.admission.enter()?;
         crate::protocol::call_actor(
             &self.actor,
             &self.info.id,

@@ -16,7 +16,7 @@ pub struct ActorNode {
     pub name: String,
     /// `node`, `host`, `twin`, `fork` or `gym`.
     pub kind: String,
-    /// `running`, `stopped` or `failed`.
+    /// `running`, `passivated`, `stopped` or `failed`.
     pub status: String,
     /// What it simulates or serves (a twin's id, a gym batch's task).
     pub target: Option<String>,
@@ -31,6 +31,7 @@ impl ActorNode {
     pub fn twin(record: &crate::TwinRecord, running: Option<(ractor::ActorId, u64)>) -> ActorNode {
         let status = match (&running, record.status.state) {
             (Some(_), _) => "running",
+            (None, crate::Lifecycle::Running) if record.status.passivated => "passivated",
             (None, crate::Lifecycle::Failed) => "failed",
             (None, _) => "stopped",
         };

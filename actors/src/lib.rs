@@ -28,8 +28,9 @@ pub use direct::RouteCache;
 pub use error::TwinError;
 pub use host::{HostArgs, HostConfig, HostMsg, Rebalanced, TwinHost};
 pub use protocol::{
-    Fault, ForkOptions, JointCommandEntry, LEAST_LOADED, Scope, StartOptions, StepReport,
-    TwinFilter, TwinMsg, TwinRef, TwinRuntimeInfo, TwinSnapshot,
+    Admission, Fault, ForkOptions, JointCommandEntry, LEAST_LOADED, Scope, StartOptions,
+    StepReport, SyncStatus, TwinFilter, TwinMsg, TwinOp, TwinOpReply, TwinRef, TwinRuntimeInfo,
+    TwinSnapshot,
 };
 pub use record::{Clock, Lifecycle, TwinId, TwinRecord, TwinStatus};
 pub use remote::{ClusterLink, Placement, TwinReply, TwinRequest};

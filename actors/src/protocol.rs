@@ -298,6 +298,12 @@ pub enum TwinMsg {
     RestartChild { index: usize, generation: u64 },
     /// Internal: a source queued readings ([`crate::sync`]).
     SyncReadings,
+    /// Internal: time to see whether the paused twin has been idle long
+    /// enough to be passivated.
+    IdleCheck { generation: u64 },
+    /// From the host, before it drains the twin's mailbox to passivate it:
+    /// checkpoint the final state when stopping.
+    Passivate,
 }
 
 impl TwinMsg {
@@ -316,8 +322,24 @@ impl TwinMsg {
             | TwinMsg::CheckpointDue
             | TwinMsg::Renamed { .. }
             | TwinMsg::RestartChild { .. }
-            | TwinMsg::SyncReadings => {}
+            | TwinMsg::SyncReadings
+            | TwinMsg::IdleCheck { .. }
+            | TwinMsg::Passivate => {}
         }
+    }
+
+    /// Whether a caller sent it (as opposed to the twin's clock, its
+    /// sources or its host): what keeps a twin from being idle. Reading the
+    /// runtime info shown with the twin's record does not.
+    pub fn is_request(&self) -> bool {
+        matches!(self, TwinMsg::Op { op, .. } if *op != TwinOp::Info)
+            || matches!(
+                self,
+                TwinMsg::GetState { .. }
+                    | TwinMsg::SetState { .. }
+                    | TwinMsg::Recording { .. }
+                    | TwinMsg::Children { .. }
+            )
     }
 }
 
@@ -446,11 +468,53 @@ pub(crate) async fn call_actor<M: ractor::Message, T: Send + 'static>(
         Ok(ractor::rpc::CallResult::Success(result)) => result,
         Ok(ractor::rpc::CallResult::Timeout) => Err(TwinError::Timeout {
             id: id.to_string(),
-            what,
+            what: what.into(),
             timeout_ms: timeout.as_millis() as u64,
         }),
         Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
             Err(TwinError::Unavailable(id.to_string()))
         }
+    }
+}
+
+/// How many requests a node has in flight, bounded: every request from a
+/// caller holds a permit until it is answered, so the mailboxes callers fill
+/// (the host's, each twin's, each gym batch's) hold at most this many of
+/// their messages. Past it a request is refused at once
+/// ([`TwinError::Overloaded`]) instead of queueing without end.
+#[derive(Clone)]
+pub struct Admission {
+    permits: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+/// `server.max_in_flight` unless configured.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission::new(DEFAULT_MAX_IN_FLIGHT)
+    }
+}
+
+impl Admission {
+    pub fn new(limit: usize) -> Admission {
+        let limit = limit.max(1);
+        Admission {
+            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// A permit for one request, held until it is answered.
+    pub fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, TwinError> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| TwinError::Overloaded { limit: self.limit })
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.limit - self.permits.available_permits()
     }
 }

@@ -70,6 +70,11 @@ pub struct TwinStatus {
     pub last_error: Option<String>,
     /// The node this twin runs on (or last ran on).
     pub node: Option<String>,
+    /// A running twin whose paused clock and silence deactivated it: its
+    /// state is its checkpoint and its actor is gone. The next request
+    /// reactivates it (see `docs/semantics.md`).
+    #[serde(default)]
+    pub passivated: bool,
 }
 
 impl Default for TwinStatus {
@@ -80,6 +85,7 @@ impl Default for TwinStatus {
             restarts: 0,
             last_error: None,
             node: None,
+            passivated: false,
         }
     }
 }

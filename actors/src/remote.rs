@@ -144,7 +144,12 @@ pub enum TwinReply {
     State,
     /// A bincode-encoded `(SceneModel, Recording)` is in the binary part.
     Recording,
-    Twin(TwinOpReply),
+    /// A twin operation's answer, and whether the request reactivated the
+    /// twin.
+    Twin {
+        reply: TwinOpReply,
+        reactivated: bool,
+    },
     Load(usize),
 }
 
@@ -154,160 +159,6 @@ pub enum TwinReply {
 struct Header {
     organization: Option<String>,
     request: TwinRequest,
-}
-
-/// A twin error as it crosses nodes.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum WireError {
-    NotFound {
-        key: String,
-    },
-    EnvNotFound {
-        key: String,
-    },
-    Invalid {
-        field: String,
-        line: Option<usize>,
-        column: Option<usize>,
-        message: String,
-    },
-    Conflict {
-        message: String,
-    },
-    Forbidden {
-        field: Option<String>,
-        message: String,
-    },
-    NotRunning {
-        id: String,
-    },
-    Failed {
-        id: String,
-        reason: String,
-    },
-    Engine {
-        engine_kind: crate::error::EngineFailure,
-        field: Option<String>,
-        message: String,
-    },
-    Storage {
-        message: String,
-    },
-    Timeout {
-        id: String,
-        what: String,
-        timeout_ms: u64,
-    },
-    Unavailable {
-        id: String,
-    },
-    NodeUnavailable {
-        twin: String,
-        node: String,
-        reason: String,
-    },
-    Moving {
-        twin: String,
-        from: String,
-        to: String,
-    },
-}
-
-/// The `&'static str` a wire string stands for, among those the code uses.
-fn known(s: &str, among: &[&'static str], otherwise: &'static str) -> &'static str {
-    among.iter().copied().find(|k| *k == s).unwrap_or(otherwise)
-}
-
-impl From<TwinError> for WireError {
-    fn from(e: TwinError) -> WireError {
-        match e {
-            TwinError::NotFound(key) => WireError::NotFound { key },
-            TwinError::EnvNotFound(key) => WireError::EnvNotFound { key },
-            TwinError::Invalid(d) => WireError::Invalid {
-                field: d.field,
-                line: d.line,
-                column: d.column,
-                message: d.message,
-            },
-            TwinError::Conflict(message) => WireError::Conflict { message },
-            TwinError::Forbidden { field, message } => WireError::Forbidden { field, message },
-            TwinError::NotRunning(id) => WireError::NotRunning { id },
-            TwinError::Failed { id, reason } => WireError::Failed { id, reason },
-            TwinError::Engine {
-                kind,
-                field,
-                message,
-            } => WireError::Engine {
-                engine_kind: kind,
-                field,
-                message,
-            },
-            TwinError::Storage(message) => WireError::Storage { message },
-            TwinError::Timeout {
-                id,
-                what,
-                timeout_ms,
-            } => WireError::Timeout {
-                id,
-                what: what.to_string(),
-                timeout_ms,
-            },
-            TwinError::Unavailable(id) => WireError::Unavailable { id },
-            TwinError::NodeUnavailable { twin, node, reason } => {
-                WireError::NodeUnavailable { twin, node, reason }
-            }
-            TwinError::Moving { twin, from, to } => WireError::Moving { twin, from, to },
-        }
-    }
-}
-
-impl From<WireError> for TwinError {
-    fn from(e: WireError) -> TwinError {
-        match e {
-            WireError::NotFound { key } => TwinError::NotFound(key),
-            WireError::EnvNotFound { key } => TwinError::EnvNotFound(key),
-            WireError::Invalid {
-                field,
-                line,
-                column,
-                message,
-            } => TwinError::Invalid(crate::DefinitionError {
-                field,
-                line,
-                column,
-                message,
-            }),
-            WireError::Conflict { message } => TwinError::Conflict(message),
-            WireError::Forbidden { field, message } => TwinError::Forbidden { field, message },
-            WireError::NotRunning { id } => TwinError::NotRunning(id),
-            WireError::Failed { id, reason } => TwinError::Failed { id, reason },
-            WireError::Engine {
-                engine_kind,
-                field,
-                message,
-            } => TwinError::Engine {
-                kind: engine_kind,
-                field,
-                message,
-            },
-            WireError::Storage { message } => TwinError::Storage(message),
-            WireError::Timeout {
-                id,
-                what,
-                timeout_ms,
-            } => TwinError::Timeout {
-                id,
-                what: known(&what, &["state", "restore", "the request"], "the request"),
-                timeout_ms,
-            },
-            WireError::Unavailable { id } => TwinError::Unavailable(id),
-            WireError::NodeUnavailable { twin, node, reason } => {
-                TwinError::NodeUnavailable { twin, node, reason }
-            }
-            WireError::Moving { twin, from, to } => TwinError::Moving { twin, from, to },
-        }
-    }
 }
 
 /// Joins a JSON header and a binary part into one frame: the header's length
@@ -359,14 +210,14 @@ pub fn decode_request(bytes: &[u8]) -> Result<(Scope, TwinRequest, Vec<u8>), Str
 
 pub fn encode_reply(result: Result<(TwinReply, Vec<u8>), TwinError>) -> Vec<u8> {
     match result {
-        Ok((reply, blob)) => frame(&Ok::<TwinReply, WireError>(reply), &blob),
-        Err(e) => frame(&Err::<TwinReply, WireError>(e.into()), &[]),
+        Ok((reply, blob)) => frame(&Ok::<TwinReply, TwinError>(reply), &blob),
+        Err(e) => frame(&Err::<TwinReply, TwinError>(e), &[]),
     }
 }
 
 pub fn decode_reply(bytes: &[u8]) -> Result<Result<(TwinReply, Vec<u8>), TwinError>, String> {
-    let (header, blob): (Result<TwinReply, WireError>, Vec<u8>) = unframe(bytes)?;
-    Ok(header.map(|r| (r, blob)).map_err(TwinError::from))
+    let (header, blob): (Result<TwinReply, TwinError>, Vec<u8>) = unframe(bytes)?;
+    Ok(header.map(|r| (r, blob)))
 }
 
 #[cfg(test)]
@@ -394,15 +245,24 @@ mod tests {
 
         let err = TwinError::Timeout {
             id: "x".into(),
-            what: "state",
+            what: "state".into(),
             timeout_ms: 5,
         };
         let back = decode_reply(&encode_reply(Err(err))).expect("decodes");
         assert!(matches!(
             back,
-            Err(TwinError::Timeout {
-                what: "state",
-                timeout_ms: 5,
+            Err(TwinError::Timeout { ref what, timeout_ms: 5, .. }) if what == "state"
+        ));
+        let engine = TwinError::Engine {
+            kind: crate::error::EngineFailure::Diverged,
+            field: Some("steps".into()),
+            message: "NaN".into(),
+        };
+        let back = decode_reply(&encode_reply(Err(engine))).expect("decodes");
+        assert!(matches!(
+            back,
+            Err(TwinError::Engine {
+                kind: crate::error::EngineFailure::Diverged,
                 ..
             })
         ));

@@ -60,6 +60,10 @@ pub struct TwinArgs {
     pub child_board: ChildBoard,
     /// Watchers of the supervision tree, told when a child starts or fails.
     pub tree_events: Option<tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>>,
+    /// Told (once) when the twin has been paused, childless and without a
+    /// request for `passivate_after`, so its supervisor may deactivate it.
+    pub passivate_after: Option<Duration>,
+    pub on_idle: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 pub struct TwinActor;
@@ -80,7 +84,8 @@ pub struct TwinState {
     clock: Clock,
     /// Bumped on every clock change; ticks of older generations are ignored.
     generation: u64,
-    ticker: Option<tokio::task::JoinHandle<()>>,
+    /// The pending tick of the real-time clock, aborted on a clock change.
+    ticker: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<TwinMsg>>>>,
     /// Real-time clock: when it started and how many steps it has taken since.
     clock_origin: Instant,
     clock_steps: u64,
@@ -102,6 +107,14 @@ pub struct TwinState {
     sync: crate::sync::TwinSync,
     children: Children,
     tree_events: Option<tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>>,
+    passivate_after: Option<Duration>,
+    on_idle: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The last request from a caller, for passivation.
+    last_request: Instant,
+    idle_reported: bool,
+    /// Stopping to be passivated: the final state goes to the checkpoint
+    /// slot once every queued request is served.
+    final_checkpoint: bool,
     _active: ActiveGauge,
 }
 
@@ -204,6 +217,33 @@ impl TwinState {
                 TwinOpReply::SyncStatus(Box::new(self.sync.status(self.sim.as_ref())))
             }
         })
+    }
+
+    /// A caller's request arrived: the twin is not idle.
+    fn touched(&mut self) {
+        self.last_request = Instant::now();
+        self.idle_reported = false;
+    }
+
+    /// While paused and childless, tells the supervisor once the twin has
+    /// had no request for `passivate_after`; checks again when it is due.
+    fn idle_check(&mut self, myself: &ActorRef<TwinMsg>, generation: u64) {
+        let (Some(after), Some(on_idle)) = (self.passivate_after, self.on_idle.clone()) else {
+            return;
+        };
+        if generation != self.generation || self.clock != Clock::Paused || !self.children.is_empty()
+        {
+            return;
+        }
+        let idle = self.last_request.elapsed();
+        if idle < after {
+            myself.send_after(after - idle, move || TwinMsg::IdleCheck { generation });
+        } else if !self.idle_reported {
+            self.idle_reported = true;
+            on_idle();
+            // Should the supervisor keep it, a later silence reports again.
+            myself.send_after(after, move || TwinMsg::IdleCheck { generation });
+        }
     }
 
     fn step_once(&mut self) -> Result<(), TwinError> {
@@ -313,18 +353,26 @@ impl TwinState {
         self.clock_steps = 0;
         let generation = self.generation;
         match clock {
-            Clock::Paused => {}
+            Clock::Paused => {
+                if let Some(after) = self.passivate_after {
+                    myself.send_after(after, move || TwinMsg::IdleCheck { generation });
+                }
+            }
             Clock::Fast => {
                 let _ = myself.cast(TwinMsg::Tick { generation });
             }
-            Clock::Realtime => {
-                // Tick at the step rate, but no faster than every 5 ms: each tick
-                // takes as many steps as are due, so the rate stays exact.
-                let period = Duration::from_secs_f64((1.0 / self.step_hz).max(0.005));
-                self.ticker =
-                    Some(myself.send_interval(period, move || TwinMsg::Tick { generation }));
-            }
+            Clock::Realtime => self.schedule_tick(myself),
         }
+    }
+
+    /// The real-time clock's next tick: at the step rate, but no faster than
+    /// every 5 ms (each tick takes as many steps as are due, so the rate
+    /// stays exact). Each tick schedules the next, so however slow the
+    /// engine, one tick at most waits in the mailbox.
+    fn schedule_tick(&mut self, myself: &ActorRef<TwinMsg>) {
+        let period = Duration::from_secs_f64((1.0 / self.step_hz).max(0.005));
+        let generation = self.generation;
+        self.ticker = Some(myself.send_after(period, move || TwinMsg::Tick { generation }));
     }
 
     fn tick(&mut self, myself: &ActorRef<TwinMsg>) -> Result<(), TwinError> {
@@ -358,6 +406,7 @@ impl TwinState {
                 self.clock_steps += due;
                 self.count_steps(due);
                 self.maybe_checkpoint(myself);
+                self.schedule_tick(myself);
                 Ok(())
             }
         }
@@ -422,6 +471,11 @@ impl Actor for TwinActor {
             sync,
             children: Children::new(children, args.child_board),
             tree_events: args.tree_events,
+            passivate_after: args.passivate_after,
+            on_idle: args.on_idle,
+            last_request: Instant::now(),
+            idle_reported: false,
+            final_checkpoint: false,
             messages: args.messages.clone(),
             id: args.id,
             name: args.name,
@@ -481,6 +535,9 @@ impl Actor for TwinActor {
         if let Some(t) = state.ticker.take() {
             t.abort();
         }
+        if state.final_checkpoint {
+            state.checkpoint();
+        }
         let events = state.children.stop_all();
         state.children_changed(&myself, events, Vec::new());
         Ok(())
@@ -524,6 +581,9 @@ impl Actor for TwinActor {
         state: &mut TwinState,
     ) -> Result<(), ActorProcessingErr> {
         state.messages.bump();
+        if msg.is_request() {
+            state.touched();
+        }
         state.step_duration = metrics::histogram!("hanzo_twin_step_duration_seconds", "engine" => state.engine_label.clone());
         match msg {
             TwinMsg::Tick { generation } => {
@@ -549,6 +609,8 @@ impl Actor for TwinActor {
                 fail_if_it_cannot_go_on(result)?;
             }
             TwinMsg::Renamed { name } => state.name = name,
+            TwinMsg::IdleCheck { generation } => state.idle_check(&myself, generation),
+            TwinMsg::Passivate => state.final_checkpoint = true,
             TwinMsg::RestartChild { index, generation } => {
                 if let Some((event, followup)) =
                     state.children.restart(index, generation, &myself).await

@@ -94,6 +94,9 @@ impl From<TwinError> for ApiError {
             TwinError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            TwinError::Overloaded { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+            }
             TwinError::Moving { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "moving", message)
             }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hanzo_twin_actors::{
     Clock, Fault, ForkOptions, Format, JointCommandEntry, Lifecycle, StartOptions, TwinDefinition,
-    TwinError, TwinFilter, TwinId, TwinRecord,
+    TwinError, TwinFilter, TwinId, TwinOp, TwinOpReply, TwinRecord,
 };
 use hanzo_twin_engines::{EngineKind, SimState};
 use serde::Deserialize;
@@ -201,8 +201,10 @@ async fn get_twin(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     let r = node.get(&id).await?;
     let mut body = r.to_api_json();
     // A twin busy with a long step request should not hold up reading its
-    // record: live info is added only if the twin answers promptly.
+    // record: live info is added only if the twin answers promptly. Reading
+    // a passivated twin's record does not bring it back.
     if r.status.state == Lifecycle::Running
+        && !r.status.passivated
         && let Ok(info) = node
             .with_timeout(Duration::from_millis(500))
             .info(&r.id.to_string())
@@ -240,27 +242,58 @@ async fn stop(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
 /// `/checkpoint`.
 async fn state(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     // One request to the twin's actor, wherever it runs.
-    let s = node.snapshot(&id).await?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({
-            "id": s.id,
-            "name": s.name,
-            "engine": s.engine,
-            "clock": s.clock,
-            "time": s.observation.time,
-            "step": s.observation.step,
-            "bodies": s.observation.bodies,
-            "joints": s.observation.joints,
-        }),
-    ))
+    let (reply, reactivated) = node.op_outcome(&id, TwinOp::Snapshot).await?;
+    let TwinOpReply::Snapshot(s) = reply else {
+        return Err(unexpected(reply));
+    };
+    let body = serde_json::json!({
+        "id": s.id,
+        "name": s.name,
+        "engine": s.engine,
+        "clock": s.clock,
+        "time": s.observation.time,
+        "step": s.observation.step,
+        "bodies": s.observation.bodies,
+        "joints": s.observation.joints,
+    });
+    Ok(activation(json(StatusCode::OK, body), reactivated))
+}
+
+/// Runs a control-loop operation and answers with what it returned; a
+/// request that brought a passivated twin back says so in the
+/// `hanzo-twin-activation: reactivated` header.
+async fn control(node: &hanzo_twin_actors::TwinNode, id: &str, op: TwinOp) -> ApiResult {
+    let (reply, reactivated) = node.op_outcome(id, op).await?;
+    let response = match reply {
+        TwinOpReply::Done => StatusCode::NO_CONTENT.into_response(),
+        TwinOpReply::Step(report) => json(StatusCode::OK, serde_json::json!(report)),
+        TwinOpReply::Observation(o) => json(StatusCode::OK, serde_json::json!(o)),
+        TwinOpReply::SyncStatus(s) => json(StatusCode::OK, serde_json::json!(s)),
+        other => return Err(unexpected(other)),
+    };
+    Ok(activation(response, reactivated))
+}
+
+fn activation(mut response: Response, reactivated: bool) -> Response {
+    if reactivated {
+        response.headers_mut().insert(
+            "hanzo-twin-activation",
+            axum::http::HeaderValue::from_static("reactivated"),
+        );
+    }
+    response
+}
+
+fn unexpected(reply: TwinOpReply) -> ApiError {
+    ApiError::from(TwinError::Storage(format!(
+        "the twin answered with an unexpected reply: {reply:?}"
+    )))
 }
 
 /// Per source: connection, traffic and errors; per measured attribute: the
 /// latest reading beside the twin's prediction.
 async fn sync_status(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
-    let status = node.sync_status(&id).await?;
-    Ok(json(StatusCode::OK, serde_json::json!(status)))
+    control(&node, &id, TwinOp::SyncStatus).await
 }
 
 async fn fork(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
@@ -282,8 +315,7 @@ fn one() -> u64 {
 
 async fn step(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: StepRequest = parse_json(&body, true)?;
-    let report = node.step(&id, req.steps).await?;
-    Ok(json(StatusCode::OK, serde_json::json!(report)))
+    control(&node, &id, TwinOp::Step { steps: req.steps }).await
 }
 
 #[derive(Deserialize)]
@@ -294,8 +326,8 @@ struct CommandRequest {
 
 async fn commands(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: CommandRequest = parse_json(&body, false)?;
-    node.command(&id, req.commands).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let commands = req.commands;
+    control(&node, &id, TwinOp::Command { commands }).await
 }
 
 #[derive(Deserialize)]
@@ -310,8 +342,7 @@ async fn observation(
     Query(q): Query<ObservationQuery>,
 ) -> ApiResult {
     let path = q.path.unwrap_or_else(|| "/".into());
-    let obs = node.observe(&id, &path).await?;
-    Ok(json(StatusCode::OK, serde_json::json!(obs)))
+    control(&node, &id, TwinOp::Observe { path }).await
 }
 
 #[derive(Deserialize)]
@@ -322,11 +353,10 @@ struct ClockRequest {
 
 async fn clock(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: ClockRequest = parse_json(&body, false)?;
-    node.set_clock(&id, req.clock).await?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({ "clock": req.clock }),
-    ))
+    let clock = req.clock;
+    let (_, reactivated) = node.op_outcome(&id, TwinOp::SetClock { clock }).await?;
+    let response = json(StatusCode::OK, serde_json::json!({ "clock": clock }));
+    Ok(activation(response, reactivated))
 }
 
 async fn download_checkpoint(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {

@@ -178,6 +178,10 @@ pub struct ServerSection {
     /// twins and clients do: open requests and streams get half of it, the
     /// twins' final checkpoints the rest.
     pub shutdown_timeout_s: u64,
+    /// Requests the node works on at once (API and cluster together); more
+    /// are refused at once with 503 `overloaded`, so no mailbox grows
+    /// without bound.
+    pub max_in_flight: usize,
     /// Serve the API over TLS when both are set.
     pub tls: TlsSection,
 }
@@ -394,6 +398,10 @@ pub struct TwinsSection {
     pub restart_window_s: u64,
     /// How long the node waits for a twin to answer.
     pub call_timeout_ms: u64,
+    /// A running twin whose clock is paused, with no sync sources, that no
+    /// request reached for this long is deactivated; the next request
+    /// brings it back from its checkpoint (0: never).
+    pub passivate_after_s: u64,
     /// Body poses recorded per simulated second, for exporting runs as USD
     /// (0 turns recording off).
     pub record_hz: f64,
@@ -443,6 +451,7 @@ impl Default for ServerSection {
             workers: 0,
             max_body_bytes: 64 * 1024 * 1024,
             shutdown_timeout_s: 30,
+            max_in_flight: hanzo_twin_actors::protocol::DEFAULT_MAX_IN_FLIGHT,
             tls: TlsSection::default(),
         }
     }
@@ -476,6 +485,7 @@ impl Default for TwinsSection {
             max_restarts: 3,
             restart_window_s: 60,
             call_timeout_ms: 10_000,
+            passivate_after_s: 300,
             record_hz: 30.0,
             record_seconds: 120.0,
         }
@@ -714,6 +724,11 @@ impl NodeConfig {
         if auth.rate_limit.control_per_second > 0 && auth.rate_limit.control_burst == 0 {
             return Err(ConfigError::Invalid(
                 "auth.rate_limit.control_burst must be at least 1 when auth.rate_limit.control_per_second is set".into(),
+            ));
+        }
+        if self.server.max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_in_flight must be at least 1".into(),
             ));
         }
         if self.server.shutdown_timeout_s == 0 {

@@ -253,6 +253,8 @@ impl Node {
                 max_restarts: config.twins.max_restarts,
                 restart_window: Duration::from_secs(config.twins.restart_window_s),
                 call_timeout,
+                passivate_after: (config.twins.passivate_after_s > 0)
+                    .then(|| Duration::from_secs(config.twins.passivate_after_s)),
                 record_hz: config.twins.record_hz,
                 record_seconds: config.twins.record_seconds,
                 ant_xml: config.gym.ant_xml.clone().or_else(|| {
@@ -285,7 +287,8 @@ impl Node {
         let host = handle_rx.await.context("the twin host did not report in")?;
         // Clients wait a little longer than the host waits for a twin, so the
         // host's own timeout error reaches them rather than a generic one.
-        let twins = TwinNode::new(host, routes, call_timeout + Duration::from_secs(2));
+        let twins = TwinNode::new(host, routes, call_timeout + Duration::from_secs(2))
+            .with_max_in_flight(config.server.max_in_flight);
         supervisor
             .cast(SupervisorMsg::Attach(twins.clone()))
             .context("the node's supervisor stopped while starting")?;

@@ -54,7 +54,13 @@ pub enum HostMsg {
     Launch {
         id: TwinId,
         prepared: Result<super::Launch, TwinError>,
-        reply: Reply<TwinRecord>,
+        then: Launched,
+    },
+    /// From a twin's actor: it has been paused and without requests for
+    /// `passivate_after`; the host may passivate it.
+    Idle {
+        id: TwinId,
+        actor: ractor::ActorId,
     },
     Stop {
         twin: TwinRef,
@@ -86,7 +92,8 @@ pub enum HostMsg {
     /// ([`crate::direct`]); an error when it is not running.
     Resolve {
         twin: TwinRef,
-        reply: Reply<ActorRef<TwinMsg>>,
+        /// The actor, and whether this request reactivated the twin.
+        reply: Reply<(ActorRef<TwinMsg>, bool)>,
     },
     /// Stop every twin with a final checkpoint, keeping their status so the next
     /// start of the node resumes them; answers once checkpoints are durable.
@@ -218,6 +225,14 @@ impl HostMsg {
             }
         }
     }
+}
+
+/// Who waits for a launch.
+pub enum Launched {
+    /// A start request, answered with the record.
+    Started(Reply<TwinRecord>),
+    /// A request for a passivated twin's actor.
+    Reactivated(Reply<(ActorRef<TwinMsg>, bool)>),
 }
 
 /// What one [`HostMsg::Rebalance`] did.

@@ -6,7 +6,7 @@
 
 mod messages;
 
-pub use messages::{HostMsg, Rebalanced};
+pub use messages::{HostMsg, Launched, Rebalanced};
 
 use crate::checkpoints::Checkpoints;
 use crate::definition::{DEFAULT_ORGANIZATION, Name, TwinDefinition};
@@ -42,6 +42,9 @@ pub struct HostConfig {
     pub restart_window: Duration,
     /// How long the host waits for a twin's answer.
     pub call_timeout: Duration,
+    /// Deactivate a running twin that is paused, has no children, and no
+    /// request reached for this long (`None`: never).
+    pub passivate_after: Option<Duration>,
     /// Body poses recorded per simulated second for export (0: no recording).
     pub record_hz: f64,
     /// Simulated seconds of recording kept per twin (the newest).
@@ -63,6 +66,7 @@ impl Default for HostConfig {
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
             call_timeout: Duration::from_secs(10),
+            passivate_after: None,
             record_hz: 30.0,
             record_seconds: 120.0,
             ant_xml: None,
@@ -115,8 +119,12 @@ pub struct HostState {
     scenes: SceneLoader,
     records: HashMap<TwinId, TwinRecord>,
     running: HashMap<TwinId, Running>,
-    /// Twins whose start is reading their scene (see `prepare_start`).
-    starting: std::collections::HashSet<TwinId>,
+    /// Twins on their way up (a start reading its scene, see
+    /// `prepare_start`) or down (being passivated): requests naming them
+    /// wait here, in order, and are handled again once they are settled.
+    parked: HashMap<TwinId, Vec<HostMsg>>,
+    /// Actors draining to passivate their twin, until they end.
+    passivating: HashMap<ActorId, TwinId>,
     by_actor: HashMap<ActorId, TwinId>,
     /// Durable checkpoints, read when a twin starts without one in memory.
     checkpoint_store: Arc<dyn CheckpointStore>,
@@ -270,6 +278,9 @@ impl HostState {
         let checkpoint_every_steps =
             ((self.config.checkpoint_interval_s * config.step_hz).ceil() as u64).max(1);
         let from_checkpoint = initial_state.is_some();
+        // The actor's id, known once it is spawned, tells the host which
+        // incarnation reported itself idle.
+        let spawned = Arc::new(std::sync::OnceLock::<ActorId>::new());
         let args = TwinArgs {
             id,
             name: definition.name.to_string(),
@@ -293,6 +304,16 @@ impl HostState {
             },
             child_board: crate::children::ChildBoard::default(),
             tree_events: Some(self.tree_events.clone()),
+            passivate_after: self.config.passivate_after,
+            on_idle: Some(Arc::new({
+                let (host, actor) = (myself.clone(), spawned.clone());
+                move || {
+                    if let Some(actor) = actor.get() {
+                        // A host that is gone passivates nothing.
+                        let _ = host.send_message(HostMsg::Idle { id, actor: *actor });
+                    }
+                }
+            })),
         };
         let messages = args.messages.clone();
         let children = args.child_board.clone();
@@ -311,6 +332,7 @@ impl HostState {
                         reason: message,
                     }
                 })?;
+        let _ = spawned.set(actor.get_id());
         self.by_actor.insert(actor.get_id(), id);
         self.running.insert(
             id,
@@ -367,11 +389,12 @@ impl HostState {
                 "twin {twin} is already running"
             )));
         }
-        if !self.starting.insert(id) {
+        if self.parked.contains_key(&id) {
             return Err(TwinError::Conflict(format!(
                 "twin {twin} is already starting"
             )));
         }
+        self.parked.insert(id, Vec::new());
         let definition = self.record(id)?.definition.clone();
         let scenes = self.scenes.clone();
         let (checkpoints, stored) = (self.checkpoints.clone(), self.checkpoint_store.clone());
@@ -401,7 +424,7 @@ impl HostState {
         id: TwinId,
         prepared: Result<Launch, TwinError>,
     ) -> Result<TwinRecord, TwinError> {
-        self.starting.remove(&id);
+        self.unpark(myself, id);
         let launch = prepared?;
         // Deleted, or started another way, while its scene was read.
         let mut record = self.record(id)?.clone();
@@ -423,6 +446,7 @@ impl HostState {
             Ok(()) => {
                 record.status.state = Lifecycle::Running;
                 record.status.clock = clock;
+                record.status.passivated = false;
                 record.status.restarts = 0;
                 record.status.last_error = None;
                 record.status.node = Some(self.config.node_id.clone());
@@ -771,7 +795,9 @@ impl HostState {
     /// its last checkpoint.
     async fn adopt(&mut self, myself: &ActorRef<HostMsg>, mut record: TwinRecord) {
         let id = record.id;
-        let resume = (record.status.state == Lifecycle::Running).then_some(record.status.clock);
+        // A passivated twin comes back on its next request, here as anywhere.
+        let resume = (record.status.state == Lifecycle::Running && !record.status.passivated)
+            .then_some(record.status.clock);
         if resume.is_some() {
             record.status.state = Lifecycle::Stopped;
         }
@@ -992,6 +1018,13 @@ impl HostState {
                 return msg.refuse(e);
             }
         }
+        if let Some(twin) = msg.twin_ref()
+            && let Ok(id) = self.resolve(twin)
+            && let Some(waiting) = self.parked.get_mut(&id)
+        {
+            waiting.push(msg);
+            return;
+        }
         match msg {
             HostMsg::Create {
                 definition,
@@ -1064,19 +1097,28 @@ impl HostState {
                         let _ = host.send_message(HostMsg::Launch {
                             id,
                             prepared,
-                            reply,
+                            then: Launched::Started(reply),
                         });
                     });
                 }
             },
-            HostMsg::Launch {
-                id,
-                prepared,
-                reply,
-            } => {
+            HostMsg::Launch { id, prepared, then } => {
                 let result = self.launch(myself, id, prepared).await;
-                let _ = reply.send(result);
+                match then {
+                    Launched::Started(reply) => drop(reply.send(result)),
+                    Launched::Reactivated(reply) => {
+                        metrics::counter!("hanzo_twin_reactivations_total").increment(1);
+                        let result = result.and_then(|_| {
+                            self.running
+                                .get(&id)
+                                .map(|r| (r.actor.clone(), true))
+                                .ok_or_else(|| self.not_running(id))
+                        });
+                        let _ = reply.send(result);
+                    }
+                }
             }
+            HostMsg::Idle { id, actor } => self.passivate(id, actor).await,
             HostMsg::Stop { twin, reply } => {
                 let result = self.stop(&twin).await;
                 let _ = reply.send(result);
@@ -1097,7 +1139,22 @@ impl HostState {
                 let result = self.checkpoint(&twin).await;
                 let _ = reply.send(result);
             }
-            HostMsg::Route { twin, msg } => self.route(&twin, msg),
+            HostMsg::Route { twin, msg } => {
+                // A passivated twin comes back first: the request is parked
+                // behind its reactivation and delivered once it runs.
+                if let Ok(id) = self.resolve(&twin)
+                    && !self.running.contains_key(&id)
+                    && self.is_passivated(id)
+                {
+                    let (tx, _) = ractor::concurrency::oneshot();
+                    self.reactivate(myself, &twin, tx.into());
+                    if let Some(waiting) = self.parked.get_mut(&id) {
+                        waiting.push(HostMsg::Route { twin, msg });
+                        return;
+                    }
+                }
+                self.route(&twin, msg)
+            }
             HostMsg::Shutdown { reply } => {
                 let ids: Vec<TwinId> = self.running.keys().copied().collect();
                 for id in ids {
@@ -1205,13 +1262,17 @@ impl HostState {
                 let _ = reply.send(Ok(self.tree_events.subscribe()));
             }
             HostMsg::Resolve { twin, reply } => {
-                let result = self
-                    .resolve(&twin)
-                    .and_then(|id| match self.running.get(&id) {
-                        Some(running) => Ok(running.actor.clone()),
-                        None => Err(self.not_running(id)),
-                    });
-                let _ = reply.send(result);
+                let id = match self.resolve(&twin) {
+                    Ok(id) => id,
+                    Err(e) => return drop(reply.send(Err(e))),
+                };
+                if let Some(running) = self.running.get(&id) {
+                    let _ = reply.send(Ok((running.actor.clone(), false)));
+                } else if self.is_passivated(id) {
+                    self.reactivate(myself, &twin, reply);
+                } else {
+                    let _ = reply.send(Err(self.not_running(id)));
+                }
             }
             HostMsg::ForkSource { twin, reply } => {
                 let result = self
@@ -1345,11 +1406,15 @@ impl HostState {
     async fn stop(&mut self, twin: &TwinRef) -> Result<TwinRecord, TwinError> {
         let id = self.resolve(twin)?;
         let mut record = self.record(id)?.clone();
-        if !self.running.contains_key(&id) && record.status.state != Lifecycle::Failed {
+        if !self.running.contains_key(&id)
+            && record.status.state != Lifecycle::Failed
+            && !self.is_passivated(id)
+        {
             return Err(TwinError::Conflict(format!("twin {twin} is not running")));
         }
         self.stop_actor(id, true).await;
         record.status.state = Lifecycle::Stopped;
+        record.status.passivated = false;
         self.save(record).await
     }
 
@@ -1414,6 +1479,80 @@ impl HostState {
     }
 
     /// Why a twin held here that is not running cannot serve a request.
+    /// Handles again, in order, the requests parked while `id` was starting
+    /// or being passivated.
+    fn unpark(&mut self, myself: &ActorRef<HostMsg>, id: TwinId) {
+        for msg in self.parked.remove(&id).unwrap_or_default() {
+            // The host's own mailbox: it is gone only when the host is.
+            let _ = myself.send_message(msg);
+        }
+    }
+
+    /// Running as far as its owner knows, with no actor: deactivated.
+    fn is_passivated(&self, id: TwinId) -> bool {
+        self.records
+            .get(&id)
+            .is_some_and(|r| r.status.state == Lifecycle::Running && r.status.passivated)
+    }
+
+    /// Brings a passivated twin back from its checkpoint, paused, and
+    /// answers `reply` with its actor once it runs; requests that name it
+    /// meanwhile wait for it.
+    fn reactivate(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        twin: &TwinRef,
+        reply: Reply<(ActorRef<TwinMsg>, bool)>,
+    ) {
+        let options = StartOptions {
+            clock: Clock::Paused,
+            reset: false,
+        };
+        match self.prepare_start(twin, options) {
+            Err(e) => drop(reply.send(Err(e))),
+            Ok((id, prepare)) => {
+                let host = myself.clone();
+                tokio::spawn(async move {
+                    let prepared = prepare.await;
+                    let _ = host.send_message(HostMsg::Launch {
+                        id,
+                        prepared,
+                        then: Launched::Reactivated(reply),
+                    });
+                });
+            }
+        }
+    }
+
+    /// Deactivates a twin its actor reported idle: the actor serves what is
+    /// already queued, checkpoints its final state and ends; requests that
+    /// come meanwhile wait, and the next one reactivates it.
+    async fn passivate(&mut self, id: TwinId, actor: ActorId) {
+        let current = self
+            .running
+            .get(&id)
+            .is_some_and(|r| r.actor.get_id() == actor);
+        if !current || self.parked.contains_key(&id) {
+            return;
+        }
+        let Some(running) = self.running.remove(&id) else {
+            return;
+        };
+        self.routes.invalidate();
+        self.parked.insert(id, Vec::new());
+        self.passivating.insert(actor, id);
+        let _ = running.actor.cast(TwinMsg::Passivate);
+        running.actor.drain().ok();
+        metrics::counter!("hanzo_twin_passivations_total").increment(1);
+        if let Ok(mut record) = self.record(id).cloned() {
+            record.status.passivated = true;
+            self.tree_event(&record, "passivated", None);
+            if let Err(e) = self.save(record).await {
+                tracing::error!(twin = %id, error = %e, "saving the passivated status failed");
+            }
+        }
+    }
+
     fn not_running(&self, id: TwinId) -> TwinError {
         match self.records.get(&id) {
             Some(r) if r.status.state == Lifecycle::Failed => TwinError::Failed {
@@ -1466,7 +1605,8 @@ impl Actor for TwinHost {
             scenes,
             records: HashMap::new(),
             running: HashMap::new(),
-            starting: Default::default(),
+            parked: HashMap::new(),
+            passivating: HashMap::new(),
             by_actor: HashMap::new(),
             tree_events: tokio::sync::broadcast::channel(256).0,
             gym: Default::default(),
@@ -1490,7 +1630,7 @@ impl Actor for TwinHost {
                     None => continue,
                 }
             }
-            if record.status.state == Lifecycle::Running {
+            if record.status.state == Lifecycle::Running && !record.status.passivated {
                 resume.push((record.id, record.status.clock));
             }
             state.hold(record);
@@ -1549,6 +1689,17 @@ impl Actor for TwinHost {
             {
                 if let Some(id) = state.gym.by_actor.get(&cell.get_id()).cloned() {
                     state.gym.remove(&id);
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, _)
+            | SupervisionEvent::ActorTerminated(cell, _, _)
+                if state.passivating.contains_key(&cell.get_id()) =>
+            {
+                // A passivated twin's actor is done: its final checkpoint is
+                // in its slot, and what waited for it is handled again.
+                state.by_actor.remove(&cell.get_id());
+                if let Some(id) = state.passivating.remove(&cell.get_id()) {
+                    state.unpark(&myself, id);
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
