@@ -994,3 +994,102 @@ async fn an_idle_paused_twin_is_passivated_and_its_next_request_brings_it_back_a
     assert_eq!((status, body["step"].as_u64()), (200, Some(6)), "{body}");
     assert_eq!(reactivated.as_deref(), Some("reactivated"));
 }
+
+#[tokio::test]
+async fn past_its_in_flight_limit_a_node_refuses_at_once_instead_of_queueing() {
+    let node = TestNode::start_opts(common::NodeOptions {
+        server_yaml: "  max_in_flight: 4\n",
+        ..Default::default()
+    })
+    .await;
+    let id = node.create_sample("conveyor.yaml", "crowded").await;
+    node.start_twin(&id, "paused").await;
+    // 64 long step requests at once: 4 are worked on, the rest are refused
+    // straight away with the reason; none waits for a timeout.
+    let mut calls = Vec::new();
+    for _ in 0..64 {
+        let request = node
+            .http
+            .post(node.url(&format!("/v1/twins/{id}/step")))
+            .json(&serde_json::json!({ "steps": 20_000 }));
+        calls.push(tokio::spawn(async move {
+            let response = request.send().await.expect("POST step");
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.expect("JSON");
+            (status, body)
+        }));
+    }
+    let (mut done, mut refused) = (0, 0);
+    for call in calls {
+        let (status, body) = call.await.expect("join");
+        match status {
+            200 => done += 1,
+            503 => {
+                assert_eq!(body["error"]["code"], "overloaded", "{body}");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("4 requests in flight")),
+                    "{body}"
+                );
+                refused += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(done >= 4 && refused > 0, "done {done}, refused {refused}");
+    // Once the crowd is served, the node takes requests again.
+    assert_eq!(node.step(&id, 1).await["step"], done * 20_000 + 1);
+}
+
+#[tokio::test]
+async fn with_both_cores_busy_creates_and_starts_still_answer() {
+    let node = TestNode::start().await;
+    // A busy loop on every core, for as long as the test runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burners: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    for i in 0..6 {
+        let name = format!("busy-cores-{i}");
+        let text = std::fs::read_to_string(common::repo().join("configs/twins/robot-arm.yaml"))
+            .expect("sample");
+        let text = text.replace("name: robot-arm-cell", &format!("name: {name}"));
+        let (status, body) = node.post_raw("/v1/twins", "application/yaml", &text).await;
+        // Answered, not timed out: created, or refused at once with a reason.
+        let refused_at_once = |status: u16, body: &serde_json::Value| {
+            status == 503
+                && body["error"]["code"] != "timeout"
+                && body["error"]["message"].is_string()
+        };
+        assert!(
+            status == 201 || refused_at_once(status, &body),
+            "{status}: {body}"
+        );
+        if status == 201 {
+            let id = body["id"].as_str().expect("id");
+            let (status, body) = node
+                .post(
+                    &format!("/v1/twins/{id}/start"),
+                    serde_json::json!({ "clock": "realtime" }),
+                )
+                .await;
+            assert!(
+                status == 200 || refused_at_once(status, &body),
+                "{status}: {body}"
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for burner in burners {
+        burner.join().expect("burner");
+    }
+}
