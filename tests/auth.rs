@@ -451,6 +451,14 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/v1/twins/{id}/sync/history",
+            allowed: ALL,
+            ok: 200,
+            target: Shared,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
             path: "/v1/twins/{id}/checkpoint",
             allowed: ALL,
             ok: 200,

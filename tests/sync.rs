@@ -86,6 +86,7 @@ struct Broker {
     tls_port: u16,
     plain_port: u16,
     dir: PathBuf,
+    conf: PathBuf,
 }
 
 impl Broker {
@@ -130,21 +131,37 @@ impl Broker {
             let mode = if path.is_dir() { 0o755 } else { 0o644 };
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
         }
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("mosquitto.log")).expect("log"))
-            .spawn()
-            .expect("start mosquitto");
         let broker = Broker {
-            child,
+            child: Broker::spawn(dir, &conf),
             tls_port,
             plain_port,
             dir: dir.to_path_buf(),
+            conf,
         };
         broker.wait_listening();
         broker
+    }
+
+    fn spawn(dir: &Path, conf: &Path) -> Child {
+        Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("mosquitto.log")).expect("log"))
+            .spawn()
+            .expect("start mosquitto")
+    }
+
+    /// Kills the broker (as a crash would).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports.
+    fn restart(&mut self) {
+        self.child = Broker::spawn(&self.dir, &self.conf);
+        self.wait_listening();
     }
 
     fn wait_listening(&self) {
@@ -606,4 +623,134 @@ async fn sync_blocks_that_cannot_be_safe_or_cannot_run_are_refused_when_written(
             "{expected}: {body}"
         );
     }
+}
+
+async fn sync_history(node: &TestNode, id: &str, query: &str) -> Value {
+    let (status, body) = node
+        .get(&format!("/v1/twins/{id}/sync/history{query}"))
+        .await;
+    assert_eq!(status, 200, "sync history: {body}");
+    body
+}
+
+fn kinds(history: &Value) -> Vec<String> {
+    history["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_broker_that_dies_mid_stream_is_reconnected_and_the_gap_is_in_the_history() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let mut broker = Broker::start(dir.path(), &certs);
+    let node = TestNode::start().await;
+    let mut definition = arm_with_sync(
+        "outage-arm",
+        json!([{
+            "type": "mqtt",
+            "name": "plant",
+            "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
+            "topic": "plant/#",
+            "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
+            "mapping": { "temp": "/World/Arm/Link1.temperature" }
+        }]),
+    );
+    definition["sync"]["reconnect_backoff_ms"] = json!([50, 100, 200]);
+    let (status, created) = node.post("/v1/twins", definition).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    wait_sync(&node, &id, "connected", |s| {
+        source(s, "plant")["state"] == "connected"
+    })
+    .await;
+
+    // Three bad payloads in a row fold into one event; an unmapped one follows.
+    let bad = || ("plant/temp", "warm".to_string());
+    publish_tls(
+        &python,
+        &broker,
+        &certs,
+        &[bad(), bad(), bad(), ("plant/pressure", "1".into())],
+    );
+    wait_sync(&node, &id, "every message counted", |s| {
+        source(s, "plant")["messages"] == 4
+    })
+    .await;
+    let history = sync_history(&node, &id, "").await;
+    assert_eq!(
+        kinds(&history),
+        ["connected", "unparsed", "unmapped"],
+        "{history:#}"
+    );
+    assert_eq!(history["events"][1]["count"], 3, "{history:#}");
+    assert!(
+        history["events"][2]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("pressure"))
+    );
+
+    // The broker dies: the source says so, and keeps trying.
+    broker.kill();
+    wait_sync(&node, &id, "disconnected", |s| {
+        source(s, "plant")["state"] == "disconnected"
+    })
+    .await;
+    let (_, twin) = node.get(&format!("/v1/twins/{id}")).await;
+    assert_eq!(
+        twin["status"]["restarts"], 0,
+        "the twin is not touched: {twin}"
+    );
+    // Back: reconnected, with the outage in the history.
+    broker.restart();
+    let status = wait_sync(&node, &id, "reconnected", |s| {
+        source(s, "plant")["state"] == "connected" && source(s, "plant")["reconnects"] == 1
+    })
+    .await;
+    assert!(
+        source(&status, "plant").get("last_error").is_some(),
+        "{status:#}"
+    );
+    let history = sync_history(&node, &id, "").await;
+    let all = kinds(&history);
+    assert_eq!(
+        all[..4],
+        ["connected", "unparsed", "unmapped", "disconnected"],
+        "{history:#}"
+    );
+    let gap = history["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"] == "gap"))
+        .unwrap_or_else(|| panic!("no gap: {history:#}"));
+    assert!(gap["seconds"].as_f64().is_some_and(|s| s > 0.0), "{gap}");
+    // Readings flow again.
+    publish_tls(&python, &broker, &certs, &[("plant/temp", "23.5".into())]);
+    wait_sync(&node, &id, "a reading after the outage", |s| {
+        reading(s, "/World/Arm/Link1.temperature").is_some_and(|r| r["value"] == 23.5)
+    })
+    .await;
+
+    // Pages follow the cursor.
+    let first = sync_history(&node, &id, "?limit=2").await;
+    assert_eq!(kinds(&first), ["connected", "unparsed"]);
+    let cursor = first["next_cursor"].as_u64().expect("a next page");
+    let rest = sync_history(&node, &id, &format!("?limit=1000&cursor={cursor}")).await;
+    assert_eq!(kinds(&rest)[0], "unmapped");
+    assert!(rest.get("next_cursor").is_none(), "{rest:#}");
+    let (status, body) = node
+        .get(&format!("/v1/twins/{id}/sync/history?limit=0"))
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("limit")),
+        "{body}"
+    );
 }

@@ -122,6 +122,39 @@ pub enum SyncValue {
     },
 }
 
+/// Something that happened to a twin's sync, as `GET /v1/twins/{id}/sync/history`
+/// lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncEvent {
+    /// Increases by one per event of the twin's run; the page cursor.
+    pub seq: u64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The source it concerns, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `connected`, `disconnected`, `refused`, `gap` (a reconnection after
+    /// an outage, with its length), `unparsed` or `unmapped`.
+    pub kind: String,
+    pub detail: String,
+    /// For a gap: seconds without a connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// Repeats folded into this event (the same kind from the same source,
+    /// one after another).
+    pub count: u64,
+}
+
+/// One page of a twin's sync history, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncHistoryPage {
+    pub events: Vec<SyncEvent>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<u64>,
+    /// Events older than the history keeps were dropped.
+    pub dropped: u64,
+}
+
 /// `GET /v1/twins/{id}/sync/status`: how a twin follows its counterpart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncStatus {
@@ -234,6 +267,12 @@ pub enum TwinOp {
     },
     /// How the twin follows its physical counterpart.
     SyncStatus,
+    /// Its sync events after `after` (a `seq`), at most `limit`.
+    SyncHistory {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        limit: usize,
+    },
 }
 
 impl TwinOp {
@@ -249,6 +288,7 @@ impl TwinOp {
             TwinOp::Snapshot => "snapshot",
             TwinOp::InjectFault { .. } => "inject_fault",
             TwinOp::SyncStatus => "sync_status",
+            TwinOp::SyncHistory { .. } => "sync_history",
         }
     }
 }
@@ -263,6 +303,7 @@ pub enum TwinOpReply {
     Info(TwinRuntimeInfo),
     Snapshot(Box<TwinSnapshot>),
     SyncStatus(Box<SyncStatus>),
+    SyncHistory(Box<SyncHistoryPage>),
 }
 
 /// Messages to one twin's actor.

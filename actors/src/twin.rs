@@ -213,6 +213,9 @@ impl TwinState {
             }
             // Handled before: a panic must not hold the reply.
             TwinOp::InjectFault { child: None, .. } => TwinOpReply::Done,
+            TwinOp::SyncHistory { after, limit } => {
+                TwinOpReply::SyncHistory(Box::new(self.sync.history(after, limit)))
+            }
             TwinOp::SyncStatus => {
                 TwinOpReply::SyncStatus(Box::new(self.sync.status(self.sim.as_ref())))
             }

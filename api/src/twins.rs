@@ -69,6 +69,12 @@ pub(crate) fn routes() -> Routes {
         .protected(GET, "/v1/twins/{id}/sync/status", twins(Read), sync_status)
         .protected(
             GET,
+            "/v1/twins/{id}/sync/history",
+            twins(Read),
+            sync_history,
+        )
+        .protected(
+            GET,
             "/v1/twins/{id}/checkpoint",
             twins(Read),
             download_checkpoint,
@@ -294,6 +300,46 @@ fn unexpected(reply: TwinOpReply) -> ApiError {
 /// latest reading beside the twin's prediction.
 async fn sync_status(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     control(&node, &id, TwinOp::SyncStatus).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    limit: Option<usize>,
+    cursor: Option<u64>,
+}
+
+/// Most sync events one page holds.
+const MAX_HISTORY_PAGE: usize = 1000;
+
+/// Connections, gaps, refusals and messages that could not be read, oldest
+/// first, in pages of `limit` (1–1,000, default 100) from `cursor`.
+async fn sync_history(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_HISTORY_PAGE}, got {limit}"),
+        ));
+    }
+    let (reply, reactivated) = node
+        .op_outcome(
+            &id,
+            TwinOp::SyncHistory {
+                after: q.cursor,
+                limit,
+            },
+        )
+        .await?;
+    let TwinOpReply::SyncHistory(page) = reply else {
+        return Err(unexpected(reply));
+    };
+    let response = json(StatusCode::OK, serde_json::json!(page));
+    Ok(activation(response, reactivated))
 }
 
 async fn fork(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {

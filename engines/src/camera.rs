@@ -1,8 +1,8 @@
 //! The pinhole camera the ray-casting renderers share: where each pixel's ray
 //! starts and which way it points, from a scene camera or from render params.
 
+use crate::geometry::{cross, normalize_quat, quat_rotate, sub};
 use crate::scene::Camera;
-use crate::usd::math::{cross, normalize_quat, quat_rotate, sub};
 use crate::{EngineError, RenderParams};
 
 /// Largest rendered image, in pixels.

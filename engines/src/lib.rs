@@ -12,6 +12,7 @@ pub mod camera;
 pub mod compare;
 pub mod error;
 pub mod findings;
+pub mod geometry;
 pub mod recording;
 pub mod registry;
 pub mod scene;

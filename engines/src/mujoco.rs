@@ -13,12 +13,12 @@
 
 use crate::camera::View;
 use crate::findings::{Finding, Support};
+use crate::geometry::{quat_conj, quat_mul, quat_rotate};
 use crate::scene::{Axis, BodyKind, JointKind, NativeFormat, Pose, SceneModel, Shape};
 use crate::tree::{
     Tree, authored_coordinate, checked_pose, compose, inverse, non_negative, positive, relative,
     unit,
 };
-use crate::usd::math::{quat_conj, quat_mul, quat_rotate};
 use crate::{
     BodyObservation, Engine, EngineCapabilities, EngineConfig, EngineError, EngineKind, Image,
     JointCommand, JointObservation, Observation, RenderParams, SimState, Simulation,

@@ -15,9 +15,9 @@
 //! - PhysX computes in `f32`.
 
 use crate::camera::View;
+use crate::geometry::{quat_mul, quat_rotate};
 use crate::scene::{Axis, BodyKind, JointKind, Pose, SceneModel, Shape};
 use crate::tree::{Tree, authored_coordinate, checked_pose, compose, inverse, positive, volume};
-use crate::usd::math::{quat_mul, quat_rotate};
 use crate::{
     BodyObservation, Engine, EngineCapabilities, EngineConfig, EngineError, EngineKind, Image,
     JointCommand, JointObservation, Observation, RenderParams, SimState, Simulation,

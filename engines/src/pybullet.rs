@@ -13,9 +13,9 @@
 //!   close to, not bit for bit like, the original (`bitwise_restore: false`).
 
 use crate::camera::View;
+use crate::geometry::{quat_rotate, sub};
 use crate::scene::{BodyKind, JointKind, Pose, SceneModel, Shape};
 use crate::tree::{Tree, authored_coordinate, checked_pose, compose, inverse, positive, volume};
-use crate::usd::math::{quat_rotate, sub};
 use crate::{
     BodyObservation, Engine, EngineCapabilities, EngineConfig, EngineError, EngineKind, Image,
     JointCommand, JointObservation, Observation, RenderParams, SimState, Simulation,
@@ -546,7 +546,7 @@ fn link_plan(
     for c in &body.colliders {
         let pose = checked_pose(&c.path, &c.local_pose)?;
         let (shape, turn) = shape_plan(&c.path, &c.shape)?;
-        let rotation = crate::usd::math::quat_mul(pose.rotation, turn);
+        let rotation = crate::geometry::quat_mul(pose.rotation, turn);
         colliders.push(json!({
             "shape": shape,
             "position": sub(pose.translation, offset),

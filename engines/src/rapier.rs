@@ -66,6 +66,7 @@
 //! phase's BVH, which the pipeline brings up to date at the end of every step, and which a
 //! zero-length step at load fills).
 
+use crate::geometry::{add, cross, dot, quat_conj, quat_mul, quat_rotate, sub};
 use crate::scene::{
     Axis, BodyKind, Camera, Drive, JointKind, Pose as ScenePose, SceneModel, Shape,
 };
@@ -441,13 +442,13 @@ impl RapierSimulation {
         // Joint frames in world coordinates, in f64.
         let (t1, q1) = world_frame(rb1.position(), &joint.data.local_frame1);
         let (t2, q2) = world_frame(rb2.position(), &joint.data.local_frame2);
-        let axis = q_rotate(q1, [1.0, 0.0, 0.0]);
+        let axis = quat_rotate(q1, [1.0, 0.0, 0.0]);
         let w1 = vec_f64(rb1.angvel());
         let w2 = vec_f64(rb2.angvel());
         let (position, velocity) = match entry.kind {
             JointKind::Revolute => {
                 // Twist of frame 2 relative to frame 1 about X, as rapier's motor measures it.
-                let mut q = q_mul(q_conj(q1), q2);
+                let mut q = quat_mul(quat_conj(q1), q2);
                 if q[3] < 0.0 {
                     q = [-q[0], -q[1], -q[2], -q[3]];
                 }
@@ -1165,7 +1166,7 @@ fn shape_and_pose(
     };
     let q = unit_quat(path, local_pose.rotation)?;
     let q = match along_y {
-        Some(axis) => q_mul(q, y_to(axis)),
+        Some(axis) => quat_mul(q, y_to(axis)),
         None => q,
     };
     let t = finite3(path, local_pose.translation)?;
@@ -1246,7 +1247,7 @@ fn build_joint(
     let path = joint.path.as_str();
     let turn = x_to(joint.axis);
     let frame = |p: &ScenePose| -> Result<Pose, EngineError> {
-        let q = q_mul(unit_quat(path, p.rotation)?, turn);
+        let q = quat_mul(unit_quat(path, p.rotation)?, turn);
         Ok(Pose::from_parts(
             to_vec(finite3(path, p.translation)?),
             to_rot(q),
@@ -1416,9 +1417,9 @@ fn world_frame(body: &Pose, local: &Pose) -> ([f64; 3], [f64; 4]) {
     .map(f64::from);
     let t = add(
         vec_f64(body.translation),
-        q_rotate(bq, vec_f64(local.translation)),
+        quat_rotate(bq, vec_f64(local.translation)),
     );
-    (t, q_mul(bq, lq))
+    (t, quat_mul(bq, lq))
 }
 
 const SQRT_HALF: f64 = std::f64::consts::FRAC_1_SQRT_2;
@@ -1439,49 +1440,4 @@ fn x_to(axis: Axis) -> [f64; 4] {
         Axis::Y => [0.0, 0.0, SQRT_HALF, SQRT_HALF],
         Axis::Z => [0.0, -SQRT_HALF, 0.0, SQRT_HALF],
     }
-}
-
-fn q_mul(a: [f64; 4], b: [f64; 4]) -> [f64; 4] {
-    let [ax, ay, az, aw] = a;
-    let [bx, by, bz, bw] = b;
-    [
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-        aw * bw - ax * bx - ay * by - az * bz,
-    ]
-}
-
-fn q_conj(q: [f64; 4]) -> [f64; 4] {
-    [-q[0], -q[1], -q[2], q[3]]
-}
-
-fn q_rotate(q: [f64; 4], v: [f64; 3]) -> [f64; 3] {
-    let u = [q[0], q[1], q[2]];
-    let t = scale(cross(u, v), 2.0);
-    add(add(v, scale(t, q[3])), cross(u, t))
-}
-
-fn add(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-fn scale(a: [f64; 3], s: f64) -> [f64; 3] {
-    [a[0] * s, a[1] * s, a[2] * s]
-}
-
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
 }

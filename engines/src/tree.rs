@@ -2,8 +2,8 @@
 //! reduced-coordinate engines (MuJoCo, PyBullet) build their models with.
 
 use crate::EngineError;
+use crate::geometry::{normalize_quat, quat_conj, quat_mul, quat_rotate, sub};
 use crate::scene::{Axis, BodyKind, JointKind, Pose, SceneModel};
-use crate::usd::math::{normalize_quat, quat_conj, quat_mul, quat_rotate, sub};
 use std::collections::HashMap;
 
 /// Why a scene cannot become a tree of bodies, at which prim.

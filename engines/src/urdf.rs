@@ -41,100 +41,13 @@ pub struct UrdfOptions {
     pub self_collision: bool,
 }
 
-type Quat = [f64; 4]; // [x, y, z, w]
+use crate::geometry::{
+    Mat3, Quat, quat_from_matrix, quat_from_rpy, quat_from_x_to, quat_mul, quat_rotate,
+    quat_to_matrix,
+};
 
 /// The natural frequency of the drives the converter gives joints.
 const DRIVE_HZ: f64 = 5.0;
-type Mat3 = [[f64; 3]; 3];
-
-fn q_mul(a: Quat, b: Quat) -> Quat {
-    [
-        a[3] * b[0] + a[0] * b[3] + a[1] * b[2] - a[2] * b[1],
-        a[3] * b[1] - a[0] * b[2] + a[1] * b[3] + a[2] * b[0],
-        a[3] * b[2] + a[0] * b[1] - a[1] * b[0] + a[2] * b[3],
-        a[3] * b[3] - a[0] * b[0] - a[1] * b[1] - a[2] * b[2],
-    ]
-}
-
-fn q_rotate(q: Quat, v: [f64; 3]) -> [f64; 3] {
-    let p = q_mul(
-        q_mul(q, [v[0], v[1], v[2], 0.0]),
-        [-q[0], -q[1], -q[2], q[3]],
-    );
-    [p[0], p[1], p[2]]
-}
-
-/// URDF's roll-pitch-yaw: about fixed X, then Y, then Z.
-fn q_rpy(rpy: [f64; 3]) -> Quat {
-    let h = |a: f64| ((a / 2.0).sin(), (a / 2.0).cos());
-    let (sr, cr) = h(rpy[0]);
-    let (sp, cp) = h(rpy[1]);
-    let (sy, cy) = h(rpy[2]);
-    q_mul(
-        q_mul([0.0, 0.0, sy, cy], [0.0, sp, 0.0, cp]),
-        [sr, 0.0, 0.0, cr],
-    )
-}
-
-fn q_to_mat(q: Quat) -> Mat3 {
-    let [x, y, z, w] = q;
-    [
-        [
-            1.0 - 2.0 * (y * y + z * z),
-            2.0 * (x * y - z * w),
-            2.0 * (x * z + y * w),
-        ],
-        [
-            2.0 * (x * y + z * w),
-            1.0 - 2.0 * (x * x + z * z),
-            2.0 * (y * z - x * w),
-        ],
-        [
-            2.0 * (x * z - y * w),
-            2.0 * (y * z + x * w),
-            1.0 - 2.0 * (x * x + y * y),
-        ],
-    ]
-}
-
-fn mat_to_q(m: Mat3) -> Quat {
-    let trace = m[0][0] + m[1][1] + m[2][2];
-    let q = if trace > 0.0 {
-        let s = (trace + 1.0).sqrt() * 2.0;
-        [
-            (m[2][1] - m[1][2]) / s,
-            (m[0][2] - m[2][0]) / s,
-            (m[1][0] - m[0][1]) / s,
-            0.25 * s,
-        ]
-    } else if m[0][0] > m[1][1] && m[0][0] > m[2][2] {
-        let s = (1.0 + m[0][0] - m[1][1] - m[2][2]).sqrt() * 2.0;
-        [
-            0.25 * s,
-            (m[0][1] + m[1][0]) / s,
-            (m[0][2] + m[2][0]) / s,
-            (m[2][1] - m[1][2]) / s,
-        ]
-    } else if m[1][1] > m[2][2] {
-        let s = (1.0 + m[1][1] - m[0][0] - m[2][2]).sqrt() * 2.0;
-        [
-            (m[0][1] + m[1][0]) / s,
-            0.25 * s,
-            (m[1][2] + m[2][1]) / s,
-            (m[0][2] - m[2][0]) / s,
-        ]
-    } else {
-        let s = (1.0 + m[2][2] - m[0][0] - m[1][1]).sqrt() * 2.0;
-        [
-            (m[0][2] + m[2][0]) / s,
-            (m[1][2] + m[2][1]) / s,
-            0.25 * s,
-            (m[1][0] - m[0][1]) / s,
-        ]
-    };
-    let n = q.iter().map(|c| c * c).sum::<f64>().sqrt();
-    q.map(|c| c / n)
-}
 
 /// A URDF inertia as its symmetric 3×3 tensor.
 fn inertia_tensor(i: &urdf_rs::Inertia) -> Mat3 {
@@ -147,7 +60,7 @@ fn inertia_tensor(i: &urdf_rs::Inertia) -> Mat3 {
 
 /// `R T Rᵀ`: a tensor given in a frame rotated by `q`, in the outer frame.
 fn rotate_tensor(q: Quat, t: &Mat3) -> Mat3 {
-    let r = q_to_mat(q);
+    let r = quat_to_matrix(q);
     let mut out = [[0.0; 3]; 3];
     for (a, row) in out.iter_mut().enumerate() {
         for (b, cell) in row.iter_mut().enumerate() {
@@ -158,21 +71,6 @@ fn rotate_tensor(q: Quat, t: &Mat3) -> Mat3 {
         }
     }
     out
-}
-
-/// The rotation taking +X onto the unit vector `a`.
-fn q_x_to(a: [f64; 3]) -> Quat {
-    let d = a[0]; // dot((1,0,0), a)
-    if d > 1.0 - 1e-12 {
-        return [0.0, 0.0, 0.0, 1.0];
-    }
-    if d < -1.0 + 1e-12 {
-        return [0.0, 0.0, 1.0, 0.0]; // half turn about Z
-    }
-    // Axis (1,0,0) × a = (0, -a.z, a.y).
-    let q = [0.0, -a[2], a[1], 1.0 + d];
-    let n = q.iter().map(|c| c * c).sum::<f64>().sqrt();
-    q.map(|c| c / n)
 }
 
 /// Eigen-decomposition of a symmetric 3×3 matrix by Jacobi rotations:
@@ -232,15 +130,15 @@ impl Frame {
     fn of(pose: &urdf_rs::Pose) -> Frame {
         Frame {
             t: pose.xyz.0,
-            q: q_rpy(pose.rpy.0),
+            q: quat_from_rpy(pose.rpy.0),
         }
     }
 
     fn then(&self, child: &Frame) -> Frame {
-        let r = q_rotate(self.q, child.t);
+        let r = quat_rotate(self.q, child.t);
         Frame {
             t: [self.t[0] + r[0], self.t[1] + r[1], self.t[2] + r[2]],
-            q: q_mul(self.q, child.q),
+            q: quat_mul(self.q, child.q),
         }
     }
 }
@@ -341,7 +239,7 @@ fn dae_node_matrix(node: &dae_parser::Node) -> Result<Mat4, String> {
                     axis[2] / n * half.sin(),
                     half.cos(),
                 ];
-                let r3 = q_to_mat(q);
+                let r3 = quat_to_matrix(q);
                 let mut r = IDENTITY4;
                 for i in 0..3 {
                     r[i][..3].copy_from_slice(&r3[i]);
@@ -942,7 +840,7 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
             let _ = writeln!(
                 out,
                 "        quatf physics:principalAxes = {}",
-                quat(mat_to_q(axes))
+                quat(quat_from_matrix(&axes))
             );
         } else if !fixed {
             // A massless moving link (a sensor frame, say): a token mass keeps
@@ -993,7 +891,7 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
         let align = if kind == "PhysicsFixedJoint" || n == 0.0 {
             [0.0, 0.0, 0.0, 1.0]
         } else {
-            q_x_to(axis.map(|a| a / n))
+            quat_from_x_to(axis.map(|a| a / n))
         };
         let angular = kind == "PhysicsRevoluteJoint";
         // Angles in USD are degrees.
@@ -1010,7 +908,7 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
         let mut drive = None;
         if kind != "PhysicsFixedJoint" {
             let joint_world = world[j.parent.link.as_str()].then(&origin);
-            let axis_world = q_rotate(joint_world.q, axis.map(|a| a / n.max(1e-300)));
+            let axis_world = quat_rotate(joint_world.q, axis.map(|a| a / n.max(1e-300)));
             let mut inertia = 0.0;
             for link in subtree(&j.child.link) {
                 let (m, com, w) = mass_world[link.as_str()];
@@ -1063,7 +961,7 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
         let _ = writeln!(
             out,
             "            quatf physics:localRot0 = {}",
-            quat(q_mul(origin.q, align))
+            quat(quat_mul(origin.q, align))
         );
         let _ = writeln!(out, "            point3f physics:localPos1 = (0, 0, 0)");
         let _ = writeln!(out, "            quatf physics:localRot1 = {}", quat(align));
@@ -1129,8 +1027,8 @@ mod tests {
 
     #[test]
     fn eigen_recovers_a_rotated_diagonal_tensor() {
-        let q = q_rpy([0.3, -0.7, 1.1]);
-        let r = q_to_mat(q);
+        let q = quat_from_rpy([0.3, -0.7, 1.1]);
+        let r = quat_to_matrix(q);
         let d = [1.0, 2.0, 3.0];
         let mut m = [[0.0; 3]; 3];
         for (a, row) in m.iter_mut().enumerate() {
@@ -1163,7 +1061,7 @@ mod tests {
             [-1.0, 0.0, 0.0],
             [0.6, 0.0, 0.8],
         ] {
-            let got = q_rotate(q_x_to(a), [1.0, 0.0, 0.0]);
+            let got = quat_rotate(quat_from_x_to(a), [1.0, 0.0, 0.0]);
             for k in 0..3 {
                 assert!((got[k] - a[k]).abs() < 1e-12, "{a:?} -> {got:?}");
             }

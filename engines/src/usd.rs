@@ -38,6 +38,7 @@ use openusd::sdf::{self, Value};
 use openusd::usd::{Prim, PrimPredicate, SchemaBase, SchemaKind, Stage, TimeCode};
 
 use crate::EngineError;
+use crate::geometry;
 use crate::scene::{
     Axis, Body, BodyKind, Camera, Collider, CollisionGroup, Drive, Joint, JointKind,
     MassProperties, Material, Pose, SceneModel, Shape,
@@ -614,7 +615,7 @@ impl Reader {
     /// World pose in metres (scale dropped).
     fn pose_of(&self, d: &Decomposed) -> Pose {
         Pose {
-            translation: math::scaled(d.translation, self.meters_per_unit),
+            translation: geometry::scaled(d.translation, self.meters_per_unit),
             rotation: d.rotation,
         }
     }
@@ -663,7 +664,7 @@ impl Reader {
         let d = self.decomposed(path)?;
         let pose = self.pose_of(&d);
         let linear_velocity = match self.vec3_attr(path, "physics:velocity")? {
-            Some(v) => math::scaled(
+            Some(v) => geometry::scaled(
                 self.finite3(path, "physics:velocity", v)?,
                 self.meters_per_unit,
             ),
@@ -671,7 +672,7 @@ impl Reader {
         };
         let angular_velocity = match self.vec3_attr(path, "physics:angularVelocity")? {
             // USD gives deg/s.
-            Some(v) => math::scaled(self.finite3(path, "physics:angularVelocity", v)?, DEG),
+            Some(v) => geometry::scaled(self.finite3(path, "physics:angularVelocity", v)?, DEG),
             None => [0.0; 3],
         };
         let mass = self.body_mass(path, &d)?;
@@ -743,7 +744,7 @@ impl Reader {
             // USD's fallback (0, 0, 0, 0) means "compute it".
             None => None,
             Some(q) if q == [0.0; 4] => None,
-            Some(q) => Some(math::normalize_quat(q).ok_or_else(|| {
+            Some(q) => Some(geometry::normalize_quat(q).ok_or_else(|| {
                 self.prim_err(
                     path,
                     format!("physics:principalAxes is not a rotation: {q:?}"),
@@ -792,7 +793,7 @@ impl Reader {
         let world = self.pose_of(&d);
         let local_pose = match owner {
             Some(body) => {
-                let (t, r) = math::relative(
+                let (t, r) = geometry::relative(
                     body.pose.translation,
                     body.pose.rotation,
                     world.translation,
@@ -1274,25 +1275,25 @@ impl Reader {
             None => [0.0; 3],
         };
         let rot = match self.quat_attr(joint, &rot_name)? {
-            Some(q) => math::normalize_quat(q).ok_or_else(|| {
+            Some(q) => geometry::normalize_quat(q).ok_or_else(|| {
                 self.prim_err(joint, format!("{rot_name} is not a rotation: {q:?}"))
             })?,
             None => [0.0, 0.0, 0.0, 1.0],
         };
         let mpu = self.meters_per_unit;
         let (world_t, world_r) = match &a.frame {
-            None => (math::scaled(pos, mpu), rot),
+            None => (geometry::scaled(pos, mpu), rot),
             Some(m) => {
                 let d = math::decompose(m).map_err(|e| {
                     self.prim_err(joint, format!("the prim its {n} end attaches to: {e}"))
                 })?;
                 (
-                    math::scaled(math::transform_point(m, pos), mpu),
-                    math::quat_mul(d.rotation, rot),
+                    geometry::scaled(math::transform_point(m, pos), mpu),
+                    geometry::quat_mul(d.rotation, rot),
                 )
             }
         };
-        let (translation, rotation) = math::relative(
+        let (translation, rotation) = geometry::relative(
             a.body_pose.translation,
             a.body_pose.rotation,
             world_t,

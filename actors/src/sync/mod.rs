@@ -13,7 +13,8 @@ pub mod readings;
 
 use crate::definition::{SourceSpec, SyncMode, SyncSpec, Target};
 use crate::protocol::{
-    BufferStatus, ChildSpec, ReadingStatus, SourceStatus, SyncStatus, SyncValue,
+    BufferStatus, ChildSpec, ReadingStatus, SourceStatus, SyncEvent, SyncHistoryPage, SyncStatus,
+    SyncValue,
 };
 use chrono::{DateTime, Utc};
 use hanzo_twin_engines::{JointCommand, Observation, Simulation};
@@ -131,6 +132,79 @@ impl SourceStats {
     }
 }
 
+/// Events kept per twin; older ones are dropped (and counted).
+pub const HISTORY_CAPACITY: usize = 1000;
+
+/// A twin's sync history, written by its sources and by the twin, kept in
+/// memory for the twin's run (a restart of the twin begins a new one).
+#[derive(Clone, Default)]
+pub struct SyncHistory(Arc<Mutex<HistoryInner>>);
+
+#[derive(Default)]
+struct HistoryInner {
+    events: VecDeque<SyncEvent>,
+    next_seq: u64,
+    dropped: u64,
+}
+
+impl SyncHistory {
+    /// Records an event. The same kind from the same source right after
+    /// the last one is folded into it (`count`), so a flood of bad messages
+    /// costs one event, not a thousand.
+    pub fn record(&self, source: Option<&str>, kind: &str, detail: String, seconds: Option<f64>) {
+        let mut h = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seconds.is_none()
+            && let Some(last) = h.events.back_mut()
+            && last.kind == kind
+            && last.source.as_deref() == source
+        {
+            last.count += 1;
+            last.at = Utc::now();
+            last.detail = detail;
+            return;
+        }
+        h.next_seq += 1;
+        let seq = h.next_seq;
+        if h.events.len() >= HISTORY_CAPACITY {
+            h.events.pop_front();
+            h.dropped += 1;
+        }
+        h.events.push_back(SyncEvent {
+            seq,
+            at: Utc::now(),
+            source: source.map(str::to_string),
+            kind: kind.to_string(),
+            detail,
+            seconds,
+            count: 1,
+        });
+    }
+
+    /// Events after `after`, oldest first, at most `limit`.
+    pub fn page(&self, after: Option<u64>, limit: usize) -> SyncHistoryPage {
+        let h = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = limit.max(1);
+        let mut events: Vec<SyncEvent> = h
+            .events
+            .iter()
+            .filter(|e| after.is_none_or(|a| e.seq > a))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next_cursor = if events.len() > limit {
+            events.truncate(limit);
+            events.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        SyncHistoryPage {
+            events,
+            next_cursor,
+            dropped: h.dropped,
+        }
+    }
+}
+
 /// The newest reading of one measured attribute.
 struct Latest {
     source: usize,
@@ -148,12 +222,14 @@ pub struct TwinSync {
     budget: Duration,
     late: u64,
     twin_label: String,
+    history: SyncHistory,
 }
 
 impl TwinSync {
     /// The twin's sync state and the source actors it supervises.
     pub fn start(spec: &SyncSpec, twin_label: &str) -> (TwinSync, Vec<Arc<dyn ChildSpec>>) {
         let inbox = Inbox::new(spec.buffer_size);
+        let history = SyncHistory::default();
         let mut sources = Vec::new();
         let mut children: Vec<Arc<dyn ChildSpec>> = Vec::new();
         for (index, source) in spec.sources.iter().enumerate() {
@@ -175,6 +251,7 @@ impl TwinSync {
                         inbox: inbox.clone(),
                         stats,
                         twin_label: twin_label.to_string(),
+                        history: history.clone(),
                     }));
                 }
             }
@@ -187,6 +264,7 @@ impl TwinSync {
             budget: Duration::from_millis(spec.latency_budget_ms),
             late: 0,
             twin_label: twin_label.to_string(),
+            history,
         };
         (sync, children)
     }
@@ -204,6 +282,9 @@ impl TwinSync {
             }
             if let Err(reason) = self.apply(sim, reading.clone()) {
                 if let Some(stats) = self.sources.get(reading.source) {
+                    let name = stats.name();
+                    self.history
+                        .record(Some(&name), "unmapped", reason.clone(), None);
                     stats.update(|s| {
                         s.unmapped += 1;
                         s.last_error = Some(reason);
@@ -246,6 +327,10 @@ impl TwinSync {
             },
         );
         Ok(())
+    }
+
+    pub fn history(&self, after: Option<u64>, limit: usize) -> SyncHistoryPage {
+        self.history.page(after, limit)
     }
 
     pub fn status(&self, sim: &dyn Simulation) -> SyncStatus {

@@ -29,6 +29,7 @@ pub struct MqttChild {
     pub inbox: Inbox,
     pub stats: Arc<SourceStats>,
     pub twin_label: String,
+    pub history: super::SyncHistory,
 }
 
 impl ChildSpec for MqttChild {
@@ -50,6 +51,8 @@ impl ChildSpec for MqttChild {
             twin: context.twin,
             twin_label: self.twin_label.clone(),
             messages: context.messages,
+            history: self.history.clone(),
+            name: self.child_name.trim_start_matches("sync:").to_string(),
         };
         let supervisor = context.supervisor;
         Box::pin(async move {
@@ -73,6 +76,9 @@ pub struct MqttArgs {
     twin: ActorRef<TwinMsg>,
     twin_label: String,
     messages: crate::inspector::MessageCount,
+    history: super::SyncHistory,
+    /// The source's name, as its status and history show it.
+    name: String,
 }
 
 pub struct MqttSource;
@@ -86,6 +92,8 @@ pub struct MqttState {
     /// Connection attempts failed in a row, for the backoff.
     failures: usize,
     was_connected: bool,
+    /// Since when the source has been without its broker, after having had it.
+    down_since: Option<Instant>,
 }
 
 /// What the polling task hands the actor; the reply is how long to wait
@@ -216,9 +224,13 @@ impl MqttState {
             .get(key)
             .or_else(|| self.args.spec.mapping.get(topic))
         else {
+            let reason = format!("no mapping for sensor `{key}` (topic {topic})");
+            self.args
+                .history
+                .record(Some(&self.args.name), "unmapped", reason.clone(), None);
             self.args.stats.update(|s| {
                 s.unmapped += 1;
-                s.last_error = Some(format!("no mapping for sensor `{key}` (topic {topic})"));
+                s.last_error = Some(reason);
             });
             count("unmapped");
             return;
@@ -239,9 +251,13 @@ impl MqttState {
                 count("read");
             }
             Err(reason) => {
+                let reason = format!("topic {topic}: {reason}");
+                self.args
+                    .history
+                    .record(Some(&self.args.name), "unparsed", reason.clone(), None);
                 self.args.stats.update(|s| {
                     s.unparsed += 1;
-                    s.last_error = Some(format!("topic {topic}: {reason}"));
+                    s.last_error = Some(reason);
                 });
                 count("unparsed");
             }
@@ -290,6 +306,7 @@ impl Actor for MqttSource {
             poller: None,
             failures: 0,
             was_connected: false,
+            down_since: None,
         })
     }
 
@@ -369,7 +386,25 @@ impl Actor for MqttSource {
                         s.reconnects += 1;
                     }
                 });
-                tracing::info!(source = %state.args.stats.name(), reconnected, "sync source connected");
+                let name = state.args.name.clone();
+                match state.down_since.take() {
+                    Some(since) => {
+                        let seconds = since.elapsed().as_secs_f64();
+                        state.args.history.record(
+                            Some(&name),
+                            "gap",
+                            format!("reconnected after {seconds:.2} s without the broker"),
+                            Some(seconds),
+                        );
+                    }
+                    None => state.args.history.record(
+                        Some(&name),
+                        "connected",
+                        state.args.spec.broker.clone(),
+                        None,
+                    ),
+                }
+                tracing::info!(source = %name, reconnected, "sync source connected");
             }
             Ok(Packet::SubAck(ack)) => {
                 if ack
@@ -392,7 +427,14 @@ impl Actor for MqttSource {
                 state.failures += 1;
                 wait = state.backoff();
                 let (connection, reason) = describe(&error);
-                let name = state.args.stats.name();
+                let name = state.args.name.clone();
+                if state.was_connected && state.down_since.is_none() {
+                    state.down_since = Some(Instant::now());
+                }
+                state
+                    .args
+                    .history
+                    .record(Some(&name), connection, reason.clone(), None);
                 state.args.stats.update(|s| {
                     s.state = connection.into();
                     s.connected_since = None;

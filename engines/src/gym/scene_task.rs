@@ -10,9 +10,9 @@
 //! axes, masses and frictions changed, gravity tilted).
 
 use super::{ActionDelay, BoxSpace, EnvSpec, EpisodeParams, Outcome, Task, TaskEnv};
+use crate::geometry::{cross, quat_conj, quat_mul, quat_rotate, sub};
 use crate::scene::{BodyKind, JointKind, SceneModel};
 use crate::tree::{Tree, compose};
-use crate::usd::math::{cross, quat_conj, quat_mul, quat_rotate, sub};
 use crate::{
     Engine, EngineConfig, EngineError, EngineKind, JointCommand, RenderParams, SimState, Simulation,
 };

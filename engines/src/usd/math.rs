@@ -1,10 +1,11 @@
-//! The small amount of linear algebra the USD reader needs: splitting USD's 4×4
-//! transforms into a rigid pose plus scale, and composing poses.
+//! Splitting USD's 4×4 transforms into a rigid pose plus scale (rotations and
+//! frames themselves are in [`crate::geometry`]).
 //!
 //! USD matrices (`gf::Matrix4d`) are row-major and act on row vectors
 //! (`p' = p · M`), so a matrix's first three rows are the images of the local
 //! x, y and z axes and its last row is the translation.
 
+use crate::geometry::{cross, dot, norm, quat_from_matrix, sub};
 use openusd::gf::Matrix4d;
 
 /// Relative tolerance for "these scales are equal" and "this matrix has no shear".
@@ -99,126 +100,6 @@ pub(crate) fn decompose(m: &Matrix4d) -> Result<Decomposed, DecomposeError> {
     })
 }
 
-/// Quaternion `[x, y, z, w]` of a proper rotation matrix (column-vector form).
-fn quat_from_matrix(r: &[[f64; 3]; 3]) -> [f64; 4] {
-    let trace = r[0][0] + r[1][1] + r[2][2];
-    let q = if trace > 0.0 {
-        let s = (trace + 1.0).sqrt() * 2.0;
-        [
-            (r[2][1] - r[1][2]) / s,
-            (r[0][2] - r[2][0]) / s,
-            (r[1][0] - r[0][1]) / s,
-            0.25 * s,
-        ]
-    } else if r[0][0] > r[1][1] && r[0][0] > r[2][2] {
-        let s = (1.0 + r[0][0] - r[1][1] - r[2][2]).sqrt() * 2.0;
-        [
-            0.25 * s,
-            (r[0][1] + r[1][0]) / s,
-            (r[0][2] + r[2][0]) / s,
-            (r[2][1] - r[1][2]) / s,
-        ]
-    } else if r[1][1] > r[2][2] {
-        let s = (1.0 + r[1][1] - r[0][0] - r[2][2]).sqrt() * 2.0;
-        [
-            (r[0][1] + r[1][0]) / s,
-            0.25 * s,
-            (r[1][2] + r[2][1]) / s,
-            (r[0][2] - r[2][0]) / s,
-        ]
-    } else {
-        let s = (1.0 + r[2][2] - r[0][0] - r[1][1]).sqrt() * 2.0;
-        [
-            (r[0][2] + r[2][0]) / s,
-            (r[1][2] + r[2][1]) / s,
-            0.25 * s,
-            (r[1][0] - r[0][1]) / s,
-        ]
-    };
-    // Canonical sign (w >= 0) so equal rotations compare equal.
-    let q = normalize_quat(q).unwrap_or([0.0, 0.0, 0.0, 1.0]);
-    if q[3] < 0.0 {
-        [-q[0], -q[1], -q[2], -q[3]]
-    } else {
-        q
-    }
-}
-
-/// Normalizes `[x, y, z, w]`; `None` for a zero or non-finite quaternion.
-pub(crate) fn normalize_quat(q: [f64; 4]) -> Option<[f64; 4]> {
-    let n = (q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]).sqrt();
-    if !n.is_finite() || n < 1e-9 {
-        return None;
-    }
-    Some([q[0] / n, q[1] / n, q[2] / n, q[3] / n])
-}
-
-/// Hamilton product `a * b` (apply `b`, then `a`), both `[x, y, z, w]`.
-pub(crate) fn quat_mul(a: [f64; 4], b: [f64; 4]) -> [f64; 4] {
-    let [ax, ay, az, aw] = a;
-    let [bx, by, bz, bw] = b;
-    [
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-        aw * bw - ax * bx - ay * by - az * bz,
-    ]
-}
-
-pub(crate) fn quat_conj(q: [f64; 4]) -> [f64; 4] {
-    [-q[0], -q[1], -q[2], q[3]]
-}
-
-pub(crate) fn quat_rotate(q: [f64; 4], v: [f64; 3]) -> [f64; 3] {
-    let u = [q[0], q[1], q[2]];
-    let w = q[3];
-    // v + 2w(u × v) + 2 u × (u × v)
-    let uv = cross(u, v);
-    let uuv = cross(u, uv);
-    [
-        v[0] + 2.0 * (w * uv[0] + uuv[0]),
-        v[1] + 2.0 * (w * uv[1] + uuv[1]),
-        v[2] + 2.0 * (w * uv[2] + uuv[2]),
-    ]
-}
-
-/// The pose `world` expressed in the frame `(frame_t, frame_r)`.
-pub(crate) fn relative(
-    frame_t: [f64; 3],
-    frame_r: [f64; 4],
-    world_t: [f64; 3],
-    world_r: [f64; 4],
-) -> ([f64; 3], [f64; 4]) {
-    let inv = quat_conj(frame_r);
-    let t = quat_rotate(inv, sub(world_t, frame_t));
-    let r = normalize_quat(quat_mul(inv, world_r)).unwrap_or([0.0, 0.0, 0.0, 1.0]);
-    (t, r)
-}
-
-pub(crate) fn scaled(v: [f64; 3], s: f64) -> [f64; 3] {
-    mul(v, s)
-}
-
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-pub(crate) fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
-}
-
-fn norm(a: [f64; 3]) -> f64 {
-    dot(a, a).sqrt()
-}
-
-pub(crate) fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
 fn mul(a: [f64; 3], s: f64) -> [f64; 3] {
     [a[0] * s, a[1] * s, a[2] * s]
 }
@@ -230,6 +111,7 @@ fn div(a: [f64; 3], s: f64) -> [f64; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::{quat_rotate, relative};
 
     fn close(a: &[f64], b: &[f64]) -> bool {
         a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
