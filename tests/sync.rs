@@ -754,3 +754,112 @@ async fn a_broker_that_dies_mid_stream_is_reconnected_and_the_gap_is_in_the_hist
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_twin_publishes_its_predictions_at_its_rate_to_whoever_listens() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let broker = Broker::start(dir.path(), &certs);
+    let node = TestNode::start().await;
+    let mut definition = arm_with_sync(
+        "publishing-arm",
+        json!([{
+            "type": "mqtt",
+            "name": "plant",
+            "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
+            "topic": "plant/sensors/#",
+            "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
+            "payload": "number",
+            "mapping": { "temp": "/World/Arm/Link1.temperature", "elbow": "/World/Arm/elbow.position" }
+        }]),
+    );
+    // No broker of its own: it publishes through the source's connection.
+    definition["sync"]["publish"] =
+        json!([{ "type": "mqtt", "name": "predictions", "topic": "plant/twin/predictions" }]);
+    definition["sync"]["rate_hz"] = json!(20);
+    let (status, created) = node.post("/v1/twins", definition).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    publish_tls(
+        &python,
+        &broker,
+        &certs,
+        &[
+            ("plant/sensors/temp", "21".into()),
+            ("plant/sensors/elbow", "0.3".into()),
+        ],
+    );
+    wait_sync(
+        &node,
+        &id,
+        "readings taken and the publisher connected",
+        |s| {
+            reading(s, "/World/Arm/elbow.position").is_some()
+                && reading(s, "/World/Arm/Link1.temperature").is_some()
+                && s["publishers"][0]["state"] == "connected"
+        },
+    )
+    .await;
+
+    let out = Command::new(&python)
+        .arg(repo().join("tests/peers/mqtt_subscribe.py"))
+        .args(["--port", &broker.tls_port.to_string(), "--tls"])
+        .args([&certs.ca, &certs.client_cert, &certs.client_key])
+        .args(["--count", "10", "plant/twin/predictions"])
+        .output()
+        .expect("run the paho listener");
+    assert!(
+        out.status.success(),
+        "listener: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let messages: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON prediction"))
+        .collect();
+    assert_eq!(messages.len(), 10);
+    let mut last_wall: Option<chrono::DateTime<chrono::Utc>> = None;
+    for m in &messages {
+        assert_eq!(m["kind"], "prediction");
+        assert_eq!(m["twin_id"], id.as_str());
+        assert!(m["time"].is_number() && m["step"].is_u64(), "{m}");
+        assert_eq!(m["joints"].as_array().map(Vec::len), Some(4), "{m}");
+        let elbow = m["predictions"]
+            .as_array()
+            .and_then(|p| {
+                p.iter()
+                    .find(|p| p["target"] == "/World/Arm/elbow.position")
+            })
+            .unwrap_or_else(|| panic!("no elbow prediction in {m}"));
+        assert_eq!(elbow["value"], 0.3);
+        assert!(
+            elbow["predicted"].is_number() && elbow["error"].is_number(),
+            "{elbow}"
+        );
+        // Never faster than rate_hz: ticks are at least 1/20 s apart.
+        let wall: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(m["wall_time"].clone()).expect("wall_time");
+        if let Some(previous) = last_wall {
+            let gap = (wall - previous).num_microseconds().expect("gap");
+            assert!(gap >= 49_000, "{gap} µs between predictions at 20 Hz");
+        }
+        last_wall = Some(wall);
+    }
+    let status = sync_status(&node, &id).await;
+    assert!(
+        status["publishers"][0]["messages"].as_u64() >= Some(10),
+        "{status:#}"
+    );
+    let (_, tree) = node.get("/v1/cluster/tree").await;
+    let twin = tree["nodes"][0]["tree"]["children"][0]["children"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "publishing-arm").cloned())
+        .expect("the twin");
+    let kinds: Vec<&str> = twin["children"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(kinds, ["sync", "publish"], "{twin:#}");
+}

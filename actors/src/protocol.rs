@@ -160,6 +160,8 @@ pub struct SyncHistoryPage {
 pub struct SyncStatus {
     pub mode: crate::definition::SyncMode,
     pub sources: Vec<SourceStatus>,
+    /// Publishers: `messages` counts what they published.
+    pub publishers: Vec<SourceStatus>,
     /// The latest reading of every measured attribute, with what the twin
     /// predicts for it now.
     pub readings: Vec<ReadingStatus>,
@@ -195,6 +197,9 @@ pub struct SourceStatus {
     /// Messages no mapping names, or that name what the scene lacks.
     pub unmapped: u64,
     pub reconnects: u64,
+    /// A publisher's ticks that published nothing (no broker, or it failed).
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// The latest reading of one attribute.
@@ -339,6 +344,8 @@ pub enum TwinMsg {
     RestartChild { index: usize, generation: u64 },
     /// Internal: a source queued readings ([`crate::sync`]).
     SyncReadings,
+    /// From a publisher: what the twin predicts now, as it is published.
+    Prediction { reply: Reply<serde_json::Value> },
     /// Internal: time to see whether the paused twin has been idle long
     /// enough to be passivated.
     IdleCheck { generation: u64 },
@@ -359,6 +366,7 @@ impl TwinMsg {
             TwinMsg::Recording { reply } => drop(reply.send(Err(err))),
             TwinMsg::SetSync { reply, .. } => drop(reply.send(Err(err))),
             TwinMsg::Children { reply } => drop(reply.send(Err(err))),
+            TwinMsg::Prediction { reply } => drop(reply.send(Err(err))),
             TwinMsg::Tick { .. }
             | TwinMsg::CheckpointDue
             | TwinMsg::Renamed { .. }

@@ -629,6 +629,9 @@ impl Actor for TwinActor {
                 let _ = reply.send(Ok(()));
             }
             TwinMsg::SyncReadings => state.sync.take(state.sim.as_mut()),
+            TwinMsg::Prediction { reply } => {
+                let _ = reply.send(Ok(state.sync.prediction(state.id, state.sim.as_ref())));
+            }
             TwinMsg::Children { reply } => {
                 let _ = reply.send(Ok(state.children.reports()));
             }

@@ -12,6 +12,11 @@ pub struct SyncSpec {
     pub mode: SyncMode,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceSpec>,
+    /// Where the twin publishes its predictions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PublishSpec>,
+    /// How often the twin publishes, per second.
+    pub rate_hz: f64,
     /// Readings waiting for the twin, across its sources; past it the oldest
     /// are dropped and counted.
     pub buffer_size: usize,
@@ -25,12 +30,16 @@ pub const DEFAULT_BUFFER_SIZE: usize = 100;
 pub const MAX_BUFFER_SIZE: usize = 1_000_000;
 pub const DEFAULT_BACKOFF_MS: [u64; 4] = [100, 500, 2000, 10000];
 pub const DEFAULT_LATENCY_BUDGET_MS: u64 = 50;
+pub const DEFAULT_RATE_HZ: f64 = 10.0;
+pub const MAX_RATE_HZ: f64 = 1000.0;
 
 impl Default for SyncSpec {
     fn default() -> Self {
         SyncSpec {
             mode: SyncMode::Standalone,
             sources: Vec::new(),
+            publish: Vec::new(),
+            rate_hz: DEFAULT_RATE_HZ,
             buffer_size: DEFAULT_BUFFER_SIZE,
             reconnect_backoff_ms: DEFAULT_BACKOFF_MS.to_vec(),
             latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
@@ -45,6 +54,10 @@ struct RawSyncSpec {
     mode: SyncMode,
     #[serde(default)]
     sources: Vec<SourceSpec>,
+    #[serde(default)]
+    publish: Vec<PublishSpec>,
+    #[serde(default)]
+    rate_hz: Option<f64>,
     #[serde(default)]
     buffer_size: Option<usize>,
     #[serde(default)]
@@ -88,6 +101,32 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
             }
             _ => {}
         }
+        let rate_hz = raw.rate_hz.unwrap_or(DEFAULT_RATE_HZ);
+        if !(rate_hz.is_finite() && rate_hz > 0.0 && rate_hz <= MAX_RATE_HZ) {
+            return Err(format!(
+                "rate_hz must be above 0 and at most {MAX_RATE_HZ}, got {rate_hz}"
+            ));
+        }
+        if raw.mode == SyncMode::Standalone && !raw.publish.is_empty() {
+            return Err("mode `standalone` publishes nothing; use mode `realtime`".into());
+        }
+        for (i, sink) in raw.publish.iter().enumerate() {
+            let PublishSpec::Mqtt(m) = sink;
+            if m.connection(&raw.sources).is_none() {
+                return Err(format!(
+                    "publish[{i}] names no broker, and there is no MQTT source whose connection it could use"
+                ));
+            }
+        }
+        let mut sinks = std::collections::HashSet::new();
+        for (i, sink) in raw.publish.iter().enumerate() {
+            if !sinks.insert(sink.name(i)) {
+                return Err(format!(
+                    "publish[{i}]: the name `{}` is used by another publisher",
+                    sink.name(i)
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, source) in raw.sources.iter().enumerate() {
             if !names.insert(source.name(i)) {
@@ -100,6 +139,8 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
         Ok(SyncSpec {
             mode: raw.mode,
             sources: raw.sources,
+            publish: raw.publish,
+            rate_hz,
             buffer_size,
             reconnect_backoff_ms: backoff,
             latency_budget_ms,
@@ -284,63 +325,252 @@ fn check_topic_filter(topic: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn check_name(name: Option<&str>) -> Result<(), String> {
+    let ok = |name: &str| {
+        (1..=63).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    match name {
+        Some(name) if !ok(name) => Err(format!(
+            "name `{name}`: use 1-63 letters, digits, `.`, `_` or `-`"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The spec's Sync Channel Security for one broker connection: TLS with a
+/// client certificate, or plain MQTT to this very host; secrets by
+/// reference only.
+fn check_connection(
+    broker: &str,
+    tls: Option<&TlsFiles>,
+    username: Option<&str>,
+    password_env: bool,
+    password_file: bool,
+) -> Result<(), String> {
+    let address = parse_broker(broker)?;
+    if address.tls {
+        if !matches!(
+            tls,
+            Some(TlsFiles {
+                cert_file: Some(_),
+                key_file: Some(_),
+                ..
+            })
+        ) {
+            return Err(format!(
+                "broker `{broker}` uses TLS: tls.cert_file and tls.key_file (the client certificate the spec requires) must be set"
+            ));
+        }
+    } else {
+        if !is_loopback(&address.host) {
+            return Err(format!(
+                "broker `{broker}`: plain mqtt:// is allowed only to a broker on this host; use mqtts:// with a client certificate"
+            ));
+        }
+        if tls.is_some() {
+            return Err(format!(
+                "broker `{broker}` is plain mqtt://, so tls does not apply; use mqtts://"
+            ));
+        }
+    }
+    if password_env && password_file {
+        return Err("set one of password_env and password_file, not both".into());
+    }
+    if (password_env || password_file) && username.is_none() {
+        return Err("a password needs a username".into());
+    }
+    Ok(())
+}
+
+/// How to reach an MQTT broker, from a source or a publisher.
+#[derive(Debug, Clone, Copy)]
+pub struct MqttConnection<'a> {
+    pub broker: &'a str,
+    pub client_id: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub password_env: Option<&'a str>,
+    pub password_file: Option<&'a std::path::Path>,
+    pub tls: Option<&'a TlsFiles>,
+}
+
+impl MqttConnection<'_> {
+    pub fn address(&self) -> BrokerAddress {
+        parse_broker(self.broker).unwrap_or(BrokerAddress {
+            tls: true,
+            host: String::new(),
+            port: 0,
+        })
+    }
+}
+
+impl MqttSourceSpec {
+    pub fn connection(&self) -> MqttConnection<'_> {
+        MqttConnection {
+            broker: &self.broker,
+            client_id: self.client_id.as_deref(),
+            username: self.username.as_deref(),
+            password_env: self.password_env.as_deref(),
+            password_file: self.password_file.as_deref(),
+            tls: self.tls.as_ref(),
+        }
+    }
+}
+
+/// Where a twin publishes what it predicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum PublishSpec {
+    Mqtt(MqttPublishSpec),
+}
+
+impl PublishSpec {
+    pub fn name(&self, index: usize) -> String {
+        match self {
+            PublishSpec::Mqtt(m) => m.name.clone().unwrap_or_else(|| format!("mqtt-{index}")),
+        }
+    }
+}
+
+/// MQTT publishing: to `broker` (with its own connection settings), or,
+/// without one, through the connection of the sync block's first MQTT
+/// source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawMqttPublish")]
+pub struct MqttPublishSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// A topic (no wildcards).
+    pub topic: String,
+    pub qos: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqttPublish {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    broker: Option<String>,
+    topic: String,
+    #[serde(default)]
+    qos: Option<u8>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    tls: Option<TlsFiles>,
+}
+
+impl TryFrom<RawMqttPublish> for MqttPublishSpec {
+    type Error = String;
+
+    fn try_from(raw: RawMqttPublish) -> Result<Self, String> {
+        check_name(raw.name.as_deref())?;
+        if raw.topic.is_empty() || raw.topic.contains(['+', '#']) {
+            return Err(format!(
+                "topic `{}`: a publish topic is non-empty and has no wildcards",
+                raw.topic
+            ));
+        }
+        let qos = raw.qos.unwrap_or(1);
+        if qos > 2 {
+            return Err(format!("qos must be 0, 1 or 2, got {qos}"));
+        }
+        match &raw.broker {
+            Some(broker) => check_connection(
+                broker,
+                raw.tls.as_ref(),
+                raw.username.as_deref(),
+                raw.password_env.is_some(),
+                raw.password_file.is_some(),
+            )?,
+            None => {
+                if raw.tls.is_some()
+                    || raw.username.is_some()
+                    || raw.password_env.is_some()
+                    || raw.password_file.is_some()
+                {
+                    return Err(
+                        "tls, username and passwords go with a broker; without one, the first MQTT source's connection is used".into(),
+                    );
+                }
+            }
+        }
+        Ok(MqttPublishSpec {
+            name: raw.name,
+            broker: raw.broker,
+            topic: raw.topic,
+            qos,
+            client_id: raw.client_id,
+            username: raw.username,
+            password_env: raw.password_env,
+            password_file: raw.password_file,
+            tls: raw.tls,
+        })
+    }
+}
+
+impl MqttPublishSpec {
+    /// Its own connection, or the first MQTT source's.
+    pub fn connection<'a>(&'a self, sources: &'a [SourceSpec]) -> Option<MqttConnection<'a>> {
+        match &self.broker {
+            Some(broker) => Some(MqttConnection {
+                broker,
+                client_id: self.client_id.as_deref(),
+                username: self.username.as_deref(),
+                password_env: self.password_env.as_deref(),
+                password_file: self.password_file.as_deref(),
+                tls: self.tls.as_ref(),
+            }),
+            // The first MQTT source, among sources of other kinds to come.
+            #[allow(clippy::unnecessary_find_map)]
+            None => sources.iter().find_map(|s| match s {
+                SourceSpec::Mqtt(m) => Some(MqttConnection {
+                    client_id: self.client_id.as_deref(),
+                    ..m.connection()
+                }),
+            }),
+        }
+    }
+}
+
 impl TryFrom<RawMqtt> for MqttSourceSpec {
     type Error = String;
 
     fn try_from(raw: RawMqtt) -> Result<Self, String> {
-        let address = parse_broker(&raw.broker)?;
         check_topic_filter(&raw.topic)?;
         let qos = raw.qos.unwrap_or(1);
         if qos > 2 {
             return Err(format!("qos must be 0, 1 or 2, got {qos}"));
         }
-        let name_ok = |name: &str| {
-            (1..=63).contains(&name.len())
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        };
-        if let Some(name) = &raw.name
-            && !name_ok(name)
-        {
-            return Err(format!(
-                "source name `{name}`: use 1-63 letters, digits, `.`, `_` or `-`"
-            ));
-        }
-        if address.tls {
-            match &raw.tls {
-                Some(TlsFiles {
-                    cert_file: Some(_),
-                    key_file: Some(_),
-                    ..
-                }) => {}
-                _ => {
-                    return Err(format!(
-                        "broker `{}` uses TLS: tls.cert_file and tls.key_file (the client certificate the spec requires) must be set",
-                        raw.broker
-                    ));
-                }
-            }
-        } else {
-            if !is_loopback(&address.host) {
-                return Err(format!(
-                    "broker `{}`: plain mqtt:// is allowed only to a broker on this host; use mqtts:// with a client certificate",
-                    raw.broker
-                ));
-            }
-            if raw.tls.is_some() {
-                return Err(format!(
-                    "broker `{}` is plain mqtt://, so tls does not apply; use mqtts://",
-                    raw.broker
-                ));
-            }
-        }
-        if raw.password_env.is_some() && raw.password_file.is_some() {
-            return Err("set one of password_env and password_file, not both".into());
-        }
-        if (raw.password_env.is_some() || raw.password_file.is_some()) && raw.username.is_none() {
-            return Err("a password needs a username".into());
-        }
+        check_name(raw.name.as_deref())?;
+        check_connection(
+            &raw.broker,
+            raw.tls.as_ref(),
+            raw.username.as_deref(),
+            raw.password_env.is_some(),
+            raw.password_file.is_some(),
+        )?;
         if raw.mapping.is_empty() {
             return Err("mapping must map at least one sensor to a USD attribute".into());
         }
@@ -520,6 +750,38 @@ mod tests {
                 .expect_err("batch")
                 .contains("not available")
         );
+    }
+
+    #[test]
+    fn publishers_use_their_own_broker_or_the_first_source_s() {
+        let source = "  - type: mqtt\n    broker: mqtt://127.0.0.1:1883\n    topic: a/#\n    mapping: {x: /World/A.t}\n";
+        let s = sync(&format!(
+            "mode: realtime\nrate_hz: 30\nsources:\n{source}publish:\n  - type: mqtt\n    topic: twin/out\n"
+        ))
+        .expect("valid");
+        let PublishSpec::Mqtt(p) = &s.publish[0];
+        assert_eq!(
+            p.connection(&s.sources).map(|c| c.broker),
+            Some("mqtt://127.0.0.1:1883")
+        );
+        assert_eq!(s.rate_hz, 30.0);
+        let wildcard = sync(&format!(
+            "mode: realtime\nsources:\n{source}publish:\n  - type: mqtt\n    topic: twin/#\n"
+        ))
+        .expect_err("a wildcard topic");
+        assert!(wildcard.contains("no wildcards"), "{wildcard}");
+        let nowhere =
+            sync("mode: realtime\npublish:\n  - type: mqtt\n    topic: twin/out\nsources: []\n")
+                .expect_err("no broker");
+        assert!(
+            nowhere.contains("at least one") || nowhere.contains("no broker"),
+            "{nowhere}"
+        );
+        let fast = sync(&format!(
+            "mode: realtime\nrate_hz: 5000\nsources:\n{source}"
+        ))
+        .expect_err("too fast");
+        assert!(fast.contains("rate_hz"), "{fast}");
     }
 
     #[test]

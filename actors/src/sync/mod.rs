@@ -9,9 +9,10 @@
 //! predicts for them.
 
 pub mod mqtt;
+pub mod publish;
 pub mod readings;
 
-use crate::definition::{SourceSpec, SyncMode, SyncSpec, Target};
+use crate::definition::{PublishSpec, SourceSpec, SyncMode, SyncSpec, Target};
 use crate::protocol::{
     BufferStatus, ChildSpec, ReadingStatus, SourceStatus, SyncEvent, SyncHistoryPage, SyncStatus,
     SyncValue,
@@ -95,6 +96,7 @@ impl SourceStats {
                     unparsed: 0,
                     unmapped: 0,
                     reconnects: 0,
+                    skipped: 0,
                 },
                 RateWindow::default(),
             )),
@@ -218,6 +220,7 @@ pub struct TwinSync {
     mode: SyncMode,
     inbox: Inbox,
     sources: Vec<Arc<SourceStats>>,
+    publishers: Vec<Arc<SourceStats>>,
     latest: BTreeMap<Target, Latest>,
     budget: Duration,
     late: u64,
@@ -256,10 +259,41 @@ impl TwinSync {
                 }
             }
         }
+        let mut publishers = Vec::new();
+        for (index, sink) in spec.publish.iter().enumerate() {
+            let name = sink.name(index);
+            match sink {
+                PublishSpec::Mqtt(mqtt) => {
+                    let broker = mqtt
+                        .connection(&spec.sources)
+                        .map(|c| c.broker.to_string())
+                        .unwrap_or_default();
+                    let stats = Arc::new(SourceStats::new(
+                        name.clone(),
+                        "mqtt",
+                        broker,
+                        mqtt.topic.clone(),
+                    ));
+                    publishers.push(stats.clone());
+                    children.push(Arc::new(publish::MqttPublisherChild {
+                        child_name: format!("publish:{name}"),
+                        index,
+                        spec: mqtt.clone(),
+                        sources: spec.sources.clone(),
+                        rate_hz: spec.rate_hz,
+                        backoff_ms: spec.reconnect_backoff_ms.clone(),
+                        stats,
+                        history: history.clone(),
+                        twin_label: twin_label.to_string(),
+                    }));
+                }
+            }
+        }
         let sync = TwinSync {
             mode: spec.mode,
             inbox,
             sources,
+            publishers,
             latest: BTreeMap::new(),
             budget: Duration::from_millis(spec.latency_budget_ms),
             late: 0,
@@ -333,13 +367,27 @@ impl TwinSync {
         self.history.page(after, limit)
     }
 
-    pub fn status(&self, sim: &dyn Simulation) -> SyncStatus {
+    /// What a publisher sends: the twin's state, and for every measured
+    /// attribute the latest reading beside what the twin predicts for it.
+    pub fn prediction(&self, id: crate::record::TwinId, sim: &dyn Simulation) -> serde_json::Value {
         let observation = sim.observation("/").ok();
-        let readings = self
-            .latest
+        serde_json::json!({
+            "kind": "prediction",
+            "twin_id": id,
+            "time": sim.time(),
+            "step": sim.step_count(),
+            "wall_time": Utc::now(),
+            "predictions": self.readings(observation.as_ref()),
+            "joints": observation.as_ref().map(|o| &o.joints),
+            "bodies": observation.as_ref().map(|o| &o.bodies),
+        })
+    }
+
+    fn readings(&self, observation: Option<&Observation>) -> Vec<ReadingStatus> {
+        self.latest
             .iter()
             .map(|(target, latest)| {
-                let predicted = observation.as_ref().and_then(|o| predicted(o, target));
+                let predicted = observation.and_then(|o| predicted(o, target));
                 let error = predicted.as_ref().and_then(|p| distance(p, &latest.value));
                 ReadingStatus {
                     target: target.to_string(),
@@ -354,10 +402,16 @@ impl TwinSync {
                     error,
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    pub fn status(&self, sim: &dyn Simulation) -> SyncStatus {
+        let observation = sim.observation("/").ok();
+        let readings = self.readings(observation.as_ref());
         SyncStatus {
             mode: self.mode,
             sources: self.sources.iter().map(|s| s.snapshot()).collect(),
+            publishers: self.publishers.iter().map(|s| s.snapshot()).collect(),
             readings,
             buffer: BufferStatus {
                 capacity: self.inbox.capacity(),

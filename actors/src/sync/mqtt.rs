@@ -9,7 +9,7 @@
 
 use super::SourceStats;
 use super::readings::{Inbox, Reading, parse_payload, sensor_key};
-use crate::definition::{MqttSourceSpec, TlsFiles};
+use crate::definition::{MqttConnection, MqttSourceSpec, TlsFiles};
 use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, TwinMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rumqttc::{
@@ -89,11 +89,7 @@ pub struct MqttState {
     /// Taken by the polling task when the actor has started.
     eventloop: Option<rumqttc::EventLoop>,
     poller: Option<tokio::task::JoinHandle<()>>,
-    /// Connection attempts failed in a row, for the backoff.
-    failures: usize,
-    was_connected: bool,
-    /// Since when the source has been without its broker, after having had it.
-    down_since: Option<Instant>,
+    link: Link,
 }
 
 /// What the polling task hands the actor; the reply is how long to wait
@@ -143,13 +139,13 @@ fn tls_config(files: &TlsFiles) -> Result<TlsConfiguration, String> {
 
 /// The password, from the node's environment or a file on the node; never
 /// from the definition, so it is in no store, response or log.
-fn password(spec: &MqttSourceSpec) -> Result<Option<String>, String> {
-    if let Some(var) = &spec.password_env {
+fn password(connection: &MqttConnection) -> Result<Option<String>, String> {
+    if let Some(var) = connection.password_env {
         return std::env::var(var)
             .map(Some)
             .map_err(|_| format!("password_env: the node has no environment variable {var}"));
     }
-    if let Some(path) = &spec.password_file {
+    if let Some(path) = connection.password_file {
         return std::fs::read_to_string(path)
             .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string()))
             .map_err(|e| format!("cannot read password_file {}: {e}", path.display()));
@@ -157,26 +153,26 @@ fn password(spec: &MqttSourceSpec) -> Result<Option<String>, String> {
     Ok(None)
 }
 
-fn options(args: &MqttArgs) -> Result<MqttOptions, String> {
-    let address = args.spec.address();
-    let client_id = args
-        .spec
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("hanzo-twin-{}-{}", args.twin_label, args.index));
+/// The client's options for `connection`; `client_id` unless it names one.
+pub(super) fn options(
+    connection: &MqttConnection,
+    client_id: String,
+) -> Result<MqttOptions, String> {
+    let address = connection.address();
+    let client_id = connection.client_id.map_or(client_id, str::to_string);
     let mut options = MqttOptions::new(client_id, address.host, address.port);
     options.set_keep_alive(Duration::from_secs(10));
-    if let Some(user) = &args.spec.username {
-        options.set_credentials(user.clone(), password(&args.spec)?.unwrap_or_default());
+    if let Some(user) = connection.username {
+        options.set_credentials(user, password(connection)?.unwrap_or_default());
     }
     if address.tls {
-        let files = args.spec.tls.as_ref().ok_or("mqtts:// needs a tls block")?;
+        let files = connection.tls.ok_or("mqtts:// needs a tls block")?;
         options.set_transport(Transport::tls_with_config(tls_config(files)?));
     }
     Ok(options)
 }
 
-fn qos(level: u8) -> QoS {
+pub(super) fn qos(level: u8) -> QoS {
     match level {
         0 => QoS::AtMostOnce,
         2 => QoS::ExactlyOnce,
@@ -204,6 +200,127 @@ fn describe(error: &ConnectionError) -> (&'static str, String) {
         ConnectionError::Tls(e) => ("refused", format!("TLS failed: {e}")),
         other => ("disconnected", other.to_string()),
     }
+}
+
+/// A broker connection's bookkeeping, shared by sources and publishers:
+/// its state in the status, its outages in the history, and the backoff.
+pub(super) struct Link {
+    pub name: String,
+    pub broker: String,
+    pub stats: Arc<SourceStats>,
+    pub history: super::SyncHistory,
+    pub backoff_ms: Vec<u64>,
+    failures: usize,
+    was_connected: bool,
+    /// Since when the link has been without its broker, after having had it.
+    down_since: Option<Instant>,
+}
+
+impl Link {
+    pub fn new(
+        name: String,
+        broker: String,
+        stats: Arc<SourceStats>,
+        history: super::SyncHistory,
+        backoff_ms: Vec<u64>,
+    ) -> Link {
+        Link {
+            name,
+            broker,
+            stats,
+            history,
+            backoff_ms,
+            failures: 0,
+            was_connected: false,
+            down_since: None,
+        }
+    }
+
+    /// The broker accepted the connection.
+    pub fn connected(&mut self) {
+        self.failures = 0;
+        let reconnected = std::mem::replace(&mut self.was_connected, true);
+        self.stats.update(|s| {
+            s.state = "connected".into();
+            s.connected_since = Some(chrono::Utc::now());
+            if reconnected {
+                s.reconnects += 1;
+            }
+        });
+        match self.down_since.take() {
+            Some(since) => {
+                let seconds = since.elapsed().as_secs_f64();
+                self.history.record(
+                    Some(&self.name),
+                    "gap",
+                    format!("reconnected after {seconds:.2} s without the broker"),
+                    Some(seconds),
+                );
+            }
+            None => self
+                .history
+                .record(Some(&self.name), "connected", self.broker.clone(), None),
+        }
+        tracing::info!(sync = %self.name, reconnected, "connected to the MQTT broker");
+    }
+
+    /// The connection failed or broke: how long to wait before trying again.
+    pub fn lost(&mut self, error: &ConnectionError) -> Duration {
+        self.failures += 1;
+        let i = self
+            .failures
+            .saturating_sub(1)
+            .min(self.backoff_ms.len().saturating_sub(1));
+        let wait = Duration::from_millis(self.backoff_ms.get(i).copied().unwrap_or(1000));
+        let (connection, reason) = describe(error);
+        if self.was_connected && self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+        }
+        self.history
+            .record(Some(&self.name), connection, reason.clone(), None);
+        self.stats.update(|s| {
+            s.state = connection.into();
+            s.connected_since = None;
+            s.last_error = Some(reason.clone());
+        });
+        tracing::warn!(sync = %self.name, %reason, retry_in_ms = wait.as_millis() as u64, "lost the MQTT broker");
+        wait
+    }
+
+    pub fn stopped(&self) {
+        self.stats.update(|s| {
+            s.state = "disconnected".into();
+            s.connected_since = None;
+        });
+    }
+}
+
+/// Polls the connection and hands each event to `actor` with a call (so
+/// one at a time waits in its mailbox), sleeping as long as the actor
+/// answers (the backoff after an error). Ends with the actor.
+pub(super) fn spawn_poller<M: ractor::Message>(
+    mut eventloop: rumqttc::EventLoop,
+    actor: ActorRef<M>,
+    wrap: fn(Result<Packet, ConnectionError>, RpcReplyPort<Duration>) -> M,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let event = match eventloop.poll().await {
+                Ok(Event::Incoming(packet)) => Ok(packet),
+                Ok(Event::Outgoing(_)) => continue,
+                Err(e) => Err(e),
+            };
+            match actor.call(|reply| wrap(event, reply), None).await {
+                Ok(ractor::rpc::CallResult::Success(wait)) => {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                // The actor is gone, and its connection with it.
+                _ => break,
+            }
+        }
+    })
 }
 
 impl MqttState {
@@ -263,15 +380,6 @@ impl MqttState {
             }
         }
     }
-
-    fn backoff(&self) -> Duration {
-        let ms = &self.args.backoff_ms;
-        let i = self
-            .failures
-            .saturating_sub(1)
-            .min(ms.len().saturating_sub(1));
-        Duration::from_millis(ms.get(i).copied().unwrap_or(1000))
-    }
 }
 
 impl Actor for MqttSource {
@@ -286,7 +394,8 @@ impl Actor for MqttSource {
         _myself: ActorRef<MqttMsg>,
         args: MqttArgs,
     ) -> Result<MqttState, ActorProcessingErr> {
-        let options = match options(&args) {
+        let client_id = format!("hanzo-twin-{}-{}", args.twin_label, args.index);
+        let options = match options(&args.spec.connection(), client_id) {
             Ok(options) => options,
             Err(reason) => {
                 args.stats.update(|s| {
@@ -299,14 +408,19 @@ impl Actor for MqttSource {
         };
         args.stats.update(|s| s.state = "connecting".into());
         let (client, eventloop) = AsyncClient::new(options, 64);
+        let link = Link::new(
+            args.name.clone(),
+            args.spec.broker.clone(),
+            args.stats.clone(),
+            args.history.clone(),
+            args.backoff_ms.clone(),
+        );
         Ok(MqttState {
             args,
             client,
             eventloop: Some(eventloop),
             poller: None,
-            failures: 0,
-            was_connected: false,
-            down_since: None,
+            link,
         })
     }
 
@@ -315,30 +429,9 @@ impl Actor for MqttSource {
         myself: ActorRef<MqttMsg>,
         state: &mut MqttState,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(mut eventloop) = state.eventloop.take() else {
-            return Ok(());
-        };
-        state.poller = Some(tokio::spawn(async move {
-            loop {
-                let event = match eventloop.poll().await {
-                    Ok(Event::Incoming(packet)) => Ok(packet),
-                    Ok(Event::Outgoing(_)) => continue,
-                    Err(e) => Err(e),
-                };
-                match myself
-                    .call(|reply| MqttMsg::Event(event, reply), None)
-                    .await
-                {
-                    Ok(ractor::rpc::CallResult::Success(wait)) => {
-                        if !wait.is_zero() {
-                            tokio::time::sleep(wait).await;
-                        }
-                    }
-                    // The actor is gone: so is the source.
-                    _ => break,
-                }
-            }
-        }));
+        if let Some(eventloop) = state.eventloop.take() {
+            state.poller = Some(spawn_poller(eventloop, myself, MqttMsg::Event));
+        }
         Ok(())
     }
 
@@ -351,10 +444,7 @@ impl Actor for MqttSource {
             poller.abort();
         }
         let _ = state.client.try_disconnect();
-        state.args.stats.update(|s| {
-            s.state = "disconnected".into();
-            s.connected_since = None;
-        });
+        state.link.stopped();
         Ok(())
     }
 
@@ -369,8 +459,6 @@ impl Actor for MqttSource {
         let mut wait = Duration::ZERO;
         match event {
             Ok(Packet::ConnAck(_)) => {
-                state.failures = 0;
-                let reconnected = std::mem::replace(&mut state.was_connected, true);
                 let topic = state.args.spec.topic.clone();
                 let qos = qos(state.args.spec.qos);
                 // Subscriptions do not outlive a clean session: subscribe
@@ -379,32 +467,7 @@ impl Actor for MqttSource {
                 if let Err(e) = state.client.try_subscribe(topic, qos) {
                     return Err(format!("subscribing failed: {e}").into());
                 }
-                state.args.stats.update(|s| {
-                    s.state = "connected".into();
-                    s.connected_since = Some(chrono::Utc::now());
-                    if reconnected {
-                        s.reconnects += 1;
-                    }
-                });
-                let name = state.args.name.clone();
-                match state.down_since.take() {
-                    Some(since) => {
-                        let seconds = since.elapsed().as_secs_f64();
-                        state.args.history.record(
-                            Some(&name),
-                            "gap",
-                            format!("reconnected after {seconds:.2} s without the broker"),
-                            Some(seconds),
-                        );
-                    }
-                    None => state.args.history.record(
-                        Some(&name),
-                        "connected",
-                        state.args.spec.broker.clone(),
-                        None,
-                    ),
-                }
-                tracing::info!(source = %name, reconnected, "sync source connected");
+                state.link.connected();
             }
             Ok(Packet::SubAck(ack)) => {
                 if ack
@@ -423,25 +486,7 @@ impl Actor for MqttSource {
                 state.on_publish(&publish.topic, &publish.payload);
             }
             Ok(_) => {}
-            Err(error) => {
-                state.failures += 1;
-                wait = state.backoff();
-                let (connection, reason) = describe(&error);
-                let name = state.args.name.clone();
-                if state.was_connected && state.down_since.is_none() {
-                    state.down_since = Some(Instant::now());
-                }
-                state
-                    .args
-                    .history
-                    .record(Some(&name), connection, reason.clone(), None);
-                state.args.stats.update(|s| {
-                    s.state = connection.into();
-                    s.connected_since = None;
-                    s.last_error = Some(reason.clone());
-                });
-                tracing::warn!(source = %name, %reason, retry_in_ms = wait.as_millis() as u64, "sync source lost its broker");
-            }
+            Err(error) => wait = state.link.lost(&error),
         }
         // The poller waiting for this reply is gone only if the source is
         // stopping.

@@ -1,0 +1,246 @@
+//! Publishing what a twin predicts, back to the plant (`sync.publish`): one
+//! child actor of the twin per publisher.
+//!
+//! At `sync.rate_hz` the publisher asks its twin for a prediction (the
+//! twin's state, and what it predicts for every measured attribute beside
+//! the latest reading) and publishes it. It never publishes faster than the
+//! rate; while the broker is away it publishes nothing (a prediction is
+//! stale by the time the broker is back) and counts the ticks it skipped.
+
+use super::SourceStats;
+use super::mqtt::{Link, options, qos, spawn_poller};
+use crate::definition::{MqttPublishSpec, SourceSpec};
+use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, TwinMsg};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rumqttc::{AsyncClient, ConnectionError, Packet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to spawn (and respawn) one MQTT publisher.
+pub struct MqttPublisherChild {
+    pub child_name: String,
+    pub index: usize,
+    pub spec: MqttPublishSpec,
+    /// The sync block's sources, whose first MQTT connection a publisher
+    /// without a broker of its own uses.
+    pub sources: Vec<SourceSpec>,
+    pub rate_hz: f64,
+    pub backoff_ms: Vec<u64>,
+    pub stats: Arc<SourceStats>,
+    pub history: super::SyncHistory,
+    pub twin_label: String,
+}
+
+impl ChildSpec for MqttPublisherChild {
+    fn name(&self) -> &str {
+        &self.child_name
+    }
+
+    fn kind(&self) -> &'static str {
+        "publish"
+    }
+
+    fn spawn(&self, context: ChildContext) -> SpawnFuture {
+        let args = PublisherArgs {
+            name: self.child_name.trim_start_matches("publish:").to_string(),
+            index: self.index,
+            spec: self.spec.clone(),
+            sources: self.sources.clone(),
+            period: Duration::from_secs_f64(1.0 / self.rate_hz),
+            backoff_ms: self.backoff_ms.clone(),
+            stats: self.stats.clone(),
+            history: self.history.clone(),
+            twin_label: self.twin_label.clone(),
+            twin: context.twin,
+            messages: context.messages,
+        };
+        let supervisor = context.supervisor;
+        Box::pin(async move {
+            Actor::spawn_linked(None, MqttPublisher, args, supervisor)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+                .map_err(|e| match e {
+                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+                    other => other.to_string(),
+                })
+        })
+    }
+}
+
+pub struct PublisherArgs {
+    name: String,
+    index: usize,
+    spec: MqttPublishSpec,
+    sources: Vec<SourceSpec>,
+    period: Duration,
+    backoff_ms: Vec<u64>,
+    stats: Arc<SourceStats>,
+    history: super::SyncHistory,
+    twin_label: String,
+    twin: ActorRef<TwinMsg>,
+    messages: crate::inspector::MessageCount,
+}
+
+pub struct MqttPublisher;
+
+pub struct PublisherState {
+    args: PublisherArgs,
+    client: AsyncClient,
+    eventloop: Option<rumqttc::EventLoop>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+    link: Link,
+    connected: bool,
+}
+
+pub enum PublisherMsg {
+    Event(Result<Packet, ConnectionError>, RpcReplyPort<Duration>),
+    /// Time to publish; each tick schedules the next.
+    Tick,
+}
+
+/// Local only: never sent between nodes.
+impl ractor::Message for PublisherMsg {}
+
+impl PublisherState {
+    /// Asks the twin for its prediction and publishes it, stamped with the
+    /// tick's wall time `at`.
+    async fn publish(&mut self, at: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
+        let mut payload = crate::protocol::call_actor(
+            &self.args.twin,
+            &self.args.twin_label,
+            "the request",
+            Duration::from_secs(5),
+            |reply| TwinMsg::Prediction { reply },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        payload["wall_time"] = serde_json::json!(at);
+        let bytes = serde_json::to_vec(&payload).map_err(|e| e.to_string())?;
+        self.client
+            .try_publish(
+                self.args.spec.topic.clone(),
+                qos(self.args.spec.qos),
+                false,
+                bytes,
+            )
+            .map_err(|e| format!("publishing failed: {e}"))
+    }
+}
+
+impl Actor for MqttPublisher {
+    type Msg = PublisherMsg;
+    type State = PublisherState;
+    type Arguments = PublisherArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<PublisherMsg>,
+        args: PublisherArgs,
+    ) -> Result<PublisherState, ActorProcessingErr> {
+        let client_id = format!("hanzo-twin-{}-publish-{}", args.twin_label, args.index);
+        let connection = args
+            .spec
+            .connection(&args.sources)
+            .ok_or("the publisher has no broker to publish to")?;
+        let broker = connection.broker.to_string();
+        let options = match options(&connection, client_id) {
+            Ok(options) => options,
+            Err(reason) => {
+                args.stats.update(|s| {
+                    s.state = "refused".into();
+                    s.last_error = Some(reason.clone());
+                });
+                return Err(reason.into());
+            }
+        };
+        let (client, eventloop) = AsyncClient::new(options, 64);
+        let link = Link::new(
+            args.name.clone(),
+            broker,
+            args.stats.clone(),
+            args.history.clone(),
+            args.backoff_ms.clone(),
+        );
+        Ok(PublisherState {
+            args,
+            client,
+            eventloop: Some(eventloop),
+            poller: None,
+            link,
+            connected: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<PublisherMsg>,
+        state: &mut PublisherState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(eventloop) = state.eventloop.take() {
+            state.poller = Some(spawn_poller(eventloop, myself.clone(), PublisherMsg::Event));
+        }
+        myself.send_after(state.args.period, || PublisherMsg::Tick);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PublisherMsg>,
+        state: &mut PublisherState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(poller) = state.poller.take() {
+            poller.abort();
+        }
+        let _ = state.client.try_disconnect();
+        state.link.stopped();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<PublisherMsg>,
+        msg: PublisherMsg,
+        state: &mut PublisherState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.args.messages.bump();
+        match msg {
+            PublisherMsg::Event(event, reply) => {
+                let wait = match event {
+                    Ok(Packet::ConnAck(_)) => {
+                        state.connected = true;
+                        state.link.connected();
+                        Duration::ZERO
+                    }
+                    Ok(_) => Duration::ZERO,
+                    Err(error) => {
+                        state.connected = false;
+                        state.link.lost(&error)
+                    }
+                };
+                // The poller waiting for this reply is gone only if the
+                // publisher is stopping.
+                let _ = reply.send(wait);
+            }
+            PublisherMsg::Tick => {
+                // The next tick is due a period after this one started, so
+                // the rate is never exceeded (a slow round only lowers it).
+                let started = std::time::Instant::now();
+                let at = chrono::Utc::now();
+                if state.connected {
+                    match state.publish(at).await {
+                        Ok(()) => state.args.stats.message(at),
+                        Err(reason) => state.args.stats.update(|s| {
+                            s.skipped += 1;
+                            s.last_error = Some(reason);
+                        }),
+                    }
+                } else {
+                    state.args.stats.update(|s| s.skipped += 1);
+                }
+                let wait = state.args.period.saturating_sub(started.elapsed());
+                myself.send_after(wait.max(Duration::from_millis(1)), || PublisherMsg::Tick);
+            }
+        }
+        Ok(())
+    }
+}
