@@ -862,4 +862,38 @@ async fn a_twin_publishes_its_predictions_at_its_rate_to_whoever_listens() {
         .map(|c| c.iter().filter_map(|c| c["kind"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(kinds, ["sync", "publish"], "{twin:#}");
+
+    // The CLI's status shows sync health.
+    let out = Command::new(common::bin())
+        .args(["status", &id, "--api", &node.api()])
+        .env(
+            "HANZO_TWIN_TOKEN",
+            node.token.as_deref().expect("dev token"),
+        )
+        .env_remove("HANZO_TWIN_TOKEN_FILE")
+        .output()
+        .expect("run hanzo-twin status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("sync:         realtime"), "{text}");
+    assert!(text.contains("source plant: connected"), "{text}");
+    assert!(text.contains("publisher predictions: connected"), "{text}");
+    assert!(
+        text.contains("largest error: 0.3000 at /World/Arm/elbow.position"),
+        "{text}"
+    );
+
+    // A fork is standalone: it neither follows the sources nor publishes.
+    let (status, fork) = node.post(&format!("/v1/twins/{id}/fork"), json!({})).await;
+    assert_eq!(status, 201, "{fork}");
+    let fork_id = fork["id"].as_str().expect("fork id");
+    assert_eq!(fork["sync"]["mode"], "standalone", "{fork}");
+    let fork_sync = sync_status(&node, fork_id).await;
+    assert_eq!(fork_sync["mode"], "standalone", "{fork_sync:#}");
+    assert_eq!(fork_sync["sources"], json!([]));
+    assert_eq!(fork_sync["publishers"], json!([]));
 }

@@ -876,9 +876,53 @@ fn twin_summary(t: &Value) -> String {
             s(&rt["step"])
         ));
     }
+    if t["status"]["passivated"] == true {
+        lines.push("passivated:   yes (its next request brings it back)".into());
+    }
     if let Some(tags) = t["tags"].as_array().filter(|a| !a.is_empty()) {
         let tags: Vec<String> = tags.iter().map(s).collect();
         lines.push(format!("tags:         {}", tags.join(", ")));
+    }
+    lines.push(format!("sync:         {}", s(&t["sync"]["mode"])));
+    if let Some(sync) = t.get("sync_status") {
+        let links = |key: &str| sync[key].as_array().cloned().unwrap_or_default();
+        for (role, link) in links("sources")
+            .into_iter()
+            .map(|l| ("source", l))
+            .chain(links("publishers").into_iter().map(|l| ("publisher", l)))
+        {
+            lines.push(format!(
+                "  {role} {}: {} to {} ({}), {} messages, {:.1}/s, {} unparsed, {} unmapped, {} reconnects",
+                s(&link["name"]),
+                s(&link["state"]),
+                s(&link["endpoint"]),
+                s(&link["topic"]),
+                s(&link["messages"]),
+                link["messages_per_s"].as_f64().unwrap_or(0.0),
+                s(&link["unparsed"]),
+                s(&link["unmapped"]),
+                s(&link["reconnects"]),
+            ));
+            if let Some(err) = link["last_error"].as_str() {
+                lines.push(format!("    last error: {err}"));
+            }
+        }
+        let worst = sync["readings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Some((r["error"].as_f64()?, s(&r["target"]))))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((error, target)) = worst {
+            lines.push(format!("  largest error: {error:.4} at {target}"));
+        }
+        lines.push(format!(
+            "  buffer: {} of {} queued, {} dropped, {} late",
+            s(&sync["buffer"]["queued"]),
+            s(&sync["buffer"]["capacity"]),
+            s(&sync["buffer"]["dropped"]),
+            s(&sync["buffer"]["late"]),
+        ));
     }
     lines.join("\n")
 }
@@ -1159,9 +1203,19 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         }
         Command::Status { twin, client } => {
             let c = Client::new(&client)?;
-            let v = c
+            let mut v = c
                 .json(c.http.get(c.url(&Client::twin_path(&twin, ""))))
                 .await?;
+            // A running twin that follows its counterpart: how its sync fares
+            // (asking would reactivate a passivated twin, so it is not asked).
+            let live = v["status"]["state"] == "running" && v["status"]["passivated"] != true;
+            if live && v["sync"]["mode"] != "standalone" {
+                let id = s(&v["id"]);
+                let sync = c
+                    .json(c.http.get(c.url(&Client::twin_path(&id, "/sync/status"))))
+                    .await?;
+                v["sync_status"] = sync;
+            }
             print_value(c.output, &v, twin_summary);
         }
         Command::Start {

@@ -605,6 +605,8 @@ impl HostState {
         };
         let mut definition = parent.definition.clone();
         definition.name = name;
+        // A fork is standalone: its definition says so too.
+        definition.sync = crate::definition::SyncSpec::default();
         let mut record = TwinRecord::new(definition);
         record.id = self.new_id();
         record.parent = Some(parent.id);
