@@ -897,3 +897,104 @@ async fn a_twin_publishes_its_predictions_at_its_rate_to_whoever_listens() {
     assert_eq!(fork_sync["sources"], json!([]));
     assert_eq!(fork_sync["publishers"], json!([]));
 }
+
+#[tokio::test]
+async fn drift_past_its_threshold_is_detected_and_reported_and_so_is_its_end() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let broker = Broker::start(dir.path(), &certs);
+    let node = TestNode::start().await;
+    let mut definition = arm_with_sync(
+        "drifting-arm",
+        json!([{
+            "type": "mqtt",
+            "name": "encoders",
+            "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
+            "topic": "arm/#",
+            "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
+            "payload": "number",
+            "mapping": { "elbow": "/World/Arm/elbow.position", "temp": "/World/Arm/Link3.temperature" }
+        }]),
+    );
+    let drift = json!({ "enabled": true, "window_seconds": 1, "threshold": { "position": 0.05, "temperature_c": 2.0 }, "response": "hard_reset" });
+    definition["sync"]["drift_detection"] = drift.clone();
+    let (status, body) = node.post("/v1/twins", definition.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not available")),
+        "{body}"
+    );
+    definition["sync"]["drift_detection"]["response"] = json!("alert");
+    let (status, created) = node.post("/v1/twins", definition).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    wait_sync(&node, &id, "connected", |s| {
+        source(s, "encoders")["state"] == "connected"
+    })
+    .await;
+
+    // The real elbow reads 0.3 rad where the (paused) twin holds it still.
+    publish_tls(
+        &python,
+        &broker,
+        &certs,
+        &[("arm/elbow", "0.3".into()), ("arm/temp", "20".into())],
+    );
+    let status = wait_sync(&node, &id, "the elbow drifting", |s| {
+        reading(s, "/World/Arm/elbow.position").is_some_and(|r| r["drifting"] == true)
+    })
+    .await;
+    let elbow = reading(&status, "/World/Arm/elbow.position").expect("elbow");
+    assert_eq!(elbow["threshold"], 0.05);
+    let mean = elbow["drift"].as_f64().expect("drift");
+    assert!(
+        (mean - elbow["error"].as_f64().expect("error")).abs() < 1e-12,
+        "{elbow}"
+    );
+    // A temperature the twin does not model has no prediction, so no drift.
+    let temp = reading(&status, "/World/Arm/Link3.temperature").expect("temperature");
+    assert_eq!(temp["drifting"], false);
+    let history = sync_history(&node, &id, "").await;
+    let drift_event = history["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"] == "drift"))
+        .unwrap_or_else(|| panic!("no drift event: {history:#}"));
+    assert!(
+        drift_event["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("/World/Arm/elbow.position")),
+        "{drift_event}"
+    );
+    let metrics = node.metrics().await;
+    assert!(metrics.contains("hanzo_twin_sync_drift{"), "{metrics}");
+
+    // The machine comes back in line: once the window holds only good
+    // readings, the drift ends, and the history says so.
+    let predicted = elbow["predicted"].as_f64().expect("predicted").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        publish_tls(
+            &python,
+            &broker,
+            &certs,
+            &[("arm/elbow", predicted.clone())],
+        );
+        let history = sync_history(&node, &id, "").await;
+        if kinds(&history).iter().any(|k| k == "drift_cleared") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drift never cleared: {history:#}"
+        );
+    }
+    let status = sync_status(&node, &id).await;
+    assert_eq!(
+        reading(&status, "/World/Arm/elbow.position").map(|r| r["drifting"].clone()),
+        Some(json!(false))
+    );
+}

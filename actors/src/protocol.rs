@@ -133,7 +133,8 @@ pub struct SyncEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// `connected`, `disconnected`, `refused`, `gap` (a reconnection after
-    /// an outage, with its length), `unparsed` or `unmapped`.
+    /// an outage, with its length), `unparsed`, `unmapped`, `drift` or
+    /// `drift_cleared`.
     pub kind: String,
     pub detail: String,
     /// For a gap: seconds without a connection.
@@ -216,6 +217,15 @@ pub struct ReadingStatus {
     /// attribute's unit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<f64>,
+    /// With drift detection: the mean error over the window...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<f64>,
+    /// ...the threshold it is held to...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// ...and whether it is over it now.
+    #[serde(default)]
+    pub drifting: bool,
 }
 
 /// Readings waiting for the twin.

@@ -386,8 +386,8 @@ pub enum AutoToken {
 mod sync;
 
 pub use sync::{
-    BrokerAddress, MqttConnection, MqttPublishSpec, MqttSourceSpec, PayloadFormat, PublishSpec,
-    SourceSpec, SyncMode, SyncSpec, Target, TlsFiles,
+    BrokerAddress, DriftDetection, DriftResponse, MqttConnection, MqttPublishSpec, MqttSourceSpec,
+    PayloadFormat, PublishSpec, SourceSpec, SyncMode, SyncSpec, Target, TlsFiles,
 };
 
 /// The spec's domain randomization block; RL environments sample it per episode.

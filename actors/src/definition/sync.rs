@@ -24,6 +24,80 @@ pub struct SyncSpec {
     pub reconnect_backoff_ms: Vec<u64>,
     /// A reading older than this when the twin takes it counts as late.
     pub latency_budget_ms: u64,
+    /// Comparing prediction with reality.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_detection: Option<DriftDetection>,
+}
+
+/// The spec's drift detection: a measured attribute drifts when its mean
+/// error over the last `window_seconds` exceeds its threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftDetection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "ten")]
+    pub window_seconds: f64,
+    /// `position_m` applies to body positions (`pose`, `position`,
+    /// `xformOp:translate`), `velocity_mps` to `velocity` attributes,
+    /// `temperature_c` to `temperature`; any other key names an attribute
+    /// (a joint's `position` in radians or metres, say).
+    pub threshold: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub response: DriftResponse,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn ten() -> f64 {
+    10.0
+}
+
+/// What a twin does about drift. The spec's `auto_recalibrate` and
+/// `hard_reset` are refused by name until they are offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftResponse {
+    /// A drift event: in the sync history, in the metrics, and in what the
+    /// twin publishes.
+    #[default]
+    Alert,
+}
+
+impl<'de> Deserialize<'de> for DriftResponse {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "alert" => Ok(DriftResponse::Alert),
+            "auto_recalibrate" | "hard_reset" => Err(serde::de::Error::custom(format!(
+                "drift response `{s}` is not available on this node yet; use `alert`"
+            ))),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown drift response `{other}`, expected one of auto_recalibrate, alert, hard_reset"
+            ))),
+        }
+    }
+}
+
+impl DriftDetection {
+    /// The threshold that applies to `attribute`, if any.
+    pub fn threshold_for(&self, attribute: &str) -> Option<f64> {
+        let key = match attribute {
+            "pose" | "xformOp:translate" => "position_m",
+            "temperature" => "temperature_c",
+            _ => attribute,
+        };
+        self.threshold
+            .get(key)
+            .copied()
+            .or_else(|| match attribute {
+                "position" => self.threshold.get("position_m").copied(),
+                "velocity" => self.threshold.get("velocity_mps").copied(),
+                _ => None,
+            })
+    }
 }
 
 pub const DEFAULT_BUFFER_SIZE: usize = 100;
@@ -43,6 +117,7 @@ impl Default for SyncSpec {
             buffer_size: DEFAULT_BUFFER_SIZE,
             reconnect_backoff_ms: DEFAULT_BACKOFF_MS.to_vec(),
             latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
+            drift_detection: None,
         }
     }
 }
@@ -64,6 +139,8 @@ struct RawSyncSpec {
     reconnect_backoff_ms: Option<Vec<u64>>,
     #[serde(default)]
     latency_budget_ms: Option<u64>,
+    #[serde(default)]
+    drift_detection: Option<DriftDetection>,
 }
 
 impl TryFrom<RawSyncSpec> for SyncSpec {
@@ -136,7 +213,31 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
                 ));
             }
         }
+        if let Some(drift) = &raw.drift_detection {
+            if !(drift.window_seconds.is_finite()
+                && drift.window_seconds > 0.0
+                && drift.window_seconds <= 86_400.0)
+            {
+                return Err(format!(
+                    "drift_detection.window_seconds must be above 0 and at most 86400, got {}",
+                    drift.window_seconds
+                ));
+            }
+            if drift.threshold.is_empty() {
+                return Err("drift_detection.threshold must name at least one threshold".into());
+            }
+            if let Some((key, v)) = drift
+                .threshold
+                .iter()
+                .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+            {
+                return Err(format!(
+                    "drift_detection.threshold.{key} must be a positive number, got {v}"
+                ));
+            }
+        }
         Ok(SyncSpec {
+            drift_detection: raw.drift_detection,
             mode: raw.mode,
             sources: raw.sources,
             publish: raw.publish,

@@ -226,6 +226,11 @@ pub struct TwinSync {
     late: u64,
     twin_label: String,
     history: SyncHistory,
+    drift: Option<crate::definition::DriftDetection>,
+    /// Per measured attribute: its recent errors, newest last.
+    errors: BTreeMap<Target, VecDeque<(Instant, f64)>>,
+    /// Attributes drifting now.
+    drifting: std::collections::BTreeSet<Target>,
 }
 
 impl TwinSync {
@@ -299,6 +304,9 @@ impl TwinSync {
             late: 0,
             twin_label: twin_label.to_string(),
             history,
+            drift: spec.drift_detection.clone().filter(|d| d.enabled),
+            errors: BTreeMap::new(),
+            drifting: Default::default(),
         };
         (sync, children)
     }
@@ -307,6 +315,7 @@ impl TwinSync {
     /// kept. A reading naming what the scene lacks is counted as unmapped
     /// on its source.
     pub fn take(&mut self, sim: &mut dyn Simulation) {
+        let mut measured = Vec::new();
         for reading in self.inbox.take() {
             let waited = reading.received.elapsed();
             metrics::histogram!("hanzo_twin_sync_latency_seconds", "twin" => self.twin_label.clone())
@@ -314,23 +323,105 @@ impl TwinSync {
             if waited > self.budget {
                 self.late += 1;
             }
-            if let Err(reason) = self.apply(sim, reading.clone()) {
-                if let Some(stats) = self.sources.get(reading.source) {
-                    let name = stats.name();
-                    self.history
-                        .record(Some(&name), "unmapped", reason.clone(), None);
-                    stats.update(|s| {
-                        s.unmapped += 1;
-                        s.last_error = Some(reason);
-                    });
-                }
-                metrics::counter!("hanzo_twin_sync_messages_total", "twin" => self.twin_label.clone(), "outcome" => "unmapped")
+            let target = reading.target.clone();
+            match self.apply(sim, reading.clone()) {
+                Ok(true) => measured.push(target),
+                Ok(false) => {}
+                Err(reason) => {
+                    if let Some(stats) = self.sources.get(reading.source) {
+                        let name = stats.name();
+                        self.history
+                            .record(Some(&name), "unmapped", reason.clone(), None);
+                        stats.update(|s| {
+                            s.unmapped += 1;
+                            s.last_error = Some(reason);
+                        });
+                    }
+                    metrics::counter!("hanzo_twin_sync_messages_total", "twin" => self.twin_label.clone(), "outcome" => "unmapped")
                     .increment(1);
+                }
+            }
+        }
+        if !measured.is_empty() {
+            self.detect_drift(sim, measured);
+        }
+    }
+
+    /// Adds the measured attributes' errors now to their windows, and tells
+    /// the history (and the metrics) when one starts or stops drifting.
+    fn detect_drift(&mut self, sim: &dyn Simulation, mut measured: Vec<Target>) {
+        let Some(drift) = self.drift.clone() else {
+            return;
+        };
+        let Ok(observation) = sim.observation("/") else {
+            return;
+        };
+        measured.sort();
+        measured.dedup();
+        let window = Duration::from_secs_f64(drift.window_seconds);
+        let now = Instant::now();
+        for target in measured {
+            let Some(threshold) = target
+                .attribute
+                .as_deref()
+                .and_then(|a| drift.threshold_for(a))
+            else {
+                continue;
+            };
+            let Some(latest) = self.latest.get(&target) else {
+                continue;
+            };
+            let Some(error) =
+                predicted(&observation, &target).and_then(|p| distance(&p, &latest.value))
+            else {
+                continue;
+            };
+            let errors = self.errors.entry(target.clone()).or_default();
+            errors.push_back((now, error));
+            while errors
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > window)
+            {
+                errors.pop_front();
+            }
+            let mean = errors.iter().map(|(_, e)| e).sum::<f64>() / errors.len() as f64;
+            metrics::gauge!("hanzo_twin_sync_drift", "twin" => self.twin_label.clone(), "target" => target.to_string())
+                .set(mean);
+            let source = self
+                .sources
+                .get(latest.source)
+                .map(|s| s.name())
+                .unwrap_or_default();
+            if mean > threshold && self.drifting.insert(target.clone()) {
+                let detail = format!(
+                    "{target}: mean error {mean:.4} over {:.0} s exceeds {threshold}",
+                    drift.window_seconds
+                );
+                tracing::warn!(twin = %self.twin_label, %detail, "drift");
+                self.history.record(Some(&source), "drift", detail, None);
+            } else if mean <= threshold && self.drifting.remove(&target) {
+                let detail = format!(
+                    "{target}: mean error {mean:.4} over {:.0} s is back within {threshold}",
+                    drift.window_seconds
+                );
+                self.history
+                    .record(Some(&source), "drift_cleared", detail, None);
             }
         }
     }
 
-    fn apply(&mut self, sim: &mut dyn Simulation, reading: Reading) -> Result<(), String> {
+    /// The drift of a measured attribute now: its mean error over the window
+    /// and its threshold, when drift detection covers it.
+    fn drift_of(&self, target: &Target) -> Option<(f64, f64, bool)> {
+        let drift = self.drift.as_ref()?;
+        let threshold = drift.threshold_for(target.attribute.as_deref()?)?;
+        let errors = self.errors.get(target).filter(|e| !e.is_empty())?;
+        let mean = errors.iter().map(|(_, e)| e).sum::<f64>() / errors.len() as f64;
+        Some((mean, threshold, self.drifting.contains(target)))
+    }
+
+    /// Applies a command, or keeps a measurement (then `Ok(true)`).
+    fn apply(&mut self, sim: &mut dyn Simulation, reading: Reading) -> Result<bool, String> {
         let Reading {
             source,
             target,
@@ -350,6 +441,7 @@ impl TwinSync {
             };
             return sim
                 .set_joint_command(&target.prim, command(v))
+                .map(|()| false)
                 .map_err(|e| format!("{target}: {e}"));
         }
         self.latest.insert(
@@ -360,7 +452,7 @@ impl TwinSync {
                 received_at,
             },
         );
-        Ok(())
+        Ok(true)
     }
 
     pub fn history(&self, after: Option<u64>, limit: usize) -> SyncHistoryPage {
@@ -378,6 +470,7 @@ impl TwinSync {
             "step": sim.step_count(),
             "wall_time": Utc::now(),
             "predictions": self.readings(observation.as_ref()),
+            "drifting": self.drifting.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             "joints": observation.as_ref().map(|o| &o.joints),
             "bodies": observation.as_ref().map(|o| &o.bodies),
         })
@@ -389,7 +482,11 @@ impl TwinSync {
             .map(|(target, latest)| {
                 let predicted = observation.and_then(|o| predicted(o, target));
                 let error = predicted.as_ref().and_then(|p| distance(p, &latest.value));
+                let drift = self.drift_of(target);
                 ReadingStatus {
+                    drift: drift.map(|(mean, _, _)| mean),
+                    threshold: drift.map(|(_, threshold, _)| threshold),
+                    drifting: drift.is_some_and(|(_, _, drifting)| drifting),
                     target: target.to_string(),
                     source: self
                         .sources
