@@ -354,6 +354,11 @@ pub enum TwinMsg {
     RestartChild { index: usize, generation: u64 },
     /// Internal: a source queued readings ([`crate::sync`]).
     SyncReadings,
+    /// From the host: an independent copy of the running simulation, for a
+    /// fork on this node.
+    ForkSimulation {
+        reply: Reply<Box<dyn hanzo_twin_engines::Simulation>>,
+    },
     /// From a publisher: what the twin predicts now, as it is published.
     Prediction { reply: Reply<serde_json::Value> },
     /// Internal: time to see whether the paused twin has been idle long
@@ -377,6 +382,7 @@ impl TwinMsg {
             TwinMsg::SetSync { reply, .. } => drop(reply.send(Err(err))),
             TwinMsg::Children { reply } => drop(reply.send(Err(err))),
             TwinMsg::Prediction { reply } => drop(reply.send(Err(err))),
+            TwinMsg::ForkSimulation { reply } => drop(reply.send(Err(err))),
             TwinMsg::Tick { .. }
             | TwinMsg::CheckpointDue
             | TwinMsg::Renamed { .. }

@@ -39,6 +39,8 @@ pub struct TwinArgs {
     pub config: EngineConfig,
     /// Resume from this state instead of the scene's initial one.
     pub initial_state: Option<Arc<SimState>>,
+    /// Or run this simulation, already loaded (a fork's copy of its parent).
+    pub simulation: Option<Box<dyn Simulation>>,
     pub clock: Clock,
     /// Take a checkpoint every this many steps (0: never on a step count)...
     pub checkpoint_every_steps: u64,
@@ -462,10 +464,17 @@ impl Actor for TwinActor {
         args: TwinArgs,
     ) -> Result<TwinState, ActorProcessingErr> {
         let engine_label = args.engine.kind().to_string();
-        let mut sim = args.engine.load_scene(&args.scene, &args.config)?;
-        if let Some(state) = &args.initial_state {
-            sim.set_state(state)?;
-        }
+        let has_state = args.initial_state.is_some() || args.simulation.is_some();
+        let sim = match args.simulation {
+            Some(sim) => sim,
+            None => {
+                let mut sim = args.engine.load_scene(&args.scene, &args.config)?;
+                if let Some(state) = &args.initial_state {
+                    sim.set_state(state)?;
+                }
+                sim
+            }
+        };
         metrics::counter!("hanzo_twin_simulations_total", "engine" => engine_label.clone(), "org" => args.organization.clone())
             .increment(1);
         let (sync, children) = crate::sync::TwinSync::start(&args.sync, &args.id.to_string());
@@ -511,7 +520,7 @@ impl Actor for TwinActor {
         state.record();
         // A fresh start has no checkpoint yet: take one so a crash before the first
         // periodic checkpoint still restarts from this twin's own state.
-        if args.initial_state.is_none() {
+        if !has_state {
             state.checkpoint();
         }
         state.set_clock(&myself, args.clock);
@@ -629,6 +638,9 @@ impl Actor for TwinActor {
                 let _ = reply.send(Ok(()));
             }
             TwinMsg::SyncReadings => state.sync.take(state.sim.as_mut()),
+            TwinMsg::ForkSimulation { reply } => {
+                let _ = reply.send(state.sim.fork().map_err(TwinError::from));
+            }
             TwinMsg::Prediction { reply } => {
                 let _ = reply.send(Ok(state.sync.prediction(state.id, state.sim.as_ref())));
             }

@@ -101,6 +101,15 @@ pub struct Launch {
     options: StartOptions,
 }
 
+/// What a fork starts from.
+enum ForkOrigin {
+    /// A state message: from a stopped parent, another node, or an engine
+    /// whose copy is costly.
+    State(Arc<SimState>),
+    /// A copy of the running parent's simulation, made by the parent.
+    Live(Box<dyn hanzo_twin_engines::Simulation>),
+}
+
 struct Running {
     actor: ActorRef<TwinMsg>,
     messages: crate::inspector::MessageCount,
@@ -265,6 +274,7 @@ impl HostState {
         clock: Clock,
         initial_state: Option<Arc<SimState>>,
         crashes: VecDeque<Instant>,
+        live: Option<Box<dyn hanzo_twin_engines::Simulation>>,
     ) -> Result<(), TwinError> {
         let record = self.record(id)?.clone();
         let definition = &record.definition;
@@ -289,6 +299,7 @@ impl HostState {
             scene: scene.clone(),
             config,
             initial_state,
+            simulation: live,
             clock,
             checkpoint_every_steps,
             record_every_steps,
@@ -440,6 +451,7 @@ impl HostState {
                 clock,
                 launch.initial,
                 VecDeque::new(),
+                None,
             )
             .await;
         match result {
@@ -565,8 +577,30 @@ impl HostState {
                 ),
             ));
         }
+        // A running rapier3d or MuJoCo parent copies its live simulation in
+        // memory (microseconds), and the fork starts from that copy; other
+        // engines (a PyBullet worker process, PhysX rebuilding its scene)
+        // would hold the parent for that long, so they fork from its state.
+        let parent_id = self.resolve(twin)?;
+        let parent = self.record(parent_id)?.clone();
+        let cheap = matches!(
+            parent.definition.engine.kind,
+            hanzo_twin_engines::EngineKind::Rapier3d | hanzo_twin_engines::EngineKind::Mujoco
+        );
+        if cheap && let Some(running) = self.running.get(&parent_id) {
+            let scene = running.scene.clone();
+            let live = self
+                .call_twin(parent_id, "the request", |reply| TwinMsg::ForkSimulation {
+                    reply,
+                })
+                .await?;
+            return self
+                .fork_from(myself, parent, options, ForkOrigin::Live(live), Some(scene))
+                .await;
+        }
         let (parent, state, scene) = self.fork_source(twin).await?;
-        self.fork_from(myself, parent, options, state, scene).await
+        self.fork_from(myself, parent, options, ForkOrigin::State(state), scene)
+            .await
     }
 
     /// Spawns a fork of `parent` from `state` on this node (the parent may
@@ -576,7 +610,7 @@ impl HostState {
         myself: &ActorRef<HostMsg>,
         parent: TwinRecord,
         options: ForkOptions,
-        state: Arc<SimState>,
+        origin: ForkOrigin,
         scene: Option<Arc<SceneModel>>,
     ) -> Result<TwinRecord, TwinError> {
         let started = Instant::now();
@@ -595,12 +629,24 @@ impl HostState {
                 parent.definition.organization()
             )));
         }
-        let scene = match scene {
-            Some(scene) => scene,
-            None => {
+        // The live copy is not shared across threads: it is taken out first,
+        // so no await holds a reference to it.
+        let (state, live) = match origin {
+            ForkOrigin::State(state) => (Some(state), None),
+            ForkOrigin::Live(sim) => (None, Some(sim)),
+        };
+        let scene = match (scene, &state) {
+            (Some(scene), _) => scene,
+            (None, Some(state)) => {
                 self.scenes
-                    .scene_for_state(&parent.definition, &state)
+                    .scene_for_state(&parent.definition, state)
                     .await?
+            }
+            (None, None) => {
+                return Err(TwinError::invalid(
+                    "twin",
+                    "a live fork needs its parent's scene",
+                ));
             }
         };
         let mut definition = parent.definition.clone();
@@ -619,8 +665,9 @@ impl HostState {
                 id,
                 scene,
                 options.clock,
-                Some(state),
+                state,
                 VecDeque::new(),
+                live,
             )
             .await
         {
@@ -666,6 +713,7 @@ impl HostState {
                 clock,
                 Some(Arc::new(state)),
                 VecDeque::new(),
+                None,
             )
             .await
         {
@@ -929,6 +977,7 @@ impl HostState {
                     running.clock,
                     checkpoint,
                     crashes,
+                    None,
                 )
                 .await
             {
@@ -1290,7 +1339,13 @@ impl HostState {
                 reply,
             } => {
                 let result = self
-                    .fork_from(myself, *parent, options, Arc::new(state), None)
+                    .fork_from(
+                        myself,
+                        *parent,
+                        options,
+                        ForkOrigin::State(Arc::new(state)),
+                        None,
+                    )
                     .await;
                 let _ = reply.send(result);
             }
