@@ -101,6 +101,22 @@ pub struct Launch {
     options: StartOptions,
 }
 
+/// What a twin's actor starts from.
+enum StartFrom {
+    /// The scene's initial state.
+    Scene,
+    /// A checkpoint or a parent's state message.
+    State(Arc<SimState>),
+    /// A simulation already loaded: a copy of a fork's parent.
+    Live(Box<dyn hanzo_twin_engines::Simulation>),
+}
+
+impl StartFrom {
+    fn state(state: Option<Arc<SimState>>) -> StartFrom {
+        state.map_or(StartFrom::Scene, StartFrom::State)
+    }
+}
+
 /// What a fork starts from.
 enum ForkOrigin {
     /// A state message: from a stopped parent, another node, or an engine
@@ -272,10 +288,14 @@ impl HostState {
         id: TwinId,
         scene: Arc<SceneModel>,
         clock: Clock,
-        initial_state: Option<Arc<SimState>>,
+        from: StartFrom,
         crashes: VecDeque<Instant>,
-        live: Option<Box<dyn hanzo_twin_engines::Simulation>>,
     ) -> Result<(), TwinError> {
+        let (initial_state, live) = match from {
+            StartFrom::Scene => (None, None),
+            StartFrom::State(state) => (Some(state), None),
+            StartFrom::Live(sim) => (None, Some(sim)),
+        };
         let record = self.record(id)?.clone();
         let definition = &record.definition;
         let engine = self.engines.get(definition.engine.kind)?;
@@ -449,9 +469,8 @@ impl HostState {
                 id,
                 launch.scene,
                 clock,
-                launch.initial,
+                StartFrom::state(launch.initial),
                 VecDeque::new(),
-                None,
             )
             .await;
         match result {
@@ -665,9 +684,11 @@ impl HostState {
                 id,
                 scene,
                 options.clock,
-                state,
+                match (state, live) {
+                    (_, Some(sim)) => StartFrom::Live(sim),
+                    (state, None) => StartFrom::state(state),
+                },
                 VecDeque::new(),
-                live,
             )
             .await
         {
@@ -711,9 +732,8 @@ impl HostState {
                 id,
                 scene,
                 clock,
-                Some(Arc::new(state)),
+                StartFrom::State(Arc::new(state)),
                 VecDeque::new(),
-                None,
             )
             .await
         {
@@ -975,9 +995,8 @@ impl HostState {
                     id,
                     running.scene,
                     running.clock,
-                    checkpoint,
+                    StartFrom::state(checkpoint),
                     crashes,
-                    None,
                 )
                 .await
             {
