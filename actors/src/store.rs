@@ -39,6 +39,16 @@ impl StoreError {
     }
 }
 
+/// One change to the twin records.
+// Writes are moved once into the writer's queue; boxing the record would
+// add an allocation per write for no gain.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum RecordWrite {
+    Put(TwinRecord),
+    Delete(TwinId),
+}
+
 /// Durable twin records.
 pub trait TwinStore: Send + Sync + 'static {
     fn put(&self, record: &TwinRecord) -> BoxFuture<'_, StoreResult<()>>;
@@ -46,6 +56,26 @@ pub trait TwinStore: Send + Sync + 'static {
     fn list(&self) -> BoxFuture<'_, StoreResult<Vec<TwinRecord>>>;
     /// Returns whether a record was there.
     fn delete(&self, id: TwinId) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// Applies `writes` in order, each durable once this returns, with one
+    /// result per write (a delete's says whether the record was there). A
+    /// store that can makes the whole batch durable at once: a group commit,
+    /// so a burst of creates costs one flush, not one each.
+    fn write_batch<'a>(
+        &'a self,
+        writes: &'a [RecordWrite],
+    ) -> BoxFuture<'a, Vec<StoreResult<bool>>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(writes.len());
+            for write in writes {
+                results.push(match write {
+                    RecordWrite::Put(record) => self.put(record).await.map(|()| true),
+                    RecordWrite::Delete(id) => self.delete(*id).await,
+                });
+            }
+            results
+        })
+    }
 
     /// Records that `node` is alive now. Only a store that several nodes share
     /// needs it; the default does nothing.

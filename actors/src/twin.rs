@@ -58,6 +58,8 @@ pub struct TwinArgs {
     /// How the twin follows its counterpart; its sources are the children
     /// it supervises, spawned once it has started. Forks are standalone.
     pub sync: crate::definition::SyncSpec,
+    /// The node's Kafka stream, for Kafka publishers without brokers of their own.
+    pub stream: Arc<crate::sync::StreamSettings>,
     /// Where the twin shows its children to the host's tree.
     pub child_board: ChildBoard,
     /// Watchers of the supervision tree, told when a child starts or fails.
@@ -77,6 +79,7 @@ pub struct TwinState {
     messages: crate::inspector::MessageCount,
     engine_label: String,
     twin_label: String,
+    stream: Arc<crate::sync::StreamSettings>,
     /// Metric handles, resolved once per message rather than per step: a lookup
     /// costs more than a small scene's physics step. Not kept longer, because the
     /// exporter drops idle series and a stale handle would count into nothing.
@@ -477,7 +480,8 @@ impl Actor for TwinActor {
         };
         metrics::counter!("hanzo_twin_simulations_total", "engine" => engine_label.clone(), "org" => args.organization.clone())
             .increment(1);
-        let (sync, children) = crate::sync::TwinSync::start(&args.sync, &args.id.to_string());
+        let (sync, children) =
+            crate::sync::TwinSync::start(&args.sync, &args.id.to_string(), &args.stream);
         let mut state = TwinState {
             organization: args.organization.clone(),
             sync,
@@ -493,6 +497,7 @@ impl Actor for TwinActor {
             name: args.name,
             engine_kind: args.engine.kind(),
             twin_label: args.id.to_string(),
+            stream: args.stream.clone(),
             step_duration: metrics::Histogram::noop(),
             _active: ActiveGauge::new(&engine_label),
             engine_label,
@@ -631,7 +636,8 @@ impl Actor for TwinActor {
                 }
             }
             TwinMsg::SetSync { sync, reply } => {
-                let (sync, children) = crate::sync::TwinSync::start(&sync, &state.twin_label);
+                let (sync, children) =
+                    crate::sync::TwinSync::start(&sync, &state.twin_label, &state.stream);
                 state.sync = sync;
                 let (events, followups) = state.children.replace(children, &myself).await;
                 state.children_changed(&myself, events, followups);

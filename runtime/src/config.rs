@@ -26,6 +26,35 @@ pub struct NodeConfig {
     pub gym: GymSection,
     pub auth: AuthSection,
     pub logging: LoggingSection,
+    pub stream: StreamSection,
+}
+
+/// The Kafka stream twins publish to (the spec's `stream`): the brokers of
+/// Kafka publishers that name none, and the prefix of their default topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    /// `host:port`, comma-separated; empty for none.
+    pub brokers: String,
+    pub topic_prefix: String,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        StreamSection {
+            brokers: String::new(),
+            topic_prefix: "hanzo.twin".into(),
+        }
+    }
+}
+
+impl StreamSection {
+    pub fn settings(&self) -> hanzo_twin_actors::sync::StreamSettings {
+        hanzo_twin_actors::sync::StreamSettings {
+            brokers: (!self.brokers.trim().is_empty()).then(|| self.brokers.trim().to_string()),
+            topic_prefix: self.topic_prefix.clone(),
+        }
+    }
 }
 
 /// Taking part in a cluster of nodes (ractor_cluster). Unset `listen` and no
@@ -439,6 +468,7 @@ impl Default for NodeConfig {
             gym: GymSection::default(),
             auth: AuthSection::default(),
             logging: LoggingSection::default(),
+            stream: StreamSection::default(),
         }
     }
 }
@@ -558,6 +588,12 @@ impl NodeConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.stream.brokers.trim().is_empty() {
+            hanzo_twin_actors::definition::check_kafka_brokers(self.stream.brokers.trim())
+                .map_err(|e| ConfigError::Invalid(format!("stream.{e}")))?;
+        }
+        hanzo_twin_actors::definition::check_kafka_topic(&self.stream.topic_prefix)
+            .map_err(|e| ConfigError::Invalid(format!("stream.topic_prefix: {e}")))?;
         let c = &self.cluster;
         if c.enabled() {
             if c.listen

@@ -2,7 +2,7 @@
 //! storage (a local folder by default).
 
 use bytes::Bytes;
-use hanzo_twin_actors::store::{BoxFuture, StoreResult};
+use hanzo_twin_actors::store::{BoxFuture, RecordWrite, StoreResult};
 use hanzo_twin_actors::{CheckpointStore, StoreError, TwinId, TwinRecord, TwinStore};
 use hanzo_twin_api::audit::{AuditEntry, AuditLog, AuditQuery};
 use object_store::{ObjectStore, PutPayload, path::Path as ObjectPath};
@@ -138,6 +138,38 @@ impl TwinStore for SledTwinStore {
             let existed = self.twins.remove(id.0.as_bytes()).map_err(err)?.is_some();
             self.twins.flush_async().await.map_err(err)?;
             Ok(existed)
+        })
+    }
+
+    /// Applies the writes to the tree, then one flush makes them all
+    /// durable: a group commit.
+    fn write_batch<'a>(
+        &'a self,
+        writes: &'a [RecordWrite],
+    ) -> BoxFuture<'a, Vec<StoreResult<bool>>> {
+        Box::pin(async move {
+            let mut results: Vec<StoreResult<bool>> = writes
+                .iter()
+                .map(|write| match write {
+                    RecordWrite::Put(record) => {
+                        let encoded = serde_json::to_vec(record).map_err(err)?;
+                        self.twins
+                            .insert(record.id.0.as_bytes(), encoded)
+                            .map_err(err)?;
+                        Ok(true)
+                    }
+                    RecordWrite::Delete(id) => {
+                        Ok(self.twins.remove(id.0.as_bytes()).map_err(err)?.is_some())
+                    }
+                })
+                .collect();
+            if let Err(e) = self.twins.flush_async().await {
+                let e = err(e);
+                for result in results.iter_mut().filter(|r| r.is_ok()) {
+                    *result = Err(e.clone());
+                }
+            }
+            results
         })
     }
 }

@@ -386,8 +386,9 @@ pub enum AutoToken {
 mod sync;
 
 pub use sync::{
-    BrokerAddress, DriftDetection, DriftResponse, MqttConnection, MqttPublishSpec, MqttSourceSpec,
-    PayloadFormat, PublishSpec, SourceSpec, SyncMode, SyncSpec, Target, TlsFiles,
+    BrokerAddress, DriftDetection, DriftResponse, KafkaPublishSpec, MqttConnection,
+    MqttPublishSpec, MqttSourceSpec, PayloadFormat, PublishSpec, SourceSpec, SyncMode, SyncSpec,
+    Target, TlsFiles, check_kafka_brokers, check_kafka_topic,
 };
 
 /// The spec's domain randomization block; RL environments sample it per episode.

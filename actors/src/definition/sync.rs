@@ -188,8 +188,9 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
             return Err("mode `standalone` publishes nothing; use mode `realtime`".into());
         }
         for (i, sink) in raw.publish.iter().enumerate() {
-            let PublishSpec::Mqtt(m) = sink;
-            if m.connection(&raw.sources).is_none() {
+            if let PublishSpec::Mqtt(m) = sink
+                && m.connection(&raw.sources).is_none()
+            {
                 return Err(format!(
                     "publish[{i}] names no broker, and there is no MQTT source whose connection it could use"
                 ));
@@ -525,14 +526,103 @@ impl MqttSourceSpec {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum PublishSpec {
     Mqtt(MqttPublishSpec),
+    Kafka(KafkaPublishSpec),
 }
 
 impl PublishSpec {
     pub fn name(&self, index: usize) -> String {
         match self {
             PublishSpec::Mqtt(m) => m.name.clone().unwrap_or_else(|| format!("mqtt-{index}")),
+            PublishSpec::Kafka(k) => k.name.clone().unwrap_or_else(|| format!("kafka-{index}")),
         }
     }
+}
+
+/// Kafka publishing: to `brokers`, or to the node's `stream.brokers`; on
+/// `topic`, or `<stream.topic_prefix>.<organization>.<twin name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawKafkaPublish")]
+pub struct KafkaPublishSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `host:port`, comma-separated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafkaPublish {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    brokers: Option<String>,
+    #[serde(default)]
+    topic: Option<String>,
+}
+
+impl TryFrom<RawKafkaPublish> for KafkaPublishSpec {
+    type Error = String;
+
+    fn try_from(raw: RawKafkaPublish) -> Result<Self, String> {
+        check_name(raw.name.as_deref())?;
+        if let Some(topic) = &raw.topic {
+            check_kafka_topic(topic)?;
+        }
+        if let Some(brokers) = &raw.brokers {
+            check_kafka_brokers(brokers)?;
+        }
+        Ok(KafkaPublishSpec {
+            name: raw.name,
+            brokers: raw.brokers,
+            topic: raw.topic,
+        })
+    }
+}
+
+/// A Kafka topic name as brokers accept it.
+pub fn check_kafka_topic(topic: &str) -> Result<(), String> {
+    let ok = (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "topic `{topic}`: a Kafka topic is 1-249 letters, digits, `.`, `_` or `-`"
+        ))
+    }
+}
+
+/// Kafka brokers, `host:port` comma-separated. Predictions travel in the
+/// clear, so (until the node's stream takes TLS settings) only brokers on
+/// this machine's loopback are accepted.
+pub fn check_kafka_brokers(brokers: &str) -> Result<(), String> {
+    let list: Vec<&str> = brokers.split(',').map(str::trim).collect();
+    for broker in &list {
+        let Some((host, port)) = broker.rsplit_once(':') else {
+            return Err(format!("brokers: `{broker}` is not host:port"));
+        };
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("brokers: `{broker}` has no valid port"));
+        }
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(format!(
+                "brokers: `{broker}` is not on loopback; Kafka publishing is unencrypted and limited to brokers on this machine"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// MQTT publishing: to `broker` (with its own connection settings), or,
@@ -860,7 +950,9 @@ mod tests {
             "mode: realtime\nrate_hz: 30\nsources:\n{source}publish:\n  - type: mqtt\n    topic: twin/out\n"
         ))
         .expect("valid");
-        let PublishSpec::Mqtt(p) = &s.publish[0];
+        let PublishSpec::Mqtt(p) = &s.publish[0] else {
+            panic!("an MQTT publisher")
+        };
         assert_eq!(
             p.connection(&s.sources).map(|c| c.broker),
             Some("mqtt://127.0.0.1:1883")

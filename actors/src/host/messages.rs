@@ -25,6 +25,11 @@ pub enum HostMsg {
         checked: Result<TwinDefinition, TwinError>,
         reply: Reply<TwinRecord>,
     },
+    /// Internal: an admitted twin whose record could not be stored; it
+    /// was not created after all.
+    Unadmit {
+        id: TwinId,
+    },
     Get {
         twin: TwinRef,
         reply: Reply<TwinRecord>,

@@ -4,7 +4,10 @@
 //! running twins by id (the shape of Akka's ShardRegion, so the cluster layer can
 //! route to a host on another node without registering every twin cluster-wide).
 
+mod activations;
 mod messages;
+mod record_writer;
+mod registry;
 
 pub use messages::{HostMsg, Launched, Rebalanced};
 
@@ -18,9 +21,12 @@ use crate::remote::Placement;
 use crate::scenes::{SceneFetcher, SceneLoader, SceneReader};
 use crate::store::{BoxFuture, CheckpointStore, TwinStore};
 use crate::twin::{TwinActor, TwinArgs};
+use activations::{Activations, Ended, Running};
 use hanzo_twin_engines::{EngineRegistry, SceneModel, SimState};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use std::collections::{HashMap, VecDeque};
+use record_writer::{Durable, RecordWriter};
+use registry::Registry;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +60,8 @@ pub struct HostConfig {
     /// In a cluster: how long a node's heartbeat in the shared store counts;
     /// the twins of a node silent for longer are taken over.
     pub lease: Duration,
+    /// The node's Kafka stream, for Kafka publishers.
+    pub stream: Arc<crate::sync::StreamSettings>,
 }
 
 impl Default for HostConfig {
@@ -71,6 +79,7 @@ impl Default for HostConfig {
             record_seconds: 120.0,
             ant_xml: None,
             lease: Duration::from_secs(3),
+            stream: Default::default(),
         }
     }
 }
@@ -126,36 +135,20 @@ enum ForkOrigin {
     Live(Box<dyn hanzo_twin_engines::Simulation>),
 }
 
-struct Running {
-    actor: ActorRef<TwinMsg>,
-    messages: crate::inspector::MessageCount,
-    scene: Arc<SceneModel>,
-    clock: Clock,
-    /// When this twin crashed recently, for the restart-intensity limit.
-    crashes: VecDeque<Instant>,
-    /// The twin's children, as the tree draws them.
-    children: crate::children::ChildBoard,
-}
-
 pub struct HostState {
     config: HostConfig,
     engines: EngineRegistry,
     store: Arc<dyn TwinStore>,
+    /// Every write of a twin record goes through it, in order.
+    writer: RecordWriter,
     scenes: SceneLoader,
-    records: HashMap<TwinId, TwinRecord>,
-    running: HashMap<TwinId, Running>,
-    /// Twins on their way up (a start reading its scene, see
-    /// `prepare_start`) or down (being passivated): requests naming them
-    /// wait here, in order, and are handled again once they are settled.
-    parked: HashMap<TwinId, Vec<HostMsg>>,
-    /// Actors draining to passivate their twin, until they end.
-    passivating: HashMap<ActorId, TwinId>,
-    by_actor: HashMap<ActorId, TwinId>,
+    records: Registry,
+    /// Which twins have an actor, and what waits for those changing.
+    activations: Activations,
     /// Durable checkpoints, read when a twin starts without one in memory.
     checkpoint_store: Arc<dyn CheckpointStore>,
     /// The newest checkpoint of each twin held here, and their writer.
     checkpoints: Checkpoints,
-    routes: Arc<RouteCache>,
     /// What changes the supervision tree, for whoever watches it.
     tree_events: tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>,
     /// RL environment batches, supervised like twins.
@@ -172,42 +165,15 @@ fn storage(e: crate::store::StoreError) -> TwinError {
 }
 
 impl HostState {
-    /// Finds a twin by id or name among those `twin.scope` admits; others answer
-    /// exactly as a twin that does not exist.
+    /// Finds a twin by id or name among those `twin.scope` admits.
     fn resolve(&self, twin: &TwinRef) -> Result<TwinId, TwinError> {
-        let key = twin.key.as_str();
-        if let Some(id) = TwinId::parse(key)
-            && let Some(r) = self.records.get(&id)
-        {
-            return if twin.scope.admits(r) {
-                Ok(id)
-            } else {
-                Err(TwinError::NotFound(key.to_string()))
-            };
-        }
-        let mut matches = self
-            .records
-            .values()
-            .filter(|r| r.definition.name.as_str() == key && twin.scope.admits(r));
-        match (matches.next(), matches.next()) {
-            (Some(r), None) => Ok(r.id),
-            (None, _) => Err(TwinError::NotFound(key.to_string())),
-            (Some(_), Some(_)) => Err(TwinError::Conflict(format!(
-                "name `{twin}` matches twins in several organizations; use the twin's id"
-            ))),
-        }
+        self.records.resolve(twin)
     }
 
     fn record(&self, id: TwinId) -> Result<&TwinRecord, TwinError> {
         self.records
-            .get(&id)
+            .get(id)
             .ok_or_else(|| TwinError::NotFound(id.to_string()))
-    }
-
-    fn name_taken(&self, org: &str, name: &Name, except: Option<TwinId>) -> bool {
-        self.records.values().any(|r| {
-            Some(r.id) != except && r.definition.organization() == org && &r.definition.name == name
-        })
     }
 
     async fn save(&mut self, mut record: TwinRecord) -> Result<TwinRecord, TwinError> {
@@ -215,7 +181,12 @@ impl HostState {
         // Forks live and die with this process: nothing about them is worth a
         // durable write (which would dominate fork latency).
         if !record.ephemeral {
-            self.store.put(&record).await.map_err(storage)?;
+            self.writer
+                .put(record.clone())
+                .await
+                .wait()
+                .await
+                .map_err(storage)?;
         }
         self.hold(record.clone());
         Ok(record)
@@ -255,8 +226,8 @@ impl HostState {
     /// every twin (running or not) and gym batch.
     fn tree(&self, scope: &Scope) -> crate::inspector::ActorNode {
         use crate::inspector::ActorNode;
-        let twins = self.records.values().filter(|r| scope.admits(r)).map(|r| {
-            let running = self.running.get(&r.id);
+        let twins = self.records.records().filter(|r| scope.admits(r)).map(|r| {
+            let running = self.activations.get(r.id);
             let mut node =
                 ActorNode::twin(r, running.map(|x| (x.actor.get_id(), x.messages.get())));
             if let Some(running) = running {
@@ -328,6 +299,7 @@ impl HostState {
             checkpoint_min_interval: self.config.checkpoint_min_interval,
             messages: crate::inspector::MessageCount::default(),
             // A fork is standalone: it never follows the parent's sources.
+            stream: self.config.stream.clone(),
             sync: if record.ephemeral {
                 crate::definition::SyncSpec::default()
             } else {
@@ -364,8 +336,7 @@ impl HostState {
                     }
                 })?;
         let _ = spawned.set(actor.get_id());
-        self.by_actor.insert(actor.get_id(), id);
-        self.running.insert(
+        self.activations.add(
             id,
             Running {
                 actor,
@@ -387,8 +358,8 @@ impl HostState {
         build: impl FnOnce(Reply<T>) -> TwinMsg,
     ) -> Result<T, TwinError> {
         let running = self
-            .running
-            .get(&id)
+            .activations
+            .get(id)
             .ok_or_else(|| TwinError::NotRunning(id.to_string()))?;
         call_actor(&running.actor, id, what, self.config.call_timeout, build).await
     }
@@ -415,17 +386,16 @@ impl HostState {
         options: StartOptions,
     ) -> Result<(TwinId, BoxFuture<'static, Result<Launch, TwinError>>), TwinError> {
         let id = self.resolve(twin)?;
-        if self.running.contains_key(&id) {
+        if self.activations.is_running(id) {
             return Err(TwinError::Conflict(format!(
                 "twin {twin} is already running"
             )));
         }
-        if self.parked.contains_key(&id) {
+        if !self.activations.begin_settling(id) {
             return Err(TwinError::Conflict(format!(
                 "twin {twin} is already starting"
             )));
         }
-        self.parked.insert(id, Vec::new());
         let definition = self.record(id)?.definition.clone();
         let scenes = self.scenes.clone();
         let (checkpoints, stored) = (self.checkpoints.clone(), self.checkpoint_store.clone());
@@ -459,7 +429,7 @@ impl HostState {
         let launch = prepared?;
         // Deleted, or started another way, while its scene was read.
         let mut record = self.record(id)?.clone();
-        if self.running.contains_key(&id) {
+        if self.activations.is_running(id) {
             return Err(TwinError::Conflict(format!("twin {id} is already running")));
         }
         let clock = launch.options.clock;
@@ -495,10 +465,9 @@ impl HostState {
     /// Stops the twin's actor, keeping its final state as the checkpoint the next
     /// start resumes from.
     async fn stop_actor(&mut self, id: TwinId, keep_state: bool) {
-        let Some(running) = self.running.remove(&id) else {
+        let Some(running) = self.activations.remove(id) else {
             return;
         };
-        self.routes.invalidate();
         if keep_state {
             match call_actor(
                 &running.actor,
@@ -530,15 +499,15 @@ impl HostState {
     /// kept (durably unless it is a fork).
     fn hold(&mut self, record: TwinRecord) {
         self.checkpoints.register(record.id, !record.ephemeral);
-        self.records.insert(record.id, record);
+        self.records.insert(record);
     }
 
     /// No longer holds the twin (deleted, handed off, held elsewhere): its
     /// record and in-memory checkpoint go; callers' routes to it are stale.
     fn unhold(&mut self, id: TwinId) {
-        self.records.remove(&id);
+        self.records.remove(id);
         self.checkpoints.release(id);
-        self.routes.invalidate();
+        self.activations.invalidate_routes();
     }
 
     /// A fresh twin id that placement puts on this node, so requests for the
@@ -563,7 +532,7 @@ impl HostState {
     ) -> Result<(TwinRecord, Arc<SimState>, Option<Arc<SceneModel>>), TwinError> {
         let parent_id = self.resolve(twin)?;
         let parent = self.record(parent_id)?.clone();
-        match self.running.get(&parent_id) {
+        match self.activations.get(parent_id) {
             Some(running) => {
                 let scene = running.scene.clone();
                 let state = self
@@ -606,7 +575,7 @@ impl HostState {
             parent.definition.engine.kind,
             hanzo_twin_engines::EngineKind::Rapier3d | hanzo_twin_engines::EngineKind::Mujoco
         );
-        if cheap && let Some(running) = self.running.get(&parent_id) {
+        if cheap && let Some(running) = self.activations.get(parent_id) {
             let scene = running.scene.clone();
             let live = self
                 .call_twin(parent_id, "the request", |reply| TwinMsg::ForkSimulation {
@@ -642,7 +611,10 @@ impl HostState {
                     .map_err(|m| TwinError::invalid("name", m))?
             }
         };
-        if self.name_taken(parent.definition.organization(), &name, None) {
+        if self
+            .records
+            .name_taken(parent.definition.organization(), name.as_str(), None)
+        {
             return Err(TwinError::Conflict(format!(
                 "a twin named `{name}` already exists in organization {}",
                 parent.definition.organization()
@@ -715,7 +687,7 @@ impl HostState {
         state: SimState,
     ) -> Result<TwinRecord, TwinError> {
         let id = record.id;
-        if self.records.contains_key(&id) {
+        if self.records.contains(id) {
             return Err(TwinError::Conflict(format!("fork {id} is already here")));
         }
         let scene = self
@@ -756,14 +728,13 @@ impl HostState {
         };
         let away: Vec<TwinId> = self
             .records
-            .keys()
+            .ids()
             .filter(|id| !placement.owns(&id.to_string()))
-            .copied()
             .take(max_moves)
             .collect();
         for id in away {
             let record = self.record(id)?.clone();
-            let clock = self.running.get(&id).map(|r| r.clock);
+            let clock = self.activations.get(id).map(|r| r.clock);
             self.stop_actor(id, true).await;
             let state = self.checkpoints.latest(id);
             if record.ephemeral {
@@ -784,7 +755,7 @@ impl HostState {
             released.status.node = None;
             released.updated_at = chrono::Utc::now();
             self.unhold(id);
-            if let Err(e) = self.store.put(&released).await {
+            if let Err(e) = self.writer.put(released.clone()).await.wait().await {
                 tracing::error!(twin = %id, error = %e, "releasing the twin failed");
             }
             tracing::info!(twin = %id, "twin handed off to its new owner");
@@ -801,7 +772,7 @@ impl HostState {
         let mut lost = Vec::new();
         for record in self.store.list().await.map_err(storage)? {
             let id = record.id;
-            if self.records.contains_key(&id) {
+            if self.records.contains(id) {
                 if record.status.node.as_deref() != Some(me.as_str()) {
                     lost.push((id, record.status.node.clone()));
                 }
@@ -913,17 +884,22 @@ impl HostState {
                 "a twin cannot move to another organization",
             ));
         }
-        if self.name_taken(definition.organization(), &definition.name, Some(id)) {
+        if self.records.name_taken(
+            definition.organization(),
+            definition.name.as_str(),
+            Some(id),
+        ) {
             return Err(TwinError::Conflict(format!(
                 "a twin named `{}` already exists in organization {}",
                 definition.name,
                 definition.organization()
             )));
         }
+        self.check_publishers(&definition)?;
         let physics_changed = definition.scene != record.definition.scene
             || definition.engine != record.definition.engine;
         if physics_changed {
-            if self.running.contains_key(&id) {
+            if self.activations.is_running(id) {
                 return Err(TwinError::Conflict(
                     "stop the twin before changing its scene or engine".into(),
                 ));
@@ -937,7 +913,7 @@ impl HostState {
         let record = self.save(record).await?;
         if resynced
             && !record.ephemeral
-            && let Some(running) = self.running.get(&id)
+            && let Some(running) = self.activations.get(id)
         {
             // The twin swaps its sources in its own loop; a failure to reach
             // it is a crash the host restarts with the new definition.
@@ -949,8 +925,8 @@ impl HostState {
         }
         if renamed {
             // Callers that named the twin by its old name must resolve again.
-            self.routes.invalidate();
-            if let Some(running) = self.running.get(&id) {
+            self.activations.invalidate_routes();
+            if let Some(running) = self.activations.get(id) {
                 let name = record.definition.name.to_string();
                 let _ = running.actor.cast(TwinMsg::Renamed { name });
             }
@@ -959,7 +935,7 @@ impl HostState {
     }
 
     async fn crashed(&mut self, myself: &ActorRef<HostMsg>, id: TwinId, reason: String) {
-        let Some(running) = self.running.remove(&id) else {
+        let Some(running) = self.activations.remove(id) else {
             return;
         };
         tracing::warn!(twin = %id, %reason, "twin crashed");
@@ -1030,7 +1006,7 @@ impl HostState {
         let Some(placement) = self.placement.clone() else {
             return Ok(());
         };
-        if self.records.contains_key(&id) {
+        if self.records.contains(id) {
             return Ok(());
         }
         let Some(record) = self.store.get(id).await.map_err(storage)? else {
@@ -1088,13 +1064,17 @@ impl HostState {
                 return msg.refuse(e);
             }
         }
-        if let Some(twin) = msg.twin_ref()
-            && let Ok(id) = self.resolve(twin)
-            && let Some(waiting) = self.parked.get_mut(&id)
-        {
-            waiting.push(msg);
-            return;
-        }
+        let changing = msg
+            .twin_ref()
+            .and_then(|twin| self.resolve(twin).ok())
+            .filter(|id| self.activations.is_settling(*id));
+        let msg = match changing {
+            Some(id) => match self.activations.wait(id, msg) {
+                None => return,
+                Some(msg) => msg,
+            },
+            None => msg,
+        };
         match msg {
             HostMsg::Create {
                 definition,
@@ -1112,9 +1092,29 @@ impl HostState {
                     });
                 }
             },
-            HostMsg::Admit { checked, reply } => {
-                let result = self.admit(checked).await;
-                let _ = reply.send(result);
+            HostMsg::Admit { checked, reply } => match self.admit(checked).await {
+                Err(e) => drop(reply.send(Err(e))),
+                Ok((record, durable)) => {
+                    // The disk is waited for here, off the host's loop;
+                    // creates arriving meanwhile share the next flush.
+                    let host = myself.clone();
+                    tokio::spawn(async move {
+                        let result = match durable.wait().await {
+                            Ok(_) => Ok(record),
+                            Err(e) => {
+                                let _ = host.cast(HostMsg::Unadmit { id: record.id });
+                                Err(storage(e))
+                            }
+                        };
+                        let _ = reply.send(result);
+                    });
+                }
+            },
+            HostMsg::Unadmit { id } => {
+                // Its record never became durable: the twin was not created.
+                if !self.activations.is_running(id) {
+                    self.unhold(id);
+                }
             }
             HostMsg::CompareEngines {
                 request,
@@ -1137,14 +1137,7 @@ impl HostState {
                 scope,
                 reply,
             } => {
-                let mut list: Vec<TwinRecord> = self
-                    .records
-                    .values()
-                    .filter(|r| scope.admits(r) && filter.matches(r))
-                    .cloned()
-                    .collect();
-                filter.page(&mut list);
-                let _ = reply.send(Ok(list));
+                let _ = reply.send(Ok(self.records.page(&filter, &scope)));
             }
             HostMsg::Update { twin, patch, reply } => {
                 let result = self.update(&twin, patch).await;
@@ -1179,8 +1172,8 @@ impl HostState {
                     Launched::Reactivated(reply) => {
                         metrics::counter!("hanzo_twin_reactivations_total").increment(1);
                         let result = result.and_then(|_| {
-                            self.running
-                                .get(&id)
+                            self.activations
+                                .get(id)
                                 .map(|r| (r.actor.clone(), true))
                                 .ok_or_else(|| self.not_running(id))
                         });
@@ -1213,20 +1206,24 @@ impl HostState {
                 // A passivated twin comes back first: the request is parked
                 // behind its reactivation and delivered once it runs.
                 if let Ok(id) = self.resolve(&twin)
-                    && !self.running.contains_key(&id)
+                    && !self.activations.is_running(id)
                     && self.is_passivated(id)
                 {
                     let (tx, _) = ractor::concurrency::oneshot();
                     self.reactivate(myself, &twin, tx.into());
-                    if let Some(waiting) = self.parked.get_mut(&id) {
-                        waiting.push(HostMsg::Route { twin, msg });
+                    if self.activations.is_settling(id) {
+                        if let Some(HostMsg::Route { twin, msg }) =
+                            self.activations.wait(id, HostMsg::Route { twin, msg })
+                        {
+                            self.route(&twin, msg);
+                        }
                         return;
                     }
                 }
                 self.route(&twin, msg)
             }
             HostMsg::Shutdown { reply } => {
-                let ids: Vec<TwinId> = self.running.keys().copied().collect();
+                let ids = self.activations.running_ids();
                 for id in ids {
                     self.stop_actor(id, true).await;
                 }
@@ -1236,14 +1233,19 @@ impl HostState {
                     // not when this node's lease runs out.
                     let held: Vec<TwinRecord> = self
                         .records
-                        .values()
+                        .records()
                         .filter(|r| !r.ephemeral)
                         .cloned()
                         .collect();
+                    // Queued together, they share the store's flushes.
+                    let mut released = Vec::with_capacity(held.len());
                     for mut record in held {
                         record.status.node = None;
-                        if let Err(e) = self.store.put(&record).await {
-                            tracing::error!(twin = %record.id, error = %e, "releasing the twin failed");
+                        released.push((record.id, self.writer.put(record).await));
+                    }
+                    for (id, durable) in released {
+                        if let Err(e) = durable.wait().await {
+                            tracing::error!(twin = %id, error = %e, "releasing the twin failed");
                         }
                     }
                     self.records.clear();
@@ -1336,7 +1338,7 @@ impl HostState {
                     Ok(id) => id,
                     Err(e) => return drop(reply.send(Err(e))),
                 };
-                if let Some(running) = self.running.get(&id) {
+                if let Some(running) = self.activations.get(id) {
                     let _ = reply.send(Ok((running.actor.clone(), false)));
                 } else if self.is_passivated(id) {
                     self.reactivate(myself, &twin, reply);
@@ -1387,7 +1389,7 @@ impl HostState {
                     let mut unheld = all
                         .into_iter()
                         .filter(|r| {
-                            !self.records.contains_key(&r.id)
+                            !self.records.contains(r.id)
                                 && r.status.node.as_ref().is_none_or(|h| !members.contains(h))
                                 && scope.admits(r)
                                 && filter.matches(r)
@@ -1399,7 +1401,7 @@ impl HostState {
                 let _ = reply.send(result);
             }
             HostMsg::Load { reply } => {
-                let _ = reply.send(Ok(self.running.len()));
+                let _ = reply.send(Ok(self.activations.count()));
             }
             HostMsg::Rebalance { max_moves, reply } => {
                 let result = self.rebalance(myself, max_moves).await;
@@ -1432,6 +1434,7 @@ impl HostState {
         };
         definition.organization = Some(organization);
         self.refuse_taken_name(&definition)?;
+        self.check_publishers(&definition)?;
         let scenes = self.scenes.clone();
         Ok(Box::pin(async move {
             scenes.check_runnable(&definition).await?;
@@ -1439,22 +1442,37 @@ impl HostState {
         }))
     }
 
-    /// The second half of a create: stores the checked definition as a new
-    /// twin, unless its name was taken meanwhile.
+    /// The second half of a create: holds the checked definition as a new
+    /// twin, unless its name was taken meanwhile, and queues its record's
+    /// write. The name is taken from here on; the create is answered once
+    /// the write is durable (see `HostMsg::Admit`).
     async fn admit(
         &mut self,
         checked: Result<TwinDefinition, TwinError>,
-    ) -> Result<TwinRecord, TwinError> {
+    ) -> Result<(TwinRecord, Durable), TwinError> {
         let definition = checked?;
         self.refuse_taken_name(&definition)?;
         let mut record = TwinRecord::new(definition);
         record.id = self.new_id();
         record.status.node = Some(self.config.node_id.clone());
-        self.save(record).await
+        let durable = self.writer.put(record.clone()).await;
+        self.hold(record.clone());
+        Ok((record, durable))
+    }
+
+    /// Refuses publishers this node cannot serve (see `StreamSettings::check`).
+    fn check_publishers(&self, definition: &TwinDefinition) -> Result<(), TwinError> {
+        self.config
+            .stream
+            .check(&definition.sync)
+            .map_err(|(field, message)| TwinError::invalid(&field, message))
     }
 
     fn refuse_taken_name(&self, definition: &TwinDefinition) -> Result<(), TwinError> {
-        if self.name_taken(definition.organization(), &definition.name, None) {
+        if self
+            .records
+            .name_taken(definition.organization(), definition.name.as_str(), None)
+        {
             return Err(TwinError::Conflict(format!(
                 "a twin named `{}` already exists in organization {}",
                 definition.name,
@@ -1472,7 +1490,7 @@ impl HostState {
             // Never written durably (see `save`), so nothing to erase.
             self.unhold(id);
         } else {
-            self.store.delete(id).await.map_err(storage)?;
+            self.writer.delete(id).await.wait().await.map_err(storage)?;
             self.unhold(id);
             self.checkpoints.delete(id).await;
         }
@@ -1482,7 +1500,7 @@ impl HostState {
     async fn stop(&mut self, twin: &TwinRef) -> Result<TwinRecord, TwinError> {
         let id = self.resolve(twin)?;
         let mut record = self.record(id)?.clone();
-        if !self.running.contains_key(&id)
+        if !self.activations.is_running(id)
             && record.status.state != Lifecycle::Failed
             && !self.is_passivated(id)
         {
@@ -1506,7 +1524,7 @@ impl HostState {
                 ),
             ));
         }
-        if self.running.contains_key(&id) {
+        if self.activations.is_running(id) {
             let s = state.clone();
             self.call_twin(id, "restore", |reply| TwinMsg::SetState { state: s, reply })
                 .await?;
@@ -1526,7 +1544,7 @@ impl HostState {
 
     async fn checkpoint(&mut self, twin: &TwinRef) -> Result<SimState, TwinError> {
         let id = self.resolve(twin)?;
-        if self.running.contains_key(&id) {
+        if self.activations.is_running(id) {
             return self
                 .call_twin(id, "state", |reply| TwinMsg::GetState { reply })
                 .await;
@@ -1544,7 +1562,7 @@ impl HostState {
             Ok(id) => id,
             Err(e) => return msg.reject(e),
         };
-        match self.running.get(&id) {
+        match self.activations.get(id) {
             Some(running) => {
                 if let Err(ractor::MessagingErr::SendErr(msg)) = running.actor.send_message(msg) {
                     msg.reject(TwinError::Unavailable(id.to_string()));
@@ -1554,11 +1572,10 @@ impl HostState {
         }
     }
 
-    /// Why a twin held here that is not running cannot serve a request.
-    /// Handles again, in order, the requests parked while `id` was starting
-    /// or being passivated.
+    /// Handles again, in order, the requests that waited while `id` was
+    /// starting or being passivated.
     fn unpark(&mut self, myself: &ActorRef<HostMsg>, id: TwinId) {
-        for msg in self.parked.remove(&id).unwrap_or_default() {
+        for msg in self.activations.settle(id) {
             // The host's own mailbox: it is gone only when the host is.
             let _ = myself.send_message(msg);
         }
@@ -1567,7 +1584,7 @@ impl HostState {
     /// Running as far as its owner knows, with no actor: deactivated.
     fn is_passivated(&self, id: TwinId) -> bool {
         self.records
-            .get(&id)
+            .get(id)
             .is_some_and(|r| r.status.state == Lifecycle::Running && r.status.passivated)
     }
 
@@ -1604,19 +1621,9 @@ impl HostState {
     /// already queued, checkpoints its final state and ends; requests that
     /// come meanwhile wait, and the next one reactivates it.
     async fn passivate(&mut self, id: TwinId, actor: ActorId) {
-        let current = self
-            .running
-            .get(&id)
-            .is_some_and(|r| r.actor.get_id() == actor);
-        if !current || self.parked.contains_key(&id) {
-            return;
-        }
-        let Some(running) = self.running.remove(&id) else {
+        let Some(running) = self.activations.passivate(id, actor) else {
             return;
         };
-        self.routes.invalidate();
-        self.parked.insert(id, Vec::new());
-        self.passivating.insert(actor, id);
         let _ = running.actor.cast(TwinMsg::Passivate);
         running.actor.drain().ok();
         metrics::counter!("hanzo_twin_passivations_total").increment(1);
@@ -1629,8 +1636,9 @@ impl HostState {
         }
     }
 
+    /// Why a twin held here that is not running cannot serve a request.
     fn not_running(&self, id: TwinId) -> TwinError {
-        match self.records.get(&id) {
+        match self.records.get(id) {
             Some(r) if r.status.state == Lifecycle::Failed => TwinError::Failed {
                 id: id.to_string(),
                 reason: r.status.last_error.clone().unwrap_or_default(),
@@ -1674,16 +1682,13 @@ impl Actor for TwinHost {
         let mut state = HostState {
             config: args.config,
             engines: args.engines,
+            writer: RecordWriter::start(args.store.clone()),
             store: args.store,
             checkpoint_store: args.checkpoints.clone(),
             checkpoints: Checkpoints::start(args.checkpoints),
-            routes: args.routes,
             scenes,
-            records: HashMap::new(),
-            running: HashMap::new(),
-            parked: HashMap::new(),
-            passivating: HashMap::new(),
-            by_actor: HashMap::new(),
+            records: Registry::default(),
+            activations: Activations::new(args.routes),
             tree_events: tokio::sync::broadcast::channel(256).0,
             gym: Default::default(),
             placement: args.placement,
@@ -1708,6 +1713,8 @@ impl Actor for TwinHost {
             }
             if record.status.state == Lifecycle::Running && !record.status.passivated {
                 resume.push((record.id, record.status.clock));
+                // Stopped until it runs again (`start` refuses a running twin).
+                record.status.state = Lifecycle::Stopped;
             }
             state.hold(record);
         }
@@ -1718,9 +1725,6 @@ impl Actor for TwinHost {
                 clock,
                 reset: false,
             };
-            if let Some(r) = state.records.get_mut(&id) {
-                r.status.state = Lifecycle::Stopped;
-            }
             let twin = TwinRef {
                 key: id.to_string(),
                 scope: Scope::Node,
@@ -1767,36 +1771,23 @@ impl Actor for TwinHost {
                     state.gym.remove(&id);
                 }
             }
-            SupervisionEvent::ActorFailed(cell, _)
-            | SupervisionEvent::ActorTerminated(cell, _, _)
-                if state.passivating.contains_key(&cell.get_id()) =>
-            {
-                // A passivated twin's actor is done: its final checkpoint is
-                // in its slot, and what waited for it is handled again.
-                state.by_actor.remove(&cell.get_id());
-                if let Some(id) = state.passivating.remove(&cell.get_id()) {
-                    state.unpark(&myself, id);
-                }
-            }
             SupervisionEvent::ActorFailed(cell, err) => {
-                if let Some(id) = state.by_actor.remove(&cell.get_id())
-                    && state
-                        .running
-                        .get(&id)
-                        .is_some_and(|r| r.actor.get_id() == cell.get_id())
-                {
-                    state.crashed(&myself, id, err.to_string()).await;
+                match state.activations.ended(cell.get_id()) {
+                    Ended::Passivated(id) => state.unpark(&myself, id),
+                    Ended::Current(id) => state.crashed(&myself, id, err.to_string()).await,
+                    Ended::Released => {}
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if let Some(id) = state.by_actor.remove(&cell.get_id())
-                    && state
-                        .running
-                        .get(&id)
-                        .is_some_and(|r| r.actor.get_id() == cell.get_id())
-                {
-                    let reason = reason.unwrap_or_else(|| "terminated unexpectedly".into());
-                    state.crashed(&myself, id, reason).await;
+                match state.activations.ended(cell.get_id()) {
+                    // A passivated twin's actor is done: its final checkpoint
+                    // is in its slot, and what waited for it is handled again.
+                    Ended::Passivated(id) => state.unpark(&myself, id),
+                    Ended::Current(id) => {
+                        let reason = reason.unwrap_or_else(|| "terminated unexpectedly".into());
+                        state.crashed(&myself, id, reason).await;
+                    }
+                    Ended::Released => {}
                 }
             }
             _ => {}

@@ -8,6 +8,8 @@
 //! measurements are kept, newest per attribute, beside what the simulation
 //! predicts for them.
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod mqtt;
 pub mod publish;
 pub mod readings;
@@ -233,9 +235,71 @@ pub struct TwinSync {
     drifting: std::collections::BTreeSet<Target>,
 }
 
+/// The node's Kafka stream (`stream` in its configuration): the brokers
+/// of Kafka publishers that name none, and the prefix of their topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    pub brokers: Option<String>,
+    pub topic_prefix: String,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            brokers: None,
+            topic_prefix: "hanzo.twin".into(),
+        }
+    }
+}
+
+impl StreamSettings {
+    /// Where a Kafka publisher of twin `twin_label` publishes: its brokers
+    /// and topic, or the node's brokers and `<topic_prefix>.<twin id>.predictions`.
+    pub fn kafka_target(
+        &self,
+        spec: &crate::definition::KafkaPublishSpec,
+        twin_label: &str,
+    ) -> (Option<String>, String) {
+        let brokers = spec.brokers.clone().or_else(|| self.brokers.clone());
+        let topic = spec
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.{twin_label}.predictions", self.topic_prefix));
+        (brokers, topic)
+    }
+
+    /// Refuses a sync block this node cannot publish: a Kafka publisher
+    /// without brokers where the node has no stream, or any Kafka publisher
+    /// on a node built without Kafka.
+    pub fn check(&self, spec: &SyncSpec) -> Result<(), (String, String)> {
+        for (i, sink) in spec.publish.iter().enumerate() {
+            let PublishSpec::Kafka(kafka) = sink else {
+                continue;
+            };
+            if !cfg!(feature = "kafka") {
+                return Err((
+                    format!("sync.publish[{i}].type"),
+                    "this node was built without Kafka (cargo feature `kafka`)".into(),
+                ));
+            }
+            if kafka.brokers.is_none() && self.brokers.is_none() {
+                return Err((
+                    format!("sync.publish[{i}].brokers"),
+                    "no brokers, and the node has no stream.brokers (HANZO_TWIN_STREAM_BROKERS) to publish to".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TwinSync {
     /// The twin's sync state and the source actors it supervises.
-    pub fn start(spec: &SyncSpec, twin_label: &str) -> (TwinSync, Vec<Arc<dyn ChildSpec>>) {
+    pub fn start(
+        spec: &SyncSpec,
+        twin_label: &str,
+        stream: &StreamSettings,
+    ) -> (TwinSync, Vec<Arc<dyn ChildSpec>>) {
         let inbox = Inbox::new(spec.buffer_size);
         let history = SyncHistory::default();
         let mut sources = Vec::new();
@@ -291,6 +355,40 @@ impl TwinSync {
                         history: history.clone(),
                         twin_label: twin_label.to_string(),
                     }));
+                }
+                PublishSpec::Kafka(kafka) => {
+                    let (brokers, topic) = stream.kafka_target(kafka, twin_label);
+                    let stats = Arc::new(SourceStats::new(
+                        name.clone(),
+                        "kafka",
+                        brokers.clone().unwrap_or_default(),
+                        topic.clone(),
+                    ));
+                    publishers.push(stats.clone());
+                    match brokers {
+                        #[cfg(feature = "kafka")]
+                        Some(brokers) => children.push(Arc::new(kafka::KafkaPublisherChild {
+                            child_name: format!("publish:{name}"),
+                            brokers,
+                            topic,
+                            rate_hz: spec.rate_hz,
+                            stats,
+                            twin_label: twin_label.to_string(),
+                        })),
+                        // Refused at create (see `StreamSettings::check`);
+                        // a node restarted without its stream says why here.
+                        _ => stats.update(|s| {
+                            s.state = "refused".into();
+                            s.last_error = Some(
+                                if cfg!(feature = "kafka") {
+                                    "no brokers: set brokers, or the node's stream.brokers"
+                                } else {
+                                    "this node was built without Kafka (cargo feature `kafka`)"
+                                }
+                                .into(),
+                            );
+                        }),
+                    }
                 }
             }
         }

@@ -1,0 +1,226 @@
+//! Publishing what a twin predicts to Kafka (`sync.publish` entries of type
+//! `kafka`), through librdkafka (rdkafka). One child actor of the twin per
+//! publisher, like the MQTT publisher: at `sync.rate_hz` it asks its twin
+//! for a prediction and hands it to the producer, keyed by the twin's id so
+//! one twin's predictions stay in order on one partition.
+//!
+//! librdkafka connects, retries and reconnects by itself; the publisher
+//! learns how the broker is from each message's delivery report: a delivered
+//! message makes it `connected`, a failed one `disconnected` with the
+//! reason. A tick while the producer's queue is full publishes nothing and
+//! is counted as skipped.
+
+use super::SourceStats;
+use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, TwinMsg};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long librdkafka keeps trying to deliver one prediction; one older
+/// than this is stale anyway.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to spawn (and respawn) one Kafka publisher.
+pub struct KafkaPublisherChild {
+    pub child_name: String,
+    /// `host:port`, comma-separated (the entry's, or the node's stream).
+    pub brokers: String,
+    pub topic: String,
+    pub rate_hz: f64,
+    pub stats: Arc<SourceStats>,
+    pub twin_label: String,
+}
+
+impl ChildSpec for KafkaPublisherChild {
+    fn name(&self) -> &str {
+        &self.child_name
+    }
+
+    fn kind(&self) -> &'static str {
+        "publish"
+    }
+
+    fn spawn(&self, context: ChildContext) -> SpawnFuture {
+        let args = KafkaArgs {
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            period: Duration::from_secs_f64(1.0 / self.rate_hz),
+            stats: self.stats.clone(),
+            twin_label: self.twin_label.clone(),
+            twin: context.twin,
+            messages: context.messages,
+        };
+        let supervisor = context.supervisor;
+        Box::pin(async move {
+            Actor::spawn_linked(None, KafkaPublisher, args, supervisor)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+                .map_err(|e| match e {
+                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+                    other => other.to_string(),
+                })
+        })
+    }
+}
+
+pub struct KafkaArgs {
+    brokers: String,
+    topic: String,
+    period: Duration,
+    stats: Arc<SourceStats>,
+    twin_label: String,
+    twin: ActorRef<TwinMsg>,
+    messages: crate::inspector::MessageCount,
+}
+
+pub struct KafkaPublisher;
+
+pub struct KafkaState {
+    args: KafkaArgs,
+    producer: FutureProducer,
+}
+
+pub enum KafkaMsg {
+    /// Time to publish; each tick schedules the next.
+    Tick,
+}
+
+/// Local only: never sent between nodes.
+impl ractor::Message for KafkaMsg {}
+
+impl KafkaState {
+    /// Asks the twin for its prediction and queues it for the broker; the
+    /// delivery report comes back to the stats.
+    async fn publish(&self, at: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
+        let mut payload = crate::protocol::call_actor(
+            &self.args.twin,
+            &self.args.twin_label,
+            "the request",
+            Duration::from_secs(5),
+            |reply| TwinMsg::Prediction { reply },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        payload["wall_time"] = serde_json::json!(at);
+        let bytes = serde_json::to_vec(&payload).map_err(|e| e.to_string())?;
+        let record = FutureRecord::to(&self.args.topic)
+            .key(&self.args.twin_label)
+            .payload(&bytes)
+            .timestamp(at.timestamp_millis());
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(e, _)| format!("the producer refused the message: {e}"))?;
+        let stats = self.args.stats.clone();
+        // Bounded: at most rate_hz × DELIVERY_TIMEOUT reports are pending.
+        tokio::spawn(async move {
+            match delivery.await {
+                Ok(Ok(_)) => {
+                    stats.update(|s| {
+                        if s.state != "connected" {
+                            s.state = "connected".into();
+                            s.connected_since = Some(chrono::Utc::now());
+                            s.last_error = None;
+                        }
+                    });
+                    stats.message(at);
+                }
+                Ok(Err((e, _))) => stats.update(|s| {
+                    s.state = "disconnected".into();
+                    s.connected_since = None;
+                    s.skipped += 1;
+                    s.last_error = Some(format!("delivery failed: {e}"));
+                }),
+                // The producer went first (the publisher is stopping).
+                Err(_) => {}
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Actor for KafkaPublisher {
+    type Msg = KafkaMsg;
+    type State = KafkaState;
+    type Arguments = KafkaArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<KafkaMsg>,
+        args: KafkaArgs,
+    ) -> Result<KafkaState, ActorProcessingErr> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &args.brokers)
+            .set("client.id", format!("hanzo-twin-{}", args.twin_label))
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
+            // Predictions are small and frequent: send them at once.
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| {
+                let reason = format!("cannot create the Kafka producer: {e}");
+                args.stats.update(|s| {
+                    s.state = "refused".into();
+                    s.last_error = Some(reason.clone());
+                });
+                reason
+            })?;
+        args.stats.update(|s| s.state = "connecting".into());
+        Ok(KafkaState { args, producer })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<KafkaMsg>,
+        state: &mut KafkaState,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.send_after(state.args.period, || KafkaMsg::Tick);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<KafkaMsg>,
+        state: &mut KafkaState,
+    ) -> Result<(), ActorProcessingErr> {
+        // What is queued goes out if the broker takes it soon; a stopping
+        // twin does not wait longer for its last predictions.
+        let producer = state.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(1))).await;
+        state.args.stats.update(|s| {
+            s.state = "disconnected".into();
+            s.connected_since = None;
+        });
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<KafkaMsg>,
+        msg: KafkaMsg,
+        state: &mut KafkaState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.args.messages.bump();
+        match msg {
+            KafkaMsg::Tick => {
+                // As the MQTT publisher: the next tick is due a period after
+                // this one started, so the rate is never exceeded.
+                let started = std::time::Instant::now();
+                let at = chrono::Utc::now();
+                if let Err(reason) = state.publish(at).await {
+                    state.args.stats.update(|s| {
+                        s.skipped += 1;
+                        s.last_error = Some(reason);
+                    });
+                }
+                let wait = state.args.period.saturating_sub(started.elapsed());
+                myself.send_after(wait.max(Duration::from_millis(1)), || KafkaMsg::Tick);
+            }
+        }
+        Ok(())
+    }
+}
