@@ -625,6 +625,17 @@ async fn sync_blocks_that_cannot_be_safe_or_cannot_run_are_refused_when_written(
             "Kafka topic",
         ),
     ];
+    let mut definition = arm_with_sync("refused-webhook", mqtt.clone());
+    definition["sync"]["drift_detection"] =
+        json!({ "threshold": { "position": 0.1 }, "webhook": "http://alerts.example.com/hook" });
+    let (status, body) = node.post("/v1/twins", definition).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("drift_detection.webhook") && m.contains("use https")),
+        "{body}"
+    );
     for (publish, field, expected) in publish_cases {
         let mut definition = arm_with_sync("refused-publish", mqtt.clone());
         definition["sync"]["publish"] = publish.clone();
@@ -999,9 +1010,19 @@ impl Kafka {
     /// Reads `count` messages of `topic` published from now on, with a
     /// confluent-kafka consumer: (key, value) pairs.
     fn consume(&self, python: &Path, topic: &str, count: usize) -> Vec<(String, Value)> {
+        self.read(python, topic, count, "latest")
+    }
+
+    /// Reads the first `count` messages of `topic`.
+    fn consume_from_start(&self, python: &Path, topic: &str, count: usize) -> Vec<(String, Value)> {
+        self.read(python, topic, count, "earliest")
+    }
+
+    fn read(&self, python: &Path, topic: &str, count: usize, from: &str) -> Vec<(String, Value)> {
         let out = Command::new(python)
             .arg(repo().join("tests/peers/kafka_consume.py"))
             .args(["--brokers", &self.brokers(), "--count", &count.to_string()])
+            .args(["--from", from])
             .arg(topic)
             .output()
             .expect("run the Kafka consumer");
@@ -1062,6 +1083,10 @@ async fn a_twin_publishes_its_predictions_to_kafka_on_the_node_stream_and_on_its
         { "type": "kafka", "name": "plant", "brokers": brokers, "topic": "plant.arm.predictions" }
     ]);
     definition["sync"]["rate_hz"] = json!(20);
+    // The elbow reads 0.3 rad where the paused twin holds it: drift, whose
+    // alert goes to the node's stream.
+    definition["sync"]["drift_detection"] =
+        json!({ "window_seconds": 1, "threshold": { "position": 0.1 } });
     let (status, created) = node.post("/v1/twins", definition).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().expect("id").to_string();
@@ -1072,6 +1097,11 @@ async fn a_twin_publishes_its_predictions_to_kafka_on_the_node_stream_and_on_its
         &certs,
         &[("plant/sensors/elbow", "0.3".into())],
     );
+    let alerts = kafka.consume_from_start(&python, &format!("hanzo.twin.{id}.alerts"), 1);
+    let (key, alert) = &alerts[0];
+    assert_eq!(key, &id);
+    assert_eq!(alert["kind"], "drift", "{alert}");
+    assert_eq!(alert["target"], "/World/Arm/elbow.position", "{alert}");
     let status = wait_sync(
         &node,
         &id,
@@ -1080,7 +1110,7 @@ async fn a_twin_publishes_its_predictions_to_kafka_on_the_node_stream_and_on_its
             reading(s, "/World/Arm/elbow.position").is_some()
                 && s["publishers"]
                     .as_array()
-                    .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["state"] == "connected"))
+                    .is_some_and(|p| p.len() == 3 && p.iter().all(|p| p["state"] == "connected"))
         },
     )
     .await;
@@ -1146,7 +1176,8 @@ async fn drift_past_its_threshold_is_detected_and_reported_and_so_is_its_end() {
             "mapping": { "elbow": "/World/Arm/elbow.position", "temp": "/World/Arm/Link3.temperature" }
         }]),
     );
-    let drift = json!({ "enabled": true, "window_seconds": 1, "threshold": { "position": 0.05, "temperature_c": 2.0 }, "response": "hard_reset" });
+    let (webhook, mut alerts) = Webhook::start().await;
+    let drift = json!({ "enabled": true, "window_seconds": 1, "threshold": { "position": 0.05, "temperature_c": 2.0 }, "response": "hard_reset", "webhook": webhook });
     definition["sync"]["drift_detection"] = drift.clone();
     let (status, body) = node.post("/v1/twins", definition.clone()).await;
     assert_eq!(status, 400, "{body}");
@@ -1200,6 +1231,22 @@ async fn drift_past_its_threshold_is_detected_and_reported_and_so_is_its_end() {
     );
     let metrics = node.metrics().await;
     assert!(metrics.contains("hanzo_twin_sync_drift{"), "{metrics}");
+    // The alert reached the webhook, and the status says so.
+    let alert = alerts.next("drift").await;
+    assert_eq!(alert["twin_id"], id.as_str(), "{alert}");
+    assert_eq!(alert["target"], "/World/Arm/elbow.position", "{alert}");
+    assert_eq!(alert["threshold"], 0.05, "{alert}");
+    assert!(
+        alert["mean_error"].as_f64().is_some_and(|m| m > 0.05),
+        "{alert}"
+    );
+    let status = wait_sync(&node, &id, "the webhook counted as delivered", |s| {
+        source_in(s, "publishers", "drift-webhook")["messages"].as_u64() >= Some(1)
+    })
+    .await;
+    let target = source_in(&status, "publishers", "drift-webhook");
+    assert_eq!(target["kind"], "webhook", "{target}");
+    assert_eq!(target["state"], "connected", "{target}");
 
     // The machine comes back in line: once the window holds only good
     // readings, the drift ends, and the history says so.
@@ -1226,4 +1273,53 @@ async fn drift_past_its_threshold_is_detected_and_reported_and_so_is_its_end() {
         reading(&status, "/World/Arm/elbow.position").map(|r| r["drifting"].clone()),
         Some(json!(false))
     );
+    let cleared = alerts.next("drift_cleared").await;
+    assert_eq!(cleared["target"], "/World/Arm/elbow.position", "{cleared}");
+}
+
+/// A webhook receiver on a loopback port: the JSON bodies POSTed to it, in
+/// order.
+struct Webhook(tokio::sync::mpsc::UnboundedReceiver<Value>);
+
+impl Webhook {
+    async fn start() -> (String, Webhook) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            "/alerts",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(body);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the webhook");
+        let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, Webhook(rx))
+    }
+
+    /// The next alert of `kind` (others are skipped), within 60 s.
+    async fn next(&mut self, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let alert = tokio::time::timeout_at(deadline, self.0.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no `{kind}` alert reached the webhook"))
+                .expect("the webhook receiver");
+            if alert["kind"] == kind {
+                return alert;
+            }
+        }
+    }
+}
+
+fn source_in<'a>(status: &'a Value, list: &str, name: &str) -> &'a Value {
+    status[list]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {list} of {status:#}"))
 }

@@ -173,13 +173,14 @@ pub struct SyncStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceStatus {
     pub name: String,
-    /// `mqtt`.
+    /// `mqtt`, `kafka` or `webhook`.
     pub kind: String,
     /// The broker, without credentials.
     pub endpoint: String,
     pub topic: String,
     /// `connecting`, `connected`, `disconnected` or `refused` (the broker
-    /// turned the credentials or certificate down).
+    /// turned the credentials or certificate down); an alert target is
+    /// `idle` until its first alert.
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,

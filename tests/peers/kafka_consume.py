@@ -1,5 +1,6 @@
 """Plays a consumer of the twin's Kafka stream: reads what is published to
-TOPIC from the moment it joins, with confluent-kafka, and prints each message's key and value as one JSON
+TOPIC from the moment it joins (or, with `--from earliest`, from the start),
+with confluent-kafka, and prints each message's key and value as one JSON
 line, until `--count` messages have arrived (exit 0) or `--timeout` seconds
 pass (exit 1).
 
@@ -20,6 +21,7 @@ def main() -> int:
     parser.add_argument("--brokers", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--from", dest="start", choices=["latest", "earliest"], default="latest")
     parser.add_argument("topic")
     args = parser.parse_args()
 
@@ -27,7 +29,7 @@ def main() -> int:
         {
             "bootstrap.servers": args.brokers,
             "group.id": f"plant-{uuid.uuid4()}",
-            "auto.offset.reset": "latest",
+            "auto.offset.reset": args.start,
             # A small broker's first group join otherwise waits ~20 s.
             "session.timeout.ms": 6000,
         }

@@ -45,6 +45,10 @@ pub struct DriftDetection {
     pub threshold: BTreeMap<String, f64>,
     #[serde(default)]
     pub response: DriftResponse,
+    /// Where drift alerts are POSTed as JSON, besides the node's stream:
+    /// `https://`, or `http://` to a receiver on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 fn yes() -> bool {
@@ -223,6 +227,10 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
                     "drift_detection.window_seconds must be above 0 and at most 86400, got {}",
                     drift.window_seconds
                 ));
+            }
+            if let Some(webhook) = &drift.webhook {
+                check_webhook(webhook)
+                    .map_err(|e| format!("drift_detection.webhook `{webhook}`: {e}"))?;
             }
             if drift.threshold.is_empty() {
                 return Err("drift_detection.threshold must name at least one threshold".into());
@@ -579,6 +587,29 @@ impl TryFrom<RawKafkaPublish> for KafkaPublishSpec {
             brokers: raw.brokers,
             topic: raw.topic,
         })
+    }
+}
+
+/// A webhook is `https://`, or plain `http://` only to this host (the
+/// spec's sync channels are encrypted).
+fn check_webhook(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    let loopback = parsed.host_str().is_some_and(|host| {
+        host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(
+            "plain http only to a receiver on this host (127.0.0.1, localhost); use https".into(),
+        ),
+        other => Err(format!(
+            "scheme `{other}`: use https (or http on this host)"
+        )),
     }
 }
 

@@ -8,6 +8,7 @@
 //! measurements are kept, newest per attribute, beside what the simulation
 //! predicts for them.
 
+pub mod alerts;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod mqtt;
@@ -233,6 +234,8 @@ pub struct TwinSync {
     errors: BTreeMap<Target, VecDeque<(Instant, f64)>>,
     /// Attributes drifting now.
     drifting: std::collections::BTreeSet<Target>,
+    /// Drift alerts for the alert child to deliver, when there is one.
+    alerts: Option<tokio::sync::mpsc::Sender<serde_json::Value>>,
 }
 
 /// The node's Kafka stream (`stream` in its configuration): the brokers
@@ -392,7 +395,29 @@ impl TwinSync {
                 }
             }
         }
+        let mut alerts = None;
+        if let Some(drift) = spec.drift_detection.as_ref().filter(|d| d.enabled) {
+            let targets = alert_targets(drift, twin_label, stream);
+            if !targets.is_empty() {
+                for target in &targets {
+                    publishers.push(match target {
+                        alerts::AlertTarget::Webhook { stats, .. } => stats.clone(),
+                        #[cfg(feature = "kafka")]
+                        alerts::AlertTarget::Kafka { stats, .. } => stats.clone(),
+                    });
+                }
+                let (tx, rx) = tokio::sync::mpsc::channel(alerts::QUEUE);
+                alerts = Some(tx);
+                children.push(Arc::new(alerts::AlertChild {
+                    targets,
+                    queue: Arc::new(tokio::sync::Mutex::new(rx)),
+                    history: history.clone(),
+                    twin_label: twin_label.to_string(),
+                }));
+            }
+        }
         let sync = TwinSync {
+            alerts,
             mode: spec.mode,
             inbox,
             sources,
@@ -497,6 +522,7 @@ impl TwinSync {
                 );
                 tracing::warn!(twin = %self.twin_label, %detail, "drift");
                 self.history.record(Some(&source), "drift", detail, None);
+                self.alert("drift", &target, mean, threshold, drift.window_seconds);
             } else if mean <= threshold && self.drifting.remove(&target) {
                 let detail = format!(
                     "{target}: mean error {mean:.4} over {:.0} s is back within {threshold}",
@@ -504,6 +530,39 @@ impl TwinSync {
                 );
                 self.history
                     .record(Some(&source), "drift_cleared", detail, None);
+                self.alert(
+                    "drift_cleared",
+                    &target,
+                    mean,
+                    threshold,
+                    drift.window_seconds,
+                );
+            }
+        }
+    }
+
+    /// Hands a drift alert to the alert child, never waiting: with its
+    /// queue full the alert is dropped and counted.
+    fn alert(&self, kind: &str, target: &Target, mean: f64, threshold: f64, window: f64) {
+        let Some(queue) = &self.alerts else {
+            return;
+        };
+        let alert = serde_json::json!({
+            "kind": kind,
+            "twin_id": self.twin_label,
+            "target": target.to_string(),
+            "mean_error": mean,
+            "threshold": threshold,
+            "window_seconds": window,
+            "at": Utc::now(),
+        });
+        if queue.try_send(alert).is_err() {
+            for stats in self
+                .publishers
+                .iter()
+                .filter(|p| p.name().starts_with("drift-"))
+            {
+                stats.update(|s| s.skipped += 1);
             }
         }
     }
@@ -661,4 +720,50 @@ fn distance(predicted: &SyncValue, measured: &SyncValue) -> Option<f64> {
             )
         }
     }
+}
+
+/// Where the twin's drift alerts go: the definition's webhook and, with
+/// Kafka built in, the node's stream.
+fn alert_targets(
+    drift: &crate::definition::DriftDetection,
+    twin_label: &str,
+    stream: &StreamSettings,
+) -> Vec<alerts::AlertTarget> {
+    let mut targets = Vec::new();
+    if let Some(url) = &drift.webhook {
+        // The status shows where alerts go, never a token in the query.
+        let shown = reqwest::Url::parse(url)
+            .map(|mut u| {
+                u.set_query(None);
+                let _ = u.set_password(None);
+                u.to_string()
+            })
+            .unwrap_or_default();
+        targets.push(alerts::AlertTarget::Webhook {
+            url: url.clone(),
+            stats: Arc::new(SourceStats::new(
+                "drift-webhook".into(),
+                "webhook",
+                shown,
+                String::new(),
+            )),
+        });
+    }
+    #[cfg(feature = "kafka")]
+    if let Some(brokers) = &stream.brokers {
+        let topic = format!("{}.{twin_label}.alerts", stream.topic_prefix);
+        targets.push(alerts::AlertTarget::Kafka {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            stats: Arc::new(SourceStats::new(
+                "drift-stream".into(),
+                "kafka",
+                brokers.clone(),
+                topic,
+            )),
+        });
+    }
+    #[cfg(not(feature = "kafka"))]
+    let _ = (twin_label, stream);
+    targets
 }
