@@ -117,6 +117,50 @@ async fn suite(store: Arc<dyn TwinStore>) {
             .is_none()
     );
     assert_eq!(store.list().await.expect("list").len(), 19);
+
+    // What a node may take over: held by nobody, by itself, or by a node no
+    // longer live; never what it holds already. Placement asks this every
+    // round, so the store filters it.
+    let ids = |records: Vec<TwinRecord>| {
+        records
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let live = ["n1".to_string(), "n2".to_string()];
+    let held = [records[1].id, records[2].id];
+    let claimable = ids(store
+        .claimable("n1", &live, &held)
+        .await
+        .expect("claimable"));
+    assert_eq!(claimable.len(), 16, "18 held by nobody, less the 2 held");
+    assert!(!claimable.contains(&free), "n2 is live and holds it");
+    assert!(held.iter().all(|id| !claimable.contains(id)));
+    let claimable = ids(store
+        .claimable("n1", &live[..1], &[])
+        .await
+        .expect("claimable"));
+    assert_eq!(claimable.len(), 19, "with n2 gone its twin is claimable");
+    let claimable = ids(store.claimable("n2", &live, &[]).await.expect("claimable"));
+    assert!(claimable.contains(&free), "a node's own twin is claimable");
+    // Which of a node's twins the store says another node holds.
+    let elsewhere = store
+        .held_elsewhere("n1", &[free, records[1].id])
+        .await
+        .expect("held elsewhere");
+    let mut elsewhere = elsewhere;
+    elsewhere.sort_by_key(|(id, _)| *id == free);
+    assert_eq!(
+        elsewhere,
+        vec![(records[1].id, None), (free, Some("n2".to_string()))]
+    );
+    assert_eq!(
+        store
+            .held_elsewhere("n2", &[free])
+            .await
+            .expect("held elsewhere"),
+        vec![]
+    );
 }
 
 #[tokio::test]

@@ -39,6 +39,9 @@ impl StoreError {
     }
 }
 
+/// A twin and the node holding it (none: released).
+pub type Holding = (TwinId, Option<String>);
+
 /// One change to the twin records.
 // Writes are moved once into the writer's queue; boxing the record would
 // add an allocation per write for no gain.
@@ -74,6 +77,52 @@ pub trait TwinStore: Send + Sync + 'static {
                 });
             }
             results
+        })
+    }
+
+    /// Stored twins `node` may take over, leaving out `held` (those it holds
+    /// already): held by nobody, by `node` itself, or by a node not in
+    /// `live`. A store that can filters where the records are, so a node
+    /// receives only these, not every record.
+    fn claimable<'a>(
+        &'a self,
+        node: &'a str,
+        live: &'a [String],
+        held: &'a [TwinId],
+    ) -> BoxFuture<'a, StoreResult<Vec<TwinRecord>>> {
+        Box::pin(async move {
+            let held: std::collections::HashSet<&TwinId> = held.iter().collect();
+            Ok(self
+                .list()
+                .await?
+                .into_iter()
+                .filter(|r| {
+                    !held.contains(&r.id)
+                        && r.status
+                            .node
+                            .as_ref()
+                            .is_none_or(|h| h == node || !live.contains(h))
+                })
+                .collect())
+        })
+    }
+
+    /// Of `ids`, those stored with a holder other than `node`, and that
+    /// holder.
+    fn held_elsewhere<'a>(
+        &'a self,
+        node: &'a str,
+        ids: &'a [TwinId],
+    ) -> BoxFuture<'a, StoreResult<Vec<Holding>>> {
+        Box::pin(async move {
+            let ids: std::collections::HashSet<&TwinId> = ids.iter().collect();
+            Ok(self
+                .list()
+                .await?
+                .into_iter()
+                .filter(|r| ids.contains(&r.id) && r.status.node.as_deref() != Some(node))
+                .map(|r| (r.id, r.status.node))
+                .collect())
         })
     }
 

@@ -261,6 +261,64 @@ impl TwinStore for PgTwinStore {
         })
     }
 
+    /// PostgreSQL picks the claimable rows; only they travel.
+    fn claimable<'a>(
+        &'a self,
+        node: &'a str,
+        live: &'a [String],
+        held: &'a [TwinId],
+    ) -> BoxFuture<'a, StoreResult<Vec<TwinRecord>>> {
+        Box::pin(async move {
+            let held: Vec<uuid::Uuid> = held.iter().map(|id| id.0).collect();
+            let client = self.pool.get().await.map_err(err)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT id, record FROM {}
+                         WHERE NOT (id = ANY($3))
+                           AND (record->'status'->>'node' IS NULL
+                                OR record->'status'->>'node' = $1
+                                OR NOT (record->'status'->>'node' = ANY($2)))
+                         ORDER BY id",
+                        self.table
+                    ),
+                    &[&node, &live, &held],
+                )
+                .await
+                .map_err(err)?;
+            rows.into_iter()
+                .map(|r| record_of(r.get::<_, uuid::Uuid>(0), r.get(1)))
+                .collect()
+        })
+    }
+
+    fn held_elsewhere<'a>(
+        &'a self,
+        node: &'a str,
+        ids: &'a [TwinId],
+    ) -> BoxFuture<'a, StoreResult<Vec<hanzo_twin_actors::store::Holding>>> {
+        Box::pin(async move {
+            let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+            let client = self.pool.get().await.map_err(err)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT id, record->'status'->>'node' FROM {}
+                         WHERE id = ANY($2)
+                           AND record->'status'->>'node' IS DISTINCT FROM $1",
+                        self.table
+                    ),
+                    &[&node, &ids],
+                )
+                .await
+                .map_err(err)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| (TwinId(r.get::<_, uuid::Uuid>(0)), r.get(1)))
+                .collect())
+        })
+    }
+
     fn heartbeat(&self, node: &str) -> BoxFuture<'_, StoreResult<()>> {
         let node = node.to_string();
         Box::pin(async move {

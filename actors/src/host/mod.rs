@@ -763,34 +763,34 @@ impl HostState {
             metrics::counter!("hanzo_twin_handoffs_total").increment(1);
             done.released.push(id);
         }
+        // A store this node keeps alone has no other live node.
         let live = self
             .store
             .live_nodes(self.config.lease)
             .await
-            .map_err(storage)?;
+            .map_err(storage)?
+            .unwrap_or_default();
         let me = self.config.node_id.clone();
-        let mut lost = Vec::new();
-        for record in self.store.list().await.map_err(storage)? {
+        // The store answers with the few twins that concern this round, not
+        // every record: those held here that another node holds now, and
+        // those nobody live holds.
+        let held: Vec<TwinId> = self.records.ids().collect();
+        let lost = self
+            .store
+            .held_elsewhere(&me, &held)
+            .await
+            .map_err(storage)?;
+        let claimable = self
+            .store
+            .claimable(&me, &live, &held)
+            .await
+            .map_err(storage)?;
+        for record in claimable {
             let id = record.id;
-            if self.records.contains(id) {
-                if record.status.node.as_deref() != Some(me.as_str()) {
-                    lost.push((id, record.status.node.clone()));
-                }
-                continue;
-            }
             if !placement.owns(&id.to_string()) {
                 continue;
             }
-            let from = match &record.status.node {
-                None => None,
-                Some(holder) if *holder == me => None,
-                Some(holder) => {
-                    if live.as_ref().is_some_and(|l| l.contains(holder)) {
-                        continue;
-                    }
-                    Some(holder.clone())
-                }
-            };
+            let from = record.status.node.clone().filter(|holder| *holder != me);
             match self.take_over(myself, id, from).await {
                 Ok(true) => done.adopted.push(id),
                 Ok(false) => {}
@@ -1385,19 +1385,21 @@ impl HostState {
                 scope,
                 reply,
             } => {
-                let result = self.store.list().await.map_err(storage).map(|all| {
-                    let mut unheld = all
-                        .into_iter()
-                        .filter(|r| {
-                            !self.records.contains(r.id)
-                                && r.status.node.as_ref().is_none_or(|h| !members.contains(h))
-                                && scope.admits(r)
-                                && filter.matches(r)
-                        })
-                        .collect();
-                    filter.page(&mut unheld);
-                    unheld
-                });
+                // No node is named "": what no member holds, and not held here.
+                let held: Vec<TwinId> = self.records.ids().collect();
+                let result = self
+                    .store
+                    .claimable("", &members, &held)
+                    .await
+                    .map_err(storage)
+                    .map(|all| {
+                        let mut unheld = all
+                            .into_iter()
+                            .filter(|r| scope.admits(r) && filter.matches(r))
+                            .collect();
+                        filter.page(&mut unheld);
+                        unheld
+                    });
                 let _ = reply.send(result);
             }
             HostMsg::Load { reply } => {
