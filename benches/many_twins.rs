@@ -6,6 +6,7 @@
 //!   group commit), as a ratio; list-page latency at random cursors; 1,000 of
 //!   them started, left idle until passivated, then brought back by a step
 //!   (reactivation latency); the node's RSS after each stage.
+//! - `restart`: how long a node restarted on those takes to serve again.
 //! - `active`: 10,000 running, paused rapier3d twins of the sample scenes,
 //!   and the RSS each costs.
 //!
@@ -22,6 +23,8 @@ use hanzo_twin::actors::{Clock, Name, StartOptions, TwinFilter, TwinId, TwinNode
 use std::time::{Duration, Instant};
 
 const PHASE: &str = "HANZO_TWIN_MANY_TWINS_PHASE";
+/// The data folder the `defined` phase fills and `restart` reopens.
+const DATA: &str = "HANZO_TWIN_MANY_TWINS_DATA";
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -115,8 +118,8 @@ fn defined() {
     let active = count("HANZO_TWIN_ACTIVE", 1_000, 20).min(defined);
     let one_by_one = (defined / 10).min(500);
     let rt = common::runtime();
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut config = common::node_config(data.path());
+    let data = std::env::var(DATA).expect("a data folder");
+    let mut config = common::node_config(std::path::Path::new(&data));
     config.twins.passivate_after_s = 1;
     config.logging.level = "warn".into();
     rt.block_on(async {
@@ -212,6 +215,36 @@ fn defined() {
     });
 }
 
+/// A node restarted on what `defined` left: it reads every definition back
+/// (and resumes the twins that were running) before it serves.
+fn restart() {
+    let data = std::env::var(DATA).expect("the defined phase's data folder");
+    let defined = count("HANZO_TWIN_DEFINED", 100_000, 300);
+    let rt = common::runtime();
+    let mut config = common::node_config(std::path::Path::new(&data));
+    config.logging.level = "warn".into();
+    rt.block_on(async {
+        let t = Instant::now();
+        let node = Node::start(config).await.expect("node restarts");
+        let boot = t.elapsed();
+        let first = node
+            .twins()
+            .list(TwinFilter {
+                limit: Some(100),
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(first.len(), 100.min(defined), "the definitions came back");
+        println!(
+            "many_twins/restart: a node with {defined} definitions serves again after {:.2} s, RSS {} MiB",
+            boot.as_secs_f64(),
+            rss_kib() / 1024
+        );
+        node.shutdown().await;
+    });
+}
+
 fn active() {
     let paused = count("HANZO_TWIN_PAUSED", 10_000, 20);
     let rt = common::runtime();
@@ -247,13 +280,16 @@ fn main() {
     match std::env::var(PHASE).as_deref() {
         Ok("defined") => return defined(),
         Ok("active") => return active(),
+        Ok("restart") => return restart(),
         _ => {}
     }
     let me = std::env::current_exe().expect("this bench's path");
-    for phase in ["defined", "active"] {
+    let data = tempfile::tempdir().expect("tempdir");
+    for phase in ["defined", "restart", "active"] {
         let status = std::process::Command::new(&me)
             .args(std::env::args_os().skip(1))
             .env(PHASE, phase)
+            .env(DATA, data.path())
             .status()
             .expect("run a phase");
         assert!(status.success(), "phase {phase} failed: {status}");
