@@ -192,6 +192,20 @@ impl HostState {
         Ok(record)
     }
 
+    /// Holds `record` now and queues its durable write behind the host's
+    /// earlier ones, so the host's loop never waits for the disk; whoever
+    /// answers a caller waits for the returned write (forks have none).
+    async fn save_queued(&mut self, mut record: TwinRecord) -> (TwinRecord, Option<Durable>) {
+        record.updated_at = chrono::Utc::now();
+        let durable = if record.ephemeral {
+            None
+        } else {
+            Some(self.writer.put(record.clone()).await)
+        };
+        self.hold(record.clone());
+        (record, durable)
+    }
+
     /// Tells watchers of the supervision tree what happened to a twin's actor.
     fn tree_event(&self, record: &TwinRecord, event: &str, detail: Option<String>) {
         let kind = if record.ephemeral { "fork" } else { "twin" };
@@ -374,7 +388,11 @@ impl HostState {
     ) -> Result<TwinRecord, TwinError> {
         let (id, prepared) = self.prepare_start(twin, options)?;
         let prepared = prepared.await;
-        self.launch(myself, id, prepared).await
+        let (record, durable) = self.launch(myself, id, prepared).await?;
+        if let Some(durable) = durable {
+            durable.wait().await.map_err(storage)?;
+        }
+        Ok(record)
     }
 
     /// The first half of a start: checks the twin may start and marks it
@@ -424,7 +442,7 @@ impl HostState {
         myself: &ActorRef<HostMsg>,
         id: TwinId,
         prepared: Result<Launch, TwinError>,
-    ) -> Result<TwinRecord, TwinError> {
+    ) -> Result<Saved, TwinError> {
         self.unpark(myself, id);
         let launch = prepared?;
         // Deleted, or started another way, while its scene was read.
@@ -451,12 +469,13 @@ impl HostState {
                 record.status.restarts = 0;
                 record.status.last_error = None;
                 record.status.node = Some(self.config.node_id.clone());
-                self.save(record).await
+                Ok(self.save_queued(record).await)
             }
             Err(e) => {
                 record.status.state = Lifecycle::Stopped;
                 record.status.last_error = Some(e.to_string());
-                self.save(record).await?;
+                let (_, durable) = self.save_queued(record).await;
+                log_if_not_durable(id, durable, "saving the failed start");
                 Err(e)
             }
         }
@@ -866,7 +885,7 @@ impl HostState {
         &mut self,
         twin: &TwinRef,
         patch: serde_json::Value,
-    ) -> Result<TwinRecord, TwinError> {
+    ) -> Result<Saved, TwinError> {
         let id = self.resolve(twin)?;
         let record = self.record(id)?.clone();
         if !patch.is_object() {
@@ -910,7 +929,7 @@ impl HostState {
         let resynced = definition.sync != record.definition.sync;
         let mut record = record;
         record.definition = definition;
-        let record = self.save(record).await?;
+        let (record, durable) = self.save_queued(record).await;
         if resynced
             && !record.ephemeral
             && let Some(running) = self.activations.get(id)
@@ -931,7 +950,7 @@ impl HostState {
                 let _ = running.actor.cast(TwinMsg::Renamed { name });
             }
         }
-        Ok(record)
+        Ok((record, durable))
     }
 
     async fn crashed(&mut self, myself: &ActorRef<HostMsg>, id: TwinId, reason: String) {
@@ -988,9 +1007,8 @@ impl HostState {
                 }
             }
         }
-        if let Err(e) = self.save(record).await {
-            tracing::error!(twin = %id, error = %e, "saving twin status failed");
-        }
+        let (_, durable) = self.save_queued(record).await;
+        log_if_not_durable(id, durable, "saving the twin's status after its crash");
     }
 
     /// In a cluster, a request may name a twin this node does not hold yet
@@ -1141,7 +1159,7 @@ impl HostState {
             }
             HostMsg::Update { twin, patch, reply } => {
                 let result = self.update(&twin, patch).await;
-                let _ = reply.send(result);
+                answer_when_durable(reply, result);
             }
             HostMsg::Delete { twin, reply } => {
                 let result = self.delete(&twin).await;
@@ -1168,10 +1186,12 @@ impl HostState {
             HostMsg::Launch { id, prepared, then } => {
                 let result = self.launch(myself, id, prepared).await;
                 match then {
-                    Launched::Started(reply) => drop(reply.send(result)),
+                    Launched::Started(reply) => answer_when_durable(reply, result),
                     Launched::Reactivated(reply) => {
                         metrics::counter!("hanzo_twin_reactivations_total").increment(1);
-                        let result = result.and_then(|_| {
+                        let result = result.and_then(|(_, durable)| {
+                            // Serving it does not wait for its status.
+                            log_if_not_durable(id, durable, "saving the reactivated status");
                             self.activations
                                 .get(id)
                                 .map(|r| (r.actor.clone(), true))
@@ -1184,7 +1204,7 @@ impl HostState {
             HostMsg::Idle { id, actor } => self.passivate(id, actor).await,
             HostMsg::Stop { twin, reply } => {
                 let result = self.stop(&twin).await;
-                let _ = reply.send(result);
+                answer_when_durable(reply, result);
             }
             HostMsg::Fork {
                 twin,
@@ -1499,7 +1519,7 @@ impl HostState {
         Ok(())
     }
 
-    async fn stop(&mut self, twin: &TwinRef) -> Result<TwinRecord, TwinError> {
+    async fn stop(&mut self, twin: &TwinRef) -> Result<Saved, TwinError> {
         let id = self.resolve(twin)?;
         let mut record = self.record(id)?.clone();
         if !self.activations.is_running(id)
@@ -1511,7 +1531,7 @@ impl HostState {
         self.stop_actor(id, true).await;
         record.status.state = Lifecycle::Stopped;
         record.status.passivated = false;
-        self.save(record).await
+        Ok(self.save_queued(record).await)
     }
 
     async fn restore(&mut self, twin: &TwinRef, state: SimState) -> Result<TwinRecord, TwinError> {
@@ -1632,9 +1652,8 @@ impl HostState {
         if let Ok(mut record) = self.record(id).cloned() {
             record.status.passivated = true;
             self.tree_event(&record, "passivated", None);
-            if let Err(e) = self.save(record).await {
-                tracing::error!(twin = %id, error = %e, "saving the passivated status failed");
-            }
+            let (_, durable) = self.save_queued(record).await;
+            log_if_not_durable(id, durable, "saving the passivated status");
         }
     }
 
@@ -1647,6 +1666,35 @@ impl HostState {
             },
             _ => TwinError::NotRunning(id.to_string()),
         }
+    }
+}
+
+/// A record held, and its write on the way (none for a fork).
+type Saved = (TwinRecord, Option<Durable>);
+
+/// Answers `reply` once the record's write is durable (at once without
+/// one), off the host's loop; a write that failed is the answer.
+fn answer_when_durable(reply: Reply<TwinRecord>, result: Result<Saved, TwinError>) {
+    match result {
+        Err(e) => drop(reply.send(Err(e))),
+        Ok((record, None)) => drop(reply.send(Ok(record))),
+        Ok((record, Some(durable))) => {
+            tokio::spawn(async move {
+                let result = durable.wait().await.map(|_| record).map_err(storage);
+                let _ = reply.send(result);
+            });
+        }
+    }
+}
+
+/// Logs a write nobody waits for if it fails.
+fn log_if_not_durable(id: TwinId, durable: Option<Durable>, what: &'static str) {
+    if let Some(durable) = durable {
+        tokio::spawn(async move {
+            if let Err(e) = durable.wait().await {
+                tracing::error!(twin = %id, error = %e, "{what} failed");
+            }
+        });
     }
 }
 
