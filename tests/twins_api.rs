@@ -70,6 +70,32 @@ async fn twin_lifecycle_over_http() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(err["error"]["field"], "engine.config.step_hz");
+    // A new scene is read and checked before the twin takes it: one that is
+    // not there is refused, one that is is kept.
+    let (status, err) = node
+        .patch(
+            &format!("/v1/twins/{arm}"),
+            json!({ "scene": { "uri": "missing/scene.usda" } }),
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status}: {err}");
+    assert_eq!(err["error"]["field"], "scene.uri", "{err}");
+    let (status, moved) = node
+        .patch(
+            &format!("/v1/twins/{arm}"),
+            json!({ "scene": { "uri": "conveyor/scene.usda" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["scene"]["uri"], "conveyor/scene.usda");
+    let (status, back) = node
+        .patch(
+            &format!("/v1/twins/{arm}"),
+            json!({ "scene": { "uri": "robot-arm/scene.usda" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["tags"], json!(["robot", "patched"]), "the rest stays");
 
     // Start paused, step on demand, read state.
     node.start_twin(&arm, "paused").await;
@@ -77,6 +103,13 @@ async fn twin_lifecycle_over_http() {
         .post(&format!("/v1/twins/{arm}/start"), json!({}))
         .await;
     assert_eq!(status, 409, "double start: {err}");
+    let (status, err) = node
+        .patch(
+            &format!("/v1/twins/{arm}"),
+            json!({ "scene": { "uri": "conveyor/scene.usda" } }),
+        )
+        .await;
+    assert_eq!(status, 409, "a running twin keeps its scene: {err}");
     let report = node.step(&arm, 240).await;
     assert_eq!(report["steps_taken"], 240);
     assert_eq!(report["step"], 240);

@@ -45,9 +45,22 @@ pub enum HostMsg {
         patch: serde_json::Value,
         reply: Reply<TwinRecord>,
     },
+    /// Internal: an update whose new scene or engine was checked off the
+    /// host's loop, against the record as it was changed last at `base`.
+    UpdateChecked {
+        id: TwinId,
+        base: chrono::DateTime<chrono::Utc>,
+        checked: Result<TwinDefinition, TwinError>,
+        reply: Reply<TwinRecord>,
+    },
     Delete {
         twin: TwinRef,
         reply: Reply<()>,
+    },
+    /// Internal: a twin whose deletion failed in the store; the host holds
+    /// it again.
+    Rehold {
+        record: Box<TwinRecord>,
     },
     Start {
         twin: TwinRef,

@@ -881,13 +881,16 @@ impl HostState {
         }
     }
 
-    async fn update(
-        &mut self,
+    /// The first half of an update: applies the merge patch to the
+    /// definition and checks what the host knows. A new scene or engine is
+    /// checked off the host's loop ([`HostState::finish_update`] ends).
+    fn prepare_update(
+        &self,
         twin: &TwinRef,
         patch: serde_json::Value,
-    ) -> Result<Saved, TwinError> {
+    ) -> Result<PreparedUpdate, TwinError> {
         let id = self.resolve(twin)?;
-        let record = self.record(id)?.clone();
+        let record = self.record(id)?;
         if !patch.is_object() {
             return Err(TwinError::invalid(
                 "",
@@ -903,28 +906,62 @@ impl HostState {
                 "a twin cannot move to another organization",
             ));
         }
-        if self.records.name_taken(
-            definition.organization(),
-            definition.name.as_str(),
-            Some(id),
-        ) {
-            return Err(TwinError::Conflict(format!(
-                "a twin named `{}` already exists in organization {}",
-                definition.name,
-                definition.organization()
-            )));
-        }
+        self.refuse_taken_name(&definition, Some(id))?;
         self.check_publishers(&definition)?;
         let physics_changed = definition.scene != record.definition.scene
             || definition.engine != record.definition.engine;
-        if physics_changed {
-            if self.activations.is_running(id) {
-                return Err(TwinError::Conflict(
-                    "stop the twin before changing its scene or engine".into(),
-                ));
-            }
-            self.scenes.check_runnable(&definition).await?;
+        if !physics_changed {
+            return Ok(PreparedUpdate::Ready(id, definition));
         }
+        if self.activations.is_running(id) {
+            return Err(TwinError::Conflict(
+                "stop the twin before changing its scene or engine".into(),
+            ));
+        }
+        let scenes = self.scenes.clone();
+        let base = record.updated_at;
+        Ok(PreparedUpdate::CheckScene(
+            id,
+            base,
+            Box::pin(async move {
+                scenes.check_runnable(&definition).await?;
+                Ok(definition)
+            }),
+        ))
+    }
+
+    /// The second half of an update whose scene was checked: applies it if
+    /// the twin has not changed meanwhile.
+    async fn finish_update(
+        &mut self,
+        id: TwinId,
+        base: chrono::DateTime<chrono::Utc>,
+        checked: Result<TwinDefinition, TwinError>,
+    ) -> Result<Saved, TwinError> {
+        let definition = checked?;
+        let record = self.record(id)?;
+        if record.updated_at != base {
+            return Err(TwinError::Conflict(
+                "the twin changed while its new scene was checked; send the change again".into(),
+            ));
+        }
+        if self.activations.is_running(id) || self.activations.is_settling(id) {
+            return Err(TwinError::Conflict(
+                "stop the twin before changing its scene or engine".into(),
+            ));
+        }
+        self.refuse_taken_name(&definition, Some(id))?;
+        self.apply_update(id, definition).await
+    }
+
+    /// Stores the updated definition and tells the running actor what
+    /// concerns it.
+    async fn apply_update(
+        &mut self,
+        id: TwinId,
+        definition: TwinDefinition,
+    ) -> Result<Saved, TwinError> {
+        let record = self.record(id)?.clone();
         let renamed = definition.name != record.definition.name;
         let resynced = definition.sync != record.definition.sync;
         let mut record = record;
@@ -1157,13 +1194,53 @@ impl HostState {
             } => {
                 let _ = reply.send(Ok(self.records.page(&filter, &scope)));
             }
-            HostMsg::Update { twin, patch, reply } => {
-                let result = self.update(&twin, patch).await;
+            HostMsg::Update { twin, patch, reply } => match self.prepare_update(&twin, patch) {
+                Err(e) => drop(reply.send(Err(e))),
+                Ok(PreparedUpdate::Ready(id, definition)) => {
+                    let result = self.apply_update(id, definition).await;
+                    answer_when_durable(reply, result);
+                }
+                Ok(PreparedUpdate::CheckScene(id, base, check)) => {
+                    let host = myself.clone();
+                    tokio::spawn(async move {
+                        let checked = check.await;
+                        let _ = host.send_message(HostMsg::UpdateChecked {
+                            id,
+                            base,
+                            checked,
+                            reply,
+                        });
+                    });
+                }
+            },
+            HostMsg::UpdateChecked {
+                id,
+                base,
+                checked,
+                reply,
+            } => {
+                let result = self.finish_update(id, base, checked).await;
                 answer_when_durable(reply, result);
             }
-            HostMsg::Delete { twin, reply } => {
-                let result = self.delete(&twin).await;
-                let _ = reply.send(result);
+            HostMsg::Delete { twin, reply } => match self.delete(myself, &twin).await {
+                Err(e) => drop(reply.send(Err(e))),
+                Ok(None) => drop(reply.send(Ok(()))),
+                Ok(Some(erase)) => {
+                    tokio::spawn(async move {
+                        let _ = reply.send(erase.await);
+                    });
+                }
+            },
+            HostMsg::Rehold { record } => {
+                // Its deletion failed: it is still stored, so still held
+                // (stopped), unless it came back some other way meanwhile.
+                if !self.records.contains(record.id) {
+                    let mut record = *record;
+                    if record.status.state == Lifecycle::Running {
+                        record.status.state = Lifecycle::Stopped;
+                    }
+                    self.hold(record);
+                }
             }
             HostMsg::Start {
                 twin,
@@ -1455,7 +1532,7 @@ impl HostState {
                 .map_err(|m| TwinError::Storage(format!("default organization: {m}")))?,
         };
         definition.organization = Some(organization);
-        self.refuse_taken_name(&definition)?;
+        self.refuse_taken_name(&definition, None)?;
         self.check_publishers(&definition)?;
         let scenes = self.scenes.clone();
         Ok(Box::pin(async move {
@@ -1473,7 +1550,7 @@ impl HostState {
         checked: Result<TwinDefinition, TwinError>,
     ) -> Result<(TwinRecord, Durable), TwinError> {
         let definition = checked?;
-        self.refuse_taken_name(&definition)?;
+        self.refuse_taken_name(&definition, None)?;
         let mut record = TwinRecord::new(definition);
         record.id = self.new_id();
         record.status.node = Some(self.config.node_id.clone());
@@ -1490,10 +1567,16 @@ impl HostState {
             .map_err(|(field, message)| TwinError::invalid(&field, message))
     }
 
-    fn refuse_taken_name(&self, definition: &TwinDefinition) -> Result<(), TwinError> {
+    /// Refuses a definition whose name another twin (than `except`) has in
+    /// its organization.
+    fn refuse_taken_name(
+        &self,
+        definition: &TwinDefinition,
+        except: Option<TwinId>,
+    ) -> Result<(), TwinError> {
         if self
             .records
-            .name_taken(definition.organization(), definition.name.as_str(), None)
+            .name_taken(definition.organization(), definition.name.as_str(), except)
         {
             return Err(TwinError::Conflict(format!(
                 "a twin named `{}` already exists in organization {}",
@@ -1504,19 +1587,38 @@ impl HostState {
         Ok(())
     }
 
-    async fn delete(&mut self, twin: &TwinRef) -> Result<(), TwinError> {
+    /// Stops the twin and lets go of it; the returned work, run off the
+    /// host's loop, waits for its record's deletion and then erases its
+    /// checkpoint (none for a fork, which was never stored). A deletion
+    /// that fails gives the twin back to the host.
+    async fn delete(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        twin: &TwinRef,
+    ) -> Result<Option<BoxFuture<'static, Result<(), TwinError>>>, TwinError> {
         let id = self.resolve(twin)?;
-        let ephemeral = self.record(id)?.ephemeral;
+        let record = self.record(id)?.clone();
         self.stop_actor(id, false).await;
-        if ephemeral {
-            // Never written durably (see `save`), so nothing to erase.
-            self.unhold(id);
-        } else {
-            self.writer.delete(id).await.wait().await.map_err(storage)?;
-            self.unhold(id);
-            self.checkpoints.delete(id).await;
+        self.unhold(id);
+        if record.ephemeral {
+            return Ok(None);
         }
-        Ok(())
+        let durable = self.writer.delete(id).await;
+        let (host, checkpoints) = (myself.clone(), self.checkpoints.clone());
+        Ok(Some(Box::pin(async move {
+            match durable.wait().await {
+                Ok(_) => {
+                    checkpoints.delete(id).await;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = host.cast(HostMsg::Rehold {
+                        record: Box::new(record),
+                    });
+                    Err(storage(e))
+                }
+            }
+        })))
     }
 
     async fn stop(&mut self, twin: &TwinRef) -> Result<Saved, TwinError> {
@@ -1667,6 +1769,19 @@ impl HostState {
             _ => TwinError::NotRunning(id.to_string()),
         }
     }
+}
+
+/// An update, checked as far as the host's loop goes.
+enum PreparedUpdate {
+    /// Nothing left to check.
+    Ready(TwinId, TwinDefinition),
+    /// A new scene or engine, to check off the loop against the record as it
+    /// was last changed at the given time.
+    CheckScene(
+        TwinId,
+        chrono::DateTime<chrono::Utc>,
+        BoxFuture<'static, Result<TwinDefinition, TwinError>>,
+    ),
 }
 
 /// A record held, and its write on the way (none for a fork).
