@@ -125,3 +125,15 @@ pub fn raw_ant_limit(
     });
     steps as f64 / t0.elapsed().as_secs_f64()
 }
+
+/// This process's resident set, in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

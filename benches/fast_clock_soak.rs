@@ -14,18 +14,6 @@ use hanzo_twin::Node;
 use hanzo_twin::actors::{Clock, StartOptions};
 use std::time::{Duration, Instant};
 
-/// This process's resident set, in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let soak = std::env::var("HANZO_TWIN_SOAK_S")
@@ -72,7 +60,7 @@ fn main() {
         // Past start-up allocations (engines, caches, the first writes).
         let warm = soak.min(Duration::from_secs(60)) / 4;
         tokio::time::sleep(warm).await;
-        let baseline = rss_kib();
+        let baseline = common::rss_kib();
         let samples = 10u32;
         let mut peak = baseline;
         let mut last = baseline;
@@ -88,7 +76,7 @@ fn main() {
         );
         for _ in 0..samples {
             tokio::time::sleep(soak.saturating_sub(warm) / samples).await;
-            last = rss_kib();
+            last = common::rss_kib();
             peak = peak.max(last);
             println!(
                 "  after {:>7.1} s  RSS {:>8} KiB",

@@ -26,17 +26,6 @@ const PHASE: &str = "HANZO_TWIN_MANY_TWINS_PHASE";
 /// The data folder the `defined` phase fills and `restart` reopens.
 const DATA: &str = "HANZO_TWIN_MANY_TWINS_DATA";
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn count(var: &str, bench: usize, test: usize) -> usize {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     std::env::var(var)
@@ -125,14 +114,14 @@ fn defined() {
     rt.block_on(async {
         let node = Node::start(config).await.expect("node");
         let twins = node.twins();
-        let base = rss_kib();
+        let base = common::rss_kib();
         println!("many_twins/defined: {defined} twin definitions on one node (sled), {active} active");
 
         let (mut ids, alone) = create_all(&twins, 0..one_by_one, 1).await;
         let (more, grouped) = create_all(&twins, one_by_one..defined, 64).await;
         ids.extend(more);
         ids.sort();
-        let after_create = rss_kib();
+        let after_create = common::rss_kib();
         println!(
             "  creates/s: {alone:>8.0} one in flight (a flush each)   {grouped:>8.0} with 64 in flight (group commit)   ratio {:.1}x",
             grouped / alone
@@ -170,7 +159,7 @@ fn defined() {
         let stride = (defined / active.max(1)).max(1);
         let chosen: Vec<TwinId> = ids.iter().step_by(stride).take(active).copied().collect();
         let starts = start_all(&twins, &chosen, 16).await;
-        let with_active = rss_kib();
+        let with_active = common::rss_kib();
         println!(
             "  starts/s: {starts:.0}   RSS with {} active: {} MiB",
             chosen.len(),
@@ -192,7 +181,7 @@ fn defined() {
         println!(
             "  RSS with all {} passivated: {} MiB",
             chosen.len(),
-            rss_kib() / 1024
+            common::rss_kib() / 1024
         );
 
         let mut reactivations = Vec::new();
@@ -239,7 +228,7 @@ fn restart() {
         println!(
             "many_twins/restart: a node with {defined} definitions serves again after {:.2} s, RSS {} MiB",
             boot.as_secs_f64(),
-            rss_kib() / 1024
+            common::rss_kib() / 1024
         );
         node.shutdown().await;
     });
@@ -256,9 +245,9 @@ fn active() {
         let node = Node::start(config).await.expect("node");
         let twins = node.twins();
         let (ids, _) = create_all(&twins, 0..paused, 64).await;
-        let base = rss_kib();
+        let base = common::rss_kib();
         let starts = start_all(&twins, &ids, 16).await;
-        let after = rss_kib();
+        let after = common::rss_kib();
         let running = twins
             .list(TwinFilter::default())
             .await

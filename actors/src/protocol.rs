@@ -61,6 +61,23 @@ pub struct TwinSnapshot {
 /// their restart state).
 pub type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorCell, String>> + Send>>;
 
+/// Spawns `actor` as a child under `supervisor`; a start that fails says
+/// why in its own words.
+pub fn spawn_child<A>(actor: A, args: A::Arguments, supervisor: ActorCell) -> SpawnFuture
+where
+    A: ractor::Actor,
+{
+    Box::pin(async move {
+        ractor::Actor::spawn_linked(None, actor, args, supervisor)
+            .await
+            .map(|(actor, _)| actor.get_cell())
+            .map_err(|e| match e {
+                ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+                other => other.to_string(),
+            })
+    })
+}
+
 /// What a child needs from its twin when it is (re)spawned.
 #[derive(Clone)]
 pub struct ChildContext {

@@ -63,16 +63,7 @@ impl ChildSpec for AlertChild {
             twin_label: self.twin_label.clone(),
             messages: context.messages,
         };
-        let supervisor = context.supervisor;
-        Box::pin(async move {
-            Actor::spawn_linked(None, AlertSender, args, supervisor)
-                .await
-                .map(|(actor, _)| actor.get_cell())
-                .map_err(|e| match e {
-                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-                    other => other.to_string(),
-                })
-        })
+        crate::protocol::spawn_child(AlertSender, args, context.supervisor)
     }
 }
 

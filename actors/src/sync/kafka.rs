@@ -52,16 +52,7 @@ impl ChildSpec for KafkaPublisherChild {
             twin: context.twin,
             messages: context.messages,
         };
-        let supervisor = context.supervisor;
-        Box::pin(async move {
-            Actor::spawn_linked(None, KafkaPublisher, args, supervisor)
-                .await
-                .map(|(actor, _)| actor.get_cell())
-                .map_err(|e| match e {
-                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-                    other => other.to_string(),
-                })
-        })
+        crate::protocol::spawn_child(KafkaPublisher, args, context.supervisor)
     }
 }
 

@@ -54,16 +54,7 @@ impl ChildSpec for MqttChild {
             history: self.history.clone(),
             name: self.child_name.trim_start_matches("sync:").to_string(),
         };
-        let supervisor = context.supervisor;
-        Box::pin(async move {
-            Actor::spawn_linked(None, MqttSource, args, supervisor)
-                .await
-                .map(|(actor, _)| actor.get_cell())
-                .map_err(|e| match e {
-                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-                    other => other.to_string(),
-                })
-        })
+        crate::protocol::spawn_child(MqttSource, args, context.supervisor)
     }
 }
 

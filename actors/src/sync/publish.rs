@@ -54,16 +54,7 @@ impl ChildSpec for MqttPublisherChild {
             twin: context.twin,
             messages: context.messages,
         };
-        let supervisor = context.supervisor;
-        Box::pin(async move {
-            Actor::spawn_linked(None, MqttPublisher, args, supervisor)
-                .await
-                .map(|(actor, _)| actor.get_cell())
-                .map_err(|e| match e {
-                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-                    other => other.to_string(),
-                })
-        })
+        crate::protocol::spawn_child(MqttPublisher, args, context.supervisor)
     }
 }
 
