@@ -911,7 +911,7 @@ impl HostState {
         let physics_changed = definition.scene != record.definition.scene
             || definition.engine != record.definition.engine;
         if !physics_changed {
-            return Ok(PreparedUpdate::Ready(id, definition));
+            return Ok(PreparedUpdate::Ready(id, Box::new(definition)));
         }
         if self.activations.is_running(id) {
             return Err(TwinError::Conflict(
@@ -1197,7 +1197,7 @@ impl HostState {
             HostMsg::Update { twin, patch, reply } => match self.prepare_update(&twin, patch) {
                 Err(e) => drop(reply.send(Err(e))),
                 Ok(PreparedUpdate::Ready(id, definition)) => {
-                    let result = self.apply_update(id, definition).await;
+                    let result = self.apply_update(id, *definition).await;
                     answer_when_durable(reply, result);
                 }
                 Ok(PreparedUpdate::CheckScene(id, base, check)) => {
@@ -1774,7 +1774,7 @@ impl HostState {
 /// An update, checked as far as the host's loop goes.
 enum PreparedUpdate {
     /// Nothing left to check.
-    Ready(TwinId, TwinDefinition),
+    Ready(TwinId, Box<TwinDefinition>),
     /// A new scene or engine, to check off the loop against the record as it
     /// was last changed at the given time.
     CheckScene(
