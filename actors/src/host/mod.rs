@@ -176,19 +176,14 @@ impl HostState {
             .ok_or_else(|| TwinError::NotFound(id.to_string()))
     }
 
-    async fn save(&mut self, mut record: TwinRecord) -> Result<TwinRecord, TwinError> {
-        record.updated_at = chrono::Utc::now();
-        // Forks live and die with this process: nothing about them is worth a
-        // durable write (which would dominate fork latency).
-        if !record.ephemeral {
-            self.writer
-                .put(record.clone())
-                .await
-                .wait()
-                .await
-                .map_err(storage)?;
+    /// [`HostState::save_queued`], then waits for the write. Forks are never
+    /// written: they live and die with this process, and a durable write
+    /// would dominate fork latency.
+    async fn save(&mut self, record: TwinRecord) -> Result<TwinRecord, TwinError> {
+        let (record, durable) = self.save_queued(record).await;
+        if let Some(durable) = durable {
+            durable.wait().await.map_err(storage)?;
         }
-        self.hold(record.clone());
         Ok(record)
     }
 
@@ -1137,15 +1132,7 @@ impl HostState {
                 reply,
             } => match self.prepare_create(definition, &scope) {
                 Err(e) => drop(reply.send(Err(e))),
-                Ok(check) => {
-                    let host = myself.clone();
-                    tokio::spawn(async move {
-                        let checked = check.await;
-                        // A host that stopped meanwhile drops the reply: the
-                        // caller hears the host is unavailable.
-                        let _ = host.send_message(HostMsg::Admit { checked, reply });
-                    });
-                }
+                Ok(check) => off_loop(myself, check, |checked| HostMsg::Admit { checked, reply }),
             },
             HostMsg::Admit { checked, reply } => match self.admit(checked).await {
                 Err(e) => drop(reply.send(Err(e))),
@@ -1201,15 +1188,11 @@ impl HostState {
                     answer_when_durable(reply, result);
                 }
                 Ok(PreparedUpdate::CheckScene(id, base, check)) => {
-                    let host = myself.clone();
-                    tokio::spawn(async move {
-                        let checked = check.await;
-                        let _ = host.send_message(HostMsg::UpdateChecked {
-                            id,
-                            base,
-                            checked,
-                            reply,
-                        });
+                    off_loop(myself, check, move |checked| HostMsg::UpdateChecked {
+                        id,
+                        base,
+                        checked,
+                        reply,
                     });
                 }
             },
@@ -1248,17 +1231,11 @@ impl HostState {
                 reply,
             } => match self.prepare_start(&twin, options) {
                 Err(e) => drop(reply.send(Err(e))),
-                Ok((id, prepare)) => {
-                    let host = myself.clone();
-                    tokio::spawn(async move {
-                        let prepared = prepare.await;
-                        let _ = host.send_message(HostMsg::Launch {
-                            id,
-                            prepared,
-                            then: Launched::Started(reply),
-                        });
-                    });
-                }
+                Ok((id, prepare)) => off_loop(myself, prepare, move |prepared| HostMsg::Launch {
+                    id,
+                    prepared,
+                    then: Launched::Started(reply),
+                }),
             },
             HostMsg::Launch { id, prepared, then } => {
                 let result = self.launch(myself, id, prepared).await;
@@ -1727,17 +1704,11 @@ impl HostState {
         };
         match self.prepare_start(twin, options) {
             Err(e) => drop(reply.send(Err(e))),
-            Ok((id, prepare)) => {
-                let host = myself.clone();
-                tokio::spawn(async move {
-                    let prepared = prepare.await;
-                    let _ = host.send_message(HostMsg::Launch {
-                        id,
-                        prepared,
-                        then: Launched::Reactivated(reply),
-                    });
-                });
-            }
+            Ok((id, prepare)) => off_loop(myself, prepare, move |prepared| HostMsg::Launch {
+                id,
+                prepared,
+                then: Launched::Reactivated(reply),
+            }),
         }
     }
 
@@ -1769,6 +1740,22 @@ impl HostState {
             _ => TwinError::NotRunning(id.to_string()),
         }
     }
+}
+
+/// Runs `work` off the host's loop and hands its result back to the host
+/// as the message `then` makes of it. A host that stopped meanwhile drops
+/// the message, and with it any reply in it: the caller hears the host is
+/// unavailable.
+fn off_loop<T: Send + 'static>(
+    host: &ActorRef<HostMsg>,
+    work: BoxFuture<'static, T>,
+    then: impl FnOnce(T) -> HostMsg + Send + 'static,
+) {
+    let host = host.clone();
+    tokio::spawn(async move {
+        let done = work.await;
+        let _ = host.send_message(then(done));
+    });
 }
 
 /// An update, checked as far as the host's loop goes.
