@@ -10,7 +10,7 @@
 //! It needs Gymnasium's ant.xml: HANZO_TWIN_TEST_PYTHON names a Python with
 //! gymnasium (scripts/test.sh sets it). Run as a test, it takes a few steps.
 
-use hanzo_twin::engines::gym::{AntConfig, AntTask, Task, VecEnv, VecEnvConfig, VecOutput};
+use hanzo_twin::gym::{AntConfig, AntTask, Task, VecEnv, VecEnvConfig, VecOutput};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

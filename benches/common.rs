@@ -99,10 +99,10 @@ pub fn gymnasium_ant_xml() -> Result<(String, PathBuf), String> {
 /// reset. Env steps per second (the physical limit here).
 #[cfg(feature = "mujoco")]
 pub fn raw_ant_limit(
-    task: &std::sync::Arc<hanzo_twin::engines::gym::AntTask>,
+    task: &std::sync::Arc<hanzo_twin::gym::AntTask>,
     budget: std::time::Duration,
 ) -> f64 {
-    use hanzo_twin::engines::gym::AntEnv;
+    use hanzo_twin::gym::AntEnv;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let nu = task.action_size();
     let t0 = std::time::Instant::now();

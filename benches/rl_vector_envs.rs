@@ -13,7 +13,7 @@
 
 mod common;
 
-use hanzo_twin::engines::gym::{AntConfig, AntTask};
+use hanzo_twin::gym::{AntConfig, AntTask};
 use hanzo_twin::{Node, NodeConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;

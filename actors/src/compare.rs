@@ -101,13 +101,13 @@ async fn prepare(
         && let Some(i) = request
             .engines
             .iter()
-            .position(|k| *k != native.format.engine())
+            .position(|k| *k != hanzo_twin_engines::EngineKind::reading(native.format))
     {
         return Err(TwinError::invalid(
             format!("engines[{i}]"),
             format!(
                 "the scene is an MJCF model, which only {} loads; compare engines on a USD scene",
-                native.format.engine()
+                hanzo_twin_engines::EngineKind::reading(native.format)
             ),
         ));
     }

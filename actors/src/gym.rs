@@ -8,8 +8,8 @@ use crate::error::TwinError;
 use crate::protocol::{Reply, Scope};
 use crate::record::TwinRecord;
 use hanzo_twin_engines::EngineKind;
-use hanzo_twin_engines::gym::scene_task::TaskSpec;
-use hanzo_twin_engines::gym::{AutoReset, BoxSpace, Randomization, VecEnv, VecOutput};
+use hanzo_twin_gym::scene_task::TaskSpec;
+use hanzo_twin_gym::{AutoReset, BoxSpace, Randomization, VecEnv, VecOutput};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 
@@ -468,7 +468,7 @@ impl Setting {
         };
         Ok(GymBuild {
             source,
-            config: hanzo_twin_engines::gym::VecEnvConfig {
+            config: hanzo_twin_gym::VecEnvConfig {
                 num_envs: request.num_envs,
                 threads: request.threads,
                 autoreset: request.autoreset_mode,
@@ -485,7 +485,7 @@ impl Setting {
 /// Everything needed to build a batch, resolved by the host.
 pub(crate) struct GymBuild {
     pub(crate) source: TaskSource,
-    pub(crate) config: hanzo_twin_engines::gym::VecEnvConfig,
+    pub(crate) config: hanzo_twin_gym::VecEnvConfig,
     pub(crate) organization: String,
     pub(crate) owner: String,
     pub(crate) twin_id: Option<String>,
@@ -508,17 +508,17 @@ impl GymBuild {
             node,
         } = self;
         let built = tokio::task::spawn_blocking(move || {
-            let task: std::sync::Arc<dyn hanzo_twin_engines::gym::Task> = match source {
+            let task: std::sync::Arc<dyn hanzo_twin_gym::Task> = match source {
                 TaskSource::Builtin {
                     name,
                     engine,
                     ant_xml,
-                } => hanzo_twin_engines::gym::builtin_task(&name, engine, ant_xml.as_deref())?,
+                } => hanzo_twin_gym::builtin_task(&name, engine, ant_xml.as_deref())?,
                 TaskSource::Scene {
                     spec,
                     scene,
                     engine,
-                } => std::sync::Arc::new(hanzo_twin_engines::gym::scene_task::SceneTask::new(
+                } => std::sync::Arc::new(hanzo_twin_gym::scene_task::SceneTask::new(
                     *spec,
                     (*scene).clone(),
                     engine,

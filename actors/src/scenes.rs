@@ -84,14 +84,16 @@ pub fn in_process_scene_reader() -> SceneReader {
     Arc::new(|path: PathBuf| {
         Box::pin(async move {
             let file = path.display().to_string();
-            tokio::task::spawn_blocking(move || hanzo_twin_engines::scene::read_scene_file(&path))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(EngineError::SceneRead {
-                        file,
-                        message: format!("the scene reader stopped: {e}"),
-                    })
+            tokio::task::spawn_blocking(move || {
+                hanzo_twin_engines::scene::read_scene_file(&path).map_err(EngineError::from)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(EngineError::SceneRead {
+                    file,
+                    message: format!("the scene reader stopped: {e}"),
                 })
+            })
         })
     })
 }
@@ -285,14 +287,14 @@ impl SceneLoader {
         engine.check_config(&definition.engine.config.to_engine_config())?;
         let scene = self.load_scene(definition).await?;
         if let Some(native) = &scene.native
-            && native.format.engine() != definition.engine.kind
+            && hanzo_twin_engines::EngineKind::reading(native.format) != definition.engine.kind
         {
             return Err(TwinError::invalid(
                 "engine.type",
                 format!(
                     "the scene is an {:?} model, which only the {} engine loads; convert it to USD to run it on {}",
                     native.format,
-                    native.format.engine(),
+                    hanzo_twin_engines::EngineKind::reading(native.format),
                     definition.engine.kind
                 )
                 .replace("Mjcf", "MJCF"),

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hanzo_twin_actors::gym::{GymEnvInfo, GymEnvRequest};
-use hanzo_twin_engines::gym::VecOutput;
+use hanzo_twin_gym::VecOutput;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hanzo_twin_actors::gym::GymEnvInfo;
-use hanzo_twin_engines::gym::VecOutput;
+use hanzo_twin_gym::VecOutput;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 

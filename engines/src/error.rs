@@ -42,13 +42,24 @@ pub enum EngineError {
     Diverged(String),
 }
 
-/// What a caught panic said (its payload, when it is text).
-pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
+impl From<hanzo_twin_scene::SceneError> for EngineError {
+    fn from(e: hanzo_twin_scene::SceneError) -> Self {
+        match e {
+            hanzo_twin_scene::SceneError::Read { file, message } => {
+                EngineError::SceneRead { file, message }
+            }
+            hanzo_twin_scene::SceneError::Prim { prim, message } => {
+                EngineError::ScenePrim { prim, message }
+            }
+        }
     }
 }
+
+impl From<hanzo_twin_scene::tree::PlanError> for EngineError {
+    fn from(e: hanzo_twin_scene::tree::PlanError) -> Self {
+        hanzo_twin_scene::SceneError::from(e).into()
+    }
+}
+
+/// What a caught panic said (its payload, when it is text).
+pub use hanzo_twin_scene::panic_text;

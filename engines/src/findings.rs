@@ -60,14 +60,16 @@ pub fn refuse_foreign_native(
     engine: crate::EngineKind,
 ) -> Result<(), crate::EngineError> {
     match &scene.native {
-        Some(native) if native.format.engine() != engine => Err(crate::EngineError::ScenePrim {
-            prim: "/".to_string(),
-            message: format!(
-                "{} is an MJCF model, which only {} loads; convert it to USD for {engine}",
-                native.path,
-                native.format.engine()
-            ),
-        }),
+        Some(native) if crate::EngineKind::reading(native.format) != engine => {
+            Err(crate::EngineError::ScenePrim {
+                prim: "/".to_string(),
+                message: format!(
+                    "{} is an MJCF model, which only {} loads; convert it to USD for {engine}",
+                    native.path,
+                    crate::EngineKind::reading(native.format)
+                ),
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -76,7 +78,7 @@ pub fn refuse_foreign_native(
 /// supported by that engine and by no other.
 pub fn native_findings(scene: &SceneModel, engine: crate::EngineKind) -> Option<Vec<Finding>> {
     let native = scene.native.as_ref()?;
-    let owner = native.format.engine();
+    let owner = crate::EngineKind::reading(native.format);
     let mut finding = Finding::supported("/", format!("{:?} model", native.format).to_uppercase());
     if owner != engine {
         finding.support = Support::Unsupported;

@@ -3,7 +3,9 @@
 //! [`Engine`] loads a [`SceneModel`] into a running [`Simulation`]; a simulation steps,
 //! takes joint commands, reports observations and can hand its whole state out as a
 //! [`SimState`] and take one back. Scenes arrive as USD and are read into the
-//! engine-neutral [`scene`] model by [`usd`]; every engine builds from that model.
+//! engine-neutral [`scene`] model by [`usd`] (the `hanzo-twin-scene` crate);
+//! every engine builds from that model. RL tasks on top of engines are the
+//! `hanzo-twin-gym` crate.
 //!
 //! Engines live in their own modules behind cargo features (`rapier` is the default;
 //! `mujoco` adds MuJoCo).
@@ -12,22 +14,18 @@ pub mod camera;
 pub mod compare;
 pub mod error;
 pub mod findings;
-pub mod geometry;
-pub mod recording;
 pub mod registry;
-pub mod scene;
-pub mod tree;
 pub mod types;
-pub mod urdf;
-pub mod usd;
+
+// The scene model is its own crate; engines build from it, so its modules are
+// part of this crate's interface.
+pub use hanzo_twin_scene::{SceneError, geometry, recording, scene, tree, urdf, usd};
 
 #[cfg(feature = "rapier")]
 pub mod rapier;
 
 #[cfg(feature = "mujoco")]
 pub mod mujoco;
-
-pub mod gym;
 
 #[cfg(feature = "pybullet")]
 pub mod pybullet;
@@ -133,12 +131,4 @@ pub trait Simulation: Send {
     /// Releases the engine's resources. Dropping does the same; `close` exists so an
     /// engine with an external process can report a failure to shut it down.
     fn close(self: Box<Self>) -> Result<(), EngineError>;
-}
-
-/// FNV-1a over `bytes`: the checksum engines put in front of their states, so
-/// that corruption is refused instead of restored.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }

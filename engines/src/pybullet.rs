@@ -507,7 +507,7 @@ fn effective_inertia(scene: &SceneModel, tree: &Tree, child: usize, kind: JointK
 /// A body's mass: given, or its colliders' masses and densities.
 fn body_mass(body: &crate::scene::Body) -> Result<f64, EngineError> {
     if let Some(m) = body.mass.mass {
-        return positive(&body.path, "mass", m);
+        return positive(&body.path, "mass", m).map_err(EngineError::from);
     }
     let mut total = 0.0;
     for c in &body.colliders {

@@ -37,6 +37,13 @@ impl EngineKind {
             EngineKind::Omniverse => "omniverse",
         }
     }
+
+    /// The engine that reads a scene kept in its native format (MJCF: MuJoCo).
+    pub fn reading(format: crate::scene::NativeFormat) -> EngineKind {
+        match format {
+            crate::scene::NativeFormat::Mjcf => EngineKind::Mujoco,
+        }
+    }
 }
 
 impl fmt::Display for EngineKind {
@@ -219,7 +226,7 @@ impl SimState {
     /// that corruption is refused instead of restored.
     pub fn seal(owner: StateOwner, time: f64, step: u64, encoded: &[u8]) -> SimState {
         let mut data = Vec::with_capacity(encoded.len() + 8);
-        data.extend_from_slice(&crate::fnv1a(encoded).to_le_bytes());
+        data.extend_from_slice(&hanzo_twin_scene::fnv1a(encoded).to_le_bytes());
         data.extend_from_slice(encoded);
         SimState {
             engine: owner.engine,
@@ -253,7 +260,7 @@ impl SimState {
         let Some((sum, encoded)) = self.data.split_first_chunk::<8>() else {
             return mismatch("state data truncated".to_string());
         };
-        if u64::from_le_bytes(*sum) != crate::fnv1a(encoded) {
+        if u64::from_le_bytes(*sum) != hanzo_twin_scene::fnv1a(encoded) {
             return mismatch("state data corrupted (checksum)".to_string());
         }
         Ok(encoded)

@@ -4,11 +4,11 @@
 //! built on it, and a remote node's batches on [`remote::NodeConnection`],
 //! which gives the same arrays.
 
-use hanzo_twin_engines::gym::scene_task::{SceneTask, TaskSpec};
-use hanzo_twin_engines::gym::{
+use hanzo_twin_engines::{EngineError, EngineKind, EngineRegistry};
+use hanzo_twin_gym::scene_task::{SceneTask, TaskSpec};
+use hanzo_twin_gym::{
     AutoReset, Randomization, Task, VecEnv, VecEnvConfig, VecOutput, builtin_task,
 };
-use hanzo_twin_engines::{EngineError, EngineKind, EngineRegistry};
 use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -19,7 +19,8 @@ mod remote;
 
 /// Engine errors as Python exceptions: bad input is a ValueError naming the
 /// field, anything else a RuntimeError.
-fn to_py(e: EngineError) -> PyErr {
+fn to_py(e: impl Into<EngineError>) -> PyErr {
+    let e = e.into();
     match &e {
         EngineError::Invalid { .. }
         | EngineError::UnknownPath { .. }

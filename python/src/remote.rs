@@ -12,7 +12,7 @@
 //! writes, hyper in one.
 
 use crate::batch_tuple;
-use hanzo_twin_engines::gym::VecOutput;
+use hanzo_twin_gym::VecOutput;
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{
     PyConnectionError, PyOSError, PyRuntimeError, PyTimeoutError, PyValueError,

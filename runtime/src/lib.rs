@@ -36,5 +36,7 @@ pub use node::Node;
 pub use hanzo_twin_actors as actors;
 /// Cluster membership, placement, and the remote client of the SDK.
 pub use hanzo_twin_cluster as cluster;
-/// Engines and the scene model.
+/// Engines, with the scene model they build from.
 pub use hanzo_twin_engines as engines;
+/// RL tasks and vectorized environments.
+pub use hanzo_twin_gym as gym;

@@ -4,8 +4,7 @@
 //! reads every scene by running its own binary as `hanzo-twin internal-read-scene`.
 
 use hanzo_twin_actors::SceneReader;
-use hanzo_twin_engines::{EngineError, SceneModel};
-use serde::{Deserialize, Serialize};
+use hanzo_twin_engines::{EngineError, SceneError, SceneModel};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +13,7 @@ use std::time::Duration;
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the child reports: the scene, or the reader's error.
-#[derive(Serialize, Deserialize)]
-enum Outcome {
-    Scene(SceneModel),
-    Read { file: String, message: String },
-    Prim { prim: String, message: String },
-    Other(String),
-}
+type Outcome = Result<SceneModel, SceneError>;
 
 fn encode(outcome: &Outcome) -> Vec<u8> {
     // Plain owned data encodes into a Vec without failure.
@@ -30,12 +23,7 @@ fn encode(outcome: &Outcome) -> Vec<u8> {
 /// The child's side: read `path` and write the outcome to stdout.
 pub fn child_main(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
-    let outcome = match hanzo_twin_engines::scene::read_scene_file(path) {
-        Ok(scene) => Outcome::Scene(scene),
-        Err(EngineError::SceneRead { file, message }) => Outcome::Read { file, message },
-        Err(EngineError::ScenePrim { prim, message }) => Outcome::Prim { prim, message },
-        Err(other) => Outcome::Other(other.to_string()),
-    };
+    let outcome = hanzo_twin_engines::scene::read_scene_file(path);
     let mut out = std::io::stdout().lock();
     out.write_all(&encode(&outcome))?;
     out.flush()
@@ -83,10 +71,7 @@ async fn read_in_child(exe: &Path, path: &Path) -> Result<SceneModel, EngineErro
     let decoded: Result<(Outcome, usize), _> =
         bincode::serde::decode_from_slice(&output.stdout, bincode::config::standard());
     match decoded {
-        Ok((Outcome::Scene(scene), _)) => Ok(scene),
-        Ok((Outcome::Read { file, message }, _)) => Err(EngineError::SceneRead { file, message }),
-        Ok((Outcome::Prim { prim, message }, _)) => Err(EngineError::ScenePrim { prim, message }),
-        Ok((Outcome::Other(message), _)) => Err(fail(message)),
+        Ok((outcome, _)) => outcome.map_err(EngineError::from),
         Err(e) => Err(fail(format!(
             "the scene reader's answer was unreadable: {e}"
         ))),

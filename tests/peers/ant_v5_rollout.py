@@ -1,5 +1,5 @@
 """Gymnasium's own Ant-v5, driven from a given state with given actions: the
-reference the Rust Ant task is checked against (engines/tests/gym_ant.rs).
+reference the Rust Ant task is checked against (engines/gym/tests/gym_ant.rs).
 
 stdin: {"qpos": [...], "qvel": [...], "actions": [[...], ...]}
 stdout: {"reset_obs": [...], "steps": [{"obs", "reward", "terminated", "truncated", "info"}]}

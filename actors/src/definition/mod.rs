@@ -402,9 +402,7 @@ pub struct DomainRandomization {
 }
 
 /// The parameters and their ranges are the RL environments' own.
-pub use hanzo_twin_engines::gym::{
-    GravityPerturbation, Randomization as RandomizationParameters, Range,
-};
+pub use hanzo_twin_gym::{GravityPerturbation, Randomization as RandomizationParameters, Range};
 
 /// A definition that failed to parse or validate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]

@@ -62,10 +62,14 @@ impl Randomization {
 
     /// Refuses parameters a task cannot apply, naming them: a randomization
     /// that silently does nothing would make a policy look robust when it is not.
-    pub fn check_for(&self, task: &str, supported: &[String]) -> Result<(), crate::EngineError> {
+    pub fn check_for(
+        &self,
+        task: &str,
+        supported: &[String],
+    ) -> Result<(), hanzo_twin_engines::EngineError> {
         for name in self.names() {
             if !supported.iter().any(|s| s == name) {
-                return Err(crate::EngineError::Invalid {
+                return Err(hanzo_twin_engines::EngineError::Invalid {
                     field: format!("domain_randomization.parameters.{name}"),
                     message: format!(
                         "task {task} cannot apply {name}; it randomizes {}",

@@ -262,15 +262,6 @@ pub enum NativeFormat {
     Mjcf,
 }
 
-impl NativeFormat {
-    /// The engine that reads this format.
-    pub fn engine(self) -> crate::EngineKind {
-        match self {
-            NativeFormat::Mjcf => crate::EngineKind::Mujoco,
-        }
-    }
-}
-
 /// Whether `path` names an MJCF model (`.xml` or `.mjcf`).
 pub fn is_mjcf(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
@@ -279,22 +270,22 @@ pub fn is_mjcf(path: &str) -> bool {
 
 /// Reads a scene file: USD into the engine-neutral model, MJCF kept whole for
 /// MuJoCo.
-pub fn read_scene_file(path: &std::path::Path) -> Result<SceneModel, crate::EngineError> {
+pub fn read_scene_file(path: &std::path::Path) -> Result<SceneModel, crate::SceneError> {
     if is_mjcf(&path.to_string_lossy()) {
         return read_mjcf(path);
     }
     crate::usd::load_scene(path)
 }
 
-fn read_mjcf(path: &std::path::Path) -> Result<SceneModel, crate::EngineError> {
+fn read_mjcf(path: &std::path::Path) -> Result<SceneModel, crate::SceneError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| crate::EngineError::SceneRead {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::SceneError::Read {
         file: file.clone(),
         message: format!("cannot read the MJCF file: {e}"),
     })?;
     // MuJoCo parses the model when it loads it; here only check that it is one.
     if !text.contains("<mujoco") {
-        return Err(crate::EngineError::SceneRead {
+        return Err(crate::SceneError::Read {
             file,
             message: "not an MJCF model: no <mujoco> element".to_string(),
         });

@@ -1,11 +1,11 @@
 //! Gymnasium's Ant-v5 on MuJoCo, written against MuJoCo's arrays directly
 //! (the hot path of training): same model file, same observation, reward
 //! terms, frame skip, termination and time limit, so results compare like with
-//! like (`engines/tests/gym_ant.rs` checks it step by step against Gymnasium
+//! like (`engines/gym/tests/gym_ant.rs` checks it step by step against Gymnasium
 //! itself). Friction, mass, gravity and actuator delay can be randomized.
 
-use super::{ActionDelay, BoxSpace, EnvSpec, EpisodeParams, Outcome, Task, TaskEnv};
-use crate::{EngineError, EngineKind};
+use crate::{ActionDelay, BoxSpace, EnvSpec, EpisodeParams, Outcome, Task, TaskEnv};
+use hanzo_twin_engines::{EngineError, EngineKind};
 use mujoco_rs::prelude::{MjData, MjModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

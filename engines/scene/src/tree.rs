@@ -1,7 +1,7 @@
 //! Scene bodies and joints as a kinematic tree, and the rigid-pose algebra the
 //! reduced-coordinate engines (MuJoCo, PyBullet) build their models with.
 
-use crate::EngineError;
+use crate::SceneError;
 use crate::geometry::{normalize_quat, quat_conj, quat_mul, quat_rotate, sub};
 use crate::scene::{Axis, BodyKind, JointKind, Pose, SceneModel};
 use std::collections::HashMap;
@@ -13,9 +13,9 @@ pub struct PlanError {
     pub message: String,
 }
 
-impl From<PlanError> for EngineError {
+impl From<PlanError> for SceneError {
     fn from(e: PlanError) -> Self {
-        EngineError::ScenePrim {
+        SceneError::Prim {
             prim: e.prim,
             message: e.message,
         }
@@ -152,38 +152,38 @@ pub fn authored_coordinate(
     }
 }
 
-pub fn unit(path: &str, q: [f64; 4]) -> Result<[f64; 4], EngineError> {
-    normalize_quat(q).ok_or_else(|| EngineError::ScenePrim {
+pub fn unit(path: &str, q: [f64; 4]) -> Result<[f64; 4], SceneError> {
+    normalize_quat(q).ok_or_else(|| SceneError::Prim {
         prim: path.to_string(),
         message: "has a zero or non-finite rotation".into(),
     })
 }
 
-pub fn positive(path: &str, field: &str, v: f64) -> Result<f64, EngineError> {
+pub fn positive(path: &str, field: &str, v: f64) -> Result<f64, SceneError> {
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
-        Err(EngineError::ScenePrim {
+        Err(SceneError::Prim {
             prim: path.to_string(),
             message: format!("{field} must be positive, not {v}"),
         })
     }
 }
 
-pub fn non_negative(path: &str, field: &str, v: f64) -> Result<f64, EngineError> {
+pub fn non_negative(path: &str, field: &str, v: f64) -> Result<f64, SceneError> {
     if v.is_finite() && v >= 0.0 {
         Ok(v)
     } else {
-        Err(EngineError::ScenePrim {
+        Err(SceneError::Prim {
             prim: path.to_string(),
             message: format!("{field} must be zero or more, not {v}"),
         })
     }
 }
 
-pub fn checked_pose(path: &str, p: &Pose) -> Result<Pose, EngineError> {
+pub fn checked_pose(path: &str, p: &Pose) -> Result<Pose, SceneError> {
     if !p.translation.iter().all(|v| v.is_finite()) {
-        return Err(EngineError::ScenePrim {
+        return Err(SceneError::Prim {
             prim: path.to_string(),
             message: "has a non-finite position".into(),
         });

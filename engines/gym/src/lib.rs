@@ -26,7 +26,7 @@ pub use ant::{AntConfig, AntEnv, AntStep, AntTask};
 pub use randomize::{EpisodeParams, GravityPerturbation, Randomization, Range};
 pub use vec_env::{AutoReset, VecEnv, VecEnvConfig, VecOutput};
 
-use crate::EngineError;
+use hanzo_twin_engines::EngineError;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -61,7 +61,7 @@ impl BoxSpace {
 pub struct EnvSpec {
     /// The task's name (`ant-v5`, `cartpole-v0`, or a custom task's).
     pub name: String,
-    pub engine: crate::EngineKind,
+    pub engine: hanzo_twin_engines::EngineKind,
     /// Observations are `float64`, as Gymnasium's MuJoCo environments give them.
     pub observation_space: BoxSpace,
     /// Actions are `float32`.
@@ -132,7 +132,7 @@ pub trait TaskEnv: Send {
 /// `ant.xml` (`ant_xml`), `cartpole-v0` needs nothing.
 pub fn builtin_task(
     name: &str,
-    engine: Option<crate::EngineKind>,
+    engine: Option<hanzo_twin_engines::EngineKind>,
     ant_xml: Option<&std::path::Path>,
 ) -> Result<Arc<dyn Task>, EngineError> {
     match name {
@@ -143,7 +143,7 @@ pub fn builtin_task(
         }
         "ant-v5" => {
             if let Some(e) = engine
-                && e != crate::EngineKind::Mujoco
+                && e != hanzo_twin_engines::EngineKind::Mujoco
             {
                 return Err(EngineError::Invalid {
                     field: "engine".into(),
@@ -174,7 +174,9 @@ fn ant_task(ant_xml: Option<&std::path::Path>) -> Result<Arc<dyn Task>, EngineEr
 
 #[cfg(not(feature = "mujoco"))]
 fn ant_task(_: Option<&std::path::Path>) -> Result<Arc<dyn Task>, EngineError> {
-    Err(EngineError::NotAvailable(crate::EngineKind::Mujoco))
+    Err(EngineError::NotAvailable(
+        hanzo_twin_engines::EngineKind::Mujoco,
+    ))
 }
 
 /// Delays actions by a whole number of physics substeps (the spec's

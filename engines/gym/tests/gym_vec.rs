@@ -3,8 +3,8 @@
 //! randomization.
 
 use hanzo_twin_engines::EngineKind;
-use hanzo_twin_engines::gym::scene_task::{SceneTask, TaskSpec};
-use hanzo_twin_engines::gym::{
+use hanzo_twin_gym::scene_task::{SceneTask, TaskSpec};
+use hanzo_twin_gym::{
     AutoReset, GravityPerturbation, Randomization, Range, Task, VecEnv, VecEnvConfig, VecOutput,
     builtin_task,
 };

@@ -9,13 +9,13 @@
 //! with the noise and the parameters applied (joints displaced along their
 //! axes, masses and frictions changed, gravity tilted).
 
-use super::{ActionDelay, BoxSpace, EnvSpec, EpisodeParams, Outcome, Task, TaskEnv};
-use crate::geometry::{cross, quat_conj, quat_mul, quat_rotate, sub};
-use crate::scene::{BodyKind, JointKind, SceneModel};
-use crate::tree::{Tree, compose};
-use crate::{
+use crate::{ActionDelay, BoxSpace, EnvSpec, EpisodeParams, Outcome, Task, TaskEnv};
+use hanzo_twin_engines::{
     Engine, EngineConfig, EngineError, EngineKind, JointCommand, RenderParams, SimState, Simulation,
 };
+use hanzo_twin_scene::geometry::{cross, quat_conj, quat_mul, quat_rotate, sub};
+use hanzo_twin_scene::scene::{BodyKind, JointKind, SceneModel};
+use hanzo_twin_scene::tree::{Tree, compose};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -162,7 +162,7 @@ pub enum RewardTerm {
     /// `weight × ` the body's velocity along a world axis (progress).
     BodyVelocity {
         body: String,
-        axis: crate::scene::Axis,
+        axis: hanzo_twin_scene::scene::Axis,
         weight: f64,
     },
     /// `weight × ` the body's height along the up axis.
@@ -392,7 +392,7 @@ impl SceneTask {
 
     /// A built-in task on its own scene (`cartpole-v0`).
     pub fn builtin(task: TaskSpec, engine: EngineKind) -> Result<SceneTask, EngineError> {
-        let registry = crate::EngineRegistry::with_builtin();
+        let registry = hanzo_twin_engines::EngineRegistry::with_builtin();
         let engine = registry.get(engine)?;
         let mut file = tempfile::Builder::new()
             .prefix("hanzo-twin-cartpole")
@@ -408,7 +408,7 @@ impl SceneTask {
                 message: format!("cannot write the built-in scene to a temporary file: {e}"),
             }
         })?;
-        let mut scene = crate::usd::load_scene(file.path())?;
+        let mut scene = hanzo_twin_scene::usd::load_scene(file.path())?;
         scene.source = "configs/scenes/cartpole/scene.usda".into();
         SceneTask::new(task, scene, engine)
     }
@@ -587,7 +587,12 @@ impl SceneEnv {
         Ok(())
     }
 
-    fn render(&self, camera: &str, width: u32, height: u32) -> Result<crate::Image, EngineError> {
+    fn render(
+        &self,
+        camera: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<hanzo_twin_engines::Image, EngineError> {
         let params = RenderParams {
             width,
             height,
@@ -618,7 +623,7 @@ impl SceneEnv {
             })
     }
 
-    fn body(&self, path: &str) -> Result<crate::BodyObservation, EngineError> {
+    fn body(&self, path: &str) -> Result<hanzo_twin_engines::BodyObservation, EngineError> {
         let o = self.sim.observation(path)?;
         o.bodies
             .into_iter()
@@ -645,9 +650,9 @@ impl SceneEnv {
 
     fn up(&self) -> usize {
         match self.scene.up_axis {
-            crate::scene::Axis::X => 0,
-            crate::scene::Axis::Y => 1,
-            crate::scene::Axis::Z => 2,
+            hanzo_twin_scene::scene::Axis::X => 0,
+            hanzo_twin_scene::scene::Axis::Y => 1,
+            hanzo_twin_scene::scene::Axis::Z => 2,
         }
     }
 }
@@ -733,9 +738,9 @@ impl TaskEnv for SceneEnv {
                 RewardTerm::BodyVelocity { body, axis, weight } => {
                     let v = self.body(body)?.linear_velocity;
                     let k = match axis {
-                        crate::scene::Axis::X => 0,
-                        crate::scene::Axis::Y => 1,
-                        crate::scene::Axis::Z => 2,
+                        hanzo_twin_scene::scene::Axis::X => 0,
+                        hanzo_twin_scene::scene::Axis::Y => 1,
+                        hanzo_twin_scene::scene::Axis::Z => 2,
                     };
                     weight * v[k]
                 }
@@ -766,7 +771,7 @@ impl TaskEnv for SceneEnv {
 /// Lambert shading with a light at the camera: the cosine between each
 /// pixel's surface normal (from the depth of its neighbours) and the ray,
 /// times `light`, clipped to 0..1. Pixels that hit nothing are 0.
-fn shade(image: &crate::Image, light: f64, out: &mut [f64]) {
+fn shade(image: &hanzo_twin_engines::Image, light: f64, out: &mut [f64]) {
     let (w, h) = (image.width as usize, image.height as usize);
     let depth = |x: usize, y: usize| f64::from(image.depth[y * w + x]);
     let hit = |x: usize, y: usize| image.instance_id[y * w + x] != u32::MAX;
@@ -881,7 +886,9 @@ fn displace_joints(
             .body0
             .as_ref()
             .and_then(|p| index.get(p))
-            .map_or(crate::scene::Pose::IDENTITY, |&p| scene.bodies[p].pose);
+            .map_or(hanzo_twin_scene::scene::Pose::IDENTITY, |&p| {
+                scene.bodies[p].pose
+            });
         let frame = compose(&parent_pose, &joint.local_pose0);
         let axis = quat_rotate(frame.rotation, joint.axis.unit());
         let anchor = frame.translation;

@@ -2,21 +2,21 @@
 //! usd-core 26.11: tests/fixtures/usd, copied from the project's shared fixtures)
 //! and against the sample scenes.
 
-use hanzo_twin_engines::EngineError;
-use hanzo_twin_engines::scene::{Axis, BodyKind, JointKind, Pose, SceneModel, Shape};
-use hanzo_twin_engines::usd::load_scene;
+use hanzo_twin_scene::SceneError;
+use hanzo_twin_scene::scene::{Axis, BodyKind, JointKind, Pose, SceneModel, Shape};
+use hanzo_twin_scene::usd::load_scene;
 use std::f64::consts::PI;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/usd")
+        .join("../../tests/fixtures/usd")
         .join(name)
 }
 
 fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../configs/scenes")
+        .join("../../configs/scenes")
         .join(name)
         .join("scene.usda")
 }
@@ -38,7 +38,7 @@ fn close4(a: [f64; 4], b: [f64; 4]) -> bool {
 }
 
 /// Writes `text` to a fresh file and reads it.
-fn read_text(name: &str, text: &str) -> Result<SceneModel, EngineError> {
+fn read_text(name: &str, text: &str) -> Result<SceneModel, SceneError> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(name);
     std::fs::write(&path, text).expect("write");
@@ -428,7 +428,7 @@ fn conveyor_sample_drops_boxes_onto_the_belt() {
     assert!(close4(q, [0.0, 0.0, half.sin(), half.cos()]), "{q:?}");
 }
 
-fn bad(name: &str, text: &str) -> EngineError {
+fn bad(name: &str, text: &str) -> SceneError {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(name);
     std::fs::write(&path, text).expect("write");
@@ -442,7 +442,7 @@ fn bad(name: &str, text: &str) -> EngineError {
 fn bad_files_are_clear_errors() {
     let missing = load_scene(Path::new("/nonexistent/scene.usda")).expect_err("missing");
     assert!(
-        matches!(&missing, EngineError::SceneRead { file, .. } if file.contains("/nonexistent/scene.usda")),
+        matches!(&missing, SceneError::Read { file, .. } if file.contains("/nonexistent/scene.usda")),
         "{missing}"
     );
     for (name, text) in [
@@ -459,7 +459,7 @@ fn bad_files_are_clear_errors() {
     ] {
         let e = bad(name, text);
         assert!(
-            matches!(&e, EngineError::SceneRead { file, .. } if file.ends_with(name)),
+            matches!(&e, SceneError::Read { file, .. } if file.ends_with(name)),
             "{name}: {e}"
         );
     }
@@ -490,7 +490,7 @@ def Xform "World"
 fn bad_physics_names_the_prim() {
     let e = bad("ghost.usda", JOINT_TO_NOWHERE);
     assert!(
-        matches!(&e, EngineError::ScenePrim { prim, .. } if prim == "/World/Hinge"),
+        matches!(&e, SceneError::Prim { prim, .. } if prim == "/World/Hinge"),
         "{e}"
     );
     let e = bad(
@@ -500,7 +500,7 @@ fn bad_physics_names_the_prim() {
             .replace("rel physics:body1 = </World/Ghost>", ""),
     );
     assert!(
-        matches!(&e, EngineError::ScenePrim { prim, .. } if prim == "/World/Box"),
+        matches!(&e, SceneError::Prim { prim, .. } if prim == "/World/Box"),
         "{e}"
     );
     let e = bad(
@@ -510,7 +510,7 @@ fn bad_physics_names_the_prim() {
             .replace("rel physics:body1 = </World/Ghost>", ""),
     );
     assert!(
-        matches!(&e, EngineError::ScenePrim { prim, .. } if prim == "/World/Hinge"),
+        matches!(&e, SceneError::Prim { prim, .. } if prim == "/World/Hinge"),
         "unsupported joints are errors, not dropped: {e}"
     );
 }
@@ -700,7 +700,7 @@ fn unsupported_or_malformed_physics_is_refused() {
     ];
     for (what, text, prim) in cases {
         match read_text("case.usda", &text) {
-            Err(EngineError::ScenePrim { prim: p, message }) => {
+            Err(SceneError::Prim { prim: p, message }) => {
                 assert_eq!(p, prim, "{what}: {message}");
                 assert!(!message.is_empty());
             }
@@ -717,7 +717,7 @@ fn odd_names_and_broken_files_are_errors_not_hangs() {
     // ancestry loop, so the reader refuses it up front.
     let e = read_text("name.usda", &BOX.replace("\"Box\"", "\"B}ox\"")).expect_err("bad name");
     assert!(
-        matches!(&e, EngineError::SceneRead { message, .. } if message.contains("B}ox")),
+        matches!(&e, SceneError::Read { message, .. } if message.contains("B}ox")),
         "{e}"
     );
 

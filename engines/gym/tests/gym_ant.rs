@@ -4,7 +4,7 @@
 //! truncates, and a batch steps exactly as the environments would alone.
 #![cfg(feature = "mujoco")]
 
-use hanzo_twin_engines::gym::{
+use hanzo_twin_gym::{
     AntConfig, AntEnv, AntStep, AntTask, EpisodeParams, GravityPerturbation, Randomization, Range,
     Task, VecEnv, VecEnvConfig, VecOutput,
 };
@@ -134,7 +134,7 @@ fn ant_matches_gymnasium_step_by_step() {
 }
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 #[test]

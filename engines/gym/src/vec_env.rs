@@ -5,9 +5,9 @@
 //! asynchronous interface). The calling thread steps environments too while
 //! it waits, so `threads` threads in all do the work.
 
-use super::{EnvSpec, EpisodeParams, Randomization, Task, TaskEnv};
-use crate::EngineError;
+use crate::{EnvSpec, EpisodeParams, Randomization, Task, TaskEnv};
 use crossbeam_channel::{Receiver, Sender};
+use hanzo_twin_engines::EngineError;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};

@@ -20,7 +20,7 @@
 //!
 //! What the scene model cannot represent and would change the physics if dropped
 //! (spherical, distance and generic D6 joints, bounding-sphere or SDF mesh approximations, acceleration drives,
-//! collision filtering, breakable joints, …) is an [`EngineError::ScenePrim`] naming
+//! collision filtering, breakable joints, …) is an [`SceneError::Prim`] naming
 //! the prim, never silently ignored. Values are read at the default time, or at the
 //! earliest time sample when an attribute is only time-sampled.
 
@@ -37,7 +37,7 @@ use openusd::schemas::geom::{Imageable, Xformable};
 use openusd::sdf::{self, Value};
 use openusd::usd::{Prim, PrimPredicate, SchemaBase, SchemaKind, Stage, TimeCode};
 
-use crate::EngineError;
+use crate::SceneError;
 use crate::geometry;
 use crate::scene::{
     Axis, Body, BodyKind, Camera, Collider, CollisionGroup, Drive, Joint, JointKind,
@@ -63,28 +63,28 @@ const API_DRIVE_PREFIX: &str = "PhysicsDriveAPI:";
 /// SceneModel.
 ///
 /// A missing, unreadable or unparsable file (or one whose composition fails, such
-/// as a reference to a missing file) is [`EngineError::SceneRead`]; a prim with
-/// malformed or unsupported physics is [`EngineError::ScenePrim`]. Never panics:
+/// as a reference to a missing file) is [`SceneError::Read`]; a prim with
+/// malformed or unsupported physics is [`SceneError::Prim`]. Never panics:
 /// a panic inside the USD library is caught and reported as `SceneRead`.
-pub fn load_scene(path: &std::path::Path) -> Result<SceneModel, EngineError> {
+pub fn load_scene(path: &std::path::Path) -> Result<SceneModel, SceneError> {
     let file = path.display().to_string();
     // openusd is young and may panic on inputs it does not expect; a bad scene
     // file must not take the node down. Nothing outlives the closure but the
     // result, so no broken state can be observed after an unwind.
     match catch_unwind(AssertUnwindSafe(|| read_scene(path, &file))) {
         Ok(result) => result,
-        Err(payload) => Err(EngineError::SceneRead {
+        Err(payload) => Err(SceneError::Read {
             file,
             message: format!(
                 "the USD reader failed on this file: {}",
-                crate::error::panic_text(&*payload)
+                crate::panic_text(&*payload)
             ),
         }),
     }
 }
 
-fn read_scene(path: &std::path::Path, file: &str) -> Result<SceneModel, EngineError> {
-    let read_err = |message: String| EngineError::SceneRead {
+fn read_scene(path: &std::path::Path, file: &str) -> Result<SceneModel, SceneError> {
+    let read_err = |message: String| SceneError::Read {
         file: file.to_string(),
         message,
     };
@@ -196,8 +196,8 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(stage: Stage, file: &str) -> Result<Reader, EngineError> {
-        let read_err = |message: String| EngineError::SceneRead {
+    fn new(stage: Stage, file: &str) -> Result<Reader, SceneError> {
+        let read_err = |message: String| SceneError::Read {
             file: file.to_string(),
             message,
         };
@@ -249,7 +249,7 @@ impl Reader {
             },
             Err(e) => return Err(read_err(format!("cannot read upAxis: {e:#}"))),
         };
-        let unit = |key: &str| -> Result<f64, EngineError> {
+        let unit = |key: &str| -> Result<f64, SceneError> {
             match stage.stage_metadata(key) {
                 Ok(None) => Ok(1.0),
                 Ok(Some(v)) => match values::scalar(&v) {
@@ -281,7 +281,7 @@ impl Reader {
         })
     }
 
-    fn read(mut self) -> Result<SceneModel, EngineError> {
+    fn read(mut self) -> Result<SceneModel, SceneError> {
         let mut gravity = None;
         let mut bodies: Vec<Body> = Vec::new();
         // Body path → index into `bodies`.
@@ -373,7 +373,7 @@ impl Reader {
     /// `PhysicsCollisionGroup`s and their members: the colliders at or below the
     /// prims of `collection:colliders:includes`, less those at or below
     /// `collection:colliders:excludes`.
-    fn collision_groups(&self, bodies: &mut [Body]) -> Result<Vec<CollisionGroup>, EngineError> {
+    fn collision_groups(&self, bodies: &mut [Body]) -> Result<Vec<CollisionGroup>, SceneError> {
         let mut groups = Vec::new();
         for info in self
             .prims
@@ -413,8 +413,8 @@ impl Reader {
 
     // ----- errors -------------------------------------------------------------
 
-    fn prim_err(&self, path: &sdf::Path, message: impl Into<String>) -> EngineError {
-        EngineError::ScenePrim {
+    fn prim_err(&self, path: &sdf::Path, message: impl Into<String>) -> SceneError {
+        SceneError::Prim {
             prim: path.as_str().to_string(),
             message: message.into(),
         }
@@ -422,7 +422,7 @@ impl Reader {
 
     /// Refuses physics the scene model cannot represent, so it is not dropped
     /// silently.
-    fn check_supported(&self, i: usize) -> Result<(), EngineError> {
+    fn check_supported(&self, i: usize) -> Result<(), SceneError> {
         let info = &self.prims[i];
         let path = &info.path;
         let t = info.type_name.as_str();
@@ -462,7 +462,7 @@ impl Reader {
 
     /// The attribute's value at the default time (or its earliest time sample);
     /// `None` when unauthored or blocked.
-    fn value(&self, path: &sdf::Path, name: &str) -> Result<Option<Value>, EngineError> {
+    fn value(&self, path: &sdf::Path, name: &str) -> Result<Option<Value>, SceneError> {
         let attr = path
             .append_property(name)
             .map_err(|e| self.prim_err(path, format!("bad property name {name}: {e:#}")))?;
@@ -483,7 +483,7 @@ impl Reader {
         name: &str,
         what: &str,
         decode: impl Fn(&Value) -> Option<T>,
-    ) -> Result<Option<T>, EngineError> {
+    ) -> Result<Option<T>, SceneError> {
         match self.value(path, name)? {
             None => Ok(None),
             Some(v) => decode(&v).map(Some).ok_or_else(|| {
@@ -495,34 +495,34 @@ impl Reader {
         }
     }
 
-    fn f64_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<f64>, EngineError> {
+    fn f64_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<f64>, SceneError> {
         self.typed(path, name, "a number", values::scalar)
     }
 
-    fn vec2_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<[f64; 2]>, EngineError> {
+    fn vec2_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<[f64; 2]>, SceneError> {
         self.typed(path, name, "a 2-vector", values::vec2)
     }
 
-    fn vec3_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<[f64; 3]>, EngineError> {
+    fn vec3_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<[f64; 3]>, SceneError> {
         self.typed(path, name, "a 3-vector", values::vec3)
     }
 
-    fn quat_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<[f64; 4]>, EngineError> {
+    fn quat_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<[f64; 4]>, SceneError> {
         self.typed(path, name, "a quaternion", values::quat_xyzw)
     }
 
-    fn bool_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<bool>, EngineError> {
+    fn bool_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<bool>, SceneError> {
         self.typed(path, name, "a bool", values::boolean)
     }
 
-    fn token_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<String>, EngineError> {
+    fn token_attr(&self, path: &sdf::Path, name: &str) -> Result<Option<String>, SceneError> {
         self.typed(path, name, "a token", |v| {
             values::token(v).map(str::to_string)
         })
     }
 
     /// A finite number, or an error naming the attribute.
-    fn finite(&self, path: &sdf::Path, name: &str, v: f64) -> Result<f64, EngineError> {
+    fn finite(&self, path: &sdf::Path, name: &str, v: f64) -> Result<f64, SceneError> {
         if v.is_finite() {
             Ok(v)
         } else {
@@ -530,7 +530,7 @@ impl Reader {
         }
     }
 
-    fn finite3(&self, path: &sdf::Path, name: &str, v: [f64; 3]) -> Result<[f64; 3], EngineError> {
+    fn finite3(&self, path: &sdf::Path, name: &str, v: [f64; 3]) -> Result<[f64; 3], SceneError> {
         if v.iter().all(|x| x.is_finite()) {
             Ok(v)
         } else {
@@ -538,7 +538,7 @@ impl Reader {
         }
     }
 
-    fn targets(&self, path: &sdf::Path, name: &str) -> Result<Vec<sdf::Path>, EngineError> {
+    fn targets(&self, path: &sdf::Path, name: &str) -> Result<Vec<sdf::Path>, SceneError> {
         let rel = path
             .append_property(name)
             .map_err(|e| self.prim_err(path, format!("bad property name {name}: {e:#}")))?;
@@ -563,7 +563,7 @@ impl Reader {
 
     /// World matrix of a prim in scene units, honouring `xformOpOrder`,
     /// `!invert!` and `!resetXformStack!`.
-    fn world_matrix(&mut self, path: &sdf::Path) -> Result<Matrix4d, EngineError> {
+    fn world_matrix(&mut self, path: &sdf::Path) -> Result<Matrix4d, SceneError> {
         if path.is_abs_root() {
             return Ok(Matrix4d::IDENTITY);
         }
@@ -607,7 +607,7 @@ impl Reader {
         Ok(m)
     }
 
-    fn decomposed(&mut self, path: &sdf::Path) -> Result<Decomposed, EngineError> {
+    fn decomposed(&mut self, path: &sdf::Path) -> Result<Decomposed, SceneError> {
         let m = self.world_matrix(path)?;
         math::decompose(&m).map_err(|e| self.prim_err(path, e.to_string()))
     }
@@ -622,7 +622,7 @@ impl Reader {
 
     // ----- scene --------------------------------------------------------------
 
-    fn gravity(&self, path: &sdf::Path) -> Result<[f64; 3], EngineError> {
+    fn gravity(&self, path: &sdf::Path) -> Result<[f64; 3], SceneError> {
         let up = self.up_axis.unit();
         let dir = match self.vec3_attr(path, "physics:gravityDirection")? {
             Some(d) => self.finite3(path, "physics:gravityDirection", d)?,
@@ -647,7 +647,7 @@ impl Reader {
 
     // ----- bodies -------------------------------------------------------------
 
-    fn body(&mut self, path: &sdf::Path) -> Result<Body, EngineError> {
+    fn body(&mut self, path: &sdf::Path) -> Result<Body, SceneError> {
         let enabled = self
             .bool_attr(path, "physics:rigidBodyEnabled")?
             .unwrap_or(true);
@@ -688,7 +688,7 @@ impl Reader {
     }
 
     /// `physics:mass` in kg; `None` when unauthored or zero (USD's "unset").
-    fn mass_attr(&self, path: &sdf::Path) -> Result<Option<f64>, EngineError> {
+    fn mass_attr(&self, path: &sdf::Path) -> Result<Option<f64>, SceneError> {
         match self.f64_attr(path, "physics:mass")? {
             None => Ok(None),
             Some(m) if m.is_finite() && m > 0.0 => Ok(Some(m * self.kilograms_per_unit)),
@@ -701,7 +701,7 @@ impl Reader {
     }
 
     /// `physics:density` in kg/m³; `None` when unauthored or zero.
-    fn density_attr(&self, path: &sdf::Path) -> Result<Option<f64>, EngineError> {
+    fn density_attr(&self, path: &sdf::Path) -> Result<Option<f64>, SceneError> {
         match self.f64_attr(path, "physics:density")? {
             None => Ok(None),
             Some(d) if d.is_finite() && d > 0.0 => Ok(Some(
@@ -715,7 +715,7 @@ impl Reader {
         }
     }
 
-    fn body_mass(&self, path: &sdf::Path, d: &Decomposed) -> Result<MassProperties, EngineError> {
+    fn body_mass(&self, path: &sdf::Path, d: &Decomposed) -> Result<MassProperties, SceneError> {
         let mpu = self.meters_per_unit;
         let center_of_mass = match self.vec3_attr(path, "physics:centerOfMass")? {
             // USD's fallback (-inf, -inf, -inf) means "compute it".
@@ -765,11 +765,7 @@ impl Reader {
     /// The collider on prim `i`, owned by `owner` (`None`: it becomes its own
     /// static body and its `local_pose` holds its world pose). `None` when
     /// collision is disabled on it.
-    fn collider(
-        &mut self,
-        i: usize,
-        owner: Option<&Body>,
-    ) -> Result<Option<Collider>, EngineError> {
+    fn collider(&mut self, i: usize, owner: Option<&Body>) -> Result<Option<Collider>, SceneError> {
         let path = self.prims[i].path.clone();
         if self.bool_attr(&path, "physics:collisionEnabled")? == Some(false) {
             return Ok(None);
@@ -825,7 +821,7 @@ impl Reader {
         }))
     }
 
-    fn positive(&self, path: &sdf::Path, name: &str, v: f64) -> Result<f64, EngineError> {
+    fn positive(&self, path: &sdf::Path, name: &str, v: f64) -> Result<f64, SceneError> {
         if v.is_finite() && v > 0.0 {
             Ok(v)
         } else {
@@ -833,7 +829,7 @@ impl Reader {
         }
     }
 
-    fn shape_axis(&self, path: &sdf::Path) -> Result<Axis, EngineError> {
+    fn shape_axis(&self, path: &sdf::Path) -> Result<Axis, SceneError> {
         match self.token_attr(path, "axis")?.as_deref() {
             None | Some("Z") => Ok(Axis::Z),
             Some("X") => Ok(Axis::X),
@@ -853,7 +849,7 @@ impl Reader {
         axis: Axis,
         radius: f64,
         height: f64,
-    ) -> Result<(f64, f64), EngineError> {
+    ) -> Result<(f64, f64), SceneError> {
         let (along, across) = match axis {
             Axis::X => (0, [1, 2]),
             Axis::Y => (1, [0, 2]),
@@ -877,7 +873,7 @@ impl Reader {
         path: &sdf::Path,
         type_name: &str,
         default: f64,
-    ) -> Result<f64, EngineError> {
+    ) -> Result<f64, SceneError> {
         if type_name.ends_with("_1") {
             let top = self.f64_attr(path, "radiusTop")?.unwrap_or(default);
             let bottom = self.f64_attr(path, "radiusBottom")?.unwrap_or(default);
@@ -894,7 +890,7 @@ impl Reader {
         }
     }
 
-    fn shape(&self, i: usize, d: &Decomposed) -> Result<Shape, EngineError> {
+    fn shape(&self, i: usize, d: &Decomposed) -> Result<Shape, SceneError> {
         let info = &self.prims[i];
         let path = &info.path;
         let mpu = self.meters_per_unit;
@@ -970,7 +966,7 @@ impl Reader {
     /// A `Mesh` collider, shaped by `physics:approximation`
     /// (PhysicsMeshCollisionAPI): `none` (the default) is the triangle mesh;
     /// `convexHull`, `convexDecomposition` and `boundingCube` are kept as such.
-    fn mesh_shape(&self, path: &sdf::Path, d: &Decomposed) -> Result<Shape, EngineError> {
+    fn mesh_shape(&self, path: &sdf::Path, d: &Decomposed) -> Result<Shape, SceneError> {
         let points = self
             .typed(path, "points", "a point array", values::vec3_array)?
             .ok_or_else(|| self.prim_err(path, "a Mesh collider has no points"))?;
@@ -1081,7 +1077,7 @@ impl Reader {
 
     /// The physics material bound to a collider (nearest binding up the
     /// namespace, the physics-purpose binding first), and the material's density.
-    fn material(&self, path: &sdf::Path) -> Result<(Material, Option<f64>), EngineError> {
+    fn material(&self, path: &sdf::Path) -> Result<(Material, Option<f64>), SceneError> {
         for prim in lineage(path) {
             for rel in ["material:binding:physics", "material:binding"] {
                 let Some(target) = self.targets(&prim, rel)?.into_iter().next() else {
@@ -1103,7 +1099,7 @@ impl Reader {
         Ok((Material::default(), None))
     }
 
-    fn read_material(&self, path: &sdf::Path) -> Result<(Material, Option<f64>), EngineError> {
+    fn read_material(&self, path: &sdf::Path) -> Result<(Material, Option<f64>), SceneError> {
         let has_api = self
             .index
             .get(path.as_str())
@@ -1113,7 +1109,7 @@ impl Reader {
             return Ok((Material::default(), None));
         }
         let default = Material::default();
-        let coefficient = |name: &str, fallback: f64| -> Result<f64, EngineError> {
+        let coefficient = |name: &str, fallback: f64| -> Result<f64, SceneError> {
             match self.f64_attr(path, name)? {
                 None => Ok(fallback),
                 Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
@@ -1137,7 +1133,7 @@ impl Reader {
         i: usize,
         bodies: &[Body],
         body_index: &HashMap<String, usize>,
-    ) -> Result<Option<Joint>, EngineError> {
+    ) -> Result<Option<Joint>, SceneError> {
         let path = self.prims[i].path.clone();
         let kind = match self.prims[i].type_name.as_str() {
             "PhysicsRevoluteJoint" => JointKind::Revolute,
@@ -1218,7 +1214,7 @@ impl Reader {
         rel: &str,
         bodies: &[Body],
         body_index: &HashMap<String, usize>,
-    ) -> Result<Attachment, EngineError> {
+    ) -> Result<Attachment, SceneError> {
         let targets = self.targets(joint, rel)?;
         let target = match targets.as_slice() {
             [] => {
@@ -1267,7 +1263,7 @@ impl Reader {
 
     /// `localPos<n>`/`localRot<n>` (authored in the target prim's frame, scale
     /// included) as a pose in the attached body's frame, in metres.
-    fn joint_frame(&self, joint: &sdf::Path, a: &Attachment, n: &str) -> Result<Pose, EngineError> {
+    fn joint_frame(&self, joint: &sdf::Path, a: &Attachment, n: &str) -> Result<Pose, SceneError> {
         let pos_name = format!("physics:localPos{n}");
         let rot_name = format!("physics:localRot{n}");
         let pos = match self.vec3_attr(joint, &pos_name)? {
@@ -1307,7 +1303,7 @@ impl Reader {
 
     /// `physics:lowerLimit`/`upperLimit` times `unit`; `None` when both are
     /// unbounded (unauthored or infinite).
-    fn limits(&self, path: &sdf::Path, unit: f64) -> Result<Option<(f64, f64)>, EngineError> {
+    fn limits(&self, path: &sdf::Path, unit: f64) -> Result<Option<(f64, f64)>, SceneError> {
         let lower = self.f64_attr(path, "physics:lowerLimit")?;
         let upper = self.f64_attr(path, "physics:upperLimit")?;
         for (name, v) in [("physics:lowerLimit", lower), ("physics:upperLimit", upper)] {
@@ -1331,7 +1327,7 @@ impl Reader {
         }
     }
 
-    fn drive(&self, i: usize, kind: JointKind) -> Result<Option<Drive>, EngineError> {
+    fn drive(&self, i: usize, kind: JointKind) -> Result<Option<Drive>, SceneError> {
         let info = &self.prims[i];
         let path = &info.path;
         let expected = match kind {
@@ -1368,7 +1364,7 @@ impl Reader {
         path: &sdf::Path,
         dof: &str,
         kind: JointKind,
-    ) -> Result<Drive, EngineError> {
+    ) -> Result<Drive, SceneError> {
         let attr = |sub: &str| format!("drive:{dof}:physics:{sub}");
         match self.token_attr(path, &attr("type"))?.as_deref() {
             None | Some("force") => {}
@@ -1382,7 +1378,7 @@ impl Reader {
                 ));
             }
         }
-        let non_negative = |sub: &str| -> Result<Option<f64>, EngineError> {
+        let non_negative = |sub: &str| -> Result<Option<f64>, SceneError> {
             let name = attr(sub);
             match self.f64_attr(path, &name)? {
                 Some(v) if v.is_nan() || v < 0.0 => {
@@ -1429,7 +1425,7 @@ impl Reader {
 
     // ----- cameras ------------------------------------------------------------
 
-    fn camera(&mut self, path: &sdf::Path) -> Result<Camera, EngineError> {
+    fn camera(&mut self, path: &sdf::Path) -> Result<Camera, SceneError> {
         if let Some(p) = self.token_attr(path, "projection")?
             && p != "perspective"
         {
