@@ -6,6 +6,7 @@ use crate::definition::Name;
 use crate::definition::TwinDefinition;
 use crate::direct::RouteCache;
 use crate::error::TwinError;
+use crate::gym::BatchMsg;
 use crate::host::{HostMsg, Rebalanced};
 use crate::protocol::{
     Admission, Fault, ForkOptions, JointCommandEntry, LEAST_LOADED, Reply, Scope, StartOptions,
@@ -748,21 +749,20 @@ impl TwinNode {
         let scope = self.scope.clone();
         let owner = owner.to_string();
         self.ask_within("gym environment creation", GYM_CREATE_TIMEOUT, |reply| {
-            HostMsg::CreateGym {
+            HostMsg::Gym(BatchMsg::Create {
                 request,
                 owner,
                 scope,
                 reply,
-            }
+            })
         })
         .await
     }
 
     pub async fn gym_list(&self) -> Result<Vec<crate::gym::GymEnvInfo>, TwinError> {
         let scope = self.scope.clone();
-        self.ask("gym environments", |reply| HostMsg::ListGym {
-            scope,
-            reply,
+        self.ask("gym environments", |reply| {
+            HostMsg::Gym(BatchMsg::List { scope, reply })
         })
         .await
     }
@@ -776,10 +776,8 @@ impl TwinNode {
     pub async fn gym_open(&self, id: &str) -> Result<crate::gym::GymEnv, TwinError> {
         let (id, scope) = (id.to_string(), self.scope.clone());
         let (actor, info) = self
-            .ask("gym environment", |reply| HostMsg::GetGym {
-                id,
-                scope,
-                reply,
+            .ask("gym environment", |reply| {
+                HostMsg::Gym(BatchMsg::Get { id, scope, reply })
             })
             .await?;
         Ok(crate::gym::GymEnv::new(
@@ -792,10 +790,8 @@ impl TwinNode {
 
     pub async fn gym_delete(&self, id: &str) -> Result<(), TwinError> {
         let (id, scope) = (id.to_string(), self.scope.clone());
-        self.ask("gym environment", |reply| HostMsg::DeleteGym {
-            id,
-            scope,
-            reply,
+        self.ask("gym environment", |reply| {
+            HostMsg::Gym(BatchMsg::Delete { id, scope, reply })
         })
         .await
     }

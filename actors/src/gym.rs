@@ -312,17 +312,170 @@ impl GymEnvState {
     }
 }
 
-/// The environment batches a host runs.
+/// What a host is asked about its RL batches; [`GymEnvs`] answers.
+pub enum BatchMsg {
+    /// Builds a batch of RL environments and spawns its actor.
+    Create {
+        request: GymEnvRequest,
+        /// Who creates it (their subject), for own-only rights.
+        owner: String,
+        scope: Scope,
+        reply: Reply<GymEnvInfo>,
+    },
+    List {
+        scope: Scope,
+        reply: Reply<Vec<GymEnvInfo>>,
+    },
+    /// The batch's actor and description, for a caller to drive it.
+    Get {
+        id: String,
+        scope: Scope,
+        reply: Reply<(ActorRef<GymMsg>, GymEnvInfo)>,
+    },
+    Delete {
+        id: String,
+        scope: Scope,
+        reply: Reply<()>,
+    },
+    /// A batch's actor is up (from its builder).
+    Started(GymStarted),
+}
+
+/// The environment batches a host runs: their actors, descriptions and
+/// message counts. The host hands it every [`BatchMsg`] and every exit of an
+/// actor it does not know as a twin's.
 #[derive(Default)]
 pub(crate) struct GymEnvs {
-    pub(crate) envs: std::collections::HashMap<String, (ActorRef<GymMsg>, GymEnvInfo)>,
-    pub(crate) messages: std::collections::HashMap<String, crate::inspector::MessageCount>,
-    pub(crate) by_actor: std::collections::HashMap<ractor::ActorId, String>,
+    envs: std::collections::HashMap<String, (ActorRef<GymMsg>, GymEnvInfo)>,
+    messages: std::collections::HashMap<String, crate::inspector::MessageCount>,
+    by_actor: std::collections::HashMap<ractor::ActorId, String>,
 }
 
 impl GymEnvs {
+    /// Answers `msg`. A create resolves the twin it names through `twin`
+    /// (the host's records), then reads scenes and loads engines off the
+    /// host's loop; its actor is linked to `host`, which is told
+    /// [`BatchMsg::Started`] once it runs.
+    pub(crate) fn handle<M>(
+        &mut self,
+        host: &ActorRef<M>,
+        msg: BatchMsg,
+        twin: impl FnOnce(&crate::protocol::TwinRef) -> Result<TwinRecord, TwinError>,
+        setting: Setting,
+        tree: &crate::inspector::TreeEvents,
+    ) where
+        M: From<BatchMsg> + ractor::Message,
+    {
+        match msg {
+            BatchMsg::Create {
+                request,
+                owner,
+                scope,
+                reply,
+            } => {
+                let twin = match &request.twin_id {
+                    Some(key) => {
+                        let target = crate::protocol::TwinRef {
+                            key: key.clone(),
+                            scope: scope.clone(),
+                        };
+                        match twin(&target) {
+                            Ok(record) => Some(record),
+                            Err(e) => return drop(reply.send(Err(e))),
+                        }
+                    }
+                    None => None,
+                };
+                let host = host.clone();
+                tokio::spawn(async move {
+                    let result = match setting.prepare(request, owner, &scope, twin).await {
+                        Ok(build) => build.spawn(host.get_cell()).await,
+                        Err(e) => Err(e),
+                    };
+                    let result = result.and_then(|started| {
+                        let info = started.info.clone();
+                        host.send_message(M::from(BatchMsg::Started(started)))
+                            .map(|()| info)
+                            .map_err(|_| TwinError::Unavailable("the twin host".into()))
+                    });
+                    let _ = reply.send(result);
+                });
+            }
+            BatchMsg::List { scope, reply } => drop(reply.send(Ok(self.list(&scope)))),
+            BatchMsg::Get { id, scope, reply } => drop(reply.send(self.get(&id, &scope).cloned())),
+            BatchMsg::Delete { id, scope, reply } => {
+                let result = self.get(&id, &scope).map(|_| ());
+                if result.is_ok() {
+                    self.event(tree, &id, "stopped", Some("deleted".into()));
+                    if let Some(actor) = self.remove(&id) {
+                        actor.stop(Some("deleted".into()));
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            BatchMsg::Started(GymStarted {
+                actor,
+                info,
+                messages,
+            }) => {
+                let (id, task) = (info.id.clone(), info.task.clone());
+                self.by_actor.insert(actor.get_id(), id.clone());
+                self.messages.insert(id.clone(), messages);
+                self.envs.insert(id.clone(), (actor, info));
+                self.event(tree, &id, "started", Some(task));
+            }
+        }
+    }
+
+    /// Whether `actor` was one of these batches; it is gone either way. A
+    /// batch is not restarted: its episodes are its caller's, who sees it
+    /// fail and builds another.
+    pub(crate) fn ended(
+        &mut self,
+        actor: ractor::ActorId,
+        failure: Option<String>,
+        tree: &crate::inspector::TreeEvents,
+    ) -> bool {
+        let Some(id) = self.by_actor.get(&actor).cloned() else {
+            return false;
+        };
+        if let Some(why) = failure {
+            tracing::warn!(gym = %id, "gym environment failed: {why}; it is gone");
+            self.event(tree, &id, "failed", Some(why));
+        }
+        self.remove(&id);
+        true
+    }
+
+    /// The batches `scope` sees, as the supervision tree draws them.
+    pub(crate) fn tree_nodes(&self, scope: &Scope) -> Vec<crate::inspector::ActorNode> {
+        self.list(scope)
+            .into_iter()
+            .filter_map(|info| {
+                let (actor, _) = self.envs.get(&info.id)?;
+                let messages = self.messages.get(&info.id).map_or(0, |m| m.get());
+                Some(info.tree_node(actor.get_id(), messages))
+            })
+            .collect()
+    }
+
+    fn event(
+        &self,
+        tree: &crate::inspector::TreeEvents,
+        id: &str,
+        event: &str,
+        detail: Option<String>,
+    ) {
+        let org = self
+            .envs
+            .get(id)
+            .map(|(_, info)| info.organization.as_str())
+            .unwrap_or_default();
+        tree.emit(org, id, "gym", event, detail);
+    }
+
     /// The batch `id` if `scope` sees it; any other reads as not found.
-    pub(crate) fn get(
+    fn get(
         &self,
         id: &str,
         scope: &crate::protocol::Scope,
@@ -333,7 +486,7 @@ impl GymEnvs {
             .ok_or_else(|| TwinError::EnvNotFound(id.to_string()))
     }
 
-    pub(crate) fn list(&self, scope: &crate::protocol::Scope) -> Vec<GymEnvInfo> {
+    fn list(&self, scope: &crate::protocol::Scope) -> Vec<GymEnvInfo> {
         let mut list: Vec<GymEnvInfo> = self
             .envs
             .values()
@@ -344,7 +497,7 @@ impl GymEnvs {
         list
     }
 
-    pub(crate) fn remove(&mut self, id: &str) -> Option<ActorRef<GymMsg>> {
+    fn remove(&mut self, id: &str) -> Option<ActorRef<GymMsg>> {
         self.messages.remove(id);
         let (actor, _) = self.envs.remove(id)?;
         self.by_actor.remove(&actor.get_id());

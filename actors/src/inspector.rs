@@ -90,6 +90,58 @@ pub struct TreeEvent {
     pub detail: Option<String>,
 }
 
+/// Where changes to the supervision tree are told to whoever watches it (the
+/// inspector's live view); cheap to clone, and nobody watching is fine.
+#[derive(Debug, Clone)]
+pub struct TreeEvents(tokio::sync::broadcast::Sender<TreeEvent>);
+
+impl Default for TreeEvents {
+    fn default() -> Self {
+        // A watcher further behind than this misses events and is told so
+        // (`RecvError::Lagged`); the tree itself can always be read again.
+        TreeEvents(tokio::sync::broadcast::channel(256).0)
+    }
+}
+
+impl TreeEvents {
+    /// An actor of `organization`, shown as `name`, changed.
+    pub fn emit(
+        &self,
+        organization: &str,
+        name: &str,
+        kind: &str,
+        event: &str,
+        detail: Option<String>,
+    ) {
+        let _ = self.0.send(TreeEvent {
+            at: Utc::now(),
+            organization: organization.to_string(),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            event: event.to_string(),
+            detail,
+        });
+    }
+
+    /// A twin's (or fork's) actor changed.
+    pub fn twin(&self, record: &crate::TwinRecord, event: &str, detail: Option<String>) {
+        let kind = if record.ephemeral { "fork" } else { "twin" };
+        let organization = record.definition.organization();
+        self.emit(
+            organization,
+            record.definition.name.as_str(),
+            kind,
+            event,
+            detail,
+        );
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<TreeEvent> {
+        self.0.subscribe()
+    }
+}
+
 /// How many messages an actor has handled, shared with whoever reports it.
 #[derive(Debug, Clone, Default)]
 pub struct MessageCount(Arc<AtomicU64>);

@@ -63,7 +63,7 @@ pub struct TwinArgs {
     /// Where the twin shows its children to the host's tree.
     pub child_board: ChildBoard,
     /// Watchers of the supervision tree, told when a child starts or fails.
-    pub tree_events: Option<tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>>,
+    pub tree_events: Option<crate::inspector::TreeEvents>,
     /// Told (once) when the twin has been paused, childless and without a
     /// request for `passivate_after`, so its supervisor may deactivate it.
     pub passivate_after: Option<Duration>,
@@ -111,7 +111,7 @@ pub struct TwinState {
     organization: String,
     sync: crate::sync::TwinSync,
     children: Children,
-    tree_events: Option<tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>>,
+    tree_events: Option<crate::inspector::TreeEvents>,
     passivate_after: Option<Duration>,
     on_idle: Option<Arc<dyn Fn() + Send + Sync>>,
     /// The last request from a caller, for passivation.
@@ -150,17 +150,16 @@ impl TwinState {
         events: Vec<ChildEvent>,
         followups: Vec<Followup>,
     ) {
-        if let Some(sender) = &self.tree_events {
+        if let Some(tree) = &self.tree_events {
             for event in events {
-                // Nobody watching is fine.
-                let _ = sender.send(crate::inspector::TreeEvent {
-                    at: chrono::Utc::now(),
-                    organization: self.organization.clone(),
-                    name: format!("{}/{}", self.name, event.name),
-                    kind: event.kind.to_string(),
-                    event: event.event.to_string(),
-                    detail: event.detail,
-                });
+                let name = format!("{}/{}", self.name, event.name);
+                tree.emit(
+                    &self.organization,
+                    &name,
+                    event.kind,
+                    event.event,
+                    event.detail,
+                );
             }
         }
         for followup in followups {

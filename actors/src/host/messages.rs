@@ -126,31 +126,8 @@ pub enum HostMsg {
         scope: Scope,
         reply: Reply<hanzo_twin_engines::compare::CompareReport>,
     },
-    /// Builds a batch of RL environments and spawns its actor.
-    CreateGym {
-        request: crate::gym::GymEnvRequest,
-        /// Who creates it (their subject), for own-only rights.
-        owner: String,
-        scope: Scope,
-        reply: Reply<crate::gym::GymEnvInfo>,
-    },
-    ListGym {
-        scope: Scope,
-        reply: Reply<Vec<crate::gym::GymEnvInfo>>,
-    },
-    /// The batch's actor and description, for a caller to drive it.
-    GetGym {
-        id: String,
-        scope: Scope,
-        reply: Reply<(ActorRef<crate::gym::GymMsg>, crate::gym::GymEnvInfo)>,
-    },
-    DeleteGym {
-        id: String,
-        scope: Scope,
-        reply: Reply<()>,
-    },
-    /// A gym batch's actor is up (from its builder).
-    GymStarted(crate::gym::GymStarted),
+    /// About the node's RL environment batches.
+    Gym(crate::gym::BatchMsg),
     /// The node's supervision tree now.
     Tree {
         scope: Scope,
@@ -267,3 +244,9 @@ pub struct Rebalanced {
 
 /// Local only: never sent between nodes.
 impl ractor::Message for HostMsg {}
+
+impl From<crate::gym::BatchMsg> for HostMsg {
+    fn from(msg: crate::gym::BatchMsg) -> Self {
+        HostMsg::Gym(msg)
+    }
+}

@@ -15,6 +15,7 @@ use crate::checkpoints::Checkpoints;
 use crate::definition::{DEFAULT_ORGANIZATION, Name, TwinDefinition};
 use crate::direct::RouteCache;
 use crate::error::TwinError;
+use crate::inspector::TreeEvents;
 use crate::protocol::{ForkOptions, Reply, Scope, StartOptions, TwinMsg, TwinRef, call_actor};
 use crate::record::{Clock, Lifecycle, TwinId, TwinRecord};
 use crate::remote::Placement;
@@ -150,7 +151,7 @@ pub struct HostState {
     /// The newest checkpoint of each twin held here, and their writer.
     checkpoints: Checkpoints,
     /// What changes the supervision tree, for whoever watches it.
-    tree_events: tokio::sync::broadcast::Sender<crate::inspector::TreeEvent>,
+    tree: TreeEvents,
     /// RL environment batches, supervised like twins.
     gym: crate::gym::GymEnvs,
     placement: Option<Arc<dyn Placement>>,
@@ -201,36 +202,6 @@ impl HostState {
         (record, durable)
     }
 
-    /// Tells watchers of the supervision tree what happened to a twin's actor.
-    fn tree_event(&self, record: &TwinRecord, event: &str, detail: Option<String>) {
-        let kind = if record.ephemeral { "fork" } else { "twin" };
-        let org = record.definition.organization();
-        self.emit_for(org, record.definition.name.as_str(), kind, event, detail);
-    }
-
-    /// A gym batch's event.
-    fn emit(&self, id: &str, kind: &str, event: &str, detail: Option<String>) {
-        let org = self
-            .gym
-            .envs
-            .get(id)
-            .map(|(_, info)| info.organization.clone())
-            .unwrap_or_default();
-        self.emit_for(&org, id, kind, event, detail);
-    }
-
-    fn emit_for(&self, org: &str, name: &str, kind: &str, event: &str, detail: Option<String>) {
-        // Nobody watching is fine.
-        let _ = self.tree_events.send(crate::inspector::TreeEvent {
-            at: chrono::Utc::now(),
-            organization: org.to_string(),
-            name: name.to_string(),
-            kind: kind.to_string(),
-            event: event.to_string(),
-            detail,
-        });
-    }
-
     /// This node's supervision tree: the node, its host, and under the host
     /// every twin (running or not) and gym batch.
     fn tree(&self, scope: &Scope) -> crate::inspector::ActorNode {
@@ -249,12 +220,11 @@ impl HostState {
             }
             node
         });
-        let gyms = self.gym.list(scope).into_iter().filter_map(|info| {
-            let (actor, _) = self.gym.envs.get(&info.id)?;
-            let messages = self.gym.messages.get(&info.id).map_or(0, |m| m.get());
-            Some(info.tree_node(actor.get_id(), messages))
-        });
-        ActorNode::node(&self.config.node_id, twins.collect(), gyms.collect())
+        ActorNode::node(
+            &self.config.node_id,
+            twins.collect(),
+            self.gym.tree_nodes(scope),
+        )
     }
 
     async fn stored_checkpoint(&self, id: TwinId) -> Result<Option<Arc<SimState>>, TwinError> {
@@ -315,7 +285,7 @@ impl HostState {
                 definition.sync.clone()
             },
             child_board: crate::children::ChildBoard::default(),
-            tree_events: Some(self.tree_events.clone()),
+            tree_events: Some(self.tree.clone()),
             passivate_after: self.config.passivate_after,
             on_idle: Some(Arc::new({
                 let (host, actor) = (myself.clone(), spawned.clone());
@@ -356,7 +326,7 @@ impl HostState {
                 children,
             },
         );
-        self.tree_event(&record, "started", None);
+        self.tree.twin(&record, "started", None);
         Ok(())
     }
 
@@ -501,7 +471,7 @@ impl HostState {
             .stop_and_wait(Some("stopped".into()), Some(self.config.call_timeout))
             .await;
         if let Ok(record) = self.record(id).cloned() {
-            self.tree_event(&record, "stopped", None);
+            self.tree.twin(&record, "stopped", None);
         }
     }
 
@@ -773,7 +743,7 @@ impl HostState {
                 tracing::error!(twin = %id, error = %e, "releasing the twin failed");
             }
             tracing::info!(twin = %id, "twin handed off to its new owner");
-            self.tree_event(&released, "handed_off", None);
+            self.tree.twin(&released, "handed_off", None);
             metrics::counter!("hanzo_twin_handoffs_total").increment(1);
             done.released.push(id);
         }
@@ -860,7 +830,7 @@ impl HostState {
         self.checkpoints.release(id);
         self.hold(record.clone());
         tracing::info!(twin = %id, "took the twin over");
-        self.tree_event(&record, "adopted", None);
+        self.tree.twin(&record, "adopted", None);
         if let Some(clock) = resume {
             let twin = TwinRef {
                 key: id.to_string(),
@@ -1004,7 +974,7 @@ impl HostState {
             return;
         };
         record.status.last_error = Some(reason.clone());
-        self.tree_event(&record, "failed", Some(reason.clone()));
+        self.tree.twin(&record, "failed", Some(reason.clone()));
         if crashes.len() as u32 > self.config.max_restarts {
             record.status.state = Lifecycle::Failed;
             record.status.last_error = Some(format!(
@@ -1013,7 +983,8 @@ impl HostState {
                 self.config.restart_window.as_secs()
             ));
             tracing::error!(twin = %id, "twin exceeded its restart limit and is marked failed");
-            self.tree_event(&record, "gave_up", record.status.last_error.clone());
+            self.tree
+                .twin(&record, "gave_up", record.status.last_error.clone());
         } else {
             let checkpoint = self.checkpoints.latest(id);
             match self
@@ -1030,7 +1001,7 @@ impl HostState {
                 Ok(()) => {
                     record.status.restarts += 1;
                     record.status.state = Lifecycle::Running;
-                    self.tree_event(&record, "restarted", None);
+                    self.tree.twin(&record, "restarted", None);
                     metrics::counter!("hanzo_twin_restarts_total").increment(1);
                 }
                 Err(e) => {
@@ -1326,86 +1297,28 @@ impl HostState {
                 }
                 let _ = reply.send(Ok(()));
             }
-            HostMsg::CreateGym {
-                request,
-                owner,
-                scope,
-                reply,
-            } => {
-                // The twin it names is read here; scenes and engines load
-                // off the host's loop.
-                let twin = match &request.twin_id {
-                    Some(key) => {
-                        let target = TwinRef {
-                            key: key.clone(),
-                            scope: scope.clone(),
-                        };
-                        match self
-                            .resolve(&target)
-                            .and_then(|id| self.record(id).cloned())
-                        {
-                            Ok(record) => Some(record),
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                                return;
-                            }
-                        }
-                    }
-                    None => None,
-                };
+            HostMsg::Gym(msg) => {
                 let setting = crate::gym::Setting {
                     scenes: self.scenes.clone(),
                     engines: self.engines.clone(),
                     ant_xml: self.config.ant_xml.clone(),
                     node: self.config.node_id.clone(),
                 };
-                let host = myself.clone();
-                tokio::spawn(async move {
-                    let result = match setting.prepare(request, owner, &scope, twin).await {
-                        Ok(build) => build.spawn(host.get_cell()).await,
-                        Err(e) => Err(e),
-                    };
-                    let result = result.and_then(|started| {
-                        let info = started.info.clone();
-                        host.send_message(HostMsg::GymStarted(started))
-                            .map(|()| info)
-                            .map_err(|_| TwinError::Unavailable("the twin host".into()))
-                    });
-                    let _ = reply.send(result);
-                });
-            }
-            HostMsg::ListGym { scope, reply } => {
-                let _ = reply.send(Ok(self.gym.list(&scope)));
-            }
-            HostMsg::GetGym { id, scope, reply } => {
-                let _ = reply.send(self.gym.get(&id, &scope).cloned());
-            }
-            HostMsg::DeleteGym { id, scope, reply } => {
-                let result = self.gym.get(&id, &scope).map(|_| ());
-                if result.is_ok() {
-                    self.emit(&id, "gym", "stopped", Some("deleted".into()));
-                    if let Some(actor) = self.gym.remove(&id) {
-                        actor.stop(Some("deleted".into()));
-                    }
-                }
-                let _ = reply.send(result);
-            }
-            HostMsg::GymStarted(crate::gym::GymStarted {
-                actor,
-                info,
-                messages,
-            }) => {
-                let (id, task) = (info.id.clone(), info.task.clone());
-                self.gym.by_actor.insert(actor.get_id(), id.clone());
-                self.gym.messages.insert(id.clone(), messages);
-                self.gym.envs.insert(id.clone(), (actor, info));
-                self.emit(&id, "gym", "started", Some(task));
+                let records = &self.records;
+                let twin = |target: &TwinRef| {
+                    let id = records.resolve(target)?;
+                    records
+                        .get(id)
+                        .cloned()
+                        .ok_or_else(|| TwinError::NotFound(id.to_string()))
+                };
+                self.gym.handle(myself, msg, twin, setting, &self.tree);
             }
             HostMsg::Tree { scope, reply } => {
                 let _ = reply.send(Ok(self.tree(&scope)));
             }
             HostMsg::WatchTree { reply } => {
-                let _ = reply.send(Ok(self.tree_events.subscribe()));
+                let _ = reply.send(Ok(self.tree.subscribe()));
             }
             HostMsg::Resolve { twin, reply } => {
                 let id = match self.resolve(&twin) {
@@ -1724,7 +1637,7 @@ impl HostState {
         metrics::counter!("hanzo_twin_passivations_total").increment(1);
         if let Ok(mut record) = self.record(id).cloned() {
             record.status.passivated = true;
-            self.tree_event(&record, "passivated", None);
+            self.tree.twin(&record, "passivated", None);
             let (_, durable) = self.save_queued(record).await;
             log_if_not_durable(id, durable, "saving the passivated status");
         }
@@ -1841,7 +1754,7 @@ impl Actor for TwinHost {
             scenes,
             records: Registry::default(),
             activations: Activations::new(args.routes),
-            tree_events: tokio::sync::broadcast::channel(256).0,
+            tree: TreeEvents::default(),
             gym: Default::default(),
             placement: args.placement,
         };
@@ -1906,43 +1819,28 @@ impl Actor for TwinHost {
         event: SupervisionEvent,
         state: &mut HostState,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, err)
-                if state.gym.by_actor.contains_key(&cell.get_id()) =>
-            {
-                if let Some(id) = state.gym.by_actor.get(&cell.get_id()).cloned() {
-                    tracing::warn!(gym = %id, "gym environment failed: {err}; it is gone");
-                    state.emit(&id, "gym", "failed", Some(err.to_string()));
-                    state.gym.remove(&id);
-                }
-            }
-            SupervisionEvent::ActorTerminated(cell, _, _)
-                if state.gym.by_actor.contains_key(&cell.get_id()) =>
-            {
-                if let Some(id) = state.gym.by_actor.get(&cell.get_id()).cloned() {
-                    state.gym.remove(&id);
-                }
-            }
+        // An actor ends failed (with why) or terminated (perhaps with why).
+        let (actor, failure, reason) = match event {
             SupervisionEvent::ActorFailed(cell, err) => {
-                match state.activations.ended(cell.get_id()) {
-                    Ended::Passivated(id) => state.unpark(&myself, id),
-                    Ended::Current(id) => state.crashed(&myself, id, err.to_string()).await,
-                    Ended::Released => {}
-                }
+                let err = err.to_string();
+                (cell.get_id(), Some(err.clone()), err)
             }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                match state.activations.ended(cell.get_id()) {
-                    // A passivated twin's actor is done: its final checkpoint
-                    // is in its slot, and what waited for it is handled again.
-                    Ended::Passivated(id) => state.unpark(&myself, id),
-                    Ended::Current(id) => {
-                        let reason = reason.unwrap_or_else(|| "terminated unexpectedly".into());
-                        state.crashed(&myself, id, reason).await;
-                    }
-                    Ended::Released => {}
-                }
-            }
-            _ => {}
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell.get_id(),
+                None,
+                reason.unwrap_or_else(|| "terminated unexpectedly".into()),
+            ),
+            _ => return Ok(()),
+        };
+        if state.gym.ended(actor, failure, &state.tree) {
+            return Ok(());
+        }
+        match state.activations.ended(actor) {
+            // A passivated twin's actor is done: its final checkpoint is in
+            // its slot, and what waited for it is handled again.
+            Ended::Passivated(id) => state.unpark(&myself, id),
+            Ended::Current(id) => state.crashed(&myself, id, reason).await,
+            Ended::Released => {}
         }
         Ok(())
     }
