@@ -2,7 +2,7 @@
 //! straight to a running twin's actor, without waiting in the host's mailbox
 //! behind scene reads and store writes.
 //!
-//! The host resolves a twin once ([`crate::protocol::HostMsg::Resolve`]); the
+//! The host resolves a twin once ([`crate::host::HostMsg::Resolve`]); the
 //! resolved actor is cached here by the caller's scope and the key it named
 //! (id or name). An entry stops being used when
 //! - the actor has ended (it crashed and restarted, was stopped, moved to

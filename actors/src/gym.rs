@@ -312,7 +312,7 @@ impl GymEnvState {
     }
 }
 
-/// What a host is asked about its RL batches; [`GymEnvs`] answers.
+/// What a host is asked about its RL batches; the host's `GymEnvs` answers.
 pub enum BatchMsg {
     /// Builds a batch of RL environments and spawns its actor.
     Create {
