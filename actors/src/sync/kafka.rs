@@ -11,6 +11,7 @@
 //! is counted as skipped.
 
 use super::SourceStats;
+use super::publish::TickSchedule;
 use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, TwinMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rdkafka::ClientConfig;
@@ -71,6 +72,8 @@ pub struct KafkaPublisher;
 pub struct KafkaState {
     args: KafkaArgs,
     producer: FutureProducer,
+    /// Set once the first tick is scheduled.
+    ticks: Option<TickSchedule>,
 }
 
 pub enum KafkaMsg {
@@ -161,7 +164,11 @@ impl Actor for KafkaPublisher {
                 reason
             })?;
         args.stats.update(|s| s.state = "connecting".into());
-        Ok(KafkaState { args, producer })
+        Ok(KafkaState {
+            args,
+            producer,
+            ticks: None,
+        })
     }
 
     async fn post_start(
@@ -169,7 +176,9 @@ impl Actor for KafkaPublisher {
         myself: ActorRef<KafkaMsg>,
         state: &mut KafkaState,
     ) -> Result<(), ActorProcessingErr> {
-        myself.send_after(state.args.period, || KafkaMsg::Tick);
+        state.ticks = Some(TickSchedule::start(state.args.period, &myself, || {
+            KafkaMsg::Tick
+        }));
         Ok(())
     }
 
@@ -198,9 +207,6 @@ impl Actor for KafkaPublisher {
         state.args.messages.bump();
         match msg {
             KafkaMsg::Tick => {
-                // As the MQTT publisher: the next tick is due a period after
-                // this one started, so the rate is never exceeded.
-                let started = std::time::Instant::now();
                 let at = chrono::Utc::now();
                 if let Err(reason) = state.publish(at).await {
                     state.args.stats.update(|s| {
@@ -208,8 +214,9 @@ impl Actor for KafkaPublisher {
                         s.last_error = Some(reason);
                     });
                 }
-                let wait = state.args.period.saturating_sub(started.elapsed());
-                myself.send_after(wait.max(Duration::from_millis(1)), || KafkaMsg::Tick);
+                if let Some(ticks) = &mut state.ticks {
+                    ticks.next(&myself, || KafkaMsg::Tick);
+                }
             }
         }
         Ok(())

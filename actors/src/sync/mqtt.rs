@@ -286,19 +286,22 @@ impl Link {
     }
 }
 
-/// Polls the connection and hands each event to `actor` with a call (so
-/// one at a time waits in its mailbox), sleeping as long as the actor
-/// answers (the backoff after an error). Ends with the actor.
+/// Polls the connection and hands each error, and each incoming packet
+/// that `wanted` picks, to `actor` with a call (so one at a time waits in
+/// its mailbox), sleeping as long as the actor answers (the backoff after an
+/// error). The rest (acknowledgements, pings) the poller handles alone, so
+/// the connection never waits on a busy actor for them. Ends with the actor.
 pub(super) fn spawn_poller<M: ractor::Message>(
     mut eventloop: rumqttc::EventLoop,
     actor: ActorRef<M>,
+    wanted: fn(&Packet) -> bool,
     wrap: fn(Result<Packet, ConnectionError>, RpcReplyPort<Duration>) -> M,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let event = match eventloop.poll().await {
-                Ok(Event::Incoming(packet)) => Ok(packet),
-                Ok(Event::Outgoing(_)) => continue,
+                Ok(Event::Incoming(packet)) if wanted(&packet) => Ok(packet),
+                Ok(_) => continue,
                 Err(e) => Err(e),
             };
             match actor.call(|reply| wrap(event, reply), None).await {
@@ -421,7 +424,7 @@ impl Actor for MqttSource {
         state: &mut MqttState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(eventloop) = state.eventloop.take() {
-            state.poller = Some(spawn_poller(eventloop, myself, MqttMsg::Event));
+            state.poller = Some(spawn_poller(eventloop, myself, |_| true, MqttMsg::Event));
         }
         Ok(())
     }

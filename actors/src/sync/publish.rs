@@ -3,8 +3,8 @@
 //!
 //! At `sync.rate_hz` the publisher asks its twin for a prediction (the
 //! twin's state, and what it predicts for every measured attribute beside
-//! the latest reading) and publishes it. It never publishes faster than the
-//! rate; while the broker is away it publishes nothing (a prediction is
+//! the latest reading) and publishes it, on the fixed schedule of
+//! [`TickSchedule`]; while the broker is away it publishes nothing (a prediction is
 //! stale by the time the broker is back) and counts the ticks it skipped.
 
 use super::SourceStats;
@@ -15,6 +15,46 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rumqttc::{AsyncClient, ConnectionError, Packet};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A publisher's ticks, on a fixed schedule of one per period. A tick that
+/// fires late (timers fire on millisecond boundaries, and a loaded node
+/// runs them later still) delays only itself: the next is due a period
+/// after this one was due, or at once if that has passed. No tick comes
+/// before it is due, and each is due at least a period after the previous
+/// one was, and no earlier than the previous one ended; so `n` ticks span
+/// at least `n - 2` periods, and the rate is kept (a schedule counted from
+/// each tick's end instead falls to half of 1 kHz).
+pub(super) struct TickSchedule {
+    period: Duration,
+    due: std::time::Instant,
+}
+
+impl TickSchedule {
+    /// Schedules the first tick, a period from now.
+    pub(super) fn start<M: ractor::Message>(
+        period: Duration,
+        myself: &ActorRef<M>,
+        tick: fn() -> M,
+    ) -> TickSchedule {
+        myself.send_after(period, tick);
+        TickSchedule {
+            period,
+            due: std::time::Instant::now() + period,
+        }
+    }
+
+    /// Schedules the tick after the one just handled.
+    pub(super) fn next<M: ractor::Message>(&mut self, myself: &ActorRef<M>, tick: fn() -> M) {
+        let now = std::time::Instant::now();
+        self.due = (self.due + self.period).max(now);
+        let wait = self.due - now;
+        if wait.is_zero() {
+            let _ = myself.cast(tick());
+        } else {
+            myself.send_after(wait, tick);
+        }
+    }
+}
 
 /// How to spawn (and respawn) one MQTT publisher.
 pub struct MqttPublisherChild {
@@ -81,6 +121,8 @@ pub struct PublisherState {
     poller: Option<tokio::task::JoinHandle<()>>,
     link: Link,
     connected: bool,
+    /// Set once the first tick is scheduled.
+    ticks: Option<TickSchedule>,
 }
 
 pub enum PublisherMsg {
@@ -159,6 +201,7 @@ impl Actor for MqttPublisher {
             poller: None,
             link,
             connected: false,
+            ticks: None,
         })
     }
 
@@ -168,9 +211,18 @@ impl Actor for MqttPublisher {
         state: &mut PublisherState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(eventloop) = state.eventloop.take() {
-            state.poller = Some(spawn_poller(eventloop, myself.clone(), PublisherMsg::Event));
+            // A publisher reads nothing: only (re)connections concern it.
+            let connack = |p: &Packet| matches!(p, Packet::ConnAck(_));
+            state.poller = Some(spawn_poller(
+                eventloop,
+                myself.clone(),
+                connack,
+                PublisherMsg::Event,
+            ));
         }
-        myself.send_after(state.args.period, || PublisherMsg::Tick);
+        state.ticks = Some(TickSchedule::start(state.args.period, &myself, || {
+            PublisherMsg::Tick
+        }));
         Ok(())
     }
 
@@ -213,9 +265,6 @@ impl Actor for MqttPublisher {
                 let _ = reply.send(wait);
             }
             PublisherMsg::Tick => {
-                // The next tick is due a period after this one started, so
-                // the rate is never exceeded (a slow round only lowers it).
-                let started = std::time::Instant::now();
                 let at = chrono::Utc::now();
                 if state.connected {
                     match state.publish(at).await {
@@ -228,8 +277,9 @@ impl Actor for MqttPublisher {
                 } else {
                     state.args.stats.update(|s| s.skipped += 1);
                 }
-                let wait = state.args.period.saturating_sub(started.elapsed());
-                myself.send_after(wait.max(Duration::from_millis(1)), || PublisherMsg::Tick);
+                if let Some(ticks) = &mut state.ticks {
+                    ticks.next(&myself, || PublisherMsg::Tick);
+                }
             }
         }
         Ok(())
