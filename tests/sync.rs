@@ -1330,3 +1330,87 @@ fn source_in<'a>(status: &'a Value, list: &str, name: &str) -> &'a Value {
         .and_then(|s| s.iter().find(|s| s["name"] == name))
         .unwrap_or_else(|| panic!("no {name} in {list} of {status:#}"))
 }
+
+#[tokio::test]
+async fn batch_mode_applies_readings_once_per_period_and_a_patch_switches_modes_on_the_running_twin()
+ {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let broker = Broker::start(dir.path(), &certs);
+    let node = TestNode::start().await;
+    let plant = json!({
+        "type": "mqtt",
+        "name": "plant",
+        "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
+        "topic": "batch/#",
+        "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
+        "payload": "number",
+        "mapping": { "temp": "/World/Arm/Link1.temperature" }
+    });
+    let temperature = "/World/Arm/Link1.temperature";
+    // A period of 1,000 s: within this test, readings only queue.
+    let mut definition = arm_with_sync("batch-arm", json!([plant.clone()]));
+    definition["sync"]["mode"] = json!("batch");
+    definition["sync"]["rate_hz"] = json!(0.001);
+    let (status, created) = node.post("/v1/twins", definition).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    wait_sync(&node, &id, "connected", |s| {
+        source(s, "plant")["state"] == "connected"
+    })
+    .await;
+    let temps = |values: &[&str]| -> Vec<(&'static str, String)> {
+        values
+            .iter()
+            .map(|v| ("batch/temp", v.to_string()))
+            .collect()
+    };
+    publish_tls(&python, &broker, &certs, &temps(&["20", "21", "22"]));
+    let queued = wait_sync(&node, &id, "three readings counted", |s| {
+        source(s, "plant")["messages"] == 3
+    })
+    .await;
+    assert_eq!(queued["mode"], "batch", "{queued:#}");
+    assert_eq!(queued["buffer"]["queued"], 3, "{queued:#}");
+    assert!(
+        reading(&queued, temperature).is_none(),
+        "applied before its period ended: {queued:#}"
+    );
+
+    // To realtime: what the batch held is applied at once, in order.
+    let realtime = json!({ "sync": { "mode": "realtime", "sources": [plant.clone()] } });
+    let (status, body) = node.patch(&format!("/v1/twins/{id}"), realtime).await;
+    assert_eq!(status, 200, "{body}");
+    let applied = wait_sync(&node, &id, "the queued readings applied", |s| {
+        s["mode"] == "realtime" && reading(s, temperature).is_some_and(|r| r["value"] == 22.0)
+    })
+    .await;
+    assert_eq!(applied["buffer"]["queued"], 0, "{applied:#}");
+    let history = sync_history(&node, &id, "").await;
+    assert!(
+        history["events"].as_array().is_some_and(|events| events
+            .iter()
+            .any(|e| e["kind"] == "mode" && e["detail"] == "batch → realtime")),
+        "{history:#}"
+    );
+
+    // Back to batch, 20 periods a second: a reading waits for its period,
+    // then is applied without anything else happening.
+    let batch = json!({ "sync": { "mode": "batch", "rate_hz": 20, "sources": [plant] } });
+    let (status, body) = node.patch(&format!("/v1/twins/{id}"), batch).await;
+    assert_eq!(status, 200, "{body}");
+    wait_sync(&node, &id, "the source reconnected in batch mode", |s| {
+        s["mode"] == "batch" && source(s, "plant")["state"] == "connected"
+    })
+    .await;
+    publish_tls(&python, &broker, &certs, &temps(&["30"]));
+    wait_sync(
+        &node,
+        &id,
+        "the reading applied at the end of its period",
+        |s| reading(s, temperature).is_some_and(|r| r["value"] == 30.0),
+    )
+    .await;
+}

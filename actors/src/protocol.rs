@@ -382,6 +382,9 @@ pub enum TwinMsg {
     /// Internal: time to see whether the paused twin has been idle long
     /// enough to be passivated.
     IdleCheck { generation: u64 },
+    /// Internal, in batch sync mode: a sync period has passed; apply the
+    /// readings queued (`generation` names the sync block it was set for).
+    SyncWindow { generation: u64 },
     /// From the host, before it drains the twin's mailbox to passivate it:
     /// checkpoint the final state when stopping.
     Passivate,
@@ -407,6 +410,7 @@ impl TwinMsg {
             | TwinMsg::RestartChild { .. }
             | TwinMsg::SyncReadings
             | TwinMsg::IdleCheck { .. }
+            | TwinMsg::SyncWindow { .. }
             | TwinMsg::Passivate => {}
         }
     }

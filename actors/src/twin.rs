@@ -89,6 +89,9 @@ pub struct TwinState {
     clock: Clock,
     /// Bumped on every clock change; ticks of older generations are ignored.
     generation: u64,
+    /// Bumped on every change of the sync block; batch periods scheduled
+    /// for an older one are ignored.
+    sync_generation: u64,
     /// The pending tick of the real-time clock, aborted on a clock change.
     ticker: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<TwinMsg>>>>,
     /// Real-time clock: when it started and how many steps it has taken since.
@@ -142,6 +145,14 @@ impl Drop for ActiveGauge {
 }
 
 impl TwinState {
+    /// In batch sync mode, schedules the end of the next sync period.
+    fn schedule_sync_window(&self, myself: &ActorRef<TwinMsg>) {
+        if let Some(window) = self.sync.window() {
+            let generation = self.sync_generation;
+            myself.send_after(window, move || TwinMsg::SyncWindow { generation });
+        }
+    }
+
     /// Tells the tree's watchers about the twin's children, and schedules
     /// the restarts the restart policy asks for.
     fn children_changed(
@@ -480,7 +491,7 @@ impl Actor for TwinActor {
         metrics::counter!("hanzo_twin_simulations_total", "engine" => engine_label.clone(), "org" => args.organization.clone())
             .increment(1);
         let (sync, children) =
-            crate::sync::TwinSync::start(&args.sync, &args.id.to_string(), &args.stream);
+            crate::sync::TwinSync::start(&args.sync, &args.id.to_string(), &args.stream, None);
         let mut state = TwinState {
             organization: args.organization.clone(),
             sync,
@@ -504,6 +515,7 @@ impl Actor for TwinActor {
             step_hz: args.config.step_hz,
             clock: Clock::Paused,
             generation: 0,
+            sync_generation: 0,
             ticker: None,
             clock_origin: Instant::now(),
             clock_steps: 0,
@@ -540,6 +552,7 @@ impl Actor for TwinActor {
         // the twin's start (a source connects on its own time).
         let (events, followups) = state.children.start_all(&myself).await;
         state.children_changed(&myself, events, followups);
+        state.schedule_sync_window(&myself);
         Ok(())
     }
 
@@ -635,14 +648,32 @@ impl Actor for TwinActor {
                 }
             }
             TwinMsg::SetSync { sync, reply } => {
-                let (sync, children) =
-                    crate::sync::TwinSync::start(&sync, &state.twin_label, &state.stream);
+                let previous = std::mem::take(&mut state.sync);
+                let (sync, children) = crate::sync::TwinSync::start(
+                    &sync,
+                    &state.twin_label,
+                    &state.stream,
+                    Some(previous),
+                );
                 state.sync = sync;
                 let (events, followups) = state.children.replace(children, &myself).await;
                 state.children_changed(&myself, events, followups);
+                // Readings a batch left queued are due now in realtime; in
+                // batch, at the end of the new period.
+                state.sync_generation += 1;
+                if state.sync.window().is_none() && state.sync.has_queued() {
+                    state.sync.take(state.sim.as_mut());
+                }
+                state.schedule_sync_window(&myself);
                 let _ = reply.send(Ok(()));
             }
             TwinMsg::SyncReadings => state.sync.take(state.sim.as_mut()),
+            TwinMsg::SyncWindow { generation } => {
+                if generation == state.sync_generation {
+                    state.sync.take(state.sim.as_mut());
+                    state.schedule_sync_window(&myself);
+                }
+            }
             TwinMsg::ForkSimulation { reply } => {
                 let _ = reply.send(state.sim.fork().map_err(TwinError::from));
             }

@@ -657,6 +657,12 @@ tags: [robot, cell-1]
         assert_eq!(e.field, "sync");
         assert!(e.message.contains("at least one entry in sources"), "{e}");
         let e = yaml_err(&format!("{GOOD}sync:\n  mode: batch\n"));
+        assert_eq!(e.field, "sync");
+        assert!(
+            e.message.contains("`batch` needs at least one entry"),
+            "{e}"
+        );
+        let e = yaml_err(&format!("{GOOD}sync:\n  mode: replay\n"));
         assert_eq!(e.field, "sync.mode");
     }
 

@@ -172,8 +172,11 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
             ));
         }
         match (raw.mode, raw.sources.is_empty()) {
-            (SyncMode::Realtime, true) => {
-                return Err("mode `realtime` needs at least one entry in sources".into());
+            (SyncMode::Realtime | SyncMode::Batch, true) => {
+                return Err(format!(
+                    "mode `{}` needs at least one entry in sources",
+                    raw.mode.as_str()
+                ));
             }
             (SyncMode::Standalone, false) => {
                 return Err(
@@ -259,14 +262,28 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
 }
 
 /// `standalone` simulates on its own; `realtime` follows its sources as their
-/// readings arrive. The spec's `batch` and `replay` are refused by name
-/// rather than accepted and ignored.
+/// readings arrive, `batch` once per sync period. The spec's `replay` is
+/// refused by name rather than accepted and ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncMode {
     #[default]
     Standalone,
+    /// Readings are applied as they arrive.
     Realtime,
+    /// Readings are buffered (up to `buffer_size`) and applied together
+    /// once per sync period, `1 / rate_hz`.
+    Batch,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Standalone => "standalone",
+            SyncMode::Realtime => "realtime",
+            SyncMode::Batch => "batch",
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for SyncMode {
@@ -275,8 +292,9 @@ impl<'de> Deserialize<'de> for SyncMode {
         match s.as_str() {
             "standalone" => Ok(SyncMode::Standalone),
             "realtime" => Ok(SyncMode::Realtime),
-            "batch" | "replay" => Err(serde::de::Error::custom(format!(
-                "sync mode `{s}` is not available on this node yet; use `realtime` or `standalone`"
+            "batch" => Ok(SyncMode::Batch),
+            "replay" => Err(serde::de::Error::custom(format!(
+                "sync mode `{s}` is not available on this node yet; use `realtime`, `batch` or `standalone`"
             ))),
             other => Err(serde::de::Error::custom(format!(
                 "unknown sync mode `{other}`, expected one of standalone, realtime, batch, replay"
@@ -969,9 +987,17 @@ mod tests {
         assert!(no_sources.contains("at least one"), "{no_sources}");
         assert!(
             sync("mode: batch\n")
-                .expect_err("batch")
+                .expect_err("batch without sources")
+                .contains("`batch` needs at least one")
+        );
+        assert!(
+            sync("mode: replay\n")
+                .expect_err("replay")
                 .contains("not available")
         );
+        let source = "  - type: mqtt\n    broker: mqtt://127.0.0.1\n    topic: a/#\n    mapping: {x: /World/A.t}\n";
+        let batch = sync(&format!("mode: batch\nrate_hz: 2\nsources:\n{source}")).expect("batch");
+        assert_eq!((batch.mode, batch.rate_hz), (SyncMode::Batch, 2.0));
     }
 
     #[test]

@@ -221,6 +221,8 @@ struct Latest {
 /// reading of each measured attribute.
 pub struct TwinSync {
     mode: SyncMode,
+    /// In batch mode, how often queued readings are applied.
+    window: Option<Duration>,
     inbox: Inbox,
     sources: Vec<Arc<SourceStats>>,
     publishers: Vec<Arc<SourceStats>>,
@@ -296,15 +298,42 @@ impl StreamSettings {
     }
 }
 
+/// A standalone twin's: no sources, nothing published.
+impl Default for TwinSync {
+    fn default() -> Self {
+        TwinSync::start(&SyncSpec::default(), "", &StreamSettings::default(), None).0
+    }
+}
+
 impl TwinSync {
     /// The twin's sync state and the source actors it supervises.
+    ///
+    /// A twin whose sync block changes passes its `previous` sync: its
+    /// history goes on, the latest readings stay, and readings still queued
+    /// move to the new buffer (a switch from batch to realtime applies them
+    /// at once; see [`TwinSync::has_queued`]).
     pub fn start(
         spec: &SyncSpec,
         twin_label: &str,
         stream: &StreamSettings,
+        previous: Option<TwinSync>,
     ) -> (TwinSync, Vec<Arc<dyn ChildSpec>>) {
-        let inbox = Inbox::new(spec.buffer_size);
-        let history = SyncHistory::default();
+        let inbox = Inbox::new(spec.buffer_size, spec.mode != SyncMode::Batch);
+        let (history, latest) = match previous {
+            Some(previous) => {
+                if previous.mode != spec.mode {
+                    previous.history.record(
+                        None,
+                        "mode",
+                        format!("{} → {}", previous.mode.as_str(), spec.mode.as_str()),
+                        None,
+                    );
+                }
+                inbox.refill(previous.inbox.take());
+                (previous.history, previous.latest)
+            }
+            None => (SyncHistory::default(), BTreeMap::new()),
+        };
         let mut sources = Vec::new();
         let mut children: Vec<Arc<dyn ChildSpec>> = Vec::new();
         for (index, source) in spec.sources.iter().enumerate() {
@@ -419,10 +448,12 @@ impl TwinSync {
         let sync = TwinSync {
             alerts,
             mode: spec.mode,
+            window: (spec.mode == SyncMode::Batch)
+                .then(|| Duration::from_secs_f64(1.0 / spec.rate_hz)),
             inbox,
             sources,
             publishers,
-            latest: BTreeMap::new(),
+            latest,
             budget: Duration::from_millis(spec.latency_budget_ms),
             late: 0,
             twin_label: twin_label.to_string(),
@@ -432,6 +463,17 @@ impl TwinSync {
             drifting: Default::default(),
         };
         (sync, children)
+    }
+
+    /// In batch mode, the sync period: the twin applies what is queued once
+    /// per period.
+    pub fn window(&self) -> Option<Duration> {
+        self.window
+    }
+
+    /// Whether readings wait in the buffer.
+    pub fn has_queued(&self) -> bool {
+        !self.inbox.is_empty()
     }
 
     /// Takes the queued readings: commands drive `sim`, measurements are

@@ -170,7 +170,8 @@ fn joint_state(prim: &Target, json: &serde_json::Value) -> Result<Vec<(Target, V
 
 /// Readings on their way to the twin: bounded by the sync block's
 /// `buffer_size` (the oldest go first, counted), and at most one wake-up
-/// message in the twin's mailbox however fast sources push.
+/// message in the twin's mailbox however fast sources push. In batch mode
+/// pushes wake nobody: the twin takes the readings once per sync period.
 #[derive(Clone)]
 pub struct Inbox(Arc<InboxInner>);
 
@@ -179,21 +180,25 @@ struct InboxInner {
     capacity: usize,
     dropped: AtomicU64,
     wake_pending: AtomicBool,
+    /// Whether a push wakes the twin (realtime), or waits for it (batch).
+    wakes: bool,
 }
 
 impl Inbox {
-    pub fn new(capacity: usize) -> Inbox {
+    pub fn new(capacity: usize, wakes: bool) -> Inbox {
         Inbox(Arc::new(InboxInner {
             readings: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             dropped: AtomicU64::new(0),
             wake_pending: AtomicBool::new(false),
+            wakes,
         }))
     }
 
-    /// Queues readings and wakes the twin unless a wake-up is pending.
+    /// Queues readings and wakes the twin, if this inbox wakes it and no
+    /// wake-up is pending.
     pub fn push(&self, readings: impl IntoIterator<Item = Reading>, twin: &ActorRef<TwinMsg>) {
-        if self.enqueue(readings) {
+        if self.enqueue(readings) && self.0.wakes {
             // A twin that is gone has nobody to wake.
             let _ = twin.cast(TwinMsg::SyncReadings);
         }
@@ -210,6 +215,13 @@ impl Inbox {
             queue.push_back(reading);
         }
         !self.0.wake_pending.swap(true, Ordering::AcqRel)
+    }
+
+    /// Queues readings carried over from an earlier buffer, oldest first,
+    /// waking nobody (the twin takes them itself).
+    pub fn refill(&self, readings: Vec<Reading>) {
+        self.enqueue(readings);
+        self.0.wake_pending.store(false, Ordering::Release);
     }
 
     /// Everything queued, oldest first; the next push wakes the twin again.
@@ -285,7 +297,7 @@ mod tests {
 
     #[test]
     fn a_full_inbox_drops_its_oldest_readings_and_counts_them() {
-        let inbox = Inbox::new(2);
+        let inbox = Inbox::new(2, true);
         let target = Target::parse("/A.b").expect("valid");
         let reading = |v: f64| Reading {
             source: 0,
