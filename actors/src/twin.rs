@@ -83,7 +83,7 @@ pub struct TwinState {
     /// Metric handles, resolved once per message rather than per step: a lookup
     /// costs more than a small scene's physics step. Not kept longer, because the
     /// exporter drops idle series and a stale handle would count into nothing.
-    step_duration: metrics::Histogram,
+    step_timings: StepTimings,
     sim: Box<dyn Simulation>,
     step_hz: f64,
     clock: Clock,
@@ -141,6 +141,51 @@ impl ActiveGauge {
 impl Drop for ActiveGauge {
     fn drop(&mut self) {
         metrics::gauge!("hanzo_twin_active_simulations", "engine" => self.0.clone()).decrement(1.0);
+    }
+}
+
+/// Samples of step durations for `hanzo_twin_step_duration_seconds`: at
+/// most one per millisecond of wall time. A twin on the real-time clock
+/// (a step every few milliseconds) records every step; one on the fast
+/// clock (a step every few microseconds) would push hundreds of thousands of
+/// samples a second into the recorder's buffers, whose reclamation then
+/// lagged behind: the soak's node grew by 80 MB in an hour.
+#[derive(Default)]
+struct StepTimings {
+    histogram: Option<metrics::Histogram>,
+    /// When the handle was looked up: again every minute, so the
+    /// recorder's idle timeout never leaves it feeding a dropped series.
+    looked_up: Option<Instant>,
+    last_sample: Option<Instant>,
+}
+
+impl StepTimings {
+    const SAMPLE_EVERY: Duration = Duration::from_millis(1);
+    const LOOKUP_EVERY: Duration = Duration::from_secs(60);
+
+    fn record(&mut self, started: Instant, engine: &str) {
+        let now = Instant::now();
+        if self
+            .last_sample
+            .is_some_and(|last| now.duration_since(last) < Self::SAMPLE_EVERY)
+        {
+            return;
+        }
+        self.last_sample = Some(now);
+        let stale = self
+            .looked_up
+            .is_none_or(|at| now.duration_since(at) >= Self::LOOKUP_EVERY);
+        let histogram = match &mut self.histogram {
+            Some(histogram) if !stale => histogram,
+            slot => {
+                self.looked_up = Some(now);
+                slot.insert(metrics::histogram!(
+                    "hanzo_twin_step_duration_seconds",
+                    "engine" => engine.to_string()
+                ))
+            }
+        };
+        histogram.record(now.duration_since(started).as_secs_f64());
     }
 }
 
@@ -267,7 +312,7 @@ impl TwinState {
     fn step_once(&mut self) -> Result<(), TwinError> {
         let t0 = Instant::now();
         let result = self.sim.step();
-        self.step_duration.record(t0.elapsed().as_secs_f64());
+        self.step_timings.record(t0, &self.engine_label);
         result?;
         self.steps_since_checkpoint += 1;
         if self.record_every_steps > 0
@@ -508,7 +553,7 @@ impl Actor for TwinActor {
             engine_kind: args.engine.kind(),
             twin_label: args.id.to_string(),
             stream: args.stream.clone(),
-            step_duration: metrics::Histogram::noop(),
+            step_timings: StepTimings::default(),
             _active: ActiveGauge::new(&engine_label),
             engine_label,
             sim,
@@ -613,7 +658,6 @@ impl Actor for TwinActor {
         if msg.is_request() {
             state.touched();
         }
-        state.step_duration = metrics::histogram!("hanzo_twin_step_duration_seconds", "engine" => state.engine_label.clone());
         match msg {
             TwinMsg::Tick { generation } => {
                 if generation == state.generation {
