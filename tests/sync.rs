@@ -257,6 +257,20 @@ async fn wait_sync(node: &TestNode, id: &str, what: &str, done: impl Fn(&Value) 
     }
 }
 
+/// Creates the twin, starts it on a paused clock and waits until its source
+/// `source_name` is connected; its id.
+async fn start_synced(node: &TestNode, definition: Value, source_name: &str) -> String {
+    let (status, created) = node.post("/v1/twins", definition).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    wait_sync(node, &id, "connected", |s| {
+        source(s, source_name)["state"] == "connected"
+    })
+    .await;
+    id
+}
+
 fn source<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["sources"]
         .as_array()
@@ -715,14 +729,7 @@ async fn a_broker_that_dies_mid_stream_is_reconnected_and_the_gap_is_in_the_hist
         }]),
     );
     definition["sync"]["reconnect_backoff_ms"] = json!([50, 100, 200]);
-    let (status, created) = node.post("/v1/twins", definition).await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().expect("id").to_string();
-    node.start_twin(&id, "paused").await;
-    wait_sync(&node, &id, "connected", |s| {
-        source(s, "plant")["state"] == "connected"
-    })
-    .await;
+    let id = start_synced(&node, definition, "plant").await;
 
     // Three bad payloads in a row fold into one event; an unmapped one follows.
     let bad = || ("plant/temp", "warm".to_string());
@@ -891,20 +898,7 @@ async fn a_twin_publishes_its_predictions_at_its_rate_to_whoever_listens() {
         );
         walls.push(serde_json::from_value(m["wall_time"].clone()).expect("wall_time"));
     }
-    // Never faster than rate_hz (20 Hz): ticks keep a fixed schedule, so
-    // predictions i < j are at least j - i - 1 periods of 50 ms apart (one
-    // that the node ran late may be followed closely by the next on time);
-    // 1 ms is left for the wall clock.
-    for (i, earlier) in walls.iter().enumerate() {
-        for (j, later) in walls.iter().enumerate().skip(i + 1) {
-            let gap = (*later - *earlier).num_microseconds().expect("gap");
-            let least = (j - i - 1) as i64 * 50_000 - 1_000;
-            assert!(
-                gap >= least,
-                "predictions {i} and {j} are {gap} µs apart at 20 Hz: {walls:?}"
-            );
-        }
-    }
+    never_faster_than_20_hz(&walls, "MQTT");
     let status = sync_status(&node, &id).await;
     assert!(
         status["publishers"][0]["messages"].as_u64() >= Some(10),
@@ -1136,7 +1130,7 @@ async fn a_twin_publishes_its_predictions_to_kafka_on_the_node_stream_and_on_its
     for topic in [default_topic.as_str(), "plant.arm.predictions"] {
         let messages = kafka.consume(&python, topic, 5);
         assert_eq!(messages.len(), 5);
-        let mut last_wall: Option<chrono::DateTime<chrono::Utc>> = None;
+        let mut walls = Vec::new();
         for (key, m) in &messages {
             // Keyed by the twin, so its predictions stay in order.
             assert_eq!(key, &id);
@@ -1150,16 +1144,25 @@ async fn a_twin_publishes_its_predictions_to_kafka_on_the_node_stream_and_on_its
                 })
                 .unwrap_or_else(|| panic!("no elbow prediction in {m}"));
             assert_eq!(elbow["value"], 0.3, "{elbow}");
-            let wall: chrono::DateTime<chrono::Utc> =
-                serde_json::from_value(m["wall_time"].clone()).expect("wall_time");
-            if let Some(previous) = last_wall {
-                let gap = (wall - previous).num_microseconds().expect("gap");
-                assert!(
-                    gap >= 49_000,
-                    "{gap} µs between predictions at 20 Hz on {topic}"
-                );
-            }
-            last_wall = Some(wall);
+            walls.push(serde_json::from_value(m["wall_time"].clone()).expect("wall_time"));
+        }
+        never_faster_than_20_hz(&walls, topic);
+    }
+}
+
+/// Predictions published at `rate_hz` 20, stamped `walls`, never come faster:
+/// ticks keep a fixed schedule, so predictions i < j are at least j - i - 1
+/// periods of 50 ms apart (one the node ran late may be followed closely by
+/// the next on time); 1 ms is left for the wall clock.
+fn never_faster_than_20_hz(walls: &[chrono::DateTime<chrono::Utc>], on: &str) {
+    for (i, earlier) in walls.iter().enumerate() {
+        for (j, later) in walls.iter().enumerate().skip(i + 1) {
+            let gap = (*later - *earlier).num_microseconds().expect("gap");
+            let least = (j - i - 1) as i64 * 50_000 - 1_000;
+            assert!(
+                gap >= least,
+                "predictions {i} and {j} on {on} are {gap} µs apart at 20 Hz: {walls:?}"
+            );
         }
     }
 }
@@ -1195,14 +1198,7 @@ async fn drift_past_its_threshold_is_detected_and_reported_and_so_is_its_end() {
         "{body}"
     );
     definition["sync"]["drift_detection"]["response"] = json!("alert");
-    let (status, created) = node.post("/v1/twins", definition).await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().expect("id").to_string();
-    node.start_twin(&id, "paused").await;
-    wait_sync(&node, &id, "connected", |s| {
-        source(s, "encoders")["state"] == "connected"
-    })
-    .await;
+    let id = start_synced(&node, definition, "encoders").await;
 
     // The real elbow reads 0.3 rad where the (paused) twin holds it still.
     publish_tls(
@@ -1353,14 +1349,7 @@ async fn batch_mode_applies_readings_once_per_period_and_a_patch_switches_modes_
     let mut definition = arm_with_sync("batch-arm", json!([plant.clone()]));
     definition["sync"]["mode"] = json!("batch");
     definition["sync"]["rate_hz"] = json!(0.001);
-    let (status, created) = node.post("/v1/twins", definition).await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().expect("id").to_string();
-    node.start_twin(&id, "paused").await;
-    wait_sync(&node, &id, "connected", |s| {
-        source(s, "plant")["state"] == "connected"
-    })
-    .await;
+    let id = start_synced(&node, definition, "plant").await;
     let temps = |values: &[&str]| -> Vec<(&'static str, String)> {
         values
             .iter()
