@@ -80,9 +80,6 @@ pub struct TwinState {
     engine_label: String,
     twin_label: String,
     stream: Arc<crate::sync::StreamSettings>,
-    /// Metric handles, resolved once per message rather than per step: a lookup
-    /// costs more than a small scene's physics step. Not kept longer, because the
-    /// exporter drops idle series and a stale handle would count into nothing.
     step_timings: StepTimings,
     sim: Box<dyn Simulation>,
     step_hz: f64,
@@ -150,12 +147,14 @@ impl Drop for ActiveGauge {
 /// clock (a step every few microseconds) would push hundreds of thousands of
 /// samples a second into the recorder's buffers, whose reclamation then
 /// lagged behind: the soak's node grew by 80 MB in an hour.
+///
+/// The histogram's handle is kept, not looked up per step (a lookup costs
+/// more than a small scene's physics step), but only for a minute: the
+/// exporter drops idle series, and a stale handle would count into nothing.
 #[derive(Default)]
 struct StepTimings {
-    histogram: Option<metrics::Histogram>,
-    /// When the handle was looked up: again every minute, so the
-    /// recorder's idle timeout never leaves it feeding a dropped series.
-    looked_up: Option<Instant>,
+    /// The handle, and when it was looked up.
+    handle: Option<(Instant, metrics::Histogram)>,
     last_sample: Option<Instant>,
 }
 
@@ -172,20 +171,17 @@ impl StepTimings {
             return;
         }
         self.last_sample = Some(now);
-        let stale = self
-            .looked_up
-            .is_none_or(|at| now.duration_since(at) >= Self::LOOKUP_EVERY);
-        let histogram = match &mut self.histogram {
-            Some(histogram) if !stale => histogram,
-            slot => {
-                self.looked_up = Some(now);
-                slot.insert(metrics::histogram!(
-                    "hanzo_twin_step_duration_seconds",
-                    "engine" => engine.to_string()
-                ))
-            }
-        };
-        histogram.record(now.duration_since(started).as_secs_f64());
+        let fresh = self
+            .handle
+            .as_ref()
+            .is_some_and(|(at, _)| now.duration_since(*at) < Self::LOOKUP_EVERY);
+        if !fresh {
+            let histogram = metrics::histogram!("hanzo_twin_step_duration_seconds", "engine" => engine.to_string());
+            self.handle = Some((now, histogram));
+        }
+        if let Some((_, histogram)) = &self.handle {
+            histogram.record(now.duration_since(started).as_secs_f64());
+        }
     }
 }
 
