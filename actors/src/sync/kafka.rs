@@ -72,8 +72,7 @@ pub struct KafkaPublisher;
 pub struct KafkaState {
     args: KafkaArgs,
     producer: FutureProducer,
-    /// Set once the first tick is scheduled.
-    ticks: Option<TickSchedule>,
+    ticks: TickSchedule<KafkaMsg>,
 }
 
 pub enum KafkaMsg {
@@ -164,10 +163,11 @@ impl Actor for KafkaPublisher {
                 reason
             })?;
         args.stats.update(|s| s.state = "connecting".into());
+        let period = args.period;
         Ok(KafkaState {
             args,
             producer,
-            ticks: None,
+            ticks: TickSchedule::new(period, || KafkaMsg::Tick),
         })
     }
 
@@ -176,9 +176,7 @@ impl Actor for KafkaPublisher {
         myself: ActorRef<KafkaMsg>,
         state: &mut KafkaState,
     ) -> Result<(), ActorProcessingErr> {
-        state.ticks = Some(TickSchedule::start(state.args.period, &myself, || {
-            KafkaMsg::Tick
-        }));
+        state.ticks.start(&myself);
         Ok(())
     }
 
@@ -214,9 +212,7 @@ impl Actor for KafkaPublisher {
                         s.last_error = Some(reason);
                     });
                 }
-                if let Some(ticks) = &mut state.ticks {
-                    ticks.next(&myself, || KafkaMsg::Tick);
-                }
+                state.ticks.next(&myself);
             }
         }
         Ok(())

@@ -24,34 +24,37 @@ use std::time::Duration;
 /// one was, and no earlier than the previous one ended; so `n` ticks span
 /// at least `n - 2` periods, and the rate is kept (a schedule counted from
 /// each tick's end instead falls to half of 1 kHz).
-pub(super) struct TickSchedule {
+pub(super) struct TickSchedule<M> {
     period: Duration,
     due: std::time::Instant,
+    /// The actor's tick message.
+    tick: fn() -> M,
 }
 
-impl TickSchedule {
-    /// Schedules the first tick, a period from now.
-    pub(super) fn start<M: ractor::Message>(
-        period: Duration,
-        myself: &ActorRef<M>,
-        tick: fn() -> M,
-    ) -> TickSchedule {
-        myself.send_after(period, tick);
+impl<M: ractor::Message> TickSchedule<M> {
+    pub(super) fn new(period: Duration, tick: fn() -> M) -> TickSchedule<M> {
         TickSchedule {
             period,
-            due: std::time::Instant::now() + period,
+            due: std::time::Instant::now(),
+            tick,
         }
     }
 
+    /// Schedules the first tick, a period from now.
+    pub(super) fn start(&mut self, myself: &ActorRef<M>) {
+        self.due = std::time::Instant::now() + self.period;
+        myself.send_after(self.period, self.tick);
+    }
+
     /// Schedules the tick after the one just handled.
-    pub(super) fn next<M: ractor::Message>(&mut self, myself: &ActorRef<M>, tick: fn() -> M) {
+    pub(super) fn next(&mut self, myself: &ActorRef<M>) {
         let now = std::time::Instant::now();
         self.due = (self.due + self.period).max(now);
         let wait = self.due - now;
         if wait.is_zero() {
-            let _ = myself.cast(tick());
+            let _ = myself.cast((self.tick)());
         } else {
-            myself.send_after(wait, tick);
+            myself.send_after(wait, self.tick);
         }
     }
 }
@@ -121,8 +124,7 @@ pub struct PublisherState {
     poller: Option<tokio::task::JoinHandle<()>>,
     link: Link,
     connected: bool,
-    /// Set once the first tick is scheduled.
-    ticks: Option<TickSchedule>,
+    ticks: TickSchedule<PublisherMsg>,
 }
 
 pub enum PublisherMsg {
@@ -194,6 +196,7 @@ impl Actor for MqttPublisher {
             args.history.clone(),
             args.backoff_ms.clone(),
         );
+        let period = args.period;
         Ok(PublisherState {
             args,
             client,
@@ -201,7 +204,7 @@ impl Actor for MqttPublisher {
             poller: None,
             link,
             connected: false,
-            ticks: None,
+            ticks: TickSchedule::new(period, || PublisherMsg::Tick),
         })
     }
 
@@ -220,9 +223,7 @@ impl Actor for MqttPublisher {
                 PublisherMsg::Event,
             ));
         }
-        state.ticks = Some(TickSchedule::start(state.args.period, &myself, || {
-            PublisherMsg::Tick
-        }));
+        state.ticks.start(&myself);
         Ok(())
     }
 
@@ -277,9 +278,7 @@ impl Actor for MqttPublisher {
                 } else {
                     state.args.stats.update(|s| s.skipped += 1);
                 }
-                if let Some(ticks) = &mut state.ticks {
-                    ticks.next(&myself, || PublisherMsg::Tick);
-                }
+                state.ticks.next(&myself);
             }
         }
         Ok(())
