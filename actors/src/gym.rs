@@ -341,17 +341,31 @@ pub enum BatchMsg {
     Started(GymStarted),
 }
 
-/// The environment batches a host runs: their actors, descriptions and
-/// message counts. The host hands it every [`BatchMsg`] and every exit of an
-/// actor it does not know as a twin's.
-#[derive(Default)]
+/// One batch a host runs.
+struct Batch {
+    actor: ActorRef<GymMsg>,
+    info: GymEnvInfo,
+    messages: crate::inspector::MessageCount,
+}
+
+/// The environment batches a host runs, and what new ones are set up with.
+/// The host hands it every [`BatchMsg`] and every exit of an actor it does
+/// not know as a twin's.
 pub(crate) struct GymEnvs {
-    envs: std::collections::HashMap<String, (ActorRef<GymMsg>, GymEnvInfo)>,
-    messages: std::collections::HashMap<String, crate::inspector::MessageCount>,
+    setting: Setting,
+    batches: std::collections::HashMap<String, Batch>,
     by_actor: std::collections::HashMap<ractor::ActorId, String>,
 }
 
 impl GymEnvs {
+    pub(crate) fn new(setting: Setting) -> GymEnvs {
+        GymEnvs {
+            setting,
+            batches: Default::default(),
+            by_actor: Default::default(),
+        }
+    }
+
     /// Answers `msg`. A create resolves the twin it names through `twin`
     /// (the host's records), then reads scenes and loads engines off the
     /// host's loop; its actor is linked to `host`, which is told
@@ -361,7 +375,6 @@ impl GymEnvs {
         host: &ActorRef<M>,
         msg: BatchMsg,
         twin: impl FnOnce(&crate::protocol::TwinRef) -> Result<TwinRecord, TwinError>,
-        setting: Setting,
         tree: &crate::inspector::TreeEvents,
     ) where
         M: From<BatchMsg> + ractor::Message,
@@ -386,7 +399,7 @@ impl GymEnvs {
                     }
                     None => None,
                 };
-                let host = host.clone();
+                let (host, setting) = (host.clone(), self.setting.clone());
                 tokio::spawn(async move {
                     let result = match setting.prepare(request, owner, &scope, twin).await {
                         Ok(build) => build.spawn(host.get_cell()).await,
@@ -402,7 +415,10 @@ impl GymEnvs {
                 });
             }
             BatchMsg::List { scope, reply } => drop(reply.send(Ok(self.list(&scope)))),
-            BatchMsg::Get { id, scope, reply } => drop(reply.send(self.get(&id, &scope).cloned())),
+            BatchMsg::Get { id, scope, reply } => {
+                let batch = self.get(&id, &scope);
+                let _ = reply.send(batch.map(|b| (b.actor.clone(), b.info.clone())));
+            }
             BatchMsg::Delete { id, scope, reply } => {
                 let result = self.get(&id, &scope).map(|_| ());
                 if result.is_ok() {
@@ -420,8 +436,12 @@ impl GymEnvs {
             }) => {
                 let (id, task) = (info.id.clone(), info.task.clone());
                 self.by_actor.insert(actor.get_id(), id.clone());
-                self.messages.insert(id.clone(), messages);
-                self.envs.insert(id.clone(), (actor, info));
+                let batch = Batch {
+                    actor,
+                    info,
+                    messages,
+                };
+                self.batches.insert(id.clone(), batch);
                 self.event(tree, &id, "started", Some(task));
             }
         }
@@ -449,13 +469,8 @@ impl GymEnvs {
 
     /// The batches `scope` sees, as the supervision tree draws them.
     pub(crate) fn tree_nodes(&self, scope: &Scope) -> Vec<crate::inspector::ActorNode> {
-        self.list(scope)
-            .into_iter()
-            .filter_map(|info| {
-                let (actor, _) = self.envs.get(&info.id)?;
-                let messages = self.messages.get(&info.id).map_or(0, |m| m.get());
-                Some(info.tree_node(actor.get_id(), messages))
-            })
+        self.visible(scope)
+            .map(|b| b.info.tree_node(b.actor.get_id(), b.messages.get()))
             .collect()
     }
 
@@ -467,41 +482,40 @@ impl GymEnvs {
         detail: Option<String>,
     ) {
         let org = self
-            .envs
+            .batches
             .get(id)
-            .map(|(_, info)| info.organization.as_str())
+            .map(|b| b.info.organization.as_str())
             .unwrap_or_default();
         tree.emit(org, id, "gym", event, detail);
     }
 
     /// The batch `id` if `scope` sees it; any other reads as not found.
-    fn get(
-        &self,
-        id: &str,
-        scope: &crate::protocol::Scope,
-    ) -> Result<&(ActorRef<GymMsg>, GymEnvInfo), TwinError> {
-        self.envs
+    fn get(&self, id: &str, scope: &Scope) -> Result<&Batch, TwinError> {
+        self.batches
             .get(id)
-            .filter(|(_, info)| scope_admits(scope, &info.organization))
+            .filter(|b| scope_admits(scope, &b.info.organization))
             .ok_or_else(|| TwinError::EnvNotFound(id.to_string()))
     }
 
-    fn list(&self, scope: &crate::protocol::Scope) -> Vec<GymEnvInfo> {
-        let mut list: Vec<GymEnvInfo> = self
-            .envs
+    /// The batches `scope` sees, by id.
+    fn visible(&self, scope: &Scope) -> impl Iterator<Item = &Batch> {
+        let mut batches: Vec<&Batch> = self
+            .batches
             .values()
-            .filter(|(_, info)| scope_admits(scope, &info.organization))
-            .map(|(_, info)| info.clone())
+            .filter(|b| scope_admits(scope, &b.info.organization))
             .collect();
-        list.sort_by(|a, b| a.id.cmp(&b.id));
-        list
+        batches.sort_by(|a, b| a.info.id.cmp(&b.info.id));
+        batches.into_iter()
+    }
+
+    fn list(&self, scope: &Scope) -> Vec<GymEnvInfo> {
+        self.visible(scope).map(|b| b.info.clone()).collect()
     }
 
     fn remove(&mut self, id: &str) -> Option<ActorRef<GymMsg>> {
-        self.messages.remove(id);
-        let (actor, _) = self.envs.remove(id)?;
-        self.by_actor.remove(&actor.get_id());
-        Some(actor)
+        let batch = self.batches.remove(id)?;
+        self.by_actor.remove(&batch.actor.get_id());
+        Some(batch.actor)
     }
 }
 
@@ -528,6 +542,7 @@ pub(crate) enum TaskSource {
 
 /// What a node gives a batch being set up: its scenes, engines and the
 /// built-in tasks' model files.
+#[derive(Clone)]
 pub(crate) struct Setting {
     pub(crate) scenes: crate::scenes::SceneLoader,
     pub(crate) engines: hanzo_twin_engines::EngineRegistry,

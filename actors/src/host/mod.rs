@@ -896,12 +896,6 @@ impl HostState {
                 let _ = reply.send(Ok(()));
             }
             HostMsg::Gym(msg) => {
-                let setting = crate::gym::Setting {
-                    scenes: self.scenes.clone(),
-                    engines: self.engines.clone(),
-                    ant_xml: self.config.ant_xml.clone(),
-                    node: self.config.node_id.clone(),
-                };
                 let records = &self.records;
                 let twin = |target: &TwinRef| {
                     let id = records.resolve(target)?;
@@ -910,7 +904,7 @@ impl HostState {
                         .cloned()
                         .ok_or_else(|| TwinError::NotFound(id.to_string()))
                 };
-                self.gym.handle(myself, msg, twin, setting, &self.tree);
+                self.gym.handle(myself, msg, twin, &self.tree);
             }
             HostMsg::Tree { scope, reply } => {
                 let _ = reply.send(Ok(self.tree(&scope)));
@@ -1342,6 +1336,12 @@ impl Actor for TwinHost {
             args.scene_reader,
             args.scene_fetcher,
         );
+        let gym = crate::gym::GymEnvs::new(crate::gym::Setting {
+            scenes: scenes.clone(),
+            engines: args.engines.clone(),
+            ant_xml: args.config.ant_xml.clone(),
+            node: args.config.node_id.clone(),
+        });
         let mut state = HostState {
             config: args.config,
             engines: args.engines,
@@ -1353,7 +1353,7 @@ impl Actor for TwinHost {
             records: Registry::default(),
             activations: Activations::new(args.routes),
             tree: TreeEvents::default(),
-            gym: Default::default(),
+            gym,
             placement: args.placement,
         };
         if state.placement.is_some() {
