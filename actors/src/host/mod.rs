@@ -880,17 +880,7 @@ impl HostState {
                         .filter(|r| !r.ephemeral)
                         .cloned()
                         .collect();
-                    // Queued together, they share the store's flushes.
-                    let mut released = Vec::with_capacity(held.len());
-                    for mut record in held {
-                        record.status.node = None;
-                        released.push((record.id, self.writer.put(record).await));
-                    }
-                    for (id, durable) in released {
-                        if let Err(e) = durable.wait().await {
-                            tracing::error!(twin = %id, error = %e, "releasing the twin failed");
-                        }
-                    }
+                    self.release(held).await;
                     self.records.clear();
                 }
                 let _ = reply.send(Ok(()));

@@ -27,36 +27,38 @@ impl HostState {
             .filter(|id| !placement.owns(&id.to_string()))
             .take(max_moves)
             .collect();
+        let mut lasting = Vec::new();
         for id in away {
             let record = self.record(id)?.clone();
             let clock = self.activations.get(id).map(|r| r.clock);
             self.stop_actor(id, true).await;
-            let state = self.checkpoints.latest(id);
-            if record.ephemeral {
-                // A fork lives in no store: its state travels with it.
-                self.unhold(id);
-                match (clock, state) {
-                    (Some(clock), Some(state)) => {
-                        done.forks.push((record, clock, (*state).clone()));
-                    }
-                    _ => tracing::warn!(fork = %id, "fork had no state to hand off; it is gone"),
-                }
+            if !record.ephemeral {
+                lasting.push(record);
                 continue;
             }
-            // The final checkpoint must be durable before the new owner may
-            // start from it.
-            self.checkpoints.flush().await;
-            let mut released = record;
-            released.status.node = None;
-            released.updated_at = chrono::Utc::now();
+            // A fork lives in no store: its state travels with it.
+            let state = self.checkpoints.latest(id);
             self.unhold(id);
-            if let Err(e) = self.writer.put(released.clone()).await.wait().await {
-                tracing::error!(twin = %id, error = %e, "releasing the twin failed");
+            match (clock, state) {
+                (Some(clock), Some(state)) => {
+                    done.forks.push((record, clock, (*state).clone()));
+                }
+                _ => tracing::warn!(fork = %id, "fork had no state to hand off; it is gone"),
             }
-            tracing::info!(twin = %id, "twin handed off to its new owner");
-            self.tree.twin(&released, "handed_off", None);
-            metrics::counter!("hanzo_twin_handoffs_total").increment(1);
-            done.released.push(id);
+        }
+        if !lasting.is_empty() {
+            // The final checkpoints must be durable before the new owners
+            // may start from them (and before `unhold` drops pending ones).
+            self.checkpoints.flush().await;
+            for record in &lasting {
+                self.unhold(record.id);
+            }
+            for released in self.release(lasting).await {
+                tracing::info!(twin = %released.id, "twin handed off to its new owner");
+                self.tree.twin(&released, "handed_off", None);
+                metrics::counter!("hanzo_twin_handoffs_total").increment(1);
+                done.released.push(released.id);
+            }
         }
         // A store this node keeps alone has no other live node.
         let live = self
@@ -101,6 +103,29 @@ impl HostState {
             self.unhold(id);
         }
         Ok(done)
+    }
+
+    /// Writes `records` as held by no node, so that their new owners may
+    /// claim them at once. The writes are queued together and share the
+    /// store's flushes; the caller made the twins' final checkpoints
+    /// durable first. A write that fails is logged: that twin is then
+    /// claimable once this node's lease runs out.
+    pub(super) async fn release(&mut self, records: Vec<TwinRecord>) -> Vec<TwinRecord> {
+        let mut queued = Vec::with_capacity(records.len());
+        for mut record in records {
+            record.status.node = None;
+            record.updated_at = chrono::Utc::now();
+            let durable = self.writer.put(record.clone()).await;
+            queued.push((record, durable));
+        }
+        let mut released = Vec::with_capacity(queued.len());
+        for (record, durable) in queued {
+            if let Err(e) = durable.wait().await {
+                tracing::error!(twin = %record.id, error = %e, "releasing the twin failed");
+            }
+            released.push(record);
+        }
+        released
     }
 
     /// Claims the twin in the store (from `from`, a holder whose lease ran
