@@ -58,7 +58,7 @@ async fn twin_on(twins: &TwinNode, node: &str, tag: &str) -> String {
         let record = twins.create(definition).await.expect("create");
         let id = record.id.to_string();
         if record.status.node.as_deref() == Some(node) {
-            common::start_paused(twins, &id).await;
+            common::start(twins, &id, hanzo_twin::actors::Clock::Paused).await;
             return id;
         }
         twins.delete(&id).await.expect("delete");

@@ -56,22 +56,26 @@ pub fn node_config(data: &std::path::Path) -> NodeConfig {
 pub async fn node_with_twin(def_file: &str, data: &std::path::Path) -> (Node, TwinNode, String) {
     let node = Node::start(node_config(data)).await.expect("node");
     let twins = node.twins();
+    let id = create_started(&twins, definition(def_file), Clock::Paused).await;
+    (node, twins, id)
+}
+
+/// Creates a twin and starts it from its scene's initial state on `clock`;
+/// its id.
+pub async fn create_started(twins: &TwinNode, definition: TwinDefinition, clock: Clock) -> String {
     let id = twins
-        .create(definition(def_file))
+        .create(definition)
         .await
         .expect("create")
         .id
         .to_string();
-    start_paused(&twins, &id).await;
-    (node, twins, id)
+    start(twins, &id, clock).await;
+    id
 }
 
-/// Starts a twin from its scene's initial state on a paused clock.
-pub async fn start_paused(twins: &TwinNode, id: &str) {
-    let options = StartOptions {
-        clock: Clock::Paused,
-        reset: true,
-    };
+/// Starts a twin from its scene's initial state on `clock`.
+pub async fn start(twins: &TwinNode, id: &str, clock: Clock) {
+    let options = StartOptions { clock, reset: true };
     twins.start(id, options).await.expect("start");
 }
 

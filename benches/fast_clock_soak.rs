@@ -11,7 +11,7 @@
 mod common;
 
 use hanzo_twin::Node;
-use hanzo_twin::actors::{Clock, StartOptions};
+use hanzo_twin::actors::Clock;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -42,18 +42,7 @@ fn main() {
                 definition.name =
                     hanzo_twin::actors::Name::new(&format!("{}-{copy}", definition.name))
                         .expect("name");
-                let id = twins
-                    .create(definition)
-                    .await
-                    .expect("create")
-                    .id
-                    .to_string();
-                let options = StartOptions {
-                    clock: Clock::Fast,
-                    reset: true,
-                };
-                twins.start(&id, options).await.expect("start");
-                ids.push(id);
+                ids.push(common::create_started(&twins, definition, Clock::Fast).await);
             }
         }
         let started = Instant::now();

@@ -56,13 +56,12 @@ fn main() {
     let (token, id, body, stop) = rt.block_on(async {
         let node = Node::start(config).await.expect("node");
         let twins = node.twins();
-        let id = twins
-            .create(common::definition("robot-arm.yaml"))
-            .await
-            .expect("create")
-            .id
-            .to_string();
-        common::start_paused(&twins, &id).await;
+        let id = common::create_started(
+            &twins,
+            common::definition("robot-arm.yaml"),
+            hanzo_twin::actors::Clock::Paused,
+        )
+        .await;
         let api = node.api().await.expect("api");
         let token = api.dev_token.as_ref().expect("dev token").token.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -22,7 +22,7 @@
 mod common;
 
 use hanzo_twin::Node;
-use hanzo_twin::actors::{Clock, Format, StartOptions, TwinDefinition, TwinNode};
+use hanzo_twin::actors::{Clock, Format, TwinDefinition, TwinNode};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -309,18 +309,7 @@ fn synced_arm(name: &str, port: u16, plant: &str, publish_to: Option<&str>) -> T
 async fn start_synced(twins: &TwinNode, definitions: Vec<TwinDefinition>) -> Vec<String> {
     let mut ids = Vec::new();
     for definition in definitions {
-        let id = twins
-            .create(definition)
-            .await
-            .expect("create")
-            .id
-            .to_string();
-        let options = StartOptions {
-            clock: Clock::Realtime,
-            reset: true,
-        };
-        twins.start(&id, options).await.expect("start");
-        ids.push(id);
+        ids.push(common::create_started(twins, definition, Clock::Realtime).await);
     }
     for id in &ids {
         let connected = until(Duration::from_secs(30), async || {
