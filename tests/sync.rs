@@ -219,6 +219,30 @@ fn publish_tls(python: &Path, broker: &Broker, certs: &Certs, messages: &[(&str,
     publish(python, broker.tls_port, &auth, messages);
 }
 
+/// An MQTT source through the broker's TLS listener, with the client
+/// certificate; `payload` as the source reads it (`None`: the default, JSON).
+fn tls_source(
+    broker: &Broker,
+    certs: &Certs,
+    name: &str,
+    topic: &str,
+    payload: Option<&str>,
+    mapping: Value,
+) -> Value {
+    let mut source = json!({
+        "type": "mqtt",
+        "name": name,
+        "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
+        "topic": topic,
+        "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
+        "mapping": mapping
+    });
+    if let Some(payload) = payload {
+        source["payload"] = json!(payload);
+    }
+    source
+}
+
 /// With the user name and password, on the plain listener.
 fn publish_login(python: &Path, broker: &Broker, messages: &[(&str, String)]) {
     let auth = ["--user", "twin", "--password", "s3cret-sensor"].map(std::ffi::OsStr::new);
@@ -448,14 +472,14 @@ async fn a_crashed_source_restarts_under_its_twin_which_runs_on() {
     let certs = certs(dir.path());
     let broker = Broker::start(dir.path(), &certs);
     let node = TestNode::start().await;
-    let sources = json!([{
-        "type": "mqtt",
-        "name": "plant",
-        "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
-        "topic": "plant/#",
-        "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
-        "mapping": { "temp": "/World/Arm/Link1.temperature" }
-    }]);
+    let sources = json!([tls_source(
+        &broker,
+        &certs,
+        "plant",
+        "plant/#",
+        None,
+        json!({ "temp": "/World/Arm/Link1.temperature" }),
+    )]);
     let (status, created) = node
         .post("/v1/twins", arm_with_sync("subtree-arm", sources))
         .await;
@@ -563,15 +587,14 @@ async fn a_crashed_source_restarts_under_its_twin_which_runs_on() {
     // touching the twin.
     node.step(&id, 5).await;
     let step_before = node.step(&id, 1).await["step"].as_u64().expect("step");
-    let patch = json!({ "sync": { "mode": "realtime", "sources": [{
-        "type": "mqtt",
-        "name": "line-2",
-        "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
-        "topic": "line2/#",
-        "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
-        "payload": "number",
-        "mapping": { "temp": "/World/Arm/Link2.temperature" }
-    }]}});
+    let patch = json!({ "sync": { "mode": "realtime", "sources": [tls_source(
+        &broker,
+        &certs,
+        "line-2",
+        "line2/#",
+        Some("number"),
+        json!({ "temp": "/World/Arm/Link2.temperature" }),
+    )]}});
     let (status, body) = node.patch(&format!("/v1/twins/{id}"), patch).await;
     assert_eq!(status, 200, "{body}");
     wait_sync(&node, &id, "the new source alone, connected", |s| {
@@ -719,14 +742,14 @@ async fn a_broker_that_dies_mid_stream_is_reconnected_and_the_gap_is_in_the_hist
     let node = TestNode::start().await;
     let mut definition = arm_with_sync(
         "outage-arm",
-        json!([{
-            "type": "mqtt",
-            "name": "plant",
-            "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
-            "topic": "plant/#",
-            "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
-            "mapping": { "temp": "/World/Arm/Link1.temperature" }
-        }]),
+        json!([tls_source(
+            &broker,
+            &certs,
+            "plant",
+            "plant/#",
+            None,
+            json!({ "temp": "/World/Arm/Link1.temperature" }),
+        )]),
     );
     definition["sync"]["reconnect_backoff_ms"] = json!([50, 100, 200]);
     let id = start_synced(&node, definition, "plant").await;
@@ -822,15 +845,14 @@ async fn a_twin_publishes_its_predictions_at_its_rate_to_whoever_listens() {
     let node = TestNode::start().await;
     let mut definition = arm_with_sync(
         "publishing-arm",
-        json!([{
-            "type": "mqtt",
-            "name": "plant",
-            "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
-            "topic": "plant/sensors/#",
-            "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
-            "payload": "number",
-            "mapping": { "temp": "/World/Arm/Link1.temperature", "elbow": "/World/Arm/elbow.position" }
-        }]),
+        json!([tls_source(
+            &broker,
+            &certs,
+            "plant",
+            "plant/sensors/#",
+            Some("number"),
+            json!({ "temp": "/World/Arm/Link1.temperature", "elbow": "/World/Arm/elbow.position" }),
+        )]),
     );
     // No broker of its own: it publishes through the source's connection.
     definition["sync"]["publish"] =
@@ -1069,15 +1091,14 @@ async fn a_twin_publishes_its_predictions_to_kafka_on_the_node_stream_and_on_its
     let node = TestNode::start_with(&[("HANZO_TWIN_STREAM_BROKERS", &brokers)], "").await;
     let mut definition = arm_with_sync(
         "streaming-arm",
-        json!([{
-            "type": "mqtt",
-            "name": "plant",
-            "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
-            "topic": "plant/sensors/#",
-            "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
-            "payload": "number",
-            "mapping": { "elbow": "/World/Arm/elbow.position" }
-        }]),
+        json!([tls_source(
+            &broker,
+            &certs,
+            "plant",
+            "plant/sensors/#",
+            Some("number"),
+            json!({ "elbow": "/World/Arm/elbow.position" }),
+        )]),
     );
     definition["sync"]["publish"] = json!([
         { "type": "kafka", "name": "stream" },
@@ -1176,15 +1197,14 @@ async fn drift_past_its_threshold_is_detected_and_reported_and_so_is_its_end() {
     let node = TestNode::start().await;
     let mut definition = arm_with_sync(
         "drifting-arm",
-        json!([{
-            "type": "mqtt",
-            "name": "encoders",
-            "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
-            "topic": "arm/#",
-            "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
-            "payload": "number",
-            "mapping": { "elbow": "/World/Arm/elbow.position", "temp": "/World/Arm/Link3.temperature" }
-        }]),
+        json!([tls_source(
+            &broker,
+            &certs,
+            "encoders",
+            "arm/#",
+            Some("number"),
+            json!({ "elbow": "/World/Arm/elbow.position", "temp": "/World/Arm/Link3.temperature" }),
+        )]),
     );
     let (webhook, mut alerts) = Webhook::start().await;
     let drift = json!({ "enabled": true, "window_seconds": 1, "threshold": { "position": 0.05, "temperature_c": 2.0 }, "response": "hard_reset", "webhook": webhook });
@@ -1335,15 +1355,14 @@ async fn batch_mode_applies_readings_once_per_period_and_a_patch_switches_modes_
     let certs = certs(dir.path());
     let broker = Broker::start(dir.path(), &certs);
     let node = TestNode::start().await;
-    let plant = json!({
-        "type": "mqtt",
-        "name": "plant",
-        "broker": format!("mqtts://127.0.0.1:{}", broker.tls_port),
-        "topic": "batch/#",
-        "tls": { "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key },
-        "payload": "number",
-        "mapping": { "temp": "/World/Arm/Link1.temperature" }
-    });
+    let plant = tls_source(
+        &broker,
+        &certs,
+        "plant",
+        "batch/#",
+        Some("number"),
+        json!({ "temp": "/World/Arm/Link1.temperature" }),
+    );
     let temperature = "/World/Arm/Link1.temperature";
     // A period of 1,000 s: within this test, readings only queue.
     let mut definition = arm_with_sync("batch-arm", json!([plant.clone()]));
