@@ -1028,6 +1028,48 @@ async fn an_idle_paused_twin_is_passivated_and_its_next_request_brings_it_back_a
     assert_eq!(reactivated.as_deref(), Some("reactivated"));
 }
 
+/// `GET …/state` of a twin on this node is answered from the twin's view
+/// while nothing changed it: every change must show in the next read, and
+/// reads alone must keep a polled twin from looking idle.
+#[tokio::test]
+async fn state_reads_show_every_change_and_keep_a_polled_twin_active() {
+    let node = TestNode::start_with(&[], "  passivate_after_s: 1\n").await;
+    let id = node.create_sample("robot-arm.yaml", "polled").await;
+    node.start_twin(&id, "paused").await;
+    let path = format!("/v1/twins/{id}/state");
+    let state = async |node: &TestNode| node.get(&path).await.1;
+    for expected in 1..=5u64 {
+        // Read twice: the second read is the one a cache would answer.
+        state(&node).await;
+        node.step(&id, 1).await;
+        assert_eq!(state(&node).await["step"], expected);
+        assert_eq!(state(&node).await["step"], expected);
+    }
+    let path = format!("/v1/twins/{id}/commands");
+    let (status, body) = node
+        .post(
+            &path,
+            serde_json::json!({ "commands": [{ "joint": "/World/Arm/shoulder_pitch", "mode": "position", "value": 0.4 }] }),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let before = state(&node).await;
+    node.step(&id, 30).await;
+    let after = state(&node).await;
+    assert_ne!(
+        before["joints"], after["joints"],
+        "the command moved the arm"
+    );
+    // Polled for three passivation periods, it is never passivated.
+    let polled_until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < polled_until {
+        state(&node).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, record) = node.get(&format!("/v1/twins/{id}")).await;
+    assert_eq!(record["status"]["passivated"], false, "{record}");
+}
+
 #[tokio::test]
 async fn past_its_in_flight_limit_a_node_refuses_at_once_instead_of_queueing() {
     let node = TestNode::start_opts(common::NodeOptions {

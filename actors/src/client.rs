@@ -4,7 +4,7 @@
 
 use crate::definition::Name;
 use crate::definition::TwinDefinition;
-use crate::direct::RouteCache;
+use crate::direct::{DirectRoute, RouteCache};
 use crate::error::TwinError;
 use crate::gym::BatchMsg;
 use crate::host::{HostMsg, Rebalanced};
@@ -231,22 +231,8 @@ impl TwinNode {
         let host = self.local_host()?;
         let (tx, rx) = ractor::concurrency::oneshot();
         let mut msg = build(tx.into());
-        let (actor, reactivated) = match self.routes.get(&self.scope, twin) {
-            Some(actor) => (actor, false),
-            None => {
-                let epoch = self.routes.epoch();
-                let target = self.twin_ref(twin);
-                let (actor, reactivated) = self
-                    .call_host(twin, self.timeout, |reply| HostMsg::Resolve {
-                        twin: target,
-                        reply,
-                    })
-                    .await?;
-                self.routes.put(&self.scope, twin, epoch, actor.clone());
-                (actor, reactivated)
-            }
-        };
-        if let Err(e) = actor.send_message(msg) {
+        let (route, reactivated) = self.resolve_direct(twin).await?;
+        if let Err(e) = route.actor.send_message(msg) {
             self.routes.forget(&self.scope, twin);
             let ractor::MessagingErr::SendErr(back) = e else {
                 return Err(TwinError::Unavailable(twin.to_string()));
@@ -270,6 +256,24 @@ impl TwinNode {
                 timeout_ms: self.timeout.as_millis() as u64,
             }),
         }
+    }
+
+    /// The twin's actor on this node, resolved through the host unless a
+    /// caller resolved it before; says whether resolving reactivated it.
+    async fn resolve_direct(&self, twin: &str) -> Result<(DirectRoute, bool), TwinError> {
+        if let Some(route) = self.routes.get(&self.scope, twin) {
+            return Ok((route, false));
+        }
+        let epoch = self.routes.epoch();
+        let target = self.twin_ref(twin);
+        let (route, reactivated) = self
+            .call_host(twin, self.timeout, |reply| HostMsg::Resolve {
+                twin: target,
+                reply,
+            })
+            .await?;
+        self.routes.put(&self.scope, twin, epoch, route.clone());
+        Ok((route, reactivated))
     }
 
     /// Runs `request` where it belongs: here when not clustered or when this
@@ -976,6 +980,32 @@ impl TwinNode {
             TwinOpReply::Snapshot(s) => Ok(*s),
             other => Err(unexpected_op(other)),
         }
+    }
+
+    /// [`TwinSnapshot::to_state_json`] of a running twin, and whether the
+    /// request reactivated it. A twin running on this node answers from its
+    /// view while nothing has changed it since its last read, so polling a
+    /// twin costs its actor one message per change, not one per read.
+    pub async fn state_json(&self, twin: &str) -> Result<(bytes::Bytes, bool), TwinError> {
+        let local = self
+            .routes
+            .get(&self.scope, twin)
+            .filter(|route| route.actor.get_status() == ractor::ActorStatus::Running);
+        if let Some(route) = &local
+            && let Some(json) = route.view.cached_state()
+        {
+            return Ok((json, false));
+        }
+        let version = local.as_ref().map(|route| route.view.version());
+        let (reply, reactivated) = self.op_outcome(twin, TwinOp::Snapshot).await?;
+        let TwinOpReply::Snapshot(snapshot) = reply else {
+            return Err(unexpected_op(reply));
+        };
+        let json = snapshot.to_state_json();
+        if let (Some(route), Some(version)) = (&local, version) {
+            route.view.keep_state(version, json.clone());
+        }
+        Ok((json, reactivated))
     }
 
     /// How the running twin follows its physical counterpart.

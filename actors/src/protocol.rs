@@ -57,6 +57,38 @@ pub struct TwinSnapshot {
     pub observation: Observation,
 }
 
+impl TwinSnapshot {
+    /// The JSON body of `GET /v1/twins/{id}/state`: the snapshot with its
+    /// observation's fields at the top level.
+    pub fn to_state_json(&self) -> bytes::Bytes {
+        #[derive(Serialize)]
+        struct StateBody<'a> {
+            id: TwinId,
+            name: &'a str,
+            engine: hanzo_twin_engines::EngineKind,
+            clock: Clock,
+            time: f64,
+            step: u64,
+            bodies: &'a [hanzo_twin_engines::BodyObservation],
+            joints: &'a [hanzo_twin_engines::JointObservation],
+        }
+        let body = StateBody {
+            id: self.id,
+            name: &self.name,
+            engine: self.engine,
+            clock: self.clock,
+            time: self.observation.time,
+            step: self.observation.step,
+            bodies: &self.observation.bodies,
+            joints: &self.observation.joints,
+        };
+        // Plain data (numbers, strings, enums): serializing it cannot fail.
+        serde_json::to_vec(&body)
+            .map(bytes::Bytes::from)
+            .unwrap_or_default()
+    }
+}
+
 /// A twin's children: the actors it supervises ([`crate::children`] keeps
 /// their restart state).
 pub type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorCell, String>> + Send>>;
@@ -418,6 +450,21 @@ impl TwinMsg {
     /// Whether a caller sent it (as opposed to the twin's clock, its
     /// sources or its host): what keeps a twin from being idle. Reading the
     /// runtime info shown with the twin's record does not.
+    /// Whether handling this message may change what the twin's state read
+    /// answers: everything but reads does (kept conservative: a message
+    /// wrongly counted as a change only costs a cached read).
+    pub fn may_change_state(&self) -> bool {
+        !matches!(
+            self,
+            TwinMsg::Op {
+                op: TwinOp::Snapshot | TwinOp::Info | TwinOp::Observe { .. } | TwinOp::SyncStatus,
+                ..
+            } | TwinMsg::GetState { .. }
+                | TwinMsg::Recording { .. }
+                | TwinMsg::Children { .. }
+        )
+    }
+
     pub fn is_request(&self) -> bool {
         matches!(self, TwinMsg::Op { op, .. } if *op != TwinOp::Info)
             || matches!(

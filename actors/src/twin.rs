@@ -68,6 +68,9 @@ pub struct TwinArgs {
     /// request for `passivate_after`, so its supervisor may deactivate it.
     pub passivate_after: Option<Duration>,
     pub on_idle: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// What callers read of this twin without a message; told of every
+    /// message that may change it.
+    pub view: Arc<crate::direct::TwinView>,
 }
 
 pub struct TwinActor;
@@ -116,6 +119,7 @@ pub struct TwinState {
     on_idle: Option<Arc<dyn Fn() + Send + Sync>>,
     /// The last request from a caller, for passivation.
     last_request: Instant,
+    view: Arc<crate::direct::TwinView>,
     idle_reported: bool,
     /// Stopping to be passivated: the final state goes to the checkpoint
     /// slot once every queued request is served.
@@ -294,7 +298,11 @@ impl TwinState {
         {
             return;
         }
-        let idle = self.last_request.elapsed();
+        let last = match self.view.last_read() {
+            Some(read) => read.max(self.last_request),
+            None => self.last_request,
+        };
+        let idle = last.elapsed();
         if idle < after {
             myself.send_after(after - idle, move || TwinMsg::IdleCheck { generation });
         } else if !self.idle_reported {
@@ -541,6 +549,7 @@ impl Actor for TwinActor {
             passivate_after: args.passivate_after,
             on_idle: args.on_idle,
             last_request: Instant::now(),
+            view: args.view.clone(),
             idle_reported: false,
             final_checkpoint: false,
             messages: args.messages.clone(),
@@ -651,6 +660,11 @@ impl Actor for TwinActor {
         state: &mut TwinState,
     ) -> Result<(), ActorProcessingErr> {
         state.messages.bump();
+        // Before handling, so no reply sent while handling it can be
+        // followed by a cached read of the state it changed.
+        if msg.may_change_state() {
+            state.view.changed();
+        }
         if msg.is_request() {
             state.touched();
         }

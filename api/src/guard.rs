@@ -252,13 +252,16 @@ impl Routes {
         self.routes
             .into_iter()
             .fold(Router::new(), |router, (endpoint, route)| {
-                let guard_state = GuardState {
+                let guard_state = GuardState(Arc::new(Guarded {
                     api: state.clone(),
                     endpoint,
-                };
+                }));
+                let observed = Observed::new(&endpoint);
                 router.route(
                     endpoint.path,
-                    route.layer(middleware::from_fn_with_state(guard_state, guard)),
+                    route
+                        .layer(middleware::from_fn_with_state(guard_state, guard))
+                        .layer(middleware::from_fn_with_state(observed, crate::observe)),
                 )
             })
     }
@@ -394,10 +397,36 @@ impl FromRequestParts<ApiState> for Twins {
 #[derive(Debug, Clone)]
 pub struct Created(pub String);
 
+/// What the guard of one route knows; shared, since axum clones a layer's
+/// state for every request.
 #[derive(Clone)]
-struct GuardState {
+struct GuardState(Arc<Guarded>);
+
+struct Guarded {
     api: ApiState,
     endpoint: Endpoint,
+}
+
+/// The duration histogram of one route (`METHOD /template`), labelled by
+/// route template so ids do not explode the label set. Looked up once, at
+/// the route's first request, when the node's metrics recorder is in place.
+#[derive(Clone)]
+pub(crate) struct Observed(Arc<(String, std::sync::OnceLock<metrics::Histogram>)>);
+
+impl Observed {
+    fn new(endpoint: &Endpoint) -> Observed {
+        let label = format!("{} {}", endpoint.method, endpoint.path);
+        Observed(Arc::new((label, std::sync::OnceLock::new())))
+    }
+
+    pub(crate) fn record(&self, started: std::time::Instant) {
+        let (label, histogram) = &*self.0;
+        histogram
+            .get_or_init(|| {
+                metrics::histogram!("hanzo_twin_api_request_duration_seconds", "endpoint" => label.clone())
+            })
+            .record(started.elapsed().as_secs_f64());
+    }
 }
 
 fn roles_text(roles: &[Role]) -> String {
@@ -417,7 +446,7 @@ fn target_of(template: &str, path: &str) -> Option<String> {
         .map(|(_, p)| p.to_string())
 }
 
-async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) -> Response {
+async fn guard(State(GuardState(g)): State<GuardState>, mut req: Request, next: Next) -> Response {
     let Access::Protected { permission, audit } = g.endpoint.access else {
         return next.run(req).await;
     };
@@ -444,7 +473,12 @@ async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) -> Res
         return response;
     }
     let grant = rbac::grant(&principal.roles, permission);
-    let target = target_of(g.endpoint.path, req.uri().path());
+    // Only audit entries name the target.
+    let target = if audit.is_some() || grant == Grant::Denied {
+        target_of(g.endpoint.path, req.uri().path())
+    } else {
+        None
+    };
     let entry = |outcome: Outcome, status: StatusCode, error: Option<String>, created| AuditEntry {
         id: 0,
         time: chrono::Utc::now(),

@@ -17,9 +17,9 @@ pub mod scenes;
 mod twins;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use error::ApiError;
@@ -33,9 +33,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// What every handler can reach.
+/// What every handler can reach. One allocation shared by every request:
+/// axum clones the state for each one.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiShared>);
+
+impl From<ApiShared> for ApiState {
+    fn from(shared: ApiShared) -> Self {
+        ApiState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiShared;
+
+    fn deref(&self) -> &ApiShared {
+        &self.0
+    }
+}
+
+pub struct ApiShared {
     pub node: TwinNode,
     pub engines: EngineRegistry,
     pub membership: Membership,
@@ -103,8 +120,6 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         .into_router(&state)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn(record_duration))
         .with_state(state)
 }
 
@@ -154,6 +169,7 @@ async fn cluster_nodes(State(state): State<ApiState>, _: Caller) -> Response {
 }
 
 async fn not_found(req: Request) -> ApiError {
+    metrics::counter!("hanzo_twin_api_unmatched_requests_total").increment(1);
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -161,26 +177,19 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-/// `hanzo_twin_api_request_duration_seconds{endpoint}`, labelled by route
-/// template so ids do not explode the label set.
-async fn record_duration(req: Request, next: Next) -> Response {
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| format!("{} {}", req.method(), p.as_str()))
-        .unwrap_or_else(|| "unmatched".to_string());
+/// Around every route: its duration goes to
+/// `hanzo_twin_api_request_duration_seconds{endpoint}`, and rejections made by
+/// axum itself (a malformed query string, a body over the limit, a wrong
+/// method) come as plain text and are rewritten into the API's JSON error
+/// shape, so clients meet one format everywhere.
+async fn observe(State(observed): State<guard::Observed>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let response = next.run(req).await;
-    metrics::histogram!("hanzo_twin_api_request_duration_seconds", "endpoint" => endpoint)
-        .record(started.elapsed().as_secs_f64());
+    let response = json_errors(next.run(req).await).await;
+    observed.record(started);
     response
 }
 
-/// Rejections made by axum itself (a malformed query string, a body over the
-/// limit, a wrong method) come as plain text; rewrite them into the API's JSON
-/// error shape so clients meet one format everywhere.
-async fn json_errors(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()

@@ -247,22 +247,11 @@ async fn stop(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
 /// observation of every body and joint. The binary checkpoint is at
 /// `/checkpoint`.
 async fn state(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
-    // One request to the twin's actor, wherever it runs.
-    let (reply, reactivated) = node.op_outcome(&id, TwinOp::Snapshot).await?;
-    let TwinOpReply::Snapshot(s) = reply else {
-        return Err(unexpected(reply));
-    };
-    let body = serde_json::json!({
-        "id": s.id,
-        "name": s.name,
-        "engine": s.engine,
-        "clock": s.clock,
-        "time": s.observation.time,
-        "step": s.observation.step,
-        "bodies": s.observation.bodies,
-        "joints": s.observation.joints,
-    });
-    Ok(activation(json(StatusCode::OK, body), reactivated))
+    // Answered by the twin's actor wherever it runs, or from its view when it
+    // runs here and has not changed since its last read.
+    let (json, reactivated) = node.state_json(&id).await?;
+    let response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
+    Ok(activation(response, reactivated))
 }
 
 /// Runs a control-loop operation and answers with what it returned; a

@@ -408,14 +408,14 @@ impl Node {
     /// local admin token) and the audit log.
     pub async fn api(&self) -> anyhow::Result<Api> {
         let (auth, dev_token) = crate::auth::build(&self.config, &self.store).await?;
-        let state = ApiState {
+        let state = ApiState::from(hanzo_twin_api::ApiShared {
             node: self.twins.clone(),
             engines: self.engines.clone(),
             membership: self.membership.clone(),
             ready: self.ready.clone(),
             auth,
             scenes: Some(self.scenes.clone()),
-        };
+        });
         let config = ApiConfig {
             max_body_bytes: self.config.server.max_body_bytes,
             max_scene_upload_bytes: self.config.scenes.max_upload_bytes,

@@ -16,6 +16,7 @@ use std::time::Instant;
 /// A twin's running actor, and what its restart needs.
 pub(super) struct Running {
     pub actor: ActorRef<TwinMsg>,
+    pub view: Arc<crate::direct::TwinView>,
     pub messages: crate::inspector::MessageCount,
     pub scene: Arc<SceneModel>,
     pub clock: Clock,
@@ -23,6 +24,16 @@ pub(super) struct Running {
     pub crashes: VecDeque<Instant>,
     /// The twin's children, as the tree draws them.
     pub children: crate::children::ChildBoard,
+}
+
+impl Running {
+    /// How callers reach this actor directly.
+    pub fn route(&self) -> crate::direct::DirectRoute {
+        crate::direct::DirectRoute {
+            actor: self.actor.clone(),
+            view: self.view.clone(),
+        }
+    }
 }
 
 /// What an actor that ended was to its host.

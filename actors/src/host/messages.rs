@@ -6,7 +6,6 @@ use crate::error::TwinError;
 use crate::protocol::{ForkOptions, Reply, Scope, StartOptions, TwinFilter, TwinMsg, TwinRef};
 use crate::record::{Clock, TwinId, TwinRecord};
 use hanzo_twin_engines::SimState;
-use ractor::ActorRef;
 
 /// Messages to a node's twin host, the one entry point for twins on a node.
 // Messages are moved into the mailbox once; boxing the large definitions would
@@ -111,7 +110,7 @@ pub enum HostMsg {
     Resolve {
         twin: TwinRef,
         /// The actor, and whether this request reactivated the twin.
-        reply: Reply<(ActorRef<TwinMsg>, bool)>,
+        reply: Reply<(crate::direct::DirectRoute, bool)>,
     },
     /// Stop every twin with a final checkpoint, keeping their status so the next
     /// start of the node resumes them; answers once checkpoints are durable.
@@ -227,7 +226,7 @@ pub enum Launched {
     /// A start request, answered with the record.
     Started(Reply<TwinRecord>),
     /// A request for a passivated twin's actor.
-    Reactivated(Reply<(ActorRef<TwinMsg>, bool)>),
+    Reactivated(Reply<(crate::direct::DirectRoute, bool)>),
 }
 
 /// What one [`HostMsg::Rebalance`] did.

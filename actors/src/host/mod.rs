@@ -23,7 +23,7 @@ pub use messages::{HostMsg, Launched, Rebalanced};
 
 use crate::checkpoints::Checkpoints;
 use crate::definition::{DEFAULT_ORGANIZATION, Name, TwinDefinition};
-use crate::direct::RouteCache;
+use crate::direct::{DirectRoute, RouteCache};
 use crate::error::TwinError;
 use crate::inspector::TreeEvents;
 use crate::protocol::{Reply, Scope, StartOptions, TwinMsg, TwinRef, call_actor};
@@ -295,6 +295,7 @@ impl HostState {
                 definition.sync.clone()
             },
             child_board: crate::children::ChildBoard::default(),
+            view: Arc::default(),
             tree_events: Some(self.tree.clone()),
             passivate_after: self.config.passivate_after,
             on_idle: Some(Arc::new({
@@ -309,6 +310,7 @@ impl HostState {
         };
         let messages = args.messages.clone();
         let children = args.child_board.clone();
+        let view = args.view.clone();
         let (actor, _handle) =
             Actor::spawn_linked(Some(format!("twin:{id}")), TwinActor, args, myself.get_cell())
                 .await
@@ -329,6 +331,7 @@ impl HostState {
             id,
             Running {
                 actor,
+                view,
                 messages,
                 scene,
                 clock,
@@ -817,7 +820,7 @@ impl HostState {
                             log_if_not_durable(id, durable, "saving the reactivated status");
                             self.activations
                                 .get(id)
-                                .map(|r| (r.actor.clone(), true))
+                                .map(|r| (r.route(), true))
                                 .ok_or_else(|| self.not_running(id))
                         });
                         let _ = reply.send(result);
@@ -908,7 +911,7 @@ impl HostState {
                     Err(e) => return drop(reply.send(Err(e))),
                 };
                 if let Some(running) = self.activations.get(id) {
-                    let _ = reply.send(Ok((running.actor.clone(), false)));
+                    let _ = reply.send(Ok((running.route(), false)));
                 } else if self.is_passivated(id) {
                     self.reactivate(myself, &twin, reply);
                 } else {
@@ -1191,7 +1194,7 @@ impl HostState {
         &mut self,
         myself: &ActorRef<HostMsg>,
         twin: &TwinRef,
-        reply: Reply<(ActorRef<TwinMsg>, bool)>,
+        reply: Reply<(DirectRoute, bool)>,
     ) {
         let options = StartOptions {
             clock: Clock::Paused,
