@@ -28,7 +28,9 @@ fn fork_latency(c: &mut Criterion) {
         let data = tempfile::tempdir().expect("tempdir");
         let (node, twins, id) = rt.block_on(common::node_with_twin(def_file, data.path()));
         rt.block_on(twins.step(&id, 120)).expect("step");
-        group.bench_function("twin_fork", |b| {
+        // Forked from a thread outside the node's runtime: every request and
+        // reply also wakes a parked thread.
+        group.bench_function("twin_fork_from_outside_thread", |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
@@ -37,11 +39,35 @@ fn fork_latency(c: &mut Criterion) {
                         .block_on(twins.fork(&id, ForkOptions::default()))
                         .expect("fork");
                     total += t0.elapsed();
-                    // Discarding the fork is not part of the fork's latency.
                     rt.block_on(twins.delete(&fork.id.to_string()))
                         .expect("delete");
                 }
                 total
+            })
+        });
+        // Forked from a task on the node's runtime, as an API handler or an
+        // embedded agent does.
+        group.bench_function("twin_fork", |b| {
+            b.iter_custom(|iters| {
+                let (twins, id) = (twins.clone(), id.clone());
+                let run = rt.spawn(async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t0 = Instant::now();
+                        let fork = twins
+                            .fork(&id, ForkOptions::default())
+                            .await
+                            .expect("fork");
+                        total += t0.elapsed();
+                        // Discarding the fork is not part of the fork's latency.
+                        twins
+                            .delete(&fork.id.to_string())
+                            .await
+                            .expect("delete");
+                    }
+                    total
+                });
+                rt.block_on(run).expect("fork loop")
             })
         });
         group.finish();
