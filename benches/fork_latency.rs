@@ -54,16 +54,10 @@ fn fork_latency(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let t0 = Instant::now();
-                        let fork = twins
-                            .fork(&id, ForkOptions::default())
-                            .await
-                            .expect("fork");
+                        let fork = twins.fork(&id, ForkOptions::default()).await.expect("fork");
                         total += t0.elapsed();
                         // Discarding the fork is not part of the fork's latency.
-                        twins
-                            .delete(&fork.id.to_string())
-                            .await
-                            .expect("delete");
+                        twins.delete(&fork.id.to_string()).await.expect("delete");
                     }
                     total
                 });

@@ -612,7 +612,16 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
         .filter(|e| e.access == Access::Public)
         .map(|e| e.path)
         .collect();
-    assert_eq!(public, ["/alive", "/ready", "/inspector"]);
+    assert_eq!(
+        public,
+        [
+            "/alive",
+            "/ready",
+            "/v1/openapi.json",
+            "/docs",
+            "/inspector"
+        ]
+    );
 
     let shared: Vec<String> = {
         let mut ids = Vec::new();
@@ -838,9 +847,25 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
             );
         }
     }
-    for path in ["/alive", "/ready"] {
+    for path in ["/alive", "/ready", "/v1/openapi.json", "/docs"] {
         let (status, _, _) = send(&node, Method::GET, path, None, Body::None).await;
         assert_eq!(status, 200, "{path} is public");
+    }
+    // The API's description is served as it is built, and names every route.
+    let (_, doc, _) = send(&node, Method::GET, "/v1/openapi.json", None, Body::None).await;
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{doc}"
+    );
+    for e in hanzo_twin_api::endpoints() {
+        assert!(
+            doc["paths"][e.path][e.method.to_ascii_lowercase()].is_object(),
+            "{} {} is not in /v1/openapi.json",
+            e.method,
+            e.path
+        );
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// A cross-engine comparison (`POST /v1/engines/compare`): the scene as a twin
 /// definition gives it, the engines (the first is the reference), one engine
 /// config for all, and the commands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompareRequest {
     pub scene: crate::definition::SceneSpec,

@@ -14,7 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/gym/envs`: which task, on what, how many.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GymEnvRequest {
     /// A built-in task's name (`cartpole-v0`, `ant-v5`) or a task spec.
@@ -47,7 +47,7 @@ fn one() -> usize {
 /// Most environments one batch may hold.
 pub const MAX_ENVS: usize = 4096;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TaskRef {
     Builtin(String),
@@ -55,7 +55,7 @@ pub enum TaskRef {
 }
 
 /// What a client needs to drive an environment batch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct GymEnvInfo {
     pub id: String,
     pub organization: String,

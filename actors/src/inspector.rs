@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One actor and its children.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActorNode {
     /// The actor's id in the runtime (changes when it restarts).
     pub actor_id: Option<String>,
@@ -77,7 +77,7 @@ impl ActorNode {
 }
 
 /// Something that changed the tree.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TreeEvent {
     pub at: DateTime<Utc>,
     /// Whose actor it is (watchers see only their organization's).

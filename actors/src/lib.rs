@@ -32,7 +32,7 @@ pub use protocol::{
     StepReport, SyncStatus, TwinFilter, TwinMsg, TwinOp, TwinOpReply, TwinRef, TwinRuntimeInfo,
     TwinSnapshot,
 };
-pub use record::{Clock, Lifecycle, TwinId, TwinRecord, TwinStatus};
+pub use record::{Clock, Lifecycle, TwinId, TwinRecord, TwinResource, TwinStatus};
 pub use remote::{ClusterLink, Placement, TwinReply, TwinRequest};
 pub use scenes::{SceneFetcher, SceneLoader, SceneReader, in_process_scene_reader};
 pub use store::{CheckpointStore, StoreError, TwinStore};

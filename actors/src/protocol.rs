@@ -16,7 +16,7 @@ use std::time::Duration;
 pub type Reply<T> = RpcReplyPort<Result<T, TwinError>>;
 
 /// A command for one joint, by prim path.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JointCommandEntry {
     pub joint: String,
     #[serde(flatten)]
@@ -24,7 +24,7 @@ pub struct JointCommandEntry {
 }
 
 /// Where a running twin is after a step request.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepReport {
     /// Simulated seconds since the scene was loaded.
     pub time: f64,
@@ -35,7 +35,7 @@ pub struct StepReport {
 }
 
 /// What a running twin's actor reports about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TwinRuntimeInfo {
     pub time: f64,
     pub step: u64,
@@ -48,7 +48,7 @@ pub struct TwinRuntimeInfo {
 
 /// A running twin as `GET /v1/twins/{id}/state` shows it, answered by the
 /// twin's actor alone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TwinSnapshot {
     pub id: TwinId,
     pub name: String,
@@ -132,10 +132,11 @@ pub trait ChildSpec: Send + Sync + 'static {
 }
 
 /// A child as the supervision tree shows it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq)]
 pub struct ChildReport {
     pub name: String,
     pub kind: &'static str,
+    #[schema(value_type = Option<String>)]
     pub actor_id: Option<ActorId>,
     /// `running`, `restarting`, `failed` or `stopped`.
     pub status: &'static str,
@@ -160,7 +161,7 @@ impl ChildReport {
 }
 
 /// A measured or commanded value of a synced attribute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SyncValue {
     Scalar(f64),
@@ -173,7 +174,7 @@ pub enum SyncValue {
 
 /// Something that happened to a twin's sync, as `GET /v1/twins/{id}/sync/history`
 /// lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncEvent {
     /// Increases by one per event of the twin's run; the page cursor.
     pub seq: u64,
@@ -195,7 +196,7 @@ pub struct SyncEvent {
 }
 
 /// One page of a twin's sync history, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncHistoryPage {
     pub events: Vec<SyncEvent>,
     /// Pass as `cursor` for the next page; absent on the last.
@@ -206,7 +207,7 @@ pub struct SyncHistoryPage {
 }
 
 /// `GET /v1/twins/{id}/sync/status`: how a twin follows its counterpart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncStatus {
     pub mode: crate::definition::SyncMode,
     pub sources: Vec<SourceStatus>,
@@ -219,7 +220,7 @@ pub struct SyncStatus {
 }
 
 /// One source's connection and traffic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceStatus {
     pub name: String,
     /// `mqtt`, `kafka` or `webhook`.
@@ -254,7 +255,7 @@ pub struct SourceStatus {
 }
 
 /// The latest reading of one attribute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadingStatus {
     pub target: String,
     pub source: String,
@@ -279,7 +280,7 @@ pub struct ReadingStatus {
 }
 
 /// Readings waiting for the twin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BufferStatus {
     pub capacity: usize,
     pub queued: usize,
@@ -291,7 +292,7 @@ pub struct BufferStatus {
 
 /// Faults an operator can inject into a twin to exercise supervision (chaos
 /// engineering on the twin itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
     /// The twin's actor panics while handling the fault, as an engine bug would.
@@ -552,7 +553,7 @@ impl TwinFilter {
 }
 
 /// Options of a start request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartOptions {
     /// How the clock runs; real time unless asked otherwise.
@@ -564,7 +565,7 @@ pub struct StartOptions {
 }
 
 /// Options of a fork request.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForkOptions {
     /// Name of the fork; `<parent>-fork-<n>` when absent.

@@ -6,7 +6,19 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A twin's id: a UUID (v7, so ids sort by creation time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+)]
 #[serde(transparent)]
 pub struct TwinId(pub uuid::Uuid);
 
@@ -33,7 +45,7 @@ impl fmt::Display for TwinId {
 }
 
 /// Where a twin is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Lifecycle {
     /// Defined, no simulation allocated.
@@ -46,7 +58,7 @@ pub enum Lifecycle {
 }
 
 /// How a running twin's clock advances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Clock {
     /// Steps at `step_hz` against the wall clock.
@@ -60,7 +72,7 @@ pub enum Clock {
 }
 
 /// Lifecycle status, kept with the definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TwinStatus {
     pub state: Lifecycle,
     pub clock: Clock,
@@ -118,19 +130,43 @@ impl TwinRecord {
         }
     }
 
-    /// The JSON shape the API returns: the definition's fields at the top level,
-    /// as the spec's schema lists them, plus status and lineage.
-    pub fn to_api_json(&self) -> serde_json::Value {
-        let mut obj = match self.definition.to_value() {
-            serde_json::Value::Object(m) => m,
-            _ => serde_json::Map::new(),
-        };
-        obj.insert("id".into(), serde_json::json!(self.id));
-        obj.insert("created_at".into(), serde_json::json!(self.created_at));
-        obj.insert("updated_at".into(), serde_json::json!(self.updated_at));
-        obj.insert("parent".into(), serde_json::json!(self.parent));
-        obj.insert("ephemeral".into(), serde_json::json!(self.ephemeral));
-        obj.insert("status".into(), serde_json::json!(self.status));
-        serde_json::Value::Object(obj)
+    /// The twin as the API shows it: the definition's fields at the top
+    /// level, as the spec's schema lists them, plus status and lineage.
+    pub fn resource(&self) -> TwinResource {
+        TwinResource {
+            definition: self.definition.clone(),
+            id: self.id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            parent: self.parent,
+            ephemeral: self.ephemeral,
+            status: self.status.clone(),
+            runtime: None,
+        }
     }
+
+    /// [`TwinRecord::resource`] as JSON.
+    pub fn to_api_json(&self) -> serde_json::Value {
+        // Plain data with string keys: always representable.
+        serde_json::to_value(self.resource()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A twin in the API: its definition's fields, then what the node adds.
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
+pub struct TwinResource {
+    #[serde(flatten)]
+    pub definition: TwinDefinition,
+    pub id: TwinId,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The twin this one was forked from.
+    pub parent: Option<TwinId>,
+    /// A fork: it never outlives the node process that runs it.
+    pub ephemeral: bool,
+    pub status: TwinStatus,
+    /// The running actor's live figures, when the twin runs and answered
+    /// promptly (`GET /v1/twins/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::protocol::TwinRuntimeInfo>,
 }

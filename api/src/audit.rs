@@ -4,6 +4,7 @@
 
 use crate::error::ApiError;
 use crate::guard::Caller;
+use crate::openapi::Errors;
 use crate::rbac::Role;
 use crate::{ApiResult, ApiState};
 use axum::extract::{Query, State};
@@ -91,8 +92,9 @@ pub trait AuditLog: Send + Sync {
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditParams {
     since: Option<String>,
     until: Option<String>,
@@ -131,6 +133,7 @@ fn number_param<T: std::str::FromStr>(
 }
 
 /// `GET /v1/audit?since=&until=&actor=&action=&outcome=&before=&limit=`
+#[utoipa::path(get, path = "/v1/audit", tag = "cluster", params(AuditParams), responses((status = 200, description = "Audit entries of the caller's organization, newest first", body = Object), Errors))]
 pub(crate) async fn list(
     State(s): State<ApiState>,
     caller: Caller,

@@ -5,7 +5,15 @@ use axum::response::{IntoResponse, Response};
 use hanzo_twin_actors::TwinError;
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+/// Every error the API answers: `{"error": {...}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
+/// What went wrong: a stable `code`, a message for people, and where the
+/// input was wrong when it was.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -109,7 +117,7 @@ impl From<TwinError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.body });
+        let body = ErrorResponse { error: self.body };
         (self.status, axum::Json(body)).into_response()
     }
 }

@@ -13,6 +13,7 @@
 use crate::error::ApiError;
 use crate::guard::{Caller, Created, DELETE, GET, POST, Routes, Twins};
 use crate::gym_tensors;
+use crate::openapi::Errors;
 use crate::rbac::{Action, Permission, Resource};
 use crate::{ApiResult, parse_json};
 use axum::extract::Path;
@@ -47,12 +48,14 @@ pub(crate) fn routes() -> Routes {
         .training_loop(POST, "/v1/gym/envs/{id}/recv", jobs(Submit), recv)
 }
 
-async fn list(Twins(node): Twins) -> ApiResult {
+#[utoipa::path(get, path = "/v1/gym/envs", tag = "gym", responses((status = 200, description = "The caller's environment batches", body = Object), Errors))]
+pub(crate) async fn list(Twins(node): Twins) -> ApiResult {
     let envs = node.gym_list().await?;
     Ok(axum::Json(json!({ "envs": envs })).into_response())
 }
 
-async fn create(caller: Caller, Twins(node): Twins, body: Bytes) -> ApiResult {
+#[utoipa::path(post, path = "/v1/gym/envs", tag = "gym", request_body(content = GymEnvRequest, content_type = "application/json"), responses((status = 201, description = "Created", body = GymEnvInfo), Errors))]
+pub(crate) async fn create(caller: Caller, Twins(node): Twins, body: Bytes) -> ApiResult {
     let request: GymEnvRequest = parse_json(&body, false)?;
     let info = node.gym_create(request, &caller.principal.subject).await?;
     let mut response = (StatusCode::CREATED, axum::Json(&info)).into_response();
@@ -60,11 +63,17 @@ async fn create(caller: Caller, Twins(node): Twins, body: Bytes) -> ApiResult {
     Ok(response)
 }
 
-async fn get_env(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/v1/gym/envs/{id}", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), responses((status = 200, description = "The batch: spaces, task, engine", body = GymEnvInfo), Errors))]
+pub(crate) async fn get_env(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     Ok(axum::Json(node.gym_get(&id).await?).into_response())
 }
 
-async fn delete(caller: Caller, Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(delete, path = "/v1/gym/envs/{id}", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), responses((status = 204, description = "Deleted"), Errors))]
+pub(crate) async fn delete(
+    caller: Caller,
+    Twins(node): Twins,
+    Path(id): Path<String>,
+) -> ApiResult {
     let info = node.gym_get(&id).await?;
     if !caller.may_act_on(&info.owner) {
         return Err(ApiError::new(
@@ -80,9 +89,9 @@ async fn delete(caller: Caller, Twins(node): Twins, Path(id): Path<String>) -> A
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResetRequest {
+pub(crate) struct ResetRequest {
     #[serde(default)]
     seed: Option<u64>,
     /// Which environments to reset (all when absent).
@@ -90,7 +99,8 @@ struct ResetRequest {
     reset_mask: Option<Vec<bool>>,
 }
 
-async fn reset(
+#[utoipa::path(post, path = "/v1/gym/envs/{id}/reset", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content = Option<ResetRequest>, content_type = "application/json"), responses((status = 200, description = "Observations and infos of every environment (safetensors when accepted)", content((Object = "application/json"), (Vec<u8> = "application/x-safetensors"))), Errors))]
+pub(crate) async fn reset(
     Twins(node): Twins,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -103,14 +113,15 @@ async fn reset(
     respond(&headers, &env.info, &out)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StepRequest {
+pub(crate) struct StepRequest {
     /// One row per environment (`num_envs × action size`).
     actions: Vec<Vec<f32>>,
 }
 
-async fn step(
+#[utoipa::path(post, path = "/v1/gym/envs/{id}/step", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content((StepRequest = "application/json"), (Vec<u8> = "application/x-safetensors"))), responses((status = 200, description = "Observations, rewards, terminations, truncations and infos (safetensors when accepted)", content((Object = "application/json"), (Vec<u8> = "application/x-safetensors"))), Errors))]
+pub(crate) async fn step(
     Twins(node): Twins,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -128,9 +139,9 @@ async fn step(
     respond(&headers, info, &out)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SendRequest {
+pub(crate) struct SendRequest {
     /// Steps for these environments, one action row each; or, with
     /// `reset: true` and no actions, a reset of every environment.
     #[serde(default)]
@@ -143,7 +154,8 @@ struct SendRequest {
     seed: Option<u64>,
 }
 
-async fn send(
+#[utoipa::path(post, path = "/v1/gym/envs/{id}/send", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content((SendRequest = "application/json"), (Vec<u8> = "application/x-safetensors"))), responses((status = 202, description = "Queued"), Errors))]
+pub(crate) async fn send(
     Twins(node): Twins,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -184,14 +196,15 @@ async fn send(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RecvRequest {
+pub(crate) struct RecvRequest {
     /// How many finished environments to wait for.
     batch_size: usize,
 }
 
-async fn recv(
+#[utoipa::path(post, path = "/v1/gym/envs/{id}/recv", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content = RecvRequest, content_type = "application/json"), responses((status = 200, description = "The next finished environments' results (safetensors when accepted)", content((Object = "application/json"), (Vec<u8> = "application/x-safetensors"))), Errors))]
+pub(crate) async fn recv(
     Twins(node): Twins,
     Path(id): Path<String>,
     headers: HeaderMap,

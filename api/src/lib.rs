@@ -12,6 +12,7 @@ pub mod guard;
 mod gym;
 mod gym_tensors;
 mod inspector;
+pub mod openapi;
 pub mod rbac;
 pub mod scenes;
 mod twins;
@@ -22,11 +23,12 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use error::ApiError;
+use error::{ApiError, ErrorResponse};
 use guard::{AuthState, Caller, Endpoint, GET, POST, Routes, Twins};
 use hanzo_twin_actors::{DefinitionError, TwinError, TwinNode};
 use hanzo_twin_cluster::Membership;
 use hanzo_twin_engines::EngineRegistry;
+use openapi::Errors;
 use rbac::{Action, Permission, Resource};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -93,6 +95,8 @@ fn routes(config: &ApiConfig) -> Routes {
     Routes::new()
         .public(GET, "/alive", alive)
         .public(GET, "/ready", ready)
+        .public(GET, "/v1/openapi.json", openapi::openapi_json)
+        .public(GET, "/docs", openapi::docs_page)
         .protected(GET, "/v1/engines", TWINS_READ, engines)
         .audited(
             POST,
@@ -127,7 +131,8 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
 /// trivial message this fast is stuck, and the node should be restarted.
 const ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-async fn alive(State(state): State<ApiState>) -> Response {
+#[utoipa::path(get, path = "/alive", tag = "probes", security(()), responses((status = 200, description = "The twin host answers", body = String, content_type = "text/plain"), (status = 503, description = "The twin host does not answer", body = ErrorResponse)))]
+pub(crate) async fn alive(State(state): State<ApiState>) -> Response {
     match state.node.alive(ALIVE_TIMEOUT).await {
         Ok(()) => (StatusCode::OK, "alive\n").into_response(),
         Err(e) => ApiError::new(
@@ -139,7 +144,8 @@ async fn alive(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn ready(State(state): State<ApiState>) -> Response {
+#[utoipa::path(get, path = "/ready", tag = "probes", security(()), responses((status = 200, description = "The node serves requests", body = String, content_type = "text/plain"), (status = 503, description = "Starting or shutting down", body = ErrorResponse)))]
+pub(crate) async fn ready(State(state): State<ApiState>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -152,19 +158,22 @@ async fn ready(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn engines(State(state): State<ApiState>, _: Caller) -> Response {
+#[utoipa::path(get, path = "/v1/engines", tag = "cluster", responses((status = 200, description = "Engines this node knows, and whether each is available", body = Object), Errors))]
+pub(crate) async fn engines(State(state): State<ApiState>, _: Caller) -> Response {
     axum::Json(serde_json::json!({ "engines": state.engines.describe() })).into_response()
 }
 
 /// Runs one scene and one command sequence on several engines and answers
 /// with each body's and joint's divergence from the first engine.
-async fn compare_engines(Twins(node): Twins, body: Bytes) -> ApiResult {
+#[utoipa::path(post, path = "/v1/engines/compare", tag = "cluster", request_body(content = hanzo_twin_actors::compare::CompareRequest, content_type = "application/json"), responses((status = 200, description = "Each engine's run and its divergence from the first", body = hanzo_twin_engines::compare::CompareReport), Errors))]
+pub(crate) async fn compare_engines(Twins(node): Twins, body: Bytes) -> ApiResult {
     let request: hanzo_twin_actors::compare::CompareRequest = parse_json(&body, false)?;
     let report = node.compare_engines(request).await?;
     Ok(axum::Json(report).into_response())
 }
 
-async fn cluster_nodes(State(state): State<ApiState>, _: Caller) -> Response {
+#[utoipa::path(get, path = "/v1/cluster/nodes", tag = "cluster", responses((status = 200, description = "The cluster's members", body = Object), Errors))]
+pub(crate) async fn cluster_nodes(State(state): State<ApiState>, _: Caller) -> Response {
     axum::Json(serde_json::json!({ "nodes": state.membership.nodes() })).into_response()
 }
 

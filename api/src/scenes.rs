@@ -5,6 +5,7 @@
 
 use crate::error::ApiError;
 use crate::guard::{Caller, Created, DELETE, GET, POST, Routes};
+use crate::openapi::Errors;
 use crate::rbac::{Action, Permission, Resource};
 use crate::{ApiResult, ApiState, attachment, parse_json};
 use axum::extract::{Path, Query, State};
@@ -198,20 +199,23 @@ fn catalog(s: &ApiState) -> Result<&dyn SceneCatalog, ApiError> {
     })
 }
 
-async fn list(State(s): State<ApiState>, caller: Caller) -> ApiResult {
+#[utoipa::path(get, path = "/v1/scenes", tag = "scenes", responses((status = 200, description = "The organization's scenes", body = Object), Errors))]
+pub(crate) async fn list(State(s): State<ApiState>, caller: Caller) -> ApiResult {
     let org = caller.principal.organization.to_string();
     let scenes = catalog(&s)?.list(&org).await?;
     Ok(axum::Json(serde_json::json!({ "scenes": scenes })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct UploadQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct UploadQuery {
     name: Option<String>,
     root: Option<String>,
 }
 
-async fn upload(
+#[utoipa::path(post, path = "/v1/scenes", tag = "scenes", params(UploadQuery), request_body(description = "A tar archive of the scene's files (any content type is read as one)", content((Vec<u8> = "application/x-tar"), (Vec<u8> = "application/octet-stream"))), responses((status = 201, description = "The new version", body = Object), Errors))]
+pub(crate) async fn upload(
     State(s): State<ApiState>,
     caller: Caller,
     Query(q): Query<UploadQuery>,
@@ -243,13 +247,15 @@ async fn upload(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct VersionQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct VersionQuery {
     version: Option<u32>,
 }
 
-async fn get_scene(
+#[utoipa::path(get, path = "/v1/scenes/{id}", tag = "scenes", params(("id" = String, Path, description = "The scene's name")), responses((status = 200, description = "The scene's versions", body = Object), Errors))]
+pub(crate) async fn get_scene(
     State(s): State<ApiState>,
     caller: Caller,
     Path(name): Path<String>,
@@ -266,7 +272,8 @@ async fn get_scene(
     .into_response())
 }
 
-async fn delete(
+#[utoipa::path(delete, path = "/v1/scenes/{id}", tag = "scenes", params(("id" = String, Path, description = "The scene's name"), VersionQuery), responses((status = 204, description = "Deleted"), Errors))]
+pub(crate) async fn delete(
     State(s): State<ApiState>,
     caller: Caller,
     Path(name): Path<String>,
@@ -277,15 +284,16 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ValidateRequest {
+pub(crate) struct ValidateRequest {
     engine: EngineKind,
     #[serde(default)]
     version: Option<u32>,
 }
 
-async fn validate(
+#[utoipa::path(post, path = "/v1/scenes/{id}/validate", tag = "scenes", params(("id" = String, Path, description = "The scene's name")), request_body(content = ValidateRequest, content_type = "application/json"), responses((status = 200, description = "What the engine makes of the scene", body = Object), Errors))]
+pub(crate) async fn validate(
     State(s): State<ApiState>,
     caller: Caller,
     Path(name): Path<String>,
@@ -299,9 +307,10 @@ async fn validate(
     Ok(axum::Json(report).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct DownloadQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct DownloadQuery {
     version: Option<u32>,
     /// Answer with pre-signed URLs (S3) instead of the archive.
     #[serde(default)]
@@ -312,7 +321,8 @@ struct DownloadQuery {
 /// Longest validity of a pre-signed URL (S3's own limit is a week).
 const MAX_PRESIGN_S: u64 = 7 * 24 * 3600;
 
-async fn download(
+#[utoipa::path(get, path = "/v1/scenes/{id}/download", tag = "scenes", params(("id" = String, Path, description = "The scene's name"), DownloadQuery), responses((status = 200, description = "The archive, or with presign=true the files' presigned URLs", content((Vec<u8> = "application/x-tar"), (Object = "application/json"))), Errors))]
+pub(crate) async fn download(
     State(s): State<ApiState>,
     caller: Caller,
     Path(name): Path<String>,

@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use crate::guard::{Created, DELETE, GET, PATCH, POST, PUT, Routes, Twins};
+use crate::openapi::Errors;
 use crate::rbac::{Action, Permission, Resource};
 use crate::{ApiResult, attachment, parse_json};
 use axum::extract::{Path, Query};
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hanzo_twin_actors::{
     Clock, Fault, ForkOptions, Format, JointCommandEntry, Lifecycle, StartOptions, TwinDefinition,
-    TwinError, TwinFilter, TwinId, TwinOp, TwinOpReply, TwinRecord,
+    TwinError, TwinFilter, TwinId, TwinOp, TwinOpReply, TwinRecord, TwinResource,
 };
 use hanzo_twin_engines::{EngineKind, SimState};
 use serde::Deserialize;
@@ -108,9 +109,10 @@ fn record(status: StatusCode, r: &TwinRecord) -> Response {
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
     org: Option<String>,
     /// Comma-separated; a twin must carry all of them.
     tags: Option<String>,
@@ -126,7 +128,8 @@ pub const DEFAULT_PAGE: usize = 1000;
 /// The most a page may hold.
 pub const MAX_PAGE: usize = 10_000;
 
-async fn list(Twins(node): Twins, Query(q): Query<ListQuery>) -> ApiResult {
+#[utoipa::path(get, path = "/v1/twins", tag = "twins", params(ListQuery), responses((status = 200, description = "One page of twins, in id order", body = TwinPage), Errors))]
+pub(crate) async fn list(Twins(node): Twins, Query(q): Query<ListQuery>) -> ApiResult {
     let engine = match q.engine.as_deref() {
         Some(e) => Some(
             e.parse::<EngineKind>()
@@ -169,15 +172,23 @@ async fn list(Twins(node): Twins, Query(q): Query<ListQuery>) -> ApiResult {
     };
     let limit = filter.limit.unwrap_or(DEFAULT_PAGE);
     let twins = node.list(filter).await?;
-    let items: Vec<_> = twins.iter().map(TwinRecord::to_api_json).collect();
     // A full page may have a next one; an empty next page ends the list.
     let next_cursor = (twins.len() == limit)
         .then(|| twins.last().map(|r| r.id.to_string()))
         .flatten();
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({ "twins": items, "next_cursor": next_cursor }),
-    ))
+    let page = TwinPage {
+        twins: twins.iter().map(TwinRecord::resource).collect(),
+        next_cursor,
+    };
+    Ok((StatusCode::OK, axum::Json(page)).into_response())
+}
+
+/// One page of `GET /v1/twins`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct TwinPage {
+    twins: Vec<TwinResource>,
+    /// The cursor of the next page; absent after the last full page.
+    next_cursor: Option<String>,
 }
 
 /// YAML when the content type says so, JSON otherwise.
@@ -194,7 +205,8 @@ fn definition_format(headers: &HeaderMap) -> Format {
     }
 }
 
-async fn create(Twins(node): Twins, headers: HeaderMap, body: Bytes) -> ApiResult {
+#[utoipa::path(post, path = "/v1/twins", tag = "twins", request_body(description = "A twin definition (the spec's Twin Schema), as JSON or YAML", content((TwinDefinition = "application/json"), (TwinDefinition = "application/yaml"))), responses((status = 201, description = "Created", body = TwinResource), Errors))]
+pub(crate) async fn create(Twins(node): Twins, headers: HeaderMap, body: Bytes) -> ApiResult {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid("", "the definition is not UTF-8 text"))?;
     let definition = TwinDefinition::parse(text, definition_format(&headers))
@@ -203,9 +215,10 @@ async fn create(Twins(node): Twins, headers: HeaderMap, body: Bytes) -> ApiResul
     Ok(record(StatusCode::CREATED, &r))
 }
 
-async fn get_twin(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/v1/twins/{id}", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name")), responses((status = 200, description = "The twin, with live figures when it runs", body = TwinResource), Errors))]
+pub(crate) async fn get_twin(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     let r = node.get(&id).await?;
-    let mut body = r.to_api_json();
+    let mut body = r.resource();
     // A twin busy with a long step request should not hold up reading its
     // record: live info is added only if the twin answers promptly. Reading
     // a passivated twin's record does not bring it back.
@@ -216,29 +229,33 @@ async fn get_twin(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
             .info(&r.id.to_string())
             .await
     {
-        body["runtime"] = serde_json::json!(info);
+        body.runtime = Some(info);
     }
-    Ok(json(StatusCode::OK, body))
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
-async fn update(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+#[utoipa::path(patch, path = "/v1/twins/{id}", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name")), request_body(content = Object, description = "A JSON merge patch of the definition", content_type = "application/json"), responses((status = 200, description = "Updated", body = TwinResource), Errors))]
+pub(crate) async fn update(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let patch: serde_json::Value = parse_json(&body, false)?;
     let r = node.update(&id, patch).await?;
     Ok(record(StatusCode::OK, &r))
 }
 
-async fn delete(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(delete, path = "/v1/twins/{id}", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name")), responses((status = 204, description = "Deleted"), Errors))]
+pub(crate) async fn delete(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     node.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn start(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+#[utoipa::path(post, path = "/v1/twins/{id}/start", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name")), request_body(content = Option<StartOptions>, content_type = "application/json"), responses((status = 200, description = "Running", body = TwinResource), Errors))]
+pub(crate) async fn start(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let options: StartOptions = parse_json(&body, true)?;
     let r = node.start(&id, options).await?;
     Ok(record(StatusCode::OK, &r))
 }
 
-async fn stop(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(post, path = "/v1/twins/{id}/stop", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name")), responses((status = 200, description = "Stopped, with its final checkpoint durable", body = TwinResource), Errors))]
+pub(crate) async fn stop(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     let r = node.stop(&id).await?;
     Ok(record(StatusCode::OK, &r))
 }
@@ -246,7 +263,8 @@ async fn stop(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
 /// The current simulation state for people and agents: clock, time, step and the
 /// observation of every body and joint. The binary checkpoint is at
 /// `/checkpoint`.
-async fn state(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/v1/twins/{id}/state", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name")), responses((status = 200, description = "Id, name, engine, clock, time, step, and every body and joint", body = Object), Errors))]
+pub(crate) async fn state(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     // Answered by the twin's actor wherever it runs, or from its view when it
     // runs here and has not changed since its last read.
     let (json, reactivated) = node.state_json(&id).await?;
@@ -287,13 +305,15 @@ fn unexpected(reply: TwinOpReply) -> ApiError {
 
 /// Per source: connection, traffic and errors; per measured attribute: the
 /// latest reading beside the twin's prediction.
-async fn sync_status(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/v1/twins/{id}/sync/status", tag = "sync", params(("id" = String, Path, description = "The twin's id, or its unique name")), responses((status = 200, description = "Each source's connection and traffic; each attribute's reading beside the prediction", body = hanzo_twin_actors::protocol::SyncStatus), Errors))]
+pub(crate) async fn sync_status(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     control(&node, &id, TwinOp::SyncStatus).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct HistoryQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct HistoryQuery {
     limit: Option<usize>,
     cursor: Option<u64>,
 }
@@ -303,7 +323,8 @@ const MAX_HISTORY_PAGE: usize = 1000;
 
 /// Connections, gaps, refusals and messages that could not be read, oldest
 /// first, in pages of `limit` (1–1,000, default 100) from `cursor`.
-async fn sync_history(
+#[utoipa::path(get, path = "/v1/twins/{id}/sync/history", tag = "sync", params(("id" = String, Path, description = "The twin's id, or its unique name"), HistoryQuery), responses((status = 200, description = "One page of sync events, oldest first", body = hanzo_twin_actors::protocol::SyncHistoryPage), Errors))]
+pub(crate) async fn sync_history(
     Twins(node): Twins,
     Path(id): Path<String>,
     Query(q): Query<HistoryQuery>,
@@ -331,15 +352,16 @@ async fn sync_history(
     Ok(activation(response, reactivated))
 }
 
-async fn fork(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+#[utoipa::path(post, path = "/v1/twins/{id}/fork", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name")), request_body(content = Option<ForkOptions>, content_type = "application/json"), responses((status = 201, description = "The fork, running", body = TwinResource), Errors))]
+pub(crate) async fn fork(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let options: ForkOptions = parse_json(&body, true)?;
     let r = node.fork(&id, options).await?;
     Ok(record(StatusCode::CREATED, &r))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StepRequest {
+pub(crate) struct StepRequest {
     #[serde(default = "one")]
     steps: u64,
 }
@@ -348,30 +370,34 @@ fn one() -> u64 {
     1
 }
 
-async fn step(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+#[utoipa::path(post, path = "/v1/twins/{id}/step", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name")), request_body(content = Option<StepRequest>, content_type = "application/json"), responses((status = 200, description = "Stepped", body = hanzo_twin_actors::protocol::StepReport), Errors))]
+pub(crate) async fn step(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: StepRequest = parse_json(&body, true)?;
     control(&node, &id, TwinOp::Step { steps: req.steps }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CommandRequest {
+pub(crate) struct CommandRequest {
     commands: Vec<JointCommandEntry>,
 }
 
-async fn commands(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+#[utoipa::path(post, path = "/v1/twins/{id}/commands", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name")), request_body(content = CommandRequest, content_type = "application/json"), responses((status = 204, description = "Applied, all or none"), Errors))]
+pub(crate) async fn commands(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: CommandRequest = parse_json(&body, false)?;
     let commands = req.commands;
     control(&node, &id, TwinOp::Command { commands }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ObservationQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ObservationQuery {
     path: Option<String>,
 }
 
-async fn observation(
+#[utoipa::path(get, path = "/v1/twins/{id}/observation", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name"), ObservationQuery), responses((status = 200, description = "Bodies and joints under the path", body = hanzo_twin_engines::Observation), Errors))]
+pub(crate) async fn observation(
     Twins(node): Twins,
     Path(id): Path<String>,
     Query(q): Query<ObservationQuery>,
@@ -380,13 +406,14 @@ async fn observation(
     control(&node, &id, TwinOp::Observe { path }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ClockRequest {
+pub(crate) struct ClockRequest {
     clock: Clock,
 }
 
-async fn clock(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+#[utoipa::path(post, path = "/v1/twins/{id}/clock", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name")), request_body(content = ClockRequest, content_type = "application/json"), responses((status = 200, description = "The clock now", body = ClockRequest), Errors))]
+pub(crate) async fn clock(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: ClockRequest = parse_json(&body, false)?;
     let clock = req.clock;
     let (_, reactivated) = node.op_outcome(&id, TwinOp::SetClock { clock }).await?;
@@ -394,7 +421,8 @@ async fn clock(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiRe
     Ok(activation(response, reactivated))
 }
 
-async fn download_checkpoint(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/v1/twins/{id}/checkpoint", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name")), responses((status = 200, description = "The twin's latest state, as a checkpoint file", body = Vec<u8>, content_type = "application/octet-stream"), Errors))]
+pub(crate) async fn download_checkpoint(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     let r = node.get(&id).await?;
     let state = node.checkpoint(&r.id.to_string()).await?;
     let filename = format!("{}-step{}.ckpt", r.definition.name, state.step);
@@ -405,23 +433,33 @@ async fn download_checkpoint(Twins(node): Twins, Path(id): Path<String>) -> ApiR
     ))
 }
 
-async fn restore_checkpoint(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+#[utoipa::path(put, path = "/v1/twins/{id}/checkpoint", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name")), request_body(content = Vec<u8>, description = "A checkpoint file from GET …/checkpoint", content_type = "application/octet-stream"), responses((status = 200, description = "Restored", body = TwinResource), Errors))]
+pub(crate) async fn restore_checkpoint(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let state =
         SimState::from_bytes(&body).map_err(|e| ApiError::invalid("checkpoint", e.to_string()))?;
     let r = node.restore(&id, state).await?;
     Ok(record(StatusCode::OK, &r))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FaultRequest {
+pub(crate) struct FaultRequest {
     fault: Fault,
     /// One of the twin's children (`sync:<source>`), instead of the twin.
     #[serde(default)]
     child: Option<String>,
 }
 
-async fn inject_fault(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
+#[utoipa::path(post, path = "/v1/twins/{id}/faults", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name")), request_body(content = FaultRequest, content_type = "application/json"), responses((status = 202, description = "Injected", body = Object), Errors))]
+pub(crate) async fn inject_fault(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let req: FaultRequest = parse_json(&body, false)?;
     node.inject_fault(&id, req.fault, req.child.clone()).await?;
     Ok(json(
@@ -430,14 +468,16 @@ async fn inject_fault(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ExportQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ExportQuery {
     format: Option<String>,
 }
 
 /// The twin's recorded run as a USD stage with time-sampled body poses.
-async fn export(
+#[utoipa::path(get, path = "/v1/twins/{id}/export", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name"), ExportQuery), responses((status = 200, description = "The recorded run as a USD stage with time-sampled poses", body = String, content_type = "model/vnd.usda"), Errors))]
+pub(crate) async fn export(
     Twins(node): Twins,
     Path(id): Path<String>,
     Query(q): Query<ExportQuery>,

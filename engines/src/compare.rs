@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub const MAX_STEPS: u64 = 1_000_000;
 
 /// A command that takes effect before step `step` (0 is before the first).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimedCommand {
     pub step: u64,
@@ -20,7 +20,7 @@ pub struct TimedCommand {
 }
 
 /// How a comparison runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompareRun {
     pub steps: u64,
     /// Compare every this many steps (1: every step).
@@ -34,7 +34,7 @@ pub struct CompareRun {
 
 /// The result: each engine's run, and its divergence from the reference (the
 /// first engine).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompareReport {
     pub reference: EngineKind,
     pub steps: u64,
@@ -48,7 +48,7 @@ pub struct CompareReport {
     pub within_tolerance: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineRun {
     pub engine: EngineKind,
     /// Wall-clock seconds the engine took for the steps.
@@ -56,7 +56,7 @@ pub struct EngineRun {
     pub steps_per_second: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BodyDivergence {
     pub path: String,
     pub engine: EngineKind,
@@ -69,7 +69,7 @@ pub struct BodyDivergence {
     pub exceeded_at_step: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JointDivergence {
     pub path: String,
     pub engine: EngineKind,

@@ -12,7 +12,7 @@ pub struct EngineRegistry {
 }
 
 /// One row of `GET /v1/engines`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
 pub struct EngineInfo {
     pub engine: EngineKind,
     pub available: bool,

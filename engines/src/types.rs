@@ -5,7 +5,19 @@ use std::fmt;
 
 /// The engines the twin schema knows. Not every one is built into every node:
 /// ask the [`crate::EngineRegistry`] which are available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// rapier3d, pure Rust: the default engine, always built in.
@@ -104,7 +116,7 @@ impl EngineConfig {
 
 /// What an engine supports (the spec's EngineCapabilities, plus what a state
 /// restore preserves).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineCapabilities {
     pub ray_tracing: bool,
     pub soft_body: bool,
@@ -121,7 +133,7 @@ pub struct EngineCapabilities {
 }
 
 /// A command to one joint. It stays in force until the next command to that joint.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", content = "value", rename_all = "snake_case")]
 pub enum JointCommand {
     /// Drive towards this position (radians for revolute, metres for prismatic).
@@ -155,7 +167,7 @@ impl JointCommand {
 }
 
 /// Pose and velocity of one rigid body, in world coordinates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BodyObservation {
     pub path: String,
     pub position: [f64; 3],
@@ -166,7 +178,7 @@ pub struct BodyObservation {
 }
 
 /// Position and velocity of one joint along its axis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JointObservation {
     pub path: String,
     /// Radians for revolute joints, metres for prismatic ones.
@@ -175,7 +187,7 @@ pub struct JointObservation {
 }
 
 /// What a simulation reports at one instant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     pub time: f64,
     pub step: u64,

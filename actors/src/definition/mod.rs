@@ -6,7 +6,7 @@ use hanzo_twin_engines::{EngineConfig, EngineKind};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A twin as its owner declares it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwinDefinition {
     /// Human-readable name, unique within the organization.
@@ -44,7 +44,7 @@ impl TwinDefinition {
 /// A name, organization or tag: 1–63 characters of letters, digits, `.`, `_`, `-`,
 /// starting with a letter or digit. Kept strict so names are safe in paths, URLs
 /// and metric labels.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Name(String);
 
@@ -82,7 +82,7 @@ impl<'de> Deserialize<'de> for Name {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SceneSpec {
     /// The root USD file: a path relative to the node's scene folder, an absolute
@@ -97,7 +97,7 @@ pub struct SceneSpec {
 
 /// A scene location this node can open. Object-storage URIs (`s3://`) are refused
 /// with a clear message until scenes live in object storage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct SceneUri(String);
 
@@ -160,7 +160,7 @@ impl<'de> Deserialize<'de> for SceneUri {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompositionRef {
     #[serde(rename = "ref")]
@@ -170,7 +170,7 @@ pub struct CompositionRef {
 }
 
 /// An absolute USD prim path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct PrimPath(String);
 
@@ -207,7 +207,7 @@ impl<'de> Deserialize<'de> for PrimPath {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSpec {
     #[serde(rename = "type")]
@@ -217,7 +217,7 @@ pub struct EngineSpec {
 }
 
 /// `engine.config` of a definition, validated field by field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfigSpec {
     #[serde(default = "default_step_hz")]
@@ -269,7 +269,7 @@ fn default_substeps() -> Substeps {
 }
 
 /// Physics steps per second: finite, above 0 and at most 100 kHz.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct StepHz(pub f64);
 
@@ -291,7 +291,7 @@ impl<'de> Deserialize<'de> for StepHz {
 }
 
 /// Substeps per step: 1 to 1000.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Substeps(pub u32);
 
@@ -308,7 +308,7 @@ impl<'de> Deserialize<'de> for Substeps {
 }
 
 /// Solver iterations: 1 to 10000.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct SolverIterations(pub u32);
 
@@ -325,7 +325,7 @@ impl<'de> Deserialize<'de> for SolverIterations {
 }
 
 /// Gravity: exactly three finite numbers, m/s².
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Gravity(pub [f64; 3]);
 
@@ -370,14 +370,14 @@ impl<'de> Deserialize<'de> for Gravity {
 }
 
 /// `auto` or a GPU index.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum GpuId {
     Index(u32),
     Auto(AutoToken),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoToken {
     Auto,
@@ -392,7 +392,7 @@ pub use sync::{
 };
 
 /// The spec's domain randomization block; RL environments sample it per episode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DomainRandomization {
     #[serde(default)]

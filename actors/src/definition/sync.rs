@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// How a twin relates to its physical counterpart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawSyncSpec")]
 pub struct SyncSpec {
     pub mode: SyncMode,
@@ -31,7 +31,7 @@ pub struct SyncSpec {
 
 /// The spec's drift detection: a measured attribute drifts when its mean
 /// error over the last `window_seconds` exceeds its threshold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriftDetection {
     #[serde(default = "yes")]
@@ -61,7 +61,7 @@ fn ten() -> f64 {
 
 /// What a twin does about drift. The spec's `auto_recalibrate` and
 /// `hard_reset` are refused by name until they are offered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftResponse {
     /// A drift event: in the sync history, in the metrics, and in what the
@@ -264,7 +264,7 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
 /// `standalone` simulates on its own; `realtime` follows its sources as their
 /// readings arrive, `batch` once per sync period. The spec's `replay` is
 /// refused by name rather than accepted and ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncMode {
     #[default]
@@ -304,7 +304,7 @@ impl<'de> Deserialize<'de> for SyncMode {
 }
 
 /// One physical data source.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceSpec {
     Mqtt(MqttSourceSpec),
@@ -320,7 +320,7 @@ impl SourceSpec {
 }
 
 /// An MQTT subscription (MQTT 3.1.1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawMqtt")]
 pub struct MqttSourceSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,6 +340,7 @@ pub struct MqttSourceSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub password_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
@@ -374,7 +375,7 @@ struct RawMqtt {
 }
 
 /// Where a broker is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
     pub tls: bool,
     pub host: String,
@@ -548,7 +549,7 @@ impl MqttSourceSpec {
 }
 
 /// Where a twin publishes what it predicts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum PublishSpec {
     Mqtt(MqttPublishSpec),
@@ -566,7 +567,7 @@ impl PublishSpec {
 
 /// Kafka publishing: to `brokers`, or to the node's `stream.brokers`; on
 /// `topic`, or `<stream.topic_prefix>.<organization>.<twin name>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawKafkaPublish")]
 pub struct KafkaPublishSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -677,7 +678,7 @@ pub fn check_kafka_brokers(brokers: &str) -> Result<(), String> {
 /// MQTT publishing: to `broker` (with its own connection settings), or,
 /// without one, through the connection of the sync block's first MQTT
 /// source.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawMqttPublish")]
 pub struct MqttPublishSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -694,6 +695,7 @@ pub struct MqttPublishSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub password_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
@@ -831,20 +833,23 @@ impl TryFrom<RawMqtt> for MqttSourceSpec {
 }
 
 /// Certificate files on the node, in PEM.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// The CA that signed the broker's certificate; the system's roots are
     /// not consulted.
+    #[schema(value_type = String)]
     pub ca_file: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub cert_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub key_file: Option<PathBuf>,
 }
 
 /// How a message's payload is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadFormat {
     /// JSON: a number, `{"value": n}`, `{"position": [x,y,z], "orientation":
@@ -858,7 +863,7 @@ pub enum PayloadFormat {
 
 /// A USD attribute a sensor measures or drives: `<prim path>.<attribute>`,
 /// or a bare prim path for a JointState of the joints under it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(into = "String")]
 pub struct Target {
     pub prim: String,

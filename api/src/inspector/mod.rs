@@ -6,6 +6,7 @@
 //! environments.
 
 use crate::guard::{Caller, GET, Routes, Twins};
+use crate::openapi::Errors;
 use crate::rbac::{Action, Permission, Resource};
 use crate::{ApiResult, ApiState};
 use axum::extract::State;
@@ -26,6 +27,16 @@ const PAGE: &str = include_str!("page.html");
 /// A fresh tree at least this often, for the message counts.
 const REFRESH: Duration = Duration::from_secs(2);
 
+/// One server-sent event of `GET /v1/cluster/tree/events`: `event` says
+/// what `data` (JSON text) holds.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the stream; events are written as text.
+pub(crate) struct TreeStreamEvent {
+    event: Option<String>,
+    data: String,
+    id: Option<String>,
+}
+
 pub(crate) fn routes() -> Routes {
     Routes::new()
         .public(GET, "/inspector", page)
@@ -34,7 +45,8 @@ pub(crate) fn routes() -> Routes {
 }
 
 /// The page holds no data: it asks the API, with the caller's token.
-async fn page() -> Response {
+#[utoipa::path(get, path = "/inspector", tag = "cluster", security(()), responses((status = 200, description = "The live supervision-tree page", body = String, content_type = "text/html")))]
+pub(crate) async fn page() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -51,7 +63,12 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 /// This node's tree, then every other member's (asked over the cluster, as
 /// the caller's organization); a member that cannot answer is listed with
 /// the reason.
-async fn tree(State(state): State<ApiState>, caller: Caller, Twins(node): Twins) -> ApiResult {
+#[utoipa::path(get, path = "/v1/cluster/tree", tag = "cluster", responses((status = 200, description = "Every member's supervision tree", body = Object), Errors))]
+pub(crate) async fn tree(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Twins(node): Twins,
+) -> ApiResult {
     let tree = node.tree().await?;
     let mut nodes = vec![json!({ "node": state.membership.local().id, "tree": tree })];
     nodes.extend(peer_trees(&caller.principal.organization.to_string()).await);
@@ -98,7 +115,8 @@ impl Watch {
     }
 }
 
-async fn events(
+#[utoipa::path(get, path = "/v1/cluster/tree/events", tag = "cluster", responses((status = 200, description = "Server-sent events: the tree, then each change", body = TreeStreamEvent, content_type = "text/event-stream"), Errors))]
+pub(crate) async fn events(
     caller: Caller,
     Twins(node): Twins,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, crate::error::ApiError> {

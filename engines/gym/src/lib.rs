@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// A box of `f64` (observations) or `f32` (actions) bounds, Gymnasium's `Box`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BoxSpace {
     pub low: Vec<f64>,
     pub high: Vec<f64>,

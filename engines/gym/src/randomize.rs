@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The spec's parameters; each is optional.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Randomization {
     /// Sliding friction coefficient of every collider.
@@ -186,7 +186,7 @@ impl EpisodeParams {
 }
 
 /// A closed interval `min <= max` of finite, non-negative numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Range {
     pub min: f64,
     pub max: f64,
@@ -224,7 +224,7 @@ impl<'de> Deserialize<'de> for Range {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct GravityPerturbation {
     pub max_angle_deg: f64,
 }

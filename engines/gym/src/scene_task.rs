@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// A task written as terms.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub name: String,
@@ -61,7 +61,7 @@ fn default_max_steps() -> u32 {
 }
 
 /// What the observation vector holds, term by term, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ObservationTerm {
     JointPosition {
@@ -108,7 +108,7 @@ pub enum ObservationTerm {
 }
 
 /// How one action value drives a joint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionTerm {
     pub joint: String,
@@ -133,7 +133,7 @@ fn unit() -> f64 {
     1.0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionMode {
     Effort,
@@ -143,7 +143,7 @@ pub enum ActionMode {
 
 /// One reward term: `weight × value`. Squared terms are errors, so they
 /// take negative weights as penalties.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RewardTerm {
     /// `weight` every step.
@@ -170,7 +170,7 @@ pub enum RewardTerm {
 }
 
 /// When an episode ends early (terminated, not truncated).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum TerminationTerm {
     JointPositionOutside { joint: String, low: f64, high: f64 },
@@ -181,7 +181,7 @@ pub enum TerminationTerm {
 /// displaced by a uniform draw within ± `joint_position` and set moving with
 /// one within ± `joint_velocity` (joint velocities reach engines that take
 /// body velocities from the scene: rapier3d).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResetNoise {
     #[serde(default)]

@@ -33,7 +33,7 @@ impl Default for Pose {
 }
 
 /// A principal axis, as USD's `axis` tokens name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Axis {
     X,
     Y,
