@@ -1,7 +1,8 @@
 //! The API against its own OpenAPI document: schemathesis (a real schema
 //! fuzzer) generates requests from `/v1/openapi.json` for a token of each
 //! role, and every answer must be a documented status with a body that fits
-//! its schema, and never a server error.
+//! its schema, and never a server error. The stateful phase follows the
+//! document's links: create, then get, start, fork and delete what it made.
 
 mod common;
 
@@ -67,7 +68,7 @@ async fn every_role_gets_documented_answers_and_no_server_errors_under_schemathe
                         "--checks",
                         "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
                         "--phases",
-                        "examples,coverage,fuzzing",
+                        "examples,coverage,fuzzing,stateful",
                         "--max-examples",
                         "3",
                         "--workers",

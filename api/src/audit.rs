@@ -133,7 +133,7 @@ fn number_param<T: std::str::FromStr>(
 }
 
 /// `GET /v1/audit?since=&until=&actor=&action=&outcome=&before=&limit=`
-#[utoipa::path(get, path = "/v1/audit", tag = "cluster", params(AuditParams), responses((status = 200, description = "Audit entries of the caller's organization, newest first", body = Object), Errors))]
+#[utoipa::path(get, path = "/v1/audit", operation_id = "audit_list", tag = "cluster", params(AuditParams), responses((status = 200, description = "Audit entries of the caller's organization, newest first", body = Object), Errors))]
 pub(crate) async fn list(
     State(s): State<ApiState>,
     caller: Caller,

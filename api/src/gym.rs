@@ -48,13 +48,13 @@ pub(crate) fn routes() -> Routes {
         .training_loop(POST, "/v1/gym/envs/{id}/recv", jobs(Submit), recv)
 }
 
-#[utoipa::path(get, path = "/v1/gym/envs", tag = "gym", responses((status = 200, description = "The caller's environment batches", body = Object), Errors))]
+#[utoipa::path(get, path = "/v1/gym/envs", operation_id = "gym_list", tag = "gym", responses((status = 200, description = "The caller's environment batches", body = Object), Errors))]
 pub(crate) async fn list(Twins(node): Twins) -> ApiResult {
     let envs = node.gym_list().await?;
     Ok(axum::Json(json!({ "envs": envs })).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/gym/envs", tag = "gym", request_body(content = GymEnvRequest, content_type = "application/json"), responses((status = 201, description = "Created", body = GymEnvInfo), Errors))]
+#[utoipa::path(post, path = "/v1/gym/envs", operation_id = "gym_create", tag = "gym", request_body(content = GymEnvRequest, content_type = "application/json"), responses((status = 201, description = "Created", body = GymEnvInfo), Errors))]
 pub(crate) async fn create(caller: Caller, Twins(node): Twins, body: Bytes) -> ApiResult {
     let request: GymEnvRequest = parse_json(&body, false)?;
     let info = node.gym_create(request, &caller.principal.subject).await?;
@@ -63,12 +63,12 @@ pub(crate) async fn create(caller: Caller, Twins(node): Twins, body: Bytes) -> A
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/v1/gym/envs/{id}", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), responses((status = 200, description = "The batch: spaces, task, engine", body = GymEnvInfo), Errors))]
+#[utoipa::path(get, path = "/v1/gym/envs/{id}", operation_id = "gym_get_env", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), responses((status = 200, description = "The batch: spaces, task, engine", body = GymEnvInfo), Errors))]
 pub(crate) async fn get_env(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     Ok(axum::Json(node.gym_get(&id).await?).into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/gym/envs/{id}", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), responses((status = 204, description = "Deleted"), Errors))]
+#[utoipa::path(delete, path = "/v1/gym/envs/{id}", operation_id = "gym_delete", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), responses((status = 204, description = "Deleted"), Errors))]
 pub(crate) async fn delete(
     caller: Caller,
     Twins(node): Twins,
@@ -99,7 +99,7 @@ pub(crate) struct ResetRequest {
     reset_mask: Option<Vec<bool>>,
 }
 
-#[utoipa::path(post, path = "/v1/gym/envs/{id}/reset", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content = Option<ResetRequest>, content_type = "application/json"), responses((status = 200, description = "Observations and infos of every environment (safetensors when accepted)", content((Object = "application/json"), (Vec<u8> = "application/x-safetensors"))), Errors))]
+#[utoipa::path(post, path = "/v1/gym/envs/{id}/reset", operation_id = "gym_reset", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content = Option<ResetRequest>, content_type = "application/json"), responses((status = 200, description = "Observations and infos of every environment (safetensors when accepted)", content((Object = "application/json"), (Vec<u8> = "application/x-safetensors"))), Errors))]
 pub(crate) async fn reset(
     Twins(node): Twins,
     Path(id): Path<String>,
@@ -120,7 +120,7 @@ pub(crate) struct StepRequest {
     actions: Vec<Vec<f32>>,
 }
 
-#[utoipa::path(post, path = "/v1/gym/envs/{id}/step", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content((StepRequest = "application/json"), (Vec<u8> = "application/x-safetensors"))), responses((status = 200, description = "Observations, rewards, terminations, truncations and infos (safetensors when accepted)", content((Object = "application/json"), (Vec<u8> = "application/x-safetensors"))), Errors))]
+#[utoipa::path(post, path = "/v1/gym/envs/{id}/step", operation_id = "gym_step", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content((StepRequest = "application/json"), (Vec<u8> = "application/x-safetensors"))), responses((status = 200, description = "Observations, rewards, terminations, truncations and infos (safetensors when accepted)", content((Object = "application/json"), (Vec<u8> = "application/x-safetensors"))), Errors))]
 pub(crate) async fn step(
     Twins(node): Twins,
     Path(id): Path<String>,
@@ -154,7 +154,7 @@ pub(crate) struct SendRequest {
     seed: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/v1/gym/envs/{id}/send", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content((SendRequest = "application/json"), (Vec<u8> = "application/x-safetensors"))), responses((status = 202, description = "Queued"), Errors))]
+#[utoipa::path(post, path = "/v1/gym/envs/{id}/send", operation_id = "gym_send", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content((SendRequest = "application/json"), (Vec<u8> = "application/x-safetensors"))), responses((status = 202, description = "Queued"), Errors))]
 pub(crate) async fn send(
     Twins(node): Twins,
     Path(id): Path<String>,
@@ -203,7 +203,7 @@ pub(crate) struct RecvRequest {
     batch_size: usize,
 }
 
-#[utoipa::path(post, path = "/v1/gym/envs/{id}/recv", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content = RecvRequest, content_type = "application/json"), responses((status = 200, description = "The next finished environments' results (safetensors when accepted)", content((Object = "application/json"), (Vec<u8> = "application/x-safetensors"))), Errors))]
+#[utoipa::path(post, path = "/v1/gym/envs/{id}/recv", operation_id = "gym_recv", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), request_body(content = RecvRequest, content_type = "application/json"), responses((status = 200, description = "The next finished environments' results (safetensors when accepted)", content((Object = "application/json"), (Vec<u8> = "application/x-safetensors"))), Errors))]
 pub(crate) async fn recv(
     Twins(node): Twins,
     Path(id): Path<String>,

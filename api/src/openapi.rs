@@ -135,8 +135,40 @@ pub fn document() -> &'static str {
     DOC.get_or_init(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
         open_flattened_definition(&mut doc);
+        camel_case_links(&mut doc);
         serde_json::to_string_pretty(&doc).unwrap_or_default()
     })
+}
+
+/// utoipa 5.5 writes a Link Object's fields in snake case (`operation_id`);
+/// OpenAPI names them `operationId`, `operationRef` and `requestBody`, and
+/// tools that follow links (schemathesis' stateful phase) read only those.
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    let responses = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op["responses"].as_object_mut())
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
+            continue;
+        };
+        for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(v) = link.remove(snake) {
+                    link.insert(camel.to_string(), v);
+                }
+            }
+        }
+    }
 }
 
 /// A twin in a response is its definition's fields plus the node's own
@@ -252,6 +284,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Operation ids are unique (OpenAPI requires it), and every link from a
+    /// response names one of them.
+    #[test]
+    fn operation_ids_are_unique_and_links_follow_them() {
+        let doc = doc();
+        let mut ids = std::collections::BTreeSet::new();
+        let ops: Vec<&Value> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .flat_map(|item| item.as_object().expect("item").values())
+            .collect();
+        for op in &ops {
+            let id = op["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_string()), "operationId {id} is used twice");
+        }
+        let mut links = 0;
+        for op in &ops {
+            for response in op["responses"].as_object().expect("responses").values() {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    let target = link["operationId"].as_str().expect("link operationId");
+                    assert!(ids.contains(target), "a link names no operation: {target}");
+                    links += 1;
+                }
+            }
+        }
+        assert!(
+            links >= 7,
+            "create and fork link to what follows them ({links} links)"
+        );
     }
 
     /// Every `$ref` names a schema the document defines.

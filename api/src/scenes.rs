@@ -199,7 +199,7 @@ fn catalog(s: &ApiState) -> Result<&dyn SceneCatalog, ApiError> {
     })
 }
 
-#[utoipa::path(get, path = "/v1/scenes", tag = "scenes", responses((status = 200, description = "The organization's scenes", body = Object), Errors))]
+#[utoipa::path(get, path = "/v1/scenes", operation_id = "scenes_list", tag = "scenes", responses((status = 200, description = "The organization's scenes", body = Object), Errors))]
 pub(crate) async fn list(State(s): State<ApiState>, caller: Caller) -> ApiResult {
     let org = caller.principal.organization.to_string();
     let scenes = catalog(&s)?.list(&org).await?;
@@ -214,7 +214,7 @@ pub(crate) struct UploadQuery {
     root: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/scenes", tag = "scenes", params(UploadQuery), request_body(description = "A tar archive of the scene's files (any content type is read as one)", content((Vec<u8> = "application/x-tar"), (Vec<u8> = "application/octet-stream"))), responses((status = 201, description = "The new version", body = Object), Errors))]
+#[utoipa::path(post, path = "/v1/scenes", operation_id = "scenes_upload", tag = "scenes", params(UploadQuery), request_body(description = "A tar archive of the scene's files (any content type is read as one)", content((Vec<u8> = "application/x-tar"), (Vec<u8> = "application/octet-stream"))), responses((status = 201, description = "The new version", body = Object), Errors))]
 pub(crate) async fn upload(
     State(s): State<ApiState>,
     caller: Caller,
@@ -254,7 +254,7 @@ pub(crate) struct VersionQuery {
     version: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/v1/scenes/{id}", tag = "scenes", params(("id" = String, Path, description = "The scene's name")), responses((status = 200, description = "The scene's versions", body = Object), Errors))]
+#[utoipa::path(get, path = "/v1/scenes/{id}", operation_id = "scenes_get_scene", tag = "scenes", params(("id" = String, Path, description = "The scene's name")), responses((status = 200, description = "The scene's versions", body = Object), Errors))]
 pub(crate) async fn get_scene(
     State(s): State<ApiState>,
     caller: Caller,
@@ -272,7 +272,7 @@ pub(crate) async fn get_scene(
     .into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/scenes/{id}", tag = "scenes", params(("id" = String, Path, description = "The scene's name"), VersionQuery), responses((status = 204, description = "Deleted"), Errors))]
+#[utoipa::path(delete, path = "/v1/scenes/{id}", operation_id = "scenes_delete", tag = "scenes", params(("id" = String, Path, description = "The scene's name"), VersionQuery), responses((status = 204, description = "Deleted"), Errors))]
 pub(crate) async fn delete(
     State(s): State<ApiState>,
     caller: Caller,
@@ -292,7 +292,7 @@ pub(crate) struct ValidateRequest {
     version: Option<u32>,
 }
 
-#[utoipa::path(post, path = "/v1/scenes/{id}/validate", tag = "scenes", params(("id" = String, Path, description = "The scene's name")), request_body(content = ValidateRequest, content_type = "application/json"), responses((status = 200, description = "What the engine makes of the scene", body = Object), Errors))]
+#[utoipa::path(post, path = "/v1/scenes/{id}/validate", operation_id = "scenes_validate", tag = "scenes", params(("id" = String, Path, description = "The scene's name")), request_body(content = ValidateRequest, content_type = "application/json"), responses((status = 200, description = "What the engine makes of the scene", body = Object), Errors))]
 pub(crate) async fn validate(
     State(s): State<ApiState>,
     caller: Caller,
@@ -321,7 +321,7 @@ pub(crate) struct DownloadQuery {
 /// Longest validity of a pre-signed URL (S3's own limit is a week).
 const MAX_PRESIGN_S: u64 = 7 * 24 * 3600;
 
-#[utoipa::path(get, path = "/v1/scenes/{id}/download", tag = "scenes", params(("id" = String, Path, description = "The scene's name"), DownloadQuery), responses((status = 200, description = "The archive, or with presign=true the files' presigned URLs", content((Vec<u8> = "application/x-tar"), (Object = "application/json"))), Errors))]
+#[utoipa::path(get, path = "/v1/scenes/{id}/download", operation_id = "scenes_download", tag = "scenes", params(("id" = String, Path, description = "The scene's name"), DownloadQuery), responses((status = 200, description = "The archive, or with presign=true the files' presigned URLs", content((Vec<u8> = "application/x-tar"), (Object = "application/json"))), Errors))]
 pub(crate) async fn download(
     State(s): State<ApiState>,
     caller: Caller,

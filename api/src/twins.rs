@@ -128,7 +128,7 @@ pub const DEFAULT_PAGE: usize = 1000;
 /// The most a page may hold.
 pub const MAX_PAGE: usize = 10_000;
 
-#[utoipa::path(get, path = "/v1/twins", tag = "twins", params(ListQuery), responses((status = 200, description = "One page of twins, in id order", body = TwinPage), Errors))]
+#[utoipa::path(get, path = "/v1/twins", operation_id = "twins_list", tag = "twins", params(ListQuery), responses((status = 200, description = "One page of twins, in id order", body = TwinPage), Errors))]
 pub(crate) async fn list(Twins(node): Twins, Query(q): Query<ListQuery>) -> ApiResult {
     let engine = match q.engine.as_deref() {
         Some(e) => Some(
@@ -205,7 +205,20 @@ fn definition_format(headers: &HeaderMap) -> Format {
     }
 }
 
-#[utoipa::path(post, path = "/v1/twins", tag = "twins", request_body(description = "A twin definition (the spec's Twin Schema), as JSON or YAML", content((TwinDefinition = "application/json"), (TwinDefinition = "application/yaml"))), responses((status = 201, description = "Created", body = TwinResource), Errors))]
+#[utoipa::path(post, path = "/v1/twins", operation_id = "twins_create", tag = "twins", request_body(description = "A twin definition (the spec's Twin Schema), as JSON or YAML", content(
+    (TwinDefinition = "application/json", example = json!({
+        "name": "example-arm",
+        "scene": { "uri": "robot-arm/scene.usda" },
+        "engine": { "type": "rapier3d", "config": { "step_hz": 240, "substeps": 2 } },
+        "tags": ["robot", "arm"]
+    })),
+    (TwinDefinition = "application/yaml")
+)), responses((status = 201, description = "Created", body = TwinResource, links(
+    ("get" = (operation_id = "twins_get_twin", parameters(("id" = "$response.body#/id")))),
+    ("start" = (operation_id = "twins_start", parameters(("id" = "$response.body#/id")))),
+    ("fork" = (operation_id = "twins_fork", parameters(("id" = "$response.body#/id")))),
+    ("delete" = (operation_id = "twins_delete", parameters(("id" = "$response.body#/id")))),
+)), Errors))]
 pub(crate) async fn create(Twins(node): Twins, headers: HeaderMap, body: Bytes) -> ApiResult {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid("", "the definition is not UTF-8 text"))?;
@@ -215,7 +228,7 @@ pub(crate) async fn create(Twins(node): Twins, headers: HeaderMap, body: Bytes) 
     Ok(record(StatusCode::CREATED, &r))
 }
 
-#[utoipa::path(get, path = "/v1/twins/{id}", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "The twin, with live figures when it runs", body = TwinResource), Errors))]
+#[utoipa::path(get, path = "/v1/twins/{id}", operation_id = "twins_get_twin", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "The twin, with live figures when it runs", body = TwinResource), Errors))]
 pub(crate) async fn get_twin(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     let r = node.get(&id).await?;
     let mut body = r.resource();
@@ -234,27 +247,27 @@ pub(crate) async fn get_twin(Twins(node): Twins, Path(id): Path<String>) -> ApiR
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
-#[utoipa::path(patch, path = "/v1/twins/{id}", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = Object, description = "A JSON merge patch of the definition", content_type = "application/json"), responses((status = 200, description = "Updated", body = TwinResource), Errors))]
+#[utoipa::path(patch, path = "/v1/twins/{id}", operation_id = "twins_update", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = Object, description = "A JSON merge patch of the definition", content_type = "application/json"), responses((status = 200, description = "Updated", body = TwinResource), Errors))]
 pub(crate) async fn update(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let patch: serde_json::Value = parse_json(&body, false)?;
     let r = node.update(&id, patch).await?;
     Ok(record(StatusCode::OK, &r))
 }
 
-#[utoipa::path(delete, path = "/v1/twins/{id}", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 204, description = "Deleted"), Errors))]
+#[utoipa::path(delete, path = "/v1/twins/{id}", operation_id = "twins_delete", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 204, description = "Deleted"), Errors))]
 pub(crate) async fn delete(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     node.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(post, path = "/v1/twins/{id}/start", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = Option<StartOptions>, content_type = "application/json"), responses((status = 200, description = "Running", body = TwinResource), Errors))]
+#[utoipa::path(post, path = "/v1/twins/{id}/start", operation_id = "twins_start", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = Option<StartOptions>, content_type = "application/json"), responses((status = 200, description = "Running", body = TwinResource), Errors))]
 pub(crate) async fn start(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let options: StartOptions = parse_json(&body, true)?;
     let r = node.start(&id, options).await?;
     Ok(record(StatusCode::OK, &r))
 }
 
-#[utoipa::path(post, path = "/v1/twins/{id}/stop", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "Stopped, with its final checkpoint durable", body = TwinResource), Errors))]
+#[utoipa::path(post, path = "/v1/twins/{id}/stop", operation_id = "twins_stop", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "Stopped, with its final checkpoint durable", body = TwinResource), Errors))]
 pub(crate) async fn stop(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     let r = node.stop(&id).await?;
     Ok(record(StatusCode::OK, &r))
@@ -263,7 +276,7 @@ pub(crate) async fn stop(Twins(node): Twins, Path(id): Path<String>) -> ApiResul
 /// The current simulation state for people and agents: clock, time, step and the
 /// observation of every body and joint. The binary checkpoint is at
 /// `/checkpoint`.
-#[utoipa::path(get, path = "/v1/twins/{id}/state", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "Id, name, engine, clock, time, step, and every body and joint", body = Object), Errors))]
+#[utoipa::path(get, path = "/v1/twins/{id}/state", operation_id = "twins_state", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "Id, name, engine, clock, time, step, and every body and joint", body = Object), Errors))]
 pub(crate) async fn state(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     // Answered by the twin's actor wherever it runs, or from its view when it
     // runs here and has not changed since its last read.
@@ -305,7 +318,7 @@ fn unexpected(reply: TwinOpReply) -> ApiError {
 
 /// Per source: connection, traffic and errors; per measured attribute: the
 /// latest reading beside the twin's prediction.
-#[utoipa::path(get, path = "/v1/twins/{id}/sync/status", tag = "sync", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "Each source's connection and traffic; each attribute's reading beside the prediction", body = hanzo_twin_actors::protocol::SyncStatus), Errors))]
+#[utoipa::path(get, path = "/v1/twins/{id}/sync/status", operation_id = "twins_sync_status", tag = "sync", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "Each source's connection and traffic; each attribute's reading beside the prediction", body = hanzo_twin_actors::protocol::SyncStatus), Errors))]
 pub(crate) async fn sync_status(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     control(&node, &id, TwinOp::SyncStatus).await
 }
@@ -323,7 +336,7 @@ const MAX_HISTORY_PAGE: usize = 1000;
 
 /// Connections, gaps, refusals and messages that could not be read, oldest
 /// first, in pages of `limit` (1–1,000, default 100) from `cursor`.
-#[utoipa::path(get, path = "/v1/twins/{id}/sync/history", tag = "sync", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell"), HistoryQuery), responses((status = 200, description = "One page of sync events, oldest first", body = hanzo_twin_actors::protocol::SyncHistoryPage), Errors))]
+#[utoipa::path(get, path = "/v1/twins/{id}/sync/history", operation_id = "twins_sync_history", tag = "sync", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell"), HistoryQuery), responses((status = 200, description = "One page of sync events, oldest first", body = hanzo_twin_actors::protocol::SyncHistoryPage), Errors))]
 pub(crate) async fn sync_history(
     Twins(node): Twins,
     Path(id): Path<String>,
@@ -352,7 +365,11 @@ pub(crate) async fn sync_history(
     Ok(activation(response, reactivated))
 }
 
-#[utoipa::path(post, path = "/v1/twins/{id}/fork", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = Option<ForkOptions>, content_type = "application/json"), responses((status = 201, description = "The fork, running", body = TwinResource), Errors))]
+#[utoipa::path(post, path = "/v1/twins/{id}/fork", operation_id = "twins_fork", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = Option<ForkOptions>, content_type = "application/json"), responses((status = 201, description = "The fork, running", body = TwinResource, links(
+    ("get" = (operation_id = "twins_get_twin", parameters(("id" = "$response.body#/id")))),
+    ("state" = (operation_id = "twins_state", parameters(("id" = "$response.body#/id")))),
+    ("delete" = (operation_id = "twins_delete", parameters(("id" = "$response.body#/id")))),
+)), Errors))]
 pub(crate) async fn fork(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let options: ForkOptions = parse_json(&body, true)?;
     let r = node.fork(&id, options).await?;
@@ -370,7 +387,7 @@ fn one() -> u64 {
     1
 }
 
-#[utoipa::path(post, path = "/v1/twins/{id}/step", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = Option<StepRequest>, content_type = "application/json"), responses((status = 200, description = "Stepped", body = hanzo_twin_actors::protocol::StepReport), Errors))]
+#[utoipa::path(post, path = "/v1/twins/{id}/step", operation_id = "twins_step", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = Option<StepRequest>, content_type = "application/json"), responses((status = 200, description = "Stepped", body = hanzo_twin_actors::protocol::StepReport), Errors))]
 pub(crate) async fn step(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: StepRequest = parse_json(&body, true)?;
     control(&node, &id, TwinOp::Step { steps: req.steps }).await
@@ -382,7 +399,7 @@ pub(crate) struct CommandRequest {
     commands: Vec<JointCommandEntry>,
 }
 
-#[utoipa::path(post, path = "/v1/twins/{id}/commands", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = CommandRequest, content_type = "application/json"), responses((status = 204, description = "Applied, all or none"), Errors))]
+#[utoipa::path(post, path = "/v1/twins/{id}/commands", operation_id = "twins_commands", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = CommandRequest, content_type = "application/json"), responses((status = 204, description = "Applied, all or none"), Errors))]
 pub(crate) async fn commands(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: CommandRequest = parse_json(&body, false)?;
     let commands = req.commands;
@@ -396,7 +413,7 @@ pub(crate) struct ObservationQuery {
     path: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/twins/{id}/observation", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell"), ObservationQuery), responses((status = 200, description = "Bodies and joints under the path", body = hanzo_twin_engines::Observation), Errors))]
+#[utoipa::path(get, path = "/v1/twins/{id}/observation", operation_id = "twins_observation", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell"), ObservationQuery), responses((status = 200, description = "Bodies and joints under the path", body = hanzo_twin_engines::Observation), Errors))]
 pub(crate) async fn observation(
     Twins(node): Twins,
     Path(id): Path<String>,
@@ -412,7 +429,7 @@ pub(crate) struct ClockRequest {
     clock: Clock,
 }
 
-#[utoipa::path(post, path = "/v1/twins/{id}/clock", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = ClockRequest, content_type = "application/json"), responses((status = 200, description = "The clock now", body = ClockRequest), Errors))]
+#[utoipa::path(post, path = "/v1/twins/{id}/clock", operation_id = "twins_clock", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = ClockRequest, content_type = "application/json"), responses((status = 200, description = "The clock now", body = ClockRequest), Errors))]
 pub(crate) async fn clock(Twins(node): Twins, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let req: ClockRequest = parse_json(&body, false)?;
     let clock = req.clock;
@@ -421,7 +438,7 @@ pub(crate) async fn clock(Twins(node): Twins, Path(id): Path<String>, body: Byte
     Ok(activation(response, reactivated))
 }
 
-#[utoipa::path(get, path = "/v1/twins/{id}/checkpoint", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "The twin's latest state, as a checkpoint file", body = Vec<u8>, content_type = "application/octet-stream"), Errors))]
+#[utoipa::path(get, path = "/v1/twins/{id}/checkpoint", operation_id = "twins_download_checkpoint", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "The twin's latest state, as a checkpoint file", body = Vec<u8>, content_type = "application/octet-stream"), Errors))]
 pub(crate) async fn download_checkpoint(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     let r = node.get(&id).await?;
     let state = node.checkpoint(&r.id.to_string()).await?;
@@ -433,7 +450,7 @@ pub(crate) async fn download_checkpoint(Twins(node): Twins, Path(id): Path<Strin
     ))
 }
 
-#[utoipa::path(put, path = "/v1/twins/{id}/checkpoint", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = Vec<u8>, description = "A checkpoint file from GET …/checkpoint", content_type = "application/octet-stream"), responses((status = 200, description = "Restored", body = TwinResource), Errors))]
+#[utoipa::path(put, path = "/v1/twins/{id}/checkpoint", operation_id = "twins_restore_checkpoint", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = Vec<u8>, description = "A checkpoint file from GET …/checkpoint", content_type = "application/octet-stream"), responses((status = 200, description = "Restored", body = TwinResource), Errors))]
 pub(crate) async fn restore_checkpoint(
     Twins(node): Twins,
     Path(id): Path<String>,
@@ -454,7 +471,7 @@ pub(crate) struct FaultRequest {
     child: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/twins/{id}/faults", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = FaultRequest, content_type = "application/json"), responses((status = 202, description = "Injected", body = Object), Errors))]
+#[utoipa::path(post, path = "/v1/twins/{id}/faults", operation_id = "twins_inject_fault", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = FaultRequest, content_type = "application/json"), responses((status = 202, description = "Injected", body = Object), Errors))]
 pub(crate) async fn inject_fault(
     Twins(node): Twins,
     Path(id): Path<String>,
@@ -476,7 +493,7 @@ pub(crate) struct ExportQuery {
 }
 
 /// The twin's recorded run as a USD stage with time-sampled body poses.
-#[utoipa::path(get, path = "/v1/twins/{id}/export", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell"), ExportQuery), responses((status = 200, description = "The recorded run as a USD stage with time-sampled poses", body = String, content_type = "model/vnd.usda"), Errors))]
+#[utoipa::path(get, path = "/v1/twins/{id}/export", operation_id = "twins_export", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell"), ExportQuery), responses((status = 200, description = "The recorded run as a USD stage with time-sampled poses", body = String, content_type = "model/vnd.usda"), Errors))]
 pub(crate) async fn export(
     Twins(node): Twins,
     Path(id): Path<String>,

@@ -44,9 +44,28 @@ impl TwinDefinition {
 /// A name, organization or tag: 1–63 characters of letters, digits, `.`, `_`, `-`,
 /// starting with a letter or digit. Kept strict so names are safe in paths, URLs
 /// and metric labels.
-#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Name(String);
+
+/// [`Name::new`]'s rule, for the API's description.
+const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
+
+impl utoipa::PartialSchema for Name {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(NAME_PATTERN))
+            .min_length(Some(1))
+            .max_length(Some(63))
+            .description(Some(
+                "1-63 letters, digits, `.`, `_` or `-`, starting with a letter or digit",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Name {}
 
 impl Name {
     pub fn new(s: &str) -> Result<Name, String> {

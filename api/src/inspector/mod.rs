@@ -45,7 +45,7 @@ pub(crate) fn routes() -> Routes {
 }
 
 /// The page holds no data: it asks the API, with the caller's token.
-#[utoipa::path(get, path = "/inspector", tag = "cluster", security(()), responses((status = 200, description = "The live supervision-tree page", body = String, content_type = "text/html")))]
+#[utoipa::path(get, path = "/inspector", operation_id = "inspector_page", tag = "cluster", security(()), responses((status = 200, description = "The live supervision-tree page", body = String, content_type = "text/html")))]
 pub(crate) async fn page() -> Response {
     (
         [
@@ -63,7 +63,7 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 /// This node's tree, then every other member's (asked over the cluster, as
 /// the caller's organization); a member that cannot answer is listed with
 /// the reason.
-#[utoipa::path(get, path = "/v1/cluster/tree", tag = "cluster", responses((status = 200, description = "Every member's supervision tree", body = Object), Errors))]
+#[utoipa::path(get, path = "/v1/cluster/tree", operation_id = "inspector_tree", tag = "cluster", responses((status = 200, description = "Every member's supervision tree", body = Object), Errors))]
 pub(crate) async fn tree(
     State(state): State<ApiState>,
     caller: Caller,
@@ -115,7 +115,7 @@ impl Watch {
     }
 }
 
-#[utoipa::path(get, path = "/v1/cluster/tree/events", tag = "cluster", responses((status = 200, description = "Server-sent events: the tree, then each change", body = TreeStreamEvent, content_type = "text/event-stream"), Errors))]
+#[utoipa::path(get, path = "/v1/cluster/tree/events", operation_id = "inspector_events", tag = "cluster", responses((status = 200, description = "Server-sent events: the tree, then each change", body = TreeStreamEvent, content_type = "text/event-stream"), Errors))]
 pub(crate) async fn events(
     caller: Caller,
     Twins(node): Twins,
