@@ -61,18 +61,7 @@ impl TwinSnapshot {
     /// The JSON body of `GET /v1/twins/{id}/state`: the snapshot with its
     /// observation's fields at the top level.
     pub fn to_state_json(&self) -> bytes::Bytes {
-        #[derive(Serialize)]
-        struct StateBody<'a> {
-            id: TwinId,
-            name: &'a str,
-            engine: hanzo_twin_engines::EngineKind,
-            clock: Clock,
-            time: f64,
-            step: u64,
-            bodies: &'a [hanzo_twin_engines::BodyObservation],
-            joints: &'a [hanzo_twin_engines::JointObservation],
-        }
-        let body = StateBody {
+        let body = TwinStateBody {
             id: self.id,
             name: &self.name,
             engine: self.engine,
@@ -87,6 +76,21 @@ impl TwinSnapshot {
             .map(bytes::Bytes::from)
             .unwrap_or_default()
     }
+}
+
+/// The body of `GET /v1/twins/{id}/state`: a [`TwinSnapshot`] with its
+/// observation's fields at the top level.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TwinStateBody<'a> {
+    pub id: TwinId,
+    pub name: &'a str,
+    pub engine: hanzo_twin_engines::EngineKind,
+    pub clock: Clock,
+    /// Simulated seconds.
+    pub time: f64,
+    pub step: u64,
+    pub bodies: &'a [hanzo_twin_engines::BodyObservation],
+    pub joints: &'a [hanzo_twin_engines::JointObservation],
 }
 
 /// A twin's children: the actors it supervises ([`crate::children`] keeps

@@ -48,10 +48,16 @@ pub(crate) fn routes() -> Routes {
         .training_loop(POST, "/v1/gym/envs/{id}/recv", jobs(Submit), recv)
 }
 
-#[utoipa::path(get, path = "/v1/gym/envs", operation_id = "gym_list", tag = "gym", responses((status = 200, description = "The caller's environment batches", body = Object), Errors))]
+#[utoipa::path(get, path = "/v1/gym/envs", operation_id = "gym_list", tag = "gym", responses((status = 200, description = "The caller's environment batches", body = GymEnvList), Errors))]
 pub(crate) async fn list(Twins(node): Twins) -> ApiResult {
     let envs = node.gym_list().await?;
-    Ok(axum::Json(json!({ "envs": envs })).into_response())
+    Ok(axum::Json(GymEnvList { envs }).into_response())
+}
+
+/// `GET /v1/gym/envs`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct GymEnvList {
+    envs: Vec<GymEnvInfo>,
 }
 
 #[utoipa::path(post, path = "/v1/gym/envs", operation_id = "gym_create", tag = "gym", request_body(content = GymEnvRequest, content_type = "application/json"), responses((status = 201, description = "Created", body = GymEnvInfo), Errors))]

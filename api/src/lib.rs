@@ -158,9 +158,18 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> Response {
     }
 }
 
-#[utoipa::path(get, path = "/v1/engines", tag = "cluster", responses((status = 200, description = "Engines this node knows, and whether each is available", body = Object), Errors))]
+#[utoipa::path(get, path = "/v1/engines", tag = "cluster", responses((status = 200, description = "Engines this node knows, and whether each is available", body = EngineList), Errors))]
 pub(crate) async fn engines(State(state): State<ApiState>, _: Caller) -> Response {
-    axum::Json(serde_json::json!({ "engines": state.engines.describe() })).into_response()
+    axum::Json(EngineList {
+        engines: state.engines.describe(),
+    })
+    .into_response()
+}
+
+/// `GET /v1/engines`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct EngineList {
+    engines: Vec<hanzo_twin_engines::registry::EngineInfo>,
 }
 
 /// Runs one scene and one command sequence on several engines and answers
@@ -172,9 +181,18 @@ pub(crate) async fn compare_engines(Twins(node): Twins, body: Bytes) -> ApiResul
     Ok(axum::Json(report).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/cluster/nodes", tag = "cluster", responses((status = 200, description = "The cluster's members", body = Object), Errors))]
+#[utoipa::path(get, path = "/v1/cluster/nodes", tag = "cluster", responses((status = 200, description = "The cluster's members, this node first", body = NodeList), Errors))]
 pub(crate) async fn cluster_nodes(State(state): State<ApiState>, _: Caller) -> Response {
-    axum::Json(serde_json::json!({ "nodes": state.membership.nodes() })).into_response()
+    axum::Json(NodeList {
+        nodes: state.membership.nodes(),
+    })
+    .into_response()
+}
+
+/// `GET /v1/cluster/nodes`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct NodeList {
+    nodes: Vec<hanzo_twin_cluster::NodeInfo>,
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -276,7 +276,7 @@ pub(crate) async fn stop(Twins(node): Twins, Path(id): Path<String>) -> ApiResul
 /// The current simulation state for people and agents: clock, time, step and the
 /// observation of every body and joint. The binary checkpoint is at
 /// `/checkpoint`.
-#[utoipa::path(get, path = "/v1/twins/{id}/state", operation_id = "twins_state", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "Id, name, engine, clock, time, step, and every body and joint", body = Object), Errors))]
+#[utoipa::path(get, path = "/v1/twins/{id}/state", operation_id = "twins_state", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "Id, name, engine, clock, time, step, and every body and joint", body = hanzo_twin_actors::protocol::TwinStateBody), Errors))]
 pub(crate) async fn state(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     // Answered by the twin's actor wherever it runs, or from its view when it
     // runs here and has not changed since its last read.
@@ -471,7 +471,7 @@ pub(crate) struct FaultRequest {
     child: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/twins/{id}/faults", operation_id = "twins_inject_fault", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = FaultRequest, content_type = "application/json"), responses((status = 202, description = "Injected", body = Object), Errors))]
+#[utoipa::path(post, path = "/v1/twins/{id}/faults", operation_id = "twins_inject_fault", tag = "twins", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = FaultRequest, content_type = "application/json"), responses((status = 202, description = "Injected", body = FaultInjected), Errors))]
 pub(crate) async fn inject_fault(
     Twins(node): Twins,
     Path(id): Path<String>,
@@ -479,10 +479,18 @@ pub(crate) async fn inject_fault(
 ) -> ApiResult {
     let req: FaultRequest = parse_json(&body, false)?;
     node.inject_fault(&id, req.fault, req.child.clone()).await?;
-    Ok(json(
-        StatusCode::ACCEPTED,
-        serde_json::json!({ "injected": req.fault, "child": req.child }),
-    ))
+    let injected = FaultInjected {
+        injected: req.fault,
+        child: req.child,
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(injected)).into_response())
+}
+
+/// What `POST …/faults` injected, and into which child (none: the twin).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct FaultInjected {
+    injected: Fault,
+    child: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
