@@ -252,10 +252,10 @@ impl Routes {
         self.routes
             .into_iter()
             .fold(Router::new(), |router, (endpoint, route)| {
-                let guard_state = GuardState(Arc::new(Guarded {
+                let guard_state = GuardState {
                     api: state.clone(),
                     endpoint,
-                }));
+                };
                 let observed = Observed::new(&endpoint);
                 router.route(
                     endpoint.path,
@@ -397,12 +397,10 @@ impl FromRequestParts<ApiState> for Twins {
 #[derive(Debug, Clone)]
 pub struct Created(pub String);
 
-/// What the guard of one route knows; shared, since axum clones a layer's
-/// state for every request.
+/// What the guard of one route knows (axum clones it for every request:
+/// the API state is one `Arc`, the endpoint a few words).
 #[derive(Clone)]
-struct GuardState(Arc<Guarded>);
-
-struct Guarded {
+struct GuardState {
     api: ApiState,
     endpoint: Endpoint,
 }
@@ -446,7 +444,7 @@ fn target_of(template: &str, path: &str) -> Option<String> {
         .map(|(_, p)| p.to_string())
 }
 
-async fn guard(State(GuardState(g)): State<GuardState>, mut req: Request, next: Next) -> Response {
+async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) -> Response {
     let Access::Protected { permission, audit } = g.endpoint.access else {
         return next.run(req).await;
     };
