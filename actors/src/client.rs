@@ -664,6 +664,11 @@ impl TwinNode {
                 if target.is_some() {
                     options.node = None;
                 }
+                if options.node.is_none()
+                    && let Some(route) = self.routes.get(&self.scope, twin)
+                {
+                    return self.fork_through(twin, route, options).await;
+                }
                 let t = self.twin_ref(twin);
                 self.ask(twin, |reply| HostMsg::Fork {
                     twin: t,
@@ -672,6 +677,49 @@ impl TwinNode {
                 })
                 .await
             }
+        }
+    }
+
+    /// Forks a twin resolved before through its own actor: it copies its
+    /// simulation and hands the copy to the host, which answers here. The
+    /// host asking the twin for it would cost a hand-off more.
+    async fn fork_through(
+        &self,
+        twin: &str,
+        route: DirectRoute,
+        options: ForkOptions,
+    ) -> Result<TwinRecord, TwinError> {
+        let _permit = self.admission.enter()?;
+        let host = self.local_host()?;
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let parent = self.twin_ref(twin);
+        let deliver: crate::protocol::ForkDelivery = Box::new(move |copied| {
+            // A host that is gone drops the reply: the caller hears so.
+            let _ = host.send_message(HostMsg::ForkCopied {
+                parent,
+                copied,
+                options,
+                reply: tx.into(),
+            });
+        });
+        if let Err(e) = route.actor.send_message(TwinMsg::ForkInto { deliver }) {
+            self.routes.forget(&self.scope, twin);
+            match e {
+                // The actor is gone: the host forks it its own way.
+                ractor::MessagingErr::SendErr(msg) => {
+                    msg.reject(TwinError::NotRunning(twin.to_string()))
+                }
+                _ => return Err(TwinError::Unavailable(twin.to_string())),
+            }
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(TwinError::Unavailable(twin.to_string())),
+            Err(_) => Err(TwinError::Timeout {
+                id: twin.to_string(),
+                what: "the request".into(),
+                timeout_ms: self.timeout.as_millis() as u64,
+            }),
         }
     }
 

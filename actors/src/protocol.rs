@@ -376,6 +376,17 @@ pub enum TwinOpReply {
     SyncHistory(Box<SyncHistoryPage>),
 }
 
+/// A running twin's copy of its simulation, with the scene it runs, for a
+/// fork to start from.
+pub struct LiveCopy {
+    /// Only ever moved, never shared: the wrapper makes that Sync.
+    pub simulation: sync_wrapper::SyncWrapper<Box<dyn hanzo_twin_engines::Simulation>>,
+    pub scene: std::sync::Arc<hanzo_twin_engines::SceneModel>,
+}
+
+/// Where a twin hands its [`LiveCopy`], called on the twin's thread.
+pub type ForkDelivery = Box<dyn FnOnce(Result<Option<LiveCopy>, TwinError>) + Send + Sync>;
+
 /// Messages to one twin's actor.
 pub enum TwinMsg {
     /// An operation from a caller (the API, an agent, another node).
@@ -414,6 +425,11 @@ pub enum TwinMsg {
     ForkSimulation {
         reply: Reply<Box<dyn hanzo_twin_engines::Simulation>>,
     },
+    /// From a caller that resolved the twin: copy the running simulation
+    /// and hand the copy on to `deliver` (the host's fork continuation),
+    /// so it does not come back to the caller first. `None` when the engine
+    /// does not copy in memory: the host then forks from the twin's state.
+    ForkInto { deliver: ForkDelivery },
     /// From a publisher: what the twin predicts now, as it is published.
     Prediction { reply: Reply<serde_json::Value> },
     /// Internal: time to see whether the paused twin has been idle long
@@ -441,6 +457,9 @@ impl TwinMsg {
             TwinMsg::Children { reply } => drop(reply.send(Err(err))),
             TwinMsg::Prediction { reply } => drop(reply.send(Err(err))),
             TwinMsg::ForkSimulation { reply } => drop(reply.send(Err(err))),
+            // The host forks it its own way, and answers for a twin that is
+            // not running.
+            TwinMsg::ForkInto { deliver } => deliver(Ok(None)),
             TwinMsg::Tick { .. }
             | TwinMsg::CheckpointDue
             | TwinMsg::Renamed { .. }
@@ -452,9 +471,6 @@ impl TwinMsg {
         }
     }
 
-    /// Whether a caller sent it (as opposed to the twin's clock, its
-    /// sources or its host): what keeps a twin from being idle. Reading the
-    /// runtime info shown with the twin's record does not.
     /// Whether handling this message may change what the twin's state read
     /// answers: everything but reads does (kept conservative: a message
     /// wrongly counted as a change only costs a cached read).
@@ -467,9 +483,14 @@ impl TwinMsg {
             } | TwinMsg::GetState { .. }
                 | TwinMsg::Recording { .. }
                 | TwinMsg::Children { .. }
+                | TwinMsg::ForkSimulation { .. }
+                | TwinMsg::ForkInto { .. }
         )
     }
 
+    /// Whether a caller sent it (as opposed to the twin's clock, its
+    /// sources or its host): what keeps a twin from being idle. Reading the
+    /// runtime info shown with the twin's record does not.
     pub fn is_request(&self) -> bool {
         matches!(self, TwinMsg::Op { op, .. } if *op != TwinOp::Info)
             || matches!(

@@ -731,6 +731,20 @@ impl Actor for TwinActor {
             TwinMsg::ForkSimulation { reply } => {
                 let _ = reply.send(state.sim.fork().map_err(TwinError::from));
             }
+            TwinMsg::ForkInto { deliver } => deliver(if state.sim.kind().forks_in_memory() {
+                state
+                    .sim
+                    .fork()
+                    .map(|simulation| {
+                        Some(crate::protocol::LiveCopy {
+                            simulation: sync_wrapper::SyncWrapper::new(simulation),
+                            scene: state.scene.clone(),
+                        })
+                    })
+                    .map_err(TwinError::from)
+            } else {
+                Ok(None)
+            }),
             TwinMsg::Prediction { reply } => {
                 let _ = reply.send(Ok(state.sync.prediction(state.id, state.sim.as_ref())));
             }

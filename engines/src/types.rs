@@ -50,6 +50,14 @@ impl EngineKind {
         }
     }
 
+    /// Whether a running simulation copies itself in memory in microseconds
+    /// (rapier3d and MuJoCo), so a fork can start from the live copy. The
+    /// others (a PyBullet worker process, PhysX rebuilding its scene) would
+    /// hold the parent that long, so their forks start from a state.
+    pub fn forks_in_memory(self) -> bool {
+        matches!(self, EngineKind::Rapier3d | EngineKind::Mujoco)
+    }
+
     /// The engine that reads a scene kept in its native format (MJCF: MuJoCo).
     pub fn reading(format: crate::scene::NativeFormat) -> EngineKind {
         match format {

@@ -5,13 +5,22 @@
 use super::{ForkOrigin, HostMsg, HostState, StartFrom};
 use crate::definition::Name;
 use crate::error::TwinError;
-use crate::protocol::{ForkOptions, TwinMsg, TwinRef};
+use crate::protocol::{ForkOptions, LiveCopy, Reply, TwinMsg, TwinRef};
 use crate::record::{Clock, Lifecycle, TwinId, TwinRecord};
+use crate::twin::TwinArgs;
 use hanzo_twin_engines::{SceneModel, SimState};
 use ractor::ActorRef;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// A fork answered but not running yet: what [`HostState::launch_fork`]
+/// spawns once the answer is on its way.
+pub(super) struct ForkLaunch {
+    id: TwinId,
+    args: TwinArgs,
+    activation: super::Activation,
+}
 
 impl HostState {
     /// A fresh twin id that placement puts on this node, so requests for the
@@ -56,7 +65,7 @@ impl HostState {
         myself: &ActorRef<HostMsg>,
         twin: &TwinRef,
         options: ForkOptions,
-    ) -> Result<TwinRecord, TwinError> {
+    ) -> Result<(TwinRecord, ForkLaunch), TwinError> {
         if let Some(node) = &options.node
             && node != crate::protocol::LEAST_LOADED
             && node != &self.config.node_id
@@ -69,17 +78,13 @@ impl HostState {
                 ),
             ));
         }
-        // A running rapier3d or MuJoCo parent copies its live simulation in
-        // memory (microseconds), and the fork starts from that copy; other
-        // engines (a PyBullet worker process, PhysX rebuilding its scene)
-        // would hold the parent for that long, so they fork from its state.
+        // A running parent whose engine copies in memory forks from that
+        // copy; the others fork from its state.
         let parent_id = self.resolve(twin)?;
         let parent = self.record(parent_id)?.clone();
-        let cheap = matches!(
-            parent.definition.engine.kind,
-            hanzo_twin_engines::EngineKind::Rapier3d | hanzo_twin_engines::EngineKind::Mujoco
-        );
-        if cheap && let Some(running) = self.activations.get(parent_id) {
+        if parent.definition.engine.kind.forks_in_memory()
+            && let Some(running) = self.activations.get(parent_id)
+        {
             let scene = running.scene.clone();
             let live = self
                 .call_twin(parent_id, "the request", |reply| TwinMsg::ForkSimulation {
@@ -95,6 +100,25 @@ impl HostState {
             .await
     }
 
+    /// Forks `twin` from the copy its running actor made.
+    pub(super) async fn fork_copy(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        twin: &TwinRef,
+        copy: LiveCopy,
+        options: ForkOptions,
+    ) -> Result<(TwinRecord, ForkLaunch), TwinError> {
+        let parent = self.record(self.resolve(twin)?)?.clone();
+        self.fork_from(
+            myself,
+            parent,
+            options,
+            ForkOrigin::Live(copy.simulation.into_inner()),
+            Some(copy.scene),
+        )
+        .await
+    }
+
     /// Spawns a fork of `parent` from `state` on this node (the parent may
     /// live on another).
     pub(super) async fn fork_from(
@@ -104,7 +128,7 @@ impl HostState {
         options: ForkOptions,
         origin: ForkOrigin,
         scene: Option<Arc<SceneModel>>,
-    ) -> Result<TwinRecord, TwinError> {
+    ) -> Result<(TwinRecord, ForkLaunch), TwinError> {
         let started = Instant::now();
         let name = match &options.name {
             Some(n) => Name::new(n).map_err(|m| TwinError::invalid("name", m))?,
@@ -152,34 +176,112 @@ impl HostState {
         record.id = self.new_id();
         record.parent = Some(parent.id);
         record.ephemeral = true;
-        let record = self.save(record).await?;
-        let id = record.id;
-        if let Err(e) = self
-            .spawn_twin(
-                myself,
-                id,
-                scene,
-                options.clock,
-                match (state, live) {
-                    (_, Some(sim)) => StartFrom::Live(sim),
-                    (state, None) => StartFrom::state(state),
-                },
-                VecDeque::new(),
-            )
-            .await
-        {
-            // Nothing half-made stays behind.
-            self.unhold(id);
-            return Err(e);
-        }
-        let mut record = record;
         record.status.state = Lifecycle::Running;
         record.status.clock = options.clock;
         record.status.node = Some(self.config.node_id.clone());
-        let record = self.save(record).await?;
+        let id = record.id;
+        let (record, _) = self.save_queued(record).await;
+        let from = match (state, live) {
+            (_, Some(sim)) => StartFrom::Live(sim),
+            (state, None) => StartFrom::state(state),
+        };
+        let (args, activation) =
+            match self.twin_args(myself, id, scene, options.clock, from, VecDeque::new()) {
+                Ok(spawn) => spawn,
+                Err(e) => {
+                    // Nothing half-made stays behind.
+                    self.unhold(id);
+                    return Err(e);
+                }
+            };
         metrics::histogram!("hanzo_twin_fork_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        Ok(record)
+        Ok((
+            record,
+            ForkLaunch {
+                id,
+                args,
+                activation,
+            },
+        ))
+    }
+
+    /// Spawns an answered fork's actor and answers.
+    pub(super) fn answer_fork(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        reply: Reply<TwinRecord>,
+        result: Result<(TwinRecord, ForkLaunch), TwinError>,
+    ) {
+        match result {
+            Ok((record, launch)) => {
+                // Spawned before the answer: the caller's task, woken last,
+                // runs next on this thread (tokio's LIFO slot), while the
+                // spawn goes to the queue.
+                self.launch_fork(myself, launch);
+                // A caller that stopped waiting leaves a fork, as any
+                // caller that drops its answer does: forks end with the
+                // process.
+                let _ = reply.send(Ok(record));
+            }
+            Err(e) => drop(reply.send(Err(e))),
+        }
+    }
+
+    /// Spawns an answered fork's actor off the host's loop. Requests for
+    /// the fork wait until it runs, or is gone if its actor failed to start
+    /// ([`HostState::fork_spawned`]).
+    pub(super) fn launch_fork(&mut self, myself: &ActorRef<HostMsg>, launch: ForkLaunch) {
+        let ForkLaunch {
+            id,
+            args,
+            activation,
+        } = launch;
+        let began = self.activations.begin_settling(id);
+        debug_assert!(began, "a new fork's id is not settling yet");
+        let host = myself.clone();
+        tokio::spawn(async move {
+            let spawned = super::spawn_twin_actor(&host, id, args).await;
+            if let Err(ractor::MessagingErr::SendErr(HostMsg::ForkSpawned {
+                spawned: Ok(actor),
+                ..
+            })) = host.send_message(HostMsg::ForkSpawned {
+                id,
+                activation: Box::new(activation),
+                spawned,
+            }) {
+                // The host is gone: so is the fork.
+                actor.stop(None);
+            }
+        });
+    }
+
+    /// A fork's actor is up (or failed to start): it runs, or the fork is
+    /// gone; the requests that waited for it go on.
+    pub(super) fn fork_spawned(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        id: TwinId,
+        activation: super::Activation,
+        spawned: Result<ActorRef<TwinMsg>, ractor::SpawnErr>,
+    ) {
+        // An actor that ended already was reported to the host before this
+        // message, unknown then: it counts as not started.
+        let spawned = spawned.and_then(|actor| match actor.get_status() {
+            // Starting: its post_start runs now; its messages wait for it.
+            status if status <= ractor::ActorStatus::Upgrading => Ok(actor),
+            status => {
+                actor.stop(None);
+                Err(ractor::SpawnErr::StartupFailed(
+                    format!("its actor ended at once ({status:?})").into(),
+                ))
+            }
+        });
+        if let Err(e) = self.activate(id, activation, spawned) {
+            tracing::error!(fork = %id, error = %e, "the fork's actor did not start; the fork is gone");
+            self.unhold(id);
+        }
+        self.unpark(myself, id);
     }
 
     /// Takes over a running fork handed off by another node.

@@ -3,7 +3,9 @@
 
 use crate::definition::TwinDefinition;
 use crate::error::TwinError;
-use crate::protocol::{ForkOptions, Reply, Scope, StartOptions, TwinFilter, TwinMsg, TwinRef};
+use crate::protocol::{
+    ForkOptions, LiveCopy, Reply, Scope, StartOptions, TwinFilter, TwinMsg, TwinRef,
+};
 use crate::record::{Clock, TwinId, TwinRecord};
 use hanzo_twin_engines::SimState;
 
@@ -87,6 +89,21 @@ pub enum HostMsg {
         twin: TwinRef,
         options: ForkOptions,
         reply: Reply<TwinRecord>,
+    },
+    /// A fork whose running parent copied its simulation for it
+    /// ([`TwinMsg::ForkInto`]); with no copy, forked as [`HostMsg::Fork`] is.
+    ForkCopied {
+        parent: TwinRef,
+        copied: Result<Option<LiveCopy>, TwinError>,
+        options: ForkOptions,
+        reply: Reply<TwinRecord>,
+    },
+    /// Internal: a fork's actor, spawned off the host's loop once the fork
+    /// was answered; requests for the fork waited for it.
+    ForkSpawned {
+        id: TwinId,
+        activation: Box<super::Activation>,
+        spawned: Result<ractor::ActorRef<TwinMsg>, ractor::SpawnErr>,
     },
     /// Load a checkpoint into a twin: into the running simulation, or as the state
     /// the next start resumes from.
@@ -187,6 +204,7 @@ impl HostMsg {
             | HostMsg::Start { twin, .. }
             | HostMsg::Stop { twin, .. }
             | HostMsg::Fork { twin, .. }
+            | HostMsg::ForkCopied { parent: twin, .. }
             | HostMsg::Restore { twin, .. }
             | HostMsg::Checkpoint { twin, .. }
             | HostMsg::Route { twin, .. }
@@ -206,6 +224,7 @@ impl HostMsg {
             HostMsg::Start { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::Stop { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::Fork { reply, .. } => drop(reply.send(Err(err))),
+            HostMsg::ForkCopied { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::Restore { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::Checkpoint { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::Route { msg, .. } => msg.reject(err),

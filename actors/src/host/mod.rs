@@ -137,6 +137,29 @@ impl StartFrom {
     }
 }
 
+/// What the host keeps of a twin actor it spawns, to record it as running.
+pub struct Activation {
+    from_checkpoint: bool,
+    spawned: Arc<std::sync::OnceLock<ActorId>>,
+    messages: crate::inspector::MessageCount,
+    children: crate::children::ChildBoard,
+    view: Arc<crate::direct::TwinView>,
+    scene: Arc<SceneModel>,
+    clock: Clock,
+    crashes: VecDeque<Instant>,
+}
+
+/// Spawns a twin's actor, supervised by the host.
+async fn spawn_twin_actor(
+    host: &ActorRef<HostMsg>,
+    id: TwinId,
+    args: TwinArgs,
+) -> Result<ActorRef<TwinMsg>, ractor::SpawnErr> {
+    Actor::spawn_linked(Some(format!("twin:{id}")), TwinActor, args, host.get_cell())
+        .await
+        .map(|(actor, _)| actor)
+}
+
 /// What a fork starts from.
 enum ForkOrigin {
     /// A state message: from a stopped parent, another node, or an engine
@@ -185,17 +208,6 @@ impl HostState {
         self.records
             .get(id)
             .ok_or_else(|| TwinError::NotFound(id.to_string()))
-    }
-
-    /// [`HostState::save_queued`], then waits for the write. Forks are never
-    /// written: they live and die with this process, and a durable write
-    /// would dominate fork latency.
-    async fn save(&mut self, record: TwinRecord) -> Result<TwinRecord, TwinError> {
-        let (record, durable) = self.save_queued(record).await;
-        if let Some(durable) = durable {
-            durable.wait().await.map_err(storage)?;
-        }
-        Ok(record)
     }
 
     /// Holds `record` now and queues its durable write behind the host's
@@ -251,12 +263,28 @@ impl HostState {
         from: StartFrom,
         crashes: VecDeque<Instant>,
     ) -> Result<(), TwinError> {
+        let (args, activation) = self.twin_args(myself, id, scene, clock, from, crashes)?;
+        let spawned = spawn_twin_actor(myself, id, args).await;
+        self.activate(id, activation, spawned)
+    }
+
+    /// What the twin's actor is spawned with, and what the host keeps of it
+    /// once it runs.
+    fn twin_args(
+        &self,
+        myself: &ActorRef<HostMsg>,
+        id: TwinId,
+        scene: Arc<SceneModel>,
+        clock: Clock,
+        from: StartFrom,
+        crashes: VecDeque<Instant>,
+    ) -> Result<(TwinArgs, Activation), TwinError> {
         let (initial_state, live) = match from {
             StartFrom::Scene => (None, None),
             StartFrom::State(state) => (Some(state), None),
             StartFrom::Live(sim) => (None, Some(sim)),
         };
-        let record = self.record(id)?.clone();
+        let record = self.record(id)?;
         let definition = &record.definition;
         let engine = self.engines.get(definition.engine.kind)?;
         let config = definition.engine.config.to_engine_config();
@@ -267,16 +295,25 @@ impl HostState {
         };
         let checkpoint_every_steps =
             ((self.config.checkpoint_interval_s * config.step_hz).ceil() as u64).max(1);
-        let from_checkpoint = initial_state.is_some();
         // The actor's id, known once it is spawned, tells the host which
         // incarnation reported itself idle.
         let spawned = Arc::new(std::sync::OnceLock::<ActorId>::new());
+        let activation = Activation {
+            from_checkpoint: initial_state.is_some(),
+            spawned: spawned.clone(),
+            messages: crate::inspector::MessageCount::default(),
+            children: crate::children::ChildBoard::default(),
+            view: Arc::default(),
+            scene: scene.clone(),
+            clock,
+            crashes,
+        };
         let args = TwinArgs {
             id,
             name: definition.name.to_string(),
             organization: definition.organization().to_string(),
             engine,
-            scene: scene.clone(),
+            scene,
             config,
             initial_state,
             simulation: live,
@@ -286,60 +323,64 @@ impl HostState {
             record_capacity: (self.config.record_hz * self.config.record_seconds).ceil() as usize,
             checkpoints: self.checkpoints.clone(),
             checkpoint_min_interval: self.config.checkpoint_min_interval,
-            messages: crate::inspector::MessageCount::default(),
-            // A fork is standalone: it never follows the parent's sources.
+            messages: activation.messages.clone(),
             stream: self.config.stream.clone(),
+            // A fork is standalone: it never follows the parent's sources.
             sync: if record.ephemeral {
                 crate::definition::SyncSpec::default()
             } else {
                 definition.sync.clone()
             },
-            child_board: crate::children::ChildBoard::default(),
-            view: Arc::default(),
+            child_board: activation.children.clone(),
+            view: activation.view.clone(),
             tree_events: Some(self.tree.clone()),
             passivate_after: self.config.passivate_after,
             on_idle: Some(Arc::new({
-                let (host, actor) = (myself.clone(), spawned.clone());
+                let host = myself.clone();
                 move || {
-                    if let Some(actor) = actor.get() {
+                    if let Some(actor) = spawned.get() {
                         // A host that is gone passivates nothing.
                         let _ = host.send_message(HostMsg::Idle { id, actor: *actor });
                     }
                 }
             })),
         };
-        let messages = args.messages.clone();
-        let children = args.child_board.clone();
-        let view = args.view.clone();
-        let (actor, _handle) =
-            Actor::spawn_linked(Some(format!("twin:{id}")), TwinActor, args, myself.get_cell())
-                .await
-                .map_err(|e| {
-                    let mut message = format!("twin {id} failed to start: {e}");
-                    if from_checkpoint {
-                        message.push_str(
-                            "; if the scene changed since the last checkpoint, start with reset to begin from the scene's initial state",
-                        );
-                    }
-                    TwinError::Failed {
-                        id: id.to_string(),
-                        reason: message,
-                    }
-                })?;
-        let _ = spawned.set(actor.get_id());
+        Ok((args, activation))
+    }
+
+    /// Records the twin's freshly spawned actor as running.
+    fn activate(
+        &mut self,
+        id: TwinId,
+        activation: Activation,
+        spawned: Result<ActorRef<TwinMsg>, ractor::SpawnErr>,
+    ) -> Result<(), TwinError> {
+        let actor = spawned.map_err(|e| {
+            let mut message = format!("twin {id} failed to start: {e}");
+            if activation.from_checkpoint {
+                message.push_str(
+                    "; if the scene changed since the last checkpoint, start with reset to begin from the scene's initial state",
+                );
+            }
+            TwinError::Failed {
+                id: id.to_string(),
+                reason: message,
+            }
+        })?;
+        let _ = activation.spawned.set(actor.get_id());
         self.activations.add(
             id,
             Running {
                 actor,
-                view,
-                messages,
-                scene,
-                clock,
-                crashes,
-                children,
+                view: activation.view,
+                messages: activation.messages,
+                scene: activation.scene,
+                clock: activation.clock,
+                crashes: activation.crashes,
+                children: activation.children,
             },
         );
-        self.tree.twin(&record, "started", None);
+        self.tree.twin(self.record(id)?, "started", None);
         Ok(())
     }
 
@@ -838,8 +879,26 @@ impl HostState {
                 reply,
             } => {
                 let result = self.fork(myself, &twin, options).await;
-                let _ = reply.send(result);
+                self.answer_fork(myself, reply, result);
             }
+            HostMsg::ForkCopied {
+                parent,
+                copied,
+                options,
+                reply,
+            } => {
+                let result = match copied {
+                    Ok(Some(copy)) => self.fork_copy(myself, &parent, copy, options).await,
+                    Ok(None) => self.fork(myself, &parent, options).await,
+                    Err(e) => Err(e),
+                };
+                self.answer_fork(myself, reply, result);
+            }
+            HostMsg::ForkSpawned {
+                id,
+                activation,
+                spawned,
+            } => self.fork_spawned(myself, id, *activation, spawned),
             HostMsg::Restore { twin, state, reply } => {
                 let result = self.restore(&twin, state).await;
                 let _ = reply.send(result);
@@ -940,7 +999,7 @@ impl HostState {
                         None,
                     )
                     .await;
-                let _ = reply.send(result);
+                self.answer_fork(myself, reply, result);
             }
             HostMsg::AdoptFork {
                 record,
