@@ -7,7 +7,7 @@ use crate::definition::TwinDefinition;
 use crate::direct::{DirectRoute, RouteCache};
 use crate::error::TwinError;
 use crate::gym::BatchMsg;
-use crate::host::{HostMsg, Rebalanced};
+use crate::host::{HostMsg, LifecycleMsg, Rebalanced};
 use crate::protocol::{
     Admission, Fault, ForkOptions, JointCommandEntry, LEAST_LOADED, Reply, Scope, StartOptions,
     StepReport, SyncStatus, TwinFilter, TwinMsg, TwinOp, TwinOpReply, TwinRef, TwinRuntimeInfo,
@@ -186,19 +186,19 @@ impl TwinNode {
         *self.host.write().unwrap_or_else(|p| p.into_inner()) = Some(host);
     }
 
-    async fn ask<T: Send + 'static>(
+    async fn ask<T: Send + 'static, M: Into<HostMsg>>(
         &self,
         what: &str,
-        build: impl FnOnce(Reply<T>) -> HostMsg,
+        build: impl FnOnce(Reply<T>) -> M,
     ) -> Result<T, TwinError> {
         self.ask_within(what, self.timeout, build).await
     }
 
-    async fn ask_within<T: Send + 'static>(
+    async fn ask_within<T: Send + 'static, M: Into<HostMsg>>(
         &self,
         what: &str,
         timeout: std::time::Duration,
-        build: impl FnOnce(Reply<T>) -> HostMsg,
+        build: impl FnOnce(Reply<T>) -> M,
     ) -> Result<T, TwinError> {
         let _permit = self.admission.enter()?;
         self.call_host(what, timeout, build).await
@@ -207,12 +207,13 @@ impl TwinNode {
     /// Asks the host without taking a permit: for a request that holds one
     /// already, and for liveness and shutdown, which must get through
     /// however busy the node is.
-    async fn call_host<T: Send + 'static>(
+    async fn call_host<T: Send + 'static, M: Into<HostMsg>>(
         &self,
         what: &str,
         timeout: std::time::Duration,
-        build: impl FnOnce(Reply<T>) -> HostMsg,
+        build: impl FnOnce(Reply<T>) -> M,
     ) -> Result<T, TwinError> {
+        let build = |reply| build(reply).into();
         crate::protocol::call_actor(&self.local_host()?, what, "the request", timeout, build).await
     }
 
@@ -475,7 +476,7 @@ impl TwinNode {
             TwinRequest::Create { definition } => {
                 let scope = self.scope.clone();
                 record(
-                    self.ask("create", |reply| HostMsg::Create {
+                    self.ask("create", |reply| LifecycleMsg::Create {
                         definition,
                         scope,
                         reply,
@@ -504,7 +505,7 @@ impl TwinNode {
             TwinRequest::Update { twin, patch } => {
                 let t = self.twin_ref(&twin);
                 record(
-                    self.ask(&twin, |reply| HostMsg::Update {
+                    self.ask(&twin, |reply| LifecycleMsg::Update {
                         twin: t,
                         patch,
                         reply,
@@ -514,14 +515,14 @@ impl TwinNode {
             }
             TwinRequest::Delete { twin } => {
                 let t = self.twin_ref(&twin);
-                self.ask(&twin, |reply| HostMsg::Delete { twin: t, reply })
+                self.ask(&twin, |reply| LifecycleMsg::Delete { twin: t, reply })
                     .await?;
                 done
             }
             TwinRequest::Start { twin, options } => {
                 let t = self.twin_ref(&twin);
                 record(
-                    self.ask(&twin, |reply| HostMsg::Start {
+                    self.ask(&twin, |reply| LifecycleMsg::Start {
                         twin: t,
                         options,
                         reply,
@@ -532,7 +533,7 @@ impl TwinNode {
             TwinRequest::Stop { twin } => {
                 let t = self.twin_ref(&twin);
                 record(
-                    self.ask(&twin, |reply| HostMsg::Stop { twin: t, reply })
+                    self.ask(&twin, |reply| LifecycleMsg::Stop { twin: t, reply })
                         .await?,
                 )
             }
@@ -540,7 +541,7 @@ impl TwinNode {
             TwinRequest::Checkpoint { twin } => {
                 let t = self.twin_ref(&twin);
                 let state = self
-                    .ask(&twin, |reply| HostMsg::Checkpoint { twin: t, reply })
+                    .ask(&twin, |reply| LifecycleMsg::Checkpoint { twin: t, reply })
                     .await?;
                 (TwinReply::State, state.to_bytes())
             }
@@ -548,7 +549,7 @@ impl TwinNode {
                 let state = SimState::from_bytes(&blob)?;
                 let t = self.twin_ref(&twin);
                 record(
-                    self.ask(&twin, |reply| HostMsg::Restore {
+                    self.ask(&twin, |reply| LifecycleMsg::Restore {
                         twin: t,
                         state,
                         reply,

@@ -14,23 +14,9 @@ use hanzo_twin_engines::SimState;
 // add an allocation per request for no gain.
 #[allow(clippy::large_enum_variant)]
 pub enum HostMsg {
-    /// A definition without an organization gets the scope's; one naming
-    /// another organization than the scope's is refused.
-    Create {
-        definition: TwinDefinition,
-        scope: Scope,
-        reply: Reply<TwinRecord>,
-    },
-    /// Internal: a create whose scene was read off the host's loop.
-    Admit {
-        checked: Result<TwinDefinition, TwinError>,
-        reply: Reply<TwinRecord>,
-    },
-    /// Internal: an admitted twin whose record could not be stored; it
-    /// was not created after all.
-    Unadmit {
-        id: TwinId,
-    },
+    /// Creating, changing, starting, stopping and deleting twins, and
+    /// their checkpoints ([`super::lifecycle`]).
+    Lifecycle(LifecycleMsg),
     Get {
         twin: TwinRef,
         reply: Reply<TwinRecord>,
@@ -39,51 +25,6 @@ pub enum HostMsg {
         filter: TwinFilter,
         scope: Scope,
         reply: Reply<Vec<TwinRecord>>,
-    },
-    /// Apply a JSON merge patch (RFC 7396) to the definition.
-    Update {
-        twin: TwinRef,
-        patch: serde_json::Value,
-        reply: Reply<TwinRecord>,
-    },
-    /// Internal: an update whose new scene or engine was checked off the
-    /// host's loop, against the record as it was changed last at `base`.
-    UpdateChecked {
-        id: TwinId,
-        base: chrono::DateTime<chrono::Utc>,
-        checked: Result<TwinDefinition, TwinError>,
-        reply: Reply<TwinRecord>,
-    },
-    Delete {
-        twin: TwinRef,
-        reply: Reply<()>,
-    },
-    /// Internal: a twin whose deletion failed in the store; the host holds
-    /// it again.
-    Rehold {
-        record: Box<TwinRecord>,
-    },
-    Start {
-        twin: TwinRef,
-        options: StartOptions,
-        reply: Reply<TwinRecord>,
-    },
-    /// Internal: a start whose scene and checkpoint were read off the
-    /// host's loop.
-    Launch {
-        id: TwinId,
-        prepared: Result<super::Launch, TwinError>,
-        then: Launched,
-    },
-    /// From a twin's actor: it has been paused and without requests for
-    /// `passivate_after`; the host may passivate it.
-    Idle {
-        id: TwinId,
-        actor: ractor::ActorId,
-    },
-    Stop {
-        twin: TwinRef,
-        reply: Reply<TwinRecord>,
     },
     Fork {
         twin: TwinRef,
@@ -105,23 +46,8 @@ pub enum HostMsg {
         activation: Box<super::Activation>,
         spawned: Result<ractor::ActorRef<TwinMsg>, ractor::SpawnErr>,
     },
-    /// Load a checkpoint into a twin: into the running simulation, or as the state
-    /// the next start resumes from.
-    Restore {
-        twin: TwinRef,
-        state: SimState,
-        reply: Reply<TwinRecord>,
-    },
-    /// The latest checkpoint: live state when running, the stored one otherwise.
-    Checkpoint {
-        twin: TwinRef,
-        reply: Reply<SimState>,
-    },
     /// Deliver `msg` to the twin's actor, or reject it if the twin is not running.
-    Route {
-        twin: TwinRef,
-        msg: TwinMsg,
-    },
+    Route { twin: TwinRef, msg: TwinMsg },
     /// The running twin's actor, for a caller to message directly
     /// ([`crate::direct`]); an error when it is not running.
     Resolve {
@@ -131,9 +57,7 @@ pub enum HostMsg {
     },
     /// Stop every twin with a final checkpoint, keeping their status so the next
     /// start of the node resumes them; answers once checkpoints are durable.
-    Shutdown {
-        reply: Reply<()>,
-    },
+    Shutdown { reply: Reply<()> },
     /// Run one scene and one command sequence on several engines and report
     /// how their trajectories diverge. Answers when the runs finish; the host
     /// goes on serving meanwhile.
@@ -182,9 +106,7 @@ pub enum HostMsg {
         reply: Reply<Vec<TwinRecord>>,
     },
     /// How many twins run on this node.
-    Load {
-        reply: Reply<usize>,
-    },
+    Load { reply: Reply<usize> },
     /// Bring what this node holds in line with placement: hand off up to
     /// `max_moves` twins it no longer owns (checkpoint, stop, release), and
     /// take over the twins it owns that no live node holds.
@@ -194,19 +116,95 @@ pub enum HostMsg {
     },
 }
 
+/// What changes a twin's lifecycle: create, update, start, stop, delete,
+/// restore, checkpoint and passivation, with the host's own continuations.
+// As HostMsg: moved once, not boxed.
+#[allow(clippy::large_enum_variant)]
+pub enum LifecycleMsg {
+    /// A definition without an organization gets the scope's; one naming
+    /// another organization than the scope's is refused.
+    Create {
+        definition: TwinDefinition,
+        scope: Scope,
+        reply: Reply<TwinRecord>,
+    },
+    /// Internal: a create whose scene was read off the host's loop.
+    Admit {
+        checked: Result<TwinDefinition, TwinError>,
+        reply: Reply<TwinRecord>,
+    },
+    /// Internal: an admitted twin whose record could not be stored; it
+    /// was not created after all.
+    Unadmit {
+        id: TwinId,
+    },
+    /// Apply a JSON merge patch (RFC 7396) to the definition.
+    Update {
+        twin: TwinRef,
+        patch: serde_json::Value,
+        reply: Reply<TwinRecord>,
+    },
+    /// Internal: an update whose new scene or engine was checked off the
+    /// host's loop, against the record as it was changed last at `base`.
+    UpdateChecked {
+        id: TwinId,
+        base: chrono::DateTime<chrono::Utc>,
+        checked: Result<TwinDefinition, TwinError>,
+        reply: Reply<TwinRecord>,
+    },
+    Delete {
+        twin: TwinRef,
+        reply: Reply<()>,
+    },
+    /// Internal: a twin whose deletion failed in the store; the host holds
+    /// it again.
+    Rehold {
+        record: Box<TwinRecord>,
+    },
+    Start {
+        twin: TwinRef,
+        options: StartOptions,
+        reply: Reply<TwinRecord>,
+    },
+    /// Internal: a start whose scene and checkpoint were read off the
+    /// host's loop.
+    Launch {
+        id: TwinId,
+        prepared: Result<super::lifecycle::Launch, TwinError>,
+        then: Launched,
+    },
+    /// From a twin's actor: it has been paused and without requests for
+    /// `passivate_after`; the host may passivate it.
+    Idle {
+        id: TwinId,
+        actor: ractor::ActorId,
+    },
+    Stop {
+        twin: TwinRef,
+        reply: Reply<TwinRecord>,
+    },
+    /// Load a checkpoint into a twin: into the running simulation, or as the state
+    /// the next start resumes from.
+    Restore {
+        twin: TwinRef,
+        state: SimState,
+        reply: Reply<TwinRecord>,
+    },
+    /// The latest checkpoint: live state when running, the stored one otherwise.
+    Checkpoint {
+        twin: TwinRef,
+        reply: Reply<SimState>,
+    },
+}
+
 impl HostMsg {
     /// The twin a request names, if it names one.
     pub fn twin_ref(&self) -> Option<&TwinRef> {
         match self {
+            HostMsg::Lifecycle(msg) => msg.twin_ref(),
             HostMsg::Get { twin, .. }
-            | HostMsg::Update { twin, .. }
-            | HostMsg::Delete { twin, .. }
-            | HostMsg::Start { twin, .. }
-            | HostMsg::Stop { twin, .. }
             | HostMsg::Fork { twin, .. }
             | HostMsg::ForkCopied { parent: twin, .. }
-            | HostMsg::Restore { twin, .. }
-            | HostMsg::Checkpoint { twin, .. }
             | HostMsg::Route { twin, .. }
             | HostMsg::Resolve { twin, .. }
             | HostMsg::ForkSource { twin, .. } => Some(twin),
@@ -218,18 +216,47 @@ impl HostMsg {
     pub fn refuse(self, err: TwinError) {
         // A caller that stopped waiting is not an error here.
         match self {
+            HostMsg::Lifecycle(msg) => msg.refuse(err),
             HostMsg::Get { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Update { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Delete { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Start { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Stop { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::Fork { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::ForkCopied { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Restore { reply, .. } => drop(reply.send(Err(err))),
-            HostMsg::Checkpoint { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::Route { msg, .. } => msg.reject(err),
             HostMsg::Resolve { reply, .. } => drop(reply.send(Err(err))),
             HostMsg::ForkSource { reply, .. } => drop(reply.send(Err(err))),
+            other => {
+                tracing::error!(
+                    "refuse() called on a request that names no twin: {}",
+                    std::any::type_name_of_val(&other)
+                );
+            }
+        }
+    }
+}
+
+impl LifecycleMsg {
+    /// The twin a request names, if it names one.
+    pub fn twin_ref(&self) -> Option<&TwinRef> {
+        match self {
+            LifecycleMsg::Update { twin, .. }
+            | LifecycleMsg::Delete { twin, .. }
+            | LifecycleMsg::Start { twin, .. }
+            | LifecycleMsg::Stop { twin, .. }
+            | LifecycleMsg::Restore { twin, .. }
+            | LifecycleMsg::Checkpoint { twin, .. } => Some(twin),
+            _ => None,
+        }
+    }
+
+    /// Answers a request naming a twin with `err`, unhandled.
+    pub fn refuse(self, err: TwinError) {
+        // A caller that stopped waiting is not an error here.
+        match self {
+            LifecycleMsg::Update { reply, .. } => drop(reply.send(Err(err))),
+            LifecycleMsg::Delete { reply, .. } => drop(reply.send(Err(err))),
+            LifecycleMsg::Start { reply, .. } => drop(reply.send(Err(err))),
+            LifecycleMsg::Stop { reply, .. } => drop(reply.send(Err(err))),
+            LifecycleMsg::Restore { reply, .. } => drop(reply.send(Err(err))),
+            LifecycleMsg::Checkpoint { reply, .. } => drop(reply.send(Err(err))),
             other => {
                 tracing::error!(
                     "refuse() called on a request that names no twin: {}",
@@ -262,6 +289,12 @@ pub struct Rebalanced {
 
 /// Local only: never sent between nodes.
 impl ractor::Message for HostMsg {}
+
+impl From<LifecycleMsg> for HostMsg {
+    fn from(msg: LifecycleMsg) -> Self {
+        HostMsg::Lifecycle(msg)
+    }
+}
 
 impl From<crate::gym::BatchMsg> for HostMsg {
     fn from(msg: crate::gym::BatchMsg) -> Self {
