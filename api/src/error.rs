@@ -115,9 +115,17 @@ impl From<TwinError> for ApiError {
     }
 }
 
+/// An error response's `code`, kept beside its body so that layers (the
+/// audit) read it without buffering the body.
+#[derive(Debug, Clone)]
+pub struct ErrorCode(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let code = ErrorCode(self.body.code.clone());
         let body = ErrorResponse { error: self.body };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(code);
+        response
     }
 }

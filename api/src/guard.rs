@@ -537,21 +537,18 @@ async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) -> Res
         .await;
         return response;
     }
-    // Error bodies are small JSON; read the code for the entry and pass the
-    // body on unchanged.
-    let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let code = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(String::from));
+    // Every error the API makes carries its code beside the body; the
+    // body itself passes on untouched.
+    let code = response
+        .extensions()
+        .get::<crate::error::ErrorCode>()
+        .map(|c| c.0.clone());
     record(
         auth.audit.as_ref(),
         entry(Outcome::Failed, status, code, created),
     )
     .await;
-    Response::from_parts(parts, axum::body::Body::from(bytes))
+    response
 }
 
 /// The path as called, with the target as given.

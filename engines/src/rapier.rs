@@ -962,7 +962,10 @@ fn validate_config(config: &EngineConfig) -> Result<(u32, f64, Real, Option<usiz
     if !(substep_dt.is_normal() && substep_dt.is_sign_positive()) {
         return Err(invalid(
             "step_hz",
-            "substep length rounds to zero".to_string(),
+            format!(
+                "its substep length ({step_dt} s / {} substeps) is no usable 32-bit time",
+                config.substeps
+            ),
         ));
     }
     Ok((config.substeps, step_dt, substep_dt, iterations))

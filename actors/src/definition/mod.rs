@@ -67,6 +67,16 @@ impl utoipa::PartialSchema for Name {
 
 impl utoipa::ToSchema for Name {}
 
+/// `s` as an error message quotes it: whole when short, else its start and
+/// its length, so a huge input never comes back whole.
+pub fn shortened(s: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 64;
+    match s.char_indices().nth(SHOWN) {
+        None => s.into(),
+        Some((end, _)) => format!("{}… ({} characters)", &s[..end], s.chars().count()).into(),
+    }
+}
+
 impl Name {
     pub fn new(s: &str) -> Result<Name, String> {
         let ok_len = (1..=63).contains(&s.len());
@@ -78,7 +88,8 @@ impl Name {
             Ok(Name(s.to_string()))
         } else {
             Err(format!(
-                "`{s}` is not a valid name: use 1-63 letters, digits, `.`, `_` or `-`, starting with a letter or digit"
+                "`{}` is not a valid name: use 1-63 letters, digits, `.`, `_` or `-`, starting with a letter or digit",
+                shortened(s)
             ))
         }
     }
@@ -240,6 +251,7 @@ pub struct EngineSpec {
 #[serde(deny_unknown_fields)]
 pub struct EngineConfigSpec {
     #[serde(default = "default_step_hz")]
+    #[schema(value_type = f64, minimum = 0.01, maximum = 100000, default = 240)]
     pub step_hz: StepHz,
     #[serde(default = "default_substeps")]
     pub substeps: Substeps,
@@ -287,22 +299,32 @@ fn default_substeps() -> Substeps {
     Substeps(1)
 }
 
-/// Physics steps per second: finite, above 0 and at most 100 kHz.
+/// Physics steps per second: from 0.01 (one step per 100 s) to 100 kHz.
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct StepHz(pub f64);
+
+/// The slowest step rate a definition may ask for.
+pub const MIN_STEP_HZ: f64 = 0.01;
 
 impl<'de> Deserialize<'de> for StepHz {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = f64::deserialize(d)?;
         if !v.is_finite() || v <= 0.0 {
             return Err(serde::de::Error::custom(format!(
-                "step_hz must be a finite number above 0, got {v}"
+                "step_hz must be a finite number above 0, got {v:?}"
+            )));
+        }
+        // Engines step in f32 (rapier3d) or f64 time: a step longer than
+        // 100 s is no simulation anyone runs, and far slower rates overflow.
+        if v < MIN_STEP_HZ {
+            return Err(serde::de::Error::custom(format!(
+                "step_hz must be at least {MIN_STEP_HZ} (one step per 100 s), got {v:?}"
             )));
         }
         if v > 100_000.0 {
             return Err(serde::de::Error::custom(format!(
-                "step_hz must be at most 100000, got {v}"
+                "step_hz must be at most 100000, got {v:?}"
             )));
         }
         Ok(StepHz(v))
@@ -631,7 +653,7 @@ tags: [robot, cell-1]
 
     #[test]
     fn nonpositive_step_hz_names_field_and_line() {
-        for bad in ["0", "-5", ".nan", ".inf"] {
+        for bad in ["0", "-5", ".nan", ".inf", "1e-300", "0.001"] {
             let e = yaml_err(&GOOD.replace("step_hz: 240", &format!("step_hz: {bad}")));
             assert_eq!(e.field, "engine.config.step_hz", "{bad}: {e}");
             assert_eq!(e.line, Some(8), "{bad}: {e}");
