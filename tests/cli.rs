@@ -338,3 +338,44 @@ fn cli_converts_urdf_and_names_what_it_cannot() {
         "{err}"
     );
 }
+
+/// `hanzo-twin completions <shell>`: bash loads the script and completes a
+/// subcommand from it; zsh and fish get scripts of their own; a shell it
+/// does not know is an error listing those it does.
+#[test]
+fn completion_scripts_complete_subcommands() {
+    let completions = |shell: &str| {
+        std::process::Command::new(bin())
+            .args(["completions", shell])
+            .output()
+            .expect("run hanzo-twin completions")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("hanzo-twin.bash");
+    std::fs::write(&script, ok(&completions("bash"))).expect("write the script");
+    let complete = |word: &str| {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(
+                "source \"$0\"; COMP_WORDS=(hanzo-twin \"$1\"); COMP_CWORD=1; \
+                 _hanzo__twin hanzo-twin \"$1\" hanzo-twin; printf '%s\\n' \"${COMPREPLY[@]}\"",
+            )
+            .arg(&script)
+            .arg(word)
+            .output()
+            .expect("run bash");
+        ok(&out)
+    };
+    assert_eq!(complete("fo").trim(), "fork");
+    assert_eq!(complete("compl").trim(), "completions");
+    assert!(complete("s").lines().any(|l| l == "serve"));
+    assert!(ok(&completions("zsh")).starts_with("#compdef hanzo-twin"));
+    assert!(ok(&completions("fish")).contains("complete -c hanzo-twin"));
+    let wrong = completions("tcsh");
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("bash") && stderr.contains("fish"),
+        "{stderr}"
+    );
+}

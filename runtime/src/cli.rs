@@ -169,6 +169,13 @@ enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Print a completion script for a shell, e.g.
+    /// `hanzo-twin completions bash > /etc/bash_completion.d/hanzo-twin` or
+    /// `source <(hanzo-twin completions zsh)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Convert a URDF robot description (with its STL/OBJ/DAE meshes) into a USD
     /// scene, here, without a node.
     UrdfToUsd {
@@ -568,6 +575,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::InternalReadScene { path } => {
             crate::scene_reader::child_main(&path).context("cannot write the scene to stdout")
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "hanzo-twin", &mut std::io::stdout());
+            Ok(())
         }
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -1075,7 +1088,10 @@ fn audit_table(v: &Value) -> String {
 
 async fn client_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { .. } | Command::InternalReadScene { .. } | Command::UrdfToUsd { .. } => {
+        Command::Serve { .. }
+        | Command::InternalReadScene { .. }
+        | Command::UrdfToUsd { .. }
+        | Command::Completions { .. } => {
             unreachable!("handled before")
         }
         Command::Create { config, client } => {
