@@ -603,6 +603,9 @@ fn serve(
         config.validate()?;
     }
     crate::telemetry::init_logging(&config.logging);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     // Read the boot twins before anything starts, so a typo fails fast.
     let mut definitions = Vec::new();
     for path in &twin_files {

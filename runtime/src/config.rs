@@ -1,5 +1,8 @@
 //! Node configuration: embedded defaults, then a YAML file, then `HANZO_TWIN_*`
-//! environment variables, each overriding the one before.
+//! environment variables, each overriding the one before. String values in
+//! the file may name environment variables as `${NAME}` (the spec's
+//! `access_key: "${HANZO_STORAGE_ACCESS_KEY}"`); one that is not set is an
+//! error naming it.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -27,6 +30,19 @@ pub struct NodeConfig {
     pub auth: AuthSection,
     pub logging: LoggingSection,
     pub stream: StreamSection,
+    /// The spec's `database.url`: a PostgreSQL URL here is the same as
+    /// `metadata.backend: postgres` with `metadata.postgres.url`.
+    pub database: DatabaseSection,
+    /// What loading noticed but did not refuse (an unknown `HANZO_TWIN_`
+    /// variable), for the node to log once logging is up.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    pub url: Option<String>,
 }
 
 /// The Kafka stream twins publish to (the spec's `stream`): the brokers of
@@ -469,6 +485,8 @@ impl Default for NodeConfig {
             auth: AuthSection::default(),
             logging: LoggingSection::default(),
             stream: StreamSection::default(),
+            database: DatabaseSection::default(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -555,6 +573,7 @@ impl NodeConfig {
         explicit: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<NodeConfig, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
         let default_path = Path::new(DEFAULT_CONFIG_PATH);
         let file = match explicit {
             Some(p) => Some(p.to_path_buf()),
@@ -568,21 +587,51 @@ impl NodeConfig {
                 path: path.clone(),
                 source,
             })?;
-            // Parse the file on its own first, so errors carry its line numbers.
-            let de = serde_yaml_ng::Deserializer::from_str(&text);
-            let parsed: NodeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let parse_error = |e: serde_path_to_error::Error<serde_yaml_ng::Error>| {
                 let field = e.path().to_string();
+                let message = with_suggestion(e.into_inner().to_string());
                 ConfigError::Parse {
                     path: path.clone(),
-                    message: format!("field `{field}`: {}", e.into_inner()),
+                    message: format!("field `{field}`: {message}"),
                 }
-            })?;
+            };
+            let parsed: NodeConfig = if text.contains("${") {
+                // Expanded in the parsed values, never in comments; the
+                // errors then name the field, not the line.
+                let mut raw: serde_yaml_ng::Value =
+                    serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Parse {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                expand_vars(&mut raw, &mut Vec::new(), &env).map_err(|message| {
+                    ConfigError::Parse {
+                        path: path.clone(),
+                        message,
+                    }
+                })?;
+                serde_path_to_error::deserialize(raw).map_err(parse_error)?
+            } else {
+                // Parsed from the text, so errors carry its line numbers.
+                let de = serde_yaml_ng::Deserializer::from_str(&text);
+                serde_path_to_error::deserialize(de).map_err(parse_error)?
+            };
             value =
                 serde_yaml_ng::to_value(parsed).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
-        apply_env(&mut value, env)?;
-        let config: NodeConfig =
+        let warnings = apply_env(&mut value, env)?;
+        let mut config: NodeConfig =
             serde_yaml_ng::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.warnings = warnings;
+        if let Some(url) = config.database.url.clone().filter(|u| !u.is_empty()) {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "database.url must be a PostgreSQL URL (postgres://…), got `{}`",
+                    hanzo_twin_actors::definition::shortened(&url)
+                )));
+            }
+            config.metadata.backend = MetadataBackend::Postgres;
+            config.metadata.postgres.url = Some(url);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -830,21 +879,64 @@ fn leaf_paths(value: &serde_yaml_ng::Value, prefix: &mut Vec<String>, out: &mut 
     }
 }
 
+/// serde's "unknown field `prot`, expected one of `host`, `port`…" with
+/// "did you mean `port`?" when one of the keys is close.
+fn with_suggestion(message: String) -> String {
+    let Some((_, rest)) = message.split_once("unknown field `") else {
+        return message;
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message;
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|key| (strsim::jaro_winkler(unknown, key), key))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, key)) => format!("{message} (did you mean `{key}`?)"),
+        None => message,
+    }
+}
+
+/// `HANZO_TWIN_` variables that are not configuration keys: the CLI's, and
+/// the engines' and gym's own.
+const NOT_CONFIG_VARS: [&str; 7] = [
+    "API",
+    "TOKEN",
+    "TOKEN_FILE",
+    "CA_CERT",
+    "CONFIG",
+    "ANT_XML",
+    "PYBULLET_PYTHON",
+];
+
+/// Applies `HANZO_TWIN_*` overrides; returns a warning for each such
+/// variable that names no key (a typo would otherwise pass unseen).
 fn apply_env(
     value: &mut serde_yaml_ng::Value,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+    env: Vec<(String, String)>,
+) -> Result<Vec<String>, ConfigError> {
     let mut leaves = Vec::new();
     leaf_paths(value, &mut Vec::new(), &mut leaves);
+    let mut warnings = Vec::new();
     for (var, raw) in env {
         let Some(name) = var.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        // HANZO_TWIN_TOKEN, HANZO_TWIN_API and the like belong to the CLI.
         let Some(path) = leaves
             .iter()
             .find(|p| p.join("_").to_ascii_uppercase() == name)
         else {
+            // Test and bench settings are the test suite's.
+            if !(NOT_CONFIG_VARS.contains(&name) || name.starts_with("TEST_")) {
+                warnings.push(format!(
+                    "environment variable {var} is not a configuration key and is ignored \
+                     (keys are written as HANZO_TWIN_<SECTION>_<KEY>, e.g. HANZO_TWIN_SERVER_PORT)"
+                ));
+            }
             continue;
         };
         let parsed: serde_yaml_ng::Value =
@@ -864,7 +956,78 @@ fn apply_env(
             message: e.to_string(),
         })?;
     }
+    Ok(warnings)
+}
+
+/// Replaces `${NAME}` in the file's string values with the variable's value
+/// from `env`; `$${` stays a literal `${`. A value that is only a reference
+/// takes the variable's YAML type, so `port: "${PORT}"` is a number.
+fn expand_vars(
+    value: &mut serde_yaml_ng::Value,
+    path: &mut Vec<String>,
+    env: &[(String, String)],
+) -> Result<(), String> {
+    match value {
+        serde_yaml_ng::Value::Mapping(m) => {
+            for (k, v) in m.iter_mut() {
+                path.push(k.as_str().unwrap_or("?").to_string());
+                expand_vars(v, path, env)?;
+                path.pop();
+            }
+        }
+        serde_yaml_ng::Value::Sequence(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                expand_vars(v, path, env)?;
+                path.pop();
+            }
+        }
+        serde_yaml_ng::Value::String(text) if text.contains("${") => {
+            let whole =
+                text.starts_with("${") && text.ends_with('}') && text.matches("${").count() == 1;
+            let expanded = expand_text(text, env).map_err(|var| {
+                format!(
+                    "field `{}`: environment variable {var} is not set (the file refers to it as ${{{var}}})",
+                    path.join(".")
+                )
+            })?;
+            *value = if whole {
+                serde_yaml_ng::from_str(&expanded).unwrap_or(serde_yaml_ng::Value::String(expanded))
+            } else {
+                serde_yaml_ng::Value::String(expanded)
+            };
+        }
+        _ => {}
+    }
     Ok(())
+}
+
+/// `text` with each `${NAME}` replaced; the name of the first unset one.
+fn expand_text(text: &str, env: &[(String, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        if rest[..at].ends_with('$') {
+            // `$${` is a literal `${`.
+            out.push_str(&rest[..at - 1]);
+            out.push_str("${");
+            rest = &rest[at + 2..];
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        let Some(end) = rest[at..].find('}') else {
+            out.push_str(&rest[at..]);
+            return Ok(out);
+        };
+        let name = &rest[at + 2..at + end];
+        match env.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => out.push_str(v),
+            None => return Err(name.to_string()),
+        }
+        rest = &rest[at + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -916,8 +1079,82 @@ mod tests {
         let e = NodeConfig::load(Some(&path), env(&[])).expect_err("unknown key");
         let msg = e.to_string();
         assert!(msg.contains("prot") && msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("did you mean `port`?"), "{msg}");
         let e = NodeConfig::load(None, env(&[("HANZO_TWIN_SERVER_PORT", "lots")]))
             .expect_err("bad env");
         assert!(e.to_string().contains("HANZO_TWIN_SERVER_PORT"), "{e}");
+    }
+
+    #[test]
+    fn file_values_name_environment_variables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "# ${NOT_SET_ANYWHERE} in a comment is left alone\n\
+             server:\n  port: \"${PORT}\"\n\
+             storage:\n  access_key: \"${HANZO_STORAGE_ACCESS_KEY}\"\n  secret_key: \"a$${b}-${SECRET}\"\n",
+        )
+        .expect("write");
+        let vars = [
+            ("PORT", "9011"),
+            ("HANZO_STORAGE_ACCESS_KEY", "ak"),
+            ("SECRET", "s3"),
+        ];
+        let c = NodeConfig::load(Some(&path), env(&vars)).expect("loads");
+        assert_eq!(
+            c.server.port, 9011,
+            "a whole reference takes the value's type"
+        );
+        assert_eq!(c.storage.access_key.as_deref(), Some("ak"));
+        assert_eq!(c.storage.secret_key.as_deref(), Some("a${b}-s3"));
+        let e = NodeConfig::load(Some(&path), env(&vars[..2])).expect_err("SECRET unset");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("SECRET") && msg.contains("storage.secret_key"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn database_url_selects_postgres() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "database:\n  url: \"postgresql://hanzo:pw@db:5432/hanzo_twin\"\n",
+        )
+        .expect("write");
+        let c = NodeConfig::load(Some(&path), env(&[])).expect("loads");
+        assert_eq!(c.metadata.backend, MetadataBackend::Postgres);
+        assert_eq!(
+            c.metadata.postgres.url.as_deref(),
+            Some("postgresql://hanzo:pw@db:5432/hanzo_twin")
+        );
+        let c = NodeConfig::load(
+            None,
+            env(&[("HANZO_TWIN_DATABASE_URL", "postgres://h@127.0.0.1/t")]),
+        )
+        .expect("loads");
+        assert_eq!(c.metadata.backend, MetadataBackend::Postgres);
+        let e = NodeConfig::load(None, env(&[("HANZO_TWIN_DATABASE_URL", "mysql://x")]))
+            .expect_err("not PostgreSQL");
+        assert!(e.to_string().contains("database.url"), "{e}");
+    }
+
+    #[test]
+    fn unknown_prefixed_variables_are_warned_about() {
+        let c = NodeConfig::load(
+            None,
+            env(&[
+                ("HANZO_TWIN_SERVR_PORT", "9000"),
+                ("HANZO_TWIN_TOKEN", "the CLI's"),
+                ("HANZO_TWIN_TEST_PYTHON", "the tests'"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("HANZO_TWIN_SERVR_PORT"));
+        assert_eq!(c.server.port, 8082);
     }
 }
