@@ -553,3 +553,91 @@ async fn mjcf_models_live_in_the_scene_library() {
     let obs = node.observation_text(&id).await;
     assert!(obs.contains("/bob") && obs.contains("/hinge"), "{obs}");
 }
+
+/// `engines.<name>.enabled: false` and `max_instances`, set through the
+/// environment: the turned-off engine is refused naming its key, and the
+/// capped one answers 503 `at_capacity` past its cap until a simulation of
+/// it goes away.
+#[tokio::test]
+async fn engine_settings_turn_engines_off_and_cap_their_simulations() {
+    let node = TestNode::start_with(
+        &[
+            ("HANZO_TWIN_ENGINES_RAPIER3D_MAX_INSTANCES", "2"),
+            ("HANZO_TWIN_ENGINES_PHYSX_ENABLED", "false"),
+        ],
+        "",
+    )
+    .await;
+    let engine = |v: &Value, name: &str| {
+        v["engines"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["engine"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} missing from {v}"))
+    };
+    let (_, v) = node.get("/v1/engines").await;
+    let physx = engine(&v, "physx");
+    assert_eq!(physx["available"], false, "{physx}");
+    assert!(
+        physx["requires"]
+            .as_str()
+            .is_some_and(|r| r.contains("engines.physx.enabled")),
+        "{physx}"
+    );
+    assert_eq!(engine(&v, "rapier3d")["max_instances"], 2);
+    let yaml = std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml")).unwrap();
+    let (status, err) = node
+        .post_raw(
+            "/v1/twins",
+            "application/yaml",
+            &common::rename(&yaml, "on-physx").replace("type: rapier3d", "type: physx"),
+        )
+        .await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"]["code"], "not_available");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("engines.physx.enabled")),
+        "{err}"
+    );
+
+    // One running twin and one fork take both slots.
+    let arm = node.create_sample("robot-arm.yaml", "capped").await;
+    node.start_twin(&arm, "paused").await;
+    let (status, fork) = node.post(&format!("/v1/twins/{arm}/fork"), json!({})).await;
+    assert_eq!(status, 201, "{fork}");
+    let (status, err) = node.post(&format!("/v1/twins/{arm}/fork"), json!({})).await;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["error"]["code"], "at_capacity");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("engines.rapier3d.max_instances")),
+        "{err}"
+    );
+    let other = node.create_sample("robot-arm.yaml", "waiting").await;
+    let (status, err) = node
+        .post(&format!("/v1/twins/{other}/start"), json!({}))
+        .await;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["error"]["code"], "at_capacity");
+
+    // Deleting the fork gives its slot back, once its simulation is gone.
+    let (status, _) = node
+        .delete(&format!("/v1/twins/{}", fork["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 204);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, v) = node.get("/v1/engines").await;
+        if engine(&v, "rapier3d")["live_instances"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, body) = node
+        .post(&format!("/v1/twins/{other}/start"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -24,6 +24,8 @@ pub enum EngineFailure {
     Diverged,
     /// The engine itself failed (a worker process died).
     EngineFailed,
+    /// The node runs as many simulations of the engine as it allows.
+    AtCapacity,
 }
 
 impl EngineFailure {
@@ -38,6 +40,7 @@ impl EngineFailure {
             EngineFailure::Unsupported => "unsupported",
             EngineFailure::Diverged => "diverged",
             EngineFailure::EngineFailed => "engine_failed",
+            EngineFailure::AtCapacity => "at_capacity",
         }
     }
 
@@ -159,9 +162,10 @@ impl From<EngineError> for TwinError {
             EngineError::UnknownPath { .. } => (EngineFailure::UnknownPath, Some("path".into())),
             EngineError::Invalid { field, .. } => (EngineFailure::Invalid, Some(field.clone())),
             EngineError::StateMismatch(_) => (EngineFailure::StateMismatch, None),
-            EngineError::NotAvailable(_) => {
+            EngineError::NotAvailable(_) | EngineError::TurnedOff { .. } => {
                 (EngineFailure::NotAvailable, Some("engine.type".to_string()))
             }
+            EngineError::AtCapacity { .. } => (EngineFailure::AtCapacity, None),
             EngineError::Unsupported { .. } => (EngineFailure::Unsupported, None),
             EngineError::Diverged(_) => (EngineFailure::Diverged, None),
             EngineError::Failed { .. } => (EngineFailure::EngineFailed, None),

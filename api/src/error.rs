@@ -86,7 +86,7 @@ impl From<TwinError> for ApiError {
                 use hanzo_twin_actors::error::EngineFailure::*;
                 let status = match kind {
                     NotAvailable | Unsupported | Diverged => StatusCode::UNPROCESSABLE_ENTITY,
-                    EngineFailed => StatusCode::SERVICE_UNAVAILABLE,
+                    EngineFailed | AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
                     UnknownPath | Invalid | StateMismatch | Scene => StatusCode::BAD_REQUEST,
                 };
                 let mut e = ApiError::new(status, kind.code(), message);

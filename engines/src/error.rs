@@ -28,6 +28,20 @@ pub enum EngineError {
     #[error("engine {0} is not available on this node")]
     NotAvailable(EngineKind),
 
+    /// The engine is built in but the node's configuration turns it off.
+    #[error("engine {engine} is turned off on this node ({setting}: false in its configuration)")]
+    TurnedOff { engine: EngineKind, setting: String },
+
+    /// Every simulation the node allows of this engine is in use.
+    #[error(
+        "engine {engine} runs its maximum of {max} simulations on this node ({setting}); stop or delete a twin, or try another node"
+    )]
+    AtCapacity {
+        engine: EngineKind,
+        max: usize,
+        setting: String,
+    },
+
     /// The engine does not support this operation at all.
     #[error("{engine} does not support {feature}")]
     Unsupported { engine: EngineKind, feature: String },

@@ -14,6 +14,7 @@ pub mod camera;
 pub mod compare;
 pub mod error;
 pub mod findings;
+pub mod limits;
 pub mod registry;
 pub mod types;
 

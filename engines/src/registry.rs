@@ -9,6 +9,10 @@ use std::sync::Arc;
 #[derive(Clone, Default)]
 pub struct EngineRegistry {
     engines: BTreeMap<EngineKind, Arc<dyn Engine>>,
+    /// Engines built in but turned off, with the setting that did it.
+    turned_off: BTreeMap<EngineKind, String>,
+    /// Engines with a cap on live simulations.
+    limits: BTreeMap<EngineKind, Arc<crate::limits::InstanceLimit>>,
 }
 
 /// One row of `GET /v1/engines`.
@@ -19,7 +23,13 @@ pub struct EngineInfo {
     pub capabilities: Option<EngineCapabilities>,
     /// For an engine this node lacks: what running it would take.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub requires: Option<&'static str>,
+    pub requires: Option<String>,
+    /// The most simulations of it this node runs at once, when capped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<usize>,
+    /// Simulations of it alive now, when capped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_instances: Option<usize>,
 }
 
 /// What each engine needs that a node may lack (see docs/engines.md).
@@ -69,10 +79,37 @@ impl EngineRegistry {
 
     /// The engine of this kind, or a clear "not available on this node" error.
     pub fn get(&self, kind: EngineKind) -> Result<Arc<dyn Engine>, EngineError> {
+        if let Some(setting) = self.turned_off.get(&kind) {
+            return Err(EngineError::TurnedOff {
+                engine: kind,
+                setting: setting.clone(),
+            });
+        }
         self.engines
             .get(&kind)
             .cloned()
             .ok_or(EngineError::NotAvailable(kind))
+    }
+
+    /// Turns a built-in engine off, as `setting` (a configuration key) says;
+    /// `false` when this node has no such engine to turn off.
+    pub fn turn_off(&mut self, kind: EngineKind, setting: &str) -> bool {
+        let built_in = self.engines.remove(&kind).is_some();
+        self.limits.remove(&kind);
+        self.turned_off.insert(kind, setting.to_string());
+        built_in
+    }
+
+    /// Caps the engine's live simulations at `max`, as `setting` says;
+    /// `false` when this node has no such engine.
+    pub fn cap(&mut self, kind: EngineKind, max: usize, setting: &str) -> bool {
+        let Some(engine) = self.engines.get(&kind).cloned() else {
+            return false;
+        };
+        let capped = crate::limits::Capped::new(engine, max, setting.to_string());
+        self.limits.insert(kind, capped.limit.clone());
+        self.engines.insert(kind, Arc::new(capped));
+        true
     }
 
     pub fn is_available(&self, kind: EngineKind) -> bool {
@@ -85,11 +122,19 @@ impl EngineRegistry {
             .into_iter()
             .map(|kind| {
                 let engine = self.engines.get(&kind);
+                let limit = self.limits.get(&kind);
                 EngineInfo {
                     engine: kind,
                     available: engine.is_some(),
                     capabilities: engine.map(|e| e.capabilities()),
-                    requires: engine.is_none().then(|| requirements(kind)),
+                    requires: match self.turned_off.get(&kind) {
+                        Some(setting) => Some(format!(
+                            "{setting}: true in the node's configuration (it is false)"
+                        )),
+                        None => engine.is_none().then(|| requirements(kind).to_string()),
+                    },
+                    max_instances: limit.map(|l| l.max()),
+                    live_instances: limit.map(|l| l.live()),
                 }
             })
             .collect()

@@ -30,6 +30,10 @@ pub struct NodeConfig {
     pub auth: AuthSection,
     pub logging: LoggingSection,
     pub stream: StreamSection,
+    /// Per engine: turned off, or a cap on its live simulations.
+    pub engines: std::collections::BTreeMap<hanzo_twin_engines::EngineKind, EngineSettings>,
+    /// Where training and synthetic-data jobs run.
+    pub scheduler: SchedulerSection,
     /// The spec's `database.url`: a PostgreSQL URL here is the same as
     /// `metadata.backend: postgres` with `metadata.postgres.url`.
     pub database: DatabaseSection,
@@ -37,6 +41,60 @@ pub struct NodeConfig {
     /// variable), for the node to log once logging is up.
     #[serde(skip)]
     pub warnings: Vec<String>,
+}
+
+/// The spec's `engines.<name>` block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// `false`: twins asking for the engine answer `not_available`, naming
+    /// this key.
+    pub enabled: bool,
+    /// The most simulations of the engine alive at once on this node
+    /// (twins, forks, RL environments); past it a start or fork answers 503
+    /// `at_capacity`. Unset: no cap.
+    pub max_instances: Option<usize>,
+    /// For engines run as a process beside the node (Gazebo, Omniverse),
+    /// which this build does not have: kept, and warned about at start.
+    pub binary: Option<PathBuf>,
+    pub nucleus_url: Option<String>,
+    pub gpu_ids: Vec<u32>,
+    pub ros_distro: Option<String>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            enabled: true,
+            max_instances: None,
+            binary: None,
+            nucleus_url: None,
+            gpu_ids: Vec::new(),
+            ros_distro: None,
+        }
+    }
+}
+
+/// The spec's `scheduler` block: where jobs run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    /// The Kubernetes namespace of job pods.
+    pub namespace: String,
+    /// GPU kinds jobs may ask for, as `<vendor>-<model>[-<memory>]`
+    /// (`nvidia-h100-80gb`).
+    pub gpu_types: Vec<String>,
+    pub max_concurrent_jobs: u32,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection {
+            namespace: "hanzo-twin".into(),
+            gpu_types: Vec::new(),
+            max_concurrent_jobs: 16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -253,6 +311,8 @@ pub enum AuthMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
+    /// Dev unless the file sets a key source (`iam_url`, `jwks_url`,
+    /// `jwks_file`, `public_keys`) and no mode: then jwt.
     pub mode: AuthMode,
     /// Required `iss` of every token.
     pub issuer: String,
@@ -485,6 +545,11 @@ impl Default for NodeConfig {
             auth: AuthSection::default(),
             logging: LoggingSection::default(),
             stream: StreamSection::default(),
+            engines: hanzo_twin_engines::EngineKind::ALL
+                .into_iter()
+                .map(|kind| (kind, EngineSettings::default()))
+                .collect(),
+            scheduler: SchedulerSection::default(),
             database: DatabaseSection::default(),
             warnings: Vec::new(),
         }
@@ -582,11 +647,13 @@ impl NodeConfig {
         };
         let mut value = serde_yaml_ng::to_value(NodeConfig::default())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut file_text = None;
         if let Some(path) = &file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
                 source,
             })?;
+            file_text = Some(text.clone());
             let parse_error = |e: serde_path_to_error::Error<serde_yaml_ng::Error>| {
                 let field = e.path().to_string();
                 let message = with_suggestion(e.into_inner().to_string());
@@ -618,10 +685,25 @@ impl NodeConfig {
             value =
                 serde_yaml_ng::to_value(parsed).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
+        // The spec's file names `auth.iam_url` and no mode: a key source
+        // given without a mode means tokens are verified against it.
+        let mode_given = env.iter().any(|(k, _)| k == "HANZO_TWIN_AUTH_MODE")
+            || file_text
+                .as_deref()
+                .and_then(|t| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(t).ok())
+                .is_some_and(|v| !v["auth"]["mode"].is_null());
         let warnings = apply_env(&mut value, env)?;
         let mut config: NodeConfig =
             serde_yaml_ng::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.warnings = warnings;
+        let a = &config.auth;
+        let keys_given = a.iam_url.is_some()
+            || a.jwks_url.is_some()
+            || a.jwks_file.is_some()
+            || !a.public_keys.is_empty();
+        if !mode_given && keys_given {
+            config.auth.mode = AuthMode::Jwt;
+        }
         if let Some(url) = config.database.url.clone().filter(|u| !u.is_empty()) {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(ConfigError::Invalid(format!(
@@ -636,7 +718,63 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// Applies `engines.*` to the engines built into this node; what does
+    /// not apply here (an engine this build lacks) is a warning.
+    pub fn apply_engines(&self, registry: &mut hanzo_twin_engines::EngineRegistry) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (kind, settings) in &self.engines {
+            let key = format!("engines.{kind}");
+            let built_in = registry.is_available(*kind);
+            if !settings.enabled {
+                registry.turn_off(*kind, &format!("{key}.enabled"));
+                continue;
+            }
+            if let Some(max) = settings.max_instances {
+                registry.cap(*kind, max, &format!("{key}.max_instances"));
+            }
+            let external = settings.binary.is_some()
+                || settings.nucleus_url.is_some()
+                || !settings.gpu_ids.is_empty()
+                || settings.ros_distro.is_some();
+            if external && !built_in {
+                warnings.push(format!(
+                    "{key} configures an engine this node does not have, so it is not used; GET /v1/engines says what running {kind} takes"
+                ));
+            } else if external {
+                warnings.push(format!(
+                    "{key}: binary, nucleus_url, gpu_ids and ros_distro are for engines run beside the node; {kind} is built into it, so they are not used"
+                ));
+            }
+        }
+        warnings
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (kind, settings) in &self.engines {
+            if settings.max_instances == Some(0) {
+                return Err(ConfigError::Invalid(format!(
+                    "engines.{kind}.max_instances must be at least 1 (set engines.{kind}.enabled: false to turn {kind} off)"
+                )));
+            }
+        }
+        let s = &self.scheduler;
+        if !valid_dns_label(&s.namespace) {
+            return Err(ConfigError::Invalid(format!(
+                "scheduler.namespace `{}` must be a Kubernetes namespace name: 1 to 63 lowercase letters, digits or -, starting and ending with a letter or digit",
+                hanzo_twin_actors::definition::shortened(&s.namespace)
+            )));
+        }
+        if let Some(bad) = s.gpu_types.iter().find(|g| !valid_gpu_type(g)) {
+            return Err(ConfigError::Invalid(format!(
+                "scheduler.gpu_types: `{}` is not a GPU type; write <vendor>-<model>[-<memory>], vendor nvidia, amd or intel, e.g. nvidia-h100-80gb",
+                hanzo_twin_actors::definition::shortened(bad)
+            )));
+        }
+        if s.max_concurrent_jobs == 0 {
+            return Err(ConfigError::Invalid(
+                "scheduler.max_concurrent_jobs must be at least 1".into(),
+            ));
+        }
         if !self.stream.brokers.trim().is_empty() {
             hanzo_twin_actors::definition::check_kafka_brokers(self.stream.brokers.trim())
                 .map_err(|e| ConfigError::Invalid(format!("stream.{e}")))?;
@@ -879,6 +1017,27 @@ fn leaf_paths(value: &serde_yaml_ng::Value, prefix: &mut Vec<String>, out: &mut 
     }
 }
 
+/// A Kubernetes namespace name (an RFC 1123 label).
+fn valid_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `nvidia-a100-80gb`: a known vendor, then lowercase words.
+fn valid_gpu_type(s: &str) -> bool {
+    let mut parts = s.split('-');
+    matches!(parts.next(), Some("nvidia" | "amd" | "intel"))
+        && parts.clone().next().is_some()
+        && parts.all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
 /// serde's "unknown field `prot`, expected one of `host`, `port`…" with
 /// "did you mean `port`?" when one of the keys is close.
 fn with_suggestion(message: String) -> String {
@@ -901,9 +1060,9 @@ fn with_suggestion(message: String) -> String {
     }
 }
 
-/// `HANZO_TWIN_` variables that are not configuration keys: the CLI's, and
-/// the engines' and gym's own.
-const NOT_CONFIG_VARS: [&str; 7] = [
+/// `HANZO_TWIN_` variables that are not configuration keys: the CLI's, the
+/// engines' and gym's own, and where the test suite finds its tools.
+const NOT_CONFIG_VARS: [&str; 9] = [
     "API",
     "TOKEN",
     "TOKEN_FILE",
@@ -911,6 +1070,8 @@ const NOT_CONFIG_VARS: [&str; 7] = [
     "CONFIG",
     "ANT_XML",
     "PYBULLET_PYTHON",
+    "S3S_FS",
+    "PLAYWRIGHT",
 ];
 
 /// Applies `HANZO_TWIN_*` overrides; returns a warning for each such
@@ -1156,5 +1317,75 @@ mod tests {
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("HANZO_TWIN_SERVR_PORT"));
         assert_eq!(c.server.port, 8082);
+    }
+
+    /// The spec's `/etc/hanzo-twin/config.yaml`, as the spec prints it.
+    #[test]
+    fn the_spec_config_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec/config.yaml");
+        let mut vars = vec![
+            ("HANZO_STORAGE_ACCESS_KEY", "minio-access"),
+            ("HANZO_STORAGE_SECRET_KEY", "minio-secret"),
+        ];
+        // Its `kafka:9092` is refused: Kafka publishing has no TLS yet, so
+        // only brokers on this machine are allowed.
+        let e = NodeConfig::load(Some(&path), env(&vars)).expect_err("kafka:9092");
+        assert!(e.to_string().contains("stream.brokers"), "{e}");
+        vars.push(("HANZO_TWIN_STREAM_BROKERS", "127.0.0.1:9092"));
+        let c = NodeConfig::load(Some(&path), env(&vars)).expect("loads");
+        assert_eq!(c.server.host, "0.0.0.0");
+        assert_eq!(c.server.workers, 4);
+        assert_eq!(c.metadata.backend, MetadataBackend::Postgres);
+        assert_eq!(
+            c.metadata.postgres.url.as_deref(),
+            Some("postgresql://hanzo:password@postgres:5432/hanzo_twin")
+        );
+        assert_eq!(c.storage.endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(c.storage.access_key.as_deref(), Some("minio-access"));
+        assert_eq!(c.storage.secret_key.as_deref(), Some("minio-secret"));
+        assert_eq!(c.stream.topic_prefix, "hanzo.twin");
+        // An IAM to verify tokens against, and no mode: tokens are verified.
+        assert_eq!(c.auth.mode, AuthMode::Jwt);
+        assert_eq!(c.auth.iam_url.as_deref(), Some("https://hanzo.id"));
+        use hanzo_twin_engines::EngineKind;
+        assert_eq!(c.engines[&EngineKind::Mujoco].max_instances, Some(32));
+        assert!(!c.engines[&EngineKind::Omniverse].enabled);
+        assert_eq!(c.scheduler.max_concurrent_jobs, 16);
+        assert_eq!(c.scheduler.gpu_types.len(), 2);
+        // Applied to this build: omniverse off; gazebo's settings warned
+        // about (not built in).
+        let mut registry = hanzo_twin_engines::EngineRegistry::with_builtin();
+        let warnings = c.apply_engines(&mut registry);
+        assert!(
+            warnings.iter().any(|w| w.contains("engines.gazebo")),
+            "{warnings:?}"
+        );
+        let off = registry
+            .get(EngineKind::Omniverse)
+            .err()
+            .expect("turned off");
+        assert!(
+            off.to_string().contains("engines.omniverse.enabled"),
+            "{off}"
+        );
+    }
+
+    #[test]
+    fn engine_and_scheduler_settings_are_checked() {
+        let load = |vars: &[(&str, &str)]| NodeConfig::load(None, env(vars));
+        let e = load(&[("HANZO_TWIN_ENGINES_RAPIER3D_MAX_INSTANCES", "0")]).expect_err("0");
+        assert!(
+            e.to_string().contains("engines.rapier3d.max_instances"),
+            "{e}"
+        );
+        let e = load(&[("HANZO_TWIN_SCHEDULER_GPU_TYPES", "[h100]")]).expect_err("no vendor");
+        assert!(e.to_string().contains("scheduler.gpu_types"), "{e}");
+        let e = load(&[("HANZO_TWIN_SCHEDULER_NAMESPACE", "Hanzo_Twin")]).expect_err("not DNS");
+        assert!(e.to_string().contains("scheduler.namespace"), "{e}");
+        let c = load(&[("HANZO_TWIN_ENGINES_RAPIER3D_MAX_INSTANCES", "3")]).expect("loads");
+        assert_eq!(
+            c.engines[&hanzo_twin_engines::EngineKind::Rapier3d].max_instances,
+            Some(3)
+        );
     }
 }

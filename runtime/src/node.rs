@@ -216,7 +216,10 @@ impl Node {
         let store = SledTwinStore::open(&config.data_dir.join("store"))?;
         let buckets = Buckets::open(&config)?;
         let checkpoints = ObjectCheckpointStore::new(buckets.checkpoints.clone());
-        let engines = EngineRegistry::with_builtin();
+        let mut engines = EngineRegistry::with_builtin();
+        for warning in config.apply_engines(&mut engines) {
+            tracing::warn!("{warning}");
+        }
         let scenes = Arc::new(SceneLibrary::new(
             buckets.scenes.clone(),
             buckets.scenes_signer.clone(),

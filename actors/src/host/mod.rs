@@ -352,6 +352,21 @@ impl HostState {
         spawned: Result<ActorRef<TwinMsg>, ractor::SpawnErr>,
     ) -> Result<(), TwinError> {
         let actor = spawned.map_err(|e| {
+            // A node at its cap for the engine refuses as such (503), not as
+            // a twin that failed.
+            if let ractor::SpawnErr::StartupFailed(cause) = &e
+                && let Some(hanzo_twin_engines::EngineError::AtCapacity {
+                    engine,
+                    max,
+                    setting,
+                }) = cause.downcast_ref()
+            {
+                return TwinError::from(hanzo_twin_engines::EngineError::AtCapacity {
+                    engine: *engine,
+                    max: *max,
+                    setting: setting.clone(),
+                });
+            }
             let mut message = format!("twin {id} failed to start: {e}");
             if activation.from_checkpoint {
                 message.push_str(
