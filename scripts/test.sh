@@ -88,6 +88,19 @@ if [ ! -x "$tools/bin/s3s-fs" ]; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$tools" --quiet
 fi
 export HANZO_TWIN_S3S_FS="$tools/bin/s3s-fs"
+# promtool, from Debian's prometheus package, lints the node's /metrics
+# (tests/twins_api.rs). Only the tool is unpacked: no Prometheus server is
+# installed or started.
+if [ ! -x "$tools/prometheus/usr/bin/promtool" ]; then
+  (
+    cd "$tools"
+    rm -f prometheus_*.deb
+    apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }
+    dpkg -x prometheus_*.deb prometheus
+    rm -f prometheus_*.deb
+  )
+fi
+export HANZO_TWIN_TEST_PROMTOOL="$tools/prometheus/usr/bin/promtool"
 
 step "playwright-core (drives Chromium in the inspector test)"
 npm_root=${XDG_CACHE_HOME:-$HOME/.cache}/hanzo-twin/npm

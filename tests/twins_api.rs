@@ -813,6 +813,39 @@ async fn health_metrics_and_engines() {
     ] {
         assert!(text.contains(name), "missing {name}:\n{text}");
     }
+    // Every family explains itself, and Prometheus' own linter agrees.
+    assert!(
+        text.contains("# HELP hanzo_twin_steps_total "),
+        "no HELP text:\n{text}"
+    );
+    match std::env::var_os("HANZO_TWIN_TEST_PROMTOOL") {
+        Some(promtool) => {
+            use std::io::Write;
+            let mut child = std::process::Command::new(&promtool)
+                .args(["check", "metrics"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run promtool");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("feed promtool");
+            let out = child.wait_with_output().expect("promtool");
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => eprintln!(
+            "SKIPPED promtool check: HANZO_TWIN_TEST_PROMTOOL is not set (scripts/test.sh unpacks promtool from Debian's prometheus package)"
+        ),
+    }
     let (status, engines) = node.get("/v1/engines").await;
     assert_eq!(status, 200);
     let list = engines["engines"].as_array().expect("engines");

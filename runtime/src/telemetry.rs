@@ -52,6 +52,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
             }
+            describe_metrics();
             // Histogram samples pile up in the recorder until upkeep folds
             // them into buckets; a recorder built this way has no upkeep task
             // of its own, so without a scraper a fast-clock twin (one sample
@@ -73,6 +74,105 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The HELP text and unit of every metric a node exports, so `/metrics`
+/// explains itself (and passes `promtool check metrics`).
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "hanzo_twin_active_simulations",
+        "Simulations loaded in twin actors on this node, by engine."
+    );
+    describe_counter!(
+        "hanzo_twin_simulations_total",
+        "Simulations loaded into twin actors, by engine and organization."
+    );
+    describe_counter!(
+        "hanzo_twin_steps_total",
+        "Physics steps taken, by twin and engine."
+    );
+    describe_histogram!(
+        "hanzo_twin_step_duration_seconds",
+        Unit::Seconds,
+        "Wall time of one physics step (sampled at most once a millisecond per fast-clock twin)."
+    );
+    describe_histogram!(
+        "hanzo_twin_fork_duration_seconds",
+        Unit::Seconds,
+        "Time the host takes to make a fork, from its source to its answer."
+    );
+    describe_counter!(
+        "hanzo_twin_crashes_total",
+        "Twin actors that failed (engine failure, divergence, panic)."
+    );
+    describe_counter!(
+        "hanzo_twin_restarts_total",
+        "Twins restarted from their last checkpoint by their supervisor."
+    );
+    describe_counter!(
+        "hanzo_twin_passivations_total",
+        "Idle twins deactivated (their state kept as a checkpoint)."
+    );
+    describe_counter!(
+        "hanzo_twin_reactivations_total",
+        "Passivated twins brought back by a request."
+    );
+    describe_counter!(
+        "hanzo_twin_handoffs_total",
+        "Twins this node handed to or took over from another cluster node."
+    );
+    describe_histogram!(
+        "hanzo_twin_record_batch_size",
+        Unit::Count,
+        "Twin records written to the store per flush (group commit)."
+    );
+    describe_counter!(
+        "hanzo_twin_api_auth_failures_total",
+        "API requests refused for a missing or invalid token."
+    );
+    describe_counter!(
+        "hanzo_twin_api_rate_limited_total",
+        "API requests refused with 429 by a rate limit, by class."
+    );
+    describe_histogram!(
+        "hanzo_twin_api_request_duration_seconds",
+        Unit::Seconds,
+        "API request duration, by method, route and status."
+    );
+    describe_counter!(
+        "hanzo_twin_api_unmatched_requests_total",
+        "API requests for paths no route serves."
+    );
+    describe_counter!(
+        "hanzo_twin_audit_write_failures_total",
+        "Audit entries that could not be written."
+    );
+    describe_counter!(
+        "hanzo_twin_cluster_joins_total",
+        "Cluster nodes that joined, as this node saw it."
+    );
+    describe_counter!(
+        "hanzo_twin_cluster_leaves_total",
+        "Cluster nodes that left or were lost, as this node saw it."
+    );
+    describe_gauge!(
+        "hanzo_twin_cluster_nodes",
+        "Cluster nodes this node is connected to, itself included."
+    );
+    describe_histogram!(
+        "hanzo_twin_sync_latency_seconds",
+        Unit::Seconds,
+        "Time from a sensor reading's arrival to the twin applying it."
+    );
+    describe_counter!(
+        "hanzo_twin_sync_messages_total",
+        "Sync source messages, by twin and outcome (read, unparsed, unmapped)."
+    );
+    describe_gauge!(
+        "hanzo_twin_sync_drift",
+        "Mean error between prediction and reality over the drift window, by twin and target."
+    );
 }
 
 /// The metrics server's router: Prometheus text at `path`.
