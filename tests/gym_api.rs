@@ -259,6 +259,15 @@ async fn a_task_spec_runs_on_a_twins_scene() {
     assert_eq!(info["task"], "arm-reach");
     assert_eq!(info["twin_id"], twin["id"]);
     assert_eq!(info["info_keys"], json!(["reward_joint_position"]));
+    let metrics = node.metrics().await;
+    let parallel = format!(
+        "hanzo_twin_parallel_envs{{twin=\"{}\"}} 2",
+        twin["id"].as_str().expect("twin id")
+    );
+    assert!(
+        metrics.lines().any(|l| l == parallel),
+        "{parallel}: {metrics}"
+    );
     let id = info["id"].as_str().expect("id").to_string();
     let (status, _) = node
         .post(&format!("/v1/gym/envs/{id}/reset"), json!({}))

@@ -590,6 +590,13 @@ async fn a_crashing_twin_restarts_from_its_checkpoint_and_spares_others() {
                 .expect("error")
                 .contains("fault injected")
         );
+        let metrics = node.metrics().await;
+        assert!(
+            metrics.lines().any(|l| l
+                .strip_prefix("hanzo_twin_chaos_injections_total{scenario=\"panic\"} ")
+                .is_some_and(|v| v.trim() == round.to_string())),
+            "{metrics}"
+        );
         // Back at its last checkpoint (step 30), and it works.
         let report = node.step(&victim, 1).await;
         assert_eq!(report["step"], 31, "round {round}");

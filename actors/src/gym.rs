@@ -187,7 +187,32 @@ pub enum GymMsg {
 
 pub struct GymEnvActor;
 
+/// A batch's environments, counted in `hanzo_twin_parallel_envs{twin}`
+/// while it lives.
+struct ParallelEnvs {
+    gauge: metrics::Gauge,
+    envs: f64,
+}
+
+impl ParallelEnvs {
+    fn new(twin: String, envs: usize) -> ParallelEnvs {
+        let gauge = metrics::gauge!("hanzo_twin_parallel_envs", "twin" => twin);
+        gauge.increment(envs as f64);
+        ParallelEnvs {
+            gauge,
+            envs: envs as f64,
+        }
+    }
+}
+
+impl Drop for ParallelEnvs {
+    fn drop(&mut self) {
+        self.gauge.decrement(self.envs);
+    }
+}
+
 pub struct GymEnvState {
+    _parallel: Option<ParallelEnvs>,
     messages: crate::inspector::MessageCount,
     /// Why the batch is gone (a task panicked while stepping).
     lost: Option<String>,
@@ -200,14 +225,22 @@ pub struct GymEnvState {
 impl Actor for GymEnvActor {
     type Msg = GymMsg;
     type State = GymEnvState;
-    type Arguments = (String, VecEnv, crate::inspector::MessageCount);
+    /// The batch's id, its environments, its message count, and the twin it
+    /// was made from (if any).
+    type Arguments = (
+        String,
+        VecEnv,
+        crate::inspector::MessageCount,
+        Option<String>,
+    );
 
     async fn pre_start(
         &self,
         _myself: ActorRef<GymMsg>,
-        (id, env, messages): (String, VecEnv, crate::inspector::MessageCount),
+        (id, env, messages, twin): Self::Arguments,
     ) -> Result<GymEnvState, ActorProcessingErr> {
         Ok(GymEnvState {
+            _parallel: twin.map(|twin| ParallelEnvs::new(twin, env.num_envs())),
             messages,
             lost: None,
             env: Some(env),
@@ -720,14 +753,14 @@ impl GymBuild {
             max_episode_steps: spec.max_episode_steps,
             info_keys: spec.info_keys.clone(),
             domain_randomization: config.randomization,
-            twin_id,
+            twin_id: twin_id.clone(),
             node,
         };
         let messages = crate::inspector::MessageCount::default();
         let (actor, _) = Actor::spawn_linked(
             None,
             GymEnvActor,
-            (id.clone(), env, messages.clone()),
+            (id.clone(), env, messages.clone(), twin_id),
             supervisor,
         )
         .await

@@ -303,6 +303,15 @@ pub enum Fault {
     Panic,
 }
 
+impl Fault {
+    /// Its name as a chaos scenario (the metrics' `scenario` label).
+    pub fn scenario(&self) -> &'static str {
+        match self {
+            Fault::Panic => "panic",
+        }
+    }
+}
+
 /// An operation on a running twin, as data: the one description of it, sent
 /// to the twin's actor in-process ([`TwinMsg::Op`]) and carried as is to
 /// the node that holds the twin. Adding one means a variant here, its

@@ -679,6 +679,10 @@ impl Actor for TwinActor {
                 }
             }
             TwinMsg::Op { op, reply } => {
+                if let TwinOp::InjectFault { fault, .. } = &op {
+                    metrics::counter!("hanzo_twin_chaos_injections_total", "scenario" => fault.scenario())
+                        .increment(1);
+                }
                 if let TwinOp::InjectFault {
                     fault: Fault::Panic,
                     child: None,

@@ -167,11 +167,19 @@ fn describe_metrics() {
     );
     describe_counter!(
         "hanzo_twin_sync_messages_total",
-        "Sync source messages, by twin and outcome (read, unparsed, unmapped)."
+        "Sync messages, by twin, direction (in: from sources; out: published) and outcome (read, unparsed, unmapped; published)."
+    );
+    describe_counter!(
+        "hanzo_twin_chaos_injections_total",
+        "Faults injected into twins, by scenario."
+    );
+    describe_gauge!(
+        "hanzo_twin_parallel_envs",
+        "RL environments alive in batches made from a twin, by twin."
     );
     describe_gauge!(
         "hanzo_twin_sync_drift",
-        "Mean error between prediction and reality over the drift window, by twin and target."
+        "Mean error between prediction and reality over the drift window, by twin and dimension (a measured attribute, e.g. /World/Arm/Elbow.position)."
     );
 }
 

@@ -107,6 +107,7 @@ impl KafkaState {
             .send_result(record)
             .map_err(|(e, _)| format!("the producer refused the message: {e}"))?;
         let stats = self.args.stats.clone();
+        let label = self.args.twin_label.clone();
         // Bounded: at most rate_hz × DELIVERY_TIMEOUT reports are pending.
         tokio::spawn(async move {
             match delivery.await {
@@ -119,6 +120,8 @@ impl KafkaState {
                         }
                     });
                     stats.message(at);
+                    metrics::counter!("hanzo_twin_sync_messages_total", "twin" => label, "direction" => "out", "outcome" => "published")
+                        .increment(1);
                 }
                 Ok(Err((e, _))) => stats.update(|s| {
                     s.state = "disconnected".into();

@@ -502,7 +502,7 @@ impl TwinSync {
                             s.last_error = Some(reason);
                         });
                     }
-                    metrics::counter!("hanzo_twin_sync_messages_total", "twin" => self.twin_label.clone(), "outcome" => "unmapped")
+                    metrics::counter!("hanzo_twin_sync_messages_total", "twin" => self.twin_label.clone(), "direction" => "in", "outcome" => "unmapped")
                     .increment(1);
                 }
             }
@@ -550,7 +550,7 @@ impl TwinSync {
                 errors.pop_front();
             }
             let mean = errors.iter().map(|(_, e)| e).sum::<f64>() / errors.len() as f64;
-            metrics::gauge!("hanzo_twin_sync_drift", "twin" => self.twin_label.clone(), "target" => target.to_string())
+            metrics::gauge!("hanzo_twin_sync_drift", "twin" => self.twin_label.clone(), "dimension" => target.to_string())
                 .set(mean);
             let source = self
                 .sources

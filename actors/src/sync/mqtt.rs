@@ -324,7 +324,7 @@ impl MqttState {
         self.args.stats.message(at);
         let label = self.args.twin_label.clone();
         let count = |outcome: &'static str| {
-            metrics::counter!("hanzo_twin_sync_messages_total", "twin" => label.clone(), "outcome" => outcome)
+            metrics::counter!("hanzo_twin_sync_messages_total", "twin" => label.clone(), "direction" => "in", "outcome" => outcome)
                 .increment(1);
         };
         let key = sensor_key(&self.args.spec.topic, topic);

@@ -269,7 +269,11 @@ impl Actor for MqttPublisher {
                 let at = chrono::Utc::now();
                 if state.connected {
                     match state.publish(at).await {
-                        Ok(()) => state.args.stats.message(at),
+                        Ok(()) => {
+                            state.args.stats.message(at);
+                            metrics::counter!("hanzo_twin_sync_messages_total", "twin" => state.args.twin_label.clone(), "direction" => "out", "outcome" => "published")
+                                .increment(1);
+                        }
                         Err(reason) => state.args.stats.update(|s| {
                             s.skipped += 1;
                             s.last_error = Some(reason);
