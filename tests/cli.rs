@@ -379,3 +379,39 @@ fn completion_scripts_complete_subcommands() {
         "{stderr}"
     );
 }
+
+/// The scene-reading child caps its own address space: a scene of 20,000
+/// prims reads within a 1 GiB allowance and cannot within 1 MiB, where the
+/// child dies alone (the node turns that into a clear error; see
+/// tests/twins_api.rs).
+#[test]
+fn the_scene_reader_child_is_held_to_its_memory_allowance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scene = dir.path().join("many.usda");
+    let mut text = String::from("#usda 1.0\ndef Xform \"World\" {\n");
+    for i in 0..20_000 {
+        text.push_str(&format!(
+            "  def Xform \"P{i}\" {{ double3 xformOp:translate = ({i}, 0, 0) }}\n"
+        ));
+    }
+    text.push_str("}\n");
+    std::fs::write(&scene, text).expect("write the scene");
+    let read = |allowance: u64| {
+        std::process::Command::new(bin())
+            .arg("internal-read-scene")
+            .arg(&scene)
+            .args(["--max-memory-bytes", &allowance.to_string()])
+            .output()
+            .expect("run the scene reader")
+    };
+    let roomy = read(1 << 30);
+    assert!(
+        roomy.status.success() && !roomy.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&roomy.stderr)
+    );
+    let tight = read(1 << 20);
+    assert!(!tight.status.success(), "read within 1 MiB");
+    let stderr = String::from_utf8_lossy(&tight.stderr);
+    assert!(stderr.contains("memory allocation of"), "{stderr}");
+}

@@ -961,7 +961,9 @@ async fn a_scene_file_that_crashes_the_usd_reader_does_not_crash_the_node() {
     assert_eq!(err["error"]["field"], "scene.uri");
     let message = err["error"]["message"].as_str().expect("message");
     assert!(
-        message.contains("corrupt.usdc") && message.contains("crashed"),
+        message.contains("corrupt.usdc")
+            && message.contains("crashed")
+            && message.contains("scenes.reader_memory_bytes"),
         "{message}"
     );
     // The node is still there and reads good scenes.

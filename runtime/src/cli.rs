@@ -98,7 +98,12 @@ enum Command {
     /// runs this in a child process so a file that crashes the USD library
     /// cannot crash the node.
     #[command(hide = true)]
-    InternalReadScene { path: PathBuf },
+    InternalReadScene {
+        path: PathBuf,
+        /// Bytes of address space the reader may add to what it has at start.
+        #[arg(long)]
+        max_memory_bytes: Option<u64>,
+    },
     /// Create a twin from a YAML or JSON definition.
     Create {
         #[arg(long)]
@@ -573,9 +578,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", out.display());
             Ok(())
         }
-        Command::InternalReadScene { path } => {
-            crate::scene_reader::child_main(&path).context("cannot write the scene to stdout")
-        }
+        Command::InternalReadScene {
+            path,
+            max_memory_bytes,
+        } => crate::scene_reader::child_main(&path, max_memory_bytes)
+            .context("cannot write the scene to stdout"),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();
@@ -625,8 +632,9 @@ fn serve(
         .context("cannot start the async runtime")?;
     let exe = std::env::current_exe().context("cannot find this program's own path")?;
     let served = rt.block_on(async move {
-        let node =
-            Node::start_with(config, crate::scene_reader::isolated_scene_reader(exe)).await?;
+        let reader =
+            crate::scene_reader::isolated_scene_reader(exe, config.scenes.reader_memory_bytes);
+        let node = Node::start_with(config, reader).await?;
         // Keys and the dev token before boot twins, so a bad auth setup fails
         // before anything runs.
         let api = node.api().await?;

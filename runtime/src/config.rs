@@ -428,6 +428,10 @@ pub struct ScenesSection {
     pub root: PathBuf,
     /// Largest scene upload (a tar of the scene's files), in bytes.
     pub max_upload_bytes: usize,
+    /// The address space a scene-reading child process may grow by, in
+    /// bytes (RLIMIT_AS past what it has at start): a hostile file costs
+    /// one child, never the node's memory.
+    pub reader_memory_bytes: u64,
 }
 
 /// Where objects live: scenes, datasets and checkpoints.
@@ -586,6 +590,7 @@ impl Default for ScenesSection {
         ScenesSection {
             root: PathBuf::from("configs/scenes"),
             max_upload_bytes: 256 * 1024 * 1024,
+            reader_memory_bytes: 4 << 30,
         }
     }
 }
@@ -878,6 +883,11 @@ impl NodeConfig {
         if !self.metrics.path.starts_with('/') {
             return Err(ConfigError::Invalid(
                 "metrics.path must start with /".into(),
+            ));
+        }
+        if self.scenes.reader_memory_bytes < (16 << 20) {
+            return Err(ConfigError::Invalid(
+                "scenes.reader_memory_bytes must be at least 16777216 (16 MiB)".into(),
             ));
         }
         if self.scenes.max_upload_bytes == 0 {

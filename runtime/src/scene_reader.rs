@@ -2,6 +2,8 @@
 //! on a corrupt binary file (it trusts counts in the file and asks for absurd
 //! allocations); a daemon must survive any file it is pointed at, so `serve`
 //! reads every scene by running its own binary as `hanzo-twin internal-read-scene`.
+//! The child caps its own address space first (RLIMIT_AS), so a file that
+//! asks for absurd allocations costs that child, never the node's memory.
 
 use hanzo_twin_actors::SceneReader;
 use hanzo_twin_engines::{EngineError, SceneError, SceneModel};
@@ -20,24 +22,53 @@ fn encode(outcome: &Outcome) -> Vec<u8> {
     bincode::serde::encode_to_vec(outcome, bincode::config::standard()).unwrap_or_default()
 }
 
-/// The child's side: read `path` and write the outcome to stdout.
-pub fn child_main(path: &Path) -> std::io::Result<()> {
+/// The child's side: read `path` and write the outcome to stdout, after
+/// capping its address space at what it has now plus `max_memory_bytes`.
+pub fn child_main(path: &Path, max_memory_bytes: Option<u64>) -> std::io::Result<()> {
     use std::io::Write;
+    if let Some(extra) = max_memory_bytes {
+        limit_address_space(extra)?;
+    }
     let outcome = hanzo_twin_engines::scene::read_scene_file(path);
     let mut out = std::io::stdout().lock();
     out.write_all(&encode(&outcome))?;
     out.flush()
 }
 
-/// A reader that runs `exe internal-read-scene PATH` for every scene.
-pub fn isolated_scene_reader(exe: PathBuf) -> SceneReader {
+/// Caps this process's address space at its current size plus `extra`.
+fn limit_address_space(extra: u64) -> std::io::Result<()> {
+    // VmSize: the address space mapped now (the binary, its libraries).
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let mapped_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let limit = mapped_kib.saturating_mul(1024).saturating_add(extra);
+    rustix::process::setrlimit(
+        rustix::process::Resource::As,
+        rustix::process::Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        },
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// A reader that runs `exe internal-read-scene PATH` for every scene, each
+/// child allowed `max_memory_bytes` of address space beyond its start.
+pub fn isolated_scene_reader(exe: PathBuf, max_memory_bytes: u64) -> SceneReader {
     Arc::new(move |path: PathBuf| {
         let exe = exe.clone();
-        Box::pin(async move { read_in_child(&exe, &path).await })
+        Box::pin(async move { read_in_child(&exe, &path, max_memory_bytes).await })
     })
 }
 
-async fn read_in_child(exe: &Path, path: &Path) -> Result<SceneModel, EngineError> {
+async fn read_in_child(
+    exe: &Path,
+    path: &Path,
+    max_memory_bytes: u64,
+) -> Result<SceneModel, EngineError> {
     let file = path.display().to_string();
     let fail = |message: String| EngineError::SceneRead {
         file: file.clone(),
@@ -46,6 +77,8 @@ async fn read_in_child(exe: &Path, path: &Path) -> Result<SceneModel, EngineErro
     let child = tokio::process::Command::new(exe)
         .arg("internal-read-scene")
         .arg(path)
+        .arg("--max-memory-bytes")
+        .arg(max_memory_bytes.to_string())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -60,6 +93,18 @@ async fn read_in_child(exe: &Path, path: &Path) -> Result<SceneModel, EngineErro
         Ok(Ok(output)) => output,
     };
     if !output.status.success() {
+        // Rust's allocator names a refused allocation before it aborts.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if let Some(bytes) = stderr
+            .split_once("memory allocation of ")
+            .and_then(|(_, rest)| rest.split_once(" bytes failed"))
+            .map(|(n, _)| n)
+        {
+            return Err(fail(format!(
+                "the USD reader crashed on this file: it asked for {bytes} bytes at once, past the {} MiB a scene reader may use (scenes.reader_memory_bytes); the file is corrupt or too large",
+                max_memory_bytes >> 20
+            )));
+        }
         let how = match output.status.code() {
             Some(code) => format!("exit code {code}"),
             None => "killed by a signal".to_string(),
