@@ -247,9 +247,21 @@ impl TwinNode {
                 return Err(TwinError::Unavailable(twin.to_string()));
             }
         }
+        self.answer(twin, rx)
+            .await
+            .map(|answer| (answer, reactivated))
+    }
+
+    /// The answer to a request about `twin` sent with `rx`'s reply port,
+    /// within the call timeout.
+    async fn answer<T>(
+        &self,
+        twin: &str,
+        rx: ractor::concurrency::OneshotReceiver<Result<T, TwinError>>,
+    ) -> Result<T, TwinError> {
         match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(result)) => result.map(|answer| (answer, reactivated)),
-            // The actor ended with the request unanswered.
+            Ok(Ok(result)) => result,
+            // Whoever held the reply port ended with the request unanswered.
             Ok(Err(_)) => Err(TwinError::Unavailable(twin.to_string())),
             Err(_) => Err(TwinError::Timeout {
                 id: twin.to_string(),
@@ -713,15 +725,7 @@ impl TwinNode {
                 _ => return Err(TwinError::Unavailable(twin.to_string())),
             }
         }
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(TwinError::Unavailable(twin.to_string())),
-            Err(_) => Err(TwinError::Timeout {
-                id: twin.to_string(),
-                what: "the request".into(),
-                timeout_ms: self.timeout.as_millis() as u64,
-            }),
-        }
+        self.answer(twin, rx).await
     }
 
     /// The node running the fewest twins (this one on a tie).

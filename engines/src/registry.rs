@@ -91,25 +91,22 @@ impl EngineRegistry {
             .ok_or(EngineError::NotAvailable(kind))
     }
 
-    /// Turns a built-in engine off, as `setting` (a configuration key) says;
-    /// `false` when this node has no such engine to turn off.
-    pub fn turn_off(&mut self, kind: EngineKind, setting: &str) -> bool {
-        let built_in = self.engines.remove(&kind).is_some();
+    /// Turns an engine off, as `setting` (a configuration key) says: asking
+    /// for it names that key, whether or not this node has it.
+    pub fn turn_off(&mut self, kind: EngineKind, setting: &str) {
+        self.engines.remove(&kind);
         self.limits.remove(&kind);
         self.turned_off.insert(kind, setting.to_string());
-        built_in
     }
 
-    /// Caps the engine's live simulations at `max`, as `setting` says;
-    /// `false` when this node has no such engine.
-    pub fn cap(&mut self, kind: EngineKind, max: usize, setting: &str) -> bool {
-        let Some(engine) = self.engines.get(&kind).cloned() else {
-            return false;
-        };
-        let capped = crate::limits::Capped::new(engine, max, setting.to_string());
-        self.limits.insert(kind, capped.limit.clone());
-        self.engines.insert(kind, Arc::new(capped));
-        true
+    /// Caps the engine's live simulations at `max`, as `setting` says (an
+    /// engine this node lacks has none to cap).
+    pub fn cap(&mut self, kind: EngineKind, max: usize, setting: &str) {
+        if let Some(engine) = self.engines.get(&kind).cloned() {
+            let capped = crate::limits::Capped::new(engine, max, setting.to_string());
+            self.limits.insert(kind, capped.limit.clone());
+            self.engines.insert(kind, Arc::new(capped));
+        }
     }
 
     pub fn is_available(&self, kind: EngineKind) -> bool {

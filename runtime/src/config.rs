@@ -652,13 +652,20 @@ impl NodeConfig {
         };
         let mut value = serde_yaml_ng::to_value(NodeConfig::default())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let mut file_text = None;
+        // The spec's file names `auth.iam_url` and no mode: a key source
+        // given without a mode means tokens are verified against it.
+        let mut mode_given = env.iter().any(|(k, _)| k == "HANZO_TWIN_AUTH_MODE");
         if let Some(path) = &file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
                 source,
             })?;
-            file_text = Some(text.clone());
+            let mut raw: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            mode_given |= !raw["auth"]["mode"].is_null();
             let parse_error = |e: serde_path_to_error::Error<serde_yaml_ng::Error>| {
                 let field = e.path().to_string();
                 let message = with_suggestion(e.into_inner().to_string());
@@ -670,11 +677,6 @@ impl NodeConfig {
             let parsed: NodeConfig = if text.contains("${") {
                 // Expanded in the parsed values, never in comments; the
                 // errors then name the field, not the line.
-                let mut raw: serde_yaml_ng::Value =
-                    serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Parse {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
                 expand_vars(&mut raw, &mut Vec::new(), &env).map_err(|message| {
                     ConfigError::Parse {
                         path: path.clone(),
@@ -690,13 +692,6 @@ impl NodeConfig {
             value =
                 serde_yaml_ng::to_value(parsed).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
-        // The spec's file names `auth.iam_url` and no mode: a key source
-        // given without a mode means tokens are verified against it.
-        let mode_given = env.iter().any(|(k, _)| k == "HANZO_TWIN_AUTH_MODE")
-            || file_text
-                .as_deref()
-                .and_then(|t| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(t).ok())
-                .is_some_and(|v| !v["auth"]["mode"].is_null());
         let warnings = apply_env(&mut value, env)?;
         let mut config: NodeConfig =
             serde_yaml_ng::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
