@@ -52,13 +52,17 @@ fn row(what: &str, s: &Stats) {
 /// Creates sample twins until one lands on `node` (placement decides), and
 /// starts it paused.
 async fn twin_on(twins: &TwinNode, node: &str, tag: &str) -> String {
+    twin_on_with(twins, node, tag, Clock::Paused).await
+}
+
+async fn twin_on_with(twins: &TwinNode, node: &str, tag: &str, clock: Clock) -> String {
     for i in 0..64 {
         let mut definition = common::definition("robot-arm.yaml");
         definition.name = hanzo_twin::actors::Name::new(&format!("bench-{tag}-{i}")).expect("name");
         let record = twins.create(definition).await.expect("create");
         let id = record.id.to_string();
         if record.status.node.as_deref() == Some(node) {
-            common::start(twins, &id, hanzo_twin::actors::Clock::Paused).await;
+            common::start(twins, &id, clock).await;
             return id;
         }
         twins.delete(&id).await.expect("delete");
@@ -153,7 +157,7 @@ fn main() {
     let twins = node.twins();
 
     let b_yaml = format!(
-        "node:\n  id: node-b\nserver:\n  host: 127.0.0.1\n  port: {api_b}\nmetrics:\n  enabled: false\ndata_dir: {data}\nscenes:\n  root: {scenes}\nstorage:\n  root: {objects}\nmetadata:\n  backend: postgres\n  postgres:\n    url: {postgres}\n    schema: {schema}\ncluster:\n  listen: 127.0.0.1:{mesh_b}\n  cookie: bench\n  seeds: [\"127.0.0.1:{mesh_a}\"]\n  refresh_ms: 200\nlogging:\n  level: warn\n",
+        "node:\n  id: node-b\nserver:\n  host: 127.0.0.1\n  port: {api_b}\nmetrics:\n  enabled: false\ndata_dir: {data}\nscenes:\n  root: {scenes}\nstorage:\n  root: {objects}\nmetadata:\n  backend: postgres\n  postgres:\n    url: {postgres}\n    schema: {schema}\ncluster:\n  listen: 127.0.0.1:{mesh_b}\n  cookie: bench\n  seeds: [\"127.0.0.1:{mesh_a}\"]\n  refresh_ms: 200\nauth:\n  rate_limit:\n    per_second: 0\n    control_per_second: 0\nlogging:\n  level: warn\n",
         data = dir.path().join("b").display(),
         scenes = common::repo().join("configs/scenes").display(),
         objects = objects.display(),
@@ -175,7 +179,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    rt.block_on(async {
+    let (local, remote, running) = rt.block_on(async {
         let local = twin_on(&twins, "node-a", "local").await;
         let remote = twin_on(&twins, "node-b", "remote").await;
         let step = |id: &str| {
@@ -218,8 +222,76 @@ fn main() {
             ("fork on node B", &r),
             "cross-node / local",
         );
+        // Changes 60 times a second: each change costs a cached read.
+        let running = twin_on_with(&twins, "node-a", "running", Clock::Realtime).await;
+        (local, remote, running)
     });
+    if common::has_wrk() {
+        let on_a = [local.as_str(), running.as_str()];
+        state_throughput(&rt, &dir.path().join("b"), api_b, on_a, &remote, quick);
+    } else {
+        eprintln!(
+            "SKIPPED the routed state throughput: `wrk` is not installed (scripts/test.sh installs it)"
+        );
+    }
     rt.block_on(node.shutdown());
+}
+
+/// `GET …/state` under `wrk -t2 -c64` through node B's API: for B's own twin
+/// and for a paused and a realtime one on node A (routed over the mesh),
+/// against a bare axum server answering the same bytes, all on the same
+/// cores.
+fn state_throughput(
+    rt: &tokio::runtime::Runtime,
+    b_data: &std::path::Path,
+    api_b: u16,
+    [on_a, running_on_a]: [&str; 2],
+    on_b: &str,
+    quick: bool,
+) {
+    let seconds = if quick { 1 } else { 10 };
+    let token = std::fs::read_to_string(b_data.join("auth/dev-token")).expect("B's dev token");
+    let token = token.trim();
+    let url = |id: &str| format!("http://127.0.0.1:{api_b}/v1/twins/{id}/state");
+    let body = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let answer = http
+            .get(url(on_a))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("B answers");
+        assert!(
+            answer.status().is_success(),
+            "routed state: {}",
+            answer.status()
+        );
+        answer.bytes().await.expect("body")
+    });
+    let bare_port = free_port();
+    rt.spawn(common::serve_bare(bare_port, body));
+    let bare = common::wrk(
+        &format!("http://127.0.0.1:{bare_port}/state"),
+        None,
+        seconds,
+    );
+    let own = common::wrk(&url(on_b), Some(token), seconds);
+    let routed = common::wrk(&url(on_a), Some(token), seconds);
+    let running = common::wrk(&url(running_on_a), Some(token), seconds);
+    println!("\nGET …/state through node B's API (wrk -t2 -c64, {seconds} s each, same 2 cores):");
+    println!("  bare axum, same bytes          {bare:>10.0} req/s");
+    println!(
+        "  twin on node B (its own)       {own:>10.0} req/s   {:.2}x bare",
+        own / bare
+    );
+    println!(
+        "  twin on node A (routed)        {routed:>10.0} req/s   {:.2}x bare",
+        routed / bare
+    );
+    println!(
+        "  realtime twin on A (routed)    {running:>10.0} req/s   {:.2}x bare",
+        running / bare
+    );
 }
 
 fn node_count(node: &Node) -> usize {

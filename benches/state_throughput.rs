@@ -11,33 +11,11 @@
 mod common;
 
 use hanzo_twin::Node;
-use std::process::Command;
 use std::time::Duration;
-
-/// Requests per second `wrk` reached against `url`.
-fn wrk(url: &str, token: Option<&str>, seconds: u64) -> f64 {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency"]);
-    if let Some(token) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
-    }
-    let out = cmd.arg(url).output().expect("wrk runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "wrk failed: {text}");
-    // Every answer must be the 200 being measured, not an error page.
-    assert!(
-        !text.contains("Non-2xx"),
-        "{url} answered errors under load:\n{text}"
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"))
-}
 
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
-    if Command::new("wrk").arg("--version").output().is_err() {
+    if !common::has_wrk() {
         eprintln!(
             "SKIPPED state_throughput: `wrk` is not installed (apt-get install wrk; scripts/test.sh does)"
         );
@@ -89,30 +67,18 @@ fn main() {
         (token, id, running_id, body, stop)
     });
     // The floor: the same bytes from a bare axum route on the same runtime.
-    rt.spawn(async move {
-        let app = axum::Router::new().route(
-            "/state",
-            axum::routing::get(move || {
-                let body = body.clone();
-                async move { ([("content-type", "application/json")], body) }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", bare_port))
-            .await
-            .expect("bind");
-        axum::serve(listener, app).await.expect("serve");
-    });
-    let bare = wrk(
+    rt.spawn(common::serve_bare(bare_port, body));
+    let bare = common::wrk(
         &format!("http://127.0.0.1:{bare_port}/state"),
         None,
         seconds,
     );
-    let node = wrk(
+    let node = common::wrk(
         &format!("http://127.0.0.1:{api_port}/v1/twins/{id}/state"),
         Some(&token),
         seconds,
     );
-    let running = wrk(
+    let running = common::wrk(
         &format!("http://127.0.0.1:{api_port}/v1/twins/{running_id}/state"),
         Some(&token),
         seconds,

@@ -307,6 +307,13 @@ async fn activations(node: &TestNode, name: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The step a node's `GET …/state` of twin `id` shows.
+async fn state_step(node: &TestNode, id: &str) -> u64 {
+    let (status, v) = node.get(&format!("/v1/twins/{id}/state")).await;
+    assert_eq!(status, 200, "{v}");
+    v["step"].as_u64().expect("step")
+}
+
 #[tokio::test]
 async fn any_node_serves_any_twin_through_its_one_owner() {
     let Some(sh) = shared() else { return };
@@ -352,8 +359,42 @@ async fn any_node_serves_any_twin_through_its_one_owner() {
     }
     for (name, id, holder) in &twins {
         for (k, n) in nodes.iter().enumerate() {
+            // Every node reads the state first, so each holds a cached read
+            // that the step must overturn.
+            for reader in nodes {
+                state_step(reader, id).await;
+            }
             let report = n.step(id, 1).await;
-            assert_eq!(report["step"], k as u64 + 1, "{name}: {report}");
+            let step = k as u64 + 1;
+            assert_eq!(report["step"], step, "{name}: {report}");
+            // The node that stepped it reads its own write at once; the
+            // others as soon as the owner's word of the change arrives, and
+            // never an older step after a newer one.
+            assert_eq!(
+                state_step(n, id).await,
+                step,
+                "{name} read through its stepper"
+            );
+            for reader in nodes {
+                let mut seen = 0;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                loop {
+                    let now = state_step(reader, id).await;
+                    assert!(
+                        now >= seen,
+                        "{name}: a read went back from step {seen} to {now}"
+                    );
+                    seen = now;
+                    if now == step {
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{name}: reads stayed at step {now}, not {step}"
+                    );
+                    tokio::task::yield_now().await;
+                }
+            }
         }
         assert_eq!(activations(&b, name).await, 1, "{name} runs exactly once");
         // By name, from a node that does not hold it.

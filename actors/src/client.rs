@@ -4,7 +4,7 @@
 
 use crate::definition::Name;
 use crate::definition::TwinDefinition;
-use crate::direct::{DirectRoute, RouteCache};
+use crate::direct::{DirectRoute, RemoteViews, RouteCache, Watcher};
 use crate::error::TwinError;
 use crate::gym::BatchMsg;
 use crate::host::{HostMsg, LifecycleMsg, Rebalanced};
@@ -43,6 +43,8 @@ pub struct TwinNode {
     link: Arc<RwLock<Option<Arc<dyn ClusterLink>>>>,
     /// Running twins' actors, resolved once ([`crate::direct`]).
     routes: Arc<RouteCache>,
+    /// State reads of twins on other nodes ([`crate::direct::RemoteViews`]).
+    remote_views: Arc<RemoteViews>,
     timeout: Duration,
     scope: Scope,
     /// Bounds the requests in flight through this handle and its clones.
@@ -78,6 +80,7 @@ impl TwinNode {
             host: Arc::new(RwLock::new(Some(host))),
             link: Arc::new(RwLock::new(None)),
             routes,
+            remote_views: Arc::default(),
             timeout,
             scope: Scope::Node,
             admission: Admission::default(),
@@ -91,6 +94,7 @@ impl TwinNode {
             host: Arc::new(RwLock::new(None)),
             link: Arc::new(RwLock::new(Some(link))),
             routes: Arc::default(),
+            remote_views: Arc::default(),
             timeout,
             scope: Scope::Node,
             admission: Admission::default(),
@@ -351,21 +355,45 @@ impl TwinNode {
             }
             _ => match request.twin().map(str::to_string) {
                 Some(key) => {
-                    let node = self.locate(&*link, &key).await?;
-                    let retry = (request.clone(), blob.clone());
-                    match self.run_on(&*link, &node, &key, request, blob).await {
-                        // Mid hand-off the old holder still serves it.
-                        Err(TwinError::Moving { from, .. })
-                            if from != node && link.peers().contains(&from)
-                                || from == local && link.hosts_twins() =>
-                        {
-                            self.run_on(&*link, &from, &key, retry.0, retry.1).await
-                        }
-                        other => other,
+                    // This node's cached reads must not outlive a write it
+                    // sent (under a key that may alias theirs): forgotten
+                    // before it goes, and again once it is answered, so a
+                    // read that raced it is not kept either.
+                    let writes = request.may_change_twin();
+                    if writes {
+                        self.remote_views.all_changed();
                     }
+                    let result = self.run_keyed(&*link, &key, request, blob).await;
+                    if writes {
+                        self.remote_views.all_changed();
+                    }
+                    result
                 }
                 None => self.execute(request, blob).await,
             },
+        }
+    }
+
+    /// Runs a request naming twin `key` on the node holding it.
+    async fn run_keyed(
+        &self,
+        link: &dyn ClusterLink,
+        key: &str,
+        request: TwinRequest,
+        blob: Vec<u8>,
+    ) -> Result<(TwinReply, Vec<u8>), TwinError> {
+        let local = link.local_node();
+        let node = self.locate(link, key).await?;
+        let retry = (request.clone(), blob.clone());
+        match self.run_on(link, &node, key, request, blob).await {
+            // Mid hand-off the old holder still serves it.
+            Err(TwinError::Moving { from, .. })
+                if from != node && link.peers().contains(&from)
+                    || from == local && link.hosts_twins() =>
+            {
+                self.run_on(link, &from, key, retry.0, retry.1).await
+            }
+            other => other,
         }
     }
 
@@ -577,6 +605,16 @@ impl TwinNode {
                 },
                 Vec::new(),
             ),
+            TwinRequest::StateJson { twin, watcher } => {
+                let (json, reactivated, watched) = self.state_here(&twin, watcher).await?;
+                (
+                    TwinReply::StateJson {
+                        reactivated,
+                        watched,
+                    },
+                    json.to_vec(),
+                )
+            }
             TwinRequest::Recording { twin } => {
                 let (scene, recording) = self
                     .route(&twin, |reply| TwinMsg::Recording { reply })
@@ -1036,21 +1074,94 @@ impl TwinNode {
     }
 
     /// [`TwinSnapshot::to_state_json`] of a running twin, and whether the
-    /// request reactivated it. A twin running on this node answers from its
-    /// view while nothing has changed it since its last read, so polling a
-    /// twin costs its actor one message per change, not one per read.
+    /// request reactivated it. Polling costs a twin's actor one message per
+    /// change, not one per read:
+    /// - a twin running on this node answers from its view while nothing
+    ///   has changed it since its last read;
+    /// - a twin on another node answers from this node's cache while its
+    ///   owner has not reported a change, for at most
+    ///   [`crate::direct::REMOTE_READ_LEASE`].
     pub async fn state_json(&self, twin: &str) -> Result<(bytes::Bytes, bool), TwinError> {
-        let local = self
-            .routes
-            .get(&self.scope, twin)
-            .filter(|route| route.actor.get_status() == ractor::ActorStatus::Running);
-        if let Some(route) = &local
-            && let Some(json) = route.view.cached_state()
-        {
+        let Some(link) = self.link() else {
+            let (json, reactivated, _) = self.state_here(twin, None).await?;
+            return Ok((json, reactivated));
+        };
+        if let Some(json) = self.local_view(twin).and_then(|r| r.view.cached_state()) {
             return Ok((json, false));
         }
+        let membership = link.membership_version();
+        if let Some(json) = self.remote_views.cached(&self.scope, twin, membership) {
+            return Ok((json, false));
+        }
+        let stamp = self.remote_views.stamp(&self.scope, twin, membership);
+        let request = TwinRequest::StateJson {
+            twin: twin.to_string(),
+            // A client-only member has no door for the owner's word.
+            watcher: link.hosts_twins().then(|| link.local_node()),
+        };
+        match self.run(request, Vec::new()).await? {
+            (
+                TwinReply::StateJson {
+                    reactivated,
+                    watched,
+                },
+                json,
+            ) => {
+                let json = bytes::Bytes::from(json);
+                if watched {
+                    self.remote_views
+                        .keep(&self.scope, twin, stamp, json.clone());
+                }
+                Ok((json, reactivated))
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// The twin's running actor here, if resolved before and still running.
+    fn local_view(&self, twin: &str) -> Option<DirectRoute> {
+        self.routes
+            .get(&self.scope, twin)
+            .filter(|route| route.actor.get_status() == ractor::ActorStatus::Running)
+    }
+
+    /// The state read of a twin this node holds, and whether it reactivated
+    /// the twin. With `watcher` (another node, which will cache the answer),
+    /// also whether that node will be told of the twin's next change.
+    async fn state_here(
+        &self,
+        twin: &str,
+        watcher: Option<String>,
+    ) -> Result<(bytes::Bytes, bool, bool), TwinError> {
+        let mut reactivated = false;
+        let mut watched = false;
+        if let (Some(node), Some(link)) = (watcher, self.link())
+            && node != link.local_node()
+        {
+            // Registered before reading, so any change after the read is
+            // reported; an actor that ended meanwhile reports nothing, so
+            // its answer is not promised.
+            let (route, woke) = self.resolve_direct(twin).await?;
+            reactivated = woke;
+            route.view.watch(Watcher {
+                node,
+                scope: self.scope.clone(),
+                key: twin.to_string(),
+                link,
+            });
+            watched = route.actor.get_status() == ractor::ActorStatus::Running;
+        }
+        let local = self.local_view(twin);
+        if let Some(json) = local.as_ref().and_then(|r| r.view.cached_state()) {
+            return Ok((json, reactivated, watched));
+        }
         let version = local.as_ref().map(|route| route.view.version());
-        let (reply, reactivated) = self.op_outcome(twin, TwinOp::Snapshot).await?;
+        let (reply, woke) = self
+            .route(twin, |reply| TwinMsg::Op {
+                op: TwinOp::Snapshot,
+                reply,
+            })
+            .await?;
         let TwinOpReply::Snapshot(snapshot) = reply else {
             return Err(unexpected_op(reply));
         };
@@ -1058,7 +1169,17 @@ impl TwinNode {
         if let (Some(route), Some(version)) = (&local, version) {
             route.view.keep_state(version, json.clone());
         }
-        Ok((json, reactivated))
+        Ok((json, reactivated || woke, watched))
+    }
+
+    /// A node this one reads from reports that the twin it reads as `key`
+    /// changed (a frame from [`remote::encode_changed`]).
+    pub fn remote_changed(&self, frame: &[u8]) {
+        match remote::decode_changed(frame) {
+            Ok((scope, key)) => self.remote_views.changed(&scope, &key),
+            // Unreadable: forget every cached read rather than keep a stale one.
+            Err(_) => self.remote_views.all_changed(),
+        }
     }
 
     /// How the running twin follows its physical counterpart.

@@ -12,6 +12,7 @@
 //!   bumps the cache's epoch, and entries of older epochs are ignored.
 
 use crate::protocol::{Scope, TwinMsg};
+use crate::remote::ClusterLink;
 use dashmap::DashMap;
 use ractor::ActorRef;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +65,11 @@ impl RouteCache {
 /// made at, and one made before the latest change is never served.
 pub struct TwinView {
     version: AtomicU64,
+    /// Other nodes caching this twin's state read, told once when it next
+    /// changes ([`RemoteViews`]); `watched` says whether any are, so a
+    /// change costs one atomic read when none is.
+    watchers: std::sync::Mutex<Vec<Watcher>>,
+    watched: std::sync::atomic::AtomicBool,
     state_json: std::sync::Mutex<Option<(u64, bytes::Bytes)>>,
     /// When the view was made; `last_read_ms` counts from it.
     made: std::time::Instant,
@@ -76,6 +82,8 @@ impl Default for TwinView {
     fn default() -> Self {
         TwinView {
             version: AtomicU64::new(0),
+            watchers: std::sync::Mutex::new(Vec::new()),
+            watched: std::sync::atomic::AtomicBool::new(false),
             state_json: std::sync::Mutex::new(None),
             made: std::time::Instant::now(),
             last_read_ms: AtomicU64::new(0),
@@ -87,6 +95,34 @@ impl TwinView {
     /// The twin may answer differently from now on.
     pub(crate) fn changed(&self) {
         self.version.fetch_add(1, Ordering::Release);
+        self.tell_watchers();
+    }
+
+    /// The twin's actor ended (stopped, crashed, passivated, moved): a
+    /// restarted one has a new view, so nodes watching this one are told now.
+    pub(crate) fn ended(&self) {
+        self.tell_watchers();
+    }
+
+    /// Node `watcher.node` caches the answer it is about to get, under its
+    /// own key, until told the twin changed.
+    pub(crate) fn watch(&self, watcher: Watcher) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        if !watchers.contains(&watcher) {
+            watchers.push(watcher);
+        }
+        self.watched.store(true, Ordering::Release);
+    }
+
+    fn tell_watchers(&self) {
+        if !self.watched.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let watchers =
+            std::mem::take(&mut *self.watchers.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in watchers {
+            w.link.twin_changed(&w.node, &w.scope, &w.key);
+        }
     }
 
     /// The version to stamp an answer with: read before asking the actor, so
@@ -128,9 +164,173 @@ impl TwinView {
     }
 }
 
+/// A node caching a twin's state read, and the scope and key it asked with
+/// (what it caches under).
+#[derive(Clone)]
+pub(crate) struct Watcher {
+    pub node: String,
+    pub scope: Scope,
+    pub key: String,
+    pub link: std::sync::Arc<dyn ClusterLink>,
+}
+
+impl PartialEq for Watcher {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.node, &self.scope, &self.key) == (&other.node, &other.scope, &other.key)
+    }
+}
+
+/// How long a state read of a twin on another node is served from this
+/// node's cache at most. The owner tells this node when the twin changes;
+/// the lease bounds how stale an answer can be should that word be lost
+/// (its link broke and came back).
+pub const REMOTE_READ_LEASE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// State reads of twins on other nodes, cached on this node (the AFS
+/// callback: the owner promises to say when the answer changes, once).
+///
+/// An entry holds the JSON with the counts it was asked at: its own count of
+/// changes reported by the owner, and this node's count of everything that
+/// may change any twin (a write routed from here, a membership change). It
+/// is served only while both are unchanged and within
+/// [`REMOTE_READ_LEASE`].
+#[derive(Default)]
+pub struct RemoteViews {
+    all: AtomicU64,
+    entries: DashMap<(Scope, String), RemoteEntry>,
+}
+
+#[derive(Default)]
+struct RemoteEntry {
+    changes: u64,
+    state: Option<(ReadStamp, std::time::Instant, bytes::Bytes)>,
+}
+
+/// The counts a remote read was asked at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadStamp {
+    all: u64,
+    changes: u64,
+    membership: u64,
+}
+
+impl RemoteViews {
+    /// The cached answer for `key`, if still good (`membership`: the
+    /// cluster's [`ClusterLink::membership_version`] now).
+    pub(crate) fn cached(&self, scope: &Scope, key: &str, membership: u64) -> Option<bytes::Bytes> {
+        let all = self.all.load(Ordering::Acquire);
+        let entry = self.entries.get(&(scope.clone(), key.to_string()))?;
+        let (stamp, at, json) = entry.state.as_ref()?;
+        (*stamp
+            == ReadStamp {
+                all,
+                changes: entry.changes,
+                membership,
+            }
+            && at.elapsed() < REMOTE_READ_LEASE)
+            .then(|| json.clone())
+    }
+
+    /// The counts to stamp a read with: taken before asking, so a change
+    /// reported while the answer travels leaves it stale.
+    pub(crate) fn stamp(&self, scope: &Scope, key: &str, membership: u64) -> ReadStamp {
+        let all = self.all.load(Ordering::Acquire);
+        let changes = self
+            .entries
+            .get(&(scope.clone(), key.to_string()))
+            .map_or(0, |e| e.changes);
+        ReadStamp {
+            all,
+            changes,
+            membership,
+        }
+    }
+
+    /// Keeps an answer asked at `stamp`, unless something changed since.
+    pub(crate) fn keep(&self, scope: &Scope, key: &str, stamp: ReadStamp, json: bytes::Bytes) {
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+            self.all_changed();
+        }
+        let mut entry = self
+            .entries
+            .entry((scope.clone(), key.to_string()))
+            .or_default();
+        if entry.changes == stamp.changes && self.all.load(Ordering::Acquire) == stamp.all {
+            entry.state = Some((stamp, std::time::Instant::now(), json));
+        }
+    }
+
+    /// The owner says the twin `key` names has changed.
+    pub fn changed(&self, scope: &Scope, key: &str) {
+        // Made if missing: a read in flight since before it keeps nothing.
+        let mut entry = self
+            .entries
+            .entry((scope.clone(), key.to_string()))
+            .or_default();
+        entry.changes += 1;
+        entry.state = None;
+    }
+
+    /// Any twin may have changed: a write went out from this node (under a
+    /// key that may alias another), or the cluster's membership changed.
+    pub fn all_changed(&self) {
+        self.all.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// A running twin's actor, and what can be read of it without a message.
 #[derive(Clone)]
 pub struct DirectRoute {
     pub actor: ActorRef<TwinMsg>,
     pub view: std::sync::Arc<TwinView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_read_is_served_only_until_its_twin_or_the_cluster_changes() {
+        let views = RemoteViews::default();
+        let scope = Scope::Node;
+        let json = bytes::Bytes::from_static(b"{\"step\":1}");
+        assert!(views.cached(&scope, "arm", 0).is_none());
+
+        let stamp = views.stamp(&scope, "arm", 0);
+        views.keep(&scope, "arm", stamp, json.clone());
+        assert_eq!(views.cached(&scope, "arm", 0), Some(json.clone()));
+        // Another key, scope or membership is another entry.
+        assert!(views.cached(&scope, "conveyor", 0).is_none());
+        let acme = Scope::Organization(crate::Name::new("acme").expect("name"));
+        assert!(views.cached(&acme, "arm", 0).is_none());
+        assert!(views.cached(&scope, "arm", 1).is_none());
+
+        // The owner's word drops it.
+        views.changed(&scope, "arm");
+        assert!(views.cached(&scope, "arm", 0).is_none());
+
+        // An answer asked before a change arrives after it: not kept, even
+        // for a key never read before.
+        let stamp = views.stamp(&scope, "belt", 0);
+        views.changed(&scope, "belt");
+        views.keep(&scope, "belt", stamp, json.clone());
+        assert!(views.cached(&scope, "belt", 0).is_none());
+
+        // A write from this node drops every entry, and voids answers in
+        // flight.
+        let stamp = views.stamp(&scope, "arm", 0);
+        views.keep(&scope, "arm", stamp, json.clone());
+        let in_flight = views.stamp(&scope, "belt", 0);
+        views.all_changed();
+        assert!(views.cached(&scope, "arm", 0).is_none());
+        views.keep(&scope, "belt", in_flight, json.clone());
+        assert!(views.cached(&scope, "belt", 0).is_none());
+
+        // The lease bounds an entry nobody invalidated.
+        let stamp = views.stamp(&scope, "arm", 0);
+        views.keep(&scope, "arm", stamp, json);
+        std::thread::sleep(REMOTE_READ_LEASE);
+        assert!(views.cached(&scope, "arm", 0).is_none());
+    }
 }

@@ -370,6 +370,18 @@ impl TwinOp {
             TwinOp::SyncHistory { .. } => "sync_history",
         }
     }
+
+    /// Whether it only reads the twin.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            TwinOp::Snapshot
+                | TwinOp::Info
+                | TwinOp::Observe { .. }
+                | TwinOp::SyncStatus
+                | TwinOp::SyncHistory { .. }
+        )
+    }
 }
 
 /// What a [`TwinOp`] answers.
@@ -484,12 +496,12 @@ impl TwinMsg {
     /// answers: everything but reads does (kept conservative: a message
     /// wrongly counted as a change only costs a cached read).
     pub fn may_change_state(&self) -> bool {
+        if let TwinMsg::Op { op, .. } = self {
+            return !op.is_read();
+        }
         !matches!(
             self,
-            TwinMsg::Op {
-                op: TwinOp::Snapshot | TwinOp::Info | TwinOp::Observe { .. } | TwinOp::SyncStatus,
-                ..
-            } | TwinMsg::GetState { .. }
+            TwinMsg::GetState { .. }
                 | TwinMsg::Recording { .. }
                 | TwinMsg::Children { .. }
                 | TwinMsg::ForkSimulation { .. }

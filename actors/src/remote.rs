@@ -34,6 +34,13 @@ pub trait ClusterLink: Send + Sync + 'static {
         frame: Vec<u8>,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Vec<u8>, String>>;
+    /// Tells `node`, without waiting, that the twin it reads as `key` in
+    /// `scope` has changed ([`crate::direct::RemoteViews`]); a word that
+    /// cannot be sent is dropped (the reader's lease bounds what it misses).
+    fn twin_changed(&self, node: &str, scope: &Scope, key: &str);
+    /// Counts the membership's changes: a read cached from another node is
+    /// not served across one (its twin may have moved, its owner restarted).
+    fn membership_version(&self) -> u64;
 }
 
 /// Whether this node should hold `key` (a twin id), as placement decides.
@@ -98,6 +105,12 @@ pub enum TwinRequest {
         record: TwinRecord,
         clock: Clock,
     },
+    /// The twin's state read, as JSON in the binary part. `watcher`, a node
+    /// that will cache the answer, is told when the twin next changes.
+    StateJson {
+        twin: String,
+        watcher: Option<String>,
+    },
     /// Stored twins no node in `members` holds.
     ListUnheld {
         filter: TwinFilter,
@@ -121,6 +134,7 @@ impl TwinRequest {
             | Checkpoint { twin }
             | Restore { twin }
             | Twin { twin, .. }
+            | StateJson { twin, .. }
             | Recording { twin } => Some(twin),
             Create { .. }
             | List { .. }
@@ -151,6 +165,25 @@ pub enum TwinReply {
         reactivated: bool,
     },
     Load(usize),
+    /// A state read's JSON is in the binary part; `watched`: its reader
+    /// will be told when it changes.
+    StateJson {
+        reactivated: bool,
+        watched: bool,
+    },
+}
+
+impl TwinRequest {
+    /// Whether the request may change a twin (everything but reads).
+    pub fn may_change_twin(&self) -> bool {
+        use TwinRequest::*;
+        match self {
+            Get { .. } | List { .. } | ListUnheld { .. } | Checkpoint { .. } | Load => false,
+            StateJson { .. } | Recording { .. } => false,
+            Twin { op, .. } => !op.is_read(),
+            _ => true,
+        }
+    }
 }
 
 /// A request as it crosses nodes: who asks (their organization, or the whole
@@ -185,12 +218,16 @@ fn unframe<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, Vec<u8>),
     Ok((header, bytes[4 + len..].to_vec()))
 }
 
-/// Encodes a request from `scope`.
-pub fn encode_request(scope: &Scope, request: &TwinRequest, blob: &[u8]) -> Vec<u8> {
-    let organization = match scope {
+fn organization_of(scope: &Scope) -> Option<String> {
+    match scope {
         Scope::Node => None,
         Scope::Organization(org) => Some(org.to_string()),
-    };
+    }
+}
+
+/// Encodes a request from `scope`.
+pub fn encode_request(scope: &Scope, request: &TwinRequest, blob: &[u8]) -> Vec<u8> {
+    let organization = organization_of(scope);
     let header = Header {
         organization,
         request: request.clone(),
@@ -198,14 +235,28 @@ pub fn encode_request(scope: &Scope, request: &TwinRequest, blob: &[u8]) -> Vec<
     frame(&header, blob)
 }
 
+/// A twin's change, as told to a node caching its state read.
+pub fn encode_changed(scope: &Scope, key: &str) -> Vec<u8> {
+    let organization = organization_of(scope);
+    frame(&(organization, key), &[])
+}
+
+pub fn decode_changed(bytes: &[u8]) -> Result<(Scope, String), String> {
+    let ((organization, key), _): ((Option<String>, String), Vec<u8>) = unframe(bytes)?;
+    Ok((scope_of(organization)?, key))
+}
+
+fn scope_of(organization: Option<String>) -> Result<Scope, String> {
+    Ok(match organization {
+        None => Scope::Node,
+        Some(org) => Scope::Organization(Name::new(&org)?),
+    })
+}
+
 /// Decodes a request: its scope, the request, its binary part.
 pub fn decode_request(bytes: &[u8]) -> Result<(Scope, TwinRequest, Vec<u8>), String> {
     let (header, blob): (Header, Vec<u8>) = unframe(bytes)?;
-    let scope = match header.organization {
-        None => Scope::Node,
-        Some(org) => Scope::Organization(Name::new(&org)?),
-    };
-    Ok((scope, header.request, blob))
+    Ok((scope_of(header.organization)?, header.request, blob))
 }
 
 pub fn encode_reply(result: Result<(TwinReply, Vec<u8>), TwinError>) -> Vec<u8> {

@@ -39,6 +39,8 @@ fn yes() -> bool {
 pub struct Membership {
     local: NodeInfo,
     peers: Arc<RwLock<Vec<NodeInfo>>>,
+    /// Counts changes of `peers`.
+    version: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Membership {
@@ -53,6 +55,7 @@ impl Membership {
                 cluster_addr: String::new(),
             },
             peers: Arc::new(RwLock::new(Vec::new())),
+            version: Arc::default(),
         }
     }
 
@@ -80,7 +83,17 @@ impl Membership {
 
     /// Replaces the other live nodes (the mesh keeps this current).
     pub fn set_peers(&self, peers: Vec<NodeInfo>) {
-        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = peers;
+        let mut current = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        if *current != peers {
+            *current = peers;
+            self.version
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// How many times the other live nodes changed.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every live node, this one first.

@@ -78,6 +78,9 @@ pub enum MemberMsg {
     /// meet each other.
     #[rpc]
     Peers(RpcReplyPort<String>),
+    /// A twin whose state read this node caches has changed
+    /// ([`hanzo_twin_actors::remote::encode_changed`]).
+    Changed(Vec<u8>),
 }
 
 struct Member;
@@ -184,6 +187,7 @@ impl Actor for Member {
                 let peers = serde_json::to_string(&state.membership.peers()).unwrap_or_default();
                 let _ = reply.send(peers);
             }
+            MemberMsg::Changed(frame) => state.twins.remote_changed(&frame),
             MemberMsg::Part(bytes) => {
                 expire(&mut state.incoming);
                 if bytes.len() >= 16 {
@@ -375,6 +379,23 @@ impl ClusterLink for MeshLink {
             let member = member.ok_or("it is not a live member of the cluster")?;
             MeshLink::call_member(member, frame, timeout, max_frame).await
         })
+    }
+
+    fn twin_changed(&self, node: &str, scope: &hanzo_twin_actors::Scope, key: &str) {
+        let member = self
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .cloned();
+        if let Some(member) = member {
+            let frame = hanzo_twin_actors::remote::encode_changed(scope, key);
+            let _ = member.cast(MemberMsg::Changed(frame));
+        }
+    }
+
+    fn membership_version(&self) -> u64 {
+        self.membership.version()
     }
 }
 

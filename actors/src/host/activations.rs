@@ -96,6 +96,9 @@ impl Activations {
     pub fn remove(&mut self, id: TwinId) -> Option<Running> {
         let running = self.running.remove(&id)?;
         self.routes.invalidate();
+        // Nodes caching its state read must not wait for a change that its
+        // successor's view would report.
+        running.view.ended();
         Some(running)
     }
 
