@@ -110,6 +110,27 @@ pub trait Simulation: Send {
         Ok(())
     }
 
+    /// A physical parameter of the prim at `prim` (what recalibration tunes):
+    /// a joint's drive `stiffness` or `damping`, a body's `friction` or
+    /// `mass` (kg).
+    fn parameter(&self, prim: &str, name: &str) -> Result<f64, EngineError> {
+        let _ = (prim, name);
+        Err(EngineError::Unsupported {
+            engine: self.kind(),
+            feature: "reading or tuning physical parameters".into(),
+        })
+    }
+
+    /// Sets a parameter [`Simulation::parameter`] reads; it holds from the
+    /// next step, and travels with the state and forks.
+    fn set_parameter(&mut self, prim: &str, name: &str, value: f64) -> Result<(), EngineError> {
+        let _ = (prim, name, value);
+        Err(EngineError::Unsupported {
+            engine: self.kind(),
+            feature: "reading or tuning physical parameters".into(),
+        })
+    }
+
     /// The complete simulation state, enough to continue exactly from here.
     fn state(&self) -> Result<SimState, EngineError>;
 

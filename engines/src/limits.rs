@@ -136,6 +136,14 @@ impl Simulation for CappedSimulation {
         self.inner.body_poses(positions, orientations)
     }
 
+    fn parameter(&self, prim: &str, name: &str) -> Result<f64, EngineError> {
+        self.inner.parameter(prim, name)
+    }
+
+    fn set_parameter(&mut self, prim: &str, name: &str, value: f64) -> Result<(), EngineError> {
+        self.inner.set_parameter(prim, name, value)
+    }
+
     fn state(&self) -> Result<SimState, EngineError> {
         self.inner.state()
     }

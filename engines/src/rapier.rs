@@ -236,6 +236,10 @@ pub struct RapierSimulation {
     commands: Vec<Option<JointCommand>>,
     /// Set when a step found non-finite state; the simulation then refuses to step.
     diverged: Option<String>,
+    /// Drive gains tuned on this simulation (recalibration), per joint:
+    /// (stiffness, damping); `None` keeps the scene's. Friction and mass
+    /// live in the world itself.
+    tuned: Vec<Option<(f64, f64)>>,
 }
 
 /// What [`SimState::data`] holds after the checksum (encoding side, borrowing).
@@ -248,6 +252,7 @@ struct PayloadRef<'a> {
     step: u64,
     commands: Vec<Option<StoredCommand>>,
     diverged: &'a Option<String>,
+    tuned: &'a [Option<(f64, f64)>],
 }
 
 /// What [`SimState::data`] holds after the checksum (decoding side, owning).
@@ -260,6 +265,35 @@ struct Payload {
     step: u64,
     commands: Vec<Option<StoredCommand>>,
     diverged: Option<String>,
+    tuned: Vec<Option<(f64, f64)>>,
+}
+
+/// A state written before drive gains could be tuned (no `tuned`): still
+/// read, as checkpoints outlive upgrades.
+#[derive(Deserialize)]
+struct PayloadUntuned {
+    world: PhysicsWorld,
+    substeps: u32,
+    step_dt: f64,
+    time: f64,
+    step: u64,
+    commands: Vec<Option<StoredCommand>>,
+    diverged: Option<String>,
+}
+
+impl From<PayloadUntuned> for Payload {
+    fn from(p: PayloadUntuned) -> Self {
+        Payload {
+            world: p.world,
+            substeps: p.substeps,
+            step_dt: p.step_dt,
+            time: p.time,
+            step: p.step,
+            commands: p.commands,
+            diverged: p.diverged,
+            tuned: Vec::new(),
+        }
+    }
 }
 
 /// [`JointCommand`] as stored in a state: `JointCommand`'s serde form is adjacently tagged,
@@ -288,6 +322,15 @@ impl From<StoredCommand> for JointCommand {
             StoredCommand::Velocity(v) => JointCommand::Velocity(v),
             StoredCommand::Effort(v) => JointCommand::Effort(v),
         }
+    }
+}
+
+fn unknown_parameter(prim: &str, name: &str) -> EngineError {
+    EngineError::Invalid {
+        field: format!("{prim}.{name}"),
+        message: format!(
+            "rapier3d tunes a joint's `stiffness` and `damping` and a body's `friction` and `mass`, not `{name}`"
+        ),
     }
 }
 
@@ -390,6 +433,7 @@ impl RapierSimulation {
             step_dt,
             time: 0.0,
             step: 0,
+            tuned: vec![None; commands.len()],
             commands,
             diverged: None,
         })
@@ -557,6 +601,46 @@ impl RapierSimulation {
         Ok(())
     }
 
+    /// The motor model and gains (stiffness, damping) a command to joint
+    /// `index` drives with: force-based from the scene's drive when it has
+    /// the gain the command needs, else the acceleration-based default;
+    /// then whatever was tuned.
+    fn gains(&self, index: usize, cmd: &JointCommand) -> (MotorModel, Real, Real) {
+        let drive = self.layout.joints[index].drive;
+        let scene_gain = match cmd {
+            JointCommand::Position(_) => drive.map(|d| d.stiffness),
+            _ => drive.map(|d| d.damping),
+        };
+        let (model, k, d) = match (scene_gain, drive) {
+            (Some(g), Some(drive)) if g > 0.0 => (
+                MotorModel::ForceBased,
+                drive.stiffness as Real,
+                drive.damping as Real,
+            ),
+            _ => (
+                MotorModel::AccelerationBased,
+                DEFAULT_DRIVE_STIFFNESS,
+                DEFAULT_DRIVE_DAMPING,
+            ),
+        };
+        match self.tuned.get(index).copied().flatten() {
+            Some((k, d)) => (model, k as Real, d as Real),
+            None => (model, k, d),
+        }
+    }
+
+    /// The rigid body at `prim`.
+    fn body_handle(&self, prim: &str) -> Result<RigidBodyHandle, EngineError> {
+        self.layout
+            .body_index
+            .get(prim)
+            .map(|i| self.layout.bodies[*i].handle)
+            .ok_or_else(|| EngineError::UnknownPath {
+                what: "body",
+                path: prim.to_string(),
+            })
+    }
+
     fn joint_entry(&self, path: &str) -> Result<(usize, &JointEntry), EngineError> {
         self.layout
             .joint_index
@@ -673,12 +757,7 @@ impl Simulation for RapierSimulation {
         let max_force = drive
             .and_then(|d| d.max_force)
             .map_or(Real::MAX, |f| f.min(f64::from(Real::MAX)) as Real);
-        // Force-based gains from the scene drive when it has the one the command needs,
-        // else the acceleration-based default drive.
-        let gains = |scene_gain: Option<f64>| match scene_gain {
-            Some(g) if g > 0.0 => (MotorModel::ForceBased, drive),
-            _ => (MotorModel::AccelerationBased, None),
-        };
+        let (model, k, d) = self.gains(index, &cmd);
         let joint = self
             .world
             .impulse_joints
@@ -688,17 +767,11 @@ impl Simulation for RapierSimulation {
         let value = value as Real;
         match cmd {
             JointCommand::Position(_) => {
-                let (model, drive) = gains(drive.map(|d| d.stiffness));
-                let (k, d) = drive.map_or((DEFAULT_DRIVE_STIFFNESS, DEFAULT_DRIVE_DAMPING), |d| {
-                    (d.stiffness as Real, d.damping as Real)
-                });
                 data.set_motor_model(axis, model)
                     .set_motor(axis, value, 0.0, k, d)
                     .set_motor_max_force(axis, max_force);
             }
             JointCommand::Velocity(_) => {
-                let (model, drive) = gains(drive.map(|d| d.damping));
-                let d = drive.map_or(DEFAULT_DRIVE_DAMPING, |d| d.damping as Real);
                 data.set_motor_model(axis, model)
                     .set_motor(axis, 0.0, value, 0.0, d)
                     .set_motor_max_force(axis, max_force);
@@ -762,6 +835,92 @@ impl Simulation for RapierSimulation {
         })
     }
 
+    fn parameter(&self, prim: &str, name: &str) -> Result<f64, EngineError> {
+        match name {
+            "stiffness" | "damping" => {
+                let (index, _) = self.joint_entry(prim)?;
+                // The gains a position command drives with.
+                let (_, k, d) = self.gains(index, &JointCommand::Position(0.0));
+                Ok(f64::from(if name == "stiffness" { k } else { d }))
+            }
+            "friction" => {
+                let body = &self.world.bodies[self.body_handle(prim)?];
+                body.colliders()
+                    .first()
+                    .and_then(|c| self.world.colliders.get(*c))
+                    .map(|c| f64::from(c.friction()))
+                    .ok_or_else(|| EngineError::Invalid {
+                        field: format!("{prim}.friction"),
+                        message: "the body has no collider".into(),
+                    })
+            }
+            "mass" => Ok(f64::from(self.world.bodies[self.body_handle(prim)?].mass())),
+            other => Err(unknown_parameter(prim, other)),
+        }
+    }
+
+    fn set_parameter(&mut self, prim: &str, name: &str, value: f64) -> Result<(), EngineError> {
+        let field = || format!("{prim}.{name}");
+        if !(value.is_finite() && value >= 0.0 && value <= f64::from(Real::MAX)) {
+            return Err(EngineError::Invalid {
+                field: field(),
+                message: format!("{value} is not a finite, non-negative value"),
+            });
+        }
+        match name {
+            "stiffness" | "damping" => {
+                let (index, _) = self.joint_entry(prim)?;
+                let (_, k, d) = self.gains(index, &JointCommand::Position(0.0));
+                let (k, d) = (f64::from(k), f64::from(d));
+                self.tuned[index] = Some(if name == "stiffness" {
+                    (value, d)
+                } else {
+                    (k, value)
+                });
+                // The command in force drives with the new gains from now.
+                if let Some(cmd) = self.commands[index] {
+                    self.set_joint_command(prim, cmd)?;
+                }
+                Ok(())
+            }
+            "friction" => {
+                let handle = self.body_handle(prim)?;
+                let colliders = self.world.bodies[handle].colliders().to_vec();
+                for c in colliders {
+                    if let Some(collider) = self.world.colliders.get_mut(c) {
+                        collider.set_friction(value as Real);
+                    }
+                }
+                Ok(())
+            }
+            "mass" => {
+                if value <= 0.0 {
+                    return Err(EngineError::Invalid {
+                        field: field(),
+                        message: "a body's mass must be positive".into(),
+                    });
+                }
+                let handle = self.body_handle(prim)?;
+                let body = &mut self.world.bodies[handle];
+                if !body.is_dynamic() {
+                    return Err(EngineError::Invalid {
+                        field: field(),
+                        message: "only a dynamic body has a mass to tune".into(),
+                    });
+                }
+                // Colliders carry no mass here (density 0): the body's own
+                // mass properties are all of it, inertia scaled along.
+                let mut props = body.mass_properties().local_mprops;
+                props.set_mass(value as Real, true);
+                body.set_additional_mass_properties(props, true);
+                // Now, not at the next step, so a read says what was set.
+                body.recompute_mass_properties_from_colliders(&self.world.colliders);
+                Ok(())
+            }
+            other => Err(unknown_parameter(prim, other)),
+        }
+    }
+
     fn state(&self) -> Result<SimState, EngineError> {
         let payload = PayloadRef {
             world: &self.world,
@@ -771,6 +930,7 @@ impl Simulation for RapierSimulation {
             step: self.step,
             commands: self.commands.iter().map(|c| c.map(Into::into)).collect(),
             diverged: &self.diverged,
+            tuned: &self.tuned,
         };
         let encoded = bincode::serde::encode_to_vec(&payload, bincode::config::standard())
             .map_err(|e| EngineError::Invalid {
@@ -786,7 +946,11 @@ impl Simulation for RapierSimulation {
         // The checksum rules out corruption; a forged payload could still hold data that
         // makes a decoder panic, which must not unwind into the caller.
         let decoded = std::panic::catch_unwind(|| {
-            bincode::serde::decode_from_slice::<Payload, _>(encoded, config)
+            bincode::serde::decode_from_slice::<Payload, _>(encoded, config).or_else(|e| {
+                bincode::serde::decode_from_slice::<PayloadUntuned, _>(encoded, config)
+                    .map(|(p, used)| (Payload::from(p), used))
+                    .map_err(|_| e)
+            })
         })
         .map_err(|_| EngineError::StateMismatch("state data malformed".to_string()))?;
         let (payload, used) = decoded
@@ -806,7 +970,9 @@ impl Simulation for RapierSimulation {
             && payload.step_dt.is_finite()
             && payload.step_dt > 0.0
             && payload.world.integration_parameters.dt > 0.0;
-        if !sane_stepping || payload.commands.len() != self.layout.joints.len() {
+        let tuned_fits =
+            payload.tuned.is_empty() || payload.tuned.len() == self.layout.joints.len();
+        if !sane_stepping || payload.commands.len() != self.layout.joints.len() || !tuned_fits {
             return Err(EngineError::StateMismatch(
                 "state stepping or command table does not fit this scene".to_string(),
             ));
@@ -823,6 +989,11 @@ impl Simulation for RapierSimulation {
             .map(|c| c.map(Into::into))
             .collect();
         self.diverged = payload.diverged;
+        self.tuned = if payload.tuned.is_empty() {
+            vec![None; self.layout.joints.len()]
+        } else {
+            payload.tuned
+        };
         Ok(())
     }
 
@@ -886,6 +1057,7 @@ impl Simulation for RapierSimulation {
             step: self.step,
             commands: self.commands.clone(),
             diverged: self.diverged.clone(),
+            tuned: self.tuned.clone(),
         }))
     }
 

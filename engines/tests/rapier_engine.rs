@@ -882,3 +882,72 @@ fn collision_groups_filter_contacts() {
     // Filtered from its neighbour, the upper box falls to the ground beside it.
     assert!((through - 0.1).abs() < 0.02, "filtered box at {through}");
 }
+
+#[test]
+fn tuned_parameters_change_the_physics_and_travel_with_forks_and_states() {
+    let mut sim = load(&turntable(true));
+    assert_eq!(sim.parameter("/World/Turn", "stiffness").unwrap(), 20.0);
+    assert_eq!(sim.parameter("/World/Turn", "damping").unwrap(), 4.0);
+    let mass = sim.parameter("/World/Arm", "mass").unwrap();
+    assert!((mass - 1.0).abs() < 1e-6, "mass {mass}");
+
+    // The same command, with ten times the damping: the joint lags.
+    let mut damped = sim.fork().unwrap();
+    damped
+        .set_parameter("/World/Turn", "damping", 40.0)
+        .unwrap();
+    assert_eq!(damped.parameter("/World/Turn", "damping").unwrap(), 40.0);
+    assert_eq!(damped.parameter("/World/Turn", "stiffness").unwrap(), 20.0);
+    for s in [&mut sim, &mut damped] {
+        s.set_joint_command("/World/Turn", JointCommand::Position(1.0))
+            .unwrap();
+        for _ in 0..60 {
+            s.step().unwrap();
+        }
+    }
+    let (free, lagging) = (
+        joint_position(sim.as_ref(), "/World/Turn"),
+        joint_position(damped.as_ref(), "/World/Turn"),
+    );
+    assert!(lagging < free * 0.8, "damped {lagging} vs {free}");
+
+    // A tuning made after the command holds at once; forks and states keep it.
+    damped.set_parameter("/World/Turn", "damping", 8.0).unwrap();
+    damped.set_parameter("/World/Arm", "mass", 2.0).unwrap();
+    damped.set_parameter("/World/Arm", "friction", 0.3).unwrap();
+    let state = damped.state().unwrap();
+    let mut restored = load(&turntable(true));
+    restored.set_state(&state).unwrap();
+    let copy = damped.fork().unwrap();
+    for s in [&restored, &copy] {
+        assert_eq!(s.parameter("/World/Turn", "damping").unwrap(), 8.0);
+        assert!((s.parameter("/World/Arm", "mass").unwrap() - 2.0).abs() < 1e-6);
+        assert!((s.parameter("/World/Arm", "friction").unwrap() - 0.3).abs() < 1e-6);
+    }
+    for s in [&mut damped, &mut restored] {
+        for _ in 0..30 {
+            s.step().unwrap();
+        }
+    }
+    assert_eq!(
+        joint_position(damped.as_ref(), "/World/Turn").to_bits(),
+        joint_position(restored.as_ref(), "/World/Turn").to_bits()
+    );
+
+    // Bad names and values are refused, naming the field.
+    for (prim, name, value) in [
+        ("/World/Turn", "springiness", 1.0),
+        ("/World/Turn", "damping", f64::NAN),
+        ("/World/Turn", "damping", -1.0),
+        ("/World/Arm", "mass", 0.0),
+    ] {
+        match sim.set_parameter(prim, name, value) {
+            Err(EngineError::Invalid { field, .. }) => assert_eq!(field, format!("{prim}.{name}")),
+            other => panic!("{prim}.{name} = {value}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        sim.set_parameter("/World/Nope", "friction", 1.0),
+        Err(EngineError::UnknownPath { .. })
+    ));
+}
