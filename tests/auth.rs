@@ -385,6 +385,22 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/v1/twins/{id}/parameters",
+            allowed: ALL,
+            ok: 200,
+            target: Shared,
+            body: no_body,
+        },
+        Case {
+            method: Method::PUT,
+            path: "/v1/twins/{id}/parameters",
+            allowed: ADMIN,
+            ok: 200,
+            target: FreshRunning,
+            body: |_| Body::Json(json!({ "values": { "/World/Arm/elbow.damping": 12.0 } })),
+        },
+        Case {
+            method: Method::GET,
             path: "/v1/twins/{id}/sync/status",
             allowed: ALL,
             ok: 200,

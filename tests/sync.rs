@@ -1422,3 +1422,115 @@ async fn batch_mode_applies_readings_once_per_period_and_a_patch_switches_modes_
     )
     .await;
 }
+
+/// The README's drift demo (examples/drift_demo.py), run against a node and
+/// mosquitto: the plant's joint friction changes, the live twin detects the
+/// drift, recalibrates, and its error falls back under the threshold. Each
+/// step is checked here from the twin's own history and parameters.
+#[tokio::test]
+async fn the_drift_demo_detects_a_friction_change_recalibrates_and_the_error_falls_back() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let broker = Broker::start(dir.path(), &certs);
+    let password = ("DEMO_MQTT_PASSWORD", "s3cret-sensor");
+    let node = TestNode::start_with(&[password], "").await;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, node.token.as_deref().expect("dev token")).expect("token");
+    let mut demo = Command::new(&python);
+    demo.arg(repo().join("examples/drift_demo.py"))
+        .args(["--api", &node.url("")])
+        .arg("--token-file")
+        .arg(&token_file)
+        .args(["--broker", &format!("127.0.0.1:{}", broker.plain_port)])
+        .args(["--mqtt-user", "twin", "--mqtt-password-env", password.0])
+        .args(["--timeout", "240"])
+        .env(password.0, password.1);
+    let out = tokio::task::spawn_blocking(move || demo.output().expect("run the demo"))
+        .await
+        .expect("demo");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "the demo failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.log()
+    );
+
+    println!("{stdout}");
+    let (status, twins) = node.get("/v1/twins").await;
+    assert_eq!(status, 200, "{twins}");
+    let id_of = |prefix: &str| {
+        twins["twins"]
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|t| t["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            })
+            .and_then(|t| t["id"].as_str())
+            .unwrap_or_else(|| panic!("no {prefix} twin: {twins}"))
+            .to_string()
+    };
+    let (tracked, plant) = (id_of("demo-arm-"), id_of("demo-plant-"));
+    let history = sync_history(&node, &tracked, "?limit=1000").await;
+    let events = history["events"].as_array().expect("events").clone();
+    let at = |kind: &str, after: usize| {
+        events
+            .iter()
+            .enumerate()
+            .skip(after)
+            .find(|(_, e)| {
+                e["kind"] == kind
+                    && (kind != "recalibrated" || e["recalibration"]["applied"] == true)
+            })
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| panic!("no {kind} after event {after}: {history:#}\n{stdout}"))
+    };
+    // Drift, then an applied recalibration, then the drift's end.
+    let drift = at("drift", 0);
+    let recalibrated = at("recalibrated", drift);
+    let cleared = at("drift_cleared", recalibrated);
+    assert!(drift < recalibrated && recalibrated < cleared);
+    // The fit that brought the twin back in line: the last before the end.
+    let last = (recalibrated..cleared)
+        .rev()
+        .find(|i| {
+            events[*i]["kind"] == "recalibrated" && events[*i]["recalibration"]["applied"] == true
+        })
+        .expect("an applied recalibration");
+    let fit = &events[last]["recalibration"];
+    let before = fit["error_before"].as_f64().expect("before");
+    let after = fit["error_after"].as_f64().expect("after");
+    assert!(after < before, "the fit lowered the window's error: {fit}");
+    assert!(fit["evaluations"].as_u64() > Some(1), "{fit}");
+    let damping = "/World/Arm/elbow.damping";
+    let first = events[recalibrated]["recalibration"]["parameters"][damping]["before"]
+        .as_f64()
+        .expect("the damping before any fit");
+    assert!(
+        fit["parameters"][damping]["after"].as_f64() > Some(first),
+        "more friction was fitted: {fit}"
+    );
+    // The twin's damping has closed most of the gap to the plant's (noise
+    // and the window's length leave some).
+    let read = |id: String| {
+        let node = &node;
+        async move {
+            let (status, v) = node
+                .get(&format!("/v1/twins/{id}/parameters?names={damping}"))
+                .await;
+            assert_eq!(status, 200, "{v}");
+            v["values"][damping].as_f64().expect("damping")
+        }
+    };
+    let (twin_damping, plant_damping) = (read(tracked.clone()).await, read(plant).await);
+    assert!(
+        (twin_damping - plant_damping).abs() < 0.5 * (first - plant_damping).abs(),
+        "the twin's damping {twin_damping}, the plant's {plant_damping}, at first {first}\n{stdout}"
+    );
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("hanzo_twin_sync_recalibrations_total{"),
+        "{metrics}"
+    );
+}

@@ -1219,3 +1219,92 @@ async fn with_both_cores_busy_creates_and_starts_still_answer() {
         burner.join().expect("burner");
     }
 }
+
+#[tokio::test]
+async fn physical_parameters_are_read_and_set_all_or_none_and_forks_keep_them() {
+    let node = TestNode::start().await;
+    let id = node.create_sample("robot-arm.yaml", "tunable-arm").await;
+    node.start_twin(&id, "paused").await;
+    let token = node.token.clone();
+    let damping = "/World/Arm/elbow.damping";
+    let mass = "/World/Arm/Link3.mass";
+    let params = format!("/v1/twins/{id}/parameters");
+    let (status, v) = node.get(&format!("{params}?names={damping},{mass}")).await;
+    assert_eq!(status, 200, "{v}");
+    let nominal = v["values"][damping].as_f64().expect("damping");
+    assert!(
+        nominal > 0.0 && v["values"][mass].as_f64() > Some(0.0),
+        "{v}"
+    );
+
+    let put = |body: serde_json::Value| {
+        let (node, token, params) = (&node, token.clone(), params.clone());
+        async move {
+            let (status, v, _) = node
+                .call(reqwest::Method::PUT, &params, token.as_deref(), Some(body))
+                .await;
+            (status, v)
+        }
+    };
+    let (status, v) = put(json!({ "values": { damping: nominal * 2.0 } })).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["values"][damping].as_f64(), Some(nominal * 2.0));
+
+    // One bad value sets none, and the error names it.
+    for (body, field) in [
+        (
+            json!({ "values": { damping: 1.0, "/World/Arm/elbow.springiness": 1.0 } }),
+            "values./World/Arm/elbow.springiness",
+        ),
+        (
+            json!({ "values": { damping: 1.0, "/World/Nope.friction": 1.0 } }),
+            "values./World/Nope.friction",
+        ),
+        (
+            json!({ "values": { damping: -1.0 } }),
+            "values./World/Arm/elbow.damping",
+        ),
+        (
+            json!({ "values": { damping: 1.0, mass: 0.0 } }),
+            "values./World/Arm/Link3.mass",
+        ),
+        (json!({ "values": {} }), "values"),
+    ] {
+        let (status, v) = put(body.clone()).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["field"], field, "{body}: {v}");
+    }
+    let (status, v) = node.get(&format!("{params}?names={damping}")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["values"][damping].as_f64(),
+        Some(nominal * 2.0),
+        "unchanged"
+    );
+    let (status, v) = node.get(&format!("{params}?names=")).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "names", "{v}");
+    // Unnamed: every joint's gains and every moving body's friction and mass.
+    let (status, v) = node.get(&params).await;
+    assert_eq!(status, 200, "{v}");
+    let all = v["values"].as_object().expect("values");
+    assert_eq!(all[damping].as_f64(), Some(nominal * 2.0), "{v}");
+    assert!(
+        all.contains_key(mass) && all.contains_key("/World/Arm/shoulder_yaw.stiffness"),
+        "{v}"
+    );
+    assert!(
+        !all.contains_key("/World/Arm/base_mount.damping"),
+        "a fixed joint has no drive: {v}"
+    );
+
+    // A fork starts with its parent's physics.
+    let (status, fork) = node.post(&format!("/v1/twins/{id}/fork"), json!({})).await;
+    assert_eq!(status, 201, "{fork}");
+    let fork_id = fork["id"].as_str().expect("fork id");
+    let (status, v) = node
+        .get(&format!("/v1/twins/{fork_id}/parameters?names={damping}"))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["values"][damping].as_f64(), Some(nominal * 2.0));
+}

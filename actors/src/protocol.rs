@@ -187,8 +187,8 @@ pub struct SyncEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// `connected`, `disconnected`, `refused`, `gap` (a reconnection after
-    /// an outage, with its length), `unparsed`, `unmapped`, `drift` or
-    /// `drift_cleared`.
+    /// an outage, with its length), `unparsed`, `unmapped`, `drift`,
+    /// `drift_cleared`, `recalibrated` or `recalibration_failed`.
     pub kind: String,
     pub detail: String,
     /// For a gap: seconds without a connection.
@@ -197,6 +197,10 @@ pub struct SyncEvent {
     /// Repeats folded into this event (the same kind from the same source,
     /// one after another).
     pub count: u64,
+    /// For `recalibrated`: the fitted parameters and the window's error
+    /// before and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibration: Option<Box<crate::sync::recalibrate::Recalibration>>,
 }
 
 /// One page of a twin's sync history, oldest first.
@@ -346,6 +350,16 @@ pub enum TwinOp {
     },
     /// How the twin follows its physical counterpart.
     SyncStatus,
+    /// Physical parameters (`/Prim/Path.parameter`: a joint's drive
+    /// `stiffness` or `damping`, a body's `friction` or `mass`); none named:
+    /// every one the engine can tune.
+    Parameters {
+        names: Vec<String>,
+    },
+    /// Sets physical parameters, all or none; they hold from the next step.
+    SetParameters {
+        values: std::collections::BTreeMap<String, f64>,
+    },
     /// Its sync events after `after` (a `seq`), at most `limit`.
     SyncHistory {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -368,6 +382,8 @@ impl TwinOp {
             TwinOp::InjectFault { .. } => "inject_fault",
             TwinOp::SyncStatus => "sync_status",
             TwinOp::SyncHistory { .. } => "sync_history",
+            TwinOp::Parameters { .. } => "parameters",
+            TwinOp::SetParameters { .. } => "set_parameters",
         }
     }
 
@@ -380,6 +396,7 @@ impl TwinOp {
                 | TwinOp::Observe { .. }
                 | TwinOp::SyncStatus
                 | TwinOp::SyncHistory { .. }
+                | TwinOp::Parameters { .. }
         )
     }
 }
@@ -395,6 +412,8 @@ pub enum TwinOpReply {
     Snapshot(Box<TwinSnapshot>),
     SyncStatus(Box<SyncStatus>),
     SyncHistory(Box<SyncHistoryPage>),
+    /// Parameter values by `/Prim/Path.parameter`.
+    Parameters(std::collections::BTreeMap<String, f64>),
 }
 
 /// A running twin's copy of its simulation, with the scene it runs, for a
@@ -459,6 +478,10 @@ pub enum TwinMsg {
     /// Internal, in batch sync mode: a sync period has passed; apply the
     /// readings queued (`generation` names the sync block it was set for).
     SyncWindow { generation: u64 },
+    /// A recalibration the twin started has ended.
+    Recalibrated {
+        result: Box<Result<crate::sync::recalibrate::Recalibration, String>>,
+    },
     /// From the host, before it drains the twin's mailbox to passivate it:
     /// checkpoint the final state when stopping.
     Passivate,
@@ -488,6 +511,7 @@ impl TwinMsg {
             | TwinMsg::SyncReadings
             | TwinMsg::IdleCheck { .. }
             | TwinMsg::SyncWindow { .. }
+            | TwinMsg::Recalibrated { .. }
             | TwinMsg::Passivate => {}
         }
     }

@@ -240,10 +240,51 @@ impl TwinState {
             TwinOp::Step { steps } => TwinOpReply::Step(self.step_n(myself, steps).await?),
             TwinOp::Command { commands } => {
                 apply_commands(self.sim.as_mut(), &commands)?;
+                for c in &commands {
+                    self.sync.commanded(self.sim.as_ref(), &c.joint, c.command);
+                }
                 TwinOpReply::Done
             }
             TwinOp::Observe { path } => {
                 TwinOpReply::Observation(Box::new(self.sim.observation(&path)?))
+            }
+            TwinOp::Parameters { names } if names.is_empty() => {
+                TwinOpReply::Parameters(all_parameters(self.sim.as_ref())?)
+            }
+            TwinOp::Parameters { names } => {
+                let mut values = std::collections::BTreeMap::new();
+                for (i, name) in names.iter().enumerate() {
+                    let (target, parameter) = parameter_key(&format!("names[{i}]"), name)?;
+                    let value = self
+                        .sim
+                        .parameter(&target.prim, parameter)
+                        .map_err(|e| parameter_error(&format!("names[{i}]"), e))?;
+                    values.insert(name.clone(), value);
+                }
+                TwinOpReply::Parameters(values)
+            }
+            TwinOp::SetParameters { values } => {
+                // All are checked on a copy first, so a bad one sets none.
+                let mut trial = self.sim.fork()?;
+                let mut parsed = Vec::with_capacity(values.len());
+                for (key, value) in &values {
+                    let field = format!("values.{key}");
+                    let (target, parameter) = parameter_key(&field, key)?;
+                    trial
+                        .set_parameter(&target.prim, parameter, *value)
+                        .map_err(|e| parameter_error(&field, e))?;
+                    parsed.push((target, *value));
+                }
+                drop(trial);
+                let mut after = std::collections::BTreeMap::new();
+                for ((target, value), key) in parsed.iter().zip(values.keys()) {
+                    let parameter = target.attribute.as_deref().unwrap_or_default();
+                    self.sim.set_parameter(&target.prim, parameter, *value)?;
+                    self.sync
+                        .parameter_set(self.sim.as_ref(), &target.prim, parameter, *value);
+                    after.insert(key.clone(), self.sim.parameter(&target.prim, parameter)?);
+                }
+                TwinOpReply::Parameters(after)
             }
             TwinOp::SetClock { clock } => {
                 self.set_clock(myself, clock);
@@ -314,6 +355,7 @@ impl TwinState {
     }
 
     fn step_once(&mut self) -> Result<(), TwinError> {
+        self.sync.before_step(self.sim.as_ref());
         let t0 = Instant::now();
         let result = self.sim.step();
         self.step_timings.record(t0, &self.engine_label);
@@ -539,8 +581,9 @@ impl Actor for TwinActor {
         };
         metrics::counter!("hanzo_twin_simulations_total", "engine" => engine_label.clone(), "org" => args.organization.clone())
             .increment(1);
-        let (sync, children) =
+        let (mut sync, children) =
             crate::sync::TwinSync::start(&args.sync, &args.id.to_string(), &args.stream, None);
+        sync.attach(myself.clone());
         let mut state = TwinState {
             organization: args.organization.clone(),
             sync,
@@ -714,6 +757,7 @@ impl Actor for TwinActor {
                     Some(previous),
                 );
                 state.sync = sync;
+                state.sync.attach(myself.clone());
                 let (events, followups) = state.children.replace(children, &myself).await;
                 state.children_changed(&myself, events, followups);
                 // Readings a batch left queued are due now in realtime; in
@@ -726,6 +770,9 @@ impl Actor for TwinActor {
                 let _ = reply.send(Ok(()));
             }
             TwinMsg::SyncReadings => state.sync.take(state.sim.as_mut()),
+            TwinMsg::Recalibrated { result } => {
+                state.sync.recalibrated(state.sim.as_mut(), *result);
+            }
             TwinMsg::SyncWindow { generation } => {
                 if generation == state.sync_generation {
                     state.sync.take(state.sim.as_mut());
@@ -770,6 +817,7 @@ impl Actor for TwinActor {
             } => {
                 let result = state.sim.set_state(&new_state).map_err(TwinError::from);
                 if result.is_ok() {
+                    state.sync.state_replaced();
                     state.checkpoint();
                     state.record();
                     // The real-time clock restarts from the restored instant.
@@ -792,6 +840,64 @@ impl Actor for TwinActor {
 }
 
 /// Validates every command first so a bad one leaves the simulation untouched.
+/// Every parameter `sim`'s engine tunes: each joint's drive gains, each
+/// body's friction and mass, where it has them.
+fn all_parameters(
+    sim: &dyn hanzo_twin_engines::Simulation,
+) -> Result<std::collections::BTreeMap<String, f64>, TwinError> {
+    let scene = sim.observation("/")?;
+    let joints = scene
+        .joints
+        .iter()
+        .flat_map(|j| [(j.path.as_str(), "stiffness"), (j.path.as_str(), "damping")]);
+    let bodies = scene
+        .bodies
+        .iter()
+        .flat_map(|b| [(b.path.as_str(), "friction"), (b.path.as_str(), "mass")]);
+    let mut values = std::collections::BTreeMap::new();
+    for (prim, name) in joints.chain(bodies) {
+        match sim.parameter(prim, name) {
+            // A fixed body's mass is no parameter (it reads 0).
+            Ok(v) if v.is_finite() && !(name == "mass" && v <= 0.0) => {
+                values.insert(format!("{prim}.{name}"), v);
+            }
+            Ok(_) | Err(EngineError::Invalid { .. } | EngineError::UnknownPath { .. }) => {}
+            Err(EngineError::Unsupported { .. }) => return Ok(values),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(values)
+}
+
+/// `/Prim/Path.parameter`, or an error naming `field`.
+fn parameter_key<'a>(
+    field: &str,
+    key: &'a str,
+) -> Result<(crate::definition::Target, &'a str), TwinError> {
+    let target = crate::definition::Target::parse(key).map_err(|e| TwinError::invalid(field, e))?;
+    let parameter = match target.attribute.as_deref() {
+        Some(a) => key.len() - a.len(),
+        None => {
+            return Err(TwinError::invalid(
+                field,
+                format!("`{key}` names no parameter: write /Prim/Path.parameter"),
+            ));
+        }
+    };
+    Ok((target, &key[parameter..]))
+}
+
+/// An engine's refusal of a parameter, as an error naming `field`.
+fn parameter_error(field: &str, e: EngineError) -> TwinError {
+    match e {
+        EngineError::Invalid { message, .. } => TwinError::invalid(field, message),
+        EngineError::UnknownPath { .. } | EngineError::Unsupported { .. } => {
+            TwinError::invalid(field, e.to_string())
+        }
+        other => other.into(),
+    }
+}
+
 fn apply_commands(
     sim: &mut dyn Simulation,
     commands: &[crate::protocol::JointCommandEntry],

@@ -38,6 +38,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         crate::twins::commands,
         crate::twins::observation,
         crate::twins::clock,
+        crate::twins::parameters,
+        crate::twins::set_parameters,
         crate::twins::sync_status,
         crate::twins::sync_history,
         crate::twins::download_checkpoint,

@@ -67,6 +67,14 @@ pub(crate) fn routes() -> Routes {
         .control_loop(POST, "/v1/twins/{id}/commands", twins(Start), commands)
         .control_loop(GET, "/v1/twins/{id}/observation", twins(Read), observation)
         .control_loop(POST, "/v1/twins/{id}/clock", twins(Start), clock)
+        .protected(GET, "/v1/twins/{id}/parameters", twins(Read), parameters)
+        .audited(
+            PUT,
+            "/v1/twins/{id}/parameters",
+            twins(Update),
+            "twins.set_parameters",
+            set_parameters,
+        )
         .protected(GET, "/v1/twins/{id}/sync/status", twins(Read), sync_status)
         .protected(
             GET,
@@ -295,6 +303,9 @@ async fn control(node: &hanzo_twin_actors::TwinNode, id: &str, op: TwinOp) -> Ap
         TwinOpReply::Step(report) => json(StatusCode::OK, serde_json::json!(report)),
         TwinOpReply::Observation(o) => json(StatusCode::OK, serde_json::json!(o)),
         TwinOpReply::SyncStatus(s) => json(StatusCode::OK, serde_json::json!(s)),
+        TwinOpReply::Parameters(values) => {
+            json(StatusCode::OK, serde_json::json!({ "values": values }))
+        }
         other => return Err(unexpected(other)),
     };
     Ok(activation(response, reactivated))
@@ -421,6 +432,64 @@ pub(crate) async fn observation(
 ) -> ApiResult {
     let path = q.path.unwrap_or_else(|| "/".into());
     control(&node, &id, TwinOp::Observe { path }).await
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ParametersQuery {
+    /// Comma-separated `/Prim/Path.parameter` names: a joint's drive
+    /// `stiffness` or `damping`, a body's `friction` or `mass`. Without
+    /// it, every parameter the twin's engine can tune.
+    #[param(example = "/World/Arm/elbow.damping")]
+    names: Option<String>,
+}
+
+/// Physical parameter values, by `/Prim/Path.parameter`, in SI units
+/// (N·m/rad and N·m·s/rad for an angular drive, kg for a mass).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ParameterValues {
+    #[schema(example = json!({ "/World/Arm/elbow.damping": 11.5 }))]
+    values: std::collections::BTreeMap<String, f64>,
+}
+
+#[utoipa::path(get, path = "/v1/twins/{id}/parameters", operation_id = "twins_parameters", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell"), ParametersQuery), responses((status = 200, description = "The running twin's values", body = ParameterValues), Errors))]
+pub(crate) async fn parameters(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    Query(q): Query<ParametersQuery>,
+) -> ApiResult {
+    let names: Vec<String> = q
+        .names
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    if q.names.is_some() && names.is_empty() {
+        return Err(ApiError::invalid(
+            "names",
+            "name at least one parameter, e.g. names=/World/Arm/elbow.damping, or leave names out for all",
+        ));
+    }
+    control(&node, &id, TwinOp::Parameters { names }).await
+}
+
+#[utoipa::path(put, path = "/v1/twins/{id}/parameters", operation_id = "twins_set_parameters", tag = "control", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), request_body(content = ParameterValues, content_type = "application/json"), responses((status = 200, description = "Set, all or none; the values now", body = ParameterValues), Errors))]
+pub(crate) async fn set_parameters(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let req: ParameterValues = parse_json(&body, false)?;
+    if req.values.is_empty() {
+        return Err(ApiError::invalid("values", "set at least one parameter"));
+    }
+    let values = req.values;
+    control(&node, &id, TwinOp::SetParameters { values }).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

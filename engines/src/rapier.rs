@@ -325,6 +325,13 @@ impl From<StoredCommand> for JointCommand {
     }
 }
 
+fn no_drive(prim: &str, name: &str) -> EngineError {
+    EngineError::Invalid {
+        field: format!("{prim}.{name}"),
+        message: "a fixed joint has no drive".into(),
+    }
+}
+
 fn unknown_parameter(prim: &str, name: &str) -> EngineError {
     EngineError::Invalid {
         field: format!("{prim}.{name}"),
@@ -838,7 +845,10 @@ impl Simulation for RapierSimulation {
     fn parameter(&self, prim: &str, name: &str) -> Result<f64, EngineError> {
         match name {
             "stiffness" | "damping" => {
-                let (index, _) = self.joint_entry(prim)?;
+                let (index, entry) = self.joint_entry(prim)?;
+                if entry.free_axis().is_none() {
+                    return Err(no_drive(prim, name));
+                }
                 // The gains a position command drives with.
                 let (_, k, d) = self.gains(index, &JointCommand::Position(0.0));
                 Ok(f64::from(if name == "stiffness" { k } else { d }))
@@ -869,7 +879,10 @@ impl Simulation for RapierSimulation {
         }
         match name {
             "stiffness" | "damping" => {
-                let (index, _) = self.joint_entry(prim)?;
+                let (index, entry) = self.joint_entry(prim)?;
+                if entry.free_axis().is_none() {
+                    return Err(no_drive(prim, name));
+                }
                 let (_, k, d) = self.gains(index, &JointCommand::Position(0.0));
                 let (k, d) = (f64::from(k), f64::from(d));
                 self.tuned[index] = Some(if name == "stiffness" {

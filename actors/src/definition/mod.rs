@@ -427,9 +427,9 @@ pub enum AutoToken {
 mod sync;
 
 pub use sync::{
-    BrokerAddress, DriftDetection, DriftResponse, KafkaPublishSpec, MqttConnection,
-    MqttPublishSpec, MqttSourceSpec, PayloadFormat, PublishSpec, SourceSpec, SyncMode, SyncSpec,
-    Target, TlsFiles, check_kafka_brokers, check_kafka_topic,
+    Bounds, BrokerAddress, DriftDetection, DriftResponse, KafkaPublishSpec, MqttConnection,
+    MqttPublishSpec, MqttSourceSpec, PayloadFormat, PublishSpec, Recalibrate, SourceSpec, SyncMode,
+    SyncSpec, Target, TlsFiles, check_kafka_brokers, check_kafka_topic,
 };
 
 /// The spec's domain randomization block; RL environments sample it per episode.

@@ -49,6 +49,93 @@ pub struct DriftDetection {
     /// `https://`, or `http://` to a receiver on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// What `auto_recalibrate` may adjust; required with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibrate: Option<Recalibrate>,
+}
+
+/// The parameters recalibration fits, each within its bounds, by
+/// Nelder-Mead over replays of the drift window.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recalibrate {
+    /// `/Prim/Path.parameter` to its bounds. Parameters: a joint's drive
+    /// `stiffness` and `damping`, a body's `friction` and `mass` (kg).
+    pub parameters: BTreeMap<String, Bounds>,
+    /// Replays one recalibration may run at most.
+    #[serde(default = "default_evaluations")]
+    pub max_evaluations: usize,
+}
+
+/// A closed interval a parameter is kept in.
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    pub min: f64,
+    pub max: f64,
+}
+
+fn default_evaluations() -> usize {
+    100
+}
+
+/// What recalibration can tune, as `Simulation::set_parameter` names it.
+pub const TUNABLE: [&str; 4] = ["stiffness", "damping", "friction", "mass"];
+pub const MAX_EVALUATIONS: usize = 10_000;
+
+impl Recalibrate {
+    /// The parameters as (prim, parameter, bounds), in key order.
+    pub fn targets(&self) -> Vec<(Target, Bounds)> {
+        self.parameters
+            .iter()
+            .filter_map(|(k, b)| Target::parse(k).ok().map(|t| (t, *b)))
+            .collect()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let field = "drift_detection.recalibrate";
+        if self.parameters.is_empty() {
+            return Err(format!(
+                "{field}.parameters must name at least one parameter"
+            ));
+        }
+        if self.parameters.len() > 16 {
+            return Err(format!(
+                "{field}.parameters names {} parameters; at most 16 are fitted at once",
+                self.parameters.len()
+            ));
+        }
+        if !(1..=MAX_EVALUATIONS).contains(&self.max_evaluations) {
+            return Err(format!(
+                "{field}.max_evaluations must be between 1 and {MAX_EVALUATIONS}, got {}",
+                self.max_evaluations
+            ));
+        }
+        for (key, b) in &self.parameters {
+            let target = Target::parse(key).map_err(|e| format!("{field}.parameters: {e}"))?;
+            match target.attribute.as_deref() {
+                Some(a) if TUNABLE.contains(&a) => {}
+                _ => {
+                    return Err(format!(
+                        "{field}.parameters.{key}: write /Prim/Path.parameter with a parameter of {}",
+                        TUNABLE.join(", ")
+                    ));
+                }
+            }
+            if !(b.min.is_finite() && b.max.is_finite() && b.min >= 0.0 && b.min < b.max) {
+                return Err(format!(
+                    "{field}.parameters.{key}: bounds need 0 <= min < max, both finite, got min {} max {}",
+                    b.min, b.max
+                ));
+            }
+            if target.attribute.as_deref() == Some("mass") && b.min <= 0.0 {
+                return Err(format!(
+                    "{field}.parameters.{key}: a mass must stay positive; set min above 0"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn yes() -> bool {
@@ -59,8 +146,8 @@ fn ten() -> f64 {
     10.0
 }
 
-/// What a twin does about drift. The spec's `auto_recalibrate` and
-/// `hard_reset` are refused by name until they are offered.
+/// What a twin does about drift. The spec's `hard_reset` is refused by
+/// name until it is offered.
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftResponse {
@@ -68,6 +155,9 @@ pub enum DriftResponse {
     /// twin publishes.
     #[default]
     Alert,
+    /// The alert, then the parameters `recalibrate` names are fitted to
+    /// the window's readings and applied.
+    AutoRecalibrate,
 }
 
 impl<'de> Deserialize<'de> for DriftResponse {
@@ -75,8 +165,9 @@ impl<'de> Deserialize<'de> for DriftResponse {
         let s = String::deserialize(d)?;
         match s.as_str() {
             "alert" => Ok(DriftResponse::Alert),
-            "auto_recalibrate" | "hard_reset" => Err(serde::de::Error::custom(format!(
-                "drift response `{s}` is not available on this node yet; use `alert`"
+            "auto_recalibrate" => Ok(DriftResponse::AutoRecalibrate),
+            "hard_reset" => Err(serde::de::Error::custom(format!(
+                "drift response `{s}` is not available on this node yet; use `alert` or `auto_recalibrate`"
             ))),
             other => Err(serde::de::Error::custom(format!(
                 "unknown drift response `{other}`, expected one of auto_recalibrate, alert, hard_reset"
@@ -246,6 +337,19 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
                 return Err(format!(
                     "drift_detection.threshold.{key} must be a positive number, got {v}"
                 ));
+            }
+            match (drift.response, &drift.recalibrate) {
+                (DriftResponse::AutoRecalibrate, Some(r)) => r.check()?,
+                (DriftResponse::AutoRecalibrate, None) => {
+                    return Err("drift_detection.response `auto_recalibrate` needs drift_detection.recalibrate.parameters: the parameters to fit, each with min and max".into());
+                }
+                (_, Some(_)) => {
+                    return Err(
+                        "drift_detection.recalibrate is only read with response `auto_recalibrate`"
+                            .into(),
+                    );
+                }
+                (_, None) => {}
             }
         }
         Ok(SyncSpec {
@@ -936,6 +1040,50 @@ mod tests {
 
     fn sync(yaml: &str) -> Result<SyncSpec, String> {
         serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn auto_recalibrate_names_its_parameters_within_bounds() {
+        let base = "mode: realtime\nsources:\n  - type: mqtt\n    broker: \"mqtt://127.0.0.1:1883\"\n    topic: \"arm/#\"\n    mapping: {elbow: /World/Arm/elbow.position}\ndrift_detection:\n  threshold: {position: 0.02}\n";
+        let ok = sync(&format!(
+            "{base}  response: auto_recalibrate\n  recalibrate:\n    parameters:\n      /World/Arm/elbow.damping: {{min: 0.5, max: 200}}\n"
+        ))
+        .expect("valid");
+        let r = ok
+            .drift_detection
+            .and_then(|d| d.recalibrate)
+            .expect("recalibrate");
+        assert_eq!(r.max_evaluations, 100);
+        assert_eq!(r.targets()[0].0.to_string(), "/World/Arm/elbow.damping");
+        for (block, says) in [
+            (
+                "  response: auto_recalibrate\n",
+                "needs drift_detection.recalibrate",
+            ),
+            (
+                "  response: alert\n  recalibrate: {parameters: {/World/Arm/elbow.damping: {min: 0, max: 1}}}\n",
+                "only read with response `auto_recalibrate`",
+            ),
+            (
+                "  response: auto_recalibrate\n  recalibrate: {parameters: {/World/Arm/elbow.springiness: {min: 0, max: 1}}}\n",
+                "stiffness, damping, friction, mass",
+            ),
+            (
+                "  response: auto_recalibrate\n  recalibrate: {parameters: {/World/Arm/elbow.damping: {min: 5, max: 1}}}\n",
+                "0 <= min < max",
+            ),
+            (
+                "  response: auto_recalibrate\n  recalibrate: {parameters: {/World/Arm/Link3.mass: {min: 0, max: 1}}}\n",
+                "must stay positive",
+            ),
+            (
+                "  response: auto_recalibrate\n  recalibrate: {parameters: {/World/Arm/elbow.damping: {min: 0, max: 1}}, max_evaluations: 0}\n",
+                "max_evaluations",
+            ),
+        ] {
+            let e = sync(&format!("{base}{block}")).expect_err(block);
+            assert!(e.contains(says), "{block}: {e}");
+        }
     }
 
     #[test]

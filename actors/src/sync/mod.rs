@@ -14,8 +14,9 @@ pub mod kafka;
 pub mod mqtt;
 pub mod publish;
 pub mod readings;
+pub mod recalibrate;
 
-use crate::definition::{PublishSpec, SourceSpec, SyncMode, SyncSpec, Target};
+use crate::definition::{DriftResponse, PublishSpec, SourceSpec, SyncMode, SyncSpec, Target};
 use crate::protocol::{
     BufferStatus, ChildSpec, ReadingStatus, SourceStatus, SyncEvent, SyncHistoryPage, SyncStatus,
     SyncValue,
@@ -157,8 +158,25 @@ impl SyncHistory {
     /// the last one is folded into it (`count`), so a flood of bad messages
     /// costs one event, not a thousand.
     pub fn record(&self, source: Option<&str>, kind: &str, detail: String, seconds: Option<f64>) {
+        self.push(source, kind, detail, seconds, None);
+    }
+
+    /// Records what a recalibration found: never folded, each is its own.
+    pub fn record_recalibration(&self, detail: String, found: recalibrate::Recalibration) {
+        self.push(None, "recalibrated", detail, None, Some(Box::new(found)));
+    }
+
+    fn push(
+        &self,
+        source: Option<&str>,
+        kind: &str,
+        detail: String,
+        seconds: Option<f64>,
+        recalibration: Option<Box<recalibrate::Recalibration>>,
+    ) {
         let mut h = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if seconds.is_none()
+            && recalibration.is_none()
             && let Some(last) = h.events.back_mut()
             && last.kind == kind
             && last.source.as_deref() == source
@@ -182,6 +200,7 @@ impl SyncHistory {
             detail,
             seconds,
             count: 1,
+            recalibration,
         });
     }
 
@@ -238,6 +257,16 @@ pub struct TwinSync {
     drifting: std::collections::BTreeSet<Target>,
     /// Drift alerts for the alert child to deliver, when there is one.
     alerts: Option<tokio::sync::mpsc::Sender<serde_json::Value>>,
+    /// With `auto_recalibrate`: the tape recalibration replays.
+    recorder: Option<recalibrate::Recorder>,
+    /// A recalibration is running (its result comes to the twin as
+    /// [`crate::protocol::TwinMsg::Recalibrated`]).
+    recalibrating: bool,
+    /// When the last one ended: the next waits a window, so its tape holds
+    /// readings taken with the parameters it applied.
+    recalibrated_at: Option<Instant>,
+    /// The twin's actor, which recalibration results go to.
+    twin: Option<ractor::ActorRef<crate::protocol::TwinMsg>>,
 }
 
 /// The node's Kafka stream (`stream` in its configuration): the brokers
@@ -458,9 +487,17 @@ impl TwinSync {
             late: 0,
             twin_label: twin_label.to_string(),
             history,
+            recorder: spec
+                .drift_detection
+                .as_ref()
+                .filter(|d| d.enabled && d.response == DriftResponse::AutoRecalibrate)
+                .map(|d| recalibrate::Recorder::new(Duration::from_secs_f64(d.window_seconds))),
             drift: spec.drift_detection.clone().filter(|d| d.enabled),
             errors: BTreeMap::new(),
             drifting: Default::default(),
+            recalibrating: false,
+            recalibrated_at: None,
+            twin: None,
         };
         (sync, children)
     }
@@ -469,6 +506,133 @@ impl TwinSync {
     /// per period.
     pub fn window(&self) -> Option<Duration> {
         self.window
+    }
+
+    /// Where recalibration results go: the twin's own actor.
+    pub fn attach(&mut self, twin: ractor::ActorRef<crate::protocol::TwinMsg>) {
+        self.twin = Some(twin);
+    }
+
+    /// The twin is about to step `sim`.
+    pub fn before_step(&mut self, sim: &dyn Simulation) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.step(sim);
+        }
+    }
+
+    /// The twin applied a joint command to `sim`.
+    pub fn commanded(&mut self, sim: &dyn Simulation, joint: &str, command: JointCommand) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.command(sim, joint, command);
+        }
+    }
+
+    /// A caller set a physical parameter of `sim`.
+    pub fn parameter_set(&mut self, sim: &dyn Simulation, prim: &str, name: &str, value: f64) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.parameter(sim, prim, name, value);
+        }
+    }
+
+    /// The twin's state was replaced (a restore): what was recorded no
+    /// longer leads to it.
+    pub fn state_replaced(&mut self) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.clear();
+        }
+        self.errors.clear();
+    }
+
+    /// Starts a recalibration when the twin drifts and none ran for a
+    /// window: the tape is copied and fitted on a blocking thread, and the
+    /// result comes back to the twin.
+    fn maybe_recalibrate(&mut self, sim: &dyn Simulation) {
+        let (Some(drift), Some(recorder), Some(twin)) = (&self.drift, &self.recorder, &self.twin)
+        else {
+            return;
+        };
+        let Some(spec) = &drift.recalibrate else {
+            return;
+        };
+        let window = Duration::from_secs_f64(drift.window_seconds);
+        if self.recalibrating
+            || self.drifting.is_empty()
+            || self.recalibrated_at.is_some_and(|t| t.elapsed() < window)
+        {
+            return;
+        }
+        let job = match recorder.job(sim, &spec.targets(), drift, spec.max_evaluations) {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(e) => {
+                self.history.record(None, "recalibration_failed", e, None);
+                self.recalibrated_at = Some(Instant::now());
+                return;
+            }
+        };
+        self.recalibrating = true;
+        let twin = twin.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = job.run();
+            let _ = twin.cast(crate::protocol::TwinMsg::Recalibrated {
+                result: Box::new(result),
+            });
+        });
+    }
+
+    /// A recalibration ended: its parameters go into `sim` when they lower
+    /// the error, and the history says what was found either way. The
+    /// drift windows start afresh, so drift is judged on the new physics.
+    pub fn recalibrated(
+        &mut self,
+        sim: &mut dyn Simulation,
+        result: Result<recalibrate::Recalibration, String>,
+    ) {
+        self.recalibrating = false;
+        self.recalibrated_at = Some(Instant::now());
+        let mut found = match result {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(twin = %self.twin_label, error = %e, "recalibration failed");
+                self.history.record(None, "recalibration_failed", e, None);
+                return;
+            }
+        };
+        if found.applied {
+            for (key, fit) in &found.parameters {
+                let Ok(target) = Target::parse(key) else {
+                    continue;
+                };
+                let name = target.attribute.as_deref().unwrap_or_default();
+                if let Err(e) = sim.set_parameter(&target.prim, name, fit.after) {
+                    found.applied = false;
+                    self.history
+                        .record(None, "recalibration_failed", format!("{key}: {e}"), None);
+                }
+            }
+            self.errors.clear();
+        }
+        let fitted: Vec<String> = found
+            .parameters
+            .iter()
+            .map(|(k, f)| format!("{k} {:.4} → {:.4}", f.before, f.after))
+            .collect();
+        let detail = format!(
+            "{}: window error {:.3} → {:.3} of the threshold over {} readings, {} replays",
+            if found.applied {
+                "applied"
+            } else {
+                "kept (no better fit)"
+            },
+            found.error_before,
+            found.error_after,
+            found.readings,
+            found.evaluations
+        ) + &format!("; {}", fitted.join(", "));
+        tracing::info!(twin = %self.twin_label, %detail, "recalibrated");
+        metrics::counter!("hanzo_twin_sync_recalibrations_total", "twin" => self.twin_label.clone(), "applied" => found.applied.to_string())
+            .increment(1);
+        self.history.record_recalibration(detail, found);
     }
 
     /// Whether readings wait in the buffer.
@@ -509,6 +673,7 @@ impl TwinSync {
         }
         if !measured.is_empty() {
             self.detect_drift(sim, measured);
+            self.maybe_recalibrate(sim);
         }
     }
 
@@ -638,10 +803,13 @@ impl TwinSync {
             let SyncValue::Scalar(v) = value else {
                 return Err(format!("{target} takes a number"));
             };
-            return sim
-                .set_joint_command(&target.prim, command(v))
-                .map(|()| false)
-                .map_err(|e| format!("{target}: {e}"));
+            sim.set_joint_command(&target.prim, command(v))
+                .map_err(|e| format!("{target}: {e}"))?;
+            self.commanded(sim, &target.prim, command(v));
+            return Ok(false);
+        }
+        if let Some(recorder) = &mut self.recorder {
+            recorder.measure(sim, &target, &value);
         }
         self.latest.insert(
             target,
