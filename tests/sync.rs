@@ -1207,17 +1207,8 @@ async fn drift_past_its_threshold_is_detected_and_reported_and_so_is_its_end() {
         )]),
     );
     let (webhook, mut alerts) = Webhook::start().await;
-    let drift = json!({ "enabled": true, "window_seconds": 1, "threshold": { "position": 0.05, "temperature_c": 2.0 }, "response": "hard_reset", "webhook": webhook });
+    let drift = json!({ "enabled": true, "window_seconds": 1, "threshold": { "position": 0.05, "temperature_c": 2.0 }, "response": "alert", "webhook": webhook });
     definition["sync"]["drift_detection"] = drift.clone();
-    let (status, body) = node.post("/v1/twins", definition.clone()).await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("not available")),
-        "{body}"
-    );
-    definition["sync"]["drift_detection"]["response"] = json!("alert");
     let id = start_synced(&node, definition, "encoders").await;
 
     // The real elbow reads 0.3 rad where the (paused) twin holds it still.
@@ -1531,6 +1522,104 @@ async fn the_drift_demo_detects_a_friction_change_recalibrates_and_the_error_fal
     let metrics = node.metrics().await;
     assert!(
         metrics.contains("hanzo_twin_sync_recalibrations_total{"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_hard_reset_puts_the_measured_joints_where_the_readings_say() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let broker = Broker::start(dir.path(), &certs);
+    let node = TestNode::start().await;
+    let mut definition = arm_with_sync(
+        "reset-arm",
+        json!([tls_source(
+            &broker,
+            &certs,
+            "encoders",
+            "arm/#",
+            Some("number"),
+            json!({ "elbow": "/World/Arm/elbow.position", "pitch": "/World/Arm/shoulder_pitch.position" }),
+        )]),
+    );
+    definition["sync"]["drift_detection"] =
+        json!({ "window_seconds": 1, "threshold": { "position": 0.05 }, "response": "hard_reset" });
+    let id = start_synced(&node, definition, "encoders").await;
+
+    // The real arm reads elbow 0.3 and shoulder pitch -0.2 where the
+    // (paused) twin holds both at 0. Readings arrive one at a time, and a
+    // reset takes what has arrived: the arm keeps reporting until a reset
+    // has set both.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (history, reset) = loop {
+        publish_tls(
+            &python,
+            &broker,
+            &certs,
+            &[("arm/pitch", "-0.2".into()), ("arm/elbow", "0.3".into())],
+        );
+        let history = sync_history(&node, &id, "").await;
+        let reset = history["events"].as_array().and_then(|e| {
+            e.iter().position(|e| {
+                e["kind"] == "hard_reset"
+                    && e["detail"].as_str().is_some_and(|d| {
+                        d.contains("/World/Arm/elbow") && d.contains("/World/Arm/shoulder_pitch")
+                    })
+            })
+        });
+        if let Some(reset) = reset {
+            break (history, reset);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no hard reset of both joints: {history:#}"
+        );
+    };
+    let seen = kinds(&history);
+    let drift = seen.iter().position(|k| k == "drift").expect("drift first");
+    assert!(drift < reset, "{history:#}");
+    let event = &history["events"][reset];
+    assert!(
+        event["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("→ 0.0000")),
+        "{event}"
+    );
+    // The twin now holds the measured angles, the links moved with them.
+    let (status, obs) = node
+        .get(&format!("/v1/twins/{id}/observation?path=/"))
+        .await;
+    assert_eq!(status, 200, "{obs}");
+    let joint = |path: &str| {
+        obs["joints"]
+            .as_array()
+            .and_then(|j| j.iter().find(|j| j["path"] == path))
+            .and_then(|j| j["position"].as_f64())
+            .unwrap_or_else(|| panic!("no {path}: {obs}"))
+    };
+    assert!((joint("/World/Arm/elbow") - 0.3).abs() < 1e-4, "{obs}");
+    assert!(
+        (joint("/World/Arm/shoulder_pitch") + 0.2).abs() < 1e-4,
+        "{obs}"
+    );
+    // Readings that now agree end the drift.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        publish_tls(&python, &broker, &certs, &[("arm/elbow", "0.3".into())]);
+        let history = sync_history(&node, &id, "").await;
+        if kinds(&history).iter().any(|k| k == "drift_cleared") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drift never cleared: {history:#}"
+        );
+    }
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("hanzo_twin_sync_hard_resets_total{"),
         "{metrics}"
     );
 }

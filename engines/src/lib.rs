@@ -131,6 +131,37 @@ pub trait Simulation: Send {
         })
     }
 
+    /// Puts a joint at `position` (rad or m), and at `velocity` if given, by
+    /// moving the bodies it carries as one: what a hard reset does with a
+    /// measured joint. The joint's parent side stays where it is.
+    fn set_joint_state(
+        &mut self,
+        joint: &str,
+        position: f64,
+        velocity: Option<f64>,
+    ) -> Result<(), EngineError> {
+        let _ = (joint, position, velocity);
+        Err(EngineError::Unsupported {
+            engine: self.kind(),
+            feature: "overwriting joint states".into(),
+        })
+    }
+
+    /// Puts a moving body at `position` (and `orientation`, `[x, y, z, w]`,
+    /// if given), keeping its velocity: a hard reset with a measured pose.
+    fn set_body_pose(
+        &mut self,
+        body: &str,
+        position: [f64; 3],
+        orientation: Option<[f64; 4]>,
+    ) -> Result<(), EngineError> {
+        let _ = (body, position, orientation);
+        Err(EngineError::Unsupported {
+            engine: self.kind(),
+            feature: "overwriting body poses".into(),
+        })
+    }
+
     /// The complete simulation state, enough to continue exactly from here.
     fn state(&self) -> Result<SimState, EngineError>;
 

@@ -144,6 +144,24 @@ impl Simulation for CappedSimulation {
         self.inner.set_parameter(prim, name, value)
     }
 
+    fn set_joint_state(
+        &mut self,
+        joint: &str,
+        position: f64,
+        velocity: Option<f64>,
+    ) -> Result<(), EngineError> {
+        self.inner.set_joint_state(joint, position, velocity)
+    }
+
+    fn set_body_pose(
+        &mut self,
+        body: &str,
+        position: [f64; 3],
+        orientation: Option<[f64; 4]>,
+    ) -> Result<(), EngineError> {
+        self.inner.set_body_pose(body, position, orientation)
+    }
+
     fn state(&self) -> Result<SimState, EngineError> {
         self.inner.state()
     }

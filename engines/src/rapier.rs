@@ -66,7 +66,9 @@
 //! phase's BVH, which the pipeline brings up to date at the end of every step, and which a
 //! zero-length step at load fills).
 
-use crate::geometry::{add, cross, dot, quat_conj, quat_mul, quat_rotate, sub};
+use crate::geometry::{
+    add, cross, dot, quat_conj, quat_from_axis_angle, quat_mul, quat_rotate, scaled, sub,
+};
 use crate::scene::{
     Axis, BodyKind, Camera, Drive, JointKind, Pose as ScenePose, SceneModel, Shape,
 };
@@ -636,6 +638,39 @@ impl RapierSimulation {
         }
     }
 
+    /// The bodies joint (`body1` → `body2`) carries: `body2` and every body
+    /// joined below it. `None` when they reach `body1` (a loop) or the
+    /// ground, or `body2` does not move.
+    fn carried_by(
+        &self,
+        body1: RigidBodyHandle,
+        body2: RigidBodyHandle,
+    ) -> Option<Vec<RigidBodyHandle>> {
+        let mut carried = vec![body2];
+        let mut i = 0;
+        while let Some(&b) = carried.get(i) {
+            i += 1;
+            for j in &self.layout.joints {
+                let next = if j.body1 == b {
+                    j.body2
+                } else if j.body2 == b && j.body1 != body1 && !carried.contains(&j.body1) {
+                    // A joint whose parent side is below: still carried.
+                    j.body1
+                } else {
+                    continue;
+                };
+                if next == body1 || Some(next) == self.layout.ground {
+                    return None;
+                }
+                if !carried.contains(&next) {
+                    carried.push(next);
+                }
+            }
+        }
+        let moves = |h: &RigidBodyHandle| self.world.bodies.get(*h).is_some_and(|b| !b.is_fixed());
+        carried.iter().all(moves).then_some(carried)
+    }
+
     /// The rigid body at `prim`.
     fn body_handle(&self, prim: &str) -> Result<RigidBodyHandle, EngineError> {
         self.layout
@@ -932,6 +967,117 @@ impl Simulation for RapierSimulation {
             }
             other => Err(unknown_parameter(prim, other)),
         }
+    }
+
+    fn set_joint_state(
+        &mut self,
+        joint: &str,
+        position: f64,
+        velocity: Option<f64>,
+    ) -> Result<(), EngineError> {
+        let field = |what: &str| format!("{joint}.{what}");
+        let (_, entry) = self.joint_entry(joint)?;
+        if entry.free_axis().is_none() {
+            return Err(EngineError::Invalid {
+                field: field("position"),
+                message: "a fixed joint has no position to set".into(),
+            });
+        }
+        for (what, v) in [("position", Some(position)), ("velocity", velocity)] {
+            if let Some(v) = v
+                && !(v.is_finite() && v.abs() <= f64::from(Real::MAX))
+            {
+                return Err(EngineError::Invalid {
+                    field: field(what),
+                    message: format!("{v} is not a finite value"),
+                });
+            }
+        }
+        let now = self.joint_observation(entry)?;
+        let (kind, body1, body2, handle) = (entry.kind, entry.body1, entry.body2, entry.handle);
+        let carried = self.carried_by(body1, body2).ok_or_else(|| EngineError::Invalid {
+            field: field("position"),
+            message: "the joint closes a loop (its child side reaches its parent): its bodies cannot move as one".into(),
+        })?;
+        let frame1 = self
+            .world
+            .impulse_joints
+            .get(handle)
+            .map(|j| j.data.local_frame1)
+            .ok_or_else(|| internal(joint, "joint missing from the world"))?;
+        let (anchor, q1) = world_frame(self.rigid_body(body1)?.position(), &frame1);
+        let axis = quat_rotate(q1, [1.0, 0.0, 0.0]);
+        let delta = position - now.position;
+        let dv = velocity.map_or(0.0, |v| v - now.velocity);
+        // The carried bodies move as one: turned about (revolute) or slid
+        // along (prismatic) the joint's axis, their velocities turned with
+        // them plus the joint's change of speed.
+        let (turn, shift) = match kind {
+            JointKind::Revolute => (quat_from_axis_angle(axis, delta), [0.0; 3]),
+            _ => (crate::geometry::IDENTITY, scaled(axis, delta)),
+        };
+        for handle in carried {
+            let body = self
+                .world
+                .bodies
+                .get_mut(handle)
+                .ok_or_else(|| internal(joint, "body missing from the world"))?;
+            let pose = body.position();
+            let p = vec_f64(pose.translation);
+            let o = [
+                pose.rotation.x,
+                pose.rotation.y,
+                pose.rotation.z,
+                pose.rotation.w,
+            ]
+            .map(f64::from);
+            let p = add(add(anchor, quat_rotate(turn, sub(p, anchor))), shift);
+            let o = quat_mul(turn, o);
+            body.set_position(Pose::from_parts(to_vec(p), to_rot(o)), true);
+            let com = vec_f64(body.center_of_mass());
+            let mut w = quat_rotate(turn, vec_f64(body.angvel()));
+            let mut v = quat_rotate(turn, vec_f64(body.linvel()));
+            match kind {
+                JointKind::Revolute => {
+                    w = add(w, scaled(axis, dv));
+                    v = add(v, cross(scaled(axis, dv), sub(com, anchor)));
+                }
+                _ => v = add(v, scaled(axis, dv)),
+            }
+            body.set_angvel(to_vec(w), true);
+            body.set_linvel(to_vec(v), true);
+        }
+        Ok(())
+    }
+
+    fn set_body_pose(
+        &mut self,
+        body: &str,
+        position: [f64; 3],
+        orientation: Option<[f64; 4]>,
+    ) -> Result<(), EngineError> {
+        let handle = self.body_handle(body)?;
+        let position = finite3(&format!("{body}.position"), position)?;
+        let orientation = orientation
+            .map(|q| unit_quat(&format!("{body}.orientation"), q))
+            .transpose()?;
+        let rb = self
+            .world
+            .bodies
+            .get_mut(handle)
+            .ok_or_else(|| internal(body, "body missing from the world"))?;
+        if rb.is_fixed() {
+            return Err(EngineError::Invalid {
+                field: format!("{body}.position"),
+                message: "a fixed body does not move".into(),
+            });
+        }
+        let rotation = match orientation {
+            Some(q) => to_rot(q),
+            None => rb.position().rotation,
+        };
+        rb.set_position(Pose::from_parts(to_vec(position), rotation), true);
+        Ok(())
     }
 
     fn state(&self) -> Result<SimState, EngineError> {

@@ -951,3 +951,41 @@ fn tuned_parameters_change_the_physics_and_travel_with_forks_and_states() {
         Err(EngineError::UnknownPath { .. })
     ));
 }
+
+#[test]
+fn a_joint_set_to_a_measured_state_moves_what_it_carries_and_runs_on_from_there() {
+    let mut sim = load(&turntable(true));
+    sim.set_joint_command("/World/Turn", JointCommand::Position(0.0))
+        .unwrap();
+    sim.set_joint_state("/World/Turn", 1.0, Some(0.5)).unwrap();
+    let j = sim.observation("/World/Turn").unwrap().joints[0].clone();
+    assert!((j.position - 1.0).abs() < 1e-5, "position {}", j.position);
+    assert!((j.velocity - 0.5).abs() < 1e-4, "velocity {}", j.velocity);
+    // The arm turned with it, about the joint's anchor.
+    let arm = sim.observation("/World/Arm").unwrap().bodies[0].clone();
+    let yaw = 2.0 * arm.orientation[2].atan2(arm.orientation[3]);
+    assert!((yaw - 1.0).abs() < 1e-5, "yaw {yaw}");
+    let expected = [0.25 * 1.0f64.cos(), 0.25 * 1.0f64.sin(), 1.0];
+    for (a, e) in arm.position.iter().zip(expected) {
+        assert!((a - e).abs() < 1e-5, "{:?} vs {expected:?}", arm.position);
+    }
+    // The drive then brings it back to its target, from there.
+    for _ in 0..480 {
+        sim.step().unwrap();
+    }
+    let pos = joint_position(sim.as_ref(), "/World/Turn");
+    assert!(pos.abs() < 0.02, "back at {pos}");
+
+    assert!(matches!(
+        sim.set_joint_state("/World/Turn", f64::NAN, None),
+        Err(EngineError::Invalid { .. })
+    ));
+    assert!(matches!(
+        sim.set_joint_state("/World/Nope", 0.0, None),
+        Err(EngineError::UnknownPath { .. })
+    ));
+    sim.set_body_pose("/World/Arm", [0.0, 0.25, 1.0], None)
+        .unwrap();
+    let arm = sim.observation("/World/Arm").unwrap().bodies[0].clone();
+    assert!((arm.position[1] - 0.25).abs() < 1e-6, "{:?}", arm.position);
+}

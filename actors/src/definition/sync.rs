@@ -146,8 +146,7 @@ fn ten() -> f64 {
     10.0
 }
 
-/// What a twin does about drift. The spec's `hard_reset` is refused by
-/// name until it is offered.
+/// What a twin does about drift: the spec's three responses.
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftResponse {
@@ -158,6 +157,9 @@ pub enum DriftResponse {
     /// The alert, then the parameters `recalibrate` names are fitted to
     /// the window's readings and applied.
     AutoRecalibrate,
+    /// The alert, then the measured joints and bodies are put where their
+    /// latest readings say.
+    HardReset,
 }
 
 impl<'de> Deserialize<'de> for DriftResponse {
@@ -166,9 +168,7 @@ impl<'de> Deserialize<'de> for DriftResponse {
         match s.as_str() {
             "alert" => Ok(DriftResponse::Alert),
             "auto_recalibrate" => Ok(DriftResponse::AutoRecalibrate),
-            "hard_reset" => Err(serde::de::Error::custom(format!(
-                "drift response `{s}` is not available on this node yet; use `alert` or `auto_recalibrate`"
-            ))),
+            "hard_reset" => Ok(DriftResponse::HardReset),
             other => Err(serde::de::Error::custom(format!(
                 "unknown drift response `{other}`, expected one of auto_recalibrate, alert, hard_reset"
             ))),

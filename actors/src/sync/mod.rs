@@ -263,7 +263,8 @@ pub struct TwinSync {
     /// [`crate::protocol::TwinMsg::Recalibrated`]).
     recalibrating: bool,
     /// When the last one ended: the next waits a window, so its tape holds
-    /// readings taken with the parameters it applied.
+    /// readings taken with the parameters it applied. With `hard_reset`,
+    /// when the last reset was.
     recalibrated_at: Option<Instant>,
     /// The twin's actor, which recalibration results go to.
     twin: Option<ractor::ActorRef<crate::protocol::TwinMsg>>,
@@ -580,6 +581,109 @@ impl TwinSync {
         });
     }
 
+    /// With `hard_reset`, while the twin drifts (at most once a window):
+    /// every measured joint and body is put where its latest reading says,
+    /// and the history records the errors before and after.
+    fn maybe_hard_reset(&mut self, sim: &mut dyn Simulation) {
+        let Some(drift) = &self.drift else {
+            return;
+        };
+        let window = Duration::from_secs_f64(drift.window_seconds);
+        if drift.response != DriftResponse::HardReset
+            || self.drifting.is_empty()
+            || self.recalibrated_at.is_some_and(|t| t.elapsed() < window)
+        {
+            return;
+        }
+        let before = self.mean_error(sim);
+        let mut joints: BTreeMap<&str, (Option<f64>, Option<f64>)> = BTreeMap::new();
+        let mut poses = Vec::new();
+        for (target, latest) in &self.latest {
+            match (target.attribute.as_deref(), &latest.value) {
+                (Some("position"), SyncValue::Scalar(v)) => {
+                    joints.entry(&target.prim).or_default().0 = Some(*v);
+                }
+                (Some("velocity"), SyncValue::Scalar(v)) => {
+                    joints.entry(&target.prim).or_default().1 = Some(*v);
+                }
+                (
+                    Some("pose"),
+                    SyncValue::Pose {
+                        position,
+                        orientation,
+                    },
+                ) => {
+                    poses.push((&target.prim, *position, Some(*orientation)));
+                }
+                (Some("position" | "xformOp:translate"), SyncValue::Vector(p)) => {
+                    poses.push((&target.prim, *p, None));
+                }
+                _ => {}
+            }
+        }
+        let observation = sim.observation("/").ok();
+        let mut set = Vec::new();
+        let mut failed = Vec::new();
+        for (joint, (position, velocity)) in joints {
+            // A velocity alone keeps the joint where it is.
+            let position = position.or_else(|| {
+                observation
+                    .as_ref()
+                    .and_then(|o| o.joints.iter().find(|j| j.path == joint))
+                    .map(|j| j.position)
+            });
+            let Some(position) = position else {
+                continue;
+            };
+            match sim.set_joint_state(joint, position, velocity) {
+                Ok(()) => set.push(joint.to_string()),
+                Err(e) => failed.push(format!("{joint}: {e}")),
+            }
+        }
+        for (body, position, orientation) in poses {
+            match sim.set_body_pose(body, position, orientation) {
+                Ok(()) => set.push(body.to_string()),
+                Err(e) => failed.push(format!("{body}: {e}")),
+            }
+        }
+        self.recalibrated_at = Some(Instant::now());
+        if let Some(recorder) = &mut self.recorder {
+            recorder.clear();
+        }
+        let after = self.mean_error(sim);
+        self.errors.clear();
+        let detail = format!(
+            "{} set from their latest readings ({}); error {:.4} → {:.4}{}",
+            set.len(),
+            set.join(", "),
+            before,
+            after,
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; not set: {}", failed.join("; "))
+            }
+        );
+        tracing::warn!(twin = %self.twin_label, %detail, "hard reset");
+        metrics::counter!("hanzo_twin_sync_hard_resets_total", "twin" => self.twin_label.clone())
+            .increment(1);
+        self.history.record(None, "hard_reset", detail, None);
+    }
+
+    /// The mean distance between each measured attribute's latest reading
+    /// and what `sim` predicts for it now.
+    fn mean_error(&self, sim: &dyn Simulation) -> f64 {
+        let Ok(observation) = sim.observation("/") else {
+            return f64::NAN;
+        };
+        let errors: Vec<f64> = self
+            .latest
+            .iter()
+            .filter_map(|(t, l)| predicted(&observation, t).and_then(|p| distance(&p, &l.value)))
+            .collect();
+        errors.iter().sum::<f64>() / errors.len().max(1) as f64
+    }
+
     /// A recalibration ended: its parameters go into `sim` when they lower
     /// the error, and the history says what was found either way. The
     /// drift windows start afresh, so drift is judged on the new physics.
@@ -674,6 +778,7 @@ impl TwinSync {
         if !measured.is_empty() {
             self.detect_drift(sim, measured);
             self.maybe_recalibrate(sim);
+            self.maybe_hard_reset(sim);
         }
     }
 

@@ -23,6 +23,12 @@ pub fn quat_mul(a: Quat, b: Quat) -> Quat {
     ]
 }
 
+/// The rotation by `angle` radians about the unit vector `axis`.
+pub fn quat_from_axis_angle(axis: [f64; 3], angle: f64) -> Quat {
+    let (s, c) = (angle / 2.0).sin_cos();
+    [axis[0] * s, axis[1] * s, axis[2] * s, c]
+}
+
 /// The inverse of a unit quaternion.
 pub fn quat_conj(q: Quat) -> Quat {
     [-q[0], -q[1], -q[2], q[3]]
