@@ -1623,3 +1623,98 @@ async fn a_hard_reset_puts_the_measured_joints_where_the_readings_say() {
         "{metrics}"
     );
 }
+
+/// A twin following a robot's ROS 2 graph: Cyclone DDS (ROS 2's default DDS,
+/// from PyPI) publishes a JointState and a PoseStamped on 127.0.0.1, and the
+/// twin's ROS 2 source maps them onto its joints and a body.
+#[tokio::test]
+async fn a_twin_follows_ros2_joint_states_and_poses_published_by_cyclone_dds() {
+    let Some(python) = python() else { return };
+    let definition = |topics: Value, domain: u16| {
+        arm_with_sync(
+            "ros-arm",
+            json!([{ "type": "ros2", "name": "robot", "domain_id": domain, "topics": topics }]),
+        )
+    };
+    let node = TestNode::start().await;
+    // Refused when written, naming what is wrong.
+    for (topics, says) in [
+        (
+            json!({ "robot/joint_states": "/World/Arm" }),
+            "not a ROS topic name",
+        ),
+        (
+            json!({ "/robot/odom": { "target": "/World/Arm", "type": "nav_msgs/Odometry" } }),
+            "is not read",
+        ),
+        (
+            json!({ "/robot/temp": "/World/Arm/Link3.temperature" }),
+            "no ROS message type",
+        ),
+        (json!({}), "at least one ROS topic"),
+    ] {
+        let (status, body) = node.post("/v1/twins", definition(topics.clone(), 0)).await;
+        assert_eq!(status, 400, "{topics}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{topics}: {body}");
+    }
+    let topics = json!({
+        "/robot/joint_states": "/World/Arm",
+        "/robot/ee_pose": "/World/Arm/Link3.position",
+    });
+    if !cfg!(feature = "ros2") {
+        let (status, body) = node.post("/v1/twins", definition(topics, 0)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["field"], "sync.sources[0].type", "{body}");
+        eprintln!("SKIPPED the ROS 2 exchange: this build has no `ros2` feature");
+        return;
+    }
+    let has_cyclone = Command::new(&python)
+        .args(["-c", "import cyclonedds"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_cyclone,
+        "scripts/test.sh installs cyclonedds into .venv; it is missing"
+    );
+    // A domain of its own, so parallel runs do not hear each other.
+    let domain = 1 + (std::process::id() % 200) as u16;
+    let id = start_synced(&node, definition(topics, domain), "robot").await;
+    let mut publisher = Command::new(&python)
+        .arg(repo().join("tests/peers/ros2_publish.py"))
+        .args(["--domain", &domain.to_string()])
+        .args([
+            "--joints",
+            "/robot/joint_states",
+            "elbow=0.4,shoulder_pitch=-0.1",
+        ])
+        .args(["--pose", "/robot/ee_pose", "0.1,0.2,0.3"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the Cyclone DDS peer");
+    let status = wait_sync(&node, &id, "the ROS 2 readings", |s| {
+        reading(s, "/World/Arm/elbow.position").is_some()
+            && reading(s, "/World/Arm/Link3.position").is_some()
+    })
+    .await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    println!("{status:#}");
+    let value = |target: &str| reading(&status, target).expect(target)["value"].clone();
+    assert_eq!(value("/World/Arm/elbow.position"), json!(0.4));
+    assert_eq!(value("/World/Arm/shoulder_pitch.position"), json!(-0.1));
+    assert_eq!(value("/World/Arm/elbow.velocity"), json!(0.0));
+    assert_eq!(value("/World/Arm/Link3.position"), json!([0.1, 0.2, 0.3]));
+    // The twin predicts each from its own joints and bodies.
+    let elbow = reading(&status, "/World/Arm/elbow.position").expect("elbow");
+    assert!(
+        elbow["error"]
+            .as_f64()
+            .is_some_and(|e| (e - 0.4).abs() < 1e-3),
+        "{elbow}"
+    );
+    let robot = source(&status, "robot");
+    assert_eq!(robot["kind"], "ros2", "{robot}");
+    assert_eq!(robot["state"], "connected", "{robot}");
+    assert!(robot["messages"].as_u64() >= Some(2), "{robot}");
+}

@@ -15,6 +15,8 @@ pub mod mqtt;
 pub mod publish;
 pub mod readings;
 pub mod recalibrate;
+#[cfg(feature = "ros2")]
+pub mod ros2;
 
 use crate::definition::{DriftResponse, PublishSpec, SourceSpec, SyncMode, SyncSpec, Target};
 use crate::protocol::{
@@ -307,6 +309,14 @@ impl StreamSettings {
     /// without brokers where the node has no stream, or any Kafka publisher
     /// on a node built without Kafka.
     pub fn check(&self, spec: &SyncSpec) -> Result<(), (String, String)> {
+        for (i, source) in spec.sources.iter().enumerate() {
+            if matches!(source, SourceSpec::Ros2(_)) && !cfg!(feature = "ros2") {
+                return Err((
+                    format!("sync.sources[{i}].type"),
+                    "this node was built without ROS 2 (cargo feature `ros2`)".into(),
+                ));
+            }
+        }
         for (i, sink) in spec.publish.iter().enumerate() {
             let PublishSpec::Kafka(kafka) = sink else {
                 continue;
@@ -380,13 +390,40 @@ impl TwinSync {
                     children.push(Arc::new(mqtt::MqttChild {
                         child_name: format!("sync:{name}"),
                         index,
-                        spec: mqtt.clone(),
+                        spec: (**mqtt).clone(),
                         backoff_ms: spec.reconnect_backoff_ms.clone(),
                         inbox: inbox.clone(),
                         stats,
                         twin_label: twin_label.to_string(),
                         history: history.clone(),
                     }));
+                }
+                SourceSpec::Ros2(ros2) => {
+                    let topics: Vec<&str> = ros2.topics.keys().map(String::as_str).collect();
+                    let stats = Arc::new(SourceStats::new(
+                        name.clone(),
+                        "ros2",
+                        format!("dds://127.0.0.1/domain/{}", ros2.domain_id),
+                        topics.join(","),
+                    ));
+                    sources.push(stats.clone());
+                    #[cfg(feature = "ros2")]
+                    children.push(Arc::new(ros2::Ros2Child {
+                        child_name: format!("sync:{name}"),
+                        index,
+                        spec: ros2.clone(),
+                        inbox: inbox.clone(),
+                        stats,
+                        history: history.clone(),
+                    }));
+                    // Refused when written on a node without ROS 2
+                    // (`TwinSync::check`); one stored before says so.
+                    #[cfg(not(feature = "ros2"))]
+                    stats.update(|s| {
+                        s.state = "refused".into();
+                        s.last_error =
+                            Some("this node was built without ROS 2 (cargo feature `ros2`)".into());
+                    });
                 }
             }
         }
