@@ -671,6 +671,17 @@ impl RapierSimulation {
         carried.iter().all(moves).then_some(carried)
     }
 
+    /// The joint at `prim`'s index and the gains (stiffness, damping) a
+    /// position command drives it with; a fixed joint has none.
+    fn drive_gains(&self, prim: &str, name: &str) -> Result<(usize, f64, f64), EngineError> {
+        let (index, entry) = self.joint_entry(prim)?;
+        if entry.free_axis().is_none() {
+            return Err(no_drive(prim, name));
+        }
+        let (_, k, d) = self.gains(index, &JointCommand::Position(0.0));
+        Ok((index, f64::from(k), f64::from(d)))
+    }
+
     /// The rigid body at `prim`.
     fn body_handle(&self, prim: &str) -> Result<RigidBodyHandle, EngineError> {
         self.layout
@@ -880,13 +891,8 @@ impl Simulation for RapierSimulation {
     fn parameter(&self, prim: &str, name: &str) -> Result<f64, EngineError> {
         match name {
             "stiffness" | "damping" => {
-                let (index, entry) = self.joint_entry(prim)?;
-                if entry.free_axis().is_none() {
-                    return Err(no_drive(prim, name));
-                }
-                // The gains a position command drives with.
-                let (_, k, d) = self.gains(index, &JointCommand::Position(0.0));
-                Ok(f64::from(if name == "stiffness" { k } else { d }))
+                let (_, k, d) = self.drive_gains(prim, name)?;
+                Ok(if name == "stiffness" { k } else { d })
             }
             "friction" => {
                 let body = &self.world.bodies[self.body_handle(prim)?];
@@ -914,12 +920,7 @@ impl Simulation for RapierSimulation {
         }
         match name {
             "stiffness" | "damping" => {
-                let (index, entry) = self.joint_entry(prim)?;
-                if entry.free_axis().is_none() {
-                    return Err(no_drive(prim, name));
-                }
-                let (_, k, d) = self.gains(index, &JointCommand::Position(0.0));
-                let (k, d) = (f64::from(k), f64::from(d));
+                let (index, k, d) = self.drive_gains(prim, name)?;
                 self.tuned[index] = Some(if name == "stiffness" {
                     (value, d)
                 } else {
