@@ -16,7 +16,7 @@ use std::time::Instant;
 
 /// A fork answered but not running yet: what [`HostState::launch_fork`]
 /// spawns once the answer is on its way.
-pub(super) struct ForkLaunch {
+pub struct ForkLaunch {
     id: TwinId,
     args: TwinArgs,
     activation: super::Activation,
@@ -215,14 +215,20 @@ impl HostState {
     ) {
         match result {
             Ok((record, launch)) => {
-                // Spawned before the answer: the caller's task, woken last,
-                // runs next on this thread (tokio's LIFO slot), while the
-                // spawn goes to the queue.
-                self.launch_fork(myself, launch);
+                // Requests naming the fork wait from now until it runs.
+                let began = self.activations.begin_settling(launch.id);
+                debug_assert!(began, "a new fork's id is not settling yet");
                 // A caller that stopped waiting leaves a fork, as any
                 // caller that drops its answer does: forks end with the
                 // process.
                 let _ = reply.send(Ok(record));
+                // The spawn comes after: queued to the host itself, which
+                // wakes no other thread while the caller takes its answer.
+                let id = launch.id;
+                let launch = sync_wrapper::SyncWrapper::new(Box::new(launch));
+                if myself.send_message(HostMsg::LaunchFork { launch }).is_err() {
+                    self.unhold(id);
+                }
             }
             Err(e) => drop(reply.send(Err(e))),
         }
@@ -237,8 +243,6 @@ impl HostState {
             args,
             activation,
         } = launch;
-        let began = self.activations.begin_settling(id);
-        debug_assert!(began, "a new fork's id is not settling yet");
         let host = myself.clone();
         tokio::spawn(async move {
             let spawned = super::spawn_twin_actor(&host, id, args).await;

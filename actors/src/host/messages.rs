@@ -39,6 +39,12 @@ pub enum HostMsg {
         options: ForkOptions,
         reply: Reply<TwinRecord>,
     },
+    /// Internal: spawn the actor of a fork just answered (sent to itself,
+    /// so the answer goes out before the spawn's work).
+    LaunchFork {
+        /// Holds a simulation (Send, not Sync): only ever moved.
+        launch: sync_wrapper::SyncWrapper<Box<super::forks::ForkLaunch>>,
+    },
     /// Internal: a fork's actor, spawned off the host's loop once the fork
     /// was answered; requests for the fork waited for it.
     ForkSpawned {

@@ -524,6 +524,12 @@ impl HostState {
                 };
                 self.answer_fork(myself, reply, result);
             }
+            HostMsg::LaunchFork { launch } => {
+                // The caller woken by the answer runs first on this thread.
+                let launch = launch.into_inner();
+                tokio::task::yield_now().await;
+                self.launch_fork(myself, *launch);
+            }
             HostMsg::ForkSpawned {
                 id,
                 activation,
