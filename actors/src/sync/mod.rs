@@ -264,10 +264,10 @@ pub struct TwinSync {
     /// A recalibration is running (its result comes to the twin as
     /// [`crate::protocol::TwinMsg::Recalibrated`]).
     recalibrating: bool,
-    /// When the last one ended: the next waits a window, so its tape holds
-    /// readings taken with the parameters it applied. With `hard_reset`,
-    /// when the last reset was.
-    recalibrated_at: Option<Instant>,
+    /// When the last response to drift (a fit ended, a hard reset) was:
+    /// the next waits a window, so a fit's tape holds readings taken with
+    /// the values the last one applied, and resets do not repeat per reading.
+    responded_at: Option<Instant>,
     /// The twin's actor, which recalibration results go to.
     twin: Option<ractor::ActorRef<crate::protocol::TwinMsg>>,
 }
@@ -337,6 +337,11 @@ impl StreamSettings {
         Ok(())
     }
 }
+
+/// Recalibrations running on this node's blocking threads: one per core.
+static FITS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+});
 
 /// A standalone twin's: no sources, nothing published.
 impl Default for TwinSync {
@@ -534,7 +539,7 @@ impl TwinSync {
             errors: BTreeMap::new(),
             drifting: Default::default(),
             recalibrating: false,
-            recalibrated_at: None,
+            responded_at: None,
             twin: None,
         };
         (sync, children)
@@ -595,7 +600,7 @@ impl TwinSync {
         let window = Duration::from_secs_f64(drift.window_seconds);
         if self.recalibrating
             || self.drifting.is_empty()
-            || self.recalibrated_at.is_some_and(|t| t.elapsed() < window)
+            || self.responded_at.is_some_and(|t| t.elapsed() < window)
         {
             return;
         }
@@ -604,14 +609,19 @@ impl TwinSync {
             Ok(None) => return,
             Err(e) => {
                 self.history.record(None, "recalibration_failed", e, None);
-                self.recalibrated_at = Some(Instant::now());
+                self.responded_at = Some(Instant::now());
                 return;
             }
         };
         self.recalibrating = true;
         let twin = twin.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = job.run();
+        tokio::spawn(async move {
+            // Fits run one per core at most, however many twins drift.
+            let permit = FITS.acquire().await;
+            let result = tokio::task::spawn_blocking(move || job.run())
+                .await
+                .unwrap_or_else(|e| Err(format!("the fit ended abnormally: {e}")));
+            drop(permit);
             let _ = twin.cast(crate::protocol::TwinMsg::Recalibrated {
                 result: Box::new(result),
             });
@@ -628,7 +638,7 @@ impl TwinSync {
         let window = Duration::from_secs_f64(drift.window_seconds);
         if drift.response != DriftResponse::HardReset
             || self.drifting.is_empty()
-            || self.recalibrated_at.is_some_and(|t| t.elapsed() < window)
+            || self.responded_at.is_some_and(|t| t.elapsed() < window)
         {
             return;
         }
@@ -683,7 +693,7 @@ impl TwinSync {
                 Err(e) => failed.push(format!("{body}: {e}")),
             }
         }
-        self.recalibrated_at = Some(Instant::now());
+        self.responded_at = Some(Instant::now());
         if let Some(recorder) = &mut self.recorder {
             recorder.clear();
         }
@@ -730,7 +740,7 @@ impl TwinSync {
         result: Result<recalibrate::Recalibration, String>,
     ) {
         self.recalibrating = false;
-        self.recalibrated_at = Some(Instant::now());
+        self.responded_at = Some(Instant::now());
         let mut found = match result {
             Ok(found) => found,
             Err(e) => {

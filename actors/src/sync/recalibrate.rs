@@ -20,16 +20,17 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Events one segment of the tape holds at most: a twin on a fast clock
-/// rolls its segments early rather than grow without bound.
-const MAX_EVENTS: usize = 200_000;
+/// Events one segment of the tape holds at most (about 2 MiB): a twin on
+/// a fast clock rolls its segments early rather than grow without bound.
+const MAX_EVENTS: usize = 50_000;
 
 /// What happened to the simulation, in order.
 #[derive(Clone)]
 enum Event {
     Step,
     Command(String, JointCommand),
-    Measure(Target, SyncValue),
+    /// Boxed: most events are steps, and stay small.
+    Measure(Box<(Target, SyncValue)>),
     /// A caller set a parameter (prim, name, value).
     Parameter(String, String, f64),
 }
@@ -70,7 +71,10 @@ impl Recorder {
 
     /// A reading was measured against what the simulation predicts now.
     pub fn measure(&mut self, sim: &dyn Simulation, target: &Target, value: &SyncValue) {
-        self.push(sim, Event::Measure(target.clone(), value.clone()));
+        self.push(
+            sim,
+            Event::Measure(Box::new((target.clone(), value.clone()))),
+        );
     }
 
     /// A caller set a physical parameter.
@@ -231,7 +235,8 @@ impl Replay<'_> {
                 Event::Parameter(prim, name, value) => {
                     let _ = sim.set_parameter(prim, name, *value);
                 }
-                Event::Measure(target, measured) => {
+                Event::Measure(measure) => {
+                    let (target, measured) = &**measure;
                     let Some(threshold) = target
                         .attribute
                         .as_deref()
