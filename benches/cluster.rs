@@ -268,8 +268,7 @@ fn state_throughput(
         );
         answer.bytes().await.expect("body")
     });
-    let bare_port = free_port();
-    rt.spawn(common::serve_bare(bare_port, body));
+    let bare_port = common::start_bare(rt, body);
     let bare = common::wrk(
         &format!("http://127.0.0.1:{bare_port}/state"),
         None,

@@ -159,7 +159,11 @@ pub fn wrk(url: &str, token: Option<&str>, seconds: u64) -> f64 {
     }
     let out = cmd.arg(url).output().expect("wrk runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "wrk failed: {text}");
+    assert!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Every answer must be the 200 being measured, not an error page.
     assert!(
         !text.contains("Non-2xx"),
@@ -171,8 +175,13 @@ pub fn wrk(url: &str, token: Option<&str>, seconds: u64) -> f64 {
         .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"))
 }
 
-/// The floor of an HTTP read: `body` from a bare axum route at `/state`.
-pub async fn serve_bare(port: u16, body: bytes::Bytes) {
+/// The floor of an HTTP read: `body` from a bare axum route at `/state`,
+/// listening before this returns (so a load generator started next finds
+/// it); its port.
+pub fn start_bare(rt: &tokio::runtime::Runtime, body: bytes::Bytes) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
     let app = axum::Router::new().route(
         "/state",
         axum::routing::get(move || {
@@ -180,8 +189,9 @@ pub async fn serve_bare(port: u16, body: bytes::Bytes) {
             async move { ([("content-type", "application/json")], body) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind");
-    axum::serve(listener, app).await.expect("serve");
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        axum::serve(listener, app).await.expect("serve");
+    });
+    port
 }

@@ -24,7 +24,7 @@ fn main() {
     let seconds = if benchmarking { 10 } else { 1 };
     let rt = common::runtime();
     let data = tempfile::tempdir().expect("tempdir");
-    let [api_port, bare_port] = free_ports();
+    let api_port = free_port();
     let mut config = common::node_config(data.path());
     config.server.port = api_port;
     // Measuring the server, not the per-token limits.
@@ -67,7 +67,7 @@ fn main() {
         (token, id, running_id, body, stop)
     });
     // The floor: the same bytes from a bare axum route on the same runtime.
-    rt.spawn(common::serve_bare(bare_port, body));
+    let bare_port = common::start_bare(&rt, body);
     let bare = common::wrk(
         &format!("http://127.0.0.1:{bare_port}/state"),
         None,
@@ -92,11 +92,7 @@ fn main() {
     let _ = stop.send(());
 }
 
-fn free_ports() -> [u16; 2] {
+fn free_port() -> u16 {
     let a = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    [
-        a.local_addr().expect("addr").port(),
-        b.local_addr().expect("addr").port(),
-    ]
+    a.local_addr().expect("addr").port()
 }
