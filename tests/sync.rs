@@ -1718,3 +1718,232 @@ async fn a_twin_follows_ros2_joint_states_and_poses_published_by_cyclone_dds() {
     assert_eq!(robot["state"], "connected", "{robot}");
     assert!(robot["messages"].as_u64() >= Some(2), "{robot}");
 }
+
+/// The asyncua server of tests/peers/opcua_server.py, driven over its stdin.
+struct PlcPeer {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl PlcPeer {
+    /// Starts the server and waits until it says it listens.
+    fn start(python: &Path, dir: &Path, port: u16, password_file: &Path) -> PlcPeer {
+        let mut child = Command::new(python)
+            .arg(repo().join("tests/peers/opcua_server.py"))
+            .arg("--dir")
+            .arg(dir)
+            .args(["--port", &port.to_string(), "--user", "twin"])
+            .arg("--password-file")
+            .arg(password_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the asyncua peer");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut peer = PlcPeer {
+            child,
+            stdin,
+            lines,
+        };
+        assert_eq!(peer.answer(), "ready");
+        peer
+    }
+
+    fn answer(&mut self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the asyncua peer answers")
+    }
+
+    /// Writes a variable's value on the server.
+    fn set(&mut self, variable: &str, json: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "set {variable} {json}").expect("to the peer");
+        assert_eq!(self.answer(), "ok", "set {variable} {json}");
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_twin_follows_an_opcua_server_over_sign_and_encrypt_and_reconnects_after_it_restarts() {
+    let Some(python) = python() else { return };
+    let node = TestNode::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = dir.path().join("plc");
+    let opcua = |name: &str, port: u16, cert: &str, password_file: &Path, mapping: Value| {
+        json!({
+            "type": "opcua",
+            "name": name,
+            "endpoint": format!("opc.tcp://127.0.0.1:{port}/hanzo/"),
+            "security": {
+                "policy": "Basic256Sha256",
+                "mode": "sign_and_encrypt",
+                "cert_file": certs.join(format!("{cert}.der")),
+                "key_file": certs.join(format!("{cert}-key.pem")),
+                "server_cert_file": certs.join("server.der"),
+            },
+            "username": "twin",
+            "password_file": password_file,
+            "publishing_interval_ms": 20,
+            "mapping": mapping,
+        })
+    };
+    let password = dir.path().join("password");
+    std::fs::write(&password, "plc-secret\n").expect("password");
+    let wrong_password = dir.path().join("wrong-password");
+    std::fs::write(&wrong_password, "guess").expect("password");
+    let [port] = free_ports::<1>();
+    let elbow = json!({ "ns=2;s=Arm.elbow": "/World/Arm/elbow.position" });
+    if !cfg!(feature = "opcua") {
+        let definition = arm_with_sync(
+            "plc-arm",
+            json!([opcua("plc", port, "client", &password, elbow)]),
+        );
+        let (status, body) = node.post("/v1/twins", definition).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["field"], "sync.sources[0].type", "{body}");
+        eprintln!("SKIPPED the OPC-UA exchange: this build has no `opcua` feature");
+        return;
+    }
+    let has_asyncua = Command::new(&python)
+        .args(["-c", "import asyncua"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_asyncua,
+        "scripts/test.sh installs asyncua into .venv; it is missing"
+    );
+    let mut plc = PlcPeer::start(&python, &certs, port, &password);
+    let mut definition = arm_with_sync(
+        "plc-arm",
+        json!([
+            opcua(
+                "plc",
+                port,
+                "client",
+                &password,
+                json!({
+                    "ns=2;s=Arm.elbow": "/World/Arm/elbow.position",
+                    "ns=2;s=Cell.temperature": "/World/Arm/Link3.temperature",
+                    "ns=2;s=Arm.tool": "/World/Arm/Link3.position",
+                    "ns=2;s=Arm.status": "/World/Arm/Link3.status",
+                    "ns=2;s=Arm.missing": "/World/Arm/Link3.pressure",
+                })
+            ),
+            // A certificate the server does not trust, and a wrong password.
+            opcua("stranger", port, "stranger", &password, elbow.clone()),
+            opcua(
+                "wrong-login",
+                port,
+                "client",
+                &wrong_password,
+                elbow.clone()
+            ),
+        ]),
+    );
+    definition["sync"]["reconnect_backoff_ms"] = json!([100, 500]);
+    let id = start_synced(&node, definition, "plc").await;
+    plc.set("Arm.elbow", "0.4");
+    plc.set("Cell.temperature", "41.5");
+    plc.set("Arm.tool", "[0.1, 0.2, 0.3]");
+    plc.set("Arm.status", "\"running\"");
+    let status = wait_sync(&node, &id, "the OPC-UA readings and refusals", |s| {
+        let value = |t: &str| reading(s, t).map(|r| r["value"].clone());
+        value("/World/Arm/elbow.position") == Some(json!(0.4))
+            && value("/World/Arm/Link3.temperature") == Some(json!(41.5))
+            && value("/World/Arm/Link3.position") == Some(json!([0.1, 0.2, 0.3]))
+            && source(s, "plc")["unparsed"].as_u64() >= Some(1)
+            && source(s, "stranger")["state"] == "refused"
+            && source(s, "wrong-login")["state"] == "refused"
+    })
+    .await;
+    println!("{status:#}");
+    let plc_status = source(&status, "plc");
+    assert_eq!(plc_status["kind"], "opcua", "{plc_status}");
+    assert_eq!(plc_status["state"], "connected", "{plc_status}");
+    assert_eq!(plc_status["unmapped"], 1, "Arm.missing: {plc_status}");
+    // The twin predicts the elbow from its own joint.
+    let elbow_reading = reading(&status, "/World/Arm/elbow.position").expect("elbow");
+    assert!(
+        elbow_reading["error"]
+            .as_f64()
+            .is_some_and(|e| (e - 0.4).abs() < 1e-3),
+        "{elbow_reading}"
+    );
+    let why = |name: &str| {
+        source(&status, name)["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        why("stranger").contains("certificates"),
+        "{}",
+        why("stranger")
+    );
+    assert!(
+        why("wrong-login").contains("login"),
+        "{}",
+        why("wrong-login")
+    );
+    let history = sync_history(&node, &id, "?limit=1000").await;
+    let events = history["events"].as_array().expect("events");
+    let said = |kind: &str, text: &str| {
+        events
+            .iter()
+            .any(|e| e["kind"] == kind && e["detail"].as_str().is_some_and(|d| d.contains(text)))
+    };
+    assert!(said("unmapped", "Arm.missing"), "{history:#}");
+    assert!(said("unparsed", "Arm.status"), "{history:#}");
+    // Never a secret in a GET.
+    let (_, twin) = node.get(&format!("/v1/twins/{id}")).await;
+    assert!(!twin.to_string().contains("plc-secret"), "{twin}");
+
+    // The server goes away and comes back on the same port: a gap, then
+    // readings again.
+    plc.kill();
+    wait_sync(&node, &id, "the outage seen", |s| {
+        source(s, "plc")["state"] != "connected"
+    })
+    .await;
+    let mut plc = PlcPeer::start(&python, &certs, port, &password);
+    wait_sync(&node, &id, "reconnected", |s| {
+        source(s, "plc")["state"] == "connected" && source(s, "plc")["reconnects"] == 1
+    })
+    .await;
+    plc.set("Arm.elbow", "0.7");
+    wait_sync(&node, &id, "readings after the outage", |s| {
+        reading(s, "/World/Arm/elbow.position").map(|r| r["value"].clone()) == Some(json!(0.7))
+    })
+    .await;
+    let history = sync_history(&node, &id, "?limit=1000").await;
+    let gap = history["events"]
+        .as_array()
+        .and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["kind"] == "gap" && e["source"] == "plc")
+        })
+        .unwrap_or_else(|| panic!("no gap for plc: {history:#}"));
+    assert!(gap["seconds"].as_f64().is_some_and(|s| s > 0.0), "{gap}");
+    plc.kill();
+}

@@ -428,9 +428,9 @@ mod sync;
 
 pub use sync::{
     Bounds, BrokerAddress, DriftDetection, DriftResponse, KafkaPublishSpec, MqttConnection,
-    MqttPublishSpec, MqttSourceSpec, PayloadFormat, PublishSpec, Recalibrate, Ros2SourceSpec,
-    Ros2Topic, SourceSpec, SyncMode, SyncSpec, Target, TlsFiles, check_kafka_brokers,
-    check_kafka_topic,
+    MqttPublishSpec, MqttSourceSpec, OpcuaSecurity, OpcuaSourceSpec, PayloadFormat, PublishSpec,
+    Recalibrate, Ros2SourceSpec, Ros2Topic, SecurityMode, SecurityPolicy, SourceSpec, SyncMode,
+    SyncSpec, Target, TlsFiles, check_kafka_brokers, check_kafka_topic,
 };
 
 /// The spec's domain randomization block; RL environments sample it per episode.

@@ -11,7 +11,10 @@
 pub mod alerts;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+mod link;
 pub mod mqtt;
+#[cfg(feature = "opcua")]
+pub mod opcua;
 pub mod publish;
 pub mod readings;
 pub mod recalibrate;
@@ -310,11 +313,8 @@ impl StreamSettings {
     /// on a node built without Kafka.
     pub fn check(&self, spec: &SyncSpec) -> Result<(), (String, String)> {
         for (i, source) in spec.sources.iter().enumerate() {
-            if matches!(source, SourceSpec::Ros2(_)) && !cfg!(feature = "ros2") {
-                return Err((
-                    format!("sync.sources[{i}].type"),
-                    "this node was built without ROS 2 (cargo feature `ros2`)".into(),
-                ));
+            if let Some(missing) = missing_feature(source) {
+                return Err((format!("sync.sources[{i}].type"), missing.into()));
             }
         }
         for (i, sink) in spec.publish.iter().enumerate() {
@@ -336,6 +336,31 @@ impl StreamSettings {
         }
         Ok(())
     }
+}
+
+/// Why this node cannot run `source`: the cargo feature it was built
+/// without.
+fn missing_feature(source: &SourceSpec) -> Option<&'static str> {
+    match source {
+        SourceSpec::Ros2(_) if !cfg!(feature = "ros2") => {
+            Some("this node was built without ROS 2 (cargo feature `ros2`)")
+        }
+        SourceSpec::Opcua(_) if !cfg!(feature = "opcua") => {
+            Some("this node was built without OPC-UA (cargo feature `opcua`)")
+        }
+        _ => None,
+    }
+}
+
+/// A source refused when written on a node built without it
+/// ([`TwinSync::check`]); one stored before says so in its status.
+#[cfg(not(all(feature = "ros2", feature = "opcua")))]
+fn unbuilt(stats: &SourceStats, source: &SourceSpec) {
+    let reason = missing_feature(source).unwrap_or("this node cannot run this source");
+    stats.update(|s| {
+        s.state = "refused".into();
+        s.last_error = Some(reason.into());
+    });
 }
 
 /// Recalibrations running on this node's blocking threads: one per core.
@@ -421,14 +446,30 @@ impl TwinSync {
                         stats,
                         history: history.clone(),
                     }));
-                    // Refused when written on a node without ROS 2
-                    // (`TwinSync::check`); one stored before says so.
                     #[cfg(not(feature = "ros2"))]
-                    stats.update(|s| {
-                        s.state = "refused".into();
-                        s.last_error =
-                            Some("this node was built without ROS 2 (cargo feature `ros2`)".into());
-                    });
+                    unbuilt(&stats, source);
+                }
+                SourceSpec::Opcua(opcua) => {
+                    let nodes: Vec<&str> = opcua.mapping.keys().map(String::as_str).collect();
+                    let stats = Arc::new(SourceStats::new(
+                        name.clone(),
+                        "opcua",
+                        opcua.endpoint.clone(),
+                        nodes.join(","),
+                    ));
+                    sources.push(stats.clone());
+                    #[cfg(feature = "opcua")]
+                    children.push(Arc::new(opcua::OpcuaChild {
+                        child_name: format!("sync:{name}"),
+                        index,
+                        spec: (**opcua).clone(),
+                        backoff_ms: spec.reconnect_backoff_ms.clone(),
+                        inbox: inbox.clone(),
+                        stats,
+                        history: history.clone(),
+                    }));
+                    #[cfg(not(feature = "opcua"))]
+                    unbuilt(&stats, source);
                 }
             }
         }

@@ -8,6 +8,7 @@
 //! reconnects, reporting the state and the error in its status.
 
 use super::SourceStats;
+use super::link::{Link, password};
 use super::readings::{Inbox, Reading, parse_payload, sensor_key};
 use crate::definition::{MqttConnection, MqttSourceSpec, TlsFiles};
 use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, TwinMsg};
@@ -128,22 +129,6 @@ fn tls_config(files: &TlsFiles) -> Result<TlsConfiguration, String> {
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
 }
 
-/// The password, from the node's environment or a file on the node; never
-/// from the definition, so it is in no store, response or log.
-fn password(connection: &MqttConnection) -> Result<Option<String>, String> {
-    if let Some(var) = connection.password_env {
-        return std::env::var(var)
-            .map(Some)
-            .map_err(|_| format!("password_env: the node has no environment variable {var}"));
-    }
-    if let Some(path) = connection.password_file {
-        return std::fs::read_to_string(path)
-            .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string()))
-            .map_err(|e| format!("cannot read password_file {}: {e}", path.display()));
-    }
-    Ok(None)
-}
-
 /// The client's options for `connection`; `client_id` unless it names one.
 pub(super) fn options(
     connection: &MqttConnection,
@@ -154,7 +139,10 @@ pub(super) fn options(
     let mut options = MqttOptions::new(client_id, address.host, address.port);
     options.set_keep_alive(Duration::from_secs(10));
     if let Some(user) = connection.username {
-        options.set_credentials(user, password(connection)?.unwrap_or_default());
+        options.set_credentials(
+            user,
+            password(connection.password_env, connection.password_file)?.unwrap_or_default(),
+        );
     }
     if address.tls {
         let files = connection.tls.ok_or("mqtts:// needs a tls block")?;
@@ -172,7 +160,7 @@ pub(super) fn qos(level: u8) -> QoS {
 }
 
 /// Says what a connection error means for a person reading the status.
-fn describe(error: &ConnectionError) -> (&'static str, String) {
+pub(super) fn describe(error: &ConnectionError) -> (&'static str, String) {
     match error {
         ConnectionError::ConnectionRefused(code) => {
             let why = match code {
@@ -190,99 +178,6 @@ fn describe(error: &ConnectionError) -> (&'static str, String) {
         }
         ConnectionError::Tls(e) => ("refused", format!("TLS failed: {e}")),
         other => ("disconnected", other.to_string()),
-    }
-}
-
-/// A broker connection's bookkeeping, shared by sources and publishers:
-/// its state in the status, its outages in the history, and the backoff.
-pub(super) struct Link {
-    pub name: String,
-    pub broker: String,
-    pub stats: Arc<SourceStats>,
-    pub history: super::SyncHistory,
-    pub backoff_ms: Vec<u64>,
-    failures: usize,
-    was_connected: bool,
-    /// Since when the link has been without its broker, after having had it.
-    down_since: Option<Instant>,
-}
-
-impl Link {
-    pub fn new(
-        name: String,
-        broker: String,
-        stats: Arc<SourceStats>,
-        history: super::SyncHistory,
-        backoff_ms: Vec<u64>,
-    ) -> Link {
-        Link {
-            name,
-            broker,
-            stats,
-            history,
-            backoff_ms,
-            failures: 0,
-            was_connected: false,
-            down_since: None,
-        }
-    }
-
-    /// The broker accepted the connection.
-    pub fn connected(&mut self) {
-        self.failures = 0;
-        let reconnected = std::mem::replace(&mut self.was_connected, true);
-        self.stats.update(|s| {
-            s.state = "connected".into();
-            s.connected_since = Some(chrono::Utc::now());
-            if reconnected {
-                s.reconnects += 1;
-            }
-        });
-        match self.down_since.take() {
-            Some(since) => {
-                let seconds = since.elapsed().as_secs_f64();
-                self.history.record(
-                    Some(&self.name),
-                    "gap",
-                    format!("reconnected after {seconds:.2} s without the broker"),
-                    Some(seconds),
-                );
-            }
-            None => self
-                .history
-                .record(Some(&self.name), "connected", self.broker.clone(), None),
-        }
-        tracing::info!(sync = %self.name, reconnected, "connected to the MQTT broker");
-    }
-
-    /// The connection failed or broke: how long to wait before trying again.
-    pub fn lost(&mut self, error: &ConnectionError) -> Duration {
-        self.failures += 1;
-        let i = self
-            .failures
-            .saturating_sub(1)
-            .min(self.backoff_ms.len().saturating_sub(1));
-        let wait = Duration::from_millis(self.backoff_ms.get(i).copied().unwrap_or(1000));
-        let (connection, reason) = describe(error);
-        if self.was_connected && self.down_since.is_none() {
-            self.down_since = Some(Instant::now());
-        }
-        self.history
-            .record(Some(&self.name), connection, reason.clone(), None);
-        self.stats.update(|s| {
-            s.state = connection.into();
-            s.connected_since = None;
-            s.last_error = Some(reason.clone());
-        });
-        tracing::warn!(sync = %self.name, %reason, retry_in_ms = wait.as_millis() as u64, "lost the MQTT broker");
-        wait
-    }
-
-    pub fn stopped(&self) {
-        self.stats.update(|s| {
-            s.state = "disconnected".into();
-            s.connected_since = None;
-        });
     }
 }
 
@@ -405,6 +300,7 @@ impl Actor for MqttSource {
         let link = Link::new(
             args.name.clone(),
             args.spec.broker.clone(),
+            "the MQTT broker",
             args.stats.clone(),
             args.history.clone(),
             args.backoff_ms.clone(),
@@ -480,7 +376,10 @@ impl Actor for MqttSource {
                 state.on_publish(&publish.topic, &publish.payload);
             }
             Ok(_) => {}
-            Err(error) => wait = state.link.lost(&error),
+            Err(error) => {
+                let (connection, reason) = describe(&error);
+                wait = state.link.lost(connection, reason);
+            }
         }
         // The poller waiting for this reply is gone only if the source is
         // stopping.

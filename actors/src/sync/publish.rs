@@ -8,7 +8,8 @@
 //! stale by the time the broker is back) and counts the ticks it skipped.
 
 use super::SourceStats;
-use super::mqtt::{Link, options, qos, spawn_poller};
+use super::link::Link;
+use super::mqtt::{describe, options, qos, spawn_poller};
 use crate::definition::{MqttPublishSpec, SourceSpec};
 use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, TwinMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -192,6 +193,7 @@ impl Actor for MqttPublisher {
         let link = Link::new(
             args.name.clone(),
             broker,
+            "the MQTT broker",
             args.stats.clone(),
             args.history.clone(),
             args.backoff_ms.clone(),
@@ -258,7 +260,8 @@ impl Actor for MqttPublisher {
                     Ok(_) => Duration::ZERO,
                     Err(error) => {
                         state.connected = false;
-                        state.link.lost(&error)
+                        let (connection, reason) = describe(&error);
+                        state.link.lost(connection, reason)
                     }
                 };
                 // The poller waiting for this reply is gone only if the
