@@ -1947,3 +1947,154 @@ async fn a_twin_follows_an_opcua_server_over_sign_and_encrypt_and_reconnects_aft
     assert!(gap["seconds"].as_f64().is_some_and(|s| s > 0.0), "{gap}");
     plc.kill();
 }
+
+/// The readings a recording holds, line by line.
+fn recorded(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_recorded_stream_replays_through_another_twin_at_its_recorded_pace_in_simulated_time() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let broker = Broker::start(dir.path(), &certs);
+    let node = TestNode::start().await;
+    let recordings = node.dir.path().join("data/recordings");
+    let temperature = "/World/Arm/Link1.temperature";
+
+    // A live twin records what it takes.
+    let plant = tls_source(
+        &broker,
+        &certs,
+        "plant",
+        "rec/#",
+        Some("number"),
+        json!({ "temp": temperature }),
+    );
+    let mut live = arm_with_sync("recording-arm", json!([plant]));
+    live["sync"]["record"] = json!(true);
+    let live_id = start_synced(&node, live, "plant").await;
+    let temps: Vec<(&str, String)> = ["20", "21", "22"]
+        .iter()
+        .map(|v| ("rec/temp", v.to_string()))
+        .collect();
+    publish_tls(&python, &broker, &certs, &temps);
+    let file = recordings.join(format!("{live_id}.jsonl"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorded(&file).len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the recording never held 3 readings: {:?}\n{}",
+            std::fs::read_to_string(&file),
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let lines = recorded(&file);
+    let values: Vec<&Value> = lines.iter().map(|l| &l["value"]).collect();
+    assert_eq!(
+        values,
+        [&json!(20.0), &json!(21.0), &json!(22.0)],
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["target"] == temperature && l["source"] == "plant" && l["at"].is_string()),
+        "{lines:?}"
+    );
+    let status = sync_status(&node, &live_id).await;
+    let writer = source_in(&status, "publishers", "record");
+    assert_eq!(writer["kind"], "recording", "{writer}");
+
+    // A hand-written recording: the elbow at 0, 0.5 and 1.0 s, and a line
+    // that is not a reading.
+    let elbow = "/World/Arm/elbow.position";
+    let hand = [
+        json!({ "at": "2026-12-05T10:00:00Z", "target": elbow, "value": 0.1 }).to_string(),
+        "not a reading".to_string(),
+        json!({ "at": "2026-12-05T10:00:00.5Z", "target": elbow, "value": 0.2 }).to_string(),
+        json!({ "at": "2026-12-05T10:00:01Z", "target": elbow, "value": 0.3 }).to_string(),
+    ];
+    std::fs::write(recordings.join("hand.jsonl"), hand.join("\n") + "\n").expect("recording");
+    let replay = |name: &str, recording: &str| {
+        json!({
+            "name": name,
+            "scene": { "uri": "robot-arm/scene.usda" },
+            "engine": { "type": "rapier3d", "config": { "step_hz": 240, "substeps": 2 } },
+            "sync": { "mode": "replay", "replay": { "recording": recording } },
+        })
+    };
+    // Not a file name of the recordings folder.
+    let (status, body) = node
+        .post("/v1/twins", replay("escape", "../store/db"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("file name")),
+        "{body}"
+    );
+    // Paused, the replay moves only as the twin steps: at 240 Hz, the
+    // reading recorded 0.5 s after the first is taken before step 121.
+    let (status, created) = node
+        .post("/v1/twins", replay("replayed-arm", "hand.jsonl"))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    wait_sync(&node, &id, "the recording read", |s| {
+        source(s, "replay")["state"] == "finished"
+    })
+    .await;
+    let elbow_now = |s: &Value| reading(s, elbow).map(|r| r["value"].clone());
+    assert_eq!(
+        elbow_now(&sync_status(&node, &id).await),
+        None,
+        "nothing before a step"
+    );
+    node.step(&id, 100).await;
+    assert_eq!(elbow_now(&sync_status(&node, &id).await), Some(json!(0.1)));
+    node.step(&id, 20).await;
+    assert_eq!(
+        elbow_now(&sync_status(&node, &id).await),
+        Some(json!(0.1)),
+        "120 steps are 0.4958 s: the second reading is not due"
+    );
+    node.step(&id, 1).await;
+    assert_eq!(elbow_now(&sync_status(&node, &id).await), Some(json!(0.2)));
+    node.step(&id, 120).await;
+    assert_eq!(elbow_now(&sync_status(&node, &id).await), Some(json!(0.3)));
+    let status = sync_status(&node, &id).await;
+    assert_eq!(status["mode"], "replay", "{status:#}");
+    let player = source(&status, "replay");
+    assert_eq!(player["kind"], "replay", "{player}");
+    assert_eq!(player["readings"], 3, "{player}");
+    assert_eq!(player["unparsed"], 1, "{player}");
+    let history = sync_history(&node, &id, "").await;
+    let all = kinds(&history);
+    assert!(all.contains(&"unparsed".to_string()), "{history:#}");
+    assert!(all.contains(&"replay_finished".to_string()), "{history:#}");
+
+    // The live twin's own recording, on the fast clock: it plays to the end.
+    let (status, created) = node
+        .post(
+            "/v1/twins",
+            replay("replayed-live", &format!("{live_id}.jsonl")),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let fast_id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&fast_id, "fast").await;
+    let played = wait_sync(&node, &fast_id, "the live twin's readings replayed", |s| {
+        reading(s, temperature).is_some_and(|r| r["value"] == 22.0)
+    })
+    .await;
+    assert_eq!(source(&played, "replay")["readings"], 3, "{played:#}");
+}

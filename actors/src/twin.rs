@@ -24,6 +24,9 @@ const MAX_CATCH_UP: Duration = Duration::from_millis(250);
 
 /// The fast clock steps for about this long before yielding to the mailbox.
 const FAST_BATCH: Duration = Duration::from_millis(2);
+/// How long a `fast` replay waits when its recording's next reading has
+/// not been read yet.
+const REPLAY_WAIT: Duration = Duration::from_millis(1);
 
 /// A long step request yields to other tasks this often.
 const YIELD_EVERY: Duration = Duration::from_millis(5);
@@ -355,6 +358,9 @@ impl TwinState {
     }
 
     fn step_once(&mut self) -> Result<(), TwinError> {
+        if self.sync.replay_due(self.sim.time()) {
+            self.sync.take(self.sim.as_mut());
+        }
         self.sync.before_step(self.sim.as_ref());
         let t0 = Instant::now();
         let result = self.sim.step();
@@ -479,7 +485,8 @@ impl TwinState {
     /// stays exact). Each tick schedules the next, so however slow the
     /// engine, one tick at most waits in the mailbox.
     fn schedule_tick(&mut self, myself: &ActorRef<TwinMsg>) {
-        let period = Duration::from_secs_f64((1.0 / self.step_hz).max(0.005));
+        let period =
+            Duration::from_secs_f64((1.0 / (self.step_hz * self.sync.clock_rate())).max(0.005));
         let generation = self.generation;
         self.ticker = Some(myself.send_after(period, move || TwinMsg::Tick { generation }));
     }
@@ -488,22 +495,31 @@ impl TwinState {
         match self.clock {
             Clock::Paused => Ok(()),
             Clock::Fast => {
+                let generation = self.generation;
+                if self.sync.replay_starved() {
+                    // Simulated time waits for the recording, so a replay
+                    // runs the same however fast the file is read.
+                    self.ticker =
+                        Some(myself.send_after(REPLAY_WAIT, move || TwinMsg::Tick { generation }));
+                    return Ok(());
+                }
                 let t0 = Instant::now();
                 let mut n = 0;
-                while t0.elapsed() < FAST_BATCH {
+                while t0.elapsed() < FAST_BATCH && !self.sync.replay_starved() {
                     self.step_once()?;
                     n += 1;
                 }
                 self.count_steps(n);
                 self.maybe_checkpoint(myself);
-                let generation = self.generation;
                 let _ = myself.cast(TwinMsg::Tick { generation });
                 Ok(())
             }
             Clock::Realtime => {
-                let target = (self.clock_origin.elapsed().as_secs_f64() * self.step_hz) as u64;
+                // A replay plays `clock_rate` simulated seconds per second.
+                let rate = self.step_hz * self.sync.clock_rate();
+                let target = (self.clock_origin.elapsed().as_secs_f64() * rate) as u64;
                 let mut due = target.saturating_sub(self.clock_steps);
-                let max_due = (MAX_CATCH_UP.as_secs_f64() * self.step_hz).ceil() as u64;
+                let max_due = (MAX_CATCH_UP.as_secs_f64() * rate).ceil() as u64;
                 if due > max_due {
                     self.skipped_steps += due - max_due;
                     self.clock_steps += due - max_due;
@@ -767,6 +783,11 @@ impl Actor for TwinActor {
                     state.sync.take(state.sim.as_mut());
                 }
                 state.schedule_sync_window(&myself);
+                // A replay's speed is the realtime clock's rate: count it
+                // from now.
+                if state.clock == Clock::Realtime {
+                    state.set_clock(&myself, Clock::Realtime);
+                }
                 let _ = reply.send(Ok(()));
             }
             TwinMsg::SyncReadings => state.sync.take(state.sim.as_mut()),

@@ -123,10 +123,15 @@ impl Default for StreamSection {
 }
 
 impl StreamSection {
-    pub fn settings(&self) -> hanzo_twin_actors::sync::StreamSettings {
+    /// The stream's settings, with the node's folder of sync recordings.
+    pub fn settings(
+        &self,
+        recordings: &std::path::Path,
+    ) -> hanzo_twin_actors::sync::StreamSettings {
         hanzo_twin_actors::sync::StreamSettings {
             brokers: (!self.brokers.trim().is_empty()).then(|| self.brokers.trim().to_string()),
             topic_prefix: self.topic_prefix.clone(),
+            recordings: Some(recordings.to_path_buf()),
         }
     }
 }

@@ -264,7 +264,7 @@ impl Node {
                     std::env::var_os("HANZO_TWIN_ANT_XML").map(std::path::PathBuf::from)
                 }),
                 lease: Duration::from_millis(config.cluster.lease_ms),
-                stream: Arc::new(config.stream.settings()),
+                stream: Arc::new(config.stream.settings(&config.data_dir.join("recordings"))),
             },
             engines: engines.clone(),
             store: twin_store.clone(),

@@ -429,8 +429,8 @@ mod sync;
 pub use sync::{
     Bounds, BrokerAddress, DriftDetection, DriftResponse, KafkaPublishSpec, MqttConnection,
     MqttPublishSpec, MqttSourceSpec, OpcuaSecurity, OpcuaSourceSpec, PayloadFormat, PublishSpec,
-    Recalibrate, Ros2SourceSpec, Ros2Topic, SecurityMode, SecurityPolicy, SourceSpec, SyncMode,
-    SyncSpec, Target, TlsFiles, check_kafka_brokers, check_kafka_topic,
+    Recalibrate, ReplaySpec, Ros2SourceSpec, Ros2Topic, SecurityMode, SecurityPolicy, SourceSpec,
+    SyncMode, SyncSpec, Target, TlsFiles, check_kafka_brokers, check_kafka_topic,
 };
 
 /// The spec's domain randomization block; RL environments sample it per episode.
@@ -705,7 +705,35 @@ tags: [robot, cell-1]
             "{e}"
         );
         let e = yaml_err(&format!("{GOOD}sync:\n  mode: replay\n"));
-        assert_eq!(e.field, "sync.mode");
+        assert_eq!(e.field, "sync");
+        assert!(e.message.contains("needs replay.recording"), "{e}");
+        for (block, says) in [
+            (
+                "  mode: replay\n  replay: { recording: ../etc/passwd }\n",
+                "file name",
+            ),
+            (
+                "  mode: replay\n  replay: { recording: a.jsonl, speed: 0 }\n",
+                "replay.speed",
+            ),
+            (
+                "  mode: standalone\n  replay: { recording: a.jsonl }\n",
+                "applies to mode `replay`",
+            ),
+            ("  mode: standalone\n  record: true\n", "record keeps"),
+        ] {
+            let e = yaml_err(&format!("{GOOD}sync:\n{block}"));
+            assert!(e.message.contains(says), "{block}: {e}");
+        }
+        let d = TwinDefinition::parse(
+            &format!(
+                "{GOOD}sync:\n  mode: replay\n  replay: {{ recording: arm-1.jsonl, speed: 4 }}\n"
+            ),
+            Format::Yaml,
+        )
+        .expect("a replay");
+        assert_eq!(d.sync.mode, SyncMode::Replay);
+        assert_eq!(d.sync.replay.as_ref().map(|r| r.speed), Some(4.0));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod opcua;
 pub mod publish;
 pub mod readings;
 pub mod recalibrate;
+pub mod replay;
 #[cfg(feature = "ros2")]
 pub mod ros2;
 
@@ -30,6 +31,7 @@ use chrono::{DateTime, Utc};
 use hanzo_twin_engines::{JointCommand, Observation, Simulation};
 use readings::{Inbox, Reading};
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -273,14 +275,22 @@ pub struct TwinSync {
     responded_at: Option<Instant>,
     /// The twin's actor, which recalibration results go to.
     twin: Option<ractor::ActorRef<crate::protocol::TwinMsg>>,
+    /// In replay mode: the recording, as it comes due.
+    replay: Option<replay::ReplayFeed>,
+    /// With `record`: the queue of the recording's writer.
+    recording: Option<tokio::sync::mpsc::Sender<String>>,
+    recording_stats: Option<Arc<SourceStats>>,
 }
 
 /// The node's Kafka stream (`stream` in its configuration): the brokers
-/// of Kafka publishers that name none, and the prefix of their topic.
+/// of Kafka publishers that name none, and the prefix of their topic; and
+/// where the node keeps sync recordings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamSettings {
     pub brokers: Option<String>,
     pub topic_prefix: String,
+    /// `<data_dir>/recordings`; `None` where nothing is recorded (tests).
+    pub recordings: Option<PathBuf>,
 }
 
 impl Default for StreamSettings {
@@ -288,6 +298,7 @@ impl Default for StreamSettings {
         StreamSettings {
             brokers: None,
             topic_prefix: "hanzo.twin".into(),
+            recordings: None,
         }
     }
 }
@@ -388,7 +399,9 @@ impl TwinSync {
         stream: &StreamSettings,
         previous: Option<TwinSync>,
     ) -> (TwinSync, Vec<Arc<dyn ChildSpec>>) {
-        let inbox = Inbox::new(spec.buffer_size, spec.mode != SyncMode::Batch);
+        // A replay's readings are pulled by the twin as it steps.
+        let wakes = !matches!(spec.mode, SyncMode::Batch | SyncMode::Replay);
+        let inbox = Inbox::new(spec.buffer_size, wakes);
         let (history, latest) = match previous {
             Some(previous) => {
                 if previous.mode != spec.mode {
@@ -537,6 +550,54 @@ impl TwinSync {
                 }
             }
         }
+        let recordings = stream.recordings.clone();
+        let mut replay = None;
+        if let Some(spec_replay) = spec
+            .replay
+            .as_ref()
+            .filter(|_| spec.mode == SyncMode::Replay)
+        {
+            let file = recordings
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("recordings"))
+                .join(&spec_replay.recording);
+            let stats = Arc::new(SourceStats::new(
+                "replay".into(),
+                "replay",
+                spec_replay.recording.clone(),
+                String::new(),
+            ));
+            let index = sources.len();
+            sources.push(stats.clone());
+            let (child, feed) = replay::ReplayChild::new(
+                file,
+                spec_replay.speed,
+                spec.buffer_size,
+                index,
+                stats,
+                history.clone(),
+            );
+            children.push(Arc::new(child));
+            replay = Some(feed);
+        }
+        let mut recording = None;
+        let mut recording_stats = None;
+        if spec.record {
+            let file = recordings
+                .unwrap_or_else(|| PathBuf::from("recordings"))
+                .join(format!("{twin_label}.jsonl"));
+            let stats = Arc::new(SourceStats::new(
+                "record".into(),
+                "recording",
+                format!("{twin_label}.jsonl"),
+                String::new(),
+            ));
+            publishers.push(stats.clone());
+            let (child, queue) = replay::RecordChild::new(file, stats.clone());
+            children.push(Arc::new(child));
+            recording = Some(queue);
+            recording_stats = Some(stats);
+        }
         let mut alerts = None;
         if let Some(drift) = spec.drift_detection.as_ref().filter(|d| d.enabled) {
             let targets = alert_targets(drift, twin_label, stream);
@@ -582,6 +643,9 @@ impl TwinSync {
             recalibrating: false,
             responded_at: None,
             twin: None,
+            replay,
+            recording,
+            recording_stats,
         };
         (sync, children)
     }
@@ -595,6 +659,27 @@ impl TwinSync {
     /// Where recalibration results go: the twin's own actor.
     pub fn attach(&mut self, twin: ractor::ActorRef<crate::protocol::TwinMsg>) {
         self.twin = Some(twin);
+    }
+
+    /// Simulated seconds per wall-clock second on the realtime clock: a
+    /// replay's speed, else 1.
+    pub fn clock_rate(&self) -> f64 {
+        self.replay.as_ref().map_or(1.0, |r| r.speed)
+    }
+
+    /// In replay mode, whether the twin's clock must wait for the
+    /// recording's next reading (the player is still reading it).
+    pub fn replay_starved(&mut self) -> bool {
+        self.replay.as_mut().is_some_and(|r| r.starved())
+    }
+
+    /// In replay mode, queues the readings due at the twin's simulated
+    /// `time`; whether there are any to take.
+    pub fn replay_due(&mut self, time: f64) -> bool {
+        match &mut self.replay {
+            Some(feed) => feed.due(time, &self.inbox),
+            None => false,
+        }
     }
 
     /// The twin is about to step `sim`.
@@ -843,6 +928,14 @@ impl TwinSync {
                 .record(waited.as_secs_f64());
             if waited > self.budget {
                 self.late += 1;
+            }
+            if let Some(queue) = &self.recording {
+                let source = self.sources.get(reading.source).map(|s| s.name());
+                if queue.try_send(replay::line(&reading, source)).is_err()
+                    && let Some(stats) = &self.recording_stats
+                {
+                    stats.update(|s| s.skipped += 1);
+                }
             }
             let target = reading.target.clone();
             match self.apply(sim, reading.clone()) {

@@ -101,7 +101,7 @@ fn numbers<const N: usize>(json: &serde_json::Value, what: &str) -> Result<[f64;
     Ok(out)
 }
 
-fn json_value(json: &serde_json::Value) -> Result<Value, String> {
+pub(super) fn json_value(json: &serde_json::Value) -> Result<Value, String> {
     if let Some(v) = json.as_f64() {
         return Ok(Value::Scalar(finite(v)?));
     }

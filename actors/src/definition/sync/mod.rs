@@ -33,6 +33,59 @@ pub struct SyncSpec {
     /// Comparing prediction with reality.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift_detection: Option<DriftDetection>,
+    /// With mode `replay`: the recording played through the twin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySpec>,
+    /// Records every reading the twin takes, as JSON Lines, in the node's
+    /// `<data_dir>/recordings/<twin id>.jsonl`: what `replay` plays.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub record: bool,
+}
+
+/// A recording played through a twin, paced by the twin's simulated time:
+/// a reading recorded `t` seconds after the first is taken once the twin
+/// has run `t` simulated seconds since the replay began.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySpec {
+    /// A file in the node's `<data_dir>/recordings/` (a twin's own is
+    /// `<twin id>.jsonl`).
+    pub recording: String,
+    /// How many simulated seconds pass per wall-clock second on the
+    /// `realtime` clock (the `fast` clock runs as fast as it can, `paused`
+    /// steps when asked); 0.01 to 1000.
+    #[serde(default = "one")]
+    pub speed: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl ReplaySpec {
+    fn check(&self) -> Result<(), String> {
+        let name = &self.recording;
+        let plain = !name.is_empty()
+            && name.len() <= 255
+            && name != "."
+            && name != ".."
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !plain {
+            return Err(format!(
+                "replay.recording `{}` must be a file name in the node's recordings folder (letters, digits, `.`, `_`, `-`), such as <twin id>.jsonl",
+                crate::definition::shortened(name)
+            ));
+        }
+        if !(self.speed.is_finite() && (0.01..=1000.0).contains(&self.speed)) {
+            return Err(format!(
+                "replay.speed must be 0.01 to 1000, got {}",
+                self.speed
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The spec's drift detection: a measured attribute drifts when its mean
@@ -219,6 +272,8 @@ impl Default for SyncSpec {
             reconnect_backoff_ms: DEFAULT_BACKOFF_MS.to_vec(),
             latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
             drift_detection: None,
+            replay: None,
+            record: false,
         }
     }
 }
@@ -242,6 +297,10 @@ struct RawSyncSpec {
     latency_budget_ms: Option<u64>,
     #[serde(default)]
     drift_detection: Option<DriftDetection>,
+    #[serde(default)]
+    replay: Option<ReplaySpec>,
+    #[serde(default)]
+    record: bool,
 }
 
 impl TryFrom<RawSyncSpec> for SyncSpec {
@@ -280,7 +339,31 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
                     "mode `standalone` takes no sources; use mode `realtime` to follow them".into(),
                 );
             }
+            (SyncMode::Replay, false) => {
+                return Err(
+                    "mode `replay` plays its recording (replay.recording), not live sources; remove sources".into(),
+                );
+            }
             _ => {}
+        }
+        match (&raw.replay, raw.mode) {
+            (None, SyncMode::Replay) => {
+                return Err("mode `replay` needs replay.recording: the recording to play".into());
+            }
+            (Some(replay), SyncMode::Replay) => replay.check()?,
+            (Some(_), mode) => {
+                return Err(format!(
+                    "replay applies to mode `replay`, not `{}`",
+                    mode.as_str()
+                ));
+            }
+            (None, _) => {}
+        }
+        if raw.record && raw.mode != SyncMode::Realtime && raw.mode != SyncMode::Batch {
+            return Err(format!(
+                "record keeps the readings of live sources (mode `realtime` or `batch`), not of mode `{}`",
+                raw.mode.as_str()
+            ));
         }
         let rate_hz = raw.rate_hz.unwrap_or(DEFAULT_RATE_HZ);
         if !(rate_hz.is_finite() && rate_hz > 0.0 && rate_hz <= MAX_RATE_HZ) {
@@ -367,13 +450,15 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
             buffer_size,
             reconnect_backoff_ms: backoff,
             latency_budget_ms,
+            replay: raw.replay,
+            record: raw.record,
         })
     }
 }
 
 /// `standalone` simulates on its own; `realtime` follows its sources as their
-/// readings arrive, `batch` once per sync period. The spec's `replay` is
-/// refused by name rather than accepted and ignored.
+/// readings arrive, `batch` once per sync period, `replay` as its recording
+/// says.
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncMode {
@@ -384,6 +469,8 @@ pub enum SyncMode {
     /// Readings are buffered (up to `buffer_size`) and applied together
     /// once per sync period, `1 / rate_hz`.
     Batch,
+    /// A recording is played through the twin (`replay`).
+    Replay,
 }
 
 impl SyncMode {
@@ -392,6 +479,7 @@ impl SyncMode {
             SyncMode::Standalone => "standalone",
             SyncMode::Realtime => "realtime",
             SyncMode::Batch => "batch",
+            SyncMode::Replay => "replay",
         }
     }
 }
@@ -403,9 +491,7 @@ impl<'de> Deserialize<'de> for SyncMode {
             "standalone" => Ok(SyncMode::Standalone),
             "realtime" => Ok(SyncMode::Realtime),
             "batch" => Ok(SyncMode::Batch),
-            "replay" => Err(serde::de::Error::custom(format!(
-                "sync mode `{s}` is not available on this node yet; use `realtime`, `batch` or `standalone`"
-            ))),
+            "replay" => Ok(SyncMode::Replay),
             other => Err(serde::de::Error::custom(format!(
                 "unknown sync mode `{other}`, expected one of standalone, realtime, batch, replay"
             ))),
@@ -1159,8 +1245,8 @@ mod tests {
         );
         assert!(
             sync("mode: replay\n")
-                .expect_err("replay")
-                .contains("not available")
+                .expect_err("replay without a recording")
+                .contains("needs replay.recording")
         );
         let source = "  - type: mqtt\n    broker: mqtt://127.0.0.1\n    topic: a/#\n    mapping: {x: /World/A.t}\n";
         let batch = sync(&format!("mode: batch\nrate_hz: 2\nsources:\n{source}")).expect("batch");
