@@ -282,6 +282,15 @@ pub struct MeshLink {
 }
 
 impl MeshLink {
+    /// The member actor of live node `node`.
+    fn member(&self, node: &str) -> Option<ActorRef<MemberMsg>> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .cloned()
+    }
+
     async fn call_member(
         member: ActorRef<MemberMsg>,
         frame: Vec<u8>,
@@ -368,12 +377,7 @@ impl ClusterLink for MeshLink {
         frame: Vec<u8>,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Vec<u8>, String>> {
-        let member = self
-            .members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(node)
-            .cloned();
+        let member = self.member(node);
         let max_frame = self.max_frame;
         Box::pin(async move {
             let member = member.ok_or("it is not a live member of the cluster")?;
@@ -382,13 +386,7 @@ impl ClusterLink for MeshLink {
     }
 
     fn twin_changed(&self, node: &str, scope: &hanzo_twin_actors::Scope, key: &str) {
-        let member = self
-            .members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(node)
-            .cloned();
-        if let Some(member) = member {
+        if let Some(member) = self.member(node) {
             let frame = hanzo_twin_actors::remote::encode_changed(scope, key);
             let _ = member.cast(MemberMsg::Changed(frame));
         }

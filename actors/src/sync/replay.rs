@@ -222,8 +222,15 @@ pub enum NoMsg {}
 /// Local only: never sent between nodes.
 impl ractor::Message for NoMsg {}
 
+/// A player's or writer's worker task, which ends with its actor.
 pub struct WorkerState {
-    worker: Option<tokio::task::JoinHandle<()>>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WorkerState {
+    fn drop(&mut self) {
+        self.worker.abort();
+    }
 }
 
 impl Actor for Player {
@@ -255,19 +262,8 @@ impl Actor for Player {
             s.connected_since = Some(Utc::now());
         });
         Ok(WorkerState {
-            worker: Some(tokio::spawn(play(file, args))),
+            worker: tokio::spawn(play(file, args)),
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<NoMsg>,
-        state: &mut WorkerState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(worker) = state.worker.take() {
-            worker.abort();
-        }
-        Ok(())
     }
 }
 
@@ -420,19 +416,8 @@ impl Actor for Writer {
             s.connected_since = Some(Utc::now());
         });
         Ok(WorkerState {
-            worker: Some(tokio::spawn(write(file, args))),
+            worker: tokio::spawn(write(file, args)),
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<NoMsg>,
-        state: &mut WorkerState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(worker) = state.worker.take() {
-            worker.abort();
-        }
-        Ok(())
     }
 }
 
