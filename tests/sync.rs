@@ -1041,6 +1041,30 @@ impl Kafka {
         self.read(python, topic, count, "earliest")
     }
 
+    /// Writes `lines` to `topic`, one message each, in order on one
+    /// partition, with a confluent-kafka producer; returns once delivered.
+    fn produce(&self, python: &Path, topic: &str, lines: &[String]) {
+        use std::io::Write;
+        let mut producer = Command::new(python)
+            .arg(repo().join("tests/peers/kafka_produce.py"))
+            .args(["--brokers", &self.brokers(), topic])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the Kafka producer");
+        let mut stdin = producer.stdin.take().expect("stdin");
+        for line in lines {
+            writeln!(stdin, "{line}").expect("to the producer");
+        }
+        drop(stdin);
+        let out = producer.wait_with_output().expect("the producer ends");
+        assert!(
+            out.status.success(),
+            "producer of {topic}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn read(&self, python: &Path, topic: &str, count: usize, from: &str) -> Vec<(String, Value)> {
         let out = Command::new(python)
             .arg(repo().join("tests/peers/kafka_consume.py"))
@@ -2097,4 +2121,57 @@ async fn a_recorded_stream_replays_through_another_twin_at_its_recorded_pace_in_
     })
     .await;
     assert_eq!(source(&played, "replay")["readings"], 3, "{played:#}");
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test]
+async fn a_recording_kept_in_kafka_replays_through_a_twin_by_simulated_time() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(kafka) = Kafka::start(&python, dir.path()) else {
+        return;
+    };
+    let node = TestNode::start().await;
+    // A plant's pipeline kept the elbow's readings at 0, 0.5 and 1.0 s.
+    let elbow = "/World/Arm/elbow.position";
+    let lines = [
+        json!({ "at": "2026-12-05T10:00:00Z", "target": elbow, "value": 0.1 }).to_string(),
+        "not a reading".to_string(),
+        json!({ "at": "2026-12-05T10:00:00.5Z", "target": elbow, "value": 0.2 }).to_string(),
+        json!({ "at": "2026-12-05T10:00:01Z", "target": elbow, "value": 0.3 }).to_string(),
+    ];
+    kafka.produce(&python, "plant.arm.recording", &lines);
+    let definition = json!({
+        "name": "kafka-replay",
+        "scene": { "uri": "robot-arm/scene.usda" },
+        "engine": { "type": "rapier3d", "config": { "step_hz": 240, "substeps": 2 } },
+        "sync": {
+            "mode": "replay",
+            "replay": { "kafka": { "brokers": kafka.brokers(), "topic": "plant.arm.recording" } },
+        },
+    });
+    let (status, created) = node.post("/v1/twins", definition).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    let read = wait_sync(&node, &id, "the topic read to its end", |s| {
+        source(s, "replay")["state"] == "finished"
+    })
+    .await;
+    let player = source(&read, "replay");
+    assert_eq!(player["readings"], 3, "{player}");
+    assert_eq!(player["unparsed"], 1, "{player}");
+    let elbow_now = |s: &Value| reading(s, elbow).map(|r| r["value"].clone());
+    node.step(&id, 1).await;
+    assert_eq!(elbow_now(&sync_status(&node, &id).await), Some(json!(0.1)));
+    node.step(&id, 119).await;
+    assert_eq!(
+        elbow_now(&sync_status(&node, &id).await),
+        Some(json!(0.1)),
+        "0.4958 s simulated: the second reading is not due"
+    );
+    node.step(&id, 1).await;
+    assert_eq!(elbow_now(&sync_status(&node, &id).await), Some(json!(0.2)));
+    node.step(&id, 120).await;
+    assert_eq!(elbow_now(&sync_status(&node, &id).await), Some(json!(0.3)));
 }

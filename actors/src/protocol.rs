@@ -447,7 +447,7 @@ pub enum TwinMsg {
     /// From the host: the twin's sync block changed; its sources stop and
     /// the new ones start.
     SetSync {
-        sync: crate::definition::SyncSpec,
+        sync: Box<crate::definition::SyncSpec>,
         reply: Reply<()>,
     },
     /// The twin's children and how they fare.

@@ -427,10 +427,10 @@ pub enum AutoToken {
 mod sync;
 
 pub use sync::{
-    Bounds, BrokerAddress, DriftDetection, DriftResponse, KafkaPublishSpec, MqttConnection,
-    MqttPublishSpec, MqttSourceSpec, OpcuaSecurity, OpcuaSourceSpec, PayloadFormat, PublishSpec,
-    Recalibrate, ReplaySpec, Ros2SourceSpec, Ros2Topic, SecurityMode, SecurityPolicy, SourceSpec,
-    SyncMode, SyncSpec, Target, TlsFiles, check_kafka_brokers, check_kafka_topic,
+    Bounds, BrokerAddress, DriftDetection, DriftResponse, KafkaPublishSpec, KafkaReplay,
+    MqttConnection, MqttPublishSpec, MqttSourceSpec, OpcuaSecurity, OpcuaSourceSpec, PayloadFormat,
+    PublishSpec, Recalibrate, ReplaySpec, Ros2SourceSpec, Ros2Topic, SecurityMode, SecurityPolicy,
+    SourceSpec, SyncMode, SyncSpec, Target, TlsFiles, check_kafka_brokers, check_kafka_topic,
 };
 
 /// The spec's domain randomization block; RL environments sample it per episode.
@@ -734,6 +734,23 @@ tags: [robot, cell-1]
         .expect("a replay");
         assert_eq!(d.sync.mode, SyncMode::Replay);
         assert_eq!(d.sync.replay.as_ref().map(|r| r.speed), Some(4.0));
+        for (block, says) in [
+            (
+                "  mode: replay\n  replay: { recording: a.jsonl, kafka: { topic: t } }\n",
+                "one of recording",
+            ),
+            (
+                "  mode: replay\n  replay: { kafka: { topic: 'a/b' } }\n",
+                "replay.kafka.topic",
+            ),
+            (
+                "  mode: replay\n  replay: { kafka: { topic: t, brokers: 'kafka.example.com:9092' } }\n",
+                "replay.kafka.brokers",
+            ),
+        ] {
+            let e = yaml_err(&format!("{GOOD}sync:\n{block}"));
+            assert!(e.message.contains(says), "{block}: {e}");
+        }
     }
 
     #[test]

@@ -345,7 +345,7 @@ impl HostState {
         {
             // The twin swaps its sources in its own loop; a failure to reach
             // it is a crash the host restarts with the new definition.
-            let sync = record.definition.sync.clone();
+            let sync = Box::new(record.definition.sync.clone());
             let _ = running.actor.cast(TwinMsg::SetSync {
                 sync,
                 reply: ractor::concurrency::oneshot().0.into(),

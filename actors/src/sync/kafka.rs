@@ -9,6 +9,8 @@
 //! message makes it `connected`, a failed one `disconnected` with the
 //! reason. A tick while the producer's queue is full publishes nothing and
 //! is counted as skipped.
+//!
+//! Also the reading side of a replay from Kafka ([`TopicLines`]).
 
 use super::SourceStats;
 use super::publish::TickSchedule;
@@ -221,3 +223,106 @@ impl Actor for KafkaPublisher {
         Ok(())
     }
 }
+
+/// A topic read from its start to where it ended when opened, one line per
+/// message: a recording replayed from Kafka (`sync.replay.kafka`).
+///
+/// The consumer takes its partitions by assignment, not by joining a
+/// group, so it commits nothing and disturbs no one else's offsets.
+pub struct TopicLines {
+    consumer: rdkafka::consumer::StreamConsumer,
+    /// Per partition still to read: the offset past its last message when
+    /// the topic was opened.
+    ends: std::collections::HashMap<i32, i64>,
+}
+
+impl TopicLines {
+    pub async fn open(brokers: &str, topic: &str) -> Result<TopicLines, String> {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set(
+                "group.id",
+                format!("hanzo-twin-replay-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+        let topic = topic.to_string();
+        // Metadata and watermarks are blocking calls into librdkafka.
+        let (consumer, ends) = tokio::task::spawn_blocking(move || {
+            let wait = Duration::from_secs(10);
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), wait)
+                .map_err(|e| format!("cannot read topic {topic}'s metadata: {e}"))?;
+            let partitions = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+                .ok_or_else(|| format!("the brokers have no topic {topic}"))?;
+            let mut ends = std::collections::HashMap::new();
+            let mut assignment = rdkafka::TopicPartitionList::new();
+            for partition in partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, partition, wait)
+                    .map_err(|e| format!("cannot read where topic {topic} ends: {e}"))?;
+                if high > low {
+                    ends.insert(partition, high);
+                    assignment
+                        .add_partition_offset(&topic, partition, rdkafka::Offset::Offset(low))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            consumer
+                .assign(&assignment)
+                .map_err(|e| format!("cannot read topic {topic}: {e}"))?;
+            Ok::<_, String>((consumer, ends))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        Ok(TopicLines { consumer, ends })
+    }
+
+    /// The next message's text; `None` at the end: once every partition
+    /// was read to where it ended when opened, and no message came for
+    /// [`IDLE_END`]. (Some Kafka-protocol brokers report a partition's end
+    /// by record batch rather than by message, so the end offset alone is
+    /// not trusted to be the last.)
+    pub async fn next_line(&mut self) -> Result<Option<String>, String> {
+        use rdkafka::Message;
+        let at_end = self.ends.is_empty();
+        let wait = if at_end { IDLE_END } else { STALLED };
+        let message = match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) if at_end => return Ok(None),
+            Err(_) => {
+                return Err(format!(
+                    "no message for {} s before the topic's end",
+                    STALLED.as_secs()
+                ));
+            }
+            Ok(message) => message.map_err(|e| format!("reading the topic failed: {e}"))?,
+        };
+        if self
+            .ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            self.ends.remove(&message.partition());
+        }
+        Ok(Some(
+            message
+                .payload()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default(),
+        ))
+    }
+}
+
+/// How long a replayed topic read to its end stays quiet before the
+/// replay ends.
+const IDLE_END: Duration = Duration::from_secs(1);
+
+/// How long a replayed topic may give nothing before its end.
+const STALLED: Duration = Duration::from_secs(30);

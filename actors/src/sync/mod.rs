@@ -329,6 +329,20 @@ impl StreamSettings {
                 return Err((format!("sync.sources[{i}].type"), missing.into()));
             }
         }
+        if let Some(kafka) = spec.replay.as_ref().and_then(|r| r.kafka.as_ref()) {
+            if !cfg!(feature = "kafka") {
+                return Err((
+                    "sync.replay.kafka".into(),
+                    "this node was built without Kafka (cargo feature `kafka`)".into(),
+                ));
+            }
+            if kafka.brokers.is_none() && self.brokers.is_none() {
+                return Err((
+                    "sync.replay.kafka.brokers".into(),
+                    "no brokers, and the node has no stream.brokers (HANZO_TWIN_STREAM_BROKERS) to read from".into(),
+                ));
+            }
+        }
         for (i, sink) in spec.publish.iter().enumerate() {
             let PublishSpec::Kafka(kafka) = sink else {
                 continue;
@@ -558,20 +572,33 @@ impl TwinSync {
             .as_ref()
             .filter(|_| spec.mode == SyncMode::Replay)
         {
-            let file = recordings
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("recordings"))
-                .join(&spec_replay.recording);
-            let stats = Arc::new(SourceStats::new(
-                "replay".into(),
-                "replay",
-                spec_replay.recording.clone(),
-                String::new(),
-            ));
+            let (origin, endpoint, topic) = match (&spec_replay.recording, &spec_replay.kafka) {
+                (_, Some(kafka)) => {
+                    let brokers = kafka
+                        .brokers
+                        .clone()
+                        .or_else(|| stream.brokers.clone())
+                        .unwrap_or_default();
+                    let origin = replay::Origin::Kafka {
+                        brokers: brokers.clone(),
+                        topic: kafka.topic.clone(),
+                    };
+                    (origin, brokers, kafka.topic.clone())
+                }
+                (name, None) => {
+                    let name = name.clone().unwrap_or_default();
+                    let file = recordings
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("recordings"))
+                        .join(&name);
+                    (replay::Origin::File(file), name, String::new())
+                }
+            };
+            let stats = Arc::new(SourceStats::new("replay".into(), "replay", endpoint, topic));
             let index = sources.len();
             sources.push(stats.clone());
             let (child, feed) = replay::ReplayChild::new(
-                file,
+                origin,
                 spec_replay.speed,
                 spec.buffer_size,
                 index,

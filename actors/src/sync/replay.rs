@@ -139,10 +139,22 @@ impl ReplayFeed {
     }
 }
 
+/// Where a recording is.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    File(PathBuf),
+    /// A topic's messages, one line each, up to where the topic ended when
+    /// the player started.
+    Kafka {
+        brokers: String,
+        topic: String,
+    },
+}
+
 /// How to spawn (and respawn) the player. A respawned one skips the lines
 /// its predecessor handed over.
 pub struct ReplayChild {
-    pub file: PathBuf,
+    pub origin: Origin,
     pub readings: mpsc::Sender<Recorded>,
     pub handed: Arc<AtomicU64>,
     pub done: Arc<AtomicBool>,
@@ -153,7 +165,7 @@ pub struct ReplayChild {
 impl ReplayChild {
     /// The player and the twin's end of it.
     pub fn new(
-        file: PathBuf,
+        origin: Origin,
         speed: f64,
         capacity: usize,
         index: usize,
@@ -164,7 +176,7 @@ impl ReplayChild {
         let done = Arc::new(AtomicBool::new(false));
         (
             ReplayChild {
-                file,
+                origin,
                 readings: tx,
                 handed: Arc::new(AtomicU64::new(0)),
                 done: done.clone(),
@@ -194,7 +206,7 @@ impl ChildSpec for ReplayChild {
 
     fn spawn(&self, context: ChildContext) -> SpawnFuture {
         let args = PlayerArgs {
-            file: self.file.clone(),
+            origin: self.origin.clone(),
             readings: self.readings.clone(),
             handed: self.handed.clone(),
             done: self.done.clone(),
@@ -206,7 +218,7 @@ impl ChildSpec for ReplayChild {
 }
 
 pub struct PlayerArgs {
-    file: PathBuf,
+    origin: Origin,
     readings: mpsc::Sender<Recorded>,
     handed: Arc<AtomicU64>,
     done: Arc<AtomicBool>,
@@ -245,11 +257,9 @@ impl Actor for Player {
         _myself: ActorRef<NoMsg>,
         args: PlayerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
-        let file = match tokio::fs::File::open(&args.file).await {
-            Ok(file) => file,
-            Err(e) => {
-                let name = args.file.file_name().unwrap_or_default().to_string_lossy();
-                let reason = format!("cannot open the recording {name}: {e}");
+        let lines = match Lines::open(&args.origin).await {
+            Ok(lines) => lines,
+            Err(reason) => {
                 args.stats.update(|s| {
                     s.state = "refused".into();
                     s.last_error = Some(reason.clone());
@@ -262,15 +272,51 @@ impl Actor for Player {
             s.connected_since = Some(Utc::now());
         });
         Ok(WorkerState {
-            worker: tokio::spawn(play(file, args)),
+            worker: tokio::spawn(play(lines, args)),
         })
+    }
+}
+
+/// A recording's lines, from a file or a topic.
+enum Lines {
+    File(tokio::io::Lines<tokio::io::BufReader<tokio::fs::File>>),
+    #[cfg(feature = "kafka")]
+    Kafka(super::kafka::TopicLines),
+}
+
+impl Lines {
+    async fn open(origin: &Origin) -> Result<Lines, String> {
+        match origin {
+            Origin::File(path) => {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| format!("cannot open the recording {name}: {e}"))?;
+                Ok(Lines::File(tokio::io::BufReader::new(file).lines()))
+            }
+            #[cfg(feature = "kafka")]
+            Origin::Kafka { brokers, topic } => Ok(Lines::Kafka(
+                super::kafka::TopicLines::open(brokers, topic).await?,
+            )),
+            #[cfg(not(feature = "kafka"))]
+            Origin::Kafka { .. } => {
+                Err("this node was built without Kafka (cargo feature `kafka`)".into())
+            }
+        }
+    }
+
+    async fn next_line(&mut self) -> Result<Option<String>, String> {
+        match self {
+            Lines::File(lines) => lines.next_line().await.map_err(|e| e.to_string()),
+            #[cfg(feature = "kafka")]
+            Lines::Kafka(lines) => lines.next_line().await,
+        }
     }
 }
 
 /// Reads the recording to its end, handing each reading to the twin
 /// (waiting while its channel is full).
-async fn play(file: tokio::fs::File, args: PlayerArgs) {
-    let mut lines = tokio::io::BufReader::new(file).lines();
+async fn play(mut lines: Lines, args: PlayerArgs) {
     let skip = args.handed.load(Ordering::Relaxed);
     let mut first = None;
     let mut number = 0u64;

@@ -50,12 +50,29 @@ pub struct SyncSpec {
 pub struct ReplaySpec {
     /// A file in the node's `<data_dir>/recordings/` (a twin's own is
     /// `<twin id>.jsonl`).
-    pub recording: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    /// Or a Kafka topic holding the recording's lines, one per message (the
+    /// `kafka` cargo feature), read from its start past where it ended when
+    /// the replay began, until it is quiet for a second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaReplay>,
     /// How many simulated seconds pass per wall-clock second on the
     /// `realtime` clock (the `fast` clock runs as fast as it can, `paused`
     /// steps when asked); 0.01 to 1000.
     #[serde(default = "one")]
     pub speed: f64,
+}
+
+/// A recording kept in Kafka.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaReplay {
+    /// `host:port`, comma-separated; the node's `stream.brokers` unless
+    /// given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<String>,
+    pub topic: String,
 }
 
 fn one() -> f64 {
@@ -64,7 +81,25 @@ fn one() -> f64 {
 
 impl ReplaySpec {
     fn check(&self) -> Result<(), String> {
-        let name = &self.recording;
+        if !(self.speed.is_finite() && (0.01..=1000.0).contains(&self.speed)) {
+            return Err(format!(
+                "replay.speed must be 0.01 to 1000, got {}",
+                self.speed
+            ));
+        }
+        let name = match (&self.recording, &self.kafka) {
+            (Some(name), None) => name,
+            (None, Some(kafka)) => {
+                check_kafka_topic(&kafka.topic).map_err(|e| format!("replay.kafka.{e}"))?;
+                if let Some(brokers) = &kafka.brokers {
+                    check_kafka_brokers(brokers).map_err(|e| format!("replay.kafka.{e}"))?;
+                }
+                return Ok(());
+            }
+            _ => {
+                return Err("replay takes one of recording (a file) and kafka (a topic)".into());
+            }
+        };
         let plain = !name.is_empty()
             && name.len() <= 255
             && name != "."
@@ -76,12 +111,6 @@ impl ReplaySpec {
             return Err(format!(
                 "replay.recording `{}` must be a file name in the node's recordings folder (letters, digits, `.`, `_`, `-`), such as <twin id>.jsonl",
                 crate::definition::shortened(name)
-            ));
-        }
-        if !(self.speed.is_finite() && (0.01..=1000.0).contains(&self.speed)) {
-            return Err(format!(
-                "replay.speed must be 0.01 to 1000, got {}",
-                self.speed
             ));
         }
         Ok(())
@@ -348,7 +377,10 @@ impl TryFrom<RawSyncSpec> for SyncSpec {
         }
         match (&raw.replay, raw.mode) {
             (None, SyncMode::Replay) => {
-                return Err("mode `replay` needs replay.recording: the recording to play".into());
+                return Err(
+                    "mode `replay` needs replay.recording (or replay.kafka): the recording to play"
+                        .into(),
+                );
             }
             (Some(replay), SyncMode::Replay) => replay.check()?,
             (Some(_), mode) => {
