@@ -390,10 +390,9 @@ async fn session(
                         return ("disconnected", "the source stopped".into());
                     }
                 }
-                Err(e) => {
-                    let _ = session.disconnect().await;
-                    return describe(e.status(), &format!("subscribing failed: {e}"));
-                }
+                // The session ends as it is dropped: a disconnect would
+                // need the event loop, which nobody polls from here.
+                Err(e) => return describe(e.status(), &format!("subscribing failed: {e}")),
             },
         }
     }
