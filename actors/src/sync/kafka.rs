@@ -161,10 +161,7 @@ impl Actor for KafkaPublisher {
             .create()
             .map_err(|e| {
                 let reason = format!("cannot create the Kafka producer: {e}");
-                args.stats.update(|s| {
-                    s.state = "refused".into();
-                    s.last_error = Some(reason.clone());
-                });
+                args.stats.refuse(&reason);
                 reason
             })?;
         args.stats.update(|s| s.state = "connecting".into());

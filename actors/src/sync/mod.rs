@@ -115,6 +115,32 @@ impl SourceStats {
         }
     }
 
+    /// A message that gave no reading: counted by why, kept as the last
+    /// error, and an event in the twin's history under this source's name.
+    pub fn unread(&self, history: &SyncHistory, what: readings::Unread) {
+        let (kind, detail) = match what {
+            readings::Unread::Unparsed(detail) => ("unparsed", detail),
+            readings::Unread::Unmapped(detail) => ("unmapped", detail),
+        };
+        self.update(|s| {
+            match kind {
+                "unparsed" => s.unparsed += 1,
+                _ => s.unmapped += 1,
+            }
+            s.last_error = Some(detail.clone());
+        });
+        history.record(Some(&self.name()), kind, detail, None);
+    }
+
+    /// The source or publisher cannot run, for `reason`: what its status
+    /// says until it can.
+    pub fn refuse(&self, reason: &str) {
+        self.update(|s| {
+            s.state = "refused".into();
+            s.last_error = Some(reason.to_string());
+        });
+    }
+
     pub fn update(&self, f: impl FnOnce(&mut SourceStatus)) {
         let mut guard = self.status.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut guard.0);
@@ -383,10 +409,7 @@ fn missing_feature(source: &SourceSpec) -> Option<&'static str> {
 #[cfg(not(all(feature = "ros2", feature = "opcua")))]
 fn unbuilt(stats: &SourceStats, source: &SourceSpec) {
     let reason = missing_feature(source).unwrap_or("this node cannot run this source");
-    stats.update(|s| {
-        s.state = "refused".into();
-        s.last_error = Some(reason.into());
-    });
+    stats.refuse(reason);
 }
 
 /// Recalibrations running on this node's blocking threads: one per core.
@@ -550,16 +573,10 @@ impl TwinSync {
                         })),
                         // Refused at create (see `StreamSettings::check`);
                         // a node restarted without its stream says why here.
-                        _ => stats.update(|s| {
-                            s.state = "refused".into();
-                            s.last_error = Some(
-                                if cfg!(feature = "kafka") {
-                                    "no brokers: set brokers, or the node's stream.brokers"
-                                } else {
-                                    "this node was built without Kafka (cargo feature `kafka`)"
-                                }
-                                .into(),
-                            );
+                        _ => stats.refuse(if cfg!(feature = "kafka") {
+                            "no brokers: set brokers, or the node's stream.brokers"
+                        } else {
+                            "this node was built without Kafka (cargo feature `kafka`)"
                         }),
                     }
                 }
@@ -771,13 +788,7 @@ impl TwinSync {
                 Ok(false) => {}
                 Err(reason) => {
                     if let Some(stats) = self.sources.get(reading.source) {
-                        let name = stats.name();
-                        self.history
-                            .record(Some(&name), "unmapped", reason.clone(), None);
-                        stats.update(|s| {
-                            s.unmapped += 1;
-                            s.last_error = Some(reason);
-                        });
+                        stats.unread(&self.history, readings::Unread::Unmapped(reason));
                     }
                     metrics::counter!("hanzo_twin_sync_messages_total", "twin" => self.twin_label.clone(), "direction" => "in", "outcome" => "unmapped")
                     .increment(1);

@@ -9,7 +9,7 @@
 
 use super::SourceStats;
 use super::link::{Link, password};
-use super::readings::{Inbox, Reading, parse_payload, sensor_key};
+use super::readings::{Inbox, Reading, Unread, parse_payload, sensor_key};
 use crate::definition::{MqttConnection, MqttSourceSpec, TlsFiles};
 use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, TwinMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -232,12 +232,8 @@ impl MqttState {
         else {
             let reason = format!("no mapping for sensor `{key}` (topic {topic})");
             self.args
-                .history
-                .record(Some(&self.args.name), "unmapped", reason.clone(), None);
-            self.args.stats.update(|s| {
-                s.unmapped += 1;
-                s.last_error = Some(reason);
-            });
+                .stats
+                .unread(&self.args.history, Unread::Unmapped(reason));
             count("unmapped");
             return;
         };
@@ -259,12 +255,8 @@ impl MqttState {
             Err(reason) => {
                 let reason = format!("topic {topic}: {reason}");
                 self.args
-                    .history
-                    .record(Some(&self.args.name), "unparsed", reason.clone(), None);
-                self.args.stats.update(|s| {
-                    s.unparsed += 1;
-                    s.last_error = Some(reason);
-                });
+                    .stats
+                    .unread(&self.args.history, Unread::Unparsed(reason));
                 count("unparsed");
             }
         }
@@ -287,10 +279,7 @@ impl Actor for MqttSource {
         let options = match options(&args.spec.connection(), client_id) {
             Ok(options) => options,
             Err(reason) => {
-                args.stats.update(|s| {
-                    s.state = "refused".into();
-                    s.last_error = Some(reason.clone());
-                });
+                args.stats.refuse(&reason);
                 tracing::warn!(source = %args.stats.name(), %reason, "sync source cannot start");
                 return Err(reason.into());
             }

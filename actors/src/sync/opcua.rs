@@ -15,7 +15,7 @@
 
 use super::SourceStats;
 use super::link::{Link, password};
-use super::readings::{Inbox, Reading};
+use super::readings::{Inbox, Reading, Unread};
 use crate::definition::{OpcuaSourceSpec, SecurityMode, Target};
 use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, SyncValue, TwinMsg};
 use futures_util::StreamExt;
@@ -117,20 +117,10 @@ impl Feed {
                     &self.twin,
                 );
             }
-            Err(reason) => self.unread("unparsed", format!("{node}: {reason}")),
+            Err(reason) => self
+                .stats
+                .unread(&self.history, Unread::Unparsed(format!("{node}: {reason}"))),
         }
-    }
-
-    fn unread(&self, kind: &'static str, detail: String) {
-        self.stats.update(|s| {
-            if kind == "unmapped" {
-                s.unmapped += 1;
-            } else {
-                s.unparsed += 1;
-            }
-            s.last_error = Some(detail.clone());
-        });
-        self.history.record(Some(&self.name), kind, detail, None);
     }
 }
 
@@ -178,10 +168,7 @@ impl Actor for OpcuaSource {
         let (connection, pki) = match prepared {
             Ok(prepared) => prepared,
             Err(reason) => {
-                args.link.stats.update(|s| {
-                    s.state = "refused".into();
-                    s.last_error = Some(reason.clone());
-                });
+                args.link.stats.refuse(&reason);
                 tracing::warn!(source = %args.feed.name, %reason, "OPC-UA source cannot start");
                 return Err(reason.into());
             }
@@ -444,12 +431,12 @@ async fn subscribe(
         .await?;
     for (item, (_, text, _)) in created.iter().zip(&connection.nodes) {
         if item.result.status_code.is_bad() {
-            feed.unread(
-                "unmapped",
-                format!(
+            feed.stats.unread(
+                &feed.history,
+                Unread::Unmapped(format!(
                     "{text}: the server cannot monitor it ({})",
                     item.result.status_code
-                ),
+                )),
             );
         }
     }

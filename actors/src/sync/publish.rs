@@ -182,10 +182,7 @@ impl Actor for MqttPublisher {
         let options = match options(&connection, client_id) {
             Ok(options) => options,
             Err(reason) => {
-                args.stats.update(|s| {
-                    s.state = "refused".into();
-                    s.last_error = Some(reason.clone());
-                });
+                args.stats.refuse(&reason);
                 return Err(reason.into());
             }
         };

@@ -21,7 +21,7 @@ pub struct Reading {
     pub received_at: DateTime<Utc>,
 }
 
-/// Why a message gave no reading.
+/// Why a message gave no reading ([`super::SourceStats::unread`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Unread {
     /// The payload is not in the source's format.

@@ -11,7 +11,7 @@
 //! hands readings over a bounded channel the twin pulls from as its
 //! simulated time passes, so a long recording never sits in memory whole.
 
-use super::readings::{Inbox, Reading};
+use super::readings::{Inbox, Reading, Unread};
 use super::{SourceStats, SyncHistory};
 use crate::definition::Target;
 use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, SyncValue};
@@ -260,10 +260,7 @@ impl Actor for Player {
         let lines = match Lines::open(&args.origin).await {
             Ok(lines) => lines,
             Err(reason) => {
-                args.stats.update(|s| {
-                    s.state = "refused".into();
-                    s.last_error = Some(reason.clone());
-                });
+                args.stats.refuse(&reason);
                 return Err(reason.into());
             }
         };
@@ -326,10 +323,7 @@ async fn play(mut lines: Lines, args: PlayerArgs) {
             Ok(None) => break,
             Err(e) => {
                 let reason = format!("reading the recording failed at line {}: {e}", number + 1);
-                args.stats.update(|s| {
-                    s.state = "refused".into();
-                    s.last_error = Some(reason.clone());
-                });
+                args.stats.refuse(&reason);
                 args.history.record(Some("replay"), "refused", reason, None);
                 args.done.store(true, Ordering::Release);
                 return;
@@ -356,12 +350,7 @@ async fn play(mut lines: Lines, args: PlayerArgs) {
             }
             Err(reason) => {
                 let detail = format!("line {number}: {reason}");
-                args.stats.update(|s| {
-                    s.unparsed += 1;
-                    s.last_error = Some(detail.clone());
-                });
-                args.history
-                    .record(Some("replay"), "unparsed", detail, None);
+                args.stats.unread(&args.history, Unread::Unparsed(detail));
             }
         }
     }
@@ -450,10 +439,7 @@ impl Actor for Writer {
             Ok(file) => file,
             Err(e) => {
                 let reason = format!("cannot write the recording {}: {e}", args.file.display());
-                args.stats.update(|s| {
-                    s.state = "refused".into();
-                    s.last_error = Some(reason.clone());
-                });
+                args.stats.refuse(&reason);
                 return Err(reason.into());
             }
         };

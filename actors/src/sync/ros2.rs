@@ -9,7 +9,7 @@
 //! the twin takes like any other source's.
 
 use super::SourceStats;
-use super::readings::{Inbox, Reading};
+use super::readings::{Inbox, Reading, Unread};
 use crate::definition::{Ros2SourceSpec, Target};
 use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, SyncValue, TwinMsg};
 use futures_util::StreamExt;
@@ -197,10 +197,7 @@ impl Actor for Ros2Source {
                 // The actor stays, reporting why it cannot read: a restart
                 // would fail the same way.
                 tracing::warn!(source = %args.name, error = %e, "ROS 2 source cannot subscribe");
-                args.stats.update(|s| {
-                    s.state = "refused".into();
-                    s.last_error = Some(e.clone());
-                });
+                args.stats.refuse(&e);
                 args.history.record(Some(&args.name), "refused", e, None);
             }
         }
@@ -233,12 +230,7 @@ impl Actor for Ros2Source {
             }
             Err(reason) => {
                 let detail = format!("{}: {reason}", msg.topic);
-                args.stats.update(|s| {
-                    s.unparsed += 1;
-                    s.last_error = Some(detail.clone());
-                });
-                args.history
-                    .record(Some(&args.name), "unparsed", detail, None);
+                args.stats.unread(&args.history, Unread::Unparsed(detail));
             }
         }
         Ok(())
