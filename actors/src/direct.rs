@@ -8,8 +8,12 @@
 //! - the actor has ended (it crashed and restarted, was stopped, moved to
 //!   another node): sending to it fails, and the message goes through the
 //!   host instead, which answers as it always did; or
-//! - the host changed what a key may mean (a rename, a delete, a stop): it
-//!   bumps the cache's epoch, and entries of older epochs are ignored.
+//! - the host let the actor go (stopped, deleted, passivated, crashed,
+//!   moved): it retires the actor's view, and routes holding that view are
+//!   ignored. Only that twin's callers resolve again; a fork discarded by
+//!   one agent leaves every other agent's routes as they were; or
+//! - the host changed what a key may mean (a rename): it bumps the cache's
+//!   epoch, and entries of older epochs are ignored.
 
 use crate::protocol::{Scope, TwinMsg};
 use crate::remote::ClusterLink;
@@ -42,7 +46,7 @@ impl RouteCache {
     pub(crate) fn get(&self, scope: &Scope, key: &str) -> Option<DirectRoute> {
         let epoch = self.epoch();
         let entry = self.entries.get(&(scope.clone(), key.to_string()))?;
-        (entry.0 == epoch).then(|| entry.1.clone())
+        (entry.0 == epoch && !entry.1.view.is_retired()).then(|| entry.1.clone())
     }
 
     pub(crate) fn put(&self, scope: &Scope, key: &str, epoch: u64, route: DirectRoute) {
@@ -71,6 +75,8 @@ pub struct TwinView {
     watchers: std::sync::Mutex<Vec<Watcher>>,
     watched: std::sync::atomic::AtomicBool,
     state_json: std::sync::Mutex<Option<(u64, bytes::Bytes)>>,
+    /// Set once the host lets the actor go: routes to it are stale.
+    retired: std::sync::atomic::AtomicBool,
     /// When the view was made; `last_read_ms` counts from it.
     made: std::time::Instant,
     /// The latest read served from the view, so a twin polled only through
@@ -85,6 +91,7 @@ impl Default for TwinView {
             watchers: std::sync::Mutex::new(Vec::new()),
             watched: std::sync::atomic::AtomicBool::new(false),
             state_json: std::sync::Mutex::new(None),
+            retired: std::sync::atomic::AtomicBool::new(false),
             made: std::time::Instant::now(),
             last_read_ms: AtomicU64::new(0),
         }
@@ -101,7 +108,13 @@ impl TwinView {
     /// The twin's actor ended (stopped, crashed, passivated, moved): a
     /// restarted one has a new view, so nodes watching this one are told now.
     pub(crate) fn ended(&self) {
+        self.retired.store(true, Ordering::Release);
         self.tell_watchers();
+    }
+
+    /// Whether the host has let this actor go ([`TwinView::ended`]).
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Node `watcher.node` caches the answer it is about to get, under its
@@ -289,6 +302,70 @@ pub struct DirectRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// An actor standing in for a twin's: routes only need its reference.
+    struct Idle;
+
+    impl ractor::Actor for Idle {
+        type Msg = TwinMsg;
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(
+            &self,
+            _: ActorRef<TwinMsg>,
+            _: (),
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_route_goes_stale_with_its_own_actor_and_on_a_rename_only() {
+        let routes = RouteCache::default();
+        let scope = Scope::Node;
+        let mut handles = Vec::new();
+        let mut routes_to = Vec::new();
+        for _ in 0..2 {
+            let (actor, handle) = ractor::Actor::spawn(None, Idle, ()).await.expect("spawn");
+            handles.push((actor.clone(), handle));
+            routes_to.push(DirectRoute {
+                actor,
+                view: Arc::default(),
+            });
+        }
+        let (fork, arm) = (
+            routes_to.pop().expect("fork"),
+            routes_to.pop().expect("arm"),
+        );
+        let epoch = routes.epoch();
+        routes.put(&scope, "arm", epoch, arm.clone());
+        routes.put(&scope, "arm-fork", epoch, fork.clone());
+        assert!(routes.get(&scope, "arm").is_some());
+
+        // Discarding a fork retires its route, and no other.
+        fork.view.ended();
+        assert!(routes.get(&scope, "arm-fork").is_none());
+        assert!(routes.get(&scope, "arm").is_some());
+        // A route resolved before its actor was let go is never served.
+        routes.put(&scope, "arm-fork", routes.epoch(), fork);
+        assert!(routes.get(&scope, "arm-fork").is_none());
+
+        // A rename may give a name to another twin: every route is stale,
+        // and one resolved while the host renamed too.
+        let before = routes.epoch();
+        routes.invalidate();
+        assert!(routes.get(&scope, "arm").is_none());
+        routes.put(&scope, "arm", before, arm.clone());
+        assert!(routes.get(&scope, "arm").is_none());
+        routes.put(&scope, "arm", routes.epoch(), arm);
+        assert!(routes.get(&scope, "arm").is_some());
+
+        for (actor, handle) in handles {
+            actor.stop(None);
+            handle.await.expect("stopped");
+        }
+    }
 
     #[test]
     fn a_remote_read_is_served_only_until_its_twin_or_the_cluster_changes() {

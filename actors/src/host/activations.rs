@@ -1,7 +1,7 @@
 //! Which of the twins a host holds have an actor now, and what waits for
 //! the ones changing: a start reading its scene, or a passivation draining
-//! its actor. Callers' direct routes to twin actors (see `RouteCache`) are
-//! dropped whenever an actor goes from here.
+//! its actor. Callers' direct routes to a twin's actor (see `RouteCache`)
+//! are dropped when that actor goes from here.
 
 use super::HostMsg;
 use crate::direct::RouteCache;
@@ -89,20 +89,30 @@ impl Activations {
     /// Records the twin's freshly spawned actor.
     pub fn add(&mut self, id: TwinId, running: Running) {
         self.by_actor.insert(running.actor.get_id(), id);
-        self.running.insert(id, running);
+        if let Some(replaced) = self.running.insert(id, running) {
+            replaced.view.ended();
+        }
     }
 
     /// Lets go of the twin's actor (its end is then `Released`).
     pub fn remove(&mut self, id: TwinId) -> Option<Running> {
         let running = self.running.remove(&id)?;
-        self.routes.invalidate();
-        // Nodes caching its state read must not wait for a change that its
-        // successor's view would report.
+        // Routes to it are stale from now; nodes caching its state read must
+        // not wait for a change that its successor's view would report.
         running.view.ended();
         Some(running)
     }
 
-    /// Callers must resolve twins again (one was renamed, or left this host).
+    /// Callers' routes to the twin's actor are stale, though it still runs
+    /// until let go.
+    pub fn retire(&self, id: TwinId) {
+        if let Some(running) = self.running.get(&id) {
+            running.view.ended();
+        }
+    }
+
+    /// Callers must resolve every twin again (one was renamed: a name may
+    /// now mean another twin).
     pub fn invalidate_routes(&self) {
         self.routes.invalidate();
     }

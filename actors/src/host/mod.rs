@@ -449,11 +449,12 @@ impl HostState {
     }
 
     /// No longer holds the twin (deleted, handed off, held elsewhere): its
-    /// record and in-memory checkpoint go; callers' routes to it are stale.
+    /// record and in-memory checkpoint go; callers' routes to it are stale
+    /// (its actor, if any is left, is retired; other twins' routes stay).
     fn unhold(&mut self, id: TwinId) {
         self.records.remove(id);
         self.checkpoints.release(id);
-        self.activations.invalidate_routes();
+        self.activations.retire(id);
     }
 
     async fn handle_msg(&mut self, myself: &ActorRef<HostMsg>, msg: HostMsg) {
