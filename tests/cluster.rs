@@ -208,11 +208,13 @@ async fn nodes_started_at_once_against_an_empty_database_all_come_up() {
             objects: tempfile::tempdir().expect("tempdir"),
         };
         let [pa, pb, pc] = free_ports::<3>();
-        let (seeds_a, seeds_b, seeds_c) = ([pb, pc], [pa, pc], [pa, pb]);
+        // One seed list for every node, each its own among them, as a
+        // Deployment's pods share one.
+        let seeds = [pa, pb, pc];
         let (a, b, c) = tokio::join!(
-            member(&sh, "node-a", pa, "s3cret", &seeds_a, &[]),
-            member(&sh, "node-b", pb, "s3cret", &seeds_b, &[]),
-            member(&sh, "node-c", pc, "s3cret", &seeds_c, &[]),
+            member(&sh, "node-a", pa, "s3cret", &seeds, &[]),
+            member(&sh, "node-b", pb, "s3cret", &seeds, &[]),
+            member(&sh, "node-c", pc, "s3cret", &seeds, &[]),
         );
         for n in [&a, &b, &c] {
             members(n, 3).await;

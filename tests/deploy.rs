@@ -1,14 +1,18 @@
-//! The container image: its Dockerfile passes hadolint, and a node runs with
+//! The deployment files: the Dockerfile passes hadolint, and a node runs with
 //! exactly the configuration and environment the image gives it
-//! (deploy/config.yaml; the API and metrics on 0.0.0.0, tokens verified).
-//! Only the paths that are the image's own folders are pointed at this
-//! machine's, through the same environment overrides an operator uses.
-//! No container daemon runs here, so the image itself is not built.
+//! (deploy/config.yaml; the API and metrics on 0.0.0.0, tokens verified),
+//! only the image's own folders pointed at this machine's through the same
+//! environment overrides an operator uses. compose.yml passes the Compose
+//! Specification's schema, the Kubernetes manifests pass Kubernetes 1.34's,
+//! and the node's environment in each passes `hanzo-twin check-config` with
+//! no warning. No container daemon or cluster runs here, so images are not
+//! built or started.
 
 mod common;
 
 use common::jwt::{AUDIENCE, ISSUER, fixture, token};
 use common::{bin, client, free_ports, repo};
+use serde_yaml_ng::Value;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -143,4 +147,271 @@ async fn a_node_runs_with_the_image_config_and_environment() {
     );
     let _ = node.kill();
     let _ = node.wait();
+}
+
+/// The Kubernetes version the manifests are checked against (README, Deployment).
+const KUBERNETES_VERSION: &str = "1.34.0";
+
+fn yaml(path: &str) -> Value {
+    let text = std::fs::read_to_string(repo().join(path)).expect(path);
+    serde_yaml_ng::from_str(&text).expect(path)
+}
+
+fn run_tool(mut command: Command) {
+    let out = command.output().expect("run the validator");
+    assert!(
+        out.status.success(),
+        "{command:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `hanzo-twin check-config --deny-warnings` on deploy/config.yaml with
+/// exactly `env` (nothing inherited): its one-line summary.
+fn check_config(env: &[(String, String)]) -> String {
+    let out = Command::new(bin())
+        .args(["check-config", "--deny-warnings", "--config"])
+        .arg(repo().join("deploy/config.yaml"))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("hanzo-twin check-config");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "check-config with {env:?}:\n{said}");
+    said
+}
+
+#[test]
+fn compose_yml_follows_the_compose_specification() {
+    let Some(validator) = venv_tool("check-jsonschema") else {
+        return;
+    };
+    let mut command = Command::new(validator);
+    command
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(repo().join("compose.yml"));
+    run_tool(command);
+    // Every service but the one-shot jobs says how its health is checked,
+    // and the node waits for each server it uses.
+    let compose = yaml("compose.yml");
+    let services = compose["services"].as_mapping().expect("services");
+    for (name, service) in services {
+        let name = name.as_str().expect("name");
+        let one_shot = matches!(name, "minio-buckets" | "mqtt-certs");
+        assert_eq!(
+            service.get("healthcheck").is_some(),
+            !one_shot,
+            "service {name}: a health check for each server"
+        );
+    }
+    let waits_for = compose["services"]["twin-api"]["depends_on"]
+        .as_mapping()
+        .expect("depends_on");
+    for server in ["postgres", "minio-buckets", "kafka", "mosquitto"] {
+        assert!(
+            waits_for.contains_key(server),
+            "twin-api waits for {server}"
+        );
+    }
+}
+
+/// The node's environment in compose.yml, its `${VAR:?…}` and `${VAR:-…}`
+/// filled as compose would with the variables given.
+#[test]
+fn the_nodes_environment_in_compose_yml_passes_check_config() {
+    let compose = yaml("compose.yml");
+    let environment = compose["services"]["twin-api"]["environment"]
+        .as_mapping()
+        .expect("twin-api environment");
+    let given = [
+        ("DB_PASSWORD", "db-secret"),
+        ("MINIO_ROOT_PASSWORD", "minio-secret"),
+    ];
+    let interpolate = |value: &str| -> String {
+        let mut out = String::new();
+        let mut rest = value;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find('}').expect("closing brace") + start;
+            let expr = &rest[start + 2..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (expr.split(":?").next().unwrap_or(expr), None),
+            };
+            let value = given
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+                .or(default.map(str::to_string))
+                .unwrap_or_else(|| panic!("compose.yml uses ${{{name}}}, which has no default"));
+            out.push_str(&value);
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    };
+    let env: Vec<(String, String)> = environment
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Value::String(s) => interpolate(s),
+                other => serde_yaml_ng::to_string(other)
+                    .expect("value")
+                    .trim()
+                    .to_string(),
+            };
+            (k.as_str().expect("name").to_string(), value)
+        })
+        .collect();
+    let said = check_config(&env);
+    assert!(
+        said.contains("metadata postgres, storage s3 http://minio:9000, auth dev"),
+        "{said}"
+    );
+}
+
+/// The files kustomization.yaml applies, each a valid Kubernetes object.
+#[test]
+fn the_kubernetes_manifests_validate_against_the_documented_version() {
+    let listed: Vec<String> = yaml("deploy/kubernetes/kustomization.yaml")["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().expect("file").to_string())
+        .collect();
+    let mut present: Vec<String> = std::fs::read_dir(repo().join("deploy/kubernetes"))
+        .expect("deploy/kubernetes")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".yaml") && f != "kustomization.yaml")
+        .collect();
+    present.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, present, "kustomization.yaml applies every manifest");
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let minor = KUBERNETES_VERSION.trim_end_matches(".0");
+    assert!(
+        readme.contains(&format!("Kubernetes {minor}")),
+        "the README names the Kubernetes version the manifests are checked against"
+    );
+    let Some(validator) = venv_tool("kubernetes-validate") else {
+        return;
+    };
+    let mut command = Command::new(validator);
+    command.args(["--strict", "-k", KUBERNETES_VERSION]);
+    for file in &listed {
+        command.arg(repo().join("deploy/kubernetes").join(file));
+    }
+    run_tool(command);
+}
+
+#[test]
+fn the_configmap_carries_the_image_config_and_the_pods_mount_it_where_the_image_reads() {
+    let configmap = yaml("deploy/kubernetes/configmap.yaml");
+    let image_config = std::fs::read_to_string(repo().join("deploy/config.yaml")).expect("config");
+    assert_eq!(
+        configmap["data"]["config.yaml"]
+            .as_str()
+            .expect("config.yaml"),
+        image_config,
+        "deploy/kubernetes/configmap.yaml carries deploy/config.yaml verbatim"
+    );
+    let deployment = yaml("deploy/kubernetes/deployment.yaml");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mounts: Vec<(&str, &str)> = container["volumeMounts"]
+        .as_sequence()
+        .expect("mounts")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().expect("name"),
+                m["mountPath"].as_str().expect("path"),
+            )
+        })
+        .collect();
+    for wanted in [
+        ("config", "/etc/hanzo-twin/config.yaml"),
+        ("jwt", "/etc/hanzo-twin/jwt"),
+        ("data", "/var/lib/hanzo-twin"),
+    ] {
+        assert!(
+            mounts.contains(&wanted),
+            "mounted: {wanted:?} in {mounts:?}"
+        );
+    }
+    // The ports the image exposes, and the cluster port open between nodes.
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let ports: Vec<u64> = container["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .map(|p| p["containerPort"].as_u64().expect("port"))
+        .collect();
+    assert_eq!(ports, [8082, 9090, 7946]);
+    assert!(dockerfile.contains("EXPOSE 8082 9090 7946"));
+    let policy = yaml("deploy/kubernetes/networkpolicy.yaml");
+    let between_nodes = policy["spec"]["ingress"]
+        .as_sequence()
+        .expect("ingress")
+        .iter()
+        .any(|rule| {
+            rule["from"][0]["podSelector"]["matchLabels"]["app"].as_str() == Some("hanzo-twin")
+                && rule["ports"][0]["port"].as_u64() == Some(7946)
+        });
+    assert!(between_nodes, "the NetworkPolicy opens 7946 between nodes");
+}
+
+/// The Deployment's environment, as the kubelet would give it: fields of
+/// the pod, the Secrets' keys and `$(VAR)` references filled in.
+#[test]
+fn the_pods_environment_in_the_deployment_passes_check_config() {
+    let deployment = yaml("deploy/kubernetes/deployment.yaml");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut env: Vec<(String, String)> = Vec::new();
+    for var in container["env"].as_sequence().expect("env") {
+        let name = var["name"].as_str().expect("name").to_string();
+        let value = if let Some(value) = var["value"].as_str() {
+            // $(NAME) refers to a variable defined above it.
+            let mut value = value.to_string();
+            for (k, v) in &env {
+                value = value.replace(&format!("$({k})"), v);
+            }
+            assert!(
+                !value.contains("$("),
+                "{name}: unresolved reference in {value}"
+            );
+            value
+        } else if let Some(field) = var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            match field {
+                "metadata.name" => "hanzo-twin-7d9f8-x2kqp".into(),
+                "status.podIP" => "10.244.1.7".into(),
+                other => panic!("{name}: a field the test does not fill: {other}"),
+            }
+        } else {
+            let secret = &var["valueFrom"]["secretKeyRef"];
+            assert_eq!(
+                secret["name"].as_str(),
+                Some("hanzo-twin-secrets"),
+                "{name}: the Secret the Deployment documents"
+            );
+            match secret["key"].as_str().expect("key") {
+                "database-url" => "postgresql://hanzo:pw@postgres.hanzo.svc:5432/hanzo_twin".into(),
+                key => format!("secret-{key}"),
+            }
+        };
+        env.push((name, value));
+    }
+    let said = check_config(&env);
+    assert!(
+        said.contains("ok: node hanzo-twin-7d9f8-x2kqp")
+            && said.contains(
+                "metadata postgres, storage s3 (AWS), auth jwt, cluster on 10.244.1.7:7946"
+            ),
+        "{said}"
+    );
 }

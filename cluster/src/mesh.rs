@@ -16,7 +16,7 @@ use hanzo_twin_actors::store::BoxFuture;
 use hanzo_twin_actors::{ClusterLink, TwinNode, TwinStore};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeServer, NodeServerMessage, RactorClusterMessage};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -668,19 +668,38 @@ fn keep_membership(
     for seed in config.seeds.clone() {
         let server = server.clone();
         let tls = config.tls.clone();
+        let listen = config.listen.clone();
+        let refresh = config.refresh;
         tasks.push(tokio::spawn(async move {
+            // A seed is a name to resolve again and again: a headless
+            // Service's name gives every pod's address, this node's own among
+            // them, and pods that start later appear in it later.
+            let mut joined = HashSet::new();
             let mut wait = Duration::from_millis(100);
             loop {
-                match connect(&server, &seed, tls.as_ref()).await {
-                    Ok(()) => {
-                        tracing::info!(%seed, "joined the cluster through its seed");
-                        return;
+                let own = resolve(&listen).await;
+                let mut failed = false;
+                for addr in resolve(&seed).await {
+                    if is_own(addr, &own) || joined.contains(&addr) {
+                        continue;
                     }
-                    Err(e) => {
-                        tracing::warn!(%seed, error = ?e, "cannot reach the seed yet; retrying");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_secs(5));
+                    match connect(&server, &addr.to_string(), tls.as_ref()).await {
+                        Ok(()) => {
+                            tracing::info!(%seed, %addr, "joined the cluster through its seed");
+                            joined.insert(addr);
+                        }
+                        Err(e) => {
+                            tracing::warn!(%seed, %addr, error = ?e, "cannot reach the seed yet; retrying");
+                            failed = true;
+                        }
                     }
+                }
+                if failed {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                } else {
+                    wait = Duration::from_millis(100);
+                    tokio::time::sleep(refresh.max(Duration::from_millis(500))).await;
                 }
             }
         }));
@@ -710,6 +729,24 @@ fn keep_membership(
         }
     }));
     tasks
+}
+
+/// The addresses `name` (`host:port`) resolves to now; none when it does
+/// not resolve (yet).
+async fn resolve(name: &str) -> Vec<std::net::SocketAddr> {
+    match tokio::net::lookup_host(name).await {
+        Ok(addrs) => addrs.collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Whether `addr` is this node's own cluster server (listening on `own`),
+/// so one seed list can serve every member, each skipping itself.
+fn is_own(addr: std::net::SocketAddr, own: &[std::net::SocketAddr]) -> bool {
+    own.iter().any(|o| {
+        *o == addr
+            || (o.ip().is_unspecified() && o.port() == addr.port() && addr.ip().is_loopback())
+    })
 }
 
 /// Opens a session to `addr`, over TLS when configured.
@@ -852,4 +889,30 @@ async fn refresh_members(
     *link.members.write().unwrap_or_else(|p| p.into_inner()) = members;
     membership.set_peers(peers);
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_own, resolve};
+
+    #[tokio::test]
+    async fn a_seed_naming_this_nodes_own_listener_is_skipped() {
+        let own = |listen: &'static str| async move { resolve(listen).await };
+        let seed = |name: &'static str| async move { resolve(name).await };
+        let is_self = |addrs: Vec<std::net::SocketAddr>, own: Vec<std::net::SocketAddr>| {
+            addrs.into_iter().any(|a| is_own(a, &own))
+        };
+        let here = own("127.0.0.1:7946").await;
+        assert!(is_self(seed("127.0.0.1:7946").await, here.clone()));
+        assert!(is_self(seed("localhost:7946").await, here.clone()));
+        // A listener on every interface is reached through loopback too.
+        assert!(is_self(
+            seed("127.0.0.1:7946").await,
+            own("0.0.0.0:7946").await
+        ));
+        assert!(!is_self(seed("127.0.0.1:7947").await, here.clone()));
+        assert!(!is_self(seed("127.0.0.2:7946").await, here.clone()));
+        // Not resolvable (yet): nothing to join now, asked again later.
+        assert!(seed("hanzo-twin-0.invalid:7946").await.is_empty());
+    }
 }

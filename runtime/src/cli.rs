@@ -94,6 +94,17 @@ enum Command {
         #[arg(long = "join", value_name = "HOST:PORT")]
         join: Vec<String>,
     },
+    /// Check a node configuration as `serve` would read it (the file, then
+    /// the HANZO_TWIN_* environment), without starting anything: exit 0 and
+    /// the settings that matter, or the first error, naming the key.
+    CheckConfig {
+        #[arg(long, env = "HANZO_TWIN_CONFIG")]
+        config: Option<PathBuf>,
+        /// Fail on warnings too (an unknown HANZO_TWIN_* variable, a setting
+        /// this build ignores), as a deployment check should.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
     /// Reads one USD file and writes its scene model to stdout (bincode). The node
     /// runs this in a child process so a file that crashes the USD library
     /// cannot crash the node.
@@ -583,6 +594,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_memory_bytes,
         } => crate::scene_reader::child_main(&path, max_memory_bytes)
             .context("cannot write the scene to stdout"),
+        Command::CheckConfig {
+            config,
+            deny_warnings,
+        } => check_config(config, deny_warnings),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();
@@ -597,6 +612,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(client_command(other))
         }
     }
+}
+
+/// `hanzo-twin check-config`: the configuration `serve` would run with.
+fn check_config(config_path: Option<PathBuf>, deny_warnings: bool) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path.as_deref(), std::env::vars())?;
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let metadata = match config.metadata.backend {
+        crate::config::MetadataBackend::Postgres => "postgres",
+        crate::config::MetadataBackend::Sled => "sled",
+    };
+    let storage = match config.storage.backend {
+        crate::config::StorageBackend::S3 => format!(
+            "s3 {}",
+            config.storage.endpoint.as_deref().unwrap_or("(AWS)")
+        ),
+        crate::config::StorageBackend::Local => "local".into(),
+    };
+    println!(
+        "ok: node {}, API on {}:{}, metadata {metadata}, storage {storage}, auth {}{}",
+        config
+            .node
+            .id
+            .as_deref()
+            .unwrap_or("(kept in the data folder)"),
+        config.server.host,
+        config.server.port,
+        format!("{:?}", config.auth.mode).to_lowercase(),
+        config
+            .cluster
+            .listen
+            .as_deref()
+            .map(|l| format!(", cluster on {l}"))
+            .unwrap_or_default()
+    );
+    if deny_warnings && !config.warnings.is_empty() {
+        anyhow::bail!(
+            "{} warning(s), and --deny-warnings was given",
+            config.warnings.len()
+        );
+    }
+    Ok(())
 }
 
 fn serve(
@@ -1102,7 +1160,8 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         Command::Serve { .. }
         | Command::InternalReadScene { .. }
         | Command::UrdfToUsd { .. }
-        | Command::Completions { .. } => {
+        | Command::Completions { .. }
+        | Command::CheckConfig { .. } => {
             unreachable!("handled before")
         }
         Command::Create { config, client } => {

@@ -111,6 +111,11 @@ pub struct StreamSection {
     /// `host:port`, comma-separated; empty for none.
     pub brokers: String,
     pub topic_prefix: String,
+    /// The brokers sit on a closed private network (a compose network, a
+    /// pod network a NetworkPolicy closes): they may be beyond loopback,
+    /// reached in the clear. Kafka has no TLS here yet; off, only brokers on
+    /// this machine are accepted.
+    pub private_network: bool,
 }
 
 impl Default for StreamSection {
@@ -118,6 +123,7 @@ impl Default for StreamSection {
         StreamSection {
             brokers: String::new(),
             topic_prefix: "hanzo.twin".into(),
+            private_network: false,
         }
     }
 }
@@ -781,8 +787,11 @@ impl NodeConfig {
             ));
         }
         if !self.stream.brokers.trim().is_empty() {
-            hanzo_twin_actors::definition::check_kafka_brokers(self.stream.brokers.trim())
-                .map_err(|e| ConfigError::Invalid(format!("stream.{e}")))?;
+            hanzo_twin_actors::definition::check_kafka_broker_list(
+                self.stream.brokers.trim(),
+                !self.stream.private_network,
+            )
+            .map_err(|e| ConfigError::Invalid(format!("stream.{e}")))?;
         }
         hanzo_twin_actors::definition::check_kafka_topic(&self.stream.topic_prefix)
             .map_err(|e| ConfigError::Invalid(format!("stream.topic_prefix: {e}")))?;
@@ -1338,8 +1347,18 @@ mod tests {
             ("HANZO_STORAGE_SECRET_KEY", "minio-secret"),
         ];
         // Its `kafka:9092` is refused: Kafka publishing has no TLS yet, so
-        // only brokers on this machine are allowed.
+        // only brokers on this machine are allowed, or, when the operator
+        // says the network is closed, brokers on it.
         let e = NodeConfig::load(Some(&path), env(&vars)).expect_err("kafka:9092");
+        assert!(e.to_string().contains("stream.brokers"), "{e}");
+        assert!(e.to_string().contains("stream.private_network"), "{e}");
+        let mut private = vars.clone();
+        private.push(("HANZO_TWIN_STREAM_PRIVATE_NETWORK", "true"));
+        let c = NodeConfig::load(Some(&path), env(&private)).expect("loads");
+        assert_eq!(c.stream.brokers, "kafka:9092");
+        // The opt-in still checks the list's form.
+        private.push(("HANZO_TWIN_STREAM_BROKERS", "kafka"));
+        let e = NodeConfig::load(Some(&path), env(&private)).expect_err("no port");
         assert!(e.to_string().contains("stream.brokers"), "{e}");
         vars.push(("HANZO_TWIN_STREAM_BROKERS", "127.0.0.1:9092"));
         let c = NodeConfig::load(Some(&path), env(&vars)).expect("loads");

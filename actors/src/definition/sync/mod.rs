@@ -686,6 +686,13 @@ pub fn check_kafka_topic(topic: &str) -> Result<(), String> {
 /// clear, so (until the node's stream takes TLS settings) only brokers on
 /// this machine's loopback are accepted.
 pub fn check_kafka_brokers(brokers: &str) -> Result<(), String> {
+    check_kafka_broker_list(brokers, true)
+}
+
+/// Kafka brokers, `host:port` comma-separated; with `loopback_only`, each on
+/// this machine's loopback. Only the node's operator may name brokers beyond
+/// it (`stream.private_network`), never a twin's definition.
+pub fn check_kafka_broker_list(brokers: &str, loopback_only: bool) -> Result<(), String> {
     let list: Vec<&str> = brokers.split(',').map(str::trim).collect();
     for broker in &list {
         let Some((host, port)) = broker.rsplit_once(':') else {
@@ -699,9 +706,9 @@ pub fn check_kafka_brokers(brokers: &str) -> Result<(), String> {
                 .trim_matches(['[', ']'])
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
+        if loopback_only && !loopback {
             return Err(format!(
-                "brokers: `{broker}` is not on loopback; Kafka publishing is unencrypted and limited to brokers on this machine"
+                "brokers: `{broker}` is not on loopback; Kafka publishing is unencrypted and limited to brokers on this machine (a node's operator may set stream.private_network: true for brokers on a closed private network)"
             ));
         }
     }
