@@ -167,6 +167,9 @@ impl TokenVerifier {
     ) -> Result<Arc<TokenVerifier>, String> {
         // With one backend compiled in this only makes the choice explicit.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        // The JWKS client below needs a TLS provider; the node installs the
+        // same one, and a verifier made outside a node must not panic.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         if sources.is_empty() {
             return Err("no token keys are configured: set auth.public_keys, auth.jwks_file or auth.jwks_url".into());
         }

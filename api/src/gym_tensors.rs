@@ -58,7 +58,7 @@ pub(crate) fn json_only(headers: &HeaderMap, route: &str) -> Result<(), ApiError
 }
 
 /// The request's tensors.
-pub(crate) fn parse(body: &[u8]) -> Result<SafeTensors<'_>, ApiError> {
+pub fn parse(body: &[u8]) -> Result<SafeTensors<'_>, ApiError> {
     SafeTensors::deserialize(body)
         .map_err(|e| ApiError::invalid("", format!("the body is not a safetensors buffer: {e}")))
 }
@@ -86,7 +86,7 @@ fn tensor<'a>(
 }
 
 /// Actions, `rows` × the action size, as float32 (what the action space is).
-pub(crate) fn actions(
+pub fn actions(
     tensors: &SafeTensors<'_>,
     info: &GymEnvInfo,
     rows: usize,
@@ -102,7 +102,7 @@ pub(crate) fn actions(
 }
 
 /// Environment ids (int64, one dimension).
-pub(crate) fn env_ids(tensors: &SafeTensors<'_>) -> Result<Vec<usize>, ApiError> {
+pub fn env_ids(tensors: &SafeTensors<'_>) -> Result<Vec<usize>, ApiError> {
     let t = tensor(tensors, "env_ids", Dtype::I64, |shape| {
         (shape.len() == 1)
             .then_some(())

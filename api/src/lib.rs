@@ -10,7 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod guard;
 mod gym;
-mod gym_tensors;
+pub mod gym_tensors;
 mod inspector;
 pub mod openapi;
 pub mod rbac;

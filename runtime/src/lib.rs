@@ -34,6 +34,8 @@ pub use node::Node;
 
 /// The actor protocol: the SDK of embedded agents.
 pub use hanzo_twin_actors as actors;
+/// The HTTP API: routes, the token guard, the training loop's bodies.
+pub use hanzo_twin_api as api;
 /// Cluster membership, placement, and the remote client of the SDK.
 pub use hanzo_twin_cluster as cluster;
 /// Engines, with the scene model they build from.

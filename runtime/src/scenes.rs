@@ -158,7 +158,7 @@ impl SceneLibrary {
 
     /// Unpacks a tar archive into `dir`, refusing anything but plain files and
     /// folders at safe relative paths.
-    fn unpack(archive: &[u8], dir: &Path) -> Result<Vec<(String, PathBuf)>, SceneError> {
+    pub fn unpack(archive: &[u8], dir: &Path) -> Result<Vec<(String, PathBuf)>, SceneError> {
         let mut files = Vec::new();
         let mut tar = tar::Archive::new(archive);
         let entries = tar
