@@ -75,3 +75,32 @@ fn stable_baselines3_ppo_learns_cartpole() {
     let Some(python) = python() else { return };
     run(&python, &["ppo"], &[]);
 }
+
+/// The spec's RL section as written: `hanzo_twin.make(twin_id=…,
+/// engine="mujoco", obs_type="dict", action_type="joint", step_hz=60,
+/// domain_randomization=True)` reaching the node through HANZO_TWIN_API and
+/// HANZO_TWIN_TOKEN, its Gymnasium loop with a Stable-Baselines3 agent,
+/// `make_vec(…, num_envs=64, num_envs_per_worker=8)`, and the registered ids.
+#[tokio::test]
+async fn the_specs_rl_snippet_runs_against_a_twin_on_a_node() {
+    let Some(python) = python() else { return };
+    let node = TestNode::start().await;
+    let twin = node
+        .create_sample("robot-arm.yaml", "twin-warehouse-east")
+        .await;
+    node.start_twin(&twin, "paused").await;
+    let token = node
+        .token
+        .clone()
+        .expect("a development node mints a token");
+    let url = node.url("");
+    tokio::task::spawn_blocking(move || {
+        run(
+            &python,
+            &["spec", "twin-warehouse-east"],
+            &[("HANZO_TWIN_API", &url), ("HANZO_TWIN_TOKEN", &token)],
+        );
+    })
+    .await
+    .expect("python finished");
+}

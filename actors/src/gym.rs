@@ -8,7 +8,7 @@ use crate::error::TwinError;
 use crate::protocol::{Reply, Scope};
 use crate::record::TwinRecord;
 use hanzo_twin_engines::EngineKind;
-use hanzo_twin_gym::scene_task::TaskSpec;
+use hanzo_twin_gym::scene_task::{ActionMode, TaskSpec};
 use hanzo_twin_gym::{AutoReset, BoxSpace, Randomization, VecEnv, VecOutput};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,19 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct GymEnvRequest {
     /// A built-in task's name (`cartpole-v0`, `ant-v5`) or a task spec.
-    pub task: TaskRef,
+    /// Left out with `twin_id`: the twin's own control task (every moving
+    /// joint's position and velocity observed and driven, no reward terms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskRef>,
+    /// How the twin's control task drives its joints: `effort` (torque or
+    /// force, the default), `position` or `velocity`. Only without `task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_mode: Option<ActionMode>,
+    /// Environment steps per simulated second, for a task on a scene: the
+    /// physics rate divided by it must be a whole number of steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.01)]
+    pub step_hz: Option<f64>,
     /// A twin whose scene (and domain randomization, unless given here) a
     /// task spec runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +85,8 @@ pub struct GymEnvInfo {
     pub max_episode_steps: u32,
     /// The per-step values in `info`, in order.
     pub info_keys: Vec<String>,
+    /// The observation's parts, in order: what a dict observation holds.
+    pub observation_parts: Vec<hanzo_twin_gym::ObservationPart>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain_randomization: Option<Randomization>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -619,7 +633,69 @@ impl Setting {
                 .map(|d| d.parameters.clone()),
             (None, None) => None,
         };
-        let source = match (&request.task, &twin, &request.scene) {
+        if request.action_mode.is_some() && request.task.is_some() {
+            return Err(TwinError::invalid(
+                "action_mode",
+                "applies to a twin's own control task (twin_id without task); a task spec names each action's mode",
+            ));
+        }
+        if let Some(hz) = request.step_hz
+            && !(hz.is_finite() && hz >= 0.01)
+        {
+            return Err(TwinError::invalid(
+                "step_hz",
+                "environment steps per simulated second: a number of at least 0.01",
+            ));
+        }
+        let task = match (request.task.clone(), &twin) {
+            (Some(task), _) => task,
+            (None, Some(t)) => {
+                let hz = t.definition.engine.config.step_hz.0;
+                let spec = TaskSpec::control(
+                    &format!("{}-control", t.definition.name),
+                    &*self.scenes.load_scene(&t.definition).await?,
+                    request.action_mode.unwrap_or(ActionMode::Effort),
+                    hz,
+                    1,
+                )
+                .map_err(TwinError::from)?;
+                TaskRef::Spec(Box::new(spec))
+            }
+            (None, None) => {
+                return Err(TwinError::invalid(
+                    "task",
+                    "name a task (cartpole-v0, ant-v5, or a task spec), or give twin_id to control the twin's joints",
+                ));
+            }
+        };
+        // The rate of a task on a scene: whole physics steps per
+        // environment step.
+        let task = match (task, request.step_hz) {
+            (TaskRef::Spec(mut spec), Some(hz)) => {
+                let skip = spec.step_hz / hz;
+                if (skip - skip.round()).abs() > 1e-9 || skip.round() < 1.0 {
+                    return Err(TwinError::invalid(
+                        "step_hz",
+                        format!(
+                            "the physics runs at {} Hz, so an environment step must be a whole number of its steps: {} Hz is not (try {} Hz)",
+                            spec.step_hz,
+                            hz,
+                            spec.step_hz / skip.round().max(1.0)
+                        ),
+                    ));
+                }
+                spec.frame_skip = skip.round() as u32;
+                TaskRef::Spec(spec)
+            }
+            (TaskRef::Builtin(name), Some(_)) => {
+                return Err(TwinError::invalid(
+                    "step_hz",
+                    format!("the built-in task {name} keeps its own rate"),
+                ));
+            }
+            (task, None) => task,
+        };
+        let source = match (&task, &twin, &request.scene) {
             (TaskRef::Builtin(name), None, None) => TaskSource::Builtin {
                 name: name.clone(),
                 engine: request.engine,
@@ -752,6 +828,7 @@ impl GymBuild {
             dt: spec.dt,
             max_episode_steps: spec.max_episode_steps,
             info_keys: spec.info_keys.clone(),
+            observation_parts: spec.observation_parts.clone(),
             domain_randomization: config.randomization,
             twin_id: twin_id.clone(),
             node,

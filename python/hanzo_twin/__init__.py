@@ -8,11 +8,21 @@ through ``/v1/gym/envs``).
 
 Tasks: ``"cartpole-v0"`` (rapier3d), ``"ant-v5"`` (MuJoCo, Gymnasium's Ant-v5
 on Gymnasium's own ant.xml), or a task spec (a dict, or YAML/JSON text) on a
-scene (``scene=`` a file, or ``twin_id=`` on a node).
+scene (``scene=`` a file, or ``twin_id=`` on a node). With ``twin_id=`` and no
+task, the twin's own control task: every moving joint's position and velocity
+observed, each driven as ``action_type`` says, no reward terms (bring your own,
+e.g. with a ``gymnasium.Wrapper``). A twin lives on a node: ``url=``, or
+``HANZO_TWIN_API`` and ``HANZO_TWIN_TOKEN`` as the CLI reads them.
+
+Registered with Gymnasium: ``gym.make("HanzoTwin/CartPole-v0")``,
+``"HanzoTwin/Ant-v5"`` and ``"HanzoTwin/Twin-v0"`` (with ``twin_id=``), and
+``gym.make_vec`` of each (vectorized natively).
 """
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -32,13 +42,92 @@ _MODES = {
 }
 
 
-def _backend(task, num_envs, *, url, autoreset_mode, **kwargs):
+#: ``action_type`` values: how the twin's control task drives its joints.
+_ACTION_TYPES = {
+    "joint": "effort",  # the spec's "joint-level torque commands"
+    "joint_effort": "effort",
+    "joint_torque": "effort",
+    "joint_position": "position",
+    "joint_velocity": "velocity",
+}
+
+
+def _backend(task, num_envs, *, url, autoreset_mode, action_type=None, step_hz=None, **kwargs):
+    twin_id = kwargs.get("twin_id")
+    if url is None and twin_id is not None:
+        url = os.environ.get("HANZO_TWIN_API")
+        if not url:
+            raise ValueError(
+                "twin_id: twins live on a node; pass url= or set HANZO_TWIN_API "
+                "(and HANZO_TWIN_TOKEN), as the hanzo-twin CLI reads them")
+    if task is None and twin_id is None:
+        task = "cartpole-v0"
+    action_mode = None
+    if action_type is not None:
+        if action_type not in _ACTION_TYPES:
+            raise ValueError(f"action_type: {action_type!r} is not one of {', '.join(_ACTION_TYPES)}")
+        if task is not None:
+            raise ValueError("action_type: applies to a twin's own control task (twin_id= without a task); "
+                             "a task spec names each action's mode")
+        action_mode = _ACTION_TYPES[action_type]
+    if step_hz is not None and (isinstance(step_hz, bool) or not isinstance(step_hz, (int, float)) or step_hz <= 0):
+        raise ValueError(f"step_hz: environment steps per simulated second, a positive number, not {step_hz!r}")
     if url is None:
         kwargs.pop("token", None)
-        if kwargs.pop("twin_id", None) is not None:
-            raise ValueError("twin_id: twins live on a node; pass url= to use one")
+        kwargs.pop("twin_id", None)
+        if step_hz is not None:
+            task = _with_rate(task, step_hz)
         return Embedded(task, num_envs, autoreset_mode=autoreset_mode, **kwargs)
-    return Remote(task, num_envs, url=url, autoreset_mode=autoreset_mode, **kwargs)
+    return Remote(task, num_envs, url=url, autoreset_mode=autoreset_mode, action_mode=action_mode,
+                  step_hz=step_hz, **kwargs)
+
+
+def _with_rate(task, step_hz):
+    """A task spec stepping ``step_hz`` times per simulated second (a whole
+    number of its physics steps each)."""
+    if isinstance(task, str) and ("\n" in task or task.lstrip().startswith("{")):
+        import yaml
+
+        task = yaml.safe_load(task)
+    if not isinstance(task, dict):
+        raise ValueError(f"step_hz: the built-in task {task!r} keeps its own rate")
+    physics_hz = float(task.get("step_hz", 240.0))
+    skip = physics_hz / step_hz
+    if abs(skip - round(skip)) > 1e-9 or round(skip) < 1:
+        raise ValueError(f"step_hz: the physics runs at {physics_hz} Hz, so an environment step must be "
+                         f"a whole number of its steps: {step_hz} Hz is not")
+    return {**task, "frame_skip": int(round(skip))}
+
+
+class _DictObservations:
+    """The observation as a dict of its parts (``joint_position``,
+    ``joint_velocity``, a camera's image…), as the node names them."""
+
+    def __init__(self, spec: dict, box: gym.spaces.Box):
+        self.parts = []
+        start = 0
+        for part in spec.get("observation_parts") or [{"name": "observation", "size": box.shape[0]}]:
+            end = start + part["size"]
+            self.parts.append((part["name"], start, end))
+            start = end
+        if start != box.shape[0]:
+            raise RuntimeError(f"the node's observation parts cover {start} of {box.shape[0]} values")
+        self.space = gym.spaces.Dict({
+            name: gym.spaces.Box(low=box.low[a:b], high=box.high[a:b], dtype=box.dtype)
+            for name, a, b in self.parts
+        })
+
+    def one(self, obs):
+        return {name: obs[a:b].copy() for name, a, b in self.parts}
+
+    def batch(self, obs):
+        return {name: np.ascontiguousarray(obs[:, a:b]) for name, a, b in self.parts}
+
+
+def _obs_type(obs_type):
+    if obs_type not in ("box", "dict"):
+        raise ValueError(f"obs_type: {obs_type!r} is not 'box' (one vector) or 'dict' (its named parts)")
+    return obs_type
 
 
 def _spaces(spec: dict):
@@ -69,12 +158,20 @@ class HanzoTwinEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, task="cartpole-v0", *, url=None, token=None, engine=None, scene=None,
-                 twin_id=None, domain_randomization=None, max_episode_steps=None):
+    def __init__(self, task=None, *, url=None, token=None, engine=None, scene=None,
+                 twin_id=None, domain_randomization=None, max_episode_steps=None,
+                 obs_type="box", action_type=None, step_hz=None):
+        self._backend = None
+        obs_type = _obs_type(obs_type)
         self._backend = _backend(task, 1, url=url, autoreset_mode="disabled", token=token,
                                  engine=engine, scene=scene, twin_id=twin_id,
-                                 domain_randomization=domain_randomization)
+                                 domain_randomization=domain_randomization,
+                                 action_type=action_type, step_hz=step_hz)
         self.observation_space, self.action_space = _spaces(self._backend.spec)
+        self._dict = None
+        if obs_type == "dict":
+            self._dict = _DictObservations(self._backend.spec, self.observation_space)
+            self.observation_space = self._dict.space
         self._params: dict | None = None
         self.task = self._backend.spec["task"]
         self.engine = self._backend.spec["engine"]
@@ -86,12 +183,15 @@ class HanzoTwinEnv(gym.Env):
         batch = self._backend.reset(seed)
         if batch.params:
             self._params = batch.params[0]
-        return batch.obs[0].copy(), _row_info(self._backend.spec, batch, 0, self._params)
+        return self._obs(batch.obs[0]), _row_info(self._backend.spec, batch, 0, self._params)
+
+    def _obs(self, obs):
+        return obs.copy() if self._dict is None else self._dict.one(obs)
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float32).reshape(1, -1)
         batch = self._backend.step(action)
-        return (batch.obs[0].copy(), float(batch.reward[0]), bool(batch.terminated[0]),
+        return (self._obs(batch.obs[0]), float(batch.reward[0]), bool(batch.terminated[0]),
                 bool(batch.truncated[0]), _row_info(self._backend.spec, batch, 0, self._params))
 
     def close(self):
@@ -105,9 +205,19 @@ class HanzoTwinVectorEnv(VectorEnv):
     """``num_envs`` environments stepped together (Gymnasium's ``VectorEnv``),
     with the autoreset mode declared in ``metadata``."""
 
-    def __init__(self, task="cartpole-v0", num_envs=1, *, autoreset_mode=AutoresetMode.NEXT_STEP,
+    def __init__(self, task=None, num_envs=1, *, autoreset_mode=AutoresetMode.NEXT_STEP,
                  url=None, token=None, threads=0, engine=None, scene=None, twin_id=None,
-                 domain_randomization=None):
+                 domain_randomization=None, obs_type="box", action_type=None, step_hz=None,
+                 num_envs_per_worker=None):
+        self._backend = None
+        obs_type = _obs_type(obs_type)
+        if num_envs_per_worker is not None:
+            if isinstance(num_envs_per_worker, bool) or not isinstance(num_envs_per_worker, int) \
+                    or num_envs_per_worker < 1:
+                raise ValueError(f"num_envs_per_worker: a positive whole number, not {num_envs_per_worker!r}")
+            if threads:
+                raise ValueError("num_envs_per_worker: give it or threads, not both")
+            threads = math.ceil(num_envs / num_envs_per_worker)
         if isinstance(autoreset_mode, str):
             by_name = {m.name.lower(): m for m in AutoresetMode} | {m.value.lower(): m for m in AutoresetMode}
             key = autoreset_mode.lower()
@@ -116,10 +226,15 @@ class HanzoTwinVectorEnv(VectorEnv):
             autoreset_mode = by_name[key]
         self._backend = _backend(task, num_envs, url=url, autoreset_mode=_MODES[autoreset_mode],
                                  token=token, threads=threads, engine=engine, scene=scene,
-                                 twin_id=twin_id, domain_randomization=domain_randomization)
+                                 twin_id=twin_id, domain_randomization=domain_randomization,
+                                 action_type=action_type, step_hz=step_hz)
         self.metadata = {"autoreset_mode": autoreset_mode, "render_modes": []}
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space = _spaces(self._backend.spec)
+        self._dict = None
+        if obs_type == "dict":
+            self._dict = _DictObservations(self._backend.spec, self.single_observation_space)
+            self.single_observation_space = self._dict.space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = None
@@ -146,7 +261,7 @@ class HanzoTwinVectorEnv(VectorEnv):
         if batch.has_final.any():
             final_obs = np.empty(self.num_envs, dtype=object)
             for i in range(self.num_envs):
-                final_obs[i] = batch.final_obs[i].copy() if batch.has_final[i] else None
+                final_obs[i] = self._one(batch.final_obs[i]) if batch.has_final[i] else None
             infos["final_obs"] = final_obs
             infos["_final_obs"] = batch.has_final.copy()
             final_info: dict[str, Any] = {}
@@ -167,12 +282,19 @@ class HanzoTwinVectorEnv(VectorEnv):
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
         batch = self._backend.reset(seed, mask)
-        return batch.obs, self._infos(batch)
+        return self._batch_obs(batch.obs), self._infos(batch)
+
+    def _one(self, obs):
+        return obs.copy() if self._dict is None else self._dict.one(obs)
+
+    def _batch_obs(self, obs):
+        return obs if self._dict is None else self._dict.batch(obs)
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1)
         batch = self._backend.step(actions)
-        return batch.obs, batch.reward, batch.terminated, batch.truncated, self._infos(batch)
+        return (self._batch_obs(batch.obs), batch.reward, batch.terminated, batch.truncated,
+                self._infos(batch))
 
     def close_extras(self, **kwargs):
         backend = getattr(self, "_backend", None)
@@ -186,7 +308,7 @@ class HanzoTwinPool:
     environments, ``recv`` the ``batch_size`` that finish first, with their
     ids in ``info["env_id"]``."""
 
-    def __init__(self, task="cartpole-v0", num_envs=1, batch_size=None, *, url=None, token=None,
+    def __init__(self, task=None, num_envs=1, batch_size=None, *, url=None, token=None,
                  threads=0, engine=None, scene=None, twin_id=None, domain_randomization=None):
         self._backend = _backend(task, num_envs, url=url, autoreset_mode="next_step", token=token,
                                  threads=threads, engine=engine, scene=scene, twin_id=twin_id,
@@ -231,16 +353,31 @@ class HanzoTwinPool:
             self._backend = None
 
 
-def make(task="cartpole-v0", **kwargs) -> HanzoTwinEnv:
-    """One environment. ``url=`` runs it on a node; otherwise in this process."""
+def make(task=None, **kwargs) -> HanzoTwinEnv:
+    """One environment: ``task`` (default ``cartpole-v0``), or with
+    ``twin_id=`` the twin's own control task, on a node (``url=`` or
+    ``HANZO_TWIN_API``); otherwise in this process. ``obs_type="dict"``
+    names the observation's parts; ``action_type`` (``joint``,
+    ``joint_position``, ``joint_velocity``) says how the twin's joints are
+    driven; ``step_hz`` sets environment steps per simulated second."""
     return HanzoTwinEnv(task, **kwargs)
 
 
-def make_vec(task="cartpole-v0", num_envs=1, **kwargs) -> HanzoTwinVectorEnv:
-    """``num_envs`` environments as a ``gymnasium.vector.VectorEnv``."""
+def make_vec(task=None, num_envs=1, **kwargs) -> HanzoTwinVectorEnv:
+    """``num_envs`` environments as a ``gymnasium.vector.VectorEnv``;
+    ``num_envs_per_worker`` sets how many each stepping thread takes."""
     return HanzoTwinVectorEnv(task, num_envs, **kwargs)
 
 
-def make_pool(task="cartpole-v0", num_envs=1, batch_size=None, **kwargs) -> HanzoTwinPool:
+def make_pool(task=None, num_envs=1, batch_size=None, **kwargs) -> HanzoTwinPool:
     """An EnvPool-style asynchronous batch."""
     return HanzoTwinPool(task, num_envs, batch_size, **kwargs)
+
+
+# Gymnasium ids: gym.make("HanzoTwin/CartPole-v0"), gym.make_vec(...) steps
+# the batch natively ("vector_entry_point").
+for _id, _task in (("HanzoTwin/CartPole-v0", "cartpole-v0"), ("HanzoTwin/Ant-v5", "ant-v5"),
+                   ("HanzoTwin/Twin-v0", None)):
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point="hanzo_twin:make", vector_entry_point="hanzo_twin:make_vec",
+                     kwargs={"task": _task})

@@ -144,16 +144,23 @@ class Remote:
     the same ones ``Embedded`` gives."""
 
     def __init__(self, task, num_envs, *, url, token=None, threads=0, autoreset_mode="next_step",
-                 domain_randomization=None, scene=None, engine=None, twin_id=None, timeout=120.0):
+                 domain_randomization=None, scene=None, engine=None, twin_id=None, timeout=120.0,
+                 action_mode=None, step_hz=None):
         from . import _native
 
         self._conn = _native.NodeConnection(url, token or os.environ.get("HANZO_TWIN_TOKEN"), timeout)
         body: dict[str, Any] = {
-            "task": task if isinstance(task, (str, dict)) else _task_text(task),
             "num_envs": num_envs,
             "threads": threads,
             "autoreset_mode": autoreset_mode,
         }
+        # None with twin_id: the twin's own control task.
+        if task is not None:
+            body["task"] = task if isinstance(task, (str, dict)) else _task_text(task)
+        if action_mode is not None:
+            body["action_mode"] = action_mode
+        if step_hz is not None:
+            body["step_hz"] = float(step_hz)
         if isinstance(task, str) and ("\n" in task or task.lstrip().startswith("{")):
             import yaml  # a YAML task spec as text
 
@@ -221,5 +228,4 @@ class Remote:
             self._call("DELETE", f"/v1/gym/envs/{self.id}")
         except (OSError, RemoteError):
             pass  # the node may be gone already; nothing is left to free here
-        self._conn = None
         self._conn = None

@@ -4,10 +4,12 @@ Stable-Baselines3, run by tests/python_package.rs:
     python tests/python/gym_package.py embedded
     python tests/python/gym_package.py remote URL      (HANZO_TWIN_TOKEN set)
     python tests/python/gym_package.py ppo
+    python tests/python/gym_package.py spec TWIN       (HANZO_TWIN_API, HANZO_TWIN_TOKEN set)
 
 Each check asserts; any failure exits non-zero with the traceback.
 """
 
+import os
 import socket
 import sys
 import warnings
@@ -217,6 +219,100 @@ def ppo():
     assert after >= 2 * before and after >= 100, (before, after)
 
 
+def spec(twin):
+    """The spec's RL section, its names as written; the node comes from
+    HANZO_TWIN_API and HANZO_TWIN_TOKEN."""
+    from stable_baselines3 import PPO
+
+    import torch
+
+    torch.set_num_threads(1)
+    env = hanzo_twin.make(
+        twin_id=twin,
+        engine="mujoco",
+        obs_type="dict",        # Joint positions + camera images
+        action_type="joint",    # Joint-level torque commands
+        step_hz=60,
+        domain_randomization=True,
+    )
+    # What each argument did: the twin's joints, named parts, torques, 60 Hz.
+    assert env.engine == "mujoco", env.engine
+    assert isinstance(env.observation_space, gym.spaces.Dict), env.observation_space
+    parts = env.observation_space.spaces
+    assert set(parts) == {"joint_position", "joint_velocity"}, parts
+    joints = parts["joint_position"].shape[0]
+    assert joints >= 2 and parts["joint_velocity"].shape == (joints,), parts
+    assert env.action_space.shape == (joints,), env.action_space
+    spec_info = env._backend.spec
+    assert abs(spec_info["dt"] - 1 / 60) < 1e-9, spec_info["dt"]
+    assert spec_info["twin_id"], spec_info
+    check_env(env.unwrapped, skip_render_check=True)
+
+    agent = PPO("MultiInputPolicy", env, n_steps=64, batch_size=32, seed=0, verbose=0)
+    agent.learn(total_timesteps=128)
+
+    # Standard Gymnasium loop (shortened from the spec's 100_000 steps).
+    obs, info = env.reset()
+    moved = False
+    first = obs["joint_position"].copy()
+    for step in range(200):
+        action, _ = agent.predict(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert env.observation_space.contains(obs), obs
+        moved = moved or not np.allclose(obs["joint_position"], first)
+        if terminated or truncated:
+            obs, info = env.reset()
+    assert moved, "torques on the joints move them"
+    env.close()
+
+    # Parallel environments for vectorized RL
+    envs = hanzo_twin.make_vec(
+        twin_id=twin,
+        engine="mujoco",
+        num_envs=64,           # 64 parallel simulations
+        num_envs_per_worker=8, # 8 envs per CPU core
+    )
+    assert envs.num_envs == 64 and envs._backend.spec["threads"] == 8, envs._backend.spec
+    obs, _ = envs.reset(seed=0)
+    obs, *_ = envs.step(envs.action_space.sample())
+    assert obs.shape == (64, 2 * joints), obs.shape
+    envs.close()
+
+    # The same through Gymnasium's registry.
+    single = gym.make("HanzoTwin/Twin-v0", twin_id=twin, action_type="joint_position")
+    assert single.unwrapped._backend.spec["twin_id"], single.unwrapped._backend.spec
+    single.reset(seed=1)
+    single.step(single.action_space.sample())
+    single.close()
+    vec = gym.make_vec("HanzoTwin/CartPole-v0", num_envs=4, vectorization_mode="vector_entry_point")
+    assert isinstance(vec, hanzo_twin.HanzoTwinVectorEnv), type(vec)
+    vec.reset(seed=0)
+    vec.close()
+    cart = gym.make("HanzoTwin/CartPole-v0")
+    cart.reset(seed=0)
+    cart.close()
+
+    # What is wrong says which argument.
+    for kwargs, field in (({"obs_type": "image"}, "obs_type"), ({"action_type": "joint_jerk"}, "action_type"),
+                          ({"step_hz": 7}, "step_hz")):
+        try:
+            hanzo_twin.make(twin_id=twin, **kwargs)
+        except (ValueError, hanzo_twin.RemoteError) as e:
+            assert field in str(e), (field, e)
+        else:
+            raise AssertionError(f"{kwargs} is refused")
+    saved = os.environ.pop("HANZO_TWIN_API")
+    try:
+        hanzo_twin.make(twin_id=twin)
+    except ValueError as e:
+        assert "HANZO_TWIN_API" in str(e), e
+    else:
+        raise AssertionError("twin_id without a node is refused")
+    finally:
+        os.environ["HANZO_TWIN_API"] = saved
+    print("spec: ok")
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "embedded":
@@ -225,5 +321,7 @@ if __name__ == "__main__":
         remote(sys.argv[2])
     elif mode == "ppo":
         ppo()
+    elif mode == "spec":
+        spec(sys.argv[2])
     else:
         raise SystemExit(f"unknown mode {mode}")

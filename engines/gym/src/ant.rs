@@ -132,6 +132,7 @@ impl AntTask {
             name: "ant-v5".into(),
             engine: EngineKind::Mujoco,
             observation_space: BoxSpace::unbounded(nq - 2 + nv + 6 * (nbody - 1)),
+            observation_parts: crate::ObservationPart::whole(nq - 2 + nv + 6 * (nbody - 1)),
             action_space,
             dt: m.opt.timestep * f64::from(config.frame_skip),
             gravity: m.opt.gravity,

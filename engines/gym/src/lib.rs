@@ -76,6 +76,26 @@ pub struct EnvSpec {
     pub info_keys: Vec<String>,
     /// Which randomization parameters this task can apply.
     pub randomizable: Vec<String>,
+    /// The observation vector's parts, in order (a client's dict
+    /// observation): `joint_position`, `joint_velocity`, a camera's image…
+    pub observation_parts: Vec<ObservationPart>,
+}
+
+/// A run of the observation vector holding one kind of value.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservationPart {
+    pub name: String,
+    pub size: usize,
+}
+
+impl ObservationPart {
+    /// The whole vector as one part, for tasks that name none.
+    pub fn whole(size: usize) -> Vec<ObservationPart> {
+        vec![ObservationPart {
+            name: "observation".into(),
+            size,
+        }]
+    }
 }
 
 impl EnvSpec {

@@ -9,7 +9,9 @@
 //! with the noise and the parameters applied (joints displaced along their
 //! axes, masses and frictions changed, gravity tilted).
 
-use crate::{ActionDelay, BoxSpace, EnvSpec, EpisodeParams, Outcome, Task, TaskEnv};
+use crate::{
+    ActionDelay, BoxSpace, EnvSpec, EpisodeParams, ObservationPart, Outcome, Task, TaskEnv,
+};
 use hanzo_twin_engines::{
     Engine, EngineConfig, EngineError, EngineKind, JointCommand, RenderParams, SimState, Simulation,
 };
@@ -202,6 +204,82 @@ impl TaskSpec {
         })
     }
 
+    /// A twin's own control task: every moving joint's position and
+    /// velocity observed, every one driven by an action in -1..1 (`mode`:
+    /// effort scaled by the joint's drive limit, a position target scaled
+    /// by its range, or a velocity in rad/s or m/s), no reward terms (the
+    /// agent brings its own) and no early end; `frame_skip` physics steps at
+    /// `step_hz` make one environment step.
+    pub fn control(
+        name: &str,
+        scene: &SceneModel,
+        mode: ActionMode,
+        step_hz: f64,
+        frame_skip: u32,
+    ) -> Result<TaskSpec, EngineError> {
+        let joints: Vec<_> = scene
+            .joints
+            .iter()
+            .filter(|j| j.kind != JointKind::Fixed)
+            .collect();
+        if joints.is_empty() {
+            return Err(invalid(
+                "twin_id",
+                "the twin's scene has no moving joint to control; give a task spec".into(),
+            ));
+        }
+        let scale = |j: &hanzo_twin_scene::scene::Joint| -> f64 {
+            let positive = |v: f64| (v.is_finite() && v > 0.0).then_some(v);
+            match mode {
+                ActionMode::Effort => j
+                    .drive
+                    .as_ref()
+                    .and_then(|d| d.max_force)
+                    .and_then(positive)
+                    .unwrap_or(1.0),
+                ActionMode::Position => j
+                    .limits
+                    .and_then(|(lo, hi)| positive(lo.abs().max(hi.abs())))
+                    .unwrap_or(match j.kind {
+                        JointKind::Revolute => std::f64::consts::PI,
+                        _ => 1.0,
+                    }),
+                ActionMode::Velocity => 1.0,
+            }
+        };
+        let task = TaskSpec {
+            name: name.to_string(),
+            engine: default_engine(),
+            step_hz,
+            frame_skip,
+            max_episode_steps: default_max_steps(),
+            observation: joints
+                .iter()
+                .map(|j| ObservationTerm::JointPosition {
+                    joint: j.path.clone(),
+                })
+                .chain(joints.iter().map(|j| ObservationTerm::JointVelocity {
+                    joint: j.path.clone(),
+                }))
+                .collect(),
+            action: joints
+                .iter()
+                .map(|j| ActionTerm {
+                    joint: j.path.clone(),
+                    mode,
+                    low: -1.0,
+                    high: 1.0,
+                    scale: scale(j),
+                })
+                .collect(),
+            reward: Vec::new(),
+            termination: Vec::new(),
+            reset_noise: ResetNoise::default(),
+        };
+        task.check()?;
+        Ok(task)
+    }
+
     /// Parses a task spec from YAML or JSON, naming the field of any problem.
     pub fn parse(text: &str) -> Result<TaskSpec, EngineError> {
         let value: serde_json::Value =
@@ -367,6 +445,7 @@ impl SceneTask {
             name: task.name.clone(),
             engine: engine.kind(),
             observation_space: BoxSpace::unbounded(obs_len),
+            observation_parts: observation_parts(&task.observation),
             action_space: BoxSpace {
                 low: task.action.iter().map(|a| a.low).collect(),
                 high: task.action.iter().map(|a| a.high).collect(),
@@ -416,6 +495,45 @@ impl SceneTask {
     pub fn task(&self) -> &TaskSpec {
         &self.task
     }
+}
+
+/// Consecutive terms of one kind make one part; a camera's image is its own.
+fn observation_parts(terms: &[ObservationTerm]) -> Vec<ObservationPart> {
+    let mut parts: Vec<ObservationPart> = Vec::new();
+    for term in terms {
+        let name = match term {
+            ObservationTerm::JointPosition { .. } => "joint_position".to_string(),
+            ObservationTerm::JointVelocity { .. } => "joint_velocity".to_string(),
+            ObservationTerm::BodyPosition { .. } => "body_position".to_string(),
+            ObservationTerm::BodyOrientation { .. } => "body_orientation".to_string(),
+            ObservationTerm::Imu { .. } => "imu".to_string(),
+            ObservationTerm::BodyLinearVelocity { .. } => "body_linear_velocity".to_string(),
+            ObservationTerm::BodyAngularVelocity { .. } => "body_angular_velocity".to_string(),
+            ObservationTerm::CameraDepth { camera, .. } => format!("depth:{camera}"),
+            ObservationTerm::CameraIntensity { camera, .. } => format!("intensity:{camera}"),
+        };
+        let camera = name.contains(':');
+        match parts.last_mut() {
+            Some(last) if last.name == name && !camera => last.size += term_len(term),
+            _ => {
+                // A kind seen before, after another: its own, numbered part.
+                let seen = parts
+                    .iter()
+                    .filter(|p| p.name == name || p.name.starts_with(&format!("{name}_")))
+                    .count();
+                let name = if seen == 0 {
+                    name
+                } else {
+                    format!("{name}_{}", seen + 1)
+                };
+                parts.push(ObservationPart {
+                    name,
+                    size: term_len(term),
+                });
+            }
+        }
+    }
+    parts
 }
 
 fn term_len(term: &ObservationTerm) -> usize {
@@ -932,6 +1050,70 @@ fn displace_joints(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_twins_control_task_observes_and_drives_every_moving_joint() {
+        let scene = hanzo_twin_scene::usd::load_scene(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../configs/scenes/robot-arm/scene.usda"
+        )))
+        .expect("the sample arm");
+        let moving = scene
+            .joints
+            .iter()
+            .filter(|j| j.kind != JointKind::Fixed)
+            .count();
+        assert!(moving >= 2);
+        let task = TaskSpec::control("arm-control", &scene, ActionMode::Position, 240.0, 4)
+            .expect("a control task");
+        assert_eq!(task.action.len(), moving);
+        assert!(
+            task.action
+                .iter()
+                .all(|a| a.mode == ActionMode::Position && a.scale > 0.0)
+        );
+        assert!(task.reward.is_empty() && task.termination.is_empty());
+        assert_eq!(
+            observation_parts(&task.observation),
+            [
+                ObservationPart {
+                    name: "joint_position".into(),
+                    size: moving
+                },
+                ObservationPart {
+                    name: "joint_velocity".into(),
+                    size: moving
+                },
+            ]
+        );
+        // A kind coming back after another is its own part; cameras each are.
+        let parts = observation_parts(&[
+            ObservationTerm::JointPosition { joint: "/a".into() },
+            ObservationTerm::BodyPosition { body: "/b".into() },
+            ObservationTerm::JointPosition { joint: "/c".into() },
+            ObservationTerm::CameraDepth {
+                camera: "/Cam".into(),
+                width: 4,
+                height: 3,
+            },
+        ]);
+        let names: Vec<_> = parts.iter().map(|p| (p.name.as_str(), p.size)).collect();
+        assert_eq!(
+            names,
+            [
+                ("joint_position", 1),
+                ("body_position", 3),
+                ("joint_position_2", 1),
+                ("depth:/Cam", 12)
+            ]
+        );
+        // A scene with nothing to move has no control task.
+        let mut still = scene.clone();
+        still.joints.clear();
+        let e =
+            TaskSpec::control("x", &still, ActionMode::Effort, 240.0, 1).expect_err("no joints");
+        assert!(e.to_string().contains("no moving joint"), "{e}");
+    }
 
     #[test]
     fn the_builtin_cartpole_spec_parses_and_bad_specs_name_their_field() {
