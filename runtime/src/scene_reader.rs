@@ -58,9 +58,19 @@ fn limit_address_space(extra: u64) -> std::io::Result<()> {
 /// A reader that runs `exe internal-read-scene PATH` for every scene, each
 /// child allowed `max_memory_bytes` of address space beyond its start.
 pub fn isolated_scene_reader(exe: PathBuf, max_memory_bytes: u64) -> SceneReader {
+    isolated_scene_reader_within(exe, max_memory_bytes, READ_TIMEOUT)
+}
+
+/// [`isolated_scene_reader`] whose children are killed after `timeout` (a
+/// file that makes the USD library loop costs one child that long).
+pub fn isolated_scene_reader_within(
+    exe: PathBuf,
+    max_memory_bytes: u64,
+    timeout: Duration,
+) -> SceneReader {
     Arc::new(move |path: PathBuf| {
         let exe = exe.clone();
-        Box::pin(async move { read_in_child(&exe, &path, max_memory_bytes).await })
+        Box::pin(async move { read_in_child(&exe, &path, max_memory_bytes, timeout).await })
     })
 }
 
@@ -68,6 +78,7 @@ async fn read_in_child(
     exe: &Path,
     path: &Path,
     max_memory_bytes: u64,
+    timeout: Duration,
 ) -> Result<SceneModel, EngineError> {
     let file = path.display().to_string();
     let fail = |message: String| EngineError::SceneRead {
@@ -82,11 +93,11 @@ async fn read_in_child(
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let output = match tokio::time::timeout(READ_TIMEOUT, child).await {
+    let output = match tokio::time::timeout(timeout, child).await {
         Err(_) => {
             return Err(fail(format!(
                 "reading took longer than {} s; the file is too large or malformed",
-                READ_TIMEOUT.as_secs()
+                timeout.as_secs_f64()
             )));
         }
         Ok(Err(e)) => return Err(fail(format!("cannot start the scene reader: {e}"))),
