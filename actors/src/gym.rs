@@ -647,13 +647,17 @@ impl Setting {
                 "environment steps per simulated second: a number of at least 0.01",
             ));
         }
+        // The twin's scene, once read for its control task, is the one the
+        // batch runs on (each read is a child process).
+        let mut twin_scene = None;
         let task = match (request.task.clone(), &twin) {
             (Some(task), _) => task,
             (None, Some(t)) => {
                 let hz = t.definition.engine.config.step_hz.0;
+                let scene = twin_scene.insert(self.scenes.load_scene(&t.definition).await?);
                 let spec = TaskSpec::control(
                     &format!("{}-control", t.definition.name),
-                    &*self.scenes.load_scene(&t.definition).await?,
+                    scene,
                     request.action_mode.unwrap_or(ActionMode::Effort),
                     hz,
                     1,
@@ -716,7 +720,10 @@ impl Setting {
                 ));
             }
             (TaskRef::Spec(spec), Some(t), None) => {
-                let scene = self.scenes.load_scene(&t.definition).await?;
+                let scene = match twin_scene.take() {
+                    Some(scene) => scene,
+                    None => self.scenes.load_scene(&t.definition).await?,
+                };
                 let kind = request.engine.unwrap_or(t.definition.engine.kind);
                 TaskSource::Scene {
                     spec: spec.clone(),
