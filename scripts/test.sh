@@ -38,6 +38,11 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 # The `kafka` feature builds librdkafka from source (rdkafka's cmake-build).
 command -v cmake >/dev/null || need_apt+=(cmake)
 [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || need_apt+=(libcurl4-openssl-dev)
+# librdkafka's TLS (stream.tls) links the system's OpenSSL.
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+# A TLS front for the Kafka-protocol broker, which has none of its own
+# (tests/sync.rs, a_twin_publishes_to_kafka_over_mutual_tls).
+[ -x /usr/bin/stunnel4 ] || need_apt+=(stunnel4)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

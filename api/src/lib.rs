@@ -12,6 +12,7 @@ pub mod guard;
 mod gym;
 pub mod gym_tensors;
 mod inspector;
+mod jobs;
 pub mod openapi;
 pub mod rbac;
 pub mod scenes;
@@ -63,6 +64,8 @@ pub struct ApiShared {
     pub auth: Arc<AuthState>,
     /// The scene library, when this node keeps one.
     pub scenes: Option<Arc<dyn scenes::SceneCatalog>>,
+    /// The node's jobs, when it runs them.
+    pub jobs: Option<hanzo_twin_actors::jobs::JobsNode>,
 }
 
 /// Limits of the API.
@@ -109,6 +112,7 @@ fn routes(config: &ApiConfig) -> Routes {
         .protected(GET, "/v1/audit", AUDIT_READ, audit::list)
         .merge(twins::routes())
         .merge(gym::routes())
+        .merge(jobs::routes())
         .merge(inspector::routes())
         .merge(scenes::routes(config.max_scene_upload_bytes))
 }

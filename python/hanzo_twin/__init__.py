@@ -177,6 +177,8 @@ class HanzoTwinEnv(gym.Env):
         self.engine = self._backend.spec["engine"]
         # The task's own time limit truncates; Gymnasium's TimeLimit is not needed.
         self.max_episode_steps = self._backend.spec["max_episode_steps"]
+        #: The mean return at which the task counts as solved, if it has one.
+        self.reward_threshold = self._backend.spec.get("reward_threshold")
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -144,6 +144,7 @@ impl NativeVecEnv {
             "action_space": spec.action_space,
             "dt": spec.dt,
             "max_episode_steps": spec.max_episode_steps,
+            "reward_threshold": spec.reward_threshold,
             "info_keys": spec.info_keys,
             "num_envs": self.env.num_envs(),
             "threads": self.env.threads(),

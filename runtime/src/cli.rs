@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod jobs;
+
 #[derive(Parser)]
 #[command(
     name = "hanzo-twin",
@@ -229,6 +231,14 @@ enum Command {
         steps: Option<u64>,
         #[command(flatten)]
         client: ClientOpts,
+    },
+    /// Train a policy on a twin or a built-in task, as a job on the node
+    /// (Stable-Baselines3 PPO or SAC); follows its progress until it ends.
+    Train(jobs::TrainArgs),
+    /// Jobs on the node: list, status, cancel, logs, evaluate.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
     },
     /// Scenes in the node's library: versioned USD packages.
     Scene {
@@ -1217,6 +1227,8 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Scene { command } => scene_command(command).await?,
+        Command::Train(args) => jobs::train(args).await?,
+        Command::Jobs { command } => jobs::command(command).await?,
         Command::Export { twin, out, client } => {
             let c = Client::new(&client)?;
             let text = c

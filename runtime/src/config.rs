@@ -84,7 +84,11 @@ pub struct SchedulerSection {
     /// GPU kinds jobs may ask for, as `<vendor>-<model>[-<memory>]`
     /// (`nvidia-h100-80gb`).
     pub gpu_types: Vec<String>,
+    /// Jobs running at once on a node; the excess waits in its queue.
     pub max_concurrent_jobs: u32,
+    /// The Python that runs training workers: it needs the `hanzo-twin`
+    /// package with its `train` extra (Stable-Baselines3, PyTorch).
+    pub python: PathBuf,
 }
 
 impl Default for SchedulerSection {
@@ -93,6 +97,7 @@ impl Default for SchedulerSection {
             namespace: "hanzo-twin".into(),
             gpu_types: Vec::new(),
             max_concurrent_jobs: 16,
+            python: PathBuf::from("python3"),
         }
     }
 }
@@ -111,9 +116,11 @@ pub struct StreamSection {
     /// `host:port`, comma-separated; empty for none.
     pub brokers: String,
     pub topic_prefix: String,
+    /// Mutual TLS to the brokers; with it they may be anywhere.
+    pub tls: StreamTlsSection,
     /// The brokers sit on a closed private network (a compose network, a
     /// pod network a NetworkPolicy closes): they may be beyond loopback,
-    /// reached in the clear. Kafka has no TLS here yet; off, only brokers on
+    /// reached in the clear. With neither this nor `tls`, only brokers on
     /// this machine are accepted.
     pub private_network: bool,
 }
@@ -122,9 +129,51 @@ impl Default for StreamSection {
     fn default() -> Self {
         StreamSection {
             brokers: String::new(),
+            tls: StreamTlsSection::default(),
             topic_prefix: "hanzo.twin".into(),
             private_network: false,
         }
+    }
+}
+
+/// `stream.tls`: PEM files. Set together, or not at all (the clear).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamTlsSection {
+    /// The CA the brokers' certificates are checked against.
+    pub ca_file: Option<PathBuf>,
+    /// The node's client certificate, and its key.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl StreamTlsSection {
+    /// The TLS settings, all three files named and readable; `None` with
+    /// none named. The error names the key.
+    pub fn settings(&self) -> Result<Option<hanzo_twin_actors::sync::KafkaTls>, String> {
+        let files = [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ];
+        if files.iter().all(|(_, f)| f.is_none()) {
+            return Ok(None);
+        }
+        for (key, file) in files {
+            let Some(file) = file else {
+                return Err(format!(
+                    "tls.{key} is not set: TLS to the brokers needs ca_file (their CA), cert_file and key_file (the node's client certificate)"
+                ));
+            };
+            if let Err(e) = std::fs::File::open(file) {
+                return Err(format!("tls.{key}: cannot read {}: {e}", file.display()));
+            }
+        }
+        Ok(Some(hanzo_twin_actors::sync::KafkaTls {
+            ca_file: self.ca_file.clone().unwrap_or_default(),
+            cert_file: self.cert_file.clone().unwrap_or_default(),
+            key_file: self.key_file.clone().unwrap_or_default(),
+        }))
     }
 }
 
@@ -136,6 +185,8 @@ impl StreamSection {
     ) -> hanzo_twin_actors::sync::StreamSettings {
         hanzo_twin_actors::sync::StreamSettings {
             brokers: (!self.brokers.trim().is_empty()).then(|| self.brokers.trim().to_string()),
+            // Loading checked the files (`NodeConfig::validate`).
+            tls: self.tls.settings().ok().flatten().map(std::sync::Arc::new),
             topic_prefix: self.topic_prefix.clone(),
             recordings: Some(recordings.to_path_buf()),
         }
@@ -786,10 +837,15 @@ impl NodeConfig {
                 "scheduler.max_concurrent_jobs must be at least 1".into(),
             ));
         }
+        let stream_tls = self
+            .stream
+            .tls
+            .settings()
+            .map_err(|e| ConfigError::Invalid(format!("stream.{e}")))?;
         if !self.stream.brokers.trim().is_empty() {
             hanzo_twin_actors::definition::check_kafka_broker_list(
                 self.stream.brokers.trim(),
-                !self.stream.private_network,
+                !self.stream.private_network && stream_tls.is_none(),
             )
             .map_err(|e| ConfigError::Invalid(format!("stream.{e}")))?;
         }
@@ -1320,6 +1376,35 @@ mod tests {
         let e = NodeConfig::load(None, env(&[("HANZO_TWIN_DATABASE_URL", "mysql://x")]))
             .expect_err("not PostgreSQL");
         assert!(e.to_string().contains("database.url"), "{e}");
+    }
+
+    #[test]
+    fn kafka_beyond_loopback_needs_tls_or_a_closed_network() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["ca.pem", "node.pem", "node.key"] {
+            std::fs::write(dir.path().join(name), "pem").expect("write");
+        }
+        let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        let (ca, cert, key) = (file("ca.pem"), file("node.pem"), file("node.key"));
+        let mut vars = vec![("HANZO_TWIN_STREAM_BROKERS", "kafka-0.example:9093")];
+        let e = NodeConfig::load(None, env(&vars)).expect_err("in the clear");
+        assert!(e.to_string().contains("stream.tls"), "{e}");
+        vars.push(("HANZO_TWIN_STREAM_TLS_CA_FILE", &ca));
+        let e = NodeConfig::load(None, env(&vars)).expect_err("no client certificate");
+        assert!(e.to_string().contains("stream.tls.cert_file"), "{e}");
+        vars.push(("HANZO_TWIN_STREAM_TLS_CERT_FILE", &cert));
+        vars.push(("HANZO_TWIN_STREAM_TLS_KEY_FILE", "/nonexistent/node.key"));
+        let e = NodeConfig::load(None, env(&vars)).expect_err("no key");
+        assert!(e.to_string().contains("stream.tls.key_file"), "{e}");
+        assert!(e.to_string().contains("/nonexistent/node.key"), "{e}");
+        vars.pop();
+        vars.push(("HANZO_TWIN_STREAM_TLS_KEY_FILE", &key));
+        let c = NodeConfig::load(None, env(&vars)).expect("over TLS");
+        let stream = c.stream.settings(dir.path());
+        let tls = stream.tls.expect("TLS settings");
+        assert_eq!(tls.ca_file, dir.path().join("ca.pem"));
+        assert_eq!(tls.key_file, dir.path().join("node.key"));
+        assert_eq!(stream.brokers.as_deref(), Some("kafka-0.example:9093"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::scenes::SceneLibrary;
 use crate::store::{ObjectCheckpointStore, SledTwinStore};
 use crate::telemetry;
 use anyhow::Context;
+use hanzo_twin_actors::jobs::{JobsArgs, JobsConfig, JobsHost, JobsMsg, JobsNode, LogFollowers};
 use hanzo_twin_actors::{
     HostArgs, HostConfig, HostMsg, Lifecycle, SceneReader, StartOptions, TwinDefinition,
     TwinFilter, TwinHost, TwinNode, in_process_scene_reader,
@@ -21,14 +22,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// The root supervisor of a node. It restarts the twin host if the host itself
-/// fails (the new host reloads records from the store and resumes running
-/// twins), and gives up — stopping the node — past a restart limit.
+/// The root supervisor of a node. It restarts the twin host or the jobs host
+/// if one fails (the new host reloads records from the store and resumes
+/// running twins, or jobs), and gives up — stopping the node — past a
+/// restart limit.
 struct NodeSupervisor;
 
 struct SupervisorArgs {
     host_args: HostArgs,
     handle_tx: tokio::sync::oneshot::Sender<ActorRef<HostMsg>>,
+    jobs_args: JobsArgs,
+    jobs_tx: tokio::sync::oneshot::Sender<ActorRef<JobsMsg>>,
 }
 
 struct SupervisorState {
@@ -36,18 +40,22 @@ struct SupervisorState {
     host: ActorRef<HostMsg>,
     /// The node's handle, kept pointing at the live host across restarts.
     twins: Option<TwinNode>,
+    jobs_args: JobsArgs,
+    jobs_host: ActorRef<JobsMsg>,
+    jobs: Option<JobsNode>,
     restarts: VecDeque<Instant>,
 }
 
 enum SupervisorMsg {
-    /// The handle clients use; the supervisor swaps in restarted hosts.
-    Attach(TwinNode),
+    /// The handles clients use; the supervisor swaps in restarted hosts.
+    Attach(TwinNode, JobsNode),
 }
 
 /// Local only: never sent between nodes.
 impl ractor::Message for SupervisorMsg {}
 
 const HOST_NAME: &str = "twins";
+const JOBS_NAME: &str = "jobs";
 const HOST_MAX_RESTARTS: usize = 5;
 const HOST_RESTART_WINDOW: Duration = Duration::from_secs(60);
 
@@ -69,10 +77,21 @@ impl Actor for NodeSupervisor {
         )
         .await?;
         let _ = args.handle_tx.send(host.clone());
+        let (jobs_host, _) = Actor::spawn_linked(
+            Some(JOBS_NAME.into()),
+            JobsHost,
+            args.jobs_args.clone(),
+            myself.get_cell(),
+        )
+        .await?;
+        let _ = args.jobs_tx.send(jobs_host.clone());
         Ok(SupervisorState {
             host_args: args.host_args,
             host,
             twins: None,
+            jobs_args: args.jobs_args,
+            jobs_host,
+            jobs: None,
             restarts: VecDeque::new(),
         })
     }
@@ -84,10 +103,12 @@ impl Actor for NodeSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Attach(twins) => {
-                // The host may have been restarted since the handle was made.
+            SupervisorMsg::Attach(twins, jobs) => {
+                // A host may have been restarted since the handles were made.
                 twins.replace_host(state.host.clone());
                 state.twins = Some(twins);
+                jobs.replace_host(state.jobs_host.clone());
+                state.jobs = Some(jobs);
             }
         }
         Ok(())
@@ -99,30 +120,46 @@ impl Actor for NodeSupervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let failed = match &event {
-            SupervisionEvent::ActorFailed(cell, e) if cell.get_id() == state.host.get_id() => {
-                Some(e.to_string())
+        // A host only stops when the node shuts down, which stops this
+        // supervisor first; anything else is a failure.
+        let (cell, reason) = match &event {
+            SupervisionEvent::ActorFailed(cell, e) => (cell, e.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.clone().unwrap_or_else(|| "stopped".into()))
             }
-            SupervisionEvent::ActorTerminated(cell, _, reason)
-                if cell.get_id() == state.host.get_id() =>
-            {
-                // The host only stops when the node shuts down, which stops this
-                // supervisor first; anything else is a failure.
-                Some(reason.clone().unwrap_or_else(|| "stopped".into()))
-            }
-            _ => None,
+            _ => return Ok(()),
         };
-        let Some(reason) = failed else {
+        let jobs_failed = cell.get_id() == state.jobs_host.get_id();
+        if !jobs_failed && cell.get_id() != state.host.get_id() {
             return Ok(());
+        }
+        let which = if jobs_failed {
+            "jobs host"
+        } else {
+            "twin host"
         };
-        tracing::error!(%reason, "twin host failed");
+        tracing::error!(%reason, "{which} failed");
         let now = Instant::now();
         state
             .restarts
             .retain(|t| now.duration_since(*t) < HOST_RESTART_WINDOW);
         state.restarts.push_back(now);
         if state.restarts.len() > HOST_MAX_RESTARTS {
-            myself.stop(Some(format!("twin host failed too often: {reason}")));
+            myself.stop(Some(format!("{which} failed too often: {reason}")));
+            return Ok(());
+        }
+        if jobs_failed {
+            let (jobs_host, _) = Actor::spawn_linked(
+                Some(JOBS_NAME.into()),
+                JobsHost,
+                state.jobs_args.clone(),
+                myself.get_cell(),
+            )
+            .await?;
+            if let Some(jobs) = &state.jobs {
+                jobs.replace_host(jobs_host.clone());
+            }
+            state.jobs_host = jobs_host;
             return Ok(());
         }
         let (host, _) = Actor::spawn_linked(
@@ -147,17 +184,20 @@ pub struct Api {
     pub dev_token: Option<DevToken>,
 }
 
-/// Where twin records live: the node's sled store, or PostgreSQL shared with
-/// other nodes (`metadata.backend`).
-async fn twin_store(
+/// Where twin and job records live: the node's sled store, or PostgreSQL
+/// shared with other nodes (`metadata.backend`).
+async fn metadata_stores(
     config: &NodeConfig,
     sled: &SledTwinStore,
     node_id: &str,
-) -> anyhow::Result<Arc<dyn hanzo_twin_actors::TwinStore>> {
+) -> anyhow::Result<(
+    Arc<dyn hanzo_twin_actors::TwinStore>,
+    Arc<dyn hanzo_twin_actors::jobs::JobStore>,
+)> {
     use crate::config::MetadataBackend;
     let pg = &config.metadata.postgres;
     Ok(match config.metadata.backend {
-        MetadataBackend::Sled => Arc::new(sled.clone()),
+        MetadataBackend::Sled => (Arc::new(sled.clone()), Arc::new(sled.job_store()?)),
         MetadataBackend::Postgres => {
             let url = pg.url.as_deref().unwrap_or_default();
             let store = crate::store_pg::PgTwinStore::connect(
@@ -169,8 +209,9 @@ async fn twin_store(
             )
             .await
             .with_context(|| "cannot use the PostgreSQL metadata store (metadata.postgres.url)")?;
-            tracing::info!(schema = %pg.schema, "twin definitions in PostgreSQL");
-            Arc::new(store)
+            tracing::info!(schema = %pg.schema, "twin definitions and jobs in PostgreSQL");
+            let jobs = store.job_store();
+            (Arc::new(store), Arc::new(jobs))
         }
     })
 }
@@ -182,6 +223,7 @@ pub struct Node {
     scenes: Arc<SceneLibrary>,
     node_id: String,
     twins: TwinNode,
+    jobs: JobsNode,
     engines: EngineRegistry,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_done: tokio::task::JoinHandle<()>,
@@ -243,7 +285,31 @@ impl Node {
         // Placement starts as this node alone; the mesh adds the others.
         let membership = Membership::single(node_id.clone(), api_addr)
             .with_cluster_addr(config.cluster.listen.clone().unwrap_or_default());
-        let twin_store = twin_store(&config, &store, &node_id).await?;
+        let (twin_store, job_store) = metadata_stores(&config, &store, &node_id).await?;
+        let job_logs = LogFollowers::new(config.data_dir.join("jobs"));
+        let artifacts: Arc<dyn hanzo_twin_actors::jobs::ArtifactStore> = Arc::new(
+            crate::store::ObjectArtifactStore::new(buckets.checkpoints.clone()),
+        );
+        let jobs_args = JobsArgs {
+            config: Arc::new(JobsConfig {
+                node_id: node_id.clone(),
+                python: config.scheduler.python.clone(),
+                max_concurrent: config.scheduler.max_concurrent_jobs as usize,
+                api_url: format!(
+                    "{}://{}",
+                    if config.server.tls.cert.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    },
+                    client_addr(&config.server.host, config.server.port)
+                ),
+                cancel_grace: Duration::from_secs(1),
+            }),
+            store: job_store.clone(),
+            artifacts: artifacts.clone(),
+            logs: job_logs.clone(),
+        };
         let routes = Arc::new(hanzo_twin_actors::RouteCache::default());
         let host_args = HostArgs {
             config: HostConfig {
@@ -278,12 +344,15 @@ impl Node {
             routes: routes.clone(),
         };
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+        let (jobs_tx, jobs_rx) = tokio::sync::oneshot::channel();
         let (supervisor, supervisor_done) = Actor::spawn(
             Some(format!("node:{node_id}")),
             NodeSupervisor,
             SupervisorArgs {
                 host_args,
                 handle_tx,
+                jobs_args,
+                jobs_tx,
             },
         )
         .await
@@ -293,8 +362,10 @@ impl Node {
         // host's own timeout error reaches them rather than a generic one.
         let twins = TwinNode::new(host, routes, call_timeout + Duration::from_secs(2))
             .with_max_in_flight(config.server.max_in_flight);
+        let jobs_host = jobs_rx.await.context("the jobs host did not report in")?;
+        let jobs = JobsNode::new(jobs_host, job_store, artifacts, job_logs);
         supervisor
-            .cast(SupervisorMsg::Attach(twins.clone()))
+            .cast(SupervisorMsg::Attach(twins.clone(), jobs.clone()))
             .context("the node's supervisor stopped while starting")?;
         let mesh = if config.cluster.enabled() {
             let c = &config.cluster;
@@ -337,6 +408,7 @@ impl Node {
             scenes,
             node_id,
             twins,
+            jobs,
             engines,
             supervisor,
             supervisor_done,
@@ -353,6 +425,11 @@ impl Node {
     /// Typed access to this node's twins: the embedded-agent SDK.
     pub fn twins(&self) -> TwinNode {
         self.twins.clone()
+    }
+
+    /// This node's jobs.
+    pub fn jobs(&self) -> JobsNode {
+        self.jobs.clone()
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -418,6 +495,7 @@ impl Node {
             ready: self.ready.clone(),
             auth,
             scenes: Some(self.scenes.clone()),
+            jobs: Some(self.jobs.clone()),
         });
         let config = ApiConfig {
             max_body_bytes: self.config.server.max_body_bytes,
@@ -574,5 +652,16 @@ impl Node {
         {
             tracing::error!("the supervision tree did not stop in time; leaving it");
         }
+    }
+}
+
+/// `host:port` as a client on this machine reaches a server listening on
+/// `host`: a wildcard address is reached on loopback.
+fn client_addr(host: &str, port: u16) -> String {
+    match host {
+        "0.0.0.0" | "" => format!("127.0.0.1:{port}"),
+        "::" | "[::]" => format!("[::1]:{port}"),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{port}"),
+        h => format!("{h}:{port}"),
     }
 }

@@ -2,6 +2,7 @@
 //! storage (a local folder by default).
 
 use bytes::Bytes;
+use hanzo_twin_actors::jobs::{ArtifactStore, JobFilter, JobId, JobRecord, JobStore};
 use hanzo_twin_actors::store::{BoxFuture, RecordWrite, StoreResult};
 use hanzo_twin_actors::{CheckpointStore, StoreError, TwinId, TwinRecord, TwinStore};
 use hanzo_twin_api::audit::{AuditEntry, AuditLog, AuditQuery};
@@ -40,6 +41,13 @@ impl SledTwinStore {
         Ok(SledAuditLog {
             db: self.db.clone(),
             entries: self.db.open_tree("audit").map_err(err)?,
+        })
+    }
+
+    /// Job records, in their own tree of the same database.
+    pub fn job_store(&self) -> Result<SledJobStore, StoreError> {
+        Ok(SledJobStore {
+            jobs: self.db.open_tree("jobs").map_err(err)?,
         })
     }
 
@@ -170,6 +178,124 @@ impl TwinStore for SledTwinStore {
                 }
             }
             results
+        })
+    }
+}
+
+/// Job records keyed by their id, a UUIDv7: byte order is submission order,
+/// so a page is a reverse range scan.
+#[derive(Clone)]
+pub struct SledJobStore {
+    jobs: sled::Tree,
+}
+
+impl SledJobStore {
+    fn decode(key: &[u8], value: &[u8]) -> StoreResult<JobRecord> {
+        serde_json::from_slice(value).map_err(|e| {
+            let id = uuid::Uuid::from_slice(key).map_or_else(|_| "?".into(), |u| u.to_string());
+            StoreError::new(format!("stored job {id} is unreadable: {e}"))
+        })
+    }
+}
+
+impl JobStore for SledJobStore {
+    fn put(&self, record: &JobRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let encoded = serde_json::to_vec(record).map_err(err);
+        let id = record.id;
+        Box::pin(async move {
+            self.jobs.insert(id.as_bytes(), encoded?).map_err(err)?;
+            self.jobs.flush_async().await.map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, id: JobId) -> BoxFuture<'_, StoreResult<Option<JobRecord>>> {
+        Box::pin(async move {
+            match self.jobs.get(id.as_bytes()).map_err(err)? {
+                Some(v) => Ok(Some(Self::decode(id.as_bytes(), &v)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn page<'a>(
+        &'a self,
+        filter: &'a JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<JobRecord>>> {
+        Box::pin(async move {
+            let range = match after {
+                Some(after) => self.jobs.range(..after.as_bytes().to_vec()),
+                None => self.jobs.iter(),
+            };
+            let mut out = Vec::new();
+            for item in range.rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                let (key, value) = item.map_err(err)?;
+                let record = Self::decode(&key, &value)?;
+                if filter.admits(&record) {
+                    out.push(record);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn unfinished<'a>(&'a self, node: &'a str) -> BoxFuture<'a, StoreResult<Vec<JobRecord>>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for item in self.jobs.iter() {
+                let (key, value) = item.map_err(err)?;
+                let record = Self::decode(&key, &value)?;
+                if !record.state.is_final() && record.node.as_deref().is_none_or(|n| n == node) {
+                    out.push(record);
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// What jobs produce, as objects `jobs/<job id>/<name>` in the checkpoints
+/// bucket.
+#[derive(Clone)]
+pub struct ObjectArtifactStore {
+    objects: Arc<dyn ObjectStore>,
+}
+
+impl ObjectArtifactStore {
+    pub fn new(objects: Arc<dyn ObjectStore>) -> ObjectArtifactStore {
+        ObjectArtifactStore { objects }
+    }
+
+    fn path(job: JobId, name: &str) -> ObjectPath {
+        ObjectPath::from(format!("jobs/{job}/{name}"))
+    }
+}
+
+impl ArtifactStore for ObjectArtifactStore {
+    fn put(&self, job: JobId, name: &str, bytes: Vec<u8>) -> BoxFuture<'_, StoreResult<()>> {
+        let path = Self::path(job, name);
+        Box::pin(async move {
+            self.objects
+                .put(&path, PutPayload::from(Bytes::from(bytes)))
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, job: JobId, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
+        let path = Self::path(job, name);
+        Box::pin(async move {
+            match self.objects.get(&path).await {
+                Ok(r) => Ok(Some(r.bytes().await.map_err(err)?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(err(e)),
+            }
         })
     }
 }

@@ -3,6 +3,7 @@
 //! `<schema>.twins`; the schema and table are created when missing.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use hanzo_twin_actors::jobs::{JobFilter, JobId, JobRecord, JobStore};
 use hanzo_twin_actors::store::{BoxFuture, StoreResult};
 use hanzo_twin_actors::{StoreError, TwinId, TwinRecord, TwinStore};
 use std::time::Duration;
@@ -147,7 +148,18 @@ impl PgTwinStore {
              );
              ALTER TABLE {} ADD COLUMN IF NOT EXISTS holder text
                  GENERATED ALWAYS AS (record->'status'->>'node') STORED;
-             CREATE INDEX IF NOT EXISTS twins_holder ON {} (holder, id);",
+             CREATE INDEX IF NOT EXISTS twins_holder ON {} (holder, id);
+             CREATE TABLE IF NOT EXISTS \"{schema}\".jobs (
+                 id uuid PRIMARY KEY,
+                 organization text NOT NULL,
+                 state text NOT NULL,
+                 node text,
+                 record jsonb NOT NULL,
+                 updated_at timestamptz NOT NULL DEFAULT now()
+             );
+             CREATE INDEX IF NOT EXISTS jobs_organization ON \"{schema}\".jobs (organization, id);
+             CREATE INDEX IF NOT EXISTS jobs_unfinished ON \"{schema}\".jobs (node)
+                 WHERE state IN ('queued', 'running');",
             store.table, store.nodes, store.table, store.table
         ))
         .await
@@ -173,6 +185,123 @@ impl PgTwinStore {
             }
         }
         Ok(store)
+    }
+}
+
+impl PgTwinStore {
+    /// Job records, in `"<schema>".jobs` of the same database.
+    pub fn job_store(&self) -> PgJobStore {
+        PgJobStore {
+            pool: self.pool.clone(),
+            table: self.table.replace(".twins", ".jobs"),
+        }
+    }
+}
+
+/// Job records in `"<schema>".jobs`: one JSONB document per job id (a
+/// UUIDv7, so id order is submission order), with the columns listings
+/// filter on.
+#[derive(Clone)]
+pub struct PgJobStore {
+    pool: Pool,
+    table: String,
+}
+
+fn job_of(value: serde_json::Value) -> StoreResult<JobRecord> {
+    serde_json::from_value(value)
+        .map_err(|e| StoreError::new(format!("postgres: a stored job is unreadable: {e}")))
+}
+
+impl JobStore for PgJobStore {
+    fn put(&self, record: &JobRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let value = serde_json::to_value(record).map_err(err);
+        let (id, organization) = (record.id, record.organization.clone());
+        let (state, node) = (record.state.as_str(), record.node.clone());
+        Box::pin(async move {
+            let value = value?;
+            let client = self.pool.get().await.map_err(err)?;
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {} (id, organization, state, node, record) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, node = EXCLUDED.node,
+                             record = EXCLUDED.record, updated_at = now()",
+                        self.table
+                    ),
+                    &[&id, &organization, &state, &node, &value],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, id: JobId) -> BoxFuture<'_, StoreResult<Option<JobRecord>>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT record FROM {} WHERE id = $1", self.table),
+                    &[&id],
+                )
+                .await
+                .map_err(err)?;
+            row.map(|r| job_of(r.get(0))).transpose()
+        })
+    }
+
+    fn page<'a>(
+        &'a self,
+        filter: &'a JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<JobRecord>>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let state = filter.state.map(|s| s.as_str());
+            let kind = filter.kind.map(|k| k.as_str());
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT record FROM {} WHERE ($1::text IS NULL OR organization = $1)
+                           AND ($2::text IS NULL OR state = $2)
+                           AND ($3::text IS NULL OR record->>'kind' = $3)
+                           AND ($4::text IS NULL OR record->>'owner' = $4)
+                           AND ($5::uuid IS NULL OR id < $5)
+                         ORDER BY id DESC LIMIT $6",
+                        self.table
+                    ),
+                    &[
+                        &filter.organization,
+                        &state,
+                        &kind,
+                        &filter.owner,
+                        &after,
+                        &(limit as i64),
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            rows.into_iter().map(|r| job_of(r.get(0))).collect()
+        })
+    }
+
+    fn unfinished<'a>(&'a self, node: &'a str) -> BoxFuture<'a, StoreResult<Vec<JobRecord>>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT record FROM {} WHERE state IN ('queued', 'running')
+                           AND (node IS NULL OR node = $1) ORDER BY id",
+                        self.table
+                    ),
+                    &[&node],
+                )
+                .await
+                .map_err(err)?;
+            rows.into_iter().map(|r| job_of(r.get(0))).collect()
+        })
     }
 }
 

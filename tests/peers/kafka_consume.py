@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 
+import kafka_tls
 from confluent_kafka import Consumer
 
 
@@ -23,6 +24,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--from", dest="start", choices=["latest", "earliest"], default="latest")
     parser.add_argument("topic")
+    kafka_tls.add_argument(parser)
     args = parser.parse_args()
 
     consumer = Consumer(
@@ -32,6 +34,7 @@ def main() -> int:
             "auto.offset.reset": args.start,
             # A small broker's first group join otherwise waits ~20 s.
             "session.timeout.ms": 6000,
+            **kafka_tls.settings(args),
         }
     )
     consumer.subscribe([args.topic])

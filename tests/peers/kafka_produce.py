@@ -8,6 +8,7 @@ once every message is delivered (1 if one is not within --timeout seconds).
 import argparse
 import sys
 
+import kafka_tls
 from confluent_kafka import Producer
 
 
@@ -16,9 +17,10 @@ def main() -> int:
     parser.add_argument("--brokers", required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("topic")
+    kafka_tls.add_argument(parser)
     args = parser.parse_args()
 
-    producer = Producer({"bootstrap.servers": args.brokers})
+    producer = Producer({"bootstrap.servers": args.brokers, **kafka_tls.settings(args)})
     failed = []
 
     def delivered(error, message):

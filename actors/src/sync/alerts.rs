@@ -31,7 +31,7 @@ pub enum AlertTarget {
     },
     #[cfg(feature = "kafka")]
     Kafka {
-        brokers: String,
+        brokers: super::KafkaBrokers,
         topic: String,
         stats: Arc<SourceStats>,
     },
@@ -189,8 +189,7 @@ impl Actor for AlertSender {
         }) {
             None => None,
             Some(brokers) => Some(
-                rdkafka::ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
+                super::kafka::client_config(&brokers)
                     .set(
                         "client.id",
                         format!("hanzo-twin-{}-alerts", args.twin_label),

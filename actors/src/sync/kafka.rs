@@ -10,10 +10,11 @@
 //! reason. A tick while the producer's queue is full publishes nothing and
 //! is counted as skipped.
 //!
-//! Also the reading side of a replay from Kafka ([`TopicLines`]).
+//! Also the reading side of a replay from Kafka ([`TopicLines`]), and the
+//! client settings every Kafka client of the node shares ([`client_config`]).
 
-use super::SourceStats;
 use super::publish::TickSchedule;
+use super::{KafkaBrokers, SourceStats};
 use crate::protocol::{ChildContext, ChildSpec, SpawnFuture, TwinMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rdkafka::ClientConfig;
@@ -25,11 +26,28 @@ use std::time::Duration;
 /// than this is stale anyway.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A Kafka client's settings for `brokers`: in the clear, or over mutual
+/// TLS, where librdkafka checks each broker's certificate against the CA
+/// and the host it reached (`ssl.endpoint.identification.algorithm`).
+pub fn client_config(brokers: &KafkaBrokers) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &brokers.list);
+    if let Some(tls) = &brokers.tls {
+        config
+            .set("security.protocol", "ssl")
+            .set("ssl.ca.location", tls.ca_file.to_string_lossy())
+            .set("ssl.certificate.location", tls.cert_file.to_string_lossy())
+            .set("ssl.key.location", tls.key_file.to_string_lossy())
+            .set("ssl.endpoint.identification.algorithm", "https");
+    }
+    config
+}
+
 /// How to spawn (and respawn) one Kafka publisher.
 pub struct KafkaPublisherChild {
     pub child_name: String,
-    /// `host:port`, comma-separated (the entry's, or the node's stream).
-    pub brokers: String,
+    /// The entry's brokers, or the node's stream.
+    pub brokers: KafkaBrokers,
     pub topic: String,
     pub rate_hz: f64,
     pub stats: Arc<SourceStats>,
@@ -60,7 +78,7 @@ impl ChildSpec for KafkaPublisherChild {
 }
 
 pub struct KafkaArgs {
-    brokers: String,
+    brokers: KafkaBrokers,
     topic: String,
     period: Duration,
     stats: Arc<SourceStats>,
@@ -71,9 +89,28 @@ pub struct KafkaArgs {
 
 pub struct KafkaPublisher;
 
+/// Puts what librdkafka reports about the brokers (a certificate refused,
+/// every broker down) into the publisher's status as it happens, where a
+/// delivery report would only say, seconds later, that a message timed out.
+pub struct StatusContext {
+    stats: Arc<SourceStats>,
+    twin_label: String,
+}
+
+impl rdkafka::ClientContext for StatusContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(twin = %self.twin_label, %error, "Kafka publisher: {reason}");
+        self.stats.update(|s| {
+            s.state = "disconnected".into();
+            s.connected_since = None;
+            s.last_error = Some(reason.to_string());
+        });
+    }
+}
+
 pub struct KafkaState {
     args: KafkaArgs,
-    producer: FutureProducer,
+    producer: FutureProducer<StatusContext>,
     ticks: TickSchedule<KafkaMsg>,
 }
 
@@ -149,8 +186,7 @@ impl Actor for KafkaPublisher {
         _myself: ActorRef<KafkaMsg>,
         args: KafkaArgs,
     ) -> Result<KafkaState, ActorProcessingErr> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &args.brokers)
+        let producer: FutureProducer<StatusContext> = client_config(&args.brokers)
             .set("client.id", format!("hanzo-twin-{}", args.twin_label))
             .set(
                 "message.timeout.ms",
@@ -158,7 +194,10 @@ impl Actor for KafkaPublisher {
             )
             // Predictions are small and frequent: send them at once.
             .set("linger.ms", "5")
-            .create()
+            .create_with_context(StatusContext {
+                stats: args.stats.clone(),
+                twin_label: args.twin_label.clone(),
+            })
             .map_err(|e| {
                 let reason = format!("cannot create the Kafka producer: {e}");
                 args.stats.refuse(&reason);
@@ -234,10 +273,9 @@ pub struct TopicLines {
 }
 
 impl TopicLines {
-    pub async fn open(brokers: &str, topic: &str) -> Result<TopicLines, String> {
+    pub async fn open(brokers: &KafkaBrokers, topic: &str) -> Result<TopicLines, String> {
         use rdkafka::consumer::Consumer;
-        let consumer: rdkafka::consumer::StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer: rdkafka::consumer::StreamConsumer = client_config(brokers)
             .set(
                 "group.id",
                 format!("hanzo-twin-replay-{}", uuid::Uuid::new_v4().simple()),

@@ -310,11 +310,13 @@ pub struct TwinSync {
 }
 
 /// The node's Kafka stream (`stream` in its configuration): the brokers
-/// of Kafka publishers that name none, and the prefix of their topic; and
-/// where the node keeps sync recordings.
+/// of Kafka publishers that name none, how to reach them, and the prefix of
+/// their topic; and where the node keeps sync recordings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamSettings {
     pub brokers: Option<String>,
+    /// TLS to `brokers` (`stream.tls`); `None` reaches them in the clear.
+    pub tls: Option<Arc<KafkaTls>>,
     pub topic_prefix: String,
     /// `<data_dir>/recordings`; `None` where nothing is recorded (tests).
     pub recordings: Option<PathBuf>,
@@ -324,8 +326,38 @@ impl Default for StreamSettings {
     fn default() -> Self {
         StreamSettings {
             brokers: None,
+            tls: None,
             topic_prefix: "hanzo.twin".into(),
             recordings: None,
+        }
+    }
+}
+
+/// Mutual TLS to the node's Kafka brokers: the CA their certificates are
+/// checked against (and each must name the host it is reached at), and the
+/// node's own certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Kafka brokers (`host:port`, comma-separated) and how a client reaches
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaBrokers {
+    pub list: String,
+    pub tls: Option<Arc<KafkaTls>>,
+}
+
+impl KafkaBrokers {
+    /// As the sync status shows them: `ssl://` before brokers reached over
+    /// TLS.
+    pub fn shown(&self) -> String {
+        match self.tls {
+            Some(_) => format!("ssl://{}", self.list),
+            None => self.list.clone(),
         }
     }
 }
@@ -337,13 +369,28 @@ impl StreamSettings {
         &self,
         spec: &crate::definition::KafkaPublishSpec,
         twin_label: &str,
-    ) -> (Option<String>, String) {
-        let brokers = spec.brokers.clone().or_else(|| self.brokers.clone());
+    ) -> (Option<KafkaBrokers>, String) {
         let topic = spec
             .topic
             .clone()
             .unwrap_or_else(|| format!("{}.{twin_label}.predictions", self.topic_prefix));
-        (brokers, topic)
+        (self.kafka_brokers(spec.brokers.as_ref()), topic)
+    }
+
+    /// The brokers a twin names (on loopback, in the clear: see
+    /// `check_kafka_brokers`), else the node's, over its TLS where it has
+    /// one.
+    pub fn kafka_brokers(&self, named: Option<&String>) -> Option<KafkaBrokers> {
+        match named {
+            Some(list) => Some(KafkaBrokers {
+                list: list.clone(),
+                tls: None,
+            }),
+            None => self.brokers.as_ref().map(|list| KafkaBrokers {
+                list: list.clone(),
+                tls: self.tls.clone(),
+            }),
+        }
     }
 
     /// Refuses a sync block this node cannot publish: a Kafka publisher
@@ -557,7 +604,10 @@ impl TwinSync {
                     let stats = Arc::new(SourceStats::new(
                         name.clone(),
                         "kafka",
-                        brokers.clone().unwrap_or_default(),
+                        brokers
+                            .as_ref()
+                            .map(KafkaBrokers::shown)
+                            .unwrap_or_default(),
                         topic.clone(),
                     ));
                     publishers.push(stats.clone());
@@ -591,16 +641,21 @@ impl TwinSync {
         {
             let (origin, endpoint, topic) = match (&spec_replay.recording, &spec_replay.kafka) {
                 (_, Some(kafka)) => {
-                    let brokers = kafka
-                        .brokers
-                        .clone()
-                        .or_else(|| stream.brokers.clone())
-                        .unwrap_or_default();
+                    // Refused at create without brokers (`StreamSettings::check`);
+                    // a node restarted without its stream fails to open them.
+                    let brokers =
+                        stream
+                            .kafka_brokers(kafka.brokers.as_ref())
+                            .unwrap_or(KafkaBrokers {
+                                list: String::new(),
+                                tls: None,
+                            });
+                    let shown = brokers.shown();
                     let origin = replay::Origin::Kafka {
-                        brokers: brokers.clone(),
+                        brokers,
                         topic: kafka.topic.clone(),
                     };
-                    (origin, brokers, kafka.topic.clone())
+                    (origin, shown, kafka.topic.clone())
                 }
                 (name, None) => {
                     let name = name.clone().unwrap_or_default();
@@ -978,17 +1033,17 @@ fn alert_targets(
         });
     }
     #[cfg(feature = "kafka")]
-    if let Some(brokers) = &stream.brokers {
+    if let Some(brokers) = stream.kafka_brokers(None) {
         let topic = format!("{}.{twin_label}.alerts", stream.topic_prefix);
         targets.push(alerts::AlertTarget::Kafka {
-            brokers: brokers.clone(),
-            topic: topic.clone(),
             stats: Arc::new(SourceStats::new(
                 "drift-stream".into(),
                 "kafka",
-                brokers.clone(),
-                topic,
+                brokers.shown(),
+                topic.clone(),
             )),
+            brokers,
+            topic,
         });
     }
     #[cfg(not(feature = "kafka"))]

@@ -146,7 +146,7 @@ pub enum Origin {
     /// A topic's messages, one line each, up to where the topic ended when
     /// the player started.
     Kafka {
-        brokers: String,
+        brokers: super::KafkaBrokers,
         topic: String,
     },
 }

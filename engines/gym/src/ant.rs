@@ -137,6 +137,8 @@ impl AntTask {
             dt: m.opt.timestep * f64::from(config.frame_skip),
             gravity: m.opt.gravity,
             max_episode_steps: config.max_episode_steps,
+            // Gymnasium's Ant-v5.
+            reward_threshold: Some(6000.0),
             info_keys: INFO_KEYS.iter().map(|k| k.to_string()).collect(),
             randomizable: [
                 "friction",

@@ -72,6 +72,10 @@ pub struct EnvSpec {
     pub gravity: [f64; 3],
     /// Steps after which an episode is truncated.
     pub max_episode_steps: u32,
+    /// The mean episode return at which the task counts as solved (as
+    /// Gymnasium's `EnvSpec.reward_threshold`), when it has one.
+    #[serde(default)]
+    pub reward_threshold: Option<f64>,
     /// Names of the values every step reports in `info`, in order.
     pub info_keys: Vec<String>,
     /// Which randomization parameters this task can apply.

@@ -40,6 +40,9 @@ pub struct TaskSpec {
     pub frame_skip: u32,
     #[serde(default = "default_max_steps")]
     pub max_episode_steps: u32,
+    /// The mean episode return at which the task counts as solved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_threshold: Option<f64>,
     pub observation: Vec<ObservationTerm>,
     pub action: Vec<ActionTerm>,
     pub reward: Vec<RewardTerm>,
@@ -253,6 +256,7 @@ impl TaskSpec {
             step_hz,
             frame_skip,
             max_episode_steps: default_max_steps(),
+            reward_threshold: None,
             observation: joints
                 .iter()
                 .map(|j| ObservationTerm::JointPosition {
@@ -453,6 +457,7 @@ impl SceneTask {
             dt: f64::from(task.frame_skip) / task.step_hz,
             gravity,
             max_episode_steps: task.max_episode_steps,
+            reward_threshold: task.reward_threshold,
             info_keys: task
                 .reward
                 .iter()

@@ -682,9 +682,9 @@ pub fn check_kafka_topic(topic: &str) -> Result<(), String> {
     }
 }
 
-/// Kafka brokers, `host:port` comma-separated. Predictions travel in the
-/// clear, so (until the node's stream takes TLS settings) only brokers on
-/// this machine's loopback are accepted.
+/// Kafka brokers a twin's definition names, `host:port` comma-separated.
+/// They are reached in the clear (the node's TLS is for its own stream), so
+/// only brokers on this machine's loopback are accepted.
 pub fn check_kafka_brokers(brokers: &str) -> Result<(), String> {
     check_kafka_broker_list(brokers, true)
 }
@@ -708,7 +708,7 @@ pub fn check_kafka_broker_list(brokers: &str, loopback_only: bool) -> Result<(),
                 .is_ok_and(|ip| ip.is_loopback());
         if loopback_only && !loopback {
             return Err(format!(
-                "brokers: `{broker}` is not on loopback; Kafka publishing is unencrypted and limited to brokers on this machine (a node's operator may set stream.private_network: true for brokers on a closed private network)"
+                "brokers: `{broker}` is not on loopback; Kafka in the clear is limited to brokers on this machine (brokers elsewhere are the node's stream.brokers, reached over stream.tls, or on a closed private network with stream.private_network: true)"
             ));
         }
     }

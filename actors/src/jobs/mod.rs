@@ -1,0 +1,235 @@
+//! Jobs: long-running work a caller submits and watches (`/v1/jobs`), each a
+//! supervised actor under the node's jobs host.
+//!
+//! ```text
+//! jobs                      JobsHost: the queue, at most scheduler.max_concurrent_jobs running
+//! ├── job:<id>              JobActor: owns the job's record while it runs
+//! │   └── worker process    python -m hanzo_twin.train (Stable-Baselines3)
+//! └── job:<id>
+//! ```
+//!
+//! A job's record is kept in the node's store (sled or PostgreSQL), its log
+//! as JSON lines in the node's data folder, and what it produces (policy
+//! checkpoints) in object storage. A node that restarts resumes the jobs it
+//! was running: a training job from its latest checkpoint.
+
+mod actor;
+mod host;
+pub mod log;
+pub mod spec;
+
+pub use host::{JobsArgs, JobsConfig, JobsHost, JobsMsg};
+pub use log::{JobLogLine, LogFollowers};
+pub use spec::*;
+
+use crate::store::{BoxFuture, StoreResult};
+use ractor::ActorRef;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Durable job records.
+pub trait JobStore: Send + Sync + 'static {
+    fn put(&self, record: &JobRecord) -> BoxFuture<'_, StoreResult<()>>;
+    fn get(&self, id: JobId) -> BoxFuture<'_, StoreResult<Option<JobRecord>>>;
+    /// Newest first: the jobs `filter` admits that are older than `after`
+    /// (the last id of the previous page), at most `limit`.
+    fn page<'a>(
+        &'a self,
+        filter: &'a JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<JobRecord>>>;
+    /// The jobs not yet finished that `node` holds or that no node holds:
+    /// what a starting node resumes.
+    fn unfinished<'a>(&'a self, node: &'a str) -> BoxFuture<'a, StoreResult<Vec<JobRecord>>>;
+}
+
+/// What jobs produce, by job and file name (object storage:
+/// `jobs/<id>/<name>` in the checkpoints bucket).
+pub trait ArtifactStore: Send + Sync + 'static {
+    fn put(&self, job: JobId, name: &str, bytes: Vec<u8>) -> BoxFuture<'_, StoreResult<()>>;
+    fn get(&self, job: JobId, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>>;
+}
+
+/// Why a job request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Invalid(#[from] SpecError),
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// The caller may not act on this job (an operator cancelling another's).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The job cannot take this request in its state.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the job store failed: {0}")]
+    Store(String),
+    #[error("the jobs host did not answer: {0}")]
+    Unavailable(String),
+}
+
+impl From<crate::store::StoreError> for JobError {
+    fn from(e: crate::store::StoreError) -> Self {
+        JobError::Store(e.to_string())
+    }
+}
+
+/// How callers reach the node's jobs: submits and cancels through the jobs
+/// host, reads straight from the store and the log files.
+#[derive(Clone)]
+pub struct JobsNode {
+    /// Swapped by the node's supervisor when it restarts the jobs host.
+    host: Arc<std::sync::RwLock<ActorRef<JobsMsg>>>,
+    store: Arc<dyn JobStore>,
+    artifacts: Arc<dyn ArtifactStore>,
+    logs: Arc<LogFollowers>,
+}
+
+/// How long a caller waits for the jobs host; a cancel waits for its job's
+/// worker to stop as well (a second, then it is killed).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl JobsNode {
+    pub fn new(
+        host: ActorRef<JobsMsg>,
+        store: Arc<dyn JobStore>,
+        artifacts: Arc<dyn ArtifactStore>,
+        logs: Arc<LogFollowers>,
+    ) -> JobsNode {
+        JobsNode {
+            host: Arc::new(std::sync::RwLock::new(host)),
+            store,
+            artifacts,
+            logs,
+        }
+    }
+
+    /// Points this handle (and its clones) at a restarted jobs host.
+    pub fn replace_host(&self, host: ActorRef<JobsMsg>) {
+        *self.host.write().unwrap_or_else(|p| p.into_inner()) = host;
+    }
+
+    /// Queues a job. `token` is the submitter's bearer token, which a job
+    /// on a twin needs to reach the twin through the API; it is held in
+    /// memory only, never stored or logged.
+    pub async fn submit(
+        &self,
+        spec: JobSpec,
+        owner: String,
+        organization: String,
+        token: Option<String>,
+    ) -> Result<JobRecord, JobError> {
+        spec.check()?;
+        if let JobSpec::Evaluate(eval) = &spec {
+            // The policy must exist for the submitter to see, and be one.
+            let trained = match self.store.get(eval.policy_job).await? {
+                Some(r) if r.organization == organization => r,
+                _ => {
+                    return Err(JobError::Invalid(SpecError {
+                        field: "policy_job".into(),
+                        message: format!("job {} not found", eval.policy_job),
+                    }));
+                }
+            };
+            if trained.kind != JobKind::Train || trained.latest_policy().is_none() {
+                return Err(JobError::Invalid(SpecError {
+                    field: "policy_job".into(),
+                    message: format!(
+                        "job {} has no policy to evaluate (a {} job, {})",
+                        trained.id,
+                        trained.kind.as_str(),
+                        trained.state.as_str()
+                    ),
+                }));
+            }
+        }
+        let record = Box::new(JobRecord::new(spec, owner, organization));
+        self.call(|reply| JobsMsg::Submit {
+            record,
+            token,
+            reply,
+        })
+        .await
+    }
+
+    /// Cancels a job the caller may act on (`may_act_on(owner)`), and
+    /// answers once it has stopped.
+    pub async fn cancel(
+        &self,
+        id: JobId,
+        organization: &str,
+        by: &str,
+        may_act_on: impl Fn(&str) -> bool,
+    ) -> Result<JobRecord, JobError> {
+        let record = self.get(id, organization).await?;
+        if !may_act_on(&record.owner) {
+            return Err(JobError::Forbidden(format!(
+                "job {id} is {}'s; your roles cancel only your own jobs",
+                record.owner
+            )));
+        }
+        if record.state.is_final() {
+            return Err(JobError::Conflict(format!(
+                "job {id} is {} already",
+                record.state.as_str()
+            )));
+        }
+        let by = by.to_string();
+        self.call(|reply| JobsMsg::Cancel { id, by, reply }).await
+    }
+
+    /// A job of `organization` (others' answer not found).
+    pub async fn get(&self, id: JobId, organization: &str) -> Result<JobRecord, JobError> {
+        match self.store.get(id).await? {
+            Some(r) if r.organization == organization => Ok(r),
+            _ => Err(JobError::NotFound(id)),
+        }
+    }
+
+    pub async fn page(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, JobError> {
+        Ok(self.store.page(filter, after, limit).await?)
+    }
+
+    /// An artifact of a job of `organization`.
+    pub async fn artifact(
+        &self,
+        id: JobId,
+        organization: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, JobError> {
+        let record = self.get(id, organization).await?;
+        if !record.artifacts.iter().any(|a| a.name == name) {
+            return Ok(None);
+        }
+        Ok(self.artifacts.get(id, name).await?)
+    }
+
+    /// The job's log, for reading and following.
+    pub fn logs(&self) -> &LogFollowers {
+        &self.logs
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        msg: impl FnOnce(ractor::RpcReplyPort<Result<T, JobError>>) -> JobsMsg,
+    ) -> Result<T, JobError> {
+        let host = self.host.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match host.call(msg, Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(JobError::Unavailable(format!(
+                "no answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            ))),
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                Err(JobError::Unavailable("the jobs host stopped".into()))
+            }
+        }
+    }
+}

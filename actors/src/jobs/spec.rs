@@ -1,0 +1,589 @@
+//! What a job is: its spec as submitted, checked before anything runs, and
+//! the record the node keeps of it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub type JobId = uuid::Uuid;
+
+/// The tasks a training job may name: the gym's built-in tasks.
+pub const TASKS: [&str; 2] = ["cartpole-v0", "ant-v5"];
+
+/// The most environments one job steps at once.
+pub const MAX_NUM_ENVS: u32 = 4096;
+/// The most environment steps one job trains for (10¹¹).
+pub const MAX_TOTAL_STEPS: u64 = 100_000_000_000;
+
+/// A job's spec as submitted (`POST /v1/jobs`), tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobSpec {
+    /// Reinforcement learning on a twin's or a built-in task's environments.
+    Train(TrainSpec),
+    /// The mean return of a trained policy over a number of episodes.
+    Evaluate(EvaluateSpec),
+}
+
+/// The schema of a spec: one closed object per kind, holding the `kind`
+/// tag beside the kind's own fields. (Derived, it would be the kind's
+/// closed object and the tag side by side in an `allOf`, which nothing
+/// satisfies, since each half forbids the other's properties.)
+impl utoipa::PartialSchema for JobSpec {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{
+            Discriminator, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+        };
+        let tagged = |kind: &str, inner: RefOr<Schema>| -> Schema {
+            let tag = ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::String))
+                .enum_values(Some([kind]))
+                .build();
+            match inner {
+                RefOr::T(Schema::Object(mut object)) => {
+                    object.properties.insert("kind".into(), tag.into());
+                    object.required.insert(0, "kind".into());
+                    Schema::Object(object)
+                }
+                other => Schema::AllOf(
+                    utoipa::openapi::schema::AllOfBuilder::new()
+                        .item(other)
+                        .item(ObjectBuilder::new().property("kind", tag).required("kind"))
+                        .build(),
+                ),
+            }
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "A job's spec, tagged by `kind`: `train` or `evaluate`.",
+            ))
+            .item(tagged(
+                "train",
+                <TrainSpec as utoipa::PartialSchema>::schema(),
+            ))
+            .item(tagged(
+                "evaluate",
+                <EvaluateSpec as utoipa::PartialSchema>::schema(),
+            ))
+            .discriminator(Some(Discriminator::new("kind")))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for JobSpec {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <TrainSpec as utoipa::ToSchema>::schemas(schemas);
+        <EvaluateSpec as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
+impl JobSpec {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobSpec::Train(_) => JobKind::Train,
+            JobSpec::Evaluate(_) => JobKind::Evaluate,
+        }
+    }
+}
+
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Train,
+    Evaluate,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 2] = [JobKind::Train, JobKind::Evaluate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Train => "train",
+            JobKind::Evaluate => "evaluate",
+        }
+    }
+}
+
+/// The trainer's algorithm (Stable-Baselines3's).
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algo {
+    /// Proximal Policy Optimization: discrete or continuous actions.
+    #[default]
+    Ppo,
+    /// Soft Actor-Critic: continuous control.
+    Sac,
+}
+
+impl Algo {
+    /// The constructor arguments of the algorithm a spec may set, with the
+    /// kind of value each takes.
+    fn hyperparameters(self) -> &'static [(&'static str, Value)] {
+        use Value::{Int, Number};
+        match self {
+            Algo::Ppo => &[
+                ("learning_rate", Number),
+                ("n_steps", Int),
+                ("batch_size", Int),
+                ("n_epochs", Int),
+                ("gamma", Number),
+                ("gae_lambda", Number),
+                ("clip_range", Number),
+                ("ent_coef", Number),
+                ("vf_coef", Number),
+                ("max_grad_norm", Number),
+                ("target_kl", Number),
+            ],
+            Algo::Sac => &[
+                ("learning_rate", Number),
+                ("buffer_size", Int),
+                ("learning_starts", Int),
+                ("batch_size", Int),
+                ("tau", Number),
+                ("gamma", Number),
+                ("train_freq", Int),
+                ("gradient_steps", Int),
+            ],
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Value {
+    Number,
+    Int,
+}
+
+/// `kind: train`: the spec's `hanzo-twin train --twin … --engine mujoco
+/// --algo ppo --num-envs 64 --total-steps 10_000_000`.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// A built-in task (`cartpole-v0`, `ant-v5`); or give `twin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// A twin (id or name) whose own control task is trained, through this
+    /// node's gym API as the job's submitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin: Option<String>,
+    /// The engine the environments run on (default: the task's or twin's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<hanzo_twin_engines::EngineKind>,
+    #[serde(default)]
+    pub algo: Algo,
+    /// Environments stepped at once (1–4096).
+    #[serde(default = "default_num_envs")]
+    pub num_envs: u32,
+    /// Environment steps to train for, over all environments.
+    pub total_steps: u64,
+    #[serde(default)]
+    pub seed: u64,
+    /// The algorithm's constructor arguments (Stable-Baselines3's names),
+    /// e.g. `{"learning_rate": 0.001, "n_steps": 256}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub hyperparameters: BTreeMap<String, serde_json::Value>,
+    /// A policy checkpoint every this many steps (default: a tenth of
+    /// `total_steps`), kept as an artifact; a resumed job starts from the
+    /// latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every_steps: Option<u64>,
+    /// Episodes of the final evaluation (deterministic actions).
+    #[serde(default = "default_eval_episodes")]
+    pub eval_episodes: u32,
+}
+
+fn default_num_envs() -> u32 {
+    8
+}
+
+fn default_eval_episodes() -> u32 {
+    10
+}
+
+/// `kind: evaluate`: a train job's final (or latest) policy on that job's
+/// environments.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateSpec {
+    /// The train job whose policy is evaluated.
+    #[schema(value_type = String, format = Uuid)]
+    pub policy_job: JobId,
+    /// Episodes to average over (1–10000).
+    #[serde(default = "default_episodes")]
+    pub episodes: u32,
+    #[serde(default = "default_true")]
+    pub deterministic: bool,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_episodes() -> u32 {
+    20
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A spec that cannot run: the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl JobSpec {
+    /// Everything that can be known wrong before the job runs.
+    pub fn check(&self) -> Result<(), SpecError> {
+        match self {
+            JobSpec::Train(t) => t.check(),
+            JobSpec::Evaluate(e) => {
+                if !(1..=10_000).contains(&e.episodes) {
+                    return Err(invalid("episodes", "must be between 1 and 10000"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl TrainSpec {
+    fn check(&self) -> Result<(), SpecError> {
+        match (&self.task, &self.twin) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "twin",
+                    "give a task or a twin, not both (a twin trains its own control task)",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "task",
+                    format!("give a built-in task ({}) or a twin", TASKS.join(", ")),
+                ));
+            }
+            (Some(task), None) if !TASKS.contains(&task.as_str()) => {
+                return Err(invalid(
+                    "task",
+                    format!(
+                        "unknown task `{}`; the built-in tasks are {}",
+                        crate::definition::shortened(task),
+                        TASKS.join(", ")
+                    ),
+                ));
+            }
+            (Some(task), None) if task == "ant-v5" => {
+                if let Some(e) = self
+                    .engine
+                    .filter(|e| *e != hanzo_twin_engines::EngineKind::Mujoco)
+                {
+                    return Err(invalid(
+                        "engine",
+                        format!("ant-v5 runs on mujoco (Gymnasium's model), not {e}"),
+                    ));
+                }
+            }
+            (None, Some(twin)) if twin.is_empty() || twin.len() > 64 => {
+                return Err(invalid("twin", "a twin's id or name, 1 to 64 characters"));
+            }
+            _ => {}
+        }
+        if !(1..=MAX_NUM_ENVS).contains(&self.num_envs) {
+            return Err(invalid(
+                "num_envs",
+                format!("must be between 1 and {MAX_NUM_ENVS}"),
+            ));
+        }
+        if !(1..=MAX_TOTAL_STEPS).contains(&self.total_steps) {
+            return Err(invalid(
+                "total_steps",
+                format!("must be between 1 and {MAX_TOTAL_STEPS}"),
+            ));
+        }
+        if self.checkpoint_every_steps == Some(0) {
+            return Err(invalid("checkpoint_every_steps", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.eval_episodes) {
+            return Err(invalid("eval_episodes", "must be between 1 and 10000"));
+        }
+        let known = self.algo.hyperparameters();
+        for (name, value) in &self.hyperparameters {
+            let field = format!("hyperparameters.{}", crate::definition::shortened(name));
+            let Some((_, kind)) = known.iter().find(|(n, _)| n == name) else {
+                let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{} takes none of that name; it takes {}",
+                        self.algo.name(),
+                        names.join(", ")
+                    ),
+                ));
+            };
+            let ok = match kind {
+                Value::Number => value.as_f64().is_some_and(f64::is_finite),
+                Value::Int => value.as_u64().is_some_and(|n| n >= 1),
+            };
+            if !ok {
+                return Err(invalid(
+                    field,
+                    match kind {
+                        Value::Number => "must be a finite number",
+                        Value::Int => "must be a whole number of at least 1",
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Algo {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Ppo => "ppo",
+            Algo::Sac => "sac",
+        }
+    }
+}
+
+/// Where a job stands.
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a slot (`scheduler.max_concurrent_jobs`).
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Nothing more happens to a job in this state.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// How far a job has come.
+#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// Environment steps done (train) or episodes done (evaluate).
+    pub steps: u64,
+    pub total_steps: u64,
+    pub episodes: u64,
+    /// The mean return of the latest episodes.
+    pub mean_return: Option<f64>,
+    pub steps_per_second: Option<f64>,
+    /// 0 to 1.
+    pub fraction: f64,
+}
+
+/// Something a job produced and the node keeps (a policy checkpoint).
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// The file's name, e.g. `policy-000000050000.zip` or `policy-final.zip`.
+    pub name: String,
+    /// The environment steps it was taken at.
+    pub steps: u64,
+    pub bytes: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A job as the node keeps it.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: JobId,
+    pub kind: JobKind,
+    pub spec: JobSpec,
+    /// The submitter's subject.
+    pub owner: String,
+    pub organization: String,
+    pub state: JobState,
+    pub progress: JobProgress,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What a finished job found (a train or evaluate job's `mean_return`).
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// Why it failed, or who cancelled it.
+    pub error: Option<String>,
+    pub artifacts: Vec<Artifact>,
+    /// The node running it (or that ran it).
+    pub node: Option<String>,
+    /// How many times it has started: more than one after a resume.
+    pub attempts: u32,
+}
+
+impl JobRecord {
+    pub fn new(spec: JobSpec, owner: String, organization: String) -> JobRecord {
+        let total_steps = match &spec {
+            JobSpec::Train(t) => t.total_steps,
+            JobSpec::Evaluate(e) => u64::from(e.episodes),
+        };
+        JobRecord {
+            id: uuid::Uuid::now_v7(),
+            kind: spec.kind(),
+            spec,
+            owner,
+            organization,
+            state: JobState::Queued,
+            progress: JobProgress {
+                total_steps,
+                ..JobProgress::default()
+            },
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+            artifacts: Vec::new(),
+            node: None,
+            attempts: 0,
+        }
+    }
+
+    /// The latest policy checkpoint, the final one first.
+    pub fn latest_policy(&self) -> Option<&Artifact> {
+        self.artifacts
+            .iter()
+            .filter(|a| a.name.starts_with("policy-"))
+            .max_by_key(|a| (a.name == "policy-final.zip", a.steps))
+    }
+}
+
+/// Which jobs a listing shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub organization: Option<String>,
+    pub state: Option<JobState>,
+    pub kind: Option<JobKind>,
+    pub owner: Option<String>,
+}
+
+impl JobFilter {
+    pub fn admits(&self, r: &JobRecord) -> bool {
+        self.organization
+            .as_ref()
+            .is_none_or(|o| *o == r.organization)
+            && self.state.is_none_or(|s| s == r.state)
+            && self.kind.is_none_or(|k| k == r.kind)
+            && self.owner.as_ref().is_none_or(|o| *o == r.owner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn train(json: serde_json::Value) -> Result<(), SpecError> {
+        let spec: JobSpec =
+            serde_json::from_value(json).map_err(|e| invalid("body", e.to_string()))?;
+        spec.check()
+    }
+
+    #[test]
+    fn a_train_spec_is_checked_field_by_field() {
+        let ok = serde_json::json!({"kind": "train", "task": "cartpole-v0", "total_steps": 1000});
+        assert_eq!(train(ok.clone()), Ok(()));
+        let with = |k: &str, v: serde_json::Value| {
+            let mut s = ok.clone();
+            s[k] = v;
+            train(s).expect_err(k).field
+        };
+        assert_eq!(with("task", "pong".into()), "task");
+        assert_eq!(with("twin", "arm".into()), "twin");
+        assert_eq!(with("num_envs", 0.into()), "num_envs");
+        assert_eq!(with("total_steps", 0.into()), "total_steps");
+        assert_eq!(
+            with("checkpoint_every_steps", 0.into()),
+            "checkpoint_every_steps"
+        );
+        assert_eq!(
+            with("hyperparameters", serde_json::json!({"n_steps": 0.5})),
+            "hyperparameters.n_steps"
+        );
+        assert_eq!(
+            with("hyperparameters", serde_json::json!({"tau": 0.5})),
+            "hyperparameters.tau"
+        );
+        let mut ant = ok.clone();
+        ant["task"] = "ant-v5".into();
+        ant["engine"] = "rapier3d".into();
+        assert_eq!(train(ant).expect_err("ant").field, "engine");
+        let mut sac = ok;
+        sac["algo"] = "sac".into();
+        sac["hyperparameters"] = serde_json::json!({"tau": 0.01, "learning_starts": 100});
+        assert_eq!(train(sac), Ok(()));
+    }
+
+    #[test]
+    fn the_latest_policy_is_the_final_one_else_the_most_trained() {
+        let spec = JobSpec::Evaluate(EvaluateSpec {
+            policy_job: uuid::Uuid::nil(),
+            episodes: 1,
+            deterministic: true,
+            seed: 0,
+        });
+        let mut r = JobRecord::new(spec, "a".into(), "o".into());
+        let art = |name: &str, steps| Artifact {
+            name: name.into(),
+            steps,
+            bytes: 1,
+            created_at: Utc::now(),
+        };
+        r.artifacts = vec![
+            art("policy-000000000200.zip", 200),
+            art("policy-000000000100.zip", 100),
+        ];
+        assert_eq!(r.latest_policy().map(|a| a.steps), Some(200));
+        r.artifacts.push(art("policy-final.zip", 150));
+        assert_eq!(
+            r.latest_policy().map(|a| a.name.as_str()),
+            Some("policy-final.zip")
+        );
+    }
+}

@@ -1,0 +1,453 @@
+//! Jobs end to end: a node runs Stable-Baselines3 training and evaluation
+//! as supervised jobs (`/v1/jobs`), streams their logs as Server-Sent
+//! Events, keeps their policies, queues past `scheduler.max_concurrent_jobs`,
+//! cancels, and resumes a training job from its checkpoint after a restart.
+
+mod common;
+
+use common::{TestNode, bin};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The venv's Python, with `hanzo_twin` and Stable-Baselines3 (scripts/test.sh).
+fn python() -> Option<String> {
+    let Ok(python) = std::env::var("HANZO_TWIN_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED: HANZO_TWIN_TEST_PYTHON is not set; run scripts/test.sh, which installs hanzo_twin and stable-baselines3 into the venv"
+        );
+        return None;
+    };
+    let ok = Command::new(&python)
+        .args(["-c", "import hanzo_twin.train, stable_baselines3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{python} cannot import hanzo_twin.train and stable_baselines3; scripts/test.sh installs both"
+    );
+    Some(python)
+}
+
+async fn node_with(python: &str, extra: &[(&str, &str)]) -> TestNode {
+    let mut env = vec![("HANZO_TWIN_SCHEDULER_PYTHON", python)];
+    env.extend_from_slice(extra);
+    TestNode::start_with(&env, "").await
+}
+
+/// rl-zoo's PPO settings for CartPole, which solve this cart-pole well
+/// within 60k steps.
+fn cartpole(total_steps: u64, checkpoint_every: u64) -> Value {
+    json!({
+        "kind": "train",
+        "task": "cartpole-v0",
+        "algo": "ppo",
+        "num_envs": 8,
+        "total_steps": total_steps,
+        "seed": 0,
+        "hyperparameters": {
+            "n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98,
+            "n_epochs": 20, "learning_rate": 0.001
+        },
+        "checkpoint_every_steps": checkpoint_every,
+        "eval_episodes": 10
+    })
+}
+
+/// The job's log from line `after` on, as (event name, id, data), until
+/// the stream ends (with `follow`, when the job has finished).
+async fn log_events(
+    node: &TestNode,
+    id: &str,
+    after: Option<u64>,
+    follow: bool,
+) -> Vec<(String, Option<u64>, Value)> {
+    let mut request = node
+        .http
+        .get(node.url(&format!("/v1/jobs/{id}/logs?follow={follow}")));
+    if let Some(after) = after {
+        request = request.header("Last-Event-ID", after.to_string());
+    }
+    let response = request.send().await.expect("logs");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while let Some(chunk) = tokio::time::timeout_at(deadline.into(), stream.next())
+        .await
+        .expect("the log ends within 10 minutes")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+    }
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty() && !block.starts_with(':'))
+        .map(|block| {
+            let (mut name, mut seq, mut data) = (String::new(), None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().into();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    seq = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            (
+                name,
+                seq,
+                serde_json::from_str(&data).unwrap_or(Value::String(data)),
+            )
+        })
+        .collect()
+}
+
+/// Polls the job until `done` holds (at most 10 minutes).
+async fn wait_job(node: &TestNode, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (status, job) = node.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never held: {job:#}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_training_job_solves_cartpole_keeps_its_policy_and_an_evaluation_confirms_it() {
+    let Some(python) = python() else { return };
+    let node = node_with(&python, &[]).await;
+    let (status, job) = node.post("/v1/jobs", cartpole(60_000, 20_000)).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    assert_eq!(job["kind"], "train");
+    assert!(
+        job["state"] == "queued" || job["state"] == "running",
+        "{job}"
+    );
+    assert_eq!(job["owner"], "local-admin", "{job}");
+
+    // The log, followed live to the end.
+    let events = log_events(&node, &id, None, true).await;
+    let (last, _, job) = events.last().expect("events").clone();
+    assert_eq!(last, "end", "{events:#?}");
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", node.log());
+    let lines: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.0 == "log")
+        .map(|e| &e.2)
+        .collect();
+    let seqs: Vec<u64> = events.iter().filter_map(|e| e.1).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "ids number the lines"
+    );
+    let steps: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["source"] == "progress")
+        .filter_map(|l| l["data"]["steps"].as_u64())
+        .collect();
+    assert!(steps.len() >= 3, "progress lines: {lines:#?}");
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+    assert!(lines.iter().any(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("started on"))
+    }));
+
+    // Solved: the evaluation's mean return reaches the task's threshold.
+    let result = &job["result"];
+    assert_eq!(result["reward_threshold"], 475.0, "{result}");
+    let mean = result["mean_return"].as_f64().expect("mean_return");
+    assert!(mean >= 475.0 && result["solved"] == true, "{result}");
+    assert_eq!(job["progress"]["fraction"], 1.0);
+    let names: Vec<&str> = job["artifacts"]
+        .as_array()
+        .expect("artifacts")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    for name in [
+        "policy-000000020000.zip",
+        "policy-000000040000.zip",
+        "policy-final.zip",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    let policy = node
+        .http
+        .get(node.url(&format!("/v1/jobs/{id}/artifacts/policy-final.zip")))
+        .send()
+        .await
+        .expect("artifact");
+    assert_eq!(policy.status(), 200);
+    let bytes = policy.bytes().await.expect("bytes");
+    assert!(bytes.starts_with(b"PK"), "an SB3 zip");
+    let (status, _) = node
+        .get(&format!("/v1/jobs/{id}/artifacts/nothing.zip"))
+        .await;
+    assert_eq!(status, 404);
+
+    // A reader resumes after the last line it had (Last-Event-ID).
+    let seen = seqs[seqs.len() / 2];
+    let rest = log_events(&node, &id, Some(seen), false).await;
+    assert_eq!(rest.first().and_then(|e| e.1), Some(seen + 1), "{rest:#?}");
+    assert_eq!(rest.last().map(|e| e.0.as_str()), Some("end"));
+
+    // An evaluation job confirms the policy.
+    let (status, eval) = node
+        .post(
+            "/v1/jobs",
+            json!({ "kind": "evaluate", "policy_job": id, "episodes": 10 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{eval}");
+    let eval_id = eval["id"].as_str().expect("id").to_string();
+    let eval = wait_job(&node, &eval_id, "the evaluation finishing", |j| {
+        j["state"] != "queued" && j["state"] != "running"
+    })
+    .await;
+    assert_eq!(eval["state"], "succeeded", "{eval:#}");
+    assert_eq!(eval["result"]["episodes"], 10);
+    assert!(
+        eval["result"]["mean_return"].as_f64().expect("mean") >= 475.0,
+        "{eval:#}"
+    );
+
+    // Listing: newest first, by kind, in pages.
+    let (_, page) = node.get("/v1/jobs").await;
+    let ids: Vec<&str> = page["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, [eval_id.as_str(), id.as_str()]);
+    let (_, page) = node.get("/v1/jobs?kind=evaluate").await;
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(1));
+    let (_, page) = node.get("/v1/jobs?limit=1").await;
+    let cursor = page["next_cursor"].as_str().expect("a next page");
+    let (_, page) = node.get(&format!("/v1/jobs?limit=1&cursor={cursor}")).await;
+    assert_eq!(page["jobs"][0]["id"], id.as_str());
+
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", node.metrics_port))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"hanzo_twin_jobs_total{kind="train",state="succeeded"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn jobs_queue_past_the_limit_cancel_and_resume_from_their_checkpoint_after_a_restart() {
+    let Some(python) = python() else { return };
+    let mut node = node_with(
+        &python,
+        &[("HANZO_TWIN_SCHEDULER_MAX_CONCURRENT_JOBS", "1")],
+    )
+    .await;
+    let mut long = cartpole(10_000_000, 2_000);
+    long["num_envs"] = json!(2);
+    let (status, a) = node.post("/v1/jobs", long.clone()).await;
+    assert_eq!(status, 201, "{a}");
+    let a = a["id"].as_str().expect("id").to_string();
+    let (status, b) = node.post("/v1/jobs", long).await;
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(b["state"], "queued", "one runs at a time: {b}");
+    let b = b["id"].as_str().expect("id").to_string();
+
+    // Cancelled while queued: it never ran.
+    let (status, cancelled) = node.post(&format!("/v1/jobs/{b}/cancel"), json!({})).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled");
+    assert!(
+        cancelled["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("before it started")),
+        "{cancelled}"
+    );
+    assert_eq!(cancelled["attempts"], 0);
+
+    // A runs until it has a checkpoint; then the node is killed.
+    let job = wait_job(&node, &a, "a checkpoint", |j| {
+        j["artifacts"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    assert_eq!(job["state"], "running");
+    node.restart(true).await;
+    let job = wait_job(&node, &a, "the job resumed past its checkpoint", |j| {
+        j["attempts"] == 2 && j["state"] == "running" && {
+            let kept = j["artifacts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["steps"].as_u64())
+                .max();
+            kept.is_some_and(|k| j["progress"]["steps"].as_u64().is_some_and(|s| s > k))
+        }
+    })
+    .await;
+    let events = log_events(&node, &a, None, false).await;
+    let messages: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.2["message"].as_str())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("resuming from policy-")),
+        "{messages:#?}"
+    );
+    assert!(job["progress"]["steps"].as_u64() > Some(0));
+
+    // Cancelled while running: it stops, and keeps its policies.
+    let (status, cancelled) = node.post(&format!("/v1/jobs/{a}/cancel"), json!({})).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert!(
+        cancelled["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cancelled by local-admin")),
+        "{cancelled}"
+    );
+    assert!(
+        cancelled["artifacts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
+    let (status, again) = node.post(&format!("/v1/jobs/{a}/cancel"), json!({})).await;
+    assert_eq!(status, 409, "{again}");
+    assert_eq!(again["error"]["code"], "conflict");
+}
+
+#[tokio::test]
+async fn bad_job_requests_are_refused_naming_the_field() {
+    let node = TestNode::start().await;
+    let base = json!({ "kind": "train", "task": "cartpole-v0", "total_steps": 1000 });
+    for (key, value, field) in [
+        ("task", json!("pong"), "task"),
+        ("twin", json!("arm"), "twin"),
+        ("num_envs", json!(0), "num_envs"),
+        ("total_steps", json!(0), "total_steps"),
+        (
+            "hyperparameters",
+            json!({ "tau": 0.1 }),
+            "hyperparameters.tau",
+        ),
+        (
+            "hyperparameters",
+            json!({ "n_steps": -3 }),
+            "hyperparameters.n_steps",
+        ),
+    ] {
+        let mut spec = base.clone();
+        spec[key] = value;
+        let (status, body) = node.post("/v1/jobs", spec).await;
+        assert_eq!(status, 400, "{key}: {body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+    let (status, body) = node
+        .post("/v1/jobs", json!({ "kind": "paint", "total_steps": 1 }))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let missing = uuid::Uuid::now_v7();
+    let (status, body) = node
+        .post(
+            "/v1/jobs",
+            json!({ "kind": "evaluate", "policy_job": missing }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "policy_job");
+    let (status, _) = node.get(&format!("/v1/jobs/{missing}")).await;
+    assert_eq!(status, 404);
+    let (status, body) = node.get("/v1/jobs/not-a-uuid").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["field"], "id");
+    let (status, body) = node.get("/v1/jobs?state=sleeping").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["field"], "state");
+}
+
+#[tokio::test]
+async fn the_train_command_runs_a_job_to_its_end_and_jobs_commands_show_it() {
+    let Some(python) = python() else { return };
+    let node = node_with(&python, &[]).await;
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .env("HANZO_TWIN_API", node.api())
+            .env(
+                "HANZO_TWIN_TOKEN",
+                node.token.as_deref().unwrap_or_default(),
+            )
+            .output()
+            .expect("run the CLI");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The spec's spelling of counts; the command follows the job to its end.
+    let (ok, out, err) = cli(&[
+        "train",
+        "--task",
+        "cartpole-v0",
+        "--algo",
+        "ppo",
+        "--num-envs",
+        "2",
+        "--total-steps",
+        "2_000",
+        "--set",
+        "n_steps=64",
+        "--set",
+        "batch_size=64",
+        "--eval-episodes",
+        "2",
+    ]);
+    assert!(ok, "{out}\n{err}\n{}", node.log());
+    assert!(out.contains("state    succeeded"), "{out}");
+    let id = err
+        .split_whitespace()
+        .skip_while(|w| *w != "job")
+        .nth(1)
+        .expect("the job's id")
+        .trim_end_matches(';')
+        .to_string();
+    let (ok, out, err) = cli(&["jobs", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&id) && out.contains("succeeded"), "{out}");
+    let (ok, out, err) = cli(&["jobs", "status", &id, "-o", "json"]);
+    assert!(ok, "{err}");
+    let job: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["progress"]["total_steps"], 2000);
+    let (ok, out, err) = cli(&["jobs", "logs", &id]);
+    assert!(ok, "{err}");
+    assert!(out.contains("[node] started on"), "{out}");
+    // A bad count is a message a person can act on.
+    let (ok, _, err) = cli(&["train", "--task", "cartpole-v0", "--total-steps", "1e6"]);
+    assert!(!ok);
+    assert!(err.contains("underscores may group digits"), "{err}");
+    let (ok, _, err) = cli(&["jobs", "cancel", &id]);
+    assert!(!ok);
+    assert!(err.contains("succeeded already"), "{err}");
+}
