@@ -54,11 +54,29 @@ pub async fn run(
     request: &CompareRequest,
     scope: &Scope,
 ) -> Result<CompareReport, TwinError> {
+    run_watched(scenes, registry, request, scope, Box::new(|_, _| true))
+        .await?
+        .ok_or_else(|| TwinError::invalid("steps", "the comparison was stopped"))
+}
+
+/// Each step a comparison has done (the engine's index, the step), and
+/// whether it goes on.
+pub type Watch = Box<dyn FnMut(usize, u64) -> bool + Send>;
+
+/// [`run`], telling `watch` each step; `None` when `watch` stopped it (a
+/// comparison job, cancelled).
+pub async fn run_watched(
+    scenes: &SceneLoader,
+    registry: &EngineRegistry,
+    request: &CompareRequest,
+    scope: &Scope,
+    mut watch: Watch,
+) -> Result<Option<CompareReport>, TwinError> {
     let (scene, engines) = prepare(scenes, registry, request, scope).await?;
     let config = request.config.to_engine_config();
     let run = request.run();
     tokio::task::spawn_blocking(move || {
-        hanzo_twin_engines::compare::compare(&scene, &engines, &config, &run)
+        hanzo_twin_engines::compare::compare_watched(&scene, &engines, &config, &run, &mut watch)
             .map_err(TwinError::from)
     })
     .await

@@ -157,10 +157,8 @@ pub(crate) async fn list(
         },
         kind: match q.kind.as_deref() {
             Some(k) => Some(
-                JobKind::ALL
-                    .into_iter()
-                    .find(|x| x.as_str() == k)
-                    .ok_or_else(|| ApiError::invalid("kind", "one of train, evaluate"))?,
+                JobKind::parse(k)
+                    .ok_or_else(|| ApiError::invalid("kind", "one of train, evaluate, compare"))?,
             ),
             None => None,
         },

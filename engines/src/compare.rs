@@ -96,6 +96,20 @@ pub fn compare(
     config: &EngineConfig,
     run: &CompareRun,
 ) -> Result<CompareReport, EngineError> {
+    compare_watched(scene, engines, config, run, &mut |_, _| true)?
+        .ok_or_else(|| invalid("steps", "the comparison was stopped"))
+}
+
+/// [`compare`], telling `watch` each step done (the engine's index, the
+/// step) before the next; when `watch` answers false the run stops and the
+/// answer is `None`.
+pub fn compare_watched(
+    scene: &SceneModel,
+    engines: &[Arc<dyn Engine>],
+    config: &EngineConfig,
+    run: &CompareRun,
+    watch: &mut dyn FnMut(usize, u64) -> bool,
+) -> Result<Option<CompareReport>, EngineError> {
     if engines.len() < 2 {
         return Err(invalid("engines", "name at least two engines to compare"));
     }
@@ -151,6 +165,9 @@ pub fn compare(
                 .map_err(|err| invalid(field.clone(), format!("{kind} at step {step}: {err}")))?;
             if (step + 1) % run.sample_every == 0 || step + 1 == run.steps {
                 samples.push(sim.observation("/")?);
+            }
+            if !watch(e, step) {
+                return Ok(None);
             }
         }
         let seconds = started.elapsed().as_secs_f64();
@@ -237,7 +254,7 @@ pub fn compare(
         bodies.iter().all(|b| b.exceeded_at_step.is_none())
             && joints.iter().all(|j| j.exceeded_at_step.is_none())
     });
-    Ok(CompareReport {
+    Ok(Some(CompareReport {
         reference: engines[0].kind(),
         steps: run.steps,
         step_dt: config.dt(),
@@ -246,7 +263,7 @@ pub fn compare(
         bodies,
         joints,
         within_tolerance,
-    })
+    }))
 }
 
 #[derive(Default)]

@@ -238,6 +238,8 @@ class HanzoTwinVectorEnv(VectorEnv):
             self._dict = _DictObservations(self._backend.spec, self.single_observation_space)
             self.single_observation_space = self._dict.space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
+        #: The mean return at which the task counts as solved, if it has one.
+        self.reward_threshold = self._backend.spec.get("reward_threshold")
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = None
         self._params: list[dict | None] = [None] * num_envs

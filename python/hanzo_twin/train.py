@@ -55,25 +55,29 @@ def _on_sigterm(_signum, _frame) -> None:
     _Stop.requested = True
 
 
-def _env_factory(spec: dict, rank: int):
+def _vec_env(spec: dict, n: int, seed: int):
+    """The job's environments as one natively stepped batch."""
+    from hanzo_twin.sb3 import make_vec_env
+
     kwargs = {}
     if spec.get("engine"):
         kwargs["engine"] = spec["engine"]
     if spec.get("twin"):
         # The node reached through HANZO_TWIN_API / HANZO_TWIN_TOKEN.
         kwargs["twin_id"] = spec["twin"]
-    task = spec.get("task")
-
-    def make():
-        return hanzo_twin.make(task, **kwargs)
-
-    return make
+    return make_vec_env(spec.get("task"), n, seed=seed, **kwargs)
 
 
-def _vec_env(spec: dict, n: int, seed: int):
-    from stable_baselines3.common.env_util import make_vec_env
-
-    return make_vec_env(_env_factory(spec, 0), n_envs=n, seed=seed)
+def _hyperparameters(given: dict) -> dict:
+    """SB3's constructor arguments; ``lin_<x>`` (rl-zoo's spelling) is a
+    schedule from ``x`` down to 0 over the run."""
+    out = {}
+    for name, value in given.items():
+        if isinstance(value, str) and value.startswith("lin_"):
+            start = float(value[4:])
+            value = lambda progress_remaining, start=start: progress_remaining * start  # noqa: E731
+        out[name] = value
+    return out
 
 
 def _algo(name: str):
@@ -187,7 +191,8 @@ def train(spec: dict, workdir: str, resume: str | None) -> int:
         model = algo.load(resume, env=env, seed=seed)
         emit("log", message=f"resumed from {os.path.basename(resume)} at {model.num_timesteps} steps")
     else:
-        model = algo(_policy_for(env), env, seed=seed, verbose=0, **spec.get("hyperparameters", {}))
+        model = algo(_policy_for(env), env, seed=seed, verbose=0,
+                     **_hyperparameters(spec.get("hyperparameters", {})))
     every = int(spec.get("checkpoint_every_steps") or max(total // 10, 1))
     reporter = _reporter(workdir, total, every)
     left = total - int(model.num_timesteps)

@@ -229,6 +229,10 @@ enum Command {
         /// Steps to run, overriding the file's.
         #[arg(long)]
         steps: Option<u64>,
+        /// Run it as a job on the node (progress, cancel, a record kept),
+        /// following it to its end.
+        #[arg(long)]
+        job: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -1245,6 +1249,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             request,
             engines,
             steps,
+            job,
             client,
         } => {
             let c = Client::new(&client)?;
@@ -1264,6 +1269,10 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             }
             if let Some(steps) = steps {
                 fields.insert("steps".into(), serde_json::json!(steps));
+            }
+            if job {
+                fields.insert("kind".into(), serde_json::json!("compare"));
+                return jobs::submit(&c, body, false).await;
             }
             let v = c
                 .json(c.http.post(c.url("/v1/engines/compare")).json(&body))

@@ -309,6 +309,13 @@ impl Node {
             store: job_store.clone(),
             artifacts: artifacts.clone(),
             logs: job_logs.clone(),
+            scenes: hanzo_twin_actors::SceneLoader::new(
+                config.scenes.root.clone(),
+                engines.clone(),
+                scene_reader.clone(),
+                Some(scenes.fetcher()),
+            ),
+            engines: engines.clone(),
         };
         let routes = Arc::new(hanzo_twin_actors::RouteCache::default());
         let host_args = HostArgs {

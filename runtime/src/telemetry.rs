@@ -175,7 +175,19 @@ fn describe_metrics() {
     );
     describe_gauge!(
         "hanzo_twin_parallel_envs",
-        "RL environments alive in batches made from a twin, by twin."
+        "RL environments alive, by twin: in gym batches made from it, and stepped by running training jobs (a built-in task's as task:<name>)."
+    );
+    describe_gauge!(
+        "hanzo_twin_jobs",
+        "Jobs on this node now, by kind and state (queued, running)."
+    );
+    describe_counter!(
+        "hanzo_twin_jobs_total",
+        "Jobs that entered a state on this node, by kind and state."
+    );
+    describe_gauge!(
+        "hanzo_twin_training_steps_per_second",
+        "Environment steps per second of the training jobs running on this node, summed (learner included)."
     );
     describe_gauge!(
         "hanzo_twin_sync_drift",

@@ -6,6 +6,9 @@
 //! speaks JSON lines on stdout: `progress`, `checkpoint`, `log`, `result`,
 //! `error`. A cancel sends it SIGTERM (it saves its policy and stops at the
 //! next step) and kills it after `cancel_grace`.
+//!
+//! A comparison runs inside the node instead, on a blocking thread that
+//! reports its steps and stops at the next one when cancelled.
 
 use super::host::{JobsArgs, JobsMsg};
 use super::log::LogWriter;
@@ -13,6 +16,8 @@ use super::{Artifact, JobError, JobRecord, JobSpec, JobState};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -46,6 +51,12 @@ pub enum JobMsg {
     },
     /// A cancelled worker's grace is over.
     Kill,
+    /// How far work inside the node has come.
+    Progress {
+        steps: u64,
+    },
+    /// Work inside the node ended: its result, `None` when stopped.
+    Done(Result<Option<serde_json::Value>, String>),
 }
 
 /// Local only: never sent between nodes.
@@ -71,6 +82,8 @@ pub struct JobActorState {
     last_error: Option<String>,
     stderr_tail: VecDeque<String>,
     saved_at: Instant,
+    /// Tells work inside the node to stop at its next step.
+    stop: Arc<AtomicBool>,
 }
 
 /// What the worker is given: its spec, and the policy it starts from.
@@ -132,6 +145,7 @@ impl JobActorState {
                     on_twin: train.twin.is_some(),
                 })
             }
+            JobSpec::Compare(_) => Err("a comparison runs inside the node".into()),
             JobSpec::Evaluate(eval) => {
                 let trained = match self.jobs.store.get(eval.policy_job).await {
                     Ok(Some(r)) if r.organization == self.record.organization => r,
@@ -168,8 +182,62 @@ impl JobActorState {
         }
     }
 
+    /// Starts a comparison on its own task; it reports its steps at most
+    /// once a second and stops at the next step once `stop` is set.
+    fn start_compare(
+        &mut self,
+        myself: &ActorRef<JobMsg>,
+        request: crate::compare::CompareRequest,
+    ) {
+        let stop = self.stop.clone();
+        let me = myself.clone();
+        let steps = request.steps;
+        let mut reported = Instant::now();
+        let watch: crate::compare::Watch = Box::new(move |engine, step| {
+            if reported.elapsed() >= SAVE_EVERY {
+                reported = Instant::now();
+                let done = (engine as u64).saturating_mul(steps) + step + 1;
+                let _ = me.cast(JobMsg::Progress { steps: done });
+            }
+            !stop.load(Ordering::Relaxed)
+        });
+        let (scenes, engines) = (self.jobs.scenes.clone(), self.jobs.engines.clone());
+        let scope = match crate::definition::Name::new(&self.record.organization) {
+            Ok(org) => crate::protocol::Scope::Organization(org),
+            Err(_) => crate::protocol::Scope::Node,
+        };
+        self.log.append(
+            "node",
+            format!(
+                "comparing {} engines for {} steps on {}",
+                request.engines.len(),
+                request.steps,
+                self.jobs.config.node_id
+            ),
+            None,
+        );
+        let me = myself.clone();
+        let output = tokio::spawn(async move {
+            let result = crate::compare::run_watched(&scenes, &engines, &request, &scope, watch)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|report| {
+                    report
+                        .map(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
+                        .transpose()
+                });
+            let _ = me.cast(JobMsg::Done(result));
+        });
+        self.worker = Some(Worker { pid: None, output });
+    }
+
     /// Starts the worker; `Err` is why the job fails.
     async fn start(&mut self, myself: &ActorRef<JobMsg>) -> Result<(), String> {
+        if let JobSpec::Compare(request) = &self.record.spec {
+            let request = request.clone();
+            self.start_compare(myself, request);
+            return Ok(());
+        }
         tokio::fs::create_dir_all(&self.dir)
             .await
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
@@ -373,8 +441,12 @@ impl JobActorState {
         }
         let message = match (&r.error, &r.result) {
             (Some(e), _) => format!("{}: {e}", state.as_str()),
-            (None, Some(result)) => format!("{}: {result}", state.as_str()),
-            (None, None) => state.as_str().to_string(),
+            // A short result inline; a long one (a comparison's report) is
+            // the record's.
+            (None, Some(result)) if result.to_string().len() <= 300 => {
+                format!("{}: {result}", state.as_str())
+            }
+            _ => state.as_str().to_string(),
         };
         metrics::counter!("hanzo_twin_jobs_total", "kind" => r.kind.as_str(), "state" => state.as_str())
             .increment(1);
@@ -434,6 +506,7 @@ impl Actor for JobActor {
             last_error: None,
             stderr_tail: VecDeque::new(),
             saved_at: Instant::now(),
+            stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -526,9 +599,56 @@ impl Actor for JobActor {
                         None,
                     );
                     state.cancelled_by = Some(by);
+                    state.stop.store(true, Ordering::Relaxed);
                     state.signal(rustix::process::Signal::TERM);
                     myself.send_after(state.jobs.config.cancel_grace, || JobMsg::Kill);
                 }
+            }
+            JobMsg::Progress { steps } => {
+                let p = &mut state.record.progress;
+                p.steps = steps;
+                if p.total_steps > 0 {
+                    p.fraction = (steps as f64 / p.total_steps as f64).min(1.0);
+                }
+                let message = format!("{} of {} steps", p.steps, p.total_steps);
+                state.log.append(
+                    "progress",
+                    message,
+                    Some(serde_json::json!({"steps": steps, "total_steps": p.total_steps})),
+                );
+                state.save(false).await;
+            }
+            JobMsg::Done(result) => {
+                state.worker = None;
+                let steps = state.record.progress.steps;
+                match (result, &state.cancelled_by) {
+                    (Ok(Some(report)), None) => {
+                        state.record.progress.steps = state.record.progress.total_steps;
+                        state.record.result = Some(report);
+                        state.finish(&myself, JobState::Succeeded, None).await;
+                    }
+                    (Err(e), None) => state.finish(&myself, JobState::Failed, Some(e)).await,
+                    (_, by) => {
+                        let by = by.clone().unwrap_or_else(|| "the node".into());
+                        let error = format!("cancelled by {by} at {steps} steps");
+                        state
+                            .finish(&myself, JobState::Cancelled, Some(error))
+                            .await;
+                    }
+                }
+            }
+            JobMsg::Kill if state.worker.as_ref().is_some_and(|w| w.pid.is_none()) => {
+                // Work inside the node that did not reach its next step in
+                // time: it is left to finish on its own, unrecorded.
+                if let Some(worker) = state.worker.take() {
+                    worker.output.abort();
+                }
+                let by = state.cancelled_by.clone().unwrap_or_default();
+                let steps = state.record.progress.steps;
+                let error = format!("cancelled by {by} at {steps} steps");
+                state
+                    .finish(&myself, JobState::Cancelled, Some(error))
+                    .await;
             }
             JobMsg::Kill => {
                 if state.worker.is_some() {

@@ -31,6 +31,9 @@ pub struct JobsArgs {
     pub store: Arc<dyn JobStore>,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub logs: Arc<LogFollowers>,
+    /// Scenes and engines, for work done inside the node (comparisons).
+    pub scenes: crate::scenes::SceneLoader,
+    pub engines: hanzo_twin_engines::EngineRegistry,
 }
 
 pub enum JobsMsg {
@@ -62,7 +65,9 @@ struct Pending {
 struct Running {
     actor: ActorRef<JobMsg>,
     kind: JobKind,
-    envs: u32,
+    /// The twin (or `task:<name>`) a training job steps, and how many
+    /// environments.
+    envs: Option<(String, u32)>,
     steps_per_second: f64,
 }
 
@@ -71,6 +76,9 @@ pub struct JobsState {
     queue: VecDeque<Pending>,
     running: HashMap<JobId, Running>,
     by_actor: HashMap<ActorId, JobId>,
+    /// Twins given a `hanzo_twin_parallel_envs` value, so a finished job's
+    /// goes back to 0.
+    env_gauges: std::collections::HashSet<String>,
 }
 
 impl JobsState {
@@ -83,8 +91,14 @@ impl JobsState {
             let id = pending.record.id;
             let kind = pending.record.kind;
             let envs = match &pending.record.spec {
-                JobSpec::Train(t) => t.num_envs,
-                JobSpec::Evaluate(_) => 1,
+                JobSpec::Train(t) => {
+                    let target = match (&t.twin, &t.task) {
+                        (Some(twin), _) => twin.clone(),
+                        (None, task) => format!("task:{}", task.as_deref().unwrap_or("?")),
+                    };
+                    Some((target, t.num_envs))
+                }
+                JobSpec::Evaluate(_) | JobSpec::Compare(_) => None,
             };
             let args = JobActorArgs {
                 record: pending.record,
@@ -117,7 +131,7 @@ impl JobsState {
         self.publish_gauges();
     }
 
-    fn publish_gauges(&self) {
+    fn publish_gauges(&mut self) {
         for kind in JobKind::ALL {
             let running = self.running.values().filter(|r| r.kind == kind).count();
             let queued = self.queue.iter().filter(|p| p.record.kind == kind).count();
@@ -126,11 +140,25 @@ impl JobsState {
             metrics::gauge!("hanzo_twin_jobs", "kind" => kind.as_str(), "state" => "queued")
                 .set(queued as f64);
         }
-        let training = || self.running.values().filter(|r| r.kind == JobKind::Train);
-        metrics::gauge!("hanzo_twin_parallel_envs")
-            .set(training().map(|r| f64::from(r.envs)).sum::<f64>());
-        metrics::gauge!("hanzo_twin_training_steps_per_second")
-            .set(training().map(|r| r.steps_per_second).sum::<f64>());
+        let mut envs: HashMap<String, u32> = HashMap::new();
+        for (target, n) in self.running.values().filter_map(|r| r.envs.as_ref()) {
+            *envs.entry(target.clone()).or_default() += n;
+        }
+        for gone in self.env_gauges.iter().filter(|t| !envs.contains_key(*t)) {
+            metrics::gauge!("hanzo_twin_parallel_envs", "twin" => gone.clone()).set(0.0);
+        }
+        for (target, n) in &envs {
+            metrics::gauge!("hanzo_twin_parallel_envs", "twin" => target.clone())
+                .set(f64::from(*n));
+        }
+        self.env_gauges = envs.into_keys().collect();
+        metrics::gauge!("hanzo_twin_training_steps_per_second").set(
+            self.running
+                .values()
+                .filter(|r| r.kind == JobKind::Train)
+                .map(|r| r.steps_per_second)
+                .sum::<f64>(),
+        );
     }
 
     async fn submit(
@@ -241,6 +269,7 @@ impl Actor for JobsHost {
             queue: VecDeque::new(),
             running: HashMap::new(),
             by_actor: HashMap::new(),
+            env_gauges: Default::default(),
         })
     }
 

@@ -23,6 +23,9 @@ pub enum JobSpec {
     Train(TrainSpec),
     /// The mean return of a trained policy over a number of episodes.
     Evaluate(EvaluateSpec),
+    /// One scene and one command sequence on several engines, and how far
+    /// their trajectories drift apart (`POST /v1/engines/compare`, as a job).
+    Compare(crate::compare::CompareRequest),
 }
 
 /// The schema of a spec: one closed object per kind, holding the `kind`
@@ -56,7 +59,7 @@ impl utoipa::PartialSchema for JobSpec {
         };
         OneOfBuilder::new()
             .description(Some(
-                "A job's spec, tagged by `kind`: `train` or `evaluate`.",
+                "A job's spec, tagged by `kind`: `train`, `evaluate` or `compare`.",
             ))
             .item(tagged(
                 "train",
@@ -65,6 +68,10 @@ impl utoipa::PartialSchema for JobSpec {
             .item(tagged(
                 "evaluate",
                 <EvaluateSpec as utoipa::PartialSchema>::schema(),
+            ))
+            .item(tagged(
+                "compare",
+                <crate::compare::CompareRequest as utoipa::PartialSchema>::schema(),
             ))
             .discriminator(Some(Discriminator::new("kind")))
             .into()
@@ -80,6 +87,7 @@ impl utoipa::ToSchema for JobSpec {
     ) {
         <TrainSpec as utoipa::ToSchema>::schemas(schemas);
         <EvaluateSpec as utoipa::ToSchema>::schemas(schemas);
+        <crate::compare::CompareRequest as utoipa::ToSchema>::schemas(schemas);
     }
 }
 
@@ -88,6 +96,7 @@ impl JobSpec {
         match self {
             JobSpec::Train(_) => JobKind::Train,
             JobSpec::Evaluate(_) => JobKind::Evaluate,
+            JobSpec::Compare(_) => JobKind::Compare,
         }
     }
 }
@@ -97,16 +106,22 @@ impl JobSpec {
 pub enum JobKind {
     Train,
     Evaluate,
+    Compare,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::Train, JobKind::Evaluate];
+    pub const ALL: [JobKind; 3] = [JobKind::Train, JobKind::Evaluate, JobKind::Compare];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Train => "train",
             JobKind::Evaluate => "evaluate",
+            JobKind::Compare => "compare",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -125,23 +140,23 @@ impl Algo {
     /// The constructor arguments of the algorithm a spec may set, with the
     /// kind of value each takes.
     fn hyperparameters(self) -> &'static [(&'static str, Value)] {
-        use Value::{Int, Number};
+        use Value::{Int, Number, Schedule};
         match self {
             Algo::Ppo => &[
-                ("learning_rate", Number),
+                ("learning_rate", Schedule),
                 ("n_steps", Int),
                 ("batch_size", Int),
                 ("n_epochs", Int),
                 ("gamma", Number),
                 ("gae_lambda", Number),
-                ("clip_range", Number),
+                ("clip_range", Schedule),
                 ("ent_coef", Number),
                 ("vf_coef", Number),
                 ("max_grad_norm", Number),
                 ("target_kl", Number),
             ],
             Algo::Sac => &[
-                ("learning_rate", Number),
+                ("learning_rate", Schedule),
                 ("buffer_size", Int),
                 ("learning_starts", Int),
                 ("batch_size", Int),
@@ -158,6 +173,9 @@ impl Algo {
 enum Value {
     Number,
     Int,
+    /// A number, or `lin_<number>`: from that value down to 0 over the
+    /// run (rl-zoo's spelling of SB3's linear schedule).
+    Schedule,
 }
 
 /// `kind: train`: the spec's `hanzo-twin train --twin … --engine mujoco
@@ -258,6 +276,19 @@ impl JobSpec {
                 }
                 Ok(())
             }
+            JobSpec::Compare(c) => {
+                if c.engines.len() < 2 {
+                    return Err(invalid("engines", "name at least two engines to compare"));
+                }
+                let most = hanzo_twin_engines::compare::MAX_STEPS;
+                if !(1..=most).contains(&c.steps) {
+                    return Err(invalid("steps", format!("must be between 1 and {most}")));
+                }
+                if c.sample_every == 0 {
+                    return Err(invalid("sample_every", "must be at least 1"));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -335,9 +366,18 @@ impl TrainSpec {
                     ),
                 ));
             };
+            let number = |v: &serde_json::Value| v.as_f64().is_some_and(f64::is_finite);
             let ok = match kind {
-                Value::Number => value.as_f64().is_some_and(f64::is_finite),
+                Value::Number => number(value),
                 Value::Int => value.as_u64().is_some_and(|n| n >= 1),
+                Value::Schedule => {
+                    number(value)
+                        || value
+                            .as_str()
+                            .and_then(|s| s.strip_prefix("lin_"))
+                            .and_then(|n| n.parse::<f64>().ok())
+                            .is_some_and(f64::is_finite)
+                }
             };
             if !ok {
                 return Err(invalid(
@@ -345,6 +385,9 @@ impl TrainSpec {
                     match kind {
                         Value::Number => "must be a finite number",
                         Value::Int => "must be a whole number of at least 1",
+                        Value::Schedule => {
+                            "must be a finite number, or lin_<number> for a linear schedule from it to 0"
+                        }
                     },
                 ));
             }
@@ -463,6 +506,8 @@ impl JobRecord {
         let total_steps = match &spec {
             JobSpec::Train(t) => t.total_steps,
             JobSpec::Evaluate(e) => u64::from(e.episodes),
+            // Every engine runs every step.
+            JobSpec::Compare(c) => c.steps.saturating_mul(c.engines.len() as u64),
         };
         JobRecord {
             id: uuid::Uuid::now_v7(),
@@ -556,8 +601,14 @@ mod tests {
         assert_eq!(train(ant).expect_err("ant").field, "engine");
         let mut sac = ok;
         sac["algo"] = "sac".into();
-        sac["hyperparameters"] = serde_json::json!({"tau": 0.01, "learning_starts": 100});
-        assert_eq!(train(sac), Ok(()));
+        sac["hyperparameters"] =
+            serde_json::json!({"tau": 0.01, "learning_starts": 100, "learning_rate": "lin_0.0003"});
+        assert_eq!(train(sac.clone()), Ok(()));
+        sac["hyperparameters"] = serde_json::json!({"learning_rate": "cosine"});
+        assert_eq!(
+            train(sac).expect_err("schedule").field,
+            "hyperparameters.learning_rate"
+        );
     }
 
     #[test]

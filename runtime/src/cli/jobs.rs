@@ -66,7 +66,7 @@ pub(super) enum JobsCommand {
         /// queued, running, succeeded, failed or cancelled.
         #[arg(long)]
         state: Option<String>,
-        /// train or evaluate.
+        /// train, evaluate or compare.
         #[arg(long)]
         kind: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -122,8 +122,9 @@ pub(super) async fn train(args: TrainArgs) -> anyhow::Result<()> {
         let (name, value) = pair.split_once('=').with_context(|| {
             format!("--set {pair}: write NAME=VALUE, e.g. --set learning_rate=0.0003")
         })?;
+        // A number, or text such as lin_0.001 (a schedule); the node checks it.
         let value: Value = serde_json::from_str(value.trim())
-            .with_context(|| format!("--set {pair}: the value must be a number"))?;
+            .unwrap_or_else(|_| Value::String(value.trim().to_string()));
         hyperparameters.insert(name.trim().to_string(), value);
     }
     let mut spec = json!({
@@ -151,7 +152,8 @@ pub(super) async fn train(args: TrainArgs) -> anyhow::Result<()> {
     submit(&c, spec, args.detach).await
 }
 
-async fn submit(c: &Client, spec: Value, detach: bool) -> anyhow::Result<()> {
+/// Submits `spec` and, unless `detach`, follows the job to its end.
+pub(super) async fn submit(c: &Client, spec: Value, detach: bool) -> anyhow::Result<()> {
     let job = c.json(c.http.post(c.url("/v1/jobs")).json(&spec)).await?;
     let id = s(&job["id"]);
     if detach || c.output == Output::Json {
