@@ -305,7 +305,7 @@ pub struct TwinSync {
     /// In replay mode: the recording, as it comes due.
     replay: Option<replay::ReplayFeed>,
     /// With `record`: the queue of the recording's writer.
-    recording: Option<tokio::sync::mpsc::Sender<String>>,
+    recording: Option<tokio::sync::mpsc::Sender<replay::ToRecord>>,
     recording_stats: Option<Arc<SourceStats>>,
 }
 
@@ -831,7 +831,7 @@ impl TwinSync {
             }
             if let Some(queue) = &self.recording {
                 let source = self.sources.get(reading.source).map(|s| s.name());
-                if queue.try_send(replay::line(&reading, source)).is_err()
+                if queue.try_send((reading.clone(), source)).is_err()
                     && let Some(stats) = &self.recording_stats
                 {
                     stats.update(|s| s.skipped += 1);

@@ -24,8 +24,12 @@ use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc};
 
-/// Lines waiting for the writer; past it, readings are dropped and counted.
+/// Readings waiting for the writer; past it, readings are dropped and counted.
 pub const RECORD_QUEUE: usize = 4096;
+
+/// A reading to record, with its source's name. The writer encodes it, so
+/// the twin's own loop never spends time on JSON.
+pub type ToRecord = (Reading, Option<String>);
 
 /// One line of a recording.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -369,13 +373,13 @@ async fn play(mut lines: Lines, args: PlayerArgs) {
 /// restart: lines queued while it was down are written by the next one.
 pub struct RecordChild {
     pub file: PathBuf,
-    pub queue: Arc<Mutex<mpsc::Receiver<String>>>,
+    pub queue: Arc<Mutex<mpsc::Receiver<ToRecord>>>,
     pub stats: Arc<SourceStats>,
 }
 
 impl RecordChild {
     /// The writer and the twin's end of its queue.
-    pub fn new(file: PathBuf, stats: Arc<SourceStats>) -> (RecordChild, mpsc::Sender<String>) {
+    pub fn new(file: PathBuf, stats: Arc<SourceStats>) -> (RecordChild, mpsc::Sender<ToRecord>) {
         let (tx, rx) = mpsc::channel(RECORD_QUEUE);
         (
             RecordChild {
@@ -409,7 +413,7 @@ impl ChildSpec for RecordChild {
 
 pub struct WriterArgs {
     file: PathBuf,
-    queue: Arc<Mutex<mpsc::Receiver<String>>>,
+    queue: Arc<Mutex<mpsc::Receiver<ToRecord>>>,
     stats: Arc<SourceStats>,
 }
 
@@ -459,7 +463,8 @@ impl Actor for Writer {
 async fn write(file: tokio::fs::File, args: WriterArgs) {
     let mut out = tokio::io::BufWriter::new(file);
     let mut queue = args.queue.lock().await;
-    while let Some(line) = queue.recv().await {
+    while let Some((reading, source)) = queue.recv().await {
+        let line = line(&reading, source);
         let mut written = out.write_all(line.as_bytes()).await;
         if written.is_ok() {
             written = out.write_all(b"\n").await;
