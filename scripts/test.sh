@@ -43,6 +43,11 @@ command -v cmake >/dev/null || need_apt+=(cmake)
 # A TLS front for the Kafka-protocol broker, which has none of its own
 # (tests/sync.rs, a_twin_publishes_to_kafka_over_mutual_tls).
 [ -x /usr/bin/stunnel4 ] || need_apt+=(stunnel4)
+# ROS 2 peers (tests/sync.rs): Debian's Cyclone DDS 0.10.2 ships the DDS
+# Security plugins SROS2 needs (PyPI's 11.0.1 wheel does not); the Python
+# binding is built against it.
+[ -f /usr/include/dds/dds.h ] || need_apt+=(cyclonedds-dev)
+[ -x /usr/bin/idlc ] || need_apt+=(cyclonedds-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -57,7 +62,15 @@ step "python test peers (.venv)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+# The cyclonedds binding builds against Debian's Cyclone, found through one
+# prefix (pip keeps the built wheel in its cache).
+cyclonedds_home=${XDG_CACHE_HOME:-$HOME/.cache}/hanzo-twin/cyclonedds-home
+mkdir -p "$cyclonedds_home"
+ln -sfn /usr/include "$cyclonedds_home/include"
+ln -sfn "/usr/lib/$(gcc -dumpmachine)" "$cyclonedds_home/lib"
+ln -sfn /usr/bin "$cyclonedds_home/bin"
+CYCLONEDDS_HOME=$cyclonedds_home \
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
 export HANZO_TWIN_TEST_PYTHON="$repo/.venv/bin/python"
 # PyO3 (python/) builds against the venv's interpreter, under cargo and maturin alike.
 export PYO3_PYTHON="$repo/.venv/bin/python"

@@ -4,22 +4,83 @@ DDS topic names, every 50 ms, until killed or --seconds pass. DDS stays on
 127.0.0.1: no multicast, discovery by unicast to loopback peers.
 
     ros2_publish.py --domain 7 --joints /robot/joint_states elbow=0.4,shoulder_pitch=-0.1 \
-                    --pose /robot/ee_pose 0.1,0.2,0.3
+                    --pose /robot/ee_pose 0.1,0.2,0.3 [--enclave KEYSTORE/enclaves/robot]
+
+With --enclave, DDS Security is on (SROS2), with Cyclone's builtin plugins.
 """
 
 import argparse
 import os
 import sys
+import sysconfig
 import time
 from dataclasses import dataclass
 
-os.environ["CYCLONEDDS_URI"] = (
-    "<CycloneDDS><Domain id='any'><General>"
-    "<Interfaces><NetworkInterface address='127.0.0.1'/></Interfaces>"
-    "<AllowMulticast>false</AllowMulticast></General>"
-    "<Discovery><ParticipantIndex>auto</ParticipantIndex>"
-    "<Peers><Peer address='127.0.0.1'/></Peers></Discovery></Domain></CycloneDDS>"
-)
+
+def cyclone_config(enclave):
+    """DDS on 127.0.0.1 only: no multicast, discovery by unicast to loopback
+    peers. With an SROS2 enclave, Cyclone's DDS Security plugins (PKI-DH,
+    access control, AES-GCM-GMAC) load from the Debian build's directory."""
+    security = ""
+    if enclave:
+        multiarch = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
+        plugins = os.environ.get(
+            "HANZO_TWIN_DDS_SECURITY_PLUGINS", f"/usr/lib/{multiarch}/libddsc0debian"
+        )
+
+        def lib(name, init, fini):
+            return (
+                f"<Library path='{plugins}/libdds_security_{name}.so' "
+                f"initFunction='{init}' finalizeFunction='{fini}'/>"
+            )
+
+        f = f"file:{os.path.abspath(enclave)}"
+        security = (
+            "<Security><Authentication>"
+            + lib("auth", "init_authentication", "finalize_authentication")
+            + f"<IdentityCertificate>{f}/cert.pem</IdentityCertificate>"
+            f"<PrivateKey>{f}/key.pem</PrivateKey>"
+            f"<IdentityCA>{f}/identity_ca.cert.pem</IdentityCA>"
+            "</Authentication><Cryptographic>"
+            + lib("crypto", "init_crypto", "finalize_crypto")
+            + "</Cryptographic><AccessControl>"
+            + lib("ac", "init_access_control", "finalize_access_control")
+            + f"<Governance>{f}/governance.p7s</Governance>"
+            f"<PermissionsCA>{f}/permissions_ca.cert.pem</PermissionsCA>"
+            f"<Permissions>{f}/permissions.p7s</Permissions>"
+            "</AccessControl></Security>"
+        )
+    return (
+        "<CycloneDDS><Domain id='any'><General>"
+        "<Interfaces><NetworkInterface address='127.0.0.1'/></Interfaces>"
+        "<AllowMulticast>false</AllowMulticast></General>"
+        "<Discovery><ParticipantIndex>auto</ParticipantIndex>"
+        "<Peers><Peer address='127.0.0.1'/></Peers></Discovery>"
+        f"{security}{tracing()}</Domain></CycloneDDS>"
+    )
+
+
+def tracing():
+    """Cyclone's own trace of discovery and security, to the file that
+    HANZO_TWIN_DDS_TRACE names (for finding out why peers do not match)."""
+    path = os.environ.get("HANZO_TWIN_DDS_TRACE")
+    if not path:
+        return ""
+    return (
+        "<Tracing><Category>discovery,plist</Category><Verbosity>finest</Verbosity>"
+        f"<OutputFile>{path}</OutputFile></Tracing>"
+    )
+
+
+def enclave_argument():
+    """--enclave, read before Cyclone is imported: it reads its
+    configuration once, at import."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--enclave")
+    return pre.parse_known_args()[0].enclave
+
+
+os.environ["CYCLONEDDS_URI"] = cyclone_config(enclave_argument())
 
 from cyclonedds.domain import DomainParticipant  # noqa: E402
 from cyclonedds.idl import IdlStruct  # noqa: E402
@@ -87,6 +148,7 @@ def main() -> int:
     parser.add_argument("--joints", nargs=2, metavar=("TOPIC", "NAME=POS,..."))
     parser.add_argument("--pose", nargs=2, metavar=("TOPIC", "X,Y,Z"))
     parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--enclave", help="an SROS2 enclave: DDS Security on")
     args = parser.parse_args()
 
     participant = DomainParticipant(args.domain)

@@ -427,11 +427,11 @@ pub enum AutoToken {
 mod sync;
 
 pub use sync::{
-    Bounds, BrokerAddress, DriftDetection, DriftResponse, KafkaPublishSpec, KafkaReplay,
-    MqttConnection, MqttPublishSpec, MqttSourceSpec, OpcuaSecurity, OpcuaSourceSpec, PayloadFormat,
-    PublishSpec, Recalibrate, ReplaySpec, Ros2SourceSpec, Ros2Topic, SecurityMode, SecurityPolicy,
-    SourceSpec, SyncMode, SyncSpec, Target, TlsFiles, check_kafka_broker_list, check_kafka_brokers,
-    check_kafka_topic,
+    Bounds, BrokerAddress, DriftDetection, DriftResponse, ENCLAVE_FILES, KafkaPublishSpec,
+    KafkaReplay, MqttConnection, MqttPublishSpec, MqttSourceSpec, OpcuaSecurity, OpcuaSourceSpec,
+    PayloadFormat, PublishSpec, Recalibrate, ReplaySpec, Ros2Security, Ros2SourceSpec, Ros2Topic,
+    SecurityMode, SecurityPolicy, SourceSpec, SyncMode, SyncSpec, Target, TlsFiles,
+    check_kafka_broker_list, check_kafka_brokers, check_kafka_topic,
 };
 
 /// The spec's domain randomization block; RL environments sample it per episode.

@@ -186,8 +186,18 @@ impl Actor for Ros2Source {
                     Some(&args.name),
                     "connected",
                     format!(
-                        "joined DDS domain {} on 127.0.0.1; subscribed to {}",
+                        "joined DDS domain {} on {}{}; subscribed to {}",
                         args.spec.domain_id,
+                        args.spec
+                            .networks()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        match &args.spec.security {
+                            Some(s) => format!(" with SROS2 (enclave {})", s.enclave.display()),
+                            None => String::new(),
+                        },
                         topics.join(", ")
                     ),
                     None,
@@ -257,10 +267,19 @@ fn subscribe(
     source: &ActorRef<Ros2Msg>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<ros2_client::Node, String> {
-    let participant = rustdds::DomainParticipantBuilder::new(spec.domain_id)
-        .with_only_networks([std::net::IpAddr::from([127, 0, 0, 1])])
-        .build()
-        .map_err(|e| format!("cannot join DDS domain {}: {e}", spec.domain_id))?;
+    let mut builder =
+        rustdds::DomainParticipantBuilder::new(spec.domain_id).with_only_networks(spec.networks());
+    if let Some(security) = &spec.security {
+        builder = builder.builtin_security(enclave_files(&security.enclave)?);
+    }
+    let participant = builder.build().map_err(|e| {
+        let secured = if spec.security.is_some() {
+            " with SROS2 (check the enclave's certificates, permissions and governance)"
+        } else {
+            ""
+        };
+        format!("cannot join DDS domain {}{secured}: {e}", spec.domain_id)
+    })?;
     let context = Context::from_domain_participant(participant)
         .map_err(|e| format!("cannot start ROS 2 on DDS domain {}: {e}", spec.domain_id))?;
     let node_name = format!("twin_source_{}", uuid::Uuid::new_v4().simple());
@@ -325,6 +344,25 @@ fn subscribe(
         });
     }
     Ok(node)
+}
+
+/// An SROS2 enclave's files, each checked to be readable first: RustDDS
+/// says only that security failed to start.
+fn enclave_files(
+    enclave: &std::path::Path,
+) -> Result<rustdds::DomainParticipantSecurityConfigFiles, String> {
+    for file in crate::definition::ENCLAVE_FILES {
+        let path = enclave.join(file);
+        std::fs::File::open(&path)
+            .map_err(|e| format!("security.enclave: {}: {e}", path.display()))?;
+    }
+    // SROS2 writes its keys unencrypted.
+    Ok(
+        rustdds::DomainParticipantSecurityConfigFiles::with_ros_default_names(
+            enclave,
+            String::new(),
+        ),
+    )
 }
 
 fn finite(v: f64, what: &str) -> Result<f64, String> {

@@ -12,7 +12,7 @@ pub use mqtt::{
     BrokerAddress, MqttConnection, MqttPublishSpec, MqttSourceSpec, PayloadFormat, TlsFiles,
 };
 pub use opcua::{OpcuaSecurity, OpcuaSourceSpec, SecurityMode, SecurityPolicy};
-pub use ros2::{Ros2SourceSpec, Ros2Topic};
+pub use ros2::{ENCLAVE_FILES, Ros2Security, Ros2SourceSpec, Ros2Topic};
 
 /// How a twin relates to its physical counterpart.
 #[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
