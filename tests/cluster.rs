@@ -805,6 +805,92 @@ async fn twins_of_a_killed_node_come_back_on_the_survivors_and_a_new_node_takes_
     assert!(d.log().contains("took the twin over"), "{}", d.log());
 }
 
+/// A job runs on the node it was submitted to; any other node of the
+/// cluster reads its record, streams its log (read on the job's node) and
+/// cancels it there.
+#[tokio::test]
+async fn any_node_follows_and_cancels_a_job_running_on_another() {
+    let Some(sh) = shared() else { return };
+    let Some(python) = common::job_python() else {
+        return;
+    };
+    let [pa, pb] = free_ports::<2>();
+    let scheduler = [("HANZO_TWIN_SCHEDULER_PYTHON", python.as_str())];
+    let a = member(&sh, "node-a", pa, "shared-secret", &[], &scheduler).await;
+    let b = member(&sh, "node-b", pb, "shared-secret", &[pa], &scheduler).await;
+    members(&a, 2).await;
+    let spec = serde_json::json!({
+        "kind": "train", "task": "cartpole-v0", "num_envs": 1, "total_steps": 10_000_000,
+        "hyperparameters": { "n_steps": 64, "batch_size": 64, "n_epochs": 1 }
+    });
+    let (status, job) = b.post("/v1/jobs", spec).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    assert_eq!(job["node"], "node-b", "{job}");
+
+    // A reads the record from the shared store while B trains.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (status, job) = a.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        if job["progress"]["steps"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never made progress: {job:#}\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its log is on B's disk only; A serves it.
+    let so_far = common::log_events(&a, &id, None, false).await;
+    let lines: Vec<&(String, Option<u64>, serde_json::Value)> =
+        so_far.iter().filter(|e| e.0 == "log").collect();
+    assert!(
+        lines.iter().any(|e| e.2["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("started on node-b"))),
+        "{so_far:#?}"
+    );
+    assert_eq!(
+        so_far.last().map(|e| e.0.as_str()),
+        Some("end"),
+        "{so_far:#?}"
+    );
+    let last = lines.last().and_then(|e| e.1).expect("numbered lines");
+
+    // A follows the log from there, live, while A cancels the job on B: the
+    // stream carries B's new lines and ends with the cancelled job.
+    let cancel = format!("/v1/jobs/{id}/cancel");
+    let (followed, (status, cancelled)) = tokio::join!(
+        common::log_events(&a, &id, Some(last), true),
+        a.post(&cancel, serde_json::json!({}))
+    );
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert!(
+        followed
+            .iter()
+            .filter(|e| e.0 == "log")
+            .all(|e| e.1.is_some_and(|n| n > last)),
+        "{followed:#?}"
+    );
+    assert!(
+        followed.iter().any(|e| e.2["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cancelled by"))),
+        "{followed:#?}"
+    );
+    let end = followed.last().expect("events");
+    assert_eq!(end.0, "end", "{followed:#?}");
+    assert_eq!(end.2["state"], "cancelled", "{followed:#?}");
+    // The worker on B is gone, as B's own view says.
+    let (status, job) = b.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(job["state"], "cancelled", "{job}");
+}
+
 #[tokio::test]
 async fn an_agent_drives_cluster_twins_by_id_through_a_client_that_hosts_none() {
     use hanzo_twin::actors::{Clock, ForkOptions, Format, StartOptions, TwinDefinition};

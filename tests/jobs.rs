@@ -5,30 +5,10 @@
 
 mod common;
 
-use common::{TestNode, bin};
-use futures_util::StreamExt;
+use common::{TestNode, bin, job_python as python, log_events};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The venv's Python, with `hanzo_twin` and Stable-Baselines3 (scripts/test.sh).
-fn python() -> Option<String> {
-    let Ok(python) = std::env::var("HANZO_TWIN_TEST_PYTHON") else {
-        eprintln!(
-            "SKIPPED: HANZO_TWIN_TEST_PYTHON is not set; run scripts/test.sh, which installs hanzo_twin and stable-baselines3 into the venv"
-        );
-        return None;
-    };
-    let ok = Command::new(&python)
-        .args(["-c", "import hanzo_twin.train, stable_baselines3"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{python} cannot import hanzo_twin.train and stable_baselines3; scripts/test.sh installs both"
-    );
-    Some(python)
-}
 
 async fn node_with(python: &str, extra: &[(&str, &str)]) -> TestNode {
     let mut env = vec![("HANZO_TWIN_SCHEDULER_PYTHON", python)];
@@ -53,59 +33,6 @@ fn cartpole(total_steps: u64, checkpoint_every: u64) -> Value {
         "checkpoint_every_steps": checkpoint_every,
         "eval_episodes": 10
     })
-}
-
-/// The job's log from line `after` on, as (event name, id, data), until
-/// the stream ends (with `follow`, when the job has finished).
-async fn log_events(
-    node: &TestNode,
-    id: &str,
-    after: Option<u64>,
-    follow: bool,
-) -> Vec<(String, Option<u64>, Value)> {
-    let mut request = node
-        .http
-        .get(node.url(&format!("/v1/jobs/{id}/logs?follow={follow}")));
-    if let Some(after) = after {
-        request = request.header("Last-Event-ID", after.to_string());
-    }
-    let response = request.send().await.expect("logs");
-    assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap_or_default()
-            .starts_with("text/event-stream")
-    );
-    let mut stream = response.bytes_stream();
-    let mut text = String::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while let Some(chunk) = tokio::time::timeout_at(deadline.into(), stream.next())
-        .await
-        .expect("the log ends within 10 minutes")
-    {
-        text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
-    }
-    text.split("\n\n")
-        .filter(|block| !block.trim().is_empty() && !block.starts_with(':'))
-        .map(|block| {
-            let (mut name, mut seq, mut data) = (String::new(), None, String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().into();
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    seq = v.trim().parse().ok();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            (
-                name,
-                seq,
-                serde_json::from_str(&data).unwrap_or(Value::String(data)),
-            )
-        })
-        .collect()
 }
 
 /// Polls the job until `done` holds (at most 10 minutes).

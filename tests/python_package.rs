@@ -11,21 +11,7 @@ use std::process::Command;
 
 /// The venv's Python, when it has the package.
 fn python() -> Option<String> {
-    let Ok(python) = std::env::var("HANZO_TWIN_TEST_PYTHON") else {
-        eprintln!(
-            "SKIPPED: HANZO_TWIN_TEST_PYTHON is not set; run scripts/test.sh, which builds the hanzo_twin package into the venv"
-        );
-        return None;
-    };
-    let ok = Command::new(&python)
-        .args(["-c", "import hanzo_twin"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{python} cannot import hanzo_twin; scripts/test.sh installs it with `maturin develop`"
-    );
-    Some(python)
+    common::venv_python("hanzo_twin")
 }
 
 fn run(python: &str, args: &[&str], env: &[(&str, &str)]) {

@@ -34,6 +34,14 @@ pub trait ClusterLink: Send + Sync + 'static {
         frame: Vec<u8>,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Vec<u8>, String>>;
+    /// Sends a request for the jobs of `node` ([`crate::jobs`]: a cancel, a
+    /// page of a log) and waits at most `timeout` for its answer.
+    fn call_jobs(
+        &self,
+        node: &str,
+        frame: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Vec<u8>, String>>;
     /// Tells `node`, without waiting, that the twin it reads as `key` in
     /// `scope` has changed ([`crate::direct::RemoteViews`]); a word that
     /// cannot be sent is dropped (the reader's lease bounds what it misses).

@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::guard::{Caller, Created, GET, POST, Routes};
 use crate::openapi::Errors;
 use crate::rbac::{Action, Permission, Resource};
-use crate::{ApiResult, ApiState, parse_json};
+use crate::{ApiResult, ApiState, paging, parse_json};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -62,16 +62,6 @@ impl From<JobError> for ApiError {
     }
 }
 
-fn jobs(state: &ApiState) -> Result<&JobsNode, ApiError> {
-    state.jobs.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_available",
-            "this node runs no jobs",
-        )
-    })
-}
-
 fn job_id(raw: &str) -> Result<JobId, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::invalid("id", "not a job id (a UUID)"))
 }
@@ -94,16 +84,14 @@ pub(crate) async fn submit(
     body: Bytes,
 ) -> ApiResult {
     let spec: JobSpec = parse_json(&body, false)?;
-    // Only a job on a twin needs the token, to reach the twin as its
-    // submitter would.
-    let on_twin = matches!(&spec, JobSpec::Train(t) if t.twin.is_some())
-        || matches!(&spec, JobSpec::Evaluate(_));
-    let record = jobs(&state)?
+    // The jobs keep the token only for a job on a twin.
+    let record = state
+        .jobs
         .submit(
             spec,
             caller.principal.subject.clone(),
             caller.principal.organization.to_string(),
-            on_twin.then(|| bearer(&headers)).flatten(),
+            bearer(&headers),
         )
         .await?;
     let mut response = (StatusCode::CREATED, axum::Json(&record)).into_response();
@@ -164,27 +152,10 @@ pub(crate) async fn list(
         },
         owner: q.owner,
     };
-    let limit = match q.limit.as_deref() {
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::invalid("limit", "must be a number from 1 to 1000"))?,
-        None => 100,
-    };
-    let after = match q.cursor.as_deref() {
-        Some(c) => Some(uuid::Uuid::parse_str(c).map_err(|_| {
-            ApiError::invalid(
-                "cursor",
-                "not a cursor: pass the next_cursor of the previous page",
-            )
-        })?),
-        None => None,
-    };
-    let page = jobs(&state)?.page(&filter, after, limit).await?;
-    let next_cursor = (page.len() == limit)
-        .then(|| page.last().map(|r| r.id.to_string()))
-        .flatten();
+    let limit = paging::limit(q.limit.as_deref(), 100, 1000)?;
+    let after = paging::cursor(q.cursor.as_deref(), |c| uuid::Uuid::parse_str(c).ok())?;
+    let page = state.jobs.page(&filter, after, limit).await?;
+    let next_cursor = paging::next_cursor(&page, limit, |r| r.id.to_string());
     Ok(axum::Json(JobPage {
         jobs: page,
         next_cursor,
@@ -198,7 +169,8 @@ pub(crate) async fn get_job(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let record = jobs(&state)?
+    let record = state
+        .jobs
         .get(job_id(&id)?, caller.principal.organization.as_str())
         .await?;
     Ok(axum::Json(record).into_response())
@@ -210,7 +182,8 @@ pub(crate) async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let record = jobs(&state)?
+    let record = state
+        .jobs
         .cancel(
             job_id(&id)?,
             caller.principal.organization.as_str(),
@@ -256,9 +229,9 @@ pub(crate) async fn logs(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = job_id(&id)?;
     let organization = caller.principal.organization.to_string();
-    let node = jobs(&state)?.clone();
+    let node = state.jobs.clone();
     // The job must be the caller's organization's.
-    node.get(id, &organization).await?;
+    let record = node.get(id, &organization).await?;
     let after = match headers.get("last-event-id") {
         Some(v) => v
             .to_str()
@@ -271,7 +244,7 @@ pub(crate) async fn logs(
     };
     let follow = Follow {
         node,
-        id,
+        record,
         organization,
         after,
         cursor: LogCursor::default(),
@@ -293,9 +266,11 @@ pub(crate) async fn logs(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// A reader of a job's log, on whichever node of the cluster the job runs.
 struct Follow {
     node: JobsNode,
-    id: JobId,
+    /// The job as last read: where it runs, and whether it has finished.
+    record: JobRecord,
     organization: String,
     after: u64,
     cursor: LogCursor,
@@ -306,68 +281,56 @@ struct Follow {
 
 impl Follow {
     /// Queues the lines written since the last read; waits for more while
-    /// the job is live, and ends with the job's record once it is not.
+    /// the job writes its log, and ends with the job's record once it does
+    /// not.
     async fn next(&mut self) {
-        // Asked before reading: a log that is not live has all its lines.
-        let live = self.node.logs().live(self.id);
-        match self.node.logs().read(self.id, self.cursor).await {
-            Ok((lines, cursor)) => {
-                self.cursor = cursor;
-                let after = self.after;
-                for line in lines.into_iter().filter(|l| l.seq > after) {
-                    self.after = line.seq;
-                    self.queue.push_back(
-                        Event::default()
-                            .event("log")
-                            .id(line.seq.to_string())
-                            .json_data(&line)
-                            .unwrap_or_default(),
-                    );
-                }
-            }
-            // A job queued on another node has no log here yet.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let wait = self.follow.then_some(FOLLOW_POLL);
+        let page = match self.node.read_log(&self.record, self.cursor, wait).await {
+            Ok(page) => page,
             Err(e) => {
-                self.queue.push_back(
-                    Event::default()
-                        .event("error")
-                        .data(format!("cannot read the job's log: {e}")),
-                );
-                self.done = true;
+                self.fail(e.to_string());
                 return;
             }
+        };
+        self.cursor = page.cursor;
+        let after = self.after;
+        for line in page.lines.into_iter().filter(|l| l.seq > after) {
+            self.after = line.seq;
+            self.queue.push_back(
+                Event::default()
+                    .event("log")
+                    .id(line.seq.to_string())
+                    .json_data(&line)
+                    .unwrap_or_default(),
+            );
         }
-        if !self.queue.is_empty() {
+        if !self.queue.is_empty() || (page.live && self.follow) {
             return;
         }
-        match live {
-            Some(mut live) if self.follow => {
-                // A new line, the writer gone (the job ended), or a poll.
-                let _ = tokio::time::timeout(FOLLOW_POLL, live.changed()).await;
+        match self.node.get(self.record.id, &self.organization).await {
+            Ok(r) if r.state.is_final() || !self.follow => {
+                self.queue.push_back(
+                    Event::default()
+                        .event("end")
+                        .json_data(&r)
+                        .unwrap_or_default(),
+                );
+                self.done = true;
             }
-            _ => {
-                let record = self.node.get(self.id, &self.organization).await;
-                match record {
-                    Ok(r) if r.state.is_final() || !self.follow => {
-                        self.queue.push_back(
-                            Event::default()
-                                .event("end")
-                                .json_data(&r)
-                                .unwrap_or_default(),
-                        );
-                        self.done = true;
-                    }
-                    // Not finished, and not live here: it runs elsewhere,
-                    // or is between a node's restart and its resume.
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                    Err(e) => {
-                        self.queue
-                            .push_back(Event::default().event("error").data(e.to_string()));
-                        self.done = true;
-                    }
-                }
+            // Not finished, and its log not written: it is queued, or
+            // between a node's restart and its resume.
+            Ok(r) => {
+                self.record = r;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
+            Err(e) => self.fail(e.to_string()),
         }
+    }
+
+    fn fail(&mut self, why: String) {
+        self.queue
+            .push_back(Event::default().event("error").data(why));
+        self.done = true;
     }
 }
 
@@ -378,7 +341,8 @@ pub(crate) async fn artifact(
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult {
     let id = job_id(&id)?;
-    let bytes = jobs(&state)?
+    let bytes = state
+        .jobs
         .artifact(id, caller.principal.organization.as_str(), &name)
         .await?
         .ok_or_else(|| {

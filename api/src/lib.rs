@@ -14,6 +14,7 @@ pub mod gym_tensors;
 mod inspector;
 mod jobs;
 pub mod openapi;
+mod paging;
 pub mod rbac;
 pub mod scenes;
 mod twins;
@@ -64,8 +65,8 @@ pub struct ApiShared {
     pub auth: Arc<AuthState>,
     /// The scene library, when this node keeps one.
     pub scenes: Option<Arc<dyn scenes::SceneCatalog>>,
-    /// The node's jobs, when it runs them.
-    pub jobs: Option<hanzo_twin_actors::jobs::JobsNode>,
+    /// The node's jobs.
+    pub jobs: hanzo_twin_actors::jobs::JobsNode,
 }
 
 /// Limits of the API.

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::guard::{Created, DELETE, GET, PATCH, POST, PUT, Routes, Twins};
 use crate::openapi::Errors;
 use crate::rbac::{Action, Permission, Resource};
-use crate::{ApiResult, attachment, parse_json};
+use crate::{ApiResult, attachment, paging, parse_json};
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -158,32 +158,12 @@ pub(crate) async fn list(Twins(node): Twins, Query(q): Query<ListQuery>) -> ApiR
             })
             .unwrap_or_default(),
         engine,
-        after: match q.cursor.as_deref() {
-            Some(c) => Some(TwinId::parse(c).ok_or_else(|| {
-                ApiError::invalid(
-                    "cursor",
-                    "not a cursor: pass the next_cursor of the previous page",
-                )
-            })?),
-            None => None,
-        },
-        limit: Some(match q.limit.as_deref() {
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
-                .filter(|l| (1..=MAX_PAGE).contains(l))
-                .ok_or_else(|| {
-                    ApiError::invalid("limit", format!("must be a number from 1 to {MAX_PAGE}"))
-                })?,
-            None => DEFAULT_PAGE,
-        }),
+        after: paging::cursor(q.cursor.as_deref(), TwinId::parse)?,
+        limit: Some(paging::limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?),
     };
     let limit = filter.limit.unwrap_or(DEFAULT_PAGE);
     let twins = node.list(filter).await?;
-    // A full page may have a next one; an empty next page ends the list.
-    let next_cursor = (twins.len() == limit)
-        .then(|| twins.last().map(|r| r.id.to_string()))
-        .flatten();
+    let next_cursor = paging::next_cursor(&twins, limit, |r| r.id.to_string());
     let page = TwinPage {
         twins: twins.iter().map(TwinRecord::resource).collect(),
         next_cursor,

@@ -12,6 +12,7 @@
 //! session on a frame over 16 MiB.
 
 use crate::{Membership, NodeInfo};
+use hanzo_twin_actors::jobs::JobsNode;
 use hanzo_twin_actors::store::BoxFuture;
 use hanzo_twin_actors::{ClusterLink, TwinNode, TwinStore};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -81,6 +82,10 @@ pub enum MemberMsg {
     /// A twin whose state read this node caches has changed
     /// ([`hanzo_twin_actors::remote::encode_changed`]).
     Changed(Vec<u8>),
+    /// A request for this node's jobs (a cancel, a page of a log): small
+    /// frames, answered by [`JobsNode::serve_frame`].
+    #[rpc]
+    Jobs(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 struct Member;
@@ -92,6 +97,7 @@ struct MemberState {
     info: String,
     membership: Membership,
     twins: TwinNode,
+    jobs: JobsNode,
     /// Parts of large requests still arriving.
     incoming: HashMap<[u8; 16], (Instant, Vec<Vec<u8>>)>,
     /// Parts of large answers waiting to be fetched.
@@ -224,6 +230,13 @@ impl Actor for Member {
                         )),
                     };
                     let _ = reply.send(envelope_answer(answer, &outgoing, max_frame));
+                });
+            }
+            MemberMsg::Jobs(frame, reply) => {
+                let jobs = state.jobs.clone();
+                // Off the member's loop: a log read may wait for a line.
+                tokio::spawn(async move {
+                    let _ = reply.send(jobs.serve_frame(&frame).await);
                 });
             }
             MemberMsg::Fetch(key, reply) => {
@@ -385,6 +398,19 @@ impl ClusterLink for MeshLink {
         })
     }
 
+    fn call_jobs(
+        &self,
+        node: &str,
+        frame: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Vec<u8>, String>> {
+        let member = self.member(node);
+        Box::pin(async move {
+            let member = member.ok_or("it is not a live member of the cluster")?;
+            ask(&member, |r| MemberMsg::Jobs(frame, r), timeout).await
+        })
+    }
+
     fn twin_changed(&self, node: &str, scope: &hanzo_twin_actors::Scope, key: &str) {
         if let Some(member) = self.member(node) {
             let frame = hanzo_twin_actors::remote::encode_changed(scope, key);
@@ -484,11 +510,13 @@ impl Mesh {
     /// Starts the node server and the member actor, joins the seeds (retrying
     /// in the background until each answers), keeps `membership` current,
     /// heartbeats into the shared `store`, and moves twins as placement
-    /// changes. From here on `twins` routes every request to the twin's node.
+    /// changes. From here on `twins` routes every request to the twin's node,
+    /// and `jobs` cancels and reads the logs of jobs on other nodes.
     pub async fn start(
         config: MeshConfig,
         membership: Membership,
         twins: TwinNode,
+        jobs: JobsNode,
         store: Arc<dyn TwinStore>,
     ) -> Result<Mesh, MeshError> {
         let server = start_server(&config, &membership).await?;
@@ -501,6 +529,7 @@ impl Mesh {
                 info,
                 membership: membership.clone(),
                 twins: twins.clone(),
+                jobs: jobs.clone(),
                 incoming: HashMap::new(),
                 outgoing: Arc::default(),
                 max_frame: config.max_frame,
@@ -529,6 +558,7 @@ impl Mesh {
             }
         }));
         twins.attach_cluster(Arc::new(link.clone()));
+        jobs.attach_cluster(Arc::new(link.clone()));
         let (refresh, max_moves) = (config.refresh, config.max_moves);
         let placer = twins.clone();
         tasks.push(tokio::spawn(async move {

@@ -400,6 +400,7 @@ impl Node {
                 },
                 membership.clone(),
                 twins.clone(),
+                jobs.clone(),
                 twin_store,
             )
             .await
@@ -502,7 +503,7 @@ impl Node {
             ready: self.ready.clone(),
             auth,
             scenes: Some(self.scenes.clone()),
-            jobs: Some(self.jobs.clone()),
+            jobs: self.jobs.clone(),
         });
         let config = ApiConfig {
             max_body_bytes: self.config.server.max_body_bytes,

@@ -471,3 +471,84 @@ pub async fn inspector_page_check(
     assert!(out.status.success(), "the browser check failed:\n{text}");
     text
 }
+
+/// The venv's Python (`HANZO_TWIN_TEST_PYTHON`), which must import
+/// `modules` (scripts/test.sh installs them). `None`, said loudly, when it is
+/// not set; a failed assertion when it lacks a module.
+pub fn venv_python(modules: &str) -> Option<String> {
+    let Ok(python) = std::env::var("HANZO_TWIN_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED: HANZO_TWIN_TEST_PYTHON is not set; run scripts/test.sh, which installs {modules} into the venv"
+        );
+        return None;
+    };
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{python} cannot import {modules}; scripts/test.sh installs them (hanzo_twin with `maturin develop`)"
+    );
+    Some(python)
+}
+
+/// The venv's Python, with `hanzo_twin` and Stable-Baselines3: what a
+/// node's training jobs run.
+pub fn job_python() -> Option<String> {
+    venv_python("hanzo_twin.train, stable_baselines3")
+}
+
+/// The job's log from line `after` on, as (event name, id, data), until
+/// the stream ends (with `follow`, when the job has finished).
+pub async fn log_events(
+    node: &TestNode,
+    id: &str,
+    after: Option<u64>,
+    follow: bool,
+) -> Vec<(String, Option<u64>, Value)> {
+    let mut request = node
+        .http
+        .get(node.url(&format!("/v1/jobs/{id}/logs?follow={follow}")));
+    if let Some(after) = after {
+        request = request.header("Last-Event-ID", after.to_string());
+    }
+    let response = request.send().await.expect("logs");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/event-stream")
+    );
+    use futures_util::StreamExt;
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while let Some(chunk) = tokio::time::timeout_at(deadline.into(), stream.next())
+        .await
+        .expect("the log ends within 10 minutes")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+    }
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty() && !block.starts_with(':'))
+        .map(|block| {
+            let (mut name, mut seq, mut data) = (String::new(), None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().into();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    seq = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            (
+                name,
+                seq,
+                serde_json::from_str(&data).unwrap_or(Value::String(data)),
+            )
+        })
+        .collect()
+}

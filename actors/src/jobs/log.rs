@@ -35,9 +35,20 @@ pub struct LogFollowers {
 }
 
 /// Where the next read of a log starts.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct LogCursor {
     offset: u64,
+}
+
+impl LogCursor {
+    /// The cursor at byte `offset` of the log.
+    pub fn at(offset: u64) -> LogCursor {
+        LogCursor { offset }
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
 }
 
 impl LogFollowers {
@@ -57,21 +68,30 @@ impl LogFollowers {
         self.job_dir(id).join("log.jsonl")
     }
 
-    /// A signal that changes with each new line, while the job's log is
-    /// still written; `None` once it is finished (or never was here).
+    /// A signal that changes with each line written from now on, while the
+    /// job's log is still written; `None` once it is finished (or never was
+    /// here).
     pub fn live(&self, id: JobId) -> Option<watch::Receiver<u64>> {
-        self.live.get(&id).map(|r| r.clone())
+        self.live.get(&id).map(|r| {
+            // A clone has seen what the kept receiver has (nothing): without
+            // this its `changed()` would answer at once, every time.
+            let mut signal = r.clone();
+            signal.borrow_and_update();
+            signal
+        })
     }
 
     /// The whole lines from `cursor` on, and where the next read starts. A
     /// line still being written is left for the next read.
+    /// At most about `max_bytes` of them: the next read goes on from there.
     pub async fn read(
         &self,
         id: JobId,
         cursor: LogCursor,
+        max_bytes: usize,
     ) -> std::io::Result<(Vec<JobLogLine>, LogCursor)> {
         let path = self.path(id);
-        tokio::task::spawn_blocking(move || read_lines(&path, cursor))
+        tokio::task::spawn_blocking(move || read_lines(&path, cursor, max_bytes))
             .await
             .map_err(std::io::Error::other)?
     }
@@ -83,7 +103,7 @@ impl LogFollowers {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let (lines, _) = read_lines(&path, LogCursor::default()).or_else(|e| {
+        let (lines, _) = read_lines(&path, LogCursor::default(), usize::MAX).or_else(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Ok((Vec::new(), LogCursor::default()))
             } else {
@@ -107,14 +127,18 @@ impl LogFollowers {
     }
 }
 
-fn read_lines(path: &Path, cursor: LogCursor) -> std::io::Result<(Vec<JobLogLine>, LogCursor)> {
+fn read_lines(
+    path: &Path,
+    cursor: LogCursor,
+    max_bytes: usize,
+) -> std::io::Result<(Vec<JobLogLine>, LogCursor)> {
     let mut file = std::fs::File::open(path)?;
     file.seek(std::io::SeekFrom::Start(cursor.offset))?;
     let mut reader = std::io::BufReader::new(file);
     let mut lines = Vec::new();
     let mut offset = cursor.offset;
     let mut buf = String::new();
-    loop {
+    while offset - cursor.offset < max_bytes as u64 {
         buf.clear();
         let n = reader.read_line(&mut buf)?;
         if n == 0 || !buf.ends_with('\n') {
@@ -193,17 +217,33 @@ mod tests {
         w.append("node", "queued", None);
         w.append("node", "started", None);
         assert_eq!(*live.borrow_and_update(), 2);
-        let (lines, cursor) = logs.read(id, LogCursor::default()).await.expect("read");
+        // A follower that joins now waits for the next line.
+        let joined = logs.live(id).expect("live");
+        assert_eq!(joined.has_changed().ok(), Some(false));
+        let (lines, cursor) = logs
+            .read(id, LogCursor::default(), usize::MAX)
+            .await
+            .expect("read");
         assert_eq!(lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [1, 2]);
+        // A bounded read stops after a line, and the next goes on from it.
+        let (first, after_first) = logs.read(id, LogCursor::default(), 1).await.expect("read");
+        assert_eq!(first.iter().map(|l| l.seq).collect::<Vec<_>>(), [1]);
+        let (second, _) = logs.read(id, after_first, 1).await.expect("read");
+        assert_eq!(second.iter().map(|l| l.seq).collect::<Vec<_>>(), [2]);
+        w.append("node", "running", None);
+        assert_eq!(joined.has_changed().ok(), Some(true));
+        let (third, cursor) = logs.read(id, cursor, usize::MAX).await.expect("read");
+        assert_eq!(third.iter().map(|l| l.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(*live.borrow_and_update(), 3);
         drop(w);
         assert!(logs.live(id).is_none(), "not live once the writer is gone");
         assert!(live.changed().await.is_err(), "followers see the end");
         // A resumed job's writer numbers on.
         let mut w = logs.writer(id).expect("writer");
         w.append("node", "resumed", Some(serde_json::json!({"steps": 5})));
-        let (lines, _) = logs.read(id, cursor).await.expect("read on");
+        let (lines, _) = logs.read(id, cursor, usize::MAX).await.expect("read on");
         assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0].seq, 3);
+        assert_eq!(lines[0].seq, 4);
         assert_eq!(lines[0].message, "resumed");
     }
 }

@@ -16,11 +16,15 @@
 mod actor;
 mod host;
 pub mod log;
+mod remote;
 pub mod spec;
 
 pub use host::{JobsArgs, JobsConfig, JobsHost, JobsMsg};
-pub use log::{JobLogLine, LogFollowers};
+pub use log::{JobLogLine, LogCursor, LogFollowers};
+pub use remote::LogPage;
 pub use spec::*;
+
+use remote::{JobReply, JobRequest, JobsCluster};
 
 use crate::store::{BoxFuture, StoreResult};
 use ractor::ActorRef;
@@ -52,7 +56,8 @@ pub trait ArtifactStore: Send + Sync + 'static {
 }
 
 /// Why a job request failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobError {
     #[error("{0}")]
     Invalid(#[from] SpecError),
@@ -85,6 +90,8 @@ pub struct JobsNode {
     store: Arc<dyn JobStore>,
     artifacts: Arc<dyn ArtifactStore>,
     logs: Arc<LogFollowers>,
+    /// Other nodes, for jobs that run there.
+    cluster: JobsCluster,
 }
 
 /// How long a caller waits for the jobs host; a cancel waits for its job's
@@ -103,7 +110,14 @@ impl JobsNode {
             store,
             artifacts,
             logs,
+            cluster: JobsCluster::default(),
         }
+    }
+
+    /// Lets this node cancel, and follow the logs of, jobs that run on the
+    /// other nodes of its cluster.
+    pub fn attach_cluster(&self, link: Arc<dyn crate::remote::ClusterLink>) {
+        self.cluster.attach(link);
     }
 
     /// Points this handle (and its clones) at a restarted jobs host.
@@ -111,9 +125,10 @@ impl JobsNode {
         *self.host.write().unwrap_or_else(|p| p.into_inner()) = host;
     }
 
-    /// Queues a job. `token` is the submitter's bearer token, which a job
-    /// on a twin needs to reach the twin through the API; it is held in
-    /// memory only, never stored or logged.
+    /// Queues a job. `token` is the submitter's bearer token. It is kept
+    /// only for a job that acts on a twin (training on one, or evaluating a
+    /// policy trained on one), which reaches the twin through the API as its
+    /// submitter would; it is held in memory only, never stored or logged.
     pub async fn submit(
         &self,
         spec: JobSpec,
@@ -122,6 +137,7 @@ impl JobsNode {
         token: Option<String>,
     ) -> Result<JobRecord, JobError> {
         spec.check()?;
+        let mut on_twin = matches!(&spec, JobSpec::Train(t) if t.twin.is_some());
         if let JobSpec::Evaluate(eval) = &spec {
             // The policy must exist for the submitter to see, and be one.
             let trained = match self.store.get(eval.policy_job).await? {
@@ -144,11 +160,12 @@ impl JobsNode {
                     ),
                 }));
             }
+            on_twin = matches!(&trained.spec, JobSpec::Train(t) if t.twin.is_some());
         }
         let record = Box::new(JobRecord::new(spec, owner, organization));
         self.call(|reply| JobsMsg::Submit {
             record,
-            token,
+            token: token.filter(|_| on_twin),
             reply,
         })
         .await
@@ -177,7 +194,92 @@ impl JobsNode {
             )));
         }
         let by = by.to_string();
+        match self.cluster.towards(record.node.as_deref()) {
+            Some((link, node)) => {
+                let request = JobRequest::Cancel { id, by };
+                match JobsCluster::call(&*link, &node, &request, CALL_TIMEOUT).await? {
+                    JobReply::Cancelled(record) => Ok(*record),
+                    other => Err(unexpected(&node, &other)),
+                }
+            }
+            None => self.cancel_here(id, by).await,
+        }
+    }
+
+    /// Cancels a job of this node.
+    async fn cancel_here(&self, id: JobId, by: String) -> Result<JobRecord, JobError> {
         self.call(|reply| JobsMsg::Cancel { id, by, reply }).await
+    }
+
+    /// The lines of `record`'s log from `cursor` on, read on the node the
+    /// job runs on, and whether the job still writes it. With `wait`, and
+    /// no line yet, waits that long for one.
+    pub async fn read_log(
+        &self,
+        record: &JobRecord,
+        cursor: LogCursor,
+        wait: Option<Duration>,
+    ) -> Result<LogPage, JobError> {
+        match self.cluster.towards(record.node.as_deref()) {
+            Some((link, node)) => {
+                let request = JobRequest::ReadLog {
+                    id: record.id,
+                    offset: cursor.offset(),
+                    wait_ms: wait.map(|w| w.as_millis() as u64),
+                };
+                let waited = wait.unwrap_or_default();
+                match JobsCluster::call(&*link, &node, &request, waited).await? {
+                    JobReply::Log(page) => Ok(page),
+                    other => Err(unexpected(&node, &other)),
+                }
+            }
+            None => self.read_log_here(record.id, cursor, wait).await,
+        }
+    }
+
+    /// [`JobsNode::read_log`] of a job of this node.
+    async fn read_log_here(
+        &self,
+        id: JobId,
+        cursor: LogCursor,
+        wait: Option<Duration>,
+    ) -> Result<LogPage, JobError> {
+        // Asked before reading: a log that is not live has all its lines.
+        let live = self.logs.live(id);
+        let page = self.read_page(id, cursor, live.is_some()).await?;
+        match (live, wait) {
+            (Some(mut signal), Some(wait)) if page.lines.is_empty() => {
+                // A new line, the writer gone (the job ended), or the wait.
+                let _ = tokio::time::timeout(wait, signal.changed()).await;
+                let live = self.logs.live(id).is_some();
+                self.read_page(id, cursor, live).await
+            }
+            _ => Ok(page),
+        }
+    }
+
+    async fn read_page(
+        &self,
+        id: JobId,
+        cursor: LogCursor,
+        live: bool,
+    ) -> Result<LogPage, JobError> {
+        match self.logs.read(id, cursor, remote::MAX_PAGE_BYTES).await {
+            Ok((lines, cursor)) => Ok(LogPage {
+                lines,
+                cursor,
+                live,
+            }),
+            // Queued and not started: no log yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LogPage {
+                lines: Vec::new(),
+                cursor,
+                live,
+            }),
+            Err(e) => Err(JobError::Unavailable(format!(
+                "cannot read the job's log: {e}"
+            ))),
+        }
     }
 
     /// A job of `organization` (others' answer not found).
@@ -211,11 +313,6 @@ impl JobsNode {
         Ok(self.artifacts.get(id, name).await?)
     }
 
-    /// The job's log, for reading and following.
-    pub fn logs(&self) -> &LogFollowers {
-        &self.logs
-    }
-
     async fn call<T: Send + 'static>(
         &self,
         msg: impl FnOnce(ractor::RpcReplyPort<Result<T, JobError>>) -> JobsMsg,
@@ -232,4 +329,11 @@ impl JobsNode {
             }
         }
     }
+}
+
+/// An answer of another node that does not fit the request.
+fn unexpected(node: &str, reply: &JobReply) -> JobError {
+    JobError::Unavailable(format!(
+        "the job's node {node} answered another request: {reply:?}"
+    ))
 }

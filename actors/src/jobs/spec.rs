@@ -251,7 +251,7 @@ fn default_true() -> bool {
 }
 
 /// A spec that cannot run: the field and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 #[error("{field}: {message}")]
 pub struct SpecError {
     pub field: String,
