@@ -829,20 +829,10 @@ async fn any_node_follows_and_cancels_a_job_running_on_another() {
     assert_eq!(job["node"], "node-b", "{job}");
 
     // A reads the record from the shared store while B trains.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (status, job) = a.get(&format!("/v1/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        if job["progress"]["steps"].as_u64() > Some(0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job never made progress: {job:#}\n{}",
-            b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_job(&a, &id, "progress on node-b", |j| {
+        j["progress"]["steps"].as_u64() > Some(0)
+    })
+    .await;
     // Its log is on B's disk only; A serves it.
     let so_far = common::log_events(&a, &id, None, false).await;
     let lines: Vec<&(String, Option<u64>, serde_json::Value)> =
@@ -889,6 +879,88 @@ async fn any_node_follows_and_cancels_a_job_running_on_another() {
     let (status, job) = b.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(job["state"], "cancelled", "{job}");
+}
+
+/// A job whose node dies resumes on a survivor, from its latest checkpoint
+/// in the shared object storage, its log numbered on from the lines the
+/// dead node wrote.
+#[tokio::test]
+async fn a_job_of_a_killed_node_resumes_on_a_survivor_from_its_checkpoint() {
+    let Some(sh) = shared() else { return };
+    let Some(python) = common::job_python() else {
+        return;
+    };
+    let [pa, pb] = free_ports::<2>();
+    let scheduler = [("HANZO_TWIN_SCHEDULER_PYTHON", python.as_str())];
+    let a = member(&sh, "node-a", pa, "shared-secret", &[], &scheduler).await;
+    let mut b = member(&sh, "node-b", pb, "shared-secret", &[pa], &scheduler).await;
+    members(&a, 2).await;
+    let spec = serde_json::json!({
+        "kind": "train", "task": "cartpole-v0", "num_envs": 1, "total_steps": 10_000_000,
+        "hyperparameters": { "n_steps": 64, "batch_size": 64, "n_epochs": 1 },
+        "checkpoint_every_steps": 5000
+    });
+    let (status, job) = b.post("/v1/jobs", spec).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    let newest = |j: &serde_json::Value| {
+        j["artifacts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["steps"].as_u64())
+            .max()
+    };
+    let job = common::wait_job(&a, &id, "a checkpoint on node-b", |j| newest(j).is_some()).await;
+    let kept = newest(&job).unwrap_or_default();
+    assert_eq!(job["node"], "node-b", "{job}");
+
+    // kill -9 node-b while it trains.
+    b.stop(true);
+    let job = common::wait_job(
+        &a,
+        &id,
+        "the job training on node-a past its checkpoint",
+        |j| {
+            j["node"] == "node-a"
+                && j["state"] == "running"
+                && j["progress"]["steps"].as_u64() > Some(kept)
+        },
+    )
+    .await;
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert!(
+        a.log()
+            .contains("took over a job of a node that stopped answering"),
+        "{}",
+        a.log()
+    );
+    let events = common::log_events(&a, &id, None, false).await;
+    let lines: Vec<&(String, Option<u64>, serde_json::Value)> =
+        events.iter().filter(|e| e.0 == "log").collect();
+    let first = lines.first().expect("lines on node-a");
+    assert!(
+        first.2["message"].as_str().is_some_and(|m| m
+            .contains("node-b stopped answering and node-a took it over")
+            && m.contains("resume from its checkpoint")),
+        "{events:#?}"
+    );
+    assert!(
+        first.1 > Some(1),
+        "numbered on from node-b's lines: {events:#?}"
+    );
+    assert!(lines.windows(2).all(|w| w[0].1 < w[1].1), "{events:#?}");
+    assert!(
+        lines.iter().any(|e| e.2["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("resuming from policy-"))),
+        "{events:#?}"
+    );
+    let (status, cancelled) = a
+        .post(&format!("/v1/jobs/{id}/cancel"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
 }
 
 #[tokio::test]

@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{TestNode, bin, job_python as python, log_events};
+use common::{TestNode, bin, job_python as python, log_events, wait_job};
 use serde_json::{Value, json};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 async fn node_with(python: &str, extra: &[(&str, &str)]) -> TestNode {
     let mut env = vec![("HANZO_TWIN_SCHEDULER_PYTHON", python)];
@@ -33,24 +32,6 @@ fn cartpole(total_steps: u64, checkpoint_every: u64) -> Value {
         "checkpoint_every_steps": checkpoint_every,
         "eval_episodes": 10
     })
-}
-
-/// Polls the job until `done` holds (at most 10 minutes).
-async fn wait_job(node: &TestNode, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let (status, job) = node.get(&format!("/v1/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        if done(&job) {
-            return job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} never held: {job:#}\n{}",
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -559,6 +559,27 @@ impl Mesh {
         }));
         twins.attach_cluster(Arc::new(link.clone()));
         jobs.attach_cluster(Arc::new(link.clone()));
+        // The jobs of a node whose lease ran out go to the node placement
+        // gives each to, checked as often as twins are placed.
+        let (orphan_store, orphan_jobs) = (store.clone(), jobs.clone());
+        let (orphan_membership, me) = (membership.clone(), membership.local().id.clone());
+        let (lease, every) = (config.lease, config.refresh);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match orphan_store.live_nodes(lease).await {
+                    Ok(Some(live)) => {
+                        let (members, me) = (orphan_membership.clone(), me.clone());
+                        orphan_jobs.adopt_orphans(
+                            live,
+                            Box::new(move |key| members.owner(key).is_some_and(|n| n.id == me)),
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read which nodes are alive"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        }));
         let (refresh, max_moves) = (config.refresh, config.max_moves);
         let placer = twins.clone();
         tasks.push(tokio::spawn(async move {

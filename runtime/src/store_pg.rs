@@ -223,10 +223,11 @@ impl JobStore for PgJobStore {
             client
                 .execute(
                     &format!(
-                        "INSERT INTO {} (id, organization, state, node, record) VALUES ($1, $2, $3, $4, $5)
+                        "INSERT INTO {t} (id, organization, state, node, record) VALUES ($1, $2, $3, $4, $5)
                          ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, node = EXCLUDED.node,
-                             record = EXCLUDED.record, updated_at = now()",
-                        self.table
+                             record = EXCLUDED.record, updated_at = now()
+                         WHERE {t}.node IS NULL OR {t}.node = EXCLUDED.node",
+                        t = self.table
                     ),
                     &[&id, &organization, &state, &node, &value],
                 )
@@ -301,6 +302,50 @@ impl JobStore for PgJobStore {
                 .await
                 .map_err(err)?;
             rows.into_iter().map(|r| job_of(r.get(0))).collect()
+        })
+    }
+
+    fn orphaned<'a>(&'a self, live: &'a [String]) -> BoxFuture<'a, StoreResult<Vec<JobRecord>>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT record FROM {} WHERE state IN ('queued', 'running')
+                           AND node IS NOT NULL AND NOT (node = ANY($1)) ORDER BY id",
+                        self.table
+                    ),
+                    &[&live],
+                )
+                .await
+                .map_err(err)?;
+            rows.into_iter().map(|r| job_of(r.get(0))).collect()
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: JobId,
+        node: &'a str,
+        from: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Option<JobRecord>>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            // One statement: of two nodes claiming at once, one wins.
+            let row = client
+                .query_opt(
+                    &format!(
+                        "UPDATE {} SET node = $2, record = jsonb_set(record, '{{node}}', to_jsonb($2::text)),
+                             updated_at = now()
+                         WHERE id = $1 AND state IN ('queued', 'running') AND node IS NOT DISTINCT FROM $3
+                         RETURNING record",
+                        self.table
+                    ),
+                    &[&id, &node, &from],
+                )
+                .await
+                .map_err(err)?;
+            row.map(|r| job_of(r.get(0))).transpose()
         })
     }
 }

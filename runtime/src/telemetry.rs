@@ -185,6 +185,10 @@ fn describe_metrics() {
         "hanzo_twin_jobs_total",
         "Jobs that entered a state on this node, by kind and state."
     );
+    describe_counter!(
+        "hanzo_twin_jobs_taken_over_total",
+        "Unfinished jobs of departed cluster nodes that this node took over."
+    );
     describe_gauge!(
         "hanzo_twin_training_steps_per_second",
         "Environment steps per second of the training jobs running on this node, summed (learner included)."

@@ -552,3 +552,26 @@ pub async fn log_events(
         })
         .collect()
 }
+
+/// Polls the job until `done` holds (at most 10 minutes).
+pub async fn wait_job(
+    node: &TestNode,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (status, job) = node.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never held: {job:#}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -100,6 +100,7 @@ impl JobActorState {
             return;
         }
         self.saved_at = Instant::now();
+        self.record.log_lines = self.log.lines();
         if let Err(e) = self.jobs.store.put(&self.record).await {
             tracing::warn!(job = %self.record.id, "cannot save the job's record: {e}");
         }

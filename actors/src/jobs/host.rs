@@ -49,6 +49,12 @@ pub enum JobsMsg {
     },
     /// A running training job's latest rate, for the node's metrics.
     Rate { id: JobId, steps_per_second: f64 },
+    /// Takes over the unfinished jobs of nodes outside `live` (their lease
+    /// ran out) that placement gives this node (`owns`, by job id).
+    AdoptOrphans {
+        live: Vec<String>,
+        owns: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    },
 }
 
 /// Local only: never sent between nodes.
@@ -225,31 +231,72 @@ impl JobsState {
             .unfinished(&self.args.config.node_id)
             .await?;
         unfinished.sort_by_key(|r| r.id);
-        for mut record in unfinished {
-            let Ok(mut log) = self.args.logs.writer(record.id) else {
-                continue;
-            };
-            let how = match record.latest_policy() {
-                Some(p) if record.kind == JobKind::Train => {
-                    format!("from its checkpoint at {} steps", p.steps)
-                }
-                _ => "from the start".to_string(),
-            };
-            log.append(
-                "node",
-                format!("the node restarted; the job is queued to resume {how}"),
-                None,
-            );
-            record.state = JobState::Queued;
-            record.node = Some(self.args.config.node_id.clone());
-            self.args.store.put(&record).await?;
-            self.queue.push_back(Pending {
-                record,
-                token: None,
-                log,
-            });
+        for record in unfinished {
+            self.requeue(record, "the node restarted").await?;
         }
         self.start_queued(myself).await;
+        Ok(())
+    }
+
+    /// Takes over the unfinished jobs of nodes outside `live` that `owns`
+    /// gives this node. Each is claimed in the store first: of two nodes
+    /// that try at once, one gets it.
+    async fn adopt_orphans(
+        &mut self,
+        myself: &ActorRef<JobsMsg>,
+        live: &[String],
+        owns: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Result<(), JobError> {
+        let me = self.args.config.node_id.clone();
+        let mut orphans = self.args.store.orphaned(live).await?;
+        orphans.sort_by_key(|r| r.id);
+        for orphan in orphans {
+            if !owns(&orphan.id.to_string()) {
+                continue;
+            }
+            let from = orphan.node.clone().unwrap_or_default();
+            let Some(record) = self.args.store.claim(orphan.id, &me, Some(&from)).await? else {
+                continue;
+            };
+            tracing::info!(job = %record.id, from = %from, "took over a job of a node that stopped answering");
+            metrics::counter!("hanzo_twin_jobs_taken_over_total").increment(1);
+            self.requeue(
+                record,
+                &format!("its node {from} stopped answering and {me} took it over"),
+            )
+            .await?;
+        }
+        self.start_queued(myself).await;
+        Ok(())
+    }
+
+    /// Queues an unfinished job again on this node, saying why in its log: a
+    /// training job resumes from its latest checkpoint, other kinds start
+    /// over.
+    async fn requeue(&mut self, mut record: JobRecord, why: &str) -> Result<(), JobError> {
+        let Ok(mut log) = self.args.logs.writer_after(record.id, record.log_lines) else {
+            return Ok(());
+        };
+        let how = match record.latest_policy() {
+            Some(p) if record.kind == JobKind::Train => {
+                format!("from its checkpoint at {} steps", p.steps)
+            }
+            _ => "from the start".to_string(),
+        };
+        log.append(
+            "node",
+            format!("{why}; the job is queued to resume {how}"),
+            None,
+        );
+        record.state = JobState::Queued;
+        record.node = Some(self.args.config.node_id.clone());
+        record.log_lines = log.lines();
+        self.args.store.put(&record).await?;
+        self.queue.push_back(Pending {
+            record,
+            token: None,
+            log,
+        });
         Ok(())
     }
 }
@@ -311,6 +358,11 @@ impl Actor for JobsHost {
                         "job {id} is not running on this node ({}); its node cancels it",
                         state.args.config.node_id
                     ))));
+                }
+            }
+            JobsMsg::AdoptOrphans { live, owns } => {
+                if let Err(e) = state.adopt_orphans(&myself, &live, &*owns).await {
+                    tracing::warn!(error = %e, "taking over the jobs of departed nodes failed");
                 }
             }
             JobsMsg::Rate {

@@ -99,6 +99,13 @@ impl LogFollowers {
     /// Opens the job's log for appending, numbering on from its last line,
     /// and marks it live until the writer is dropped.
     pub fn writer(self: &Arc<Self>, id: JobId) -> std::io::Result<LogWriter> {
+        self.writer_after(id, 0)
+    }
+
+    /// [`LogFollowers::writer`], numbering on from line `after` at least:
+    /// the log of a job taken over from another node goes on from the lines
+    /// written there.
+    pub fn writer_after(self: &Arc<Self>, id: JobId, after: u64) -> std::io::Result<LogWriter> {
         let path = self.path(id);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -110,7 +117,7 @@ impl LogFollowers {
                 Err(e)
             }
         })?;
-        let seq = lines.last().map_or(0, |l| l.seq);
+        let seq = lines.last().map_or(0, |l| l.seq).max(after);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -164,6 +171,11 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
+    /// The number of the last line written.
+    pub fn lines(&self) -> u64 {
+        self.seq
+    }
+
     /// Appends a line. A log that cannot be written loses the line, with a
     /// warning: the job itself goes on.
     pub fn append(

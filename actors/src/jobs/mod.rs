@@ -46,6 +46,33 @@ pub trait JobStore: Send + Sync + 'static {
     /// The jobs not yet finished that `node` holds or that no node holds:
     /// what a starting node resumes.
     fn unfinished<'a>(&'a self, node: &'a str) -> BoxFuture<'a, StoreResult<Vec<JobRecord>>>;
+    /// The jobs not yet finished that a node outside `live` holds (its lease
+    /// ran out): what the survivors of a cluster take over. A store one
+    /// node keeps alone has none.
+    fn orphaned<'a>(&'a self, _live: &'a [String]) -> BoxFuture<'a, StoreResult<Vec<JobRecord>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// Makes `node` the holder of an unfinished job that `from` holds: the
+    /// record as stored when the claim took, `None` when another node took
+    /// it first or it has finished. A shared store does this atomically.
+    fn claim<'a>(
+        &'a self,
+        id: JobId,
+        node: &'a str,
+        from: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Option<JobRecord>>> {
+        Box::pin(async move {
+            let Some(mut record) = self.get(id).await? else {
+                return Ok(None);
+            };
+            if record.state.is_final() || record.node.as_deref() != from {
+                return Ok(None);
+            }
+            record.node = Some(node.to_string());
+            self.put(&record).await?;
+            Ok(Some(record))
+        })
+    }
 }
 
 /// What jobs produce, by job and file name (object storage:
@@ -111,6 +138,16 @@ impl JobsNode {
             artifacts,
             logs,
             cluster: JobsCluster::default(),
+        }
+    }
+
+    /// Takes over the unfinished jobs of nodes outside `live` (a cluster's
+    /// nodes whose lease ran out) that placement gives this node (`owns`, by
+    /// job id). Done on the jobs host's loop; this returns at once.
+    pub fn adopt_orphans(&self, live: Vec<String>, owns: Box<dyn Fn(&str) -> bool + Send + Sync>) {
+        let host = self.host.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Err(e) = host.cast(JobsMsg::AdoptOrphans { live, owns }) {
+            tracing::warn!("the jobs host is gone: {e}");
         }
     }
 

@@ -499,6 +499,10 @@ pub struct JobRecord {
     pub node: Option<String>,
     /// How many times it has started: more than one after a resume.
     pub attempts: u32,
+    /// How many lines its log had when the record was last written: a node
+    /// that takes the job over numbers its lines on from here.
+    #[serde(default)]
+    pub log_lines: u64,
 }
 
 impl JobRecord {
@@ -528,6 +532,7 @@ impl JobRecord {
             artifacts: Vec::new(),
             node: None,
             attempts: 0,
+            log_lines: 0,
         }
     }
 
