@@ -805,28 +805,44 @@ async fn twins_of_a_killed_node_come_back_on_the_survivors_and_a_new_node_takes_
     assert!(d.log().contains("took the twin over"), "{}", d.log());
 }
 
+/// Nodes A and B of a cluster that run training jobs, once A lists both;
+/// `None` (said loudly) without the venv's Python.
+async fn job_nodes(sh: &Shared) -> Option<(TestNode, TestNode)> {
+    let python = common::job_python()?;
+    let [pa, pb] = free_ports::<2>();
+    let scheduler = [("HANZO_TWIN_SCHEDULER_PYTHON", python.as_str())];
+    let a = member(sh, "node-a", pa, "shared-secret", &[], &scheduler).await;
+    let b = member(sh, "node-b", pb, "shared-secret", &[pa], &scheduler).await;
+    members(&a, 2).await;
+    Some((a, b))
+}
+
+/// Submits a long cart-pole training job to node B, with `extra` settings;
+/// its id.
+async fn train_on_b(b: &TestNode, extra: Value) -> String {
+    let mut spec = serde_json::json!({
+        "kind": "train", "task": "cartpole-v0", "num_envs": 1, "total_steps": 10_000_000,
+        "hyperparameters": { "n_steps": 64, "batch_size": 64, "n_epochs": 1 }
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    let (status, job) = b.post("/v1/jobs", spec).await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["node"], "node-b", "{job}");
+    job["id"].as_str().expect("id").to_string()
+}
+
 /// A job runs on the node it was submitted to; any other node of the
 /// cluster reads its record, streams its log (read on the job's node) and
 /// cancels it there.
 #[tokio::test]
 async fn any_node_follows_and_cancels_a_job_running_on_another() {
     let Some(sh) = shared() else { return };
-    let Some(python) = common::job_python() else {
+    let Some((a, b)) = job_nodes(&sh).await else {
         return;
     };
-    let [pa, pb] = free_ports::<2>();
-    let scheduler = [("HANZO_TWIN_SCHEDULER_PYTHON", python.as_str())];
-    let a = member(&sh, "node-a", pa, "shared-secret", &[], &scheduler).await;
-    let b = member(&sh, "node-b", pb, "shared-secret", &[pa], &scheduler).await;
-    members(&a, 2).await;
-    let spec = serde_json::json!({
-        "kind": "train", "task": "cartpole-v0", "num_envs": 1, "total_steps": 10_000_000,
-        "hyperparameters": { "n_steps": 64, "batch_size": 64, "n_epochs": 1 }
-    });
-    let (status, job) = b.post("/v1/jobs", spec).await;
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().expect("id").to_string();
-    assert_eq!(job["node"], "node-b", "{job}");
+    let id = train_on_b(&b, serde_json::json!({})).await;
 
     // A reads the record from the shared store while B trains.
     common::wait_job(&a, &id, "progress on node-b", |j| {
@@ -887,22 +903,10 @@ async fn any_node_follows_and_cancels_a_job_running_on_another() {
 #[tokio::test]
 async fn a_job_of_a_killed_node_resumes_on_a_survivor_from_its_checkpoint() {
     let Some(sh) = shared() else { return };
-    let Some(python) = common::job_python() else {
+    let Some((a, mut b)) = job_nodes(&sh).await else {
         return;
     };
-    let [pa, pb] = free_ports::<2>();
-    let scheduler = [("HANZO_TWIN_SCHEDULER_PYTHON", python.as_str())];
-    let a = member(&sh, "node-a", pa, "shared-secret", &[], &scheduler).await;
-    let mut b = member(&sh, "node-b", pb, "shared-secret", &[pa], &scheduler).await;
-    members(&a, 2).await;
-    let spec = serde_json::json!({
-        "kind": "train", "task": "cartpole-v0", "num_envs": 1, "total_steps": 10_000_000,
-        "hyperparameters": { "n_steps": 64, "batch_size": 64, "n_epochs": 1 },
-        "checkpoint_every_steps": 5000
-    });
-    let (status, job) = b.post("/v1/jobs", spec).await;
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().expect("id").to_string();
+    let id = train_on_b(&b, serde_json::json!({ "checkpoint_every_steps": 5000 })).await;
     let newest = |j: &serde_json::Value| {
         j["artifacts"]
             .as_array()
