@@ -583,3 +583,70 @@ async fn the_training_loop_trades_safetensors_buffers_with_the_values_json_has()
         assert_eq!(v["error"]["field"], "content-type", "{v}");
     }
 }
+
+/// A batch whose caller is gone (a trainer killed mid-run) is deleted after
+/// `gym.idle_timeout_s` without a request; one in use is not.
+#[tokio::test]
+async fn a_batch_no_request_reaches_is_deleted_after_the_idle_timeout_and_one_in_use_stays() {
+    let node = TestNode::start_with(&[("HANZO_TWIN_GYM_IDLE_TIMEOUT_S", "3")], "").await;
+    let batch = |body: Value| {
+        let node = &node;
+        async move {
+            let (status, info) = create(node, body).await;
+            assert_eq!(status, 201, "{info}");
+            info["id"].as_str().expect("id").to_string()
+        }
+    };
+    let abandoned = batch(json!({ "task": "cartpole-v0", "num_envs": 2 })).await;
+    let used = batch(json!({ "task": "cartpole-v0", "num_envs": 2 })).await;
+    let (status, _) = node
+        .post(&format!("/v1/gym/envs/{used}/reset"), json!({ "seed": 1 }))
+        .await;
+    assert_eq!(status, 200);
+    // The used one is stepped, never 3 s apart, until the other is gone.
+    let started = std::time::Instant::now();
+    loop {
+        let (status, out) = node
+            .post(
+                &format!("/v1/gym/envs/{used}/step"),
+                json!({ "actions": [[0.0], [0.0]] }),
+            )
+            .await;
+        assert_eq!(status, 200, "the batch in use answers: {out}");
+        let (status, _) = node.get(&format!("/v1/gym/envs/{abandoned}")).await;
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the idle batch is still there\n{}",
+            node.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Past its own timeout since creation, the one in use still steps.
+    while started.elapsed() < std::time::Duration::from_secs(4) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (status, _) = node
+            .post(
+                &format!("/v1/gym/envs/{used}/step"),
+                json!({ "actions": [[0.0], [0.0]] }),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (_, list) = node.get("/v1/gym/envs").await;
+    let ids: Vec<&str> = list["envs"]
+        .as_array()
+        .expect("envs")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(ids, [used.as_str()], "{list}");
+    assert!(
+        node.log().contains("no request for"),
+        "the deletion is logged with its reason\n{}",
+        node.log()
+    );
+}

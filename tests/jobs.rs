@@ -1,13 +1,15 @@
 //! Jobs end to end: a node runs Stable-Baselines3 training and evaluation
 //! as supervised jobs (`/v1/jobs`), streams their logs as Server-Sent
 //! Events, keeps their policies, queues past `scheduler.max_concurrent_jobs`,
-//! cancels, and resumes a training job from its checkpoint after a restart.
+//! cancels, and resumes a training job from its checkpoint after a restart;
+//! and RLlib training on a Ray cluster (`backend: rllib`).
 
 mod common;
 
-use common::{TestNode, bin, job_python as python, log_events, wait_job};
+use common::{TestNode, bin, job_python as python, log_events, repo, venv_python, wait_job};
 use serde_json::{Value, json};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 async fn node_with(python: &str, extra: &[(&str, &str)]) -> TestNode {
     let mut env = vec![("HANZO_TWIN_SCHEDULER_PYTHON", python)];
@@ -32,6 +34,41 @@ fn cartpole(total_steps: u64, checkpoint_every: u64) -> Value {
         "checkpoint_every_steps": checkpoint_every,
         "eval_episodes": 10
     })
+}
+
+/// The names of a job's artifacts.
+fn artifact_names(job: &Value) -> Vec<&str> {
+    job["artifacts"]
+        .as_array()
+        .expect("artifacts")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect()
+}
+
+/// Runs an `evaluate` job of `policy_job`'s policy over `episodes` and
+/// asserts that it finds the cart-pole solved; gives the finished job.
+async fn evaluation_solves_cartpole(node: &TestNode, policy_job: &str, episodes: u32) -> Value {
+    let (status, eval) = node
+        .post(
+            "/v1/jobs",
+            json!({ "kind": "evaluate", "policy_job": policy_job, "episodes": episodes }),
+        )
+        .await;
+    assert_eq!(status, 201, "{eval}");
+    let eval_id = eval["id"].as_str().expect("id").to_string();
+    let eval = wait_job(node, &eval_id, "the evaluation finishing", |j| {
+        j["state"] != "queued" && j["state"] != "running"
+    })
+    .await;
+    assert_eq!(eval["state"], "succeeded", "{eval:#}");
+    assert_eq!(eval["result"]["episodes"], episodes);
+    assert!(
+        eval["result"]["mean_return"].as_f64().expect("mean") >= 475.0
+            && eval["result"]["solved"] == true,
+        "{eval:#}"
+    );
+    eval
 }
 
 #[tokio::test]
@@ -83,12 +120,7 @@ async fn a_training_job_solves_cartpole_keeps_its_policy_and_an_evaluation_confi
     let mean = result["mean_return"].as_f64().expect("mean_return");
     assert!(mean >= 475.0 && result["solved"] == true, "{result}");
     assert_eq!(job["progress"]["fraction"], 1.0);
-    let names: Vec<&str> = job["artifacts"]
-        .as_array()
-        .expect("artifacts")
-        .iter()
-        .filter_map(|a| a["name"].as_str())
-        .collect();
+    let names = artifact_names(&job);
     for name in [
         "policy-000000020000.zip",
         "policy-000000040000.zip",
@@ -117,24 +149,8 @@ async fn a_training_job_solves_cartpole_keeps_its_policy_and_an_evaluation_confi
     assert_eq!(rest.last().map(|e| e.0.as_str()), Some("end"));
 
     // An evaluation job confirms the policy.
-    let (status, eval) = node
-        .post(
-            "/v1/jobs",
-            json!({ "kind": "evaluate", "policy_job": id, "episodes": 10 }),
-        )
-        .await;
-    assert_eq!(status, 201, "{eval}");
+    let eval = evaluation_solves_cartpole(&node, &id, 10).await;
     let eval_id = eval["id"].as_str().expect("id").to_string();
-    let eval = wait_job(&node, &eval_id, "the evaluation finishing", |j| {
-        j["state"] != "queued" && j["state"] != "running"
-    })
-    .await;
-    assert_eq!(eval["state"], "succeeded", "{eval:#}");
-    assert_eq!(eval["result"]["episodes"], 10);
-    assert!(
-        eval["result"]["mean_return"].as_f64().expect("mean") >= 475.0,
-        "{eval:#}"
-    );
 
     // Listing: newest first, by kind, in pages.
     let (_, page) = node.get("/v1/jobs").await;
@@ -263,6 +279,9 @@ async fn bad_job_requests_are_refused_naming_the_field() {
             json!({ "n_steps": -3 }),
             "hyperparameters.n_steps",
         ),
+        ("env_runners", json!(2), "env_runners"),
+        // This node has no Ray cluster (scheduler.ray_address).
+        ("backend", json!("rllib"), "backend"),
     ] {
         let mut spec = base.clone();
         spec[key] = value;
@@ -421,4 +440,181 @@ async fn an_engine_comparison_runs_as_a_job_and_stops_when_cancelled() {
     let (status, body) = node.post("/v1/jobs", one).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["field"], "engines");
+}
+
+/// A Ray cluster of two nodes on loopback (tests/peers/ray_cluster.py, on
+/// Ray's own multi-node test utility); shut down when dropped.
+struct RayCluster {
+    child: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RayCluster {
+    fn start(python: &str) -> RayCluster {
+        // Short: Ray's Unix sockets live under it.
+        let dir = tempfile::Builder::new()
+            .prefix("ray")
+            .tempdir_in("/tmp")
+            .expect("dir");
+        let mut child = Command::new(python)
+            .arg(repo().join("tests/peers/ray_cluster.py"))
+            .arg("--temp-dir")
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the Ray peer");
+        let stdout = child.stdout.take().expect("stdout");
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = send.send(line);
+        });
+        let line = lines
+            .recv_timeout(Duration::from_secs(300))
+            .expect("the Ray cluster starts");
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the Ray peer's first line `{line}`: {e}"));
+        let address = ready["address"].as_str().expect("address").to_string();
+        RayCluster {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for RayCluster {
+    fn drop(&mut self) {
+        // Its standard input closing is the peer's cue to shut Ray down.
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// RLlib's PPO on the cart-pole, tuned as rl-zoo tunes Stable-Baselines3's
+/// (GAE 0.8, gamma 0.98, 20 epochs over a batch of 8 × 32 steps, a linear
+/// learning rate); solves it by 10k steps for seed 0.
+fn rllib_cartpole(total_steps: u64, checkpoint_every: u64) -> Value {
+    json!({
+        "kind": "train",
+        "backend": "rllib",
+        "task": "cartpole-v0",
+        "num_envs": 8,
+        "env_runners": 2,
+        "total_steps": total_steps,
+        "seed": 0,
+        "hyperparameters": {
+            "train_batch_size_per_learner": 256, "minibatch_size": 256, "num_epochs": 20,
+            "lambda_": 0.8, "gamma": 0.98, "lr": "lin_0.001",
+            "vf_clip_param": 1000.0, "vf_loss_coeff": 0.5
+        },
+        "checkpoint_every_steps": checkpoint_every,
+        "eval_episodes": 10
+    })
+}
+
+#[tokio::test]
+async fn an_rllib_job_trains_on_a_ray_cluster_through_remote_batches_and_solves_cartpole() {
+    let Some(python) = venv_python("ray.rllib, hanzo_twin.train") else {
+        return;
+    };
+    let cluster = RayCluster::start(&python);
+    let node = node_with(
+        &python,
+        &[("HANZO_TWIN_SCHEDULER_RAY_ADDRESS", cluster.address.as_str())],
+    )
+    .await;
+    let (status, job) = node.post("/v1/jobs", rllib_cartpole(30_000, 10_000)).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+
+    // The env runners, Ray actors, step remote batches on the node: one of
+    // four environments each, as the job's submitter.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, list) = node.get("/v1/gym/envs").await;
+        let batches: Vec<&Value> = list["envs"]
+            .as_array()
+            .expect("envs")
+            .iter()
+            .filter(|e| e["task"] == "cartpole-v0" && e["num_envs"] == 4)
+            .collect();
+        if batches.len() >= 2 {
+            assert!(
+                batches.iter().all(|b| b["owner"] == "local-admin"),
+                "{list}"
+            );
+            break;
+        }
+        let (_, job) = node.get(&format!("/v1/jobs/{id}")).await;
+        assert!(
+            job["state"] == "queued" || job["state"] == "running",
+            "the job ended before its env runners stepped batches: {job:#}\n{}",
+            node.log()
+        );
+        assert!(Instant::now() < deadline, "no batches: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let job = wait_job(&node, &id, "the training finishing", |j| {
+        j["state"] != "queued" && j["state"] != "running"
+    })
+    .await;
+    let events = log_events(&node, &id, None, false).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{events:#?}");
+    let said = |text: &str| {
+        events
+            .iter()
+            .any(|e| e.2["message"].as_str().is_some_and(|m| m.contains(text)))
+    };
+    assert!(
+        said(&format!(
+            "on the Ray cluster at {}: 2 nodes",
+            cluster.address
+        )),
+        "{events:#?}"
+    );
+    let result = &job["result"];
+    assert!(
+        result["mean_return"].as_f64().expect("mean_return") >= 475.0 && result["solved"] == true,
+        "{result}"
+    );
+    assert!(
+        result["steps"].as_u64().expect("steps") >= 30_000,
+        "{result}"
+    );
+    let names = artifact_names(&job);
+    assert!(names.contains(&"policy-final.zip"), "{names:?}");
+    assert!(
+        names.iter().filter(|n| n.starts_with("policy-0")).count() >= 2,
+        "periodic checkpoints: {names:?}"
+    );
+
+    // Its batches go with it: the env runners close them as Ray stops them
+    // (well before the node's idle timeout would).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, list) = node.get("/v1/gym/envs").await;
+        if list["envs"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // An evaluation loads RLlib's policy and confirms it, with no cluster.
+    evaluation_solves_cartpole(&node, &id, 5).await;
 }

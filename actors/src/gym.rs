@@ -197,6 +197,8 @@ pub enum GymMsg {
         count: usize,
         reply: Reply<VecOutput>,
     },
+    /// Whether the batch sat unused past its idle timeout (from itself).
+    IdleCheck,
 }
 
 pub struct GymEnvActor;
@@ -225,8 +227,21 @@ impl Drop for ParallelEnvs {
     }
 }
 
+/// What a batch's actor starts with.
+pub struct GymEnvArgs {
+    pub id: String,
+    pub env: VecEnv,
+    pub messages: crate::inspector::MessageCount,
+    /// The twin it was made from, if any.
+    pub twin: Option<String>,
+    /// Stop once no request came for this long.
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
 pub struct GymEnvState {
     _parallel: Option<ParallelEnvs>,
+    idle_timeout: Option<std::time::Duration>,
+    last_request: std::time::Instant,
     messages: crate::inspector::MessageCount,
     /// Why the batch is gone (a task panicked while stepping).
     lost: Option<String>,
@@ -239,22 +254,26 @@ pub struct GymEnvState {
 impl Actor for GymEnvActor {
     type Msg = GymMsg;
     type State = GymEnvState;
-    /// The batch's id, its environments, its message count, and the twin it
-    /// was made from (if any).
-    type Arguments = (
-        String,
-        VecEnv,
-        crate::inspector::MessageCount,
-        Option<String>,
-    );
+    type Arguments = GymEnvArgs;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<GymMsg>,
-        (id, env, messages, twin): Self::Arguments,
+        myself: ActorRef<GymMsg>,
+        GymEnvArgs {
+            id,
+            env,
+            messages,
+            twin,
+            idle_timeout,
+        }: GymEnvArgs,
     ) -> Result<GymEnvState, ActorProcessingErr> {
+        if let Some(after) = idle_timeout {
+            myself.send_after(after, || GymMsg::IdleCheck);
+        }
         Ok(GymEnvState {
             _parallel: twin.map(|twin| ParallelEnvs::new(twin, env.num_envs())),
+            idle_timeout,
+            last_request: std::time::Instant::now(),
             messages,
             lost: None,
             env: Some(env),
@@ -265,11 +284,26 @@ impl Actor for GymEnvActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<GymMsg>,
+        myself: ActorRef<GymMsg>,
         msg: GymMsg,
         state: &mut GymEnvState,
     ) -> Result<(), ActorProcessingErr> {
+        if let GymMsg::IdleCheck = msg {
+            let (Some(after), idle) = (state.idle_timeout, state.last_request.elapsed()) else {
+                return Ok(());
+            };
+            if idle < after {
+                myself.send_after(after - idle, || GymMsg::IdleCheck);
+            } else {
+                myself.stop(Some(format!(
+                    "no request for {} s (gym.idle_timeout_s)",
+                    idle.as_secs()
+                )));
+            }
+            return Ok(());
+        }
         state.messages.bump();
+        state.last_request = std::time::Instant::now();
         match msg {
             GymMsg::Reset { seed, mask, reply } => {
                 let result = state
@@ -297,6 +331,7 @@ impl Actor for GymEnvActor {
                 let result = state.run(move |env, out| env.recv(count, out)).await;
                 let _ = reply.send(result.map(|()| state.out.clone()));
             }
+            GymMsg::IdleCheck => {}
         }
         if let Some(why) = state.lost.take() {
             // The batch was lost to a panic (the caller has its error): fail,
@@ -501,6 +536,7 @@ impl GymEnvs {
         &mut self,
         actor: ractor::ActorId,
         failure: Option<String>,
+        reason: &str,
         tree: &crate::inspector::TreeEvents,
     ) -> bool {
         let Some(id) = self.by_actor.get(&actor).cloned() else {
@@ -509,6 +545,10 @@ impl GymEnvs {
         if let Some(why) = failure {
             tracing::warn!(gym = %id, "gym environment failed: {why}; it is gone");
             self.event(tree, &id, "failed", Some(why));
+        } else if self.batches.contains_key(&id) {
+            // Stopped by itself (idle), not deleted (which forgets it first).
+            tracing::info!(gym = %id, "gym environment deleted: {reason}");
+            self.event(tree, &id, "stopped", Some(reason.to_string()));
         }
         self.remove(&id);
         true
@@ -595,6 +635,9 @@ pub(crate) struct Setting {
     pub(crate) engines: hanzo_twin_engines::EngineRegistry,
     pub(crate) ant_xml: Option<std::path::PathBuf>,
     pub(crate) node: String,
+    /// A batch no request reached for this long is deleted (its caller is
+    /// gone: a trainer that died, an env runner Ray killed).
+    pub(crate) idle_timeout: Option<std::time::Duration>,
 }
 
 impl Setting {
@@ -762,6 +805,7 @@ impl Setting {
             owner,
             twin_id: twin.map(|t| t.id.to_string()),
             node: self.node.clone(),
+            idle_timeout: self.idle_timeout,
         })
     }
 }
@@ -774,6 +818,7 @@ pub(crate) struct GymBuild {
     pub(crate) owner: String,
     pub(crate) twin_id: Option<String>,
     pub(crate) node: String,
+    pub(crate) idle_timeout: Option<std::time::Duration>,
 }
 
 impl GymBuild {
@@ -790,6 +835,7 @@ impl GymBuild {
             owner,
             twin_id,
             node,
+            idle_timeout,
         } = self;
         let built = tokio::task::spawn_blocking(move || {
             let task: std::sync::Arc<dyn hanzo_twin_gym::Task> = match source {
@@ -844,7 +890,13 @@ impl GymBuild {
         let (actor, _) = Actor::spawn_linked(
             None,
             GymEnvActor,
-            (id.clone(), env, messages.clone(), twin_id),
+            GymEnvArgs {
+                id: id.clone(),
+                env,
+                messages: messages.clone(),
+                twin: twin_id,
+                idle_timeout,
+            },
             supervisor,
         )
         .await

@@ -155,15 +155,37 @@ def save(model, workdir: str, steps: int, final: bool = False) -> None:
     emit("checkpoint", path=path, name=name, steps=int(steps), final=final)
 
 
-def _evaluate(model, spec: dict, episodes: int, deterministic: bool, seed: int) -> dict:
-    from stable_baselines3.common.evaluation import evaluate_policy
+def _evaluate_act(act, spec: dict, episodes: int, deterministic: bool, seed: int) -> dict:
+    """The mean return of ``act(observations, deterministic)`` over
+    ``episodes`` episodes of one environment of the job's task."""
+    import numpy as np
 
-    env = _vec_env(spec, 1, seed + 10_000)
-    returns, lengths = evaluate_policy(
-        model, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
-    )
-    threshold = env.get_attr("reward_threshold")[0]
-    env.close()
+    kwargs = {}
+    if spec.get("engine"):
+        kwargs["engine"] = spec["engine"]
+    if spec.get("twin"):
+        kwargs["twin_id"] = spec["twin"]
+    env = hanzo_twin.make(spec.get("task"), **kwargs)
+    returns, lengths = [], []
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + 10_000 + episode)
+            total, length, done = 0.0, 0, False
+            while not done:
+                action = act(np.asarray(obs)[None], deterministic)[0]
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                length += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+        threshold = env.reward_threshold
+    finally:
+        env.close()
+    return _summary(returns, lengths, threshold)
+
+
+def _summary(returns, lengths, threshold) -> dict:
     mean = sum(returns) / len(returns)
     std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
     result = {
@@ -176,6 +198,18 @@ def _evaluate(model, spec: dict, episodes: int, deterministic: bool, seed: int) 
         result["reward_threshold"] = float(threshold)
         result["solved"] = bool(mean >= threshold)
     return result
+
+
+def _evaluate(model, spec: dict, episodes: int, deterministic: bool, seed: int) -> dict:
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    env = _vec_env(spec, 1, seed + 10_000)
+    returns, lengths = evaluate_policy(
+        model, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
+    )
+    threshold = env.get_attr("reward_threshold")[0]
+    env.close()
+    return _summary(returns, lengths, threshold)
 
 
 def train(spec: dict, workdir: str, resume: str | None) -> int:
@@ -212,8 +246,15 @@ def train(spec: dict, workdir: str, resume: str | None) -> int:
     return 0
 
 
-def evaluate(spec: dict, policy: str) -> int:
+def evaluate(spec: dict, policy: str, workdir: str) -> int:
     seed = int(spec.get("seed", 0))
+    if spec.get("backend") == "rllib":
+        from hanzo_twin import rllib
+
+        act = rllib.load_policy(policy, workdir)
+        emit("result", **_evaluate_act(act, spec, int(spec.get("episodes", 20)),
+                                       bool(spec.get("deterministic", True)), seed))
+        return 0
     algo = _algo(spec.get("algo", "ppo"))
     model = algo.load(policy, seed=seed)
     result = _evaluate(model, spec, int(spec.get("episodes", 20)), bool(spec.get("deterministic", True)), seed)
@@ -234,11 +275,15 @@ def main(argv=None) -> int:
         if spec.get("kind") == "evaluate":
             if not args.policy:
                 parser.error("evaluate needs --policy")
-            return evaluate(spec, args.policy)
+            return evaluate(spec, args.policy, args.workdir)
+        if spec.get("backend") == "rllib":
+            from hanzo_twin import rllib
+
+            return rllib.train(spec, args.workdir, args.resume, emit, lambda: _Stop.requested, _evaluate_act)
         return train(spec, args.workdir, args.resume)
     except ModuleNotFoundError as e:
-        emit("error", message=f"{e.name} is not installed in {sys.executable}: "
-                              "install hanzo-twin[train] (stable-baselines3, torch)")
+        extra = "rllib (ray[rllib])" if spec.get("backend") == "rllib" else "train (stable-baselines3, torch)"
+        emit("error", message=f"{e.name} is not installed in {sys.executable}: install hanzo-twin[{extra}]")
         return 2
     except Exception as e:  # noqa: BLE001 - the node shows the worker's last words
         emit("error", message=f"{type(e).__name__}: {e}")

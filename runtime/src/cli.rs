@@ -237,7 +237,8 @@ enum Command {
         client: ClientOpts,
     },
     /// Train a policy on a twin or a built-in task, as a job on the node
-    /// (Stable-Baselines3 PPO or SAC); follows its progress until it ends.
+    /// (Stable-Baselines3 PPO or SAC, or RLlib PPO on a Ray cluster);
+    /// follows its progress until it ends.
     Train(jobs::TrainArgs),
     /// Jobs on the node: list, status, cancel, logs, evaluate.
     Jobs {

@@ -87,8 +87,14 @@ pub struct SchedulerSection {
     /// Jobs running at once on a node; the excess waits in its queue.
     pub max_concurrent_jobs: u32,
     /// The Python that runs training workers: it needs the `hanzo-twin`
-    /// package with its `train` extra (Stable-Baselines3, PyTorch).
+    /// package with its `train` extra (Stable-Baselines3, PyTorch), and its
+    /// `rllib` extra for `backend: rllib`.
     pub python: PathBuf,
+    /// The Ray cluster `backend: rllib` training runs on: its head's
+    /// `host:port` (the GCS, `ray start --head`'s port; this machine joins
+    /// the cluster as any Ray driver's does) or `ray://host:port` (Ray
+    /// Client). None: such jobs are refused.
+    pub ray_address: Option<String>,
 }
 
 impl Default for SchedulerSection {
@@ -98,6 +104,7 @@ impl Default for SchedulerSection {
             gpu_types: Vec::new(),
             max_concurrent_jobs: 16,
             python: PathBuf::from("python3"),
+            ray_address: None,
         }
     }
 }
@@ -315,12 +322,25 @@ impl Default for PostgresSection {
 }
 
 /// RL environments (`/v1/gym/envs`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GymSection {
     /// Gymnasium's `ant.xml`, for the `ant-v5` task (MuJoCo builds). Unset,
     /// the environment variable HANZO_TWIN_ANT_XML names it.
     pub ant_xml: Option<PathBuf>,
+    /// A batch no request reached for this many seconds is deleted, so the
+    /// environments of a trainer that died (a killed process, an env runner
+    /// Ray stopped) do not hold the node's memory and threads; 0: never.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for GymSection {
+    fn default() -> Self {
+        GymSection {
+            ant_xml: None,
+            idle_timeout_s: 600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -837,6 +857,14 @@ impl NodeConfig {
                 "scheduler.max_concurrent_jobs must be at least 1".into(),
             ));
         }
+        if let Some(address) = &s.ray_address
+            && !valid_ray_address(address)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "scheduler.ray_address `{}` is not a Ray address; write the head's host:port (e.g. 10.0.0.5:6379) or ray://host:port for Ray Client",
+                hanzo_twin_actors::definition::shortened(address)
+            )));
+        }
         let stream_tls = self
             .stream
             .tls
@@ -1099,6 +1127,19 @@ fn valid_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// `host:port` or `ray://host:port`, the port a number.
+fn valid_ray_address(s: &str) -> bool {
+    let rest = s.strip_prefix("ray://").unwrap_or(s);
+    match rest.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(['/', ' ', '@'])
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
 }
 
 /// `nvidia-a100-80gb`: a known vendor, then lowercase words.

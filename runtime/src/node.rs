@@ -305,6 +305,7 @@ impl Node {
                     client_addr(&config.server.host, config.server.port)
                 ),
                 cancel_grace: Duration::from_secs(1),
+                ray_address: config.scheduler.ray_address.clone(),
             }),
             store: job_store.clone(),
             artifacts: artifacts.clone(),
@@ -336,6 +337,8 @@ impl Node {
                 ant_xml: config.gym.ant_xml.clone().or_else(|| {
                     std::env::var_os("HANZO_TWIN_ANT_XML").map(std::path::PathBuf::from)
                 }),
+                gym_idle_timeout: (config.gym.idle_timeout_s > 0)
+                    .then(|| Duration::from_secs(config.gym.idle_timeout_s)),
                 lease: Duration::from_millis(config.cluster.lease_ms),
                 stream: Arc::new(config.stream.settings(&config.data_dir.join("recordings"))),
             },

@@ -71,6 +71,9 @@ pub struct HostConfig {
     pub record_seconds: f64,
     /// Gymnasium's `ant.xml`, which the `ant-v5` task runs on.
     pub ant_xml: Option<PathBuf>,
+    /// An RL environment batch no request reached for this long is deleted
+    /// (`None`: never).
+    pub gym_idle_timeout: Option<Duration>,
     /// In a cluster: how long a node's heartbeat in the shared store counts;
     /// the twins of a node silent for longer are taken over.
     pub lease: Duration,
@@ -92,6 +95,7 @@ impl Default for HostConfig {
             record_hz: 30.0,
             record_seconds: 120.0,
             ant_xml: None,
+            gym_idle_timeout: None,
             lease: Duration::from_secs(3),
             stream: Default::default(),
         }
@@ -735,6 +739,7 @@ impl Actor for TwinHost {
             engines: args.engines.clone(),
             ant_xml: args.config.ant_xml.clone(),
             node: args.config.node_id.clone(),
+            idle_timeout: args.config.gym_idle_timeout,
         });
         let mut state = HostState {
             config: args.config,
@@ -824,7 +829,7 @@ impl Actor for TwinHost {
             ),
             _ => return Ok(()),
         };
-        if state.gym.ended(actor, failure, &state.tree) {
+        if state.gym.ended(actor, failure, &reason, &state.tree) {
             return Ok(());
         }
         match state.activations.ended(actor) {

@@ -91,7 +91,11 @@ struct Launch {
     spec: serde_json::Value,
     resume: Option<PathBuf>,
     policy: Option<PathBuf>,
-    on_twin: bool,
+    /// The worker reaches its environments through the node's API, with the
+    /// submitter's token.
+    through_api: bool,
+    /// The worker is Ray's driver (backend rllib).
+    ray: bool,
 }
 
 impl JobActorState {
@@ -143,7 +147,8 @@ impl JobActorState {
                     spec: serde_json::to_value(&self.record.spec).map_err(|e| e.to_string())?,
                     resume,
                     policy: None,
-                    on_twin: train.twin.is_some(),
+                    through_api: self.record.spec.trains_through_api(),
+                    ray: train.backend == super::Backend::Rllib,
                 })
             }
             JobSpec::Compare(_) => Err("a comparison runs inside the node".into()),
@@ -171,13 +176,15 @@ impl JobActorState {
                         "twin": train.twin,
                         "engine": train.engine,
                         "algo": train.algo,
+                        "backend": train.backend,
                         "episodes": eval.episodes,
                         "deterministic": eval.deterministic,
                         "seed": eval.seed,
                     }),
                     resume: None,
                     policy: Some(path),
-                    on_twin: train.twin.is_some(),
+                    through_api: train.twin.is_some(),
+                    ray: false,
                 })
             }
         }
@@ -243,8 +250,8 @@ impl JobActorState {
             .await
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let launch = self.launch().await?;
-        if launch.on_twin && self.token.is_none() {
-            return Err("a job on a twin reaches it with its submitter's token, which is held in memory only and was lost when the node restarted; submit it again".into());
+        if launch.through_api && self.token.is_none() {
+            return Err("this job reaches its environments through the node's API with its submitter's token, which is held in memory only and was lost when its node restarted; submit it again".into());
         }
         let config = &self.jobs.config;
         // Below the node's own priority: training takes the cores it can
@@ -271,6 +278,15 @@ impl JobActorState {
             .kill_on_drop(true);
         if let Some(token) = &self.token {
             command.env("HANZO_TWIN_TOKEN", token);
+        }
+        if launch.ray {
+            let Some(address) = &config.ray_address else {
+                return Err(format!(
+                    "node {} has no Ray cluster for backend rllib (scheduler.ray_address)",
+                    config.node_id
+                ));
+            };
+            command.env("RAY_ADDRESS", address);
         }
         if let Some(resume) = &launch.resume {
             command.arg("--resume").arg(resume);

@@ -23,6 +23,9 @@ pub struct JobsConfig {
     pub api_url: String,
     /// How long a cancelled worker has to save and stop before it is killed.
     pub cancel_grace: Duration,
+    /// The Ray cluster `backend: rllib` jobs train on (`RAY_ADDRESS` for
+    /// the worker, Ray's driver); none refuses such jobs.
+    pub ray_address: Option<String>,
 }
 
 #[derive(Clone)]
@@ -173,6 +176,17 @@ impl JobsState {
         mut record: JobRecord,
         token: Option<String>,
     ) -> Result<JobRecord, JobError> {
+        if record.spec.backend() == Some(super::Backend::Rllib)
+            && self.args.config.ray_address.is_none()
+        {
+            return Err(JobError::Invalid(super::SpecError {
+                field: "backend".into(),
+                message: format!(
+                    "node {} has no Ray cluster for backend rllib: set scheduler.ray_address in its configuration, or train with backend sb3",
+                    self.args.config.node_id
+                ),
+            }));
+        }
         record.node = Some(self.args.config.node_id.clone());
         self.args.store.put(&record).await?;
         let mut log = self

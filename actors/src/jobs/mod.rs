@@ -163,9 +163,10 @@ impl JobsNode {
     }
 
     /// Queues a job. `token` is the submitter's bearer token. It is kept
-    /// only for a job that acts on a twin (training on one, or evaluating a
-    /// policy trained on one), which reaches the twin through the API as its
-    /// submitter would; it is held in memory only, never stored or logged.
+    /// only for a job that reaches its environments through the API as its
+    /// submitter would: one on a twin (training on one, or evaluating a
+    /// policy trained on one) and RLlib training, whose env runners run
+    /// outside the node. It is held in memory only, never stored or logged.
     pub async fn submit(
         &self,
         spec: JobSpec,
@@ -174,7 +175,7 @@ impl JobsNode {
         token: Option<String>,
     ) -> Result<JobRecord, JobError> {
         spec.check()?;
-        let mut on_twin = matches!(&spec, JobSpec::Train(t) if t.twin.is_some());
+        let mut through_api = spec.trains_through_api();
         if let JobSpec::Evaluate(eval) = &spec {
             // The policy must exist for the submitter to see, and be one.
             let trained = match self.store.get(eval.policy_job).await? {
@@ -197,12 +198,13 @@ impl JobsNode {
                     ),
                 }));
             }
-            on_twin = matches!(&trained.spec, JobSpec::Train(t) if t.twin.is_some());
+            // An evaluation steps its environments in the worker itself.
+            through_api = matches!(&trained.spec, JobSpec::Train(t) if t.twin.is_some());
         }
         let record = Box::new(JobRecord::new(spec, owner, organization));
         self.call(|reply| JobsMsg::Submit {
             record,
-            token: token.filter(|_| on_twin),
+            token: token.filter(|_| through_api),
             reply,
         })
         .await

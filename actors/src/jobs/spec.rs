@@ -92,6 +92,21 @@ impl utoipa::ToSchema for JobSpec {
 }
 
 impl JobSpec {
+    /// A training job's trainer.
+    pub fn backend(&self) -> Option<Backend> {
+        match self {
+            JobSpec::Train(t) => Some(t.backend),
+            _ => None,
+        }
+    }
+
+    /// Whether a training job's environments are reached through the node's
+    /// API as its submitter (so it needs the submitter's token): a twin's,
+    /// and RLlib's env runners', which run outside the node.
+    pub fn trains_through_api(&self) -> bool {
+        matches!(self, JobSpec::Train(t) if t.twin.is_some() || t.backend == Backend::Rllib)
+    }
+
     pub fn kind(&self) -> JobKind {
         match self {
             JobSpec::Train(_) => JobKind::Train,
@@ -125,7 +140,29 @@ impl JobKind {
     }
 }
 
-/// The trainer's algorithm (Stable-Baselines3's).
+/// The trainer a training job runs.
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Stable-Baselines3 in a worker process on the node.
+    #[default]
+    Sb3,
+    /// RLlib on the Ray cluster at the node's `scheduler.ray_address`: the
+    /// learner in the node's worker process (Ray's driver), the env runners
+    /// wherever Ray places them, each stepping a remote batch on the node.
+    Rllib,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sb3 => "sb3",
+            Backend::Rllib => "rllib",
+        }
+    }
+}
+
+/// The trainer's algorithm.
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Algo {
@@ -137,12 +174,28 @@ pub enum Algo {
 }
 
 impl Algo {
-    /// The constructor arguments of the algorithm a spec may set, with the
-    /// kind of value each takes.
-    fn hyperparameters(self) -> &'static [(&'static str, Value)] {
+    /// The arguments of the algorithm a spec may set on `backend`, with the
+    /// kind of value each takes: Stable-Baselines3's constructor arguments,
+    /// or what RLlib's `PPOConfig.training` takes.
+    fn hyperparameters(self, backend: Backend) -> &'static [(&'static str, Value)] {
         use Value::{Int, Number, Schedule};
-        match self {
-            Algo::Ppo => &[
+        match (backend, self) {
+            (Backend::Rllib, _) => &[
+                ("lr", Schedule),
+                ("gamma", Number),
+                ("lambda_", Number),
+                ("clip_param", Number),
+                ("vf_clip_param", Number),
+                ("entropy_coeff", Number),
+                ("vf_loss_coeff", Number),
+                ("kl_coeff", Number),
+                ("kl_target", Number),
+                ("grad_clip", Number),
+                ("num_epochs", Int),
+                ("minibatch_size", Int),
+                ("train_batch_size_per_learner", Int),
+            ],
+            (Backend::Sb3, Algo::Ppo) => &[
                 ("learning_rate", Schedule),
                 ("n_steps", Int),
                 ("batch_size", Int),
@@ -155,7 +208,7 @@ impl Algo {
                 ("max_grad_norm", Number),
                 ("target_kl", Number),
             ],
-            Algo::Sac => &[
+            (Backend::Sb3, Algo::Sac) => &[
                 ("learning_rate", Schedule),
                 ("buffer_size", Int),
                 ("learning_starts", Int),
@@ -193,17 +246,26 @@ pub struct TrainSpec {
     /// The engine the environments run on (default: the task's or twin's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<hanzo_twin_engines::EngineKind>,
+    /// The trainer: `sb3` (Stable-Baselines3 on this node, the default) or
+    /// `rllib` (RLlib PPO on the node's Ray cluster).
+    #[serde(default)]
+    pub backend: Backend,
     #[serde(default)]
     pub algo: Algo,
-    /// Environments stepped at once (1–4096).
+    /// Environments stepped at once (1–4096), over all env runners.
     #[serde(default = "default_num_envs")]
     pub num_envs: u32,
+    /// `rllib`: RLlib env runners (Ray actors), each stepping its share of
+    /// `num_envs` as one remote batch on the node (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_runners: Option<u32>,
     /// Environment steps to train for, over all environments.
     pub total_steps: u64,
     #[serde(default)]
     pub seed: u64,
-    /// The algorithm's constructor arguments (Stable-Baselines3's names),
-    /// e.g. `{"learning_rate": 0.001, "n_steps": 256}`.
+    /// The algorithm's arguments, by the trainer's names: Stable-Baselines3's
+    /// (`{"learning_rate": 0.001, "n_steps": 256}`) or RLlib's
+    /// (`{"lr": 0.001, "train_batch_size_per_learner": 256}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schema(value_type = Object)]
     pub hyperparameters: BTreeMap<String, serde_json::Value>,
@@ -352,7 +414,34 @@ impl TrainSpec {
         if !(1..=10_000).contains(&self.eval_episodes) {
             return Err(invalid("eval_episodes", "must be between 1 and 10000"));
         }
-        let known = self.algo.hyperparameters();
+        if self.backend == Backend::Rllib && self.algo != Algo::Ppo {
+            return Err(invalid(
+                "algo",
+                format!(
+                    "backend rllib trains ppo; {} runs on backend sb3",
+                    self.algo.name()
+                ),
+            ));
+        }
+        match (self.backend, self.env_runners) {
+            (Backend::Sb3, Some(_)) => {
+                return Err(invalid(
+                    "env_runners",
+                    "applies to backend rllib (sb3 steps all num_envs on the node)",
+                ));
+            }
+            (Backend::Rllib, Some(n)) if n == 0 || n > self.num_envs => {
+                return Err(invalid(
+                    "env_runners",
+                    format!(
+                        "must be between 1 and num_envs ({}): each runner steps at least one environment",
+                        self.num_envs
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let known = self.algo.hyperparameters(self.backend);
         for (name, value) in &self.hyperparameters {
             let field = format!("hyperparameters.{}", crate::definition::shortened(name));
             let Some((_, kind)) = known.iter().find(|(n, _)| n == name) else {
@@ -360,8 +449,9 @@ impl TrainSpec {
                 return Err(invalid(
                     field,
                     format!(
-                        "{} takes none of that name; it takes {}",
+                        "{} on {} takes none of that name; it takes {}",
                         self.algo.name(),
+                        self.backend.name(),
                         names.join(", ")
                     ),
                 ));
@@ -611,9 +701,31 @@ mod tests {
         assert_eq!(train(sac.clone()), Ok(()));
         sac["hyperparameters"] = serde_json::json!({"learning_rate": "cosine"});
         assert_eq!(
-            train(sac).expect_err("schedule").field,
+            train(sac.clone()).expect_err("schedule").field,
             "hyperparameters.learning_rate"
         );
+        // RLlib: its own names, PPO only, runners within num_envs.
+        sac["backend"] = "rllib".into();
+        sac["hyperparameters"] = serde_json::json!({});
+        assert_eq!(train(sac).expect_err("rllib sac").field, "algo");
+        let mut rllib = serde_json::json!({"kind": "train", "task": "cartpole-v0",
+            "total_steps": 1000, "backend": "rllib", "num_envs": 8, "env_runners": 2,
+            "hyperparameters": {"lr": "lin_0.001", "lambda_": 0.8, "minibatch_size": 256}});
+        assert_eq!(train(rllib.clone()), Ok(()));
+        rllib["env_runners"] = 9.into();
+        assert_eq!(
+            train(rllib.clone()).expect_err("runners").field,
+            "env_runners"
+        );
+        rllib["env_runners"] = 2.into();
+        rllib["hyperparameters"] = serde_json::json!({"n_steps": 32});
+        assert_eq!(
+            train(rllib.clone()).expect_err("sb3 name").field,
+            "hyperparameters.n_steps"
+        );
+        rllib["backend"] = "sb3".into();
+        rllib["hyperparameters"] = serde_json::json!({});
+        assert_eq!(train(rllib).expect_err("sb3 runners").field, "env_runners");
     }
 
     #[test]

@@ -20,6 +20,14 @@ pub(super) enum AlgoArg {
     Sac,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum BackendArg {
+    /// Stable-Baselines3 on the node.
+    Sb3,
+    /// RLlib PPO on the node's Ray cluster (scheduler.ray_address).
+    Rllib,
+}
+
 #[derive(Args)]
 pub(super) struct TrainArgs {
     /// Train on this twin's own control task (every moving joint observed
@@ -34,16 +42,24 @@ pub(super) struct TrainArgs {
     engine: Option<String>,
     #[arg(long, value_enum, default_value = "ppo")]
     algo: AlgoArg,
-    /// Environments stepped at once.
+    /// The trainer.
+    #[arg(long, value_enum, default_value = "sb3")]
+    backend: BackendArg,
+    /// Environments stepped at once (over all env runners).
     #[arg(long, default_value = "8")]
     num_envs: u32,
+    /// With --backend rllib: RLlib env runners, each stepping its share of
+    /// the environments as one batch on the node (default 2).
+    #[arg(long)]
+    env_runners: Option<u32>,
     /// Environment steps to train for, e.g. 10_000_000.
     #[arg(long, value_parser = count)]
     total_steps: u64,
     #[arg(long, default_value = "0")]
     seed: u64,
     /// A hyperparameter of the algorithm, e.g. --set learning_rate=0.0003
-    /// (Stable-Baselines3's names). Repeatable.
+    /// (the trainer's names: Stable-Baselines3's, or RLlib's such as
+    /// --set lr=0.0003). Repeatable.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     hyperparameters: Vec<String>,
     /// A policy checkpoint every this many steps (default: a tenth).
@@ -130,6 +146,7 @@ pub(super) async fn train(args: TrainArgs) -> anyhow::Result<()> {
     let mut spec = json!({
         "kind": "train",
         "algo": match args.algo { AlgoArg::Ppo => "ppo", AlgoArg::Sac => "sac" },
+        "backend": match args.backend { BackendArg::Sb3 => "sb3", BackendArg::Rllib => "rllib" },
         "num_envs": args.num_envs,
         "total_steps": args.total_steps,
         "seed": args.seed,
@@ -139,6 +156,7 @@ pub(super) async fn train(args: TrainArgs) -> anyhow::Result<()> {
         ("twin", args.twin.map(Value::from)),
         ("task", args.task.map(Value::from)),
         ("engine", args.engine.map(Value::from)),
+        ("env_runners", args.env_runners.map(Value::from)),
         (
             "checkpoint_every_steps",
             args.checkpoint_every.map(Value::from),

@@ -228,6 +228,14 @@ fn engine_and_scheduler_settings_are_checked() {
     assert!(e.to_string().contains("scheduler.gpu_types"), "{e}");
     let e = load(&[("HANZO_TWIN_SCHEDULER_NAMESPACE", "Hanzo_Twin")]).expect_err("not DNS");
     assert!(e.to_string().contains("scheduler.namespace"), "{e}");
+    for bad in ["ray-head", "http://head:8265/x", "head:port"] {
+        let e = load(&[("HANZO_TWIN_SCHEDULER_RAY_ADDRESS", bad)]).expect_err(bad);
+        assert!(e.to_string().contains("scheduler.ray_address"), "{e}");
+    }
+    for good in ["10.0.0.5:6379", "ray://ray-head:10001"] {
+        let c = load(&[("HANZO_TWIN_SCHEDULER_RAY_ADDRESS", good)]).expect(good);
+        assert_eq!(c.scheduler.ray_address.as_deref(), Some(good));
+    }
     let c = load(&[("HANZO_TWIN_ENGINES_RAPIER3D_MAX_INSTANCES", "3")]).expect("loads");
     assert_eq!(
         c.engines[&hanzo_twin_engines::EngineKind::Rapier3d].max_instances,
