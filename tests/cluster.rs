@@ -817,9 +817,11 @@ async fn job_nodes(sh: &Shared) -> Option<(TestNode, TestNode)> {
     Some((a, b))
 }
 
-/// Submits a long cart-pole training job to node B, with `extra` settings;
-/// its id.
-async fn train_on_b(b: &TestNode, extra: Value) -> String {
+/// A long cart-pole training job, with `extra` settings, submitted to node
+/// A and placed on node B; its id. Placement picks a job's node by its id,
+/// as it does a twin's: jobs that land on A are cancelled and the submit
+/// tried again (each lands on B with even odds).
+async fn train_on_b(a: &TestNode, extra: Value) -> String {
     let mut spec = serde_json::json!({
         "kind": "train", "task": "cartpole-v0", "num_envs": 1, "total_steps": 10_000_000,
         "hyperparameters": { "n_steps": 64, "batch_size": 64, "n_epochs": 1 }
@@ -827,22 +829,35 @@ async fn train_on_b(b: &TestNode, extra: Value) -> String {
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
         spec.extend(extra.clone());
     }
-    let (status, job) = b.post("/v1/jobs", spec).await;
-    assert_eq!(status, 201, "{job}");
-    assert_eq!(job["node"], "node-b", "{job}");
-    job["id"].as_str().expect("id").to_string()
+    for _ in 0..40 {
+        let (status, job) = a.post("/v1/jobs", spec.clone()).await;
+        assert_eq!(status, 201, "{job}");
+        let id = job["id"].as_str().expect("id").to_string();
+        if job["node"] == "node-b" {
+            return id;
+        }
+        assert_eq!(job["node"], "node-a", "{job}");
+        let (status, cancelled) = a
+            .post(&format!("/v1/jobs/{id}/cancel"), serde_json::json!({}))
+            .await;
+        assert_eq!(status, 200, "{cancelled}");
+    }
+    panic!(
+        "40 jobs submitted to node-a, none placed on node-b\n{}",
+        a.log()
+    );
 }
 
-/// A job runs on the node it was submitted to; any other node of the
-/// cluster reads its record, streams its log (read on the job's node) and
-/// cancels it there.
+/// A job runs on the node placement gives it to, whichever node it was
+/// submitted to; any other node of the cluster reads its record, streams
+/// its log (read on the job's node) and cancels it there.
 #[tokio::test]
 async fn any_node_follows_and_cancels_a_job_running_on_another() {
     let Some(sh) = shared() else { return };
     let Some((a, b)) = job_nodes(&sh).await else {
         return;
     };
-    let id = train_on_b(&b, serde_json::json!({})).await;
+    let id = train_on_b(&a, serde_json::json!({})).await;
 
     // A reads the record from the shared store while B trains.
     common::wait_job(&a, &id, "progress on node-b", |j| {
@@ -906,7 +921,7 @@ async fn a_job_of_a_killed_node_resumes_on_a_survivor_from_its_checkpoint() {
     let Some((a, mut b)) = job_nodes(&sh).await else {
         return;
     };
-    let id = train_on_b(&b, serde_json::json!({ "checkpoint_every_steps": 5000 })).await;
+    let id = train_on_b(&a, serde_json::json!({ "checkpoint_every_steps": 5000 })).await;
     let newest = |j: &serde_json::Value| {
         j["artifacts"]
             .as_array()

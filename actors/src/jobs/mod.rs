@@ -202,9 +202,41 @@ impl JobsNode {
             through_api = matches!(&trained.spec, JobSpec::Train(t) if t.twin.is_some());
         }
         let record = Box::new(JobRecord::new(spec, owner, organization));
+        let token = token.filter(|_| through_api);
+        // Placed as a twin is, by id: jobs spread over the cluster's nodes.
+        if let Some((link, node)) = self.cluster.placed(&record.id.to_string()) {
+            let request = JobRequest::Submit {
+                record: record.clone(),
+                token: token.clone(),
+            };
+            match JobsCluster::call(&*link, &node, &request, Duration::ZERO).await {
+                Ok(JobReply::Submitted(record)) => return Ok(*record),
+                Ok(other) => return Err(unexpected(&node, &other)),
+                // Placement's node is out of reach: the job runs here rather
+                // than not at all (it stays here; placement moves only the
+                // jobs of nodes that died).
+                Err(JobError::Unavailable(why)) => {
+                    // Unless it got there and only the answer was lost.
+                    if let Some(stored) = self.store.get(record.id).await? {
+                        return Ok(stored);
+                    }
+                    tracing::warn!(job = %record.id, node = %node, "placed on an unreachable node ({why}); running it here");
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
+        self.submit_here(record, token).await
+    }
+
+    /// Queues a job on this node.
+    async fn submit_here(
+        &self,
+        record: Box<JobRecord>,
+        token: Option<String>,
+    ) -> Result<JobRecord, JobError> {
         self.call(|reply| JobsMsg::Submit {
             record,
-            token: token.filter(|_| through_api),
+            token,
             reply,
         })
         .await

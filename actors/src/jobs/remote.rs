@@ -1,7 +1,9 @@
-//! Job requests between the nodes of a cluster. A job runs on the node it
+//! Job requests between the nodes of a cluster. A job runs on the node
+//! placement gives it to (as a twin is placed, by its id), whichever node it
 //! was submitted to; its record is in the shared store, so any node reads
-//! it, but cancelling it and reading its log go to its node. They travel as
-//! small JSON frames over the cluster's link ([`ClusterLink::call_jobs`]).
+//! it, but submitting, cancelling it and reading its log go to its node.
+//! They travel as small JSON frames over the cluster's link
+//! ([`ClusterLink::call_jobs`]).
 
 use super::log::LogCursor;
 use super::{JobError, JobId, JobLogLine, JobRecord, JobsNode};
@@ -14,6 +16,12 @@ use std::time::Duration;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum JobRequest {
+    /// Queue a job placed on this node. `token` is the submitter's, for a
+    /// job that reaches its environments through the API.
+    Submit {
+        record: Box<JobRecord>,
+        token: Option<String>,
+    },
     /// Cancel the job (the caller's rights were checked where it asked).
     Cancel { id: JobId, by: String },
     /// The log's lines from `offset`; with `wait_ms`, wait that long for a
@@ -28,6 +36,7 @@ pub(super) enum JobRequest {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum JobReply {
+    Submitted(Box<JobRecord>),
     Cancelled(Box<JobRecord>),
     Log(LogPage),
 }
@@ -64,6 +73,14 @@ impl JobsCluster {
         (node != link.local_node()).then(|| (link, node.to_string()))
     }
 
+    /// The other node placement gives `key` (a job's id) to; `None` when it
+    /// is this node's, or there is no cluster.
+    pub fn placed(&self, key: &str) -> Option<(Arc<dyn ClusterLink>, String)> {
+        let link = self.0.read().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let owner = link.owner(key)?;
+        (owner != link.local_node()).then_some((link, owner))
+    }
+
     /// Sends `request` to `node`'s jobs and returns its answer.
     pub async fn call(
         link: &dyn ClusterLink,
@@ -88,6 +105,10 @@ impl JobsNode {
     /// frame.
     pub async fn serve_frame(&self, frame: &[u8]) -> Vec<u8> {
         let answer: Result<JobReply, JobError> = match serde_json::from_slice(frame) {
+            Ok(JobRequest::Submit { record, token }) => self
+                .submit_here(record, token)
+                .await
+                .map(|r| JobReply::Submitted(Box::new(r))),
             Ok(JobRequest::Cancel { id, by }) => self
                 .cancel_here(id, by)
                 .await
