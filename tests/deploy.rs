@@ -76,6 +76,25 @@ fn the_image_config_names_the_folders_the_dockerfile_makes() {
     assert!(dockerfile.contains("COPY deploy/config.yaml /etc/hanzo-twin/config.yaml"));
 }
 
+/// The default target is the node alone; the `trainer` target adds the
+/// Python its training jobs run on, and points `scheduler.python` at it.
+#[test]
+fn the_trainer_target_gives_jobs_a_python_and_the_default_stays_lean() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(stages.last(), Some(&"FROM node"), "{stages:?}");
+    assert!(stages.contains(&"FROM node AS trainer"), "{stages:?}");
+    let trainer = &dockerfile[dockerfile.find("FROM node AS trainer").expect("trainer")..];
+    assert!(trainer.contains("[train,rllib]"), "{trainer}");
+    assert!(
+        trainer.contains("ENV HANZO_TWIN_SCHEDULER_PYTHON=/opt/hanzo-twin-python/bin/python"),
+        "{trainer}"
+    );
+}
+
 #[tokio::test]
 async fn a_node_runs_with_the_image_config_and_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
