@@ -982,6 +982,70 @@ async fn a_job_of_a_killed_node_resumes_on_a_survivor_from_its_checkpoint() {
     assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
 }
 
+/// Whether node `pid` has a training worker running (its child process).
+fn has_worker(pid: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-P", pid, "-f", "hanzo_twin.train"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A node cut off long enough to be taken for dead (frozen here) finds, once
+/// back, that a survivor holds its job: the shared store refuses its
+/// writes, and it stops its copy of the worker instead of training twice.
+#[tokio::test]
+async fn a_cut_off_node_that_comes_back_stops_its_copy_of_a_job_taken_over() {
+    let Some(sh) = shared() else { return };
+    let Some((a, b)) = job_nodes(&sh).await else {
+        return;
+    };
+    let id = train_on_b(&a, serde_json::json!({})).await;
+    common::wait_job(&a, &id, "progress on node-b", |j| {
+        j["progress"]["steps"].as_u64() > Some(0)
+    })
+    .await;
+    let pid = b.pid().expect("pid").to_string();
+    assert!(has_worker(&pid), "node-b trains in a worker of its own");
+
+    // Frozen past its lease: node-a takes the job over.
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()));
+    let taken = common::wait_job(&a, &id, "node-a taking the job over", |j| {
+        j["node"] == "node-a" && j["state"] == "running" && j["attempts"] == 2
+    })
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    assert_eq!(taken["node"], "node-a", "{taken}");
+
+    // Back, node-b's next record write is refused and its worker stops.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while has_worker(&pid) {
+        assert!(
+            Instant::now() < deadline,
+            "node-b still trains a job node-a holds\nnode-b:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        b.log().contains("its worker here stops"),
+        "node-b:\n{}",
+        b.log()
+    );
+    let (_, job) = a.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["node"], "node-a", "{job}");
+    assert_eq!(job["state"], "running", "{job}");
+    let (status, cancelled) = a
+        .post(&format!("/v1/jobs/{id}/cancel"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+}
+
 #[tokio::test]
 async fn an_agent_drives_cluster_twins_by_id_through_a_client_that_hosts_none() {
     use hanzo_twin::actors::{Clock, ForkOptions, Format, StartOptions, TwinDefinition};

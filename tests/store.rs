@@ -349,7 +349,36 @@ async fn job_stores_page_filter_and_hand_back_unfinished_jobs() {
     let store = PgTwinStore::connect(&url, &fresh_schema("jobs"), 2, Duration::from_secs(5), "n1")
         .await
         .expect("postgres");
-    job_suite(Arc::new(store.job_store())).await;
+    let jobs = store.job_store();
+    job_suite(Arc::new(jobs.clone())).await;
+
+    // Shared: once another node claims a job, its old holder's writes are
+    // refused as conflicts (it then stops its worker), not lost silently.
+    let mut held = JobRecord::new(
+        JobSpec::Evaluate(EvaluateSpec {
+            policy_job: uuid::Uuid::nil(),
+            episodes: 1,
+            deterministic: true,
+            seed: 0,
+        }),
+        "ann".into(),
+        "acme".into(),
+    );
+    held.state = JobState::Running;
+    held.node = Some("n1".into());
+    jobs.put(&held).await.expect("put");
+    let claimed = jobs
+        .claim(held.id, "n2", Some("n1"))
+        .await
+        .expect("claim")
+        .expect("claimed");
+    assert_eq!(claimed.node.as_deref(), Some("n2"));
+    held.progress.steps = 7;
+    let refused = jobs.put(&held).await.expect_err("the old holder");
+    assert!(refused.is_conflict(), "{refused}");
+    let stored = jobs.get(held.id).await.expect("get").expect("there");
+    assert_eq!(stored.node.as_deref(), Some("n2"));
+    assert_eq!(stored.progress.steps, 0);
 }
 
 #[tokio::test]

@@ -220,7 +220,7 @@ impl JobStore for PgJobStore {
         Box::pin(async move {
             let value = value?;
             let client = self.pool.get().await.map_err(err)?;
-            client
+            let written = client
                 .execute(
                     &format!(
                         "INSERT INTO {t} (id, organization, state, node, record) VALUES ($1, $2, $3, $4, $5)
@@ -233,6 +233,12 @@ impl JobStore for PgJobStore {
                 )
                 .await
                 .map_err(err)?;
+            if written == 0 {
+                return Err(StoreError::conflict(format!(
+                    "postgres: job {id} is held by another node now; node {} may no longer change it",
+                    node.as_deref().unwrap_or("(none)")
+                )));
+            }
             Ok(())
         })
     }

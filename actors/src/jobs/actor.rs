@@ -84,6 +84,9 @@ pub struct JobActorState {
     saved_at: Instant,
     /// Tells work inside the node to stop at its next step.
     stop: Arc<AtomicBool>,
+    /// Why the shared store refused the record: another node holds the job
+    /// now (this node was cut off long enough to be taken for dead).
+    taken_over: Option<String>,
 }
 
 /// What the worker is given: its spec, and the policy it starts from.
@@ -105,9 +108,34 @@ impl JobActorState {
         }
         self.saved_at = Instant::now();
         self.record.log_lines = self.log.lines();
-        if let Err(e) = self.jobs.store.put(&self.record).await {
-            tracing::warn!(job = %self.record.id, "cannot save the job's record: {e}");
+        match self.jobs.store.put(&self.record).await {
+            Ok(()) => {}
+            Err(e) if e.is_conflict() => self.taken_over = Some(e.to_string()),
+            Err(e) => tracing::warn!(job = %self.record.id, "cannot save the job's record: {e}"),
         }
+    }
+
+    /// Once another node holds the job, this node's copy stops: its worker
+    /// is killed (the new holder runs the job from its checkpoint), and
+    /// nothing more is recorded here.
+    fn stop_if_taken_over(&mut self, myself: &ActorRef<JobMsg>) {
+        let Some(why) = self.taken_over.take() else {
+            return;
+        };
+        tracing::warn!(job = %self.record.id, "{why}; its worker here stops");
+        self.log.append(
+            "node",
+            format!(
+                "another node took this job over while {} was cut off; stopped here",
+                self.jobs.config.node_id
+            ),
+            None,
+        );
+        for reply in self.waiting.drain(..) {
+            let _ = reply.send(Err(JobError::Conflict(why.clone())));
+        }
+        // post_stop kills the worker.
+        myself.stop(Some(why));
     }
 
     /// Fetches an artifact of job `from` into the job's folder.
@@ -524,6 +552,7 @@ impl Actor for JobActor {
             stderr_tail: VecDeque::new(),
             saved_at: Instant::now(),
             stop: Arc::new(AtomicBool::new(false)),
+            taken_over: None,
         })
     }
 
@@ -540,6 +569,10 @@ impl Actor for JobActor {
         metrics::counter!("hanzo_twin_jobs_total", "kind" => r.kind.as_str(), "state" => "running")
             .increment(1);
         state.save(true).await;
+        if state.taken_over.is_some() {
+            state.stop_if_taken_over(&myself);
+            return Ok(());
+        }
         if let Err(reason) = state.start(&myself).await {
             state.finish(&myself, JobState::Failed, Some(reason)).await;
         }
@@ -681,6 +714,7 @@ impl Actor for JobActor {
                 }
             }
         }
+        state.stop_if_taken_over(&myself);
         Ok(())
     }
 

@@ -33,6 +33,8 @@ use std::time::Duration;
 
 /// Durable job records.
 pub trait JobStore: Send + Sync + 'static {
+    /// Writes the record. A shared store refuses, with a conflict error, a
+    /// write from a node other than the one holding the job now.
     fn put(&self, record: &JobRecord) -> BoxFuture<'_, StoreResult<()>>;
     fn get(&self, id: JobId) -> BoxFuture<'_, StoreResult<Option<JobRecord>>>;
     /// Newest first: the jobs `filter` admits that are older than `after`
