@@ -818,7 +818,7 @@ async fn job_nodes(sh: &Shared) -> Option<(TestNode, TestNode)> {
 }
 
 /// A long cart-pole training job, with `extra` settings, submitted to node
-/// A and placed on node B; its id. Placement picks a job's node by its id,
+/// A, placed on node B and training there; its id. Placement picks a job's node by its id,
 /// as it does a twin's: jobs that land on A are cancelled and the submit
 /// tried again (each lands on B with even odds).
 async fn train_on_b(a: &TestNode, extra: Value) -> String {
@@ -834,6 +834,11 @@ async fn train_on_b(a: &TestNode, extra: Value) -> String {
         assert_eq!(status, 201, "{job}");
         let id = job["id"].as_str().expect("id").to_string();
         if job["node"] == "node-b" {
+            // A reads the record from the shared store while B trains.
+            common::wait_job(a, &id, "progress on node-b", |j| {
+                j["progress"]["steps"].as_u64() > Some(0)
+            })
+            .await;
             return id;
         }
         assert_eq!(job["node"], "node-a", "{job}");
@@ -858,12 +863,6 @@ async fn any_node_follows_and_cancels_a_job_running_on_another() {
         return;
     };
     let id = train_on_b(&a, serde_json::json!({})).await;
-
-    // A reads the record from the shared store while B trains.
-    common::wait_job(&a, &id, "progress on node-b", |j| {
-        j["progress"]["steps"].as_u64() > Some(0)
-    })
-    .await;
     // Its log is on B's disk only; A serves it.
     let so_far = common::log_events(&a, &id, None, false).await;
     let lines: Vec<&(String, Option<u64>, serde_json::Value)> =
@@ -1001,10 +1000,6 @@ async fn a_cut_off_node_that_comes_back_stops_its_copy_of_a_job_taken_over() {
         return;
     };
     let id = train_on_b(&a, serde_json::json!({})).await;
-    common::wait_job(&a, &id, "progress on node-b", |j| {
-        j["progress"]["steps"].as_u64() > Some(0)
-    })
-    .await;
     let pid = b.pid().expect("pid").to_string();
     assert!(has_worker(&pid), "node-b trains in a worker of its own");
 
