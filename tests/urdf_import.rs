@@ -51,11 +51,14 @@ fn data_path(python: &Path) -> PathBuf {
     PathBuf::from(text.lines().last().expect("a path").trim())
 }
 
-const ROBOTS: [&str; 4] = [
+const ROBOTS: [&str; 5] = [
     "kuka_iiwa/model.urdf",
     "franka_panda/panda.urdf",
     "r2d2.urdf",
     "a1/a1.urdf",
+    // A <material> inside <geometry>: outside the URDF schema, but urdfdom
+    // (ROS) and pybullet load it, and so do we.
+    "racecar/racecar.urdf",
 ];
 
 #[test]

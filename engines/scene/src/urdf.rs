@@ -19,6 +19,10 @@
 //! What cannot be represented is an error naming the element, never dropped:
 //! floating, planar and spherical joints, xacro files, meshes in formats other
 //! than STL, OBJ and DAE, meshes that cannot be found or read.
+//!
+//! The reader accepts what ROS's urdfdom accepts where urdf-rs is stricter:
+//! a `<geometry>` takes its first shape, and elements after it (robots in the
+//! wild put their `<material>` there) are ignored, as urdfdom ignores them.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -45,6 +49,71 @@ use crate::geometry::{
     Mat3, Quat, quat_from_matrix, quat_from_rpy, quat_from_x_to, quat_mul, quat_rotate,
     quat_to_matrix,
 };
+
+/// The document as urdfdom reads it, for urdf-rs: each `<geometry>` keeps
+/// only its first element (the shape urdfdom takes); what follows it inside
+/// is dropped. Everything else passes through untouched.
+fn as_urdfdom_reads(text: &str) -> Result<String, String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut writer = quick_xml::Writer::new(Vec::with_capacity(text.len()));
+    // The open elements' names; the depth of a subtree being dropped (0:
+    // none); whether the open <geometry> has its shape.
+    let mut open: Vec<Vec<u8>> = Vec::new();
+    let (mut dropping, mut has_shape) = (0usize, false);
+    loop {
+        let event = reader.read_event().map_err(|e| {
+            format!(
+                "not well-formed XML at byte {}: {e}",
+                reader.buffer_position()
+            )
+        })?;
+        let in_geometry = open.last().is_some_and(|n| n == b"geometry");
+        let keep = match &event {
+            Event::Eof => break,
+            Event::Start(_) if dropping > 0 => {
+                dropping += 1;
+                false
+            }
+            Event::End(_) if dropping > 0 => {
+                dropping -= 1;
+                false
+            }
+            _ if dropping > 0 => false,
+            Event::Start(_) | Event::Empty(_) if in_geometry && has_shape => {
+                // A second element in <geometry>: urdfdom ignores it.
+                if matches!(event, Event::Start(_)) {
+                    dropping = 1;
+                }
+                false
+            }
+            Event::Start(e) => {
+                if in_geometry {
+                    has_shape = true;
+                } else if e.name().as_ref() == b"geometry" {
+                    has_shape = false;
+                }
+                open.push(e.name().as_ref().to_vec());
+                true
+            }
+            Event::Empty(_) => {
+                has_shape |= in_geometry;
+                true
+            }
+            Event::End(_) => {
+                open.pop();
+                true
+            }
+            _ => true,
+        };
+        if keep {
+            writer
+                .write_event(event)
+                .map_err(|e| format!("cannot rewrite the document: {e}"))?;
+        }
+    }
+    String::from_utf8(writer.into_inner()).map_err(|e| format!("not UTF-8 text: {e}"))
+}
 
 /// The natural frequency of the drives the converter gives joints.
 const DRIVE_HZ: f64 = 5.0;
@@ -666,8 +735,8 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
             "this is a xacro file (it has ${…} or $(…) expressions); expand it to plain URDF with `xacro` first".into(),
         ));
     }
-    let robot =
-        urdf_rs::read_from_string(&text).map_err(|e| err(format!("not a readable URDF: {e}")))?;
+    let robot = urdf_rs::read_from_string(&as_urdfdom_reads(&text).map_err(&err)?)
+        .map_err(|e| err(format!("not a readable URDF: {e}")))?;
     if robot.links.is_empty() {
         return Err(err("the robot has no links".into()));
     }
@@ -1066,6 +1135,47 @@ mod tests {
                 assert!((got[k] - a[k]).abs() < 1e-12, "{a:?} -> {got:?}");
             }
         }
+    }
+
+    #[test]
+    fn elements_after_a_geometrys_shape_are_ignored_as_urdfdom_ignores_them() {
+        // racecar.urdf's visuals, as pybullet_data ships them.
+        let text = r#"<robot name="car" xmlns:xacro="http://www.ros.org/wiki/xacro">
+  <link name="laser">
+    <visual>
+      <geometry>
+        <box size="0.1 0.2 0.3"/>
+        <material name="grey"><color rgba="0.5 0.5 0.5 1"/></material>
+        <sphere radius="9"/>
+      </geometry>
+      <material name="grey"/>
+    </visual>
+    <collision><geometry><cylinder radius="0.5" length="2"/></geometry></collision>
+  </link>
+</robot>"#;
+        assert!(
+            urdf_rs::read_from_string(text).is_err(),
+            "urdf-rs alone refuses it"
+        );
+        let robot =
+            urdf_rs::read_from_string(&as_urdfdom_reads(text).expect("read")).expect("readable");
+        let link = &robot.links[0];
+        assert!(
+            matches!(link.visual[0].geometry, urdf_rs::Geometry::Box { .. }),
+            "{:?}",
+            link.visual[0].geometry
+        );
+        assert_eq!(
+            link.visual[0].material.as_ref().map(|m| m.name.as_str()),
+            Some("grey")
+        );
+        assert!(matches!(
+            link.collision[0].geometry,
+            urdf_rs::Geometry::Cylinder { .. }
+        ));
+        // Broken XML is still an error, with where it broke.
+        let e = as_urdfdom_reads("<robot><link name=\"a\"></robot>").expect_err("mismatched");
+        assert!(e.contains("not well-formed XML"), "{e}");
     }
 
     #[test]
