@@ -1,17 +1,16 @@
 //! The `hanzo-twin` command line: `serve` runs a node; every other command talks
 //! to a node's HTTP API.
 
-use crate::config::NodeConfig;
-use crate::node::Node;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hanzo_twin_actors::{Format, TwinDefinition};
+use hanzo_twin_actors::Format;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 mod jobs;
+mod node;
+mod scenes;
 
 #[derive(Parser)]
 #[command(
@@ -248,7 +247,7 @@ enum Command {
     /// Scenes in the node's library: versioned USD packages.
     Scene {
         #[command(subcommand)]
-        command: SceneCommand,
+        command: scenes::SceneCommand,
     },
     /// Read the audit log of your organization (admins only).
     Audit {
@@ -293,283 +292,6 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum SceneCommand {
-    /// Upload a folder (the root USD file and everything it references) as the
-    /// scene's next version.
-    Upload {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        path: PathBuf,
-        /// The root USD file inside the folder; needed only when the folder
-        /// holds several USD files at its top level.
-        #[arg(long)]
-        root: Option<String>,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// List your organization's scenes.
-    List {
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Show a scene's versions.
-    Show {
-        name: String,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Check that a scene loads and steps in an engine.
-    Validate {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        engine: String,
-        /// Latest when absent.
-        #[arg(long)]
-        version: Option<u32>,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Download a version as a tar archive.
-    Download {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        version: Option<u32>,
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-    /// Delete one version, or the whole scene.
-    Delete {
-        name: String,
-        #[arg(long)]
-        version: Option<u32>,
-        #[command(flatten)]
-        client: ClientOpts,
-    },
-}
-
-/// A tar archive of every file under `dir`, paths relative to it.
-fn pack_scene(dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    if !dir.is_dir() {
-        anyhow::bail!("--path {} is not a folder", dir.display());
-    }
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(true);
-    builder
-        .append_dir_all(".", dir)
-        .with_context(|| format!("cannot pack {}", dir.display()))?;
-    builder
-        .into_inner()
-        .with_context(|| format!("cannot pack {}", dir.display()))
-}
-
-/// A request body that advances a progress bar as it is sent.
-fn with_progress(bytes: Vec<u8>, what: &str) -> reqwest::Body {
-    let bar = indicatif::ProgressBar::new(bytes.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    let bytes = bytes::Bytes::from(bytes);
-    let chunks: Vec<bytes::Bytes> = (0..bytes.len())
-        .step_by(64 * 1024)
-        .map(|start| bytes.slice(start..(start + 64 * 1024).min(bytes.len())))
-        .collect();
-    let stream = futures_util::stream::iter(chunks.into_iter().map(move |chunk| {
-        bar.inc(chunk.len() as u64);
-        if bar.position() >= bar.length().unwrap_or(0) {
-            bar.finish_and_clear();
-        }
-        Ok::<_, std::io::Error>(chunk)
-    }));
-    reqwest::Body::wrap_stream(stream)
-}
-
-fn scene_summary(v: &Value) -> String {
-    let versions = v["versions"].as_array().cloned().unwrap_or_default();
-    let rows: Vec<[String; 6]> = versions
-        .iter()
-        .map(|m| {
-            [
-                s(&m["version"]),
-                s(&m["root"]),
-                s(&m["files"].as_array().map_or(0, Vec::len).into()),
-                s(&m["size_bytes"]),
-                s(&m["uploaded_by"]),
-                s(&m["uploaded_at"]),
-            ]
-        })
-        .collect();
-    format!(
-        "scene {} (latest version {})\n{}",
-        s(&v["name"]),
-        s(&v["latest_version"]),
-        table(["VERSION", "ROOT", "FILES", "BYTES", "BY", "AT"], rows)
-    )
-}
-
-async fn scene_command(command: SceneCommand) -> anyhow::Result<()> {
-    match command {
-        SceneCommand::Upload {
-            name,
-            path,
-            root,
-            client,
-        } => {
-            let c = Client::new(&client)?;
-            let archive = pack_scene(&path)?;
-            let mut query = vec![("name", name.clone())];
-            if let Some(r) = root {
-                query.push(("root", r));
-            }
-            let url = reqwest::Url::parse_with_params(&c.url("/v1/scenes"), &query)
-                .context("bad --api address")?;
-            let size = archive.len();
-            let v = c
-                .json(
-                    c.http
-                        .post(url)
-                        .header("content-type", "application/x-tar")
-                        .header("content-length", size)
-                        .body(with_progress(archive, &format!("uploading {name}"))),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            print_value(c.output, &v, |m| {
-                format!(
-                    "uploaded {} version {} ({} files, {} bytes, root {}; {} bodies, {} joints)",
-                    s(&m["name"]),
-                    s(&m["version"]),
-                    m["files"].as_array().map_or(0, Vec::len),
-                    s(&m["size_bytes"]),
-                    s(&m["root"]),
-                    s(&m["contents"]["bodies"]),
-                    s(&m["contents"]["joints"]),
-                )
-            });
-        }
-        SceneCommand::List { client } => {
-            let c = Client::new(&client)?;
-            let v = c.json(c.http.get(c.url("/v1/scenes"))).await?;
-            print_value(c.output, &v, |v| {
-                let rows: Vec<[String; 4]> = v["scenes"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|m| {
-                        [
-                            s(&m["name"]),
-                            s(&m["latest_version"]),
-                            s(&m["versions"]),
-                            s(&m["updated_at"]),
-                        ]
-                    })
-                    .collect();
-                if rows.is_empty() {
-                    "no scenes".into()
-                } else {
-                    table(["NAME", "LATEST", "VERSIONS", "UPDATED"], rows)
-                }
-            });
-        }
-        SceneCommand::Show { name, client } => {
-            let c = Client::new(&client)?;
-            let v = c
-                .json(
-                    c.http
-                        .get(c.url(&format!("/v1/scenes/{}", Client::encode(&name)))),
-                )
-                .await?;
-            print_value(c.output, &v, scene_summary);
-        }
-        SceneCommand::Validate {
-            name,
-            engine,
-            version,
-            client,
-        } => {
-            let c = Client::new(&client)?;
-            let body = serde_json::json!({ "engine": engine, "version": version });
-            let v = c
-                .json(
-                    c.http
-                        .post(c.url(&format!("/v1/scenes/{}/validate", Client::encode(&name))))
-                        .json(&body),
-                )
-                .await?;
-            let ok = v["ok"].as_bool() == Some(true);
-            print_value(c.output, &v, |r| {
-                if ok {
-                    format!(
-                        "{} version {} loads and steps on {} ({} bodies, {} joints)",
-                        s(&r["scene"]),
-                        s(&r["version"]),
-                        s(&r["engine"]),
-                        s(&r["bodies"]),
-                        s(&r["joints"])
-                    )
-                } else {
-                    format!(
-                        "{} version {} does not run on {}: {}",
-                        s(&r["scene"]),
-                        s(&r["version"]),
-                        s(&r["engine"]),
-                        s(&r["error"])
-                    )
-                }
-            });
-            if !ok {
-                anyhow::bail!("validation failed");
-            }
-        }
-        SceneCommand::Download {
-            name,
-            version,
-            out,
-            client,
-        } => {
-            let c = Client::new(&client)?;
-            let mut url = c.url(&format!("/v1/scenes/{}/download", Client::encode(&name)));
-            if let Some(v) = version {
-                url.push_str(&format!("?version={v}"));
-            }
-            let bytes = c
-                .send(c.http.get(url))
-                .await?
-                .bytes()
-                .await
-                .context("the download broke off")?;
-            std::fs::write(&out, &bytes)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            println!("saved {} bytes to {}", bytes.len(), out.display());
-        }
-        SceneCommand::Delete {
-            name,
-            version,
-            client,
-        } => {
-            let c = Client::new(&client)?;
-            let mut url = c.url(&format!("/v1/scenes/{}", Client::encode(&name)));
-            if let Some(v) = version {
-                url.push_str(&format!("?version={v}"));
-            }
-            c.json(c.http.delete(url)).await?;
-            println!("deleted {name}");
-        }
-    }
-    Ok(())
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -587,7 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             twins,
             join,
-        } => serve(config, twins, join),
+        } => node::serve(config, twins, join),
         Command::UrdfToUsd {
             urdf,
             out,
@@ -612,7 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig {
             config,
             deny_warnings,
-        } => check_config(config, deny_warnings),
+        } => node::check_config(config, deny_warnings),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();
@@ -627,128 +349,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(client_command(other))
         }
     }
-}
-
-/// `hanzo-twin check-config`: the configuration `serve` would run with.
-fn check_config(config_path: Option<PathBuf>, deny_warnings: bool) -> anyhow::Result<()> {
-    let config = NodeConfig::load(config_path.as_deref(), std::env::vars())?;
-    for warning in &config.warnings {
-        eprintln!("warning: {warning}");
-    }
-    let metadata = match config.metadata.backend {
-        crate::config::MetadataBackend::Postgres => "postgres",
-        crate::config::MetadataBackend::Sled => "sled",
-    };
-    let storage = match config.storage.backend {
-        crate::config::StorageBackend::S3 => format!(
-            "s3 {}",
-            config.storage.endpoint.as_deref().unwrap_or("(AWS)")
-        ),
-        crate::config::StorageBackend::Local => "local".into(),
-    };
-    println!(
-        "ok: node {}, API on {}:{}, metadata {metadata}, storage {storage}, auth {}{}",
-        config
-            .node
-            .id
-            .as_deref()
-            .unwrap_or("(kept in the data folder)"),
-        config.server.host,
-        config.server.port,
-        format!("{:?}", config.auth.mode).to_lowercase(),
-        config
-            .cluster
-            .listen
-            .as_deref()
-            .map(|l| format!(", cluster on {l}"))
-            .unwrap_or_default()
-    );
-    if deny_warnings && !config.warnings.is_empty() {
-        anyhow::bail!(
-            "{} warning(s), and --deny-warnings was given",
-            config.warnings.len()
-        );
-    }
-    Ok(())
-}
-
-fn serve(
-    config_path: Option<PathBuf>,
-    twin_files: Vec<PathBuf>,
-    join: Vec<String>,
-) -> anyhow::Result<()> {
-    let mut config = NodeConfig::load(config_path.as_deref(), std::env::vars())?;
-    if !join.is_empty() {
-        config.cluster.seeds.extend(join);
-        config.validate()?;
-    }
-    crate::telemetry::init_logging(&config.logging);
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    // Read the boot twins before anything starts, so a typo fails fast.
-    let mut definitions = Vec::new();
-    for path in &twin_files {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read twin definition {}", path.display()))?;
-        let definition = TwinDefinition::parse(&text, format_of(path))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        definitions.push(definition);
-    }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.server.workers > 0 {
-        builder.worker_threads(config.server.workers);
-    }
-    let rt = builder
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let exe = std::env::current_exe().context("cannot find this program's own path")?;
-    let served = rt.block_on(async move {
-        let reader =
-            crate::scene_reader::isolated_scene_reader(exe, config.scenes.reader_memory_bytes);
-        let node = Node::start_with(config, reader).await?;
-        // Keys and the dev token before boot twins, so a bad auth setup fails
-        // before anything runs.
-        let api = node.api().await?;
-        for definition in definitions {
-            let name = definition.name.to_string();
-            let id = node
-                .ensure_running(definition)
-                .await
-                .with_context(|| format!("cannot start twin {name}"))?;
-            tracing::info!(twin = %id, %name, "twin running");
-        }
-        node.serve_api(api, shutdown_signal()).await
-    });
-    // The node has stopped within its shutdown time; a blocking task still
-    // running (a scene read, an engine call) does not hold the process.
-    rt.shutdown_timeout(Duration::from_secs(1));
-    served
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-    tracing::info!("shutting down: checkpointing twins");
 }
 
 fn format_of(path: &std::path::Path) -> Format {
@@ -1231,7 +831,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
                 eprintln!("more twins: hanzo-twin list --limit {limit} --cursor {next}");
             }
         }
-        Command::Scene { command } => scene_command(command).await?,
+        Command::Scene { command } => scenes::scene_command(command).await?,
         Command::Train(args) => jobs::train(args).await?,
         Command::Jobs { command } => jobs::command(command).await?,
         Command::Export { twin, out, client } => {
