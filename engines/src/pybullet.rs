@@ -293,7 +293,28 @@ struct Walk {
     joints: Vec<String>,
     drives: Vec<Value>,
     initial: Vec<Value>,
+    /// The fastest rate (1/s) of the drives' explicit PD, see [`drive_rate`].
+    drive_rate: f64,
 }
+
+/// PyBullet applies a drive as an explicit PD torque, computed once per
+/// simulation step, where the other engines integrate drives implicitly. An
+/// explicit PD is stable only while a step is short next to the drive's
+/// time constants: `damping·dt/I` and `√(stiffness/I)·dt` (with `I` what the
+/// joint moves) must stay small, or the torque overshoots each step and, at
+/// its force limit, chatters around an offset (the robot arm's light elbow
+/// settled 0.29 rad off at one step per 1/240 s). This is the rate whose
+/// inverse a step must not exceed: each term kept at a quarter.
+fn drive_rate(stiffness: f64, damping: f64, inertia: f64) -> f64 {
+    let inertia = inertia.max(1e-9);
+    (damping / inertia).max((stiffness / inertia).sqrt()) / EXPLICIT_PD_STEP
+}
+
+/// The largest `damping·dt/I` and `ω·dt` of a stable explicit PD step.
+const EXPLICIT_PD_STEP: f64 = 0.25;
+/// Simulation steps per engine step that PyBullet may take for its drives'
+/// stability; stiffer drives are then left to the configured substeps.
+const MAX_DRIVE_SUBSTEPS: u32 = 32;
 
 /// Plans the bodies below `start` (child, parent body's world pose at zero
 /// joint coordinates, the parent's link-frame offset, the parent's index) as
@@ -345,6 +366,12 @@ fn walk(
             let worker_joint = first_joint + w.joints.len();
             w.joints.push(joint.path.clone());
             let inertia = effective_inertia(scene, tree, b, joint.kind);
+            if let Some(d) = &joint.drive {
+                let about_joint = inertia_about(scene, tree, b, joint.kind, link_world.translation);
+                w.drive_rate = w
+                    .drive_rate
+                    .max(drive_rate(d.stiffness, d.damping, about_joint));
+            }
             let d = joint.drive.unwrap_or(crate::scene::Drive {
                 stiffness: 0.0,
                 damping: 0.0,
@@ -391,6 +418,7 @@ fn plan_scene(scene: &SceneModel, config: &EngineConfig) -> Result<Layout, Engin
         all.joints.extend(walk.joints);
         all.drives.extend(walk.drives);
         all.initial.extend(walk.initial);
+        all.drive_rate = all.drive_rate.max(walk.drive_rate);
     };
     for &root in &tree.roots {
         let body = &scene.bodies[root];
@@ -454,10 +482,15 @@ fn plan_scene(scene: &SceneModel, config: &EngineConfig) -> Result<Layout, Engin
         .filter_map(|j| position(&all.joints, &j.path).map(|i| (j.path.clone(), i)))
         .collect();
     let gravity = config.gravity.unwrap_or_else(|| scene.default_gravity());
+    // Enough substeps for the drives' explicit PD to be stable.
+    let for_drives = (all.drive_rate * config.dt())
+        .ceil()
+        .clamp(1.0, f64::from(MAX_DRIVE_SUBSTEPS));
+    let substeps = config.substeps.max(1).max(for_drives as u32);
     let plan = json!({
         "gravity": gravity,
-        "dt": config.dt() / f64::from(config.substeps.max(1)),
-        "substeps": config.substeps.max(1),
+        "dt": config.dt() / f64::from(substeps),
+        "substeps": substeps,
         "solver_iterations": config.solver_iterations,
         "multibodies": multibodies,
         "drives": all.drives,
@@ -478,9 +511,26 @@ fn plan_scene(scene: &SceneModel, config: &EngineConfig) -> Result<Layout, Engin
 /// gains: the subtree's mass for a slider, its moment about the axis (point
 /// masses at the body origins, plus each body's own inertia) for a hinge.
 fn effective_inertia(scene: &SceneModel, tree: &Tree, child: usize, kind: JointKind) -> f64 {
+    inertia_about(
+        scene,
+        tree,
+        child,
+        kind,
+        scene.bodies[child].pose.translation,
+    )
+}
+
+/// What a joint moves about (or along) `anchor`: the bodies from `child`
+/// down, each as its mass at its origin plus its own inertia.
+fn inertia_about(
+    scene: &SceneModel,
+    tree: &Tree,
+    child: usize,
+    kind: JointKind,
+    anchor: [f64; 3],
+) -> f64 {
     let mut stack = vec![child];
     let mut total = 0.0;
-    let anchor = scene.bodies[child].pose.translation;
     while let Some(b) = stack.pop() {
         let body = &scene.bodies[b];
         let m = body_mass(body).unwrap_or(1.0);
