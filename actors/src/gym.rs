@@ -288,22 +288,10 @@ impl Actor for GymEnvActor {
         msg: GymMsg,
         state: &mut GymEnvState,
     ) -> Result<(), ActorProcessingErr> {
-        if let GymMsg::IdleCheck = msg {
-            let (Some(after), idle) = (state.idle_timeout, state.last_request.elapsed()) else {
-                return Ok(());
-            };
-            if idle < after {
-                myself.send_after(after - idle, || GymMsg::IdleCheck);
-            } else {
-                myself.stop(Some(format!(
-                    "no request for {} s (gym.idle_timeout_s)",
-                    idle.as_secs()
-                )));
-            }
-            return Ok(());
+        if !matches!(msg, GymMsg::IdleCheck) {
+            state.messages.bump();
+            state.last_request = std::time::Instant::now();
         }
-        state.messages.bump();
-        state.last_request = std::time::Instant::now();
         match msg {
             GymMsg::Reset { seed, mask, reply } => {
                 let result = state
@@ -331,7 +319,7 @@ impl Actor for GymEnvActor {
                 let result = state.run(move |env, out| env.recv(count, out)).await;
                 let _ = reply.send(result.map(|()| state.out.clone()));
             }
-            GymMsg::IdleCheck => {}
+            GymMsg::IdleCheck => state.idle_check(&myself),
         }
         if let Some(why) = state.lost.take() {
             // The batch was lost to a panic (the caller has its error): fail,
@@ -343,6 +331,23 @@ impl Actor for GymEnvActor {
 }
 
 impl GymEnvState {
+    /// Stops the batch once no request came for its idle timeout; until
+    /// then, looks again when it would be due.
+    fn idle_check(&self, myself: &ActorRef<GymMsg>) {
+        let Some(after) = self.idle_timeout else {
+            return;
+        };
+        let idle = self.last_request.elapsed();
+        if idle < after {
+            myself.send_after(after - idle, || GymMsg::IdleCheck);
+        } else {
+            myself.stop(Some(format!(
+                "no request for {} s (gym.idle_timeout_s)",
+                idle.as_secs()
+            )));
+        }
+    }
+
     /// Runs `f` on the batch off the async runtime's hands: stepping is CPU
     /// work that must not hold up other tasks. On a multi-threaded runtime
     /// it runs in place (the runtime moves this worker's other tasks away),

@@ -45,12 +45,9 @@ def env_creator(config: dict):
     """An env runner's environments: one remote batch on the node (RLlib
     asks with ``num_envs`` set), or one environment (without)."""
     import hanzo_twin
+    from hanzo_twin.train import env_kwargs
 
-    kwargs = {"url": config["url"], "token": os.environ.get("HANZO_TWIN_TOKEN")}
-    if config.get("engine"):
-        kwargs["engine"] = config["engine"]
-    if config.get("twin"):
-        kwargs["twin_id"] = config["twin"]
+    kwargs = {"url": config["url"], "token": os.environ.get("HANZO_TWIN_TOKEN"), **env_kwargs(config)}
     task = config.get("task")
     if "num_envs" in config:
         return hanzo_twin.make_vec(task, num_envs=int(config["num_envs"]), **kwargs)

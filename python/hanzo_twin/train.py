@@ -55,17 +55,23 @@ def _on_sigterm(_signum, _frame) -> None:
     _Stop.requested = True
 
 
-def _vec_env(spec: dict, n: int, seed: int):
-    """The job's environments as one natively stepped batch."""
-    from hanzo_twin.sb3 import make_vec_env
-
+def env_kwargs(spec: dict) -> dict:
+    """What ``hanzo_twin.make``/``make_vec`` take from a job's spec besides
+    the task: its engine, and its twin (on the node reached through
+    HANZO_TWIN_API / HANZO_TWIN_TOKEN unless ``url=`` says otherwise)."""
     kwargs = {}
     if spec.get("engine"):
         kwargs["engine"] = spec["engine"]
     if spec.get("twin"):
-        # The node reached through HANZO_TWIN_API / HANZO_TWIN_TOKEN.
         kwargs["twin_id"] = spec["twin"]
-    return make_vec_env(spec.get("task"), n, seed=seed, **kwargs)
+    return kwargs
+
+
+def _vec_env(spec: dict, n: int, seed: int):
+    """The job's environments as one natively stepped batch."""
+    from hanzo_twin.sb3 import make_vec_env
+
+    return make_vec_env(spec.get("task"), n, seed=seed, **env_kwargs(spec))
 
 
 def _hyperparameters(given: dict) -> dict:
@@ -160,12 +166,7 @@ def _evaluate_act(act, spec: dict, episodes: int, deterministic: bool, seed: int
     ``episodes`` episodes of one environment of the job's task."""
     import numpy as np
 
-    kwargs = {}
-    if spec.get("engine"):
-        kwargs["engine"] = spec["engine"]
-    if spec.get("twin"):
-        kwargs["twin_id"] = spec["twin"]
-    env = hanzo_twin.make(spec.get("task"), **kwargs)
+    env = hanzo_twin.make(spec.get("task"), **env_kwargs(spec))
     returns, lengths = [], []
     try:
         for episode in range(episodes):

@@ -97,8 +97,6 @@ struct Launch {
     /// The worker reaches its environments through the node's API, with the
     /// submitter's token.
     through_api: bool,
-    /// The worker is Ray's driver (backend rllib).
-    ray: bool,
 }
 
 impl JobActorState {
@@ -166,7 +164,7 @@ impl JobActorState {
 
     async fn launch(&self) -> Result<Launch, String> {
         match &self.record.spec {
-            JobSpec::Train(train) => {
+            JobSpec::Train(_) => {
                 let resume = match self.record.latest_policy() {
                     Some(p) => Some(self.fetch(&self.record, p, "resume.zip").await?),
                     None => None,
@@ -176,7 +174,6 @@ impl JobActorState {
                     resume,
                     policy: None,
                     through_api: self.record.spec.trains_through_api(),
-                    ray: train.backend == super::Backend::Rllib,
                 })
             }
             JobSpec::Compare(_) => Err("a comparison runs inside the node".into()),
@@ -212,7 +209,6 @@ impl JobActorState {
                     resume: None,
                     policy: Some(path),
                     through_api: train.twin.is_some(),
-                    ray: false,
                 })
             }
         }
@@ -307,14 +303,9 @@ impl JobActorState {
         if let Some(token) = &self.token {
             command.env("HANZO_TWIN_TOKEN", token);
         }
-        if launch.ray {
-            let Some(address) = &config.ray_address else {
-                return Err(format!(
-                    "node {} has no Ray cluster for backend rllib (scheduler.ray_address)",
-                    config.node_id
-                ));
-            };
-            command.env("RAY_ADDRESS", address);
+        // A training job on RLlib: the worker is Ray's driver.
+        if self.record.spec.backend() == Some(super::Backend::Rllib) {
+            command.env("RAY_ADDRESS", config.ray()?);
         }
         if let Some(resume) = &launch.resume {
             command.arg("--resume").arg(resume);

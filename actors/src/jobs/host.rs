@@ -28,6 +28,18 @@ pub struct JobsConfig {
     pub ray_address: Option<String>,
 }
 
+impl JobsConfig {
+    /// The Ray cluster of `backend: rllib` jobs, or why this node has none.
+    pub fn ray(&self) -> Result<&str, String> {
+        self.ray_address.as_deref().ok_or_else(|| {
+            format!(
+                "node {} has no Ray cluster for backend rllib: set scheduler.ray_address in its configuration, or train with backend sb3",
+                self.node_id
+            )
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct JobsArgs {
     pub config: Arc<JobsConfig>,
@@ -177,14 +189,11 @@ impl JobsState {
         token: Option<String>,
     ) -> Result<JobRecord, JobError> {
         if record.spec.backend() == Some(super::Backend::Rllib)
-            && self.args.config.ray_address.is_none()
+            && let Err(message) = self.args.config.ray()
         {
             return Err(JobError::Invalid(super::SpecError {
                 field: "backend".into(),
-                message: format!(
-                    "node {} has no Ray cluster for backend rllib: set scheduler.ray_address in its configuration, or train with backend sb3",
-                    self.args.config.node_id
-                ),
+                message,
             }));
         }
         record.node = Some(self.args.config.node_id.clone());

@@ -66,9 +66,13 @@ impl JobsCluster {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(link);
     }
 
+    fn link(&self) -> Option<Arc<dyn ClusterLink>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The link, when `node` is another node of the cluster than this one.
     pub fn towards(&self, node: Option<&str>) -> Option<(Arc<dyn ClusterLink>, String)> {
-        let link = self.0.read().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let link = self.link()?;
         let node = node?;
         (node != link.local_node()).then(|| (link, node.to_string()))
     }
@@ -76,9 +80,8 @@ impl JobsCluster {
     /// The other node placement gives `key` (a job's id) to; `None` when it
     /// is this node's, or there is no cluster.
     pub fn placed(&self, key: &str) -> Option<(Arc<dyn ClusterLink>, String)> {
-        let link = self.0.read().unwrap_or_else(|p| p.into_inner()).clone()?;
-        let owner = link.owner(key)?;
-        (owner != link.local_node()).then_some((link, owner))
+        let owner = self.link()?.owner(key)?;
+        self.towards(Some(&owner))
     }
 
     /// Sends `request` to `node`'s jobs and returns its answer.
