@@ -640,7 +640,7 @@ def Xform "World"
     )
 }
 
-const SPHERICAL: &str = r#"#usda 1.0
+const DISTANCE_JOINT: &str = r#"#usda 1.0
 (
     defaultPrim = "World"
 )
@@ -654,7 +654,7 @@ def Xform "World"
         double size = 0.2
     }
 
-    def PhysicsSphericalJoint "Ball"
+    def PhysicsDistanceJoint "Rope"
     {
         rel physics:body0 = </World/A>
     }
@@ -724,31 +724,31 @@ async fn validation_reports_each_prim_and_mesh_colliders_simulate() {
 
     // Physics the scene model cannot represent: stored, reported, not runnable.
     let pkg = tempfile::tempdir().expect("tempdir");
-    std::fs::write(pkg.path().join("scene.usda"), SPHERICAL).expect("write");
-    let (status, body) = upload(&node, "ball", "", tar_of_dir(pkg.path())).await;
+    std::fs::write(pkg.path().join("scene.usda"), DISTANCE_JOINT).expect("write");
+    let (status, body) = upload(&node, "rope", "", tar_of_dir(pkg.path())).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body["contents"]["unsupported"]["prim"], "/World/Ball");
+    assert_eq!(body["contents"]["unsupported"]["prim"], "/World/Rope");
     let (_, report) = node
-        .post("/v1/scenes/ball/validate", json!({ "engine": "rapier3d" }))
+        .post("/v1/scenes/rope/validate", json!({ "engine": "rapier3d" }))
         .await;
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(report["unsupported"], 1);
-    assert_eq!(report["findings"][0]["prim"], "/World/Ball");
+    assert_eq!(report["findings"][0]["prim"], "/World/Rope");
     assert!(
         report["findings"][0]["note"]
             .as_str()
             .unwrap_or("")
-            .contains("spherical"),
+            .contains("distance"),
         "{report}"
     );
-    let twin = "name: ball\nscene:\n  uri: scene://ball\nengine:\n  type: rapier3d\n";
+    let twin = "name: rope\nscene:\n  uri: scene://rope\nengine:\n  type: rapier3d\n";
     let (status, body) = node.post_raw("/v1/twins", "application/yaml", twin).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
             .unwrap_or("")
-            .contains("/World/Ball"),
+            .contains("/World/Rope"),
         "{body}"
     );
 }

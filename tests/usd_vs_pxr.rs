@@ -103,6 +103,7 @@ fn compare(file: &str, ours: &SceneModel, pxr: &Value) {
             JointKind::Revolute => "RevoluteJoint",
             JointKind::Prismatic => "PrismaticJoint",
             JointKind::Fixed => "FixedJoint",
+            JointKind::Spherical => "SphericalJoint",
         };
         assert_eq!(p["type"], kind, "{file}: {}", joint.path);
         assert_eq!(
@@ -136,7 +137,12 @@ fn compare(file: &str, ours: &SceneModel, pxr: &Value) {
             "{file}: {} axis",
             joint.path
         );
-        match (joint.limits, p.get("limits")) {
+        // pxr gives a spherical joint's cone as its limit, in degrees.
+        let limits = match joint.kind {
+            JointKind::Spherical => joint.cone_limits.map(|[a, b]| (a, b)),
+            _ => joint.limits,
+        };
+        match (limits, p.get("limits")) {
             (Some((lo, hi)), Some(l)) => {
                 assert!(close3(&[lo, hi], l), "{file}: {} limits", joint.path)
             }
@@ -184,6 +190,7 @@ fn reader_agrees_with_pxr_usdphysics() {
         repo().join("tests/fixtures/usd/composed.usda"),
         repo().join("tests/fixtures/usd/ref.usda"),
         repo().join("tests/fixtures/usd/simple_physics.usda"),
+        repo().join("tests/fixtures/usd/spherical.usda"),
     ];
     let out = Command::new(&python)
         .arg(repo().join("tests/peers/usd_physics_summary.py"))

@@ -77,3 +77,22 @@ impl From<hanzo_twin_scene::tree::PlanError> for EngineError {
 
 /// What a caught panic said (its payload, when it is text).
 pub use hanzo_twin_scene::panic_text;
+
+impl EngineError {
+    /// A command or a set position for a joint that has no single axis: a
+    /// fixed joint does not move, a spherical one turns freely.
+    pub fn not_single_axis(
+        field: String,
+        kind: hanzo_twin_scene::scene::JointKind,
+        what: &str,
+    ) -> EngineError {
+        use hanzo_twin_scene::scene::JointKind;
+        let message = match kind {
+            JointKind::Spherical => format!(
+                "a spherical joint takes no {what}: it turns freely, and commands and set positions are for joints that move along or about one axis"
+            ),
+            _ => format!("a {} joint takes no {what}", kind.name()),
+        };
+        EngineError::Invalid { field, message }
+    }
+}

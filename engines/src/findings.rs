@@ -1,7 +1,7 @@
 //! Validation findings: for every prim of a scene, whether an engine simulates
 //! it as authored, approximates it, or cannot simulate it.
 
-use crate::scene::{BodyKind, JointKind, SceneModel, Shape};
+use crate::scene::{BodyKind, SceneModel, Shape};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -109,14 +109,12 @@ pub fn scene_findings(scene: &SceneModel) -> Vec<Finding> {
         }
     }
     for joint in &scene.joints {
-        let kind = match joint.kind {
-            JointKind::Revolute => "revolute",
-            JointKind::Prismatic => "prismatic",
-            JointKind::Fixed => "fixed",
-        };
-        let mut feature = format!("joint: {kind}");
+        let mut feature = format!("joint: {}", joint.kind.name());
         if joint.limits.is_some() {
             feature.push_str(", limits");
+        }
+        if joint.cone_limits.is_some() {
+            feature.push_str(", cone");
         }
         if joint.drive.is_some() {
             feature.push_str(", drive");

@@ -16,7 +16,7 @@ use crate::findings::{Finding, Support};
 use crate::geometry::{quat_conj, quat_mul, quat_rotate};
 use crate::scene::{Axis, BodyKind, JointKind, NativeFormat, Pose, SceneModel, Shape};
 use crate::tree::{
-    Tree, authored_coordinate, checked_pose, compose, inverse, non_negative, positive, relative,
+    Tree, authored_coordinate, checked_pose, compose, joint_zero, non_negative, positive, relative,
     unit,
 };
 use crate::{
@@ -87,6 +87,12 @@ impl Engine for MujocoEngine {
             crate::findings::TreeFindings::Scene(f) => f,
         };
         for f in out.iter_mut().filter(|f| f.support != Support::Unsupported) {
+            if f.feature.starts_with("joint: spherical") && f.feature.contains("cone") {
+                f.approximate(
+                    "MuJoCo limits a ball joint's whole turn, twist included, to one angle (the cone's wider side), and softly where the child turns easily about the cone's axis",
+                );
+                continue;
+            }
             let Some((body, collider)) = crate::findings::collider_of(scene, f) else {
                 if let Some(body) = scene.bodies.iter().find(|b| b.path == f.prim)
                     && body.kind == BodyKind::Kinematic
@@ -344,7 +350,7 @@ fn scene_to_mjcf(scene: &SceneModel, options: &Options) -> Result<Written, Engin
     }
     let mut actuators = String::new();
     for joint in &scene.joints {
-        if joint.kind == JointKind::Fixed {
+        if !joint.kind.is_single_axis() {
             continue;
         }
         // Gains and bias start at zero (a passive joint); the simulation sets them
@@ -400,7 +406,7 @@ impl Writer<'_> {
                 let joint = &self.scene.joints[j];
                 let f0 = checked_pose(&joint.path, &joint.local_pose0)?;
                 let f1 = checked_pose(&joint.path, &joint.local_pose1)?;
-                let zero = compose(&f0, &inverse(&f1));
+                let zero = joint_zero(joint.kind, parent_world, &f0, &world, &f1);
                 let coordinate =
                     authored_coordinate(joint.kind, joint.axis, parent_world, &f0, &world, &f1);
                 if coordinate.abs() > 1e-12 {
@@ -461,6 +467,29 @@ impl Writer<'_> {
         let kind = match joint.kind {
             JointKind::Revolute => "hinge",
             JointKind::Prismatic => "slide",
+            JointKind::Spherical => {
+                // MuJoCo limits a ball's whole turn: the wider side of the cone.
+                let cone = joint.cone_limits.map(|[a, b]| a.max(b));
+                let range = match cone {
+                    Some(c) if (0.0..=std::f64::consts::PI).contains(&c) => {
+                        format!(" range=\"0 {c}\"")
+                    }
+                    Some(c) => {
+                        return Err(EngineError::ScenePrim {
+                            prim: joint.path.clone(),
+                            message: format!("a cone limit of {c} rad is not between 0 and π"),
+                        });
+                    }
+                    None => String::new(),
+                };
+                let _ = writeln!(
+                    self.body,
+                    "{pad}  <joint name=\"{}\" type=\"ball\" pos=\"{}\"{range}/>",
+                    attr(&joint.path),
+                    nums(&frame.translation),
+                );
+                return Ok(());
+            }
             JointKind::Fixed => return Ok(()),
         };
         let axis = quat_rotate(frame.rotation, joint.axis.unit());
@@ -662,6 +691,16 @@ struct JointEntry {
     path: String,
     qposadr: usize,
     dofadr: usize,
+    /// A ball joint's bodies and frames, which its rotation is read from.
+    ball: Option<BallJoint>,
+}
+
+struct BallJoint {
+    /// The parent body's id; `None` is the world.
+    parent: Option<usize>,
+    child: usize,
+    frame0: Pose,
+    frame1: Pose,
 }
 
 /// What a load derives and never changes: shared by forks.
@@ -937,13 +976,22 @@ impl MujocoSimulation {
     fn joint_observation(&self, entry: &JointEntry) -> JointObservation {
         let d = self.data.ffi();
         // SAFETY: addresses come from the model's jnt_qposadr / jnt_dofadr.
+        if let Some(ball) = &entry.ball {
+            let turn = |id: usize| {
+                let b = self.body_observation("", id);
+                (b.orientation, b.angular_velocity)
+            };
+            let state = crate::tree::spherical_state(
+                ball.parent.map(turn),
+                turn(ball.child),
+                &ball.frame0,
+                &ball.frame1,
+            );
+            return JointObservation::spherical(&entry.path, state);
+        }
         let (position, velocity) =
             unsafe { (*d.qpos.add(entry.qposadr), *d.qvel.add(entry.dofadr)) };
-        JointObservation {
-            path: entry.path.clone(),
-            position,
-            velocity,
-        }
+        JointObservation::single_axis(&entry.path, position, velocity)
     }
 
     fn bad_values(&self) -> Option<String> {
@@ -1083,15 +1131,53 @@ impl Layout {
         let jnt_type = slice(m.jnt_type, m.njnt);
         let qposadr = slice(m.jnt_qposadr, m.njnt);
         let dofadr = slice(m.jnt_dofadr, m.njnt);
+        let jnt_body = slice(m.jnt_bodyid, m.njnt);
+        let body_parent = slice(m.body_parentid, m.nbody);
+        let body_quat = slice(m.body_quat, m.nbody * 4);
+        let spherical: HashMap<&str, &crate::scene::Joint> = scene
+            .joints
+            .iter()
+            .filter(|j| j.kind == JointKind::Spherical)
+            .map(|j| (j.path.as_str(), j))
+            .collect();
         let joints: Vec<JointEntry> = (0..m.njnt as usize)
             .filter(|&id| {
                 let t = jnt_type[id];
-                t == c::mjtJoint::mjJNT_HINGE as i32 || t == c::mjtJoint::mjJNT_SLIDE as i32
+                t == c::mjtJoint::mjJNT_HINGE as i32
+                    || t == c::mjtJoint::mjJNT_SLIDE as i32
+                    || t == c::mjtJoint::mjJNT_BALL as i32
             })
-            .map(|id| JointEntry {
-                path: name(MjtObjBase::mjOBJ_JOINT, id, "joint"),
-                qposadr: qposadr[id] as usize,
-                dofadr: dofadr[id] as usize,
+            .map(|id| {
+                let path = name(MjtObjBase::mjOBJ_JOINT, id, "joint");
+                let ball = (jnt_type[id] == c::mjtJoint::mjJNT_BALL as i32).then(|| {
+                    let child = jnt_body[id] as usize;
+                    let parent = body_parent[child] as usize;
+                    // A scene's joint frames; in a native model, the ball
+                    // turns the body from where the model puts it.
+                    let (frame0, frame1) = match spherical.get(path.as_str()) {
+                        Some(j) => j.spherical_frames(),
+                        None => {
+                            let q = &body_quat[child * 4..child * 4 + 4];
+                            let at_rest = Pose {
+                                translation: [0.0; 3],
+                                rotation: [q[1], q[2], q[3], q[0]],
+                            };
+                            (at_rest, Pose::IDENTITY)
+                        }
+                    };
+                    BallJoint {
+                        parent: (parent != 0).then_some(parent),
+                        child,
+                        frame0,
+                        frame1,
+                    }
+                });
+                JointEntry {
+                    path,
+                    qposadr: qposadr[id] as usize,
+                    dofadr: dofadr[id] as usize,
+                    ball,
+                }
             })
             .collect();
         let nu = m.nu as usize;
@@ -1105,7 +1191,7 @@ impl Layout {
         let drives: HashMap<&str, &crate::scene::Joint> = scene
             .joints
             .iter()
-            .filter(|j| j.kind != JointKind::Fixed)
+            .filter(|j| j.kind.is_single_axis())
             .map(|j| (j.path.as_str(), j))
             .collect();
         let mut targets = Vec::new();
@@ -1295,6 +1381,18 @@ impl Simulation for MujocoSimulation {
         cmd: JointCommand,
     ) -> Result<(), EngineError> {
         cmd.finite_value(joint_path)?;
+        if self
+            .layout
+            .joints
+            .iter()
+            .any(|j| j.path == joint_path && j.ball.is_some())
+        {
+            return Err(EngineError::not_single_axis(
+                format!("command to {joint_path}"),
+                JointKind::Spherical,
+                "commands",
+            ));
+        }
         let index =
             *self
                 .layout

@@ -17,7 +17,9 @@
 use crate::camera::View;
 use crate::geometry::{quat_mul, quat_rotate};
 use crate::scene::{Axis, BodyKind, JointKind, Pose, SceneModel, Shape};
-use crate::tree::{Tree, authored_coordinate, checked_pose, compose, inverse, positive, volume};
+use crate::tree::{
+    Tree, authored_coordinate, checked_pose, compose, inverse, joint_zero, positive, volume,
+};
 use crate::{
     BodyObservation, Engine, EngineCapabilities, EngineConfig, EngineError, EngineKind, Image,
     JointCommand, JointObservation, Observation, RenderParams, SimState, Simulation,
@@ -130,6 +132,10 @@ impl Engine for PhysxEngine {
                     }
                     _ => {}
                 }
+            } else if f.feature.starts_with("joint: spherical") && f.feature.contains("cone") {
+                f.approximate(
+                    "the cone is two swing limits (toward each axis), so the swing may reach both at once, past an elliptical cone",
+                );
             }
         }
         if !scene.collision_groups.is_empty() {
@@ -268,6 +274,26 @@ struct JointHandle {
     /// The joint's axis in the child body's frame.
     local_axis: [f64; 3],
     drive: Option<crate::scene::Drive>,
+    /// A spherical joint's frames in its bodies, its rotation is read from.
+    ball: Option<(Pose, Pose)>,
+}
+
+/// A spherical joint's degrees of freedom, in the order a state keeps them.
+const BALL_AXES: [PxArticulationAxis; 3] = [
+    PxArticulationAxis::Twist,
+    PxArticulationAxis::Swing1,
+    PxArticulationAxis::Swing2,
+];
+
+impl JointHandle {
+    /// The articulation axes whose positions and velocities a state keeps.
+    fn state_axes(&self) -> &[PxArticulationAxis] {
+        if self.ball.is_some() {
+            &BALL_AXES
+        } else {
+            std::slice::from_ref(&self.axis)
+        }
+    }
 }
 
 /// One PhysX scene with everything in it.
@@ -347,6 +373,29 @@ fn x_to(axis: Axis) -> [f64; 4] {
         Axis::Y => [0.0, 0.0, h, h],
         Axis::Z => [0.0, -h, 0.0, h],
     }
+}
+
+/// Frees an articulation joint's axis, or limits it to `range`.
+///
+/// # Safety
+/// `joint` is a live joint of an articulation not yet in a scene.
+unsafe fn set_motion(
+    joint: *mut PxArticulationJointReducedCoordinate,
+    axis: PxArticulationAxis,
+    range: Option<(f64, f64)>,
+) {
+    let motion = match range {
+        Some((lo, hi)) => {
+            let limit = PxArticulationLimit {
+                low: lo.clamp(-1e6, 1e6) as f32,
+                high: hi.clamp(-1e6, 1e6) as f32,
+            };
+            unsafe { PxArticulationJointReducedCoordinate_setLimitParams_mut(joint, axis, &limit) };
+            PxArticulationMotion::Limited
+        }
+        None => PxArticulationMotion::Free,
+    };
+    unsafe { PxArticulationJointReducedCoordinate_setMotion_mut(joint, axis, motion) };
 }
 
 /// Cooks the convex hull of `points` (PhysX collides moving meshes as convex
@@ -581,8 +630,11 @@ impl PhysxSimulation {
                 let child = &scene.bodies[b];
                 let f0 = checked_pose(&joint.path, &joint.local_pose0)?;
                 let f1 = checked_pose(&joint.path, &joint.local_pose1)?;
-                let zero = compose(&parent_world, &compose(&f0, &inverse(&f1)));
                 let authored = checked_pose(&child.path, &child.pose)?;
+                let zero = compose(
+                    &parent_world,
+                    &joint_zero(joint.kind, &parent_world, &f0, &authored, &f1),
+                );
                 let link = unsafe {
                     PxArticulationReducedCoordinate_createLink_mut(
                         art,
@@ -602,14 +654,24 @@ impl PhysxSimulation {
                 if inbound.is_null() {
                     return Err(failed("a link has no inbound joint"));
                 }
-                let turn = x_to(joint.axis);
-                let parent_frame = Pose {
-                    translation: f0.translation,
-                    rotation: quat_mul(f0.rotation, turn),
-                };
-                let child_frame = Pose {
-                    translation: f1.translation,
-                    rotation: quat_mul(f1.rotation, turn),
+                let (parent_frame, child_frame) = if joint.kind == JointKind::Spherical {
+                    let (frame0, _) = joint.spherical_frames();
+                    // The child's frame where it meets the parent's at zero: the
+                    // authored turn of the ball is the link's own.
+                    let meet = compose(&parent_world, &frame0);
+                    (frame0, compose(&inverse(&zero), &meet))
+                } else {
+                    let turn = x_to(joint.axis);
+                    (
+                        Pose {
+                            translation: f0.translation,
+                            rotation: quat_mul(f0.rotation, turn),
+                        },
+                        Pose {
+                            translation: f1.translation,
+                            rotation: quat_mul(f1.rotation, turn),
+                        },
+                    )
                 };
                 let (jtype, axis) = match joint.kind {
                     JointKind::Revolute => {
@@ -619,6 +681,10 @@ impl PhysxSimulation {
                         (PxArticulationJointType::Prismatic, PxArticulationAxis::X)
                     }
                     JointKind::Fixed => (PxArticulationJointType::Fix, PxArticulationAxis::Twist),
+                    JointKind::Spherical => (
+                        PxArticulationJointType::Spherical,
+                        PxArticulationAxis::Twist,
+                    ),
                 };
                 unsafe {
                     // USD joints have no friction and no speed limit; PhysX's
@@ -635,31 +701,49 @@ impl PhysxSimulation {
                         &transform(&child_frame),
                     );
                 }
-                if joint.kind != JointKind::Fixed {
-                    let motion = match joint.limits {
+                if joint.kind == JointKind::Spherical {
+                    // Twist is free; the cone is two swing limits: toward Y a
+                    // turn about Z (swing 2), toward Z one about Y (swing 1).
+                    let swings = [
+                        (PxArticulationAxis::Twist, None),
+                        (PxArticulationAxis::Swing2, joint.cone_limits.map(|c| c[0])),
+                        (PxArticulationAxis::Swing1, joint.cone_limits.map(|c| c[1])),
+                    ];
+                    for (axis, cone) in swings {
+                        if let Some(c) = cone
+                            && !(0.0..=std::f64::consts::PI).contains(&c)
+                        {
+                            return Err(EngineError::ScenePrim {
+                                prim: joint.path.clone(),
+                                message: format!("a cone limit of {c} rad is not between 0 and π"),
+                            });
+                        }
+                        unsafe { set_motion(inbound, axis, cone.map(|c| (-c, c))) };
+                    }
+                    let (frame0, frame1) = joint.spherical_frames();
+                    self.joints.push(JointHandle {
+                        path: joint.path.clone(),
+                        kind: joint.kind,
+                        joint: inbound,
+                        axis,
+                        parent: parent_link.cast(),
+                        child: link.cast(),
+                        local_axis: [1.0, 0.0, 0.0],
+                        drive: None,
+                        ball: Some((frame0, frame1)),
+                    });
+                } else if joint.kind != JointKind::Fixed {
+                    let range = match joint.limits {
                         Some((lo, hi)) if lo.is_nan() || hi.is_nan() || lo > hi => {
                             return Err(EngineError::ScenePrim {
                                 prim: joint.path.clone(),
                                 message: format!("bad limits [{lo}, {hi}]"),
                             });
                         }
-                        Some((lo, hi)) if lo.is_finite() || hi.is_finite() => {
-                            let limit = PxArticulationLimit {
-                                low: lo.clamp(-1e6, 1e6) as f32,
-                                high: hi.clamp(-1e6, 1e6) as f32,
-                            };
-                            unsafe {
-                                PxArticulationJointReducedCoordinate_setLimitParams_mut(
-                                    inbound, axis, &limit,
-                                )
-                            };
-                            PxArticulationMotion::Limited
-                        }
-                        _ => PxArticulationMotion::Free,
+                        Some((lo, hi)) if lo.is_finite() || hi.is_finite() => Some((lo, hi)),
+                        _ => None,
                     };
-                    unsafe {
-                        PxArticulationJointReducedCoordinate_setMotion_mut(inbound, axis, motion)
-                    };
+                    unsafe { set_motion(inbound, axis, range) };
                     let q = authored_coordinate(
                         joint.kind,
                         joint.axis,
@@ -680,6 +764,7 @@ impl PhysxSimulation {
                         child: link.cast(),
                         local_axis: quat_rotate(f1.rotation, joint.axis.unit()),
                         drive: joint.drive,
+                        ball: None,
                     });
                 }
                 for &c in tree.children[b].iter().rev() {
@@ -1099,7 +1184,7 @@ impl PhysxSimulation {
                         PxRigidBody_addForce_mut(h.child, &v3(f), PxForceMode::Force, true);
                         PxRigidBody_addForce_mut(h.parent, &v3(neg), PxForceMode::Force, true);
                     }
-                    JointKind::Fixed => {}
+                    JointKind::Fixed | JointKind::Spherical => {}
                 }
             }
         }
@@ -1124,15 +1209,15 @@ impl PhysxSimulation {
         }
     }
 
-    fn joint_state(&self, h: &JointHandle) -> (f64, f64) {
+    fn joint_state(&self, h: &JointHandle, axis: PxArticulationAxis) -> (f64, f64) {
         // SAFETY: the joint belongs to this simulation's scene.
         unsafe {
             (
                 f64::from(PxArticulationJointReducedCoordinate_getJointPosition(
-                    h.joint, h.axis,
+                    h.joint, axis,
                 )),
                 f64::from(PxArticulationJointReducedCoordinate_getJointVelocity(
-                    h.joint, h.axis,
+                    h.joint, axis,
                 )),
             )
         }
@@ -1226,6 +1311,13 @@ impl Simulation for PhysxSimulation {
                 what: "commandable joint",
                 path: joint_path.to_string(),
             })?;
+        if self.joints[j].ball.is_some() {
+            return Err(EngineError::not_single_axis(
+                format!("command to {joint_path}"),
+                JointKind::Spherical,
+                "commands",
+            ));
+        }
         self.apply_command(j, cmd);
         self.commands[j] = Some(cmd);
         Ok(())
@@ -1252,12 +1344,25 @@ impl Simulation for PhysxSimulation {
             .joints
             .iter()
             .filter(|h| all || h.path == path)
-            .map(|h| {
-                let (position, velocity) = self.joint_state(h);
-                JointObservation {
-                    path: h.path.clone(),
-                    position,
-                    velocity,
+            .map(|h| match &h.ball {
+                Some((frame0, frame1)) => {
+                    let turn = |body: *mut PxRigidBody| {
+                        let s = self.body_state(Actor::Link(body.cast()));
+                        ([s[3], s[4], s[5], s[6]], [s[10], s[11], s[12]])
+                    };
+                    JointObservation::spherical(
+                        &h.path,
+                        crate::tree::spherical_state(
+                            Some(turn(h.parent)),
+                            turn(h.child),
+                            frame0,
+                            frame1,
+                        ),
+                    )
+                }
+                None => {
+                    let (position, velocity) = self.joint_state(h, h.axis);
+                    JointObservation::single_axis(&h.path, position, velocity)
                 }
             })
             .collect();
@@ -1284,7 +1389,11 @@ impl Simulation for PhysxSimulation {
                 .iter()
                 .map(|(_, a)| self.body_state(*a))
                 .collect(),
-            joints: self.joints.iter().map(|h| self.joint_state(h)).collect(),
+            joints: self
+                .joints
+                .iter()
+                .flat_map(|h| h.state_axes().iter().map(|&axis| self.joint_state(h, axis)))
+                .collect(),
             commands: self
                 .commands
                 .iter()
@@ -1309,7 +1418,12 @@ impl Simulation for PhysxSimulation {
             bincode::serde::decode_from_slice(body, bincode::config::standard())
                 .map_err(|e| EngineError::StateMismatch(format!("cannot decode the state: {e}")))?;
         if payload.bodies.len() != self.bodies.len()
-            || payload.joints.len() != self.joints.len()
+            || payload.joints.len()
+                != self
+                    .joints
+                    .iter()
+                    .map(|h| h.state_axes().len())
+                    .sum::<usize>()
             || payload.commands.len() != self.joints.len()
         {
             return Err(EngineError::StateMismatch(
@@ -1369,13 +1483,13 @@ impl Simulation for PhysxSimulation {
                     true,
                 );
             }
-            for (h, (q, qd)) in self.joints.iter().zip(&payload.joints) {
-                PxArticulationJointReducedCoordinate_setJointPosition_mut(
-                    h.joint, h.axis, *q as f32,
-                );
-                PxArticulationJointReducedCoordinate_setJointVelocity_mut(
-                    h.joint, h.axis, *qd as f32,
-                );
+            let axes = self
+                .joints
+                .iter()
+                .flat_map(|h| h.state_axes().iter().map(move |&axis| (h.joint, axis)));
+            for ((joint, axis), (q, qd)) in axes.zip(&payload.joints) {
+                PxArticulationJointReducedCoordinate_setJointPosition_mut(joint, axis, *q as f32);
+                PxArticulationJointReducedCoordinate_setJointVelocity_mut(joint, axis, *qd as f32);
             }
             for &art in &self.articulations {
                 PxArticulationReducedCoordinate_updateKinematic_mut(

@@ -15,7 +15,9 @@
 use crate::camera::View;
 use crate::geometry::{quat_rotate, sub};
 use crate::scene::{BodyKind, JointKind, Pose, SceneModel, Shape};
-use crate::tree::{Tree, authored_coordinate, checked_pose, compose, inverse, positive, volume};
+use crate::tree::{
+    Tree, authored_coordinate, checked_pose, compose, inverse, joint_zero, positive, volume,
+};
 use crate::{
     BodyObservation, Engine, EngineCapabilities, EngineConfig, EngineError, EngineKind, Image,
     JointCommand, JointObservation, Observation, RenderParams, SimState, Simulation,
@@ -104,6 +106,10 @@ impl Engine for PybulletEngine {
                 && body.kind == BodyKind::Kinematic
             {
                 f.approximate("held where it is: pybullet multibodies have no kinematic mode");
+            }
+            if f.feature.starts_with("joint: spherical") && f.feature.contains("cone") {
+                f.support = crate::findings::Support::Unsupported;
+                f.note = Some(CONE_UNSUPPORTED.into());
             }
             if let Some((_, c)) = crate::findings::collider_of(scene, f) {
                 match &c.shape {
@@ -272,6 +278,19 @@ struct LinkPlan {
     origin: [f64; 3],
 }
 
+/// Why a spherical joint's cone does not load on pybullet.
+const CONE_UNSUPPORTED: &str = "pybullet limits a spherical joint only when it reads the joint from a URDF file, and this adapter builds its multibodies in code: remove the cone (physics:coneAngle0Limit/1Limit) or run on another engine";
+
+/// A spherical joint, observed from its two bodies.
+struct BallLayout {
+    path: String,
+    /// Scene body paths; `None` is the world.
+    parent: Option<String>,
+    child: String,
+    frame0: Pose,
+    frame1: Pose,
+}
+
 /// What the adapter keeps of a plan: which worker index is which scene path.
 struct Layout {
     fingerprint: u64,
@@ -281,6 +300,7 @@ struct Layout {
     /// Scene joint paths (revolute and prismatic) and their worker joint index.
     joints: Vec<(String, usize)>,
     joint_index: HashMap<String, usize>,
+    balls: Vec<BallLayout>,
     cameras: Vec<crate::scene::Camera>,
     step_dt: f64,
 }
@@ -291,6 +311,7 @@ struct Walk {
     links: Vec<LinkPlan>,
     bodies: Vec<String>,
     joints: Vec<String>,
+    balls: Vec<BallLayout>,
     drives: Vec<Value>,
     initial: Vec<Value>,
     /// The fastest rate (1/s) of the drives' explicit PD, see [`drive_rate`].
@@ -335,18 +356,33 @@ fn walk(
         let f1 = checked_pose(&joint.path, &joint.local_pose1)?;
         // Where the body is at joint coordinate zero; the authored pose gives
         // the coordinate it starts at.
-        let zero = compose(&parent_world, &compose(&f0, &inverse(&f1)));
         let authored = checked_pose(&scene.bodies[b].path, &scene.bodies[b].pose)?;
+        let zero = compose(
+            &parent_world,
+            &joint_zero(joint.kind, &parent_world, &f0, &authored, &f1),
+        );
         let q = authored_coordinate(joint.kind, joint.axis, &parent_world, &f0, &authored, &f1);
         // The link frame: at the joint, turned like the body.
         let link_world = compose(&zero, &Pose::from_translation(f1.translation));
         let parent_frame = compose(&parent_world, &Pose::from_translation(parent_offset));
         let rel = compose(&inverse(&parent_frame), &link_world);
-        let kind = match joint.kind {
-            JointKind::Revolute => "revolute",
-            JointKind::Prismatic => "prismatic",
-            JointKind::Fixed => "fixed",
-        };
+        let kind = joint.kind.name();
+        if joint.kind == JointKind::Spherical {
+            if joint.cone_limits.is_some() {
+                return Err(EngineError::ScenePrim {
+                    prim: joint.path.clone(),
+                    message: CONE_UNSUPPORTED.into(),
+                });
+            }
+            let (frame0, frame1) = joint.spherical_frames();
+            w.balls.push(BallLayout {
+                path: joint.path.clone(),
+                parent: joint.body0.clone(),
+                child: scene.bodies[b].path.clone(),
+                frame0,
+                frame1,
+            });
+        }
         let axis = quat_rotate(f1.rotation, joint.axis.unit());
         let mut link = link_plan(
             scene,
@@ -362,12 +398,28 @@ fn walk(
         w.links.push(link);
         let index = w.links.len() as i64;
         w.bodies.push(scene.bodies[b].path.clone());
-        if joint.kind != JointKind::Fixed {
+        if joint.kind.is_single_axis() {
             let worker_joint = first_joint + w.joints.len();
             w.joints.push(joint.path.clone());
             let inertia = effective_inertia(scene, tree, b, joint.kind);
             if let Some(d) = &joint.drive {
-                let about_joint = inertia_about(scene, tree, b, joint.kind, link_world.translation);
+                let mut about_joint =
+                    inertia_about(scene, tree, b, joint.kind, link_world.translation);
+                // A parent that hangs from a ball joint turns back against the
+                // drive: the two sides share its torque, so what it moves is
+                // less than the child's side alone (a humanoid's knee under
+                // its free hip chattered at the child's-side rate).
+                if let Some(parent) = joint.body0.as_deref().and_then(|p| scene.body_index(p))
+                    && tree.parent_joint[parent]
+                        .is_some_and(|pj| scene.joints[pj].kind == JointKind::Spherical)
+                {
+                    let parent_side = body_inertia_about(
+                        &scene.bodies[parent],
+                        joint.kind,
+                        link_world.translation,
+                    );
+                    about_joint = 1.0 / (1.0 / about_joint + 1.0 / parent_side);
+                }
                 w.drive_rate = w
                     .drive_rate
                     .max(drive_rate(d.stiffness, d.damping, about_joint));
@@ -416,6 +468,7 @@ fn plan_scene(scene: &SceneModel, config: &EngineConfig) -> Result<Layout, Engin
         multibodies.push(json!({ "base": base, "links": walk.links }));
         all.bodies.extend(walk.bodies);
         all.joints.extend(walk.joints);
+        all.balls.extend(walk.balls);
         all.drives.extend(walk.drives);
         all.initial.extend(walk.initial);
         all.drive_rate = all.drive_rate.max(walk.drive_rate);
@@ -478,7 +531,7 @@ fn plan_scene(scene: &SceneModel, config: &EngineConfig) -> Result<Layout, Engin
     let joints: Vec<(String, usize)> = scene
         .joints
         .iter()
-        .filter(|j| j.kind != JointKind::Fixed)
+        .filter(|j| j.kind.is_single_axis())
         .filter_map(|j| position(&all.joints, &j.path).map(|i| (j.path.clone(), i)))
         .collect();
     let gravity = config.gravity.unwrap_or_else(|| scene.default_gravity());
@@ -500,6 +553,7 @@ fn plan_scene(scene: &SceneModel, config: &EngineConfig) -> Result<Layout, Engin
         fingerprint: scene.fingerprint(),
         plan,
         joint_index: joints.iter().map(|(p, i)| (p.clone(), *i)).collect(),
+        balls: all.balls,
         bodies,
         joints,
         cameras: scene.cameras.clone(),
@@ -532,26 +586,32 @@ fn inertia_about(
     let mut stack = vec![child];
     let mut total = 0.0;
     while let Some(b) = stack.pop() {
-        let body = &scene.bodies[b];
-        let m = body_mass(body).unwrap_or(1.0);
-        total += match kind {
-            JointKind::Prismatic => m,
-            _ => {
-                let d = [
-                    body.pose.translation[0] - anchor[0],
-                    body.pose.translation[1] - anchor[1],
-                    body.pose.translation[2] - anchor[2],
-                ];
-                let own = body
-                    .mass
-                    .diagonal_inertia
-                    .map_or(m * 0.01, |i| (i[0] + i[1] + i[2]) / 3.0);
-                m * (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]) + own
-            }
-        };
+        total += body_inertia_about(&scene.bodies[b], kind, anchor);
         stack.extend(tree.children[b].iter().copied());
     }
     total.max(1e-6)
+}
+
+/// What one body adds to [`inertia_about`]: its mass at its origin, plus
+/// its own inertia for a turn.
+fn body_inertia_about(body: &crate::scene::Body, kind: JointKind, anchor: [f64; 3]) -> f64 {
+    let m = body_mass(body).unwrap_or(1.0);
+    match kind {
+        JointKind::Prismatic => m,
+        _ => {
+            let d = [
+                body.pose.translation[0] - anchor[0],
+                body.pose.translation[1] - anchor[1],
+                body.pose.translation[2] - anchor[2],
+            ];
+            let own = body
+                .mass
+                .diagonal_inertia
+                .map_or(m * 0.01, |i| (i[0] + i[1] + i[2]) / 3.0);
+            m * (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]) + own
+        }
+    }
+    .max(1e-6)
 }
 
 /// A body's mass: given, or its colliders' masses and densities.
@@ -820,11 +880,28 @@ impl PybulletSimulation {
         let mut joints = Vec::with_capacity(self.layout.joints.len());
         for (path, i) in &self.layout.joints {
             let j = &joints_raw[*i];
-            joints.push(JointObservation {
-                path: path.clone(),
-                position: j[0].as_f64().unwrap_or(f64::NAN),
-                velocity: j[1].as_f64().unwrap_or(f64::NAN),
-            });
+            joints.push(JointObservation::single_axis(
+                path,
+                j[0].as_f64().unwrap_or(f64::NAN),
+                j[1].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+        let turn = |path: &str| {
+            bodies
+                .iter()
+                .find(|b| b.path == path)
+                .map(|b| (b.orientation, b.angular_velocity))
+                .ok_or_else(|| failed(format!("no observed body {path}")))
+        };
+        for ball in &self.layout.balls {
+            let parent = ball.parent.as_deref().map(turn).transpose()?;
+            let state = crate::tree::spherical_state(
+                parent,
+                turn(&ball.child)?,
+                &ball.frame0,
+                &ball.frame1,
+            );
+            joints.push(JointObservation::spherical(&ball.path, state));
         }
         Ok((bodies, joints))
     }
@@ -861,6 +938,13 @@ impl Simulation for PybulletSimulation {
         cmd: JointCommand,
     ) -> Result<(), EngineError> {
         let value = cmd.finite_value(joint_path)?;
+        if self.layout.balls.iter().any(|b| b.path == joint_path) {
+            return Err(EngineError::not_single_axis(
+                format!("command to {joint_path}"),
+                JointKind::Spherical,
+                "commands",
+            ));
+        }
         let Some(&worker_joint) = self.layout.joint_index.get(joint_path) else {
             return Err(EngineError::UnknownPath {
                 what: "commandable joint",

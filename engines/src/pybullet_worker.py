@@ -24,7 +24,12 @@ GEOM = {
     "plane": p.GEOM_PLANE,
     "mesh": p.GEOM_MESH,
 }
-JOINT = {"revolute": p.JOINT_REVOLUTE, "prismatic": p.JOINT_PRISMATIC, "fixed": p.JOINT_FIXED}
+JOINT = {
+    "revolute": p.JOINT_REVOLUTE,
+    "prismatic": p.JOINT_PRISMATIC,
+    "fixed": p.JOINT_FIXED,
+    "spherical": p.JOINT_SPHERICAL,
+}
 
 
 def read_frame():
@@ -104,6 +109,8 @@ class World:
         self.bodies = []
         # (multibody id, joint index) per commandable joint, in the plan's order.
         self.joints = []
+        # (multibody id, joint index) per spherical joint: free, kept in states.
+        self.balls = []
         self.inertial = []  # per body: inertial frame offset in the link frame
         for mb in plan["multibodies"]:
             self.add(mb)
@@ -153,7 +160,14 @@ class World:
             self.bodies.append((uid, k))
             self.inertial.append((l["com"], l["origin"]))
             self.dynamics(uid, k, l)
-            if l["joint"] != "fixed":
+            if l["joint"] == "spherical":
+                self.balls.append((uid, k))
+                # A spherical joint's motor holds it until its force is zero.
+                p.setJointMotorControlMultiDof(
+                    uid, k, p.POSITION_CONTROL, targetPosition=[0, 0, 0, 1],
+                    positionGain=0, velocityGain=0, force=[0, 0, 0], physicsClientId=self.client,
+                )
+            elif l["joint"] != "fixed":
                 self.joints.append((uid, k))
                 if l.get("limits"):
                     lo, hi = l["limits"]
@@ -248,7 +262,16 @@ class World:
                 lin, ang = p.getBaseVelocity(uid, physicsClientId=self.client)
                 bases[uid] = [list(pos), list(orn), list(lin), list(ang)]
         joints = [list(p.getJointState(uid, j, physicsClientId=self.client)[:2]) for uid, j in self.joints]
-        return {"bases": [[k, v] for k, v in sorted(bases.items())], "joints": joints, "commands": self.commands}
+        balls = [
+            [list(v) for v in p.getJointStateMultiDof(uid, j, physicsClientId=self.client)[:2]]
+            for uid, j in self.balls
+        ]
+        return {
+            "bases": [[k, v] for k, v in sorted(bases.items())],
+            "joints": joints,
+            "balls": balls,
+            "commands": self.commands,
+        }
 
     def set_state(self, state):
         for uid, (pos, orn, lin, ang) in state["bases"]:
@@ -256,6 +279,8 @@ class World:
             p.resetBaseVelocity(uid, lin, ang, physicsClientId=self.client)
         for (uid, j), (q, qd) in zip(self.joints, state["joints"]):
             p.resetJointState(uid, j, q, qd, physicsClientId=self.client)
+        for (uid, j), (q, qd) in zip(self.balls, state.get("balls", [])):
+            p.resetJointStateMultiDof(uid, j, q, qd, physicsClientId=self.client)
         for i, c in enumerate(state["commands"]):
             if c:
                 self.command(i, c[0], c[1])

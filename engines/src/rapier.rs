@@ -139,6 +139,10 @@ impl Engine for RapierEngine {
         for f in &mut out {
             let note = if f.feature == "camera" {
                 Some("renders depth and instance-id images by ray casting; no color")
+            } else if f.feature.starts_with("joint: spherical") && f.feature.contains("cone") {
+                Some(
+                    "the cone is two swing limits (toward each axis), so the swing may reach both at once, past an elliptical cone",
+                )
             } else {
                 scene
                     .bodies
@@ -205,7 +209,7 @@ impl JointEntry {
         match self.kind {
             JointKind::Revolute => Some(JointAxis::AngX),
             JointKind::Prismatic => Some(JointAxis::LinX),
-            JointKind::Fixed => None,
+            JointKind::Fixed | JointKind::Spherical => None,
         }
     }
 }
@@ -518,12 +522,29 @@ impl RapierSimulation {
                 )
             }
             JointKind::Fixed => (0.0, 0.0),
+            JointKind::Spherical => {
+                // The rapier frames are the scene's spherical frames.
+                let q = |r: &Rotation| [r.x, r.y, r.z, r.w].map(f64::from);
+                let state = crate::tree::spherical_state(
+                    Some((q(&rb1.position().rotation), w1)),
+                    (q(&rb2.position().rotation), w2),
+                    &ScenePose {
+                        translation: [0.0; 3],
+                        rotation: q(&joint.data.local_frame1.rotation),
+                    },
+                    &ScenePose {
+                        translation: [0.0; 3],
+                        rotation: q(&joint.data.local_frame2.rotation),
+                    },
+                );
+                return Ok(JointObservation::spherical(&entry.path, state));
+            }
         };
-        Ok(JointObservation {
-            path: entry.path.clone(),
+        Ok(JointObservation::single_axis(
+            &entry.path,
             position,
             velocity,
-        })
+        ))
     }
 
     fn rigid_body(&self, handle: RigidBodyHandle) -> Result<&RigidBody, EngineError> {
@@ -566,7 +587,7 @@ impl RapierSimulation {
                 match entry.kind {
                     JointKind::Revolute => rb.add_torque(vector * sign, wake),
                     JointKind::Prismatic => rb.add_force_at_point(vector * sign, point, wake),
-                    JointKind::Fixed => continue,
+                    JointKind::Fixed | JointKind::Spherical => continue,
                 }
                 pushed.push(handle);
             }
@@ -801,9 +822,8 @@ impl Simulation for RapierSimulation {
                 message: format!("{value} is not a finite f32 value"),
             });
         }
-        let axis = entry.free_axis().ok_or_else(|| EngineError::Invalid {
-            field: format!("command to {joint_path}"),
-            message: "a fixed joint takes no commands".to_string(),
+        let axis = entry.free_axis().ok_or_else(|| {
+            EngineError::not_single_axis(format!("command to {joint_path}"), entry.kind, "commands")
         })?;
         let drive = entry.drive;
         let handle = entry.handle;
@@ -979,10 +999,11 @@ impl Simulation for RapierSimulation {
         let field = |what: &str| format!("{joint}.{what}");
         let (_, entry) = self.joint_entry(joint)?;
         if entry.free_axis().is_none() {
-            return Err(EngineError::Invalid {
-                field: field("position"),
-                message: "a fixed joint has no position to set".into(),
-            });
+            return Err(EngineError::not_single_axis(
+                field("position"),
+                entry.kind,
+                "position to set",
+            ));
         }
         for (what, v) in [("position", Some(position)), ("velocity", velocity)] {
             if let Some(v) = v
@@ -1580,23 +1601,51 @@ fn build_joint(
     joint: &crate::scene::Joint,
 ) -> Result<rapier3d::prelude::GenericJoint, EngineError> {
     let path = joint.path.as_str();
-    let turn = x_to(joint.axis);
     let frame = |p: &ScenePose| -> Result<Pose, EngineError> {
-        let q = quat_mul(unit_quat(path, p.rotation)?, turn);
         Ok(Pose::from_parts(
             to_vec(finite3(path, p.translation)?),
-            to_rot(q),
+            to_rot(unit_quat(path, p.rotation)?),
         ))
+    };
+    // Frames turned so the joint's axis is X.
+    let (frame0, frame1) = match joint.kind {
+        JointKind::Spherical => joint.spherical_frames(),
+        _ => {
+            let turn = x_to(joint.axis);
+            let turned = |p: &ScenePose| ScenePose {
+                translation: p.translation,
+                rotation: quat_mul(p.rotation, turn),
+            };
+            (turned(&joint.local_pose0), turned(&joint.local_pose1))
+        }
     };
     let (locked, axis) = match joint.kind {
         JointKind::Revolute => (JointAxesMask::LOCKED_REVOLUTE_AXES, Some(JointAxis::AngX)),
         JointKind::Prismatic => (JointAxesMask::LOCKED_PRISMATIC_AXES, Some(JointAxis::LinX)),
         JointKind::Fixed => (JointAxesMask::LOCKED_FIXED_AXES, None),
+        JointKind::Spherical => (JointAxesMask::LOCKED_SPHERICAL_AXES, None),
     };
     let mut builder = GenericJointBuilder::new(locked)
-        .local_frame1(frame(&joint.local_pose0)?)
-        .local_frame2(frame(&joint.local_pose1)?)
+        .local_frame1(frame(&frame0)?)
+        .local_frame2(frame(&frame1)?)
         .contacts_enabled(false);
+    if joint.kind == JointKind::Spherical {
+        if joint.limits.is_some() || joint.drive.is_some() {
+            return Err(prim_error(
+                path,
+                "a spherical joint has a cone, not limits, and no drive",
+            ));
+        }
+        // The cone as two swing limits: toward Y is a turn about Z, toward Z
+        // one about Y (a box of swings around the cone; twist stays free).
+        if let Some(cone) = joint.cone_limits {
+            for (angle, about) in cone.into_iter().zip([JointAxis::AngZ, JointAxis::AngY]) {
+                let angle = cone_angle(path, angle)?;
+                builder = builder.limits(about, [-angle, angle]);
+            }
+        }
+        return Ok(builder.build());
+    }
     let Some(axis) = axis else {
         if joint.limits.is_some() || joint.drive.is_some() {
             return Err(prim_error(
@@ -1643,6 +1692,18 @@ fn build_joint(
 // ---------------------------------------------------------------------------------------------
 // Checks and conversions.
 // ---------------------------------------------------------------------------------------------
+
+/// A cone half-angle between 0 and π.
+fn cone_angle(path: &str, angle: f64) -> Result<Real, EngineError> {
+    if (0.0..=std::f64::consts::PI).contains(&angle) {
+        Ok(angle as Real)
+    } else {
+        Err(prim_error(
+            path,
+            &format!("a cone limit of {angle} rad is not between 0 and π"),
+        ))
+    }
+}
 
 fn prim_error(prim: &str, message: &str) -> EngineError {
     EngineError::ScenePrim {

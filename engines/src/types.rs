@@ -189,9 +189,46 @@ pub struct BodyObservation {
 #[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JointObservation {
     pub path: String,
-    /// Radians for revolute joints, metres for prismatic ones.
+    /// Radians for revolute joints, metres for prismatic ones; for a spherical
+    /// joint, the angle (radians) its `rotation` turns by.
     pub position: f64,
+    /// For a spherical joint, the size of its `angular_velocity`.
     pub velocity: f64,
+    /// A spherical joint's rotation, `[x, y, z, w]`: the child's joint frame in
+    /// the parent's, with the cone's axis as X. `null` for other joints.
+    #[serde(default)]
+    pub rotation: Option<[f64; 4]>,
+    /// A spherical joint's angular velocity (rad/s), of the child relative to
+    /// the parent, in the parent's joint frame. `null` for other joints.
+    #[serde(default)]
+    pub angular_velocity: Option<[f64; 3]>,
+}
+
+impl JointObservation {
+    /// A joint that moves along or about one axis.
+    pub fn single_axis(path: &str, position: f64, velocity: f64) -> JointObservation {
+        JointObservation {
+            path: path.to_string(),
+            position,
+            velocity,
+            rotation: None,
+            angular_velocity: None,
+        }
+    }
+
+    /// A spherical joint, from [`crate::tree::spherical_state`].
+    pub fn spherical(
+        path: &str,
+        (rotation, angular_velocity): ([f64; 4], [f64; 3]),
+    ) -> JointObservation {
+        JointObservation {
+            path: path.to_string(),
+            position: crate::tree::rotation_angle(rotation),
+            velocity: crate::geometry::norm(angular_velocity),
+            rotation: Some(rotation),
+            angular_velocity: Some(angular_velocity),
+        }
+    }
 }
 
 /// What a simulation reports at one instant.

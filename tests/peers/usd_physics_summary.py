@@ -94,7 +94,7 @@ def summarize(path):
                 if hasattr(d, "axis"):
                     joint["axis"] = str(d.axis).split(".")[-1]
                 if hasattr(d, "limit"):
-                    unit = DEG if kind == "RevoluteJoint" else 1.0
+                    unit = DEG if kind in ("RevoluteJoint", "SphericalJoint") else 1.0
                     if d.limit.enabled:
                         joint["limits"] = [d.limit.lower * unit, d.limit.upper * unit]
                 if hasattr(d, "drive") and d.drive.enabled:

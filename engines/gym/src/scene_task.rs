@@ -223,12 +223,12 @@ impl TaskSpec {
         let joints: Vec<_> = scene
             .joints
             .iter()
-            .filter(|j| j.kind != JointKind::Fixed)
+            .filter(|j| j.kind.is_single_axis())
             .collect();
         if joints.is_empty() {
             return Err(invalid(
                 "twin_id",
-                "the twin's scene has no moving joint to control; give a task spec".into(),
+                "the twin's scene has no joint that moves along or about one axis to control; give a task spec".into(),
             ));
         }
         let scale = |j: &hanzo_twin_scene::scene::Joint| -> f64 {
@@ -574,7 +574,13 @@ fn invalid(field: &str, message: String) -> EngineError {
 
 fn check_joint(scene: &SceneModel, joint: &str, field: &str) -> Result<(), EngineError> {
     match scene.joints.iter().find(|j| j.path == joint) {
-        Some(j) if j.kind != JointKind::Fixed => Ok(()),
+        Some(j) if j.kind.is_single_axis() => Ok(()),
+        Some(j) if j.kind == JointKind::Spherical => Err(invalid(
+            field,
+            format!(
+                "{joint} is a spherical joint; a task observes and drives joints that move along or about one axis"
+            ),
+        )),
         Some(_) => Err(invalid(
             field,
             format!("{joint} is a fixed joint; it does not move"),
@@ -992,7 +998,7 @@ fn displace_joints(
             continue;
         };
         let joint = scene.joints[j].clone();
-        if joint.kind == JointKind::Fixed {
+        if !joint.kind.is_single_axis() {
             continue;
         }
         let dq = if noise.joint_position > 0.0 {
@@ -1045,7 +1051,7 @@ fn displace_joints(
                         body.linear_velocity[k] += a * dv;
                     }
                 }
-                JointKind::Fixed => {}
+                JointKind::Fixed | JointKind::Spherical => {}
             }
         }
     }
@@ -1066,7 +1072,7 @@ mod tests {
         let moving = scene
             .joints
             .iter()
-            .filter(|j| j.kind != JointKind::Fixed)
+            .filter(|j| j.kind.is_single_axis())
             .count();
         assert!(moving >= 2);
         let task = TaskSpec::control("arm-control", &scene, ActionMode::Position, 240.0, 4)
@@ -1117,7 +1123,7 @@ mod tests {
         still.joints.clear();
         let e =
             TaskSpec::control("x", &still, ActionMode::Effort, 240.0, 1).expect_err("no joints");
-        assert!(e.to_string().contains("no moving joint"), "{e}");
+        assert!(e.to_string().contains("no joint that moves"), "{e}");
     }
 
     #[test]

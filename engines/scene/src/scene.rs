@@ -182,6 +182,26 @@ pub enum JointKind {
     Prismatic,
     /// No relative motion.
     Fixed,
+    /// Free rotation about the joint's anchor (a ball joint), optionally
+    /// within a cone about `axis`; no translation.
+    Spherical,
+}
+
+impl JointKind {
+    /// Whether the joint moves along or about one axis, so that one number
+    /// (its coordinate) says where it is and one command drives it.
+    pub fn is_single_axis(self) -> bool {
+        matches!(self, JointKind::Revolute | JointKind::Prismatic)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JointKind::Revolute => "revolute",
+            JointKind::Prismatic => "prismatic",
+            JointKind::Fixed => "fixed",
+            JointKind::Spherical => "spherical",
+        }
+    }
 }
 
 /// A drive on a joint's free axis (UsdPhysics DriveAPI), in SI units: the angular
@@ -210,6 +230,32 @@ pub struct Joint {
     /// Lower and upper limit (radians or metres), `None` when unlimited.
     pub limits: Option<(f64, f64)>,
     pub drive: Option<Drive>,
+    /// A spherical joint's cone (UsdPhysics `coneAngle0Limit`, `coneAngle1Limit`),
+    /// in radians: how far `axis` may swing toward the next axis (Y after X,
+    /// Z after Y, X after Z) and toward the one after that. `None` is free.
+    #[serde(default)]
+    pub cone_limits: Option<[f64; 2]>,
+}
+
+impl Joint {
+    /// A spherical joint's frames in each body, turned so that the cone's axis
+    /// is X and the next axis Y: the frame every engine builds the joint in
+    /// and reports its rotation in.
+    pub fn spherical_frames(&self) -> (Pose, Pose) {
+        // Cyclic turns keep "the next axis" next: X→Y→Z→X.
+        const NEXT: [f64; 4] = [0.5, 0.5, 0.5, 0.5];
+        const AFTER_NEXT: [f64; 4] = [-0.5, -0.5, -0.5, 0.5];
+        let turn = match self.axis {
+            Axis::X => crate::geometry::IDENTITY,
+            Axis::Y => NEXT,
+            Axis::Z => AFTER_NEXT,
+        };
+        let turned = |p: &Pose| Pose {
+            translation: p.translation,
+            rotation: crate::geometry::quat_mul(p.rotation, turn),
+        };
+        (turned(&self.local_pose0), turned(&self.local_pose1))
+    }
 }
 
 /// A camera kept for rendering (UsdGeomCamera).
@@ -313,6 +359,11 @@ impl SceneModel {
             let u = self.up_axis.unit();
             [-9.81 * u[0], -9.81 * u[1], -9.81 * u[2]]
         })
+    }
+
+    /// The index of the body at `path` in `bodies`.
+    pub fn body_index(&self, path: &str) -> Option<usize> {
+        self.bodies.iter().position(|b| b.path == path)
     }
 
     pub fn body(&self, path: &str) -> Option<&Body> {

@@ -148,8 +148,68 @@ pub fn authored_coordinate(
             let world_axis = quat_rotate(w0.rotation, a);
             d[0] * world_axis[0] + d[1] * world_axis[1] + d[2] * world_axis[2]
         }
-        JointKind::Fixed => 0.0,
+        JointKind::Fixed | JointKind::Spherical => 0.0,
     }
+}
+
+/// Where a joint's child body sits in its parent when the joint is at zero:
+/// the parent's joint frame `frame0`, then the child's `frame1` backwards.
+/// A spherical joint's zero keeps the rotation the child was authored with
+/// (reduced-coordinate engines then start its ball at identity), so its cone
+/// is measured from the authored pose there.
+pub fn joint_zero(
+    kind: JointKind,
+    parent_world: &Pose,
+    frame0: &Pose,
+    child_world: &Pose,
+    frame1: &Pose,
+) -> Pose {
+    let turn = match kind {
+        JointKind::Spherical => {
+            let w0 = compose(parent_world, frame0);
+            let w1 = compose(child_world, frame1);
+            quat_mul(quat_conj(w0.rotation), w1.rotation)
+        }
+        _ => crate::geometry::IDENTITY,
+    };
+    compose(
+        frame0,
+        &compose(
+            &Pose {
+                translation: [0.0; 3],
+                rotation: turn,
+            },
+            &inverse(frame1),
+        ),
+    )
+}
+
+/// A spherical joint's rotation (`[x, y, z, w]`, of the child's joint frame
+/// in the parent's, the shorter way round) and angular velocity (of the
+/// child relative to the parent, in the parent's joint frame), from the two
+/// bodies' world orientations and angular velocities; `None` is the world.
+/// `frame0`/`frame1` are [`crate::scene::Joint::spherical_frames`]'s.
+pub fn spherical_state(
+    parent: Option<([f64; 4], [f64; 3])>,
+    child: ([f64; 4], [f64; 3]),
+    frame0: &Pose,
+    frame1: &Pose,
+) -> ([f64; 4], [f64; 3]) {
+    let (parent_q, parent_w) = parent.unwrap_or((crate::geometry::IDENTITY, [0.0; 3]));
+    let q0 = quat_mul(parent_q, frame0.rotation);
+    let q1 = quat_mul(child.0, frame1.rotation);
+    let mut r = normalize_quat(quat_mul(quat_conj(q0), q1)).unwrap_or(crate::geometry::IDENTITY);
+    if r[3] < 0.0 {
+        r = r.map(|v| -v);
+    }
+    let w = quat_rotate(quat_conj(q0), sub(child.1, parent_w));
+    (r, w)
+}
+
+/// The angle (radians, 0 to π) a rotation `[x, y, z, w]` turns by.
+pub fn rotation_angle(q: [f64; 4]) -> f64 {
+    let s = (q[0] * q[0] + q[1] * q[1] + q[2] * q[2]).sqrt();
+    2.0 * s.atan2(q[3].abs())
 }
 
 pub fn unit(path: &str, q: [f64; 4]) -> Result<[f64; 4], SceneError> {

@@ -12,12 +12,14 @@
 //!   joint frame turned so the URDF axis is the USD joint's X axis, and a
 //!   position drive sized for what the joint moves (URDF has no gains), capped
 //!   at the URDF effort limit;
+//! - spherical joints (pybullet's extension) as free ball joints, without a
+//!   limit or a drive, as urdfdom and pybullet's URDF reader take them;
 //! - a root link without mass is fixed to the world, as pybullet does;
 //! - the links do not collide with each other (a collision group filtering
 //!   itself), as in pybullet, unless asked to.
 //!
 //! What cannot be represented is an error naming the element, never dropped:
-//! floating, planar and spherical joints, xacro files, meshes in formats other
+//! floating and planar joints, xacro files, meshes in formats other
 //! than STL, OBJ and DAE, meshes that cannot be found or read.
 //!
 //! The reader accepts what ROS's urdfdom accepts where urdf-rs is stricter:
@@ -766,10 +768,11 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
             urdf_rs::JointType::Revolute
             | urdf_rs::JointType::Continuous
             | urdf_rs::JointType::Prismatic
+            | urdf_rs::JointType::Spherical
             | urdf_rs::JointType::Fixed => {}
             ref other => {
                 return Err(err(format!(
-                    "joint `{}` is {other:?}; revolute, continuous, prismatic and fixed joints are supported",
+                    "joint `{}` is {other:?}; revolute, continuous, prismatic, spherical and fixed joints are supported",
                     j.name
                 )));
             }
@@ -949,15 +952,18 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
         let kind = match j.joint_type {
             urdf_rs::JointType::Revolute | urdf_rs::JointType::Continuous => "PhysicsRevoluteJoint",
             urdf_rs::JointType::Prismatic => "PhysicsPrismaticJoint",
+            urdf_rs::JointType::Spherical => "PhysicsSphericalJoint",
             _ => "PhysicsFixedJoint",
         };
+        // A ball joint turns about every axis: its frames stay the link's.
+        let free = matches!(kind, "PhysicsFixedJoint" | "PhysicsSphericalJoint");
         let name = ident(&j.name);
         let parent = ident(&j.parent.link);
         let child = ident(&j.child.link);
         let origin = Frame::of(&j.origin);
         let axis = j.axis.xyz.0;
         let n = (axis[0] * axis[0] + axis[1] * axis[1] + axis[2] * axis[2]).sqrt();
-        let align = if kind == "PhysicsFixedJoint" || n == 0.0 {
+        let align = if free || n == 0.0 {
             [0.0, 0.0, 0.0, 1.0]
         } else {
             quat_from_x_to(axis.map(|a| a / n))
@@ -975,7 +981,7 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
         // its axis, at the zero pose) makes the robot hold and follow commands
         // out of the box; the URDF effort limit caps it.
         let mut drive = None;
-        if kind != "PhysicsFixedJoint" {
+        if !free {
             let joint_world = world[j.parent.link.as_str()].then(&origin);
             let axis_world = quat_rotate(joint_world.q, axis.map(|a| a / n.max(1e-300)));
             let mut inertia = 0.0;
@@ -1034,7 +1040,7 @@ pub fn urdf_to_usda(path: &Path, options: &UrdfOptions) -> Result<String, UrdfEr
         );
         let _ = writeln!(out, "            point3f physics:localPos1 = (0, 0, 0)");
         let _ = writeln!(out, "            quatf physics:localRot1 = {}", quat(align));
-        if kind != "PhysicsFixedJoint" {
+        if !free {
             let _ = writeln!(out, "            uniform token physics:axis = \"X\"");
             let limited = matches!(
                 j.joint_type,

@@ -342,9 +342,10 @@ impl Reader {
                 }
             }
             match type_name.as_str() {
-                "PhysicsRevoluteJoint" | "PhysicsPrismaticJoint" | "PhysicsFixedJoint" => {
-                    joint_prims.push(i)
-                }
+                "PhysicsRevoluteJoint"
+                | "PhysicsPrismaticJoint"
+                | "PhysicsFixedJoint"
+                | "PhysicsSphericalJoint" => joint_prims.push(i),
                 "Camera" => cameras.push(self.camera(&path)?),
                 _ => {}
             }
@@ -427,22 +428,24 @@ impl Reader {
         let path = &info.path;
         let t = info.type_name.as_str();
         match t {
-            "PhysicsRevoluteJoint" | "PhysicsPrismaticJoint" | "PhysicsFixedJoint" => {}
-            "PhysicsSphericalJoint" | "PhysicsDistanceJoint" | "PhysicsJoint" => {
+            "PhysicsRevoluteJoint"
+            | "PhysicsPrismaticJoint"
+            | "PhysicsFixedJoint"
+            | "PhysicsSphericalJoint" => {}
+            "PhysicsDistanceJoint" | "PhysicsJoint" => {
                 let what = match t {
-                    "PhysicsSphericalJoint" => "spherical joints",
                     "PhysicsDistanceJoint" => "distance joints",
                     _ => "generic (D6) joints",
                 };
                 return Err(self.prim_err(
                     path,
-                    format!("{what} are not supported (only revolute, prismatic and fixed joints)"),
+                    format!("{what} are not supported (only revolute, prismatic, spherical and fixed joints)"),
                 ));
             }
             _ if t.ends_with("Joint") && (t.starts_with("Physics") || t.starts_with("Physx")) => {
                 return Err(self.prim_err(
                     path,
-                    format!("joint type {t} is not supported (only revolute, prismatic and fixed joints)"),
+                    format!("joint type {t} is not supported (only revolute, prismatic, spherical and fixed joints)"),
                 ));
             }
             "PhysicsCollisionGroup" if self.token_attr(path, "physics:mergeGroup")?.is_some() => {
@@ -1138,6 +1141,7 @@ impl Reader {
         let kind = match self.prims[i].type_name.as_str() {
             "PhysicsRevoluteJoint" => JointKind::Revolute,
             "PhysicsPrismaticJoint" => JointKind::Prismatic,
+            "PhysicsSphericalJoint" => JointKind::Spherical,
             _ => JointKind::Fixed,
         };
         if self.bool_attr(&path, "physics:jointEnabled")? == Some(false) {
@@ -1191,8 +1195,12 @@ impl Reader {
             _ => self.meters_per_unit,
         };
         let limits = match kind {
-            JointKind::Fixed => None,
+            JointKind::Fixed | JointKind::Spherical => None,
             _ => self.limits(&path, unit)?,
+        };
+        let cone_limits = match kind {
+            JointKind::Spherical => self.cone_limits(&path)?,
+            _ => None,
         };
         let drive = self.drive(i, kind)?;
         Ok(Some(Joint {
@@ -1205,7 +1213,42 @@ impl Reader {
             axis,
             limits,
             drive,
+            cone_limits,
         }))
+    }
+
+    /// A spherical joint's cone half-angles, degrees in USD, in radians. As
+    /// in UsdPhysics, the cone holds when both are non-negative; an angle
+    /// given alone is an error, since UsdPhysics would drop it.
+    fn cone_limits(&self, path: &sdf::Path) -> Result<Option<[f64; 2]>, SceneError> {
+        let mut cone = [None, None];
+        for (side, name) in ["physics:coneAngle0Limit", "physics:coneAngle1Limit"]
+            .into_iter()
+            .enumerate()
+        {
+            cone[side] = match self.f64_attr(path, name)? {
+                None => None,
+                Some(v) if v.is_nan() => {
+                    return Err(self.prim_err(path, format!("{name} is NaN")));
+                }
+                Some(v) if v < 0.0 => None,
+                Some(v) if v > 180.0 => {
+                    return Err(self.prim_err(
+                        path,
+                        format!("{name} = {v} is more than 180 degrees (a negative angle leaves the joint free)"),
+                    ));
+                }
+                Some(v) => Some(v * DEG),
+            };
+        }
+        match cone {
+            [Some(a), Some(b)] => Ok(Some([a, b])),
+            [None, None] => Ok(None),
+            _ => Err(self.prim_err(
+                path,
+                "a cone on one side only is not supported; give both physics:coneAngle0Limit and physics:coneAngle1Limit (a negative angle leaves the joint free)",
+            )),
+        }
     }
 
     fn attachment(
@@ -1333,7 +1376,7 @@ impl Reader {
         let expected = match kind {
             JointKind::Revolute => "angular",
             JointKind::Prismatic => "linear",
-            JointKind::Fixed => "",
+            JointKind::Fixed | JointKind::Spherical => "",
         };
         let mut drive = None;
         for api in &info.apis {
@@ -1345,8 +1388,10 @@ impl Reader {
                     path,
                     format!(
                         "PhysicsDriveAPI:{name} does not drive a {} joint{}",
-                        format!("{kind:?}").to_lowercase(),
-                        if expected.is_empty() {
+                        kind.name(),
+                        if kind == JointKind::Spherical {
+                            " (spherical joints are simulated without drives)".to_string()
+                        } else if expected.is_empty() {
                             String::new()
                         } else {
                             format!(" (use PhysicsDriveAPI:{expected})")

@@ -504,9 +504,9 @@ fn bad_physics_names_the_prim() {
         "{e}"
     );
     let e = bad(
-        "ball.usda",
+        "rope.usda",
         &JOINT_TO_NOWHERE
-            .replace("PhysicsRevoluteJoint", "PhysicsSphericalJoint")
+            .replace("PhysicsRevoluteJoint", "PhysicsDistanceJoint")
             .replace("rel physics:body1 = </World/Ghost>", ""),
     );
     assert!(
@@ -737,5 +737,78 @@ fn odd_names_and_broken_files_are_errors_not_hangs() {
         bytes[i] = [b'}', b'"', b'(', b'-', b'<', b'@', b'9'][n % 7];
         std::fs::write(&path, &bytes).expect("write");
         let _ = load_scene(&path);
+    }
+}
+
+const BALL_JOINTS: &str = r#"#usda 1.0
+(
+    defaultPrim = "World"
+    metersPerUnit = 1
+    upAxis = "Z"
+)
+def Xform "World"
+{
+    def Cube "A" (
+        prepend apiSchemas = ["PhysicsRigidBodyAPI", "PhysicsCollisionAPI"]
+    )
+    {
+        double size = 0.2
+    }
+    def PhysicsSphericalJoint "Ball"
+    {
+        rel physics:body1 = </World/A>
+        uniform token physics:axis = "Y"
+        float physics:coneAngle0Limit = 30
+        float physics:coneAngle1Limit = 45
+    }
+    def PhysicsSphericalJoint "Free"
+    {
+        rel physics:body1 = </World/A>
+        float physics:coneAngle0Limit = -1
+    }
+}
+"#;
+
+#[test]
+fn spherical_joints_read_with_their_cone_in_radians() {
+    let scene = read_text("ball.usda", BALL_JOINTS).expect("reads");
+    let ball = &scene.joints[0];
+    assert_eq!(ball.kind, JointKind::Spherical);
+    assert_eq!(ball.axis, Axis::Y);
+    let [a, b] = ball.cone_limits.expect("a cone");
+    assert!(close(a, 30f64.to_radians()) && close(b, 45f64.to_radians()));
+    assert_eq!(ball.limits, None);
+    // The frames engines build it in: the cone's axis (Y) as X, the next
+    // axis (Z) as Y.
+    let (frame0, _) = ball.spherical_frames();
+    let along = |v| hanzo_twin_scene::geometry::quat_rotate(frame0.rotation, v);
+    assert!(close3(along([1.0, 0.0, 0.0]), [0.0, 1.0, 0.0]));
+    assert!(close3(along([0.0, 1.0, 0.0]), [0.0, 0.0, 1.0]));
+    assert_eq!(
+        scene.joints[1].cone_limits, None,
+        "a negative angle is free"
+    );
+
+    // A cone on one side only (UsdPhysics would drop it), angles past 180°
+    // and drives are errors naming the joint.
+    for (text, says) in [
+        (
+            BALL_JOINTS.replace("float physics:coneAngle1Limit = 45\n", ""),
+            "both",
+        ),
+        (BALL_JOINTS.replace("= 45", "= 200"), "180"),
+        (
+            BALL_JOINTS.replace(
+                "def PhysicsSphericalJoint \"Ball\"",
+                "def PhysicsSphericalJoint \"Ball\" (\n        prepend apiSchemas = [\"PhysicsDriveAPI:rotX\"]\n    )",
+            ),
+            "without drives",
+        ),
+    ] {
+        let e = bad("ball.usda", &text);
+        assert!(
+            matches!(&e, SceneError::Prim { prim, message } if prim == "/World/Ball" && message.contains(says)),
+            "{e}"
+        );
     }
 }

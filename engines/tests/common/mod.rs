@@ -83,6 +83,15 @@ pub fn revolute(path: &str, body0: Option<&str>, body1: &str, axis: Axis) -> Joi
         axis,
         limits: None,
         drive: None,
+        cone_limits: None,
+    }
+}
+
+/// A ball joint between `body0` (or the world) and `body1`, its cone's axis X.
+pub fn spherical(path: &str, body0: Option<&str>, body1: &str) -> Joint {
+    Joint {
+        kind: JointKind::Spherical,
+        ..revolute(path, body0, body1, Axis::X)
     }
 }
 
