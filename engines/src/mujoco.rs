@@ -579,6 +579,13 @@ impl Writer<'_> {
         };
         let m = &collider.material;
         let mut extra = format!(" friction=\"{} 0.005 0.0001\"", m.dynamic_friction.max(0.0));
+        // Frictionless: MuJoCo's pyramid of a zero friction is degenerate (a
+        // box on a frictionless belt was flung up at 258 m/s); a contact with
+        // no friction has one dimension. A pair takes the larger condim, so a
+        // frictional partner still gets its friction.
+        if m.dynamic_friction <= 0.0 {
+            extra.push_str(" condim=\"1\"");
+        }
         // Mass as the USD reader gives it: the collider's own mass, its density,
         // or the body's density (MuJoCo's default density is USD's 1000 kg/m³).
         if let Some(mass) = collider.mass {

@@ -659,3 +659,77 @@ fn a_ball_joints_cone_holds_the_bob_at_its_edge_or_the_engine_refuses_it() {
         );
     }
 }
+
+/// A box on a frictionless 20° ramp slides down it at g·sin 20°: after
+/// 0.5 s it has gone g·sin θ·t²/2 along the slope, within the first-order
+/// integrators' g·sin θ·dt·t/2 (and 2 mm for the contact), and stays on the
+/// surface. (MuJoCo's frictionless contacts flung the box upward at 258 m/s
+/// until its geoms took `condim="1"`.)
+#[test]
+fn a_box_slides_down_a_frictionless_ramp_at_g_sin_theta_on_every_engine() {
+    use hanzo_twin_engines::geometry::quat_rotate;
+    let theta = 20f64.to_radians();
+    let tilt = [0.0, (theta / 2.0).sin(), 0.0, (theta / 2.0).cos()];
+    let normal = quat_rotate(tilt, [0.0, 0.0, 1.0]);
+    let downhill = quat_rotate(tilt, [1.0, 0.0, 0.0]);
+    let frictionless = |mut b: Body| {
+        for c in &mut b.colliders {
+            c.material.static_friction = 0.0;
+            c.material.dynamic_friction = 0.0;
+            c.material.restitution = 0.0;
+        }
+        b.pose.rotation = tilt;
+        b
+    };
+    let ramp_center = [0.0, 0.0, 1.0];
+    let start = [
+        ramp_center[0] + normal[0] * 0.15,
+        ramp_center[1] + normal[1] * 0.15,
+        ramp_center[2] + normal[2] * 0.15,
+    ];
+    let s = scene(
+        vec![
+            frictionless(cuboid(
+                "/World/Ramp",
+                BodyKind::Static,
+                ramp_center,
+                [2.0, 0.5, 0.05],
+                0.0,
+            )),
+            frictionless(cuboid(
+                "/World/Box",
+                BodyKind::Dynamic,
+                start,
+                [0.1; 3],
+                1.0,
+            )),
+        ],
+        vec![],
+    );
+    for engine in engines() {
+        let kind = engine.kind();
+        let mut sim = load_on(engine.as_ref(), &s);
+        for _ in 0..120 {
+            sim.step().unwrap();
+        }
+        let t = sim.time();
+        let p = body(&sim.observation("/World/Box").unwrap(), "/World/Box").position;
+        let d = [p[0] - start[0], p[1] - start[1], p[2] - start[2]];
+        let along: f64 = (0..3).map(|k| d[k] * downhill[k]).sum();
+        let off: f64 = (0..3).map(|k| d[k] * normal[k]).sum();
+        let theory = G * theta.sin() * t * t / 2.0;
+        let bound = G * theta.sin() * t / 240.0 / 2.0 + 0.002;
+        println!(
+            "{kind}: slid {along:.4} m in {t:.3} s (theory {theory:.4}), {:.1e} m off the surface, {:.1e} m sideways",
+            off, d[1]
+        );
+        assert!(
+            (along - theory).abs() <= bound,
+            "{kind}: slid {along} m, theory {theory} ± {bound}"
+        );
+        assert!(
+            off.abs() < 0.005 && d[1].abs() < 1e-3,
+            "{kind}: left the slope: {d:?}"
+        );
+    }
+}
