@@ -215,3 +215,157 @@ async fn the_inspector_page_shows_a_twin_fail_and_come_back_in_chromium() {
     eprintln!("{text}");
     assert!(text.contains("1 restart"), "{text}");
 }
+
+/// A twin's 3D view in Chromium: it draws the running conveyor's bodies and
+/// follows them; paused, every body is drawn where `GET /state` puts it at
+/// the same step; a fork ticked in the list is drawn beside it. The screenshot
+/// is the one in the docs.
+#[tokio::test]
+async fn the_twin_view_draws_each_body_where_the_state_puts_it_in_chromium() {
+    let Ok(playwright) = std::env::var("HANZO_TWIN_PLAYWRIGHT") else {
+        eprintln!(
+            "SKIPPED: HANZO_TWIN_PLAYWRIGHT is not set; scripts/test.sh installs playwright-core and Chromium and sets it"
+        );
+        return;
+    };
+    let node = TestNode::start().await;
+    let belt = node.create_sample("conveyor.yaml", "view-belt").await;
+    node.start_twin(&belt, "paused").await;
+    let (status, fork) = node
+        .post(&format!("/v1/twins/{belt}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{fork}");
+    let fork = fork["id"].as_str().expect("id").to_string();
+    let (status, v) = node
+        .post(
+            &format!("/v1/twins/{belt}/clock"),
+            json!({ "clock": "realtime" }),
+        )
+        .await;
+    assert!((200..300).contains(&status), "{v}");
+    let token = node.token.clone().expect("development token");
+    let shot = std::env::temp_dir().join("hanzo-twin-twin-view.png");
+    let out = tokio::process::Command::new("node")
+        .arg(repo().join("tests/browser/twin_view.cjs"))
+        .args([&node.url(""), &token, &belt, &fork])
+        .arg(&shot)
+        .env("HANZO_TWIN_PLAYWRIGHT", playwright)
+        .output()
+        .await
+        .expect("node runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the browser check failed:\n{text}");
+    eprintln!("{text}");
+    assert!(text.contains("where GET /state puts it"), "{text}");
+}
+
+#[tokio::test]
+async fn geometry_and_the_pose_stream_describe_a_running_twin() {
+    let node = TestNode::start().await;
+    let belt = node.create_sample("conveyor.yaml", "shapes-belt").await;
+    // Not running: no geometry, with the reason.
+    let (status, v) = node.get(&format!("/v1/twins/{belt}/geometry")).await;
+    assert_eq!(status, 409, "{v}");
+    node.start_twin(&belt, "paused").await;
+    let (status, g) = node.get(&format!("/v1/twins/{belt}/geometry")).await;
+    assert_eq!(status, 200, "{g}");
+    assert_eq!(g["up_axis"], "Z");
+    let bodies = g["bodies"].as_array().expect("bodies");
+    let box1 = bodies
+        .iter()
+        .find(|b| b["path"] == "/World/Boxes/Box1")
+        .expect("Box1");
+    assert_eq!(box1["kind"], "Dynamic");
+    let half = &box1["shapes"][0]["shape"]["Cuboid"]["half_extents"];
+    assert_eq!(half, &json!([0.1, 0.1, 0.1]), "{box1}");
+
+    // Bad rates are refused, naming the field.
+    for hz in ["0", "31", "-1", "1e3"] {
+        let (status, v) = node
+            .get(&format!("/v1/twins/{belt}/poses/events?hz={hz}"))
+            .await;
+        assert_eq!(status, 400, "hz={hz}: {v}");
+        assert_eq!(v["error"]["field"], "hz", "{v}");
+    }
+    // The stream: the poses now, in the geometry's order, then each step.
+    let mut response = node
+        .http
+        .get(node.url(&format!("/v1/twins/{belt}/poses/events?hz=30")))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), 200);
+    let mut seen = Vec::new();
+    read_events(&mut response, &mut seen, |kind, _| kind == "poses").await;
+    let first = seen.pop().expect("an event").1;
+    assert_eq!(first["step"], 0);
+    assert_eq!(
+        first["poses"].as_array().expect("poses").len(),
+        bodies.len()
+    );
+    let i = bodies
+        .iter()
+        .position(|b| b["path"] == "/World/Boxes/Box1")
+        .expect("index");
+    assert_eq!(first["poses"][i][2], json!(1.5), "{first}");
+    node.step(&belt, 24).await;
+    read_events(&mut response, &mut seen, |kind, _| kind == "poses").await;
+    let later = seen.pop().expect("an event").1;
+    assert_eq!(later["step"], 24, "{later}");
+    let (_, state) = node
+        .get(&format!(
+            "/v1/twins/{belt}/observation?path=/World/Boxes/Box1"
+        ))
+        .await;
+    assert_eq!(
+        later["poses"][i][2], state["bodies"][0]["position"][2],
+        "{later}"
+    );
+}
+
+/// The pages' libraries are the pinned npm releases scripts/vendor-web.sh
+/// recorded, and the node serves them itself (no CDN).
+#[tokio::test]
+async fn the_vendored_libraries_match_their_checksums_and_are_served() {
+    use sha2::{Digest, Sha256};
+    let dir = repo().join("api/src/inspector/vendor");
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).expect("SHA256SUMS");
+    let mut files = 0;
+    for line in sums.lines() {
+        let (sum, name) = line.split_once("  ").expect("sha256sum format");
+        let bytes = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            got, sum,
+            "{name} differs from what scripts/vendor-web.sh vendored"
+        );
+        files += 1;
+    }
+    assert!(files >= 6, "{sums}");
+    let node = TestNode::start().await;
+    let served = node
+        .http
+        .get(node.url("/inspector/assets/three.module.min.js"))
+        .send()
+        .await
+        .expect("asset");
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["content-type"], "text/javascript");
+    let body = served.bytes().await.expect("body");
+    let file = std::fs::read(dir.join("three/three.module.min.js")).expect("file");
+    assert!(body[..] == file[..], "the node serves another three.js");
+    let missing = node
+        .http
+        .get(node.url("/inspector/assets/jquery.js"))
+        .send()
+        .await
+        .expect("asset");
+    assert_eq!(missing.status(), 404);
+}

@@ -1053,6 +1053,17 @@ impl TwinNode {
         }
     }
 
+    /// The shapes of the twin's scene, to draw it.
+    pub async fn geometry(
+        &self,
+        twin: &str,
+    ) -> Result<hanzo_twin_engines::scene::SceneGeometry, TwinError> {
+        match self.op(twin, TwinOp::Geometry).await? {
+            TwinOpReply::Geometry(g) => Ok(*g),
+            other => Err(unexpected_op(other)),
+        }
+    }
+
     pub async fn set_clock(&self, twin: &str, clock: Clock) -> Result<(), TwinError> {
         self.op_done(twin, TwinOp::SetClock { clock }).await
     }

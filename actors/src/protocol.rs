@@ -366,6 +366,8 @@ pub enum TwinOp {
         after: Option<u64>,
         limit: usize,
     },
+    /// The shapes of its scene's bodies, to draw it.
+    Geometry,
 }
 
 impl TwinOp {
@@ -384,6 +386,7 @@ impl TwinOp {
             TwinOp::SyncHistory { .. } => "sync_history",
             TwinOp::Parameters { .. } => "parameters",
             TwinOp::SetParameters { .. } => "set_parameters",
+            TwinOp::Geometry => "geometry",
         }
     }
 
@@ -397,6 +400,7 @@ impl TwinOp {
                 | TwinOp::SyncStatus
                 | TwinOp::SyncHistory { .. }
                 | TwinOp::Parameters { .. }
+                | TwinOp::Geometry
         )
     }
 }
@@ -414,6 +418,7 @@ pub enum TwinOpReply {
     SyncHistory(Box<SyncHistoryPage>),
     /// Parameter values by `/Prim/Path.parameter`.
     Parameters(std::collections::BTreeMap<String, f64>),
+    Geometry(Box<hanzo_twin_engines::scene::SceneGeometry>),
 }
 
 /// A running twin's copy of its simulation, with the scene it runs, for a

@@ -251,6 +251,7 @@ impl TwinState {
             TwinOp::Observe { path } => {
                 TwinOpReply::Observation(Box::new(self.sim.observation(&path)?))
             }
+            TwinOp::Geometry => TwinOpReply::Geometry(Box::new(self.scene.geometry())),
             TwinOp::Parameters { names } if names.is_empty() => {
                 TwinOpReply::Parameters(all_parameters(self.sim.as_ref())?)
             }

@@ -17,6 +17,7 @@ pub mod openapi;
 mod paging;
 pub mod rbac;
 pub mod scenes;
+mod twin_view;
 mod twins;
 
 use axum::Router;
@@ -112,6 +113,7 @@ fn routes(config: &ApiConfig) -> Routes {
         .protected(GET, "/v1/cluster/nodes", INFRA_READ, cluster_nodes)
         .protected(GET, "/v1/audit", AUDIT_READ, audit::list)
         .merge(twins::routes())
+        .merge(twin_view::routes())
         .merge(gym::routes())
         .merge(jobs::routes())
         .merge(inspector::routes())

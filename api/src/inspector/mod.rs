@@ -24,6 +24,7 @@ use tokio::sync::broadcast::{Receiver, error::RecvError};
 
 const INFRA_READ: Permission = Permission::new(Resource::Infra, Action::Read);
 const PAGE: &str = include_str!("page.html");
+const TWIN_PAGE: &str = include_str!("twin.html");
 /// A fresh tree at least this often, for the message counts.
 const REFRESH: Duration = Duration::from_secs(2);
 
@@ -40,6 +41,8 @@ pub(crate) struct TreeStreamEvent {
 pub(crate) fn routes() -> Routes {
     Routes::new()
         .public(GET, "/inspector", page)
+        .public(GET, "/inspector/twins/{id}", twin_page)
+        .public(GET, "/inspector/assets/{file}", asset)
         .protected(GET, "/v1/cluster/tree", INFRA_READ, tree)
         .protected(GET, "/v1/cluster/tree/events", INFRA_READ, events)
 }
@@ -55,6 +58,92 @@ pub(crate) async fn page() -> Response {
         PAGE,
     )
         .into_response()
+}
+
+/// A twin's live 3D view (three.js, drawn from `GET /v1/twins/{id}/geometry`
+/// and moved by `GET /v1/twins/{id}/poses/events`), with its forks beside
+/// it on request. Like the tree page it holds no data.
+#[utoipa::path(get, path = "/inspector/twins/{id}", operation_id = "inspector_twin_page", tag = "cluster", security(()), params(("id" = String, Path, description = "The twin's id, or its unique name", example = "robot-arm-cell")), responses((status = 200, description = "The twin's live 3D view", body = String, content_type = "text/html")))]
+pub(crate) async fn twin_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        TWIN_PAGE,
+    )
+        .into_response()
+}
+
+/// The pages' shared script and the browser libraries they use, pinned npm
+/// releases kept in the repository (`scripts/vendor-web.sh`,
+/// `vendor/VERSIONS`): served by the node, so the console works with no
+/// outside network.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    // The pages' own shared code.
+    (
+        "console.js",
+        "text/javascript",
+        include_bytes!("console.js"),
+    ),
+    (
+        "three.module.min.js",
+        "text/javascript",
+        include_bytes!("vendor/three/three.module.min.js"),
+    ),
+    (
+        "OrbitControls.js",
+        "text/javascript",
+        include_bytes!("vendor/three/addons/controls/OrbitControls.js"),
+    ),
+    (
+        "ConvexGeometry.js",
+        "text/javascript",
+        include_bytes!("vendor/three/addons/geometries/ConvexGeometry.js"),
+    ),
+    (
+        "ConvexHull.js",
+        "text/javascript",
+        include_bytes!("vendor/three/addons/math/ConvexHull.js"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript",
+        include_bytes!("vendor/uplot/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css",
+        include_bytes!("vendor/uplot/uPlot.min.css"),
+    ),
+];
+
+/// One of the pages' libraries; they change only with the node's version.
+#[utoipa::path(get, path = "/inspector/assets/{file}", operation_id = "inspector_asset", tag = "cluster", security(()), params(("file" = String, Path, description = "A library file the pages load", example = "three.module.min.js")), responses((status = 200, description = "The file", body = String, content_type = "text/javascript"), (status = 404, description = "No such file", body = crate::error::ErrorResponse)))]
+pub(crate) async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, ..)| *name == file) {
+        Some((_, content_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => crate::error::ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no library file {file}; the pages load {}",
+                ASSETS
+                    .iter()
+                    .map(|(n, ..)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// How long another member may take to send its tree.

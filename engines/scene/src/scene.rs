@@ -352,7 +352,57 @@ fn read_mjcf(path: &std::path::Path) -> Result<SceneModel, crate::SceneError> {
     })
 }
 
+/// What a viewer needs to draw a scene: each body's shapes, without the
+/// physics (materials, masses, joints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SceneGeometry {
+    pub up_axis: Axis,
+    pub bodies: Vec<BodyGeometry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BodyGeometry {
+    pub path: String,
+    pub kind: BodyKind,
+    /// The pose the body was authored at (where a still body stays).
+    pub pose: Pose,
+    pub shapes: Vec<ShapeGeometry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShapeGeometry {
+    pub path: String,
+    pub shape: Shape,
+    /// In the body's frame.
+    pub local_pose: Pose,
+}
+
 impl SceneModel {
+    /// The scene's bodies and their shapes, for drawing.
+    pub fn geometry(&self) -> SceneGeometry {
+        SceneGeometry {
+            up_axis: self.up_axis,
+            bodies: self
+                .bodies
+                .iter()
+                .map(|b| BodyGeometry {
+                    path: b.path.clone(),
+                    kind: b.kind,
+                    pose: b.pose,
+                    shapes: b
+                        .colliders
+                        .iter()
+                        .map(|c| ShapeGeometry {
+                            path: c.path.clone(),
+                            shape: c.shape.clone(),
+                            local_pose: c.local_pose,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
     /// Gravity to use when the twin definition gives none.
     pub fn default_gravity(&self) -> [f64; 3] {
         self.gravity.unwrap_or_else(|| {
