@@ -455,10 +455,11 @@ fn the_ball_jointed_humanoid_falls_freely_on_every_engine() {
 /// from the nearer end of a range zero lies outside (a1's knees), into its
 /// range; 4 s at 240 Hz. Settled, MuJoCo, PhysX and PyBullet agree to 1e-4
 /// (the drives hold each link where stiffness balances gravity). rapier3d's
-/// position motors sag further under load: its force-based motor settles at
-/// k/(1 + c·damping·dt) of the stiffness it is given (a 1 kg arm of 1 m held
-/// by k = 1000, d = 100 sags 0.30 rad, not 0.0098), which puts the panda's
-/// fingertips 2.3 cm from the others; docs/engines.md has it. Bodies are held
+/// position motors sag further under load (rapier does not warm-start joint
+/// motors in 3-D, and 4 solver iterations bring a damped motor only part of
+/// the way: a 1 kg arm of 1 m held by k = 1000, d = 100 sags 0.30 rad, not
+/// 0.0098), which puts the panda's fingertips 2.3 cm from the others;
+/// docs/engines.md has it. Bodies are held
 /// to 3 cm of rapier3d's and joints to 0.05 rad, and the other three to 2 mm
 /// of each other. (On the way they differ more where a robot starts outside
 /// its limits: each engine pushes a violated limit back its own way.)
