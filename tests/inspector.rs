@@ -68,6 +68,12 @@ async fn the_tree_shows_twins_under_the_host_and_their_restarts() {
     assert_eq!(twin["restarts"], 0);
     assert_eq!(twin["target"], id.as_str());
     assert!(twin["messages"].as_u64().unwrap_or(0) >= 3, "{twin}");
+    // Its actor's figures: how long it has run and how long a message took.
+    assert!(twin["uptime_s"].as_f64().is_some_and(|s| s > 0.0), "{twin}");
+    assert!(
+        twin["handling_mean_us"].as_f64().is_some_and(|us| us > 0.0),
+        "{twin}"
+    );
     let before = twin["actor_id"].clone();
 
     // A gym batch appears beside the twins.
@@ -84,6 +90,7 @@ async fn the_tree_shows_twins_under_the_host_and_their_restarts() {
         .clone();
     assert_eq!(batch["kind"], "gym");
     assert_eq!(batch["target"], "cartpole-v0 × 2");
+    assert!(batch["uptime_s"].as_f64().is_some(), "{batch}");
 
     // Crash the twin's actor: the supervisor restarts it under a new actor.
     let (status, _) = node

@@ -39,6 +39,8 @@ impl ChildBoard {
             .iter()
             .map(|(r, m)| ChildReport {
                 messages: m.get(),
+                uptime_s: m.uptime_s(),
+                handling_mean_us: m.handling_mean_us(),
                 ..r.clone()
             })
             .collect()
@@ -82,6 +84,8 @@ impl ChildEntry {
             status: self.status,
             restarts: self.restarts,
             messages: self.messages.get(),
+            uptime_s: self.messages.uptime_s(),
+            handling_mean_us: self.messages.handling_mean_us(),
             last_error: self.last_error.clone(),
         }
     }

@@ -288,8 +288,8 @@ impl Actor for GymEnvActor {
         msg: GymMsg,
         state: &mut GymEnvState,
     ) -> Result<(), ActorProcessingErr> {
+        let _timer = (!matches!(msg, GymMsg::IdleCheck)).then(|| state.messages.time());
         if !matches!(msg, GymMsg::IdleCheck) {
-            state.messages.bump();
             state.last_request = std::time::Instant::now();
         }
         match msg {
@@ -562,7 +562,7 @@ impl GymEnvs {
     /// The batches `scope` sees, as the supervision tree draws them.
     pub(crate) fn tree_nodes(&self, scope: &Scope) -> Vec<crate::inspector::ActorNode> {
         self.visible(scope)
-            .map(|b| b.info.tree_node(b.actor.get_id(), b.messages.get()))
+            .map(|b| b.info.tree_node(b.actor.get_id(), &b.messages))
             .collect()
     }
 
@@ -923,7 +923,11 @@ pub struct GymStarted {
 
 impl GymEnvInfo {
     /// The batch as the supervision tree draws it.
-    pub fn tree_node(&self, actor: ractor::ActorId, messages: u64) -> crate::inspector::ActorNode {
+    pub fn tree_node(
+        &self,
+        actor: ractor::ActorId,
+        messages: &crate::inspector::MessageCount,
+    ) -> crate::inspector::ActorNode {
         crate::inspector::ActorNode {
             actor_id: Some(actor.to_string()),
             name: self.id.clone(),
@@ -931,7 +935,9 @@ impl GymEnvInfo {
             status: "running".into(),
             target: Some(format!("{} × {}", self.task, self.num_envs)),
             restarts: 0,
-            messages,
+            messages: messages.get(),
+            uptime_s: Some(messages.uptime_s()),
+            handling_mean_us: messages.handling_mean_us(),
             children: Vec::new(),
         }
     }

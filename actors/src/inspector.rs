@@ -22,13 +22,24 @@ pub struct ActorNode {
     pub target: Option<String>,
     pub restarts: u32,
     pub messages: u64,
+    /// Seconds since its actor's figures began (its start); `null` for the
+    /// node and host rows.
+    #[serde(default)]
+    pub uptime_s: Option<f64>,
+    /// Mean time (µs) its actor took to handle a message, over the messages
+    /// it timed; `null` before the first.
+    #[serde(default)]
+    pub handling_mean_us: Option<f64>,
     pub children: Vec<ActorNode>,
 }
 
 impl ActorNode {
     /// A twin or fork held by the host; `running`: its actor and the
     /// messages it handled.
-    pub fn twin(record: &crate::TwinRecord, running: Option<(ractor::ActorId, u64)>) -> ActorNode {
+    pub fn twin(
+        record: &crate::TwinRecord,
+        running: Option<(ractor::ActorId, &MessageCount)>,
+    ) -> ActorNode {
         let status = match (&running, record.status.state) {
             (Some(_), _) => "running",
             (None, crate::Lifecycle::Running) if record.status.passivated => "passivated",
@@ -42,7 +53,9 @@ impl ActorNode {
             status: status.into(),
             target: Some(record.id.to_string()),
             restarts: record.status.restarts,
-            messages: running.map_or(0, |(_, m)| m),
+            messages: running.as_ref().map_or(0, |(_, m)| m.get()),
+            uptime_s: running.as_ref().map(|(_, m)| m.uptime_s()),
+            handling_mean_us: running.as_ref().and_then(|(_, m)| m.handling_mean_us()),
             children: Vec::new(),
         }
     }
@@ -61,6 +74,8 @@ impl ActorNode {
             target: None,
             restarts: 0,
             messages: 0,
+            uptime_s: None,
+            handling_mean_us: None,
             children: twins,
         };
         ActorNode {
@@ -71,6 +86,8 @@ impl ActorNode {
             target: None,
             restarts: 0,
             messages: 0,
+            uptime_s: None,
+            handling_mean_us: None,
             children: vec![host],
         }
     }
@@ -142,16 +159,75 @@ impl TreeEvents {
     }
 }
 
-/// How many messages an actor has handled, shared with whoever reports it.
-#[derive(Debug, Clone, Default)]
-pub struct MessageCount(Arc<AtomicU64>);
+/// How many messages an actor has handled and how long they took, since its
+/// figures began; shared with whoever reports it.
+#[derive(Debug, Clone)]
+pub struct MessageCount(Arc<Figures>);
+
+#[derive(Debug)]
+struct Figures {
+    messages: AtomicU64,
+    /// Messages whose handling was timed, and their total time.
+    timed: AtomicU64,
+    busy_ns: AtomicU64,
+    since: std::time::Instant,
+}
+
+impl Default for MessageCount {
+    fn default() -> Self {
+        MessageCount(Arc::new(Figures {
+            messages: AtomicU64::new(0),
+            timed: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            since: std::time::Instant::now(),
+        }))
+    }
+}
 
 impl MessageCount {
     pub fn bump(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One message handled, in `took`.
+    pub fn handled(&self, took: std::time::Duration) {
+        self.bump();
+        self.0.timed.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.0.busy_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Times the handling of one message: it counts, with its time, when
+    /// the returned guard is dropped (a panic included).
+    pub fn time(&self) -> HandlingTimer {
+        HandlingTimer {
+            count: self.clone(),
+            started: std::time::Instant::now(),
+        }
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.messages.load(Ordering::Relaxed)
+    }
+
+    pub fn uptime_s(&self) -> f64 {
+        self.0.since.elapsed().as_secs_f64()
+    }
+
+    pub fn handling_mean_us(&self) -> Option<f64> {
+        let timed = self.0.timed.load(Ordering::Relaxed);
+        (timed > 0).then(|| self.0.busy_ns.load(Ordering::Relaxed) as f64 / timed as f64 / 1e3)
+    }
+}
+
+/// See [`MessageCount::time`].
+pub struct HandlingTimer {
+    count: MessageCount,
+    started: std::time::Instant,
+}
+
+impl Drop for HandlingTimer {
+    fn drop(&mut self) {
+        self.count.handled(self.started.elapsed());
     }
 }

@@ -146,6 +146,8 @@ pub struct ChildReport {
     pub status: &'static str,
     pub restarts: u32,
     pub messages: u64,
+    pub uptime_s: f64,
+    pub handling_mean_us: Option<f64>,
     pub last_error: Option<String>,
 }
 
@@ -159,6 +161,8 @@ impl ChildReport {
             target: self.last_error.clone(),
             restarts: self.restarts,
             messages: self.messages,
+            uptime_s: Some(self.uptime_s),
+            handling_mean_us: self.handling_mean_us,
             children: Vec::new(),
         }
     }

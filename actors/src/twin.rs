@@ -719,7 +719,7 @@ impl Actor for TwinActor {
         msg: TwinMsg,
         state: &mut TwinState,
     ) -> Result<(), ActorProcessingErr> {
-        state.messages.bump();
+        let _timer = state.messages.time();
         // Before handling, so no reply sent while handling it can be
         // followed by a cached read of the state it changed.
         if msg.may_change_state() {

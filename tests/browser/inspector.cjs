@@ -34,6 +34,17 @@ async function main() {
     if (page.url().includes("token")) throw new Error(`token still in the address: ${page.url()}`);
     const before = await page.getAttribute(row, "data-actor-id");
     console.log(`page shows ${twin} running as actor ${before}`);
+    if (!peer) {
+      // Its figures: uptime and mean handling time once it has handled a message.
+      await fetch(`${url}/v1/twins/${twin}/step`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify({ steps: 1 }),
+      });
+      await page.waitForFunction(
+        (sel) => /handling [0-9]+ µs/.test(document.querySelector(sel)?.textContent || "")
+          && /up [0-9]/.test(document.querySelector(sel).textContent), `${row} .meta`, { timeout: 20000 });
+    }
 
     const response = await fetch(`${url}/v1/twins/${twin}/faults`, {
       method: "POST",

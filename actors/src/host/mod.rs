@@ -230,8 +230,7 @@ impl HostState {
         use crate::inspector::ActorNode;
         let twins = self.records.records().filter(|r| scope.admits(r)).map(|r| {
             let running = self.activations.get(r.id);
-            let mut node =
-                ActorNode::twin(r, running.map(|x| (x.actor.get_id(), x.messages.get())));
+            let mut node = ActorNode::twin(r, running.map(|x| (x.actor.get_id(), &x.messages)));
             if let Some(running) = running {
                 node.children = running
                     .children

@@ -97,7 +97,7 @@ struct Delivery {
 
 impl Delivery {
     async fn deliver(&self, alert: &Value) {
-        self.args.messages.bump();
+        let _timer = self.args.messages.time();
         for target in &self.args.targets {
             match target {
                 AlertTarget::Webhook { url, stats } => {

@@ -243,7 +243,7 @@ impl Actor for KafkaPublisher {
         msg: KafkaMsg,
         state: &mut KafkaState,
     ) -> Result<(), ActorProcessingErr> {
-        state.args.messages.bump();
+        let _timer = state.args.messages.time();
         match msg {
             KafkaMsg::Tick => {
                 let at = chrono::Utc::now();

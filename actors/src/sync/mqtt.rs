@@ -333,7 +333,7 @@ impl Actor for MqttSource {
         msg: MqttMsg,
         state: &mut MqttState,
     ) -> Result<(), ActorProcessingErr> {
-        state.args.messages.bump();
+        let _timer = state.args.messages.time();
         let MqttMsg::Event(event, reply) = msg;
         let mut wait = Duration::ZERO;
         match event {

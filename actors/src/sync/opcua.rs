@@ -188,7 +188,7 @@ impl Actor for OpcuaSource {
         msg: OpcuaMsg,
         state: &mut OpcuaState,
     ) -> Result<(), ActorProcessingErr> {
-        state.args.messages.bump();
+        let _timer = state.args.messages.time();
         match msg {
             OpcuaMsg::Connected => state.args.link.connected(),
             OpcuaMsg::Lost {

@@ -245,7 +245,7 @@ impl Actor for MqttPublisher {
         msg: PublisherMsg,
         state: &mut PublisherState,
     ) -> Result<(), ActorProcessingErr> {
-        state.args.messages.bump();
+        let _timer = state.args.messages.time();
         match msg {
             PublisherMsg::Event(event, reply) => {
                 let wait = match event {
