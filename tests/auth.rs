@@ -430,6 +430,22 @@ fn cases() -> Vec<Case> {
             body: no_body,
         },
         Case {
+            method: Method::GET,
+            path: "/v1/twins/{id}/geometry",
+            allowed: ALL,
+            ok: 200,
+            target: Shared,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/twins/{id}/poses/events",
+            allowed: ALL,
+            ok: 200,
+            target: Shared,
+            body: no_body,
+        },
+        Case {
             method: Method::POST,
             path: "/v1/twins/{id}/clock",
             allowed: RUNNERS,
@@ -667,7 +683,10 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
             "/ready",
             "/v1/openapi.json",
             "/docs",
-            "/inspector"
+            // Pages and their scripts: no data without a token.
+            "/inspector",
+            "/inspector/twins/{id}",
+            "/inspector/assets/{file}"
         ]
     );
 
