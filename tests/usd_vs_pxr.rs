@@ -4,6 +4,8 @@
 
 mod common;
 
+use hanzo_twin::engines::geometry::quat_rotate;
+use hanzo_twin::engines::look::LightKind;
 use hanzo_twin::engines::scene::{BodyKind, JointKind, SceneModel};
 use hanzo_twin::engines::usd::load_scene;
 use serde_json::Value;
@@ -191,6 +193,7 @@ fn reader_agrees_with_pxr_usdphysics() {
         repo().join("tests/fixtures/usd/ref.usda"),
         repo().join("tests/fixtures/usd/simple_physics.usda"),
         repo().join("tests/fixtures/usd/spherical.usda"),
+        repo().join("tests/fixtures/usd/looks.usda"),
     ];
     let out = Command::new(&python)
         .arg(repo().join("tests/peers/usd_physics_summary.py"))
@@ -208,6 +211,87 @@ fn reader_agrees_with_pxr_usdphysics() {
         let key = file.to_str().expect("utf-8 path");
         let ours = load_scene(file).unwrap_or_else(|e| panic!("{key}: {e}"));
         compare(key, &ours, &summaries[key]);
+        compare_looks(key, &ours, &summaries[key]);
+    }
+}
+
+/// How the scene looks: pxr's UsdShade resolves the same material for
+/// each collider (preview purpose, then all), its UsdPreviewSurface gives
+/// the same inputs (or the displayColor does), the same semantic class is
+/// inherited, and UsdLux gives the same lights.
+fn compare_looks(file: &str, ours: &SceneModel, pxr: &Value) {
+    let colliders: Vec<_> = ours.bodies.iter().flat_map(|b| &b.colliders).collect();
+    for collider in colliders {
+        let Some(theirs) = pxr["looks"].get(&collider.path) else {
+            continue;
+        };
+        let look = ours.look.shape(&collider.path);
+        assert_eq!(
+            look.and_then(|l| l.class.as_deref()),
+            theirs["class"].as_str(),
+            "{file}: {} class",
+            collider.path
+        );
+        match (look, theirs["surface"].as_object()) {
+            (_, None) => assert!(
+                look.is_none_or(|l| l.surface == Default::default()),
+                "{file}: {} has a surface pxr does not see",
+                collider.path
+            ),
+            (None, Some(_)) => panic!("{file}: {} has no surface; pxr sees one", collider.path),
+            (Some(l), Some(t)) => {
+                let s = &l.surface;
+                assert!(
+                    close3(&s.diffuse_color, &t["diffuse_color"]),
+                    "{file}: {} diffuse {:?} vs {}",
+                    collider.path,
+                    s.diffuse_color,
+                    t["diffuse_color"]
+                );
+                assert!(close(
+                    s.roughness,
+                    t["roughness"].as_f64().expect("roughness")
+                ));
+                assert!(close(s.metallic, t["metallic"].as_f64().expect("metallic")));
+            }
+        }
+    }
+    let lights = pxr["lights"].as_object().expect("lights");
+    assert_eq!(ours.look.lights.len(), lights.len(), "{file}: lights");
+    for light in &ours.look.lights {
+        let t = &lights[&light.path];
+        let kind = match light.kind {
+            LightKind::Distant { .. } => "DistantLight",
+            LightKind::Sphere { .. } => "SphereLight",
+            LightKind::Rect { .. } => "RectLight",
+            LightKind::Disk { .. } => "DiskLight",
+            LightKind::Dome => "DomeLight",
+        };
+        assert_eq!(t["type"], kind, "{file}: {}", light.path);
+        assert!(
+            close(light.intensity, t["intensity"].as_f64().expect("intensity")),
+            "{file}: {} intensity",
+            light.path
+        );
+        assert!(
+            close3(&light.color, &t["color"]),
+            "{file}: {} colour {:?} vs {}",
+            light.path,
+            light.color,
+            t["color"]
+        );
+        assert!(
+            close3(&light.pose.translation, &t["position"]),
+            "{file}: {} position",
+            light.path
+        );
+        let shine = quat_rotate(light.pose.rotation, [0.0, 0.0, -1.0]);
+        assert!(
+            close3(&shine, &t["shine"]),
+            "{file}: {} shines {shine:?} vs {}",
+            light.path,
+            t["shine"]
+        );
     }
 }
 

@@ -20,7 +20,7 @@ pub mod types;
 
 // The scene model is its own crate; engines build from it, so its modules are
 // part of this crate's interface.
-pub use hanzo_twin_scene::{SceneError, geometry, recording, scene, tree, urdf, usd};
+pub use hanzo_twin_scene::{SceneError, geometry, look, recording, scene, tree, urdf, usd};
 
 #[cfg(feature = "rapier")]
 pub mod rapier;

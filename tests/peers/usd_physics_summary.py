@@ -17,7 +17,7 @@ import math
 import sys
 from pathlib import Path
 
-from pxr import Usd, UsdPhysics
+from pxr import Gf, Usd, UsdGeom, UsdLux, UsdPhysics, UsdShade
 
 HERE = Path(__file__).resolve().parents[2] / "configs" / "scenes"
 DEG = math.pi / 180
@@ -108,7 +108,71 @@ def summarize(path):
                         "acceleration": d.drive.acceleration,
                     }
                 out["joints"][p] = joint
+    out["looks"] = looks(stage, list(out["shapes"]))
+    out["lights"] = lights(stage)
     return stage, out
+
+
+def looks(stage, shapes):
+    """Each collider's surface as a renderer sees it: the UsdPreviewSurface
+    bound for the preview purpose, or the displayColor; and its class."""
+    out = {}
+    for path in shapes:
+        prim = stage.GetPrimAtPath(path)
+        surface = None
+        material, _ = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial(UsdShade.Tokens.preview)
+        if material:
+            shader = material.ComputeSurfaceSource()[0]
+            if shader and shader.GetIdAttr().Get() == "UsdPreviewSurface":
+                def value(name, fallback):
+                    i = shader.GetInput(name)
+                    v = i.Get() if i and not i.HasConnectedSource() else None
+                    return fallback if v is None else v
+                surface = {
+                    "diffuse_color": vec(value("diffuseColor", Gf.Vec3f(0.18))),
+                    "roughness": float(value("roughness", 0.5)),
+                    "metallic": float(value("metallic", 0.0)),
+                }
+        if surface is None:
+            colours = UsdGeom.Gprim(prim).GetDisplayColorAttr().Get() if prim.IsA(UsdGeom.Gprim) else None
+            if colours:
+                surface = {"diffuse_color": vec(colours[0]), "roughness": 0.5, "metallic": 0.0}
+        label = None
+        p = prim
+        while p and p.GetPath() != p.GetPath().absoluteRootPath and label is None:
+            a = p.GetAttribute("semantics:labels:class")
+            if a and a.Get():
+                label = str(a.Get()[0])
+            for attr in p.GetAttributes():
+                n = attr.GetName()
+                if label is None and n.startswith("semantic:") and n.endswith(":params:semanticType") and attr.Get() == "class":
+                    label = str(p.GetAttribute(n.replace("semanticType", "semanticData")).Get())
+            p = p.GetParent()
+        out[path] = {"surface": surface, "class": label}
+    return out
+
+
+def lights(stage):
+    """UsdLux lights: kind, radiance (intensity · 2^exposure), colour, where
+    they are and which way they shine (local -Z)."""
+    out = {}
+    for prim in stage.Traverse():
+        if not prim.HasAPI(UsdLux.LightAPI):
+            continue
+        light = UsdLux.LightAPI(prim)
+        m = UsdGeom.Xformable(prim).ComputeLocalToWorldTransform(Usd.TimeCode.Default())
+        shine = m.TransformDir(Gf.Vec3d(0, 0, -1)).GetNormalized()
+        colour = light.GetColorAttr().Get()
+        if light.GetEnableColorTemperatureAttr().Get():
+            colour = Gf.CompMult(Gf.Vec3f(colour), UsdLux.BlackbodyTemperatureAsRgb(light.GetColorTemperatureAttr().Get()))
+        out[str(prim.GetPath())] = {
+            "type": prim.GetTypeName(),
+            "intensity": light.GetIntensityAttr().Get() * 2 ** light.GetExposureAttr().Get(),
+            "color": vec(colour),
+            "position": vec(m.ExtractTranslation()),
+            "shine": vec(shine),
+        }
+    return out
 
 
 def close(a, b, tol=1e-5):

@@ -3,11 +3,13 @@
 //! USD stages are read by [`usd`] into the engine-neutral [`scene::SceneModel`];
 //! [`urdf`] converts robot descriptions to USD; [`tree`] plans a scene's
 //! kinematic tree; [`geometry`] holds the quaternion and frame maths every
-//! layer shares; [`recording`] is a twin's recorded run, exported back to USD.
+//! layer shares; [`look`] is how a scene looks (surfaces, classes,
+//! lights) for rendering; [`recording`] is a twin's recorded run, exported back to USD.
 //! Engine adapters (`hanzo-twin-engines`) build simulations from this model;
 //! nothing here knows an engine.
 
 pub mod geometry;
+pub mod look;
 pub mod recording;
 pub mod scene;
 pub mod tree;

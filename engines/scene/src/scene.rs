@@ -289,6 +289,9 @@ pub struct SceneModel {
     /// name, and the engine-neutral lists above stay empty.
     #[serde(default)]
     pub native: Option<NativeScene>,
+    /// Surfaces, classes and lights, for rendering (not physics).
+    #[serde(default)]
+    pub look: crate::look::SceneLook,
 }
 
 /// A scene file in an engine's own format, kept whole.
@@ -349,6 +352,7 @@ fn read_mjcf(path: &std::path::Path) -> Result<SceneModel, crate::SceneError> {
             path: file,
             text,
         }),
+        look: crate::look::SceneLook::default(),
     })
 }
 

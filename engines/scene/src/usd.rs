@@ -16,7 +16,10 @@
 //!   bound through `material:binding:physics` or `material:binding`;
 //! - revolute, prismatic and fixed joints with limits and `PhysicsDriveAPI` drives
 //!   (angles in degrees become radians, angular gains per degree become per radian);
-//! - `Camera` prims.
+//! - `Camera` prims;
+//! - how it looks, for rendering (`looks`): each collider's `UsdPreviewSurface`
+//!   bound for the preview purpose (or its `primvars:displayColor`), its
+//!   semantic class, and the UsdLux lights.
 //!
 //! What the scene model cannot represent and would change the physics if dropped
 //! (spherical, distance and generic D6 joints, bounding-sphere or SDF mesh approximations, acceleration drives,
@@ -25,6 +28,7 @@
 //! earliest time sample when an attribute is only time-sampled.
 
 pub mod export;
+mod looks;
 pub(crate) mod math;
 mod values;
 
@@ -358,6 +362,7 @@ impl Reader {
             }
         }
         let collision_groups = self.collision_groups(&mut bodies)?;
+        let look = self.look(&bodies)?;
 
         Ok(SceneModel {
             source: self.file.clone(),
@@ -368,6 +373,7 @@ impl Reader {
             cameras,
             collision_groups,
             native: None,
+            look,
         })
     }
 

@@ -812,3 +812,99 @@ fn spherical_joints_read_with_their_cone_in_radians() {
         );
     }
 }
+
+#[test]
+fn looks_are_read_with_inheritance_purposes_and_notes_for_what_is_not_drawn() {
+    let scene = load(&fixture("looks.usda"));
+    let look = &scene.look;
+    let hull = look
+        .shape("/World/Robot/Hull")
+        .expect("the hull inherits paint");
+    assert_eq!(hull.class.as_deref(), Some("robot"));
+    assert!(close3(hull.surface.diffuse_color, [0.1, 0.5, 0.9]));
+    let sensor = look
+        .shape("/World/Robot/Sensor")
+        .expect("the sensor's own look");
+    // The preview binding colours it; the physics binding does not.
+    assert!(close(sensor.surface.roughness, 0.05));
+    assert_eq!(sensor.class.as_deref(), Some("sensor"));
+    let crate_ = look.shape("/World/Crate").expect("displayColor");
+    assert_eq!(crate_.class.as_deref(), Some("crate"));
+    assert!(close3(crate_.surface.diffuse_color, [0.6, 0.4, 0.2]));
+    assert_eq!(look.lights.len(), 4);
+    let notes = look.notes.join("\n");
+    assert!(
+        notes.contains("/World/Looks/Wood") && notes.contains("wood.png"),
+        "{notes}"
+    );
+    assert!(notes.contains("/World/Sky"), "{notes}");
+    // The physics is untouched: the sensor is still rubber.
+    let robot = scene.body("/World/Robot").expect("robot");
+    let rubber = robot
+        .colliders
+        .iter()
+        .find(|c| c.path == "/World/Robot/Sensor")
+        .expect("sensor");
+    assert!(close(rubber.material.dynamic_friction, 0.9));
+}
+
+#[test]
+fn lights_written_before_usd_21_and_bad_colours_are_handled() {
+    let old = read_text(
+        "old.usda",
+        r#"#usda 1.0
+(
+    upAxis = "Z"
+)
+def SphereLight "Lamp"
+{
+    float intensity = 50
+    float exposure = 1
+    color3f color = (1, 0.5, 0.25)
+    float radius = 0.3
+}
+"#,
+    )
+    .expect("reads");
+    let lamp = &old.look.lights[0];
+    assert!(close(lamp.intensity, 100.0));
+    assert!(close3(lamp.color, [1.0, 0.5, 0.25]));
+    let err = read_text(
+        "bad.usda",
+        r#"#usda 1.0
+def Cube "Box" (
+    prepend apiSchemas = ["PhysicsCollisionAPI"]
+)
+{
+    color3f[] primvars:displayColor = [(-1, 0, 0)]
+}
+"#,
+    )
+    .expect_err("a negative colour");
+    assert!(
+        err.to_string().contains("/Box") && err.to_string().contains("displayColor"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_sample_scenes_have_materials_classes_and_lights() {
+    for name in ["conveyor", "robot-arm", "cartpole"] {
+        let scene = load(&sample(name));
+        let colliders = scene.bodies.iter().flat_map(|b| &b.colliders).count();
+        let classed = scene
+            .look
+            .shapes
+            .iter()
+            .filter(|s| s.class.is_some())
+            .count();
+        assert!(classed > 0, "{name}: no classes");
+        assert_eq!(scene.look.lights.len(), 2, "{name}");
+        assert!(
+            scene.look.notes.is_empty(),
+            "{name}: {:?}",
+            scene.look.notes
+        );
+        assert!(scene.look.shapes.len() <= colliders);
+    }
+}

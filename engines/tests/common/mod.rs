@@ -24,6 +24,7 @@ pub fn scene(bodies: Vec<Body>, joints: Vec<Joint>) -> SceneModel {
         cameras: vec![],
         collision_groups: vec![],
         native: None,
+        look: Default::default(),
     }
 }
 
