@@ -446,6 +446,14 @@ fn cases() -> Vec<Case> {
             body: no_body,
         },
         Case {
+            method: Method::GET,
+            path: "/v1/twins/{id}/render",
+            allowed: ALL,
+            ok: 200,
+            target: Shared,
+            body: no_body,
+        },
+        Case {
             method: Method::POST,
             path: "/v1/twins/{id}/clock",
             allowed: RUNNERS,

@@ -21,6 +21,19 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The actor a supervision event says has ended, and why: a failure's
+/// error, or a termination's reason; `None` for events that end nothing.
+pub fn ended(event: &ractor::SupervisionEvent) -> Option<(ActorId, String)> {
+    match event {
+        ractor::SupervisionEvent::ActorFailed(cell, e) => Some((cell.get_id(), e.to_string())),
+        ractor::SupervisionEvent::ActorTerminated(cell, _, reason) => Some((
+            cell.get_id(),
+            reason.clone().unwrap_or_else(|| "stopped".into()),
+        )),
+        _ => None,
+    }
+}
+
 /// More failures than this within [`RESTART_WINDOW`] and a child is given up.
 pub const MAX_RESTARTS: usize = 5;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);

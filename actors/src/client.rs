@@ -1064,6 +1064,18 @@ impl TwinNode {
         }
     }
 
+    /// A picture of the twin now, drawn by the node that holds it.
+    pub async fn render(
+        &self,
+        twin: &str,
+        request: crate::protocol::RenderRequest,
+    ) -> Result<crate::protocol::RenderedFrame, TwinError> {
+        match self.op(twin, TwinOp::Render(Box::new(request))).await? {
+            TwinOpReply::Render(frame) => Ok(*frame),
+            other => Err(unexpected_op(other)),
+        }
+    }
+
     pub async fn set_clock(&self, twin: &str, clock: Clock) -> Result<(), TwinError> {
         self.op_done(twin, TwinOp::SetClock { clock }).await
     }

@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod protocol;
 pub mod record;
 pub mod remote;
+pub mod render;
 pub mod scenes;
 pub mod store;
 pub mod sync;

@@ -372,6 +372,57 @@ pub enum TwinOp {
     },
     /// The shapes of its scene's bodies, to draw it.
     Geometry,
+    /// A picture of it now, with labels, drawn by the node's render workers.
+    Render(Box<RenderRequest>),
+}
+
+/// What to draw a twin as, and how (`GET /v1/twins/{id}/render`).
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderRequest {
+    /// A camera of the scene, by prim path; none: `eye` and `look_at`
+    /// place one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eye: Option<[f64; 3]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub look_at: Option<[f64; 3]>,
+    /// Up in the image (default: the scene's up axis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up: Option<[f64; 3]>,
+    /// Vertical field of view; default the camera's, or 60°.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fov_deg: Option<f64>,
+    pub width: u32,
+    pub height: u32,
+    pub outputs: Vec<hanzo_twin_render::encode::Output>,
+    /// Rays a pixel for colour (1–64).
+    pub samples_per_pixel: u32,
+}
+
+/// One picture of a twin: PNG images and the labels of what they show.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderedFrame {
+    /// The twin's simulated time and step when its poses were taken.
+    pub time: f64,
+    pub step: u64,
+    pub width: u32,
+    pub height: u32,
+    pub intrinsics: hanzo_twin_render::Intrinsics,
+    pub images: Vec<RenderedImage>,
+    /// Every body the view passes through: boxes, pixels, visible fraction.
+    pub instances: Vec<hanzo_twin_render::InstanceLabel>,
+    /// Semantic class names; class id `i + 1` is `classes[i]`.
+    pub classes: Vec<String>,
+    /// Metres per step of the depth image's values.
+    pub depth_scale_m: f64,
+}
+
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderedImage {
+    pub output: hanzo_twin_render::encode::Output,
+    /// The PNG file.
+    pub png: Vec<u8>,
 }
 
 impl TwinOp {
@@ -391,6 +442,7 @@ impl TwinOp {
             TwinOp::Parameters { .. } => "parameters",
             TwinOp::SetParameters { .. } => "set_parameters",
             TwinOp::Geometry => "geometry",
+            TwinOp::Render(_) => "render",
         }
     }
 
@@ -405,6 +457,7 @@ impl TwinOp {
                 | TwinOp::SyncHistory { .. }
                 | TwinOp::Parameters { .. }
                 | TwinOp::Geometry
+                | TwinOp::Render(_)
         )
     }
 }
@@ -423,6 +476,7 @@ pub enum TwinOpReply {
     /// Parameter values by `/Prim/Path.parameter`.
     Parameters(std::collections::BTreeMap<String, f64>),
     Geometry(Box<hanzo_twin_engines::scene::SceneGeometry>),
+    Render(Box<RenderedFrame>),
 }
 
 /// A running twin's copy of its simulation, with the scene it runs, for a

@@ -74,6 +74,8 @@ pub struct TwinArgs {
     /// What callers read of this twin without a message; told of every
     /// message that may change it.
     pub view: Arc<crate::direct::TwinView>,
+    /// The node's render workers, which draw the twin on request.
+    pub render: crate::render::RenderWorkers,
 }
 
 pub struct TwinActor;
@@ -123,6 +125,9 @@ pub struct TwinState {
     /// The last request from a caller, for passivation.
     last_request: Instant,
     view: Arc<crate::direct::TwinView>,
+    render: crate::render::RenderWorkers,
+    /// The scene prepared for drawing, made on the first render.
+    render_scene: Option<Arc<hanzo_twin_render::RenderScene>>,
     idle_reported: bool,
     /// Stopping to be passivated: the final state goes to the checkpoint
     /// slot once every queued request is served.
@@ -193,6 +198,83 @@ impl StepTimings {
 }
 
 impl TwinState {
+    /// Hands a picture of the twin as it is now to the node's render
+    /// workers, which answer `reply`; what cannot be drawn is answered here.
+    fn render(
+        &mut self,
+        request: crate::protocol::RenderRequest,
+        reply: crate::protocol::Reply<TwinOpReply>,
+    ) -> Result<(), TwinError> {
+        let job = match self.render_job(request) {
+            Ok(job) => job,
+            Err(e) => {
+                let _ = reply.send(Err(e.clone()));
+                return Err(e);
+            }
+        };
+        let Some(pool) = self.render.pool() else {
+            let e = TwinError::Engine {
+                kind: crate::error::EngineFailure::NotAvailable,
+                field: None,
+                message: "this node has no render workers".into(),
+            };
+            let _ = reply.send(Err(e.clone()));
+            return Err(e);
+        };
+        let answer: crate::render::RenderReply = Box::new(move |result| {
+            let _ = reply.send(result.map(|frame| TwinOpReply::Render(Box::new(frame))));
+        });
+        pool.cast(crate::render::RenderPoolMsg::Render {
+            job: Box::new(job),
+            reply: answer,
+        })
+        .map_err(|_| TwinError::Unavailable("the node's render pool".into()))
+    }
+
+    fn render_job(
+        &mut self,
+        request: crate::protocol::RenderRequest,
+    ) -> Result<crate::render::RenderJob, TwinError> {
+        let view = crate::render::view_of(&self.scene, &request)?;
+        let scene = match &self.render_scene {
+            Some(scene) => scene.clone(),
+            None => {
+                let scene = Arc::new(hanzo_twin_render::RenderScene::new(&self.scene)?);
+                self.render_scene = Some(scene.clone());
+                scene
+            }
+        };
+        // Bodies the engine does not report (static ones) stay where the
+        // scene put them.
+        let observation = self.sim.observation("/")?;
+        let reported: std::collections::HashMap<&str, &hanzo_twin_engines::BodyObservation> =
+            observation
+                .bodies
+                .iter()
+                .map(|b| (b.path.as_str(), b))
+                .collect();
+        let poses = self
+            .scene
+            .bodies
+            .iter()
+            .map(|b| match reported.get(b.path.as_str()) {
+                Some(o) => hanzo_twin_engines::scene::Pose {
+                    translation: o.position,
+                    rotation: o.orientation,
+                },
+                None => b.pose,
+            })
+            .collect();
+        Ok(crate::render::RenderJob {
+            scene,
+            poses,
+            view,
+            request,
+            time: observation.time,
+            step: observation.step,
+        })
+    }
+
     /// In batch sync mode, schedules the end of the next sync period.
     fn schedule_sync_window(&self, myself: &ActorRef<TwinMsg>) {
         if let Some(window) = self.sync.window() {
@@ -252,6 +334,13 @@ impl TwinState {
                 TwinOpReply::Observation(Box::new(self.sim.observation(&path)?))
             }
             TwinOp::Geometry => TwinOpReply::Geometry(Box::new(self.scene.geometry())),
+            // Handled before: the render pool answers it.
+            TwinOp::Render(_) => {
+                return Err(TwinError::invalid(
+                    "op",
+                    "render is answered by the render pool",
+                ));
+            }
             TwinOp::Parameters { names } if names.is_empty() => {
                 TwinOpReply::Parameters(all_parameters(self.sim.as_ref())?)
             }
@@ -610,6 +699,8 @@ impl Actor for TwinActor {
             on_idle: args.on_idle,
             last_request: Instant::now(),
             view: args.view.clone(),
+            render: args.render,
+            render_scene: None,
             idle_reported: false,
             final_checkpoint: false,
             messages: args.messages.clone(),
@@ -750,6 +841,13 @@ impl Actor for TwinActor {
                 {
                     let _ = reply.send(Ok(TwinOpReply::Done));
                     panic!("fault injected into twin {}: panic", state.id);
+                }
+                if let TwinOp::Render(request) = op {
+                    // The pool answers; the twin goes on stepping meanwhile.
+                    if let Err(e) = state.render(*request, reply) {
+                        tracing::debug!(twin = %state.id, "render refused: {e}");
+                    }
+                    return Ok(());
                 }
                 let result = state.op(&myself, op).await;
                 let _ = reply.send(result.clone());

@@ -48,6 +48,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         crate::twins::inject_fault,
         crate::twin_view::geometry,
         crate::twin_view::pose_events,
+        crate::twin_view::render,
         crate::gym::list,
         crate::gym::create,
         crate::gym::get_env,

@@ -27,6 +27,8 @@ pub struct NodeConfig {
     pub metadata: MetadataSection,
     pub cluster: ClusterSection,
     pub gym: GymSection,
+    /// The render workers that draw twins and synthetic data.
+    pub render: RenderSection,
     pub auth: AuthSection,
     pub logging: LoggingSection,
     pub stream: StreamSection,
@@ -343,6 +345,25 @@ impl Default for GymSection {
     }
 }
 
+/// The node's render worker pool (`GET /v1/twins/{id}/render`, synthetic data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenderSection {
+    /// Frames drawn at once; each also spreads its rows over the cores.
+    pub workers: usize,
+    /// Frames waiting beyond those; past it a request answers 503.
+    pub max_queue: usize,
+}
+
+impl Default for RenderSection {
+    fn default() -> Self {
+        RenderSection {
+            workers: 2,
+            max_queue: 64,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeSection {
@@ -628,6 +649,7 @@ impl Default for NodeConfig {
             metadata: MetadataSection::default(),
             cluster: ClusterSection::default(),
             gym: GymSection::default(),
+            render: RenderSection::default(),
             auth: AuthSection::default(),
             logging: LoggingSection::default(),
             stream: StreamSection::default(),
@@ -855,6 +877,11 @@ impl NodeConfig {
         if s.max_concurrent_jobs == 0 {
             return Err(ConfigError::Invalid(
                 "scheduler.max_concurrent_jobs must be at least 1".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.render.workers) || self.render.max_queue == 0 {
+            return Err(ConfigError::Invalid(
+                "render.workers must be between 1 and 64, and render.max_queue at least 1".into(),
             ));
         }
         if let Some(address) = &s.ray_address

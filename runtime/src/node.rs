@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// The root supervisor of a node. It restarts the twin host or the jobs host
-/// if one fails (the new host reloads records from the store and resumes
-/// running twins, or jobs), and gives up — stopping the node — past a
+/// The root supervisor of a node. It restarts the twin host, the jobs host
+/// or the render pool if one fails (the new host reloads records from the
+/// store and resumes running twins, or jobs), and gives up — stopping the node — past a
 /// restart limit.
 struct NodeSupervisor;
 
@@ -36,6 +36,7 @@ struct SupervisorArgs {
 }
 
 struct SupervisorState {
+    render: ActorRef<hanzo_twin_actors::render::RenderPoolMsg>,
     host_args: HostArgs,
     host: ActorRef<HostMsg>,
     /// The node's handle, kept pointing at the live host across restarts.
@@ -69,6 +70,8 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
+        // Twins hand frames to the pool, so it starts first.
+        let render = args.host_args.render.start(Some(myself.get_cell())).await?;
         let (host, _) = Actor::spawn_linked(
             Some(HOST_NAME.into()),
             TwinHost,
@@ -86,6 +89,7 @@ impl Actor for NodeSupervisor {
         .await?;
         let _ = args.jobs_tx.send(jobs_host.clone());
         Ok(SupervisorState {
+            render,
             host_args: args.host_args,
             host,
             twins: None,
@@ -122,19 +126,18 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         // A host only stops when the node shuts down, which stops this
         // supervisor first; anything else is a failure.
-        let (cell, reason) = match &event {
-            SupervisionEvent::ActorFailed(cell, e) => (cell, e.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.clone().unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((actor, reason)) = hanzo_twin_actors::children::ended(&event) else {
+            return Ok(());
         };
-        let jobs_failed = cell.get_id() == state.jobs_host.get_id();
-        if !jobs_failed && cell.get_id() != state.host.get_id() {
+        let jobs_failed = actor == state.jobs_host.get_id();
+        let render_failed = actor == state.render.get_id();
+        if !jobs_failed && !render_failed && actor != state.host.get_id() {
             return Ok(());
         }
         let which = if jobs_failed {
             "jobs host"
+        } else if render_failed {
+            "render pool"
         } else {
             "twin host"
         };
@@ -146,6 +149,15 @@ impl Actor for NodeSupervisor {
         state.restarts.push_back(now);
         if state.restarts.len() > HOST_MAX_RESTARTS {
             myself.stop(Some(format!("{which} failed too often: {reason}")));
+            return Ok(());
+        }
+        if render_failed {
+            // The handle twins hold now points at the new pool.
+            state.render = state
+                .host_args
+                .render
+                .start(Some(myself.get_cell()))
+                .await?;
             return Ok(());
         }
         if jobs_failed {
@@ -352,6 +364,12 @@ impl Node {
                 .enabled()
                 .then(|| Arc::new(membership.clone()) as Arc<dyn hanzo_twin_actors::Placement>),
             routes: routes.clone(),
+            render: hanzo_twin_actors::render::RenderWorkers::new(
+                hanzo_twin_actors::render::RenderPoolArgs {
+                    workers: config.render.workers,
+                    max_queue: config.render.max_queue,
+                },
+            ),
         };
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
         let (jobs_tx, jobs_rx) = tokio::sync::oneshot::channel();

@@ -98,6 +98,15 @@ fn describe_metrics() {
         "Wall time of one physics step (sampled at most once a millisecond per fast-clock twin)."
     );
     describe_histogram!(
+        "hanzo_twin_render_duration_seconds",
+        Unit::Seconds,
+        "Time a render worker takes to draw one frame and encode its images."
+    );
+    describe_counter!(
+        "hanzo_twin_render_worker_restarts_total",
+        "Render workers that crashed and were started again (their frame was drawn again)."
+    );
+    describe_histogram!(
         "hanzo_twin_fork_duration_seconds",
         Unit::Seconds,
         "Time the host takes to make a fork, from its source to its answer."

@@ -117,6 +117,8 @@ pub struct HostArgs {
     /// Callers' resolved twin actors ([`crate::direct`]), which the host
     /// invalidates when a key may change meaning.
     pub routes: Arc<RouteCache>,
+    /// The node's render workers, handed to every twin.
+    pub render: crate::render::RenderWorkers,
 }
 
 pub struct TwinHost;
@@ -188,6 +190,7 @@ pub struct HostState {
     /// RL environment batches, supervised like twins.
     gym: crate::gym::GymEnvs,
     placement: Option<Arc<dyn Placement>>,
+    render: crate::render::RenderWorkers,
 }
 
 fn storage(e: crate::store::StoreError) -> TwinError {
@@ -332,6 +335,7 @@ impl HostState {
             },
             child_board: activation.children.clone(),
             view: activation.view.clone(),
+            render: self.render.clone(),
             tree_events: Some(self.tree.clone()),
             passivate_after: self.config.passivate_after,
             on_idle: Some(Arc::new({
@@ -753,6 +757,7 @@ impl Actor for TwinHost {
             tree: TreeEvents::default(),
             gym,
             placement: args.placement,
+            render: args.render,
         };
         if state.placement.is_some() {
             // In a cluster: hold only what placement gives this node and no

@@ -13,7 +13,7 @@ pub const MAX_PIXELS: u64 = 4096 * 4096;
 /// The camera matrix: pixel `(u, v)` of a point at camera coordinates
 /// `(x, y, z)` (x right, y down, z forward) is `(fx·x/z + cx, fy·y/z + cy)`,
 /// in pixels from the image's top-left corner.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Intrinsics {
     pub fx: f64,
     pub fy: f64,

@@ -29,7 +29,7 @@ pub struct Frame {
 
 /// What one instance looks like in a frame. Boxes are `[x_min, y_min,
 /// x_max, y_max]` in pixels, inclusive.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceLabel {
     pub id: u32,
     /// The body's prim path.

@@ -70,8 +70,10 @@ pub struct Light {
     pub intensity: f64,
 }
 
+/// (Externally tagged: the scene model travels as bincode, which cannot
+/// read internally tagged enums.)
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum LightKind {
     /// Parallel light, as from the sun; `angle_deg` is its angular diameter.
     Distant {

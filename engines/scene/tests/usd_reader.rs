@@ -908,3 +908,15 @@ fn the_sample_scenes_have_materials_classes_and_lights() {
         assert!(scene.look.shapes.len() <= colliders);
     }
 }
+
+/// The scene reader runs in a child process and sends the model back as
+/// bincode, which is not self-describing: every part must survive it.
+#[test]
+fn a_scene_with_looks_survives_bincode() {
+    let scene = load(&fixture("looks.usda"));
+    let bytes =
+        bincode::serde::encode_to_vec(&scene, bincode::config::standard()).expect("encodes");
+    let (back, _): (SceneModel, usize) =
+        bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).expect("decodes");
+    assert_eq!(back, scene);
+}

@@ -1,0 +1,591 @@
+//! The node's render workers: a pool actor that queues frames and hands
+//! each to an idle worker actor, which draws it on a blocking thread (the
+//! renderer is CPU-bound; the async runtime must keep answering). Workers
+//! are the pool's children: one that crashes is started again and its frame
+//! is drawn again by the next idle worker, once; a frame that crashes a
+//! worker twice is answered with the crash. The queue is bounded: past it a
+//! frame is refused as the node being at capacity.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hanzo_twin_engines::scene::Pose;
+use hanzo_twin_render::encode::{DEPTH_SCALE_M, encode_png};
+use hanzo_twin_render::{CameraView, RenderError, RenderOptions, RenderScene};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::error::{EngineFailure, TwinError};
+use crate::protocol::{RenderRequest, RenderedFrame, RenderedImage};
+
+/// A frame to draw: a scene, its bodies' poses, the view and what to write.
+pub struct RenderJob {
+    pub scene: Arc<RenderScene>,
+    pub poses: Vec<Pose>,
+    pub view: CameraView,
+    pub request: RenderRequest,
+    pub time: f64,
+    pub step: u64,
+}
+
+impl RenderJob {
+    /// Draws the frame and encodes its images.
+    pub fn run(&self) -> Result<RenderedFrame, TwinError> {
+        let started = Instant::now();
+        let wants_rgb = self
+            .request
+            .outputs
+            .contains(&hanzo_twin_render::encode::Output::Rgb);
+        let frame = self.scene.render(
+            &self.poses,
+            &self.view,
+            &RenderOptions {
+                rgb: wants_rgb,
+                samples_per_pixel: self.request.samples_per_pixel,
+                ..RenderOptions::default()
+            },
+        )?;
+        let images = self
+            .request
+            .outputs
+            .iter()
+            .map(|&output| {
+                Ok(RenderedImage {
+                    output,
+                    png: encode_png(&frame, output)?,
+                })
+            })
+            .collect::<Result<Vec<_>, RenderError>>()?;
+        metrics::histogram!("hanzo_twin_render_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(RenderedFrame {
+            time: self.time,
+            step: self.step,
+            width: frame.width,
+            height: frame.height,
+            intrinsics: frame.intrinsics,
+            images,
+            instances: frame.instances,
+            classes: frame.classes,
+            depth_scale_m: DEPTH_SCALE_M,
+        })
+    }
+}
+
+impl From<RenderError> for TwinError {
+    fn from(e: RenderError) -> Self {
+        match e {
+            RenderError::Invalid { field, message } => TwinError::invalid(field, message),
+            RenderError::UnknownCamera(_) => TwinError::Engine {
+                kind: EngineFailure::UnknownPath,
+                field: Some("camera".into()),
+                message: e.to_string(),
+            },
+            RenderError::Shape { .. } => TwinError::Engine {
+                kind: EngineFailure::Scene,
+                field: None,
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// Where a frame's result goes (the caller's reply, wrapped as it needs).
+pub type RenderReply = Box<dyn FnOnce(Result<RenderedFrame, TwinError>) + Send>;
+
+/// Messages to the pool.
+pub enum RenderPoolMsg {
+    Render {
+        job: Box<RenderJob>,
+        reply: RenderReply,
+    },
+    /// How the pool fares: workers, queue, crashes.
+    Status {
+        reply: RpcReplyPort<RenderPoolStatus>,
+    },
+    /// Fault injection: worker `worker` panics on its next frame, as a bug
+    /// in the renderer would.
+    CrashNext { worker: usize },
+    /// From a worker: its frame is drawn (or failed without a crash).
+    Done {
+        worker: usize,
+        result: Result<RenderedFrame, TwinError>,
+    },
+}
+
+impl ractor::Message for RenderPoolMsg {}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RenderPoolStatus {
+    pub workers: usize,
+    pub busy: usize,
+    pub queued: usize,
+    pub max_queue: usize,
+    /// Frames drawn since the node started.
+    pub frames: u64,
+    /// Worker crashes since the node started; each was restarted.
+    pub worker_restarts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderPoolArgs {
+    pub workers: usize,
+    pub max_queue: usize,
+}
+
+/// The node's render pool, as twins and the API reach it: the node's
+/// supervisor swaps in a restarted pool, so holders never keep a dead one.
+#[derive(Clone)]
+pub struct RenderWorkers {
+    pool: Arc<std::sync::RwLock<Option<ActorRef<RenderPoolMsg>>>>,
+    pub settings: RenderPoolArgs,
+}
+
+impl RenderWorkers {
+    pub fn new(settings: RenderPoolArgs) -> RenderWorkers {
+        RenderWorkers {
+            pool: Arc::default(),
+            settings,
+        }
+    }
+
+    /// The live pool; `None` before the node has started it.
+    pub fn pool(&self) -> Option<ActorRef<RenderPoolMsg>> {
+        self.pool.read().ok().and_then(|p| p.clone())
+    }
+
+    pub fn replace(&self, pool: ActorRef<RenderPoolMsg>) {
+        if let Ok(mut slot) = self.pool.write() {
+            *slot = Some(pool);
+        }
+    }
+
+    /// Starts the pool under `supervisor` (the node's; none for a pool of
+    /// its own) and makes it the live one.
+    pub async fn start(
+        &self,
+        supervisor: Option<ractor::ActorCell>,
+    ) -> Result<ActorRef<RenderPoolMsg>, ractor::SpawnErr> {
+        let (pool, _) = match supervisor {
+            Some(supervisor) => {
+                Actor::spawn_linked(Some("render".into()), RenderPool, self.settings, supervisor)
+                    .await?
+            }
+            None => Actor::spawn(None, RenderPool, self.settings).await?,
+        };
+        self.replace(pool.clone());
+        Ok(pool)
+    }
+
+    /// How the pool fares, for the inspector and tests.
+    pub async fn status(&self) -> Option<RenderPoolStatus> {
+        let pool = self.pool()?;
+        ractor::call_t!(pool, |reply| RenderPoolMsg::Status { reply }, 5000).ok()
+    }
+}
+
+struct Pending {
+    job: Arc<RenderJob>,
+    reply: RenderReply,
+    /// Workers it has crashed.
+    crashes: u32,
+}
+
+struct Slot {
+    actor: ActorRef<WorkerMsg>,
+    /// The frame it is drawing.
+    current: Option<Pending>,
+}
+
+pub struct RenderPoolState {
+    slots: Vec<Slot>,
+    queue: VecDeque<Pending>,
+    max_queue: usize,
+    frames: u64,
+    worker_restarts: u64,
+}
+
+pub struct RenderPool;
+
+impl RenderPool {
+    async fn spawn_worker(
+        pool: &ActorRef<RenderPoolMsg>,
+        index: usize,
+    ) -> Result<ActorRef<WorkerMsg>, ActorProcessingErr> {
+        let (worker, _) = Actor::spawn_linked(
+            None,
+            RenderWorker,
+            WorkerArgs {
+                pool: pool.clone(),
+                index,
+            },
+            pool.get_cell(),
+        )
+        .await?;
+        Ok(worker)
+    }
+}
+
+impl RenderPoolState {
+    /// Hands queued frames to idle workers.
+    fn dispatch(&mut self) {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if slot.current.is_some() {
+                continue;
+            }
+            let Some(pending) = self.queue.pop_front() else {
+                return;
+            };
+            let job = pending.job.clone();
+            if slot.actor.cast(WorkerMsg::Draw(job)).is_err() {
+                // Stopping; its restart will take the frame again.
+                self.queue.push_front(pending);
+                tracing::warn!(worker = index, "render worker did not take a frame");
+                continue;
+            }
+            slot.current = Some(pending);
+        }
+    }
+}
+
+impl Actor for RenderPool {
+    type Msg = RenderPoolMsg;
+    type State = RenderPoolState;
+    type Arguments = RenderPoolArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RenderPoolMsg>,
+        args: RenderPoolArgs,
+    ) -> Result<RenderPoolState, ActorProcessingErr> {
+        let mut slots = Vec::with_capacity(args.workers.max(1));
+        for index in 0..args.workers.max(1) {
+            slots.push(Slot {
+                actor: RenderPool::spawn_worker(&myself, index).await?,
+                current: None,
+            });
+        }
+        Ok(RenderPoolState {
+            slots,
+            queue: VecDeque::new(),
+            max_queue: args.max_queue,
+            frames: 0,
+            worker_restarts: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RenderPoolMsg>,
+        msg: RenderPoolMsg,
+        state: &mut RenderPoolState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RenderPoolMsg::Render { job, reply } => {
+                if state.queue.len() >= state.max_queue {
+                    reply(Err(TwinError::Engine {
+                        kind: EngineFailure::AtCapacity,
+                        field: None,
+                        message: format!(
+                            "the node's render queue is full ({} frames waiting); retry shortly",
+                            state.queue.len()
+                        ),
+                    }));
+                    return Ok(());
+                }
+                state.queue.push_back(Pending {
+                    job: Arc::from(job),
+                    reply,
+                    crashes: 0,
+                });
+                state.dispatch();
+            }
+            RenderPoolMsg::Done { worker, result } => {
+                if let Some(pending) = state.slots.get_mut(worker).and_then(|s| s.current.take()) {
+                    if result.is_ok() {
+                        state.frames += 1;
+                    }
+                    (pending.reply)(result);
+                }
+                state.dispatch();
+            }
+            RenderPoolMsg::CrashNext { worker } => {
+                if let Some(slot) = state.slots.get(worker) {
+                    let _ = slot.actor.cast(WorkerMsg::CrashNext);
+                }
+            }
+            RenderPoolMsg::Status { reply } => {
+                let _ = reply.send(RenderPoolStatus {
+                    workers: state.slots.len(),
+                    busy: state.slots.iter().filter(|s| s.current.is_some()).count(),
+                    queued: state.queue.len(),
+                    max_queue: state.max_queue,
+                    frames: state.frames,
+                    worker_restarts: state.worker_restarts,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RenderPoolMsg>,
+        event: SupervisionEvent,
+        state: &mut RenderPoolState,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some((actor, reason)) = crate::children::ended(&event) else {
+            return Ok(());
+        };
+        let Some(index) = state.slots.iter().position(|s| s.actor.get_id() == actor) else {
+            return Ok(());
+        };
+        tracing::error!(worker = index, %reason, "render worker crashed; starting it again");
+        metrics::counter!("hanzo_twin_render_worker_restarts_total").increment(1);
+        state.worker_restarts += 1;
+        if let Some(mut pending) = state.slots[index].current.take() {
+            pending.crashes += 1;
+            if pending.crashes >= 2 {
+                (pending.reply)(Err(TwinError::Engine {
+                    kind: EngineFailure::EngineFailed,
+                    field: None,
+                    message: format!("the renderer crashed twice drawing this frame: {reason}"),
+                }));
+            } else {
+                // Drawn again first, by whichever worker is free.
+                state.queue.push_front(pending);
+            }
+        }
+        state.slots[index].actor = RenderPool::spawn_worker(&myself, index).await?;
+        state.dispatch();
+        Ok(())
+    }
+}
+
+pub enum WorkerMsg {
+    Draw(Arc<RenderJob>),
+    CrashNext,
+}
+
+impl ractor::Message for WorkerMsg {}
+
+struct WorkerArgs {
+    pool: ActorRef<RenderPoolMsg>,
+    index: usize,
+}
+
+struct WorkerState {
+    pool: ActorRef<RenderPoolMsg>,
+    index: usize,
+    crash_next: bool,
+}
+
+struct RenderWorker;
+
+impl Actor for RenderWorker {
+    type Msg = WorkerMsg;
+    type State = WorkerState;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        args: WorkerArgs,
+    ) -> Result<WorkerState, ActorProcessingErr> {
+        Ok(WorkerState {
+            pool: args.pool,
+            index: args.index,
+            crash_next: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        msg: WorkerMsg,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WorkerMsg::CrashNext => state.crash_next = true,
+            WorkerMsg::Draw(job) => {
+                let crash = std::mem::take(&mut state.crash_next);
+                let drawn = tokio::task::spawn_blocking(move || {
+                    if crash {
+                        panic!("fault injected into a render worker");
+                    }
+                    job.run()
+                })
+                .await;
+                match drawn {
+                    Ok(result) => {
+                        let _ = state.pool.cast(RenderPoolMsg::Done {
+                            worker: state.index,
+                            result,
+                        });
+                    }
+                    // The renderer panicked: this worker fails, and the
+                    // pool draws the frame again on a fresh one.
+                    Err(e) => {
+                        let why = if e.is_panic() {
+                            hanzo_twin_engines::error::panic_text(&*e.into_panic())
+                        } else {
+                            e.to_string()
+                        };
+                        return Err(why.into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The view a request asks for, in a scene whose up axis is `up`.
+pub fn view_of(
+    scene: &hanzo_twin_engines::SceneModel,
+    request: &RenderRequest,
+) -> Result<CameraView, TwinError> {
+    let (width, height) = (request.width, request.height);
+    Ok(match (&request.camera, request.eye, request.look_at) {
+        (Some(camera), None, None) => {
+            CameraView::from_scene(scene, camera, width, height, request.fov_deg)?
+        }
+        (None, Some(eye), Some(at)) => CameraView::look_at(
+            eye,
+            at,
+            request.up.unwrap_or_else(|| scene.up_axis.unit()),
+            request.fov_deg.unwrap_or(60.0),
+            width,
+            height,
+        )?,
+        (Some(_), _, _) => {
+            return Err(TwinError::invalid(
+                "camera",
+                "give a scene camera or eye and look_at, not both",
+            ));
+        }
+        // Nothing said: the scene's first camera.
+        (None, None, None) if !scene.cameras.is_empty() => CameraView::from_scene(
+            scene,
+            &scene.cameras[0].path,
+            width,
+            height,
+            request.fov_deg,
+        )?,
+        _ => {
+            return Err(TwinError::invalid(
+                "camera",
+                "give a scene camera (a prim path) or both eye and look_at (the scene has no camera of its own)",
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hanzo_twin_engines::SceneModel;
+    use hanzo_twin_engines::scene::{
+        Axis, Body, BodyKind, Collider, MassProperties, Material, Shape,
+    };
+    use hanzo_twin_render::encode::Output;
+
+    fn scene() -> SceneModel {
+        SceneModel {
+            source: "test.usda".into(),
+            up_axis: Axis::Z,
+            gravity: None,
+            bodies: vec![Body {
+                path: "/World/Box".into(),
+                kind: BodyKind::Static,
+                pose: Pose::IDENTITY,
+                mass: MassProperties::default(),
+                linear_velocity: [0.0; 3],
+                angular_velocity: [0.0; 3],
+                colliders: vec![Collider {
+                    path: "/World/Box".into(),
+                    shape: Shape::Cuboid {
+                        half_extents: [0.5; 3],
+                    },
+                    local_pose: Pose::IDENTITY,
+                    material: Material::default(),
+                    mass: None,
+                    density: None,
+                    groups: vec![],
+                }],
+            }],
+            joints: vec![],
+            cameras: vec![],
+            collision_groups: vec![],
+            native: None,
+            look: Default::default(),
+        }
+    }
+
+    fn job(scene: &SceneModel) -> Box<RenderJob> {
+        let request = RenderRequest {
+            camera: None,
+            eye: Some([3.0, 0.0, 0.0]),
+            look_at: Some([0.0; 3]),
+            up: None,
+            fov_deg: None,
+            width: 32,
+            height: 24,
+            outputs: vec![Output::Instance],
+            samples_per_pixel: 1,
+        };
+        Box::new(RenderJob {
+            scene: Arc::new(RenderScene::new(scene).expect("drawable")),
+            poses: vec![Pose::IDENTITY],
+            view: view_of(scene, &request).expect("a view"),
+            request,
+            time: 0.0,
+            step: 0,
+        })
+    }
+
+    async fn draw(
+        pool: &ActorRef<RenderPoolMsg>,
+        job: Box<RenderJob>,
+    ) -> Result<RenderedFrame, TwinError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        pool.cast(RenderPoolMsg::Render {
+            job,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })
+        .expect("the pool takes frames");
+        rx.await.expect("the pool answers")
+    }
+
+    #[tokio::test]
+    async fn a_crashed_worker_is_started_again_and_its_frame_is_drawn_anyway() {
+        let workers = RenderWorkers::new(RenderPoolArgs {
+            workers: 1,
+            max_queue: 4,
+        });
+        let pool = workers.start(None).await.expect("pool");
+        let scene = scene();
+        let first = draw(&pool, job(&scene)).await.expect("drawn");
+        pool.cast(RenderPoolMsg::CrashNext { worker: 0 })
+            .expect("fault");
+        let again = draw(&pool, job(&scene))
+            .await
+            .expect("drawn after the crash");
+        assert_eq!(
+            again.images, first.images,
+            "the redone frame is the same frame"
+        );
+        assert_eq!(again.instances[0].path, "/World/Box");
+        let status = workers.status().await.expect("status");
+        assert_eq!(status.worker_restarts, 1);
+        assert_eq!(status.frames, 2);
+        assert_eq!((status.busy, status.queued), (0, 0));
+        // The restarted worker draws on.
+        draw(&pool, job(&scene))
+            .await
+            .expect("drawn by the new worker");
+        pool.stop(None);
+    }
+}
