@@ -13,12 +13,15 @@
 //! count.
 //!
 //! [`encode`] writes frames as PNG: 8-bit sRGB colour, 16-bit depth,
-//! normals and ids, with their scales in the files' text chunks.
+//! normals and ids, with their scales in the files' text chunks. [`synth`]
+//! makes labelled datasets: the spec's job configuration, each frame's
+//! seeded variation, and COCO annotations.
 
 pub mod camera;
 pub mod encode;
 mod frame;
 mod shading;
+pub mod synth;
 mod world;
 
 pub use camera::{CameraView, Intrinsics};

@@ -29,6 +29,8 @@ pub struct RenderOptions {
     pub lights: Option<Vec<Light>>,
     /// Surfaces to use instead of the scene's, by collider path.
     pub surfaces: BTreeMap<String, Surface>,
+    /// Bodies (by index) left out of the frame.
+    pub hidden: std::collections::BTreeSet<usize>,
 }
 
 impl Default for RenderOptions {
@@ -38,6 +40,7 @@ impl Default for RenderOptions {
             samples_per_pixel: 1,
             lights: None,
             surfaces: BTreeMap::new(),
+            hidden: Default::default(),
         }
     }
 }
@@ -280,6 +283,42 @@ impl RenderScene {
         &self.lights
     }
 
+    /// Each collider's path and the surface it is drawn with.
+    pub fn surfaces(&self) -> impl Iterator<Item = (&str, Surface)> {
+        self.shapes.iter().map(|s| (s.path.as_str(), s.surface))
+    }
+
+    /// The world box `(min, max)` around the finite shapes of body `body`
+    /// at `pose` (planes have none); `None` when it has none.
+    pub fn bounds(&self, body: usize, pose: &Pose) -> Option<([f64; 3], [f64; 3])> {
+        let rotation = normalize_quat(pose.rotation)?;
+        let pose = Pose {
+            translation: pose.translation,
+            rotation,
+        };
+        let mut out: Option<([f64; 3], [f64; 3])> = None;
+        for shape in self.shapes.iter().filter(|s| s.body == body) {
+            let Geometry::Solid { shape: s, turn } = &shape.geometry else {
+                continue;
+            };
+            let at = compose(&pose, &shape.local);
+            let q = quat_mul(at.rotation, *turn);
+            let aabb = s.compute_aabb(&ParryPose::from_parts(
+                v3(at.translation),
+                Rot3::from_xyzw(q[0] as Real, q[1] as Real, q[2] as Real, q[3] as Real).normalize(),
+            ));
+            let (lo, hi) = (f64s(aabb.mins), f64s(aabb.maxs));
+            out = Some(match out {
+                None => (lo, hi),
+                Some((a, b)) => (
+                    [0, 1, 2].map(|i| a[i].min(lo[i])),
+                    [0, 1, 2].map(|i| b[i].max(hi[i])),
+                ),
+            });
+        }
+        out
+    }
+
     /// Draws the bodies at `poses` (one per body, in [`Self::bodies`]'s
     /// order) as `view` sees them.
     pub fn render(
@@ -338,6 +377,10 @@ impl RenderScene {
         let mut aabbs: Vec<Aabb> = Vec::new();
         let mut planes = Vec::new();
         for (i, shape) in self.shapes.iter().enumerate() {
+            if options.hidden.contains(&shape.body) {
+                world.push(ParryPose::IDENTITY);
+                continue;
+            }
             let body = &poses[shape.body];
             let rotation = normalize_quat(body.rotation)
                 .filter(|_| body.translation.iter().all(|x| x.is_finite()));
