@@ -1076,6 +1076,14 @@ impl TwinNode {
         }
     }
 
+    /// The twin's scene and its bodies' poses now.
+    pub async fn scene_now(&self, twin: &str) -> Result<crate::protocol::SceneNow, TwinError> {
+        match self.op(twin, TwinOp::SceneNow).await? {
+            TwinOpReply::SceneNow(now) => Ok(*now),
+            other => Err(unexpected_op(other)),
+        }
+    }
+
     pub async fn set_clock(&self, twin: &str, clock: Clock) -> Result<(), TwinError> {
         self.op_done(twin, TwinOp::SetClock { clock }).await
     }

@@ -374,6 +374,19 @@ pub enum TwinOp {
     Geometry,
     /// A picture of it now, with labels, drawn by the node's render workers.
     Render(Box<RenderRequest>),
+    /// Its scene and every body's pose now: what a synthetic dataset is
+    /// drawn from.
+    SceneNow,
+}
+
+/// A twin's scene and its bodies' poses at one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SceneNow {
+    pub scene: hanzo_twin_engines::SceneModel,
+    /// One per body of `scene`, in its order.
+    pub poses: Vec<hanzo_twin_engines::scene::Pose>,
+    pub time: f64,
+    pub step: u64,
 }
 
 /// What to draw a twin as, and how (`GET /v1/twins/{id}/render`).
@@ -443,6 +456,7 @@ impl TwinOp {
             TwinOp::SetParameters { .. } => "set_parameters",
             TwinOp::Geometry => "geometry",
             TwinOp::Render(_) => "render",
+            TwinOp::SceneNow => "scene_now",
         }
     }
 
@@ -458,6 +472,7 @@ impl TwinOp {
                 | TwinOp::Parameters { .. }
                 | TwinOp::Geometry
                 | TwinOp::Render(_)
+                | TwinOp::SceneNow
         )
     }
 }
@@ -477,6 +492,7 @@ pub enum TwinOpReply {
     Parameters(std::collections::BTreeMap<String, f64>),
     Geometry(Box<hanzo_twin_engines::scene::SceneGeometry>),
     Render(Box<RenderedFrame>),
+    SceneNow(Box<SceneNow>),
 }
 
 /// A running twin's copy of its simulation, with the scene it runs, for a

@@ -72,6 +72,61 @@ impl RenderJob {
     }
 }
 
+/// A batch of a synthetic dataset's frames: each frame varied from the
+/// seed, drawn through every camera, and encoded with its COCO annotations.
+pub struct SynthBatchJob {
+    pub spec: Arc<hanzo_twin_render::synth::SynthSpec>,
+    pub scene: Arc<hanzo_twin_engines::SceneModel>,
+    pub render: Arc<RenderScene>,
+    pub base_poses: Arc<Vec<Pose>>,
+    pub frames: std::ops::Range<u64>,
+}
+
+impl SynthBatchJob {
+    pub fn run(&self) -> Result<hanzo_twin_render::synth::dataset::Batch, TwinError> {
+        let started = Instant::now();
+        let varier = hanzo_twin_render::synth::vary::Varier::new(
+            &self.spec,
+            &self.scene,
+            &self.render,
+            self.base_poses.to_vec(),
+        )?;
+        let batch = hanzo_twin_render::synth::dataset::draw_batch(
+            &self.spec,
+            &varier,
+            &self.render,
+            self.frames.clone(),
+        )?;
+        let frames = (self.frames.end - self.frames.start).max(1) as f64;
+        let per_frame = started.elapsed().as_secs_f64() / frames;
+        for _ in self.frames.clone() {
+            metrics::histogram!("hanzo_twin_render_duration_seconds").record(per_frame);
+        }
+        Ok(batch)
+    }
+}
+
+/// What the render workers draw: a frame on request, or a dataset's batch.
+pub enum RenderWork {
+    Frame(Box<RenderJob>),
+    Batch(Box<SynthBatchJob>),
+}
+
+/// What they hand back.
+pub enum RenderOutcome {
+    Frame(Box<RenderedFrame>),
+    Batch(Box<hanzo_twin_render::synth::dataset::Batch>),
+}
+
+impl RenderWork {
+    fn run(&self) -> Result<RenderOutcome, TwinError> {
+        Ok(match self {
+            RenderWork::Frame(job) => RenderOutcome::Frame(Box::new(job.run()?)),
+            RenderWork::Batch(job) => RenderOutcome::Batch(Box::new(job.run()?)),
+        })
+    }
+}
+
 impl From<RenderError> for TwinError {
     fn from(e: RenderError) -> Self {
         match e {
@@ -91,12 +146,12 @@ impl From<RenderError> for TwinError {
 }
 
 /// Where a frame's result goes (the caller's reply, wrapped as it needs).
-pub type RenderReply = Box<dyn FnOnce(Result<RenderedFrame, TwinError>) + Send>;
+pub type RenderReply = Box<dyn FnOnce(Result<RenderOutcome, TwinError>) + Send>;
 
 /// Messages to the pool.
 pub enum RenderPoolMsg {
     Render {
-        job: Box<RenderJob>,
+        work: RenderWork,
         reply: RenderReply,
     },
     /// How the pool fares: workers, queue, crashes.
@@ -109,7 +164,7 @@ pub enum RenderPoolMsg {
     /// From a worker: its frame is drawn (or failed without a crash).
     Done {
         worker: usize,
-        result: Result<RenderedFrame, TwinError>,
+        result: Result<RenderOutcome, TwinError>,
     },
 }
 
@@ -121,7 +176,8 @@ pub struct RenderPoolStatus {
     pub busy: usize,
     pub queued: usize,
     pub max_queue: usize,
-    /// Frames drawn since the node started.
+    /// Images drawn since the node started (a dataset frame counts once a
+    /// camera).
     pub frames: u64,
     /// Worker crashes since the node started; each was restarted.
     pub worker_restarts: u64,
@@ -185,7 +241,7 @@ impl RenderWorkers {
 }
 
 struct Pending {
-    job: Arc<RenderJob>,
+    job: Arc<RenderWork>,
     reply: RenderReply,
     /// Workers it has crashed.
     crashes: u32,
@@ -281,7 +337,7 @@ impl Actor for RenderPool {
         state: &mut RenderPoolState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RenderPoolMsg::Render { job, reply } => {
+            RenderPoolMsg::Render { work, reply } => {
                 if state.queue.len() >= state.max_queue {
                     reply(Err(TwinError::Engine {
                         kind: EngineFailure::AtCapacity,
@@ -294,7 +350,7 @@ impl Actor for RenderPool {
                     return Ok(());
                 }
                 state.queue.push_back(Pending {
-                    job: Arc::from(job),
+                    job: Arc::new(work),
                     reply,
                     crashes: 0,
                 });
@@ -302,9 +358,11 @@ impl Actor for RenderPool {
             }
             RenderPoolMsg::Done { worker, result } => {
                 if let Some(pending) = state.slots.get_mut(worker).and_then(|s| s.current.take()) {
-                    if result.is_ok() {
-                        state.frames += 1;
-                    }
+                    state.frames += match &result {
+                        Ok(RenderOutcome::Frame(_)) => 1,
+                        Ok(RenderOutcome::Batch(b)) => b.coco.images.len() as u64,
+                        Err(_) => 0,
+                    };
                     (pending.reply)(result);
                 }
                 state.dispatch();
@@ -363,7 +421,7 @@ impl Actor for RenderPool {
 }
 
 pub enum WorkerMsg {
-    Draw(Arc<RenderJob>),
+    Draw(Arc<RenderWork>),
     CrashNext,
 }
 
@@ -548,14 +606,24 @@ mod tests {
         pool: &ActorRef<RenderPoolMsg>,
         job: Box<RenderJob>,
     ) -> Result<RenderedFrame, TwinError> {
+        match submit(pool, RenderWork::Frame(job)).await? {
+            RenderOutcome::Frame(frame) => Ok(*frame),
+            RenderOutcome::Batch(_) => panic!("a batch for a frame"),
+        }
+    }
+
+    async fn submit(
+        pool: &ActorRef<RenderPoolMsg>,
+        work: RenderWork,
+    ) -> Result<RenderOutcome, TwinError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         pool.cast(RenderPoolMsg::Render {
-            job,
+            work,
             reply: Box::new(move |r| {
                 let _ = tx.send(r);
             }),
         })
-        .expect("the pool takes frames");
+        .expect("the pool takes work");
         rx.await.expect("the pool answers")
     }
 
@@ -586,6 +654,51 @@ mod tests {
         draw(&pool, job(&scene))
             .await
             .expect("drawn by the new worker");
+        pool.stop(None);
+    }
+    #[tokio::test]
+    async fn a_datasets_batch_lost_to_a_crash_is_drawn_again_the_same() {
+        let scene = hanzo_twin_engines::usd::load_scene(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../configs/scenes/conveyor/scene.usda"),
+        )
+        .expect("the conveyor");
+        let spec: hanzo_twin_render::synth::SynthSpec = serde_json::from_value(serde_json::json!({
+            "twin_id": "belt",
+            "output_dataset": "boxes",
+            "cameras": [{"path": "/World/Camera", "resolution": [32, 24]}],
+            "labels": ["bounding_box_2d", "instance_segmentation", "depth"],
+            "randomization": {"lighting": {"vary_intensity": {"min": 0.5, "max": 2.0}}},
+            "num_frames": 4,
+            "frames_per_gpu": 2,
+            "seed": 11
+        }))
+        .expect("a spec");
+        let batch = || SynthBatchJob {
+            spec: Arc::new(spec.clone()),
+            scene: Arc::new(scene.clone()),
+            render: Arc::new(RenderScene::new(&scene).expect("drawable")),
+            base_poses: Arc::new(scene.bodies.iter().map(|b| b.pose).collect()),
+            frames: 2..4,
+        };
+        let direct = batch().run().expect("drawn directly");
+        let workers = RenderWorkers::new(RenderPoolArgs {
+            workers: 1,
+            max_queue: 4,
+        });
+        let pool = workers.start(None).await.expect("pool");
+        pool.cast(RenderPoolMsg::CrashNext { worker: 0 })
+            .expect("fault");
+        let RenderOutcome::Batch(pooled) = submit(&pool, RenderWork::Batch(Box::new(batch())))
+            .await
+            .expect("drawn after the crash")
+        else {
+            panic!("a frame for a batch");
+        };
+        assert_eq!(pooled.files, direct.files);
+        assert_eq!(pooled.coco, direct.coco);
+        let status = workers.status().await.expect("status");
+        assert_eq!((status.worker_restarts, status.frames), (1, 2));
         pool.stop(None);
     }
 }

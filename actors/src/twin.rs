@@ -222,10 +222,16 @@ impl TwinState {
             return Err(e);
         };
         let answer: crate::render::RenderReply = Box::new(move |result| {
-            let _ = reply.send(result.map(|frame| TwinOpReply::Render(Box::new(frame))));
+            let _ = reply.send(result.and_then(|outcome| match outcome {
+                crate::render::RenderOutcome::Frame(frame) => Ok(TwinOpReply::Render(frame)),
+                crate::render::RenderOutcome::Batch(_) => Err(TwinError::invalid(
+                    "render",
+                    "the render pool answered a frame with a batch",
+                )),
+            }));
         });
         pool.cast(crate::render::RenderPoolMsg::Render {
-            job: Box::new(job),
+            work: crate::render::RenderWork::Frame(Box::new(job)),
             reply: answer,
         })
         .map_err(|_| TwinError::Unavailable("the node's render pool".into()))
@@ -244,8 +250,21 @@ impl TwinState {
                 scene
             }
         };
-        // Bodies the engine does not report (static ones) stay where the
-        // scene put them.
+        let (poses, time, step) = self.poses_now()?;
+        Ok(crate::render::RenderJob {
+            scene,
+            poses,
+            view,
+            request,
+            time,
+            step,
+        })
+    }
+
+    /// Every body's pose now, in the scene's order, with the time and step;
+    /// bodies the engine does not report (static ones) stay where the scene
+    /// put them.
+    fn poses_now(&self) -> Result<(Vec<hanzo_twin_engines::scene::Pose>, f64, u64), TwinError> {
         let observation = self.sim.observation("/")?;
         let reported: std::collections::HashMap<&str, &hanzo_twin_engines::BodyObservation> =
             observation
@@ -265,14 +284,7 @@ impl TwinState {
                 None => b.pose,
             })
             .collect();
-        Ok(crate::render::RenderJob {
-            scene,
-            poses,
-            view,
-            request,
-            time: observation.time,
-            step: observation.step,
-        })
+        Ok((poses, observation.time, observation.step))
     }
 
     /// In batch sync mode, schedules the end of the next sync period.
@@ -334,6 +346,15 @@ impl TwinState {
                 TwinOpReply::Observation(Box::new(self.sim.observation(&path)?))
             }
             TwinOp::Geometry => TwinOpReply::Geometry(Box::new(self.scene.geometry())),
+            TwinOp::SceneNow => {
+                let (poses, time, step) = self.poses_now()?;
+                TwinOpReply::SceneNow(Box::new(crate::protocol::SceneNow {
+                    scene: (*self.scene).clone(),
+                    poses,
+                    time,
+                    step,
+                }))
+            }
             // Handled before: the render pool answers it.
             TwinOp::Render(_) => {
                 return Err(TwinError::invalid(
