@@ -255,6 +255,33 @@ fn cases() -> Vec<Case> {
             target: NoTwin,
             body: |_| Body::Json(queued_job()),
         },
+        // The guard's answer is what counts here: an allowed caller reaches
+        // the handler, which finds no such twin or dataset (tests/synthdata.rs
+        // runs generations through).
+        Case {
+            method: Method::POST,
+            path: "/v1/synthdata",
+            allowed: RUNNERS,
+            ok: 404,
+            target: NoTwin,
+            body: |_| Body::Json(synthdata_spec("no-such-twin")),
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/synthdata/{id}",
+            allowed: ALL,
+            ok: 404,
+            target: SharedJob,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/synthdata/{id}/dataset",
+            allowed: ALL,
+            ok: 404,
+            target: SharedJob,
+            body: no_body,
+        },
         Case {
             method: Method::GET,
             path: "/v1/jobs",
@@ -577,6 +604,16 @@ fn cases() -> Vec<Case> {
 }
 
 /// A training job that stays queued while the node's one job slot is taken.
+fn synthdata_spec(twin: &str) -> Value {
+    json!({
+        "twin_id": twin,
+        "output_dataset": "matrix",
+        "cameras": [{"path": "/World/Camera", "resolution": [16, 12]}],
+        "labels": ["bounding_box_2d"],
+        "num_frames": 1
+    })
+}
+
 fn queued_job() -> Value {
     json!({ "kind": "train", "task": "cartpole-v0", "total_steps": 1000, "num_envs": 1 })
 }

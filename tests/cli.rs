@@ -415,3 +415,57 @@ fn the_scene_reader_child_is_held_to_its_memory_allowance() {
     let stderr = String::from_utf8_lossy(&tight.stderr);
     assert!(stderr.contains("memory allocation of"), "{stderr}");
 }
+
+/// `hanzo-twin synthdata generate --config` with the sample configuration
+/// (made small), followed to its end and unpacked.
+#[tokio::test]
+async fn synthdata_generate_follows_the_job_and_unpacks_the_dataset() {
+    let node = TestNode::start().await;
+    let belt = node.create_sample("conveyor.yaml", "cli-belt").await;
+    node.start_twin(&belt, "paused").await;
+    let sample = std::fs::read_to_string(repo().join("configs/synthdata/conveyor-boxes.yaml"))
+        .expect("the sample configuration");
+    let small = sample
+        .replace("twin_id: conveyor-line", &format!("twin_id: {belt}"))
+        .replace("resolution: [640, 480]", "resolution: [48, 36]")
+        .replace("num_frames: 200", "num_frames: 3")
+        .replace("samples_per_pixel: 4", "samples_per_pixel: 1");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("synthdata-config.yaml");
+    std::fs::write(&config, small).expect("write");
+    let out_dir = dir.path().join("dataset");
+    let out = cli(
+        &node,
+        &[
+            "synthdata",
+            "generate",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+        ],
+    );
+    let text = ok(&out);
+    assert!(text.contains("succeeded"), "{text}");
+    let coco: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out_dir.join("annotations.json")).expect("annotations.json"),
+    )
+    .expect("COCO JSON");
+    assert_eq!(coco["images"].as_array().expect("images").len(), 3);
+    assert!(out_dir.join("rgb/cam0-Camera/00000002.png").exists());
+
+    // A configuration that is not one says what it lacks.
+    std::fs::write(&config, "cameras: []\n").expect("write");
+    let out = cli(
+        &node,
+        &[
+            "synthdata",
+            "generate",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("twin_id"), "{err}");
+}

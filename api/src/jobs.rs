@@ -62,7 +62,7 @@ impl From<JobError> for ApiError {
     }
 }
 
-fn job_id(raw: &str) -> Result<JobId, ApiError> {
+pub(crate) fn job_id(raw: &str) -> Result<JobId, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::invalid("id", "not a job id (a UUID)"))
 }
 

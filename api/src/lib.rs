@@ -17,6 +17,7 @@ pub mod openapi;
 mod paging;
 pub mod rbac;
 pub mod scenes;
+mod synthdata;
 mod twin_view;
 mod twins;
 
@@ -68,6 +69,8 @@ pub struct ApiShared {
     pub scenes: Option<Arc<dyn scenes::SceneCatalog>>,
     /// The node's jobs.
     pub jobs: hanzo_twin_actors::jobs::JobsNode,
+    /// Synthetic datasets, when this node keeps them.
+    pub datasets: Option<Arc<dyn hanzo_twin_actors::jobs::DatasetStore>>,
 }
 
 /// Limits of the API.
@@ -116,6 +119,7 @@ fn routes(config: &ApiConfig) -> Routes {
         .merge(twin_view::routes())
         .merge(gym::routes())
         .merge(jobs::routes())
+        .merge(synthdata::routes())
         .merge(inspector::routes())
         .merge(scenes::routes(config.max_scene_upload_bytes))
 }

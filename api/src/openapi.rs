@@ -63,6 +63,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         crate::jobs::cancel,
         crate::jobs::logs,
         crate::jobs::artifact,
+        crate::synthdata::generate,
+        crate::synthdata::status,
+        crate::synthdata::dataset,
         crate::inspector::page,
         crate::inspector::twin_page,
         crate::inspector::asset,
@@ -86,6 +89,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         (name = "gym", description = "Gymnasium-compatible RL environment batches."),
         (name = "jobs", description = "Long-running work: reinforcement-learning training and evaluation, with progress, logs and artifacts."),
         (name = "scenes", description = "The organization's scene library."),
+        (name = "synthdata", description = "Labelled image datasets drawn from twins: COCO annotations, depth, normals and segmentation."),
         (name = "cluster", description = "Nodes, the supervision tree, engines and the audit log."),
         (name = "api", description = "This document."),
     )

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 mod jobs;
 mod node;
 mod scenes;
+mod synthdata;
 
 #[derive(Parser)]
 #[command(
@@ -243,6 +244,11 @@ enum Command {
     Jobs {
         #[command(subcommand)]
         command: jobs::JobsCommand,
+    },
+    /// Synthetic data: labelled image datasets drawn from a twin.
+    Synthdata {
+        #[command(subcommand)]
+        command: synthdata::SynthdataCommand,
     },
     /// Scenes in the node's library: versioned USD packages.
     Scene {
@@ -832,6 +838,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Scene { command } => scenes::scene_command(command).await?,
+        Command::Synthdata { command } => synthdata::command(command).await?,
         Command::Train(args) => jobs::train(args).await?,
         Command::Jobs { command } => jobs::command(command).await?,
         Command::Export { twin, out, client } => {

@@ -110,6 +110,8 @@ impl Actor for NodeSupervisor {
             SupervisorMsg::Attach(twins, jobs) => {
                 // A host may have been restarted since the handles were made.
                 twins.replace_host(state.host.clone());
+                // Synthetic-data jobs reach twins through the same handle.
+                let _ = state.jobs_args.twins.set(twins.clone());
                 state.twins = Some(twins);
                 jobs.replace_host(state.jobs_host.clone());
                 state.jobs = Some(jobs);
@@ -236,6 +238,8 @@ pub struct Node {
     node_id: String,
     twins: TwinNode,
     jobs: JobsNode,
+    /// Synthetic datasets (the datasets bucket).
+    datasets: Arc<dyn hanzo_twin_actors::jobs::DatasetStore>,
     engines: EngineRegistry,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_done: tokio::task::JoinHandle<()>,
@@ -302,6 +306,15 @@ impl Node {
         let artifacts: Arc<dyn hanzo_twin_actors::jobs::ArtifactStore> = Arc::new(
             crate::store::ObjectArtifactStore::new(buckets.checkpoints.clone()),
         );
+        let datasets: Arc<dyn hanzo_twin_actors::jobs::DatasetStore> = Arc::new(
+            crate::store::ObjectDatasetStore::new(buckets.datasets.clone()),
+        );
+        let render = hanzo_twin_actors::render::RenderWorkers::new(
+            hanzo_twin_actors::render::RenderPoolArgs {
+                workers: config.render.workers,
+                max_queue: config.render.max_queue,
+            },
+        );
         let jobs_args = JobsArgs {
             config: Arc::new(JobsConfig {
                 node_id: node_id.clone(),
@@ -329,6 +342,9 @@ impl Node {
                 Some(scenes.fetcher()),
             ),
             engines: engines.clone(),
+            twins: Arc::default(),
+            render: render.clone(),
+            datasets: datasets.clone(),
         };
         let routes = Arc::new(hanzo_twin_actors::RouteCache::default());
         let host_args = HostArgs {
@@ -364,12 +380,7 @@ impl Node {
                 .enabled()
                 .then(|| Arc::new(membership.clone()) as Arc<dyn hanzo_twin_actors::Placement>),
             routes: routes.clone(),
-            render: hanzo_twin_actors::render::RenderWorkers::new(
-                hanzo_twin_actors::render::RenderPoolArgs {
-                    workers: config.render.workers,
-                    max_queue: config.render.max_queue,
-                },
-            ),
+            render: render.clone(),
         };
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
         let (jobs_tx, jobs_rx) = tokio::sync::oneshot::channel();
@@ -438,6 +449,7 @@ impl Node {
             node_id,
             twins,
             jobs,
+            datasets,
             engines,
             supervisor,
             supervisor_done,
@@ -525,6 +537,7 @@ impl Node {
             auth,
             scenes: Some(self.scenes.clone()),
             jobs: self.jobs.clone(),
+            datasets: Some(self.datasets.clone()),
         });
         let config = ApiConfig {
             max_body_bytes: self.config.server.max_body_bytes,

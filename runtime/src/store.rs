@@ -276,26 +276,72 @@ impl ObjectArtifactStore {
     }
 }
 
+async fn put_object(
+    objects: &dyn ObjectStore,
+    path: ObjectPath,
+    bytes: Vec<u8>,
+) -> StoreResult<()> {
+    objects
+        .put(&path, PutPayload::from(Bytes::from(bytes)))
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+async fn get_object(objects: &dyn ObjectStore, path: ObjectPath) -> StoreResult<Option<Vec<u8>>> {
+    match objects.get(&path).await {
+        Ok(r) => Ok(Some(r.bytes().await.map_err(err)?.to_vec())),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(err(e)),
+    }
+}
+
 impl ArtifactStore for ObjectArtifactStore {
     fn put(&self, job: JobId, name: &str, bytes: Vec<u8>) -> BoxFuture<'_, StoreResult<()>> {
         let path = Self::path(job, name);
-        Box::pin(async move {
-            self.objects
-                .put(&path, PutPayload::from(Bytes::from(bytes)))
-                .await
-                .map_err(err)?;
-            Ok(())
-        })
+        Box::pin(put_object(&*self.objects, path, bytes))
     }
 
     fn get(&self, job: JobId, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
         let path = Self::path(job, name);
+        Box::pin(get_object(&*self.objects, path))
+    }
+}
+
+/// Synthetic datasets in the datasets bucket, by key
+/// (`<organization>/<dataset>/<job>/<file>`).
+pub struct ObjectDatasetStore {
+    objects: Arc<dyn ObjectStore>,
+}
+
+impl ObjectDatasetStore {
+    pub fn new(objects: Arc<dyn ObjectStore>) -> ObjectDatasetStore {
+        ObjectDatasetStore { objects }
+    }
+}
+
+impl hanzo_twin_actors::jobs::DatasetStore for ObjectDatasetStore {
+    fn put(&self, key: &str, bytes: Vec<u8>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(put_object(&*self.objects, ObjectPath::from(key), bytes))
+    }
+
+    fn get(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
+        Box::pin(get_object(&*self.objects, ObjectPath::from(key)))
+    }
+
+    fn list(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let prefix = ObjectPath::from(prefix);
         Box::pin(async move {
-            match self.objects.get(&path).await {
-                Ok(r) => Ok(Some(r.bytes().await.map_err(err)?.to_vec())),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(err(e)),
-            }
+            use futures_util::TryStreamExt;
+            let mut keys: Vec<String> = self
+                .objects
+                .list(Some(&prefix))
+                .map_ok(|meta| meta.location.to_string())
+                .try_collect()
+                .await
+                .map_err(err)?;
+            keys.sort();
+            Ok(keys)
         })
     }
 }

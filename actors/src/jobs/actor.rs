@@ -54,6 +54,7 @@ pub enum JobMsg {
     /// How far work inside the node has come.
     Progress {
         steps: u64,
+        per_second: Option<f64>,
     },
     /// Work inside the node ended: its result, `None` when stopped.
     Done(Result<Option<serde_json::Value>, String>),
@@ -176,7 +177,9 @@ impl JobActorState {
                     through_api: self.record.spec.trains_through_api(),
                 })
             }
-            JobSpec::Compare(_) => Err("a comparison runs inside the node".into()),
+            JobSpec::Compare(_) | JobSpec::Synthdata(_) => {
+                Err("this job runs inside the node".into())
+            }
             JobSpec::Evaluate(eval) => {
                 let trained = match self.jobs.store.get(eval.policy_job).await {
                     Ok(Some(r)) if r.organization == self.record.organization => r,
@@ -229,7 +232,10 @@ impl JobActorState {
             if reported.elapsed() >= SAVE_EVERY {
                 reported = Instant::now();
                 let done = (engine as u64).saturating_mul(steps) + step + 1;
-                let _ = me.cast(JobMsg::Progress { steps: done });
+                let _ = me.cast(JobMsg::Progress {
+                    steps: done,
+                    per_second: None,
+                });
             }
             !stop.load(Ordering::Relaxed)
         });
@@ -263,12 +269,66 @@ impl JobActorState {
         self.worker = Some(Worker { pid: None, output });
     }
 
+    /// Starts drawing a synthetic dataset on the node's render workers; it
+    /// reports each batch stored and stops before the next once `stop` is set.
+    fn start_synthdata(
+        &mut self,
+        myself: &ActorRef<JobMsg>,
+        spec: hanzo_twin_render::synth::SynthSpec,
+    ) -> Result<(), String> {
+        self.log.append(
+            "node",
+            format!(
+                "drawing {} frames of {} from twin {} on {}, from frame {}",
+                spec.num_frames,
+                spec.output_dataset,
+                spec.twin_id,
+                self.jobs.config.node_id,
+                self.record.progress.steps
+            ),
+            None,
+        );
+        let run = super::synthdata::SynthRun {
+            spec,
+            organization: self.record.organization.clone(),
+            job: self.record.id,
+            done: self.record.progress.steps,
+            twins: self.jobs.twins.clone(),
+            render: self.jobs.render.clone(),
+            datasets: self.jobs.datasets.clone(),
+            node: self.jobs.config.node_id.clone(),
+        };
+        let stop = self.stop.clone();
+        let me = myself.clone();
+        let output = tokio::spawn(async move {
+            let progress = {
+                let me = me.clone();
+                move |steps, rate| {
+                    let _ = me.cast(JobMsg::Progress {
+                        steps,
+                        per_second: Some(rate),
+                    });
+                }
+            };
+            let result = run
+                .run(progress, move || stop.load(Ordering::Relaxed))
+                .await;
+            let _ = me.cast(JobMsg::Done(result));
+        });
+        self.worker = Some(Worker { pid: None, output });
+        Ok(())
+    }
+
     /// Starts the worker; `Err` is why the job fails.
     async fn start(&mut self, myself: &ActorRef<JobMsg>) -> Result<(), String> {
         if let JobSpec::Compare(request) = &self.record.spec {
             let request = request.clone();
             self.start_compare(myself, request);
             return Ok(());
+        }
+        if let JobSpec::Synthdata(spec) = &self.record.spec {
+            let spec = spec.clone();
+            return self.start_synthdata(myself, spec);
         }
         tokio::fs::create_dir_all(&self.dir)
             .await
@@ -645,13 +705,21 @@ impl Actor for JobActor {
                     myself.send_after(state.jobs.config.cancel_grace, || JobMsg::Kill);
                 }
             }
-            JobMsg::Progress { steps } => {
+            JobMsg::Progress { steps, per_second } => {
                 let p = &mut state.record.progress;
                 p.steps = steps;
+                if per_second.is_some() {
+                    p.steps_per_second = per_second;
+                }
                 if p.total_steps > 0 {
                     p.fraction = (steps as f64 / p.total_steps as f64).min(1.0);
                 }
-                let message = format!("{} of {} steps", p.steps, p.total_steps);
+                let unit = if state.record.kind == super::JobKind::Synthdata {
+                    "frames"
+                } else {
+                    "steps"
+                };
+                let message = format!("{} of {} {unit}", p.steps, p.total_steps);
                 state.log.append(
                     "progress",
                     message,

@@ -49,6 +49,13 @@ pub struct JobsArgs {
     /// Scenes and engines, for work done inside the node (comparisons).
     pub scenes: crate::scenes::SceneLoader,
     pub engines: hanzo_twin_engines::EngineRegistry,
+    /// The node's twins (set once the node has started them), whose scenes
+    /// synthetic-data jobs draw.
+    pub twins: Arc<std::sync::OnceLock<crate::TwinNode>>,
+    /// The render workers that draw synthetic data.
+    pub render: crate::render::RenderWorkers,
+    /// The datasets bucket.
+    pub datasets: Arc<dyn super::DatasetStore>,
 }
 
 pub enum JobsMsg {
@@ -119,7 +126,7 @@ impl JobsState {
                     };
                     Some((target, t.num_envs))
                 }
-                JobSpec::Evaluate(_) | JobSpec::Compare(_) => None,
+                JobSpec::Evaluate(_) | JobSpec::Compare(_) | JobSpec::Synthdata(_) => None,
             };
             let args = JobActorArgs {
                 record: pending.record,

@@ -18,11 +18,13 @@ mod host;
 pub mod log;
 mod remote;
 pub mod spec;
+pub mod synthdata;
 
 pub use host::{JobsArgs, JobsConfig, JobsHost, JobsMsg};
 pub use log::{JobLogLine, LogCursor, LogFollowers};
 pub use remote::LogPage;
 pub use spec::*;
+pub use synthdata::DatasetStore;
 
 use remote::{JobReply, JobRequest, JobsCluster};
 

@@ -26,6 +26,8 @@ pub enum JobSpec {
     /// One scene and one command sequence on several engines, and how far
     /// their trajectories drift apart (`POST /v1/engines/compare`, as a job).
     Compare(crate::compare::CompareRequest),
+    /// A labelled image dataset drawn from a twin (`POST /v1/synthdata`).
+    Synthdata(hanzo_twin_render::synth::SynthSpec),
 }
 
 /// The schema of a spec: one closed object per kind, holding the `kind`
@@ -59,7 +61,7 @@ impl utoipa::PartialSchema for JobSpec {
         };
         OneOfBuilder::new()
             .description(Some(
-                "A job's spec, tagged by `kind`: `train`, `evaluate` or `compare`.",
+                "A job's spec, tagged by `kind`: `train`, `evaluate`, `compare` or `synthdata`.",
             ))
             .item(tagged(
                 "train",
@@ -72,6 +74,10 @@ impl utoipa::PartialSchema for JobSpec {
             .item(tagged(
                 "compare",
                 <crate::compare::CompareRequest as utoipa::PartialSchema>::schema(),
+            ))
+            .item(tagged(
+                "synthdata",
+                <hanzo_twin_render::synth::SynthSpec as utoipa::PartialSchema>::schema(),
             ))
             .discriminator(Some(Discriminator::new("kind")))
             .into()
@@ -88,6 +94,7 @@ impl utoipa::ToSchema for JobSpec {
         <TrainSpec as utoipa::ToSchema>::schemas(schemas);
         <EvaluateSpec as utoipa::ToSchema>::schemas(schemas);
         <crate::compare::CompareRequest as utoipa::ToSchema>::schemas(schemas);
+        <hanzo_twin_render::synth::SynthSpec as utoipa::ToSchema>::schemas(schemas);
     }
 }
 
@@ -112,6 +119,7 @@ impl JobSpec {
             JobSpec::Train(_) => JobKind::Train,
             JobSpec::Evaluate(_) => JobKind::Evaluate,
             JobSpec::Compare(_) => JobKind::Compare,
+            JobSpec::Synthdata(_) => JobKind::Synthdata,
         }
     }
 }
@@ -122,16 +130,23 @@ pub enum JobKind {
     Train,
     Evaluate,
     Compare,
+    Synthdata,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [JobKind::Train, JobKind::Evaluate, JobKind::Compare];
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Train,
+        JobKind::Evaluate,
+        JobKind::Compare,
+        JobKind::Synthdata,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Train => "train",
             JobKind::Evaluate => "evaluate",
             JobKind::Compare => "compare",
+            JobKind::Synthdata => "synthdata",
         }
     }
 
@@ -351,6 +366,12 @@ impl JobSpec {
                 }
                 Ok(())
             }
+            JobSpec::Synthdata(spec) => spec.validate().map_err(|e| match e {
+                hanzo_twin_render::RenderError::Invalid { field, message } => {
+                    invalid(field, message)
+                }
+                other => invalid("spec", other.to_string()),
+            }),
         }
     }
 }
@@ -602,6 +623,8 @@ impl JobRecord {
             JobSpec::Evaluate(e) => u64::from(e.episodes),
             // Every engine runs every step.
             JobSpec::Compare(c) => c.steps.saturating_mul(c.engines.len() as u64),
+            // Progress counts frames.
+            JobSpec::Synthdata(s) => s.num_frames,
         };
         JobRecord {
             id: uuid::Uuid::now_v7(),

@@ -172,23 +172,37 @@ pub(super) async fn train(args: TrainArgs) -> anyhow::Result<()> {
 
 /// Submits `spec` and, unless `detach`, follows the job to its end.
 pub(super) async fn submit(c: &Client, spec: Value, detach: bool) -> anyhow::Result<()> {
-    let job = c.json(c.http.post(c.url("/v1/jobs")).json(&spec)).await?;
+    let kind = s(&spec["kind"]);
+    submit_to(c, "/v1/jobs", &spec, &kind, detach)
+        .await
+        .map(|_| ())
+}
+
+/// Posts `body` to `path`, which answers with a job (`kind` names it), and
+/// unless `detach` follows the job to its end; the job's id.
+pub(super) async fn submit_to(
+    c: &Client,
+    path: &str,
+    body: &Value,
+    kind: &str,
+    detach: bool,
+) -> anyhow::Result<String> {
+    let job = c.json(c.http.post(c.url(path)).json(body)).await?;
     let id = s(&job["id"]);
     if detach || c.output == Output::Json {
         print_value(c.output, &job, |j| {
             format!(
-                "submitted {} job {id} ({})\nfollow it: hanzo-twin jobs logs {id} --follow",
-                s(&j["kind"]),
+                "submitted {kind} job {id} ({})\nfollow it: hanzo-twin jobs logs {id} --follow",
                 s(&j["state"])
             )
         });
-        return Ok(());
+        return Ok(id);
     }
     eprintln!(
-        "submitted {} job {id}; Ctrl-C stops watching, not the job (hanzo-twin jobs cancel {id})",
-        s(&job["kind"])
+        "submitted {kind} job {id}; Ctrl-C stops watching, not the job (hanzo-twin jobs cancel {id})"
     );
-    follow(c, &id, true).await
+    follow(c, &id, true).await?;
+    Ok(id)
 }
 
 pub(super) async fn command(command: JobsCommand) -> anyhow::Result<()> {
