@@ -469,19 +469,10 @@ impl Writer<'_> {
             JointKind::Prismatic => "slide",
             JointKind::Spherical => {
                 // MuJoCo limits a ball's whole turn: the wider side of the cone.
-                let cone = joint.cone_limits.map(|[a, b]| a.max(b));
-                let range = match cone {
-                    Some(c) if (0.0..=std::f64::consts::PI).contains(&c) => {
-                        format!(" range=\"0 {c}\"")
-                    }
-                    Some(c) => {
-                        return Err(EngineError::ScenePrim {
-                            prim: joint.path.clone(),
-                            message: format!("a cone limit of {c} rad is not between 0 and π"),
-                        });
-                    }
-                    None => String::new(),
-                };
+                let range = joint
+                    .cone()?
+                    .map(|[a, b]| format!(" range=\"0 {}\"", a.max(b)))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     self.body,
                     "{pad}  <joint name=\"{}\" type=\"ball\" pos=\"{}\"{range}/>",

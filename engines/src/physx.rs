@@ -701,37 +701,20 @@ impl PhysxSimulation {
                         &transform(&child_frame),
                     );
                 }
-                if joint.kind == JointKind::Spherical {
+                // One handle a moving joint: a ball's frames, or an axis's drive.
+                let (local_axis, drive, ball) = if joint.kind == JointKind::Spherical {
                     // Twist is free; the cone is two swing limits: toward Y a
                     // turn about Z (swing 2), toward Z one about Y (swing 1).
+                    let cone = joint.cone()?;
                     let swings = [
                         (PxArticulationAxis::Twist, None),
-                        (PxArticulationAxis::Swing2, joint.cone_limits.map(|c| c[0])),
-                        (PxArticulationAxis::Swing1, joint.cone_limits.map(|c| c[1])),
+                        (PxArticulationAxis::Swing2, cone.map(|c| c[0])),
+                        (PxArticulationAxis::Swing1, cone.map(|c| c[1])),
                     ];
                     for (axis, cone) in swings {
-                        if let Some(c) = cone
-                            && !(0.0..=std::f64::consts::PI).contains(&c)
-                        {
-                            return Err(EngineError::ScenePrim {
-                                prim: joint.path.clone(),
-                                message: format!("a cone limit of {c} rad is not between 0 and π"),
-                            });
-                        }
                         unsafe { set_motion(inbound, axis, cone.map(|c| (-c, c))) };
                     }
-                    let (frame0, frame1) = joint.spherical_frames();
-                    self.joints.push(JointHandle {
-                        path: joint.path.clone(),
-                        kind: joint.kind,
-                        joint: inbound,
-                        axis,
-                        parent: parent_link.cast(),
-                        child: link.cast(),
-                        local_axis: [1.0, 0.0, 0.0],
-                        drive: None,
-                        ball: Some((frame0, frame1)),
-                    });
+                    ([1.0, 0.0, 0.0], None, Some(joint.spherical_frames()))
                 } else if joint.kind != JointKind::Fixed {
                     let range = match joint.limits {
                         Some((lo, hi)) if lo.is_nan() || hi.is_nan() || lo > hi => {
@@ -755,6 +738,15 @@ impl PhysxSimulation {
                     if q.abs() > 1e-12 {
                         initial.push((self.joints.len(), q));
                     }
+                    (
+                        quat_rotate(f1.rotation, joint.axis.unit()),
+                        joint.drive,
+                        None,
+                    )
+                } else {
+                    ([0.0; 3], None, None)
+                };
+                if joint.kind != JointKind::Fixed {
                     self.joints.push(JointHandle {
                         path: joint.path.clone(),
                         kind: joint.kind,
@@ -762,9 +754,9 @@ impl PhysxSimulation {
                         axis,
                         parent: parent_link.cast(),
                         child: link.cast(),
-                        local_axis: quat_rotate(f1.rotation, joint.axis.unit()),
-                        drive: joint.drive,
-                        ball: None,
+                        local_axis,
+                        drive,
+                        ball,
                     });
                 }
                 for &c in tree.children[b].iter().rev() {

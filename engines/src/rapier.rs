@@ -1645,9 +1645,9 @@ fn build_joint(
         }
         // The cone as two swing limits: toward Y is a turn about Z, toward Z
         // one about Y (a box of swings around the cone; twist stays free).
-        if let Some(cone) = joint.cone_limits {
+        if let Some(cone) = joint.cone()? {
             for (angle, about) in cone.into_iter().zip([JointAxis::AngZ, JointAxis::AngY]) {
-                let angle = cone_angle(path, angle)?;
+                let angle = angle as Real;
                 builder = builder.limits(about, [-angle, angle]);
             }
         }
@@ -1699,18 +1699,6 @@ fn build_joint(
 // ---------------------------------------------------------------------------------------------
 // Checks and conversions.
 // ---------------------------------------------------------------------------------------------
-
-/// A cone half-angle between 0 and π.
-fn cone_angle(path: &str, angle: f64) -> Result<Real, EngineError> {
-    if (0.0..=std::f64::consts::PI).contains(&angle) {
-        Ok(angle as Real)
-    } else {
-        Err(prim_error(
-            path,
-            &format!("a cone limit of {angle} rad is not between 0 and π"),
-        ))
-    }
-}
 
 fn prim_error(prim: &str, message: &str) -> EngineError {
     EngineError::ScenePrim {

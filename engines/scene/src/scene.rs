@@ -238,6 +238,25 @@ pub struct Joint {
 }
 
 impl Joint {
+    /// A spherical joint's cone, each side checked to lie between 0 and π:
+    /// the one check every engine relies on.
+    pub fn cone(&self) -> Result<Option<[f64; 2]>, crate::SceneError> {
+        match self.cone_limits {
+            Some(cone) => {
+                for c in cone {
+                    if !(0.0..=std::f64::consts::PI).contains(&c) {
+                        return Err(crate::SceneError::Prim {
+                            prim: self.path.clone(),
+                            message: format!("a cone limit of {c} rad is not between 0 and π"),
+                        });
+                    }
+                }
+                Ok(Some(cone))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// A spherical joint's frames in each body, turned so that the cone's axis
     /// is X and the next axis Y: the frame every engine builds the joint in
     /// and reports its rotation in.
