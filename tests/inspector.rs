@@ -376,3 +376,64 @@ async fn the_vendored_libraries_match_their_checksums_and_are_served() {
         .expect("asset");
     assert_eq!(missing.status(), 404);
 }
+
+/// The render pool stands beside the twin host, with its workers; a frame
+/// drawn shows in their figures.
+#[tokio::test]
+async fn the_tree_shows_the_render_pool_and_its_workers() {
+    let node = TestNode::start().await;
+    let belt = node.create_sample("conveyor.yaml", "tree-belt").await;
+    node.start_twin(&belt, "paused").await;
+    let t = tree(&node).await;
+    let pool = t["children"]
+        .as_array()
+        .expect("the node's children")
+        .iter()
+        .find(|c| c["kind"] == "render_pool")
+        .unwrap_or_else(|| panic!("no render pool: {t}"))
+        .clone();
+    let workers = pool["children"].as_array().expect("workers");
+    assert_eq!(workers.len(), 2, "render.workers' default: {pool}");
+    assert!(
+        workers
+            .iter()
+            .all(|w| w["kind"] == "render_worker" && w["status"] == "running")
+    );
+    let drawn_before: u64 = workers
+        .iter()
+        .map(|w| w["messages"].as_u64().unwrap_or(0))
+        .sum();
+    let (status, v) = node
+        .get(&format!(
+            "/v1/twins/{belt}/render?outputs=instance&format=json&width=32&height=24"
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // A worker's message counts once handled: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let t = tree(&node).await;
+        let pool = t["children"]
+            .as_array()
+            .expect("children")
+            .iter()
+            .find(|c| c["kind"] == "render_pool")
+            .expect("the pool")
+            .clone();
+        let drawn_after: u64 = pool["children"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|w| w["messages"].as_u64().unwrap_or(0))
+            .sum();
+        if drawn_after == drawn_before + 1 && pool["messages"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(drawn_after <= drawn_before + 1, "{pool}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the frame never showed: {pool}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

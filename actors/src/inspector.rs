@@ -14,7 +14,8 @@ pub struct ActorNode {
     /// The actor's id in the runtime (changes when it restarts).
     pub actor_id: Option<String>,
     pub name: String,
-    /// `node`, `host`, `twin`, `fork` or `gym`.
+    /// `node`, `host`, `twin`, `fork`, `gym`, `render_pool`,
+    /// `render_worker`, or a twin child's (`sync`, `publish`).
     pub kind: String,
     /// `running`, `passivated`, `stopped` or `failed`.
     pub status: String,
@@ -61,8 +62,13 @@ impl ActorNode {
     }
 
     /// A node and its twin host, with the host's children: twins (by name)
-    /// first, then gym batches (by id).
-    pub fn node(node_id: &str, mut twins: Vec<ActorNode>, mut gyms: Vec<ActorNode>) -> ActorNode {
+    /// first, then gym batches (by id); then the node's render pool.
+    pub fn node(
+        node_id: &str,
+        mut twins: Vec<ActorNode>,
+        mut gyms: Vec<ActorNode>,
+        render: Option<ActorNode>,
+    ) -> ActorNode {
         twins.sort_by(|a, b| a.name.cmp(&b.name));
         gyms.sort_by(|a, b| a.name.cmp(&b.name));
         twins.extend(gyms);
@@ -88,7 +94,7 @@ impl ActorNode {
             messages: 0,
             uptime_s: None,
             handling_mean_us: None,
-            children: vec![host],
+            children: std::iter::once(host).chain(render).collect(),
         }
     }
 }

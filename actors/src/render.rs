@@ -195,6 +195,21 @@ pub struct RenderPoolArgs {
 pub struct RenderWorkers {
     pool: Arc<std::sync::RwLock<Option<ActorRef<RenderPoolMsg>>>>,
     pub settings: RenderPoolArgs,
+    /// What the supervision tree shows of the pool, kept by the pool.
+    board: Arc<std::sync::Mutex<Board>>,
+}
+
+/// The pool and its workers as the tree shows them.
+#[derive(Default)]
+struct Board {
+    pool: Option<(ractor::ActorId, crate::inspector::MessageCount)>,
+    workers: Vec<WorkerBoard>,
+}
+
+struct WorkerBoard {
+    actor: ractor::ActorId,
+    messages: crate::inspector::MessageCount,
+    restarts: u32,
 }
 
 impl RenderWorkers {
@@ -202,7 +217,48 @@ impl RenderWorkers {
         RenderWorkers {
             pool: Arc::default(),
             settings,
+            board: Arc::default(),
         }
+    }
+
+    /// The pool and its workers for the supervision tree: each with its
+    /// actor, messages, mean handling time, uptime and restarts.
+    pub fn tree_node(&self) -> Option<crate::inspector::ActorNode> {
+        use crate::inspector::ActorNode;
+        let board = self.board.lock().ok()?;
+        let (pool, messages) = board.pool.as_ref()?;
+        let row = |name: String,
+                   kind: &str,
+                   actor: &ractor::ActorId,
+                   m: &crate::inspector::MessageCount,
+                   restarts: u32| ActorNode {
+            actor_id: Some(actor.to_string()),
+            name,
+            kind: kind.into(),
+            status: "running".into(),
+            target: None,
+            restarts,
+            messages: m.get(),
+            uptime_s: Some(m.uptime_s()),
+            handling_mean_us: m.handling_mean_us(),
+            children: Vec::new(),
+        };
+        let mut node = row("render".into(), "render_pool", pool, messages, 0);
+        node.children = board
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                row(
+                    format!("render/worker:{i}"),
+                    "render_worker",
+                    &w.actor,
+                    &w.messages,
+                    w.restarts,
+                )
+            })
+            .collect();
+        Some(node)
     }
 
     /// The live pool; `None` before the node has started it.
@@ -222,12 +278,15 @@ impl RenderWorkers {
         &self,
         supervisor: Option<ractor::ActorCell>,
     ) -> Result<ActorRef<RenderPoolMsg>, ractor::SpawnErr> {
+        let args = PoolArgs {
+            settings: self.settings,
+            board: self.board.clone(),
+        };
         let (pool, _) = match supervisor {
             Some(supervisor) => {
-                Actor::spawn_linked(Some("render".into()), RenderPool, self.settings, supervisor)
-                    .await?
+                Actor::spawn_linked(Some("render".into()), RenderPool, args, supervisor).await?
             }
-            None => Actor::spawn(None, RenderPool, self.settings).await?,
+            None => Actor::spawn(None, RenderPool, args).await?,
         };
         self.replace(pool.clone());
         Ok(pool)
@@ -253,7 +312,15 @@ struct Slot {
     current: Option<Pending>,
 }
 
+/// What the pool starts with.
+pub struct PoolArgs {
+    settings: RenderPoolArgs,
+    board: Arc<std::sync::Mutex<Board>>,
+}
+
 pub struct RenderPoolState {
+    board: Arc<std::sync::Mutex<Board>>,
+    messages: crate::inspector::MessageCount,
     slots: Vec<Slot>,
     queue: VecDeque<Pending>,
     max_queue: usize,
@@ -267,17 +334,36 @@ impl RenderPool {
     async fn spawn_worker(
         pool: &ActorRef<RenderPoolMsg>,
         index: usize,
+        board: &std::sync::Mutex<Board>,
     ) -> Result<ActorRef<WorkerMsg>, ActorProcessingErr> {
+        let messages = crate::inspector::MessageCount::default();
         let (worker, _) = Actor::spawn_linked(
             None,
             RenderWorker,
             WorkerArgs {
                 pool: pool.clone(),
                 index,
+                messages: messages.clone(),
             },
             pool.get_cell(),
         )
         .await?;
+        if let Ok(mut board) = board.lock() {
+            let entry = WorkerBoard {
+                actor: worker.get_id(),
+                messages,
+                restarts: 0,
+            };
+            match board.workers.get_mut(index) {
+                Some(old) => {
+                    *old = WorkerBoard {
+                        restarts: old.restarts + 1,
+                        ..entry
+                    }
+                }
+                None => board.workers.push(entry),
+            }
+        }
         Ok(worker)
     }
 }
@@ -307,24 +393,35 @@ impl RenderPoolState {
 impl Actor for RenderPool {
     type Msg = RenderPoolMsg;
     type State = RenderPoolState;
-    type Arguments = RenderPoolArgs;
+    type Arguments = PoolArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<RenderPoolMsg>,
-        args: RenderPoolArgs,
+        args: PoolArgs,
     ) -> Result<RenderPoolState, ActorProcessingErr> {
-        let mut slots = Vec::with_capacity(args.workers.max(1));
-        for index in 0..args.workers.max(1) {
+        let messages = crate::inspector::MessageCount::default();
+        if let Ok(mut board) = args.board.lock() {
+            // A restarted pool starts a fresh board.
+            *board = Board {
+                pool: Some((myself.get_id(), messages.clone())),
+                workers: Vec::new(),
+            };
+        }
+        let workers = args.settings.workers.max(1);
+        let mut slots = Vec::with_capacity(workers);
+        for index in 0..workers {
             slots.push(Slot {
-                actor: RenderPool::spawn_worker(&myself, index).await?,
+                actor: RenderPool::spawn_worker(&myself, index, &args.board).await?,
                 current: None,
             });
         }
         Ok(RenderPoolState {
+            board: args.board,
+            messages,
             slots,
             queue: VecDeque::new(),
-            max_queue: args.max_queue,
+            max_queue: args.settings.max_queue,
             frames: 0,
             worker_restarts: 0,
         })
@@ -336,6 +433,7 @@ impl Actor for RenderPool {
         msg: RenderPoolMsg,
         state: &mut RenderPoolState,
     ) -> Result<(), ActorProcessingErr> {
+        let _timer = state.messages.time();
         match msg {
             RenderPoolMsg::Render { work, reply } => {
                 if state.queue.len() >= state.max_queue {
@@ -414,7 +512,7 @@ impl Actor for RenderPool {
                 state.queue.push_front(pending);
             }
         }
-        state.slots[index].actor = RenderPool::spawn_worker(&myself, index).await?;
+        state.slots[index].actor = RenderPool::spawn_worker(&myself, index, &state.board).await?;
         state.dispatch();
         Ok(())
     }
@@ -430,12 +528,14 @@ impl ractor::Message for WorkerMsg {}
 struct WorkerArgs {
     pool: ActorRef<RenderPoolMsg>,
     index: usize,
+    messages: crate::inspector::MessageCount,
 }
 
 struct WorkerState {
     pool: ActorRef<RenderPoolMsg>,
     index: usize,
     crash_next: bool,
+    messages: crate::inspector::MessageCount,
 }
 
 struct RenderWorker;
@@ -454,6 +554,7 @@ impl Actor for RenderWorker {
             pool: args.pool,
             index: args.index,
             crash_next: false,
+            messages: args.messages,
         })
     }
 
@@ -463,6 +564,7 @@ impl Actor for RenderWorker {
         msg: WorkerMsg,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
+        let _timer = state.messages.time();
         match msg {
             WorkerMsg::CrashNext => state.crash_next = true,
             WorkerMsg::Draw(job) => {

@@ -248,6 +248,7 @@ impl HostState {
             &self.config.node_id,
             twins.collect(),
             self.gym.tree_nodes(scope),
+            self.render.tree_node(),
         )
     }
 
