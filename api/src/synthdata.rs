@@ -98,12 +98,9 @@ pub(crate) async fn generate(
     body: Bytes,
 ) -> ApiResult {
     let spec: SynthSpec = parse_json(&body, false)?;
-    spec.validate().map_err(|e| match e {
-        hanzo_twin_render::RenderError::Invalid { field, message } => {
-            ApiError::invalid(field, message)
-        }
-        other => ApiError::invalid("spec", other.to_string()),
-    })?;
+    // One mapping of a render error to an answer: the twin API's.
+    spec.validate()
+        .map_err(|e| ApiError::from(hanzo_twin_actors::TwinError::from(e)))?;
     // The twin must exist for the caller (its organization's) and run.
     node.info(&spec.twin_id)
         .await

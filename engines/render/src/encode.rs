@@ -92,6 +92,26 @@ fn u16s(values: impl Iterator<Item = u16>) -> Vec<u8> {
     values.flat_map(u16::to_be_bytes).collect()
 }
 
+/// A 16-bit id image, with its legend (`id=name` lines) under `key`.
+fn id_image<'a>(
+    frame: &Frame,
+    ids: impl Iterator<Item = u16>,
+    key: &str,
+    legend: impl Iterator<Item = (u64, &'a str)>,
+) -> Result<Vec<u8>, RenderError> {
+    let legend = legend
+        .map(|(id, name)| format!("{id}={name}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    png(
+        frame,
+        png::ColorType::Grayscale,
+        png::BitDepth::Sixteen,
+        &u16s(ids),
+        &[(key, legend)],
+    )
+}
+
 /// The frame's `output` as a PNG file, or an error when the frame lacks it
 /// (colour not rendered) or ids overflow 16 bits.
 pub fn encode_png(frame: &Frame, output: Output) -> Result<Vec<u8>, RenderError> {
@@ -150,37 +170,16 @@ pub fn encode_png(frame: &Frame, output: Output) -> Result<Vec<u8>, RenderError>
                     "instance ids above 65535 do not fit a 16-bit PNG",
                 ));
             }
-            let data = u16s(frame.instance.iter().map(|&id| id as u16));
+            let ids = frame.instance.iter().map(|&id| id as u16);
             let legend = frame
                 .instances
                 .iter()
-                .map(|l| format!("{}={}", l.id, l.path))
-                .collect::<Vec<_>>()
-                .join("\n");
-            png(
-                frame,
-                png::ColorType::Grayscale,
-                png::BitDepth::Sixteen,
-                &data,
-                &[("instances", legend)],
-            )
+                .map(|l| (u64::from(l.id), l.path.as_str()));
+            id_image(frame, ids, "instances", legend)
         }
         Output::Semantic => {
-            let data = u16s(frame.semantic.iter().copied());
-            let legend = frame
-                .classes
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{}={c}", i + 1))
-                .collect::<Vec<_>>()
-                .join("\n");
-            png(
-                frame,
-                png::ColorType::Grayscale,
-                png::BitDepth::Sixteen,
-                &data,
-                &[("classes", legend)],
-            )
+            let legend = (1..).zip(frame.classes.iter().map(String::as_str));
+            id_image(frame, frame.semantic.iter().copied(), "classes", legend)
         }
     }
 }
