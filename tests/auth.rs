@@ -207,6 +207,14 @@ fn cases() -> Vec<Case> {
             body: no_body,
         },
         Case {
+            method: Method::GET,
+            path: "/v1/gym/envs/{id}/render?width=8&height=8",
+            allowed: ALL,
+            ok: 200,
+            target: SharedGym,
+            body: no_body,
+        },
+        Case {
             method: Method::POST,
             path: "/v1/gym/envs/{id}/reset",
             allowed: RUNNERS,

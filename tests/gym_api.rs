@@ -650,3 +650,143 @@ async fn a_batch_no_request_reaches_is_deleted_after_the_idle_timeout_and_one_in
         node.log()
     );
 }
+
+fn decode_png(bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut buf).expect("pixels");
+    buf.truncate(info.buffer_size());
+    (info, buf)
+}
+
+/// Gymnasium's `render()` through the node: one environment as a PNG; a
+/// task's `camera_rgb` term observes the same picture as values in 0..1,
+/// shaped as an image in `observation_parts`; a twin's control task with
+/// `camera_images` observes each scene camera.
+#[tokio::test]
+async fn an_environment_renders_as_a_png_and_observes_camera_images() {
+    let node = TestNode::start().await;
+    let twin = node.create_sample("robot-arm.yaml", "gym-eye").await;
+    let camera = "/World/Camera";
+    let task = json!({
+        "name": "arm-eye", "step_hz": 240, "frame_skip": 4,
+        "observation": [
+            { "joint_position": { "joint": "/World/Arm/shoulder_pitch" } },
+            { "camera_rgb": { "camera": camera, "width": 32, "height": 24 } },
+        ],
+        "action": [{ "joint": "/World/Arm/shoulder_pitch", "mode": "position" }],
+        "reward": [{ "alive": { "weight": 1.0 } }],
+    });
+    let (status, info) = create(
+        &node,
+        json!({ "task": task, "twin_id": twin, "num_envs": 2 }),
+    )
+    .await;
+    assert_eq!(status, 201, "{info}");
+    assert_eq!(
+        info["observation_parts"][1],
+        json!({ "name": format!("rgb:{camera}"), "size": 32 * 24 * 3, "shape": [24, 32, 3] })
+    );
+    let id = info["id"].as_str().expect("id").to_string();
+    let get = |query: String| {
+        let url = node.url(&format!("/v1/gym/envs/{id}/render{query}"));
+        let http = node.http.clone();
+        async move {
+            let response = http.get(url).send().await.expect("render");
+            let status = response.status().as_u16();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (status, kind, response.bytes().await.expect("body").to_vec())
+        }
+    };
+    let (status, v) = node
+        .post(&format!("/v1/gym/envs/{id}/reset"), json!({ "seed": 2 }))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut last = Value::Null;
+    for _ in 0..5 {
+        let (status, v) = node
+            .post(
+                &format!("/v1/gym/envs/{id}/step"),
+                json!({ "actions": [[0.8], [-0.8]] }),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        last = v;
+    }
+    let observed = rows(&last, "observations");
+    for (env, row) in observed.iter().enumerate() {
+        let (status, kind, body) =
+            get(format!("?env={env}&camera={camera}&width=32&height=24")).await;
+        assert_eq!((status, kind.as_str()), (200, "image/png"));
+        let (png_info, pixels) = decode_png(&body);
+        assert_eq!(
+            (png_info.width, png_info.height, png_info.color_type),
+            (32, 24, png::ColorType::Rgb)
+        );
+        assert_eq!(row.len(), 1 + 32 * 24 * 3);
+        let seen: Vec<u8> = row[1..].iter().map(|v| (v * 255.0).round() as u8).collect();
+        assert_eq!(seen, pixels, "env {env}: the observation is the picture");
+    }
+    // Arms driven apart look different.
+    let (_, _, a) = get("?env=0&width=64&height=48".into()).await;
+    let (_, _, b) = get("?env=1&width=64&height=48".into()).await;
+    assert_ne!(decode_png(&a).1, decode_png(&b).1);
+    // The default: 480×480 from the task's camera.
+    let (status, _, body) = get(String::new()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (decode_png(&body).0.width, decode_png(&body).0.height),
+        (480, 480)
+    );
+    // Bad requests name the field.
+    for (query, field) in [
+        ("?env=2", "env"),
+        ("?env=first", "env"),
+        ("?width=0", "width"),
+        ("?height=5000", "height"),
+    ] {
+        let (status, _, body) = get(query.into()).await;
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(status, 400, "{query}: {v}");
+        assert_eq!(v["error"]["field"], field, "{query}: {v}");
+    }
+    let (status, _, body) = get("?camera=/World/Nowhere".into()).await;
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    assert!((400..500).contains(&status), "{v}");
+    assert!(v.to_string().contains("/World/Nowhere"), "{v}");
+
+    // The twin's control task with camera images: each scene camera's.
+    let (status, info) = create(
+        &node,
+        json!({ "twin_id": twin, "camera_images": { "width": 16, "height": 12 } }),
+    )
+    .await;
+    assert_eq!(status, 201, "{info}");
+    let parts = info["observation_parts"].as_array().expect("parts");
+    assert_eq!(
+        parts.last(),
+        Some(
+            &json!({ "name": format!("rgb:{camera}"), "size": 16 * 12 * 3, "shape": [12, 16, 3] })
+        )
+    );
+    for (body, field) in [
+        (
+            json!({ "twin_id": twin, "camera_images": { "width": 0, "height": 12 } }),
+            "camera_images",
+        ),
+        (
+            json!({ "task": "cartpole-v0", "camera_images": { "width": 8, "height": 8 } }),
+            "camera_images",
+        ),
+    ] {
+        let (status, v) = create(&node, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["field"], field, "{body}: {v}");
+    }
+}

@@ -9,7 +9,7 @@ use crate::protocol::{Reply, Scope};
 use crate::record::TwinRecord;
 use hanzo_twin_engines::EngineKind;
 use hanzo_twin_gym::scene_task::{ActionMode, TaskSpec};
-use hanzo_twin_gym::{AutoReset, BoxSpace, Randomization, VecEnv, VecOutput};
+use hanzo_twin_gym::{AutoReset, BoxSpace, Randomization, RgbImage, VecEnv, VecOutput};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,12 @@ pub struct GymEnvRequest {
     /// force, the default), `position` or `velocity`. Only without `task`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_mode: Option<ActionMode>,
+    /// Observe every scene camera's colour image too, at this size (the
+    /// spec's `obs_type="dict"`: joint positions plus camera images; none
+    /// when the scene has no camera, as `observation_parts` then shows).
+    /// Only without `task`; a task spec names its `camera_rgb` terms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_images: Option<CameraImages>,
     /// Environment steps per simulated second, for a task on a scene: the
     /// physics rate divided by it must be a whole number of steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +60,16 @@ pub struct GymEnvRequest {
 
 fn one() -> usize {
     1
+}
+
+/// The size of a control task's camera images, in pixels.
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraImages {
+    #[schema(minimum = 1, maximum = 512)]
+    pub width: u32,
+    #[schema(minimum = 1, maximum = 512)]
+    pub height: u32,
 }
 
 /// Most environments one batch may hold.
@@ -155,6 +171,24 @@ impl GymEnv {
         self.call(|reply| GymMsg::Recv { count, reply }).await
     }
 
+    /// A picture of environment `env` now (Gymnasium's `render()`).
+    pub async fn render(
+        &self,
+        env: usize,
+        camera: Option<String>,
+        width: u32,
+        height: u32,
+    ) -> Result<RgbImage, TwinError> {
+        self.call(|reply| GymMsg::Render {
+            env,
+            camera,
+            width,
+            height,
+            reply,
+        })
+        .await
+    }
+
     /// Deleted or lost since it was resolved reads as unavailable.
     async fn call<T: Send + 'static>(
         &self,
@@ -196,6 +230,15 @@ pub enum GymMsg {
     Recv {
         count: usize,
         reply: Reply<VecOutput>,
+    },
+    /// A picture of environment `env` as it is now: from the scene camera
+    /// `camera`, or the task's own view.
+    Render {
+        env: usize,
+        camera: Option<String>,
+        width: u32,
+        height: u32,
+        reply: Reply<RgbImage>,
     },
     /// Whether the batch sat unused past its idle timeout (from itself).
     IdleCheck,
@@ -319,6 +362,18 @@ impl Actor for GymEnvActor {
                 let result = state.run(move |env, out| env.recv(count, out)).await;
                 let _ = reply.send(result.map(|()| state.out.clone()));
             }
+            GymMsg::Render {
+                env,
+                camera,
+                width,
+                height,
+                reply,
+            } => {
+                let result = state
+                    .run(move |batch, _| batch.render(env, camera.as_deref(), width, height))
+                    .await;
+                let _ = reply.send(result);
+            }
             GymMsg::IdleCheck => state.idle_check(&myself),
         }
         if let Some(why) = state.lost.take() {
@@ -353,12 +408,12 @@ impl GymEnvState {
     /// it runs in place (the runtime moves this worker's other tasks away),
     /// which spares a step two thread hand-offs; elsewhere on a blocking
     /// thread.
-    async fn run(
+    async fn run<T: Send + 'static>(
         &mut self,
-        f: impl FnOnce(&mut VecEnv, &mut VecOutput) -> Result<(), hanzo_twin_engines::EngineError>
+        f: impl FnOnce(&mut VecEnv, &mut VecOutput) -> Result<T, hanzo_twin_engines::EngineError>
         + Send
         + 'static,
-    ) -> Result<(), TwinError> {
+    ) -> Result<T, TwinError> {
         let Some(mut env) = self.env.take() else {
             return Err(TwinError::Unavailable(self.id.clone()));
         };
@@ -687,6 +742,23 @@ impl Setting {
                 "applies to a twin's own control task (twin_id without task); a task spec names each action's mode",
             ));
         }
+        if let Some(images) = request.camera_images {
+            if request.task.is_some() {
+                return Err(TwinError::invalid(
+                    "camera_images",
+                    "applies to a twin's own control task (twin_id without task); a task spec names its camera_rgb terms",
+                ));
+            }
+            if !(1..=512).contains(&images.width) || !(1..=512).contains(&images.height) {
+                return Err(TwinError::invalid(
+                    "camera_images",
+                    format!(
+                        "width and height must each be 1 to 512 pixels, got {}×{}",
+                        images.width, images.height
+                    ),
+                ));
+            }
+        }
         if let Some(hz) = request.step_hz
             && !(hz.is_finite() && hz >= 0.01)
         {
@@ -709,6 +781,7 @@ impl Setting {
                     request.action_mode.unwrap_or(ActionMode::Effort),
                     hz,
                     1,
+                    request.camera_images.map(|c| (c.width, c.height)),
                 )
                 .map_err(TwinError::from)?;
                 TaskRef::Spec(Box::new(spec))

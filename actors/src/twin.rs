@@ -266,24 +266,7 @@ impl TwinState {
     /// put them.
     fn poses_now(&self) -> Result<(Vec<hanzo_twin_engines::scene::Pose>, f64, u64), TwinError> {
         let observation = self.sim.observation("/")?;
-        let reported: std::collections::HashMap<&str, &hanzo_twin_engines::BodyObservation> =
-            observation
-                .bodies
-                .iter()
-                .map(|b| (b.path.as_str(), b))
-                .collect();
-        let poses = self
-            .scene
-            .bodies
-            .iter()
-            .map(|b| match reported.get(b.path.as_str()) {
-                Some(o) => hanzo_twin_engines::scene::Pose {
-                    translation: o.position,
-                    rotation: o.orientation,
-                },
-                None => b.pose,
-            })
-            .collect();
+        let poses = observation.scene_poses(&self.scene);
         Ok((poses, observation.time, observation.step))
     }
 

@@ -35,6 +35,7 @@ pub(crate) fn routes() -> Routes {
         .protected(GET, "/v1/gym/envs", jobs(Read), list)
         .audited(POST, "/v1/gym/envs", jobs(Submit), "gym.create", create)
         .protected(GET, "/v1/gym/envs/{id}", jobs(Read), get_env)
+        .protected(GET, "/v1/gym/envs/{id}/render", jobs(Read), render)
         .audited(
             DELETE,
             "/v1/gym/envs/{id}",
@@ -72,6 +73,48 @@ pub(crate) async fn create(caller: Caller, Twins(node): Twins, body: Bytes) -> A
 #[utoipa::path(get, path = "/v1/gym/envs/{id}", operation_id = "gym_get_env", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), responses((status = 200, description = "The batch: spaces, task, engine", body = GymEnvInfo), Errors))]
 pub(crate) async fn get_env(Twins(node): Twins, Path(id): Path<String>) -> ApiResult {
     Ok(axum::Json(node.gym_get(&id).await?).into_response())
+}
+
+/// `GET /v1/gym/envs/{id}/render`'s query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct GymRenderQuery {
+    /// Which environment of the batch (default 0).
+    env: Option<String>,
+    /// A camera of the scene (a USD prim path, or an MJCF camera's name);
+    /// default: the task's first camera, the scene's first, or a view that
+    /// frames the moving bodies.
+    #[param(example = "/World/Camera")]
+    camera: Option<String>,
+    /// Pixels, 1–4096 each (default 480×480, as Gymnasium's MuJoCo
+    /// environments).
+    width: Option<String>,
+    height: Option<String>,
+}
+
+/// One environment as it is now, as an 8-bit sRGB PNG: what Gymnasium's
+/// `render_mode="rgb_array"` shows.
+#[utoipa::path(get, path = "/v1/gym/envs/{id}/render", operation_id = "gym_render", tag = "gym", params(("id" = String, Path, description = "The environment batch's id"), GymRenderQuery), responses((status = 200, description = "The picture", content((Vec<u8> = "image/png"))), Errors))]
+pub(crate) async fn render(
+    Twins(node): Twins,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<GymRenderQuery>,
+) -> ApiResult {
+    use crate::twin_view::{number, picture_size};
+    let env_index: usize = number("env", &q.env, 0)?;
+    let (width, height) = picture_size(&q.width, &q.height, (480, 480))?;
+    let env = node.gym_open(&id).await?;
+    let image = env.render(env_index, q.camera, width, height).await?;
+    let png = hanzo_twin_render::encode::encode_rgb_png(image.width, image.height, &image.pixels)
+        .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("encoding the picture: {e}"),
+        )
+    })?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())
 }
 
 #[utoipa::path(delete, path = "/v1/gym/envs/{id}", operation_id = "gym_delete", tag = "gym", params(("id" = String, Path, description = "The environment batch's id")), responses((status = 204, description = "Deleted"), Errors))]

@@ -52,6 +52,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         crate::gym::list,
         crate::gym::create,
         crate::gym::get_env,
+        crate::gym::render,
         crate::gym::delete,
         crate::gym::reset,
         crate::gym::step,

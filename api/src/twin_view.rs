@@ -66,7 +66,7 @@ pub(crate) struct RenderQuery {
     format: Option<String>,
 }
 
-fn number<T: std::str::FromStr>(
+pub(crate) fn number<T: std::str::FromStr>(
     field: &str,
     raw: &Option<String>,
     default: T,
@@ -80,6 +80,25 @@ fn number<T: std::str::FromStr>(
             )
         }),
     }
+}
+
+/// A picture's `width` and `height` query values, 1–4096 pixels each.
+pub(crate) fn picture_size(
+    width: &Option<String>,
+    height: &Option<String>,
+    (default_width, default_height): (u32, u32),
+) -> Result<(u32, u32), ApiError> {
+    let width: u32 = number("width", width, default_width)?;
+    let height: u32 = number("height", height, default_height)?;
+    for (field, v) in [("width", width), ("height", height)] {
+        if !(1..=4096).contains(&v) {
+            return Err(ApiError::invalid(
+                field,
+                format!("{v} is not between 1 and 4096 pixels"),
+            ));
+        }
+    }
+    Ok((width, height))
 }
 
 fn vector(field: &str, raw: &Option<String>) -> Result<Option<[f64; 3]>, ApiError> {
@@ -166,16 +185,7 @@ pub(crate) async fn render(
             ));
         }
     };
-    let width: u32 = number("width", &q.width, 640)?;
-    let height: u32 = number("height", &q.height, 480)?;
-    for (field, v) in [("width", width), ("height", height)] {
-        if !(1..=4096).contains(&v) {
-            return Err(ApiError::invalid(
-                field,
-                format!("{v} is not between 1 and 4096 pixels"),
-            ));
-        }
-    }
+    let (width, height) = picture_size(&q.width, &q.height, (640, 480))?;
     let request = hanzo_twin_actors::protocol::RenderRequest {
         camera: q.camera.clone(),
         eye: vector("eye", &q.eye)?,

@@ -11,6 +11,8 @@
 //! `mjSTATE_INTEGRATION`, which holds everything a step reads (warm start
 //! included), so a fork continues bit for bit.
 
+pub mod drawing;
+
 use crate::camera::View;
 use crate::findings::{Finding, Support};
 use crate::geometry::{quat_conj, quat_mul, quat_rotate};

@@ -240,6 +240,27 @@ pub struct Observation {
     pub joints: Vec<JointObservation>,
 }
 
+impl Observation {
+    /// Every body of `scene` at its observed pose, in the scene's order
+    /// (what a renderer draws); bodies the engine does not report (static
+    /// ones) stay where the scene put them.
+    pub fn scene_poses(&self, scene: &crate::SceneModel) -> Vec<crate::scene::Pose> {
+        let reported: std::collections::HashMap<&str, &BodyObservation> =
+            self.bodies.iter().map(|b| (b.path.as_str(), b)).collect();
+        scene
+            .bodies
+            .iter()
+            .map(|b| match reported.get(b.path.as_str()) {
+                Some(o) => crate::scene::Pose {
+                    translation: o.position,
+                    rotation: o.orientation,
+                },
+                None => b.pose,
+            })
+            .collect()
+    }
+}
+
 /// A complete, engine-specific simulation state: a checkpoint, or the message a fork
 /// is spawned from. `data` is opaque outside the engine that made it.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

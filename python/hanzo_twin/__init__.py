@@ -52,7 +52,8 @@ _ACTION_TYPES = {
 }
 
 
-def _backend(task, num_envs, *, url, autoreset_mode, action_type=None, step_hz=None, **kwargs):
+def _backend(task, num_envs, *, url, autoreset_mode, action_type=None, step_hz=None,
+             camera_images=None, **kwargs):
     twin_id = kwargs.get("twin_id")
     if url is None and twin_id is not None:
         url = os.environ.get("HANZO_TWIN_API")
@@ -78,8 +79,11 @@ def _backend(task, num_envs, *, url, autoreset_mode, action_type=None, step_hz=N
         if step_hz is not None:
             task = _with_rate(task, step_hz)
         return Embedded(task, num_envs, autoreset_mode=autoreset_mode, **kwargs)
+    # A twin's control task observes its cameras when the caller wants images.
+    if task is not None or twin_id is None:
+        camera_images = None
     return Remote(task, num_envs, url=url, autoreset_mode=autoreset_mode, action_mode=action_mode,
-                  step_hz=step_hz, **kwargs)
+                  step_hz=step_hz, camera_images=camera_images, **kwargs)
 
 
 def _with_rate(task, step_hz):
@@ -101,27 +105,67 @@ def _with_rate(task, step_hz):
 
 class _DictObservations:
     """The observation as a dict of its parts (``joint_position``,
-    ``joint_velocity``, a camera's image…), as the node names them."""
+    ``joint_velocity``, a camera's image…), as the node names them. Images
+    come shaped: colour (``rgb:<camera>``) as ``(height, width, 3)`` uint8,
+    as image policies (SB3's ``MultiInputPolicy``) expect; depth and
+    intensity as ``(height, width)`` floats."""
 
     def __init__(self, spec: dict, box: gym.spaces.Box):
         self.parts = []
         start = 0
+        spaces = {}
         for part in spec.get("observation_parts") or [{"name": "observation", "size": box.shape[0]}]:
             end = start + part["size"]
-            self.parts.append((part["name"], start, end))
+            shape = tuple(part.get("shape") or ())
+            colour = len(shape) == 3
+            self.parts.append((part["name"], start, end, shape, colour))
+            if colour:
+                spaces[part["name"]] = gym.spaces.Box(low=0, high=255, shape=shape, dtype=np.uint8)
+            else:
+                low, high = box.low[start:end], box.high[start:end]
+                if shape:
+                    low, high = low.reshape(shape), high.reshape(shape)
+                spaces[part["name"]] = gym.spaces.Box(low=low, high=high, dtype=box.dtype)
             start = end
         if start != box.shape[0]:
             raise RuntimeError(f"the node's observation parts cover {start} of {box.shape[0]} values")
-        self.space = gym.spaces.Dict({
-            name: gym.spaces.Box(low=box.low[a:b], high=box.high[a:b], dtype=box.dtype)
-            for name, a, b in self.parts
-        })
+        self.space = gym.spaces.Dict(spaces)
+
+    @staticmethod
+    def _part(values, shape, colour, lead=()):
+        if colour:
+            values = np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return np.ascontiguousarray(values.reshape(lead + shape)) if shape else np.array(values)
 
     def one(self, obs):
-        return {name: obs[a:b].copy() for name, a, b in self.parts}
+        return {name: self._part(obs[a:b], shape, colour) for name, a, b, shape, colour in self.parts}
 
     def batch(self, obs):
-        return {name: np.ascontiguousarray(obs[:, a:b]) for name, a, b in self.parts}
+        n = (obs.shape[0],)
+        return {name: self._part(obs[:, a:b], shape, colour, n) if shape else np.ascontiguousarray(obs[:, a:b])
+                for name, a, b, shape, colour in self.parts}
+
+
+def _render_mode(render_mode):
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode: {render_mode!r} is not 'rgb_array' (or None)")
+    return render_mode
+
+
+def _size(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
+        raise ValueError(f"{name}: a whole number of pixels from 1 to 4096, not {value!r}")
+    return value
+
+
+def _camera_images(obs_type, camera_size):
+    """What a twin's control task is asked to observe of its cameras."""
+    if obs_type != "dict" or camera_size is None:
+        return None
+    if not (isinstance(camera_size, (tuple, list)) and len(camera_size) == 2) \
+            or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 512 for v in camera_size):
+        raise ValueError(f"camera_size: (width, height), each 1 to 512 pixels, not {camera_size!r}")
+    return {"width": camera_size[0], "height": camera_size[1]}
 
 
 def _obs_type(obs_type):
@@ -156,17 +200,22 @@ def _row_info(spec: dict, batch: Batch, row: int, params: dict | None) -> dict[s
 class HanzoTwinEnv(gym.Env):
     """One environment (Gymnasium's ``Env``): reset after an episode ends."""
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, task=None, *, url=None, token=None, engine=None, scene=None,
                  twin_id=None, domain_randomization=None, max_episode_steps=None,
-                 obs_type="box", action_type=None, step_hz=None):
+                 obs_type="box", action_type=None, step_hz=None, camera_size=(84, 84),
+                 render_mode=None, width=480, height=480, camera_name=None):
         self._backend = None
         obs_type = _obs_type(obs_type)
+        self.render_mode = _render_mode(render_mode)
+        self._picture = (camera_name, _size("width", width), _size("height", height))
         self._backend = _backend(task, 1, url=url, autoreset_mode="disabled", token=token,
                                  engine=engine, scene=scene, twin_id=twin_id,
                                  domain_randomization=domain_randomization,
-                                 action_type=action_type, step_hz=step_hz)
+                                 action_type=action_type, step_hz=step_hz,
+                                 camera_images=_camera_images(obs_type, camera_size))
+        self.metadata = {**self.metadata, "render_fps": 1.0 / self._backend.spec["dt"]}
         self.observation_space, self.action_space = _spaces(self._backend.spec)
         self._dict = None
         if obs_type == "dict":
@@ -196,6 +245,17 @@ class HanzoTwinEnv(gym.Env):
         return (self._obs(batch.obs[0]), float(batch.reward[0]), bool(batch.terminated[0]),
                 bool(batch.truncated[0]), _row_info(self._backend.spec, batch, 0, self._params))
 
+    def render(self):
+        """The environment now as a ``(height, width, 3)`` uint8 array
+        (``render_mode="rgb_array"``), from ``camera_name`` or the task's
+        own view; None, with Gymnasium's warning, without a render mode."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; make the environment with "
+                            "render_mode='rgb_array'")
+            return None
+        camera, width, height = self._picture
+        return self._backend.render(0, camera, width, height)
+
     def close(self):
         backend = getattr(self, "_backend", None)
         if backend is not None:
@@ -210,9 +270,12 @@ class HanzoTwinVectorEnv(VectorEnv):
     def __init__(self, task=None, num_envs=1, *, autoreset_mode=AutoresetMode.NEXT_STEP,
                  url=None, token=None, threads=0, engine=None, scene=None, twin_id=None,
                  domain_randomization=None, obs_type="box", action_type=None, step_hz=None,
-                 num_envs_per_worker=None):
+                 num_envs_per_worker=None, camera_size=(84, 84), render_mode=None, width=480,
+                 height=480, camera_name=None):
         self._backend = None
         obs_type = _obs_type(obs_type)
+        render_mode = _render_mode(render_mode)
+        self._picture = (camera_name, _size("width", width), _size("height", height))
         if num_envs_per_worker is not None:
             if isinstance(num_envs_per_worker, bool) or not isinstance(num_envs_per_worker, int) \
                     or num_envs_per_worker < 1:
@@ -229,8 +292,10 @@ class HanzoTwinVectorEnv(VectorEnv):
         self._backend = _backend(task, num_envs, url=url, autoreset_mode=_MODES[autoreset_mode],
                                  token=token, threads=threads, engine=engine, scene=scene,
                                  twin_id=twin_id, domain_randomization=domain_randomization,
-                                 action_type=action_type, step_hz=step_hz)
-        self.metadata = {"autoreset_mode": autoreset_mode, "render_modes": []}
+                                 action_type=action_type, step_hz=step_hz,
+                                 camera_images=_camera_images(obs_type, camera_size))
+        self.metadata = {"autoreset_mode": autoreset_mode, "render_modes": ["rgb_array"],
+                         "render_fps": 1.0 / self._backend.spec["dt"]}
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space = _spaces(self._backend.spec)
         self._dict = None
@@ -241,7 +306,7 @@ class HanzoTwinVectorEnv(VectorEnv):
         #: The mean return at which the task counts as solved, if it has one.
         self.reward_threshold = self._backend.spec.get("reward_threshold")
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self.render_mode = None
+        self.render_mode = render_mode
         self._params: list[dict | None] = [None] * num_envs
         self._keys = self._backend.spec["info_keys"]
 
@@ -299,6 +364,17 @@ class HanzoTwinVectorEnv(VectorEnv):
         batch = self._backend.step(actions)
         return (self._batch_obs(batch.obs), batch.reward, batch.terminated, batch.truncated,
                 self._infos(batch))
+
+    def render(self):
+        """Each environment now, a ``(height, width, 3)`` uint8 array apiece
+        (``render_mode="rgb_array"``), as Gymnasium's vector environments
+        give them: a tuple."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; make the environments with "
+                            "render_mode='rgb_array'")
+            return None
+        camera, width, height = self._picture
+        return tuple(self._backend.render(i, camera, width, height) for i in range(self.num_envs))
 
     def close_extras(self, **kwargs):
         backend = getattr(self, "_backend", None)
@@ -363,7 +439,11 @@ def make(task=None, **kwargs) -> HanzoTwinEnv:
     ``HANZO_TWIN_API``); otherwise in this process. ``obs_type="dict"``
     names the observation's parts; ``action_type`` (``joint``,
     ``joint_position``, ``joint_velocity``) says how the twin's joints are
-    driven; ``step_hz`` sets environment steps per simulated second."""
+    driven; ``step_hz`` sets environment steps per simulated second.
+    ``render_mode="rgb_array"`` makes ``render()`` draw the environment
+    (``width``, ``height``, ``camera_name``); with ``obs_type="dict"`` a
+    twin's control task observes its cameras' images too, ``camera_size``
+    (width, height) each."""
     return HanzoTwinEnv(task, **kwargs)
 
 
@@ -383,5 +463,6 @@ def make_pool(task=None, num_envs=1, batch_size=None, **kwargs) -> HanzoTwinPool
 for _id, _task in (("HanzoTwin/CartPole-v0", "cartpole-v0"), ("HanzoTwin/Ant-v5", "ant-v5"),
                    ("HanzoTwin/Twin-v0", None)):
     if _id not in gym.registry:
-        gym.register(id=_id, entry_point="hanzo_twin:make", vector_entry_point="hanzo_twin:make_vec",
-                     kwargs={"task": _task})
+        # The classes, not make(): Gymnasium reads their render modes.
+        gym.register(id=_id, entry_point="hanzo_twin:HanzoTwinEnv",
+                     vector_entry_point="hanzo_twin:HanzoTwinVectorEnv", kwargs={"task": _task})

@@ -111,6 +111,9 @@ class Embedded:
     def recv(self, count) -> Batch:
         return self._batch(self._env.recv(count))
 
+    def render(self, env, camera, width, height) -> np.ndarray:
+        return self._env.render(env, camera, width, height)
+
     def close(self) -> None:
         self._env = None
 
@@ -145,7 +148,7 @@ class Remote:
 
     def __init__(self, task, num_envs, *, url, token=None, threads=0, autoreset_mode="next_step",
                  domain_randomization=None, scene=None, engine=None, twin_id=None, timeout=120.0,
-                 action_mode=None, step_hz=None):
+                 action_mode=None, step_hz=None, camera_images=None):
         from . import _native
 
         self._conn = _native.NodeConnection(url, token or os.environ.get("HANZO_TWIN_TOKEN"), timeout)
@@ -161,6 +164,8 @@ class Remote:
             body["action_mode"] = action_mode
         if step_hz is not None:
             body["step_hz"] = float(step_hz)
+        if camera_images is not None:
+            body["camera_images"] = camera_images
         if isinstance(task, str) and ("\n" in task or task.lstrip().startswith("{")):
             import yaml  # a YAML task spec as text
 
@@ -220,6 +225,19 @@ class Remote:
 
     def recv(self, count) -> Batch:
         return self._call_batch(f"/v1/gym/envs/{self.id}/recv", {"batch_size": int(count)})
+
+    def render(self, env, camera, width, height) -> np.ndarray:
+        from urllib.parse import urlencode
+
+        from . import _native
+
+        query = {"env": int(env), "width": int(width), "height": int(height)}
+        if camera is not None:
+            query["camera"] = camera
+        status, raw = self._conn.request("GET", f"/v1/gym/envs/{self.id}/render?{urlencode(query)}")
+        if status >= 400:
+            raise _refusal(status, raw)
+        return _native.rgb_png_array(raw)
 
     def close(self) -> None:
         if self._conn is None:

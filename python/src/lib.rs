@@ -215,6 +215,60 @@ impl NativeVecEnv {
     fn in_flight(&self) -> usize {
         self.env.in_flight()
     }
+
+    /// A picture of environment `env` as it is now (Gymnasium's
+    /// `rgb_array`): a `(height, width, 3)` uint8 array, from the scene
+    /// camera `camera` or the task's own view.
+    #[pyo3(signature = (env=0, camera=None, width=480, height=480))]
+    fn render<'py>(
+        &self,
+        py: Python<'py>,
+        env: usize,
+        camera: Option<String>,
+        width: u32,
+        height: u32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let batch = &self.env;
+        let image = py
+            .detach(|| batch.render(env, camera.as_deref(), width, height))
+            .map_err(to_py)?;
+        rgb_array(py, image.pixels, image.width, image.height)
+    }
+}
+
+fn rgb_array(
+    py: Python<'_>,
+    pixels: Vec<u8>,
+    width: u32,
+    height: u32,
+) -> PyResult<Bound<'_, PyAny>> {
+    Ok(pixels
+        .into_pyarray(py)
+        .reshape([height as usize, width as usize, 3])?
+        .into_any())
+}
+
+/// An 8-bit RGB PNG (what a node's `/render` routes answer) as a
+/// `(height, width, 3)` uint8 array.
+#[pyfunction]
+fn rgb_png_array<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let not_png = |e: png::DecodingError| PyValueError::new_err(format!("not a PNG image: {e}"));
+    let mut reader = png::Decoder::new(std::io::Cursor::new(data))
+        .read_info()
+        .map_err(not_png)?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| PyValueError::new_err("the PNG image is too large"))?;
+    let mut pixels = vec![0; size];
+    let info = reader.next_frame(&mut pixels).map_err(not_png)?;
+    if (info.color_type, info.bit_depth) != (png::ColorType::Rgb, png::BitDepth::Eight) {
+        return Err(PyValueError::new_err(format!(
+            "expected an 8-bit RGB PNG, got {:?} at {:?}",
+            info.color_type, info.bit_depth
+        )));
+    }
+    pixels.truncate(info.buffer_size());
+    rgb_array(py, pixels, info.width, info.height)
 }
 
 impl NativeVecEnv {
@@ -284,6 +338,7 @@ fn batch_tuple<'py>(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeVecEnv>()?;
     m.add_class::<remote::NodeConnection>()?;
+    m.add_function(wrap_pyfunction!(rgb_png_array, m)?)?;
     m.add("MUJOCO", cfg!(feature = "mujoco"))?;
     Ok(())
 }

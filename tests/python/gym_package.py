@@ -137,10 +137,59 @@ def check_pool(**kw):
     pool.close()
 
 
+def check_pictures(**kw):
+    """``render_mode="rgb_array"``: the environment as it is now, drawn the
+    same for the same state; Gymnasium's checker passes its render check."""
+    env = hanzo_twin.make("cartpole-v0", render_mode="rgb_array", width=96, height=72, **kw)
+    check_env(env)
+    env.reset(seed=7)
+    first = env.render()
+    assert first.shape == (72, 96, 3) and first.dtype == np.uint8, (first.shape, first.dtype)
+    assert first.std() > 5, "a picture, not a flat colour"
+    for _ in range(15):
+        if env.step(np.ones(1, dtype=np.float32))[2]:
+            break  # the pole fell; the cart has moved by then
+    moved = env.render()
+    assert (moved != first).any(axis=2).mean() > 0.005, "the cart moved in the picture"
+    twin = hanzo_twin.make("cartpole-v0", render_mode="rgb_array", width=96, height=72, **kw)
+    twin.reset(seed=7)
+    assert np.array_equal(twin.render(), first), "the same state draws the same bytes"
+    twin.close()
+    env.close()
+    quiet = hanzo_twin.make("cartpole-v0", **kw)
+    quiet.reset(seed=0)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert quiet.render() is None
+    quiet.close()
+    envs = hanzo_twin.make_vec("cartpole-v0", 3, render_mode="rgb_array", width=32, height=24, **kw)
+    envs.reset(seed=1)
+    frames = envs.render()
+    assert isinstance(frames, tuple) and len(frames) == 3, type(frames)
+    assert all(f.shape == (24, 32, 3) and f.dtype == np.uint8 for f in frames)
+    envs.close()
+    for bad, field in (({"render_mode": "human"}, "render_mode"), ({"width": 0}, "width")):
+        try:
+            hanzo_twin.make("cartpole-v0", **bad, **kw)
+        except ValueError as e:
+            assert str(e).startswith(field), e
+        else:
+            raise AssertionError(f"{bad} is refused")
+    return first
+
+
 def embedded():
     check_single_env()
     check_vector_env()
     check_pool()
+    check_pictures()
+    # Gymnasium's registry: the render mode passes through (and its list form).
+    listed = gym.make("HanzoTwin/CartPole-v0", render_mode="rgb_array_list")
+    listed.reset(seed=0)
+    listed.step(np.zeros(1, dtype=np.float32))
+    frames = listed.render()
+    assert len(frames) == 2 and frames[0].ndim == 3, len(frames)
+    listed.close()
     if _native.MUJOCO:
         env = hanzo_twin.make("ant-v5")
         check_env(env, skip_render_check=True)
@@ -153,6 +202,25 @@ def embedded():
         obs, _ = envs.reset(seed=0)
         obs, reward, *_ = envs.step(np.zeros((4, 8), dtype=np.float32))
         assert obs.shape == (4, 105) and np.isfinite(reward).all()
+        # Drawn from its MuJoCo geoms: a view that follows the ant, and the
+        # model's own tracking camera.
+        ant = hanzo_twin.make("ant-v5", render_mode="rgb_array", width=64, height=64)
+        ant.reset(seed=0)
+        start = ant.render()
+        tracked = ant.unwrapped._backend.render(0, "track", 64, 64)
+        assert start.std() > 5 and tracked.std() > 5, (start.std(), tracked.std())
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            if ant.step(rng.uniform(-1, 1, 8).astype(np.float32))[2]:
+                break  # fell over: it has moved by then
+        assert (ant.render() != start).any(axis=2).mean() > 0.005, "the legs moved in the picture"
+        try:
+            ant.unwrapped._backend.render(0, "no-such-camera", 8, 8)
+        except ValueError as e:
+            assert "no-such-camera" in str(e), e
+        else:
+            raise AssertionError("an unknown camera is refused")
+        ant.close()
     else:
         print("SKIPPED: this hanzo_twin build has no MuJoCo; ant-v5 not checked", file=sys.stderr)
     print("embedded: ok")
@@ -162,6 +230,8 @@ def remote(url):
     check_single_env(url=url)
     check_vector_env(url=url)
     check_pool(url=url)
+    # A node draws what this process draws for the same state.
+    assert np.array_equal(check_pictures(url=url), check_pictures()), "node and embedded pictures differ"
     # The node steps exactly what the embedded batch steps.
     local = hanzo_twin.make_vec("cartpole-v0", 3)
     node = hanzo_twin.make_vec("cartpole-v0", 3, url=url)
@@ -239,7 +309,9 @@ def spec(twin):
     assert env.engine == "mujoco", env.engine
     assert isinstance(env.observation_space, gym.spaces.Dict), env.observation_space
     parts = env.observation_space.spaces
-    assert set(parts) == {"joint_position", "joint_velocity"}, parts
+    eye = "rgb:/World/Camera"
+    assert set(parts) == {"joint_position", "joint_velocity", eye}, parts
+    assert parts[eye].shape == (84, 84, 3) and parts[eye].dtype == np.uint8, parts[eye]
     joints = parts["joint_position"].shape[0]
     assert joints >= 2 and parts["joint_velocity"].shape == (joints,), parts
     assert env.action_space.shape == (joints,), env.action_space
@@ -264,6 +336,27 @@ def spec(twin):
             obs, info = env.reset()
     assert moved, "torques on the joints move them"
     env.close()
+
+    # The camera image is the picture: the control task's observation, the
+    # environment's render() and the twin's own GET /render of the same
+    # (authored) state agree byte for byte.
+    seen = hanzo_twin.make(twin_id=twin, obs_type="dict", render_mode="rgb_array", width=84, height=84,
+                           camera_name="/World/Camera")
+    obs, _ = seen.reset()
+    image = obs[eye]
+    assert image.std() > 5, "a picture, not a flat colour"
+    assert np.array_equal(seen.render(), image)
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{os.environ['HANZO_TWIN_API'].rstrip('/')}/v1/twins/{twin}/render?camera=/World/Camera&width=84&height=84",
+        headers={"Authorization": f"Bearer {os.environ['HANZO_TWIN_TOKEN']}"})
+    with urllib.request.urlopen(request) as answer:
+        assert np.array_equal(_native.rgb_png_array(answer.read()), image), "the twin draws the same"
+    seen.close()
+    joints_only = hanzo_twin.make(twin_id=twin, obs_type="dict", camera_size=None)
+    assert set(joints_only.observation_space.spaces) == {"joint_position", "joint_velocity"}
+    joints_only.close()
 
     # Parallel environments for vectorized RL
     envs = hanzo_twin.make_vec(

@@ -4,8 +4,10 @@
 //! like (`engines/gym/tests/gym_ant.rs` checks it step by step against Gymnasium
 //! itself). Friction, mass, gravity and actuator delay can be randomized.
 
-use crate::{ActionDelay, BoxSpace, EnvSpec, EpisodeParams, Outcome, Task, TaskEnv};
+use crate::{ActionDelay, BoxSpace, EnvSpec, EpisodeParams, Outcome, RgbImage, Task, TaskEnv};
+use hanzo_twin_engines::mujoco::drawing::{self, Drawable};
 use hanzo_twin_engines::{EngineError, EngineKind};
+use hanzo_twin_render::{CameraView, RenderError, RenderOptions, RenderScene};
 use mujoco_rs::prelude::{MjData, MjModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -70,7 +72,12 @@ pub struct AntTask {
     nu: usize,
     nbody: usize,
     spec: EnvSpec,
+    drawing: Arc<Drawing>,
 }
+
+/// The model as the renderer draws it, built when an environment first
+/// draws and shared by the batch (randomization changes no geometry).
+type Drawing = std::sync::OnceLock<Result<(Drawable, RenderScene), RenderError>>;
 
 // SAFETY: the model is only read after construction (MjModel is Send + Sync).
 unsafe impl Send for AntTask {}
@@ -160,6 +167,7 @@ impl AntTask {
             nv,
             nu,
             nbody,
+            drawing: Arc::default(),
         }))
     }
 
@@ -207,6 +215,7 @@ pub struct AntEnv {
     rng: ChaCha8Rng,
     delay: ActionDelay,
     steps: u32,
+    drawing: Arc<Drawing>,
 }
 
 impl AntEnv {
@@ -226,6 +235,7 @@ impl AntEnv {
             rng: ChaCha8Rng::seed_from_u64(0),
             delay: ActionDelay::new(0, task.config.frame_skip as usize),
             steps: 0,
+            drawing: task.drawing.clone(),
         }
     }
 
@@ -448,6 +458,47 @@ fn numpy_sum_f32(a: &[f32]) -> f32 {
 }
 
 impl TaskEnv for AntEnv {
+    /// From the model's camera `camera` (ant.xml has `track`), or a view
+    /// that follows the ant (as Gymnasium's default camera does).
+    fn render(
+        &self,
+        camera: Option<&str>,
+        width: u32,
+        height: u32,
+    ) -> Result<RgbImage, EngineError> {
+        let (drawable, scene) = self
+            .drawing
+            .get_or_init(|| {
+                let drawable = Drawable::of(&self.base);
+                RenderScene::new(&drawable.scene).map(|scene| (drawable, scene))
+            })
+            .as_ref()
+            .map_err(|e| crate::render_error(e.clone()))?;
+        let poses = drawable.poses(self.data.ffi());
+        let view = match camera {
+            Some(name) => {
+                let camera =
+                    drawing::camera(&self.base, self.data.ffi(), name).ok_or_else(|| {
+                        EngineError::UnknownPath {
+                            what: "camera",
+                            path: name.to_string(),
+                        }
+                    })?;
+                CameraView::of_camera(&camera, width, height, None)
+            }
+            None => scene.overview(&poses, &[], [0.0, 0.0, 1.0], width, height),
+        }
+        .map_err(crate::render_error)?;
+        let frame = scene
+            .render(&poses, &view, &RenderOptions::default())
+            .map_err(crate::render_error)?;
+        Ok(RgbImage {
+            width,
+            height,
+            pixels: frame.rgb.unwrap_or_default(),
+        })
+    }
+
     fn reset(
         &mut self,
         rng: &mut ChaCha8Rng,

@@ -90,6 +90,10 @@ pub struct EnvSpec {
 pub struct ObservationPart {
     pub name: String,
     pub size: usize,
+    /// An image's array shape (`[height, width]`, or `[height, width, 3]`
+    /// for colour, whose values are 0..1); empty for a plain vector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shape: Vec<usize>,
 }
 
 impl ObservationPart {
@@ -98,6 +102,7 @@ impl ObservationPart {
         vec![ObservationPart {
             name: "observation".into(),
             size,
+            shape: Vec::new(),
         }]
     }
 }
@@ -150,6 +155,41 @@ pub trait TaskEnv: Send {
         obs: &mut [f64],
         info: &mut [f64],
     ) -> Result<Outcome, EngineError>;
+
+    /// A colour picture of the environment as it is now (Gymnasium's
+    /// `render_mode="rgb_array"`), seen from the scene camera `camera`, or
+    /// the task's own view when `None`.
+    fn render(
+        &self,
+        camera: Option<&str>,
+        width: u32,
+        height: u32,
+    ) -> Result<RgbImage, EngineError>;
+}
+
+/// An 8-bit sRGB picture: `height` rows of `width` pixels from the top
+/// left, three bytes a pixel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Vec<u8>,
+}
+
+/// A renderer's refusal as the engines report theirs.
+pub(crate) fn render_error(e: hanzo_twin_render::RenderError) -> EngineError {
+    use hanzo_twin_render::RenderError;
+    match e {
+        RenderError::Invalid { field, message } => EngineError::Invalid { field, message },
+        RenderError::UnknownCamera(path) => EngineError::UnknownPath {
+            what: "camera",
+            path,
+        },
+        RenderError::Shape { path, message } => EngineError::Invalid {
+            field: "scene".into(),
+            message: format!("{path} cannot be drawn: {message}"),
+        },
+    }
 }
 
 /// The tasks every node knows by name; `ant-v5` needs MuJoCo and Gymnasium's

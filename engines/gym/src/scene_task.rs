@@ -10,12 +10,15 @@
 //! axes, masses and frictions changed, gravity tilted).
 
 use crate::{
-    ActionDelay, BoxSpace, EnvSpec, EpisodeParams, ObservationPart, Outcome, Task, TaskEnv,
+    ActionDelay, BoxSpace, EnvSpec, EpisodeParams, ObservationPart, Outcome, RgbImage, Task,
+    TaskEnv,
 };
 use hanzo_twin_engines::{
     Engine, EngineConfig, EngineError, EngineKind, JointCommand, RenderParams, SimState, Simulation,
 };
+use hanzo_twin_render::{CameraView, Frame, RenderError, RenderOptions, RenderScene};
 use hanzo_twin_scene::geometry::{cross, quat_conj, quat_mul, quat_rotate, sub};
+use hanzo_twin_scene::look::Light;
 use hanzo_twin_scene::scene::{BodyKind, JointKind, SceneModel};
 use hanzo_twin_scene::tree::{Tree, compose};
 use rand::Rng;
@@ -106,6 +109,15 @@ pub enum ObservationTerm {
     /// A grey image, `width × height` values in 0..1: surfaces lit head-on by
     /// a light at the camera, scaled by the episode's lighting intensity.
     CameraIntensity {
+        camera: String,
+        width: u32,
+        height: u32,
+    },
+    /// A colour image, `height × width × 3` values in 0..1 (row-major, top
+    /// row first, R, G, B), drawn from the scene's materials and lights (the
+    /// node's renderer); lighting intensity scales the lights and camera
+    /// noise applies. A dict observation gives it as 8-bit pixels.
+    CameraRgb {
         camera: String,
         width: u32,
         height: u32,
@@ -212,13 +224,16 @@ impl TaskSpec {
     /// effort scaled by the joint's drive limit, a position target scaled
     /// by its range, or a velocity in rad/s or m/s), no reward terms (the
     /// agent brings its own) and no early end; `frame_skip` physics steps at
-    /// `step_hz` make one environment step.
+    /// `step_hz` make one environment step. With `camera_images` (width,
+    /// height), every scene camera's colour image is observed too (none
+    /// when the scene has no camera; the observation's parts say).
     pub fn control(
         name: &str,
         scene: &SceneModel,
         mode: ActionMode,
         step_hz: f64,
         frame_skip: u32,
+        camera_images: Option<(u32, u32)>,
     ) -> Result<TaskSpec, EngineError> {
         let joints: Vec<_> = scene
             .joints
@@ -264,6 +279,16 @@ impl TaskSpec {
                 })
                 .chain(joints.iter().map(|j| ObservationTerm::JointVelocity {
                     joint: j.path.clone(),
+                }))
+                .chain(camera_images.into_iter().flat_map(|(width, height)| {
+                    scene
+                        .cameras
+                        .iter()
+                        .map(move |c| ObservationTerm::CameraRgb {
+                            camera: c.path.clone(),
+                            width,
+                            height,
+                        })
                 }))
                 .collect(),
             action: joints
@@ -349,7 +374,12 @@ pub struct SceneTask {
     engine: Arc<dyn Engine>,
     config: EngineConfig,
     spec: EnvSpec,
+    drawing: Arc<Drawing>,
 }
+
+/// The renderer's copy of the scene, built when an environment first draws
+/// and shared by the batch.
+type Drawing = std::sync::OnceLock<Result<RenderScene, RenderError>>;
 
 impl SceneTask {
     /// A task on `scene`, run by `engine`. Every path the terms name is
@@ -368,7 +398,6 @@ impl SceneTask {
         let sim = engine.load_scene(&scene, &config)?;
         let mut obs_len = 0;
         for (i, term) in task.observation.iter().enumerate() {
-            obs_len += term_len(term);
             let field = format!("task.observation[{i}]");
             match term {
                 ObservationTerm::JointPosition { joint }
@@ -387,11 +416,19 @@ impl SceneTask {
                     camera,
                     width,
                     height,
+                }
+                | ObservationTerm::CameraRgb {
+                    camera,
+                    width,
+                    height,
                 } => {
                     if !scene.cameras.iter().any(|c| &c.path == camera) {
                         return Err(invalid(&field, format!("the scene has no camera {camera}")));
                     }
-                    if *width == 0 || *height == 0 || width * height > 512 * 512 {
+                    if *width == 0
+                        || *height == 0
+                        || u64::from(*width) * u64::from(*height) > 512 * 512
+                    {
                         return Err(invalid(
                             &field,
                             "width × height must be between 1 and 512 × 512".into(),
@@ -399,6 +436,8 @@ impl SceneTask {
                     }
                 }
             }
+            // Counted once checked: an image's size is bounded above.
+            obs_len += term_len(term);
         }
         for (i, a) in task.action.iter().enumerate() {
             check_joint(&scene, &a.joint, &format!("task.action[{i}].joint"))?;
@@ -432,7 +471,9 @@ impl SceneTask {
         let has_camera = task.observation.iter().any(|t| {
             matches!(
                 t,
-                ObservationTerm::CameraDepth { .. } | ObservationTerm::CameraIntensity { .. }
+                ObservationTerm::CameraDepth { .. }
+                    | ObservationTerm::CameraIntensity { .. }
+                    | ObservationTerm::CameraRgb { .. }
             )
         });
         let mut randomizable = vec![
@@ -471,6 +512,7 @@ impl SceneTask {
             engine,
             config,
             spec,
+            drawing: Arc::default(),
         })
     }
 
@@ -516,6 +558,17 @@ fn observation_parts(terms: &[ObservationTerm]) -> Vec<ObservationPart> {
             ObservationTerm::BodyAngularVelocity { .. } => "body_angular_velocity".to_string(),
             ObservationTerm::CameraDepth { camera, .. } => format!("depth:{camera}"),
             ObservationTerm::CameraIntensity { camera, .. } => format!("intensity:{camera}"),
+            ObservationTerm::CameraRgb { camera, .. } => format!("rgb:{camera}"),
+        };
+        let shape = match term {
+            ObservationTerm::CameraDepth { width, height, .. }
+            | ObservationTerm::CameraIntensity { width, height, .. } => {
+                vec![*height as usize, *width as usize]
+            }
+            ObservationTerm::CameraRgb { width, height, .. } => {
+                vec![*height as usize, *width as usize, 3]
+            }
+            _ => Vec::new(),
         };
         let camera = name.contains(':');
         match parts.last_mut() {
@@ -534,6 +587,7 @@ fn observation_parts(terms: &[ObservationTerm]) -> Vec<ObservationPart> {
                 parts.push(ObservationPart {
                     name,
                     size: term_len(term),
+                    shape,
                 });
             }
         }
@@ -550,7 +604,10 @@ fn term_len(term: &ObservationTerm) -> usize {
         ObservationTerm::BodyOrientation { .. } => 4,
         ObservationTerm::Imu { .. } => 6,
         ObservationTerm::CameraDepth { width, height, .. }
-        | ObservationTerm::CameraIntensity { width, height, .. } => (width * height) as usize,
+        | ObservationTerm::CameraIntensity { width, height, .. } => {
+            *width as usize * *height as usize
+        }
+        ObservationTerm::CameraRgb { width, height, .. } => *width as usize * *height as usize * 3,
     }
 }
 
@@ -610,6 +667,7 @@ impl Task for SceneTask {
         Ok(Box::new(SceneEnv {
             task: self.task.clone(),
             scene: self.scene.clone(),
+            drawing: self.drawing.clone(),
             engine: self.engine.clone(),
             config: self.config.clone(),
             sim,
@@ -630,6 +688,7 @@ struct SceneEnv {
     /// Shared by the batch; read on every step, never copied.
     task: Arc<TaskSpec>,
     scene: Arc<SceneModel>,
+    drawing: Arc<Drawing>,
     engine: Arc<dyn Engine>,
     config: EngineConfig,
     sim: Box<dyn Simulation>,
@@ -710,6 +769,20 @@ impl SceneEnv {
                     shade(&image, light, out);
                     self.add_camera_noise(out);
                 }
+                ObservationTerm::CameraRgb {
+                    camera,
+                    width,
+                    height,
+                } => {
+                    let frame = self.picture(Some(camera), *width, *height)?;
+                    for (o, c) in out.iter_mut().zip(frame.rgb.iter().flatten()) {
+                        *o = f64::from(*c) / 255.0;
+                    }
+                    self.add_camera_noise(out);
+                    for o in out.iter_mut() {
+                        *o = o.clamp(0.0, 1.0);
+                    }
+                }
             }
             at += n;
         }
@@ -728,6 +801,56 @@ impl SceneEnv {
             ..RenderParams::default()
         };
         self.sim.render(camera, &params)
+    }
+
+    /// A colour frame of the environment now: from the scene camera
+    /// `camera`; else the task's first camera, the scene's first, or a view
+    /// framing the moving bodies. The episode's lighting intensity scales
+    /// the scene's lights.
+    fn picture(&self, camera: Option<&str>, width: u32, height: u32) -> Result<Frame, EngineError> {
+        let drawing = self
+            .drawing
+            .get_or_init(|| RenderScene::new(&self.scene))
+            .as_ref()
+            .map_err(|e| crate::render_error(e.clone()))?;
+        let poses = self.sim.observation("/")?.scene_poses(&self.scene);
+        let camera = camera
+            .or_else(|| {
+                self.task.observation.iter().find_map(|t| match t {
+                    ObservationTerm::CameraDepth { camera, .. }
+                    | ObservationTerm::CameraIntensity { camera, .. }
+                    | ObservationTerm::CameraRgb { camera, .. } => Some(camera.as_str()),
+                    _ => None,
+                })
+            })
+            .or_else(|| self.scene.cameras.first().map(|c| c.path.as_str()));
+        let view = match camera {
+            Some(path) => CameraView::from_scene(&self.scene, path, width, height, None),
+            None => {
+                let moving: Vec<usize> = (self.scene.bodies.iter().enumerate())
+                    .filter(|(_, b)| b.kind != BodyKind::Static)
+                    .map(|(i, _)| i)
+                    .collect();
+                drawing.overview(&poses, &moving, self.scene.up_axis.unit(), width, height)
+            }
+        }
+        .map_err(crate::render_error)?;
+        let mut options = RenderOptions::default();
+        if let Some(factor) = self.params.lighting_intensity {
+            options.lights = Some(
+                drawing
+                    .lights()
+                    .iter()
+                    .map(|l| Light {
+                        intensity: l.intensity * factor,
+                        ..l.clone()
+                    })
+                    .collect(),
+            );
+        }
+        drawing
+            .render(&poses, &view, &options)
+            .map_err(crate::render_error)
     }
 
     /// Multiplies each value by `1 + N(0, σ)`, σ the episode's camera noise.
@@ -787,6 +910,20 @@ impl SceneEnv {
 }
 
 impl TaskEnv for SceneEnv {
+    fn render(
+        &self,
+        camera: Option<&str>,
+        width: u32,
+        height: u32,
+    ) -> Result<RgbImage, EngineError> {
+        let frame = self.picture(camera, width, height)?;
+        Ok(RgbImage {
+            width,
+            height,
+            pixels: frame.rgb.unwrap_or_default(),
+        })
+    }
+
     fn reset(
         &mut self,
         rng: &mut ChaCha8Rng,
@@ -1075,7 +1212,7 @@ mod tests {
             .filter(|j| j.kind.is_single_axis())
             .count();
         assert!(moving >= 2);
-        let task = TaskSpec::control("arm-control", &scene, ActionMode::Position, 240.0, 4)
+        let task = TaskSpec::control("arm-control", &scene, ActionMode::Position, 240.0, 4, None)
             .expect("a control task");
         assert_eq!(task.action.len(), moving);
         assert!(
@@ -1089,14 +1226,36 @@ mod tests {
             [
                 ObservationPart {
                     name: "joint_position".into(),
-                    size: moving
+                    size: moving,
+                    shape: Vec::new(),
                 },
                 ObservationPart {
                     name: "joint_velocity".into(),
-                    size: moving
+                    size: moving,
+                    shape: Vec::new(),
                 },
             ]
         );
+        // With camera images: each scene camera's, shaped as an image.
+        let task = TaskSpec::control(
+            "arm-control",
+            &scene,
+            ActionMode::Effort,
+            240.0,
+            4,
+            Some((8, 6)),
+        )
+        .expect("a control task with images");
+        let parts = observation_parts(&task.observation);
+        assert_eq!(parts.len(), 2 + scene.cameras.len());
+        assert!(!scene.cameras.is_empty());
+        for (part, camera) in parts[2..].iter().zip(&scene.cameras) {
+            assert_eq!(part.name, format!("rgb:{}", camera.path));
+            assert_eq!(
+                (part.size, part.shape.as_slice()),
+                (8 * 6 * 3, &[6, 8, 3][..])
+            );
+        }
         // A kind coming back after another is its own part; cameras each are.
         let parts = observation_parts(&[
             ObservationTerm::JointPosition { joint: "/a".into() },
@@ -1121,8 +1280,8 @@ mod tests {
         // A scene with nothing to move has no control task.
         let mut still = scene.clone();
         still.joints.clear();
-        let e =
-            TaskSpec::control("x", &still, ActionMode::Effort, 240.0, 1).expect_err("no joints");
+        let e = TaskSpec::control("x", &still, ActionMode::Effort, 240.0, 1, None)
+            .expect_err("no joints");
         assert!(e.to_string().contains("no joint that moves"), "{e}");
     }
 

@@ -230,6 +230,26 @@ impl VecEnv {
         self.shared.autoreset
     }
 
+    /// A picture of environment `env` as it is now (Gymnasium's
+    /// `render()`): from the scene camera `camera`, or the task's own view.
+    /// An environment with a step in flight is drawn once that step ends.
+    pub fn render(
+        &self,
+        env: usize,
+        camera: Option<&str>,
+        width: u32,
+        height: u32,
+    ) -> Result<crate::RgbImage, EngineError> {
+        let n = self.num_envs();
+        if env >= n {
+            return Err(EngineError::Invalid {
+                field: "env".into(),
+                message: format!("the batch has environments 0 to {}, not {env}", n - 1),
+            });
+        }
+        self.shared.lock(env).env.render(camera, width, height)
+    }
+
     /// Threads stepping environments, the caller's included.
     pub fn threads(&self) -> usize {
         self.workers.len() + 1

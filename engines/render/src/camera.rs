@@ -53,6 +53,17 @@ impl CameraView {
             .iter()
             .find(|c| c.path == path)
             .ok_or_else(|| RenderError::UnknownCamera(path.to_string()))?;
+        CameraView::of_camera(camera, width, height, fov_deg)
+    }
+
+    /// What `camera` sees (it looks down its local -Z with +Y up), with its
+    /// vertical field of view unless `fov_deg` is given.
+    pub fn of_camera(
+        camera: &hanzo_twin_scene::scene::Camera,
+        width: u32,
+        height: u32,
+        fov_deg: Option<f64>,
+    ) -> Result<CameraView, RenderError> {
         let q = normalize_quat(camera.pose.rotation)
             .ok_or_else(|| RenderError::invalid("camera", "has no valid orientation"))?;
         CameraView::new(

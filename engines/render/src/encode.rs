@@ -65,7 +65,7 @@ impl Output {
 pub const DEPTH_SCALE_M: f64 = 0.001;
 
 fn png(
-    frame: &Frame,
+    (width, height): (u32, u32),
     colour: png::ColorType,
     depth: png::BitDepth,
     data: &[u8],
@@ -74,7 +74,7 @@ fn png(
     let mut out = Vec::new();
     let failed = |e: png::EncodingError| RenderError::invalid("png", e.to_string());
     {
-        let mut encoder = png::Encoder::new(&mut out, frame.width, frame.height);
+        let mut encoder = png::Encoder::new(&mut out, width, height);
         encoder.set_color(colour);
         encoder.set_depth(depth);
         for (key, value) in text {
@@ -104,11 +104,23 @@ fn id_image<'a>(
         .collect::<Vec<_>>()
         .join("\n");
     png(
-        frame,
+        (frame.width, frame.height),
         png::ColorType::Grayscale,
         png::BitDepth::Sixteen,
         &u16s(ids),
         &[(key, legend)],
+    )
+}
+
+/// An 8-bit sRGB picture (`height` rows of `width` pixels, three bytes
+/// each) as a PNG file.
+pub fn encode_rgb_png(width: u32, height: u32, rgb: &[u8]) -> Result<Vec<u8>, RenderError> {
+    png(
+        (width, height),
+        png::ColorType::Rgb,
+        png::BitDepth::Eight,
+        rgb,
+        &[],
     )
 }
 
@@ -120,7 +132,7 @@ pub fn encode_png(frame: &Frame, output: Output) -> Result<Vec<u8>, RenderError>
             let rgb = frame.rgb.as_deref().ok_or_else(|| {
                 RenderError::invalid("outputs", "rgb was not rendered for this frame")
             })?;
-            png(frame, png::ColorType::Rgb, png::BitDepth::Eight, rgb, &[])
+            encode_rgb_png(frame.width, frame.height, rgb)
         }
         Output::Depth => {
             let data = u16s(frame.depth.iter().map(|&d| {
@@ -131,7 +143,7 @@ pub fn encode_png(frame: &Frame, output: Output) -> Result<Vec<u8>, RenderError>
                 }
             }));
             png(
-                frame,
+                (frame.width, frame.height),
                 png::ColorType::Grayscale,
                 png::BitDepth::Sixteen,
                 &data,
@@ -153,7 +165,7 @@ pub fn encode_png(frame: &Frame, output: Output) -> Result<Vec<u8>, RenderError>
                 })
             }));
             png(
-                frame,
+                (frame.width, frame.height),
                 png::ColorType::Rgb,
                 png::BitDepth::Sixteen,
                 &data,

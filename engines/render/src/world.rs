@@ -319,6 +319,73 @@ impl RenderScene {
         out
     }
 
+    /// A camera that frames `focus` (body indices; every body when empty)
+    /// at `poses`: from the front and a little above (`up` is the scene's
+    /// up), far enough that their bounding sphere fits the view. For a
+    /// scene with no camera of its own.
+    pub fn overview(
+        &self,
+        poses: &[Pose],
+        focus: &[usize],
+        up: [f64; 3],
+        width: u32,
+        height: u32,
+    ) -> Result<CameraView, RenderError> {
+        const FOV_DEG: f64 = 45.0;
+        let all: Vec<usize>;
+        let focus = if focus.is_empty() {
+            all = (0..self.bodies.len()).collect();
+            &all
+        } else {
+            focus
+        };
+        let mut bounds: Option<([f64; 3], [f64; 3])> = None;
+        for &body in focus {
+            let Some((lo, hi)) = poses.get(body).and_then(|p| self.bounds(body, p)) else {
+                continue;
+            };
+            bounds = Some(match bounds {
+                None => (lo, hi),
+                Some((a, b)) => (
+                    [0, 1, 2].map(|i| a[i].min(lo[i])),
+                    [0, 1, 2].map(|i| b[i].max(hi[i])),
+                ),
+            });
+        }
+        let (lo, hi) = bounds.ok_or_else(|| {
+            RenderError::invalid(
+                "camera",
+                "the scene has no camera and no finite shape to frame",
+            )
+        })?;
+        let center = [0, 1, 2].map(|i| (lo[i] + hi[i]) / 2.0);
+        let radius = ([0, 1, 2].map(|i| (hi[i] - lo[i]) / 2.0))
+            .iter()
+            .map(|d| d * d)
+            .sum::<f64>()
+            .sqrt()
+            .max(0.1);
+        // The front: along the horizontal axis after the up axis (−Y for
+        // Z up, +Z for Y up), raised by a third.
+        let front = match up
+            .iter()
+            .map(|v| v.abs())
+            .enumerate()
+            .fold((0, 0.0), |m, (i, v)| if v > m.1 { (i, v) } else { m })
+        {
+            (2, _) => [0.0, -1.0, 0.0],
+            (1, _) => [0.0, 0.0, 1.0],
+            _ => [0.0, 1.0, 0.0],
+        };
+        let direction = [0, 1, 2].map(|i| front[i] + up[i] / 3.0);
+        let length = direction.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let aspect = f64::from(width.max(1)) / f64::from(height.max(1));
+        let half = (FOV_DEG.to_radians() / 2.0).tan() * aspect.min(1.0);
+        let distance = radius * (1.0 + half * half).sqrt() / half * 1.05;
+        let eye = [0, 1, 2].map(|i| center[i] + direction[i] / length * distance);
+        CameraView::look_at(eye, center, up, FOV_DEG, width, height)
+    }
+
     /// Draws the bodies at `poses` (one per body, in [`Self::bodies`]'s
     /// order) as `view` sees them.
     pub fn render(
