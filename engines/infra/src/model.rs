@@ -1,0 +1,329 @@
+//! What an infrastructure twin simulates: services with replicas, workers and
+//! queues, the work a request costs, the calls it makes downstream, and the
+//! traffic that enters the system. Written in a twin definition (YAML), or
+//! built from Kubernetes objects (replicas and CPU limits) plus the call graph.
+
+use crate::InfraError;
+use rand::Rng;
+use rand_distr::{Distribution as _, Exp, LogNormal, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+/// How long something takes, in seconds: a probability distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Distribution {
+    /// Memoryless, with this mean (queueing theory's M).
+    Exponential { mean_s: f64 },
+    /// Always this long (queueing theory's D).
+    Constant { s: f64 },
+    /// Log-normal with this median and 99th percentile: the usual shape of a
+    /// service's latency.
+    LogNormal { median_s: f64, p99_s: f64 },
+}
+
+/// The standard normal quantile at 0.99.
+const Z99: f64 = 2.326_347_874_040_841;
+
+impl Distribution {
+    pub fn sample(&self, rng: &mut impl Rng) -> f64 {
+        match *self {
+            Distribution::Exponential { mean_s } => match Exp::new(1.0 / mean_s) {
+                Ok(exp) => exp.sample(rng),
+                Err(_) => mean_s,
+            },
+            Distribution::Constant { s } => s,
+            Distribution::LogNormal { median_s, p99_s } => {
+                let sigma = (p99_s / median_s).ln() / Z99;
+                match LogNormal::new(median_s.ln(), sigma) {
+                    Ok(d) => d.sample(rng),
+                    Err(_) => median_s * (sigma * rng.sample::<f64, _>(StandardNormal)).exp(),
+                }
+            }
+        }
+    }
+
+    pub fn mean(&self) -> f64 {
+        match *self {
+            Distribution::Exponential { mean_s } => mean_s,
+            Distribution::Constant { s } => s,
+            Distribution::LogNormal { median_s, p99_s } => {
+                let sigma = (p99_s / median_s).ln() / Z99;
+                median_s * (sigma * sigma / 2.0).exp()
+            }
+        }
+    }
+
+    pub fn check(&self, field: &str) -> Result<(), InfraError> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        match *self {
+            Distribution::Exponential { mean_s } if ok(mean_s) && mean_s > 0.0 => Ok(()),
+            Distribution::Exponential { .. } => Err(InfraError::invalid(
+                field,
+                "exponential.mean_s must be a positive number of seconds",
+            )),
+            Distribution::Constant { s } if ok(s) => Ok(()),
+            Distribution::Constant { .. } => Err(InfraError::invalid(
+                field,
+                "constant.s must be a number of seconds, 0 or more",
+            )),
+            Distribution::LogNormal { median_s, p99_s }
+                if ok(median_s) && median_s > 0.0 && ok(p99_s) && p99_s >= median_s =>
+            {
+                Ok(())
+            }
+            Distribution::LogNormal { .. } => Err(InfraError::invalid(
+                field,
+                "log_normal needs 0 < median_s ≤ p99_s, in seconds",
+            )),
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+fn certain() -> f64 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+fn default_startup() -> f64 {
+    10.0
+}
+fn default_disk_limit() -> f64 {
+    95.0
+}
+
+/// A service: a Deployment or StatefulSet behind a Service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceModel {
+    pub name: String,
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Requests one replica works on at once (its threads or connections);
+    /// more wait in its queue, first come first served.
+    #[serde(default = "one")]
+    pub workers: u32,
+    /// Requests waiting per replica beyond which new ones are refused at
+    /// once (HTTP 503); unbounded when absent.
+    #[serde(default)]
+    pub queue_limit: Option<u32>,
+    /// The CPU time one request needs on one whole core.
+    pub service_time: Distribution,
+    /// Cores one replica may use (its CPU limit). Workers beyond it share
+    /// them, each slowed when it starts; absent: a core per worker.
+    #[serde(default)]
+    pub cpu_limit: Option<f64>,
+    /// Seconds from a replica's (re)start to its readiness: a killed pod's
+    /// replacement takes this long to take traffic.
+    #[serde(default = "default_startup")]
+    pub startup_s: f64,
+    /// The share of its requests that write to disk (a database's), which
+    /// fail while its disk is fuller than `disk_limit_percent`.
+    #[serde(default)]
+    pub writes: f64,
+    #[serde(default = "default_disk_limit")]
+    pub disk_limit_percent: f64,
+    /// Calls each request makes, one after another, holding its worker.
+    #[serde(default)]
+    pub calls: Vec<CallModel>,
+}
+
+/// One downstream call a request makes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallModel {
+    /// The service called.
+    pub to: String,
+    /// The chance that a request makes it (a cache hit skips the database).
+    #[serde(default = "certain")]
+    pub probability: f64,
+    /// Seconds the caller waits for an answer before giving the attempt up;
+    /// absent: it waits as long as it takes.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// Attempts after the first when one fails or times out.
+    #[serde(default)]
+    pub retries: u32,
+    /// Whether the caller fails when the call does; `false` carries on (a
+    /// cache the service can do without).
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+/// Requests per second over simulated time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RateProfile {
+    /// A Poisson stream at this rate.
+    Constant { rps: f64 },
+    /// Poisson at `rps` from each `at_s` until the next (replayed load);
+    /// zero before the first.
+    Steps { steps: Vec<RateStep> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateStep {
+    pub at_s: f64,
+    pub rps: f64,
+}
+
+impl RateProfile {
+    /// The rate at `t` and when it next changes.
+    pub(crate) fn at(&self, t: f64) -> (f64, f64) {
+        match self {
+            RateProfile::Constant { rps } => (*rps, f64::INFINITY),
+            RateProfile::Steps { steps } => {
+                let i = steps.partition_point(|s| s.at_s <= t);
+                let rate = if i == 0 { 0.0 } else { steps[i - 1].rps };
+                let next = steps.get(i).map_or(f64::INFINITY, |s| s.at_s);
+                (rate, next)
+            }
+        }
+    }
+}
+
+/// Requests entering the system at a service (from users, or a gateway's
+/// clients).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryTraffic {
+    pub service: String,
+    pub rate: RateProfile,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficModel {
+    pub entries: Vec<EntryTraffic>,
+}
+
+fn default_latency() -> Distribution {
+    Distribution::Constant { s: 0.0005 }
+}
+
+/// The services and the network between them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfraModel {
+    pub services: Vec<ServiceModel>,
+    /// One-way network latency of every call and answer (0.5 ms by default).
+    #[serde(default = "default_latency")]
+    pub network_latency: Distribution,
+}
+
+impl InfraModel {
+    /// Checks every value and that every call names a service, naming the
+    /// field of the first problem.
+    pub fn check(&self) -> Result<(), InfraError> {
+        let mut names = std::collections::HashSet::new();
+        self.network_latency.check("network_latency")?;
+        if self.services.is_empty() {
+            return Err(InfraError::invalid("services", "name at least one service"));
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            let field = |f: &str| format!("services[{i}].{f}");
+            if s.name.is_empty() || !names.insert(s.name.as_str()) {
+                return Err(InfraError::invalid(
+                    field("name"),
+                    format!("`{}` is empty or not unique", s.name),
+                ));
+            }
+            if s.workers == 0 {
+                return Err(InfraError::invalid(field("workers"), "must be at least 1"));
+            }
+            s.service_time.check(&field("service_time"))?;
+            if let Some(cpu) = s.cpu_limit
+                && !(cpu.is_finite() && cpu > 0.0)
+            {
+                return Err(InfraError::invalid(
+                    field("cpu_limit"),
+                    "must be a positive number of cores",
+                ));
+            }
+            if !(s.startup_s.is_finite() && s.startup_s >= 0.0) {
+                return Err(InfraError::invalid(
+                    field("startup_s"),
+                    "must be 0 or more seconds",
+                ));
+            }
+            if !(0.0..=1.0).contains(&s.writes) {
+                return Err(InfraError::invalid(
+                    field("writes"),
+                    "a share between 0 and 1",
+                ));
+            }
+            if !(0.0..=100.0).contains(&s.disk_limit_percent) {
+                return Err(InfraError::invalid(
+                    field("disk_limit_percent"),
+                    "a percentage between 0 and 100",
+                ));
+            }
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            for (j, c) in s.calls.iter().enumerate() {
+                let field = |f: &str| format!("services[{i}].calls[{j}].{f}");
+                if !names.contains(c.to.as_str()) {
+                    return Err(InfraError::invalid(
+                        field("to"),
+                        format!("there is no service `{}`", c.to),
+                    ));
+                }
+                if !(0.0..=1.0).contains(&c.probability) {
+                    return Err(InfraError::invalid(field("probability"), "between 0 and 1"));
+                }
+                if let Some(t) = c.timeout_s
+                    && !(t.is_finite() && t > 0.0)
+                {
+                    return Err(InfraError::invalid(
+                        field("timeout_s"),
+                        "a positive number of seconds",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceModel> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+impl TrafficModel {
+    pub fn check(&self, model: &InfraModel) -> Result<(), InfraError> {
+        for (i, e) in self.entries.iter().enumerate() {
+            let field = |f: &str| format!("traffic.entries[{i}].{f}");
+            if model.service(&e.service).is_none() {
+                return Err(InfraError::invalid(
+                    field("service"),
+                    format!("there is no service `{}`", e.service),
+                ));
+            }
+            let rates: Vec<f64> = match &e.rate {
+                RateProfile::Constant { rps } => vec![*rps],
+                RateProfile::Steps { steps } => {
+                    if steps.windows(2).any(|w| w[1].at_s <= w[0].at_s)
+                        || steps.iter().any(|s| !s.at_s.is_finite())
+                    {
+                        return Err(InfraError::invalid(
+                            field("rate.steps"),
+                            "steps must be in increasing order of at_s",
+                        ));
+                    }
+                    steps.iter().map(|s| s.rps).collect()
+                }
+            };
+            if rates.iter().any(|r| !(r.is_finite() && *r >= 0.0)) {
+                return Err(InfraError::invalid(
+                    field("rate"),
+                    "rates are requests per second, 0 or more",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
