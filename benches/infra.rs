@@ -21,16 +21,10 @@ use std::time::Instant;
 
 fn service(name: &str, replicas: u32, workers: u32, mean_s: f64) -> ServiceModel {
     ServiceModel {
-        name: name.into(),
         replicas,
         workers,
-        queue_limit: None,
-        service_time: Distribution::Exponential { mean_s },
-        cpu_limit: None,
         startup_s: 8.0,
-        writes: 0.0,
-        disk_limit_percent: 95.0,
-        calls: Vec::new(),
+        ..ServiceModel::new(name, Distribution::Exponential { mean_s })
     }
 }
 
@@ -84,6 +78,7 @@ fn main() {
     let model = InfraModel {
         services: vec![service("queue", 1, 1, 1.0 / mu)],
         network_latency: Distribution::Constant { s: 0.0 },
+        quotas: Vec::new(),
     };
     let mut sim = InfraSim::new(model, traffic("queue", lambda), Vec::new(), 1).expect("valid");
     let t0 = Instant::now();
@@ -117,6 +112,7 @@ fn main() {
             service("db", 1, 8, 0.008),
         ],
         network_latency: Distribution::Constant { s: 0.0005 },
+        quotas: Vec::new(),
     };
     let simulated = if benchmarking { 3600.0 } else { 5.0 };
     let partition = Fault {

@@ -16,6 +16,7 @@
 //! M/D/1 waiting times with their closed forms and checks Little's law.
 
 pub mod fault;
+pub mod kubernetes;
 pub mod model;
 pub mod report;
 pub mod sim;

@@ -100,6 +100,11 @@ fn default_disk_limit() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct ServiceModel {
     pub name: String,
+    /// Other names it answers to: its Kubernetes Services.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
     #[serde(default = "one")]
     pub replicas: u32,
     /// Requests one replica works on at once (its threads or connections);
@@ -116,6 +121,17 @@ pub struct ServiceModel {
     /// them, each slowed when it starts; absent: a core per worker.
     #[serde(default)]
     pub cpu_limit: Option<f64>,
+    /// Cores one replica asks for (its CPU request): what autoscaling
+    /// measures use against, and what a namespace's quota counts.
+    #[serde(default)]
+    pub cpu_request: Option<f64>,
+    /// Services whose calls it accepts (its NetworkPolicies); absent: any.
+    /// A call from another is dropped, as a policy drops its packets.
+    #[serde(default)]
+    pub ingress_from: Option<Vec<String>>,
+    /// A HorizontalPodAutoscaler on CPU.
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
     /// Seconds from a replica's (re)start to its readiness: a killed pod's
     /// replacement takes this long to take traffic.
     #[serde(default = "default_startup")]
@@ -129,6 +145,60 @@ pub struct ServiceModel {
     /// Calls each request makes, one after another, holding its worker.
     #[serde(default)]
     pub calls: Vec<CallModel>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+/// Kubernetes' HorizontalPodAutoscaler on CPU utilization: every 15 s the
+/// replica count becomes ⌈ready × utilization / target⌉ (within 10 % it
+/// stays), between `min_replicas` and `max_replicas`; it scales down only to
+/// the largest count wanted over the last five minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// Mean CPU use as a percentage of the CPU request.
+    pub target_cpu_percent: f64,
+}
+
+/// A namespace's ResourceQuota: what its pods may ask for together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub namespace: String,
+    /// `requests.cpu`, cores.
+    #[serde(default)]
+    pub cpu_requests: Option<f64>,
+    /// `pods`.
+    #[serde(default)]
+    pub pods: Option<u32>,
+}
+
+impl ServiceModel {
+    /// One replica with one worker, no calls, and the defaults a twin
+    /// definition gets.
+    pub fn new(name: &str, service_time: Distribution) -> ServiceModel {
+        ServiceModel {
+            name: name.to_string(),
+            aliases: Vec::new(),
+            namespace: default_namespace(),
+            replicas: 1,
+            workers: 1,
+            queue_limit: None,
+            service_time,
+            cpu_limit: None,
+            cpu_request: None,
+            ingress_from: None,
+            autoscale: None,
+            startup_s: default_startup(),
+            writes: 0.0,
+            disk_limit_percent: default_disk_limit(),
+            calls: Vec::new(),
+        }
+    }
 }
 
 /// One downstream call a request makes.
@@ -213,6 +283,9 @@ pub struct InfraModel {
     /// One-way network latency of every call and answer (0.5 ms by default).
     #[serde(default = "default_latency")]
     pub network_latency: Distribution,
+    /// ResourceQuotas, which cap autoscaling.
+    #[serde(default)]
+    pub quotas: Vec<Quota>,
 }
 
 impl InfraModel {
@@ -256,6 +329,38 @@ impl InfraModel {
                     "a share between 0 and 1",
                 ));
             }
+            if let Some(cpu) = s.cpu_request
+                && !(cpu.is_finite() && cpu > 0.0)
+            {
+                return Err(InfraError::invalid(
+                    field("cpu_request"),
+                    "must be a positive number of cores",
+                ));
+            }
+            if let Some(a) = s.autoscale
+                && !(a.min_replicas >= 1
+                    && a.max_replicas >= a.min_replicas
+                    && a.target_cpu_percent.is_finite()
+                    && a.target_cpu_percent > 0.0)
+            {
+                return Err(InfraError::invalid(
+                    field("autoscale"),
+                    "needs 1 ≤ min_replicas ≤ max_replicas and a positive target_cpu_percent",
+                ));
+            }
+            if let Some(from) = &s.ingress_from
+                && let Some(bad) = from.iter().find(|f| {
+                    !self
+                        .services
+                        .iter()
+                        .any(|o| &o.name == *f || o.aliases.contains(f))
+                })
+            {
+                return Err(InfraError::invalid(
+                    field("ingress_from"),
+                    format!("there is no service `{bad}`"),
+                ));
+            }
             if !(0.0..=100.0).contains(&s.disk_limit_percent) {
                 return Err(InfraError::invalid(
                     field("disk_limit_percent"),
@@ -266,7 +371,7 @@ impl InfraModel {
         for (i, s) in self.services.iter().enumerate() {
             for (j, c) in s.calls.iter().enumerate() {
                 let field = |f: &str| format!("services[{i}].calls[{j}].{f}");
-                if !names.contains(c.to.as_str()) {
+                if self.index(&c.to).is_none() {
                     return Err(InfraError::invalid(
                         field("to"),
                         format!("there is no service `{}`", c.to),
@@ -288,8 +393,22 @@ impl InfraModel {
         Ok(())
     }
 
+    /// The service called `name`, or answering to it.
     pub fn service(&self, name: &str) -> Option<&ServiceModel> {
-        self.services.iter().find(|s| s.name == name)
+        self.index(name).map(|i| &self.services[i])
+    }
+
+    /// Its index in `services`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        let name = crate::fault::target_service(name);
+        self.services
+            .iter()
+            .position(|s| s.name == name)
+            .or_else(|| {
+                self.services
+                    .iter()
+                    .position(|s| s.aliases.iter().any(|a| a == name))
+            })
     }
 }
 

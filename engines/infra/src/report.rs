@@ -69,6 +69,9 @@ pub struct ServiceReport {
     pub throughput_rps: f64,
     /// Replica-seconds ready (the cost of running it).
     pub replica_seconds: f64,
+    /// Replicas at the end (ready or starting), and the most at once.
+    pub replicas: u32,
+    pub peak_replicas: u32,
 }
 
 /// Requests entering at one service, from their arrival to their answer.

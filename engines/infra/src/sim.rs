@@ -64,7 +64,16 @@ enum Event {
         replica: usize,
         generation: u64,
     },
+    /// A service's autoscaler looks at its CPU.
+    Autoscale {
+        service: usize,
+    },
 }
+
+/// How often an autoscaler looks, and how far back it looks before scaling
+/// down (Kubernetes' defaults).
+const AUTOSCALE_PERIOD_S: f64 = 15.0;
+const SCALE_DOWN_WINDOW_S: f64 = 300.0;
 
 #[derive(Debug, Clone)]
 struct Scheduled {
@@ -120,6 +129,8 @@ struct Request {
 #[derive(Debug, Clone)]
 struct Replica {
     ready: bool,
+    /// Scaled away: takes nothing new, finishes what it holds.
+    terminated: bool,
     /// Bumped when it dies: work scheduled before is void.
     generation: u64,
     busy: u32,
@@ -155,6 +166,12 @@ struct ServiceStats {
     area: f64,
     since: f64,
     replica_seconds: f64,
+    /// CPU-seconds of work started, and at the autoscaler's last look.
+    cpu_used: f64,
+    cpu_seen: f64,
+    /// The autoscaler's wishes over its scale-down window: (time, replicas).
+    wishes: VecDeque<(f64, u32)>,
+    peak_replicas: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +192,8 @@ pub struct InfraSim {
     traffic: TrafficModel,
     /// Each service's call targets, by index.
     call_targets: Vec<Vec<usize>>,
+    /// Per service, which callers its network policies let in (none: all).
+    ingress: Vec<Option<Vec<bool>>>,
     replicas: Vec<Vec<Replica>>,
     conditions: Vec<Conditions>,
     faults: Vec<Fault>,
@@ -201,7 +220,7 @@ impl InfraSim {
     ) -> Result<InfraSim, InfraError> {
         model.check()?;
         traffic.check(&model)?;
-        let index = |name: &str| model.services.iter().position(|s| s.name == name);
+        let index = |name: &str| model.index(name);
         for (i, f) in faults.iter().enumerate() {
             f.check(&format!("faults[{i}]"))?;
             if index(f.service()).is_none() {
@@ -216,6 +235,18 @@ impl InfraSim {
             .iter()
             .map(|s| s.calls.iter().filter_map(|c| index(&c.to)).collect())
             .collect();
+        let ingress = model
+            .services
+            .iter()
+            .map(|s| {
+                s.ingress_from.as_ref().map(|from| {
+                    let allowed: Vec<usize> = from.iter().filter_map(|f| index(f)).collect();
+                    (0..model.services.len())
+                        .map(|c| allowed.contains(&c))
+                        .collect()
+                })
+            })
+            .collect();
         let replicas = model
             .services
             .iter()
@@ -223,6 +254,7 @@ impl InfraSim {
                 (0..s.replicas)
                     .map(|_| Replica {
                         ready: true,
+                        terminated: false,
                         generation: 0,
                         busy: 0,
                         queue: VecDeque::new(),
@@ -234,7 +266,7 @@ impl InfraSim {
         let services = model
             .services
             .iter()
-            .map(|_| ServiceStats {
+            .map(|s| ServiceStats {
                 arrivals: 0,
                 ok: 0,
                 failed: 0,
@@ -250,6 +282,10 @@ impl InfraSim {
                 area: 0.0,
                 since: 0.0,
                 replica_seconds: 0.0,
+                cpu_used: 0.0,
+                cpu_seen: 0.0,
+                wishes: VecDeque::new(),
+                peak_replicas: s.replicas,
             })
             .collect();
         let entries = traffic
@@ -270,6 +306,7 @@ impl InfraSim {
             model,
             traffic,
             call_targets,
+            ingress,
             replicas,
             faults: Vec::new(),
             requests: Slab::new(),
@@ -285,6 +322,11 @@ impl InfraSim {
         };
         for entry in 0..sim.entries.len() {
             sim.schedule_external(entry, 0.0);
+        }
+        for service in 0..sim.model.services.len() {
+            if sim.model.services[service].autoscale.is_some() {
+                sim.schedule(AUTOSCALE_PERIOD_S, Event::Autoscale { service });
+            }
         }
         for fault in faults {
             sim.inject(fault)?;
@@ -362,7 +404,7 @@ impl InfraSim {
     }
 
     fn index(&self, name: &str) -> Option<usize> {
-        self.model.services.iter().position(|s| s.name == name)
+        self.model.index(name)
     }
 
     fn schedule(&mut self, time: f64, event: Event) {
@@ -469,10 +511,14 @@ impl InfraSim {
                 generation,
             } => {
                 let r = &mut self.replicas[service][replica];
-                if r.generation == generation && !r.ready {
+                if r.generation == generation && !r.ready && !r.terminated {
                     r.ready = true;
                     r.ready_since = self.now;
                 }
+            }
+            Event::Autoscale { service } => {
+                self.autoscale(service);
+                self.schedule(self.now + AUTOSCALE_PERIOD_S, Event::Autoscale { service });
             }
         }
     }
@@ -561,10 +607,12 @@ impl InfraSim {
         let capacity = model.cpu_limit.unwrap_or(f64::from(model.workers))
             * (1.0 - self.conditions[service].cpu_stress);
         let speed = (capacity / f64::from(r.busy)).clamp(1e-6, 1.0);
-        let work = model.service_time.sample(&mut self.rng) / speed;
+        let cpu = model.service_time.sample(&mut self.rng);
+        let work = cpu / speed;
         let generation = r.generation;
         let wait = self.now - self.requests[req.0].arrived;
         let stats = &mut self.services[service];
+        stats.cpu_used += cpu;
         stats.wait_sum += wait;
         stats.waits += 1;
         self.requests[req.0].working = true;
@@ -592,7 +640,10 @@ impl InfraSim {
                 },
             );
         }
-        match self.delivery(target) {
+        let admitted = self.ingress[target]
+            .as_ref()
+            .is_none_or(|from| from[service]);
+        match self.delivery(target).filter(|_| admitted) {
             Some(delay) => self.schedule(self.now + delay, Event::Arrive { req: child }),
             // Lost on the way: the caller hears nothing (and times out).
             None => {
@@ -802,6 +853,140 @@ impl InfraSim {
         );
     }
 
+    /// Kubernetes' HPA algorithm on the CPU used since the last look.
+    fn autoscale(&mut self, service: usize) {
+        let Some(policy) = self.model.services[service].autoscale else {
+            return;
+        };
+        let m = &self.model.services[service];
+        let request = m
+            .cpu_request
+            .or(m.cpu_limit)
+            .unwrap_or(f64::from(m.workers));
+        let ready = self.replicas[service].iter().filter(|r| r.ready).count() as u32;
+        let current = self.replicas[service]
+            .iter()
+            .filter(|r| !r.terminated)
+            .count() as u32;
+        let stats = &mut self.services[service];
+        let used = stats.cpu_used - stats.cpu_seen;
+        stats.cpu_seen = stats.cpu_used;
+        if ready == 0 {
+            return; // no metrics: Kubernetes leaves the count alone
+        }
+        let utilization = used / (AUTOSCALE_PERIOD_S * f64::from(ready) * request) * 100.0;
+        let ratio = utilization / policy.target_cpu_percent;
+        let wanted = if (ratio - 1.0).abs() <= 0.1 {
+            current
+        } else {
+            (f64::from(ready) * ratio).ceil() as u32
+        }
+        .clamp(policy.min_replicas, policy.max_replicas);
+        stats.wishes.push_back((self.now, wanted));
+        while stats
+            .wishes
+            .front()
+            .is_some_and(|(t, _)| *t < self.now - SCALE_DOWN_WINDOW_S)
+        {
+            stats.wishes.pop_front();
+        }
+        let highest = stats.wishes.iter().map(|(_, w)| *w).max().unwrap_or(wanted);
+        let target = if wanted >= current {
+            current + self.quota_room(service, wanted - current)
+        } else {
+            highest.min(current)
+        };
+        if target > current {
+            for _ in current..target {
+                self.add_replica(service);
+            }
+        } else {
+            for _ in target..current {
+                self.remove_replica(service);
+            }
+        }
+        let stats = &mut self.services[service];
+        stats.peak_replicas = stats.peak_replicas.max(target);
+    }
+
+    /// How many of `more` replicas the namespace's quotas allow.
+    fn quota_room(&self, service: usize, more: u32) -> u32 {
+        let m = &self.model.services[service];
+        let mut room = more;
+        for q in self
+            .model
+            .quotas
+            .iter()
+            .filter(|q| q.namespace == m.namespace)
+        {
+            let (mut pods, mut cpu) = (0u32, 0.0);
+            for (i, s) in self.model.services.iter().enumerate() {
+                if s.namespace == q.namespace {
+                    let n = self.replicas[i].iter().filter(|r| !r.terminated).count() as u32;
+                    pods += n;
+                    cpu += f64::from(n) * s.cpu_request.unwrap_or(0.0);
+                }
+            }
+            if let Some(hard) = q.pods {
+                room = room.min(hard.saturating_sub(pods));
+            }
+            if let (Some(hard), Some(each)) = (q.cpu_requests, m.cpu_request) {
+                room = room.min(((hard - cpu) / each + 1e-9).floor().max(0.0) as u32);
+            }
+        }
+        room
+    }
+
+    /// A new replica, ready after the service's startup time.
+    fn add_replica(&mut self, service: usize) {
+        let startup = self.model.services[service].startup_s;
+        let free = self.replicas[service]
+            .iter()
+            .position(|r| r.terminated && r.busy == 0 && r.queue.is_empty());
+        let slot = match free {
+            Some(i) => i,
+            None => {
+                self.replicas[service].push(Replica {
+                    ready: false,
+                    terminated: true,
+                    generation: 0,
+                    busy: 0,
+                    queue: VecDeque::new(),
+                    ready_since: self.now,
+                });
+                self.replicas[service].len() - 1
+            }
+        };
+        let r = &mut self.replicas[service][slot];
+        r.terminated = false;
+        r.ready = false;
+        r.generation += 1;
+        let generation = r.generation;
+        self.schedule(
+            self.now + startup,
+            Event::ReplicaReady {
+                service,
+                replica: slot,
+                generation,
+            },
+        );
+    }
+
+    /// Scales one replica away (the newest first, as Kubernetes prefers to
+    /// remove the youngest pods): it takes nothing new and finishes what it
+    /// holds.
+    fn remove_replica(&mut self, service: usize) {
+        let Some(i) = self.replicas[service].iter().rposition(|r| !r.terminated) else {
+            return;
+        };
+        let r = &mut self.replicas[service][i];
+        if r.ready {
+            self.services[service].replica_seconds += self.now - r.ready_since;
+        }
+        r.ready = false;
+        r.terminated = true;
+    }
+
     /// What the run has measured so far.
     pub fn report(&self) -> Report {
         let t = self.now.max(f64::MIN_POSITIVE);
@@ -840,6 +1025,8 @@ impl InfraSim {
                     mean_in_system: area / t,
                     throughput_rps: s.departures as f64 / t,
                     replica_seconds: s.replica_seconds + ready,
+                    replicas: self.replicas[i].iter().filter(|r| !r.terminated).count() as u32,
+                    peak_replicas: s.peak_replicas,
                 }
             })
             .collect();

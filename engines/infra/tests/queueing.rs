@@ -9,18 +9,12 @@ use hanzo_twin_infra::{Distribution, InfraModel, InfraSim, ServiceModel, Traffic
 fn single_queue(workers: u32, service_time: Distribution, rps: f64) -> (InfraModel, TrafficModel) {
     let model = InfraModel {
         services: vec![ServiceModel {
-            name: "queue".into(),
-            replicas: 1,
             workers,
-            queue_limit: None,
-            service_time,
-            cpu_limit: None,
             startup_s: 0.0,
-            writes: 0.0,
-            disk_limit_percent: 95.0,
-            calls: Vec::new(),
+            ..ServiceModel::new("queue", service_time)
         }],
         network_latency: Distribution::Constant { s: 0.0 },
+        quotas: Vec::new(),
     };
     let traffic = TrafficModel {
         entries: vec![EntryTraffic {
