@@ -15,6 +15,7 @@
 //! Queueing theory checks it: `tests/queueing.rs` compares M/M/1, M/M/c and
 //! M/D/1 waiting times with their closed forms and checks Little's law.
 
+pub mod assertion;
 pub mod fault;
 pub mod kubernetes;
 pub mod model;
