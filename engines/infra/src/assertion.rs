@@ -9,7 +9,8 @@
 //! <service> error rate below <percent>% [<when>]
 //! <service> failover completes within <duration> [<when>]
 //! <service> recovers within <duration> [<when>]         time from the fault to the last failure
-//! no data loss [<when>]                                  no request to a service that writes fails
+//! no data loss [<when>]                                  no request to a service that writes fails,
+//!                                                        and no caller gives one up
 //! no requests lost [<when>]                              every outside request answered OK
 //! <when> := during <scenario> | before <scenario> | after <scenario> | throughout
 //! <duration> := <number>ms | <number>s | <number>m

@@ -21,6 +21,7 @@ pub mod kubernetes;
 pub mod model;
 pub mod report;
 pub mod sim;
+pub mod spec;
 
 pub use fault::{Fault, FaultAction};
 pub use model::{CallModel, Distribution, InfraModel, RateProfile, ServiceModel, TrafficModel};

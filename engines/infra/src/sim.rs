@@ -693,12 +693,24 @@ impl InfraSim {
         };
         r.waiting_on = None;
         let service = r.service;
-        let call = &self.model.services[service].calls[r.plan[r.next]];
+        let index = r.plan[r.next];
+        let call = &self.model.services[service].calls[index];
         if r.attempt < call.retries {
             r.attempt += 1;
             self.services[service].retries += 1;
             self.next_call(req);
-        } else if call.required {
+            return;
+        }
+        // Given up: a write the caller sent is lost.
+        let target = self.call_targets[service][index];
+        if self.model.services[target].writes > 0.0 && !self.probes.is_empty() {
+            self.lost_write();
+        }
+        let Some(r) = self.requests.get_mut(req.0) else {
+            return;
+        };
+        let call = &self.model.services[service].calls[index];
+        if call.required {
             self.fail(req);
         } else {
             r.next += 1;
@@ -1139,6 +1151,20 @@ impl InfraSim {
         }
     }
 
+    /// A call to a service that writes was given up: data-loss probes
+    /// count it.
+    fn lost_write(&mut self) {
+        for p in &mut self.probes {
+            if matches!(p.assertion.check, Check::NoDataLoss)
+                && self.now >= p.from
+                && self.now < p.to
+            {
+                p.failed += 1;
+                p.last_failure = Some(self.now);
+            }
+        }
+    }
+
     /// Each watched assertion's outcome so far, with its evidence.
     pub fn verdicts(&self) -> Vec<Verdict> {
         self.probes
@@ -1192,7 +1218,10 @@ impl InfraSim {
                     },
                     Check::NoDataLoss => (
                         p.failed == 0,
-                        format!("{} requests to services that write failed ({} succeeded)", p.failed, p.ok),
+                        format!(
+                            "{} requests to services that write failed or were given up by their callers ({} succeeded)",
+                            p.failed, p.ok
+                        ),
                     ),
                     Check::NoRequestsLost => (
                         p.failed == 0,

@@ -1,0 +1,479 @@
+//! The spec's infrastructure twin definition (`type: infrastructure`):
+//! topology, traffic, failure_injection and assertions, as written in
+//! HIP-0082, plus what the simulation needs that the spec leaves open (each
+//! service's behaviour, when each scenario starts, how long to run).
+//!
+//! ```yaml
+//! name: shop-infra
+//! type: infrastructure
+//! topology:
+//!   source: manifests              # files or folders of Kubernetes YAML
+//!   paths: [../infra/shop]
+//!   namespaces: [shop]
+//!   include_network_policies: true
+//!   include_resource_quotas: true
+//!   services:                      # what Kubernetes does not say
+//!     api: { service_time: { log_normal: { median_s: 0.02, p99_s: 0.15 } }, workers: 8,
+//!            calls: [{ to: postgres-rw, probability: 0.3, timeout_s: 1 }] }
+//! traffic:
+//!   source: constant               # or steps, or timeseries (the spec's SQL)
+//!   entries: [{ service: gateway, rps: 120 }]
+//! failure_injection:
+//!   scenarios:
+//!     - { name: pod-kill, target: deployment/gateway, action: kill_pod, count: 1 }
+//!     - { name: network-partition, target: service/postgres-rw, action: block_traffic, duration: 30s }
+//! assertions:
+//!   - "gateway responds within 5s during pod-kill"
+//! simulation: { duration: 30m, seed: 7 }
+//! ```
+//!
+//! Scenarios without `at` run one after another: the first a minute in,
+//! each next a minute after the last one's effect ends. A run lasts
+//! `simulation.duration`, or until two minutes after the last effect.
+
+use crate::InfraError;
+use crate::assertion::{self, Assertion};
+use crate::fault::{Fault, FaultAction};
+use crate::kubernetes::{Behaviour, TopologyOptions};
+use crate::model::{EntryTraffic, RateProfile, RateStep, TrafficModel};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfraTwinSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: TwinType,
+    pub topology: TopologySpec,
+    pub traffic: TrafficSpec,
+    #[serde(default)]
+    pub failure_injection: FailureInjection,
+    #[serde(default)]
+    pub assertions: Vec<String>,
+    #[serde(default)]
+    pub simulation: SimulationSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TwinType {
+    Infrastructure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopologySource {
+    /// Kubernetes YAML files or folders (`paths`).
+    Manifests,
+    /// A live API server (`cluster`, a kubeconfig context).
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySpec {
+    pub source: TopologySource,
+    /// Manifest files or folders, relative to the definition's file.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// The kubeconfig context of a live cluster.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(flatten)]
+    pub options: TopologyOptions,
+    #[serde(default)]
+    pub services: BTreeMap<String, Behaviour>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrafficSource {
+    Constant,
+    Steps,
+    /// Replayed from the timeseries database (HIP-0059) by `query`.
+    Timeseries,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSpec {
+    pub source: TrafficSource,
+    #[serde(default)]
+    pub entries: Vec<TrafficEntry>,
+    /// The SQL of a timeseries replay: rows of (bucket, metric, service,
+    /// avg_value), the value a service's requests per second.
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficEntry {
+    pub service: String,
+    /// `constant`: requests per second.
+    #[serde(default)]
+    pub rps: Option<f64>,
+    /// `steps`: the rate from each `at` on.
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub at: String,
+    pub rps: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureInjection {
+    #[serde(default)]
+    pub scenarios: Vec<Scenario>,
+}
+
+/// A scenario as the spec writes it: an action and its settings side by side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub target: String,
+    /// kill_pod, block_traffic, stress_cpu, fill_disk, delay or packet_loss.
+    pub action: String,
+    /// When in the run it starts (`5m`); absent: after the one before.
+    #[serde(default)]
+    pub at: Option<String>,
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// kill_pod: pods killed.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// stress_cpu: the CPU taken.
+    #[serde(default)]
+    pub load_percent: Option<f64>,
+    /// fill_disk: how full; packet_loss: the share lost.
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// delay: added one way, and up to this much more.
+    #[serde(default)]
+    pub latency: Option<String>,
+    #[serde(default)]
+    pub jitter: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationSpec {
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// A duration as the spec writes it: `30s`, `5m`, `1h`, `250ms`, `1d`.
+pub fn seconds(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = t.split_at(split);
+    let v: f64 = number.trim().parse().ok()?;
+    let scale = match unit {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return None,
+    };
+    (v.is_finite() && v >= 0.0).then_some(v * scale)
+}
+
+fn need_seconds(field: &str, text: &Option<String>) -> Result<Option<f64>, InfraError> {
+    text.as_ref()
+        .map(|t| {
+            seconds(t).ok_or_else(|| {
+                InfraError::invalid(
+                    field,
+                    format!("`{t}` is not a duration such as 30s, 5m or 1h"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Seconds of quiet before the first unscheduled scenario and after each.
+const GAP_S: f64 = 60.0;
+
+impl InfraTwinSpec {
+    /// Reads a definition from YAML or JSON, naming the field of a problem.
+    pub fn parse(text: &str) -> Result<InfraTwinSpec, InfraError> {
+        let value: serde_json::Value = serde_yaml_ng::from_str(text)
+            .map_err(|e| InfraError::invalid("definition", format!("not YAML or JSON: {e}")))?;
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            InfraError::invalid(
+                if path == "." {
+                    "definition".into()
+                } else {
+                    path
+                },
+                e.inner().to_string(),
+            )
+        })
+    }
+
+    /// The scenarios as faults, scheduled; `startup` gives a target's
+    /// replacement time (a kill's effect).
+    pub fn faults(&self, startup: impl Fn(&str) -> Option<f64>) -> Result<Vec<Fault>, InfraError> {
+        let mut next = GAP_S;
+        let mut faults = Vec::new();
+        for (i, s) in self.failure_injection.scenarios.iter().enumerate() {
+            let field = |f: &str| format!("failure_injection.scenarios[{i}].{f}");
+            let duration = need_seconds(&field("duration"), &s.duration)?;
+            let percent = |name: &str, v: Option<f64>| {
+                v.ok_or_else(|| {
+                    InfraError::invalid(field(name), format!("{} needs {name}", s.action))
+                })
+            };
+            let action = match s.action.as_str() {
+                "kill_pod" => FaultAction::KillPod {
+                    count: s.count.unwrap_or(1),
+                },
+                "block_traffic" => FaultAction::BlockTraffic,
+                "stress_cpu" => FaultAction::StressCpu {
+                    load_percent: percent("load_percent", s.load_percent)?,
+                },
+                "fill_disk" => FaultAction::FillDisk {
+                    percent: percent("percent", s.percent)?,
+                },
+                "packet_loss" => FaultAction::Loss {
+                    percent: percent("percent", s.percent)?,
+                },
+                "delay" => FaultAction::Delay {
+                    latency_s: need_seconds(&field("latency"), &s.latency)?.ok_or_else(|| {
+                        InfraError::invalid(field("latency"), "delay needs latency, e.g. 200ms")
+                    })?,
+                    jitter_s: need_seconds(&field("jitter"), &s.jitter)?.unwrap_or(0.0),
+                },
+                other => {
+                    return Err(InfraError::invalid(
+                        field("action"),
+                        format!(
+                            "`{other}` is not kill_pod, block_traffic, stress_cpu, fill_disk, delay or packet_loss"
+                        ),
+                    ));
+                }
+            };
+            let at = need_seconds(&field("at"), &s.at)?.unwrap_or(next);
+            let effect = match action {
+                FaultAction::KillPod { .. } => {
+                    startup(crate::fault::target_service(&s.target)).unwrap_or(0.0)
+                }
+                // Without a duration a fault lasts the run; the next waits a gap.
+                _ => duration.unwrap_or(0.0),
+            };
+            next = next.max(at + effect + GAP_S);
+            let fault = Fault {
+                name: s.name.clone(),
+                target: s.target.clone(),
+                action,
+                at_s: at,
+                duration_s: duration,
+            };
+            fault.check(&format!("failure_injection.scenarios[{i}]"))?;
+            faults.push(fault);
+        }
+        Ok(faults)
+    }
+
+    /// The assertions, read by the grammar.
+    pub fn assertions(&self) -> Result<Vec<Assertion>, InfraError> {
+        self.assertions
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                assertion::parse(text).map_err(|expected| {
+                    InfraError::invalid(
+                        format!("assertions[{i}]"),
+                        format!("`{text}`: expected {expected}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The run's length: as given, or two minutes past the last effect.
+    pub fn duration(&self, faults: &[Fault]) -> Result<f64, InfraError> {
+        if let Some(d) = need_seconds("simulation.duration", &self.simulation.duration)? {
+            if d <= 0.0 {
+                return Err(InfraError::invalid(
+                    "simulation.duration",
+                    "must be longer than 0",
+                ));
+            }
+            return Ok(d);
+        }
+        let last = faults
+            .iter()
+            .map(|f| f.at_s + f.duration_s.unwrap_or(0.0))
+            .fold(0.0, f64::max);
+        Ok((last + 2.0 * GAP_S).max(300.0))
+    }
+
+    /// Constant or stepped traffic; a timeseries replay is read elsewhere
+    /// (it needs the database).
+    pub fn traffic(&self) -> Result<TrafficModel, InfraError> {
+        let mut entries = Vec::new();
+        for (i, e) in self.traffic.entries.iter().enumerate() {
+            let field = |f: &str| format!("traffic.entries[{i}].{f}");
+            let rate = match self.traffic.source {
+                TrafficSource::Constant => RateProfile::Constant {
+                    rps: e.rps.ok_or_else(|| {
+                        InfraError::invalid(field("rps"), "constant traffic needs rps")
+                    })?,
+                },
+                TrafficSource::Steps => {
+                    let mut steps = Vec::new();
+                    for (j, s) in e.steps.iter().enumerate() {
+                        let at = seconds(&s.at).ok_or_else(|| {
+                            InfraError::invalid(
+                                field(&format!("steps[{j}].at")),
+                                format!("`{}` is not a duration such as 30s", s.at),
+                            )
+                        })?;
+                        steps.push(RateStep {
+                            at_s: at,
+                            rps: s.rps,
+                        });
+                    }
+                    if steps.is_empty() {
+                        return Err(InfraError::invalid(
+                            field("steps"),
+                            "steps traffic needs at least one step",
+                        ));
+                    }
+                    RateProfile::Steps { steps }
+                }
+                TrafficSource::Timeseries => {
+                    return Err(InfraError::invalid(
+                        "traffic.source",
+                        "timeseries traffic is read from the database by its query",
+                    ));
+                }
+            };
+            entries.push(EntryTraffic {
+                service: e.service.clone(),
+                rate,
+            });
+        }
+        if entries.is_empty() {
+            return Err(InfraError::invalid(
+                "traffic.entries",
+                "name at least one service that takes outside requests",
+            ));
+        }
+        Ok(TrafficModel { entries })
+    }
+}
+
+/// A definition made ready to run.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub sim: crate::InfraSim,
+    /// Simulated seconds the run lasts.
+    pub duration_s: f64,
+    pub findings: Vec<crate::kubernetes::Finding>,
+}
+
+impl InfraTwinSpec {
+    /// The manifest files its topology names (folders: their `.yaml`,
+    /// `.yml` and `.json` files, in name order), relative to `base`.
+    pub fn manifests(&self, base: &std::path::Path) -> Result<Vec<(String, String)>, InfraError> {
+        if self.topology.source == TopologySource::Kubernetes {
+            return Err(InfraError::invalid(
+                "topology.source",
+                "kubernetes reads a live API server, which this version cannot do yet; export the objects \
+                 (kubectl get deploy,sts,svc,hpa,resourcequota,networkpolicy,pdb -n <namespace> -o yaml > shop.yaml) \
+                 and use source: manifests with paths: [shop.yaml]",
+            ));
+        }
+        if self.topology.paths.is_empty() {
+            return Err(InfraError::invalid(
+                "topology.paths",
+                "name the manifest files or folders",
+            ));
+        }
+        let mut files = Vec::new();
+        for (i, p) in self.topology.paths.iter().enumerate() {
+            let path = base.join(p);
+            let field = format!("topology.paths[{i}]");
+            let unreadable = |e: std::io::Error| {
+                InfraError::invalid(&field, format!("cannot read {}: {e}", path.display()))
+            };
+            if path.is_dir() {
+                let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(&path)
+                    .map_err(unreadable)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| {
+                        f.extension()
+                            .and_then(|x| x.to_str())
+                            .is_some_and(|x| matches!(x, "yaml" | "yml" | "json"))
+                    })
+                    .collect();
+                found.sort();
+                if found.is_empty() {
+                    return Err(InfraError::invalid(
+                        &field,
+                        format!("{} has no .yaml, .yml or .json files", path.display()),
+                    ));
+                }
+                for f in found {
+                    let text = std::fs::read_to_string(&f).map_err(|e| {
+                        InfraError::invalid(&field, format!("cannot read {}: {e}", f.display()))
+                    })?;
+                    files.push((f.display().to_string(), text));
+                }
+            } else {
+                files.push((
+                    path.display().to_string(),
+                    std::fs::read_to_string(&path).map_err(unreadable)?,
+                ));
+            }
+        }
+        Ok(files)
+    }
+
+    /// The model, its findings, the faults, assertions watched, ready to
+    /// run on `traffic` (the definition's own, or a replay's). `edit`
+    /// changes the model first: a what-if variant.
+    pub fn prepare(
+        &self,
+        base: &std::path::Path,
+        traffic: TrafficModel,
+        seed: Option<u64>,
+        edit: impl FnOnce(&mut crate::InfraModel) -> Result<(), InfraError>,
+    ) -> Result<Prepared, InfraError> {
+        let objects = crate::kubernetes::Objects::from_manifests(&self.manifests(base)?)?;
+        let (mut model, findings) =
+            crate::kubernetes::model(&objects, &self.topology.options, &self.topology.services)?;
+        edit(&mut model)?;
+        model.check()?;
+        let faults = self.faults(|name| model.service(name).map(|s| s.startup_s))?;
+        let duration_s = self.duration(&faults)?;
+        let assertions = self.assertions()?;
+        let mut sim = crate::InfraSim::new(
+            model,
+            traffic,
+            faults,
+            seed.or(self.simulation.seed).unwrap_or(1),
+        )?;
+        for (i, a) in assertions.into_iter().enumerate() {
+            sim.watch(a, &format!("assertions[{i}]"))?;
+        }
+        Ok(Prepared {
+            sim,
+            duration_s,
+            findings,
+        })
+    }
+}
