@@ -469,3 +469,67 @@ async fn synthdata_generate_follows_the_job_and_unpacks_the_dataset() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("twin_id"), "{err}");
 }
+
+/// `hanzo-twin infra simulate`: the demo shop twin run offline, its
+/// verdicts printed and failing ones in the exit status; a what-if by flag;
+/// JSON for tools; bad input named.
+#[test]
+fn cli_simulates_an_infrastructure_twin_and_judges_its_assertions() {
+    let definition = repo().join("configs/twins/shop-infra.yaml");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(["infra", "simulate"])
+            .arg(&definition)
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = run(&[]);
+    assert_eq!(code, Some(3), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("FAIL api p99 latency below 300ms before pod-kill"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS gateway responds within 5s during pod-kill"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ConfigMap shop/api-settings [not_simulated]"),
+        "{stdout}"
+    );
+    // Two more api replicas pass the latency assertion.
+    let (_, stdout, _) = run(&["--replicas", "api=5"]);
+    assert!(
+        stdout.contains("PASS api p99 latency below 300ms before pod-kill"),
+        "{stdout}"
+    );
+    // JSON: the report and the verdicts with their evidence.
+    let (_, stdout, _) = run(&["--output", "json", "--duration", "20m"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["report"]["time_s"], 1200.0);
+    assert_eq!(v["verdicts"].as_array().map(Vec::len), Some(4));
+    // The partition at 30 m is past a 20 m run: that is said, not passed.
+    assert_eq!(v["verdicts"][1]["passed"], false);
+    assert!(
+        v["verdicts"][1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("before the window")),
+        "{}",
+        v["verdicts"][1]
+    );
+    for (args, words) in [
+        (&["--replicas", "api"][..], "expected SERVICE=N"),
+        (&["--replicas", "ghost=2"][..], "no service `ghost`"),
+        (&["--duration", "soon"][..], "simulation.duration"),
+    ] {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(words), "{args:?}: {stderr}");
+    }
+}

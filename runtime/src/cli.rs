@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod infra;
 mod jobs;
 mod node;
 mod scenes;
@@ -245,6 +246,12 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// Infrastructure twins: a Kubernetes topology simulated with traffic
+    /// and chaos scenarios, its assertions judged.
+    Infra {
+        #[command(subcommand)]
+        command: infra::InfraCommand,
+    },
     /// Synthetic data: labelled image datasets drawn from a twin.
     Synthdata {
         #[command(subcommand)]
@@ -332,6 +339,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", out.display());
             Ok(())
         }
+        Command::Infra { command } => infra::command(command),
         Command::InternalReadScene {
             path,
             max_memory_bytes,
@@ -781,6 +789,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         Command::Serve { .. }
         | Command::InternalReadScene { .. }
         | Command::UrdfToUsd { .. }
+        | Command::Infra { .. }
         | Command::Completions { .. }
         | Command::CheckConfig { .. } => {
             unreachable!("handled before")

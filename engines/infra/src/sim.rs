@@ -1183,6 +1183,13 @@ impl InfraSim {
                 };
                 let none = requests == 0;
                 let (passed, reason) = match &p.assertion.check {
+                    _ if self.now < p.from => (
+                        false,
+                        format!(
+                            "the run ended at {:.0} s, before the window that starts at {:.0} s",
+                            self.now, p.from
+                        ),
+                    ),
                     _ if none && !matches!(p.assertion.check, Check::NoDataLoss | Check::RecoversWithin { .. }) => {
                         (false, "no requests in the window to judge by".to_string())
                     }
