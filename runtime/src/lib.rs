@@ -28,6 +28,7 @@ pub mod scenes;
 pub mod store;
 pub mod store_pg;
 pub mod telemetry;
+pub mod timeseries;
 
 pub use config::NodeConfig;
 pub use node::Node;

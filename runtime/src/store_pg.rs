@@ -31,7 +31,7 @@ fn err(e: impl std::error::Error + 'static) -> StoreError {
     StoreError::new(format!("postgres: {}", describe(&e)))
 }
 
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut chain = Vec::new();
     while let Some(c) = cause {

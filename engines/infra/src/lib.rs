@@ -23,6 +23,7 @@ pub mod report;
 pub mod sim;
 pub mod spec;
 
+pub use assertion::{Assertion, Verdict};
 pub use fault::{Fault, FaultAction};
 pub use model::{CallModel, Distribution, InfraModel, RateProfile, ServiceModel, TrafficModel};
 pub use report::Report;

@@ -1,14 +1,17 @@
-//! `hanzo-twin infra simulate <definition>`: an infrastructure twin's
-//! definition run here, offline (no node): its Kubernetes topology, traffic
-//! and chaos scenarios for its duration, then what each service did and
-//! each assertion's verdict. A what-if is a flag away (`--replicas
-//! api=5`). Exits with status 3 when an assertion fails, so a pipeline can
-//! stop a change that would break one.
+//! `hanzo-twin infra simulate|compare <definition>`: an infrastructure
+//! twin's definition run here, offline (no node): its Kubernetes topology,
+//! traffic (given, or replayed from the timeseries database) and chaos
+//! scenarios, then what each service did and each assertion's verdict.
+//! `simulate` exits with status 3 when an assertion fails, so a pipeline can
+//! stop a change that would break one; `compare` runs what-if variants on
+//! the same traffic side by side. `--experiment` writes the results back to
+//! the timeseries database, tagged.
 
 use super::{Output, print_value, s};
 use anyhow::Context;
-use clap::Subcommand;
-use hanzo_twin_infra::spec::InfraTwinSpec;
+use clap::{Args, Subcommand};
+use hanzo_twin_infra::spec::{InfraTwinSpec, TrafficSource};
+use hanzo_twin_infra::{InfraError, Report, TrafficModel, Verdict};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -18,99 +21,276 @@ pub(super) enum InfraCommand {
     /// service's answers and latency, and each assertion's verdict with its
     /// evidence. Exits with status 3 when an assertion fails.
     Simulate {
-        /// The definition (YAML or JSON, `type: infrastructure`).
-        definition: PathBuf,
-        /// Simulated time to run (30m, 1h, 7d) instead of the definition's.
-        #[arg(long)]
-        duration: Option<String>,
-        #[arg(long)]
-        seed: Option<u64>,
+        #[command(flatten)]
+        run: RunArgs,
         /// A what-if: this many replicas of a service (and at least that
         /// many for its autoscaler), e.g. `--replicas api=5`. Repeatable.
         #[arg(long = "replicas", value_name = "SERVICE=N")]
         replicas: Vec<String>,
-        /// Output format.
-        #[arg(long, short, value_enum, default_value = "text")]
-        output: Output,
+    },
+    /// Run the definition as it is and each what-if variant on the same
+    /// traffic, and set them side by side: assertions failed (SLO
+    /// breaches), requests failed, end-to-end p99 and cost in replica-hours.
+    Compare {
+        #[command(flatten)]
+        run: RunArgs,
+        /// A variant: replicas per service, e.g. `api=5` or
+        /// `api=6,gateway=3`. Repeatable.
+        #[arg(long = "variant", value_name = "SERVICE=N[,…]", required = true)]
+        variants: Vec<String>,
     },
 }
 
+#[derive(Args)]
+pub(super) struct RunArgs {
+    /// The definition (YAML or JSON, `type: infrastructure`).
+    definition: PathBuf,
+    /// Simulated time to run (30m, 1h, 7d) instead of the definition's (a
+    /// replay runs its recorded span).
+    #[arg(long)]
+    duration: Option<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The timeseries database (PostgreSQL or TimescaleDB) that
+    /// `traffic.source: timeseries` reads and `--experiment` writes.
+    #[arg(long, env = "HANZO_TWIN_TIMESERIES_URL")]
+    database_url: Option<String>,
+    /// Replay only the recorded load from this time (RFC 3339)…
+    #[arg(long)]
+    from: Option<String>,
+    /// …to this one.
+    #[arg(long)]
+    to: Option<String>,
+    /// Write the results to the database's `twin_experiments`, tagged with
+    /// this experiment name and each variant's.
+    #[arg(long)]
+    experiment: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "text")]
+    output: Output,
+}
+
 pub(super) fn command(command: InfraCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     match command {
-        InfraCommand::Simulate {
-            definition,
-            duration,
-            seed,
-            replicas,
-            output,
-        } => simulate(definition, duration, seed, replicas, output),
+        InfraCommand::Simulate { run, replicas } => {
+            let variant = Variant::parse(&replicas.join(","))?;
+            runtime.block_on(simulate(run, variant))
+        }
+        InfraCommand::Compare { run, variants } => {
+            let mut list = vec![Variant::parse("")?];
+            for v in &variants {
+                list.push(Variant::parse(v)?);
+            }
+            runtime.block_on(compare(run, list))
+        }
     }
 }
 
-fn simulate(
-    definition: PathBuf,
-    duration: Option<String>,
-    seed: Option<u64>,
-    replicas: Vec<String>,
-    output: Output,
-) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&definition)
-        .with_context(|| format!("cannot read {}", definition.display()))?;
+/// Replicas per service: a what-if.
+#[derive(Debug, Clone)]
+struct Variant {
+    name: String,
+    replicas: Vec<(String, u32)>,
+}
+
+impl Variant {
+    fn parse(text: &str) -> anyhow::Result<Variant> {
+        let mut replicas = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, n) = part
+                .split_once('=')
+                .and_then(|(name, n)| {
+                    Some((name.trim().to_string(), n.trim().parse::<u32>().ok()?))
+                })
+                .ok_or_else(|| anyhow::anyhow!("`{part}`: expected SERVICE=N, e.g. api=5"))?;
+            replicas.push((name, n));
+        }
+        let name = if replicas.is_empty() {
+            "base".to_string()
+        } else {
+            text.replace(' ', "")
+        };
+        Ok(Variant { name, replicas })
+    }
+
+    fn apply(&self, model: &mut hanzo_twin_infra::InfraModel) -> Result<(), InfraError> {
+        for (name, n) in &self.replicas {
+            let Some(i) = model.index(name) else {
+                return Err(InfraError::Invalid {
+                    field: "variant".into(),
+                    message: format!("the topology has no service `{name}`"),
+                });
+            };
+            let service = &mut model.services[i];
+            service.replicas = *n;
+            if let Some(a) = service.autoscale.as_mut() {
+                a.min_replicas = a.min_replicas.max(*n);
+                a.max_replicas = a.max_replicas.max(*n);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The definition, read, and the traffic it runs on.
+struct Setup {
+    spec: InfraTwinSpec,
+    base: PathBuf,
+    traffic: TrafficModel,
+    /// A replay's first bucket (Unix seconds) and span.
+    replay: Option<crate::timeseries::Replay>,
+}
+
+fn rfc3339(flag: &str, text: &Option<String>) -> anyhow::Result<Option<f64>> {
+    text.as_ref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.timestamp_millis() as f64 / 1000.0)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--{flag} {t}: not an RFC 3339 time such as 2026-02-20T00:00:00Z ({e})"
+                    )
+                })
+        })
+        .transpose()
+}
+
+async fn setup(run: &RunArgs) -> anyhow::Result<Setup> {
+    let text = std::fs::read_to_string(&run.definition)
+        .with_context(|| format!("cannot read {}", run.definition.display()))?;
     let mut spec = InfraTwinSpec::parse(&text).with_context(|| {
         format!(
             "{} is not an infrastructure twin definition",
-            definition.display()
+            run.definition.display()
         )
     })?;
-    if duration.is_some() {
-        spec.simulation.duration = duration;
+    if run.duration.is_some() {
+        spec.simulation.duration = run.duration.clone();
     }
-    let mut what_if = Vec::new();
-    for r in &replicas {
-        let (name, n) = r
-            .split_once('=')
-            .and_then(|(name, n)| Some((name.trim().to_string(), n.trim().parse::<u32>().ok()?)))
-            .ok_or_else(|| anyhow::anyhow!("--replicas {r}: expected SERVICE=N, e.g. api=5"))?;
-        what_if.push((name, n));
-    }
-    let base = definition
+    let base = run
+        .definition
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
-    let traffic = spec
-        .traffic()
-        .with_context(|| format!("{}: traffic", definition.display()))?;
-    let mut prepared = spec
-        .prepare(&base, traffic, seed, |model| {
-            for (name, n) in &what_if {
-                let Some(i) = model.index(name) else {
-                    return Err(hanzo_twin_infra::InfraError::Invalid {
-                        field: "--replicas".into(),
-                        message: format!("the topology has no service `{name}`"),
-                    });
-                };
-                let service = &mut model.services[i];
-                service.replicas = *n;
-                if let Some(a) = service.autoscale.as_mut() {
-                    a.min_replicas = a.min_replicas.max(*n);
-                    a.max_replicas = a.max_replicas.max(*n);
-                }
-            }
-            Ok(())
+    let (from, to) = (rfc3339("from", &run.from)?, rfc3339("to", &run.to)?);
+    if spec.traffic.source != TrafficSource::Timeseries {
+        if from.is_some() || to.is_some() {
+            anyhow::bail!(
+                "--from and --to choose recorded load; this definition's traffic.source is not timeseries"
+            );
+        }
+        let traffic = spec
+            .traffic()
+            .with_context(|| format!("{}: traffic", run.definition.display()))?;
+        return Ok(Setup {
+            spec,
+            base,
+            traffic,
+            replay: None,
+        });
+    }
+    let url = run.database_url.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("traffic.source: timeseries reads the timeseries database: give --database-url or set HANZO_TWIN_TIMESERIES_URL")
+    })?;
+    let query = spec.traffic.query.clone().ok_or_else(|| {
+        anyhow::anyhow!("traffic.query: timeseries traffic needs the query that reads it")
+    })?;
+    // The services the rows may name: the topology's, read without traffic.
+    let model = spec
+        .prepare(&base, TrafficModel::default(), None, |_| Ok(()))
+        .with_context(|| format!("{} cannot run", run.definition.display()))?
+        .sim
+        .model()
+        .clone();
+    let replay = crate::timeseries::read_traffic(url, &query, from, to, &model).await?;
+    if spec.simulation.duration.is_none() {
+        spec.simulation.duration = Some(format!("{}s", replay.span_s));
+    }
+    Ok(Setup {
+        traffic: replay.traffic.clone(),
+        spec,
+        base,
+        replay: Some(replay),
+    })
+}
+
+/// One variant's run: its report and verdicts.
+fn run_variant(
+    setup: &Setup,
+    seed: Option<u64>,
+    variant: &Variant,
+) -> anyhow::Result<(
+    Report,
+    Vec<Verdict>,
+    Vec<hanzo_twin_infra::kubernetes::Finding>,
+    f64,
+)> {
+    let mut prepared = setup
+        .spec
+        .prepare(&setup.base, setup.traffic.clone(), seed, |m| {
+            variant.apply(m)
         })
-        .with_context(|| format!("{} cannot run", definition.display()))?;
+        .context("the definition cannot run")?;
     let wall = std::time::Instant::now();
     prepared.sim.run_until(prepared.duration_s);
-    let report = prepared.sim.report();
-    let verdicts = prepared.sim.verdicts();
+    Ok((
+        prepared.sim.report(),
+        prepared.sim.verdicts(),
+        prepared.findings,
+        wall.elapsed().as_secs_f64(),
+    ))
+}
+
+async fn write_back(
+    run: &RunArgs,
+    setup: &Setup,
+    variant: &str,
+    report: &Report,
+    verdicts: &[Verdict],
+) -> anyhow::Result<Option<u64>> {
+    let Some(experiment) = &run.experiment else {
+        return Ok(None);
+    };
+    let url = run
+        .database_url
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--experiment writes to the timeseries database: give --database-url or set HANZO_TWIN_TIMESERIES_URL"))?;
+    let start = match &setup.replay {
+        Some(r) => r.start,
+        None => chrono::Utc::now().timestamp() as f64,
+    };
+    let breaches = verdicts.iter().filter(|v| !v.passed).count();
+    let rows =
+        crate::timeseries::write_experiment(url, experiment, variant, start, report, breaches)
+            .await?;
+    Ok(Some(rows))
+}
+
+fn replay_note(setup: &Setup) -> Value {
+    setup.replay.as_ref().map_or(Value::Null, |r| {
+        json!({ "start_unix_s": r.start, "span_s": r.span_s, "buckets": r.buckets, "unknown_services": r.unknown })
+    })
+}
+
+async fn simulate(run: RunArgs, variant: Variant) -> anyhow::Result<()> {
+    let setup = setup(&run).await?;
+    let (report, verdicts, findings, wall) = run_variant(&setup, run.seed, &variant)?;
+    let written = write_back(&run, &setup, &variant.name, &report, &verdicts).await?;
     let value = json!({
-        "twin": spec.name,
-        "wall_seconds": wall.elapsed().as_secs_f64(),
+        "twin": setup.spec.name,
+        "variant": variant.name,
+        "wall_seconds": wall,
+        "replay": replay_note(&setup),
+        "experiment_rows": written,
         "report": report,
         "verdicts": verdicts,
-        "findings": prepared.findings,
+        "findings": findings,
     });
-    print_value(output, &value, summary);
+    print_value(run.output, &value, summary);
     if verdicts.iter().any(|v| !v.passed) {
         eprintln!("an assertion failed");
         std::process::exit(3);
@@ -118,20 +298,99 @@ fn simulate(
     Ok(())
 }
 
-fn seconds(v: &Value) -> String {
+async fn compare(run: RunArgs, variants: Vec<Variant>) -> anyhow::Result<()> {
+    let setup = setup(&run).await?;
+    // Each variant on its own thread: simulations are single-threaded.
+    let results: Vec<anyhow::Result<_>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = variants
+            .iter()
+            .map(|v| scope.spawn(|| run_variant(&setup, run.seed, v)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a variant's simulation panicked")))
+            })
+            .collect()
+    });
+    let mut rows = Vec::new();
+    for (variant, result) in variants.iter().zip(results) {
+        let (report, verdicts, _, wall) =
+            result.with_context(|| format!("variant {}", variant.name))?;
+        let written = write_back(&run, &setup, &variant.name, &report, &verdicts).await?;
+        let failed: u64 = report.entries.iter().map(|e| e.failed).sum();
+        let sent: u64 = report.entries.iter().map(|e| e.sent).sum();
+        let p99 = report
+            .entries
+            .iter()
+            .map(|e| e.latency.p99_s)
+            .fold(0.0, f64::max);
+        let replica_hours: f64 = report
+            .services
+            .iter()
+            .map(|s| s.replica_seconds)
+            .sum::<f64>()
+            / 3600.0;
+        rows.push(json!({
+            "variant": variant.name,
+            "assertions": verdicts.len(),
+            "breaches": verdicts.iter().filter(|v| !v.passed).count(),
+            "requests": sent,
+            "failed": failed,
+            "p99_s": p99,
+            "replica_hours": replica_hours,
+            "wall_seconds": wall,
+            "experiment_rows": written,
+            "verdicts": verdicts,
+        }));
+    }
+    let value = json!({
+        "twin": setup.spec.name,
+        "replay": replay_note(&setup),
+        "variants": rows,
+    });
+    print_value(run.output, &value, comparison);
+    Ok(())
+}
+
+fn millis(v: &Value) -> String {
     v.as_f64()
         .map_or_else(|| "-".into(), |x| format!("{:.1} ms", x * 1e3))
+}
+
+fn replay_line(v: &Value) -> Option<String> {
+    let r = &v["replay"];
+    r.is_object().then(|| {
+        format!(
+            "replayed {} recorded buckets ({:.1} h){}",
+            s(&r["buckets"]),
+            r["span_s"].as_f64().unwrap_or(0.0) / 3600.0,
+            match r["unknown_services"].as_array() {
+                Some(u) if !u.is_empty() => format!(
+                    "; load of services not in the topology left out: {}",
+                    u.iter().map(s).collect::<Vec<_>>().join(", ")
+                ),
+                _ => String::new(),
+            }
+        )
+    })
 }
 
 fn summary(v: &Value) -> String {
     let report = &v["report"];
     let mut lines = vec![format!(
-        "{}: {} simulated s in {:.2} s, {} events",
+        "{} ({}): {} simulated s in {:.2} s, {} events",
         s(&v["twin"]),
+        s(&v["variant"]),
         s(&report["time_s"]),
         v["wall_seconds"].as_f64().unwrap_or(0.0),
         s(&report["events"])
     )];
+    lines.extend(replay_line(v));
+    if let Some(rows) = v["experiment_rows"].as_u64() {
+        lines.push(format!("wrote {rows} rows to twin_experiments"));
+    }
     lines.push(format!(
         "{:<18} {:>8} {:>10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>10}",
         "SERVICE", "REPLICAS", "ARRIVALS", "OK", "FAILED", "REFUSED", "P50", "P99", "WAIT"
@@ -145,9 +404,9 @@ fn summary(v: &Value) -> String {
             s(&svc["ok"]),
             s(&svc["failed"]),
             s(&svc["rejected"]),
-            seconds(&svc["latency"]["p50_s"]),
-            seconds(&svc["latency"]["p99_s"]),
-            seconds(&svc["mean_wait_s"]),
+            millis(&svc["latency"]["p50_s"]),
+            millis(&svc["latency"]["p99_s"]),
+            millis(&svc["mean_wait_s"]),
         ));
     }
     for e in report["entries"].as_array().into_iter().flatten() {
@@ -157,22 +416,11 @@ fn summary(v: &Value) -> String {
             s(&e["sent"]),
             s(&e["ok"]),
             s(&e["failed"]),
-            seconds(&e["latency"]["p50_s"]),
-            seconds(&e["latency"]["p99_s"]),
+            millis(&e["latency"]["p50_s"]),
+            millis(&e["latency"]["p99_s"]),
         ));
     }
-    for verdict in v["verdicts"].as_array().into_iter().flatten() {
-        lines.push(format!(
-            "{} {}: {}",
-            if verdict["passed"] == Value::Bool(true) {
-                "PASS"
-            } else {
-                "FAIL"
-            },
-            s(&verdict["assertion"]),
-            s(&verdict["reason"])
-        ));
-    }
+    lines.extend(verdict_lines(&v["verdicts"], ""));
     let findings = v["findings"].as_array().map_or(0, Vec::len);
     if findings > 0 {
         lines.push(format!(
@@ -186,6 +434,51 @@ fn summary(v: &Value) -> String {
                 s(&f["message"])
             ));
         }
+    }
+    lines.join("\n")
+}
+
+fn verdict_lines(verdicts: &Value, indent: &str) -> Vec<String> {
+    verdicts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|verdict| {
+            format!(
+                "{indent}{} {}: {}",
+                if verdict["passed"] == Value::Bool(true) {
+                    "PASS"
+                } else {
+                    "FAIL"
+                },
+                s(&verdict["assertion"]),
+                s(&verdict["reason"])
+            )
+        })
+        .collect()
+}
+
+fn comparison(v: &Value) -> String {
+    let mut lines = vec![format!("{}: variants on the same traffic", s(&v["twin"]))];
+    lines.extend(replay_line(v));
+    lines.push(format!(
+        "{:<24} {:>10} {:>12} {:>10} {:>12} {:>14}",
+        "VARIANT", "BREACHES", "REQUESTS", "FAILED", "P99", "REPLICA-HOURS"
+    ));
+    for row in v["variants"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "{:<24} {:>10} {:>12} {:>10} {:>12} {:>14.1}",
+            s(&row["variant"]),
+            format!("{}/{}", s(&row["breaches"]), s(&row["assertions"])),
+            s(&row["requests"]),
+            s(&row["failed"]),
+            millis(&row["p99_s"]),
+            row["replica_hours"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    for row in v["variants"].as_array().into_iter().flatten() {
+        lines.push(format!("{}:", s(&row["variant"])));
+        lines.extend(verdict_lines(&row["verdicts"], "  "));
     }
     lines.join("\n")
 }
