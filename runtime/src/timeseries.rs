@@ -205,12 +205,7 @@ pub async fn write_experiment(
             entry.latency.p99_s,
         );
     }
-    let replica_hours: f64 = report
-        .services
-        .iter()
-        .map(|s| s.replica_seconds)
-        .sum::<f64>()
-        / 3600.0;
+    let replica_hours = report.replica_hours();
     push(start, "", "hanzo_twin_replica_hours", replica_hours);
     push(start, "", "hanzo_twin_slo_breaches", breaches as f64);
     let written = client

@@ -115,4 +115,9 @@ impl Report {
     pub fn entry(&self, service: &str) -> Option<&EntryReport> {
         self.entries.iter().find(|e| e.service == service)
     }
+
+    /// Replica-hours ready over the run, all services: the run's cost.
+    pub fn replica_hours(&self) -> f64 {
+        self.services.iter().map(|s| s.replica_seconds).sum::<f64>() / 3600.0
+    }
 }

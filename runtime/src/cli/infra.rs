@@ -326,12 +326,7 @@ async fn compare(run: RunArgs, variants: Vec<Variant>) -> anyhow::Result<()> {
             .iter()
             .map(|e| e.latency.p99_s)
             .fold(0.0, f64::max);
-        let replica_hours: f64 = report
-            .services
-            .iter()
-            .map(|s| s.replica_seconds)
-            .sum::<f64>()
-            / 3600.0;
+        let replica_hours = report.replica_hours();
         rows.push(json!({
             "variant": variant.name,
             "assertions": verdicts.len(),
