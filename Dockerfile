@@ -19,7 +19,7 @@ RUN python3 -m venv /opt/mujoco-wheel \
 ENV MUJOCO_DYNAMIC_LINK_DIR=/opt/mujoco/lib
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --features mujoco --bin hanzo-twin
+RUN cargo build --release --locked --features mujoco,kubernetes --bin hanzo-twin
 
 # The hanzo_twin wheel: Gymnasium environments stepped in Rust, the trainer.
 FROM build AS python-wheel

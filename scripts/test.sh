@@ -96,7 +96,7 @@ export HANZO_TWIN_PYBULLET_PYTHON="$repo/.venv/bin/python"
 command -v clang++ >/dev/null || export CXX=${CXX:-g++}
 
 # Every optional engine and stream this machine can build.
-features=mujoco,pybullet,physx,kafka,ros2,opcua
+features=mujoco,pybullet,physx,kafka,ros2,opcua,kubernetes
 
 step "S3 test server (s3s-fs)"
 # A real S3-protocol server for the object-storage tests, built once into the

@@ -21,6 +21,8 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "kubernetes")]
+pub mod kube_topology;
 pub mod node;
 pub mod objects;
 pub mod scene_reader;

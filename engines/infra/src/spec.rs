@@ -392,7 +392,7 @@ impl InfraTwinSpec {
         if self.topology.source == TopologySource::Kubernetes {
             return Err(InfraError::invalid(
                 "topology.source",
-                "kubernetes reads a live API server, which this version cannot do yet; export the objects \
+                "kubernetes is read from the cluster's API server (hanzo-twin built with the `kubernetes` feature), not from files; or export the objects \
                  (kubectl get deploy,sts,svc,hpa,resourcequota,networkpolicy,pdb -n <namespace> -o yaml > shop.yaml) \
                  and use source: manifests with paths: [shop.yaml]",
             ));
@@ -454,8 +454,20 @@ impl InfraTwinSpec {
         edit: impl FnOnce(&mut crate::InfraModel) -> Result<(), InfraError>,
     ) -> Result<Prepared, InfraError> {
         let objects = crate::kubernetes::Objects::from_manifests(&self.manifests(base)?)?;
+        self.prepare_objects(&objects, traffic, seed, edit)
+    }
+
+    /// As [`InfraTwinSpec::prepare`], on objects read elsewhere (a live
+    /// cluster's).
+    pub fn prepare_objects(
+        &self,
+        objects: &crate::kubernetes::Objects,
+        traffic: TrafficModel,
+        seed: Option<u64>,
+        edit: impl FnOnce(&mut crate::InfraModel) -> Result<(), InfraError>,
+    ) -> Result<Prepared, InfraError> {
         let (mut model, findings) =
-            crate::kubernetes::model(&objects, &self.topology.options, &self.topology.services)?;
+            crate::kubernetes::model(objects, &self.topology.options, &self.topology.services)?;
         edit(&mut model)?;
         model.check()?;
         let faults = self.faults(|name| model.service(name).map(|s| s.startup_s))?;

@@ -10,7 +10,8 @@
 use super::{Output, print_value, s};
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use hanzo_twin_infra::spec::{InfraTwinSpec, TrafficSource};
+use hanzo_twin_infra::kubernetes::Objects;
+use hanzo_twin_infra::spec::{InfraTwinSpec, TopologySource, TrafficSource};
 use hanzo_twin_infra::{InfraError, Report, TrafficModel, Verdict};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -71,6 +72,8 @@ pub(super) struct RunArgs {
 }
 
 pub(super) fn command(command: InfraCommand) -> anyhow::Result<()> {
+    // A live cluster is reached over rustls, on ring as everywhere here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -139,7 +142,8 @@ impl Variant {
 /// The definition, read, and the traffic it runs on.
 struct Setup {
     spec: InfraTwinSpec,
-    base: PathBuf,
+    /// The topology's Kubernetes objects, read once for every variant.
+    objects: Objects,
     traffic: TrafficModel,
     /// A replay's first bucket (Unix seconds) and span.
     replay: Option<crate::timeseries::Replay>,
@@ -177,6 +181,15 @@ async fn setup(run: &RunArgs) -> anyhow::Result<Setup> {
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
     let (from, to) = (rfc3339("from", &run.from)?, rfc3339("to", &run.to)?);
+    let objects = match spec.topology.source {
+        TopologySource::Manifests => Objects::from_manifests(
+            &spec
+                .manifests(&base)
+                .with_context(|| format!("{}: topology", run.definition.display()))?,
+        )
+        .with_context(|| format!("{}: topology", run.definition.display()))?,
+        TopologySource::Kubernetes => live_cluster(&spec).await?,
+    };
     if spec.traffic.source != TrafficSource::Timeseries {
         if from.is_some() || to.is_some() {
             anyhow::bail!(
@@ -188,7 +201,7 @@ async fn setup(run: &RunArgs) -> anyhow::Result<Setup> {
             .with_context(|| format!("{}: traffic", run.definition.display()))?;
         return Ok(Setup {
             spec,
-            base,
+            objects,
             traffic,
             replay: None,
         });
@@ -201,7 +214,7 @@ async fn setup(run: &RunArgs) -> anyhow::Result<Setup> {
     })?;
     // The services the rows may name: the topology's, read without traffic.
     let model = spec
-        .prepare(&base, TrafficModel::default(), None, |_| Ok(()))
+        .prepare_objects(&objects, TrafficModel::default(), None, |_| Ok(()))
         .with_context(|| format!("{} cannot run", run.definition.display()))?
         .sim
         .model()
@@ -213,9 +226,28 @@ async fn setup(run: &RunArgs) -> anyhow::Result<Setup> {
     Ok(Setup {
         traffic: replay.traffic.clone(),
         spec,
-        base,
+        objects,
         replay: Some(replay),
     })
+}
+
+#[cfg(feature = "kubernetes")]
+async fn live_cluster(spec: &InfraTwinSpec) -> anyhow::Result<Objects> {
+    crate::kube_topology::read(
+        spec.topology.cluster.as_deref(),
+        &spec.topology.options.namespaces,
+    )
+    .await
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn live_cluster(_spec: &InfraTwinSpec) -> anyhow::Result<Objects> {
+    anyhow::bail!(
+        "topology.source: kubernetes: this hanzo-twin was built without a Kubernetes client \
+         (cargo build --features kubernetes); or export the objects \
+         (kubectl get deploy,sts,svc,hpa,resourcequota,networkpolicy,pdb -n <namespace> -o yaml > topology.yaml) \
+         and use source: manifests with paths: [topology.yaml]"
+    )
 }
 
 /// One variant's run: its report and verdicts.
@@ -231,7 +263,7 @@ fn run_variant(
 )> {
     let mut prepared = setup
         .spec
-        .prepare(&setup.base, setup.traffic.clone(), seed, |m| {
+        .prepare_objects(&setup.objects, setup.traffic.clone(), seed, |m| {
             variant.apply(m)
         })
         .context("the definition cannot run")?;

@@ -1,0 +1,97 @@
+//! An infrastructure twin's topology read from a live cluster
+//! (`topology.source: kubernetes`) through kube-rs: the kubeconfig context
+//! named by `topology.cluster` (or, without one, the context kube-rs infers:
+//! `$KUBECONFIG`, `~/.kube/config`, or the pod's service account), and in
+//! each listed namespace the Deployments, StatefulSets, Services,
+//! HorizontalPodAutoscalers, ResourceQuotas, NetworkPolicies and
+//! PodDisruptionBudgets, as the API server gives them. They become the same
+//! objects manifests give (`hanzo_twin_infra::kubernetes::Objects`).
+
+use anyhow::Context;
+use hanzo_twin_infra::kubernetes::Objects;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ResourceQuota, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams};
+use kube::config::KubeConfigOptions;
+
+/// Reads the topology's objects from the cluster.
+pub async fn read(cluster: Option<&str>, namespaces: &[String]) -> anyhow::Result<Objects> {
+    let config = match cluster {
+        Some(context) => kube::Config::from_kubeconfig(&KubeConfigOptions {
+            context: Some(context.to_string()),
+            ..KubeConfigOptions::default()
+        })
+        .await
+        .with_context(|| {
+            format!("topology.cluster: no usable kubeconfig context `{context}` (KUBECONFIG or ~/.kube/config)")
+        })?,
+        None => kube::Config::infer()
+            .await
+            .context("topology: no cluster found (set topology.cluster to a kubeconfig context)")?,
+    };
+    let server = config.cluster_url.to_string();
+    let client =
+        kube::Client::try_from(config).context("topology: cannot make a Kubernetes client")?;
+    let mut objects = Objects::default();
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    for ns in scopes {
+        list::<Deployment>(&client, ns, &server, &mut objects).await?;
+        list::<StatefulSet>(&client, ns, &server, &mut objects).await?;
+        list::<Service>(&client, ns, &server, &mut objects).await?;
+        list::<HorizontalPodAutoscaler>(&client, ns, &server, &mut objects).await?;
+        list::<ResourceQuota>(&client, ns, &server, &mut objects).await?;
+        list::<NetworkPolicy>(&client, ns, &server, &mut objects).await?;
+        list::<PodDisruptionBudget>(&client, ns, &server, &mut objects).await?;
+    }
+    Ok(objects)
+}
+
+async fn list<K>(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    server: &str,
+    objects: &mut Objects,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let where_ = namespace.map_or("all namespaces".to_string(), |ns| format!("namespace {ns}"));
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("topology: listing {kind}s in {where_} at {server}"))?;
+    for (i, item) in list.items.into_iter().enumerate() {
+        let mut value = serde_json::to_value(&item).context("a listed object")?;
+        // The API server's list items carry no kind; k8s-openapi's types
+        // write theirs, and ours reads it.
+        if let Some(map) = value.as_object_mut() {
+            map.insert("kind".into(), kind.into());
+            map.insert(
+                "apiVersion".into(),
+                <K as k8s_openapi::Resource>::API_VERSION.into(),
+            );
+        }
+        objects
+            .push(&format!("{server} {kind} list ({where_}) item {i}"), value)
+            .map_err(anyhow::Error::from)?;
+    }
+    Ok(())
+}
