@@ -477,16 +477,11 @@ async fn synthdata_generate_follows_the_job_and_unpacks_the_dataset() {
 fn cli_simulates_an_infrastructure_twin_and_judges_its_assertions() {
     let definition = repo().join("configs/twins/shop-infra.yaml");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin())
-            .args(["infra", "simulate"])
-            .arg(&definition)
-            .args(args)
-            .output()
-            .expect("runs");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
+        common::output_of(
+            std::process::Command::new(bin())
+                .args(["infra", "simulate"])
+                .arg(&definition)
+                .args(args),
         )
     };
     let (code, stdout, stderr) = run(&[]);

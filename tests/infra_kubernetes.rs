@@ -14,7 +14,7 @@ fn live_cluster_topologies_need_the_kubernetes_feature() {
 
 #[cfg(feature = "kubernetes")]
 mod live {
-    use crate::common::{bin, repo};
+    use crate::common::{bin, output_of, repo};
     use axum::extract::{Request, State};
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
@@ -126,12 +126,7 @@ mod live {
         if let Some(k) = kubeconfig {
             command.env("KUBECONFIG", k);
         }
-        let out = command.output().expect("runs");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        output_of(&mut command)
     }
 
     #[tokio::test]

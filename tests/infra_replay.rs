@@ -6,21 +6,9 @@
 
 mod common;
 
-use common::{bin, repo};
+use common::{bin, output_of, postgres_url, repo};
 use serde_json::Value;
 use uuid::Uuid;
-
-fn postgres_url() -> Option<String> {
-    match std::env::var("HANZO_TWIN_TEST_POSTGRES_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            eprintln!(
-                "SKIPPED: HANZO_TWIN_TEST_POSTGRES_URL is not set; scripts/test.sh starts PostgreSQL and sets it"
-            );
-            None
-        }
-    }
-}
 
 async fn client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -75,15 +63,7 @@ fn definition(dir: &std::path::Path, schema: &str) -> std::path::PathBuf {
 }
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(bin())
-        .args(args)
-        .output()
-        .expect("runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    output_of(std::process::Command::new(bin()).args(args))
 }
 
 #[tokio::test]
@@ -218,18 +198,11 @@ fn replay_without_a_database_or_with_a_bad_time_says_what_to_give() {
     let dir = tempfile::tempdir().expect("tempdir");
     let def = definition(dir.path(), "nowhere");
     let def = def.to_str().expect("a UTF-8 path");
-    let (code, _, stderr) = std::process::Command::new(bin())
-        .args(["infra", "simulate", def])
-        .env_remove("HANZO_TWIN_TIMESERIES_URL")
-        .output()
-        .map(|o| {
-            (
-                o.status.code(),
-                (),
-                String::from_utf8_lossy(&o.stderr).to_string(),
-            )
-        })
-        .expect("runs");
+    let (code, _, stderr) = output_of(
+        std::process::Command::new(bin())
+            .args(["infra", "simulate", def])
+            .env_remove("HANZO_TWIN_TIMESERIES_URL"),
+    );
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("--database-url") && stderr.contains("HANZO_TWIN_TIMESERIES_URL"),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{NodeOptions, TestNode, repo};
+use common::{NodeOptions, TestNode, postgres_url, repo};
 use hanzo_twin::actors::jobs::{
     EvaluateSpec, JobFilter, JobKind, JobRecord, JobSpec, JobState, JobStore,
 };
@@ -15,18 +15,6 @@ use hanzo_twin::store::SledTwinStore;
 use hanzo_twin::store_pg::PgTwinStore;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn postgres_url() -> Option<String> {
-    match std::env::var("HANZO_TWIN_TEST_POSTGRES_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            eprintln!(
-                "SKIPPED: HANZO_TWIN_TEST_POSTGRES_URL is not set; scripts/test.sh starts PostgreSQL and sets it"
-            );
-            None
-        }
-    }
-}
 
 /// A schema of its own for each test, so runs never see each other's rows.
 fn fresh_schema(tag: &str) -> String {

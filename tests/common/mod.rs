@@ -17,6 +17,31 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hanzo-twin"))
 }
 
+/// Runs the binary as `command` is set up (arguments, environment) and
+/// gives its exit status, standard output and standard error.
+pub fn output_of(command: &mut Command) -> (Option<i32>, String, String) {
+    let out = command.output().expect("the binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The test PostgreSQL (`HANZO_TWIN_TEST_POSTGRES_URL`), or `None` with a
+/// loud skip.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("HANZO_TWIN_TEST_POSTGRES_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            eprintln!(
+                "SKIPPED: HANZO_TWIN_TEST_POSTGRES_URL is not set; scripts/test.sh starts PostgreSQL and sets it"
+            );
+            None
+        }
+    }
+}
+
 fn free_port() -> u16 {
     free_ports::<1>()[0]
 }
