@@ -35,7 +35,7 @@ fn main() {
         (Duration::ZERO, 10)
     };
     let registry = EngineRegistry::with_builtin();
-    let engines: Vec<_> = EngineKind::ALL
+    let engines: Vec<_> = EngineKind::PHYSICS
         .into_iter()
         .filter_map(|k| registry.get(k).ok())
         .collect();

@@ -401,7 +401,7 @@ fn the_ball_jointed_humanoid_falls_freely_on_every_engine() {
         ..Default::default()
     };
     let registry = EngineRegistry::with_builtin();
-    let engines: Vec<_> = hanzo_twin::engines::EngineKind::ALL
+    let engines: Vec<_> = hanzo_twin::engines::EngineKind::PHYSICS
         .into_iter()
         .filter_map(|k| registry.get(k).ok())
         .collect();
@@ -477,7 +477,7 @@ fn converted_robots_settle_alike_on_every_engine() {
         return;
     };
     let registry = EngineRegistry::with_builtin();
-    let engines: Vec<_> = hanzo_twin::engines::EngineKind::ALL
+    let engines: Vec<_> = hanzo_twin::engines::EngineKind::PHYSICS
         .into_iter()
         .filter_map(|k| registry.get(k).ok())
         .collect();

@@ -14,6 +14,7 @@ pub mod camera;
 pub mod compare;
 pub mod error;
 pub mod findings;
+pub mod infrastructure;
 pub mod limits;
 pub mod registry;
 pub mod types;
@@ -35,6 +36,7 @@ pub mod pybullet;
 pub mod physx;
 
 pub use error::EngineError;
+pub use hanzo_twin_infra as infra;
 pub use registry::EngineRegistry;
 pub use scene::SceneModel;
 pub use types::*;
@@ -174,6 +176,16 @@ pub trait Simulation: Send {
 
     /// An independent copy of this simulation at its current state.
     fn fork(&self) -> Result<Box<dyn Simulation>, EngineError>;
+
+    /// An infrastructure twin's simulator, for what only it does (chaos,
+    /// service reports); none for physics.
+    fn infrastructure(&self) -> Option<&hanzo_twin_infra::InfraSim> {
+        None
+    }
+
+    fn infrastructure_mut(&mut self) -> Option<&mut hanzo_twin_infra::InfraSim> {
+        None
+    }
 
     /// Simulated seconds since the scene was loaded.
     fn time(&self) -> f64;

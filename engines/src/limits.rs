@@ -188,6 +188,14 @@ impl Simulation for CappedSimulation {
         self.inner.step_count()
     }
 
+    fn infrastructure(&self) -> Option<&hanzo_twin_infra::InfraSim> {
+        self.inner.infrastructure()
+    }
+
+    fn infrastructure_mut(&mut self) -> Option<&mut hanzo_twin_infra::InfraSim> {
+        self.inner.infrastructure_mut()
+    }
+
     fn close(self: Box<Self>) -> Result<(), EngineError> {
         // The slot is given back as the wrapper drops, after the close.
         let CappedSimulation { inner, slot } = *self;

@@ -48,6 +48,7 @@ fn requirements(kind: EngineKind) -> &'static str {
         EngineKind::Gazebo => {
             "an adapter talking to a Gazebo (gz-sim) server over gz-transport, with Gazebo installed beside the node; not built into this node"
         }
+        EngineKind::Infrastructure => "nothing: the infrastructure simulator is always built in",
         EngineKind::Omniverse => {
             "an adapter for NVIDIA Omniverse Kit (an RTX GPU and a license) running beside the node; not built into this node"
         }
@@ -61,6 +62,7 @@ impl EngineRegistry {
         let mut registry = EngineRegistry::default();
         #[cfg(feature = "rapier")]
         registry.register(Arc::new(crate::rapier::RapierEngine));
+        registry.register(Arc::new(crate::infrastructure::InfrastructureEngine));
         #[cfg(feature = "mujoco")]
         registry.register(Arc::new(crate::mujoco::MujocoEngine));
         #[cfg(feature = "physx")]

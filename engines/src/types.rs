@@ -27,16 +27,30 @@ pub enum EngineKind {
     Pybullet,
     Gazebo,
     Omniverse,
+    /// Not physics: a service topology as a discrete-event simulation
+    /// (an infrastructure twin, `type: infrastructure`).
+    Infrastructure,
 }
 
 impl EngineKind {
-    pub const ALL: [EngineKind; 6] = [
+    /// The physics engines: what runs USD scenes.
+    pub const PHYSICS: [EngineKind; 6] = [
         EngineKind::Rapier3d,
         EngineKind::Mujoco,
         EngineKind::Physx,
         EngineKind::Pybullet,
         EngineKind::Gazebo,
         EngineKind::Omniverse,
+    ];
+
+    pub const ALL: [EngineKind; 7] = [
+        EngineKind::Rapier3d,
+        EngineKind::Mujoco,
+        EngineKind::Physx,
+        EngineKind::Pybullet,
+        EngineKind::Gazebo,
+        EngineKind::Omniverse,
+        EngineKind::Infrastructure,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,21 +61,26 @@ impl EngineKind {
             EngineKind::Pybullet => "pybullet",
             EngineKind::Gazebo => "gazebo",
             EngineKind::Omniverse => "omniverse",
+            EngineKind::Infrastructure => "infrastructure",
         }
     }
 
     /// Whether a running simulation copies itself in memory in microseconds
-    /// (rapier3d and MuJoCo), so a fork can start from the live copy. The
+    /// (rapier3d, MuJoCo, the infrastructure simulator), so a fork can start from the live copy. The
     /// others (a PyBullet worker process, PhysX rebuilding its scene) would
     /// hold the parent that long, so their forks start from a state.
     pub fn forks_in_memory(self) -> bool {
-        matches!(self, EngineKind::Rapier3d | EngineKind::Mujoco)
+        matches!(
+            self,
+            EngineKind::Rapier3d | EngineKind::Mujoco | EngineKind::Infrastructure
+        )
     }
 
     /// The engine that reads a scene kept in its native format (MJCF: MuJoCo).
     pub fn reading(format: crate::scene::NativeFormat) -> EngineKind {
         match format {
             crate::scene::NativeFormat::Mjcf => EngineKind::Mujoco,
+            crate::scene::NativeFormat::Infrastructure => EngineKind::Infrastructure,
         }
     }
 }

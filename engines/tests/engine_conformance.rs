@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 fn engines() -> Vec<Arc<dyn Engine>> {
     let registry = EngineRegistry::with_builtin();
-    let engines: Vec<_> = EngineKind::ALL
+    let engines: Vec<_> = EngineKind::PHYSICS
         .into_iter()
         .filter_map(|k| registry.get(k).ok())
         .collect();

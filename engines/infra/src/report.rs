@@ -11,6 +11,29 @@ pub(crate) fn histogram() -> Histogram<u64> {
     })
 }
 
+/// A histogram in a saved simulation state: HdrHistogram's V2 encoding
+/// (what its other implementations read), as bytes.
+pub(crate) mod histogram_serde {
+    use hdrhistogram::Histogram;
+    use hdrhistogram::serialization::{Deserializer as V2Reader, Serializer as _, V2Serializer};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(h, &mut bytes)
+            .map_err(|e| serde::ser::Error::custom(format!("histogram: {e:?}")))?;
+        bytes.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let bytes = Vec::<u8>::deserialize(d)?;
+        V2Reader::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| serde::de::Error::custom(format!("histogram: {e:?}")))
+    }
+}
+
 pub(crate) fn micros(seconds: f64) -> u64 {
     (seconds * 1e6).round().clamp(1.0, 3.6e9) as u64
 }

@@ -19,6 +19,7 @@ use crate::report::{self, Bucket, EntryReport, Latency, Report, ServiceReport};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng, seq::IndexedRandom};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use slab::Slab;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -27,7 +28,7 @@ use std::collections::{BinaryHeap, VecDeque};
 /// an event for a finished request finds another serial there).
 type Handle = (usize, u64);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Event {
     /// The next outside request for entry `entry`.
     External {
@@ -76,7 +77,7 @@ enum Event {
 const AUTOSCALE_PERIOD_S: f64 = 15.0;
 const SCALE_DOWN_WINDOW_S: f64 = 300.0;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Scheduled {
     time: f64,
     seq: u64,
@@ -104,7 +105,7 @@ impl Ord for Scheduled {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Request {
     serial: u64,
     service: usize,
@@ -127,7 +128,7 @@ struct Request {
     waiting_on: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Replica {
     ready: bool,
     /// Scaled away: takes nothing new, finishes what it holds.
@@ -140,7 +141,7 @@ struct Replica {
 }
 
 /// What faults do to a service now.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Conditions {
     blocked: u32,
     extra_latency_s: f64,
@@ -150,7 +151,7 @@ struct Conditions {
     disk_percent: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct ServiceStats {
     arrivals: u64,
     ok: u64,
@@ -158,6 +159,7 @@ struct ServiceStats {
     rejected: u64,
     call_timeouts: u64,
     retries: u64,
+    #[serde(with = "report::histogram_serde")]
     latency: Histogram<u64>,
     wait_sum: f64,
     waits: u64,
@@ -176,12 +178,13 @@ struct ServiceStats {
 }
 
 /// A watched assertion's tally over its window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Probe {
     assertion: Assertion,
     subject: Option<usize>,
     from: f64,
     to: f64,
+    #[serde(with = "report::histogram_serde")]
     latency: Histogram<u64>,
     ok: u64,
     failed: u64,
@@ -189,19 +192,20 @@ struct Probe {
     last_ok: Option<f64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct EntryStats {
     service: usize,
     sent: u64,
     ok: u64,
     failed: u64,
+    #[serde(with = "report::histogram_serde")]
     latency: Histogram<u64>,
     timeline: Vec<Bucket>,
 }
 
 /// A running infrastructure simulation. `Clone` is a fork: the copy goes on
 /// from the same instant, with the same future.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InfraSim {
     model: InfraModel,
     traffic: TrafficModel,

@@ -74,9 +74,14 @@ pub enum TopologySource {
 #[serde(deny_unknown_fields)]
 pub struct TopologySpec {
     pub source: TopologySource,
-    /// Manifest files or folders, relative to the definition's file.
-    #[serde(default)]
+    /// Manifest files or folders, relative to the definition's file (on a
+    /// node: under its scene folder).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// Kubernetes YAML written in the definition itself (documents split
+    /// by `---`), read with `paths`: what an API client sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifests: Option<String>,
     /// The kubeconfig context of a live cluster.
     #[serde(default)]
     pub cluster: Option<String>,
@@ -376,6 +381,28 @@ impl InfraTwinSpec {
     }
 }
 
+/// An infrastructure twin as a node runs it: the definition, the
+/// Kubernetes objects its topology read (files, inline YAML or a live
+/// cluster) and the traffic it runs. It is the twin's "scene": everything
+/// the simulator starts from, so its fingerprint changes when any does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TwinSource {
+    pub spec: InfraTwinSpec,
+    /// (where from, YAML or JSON text).
+    pub manifests: Vec<(String, String)>,
+    pub traffic: TrafficModel,
+}
+
+impl TwinSource {
+    /// The simulation at time 0, with the definition's faults scheduled and
+    /// its assertions watched.
+    pub fn prepare(&self) -> Result<Prepared, InfraError> {
+        let objects = crate::kubernetes::Objects::from_manifests(&self.manifests)?;
+        self.spec
+            .prepare_objects(&objects, self.traffic.clone(), None, |_| Ok(()))
+    }
+}
+
 /// A definition made ready to run.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -397,13 +424,16 @@ impl InfraTwinSpec {
                  and use source: manifests with paths: [shop.yaml]",
             ));
         }
-        if self.topology.paths.is_empty() {
+        if self.topology.paths.is_empty() && self.topology.manifests.is_none() {
             return Err(InfraError::invalid(
                 "topology.paths",
-                "name the manifest files or folders",
+                "name the manifest files or folders (or write them in topology.manifests)",
             ));
         }
         let mut files = Vec::new();
+        if let Some(text) = &self.topology.manifests {
+            files.push(("topology.manifests".to_string(), text.clone()));
+        }
         for (i, p) in self.topology.paths.iter().enumerate() {
             let path = base.join(p);
             let field = format!("topology.paths[{i}]");

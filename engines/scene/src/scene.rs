@@ -328,6 +328,10 @@ pub struct NativeScene {
 pub enum NativeFormat {
     /// MuJoCo's XML model format.
     Mjcf,
+    /// An infrastructure twin's services, traffic, chaos and assertions
+    /// (JSON of `hanzo_twin_infra::TwinSource`), run by the
+    /// discrete-event simulator instead of physics.
+    Infrastructure,
 }
 
 /// Whether `path` names an MJCF model (`.xml` or `.mjcf`).
