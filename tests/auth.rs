@@ -4,7 +4,7 @@
 mod common;
 
 use common::jwt::{AUDIENCE, ISSUER, claims, fixture, jwt_auth_yaml, jwt_node, sign, token};
-use common::{NodeOptions, TestNode, bin, repo};
+use common::{NodeOptions, TestNode, bin, repo, shop_infra_definition};
 use hanzo_twin_api::guard::Access;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
@@ -113,6 +113,9 @@ enum Target {
     SharedJob,
     /// A job the caller itself submitted (own-only cancels).
     OwnJob,
+    /// The organization's running infrastructure twin (chaos adds faults
+    /// to it; reads change nothing).
+    SharedInfra,
 }
 
 struct Case {
@@ -554,6 +557,30 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/v1/infra/twins",
+            allowed: ALL,
+            ok: 200,
+            target: NoTwin,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/infra/twins/{id}",
+            allowed: ALL,
+            ok: 200,
+            target: SharedInfra,
+            body: no_body,
+        },
+        Case {
+            method: Method::POST,
+            path: "/v1/infra/twins/{id}/inject",
+            allowed: ADMIN,
+            ok: 202,
+            target: SharedInfra,
+            body: |_| Body::Json(json!({ "scenario": "pod-kill", "target": "deployment/gateway" })),
+        },
+        Case {
+            method: Method::GET,
             path: "/v1/twins/{id}/export",
             allowed: ALL,
             ok: 200,
@@ -799,6 +826,30 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
     for org in ORGS {
         shared_jobs.push(make_job(&node, &token(org, "twin-admin"), queued_job()).await);
     }
+    let mut shared_infra = Vec::new();
+    for org in ORGS {
+        let admin = token(org, "twin-admin");
+        let (status, body, _) = send(
+            &node,
+            Method::POST,
+            "/v1/twins",
+            Some(&admin),
+            Body::Json(shop_infra_definition(&format!("{org}-infra"))),
+        )
+        .await;
+        assert_eq!(status, 201, "create {org}'s infrastructure twin: {body}");
+        let id = body["id"].as_str().expect("id").to_string();
+        let (status, body, _) = send(
+            &node,
+            Method::POST,
+            &format!("/v1/twins/{id}/start"),
+            Some(&admin),
+            Body::Json(json!({ "clock": "paused" })),
+        )
+        .await;
+        assert_eq!(status, 200, "start {org}'s infrastructure twin: {body}");
+        shared_infra.push(id);
+    }
     let ctx = Ctx {
         checkpoint,
         scene_tar,
@@ -825,6 +876,7 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
                     Target::OwnGym if !allowed => Some(shared_gyms[org_index].clone()),
                     Target::OwnGym => Some(make_gym(&node, &caller, 1).await),
                     Target::SharedJob => Some(shared_jobs[org_index].clone()),
+                    Target::SharedInfra => Some(shared_infra[org_index].clone()),
                     Target::OwnJob if !allowed => Some(shared_jobs[org_index].clone()),
                     Target::OwnJob => Some(make_job(&node, &caller, queued_job()).await),
                     // A refused call must not touch anything: aim it at the
@@ -876,6 +928,7 @@ async fn every_endpoint_enforces_the_spec_roles_per_organization() {
                         }
                         Target::SharedGym | Target::OwnGym => shared_gyms[other].clone(),
                         Target::SharedJob | Target::OwnJob => shared_jobs[other].clone(),
+                        Target::SharedInfra => shared_infra[other].clone(),
                         _ => shared[other].clone(),
                     };
                     let path = case.path.replace("{id}", &foreign);

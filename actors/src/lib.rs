@@ -25,14 +25,17 @@ pub mod sync;
 pub mod twin;
 
 pub use client::TwinNode;
-pub use definition::{DEFAULT_ORGANIZATION, DefinitionError, Format, Name, TwinDefinition};
+pub use definition::{
+    DEFAULT_ORGANIZATION, DefinitionError, Format, InfrastructureSpec, Name, TwinDefinition,
+    TwinType,
+};
 pub use direct::RouteCache;
 pub use error::TwinError;
 pub use host::{HostArgs, HostConfig, HostMsg, Rebalanced, TwinHost};
 pub use protocol::{
-    Admission, Fault, ForkOptions, JointCommandEntry, LEAST_LOADED, Scope, StartOptions,
-    StepReport, SyncStatus, TwinFilter, TwinMsg, TwinOp, TwinOpReply, TwinRef, TwinRuntimeInfo,
-    TwinSnapshot,
+    Admission, ChaosRequest, Fault, ForkOptions, InfraStatus, JointCommandEntry, LEAST_LOADED,
+    Scope, StartOptions, StepReport, SyncStatus, TwinFilter, TwinMsg, TwinOp, TwinOpReply, TwinRef,
+    TwinRuntimeInfo, TwinSnapshot,
 };
 pub use record::{Clock, Lifecycle, TwinId, TwinRecord, TwinResource, TwinStatus};
 pub use remote::{ClusterLink, Placement, TwinReply, TwinRequest};

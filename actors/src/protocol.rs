@@ -377,6 +377,68 @@ pub enum TwinOp {
     /// Its scene and every body's pose now: what a synthetic dataset is
     /// drawn from.
     SceneNow,
+    /// An infrastructure twin: a chaos scenario, starting now.
+    InfraInject(Box<ChaosRequest>),
+    /// An infrastructure twin's services, faults and assertions now.
+    InfraStatus,
+}
+
+/// A chaos scenario for an infrastructure twin (`POST
+/// /v1/infra/twins/{id}/inject`, `hanzo-twin chaos inject`): one of its
+/// definition's by name, or one written here. It starts at the twin's
+/// current simulated time.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosRequest {
+    /// A scenario of the twin's `failure_injection` (`pod-kill`), whose
+    /// settings the fields below override; or the name of a new one.
+    #[schema(example = "pod-kill")]
+    pub scenario: String,
+    /// `deployment/<name>`, `statefulset/<name>` or `service/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "deployment/api")]
+    pub target: Option<String>,
+    /// kill_pod, block_traffic, stress_cpu, fill_disk, delay or
+    /// packet_loss; absent: the definition's scenario's, or the one its
+    /// name says (`pod-kill`, `network-partition`, `cpu-stress`,
+    /// `disk-full`, `network-delay`, `packet-loss`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// How long it lasts (`30s`, `5m`); absent: to the end of the run (a
+    /// kill is instant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// kill_pod: pods killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// stress_cpu: the CPU taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_percent: Option<f64>,
+    /// fill_disk: how full; packet_loss: the share lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// delay: added one way (`200ms`), and up to `jitter` more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+}
+
+/// An infrastructure twin now: what its services did so far, the faults
+/// scheduled or injected, and each assertion's verdict with its evidence.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfraStatus {
+    /// Simulated seconds run, and steps.
+    pub time: f64,
+    pub step: u64,
+    /// Per service and per entry point (timelines left out: see
+    /// `hanzo-twin infra simulate` for a run's timeline).
+    #[schema(value_type = Object)]
+    pub report: hanzo_twin_engines::infra::Report,
+    #[schema(value_type = Vec<Object>)]
+    pub faults: Vec<hanzo_twin_engines::infra::Fault>,
+    #[schema(value_type = Vec<Object>)]
+    pub verdicts: Vec<hanzo_twin_engines::infra::Verdict>,
 }
 
 /// A twin's scene and its bodies' poses at one step.
@@ -457,6 +519,8 @@ impl TwinOp {
             TwinOp::Geometry => "geometry",
             TwinOp::Render(_) => "render",
             TwinOp::SceneNow => "scene_now",
+            TwinOp::InfraInject(_) => "infra_inject",
+            TwinOp::InfraStatus => "infra_status",
         }
     }
 
@@ -473,6 +537,7 @@ impl TwinOp {
                 | TwinOp::Geometry
                 | TwinOp::Render(_)
                 | TwinOp::SceneNow
+                | TwinOp::InfraStatus
         )
     }
 }
@@ -493,6 +558,7 @@ pub enum TwinOpReply {
     Geometry(Box<hanzo_twin_engines::scene::SceneGeometry>),
     Render(Box<RenderedFrame>),
     SceneNow(Box<SceneNow>),
+    Infra(Box<InfraStatus>),
 }
 
 /// A running twin's copy of its simulation, with the scene it runs, for a

@@ -137,6 +137,11 @@ impl SceneLoader {
     /// Resolves a scene URI inside the scene folder. Paths that leave it are
     /// refused, so a definition cannot make the node read arbitrary files.
     fn scene_path(&self, uri: &str) -> Result<PathBuf, TwinError> {
+        self.node_path(uri, "scene.uri", "scene")
+    }
+
+    /// A file or folder under the scene folder; `field` names what gave it.
+    fn node_path(&self, uri: &str, field: &str, what: &str) -> Result<PathBuf, TwinError> {
         let raw = uri.strip_prefix("file://").unwrap_or(uri);
         let path = Path::new(raw);
         let joined = if path.is_absolute() {
@@ -144,7 +149,7 @@ impl SceneLoader {
         } else {
             if path.components().any(|c| matches!(c, Component::ParentDir)) {
                 return Err(TwinError::invalid(
-                    "scene.uri",
+                    field,
                     format!("`{uri}` may not contain `..`"),
                 ));
             }
@@ -156,12 +161,12 @@ impl SceneLoader {
                 self.scenes_root.display()
             ))
         })?;
-        let resolved = joined.canonicalize().map_err(|e| {
-            TwinError::invalid("scene.uri", format!("cannot open scene `{uri}`: {e}"))
-        })?;
+        let resolved = joined
+            .canonicalize()
+            .map_err(|e| TwinError::invalid(field, format!("cannot open {what} `{uri}`: {e}")))?;
         if !resolved.starts_with(&root) {
             return Err(TwinError::invalid(
-                "scene.uri",
+                field,
                 format!(
                     "`{uri}` is outside this node's scene folder {}",
                     root.display()
@@ -205,8 +210,62 @@ impl SceneLoader {
         &self,
         definition: &TwinDefinition,
     ) -> Result<Arc<SceneModel>, TwinError> {
-        self.load_scene_spec(definition.organization(), &definition.scene)
-            .await
+        if let Some(infra) = &definition.infrastructure {
+            return self.infrastructure_scene(definition.name.as_str(), infra);
+        }
+        let scene = definition
+            .scene
+            .as_ref()
+            .ok_or_else(|| TwinError::invalid("scene", "a physical twin needs a scene"))?;
+        self.load_scene_spec(definition.organization(), scene).await
+    }
+
+    /// An infrastructure twin's "scene": its definition, the Kubernetes
+    /// objects its topology names (files under the scene folder, or written
+    /// inline) and its traffic.
+    fn infrastructure_scene(
+        &self,
+        name: &str,
+        infra: &crate::definition::InfrastructureSpec,
+    ) -> Result<Arc<SceneModel>, TwinError> {
+        use hanzo_twin_engines::infra::spec::{TopologySource, TrafficSource, TwinSource};
+        let mut spec = infra.to_infra_spec(name);
+        if spec.topology.source == TopologySource::Kubernetes {
+            return Err(TwinError::invalid(
+                "topology.source",
+                "a node builds its twins from manifests: export the cluster's objects \
+                 (kubectl get deploy,sts,svc,hpa,resourcequota,networkpolicy,pdb -n <namespace> -o yaml) \
+                 into topology.manifests or a file under the scene folder; \
+                 `hanzo-twin infra simulate` reads a live cluster",
+            ));
+        }
+        if spec.traffic.source == TrafficSource::Timeseries {
+            return Err(TwinError::invalid(
+                "traffic.source",
+                "a running twin takes constant or steps traffic; recorded traffic is replayed over \
+                 a time range with `hanzo-twin infra simulate --database-url … --from … --to …`",
+            ));
+        }
+        for (i, path) in spec.topology.paths.iter_mut().enumerate() {
+            let resolved = self.node_path(path, &format!("topology.paths[{i}]"), "manifests")?;
+            *path = resolved.display().to_string();
+        }
+        let infra_error = |e: hanzo_twin_engines::infra::InfraError| {
+            TwinError::from(hanzo_twin_engines::infrastructure::infra_error(e))
+        };
+        let manifests = spec.manifests(&self.scenes_root).map_err(infra_error)?;
+        let traffic = spec.traffic().map_err(infra_error)?;
+        let source = TwinSource {
+            spec,
+            manifests,
+            traffic,
+        };
+        // The model is built once here, so a topology that cannot run is
+        // refused when the twin is created, naming its field.
+        source.prepare().map_err(infra_error)?;
+        Ok(Arc::new(hanzo_twin_engines::infrastructure::scene_of(
+            &source,
+        )))
     }
 
     pub async fn load_scene_spec(

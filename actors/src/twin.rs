@@ -338,6 +338,11 @@ impl TwinState {
                     step,
                 }))
             }
+            TwinOp::InfraStatus => TwinOpReply::Infra(Box::new(self.infra_status()?)),
+            TwinOp::InfraInject(request) => {
+                self.inject_chaos(&request)?;
+                TwinOpReply::Infra(Box::new(self.infra_status()?))
+            }
             // Handled before: the render pool answers it.
             TwinOp::Render(_) => {
                 return Err(TwinError::invalid(
@@ -418,6 +423,117 @@ impl TwinState {
                 TwinOpReply::SyncStatus(Box::new(self.sync.status(self.sim.as_ref())))
             }
         })
+    }
+
+    fn not_infrastructure(&self) -> TwinError {
+        TwinError::from(EngineError::Unsupported {
+            engine: self.engine_kind,
+            feature: format!(
+                "chaos scenarios and service reports: twin {} is a physical twin, not an infrastructure twin",
+                self.id
+            ),
+        })
+    }
+
+    fn infra_status(&self) -> Result<crate::protocol::InfraStatus, TwinError> {
+        let infra = self
+            .sim
+            .infrastructure()
+            .ok_or_else(|| self.not_infrastructure())?;
+        let mut report = infra.report();
+        // Per-second timelines grow with the run; the status stays small.
+        for entry in &mut report.entries {
+            entry.timeline = Vec::new();
+        }
+        Ok(crate::protocol::InfraStatus {
+            time: self.sim.time(),
+            step: self.sim.step_count(),
+            report,
+            faults: infra.faults().to_vec(),
+            verdicts: infra.verdicts(),
+        })
+    }
+
+    /// Starts `request`'s scenario now: the definition's scenario of that
+    /// name with the request's settings over it, or a new one.
+    fn inject_chaos(&mut self, request: &crate::protocol::ChaosRequest) -> Result<(), TwinError> {
+        use hanzo_twin_engines::infra::spec::{Scenario, action_named};
+        if self.sim.infrastructure().is_none() {
+            return Err(self.not_infrastructure());
+        }
+        let source = hanzo_twin_engines::infrastructure::twin_source(&self.scene)?;
+        let declared = source
+            .spec
+            .failure_injection
+            .scenarios
+            .into_iter()
+            .find(|s| s.name == request.scenario);
+        let mut scenario = match declared {
+            Some(s) => s,
+            None => Scenario {
+                name: request.scenario.clone(),
+                target: request.target.clone().ok_or_else(|| {
+                    TwinError::invalid(
+                        "target",
+                        format!(
+                            "the twin declares no scenario `{}`; give its target (deployment/<name>, statefulset/<name> or service/<name>)",
+                            request.scenario
+                        ),
+                    )
+                })?,
+                action: match request.action.clone().or_else(|| action_named(&request.scenario).map(String::from)) {
+                    Some(a) => a,
+                    None => {
+                        return Err(TwinError::invalid(
+                            "action",
+                            format!(
+                                "the twin declares no scenario `{}` and its name says no action: give action (kill_pod, block_traffic, stress_cpu, fill_disk, delay or packet_loss)",
+                                request.scenario
+                            ),
+                        ));
+                    }
+                },
+                at: None,
+                duration: None,
+                count: None,
+                load_percent: None,
+                percent: None,
+                latency: None,
+                jitter: None,
+            },
+        };
+        macro_rules! over {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &request.$field {
+                    scenario.$field = v.clone();
+                }
+            )*};
+        }
+        over!(target, action);
+        macro_rules! over_optional {
+            ($($field:ident),*) => {$(
+                if request.$field.is_some() {
+                    scenario.$field = request.$field.clone();
+                }
+            )*};
+        }
+        over_optional!(duration, count, load_percent, percent, latency, jitter);
+        let now = self.sim.time();
+        let invalid = |e: hanzo_twin_engines::infra::InfraError| {
+            let hanzo_twin_engines::infra::InfraError::Invalid { field, message } = e;
+            // A fault's own names (`duration_s`) read as the request's.
+            TwinError::invalid(field.trim_end_matches("_s"), message)
+        };
+        let fault = scenario.fault("", now).map_err(invalid)?;
+        let missing = self.not_infrastructure();
+        let infra = self.sim.infrastructure_mut().ok_or(missing)?;
+        infra.inject(fault).map_err(|e| {
+            let hanzo_twin_engines::infra::InfraError::Invalid { message, .. } = e;
+            TwinError::invalid("target", message)
+        })?;
+        metrics::counter!("hanzo_twin_chaos_injections_total", "scenario" => request.scenario.clone())
+            .increment(1);
+        Ok(())
     }
 
     /// A caller's request arrived: the twin is not idle.

@@ -11,6 +11,7 @@ pub mod error;
 pub mod guard;
 mod gym;
 pub mod gym_tensors;
+mod infra;
 mod inspector;
 mod jobs;
 pub mod openapi;
@@ -116,6 +117,7 @@ fn routes(config: &ApiConfig) -> Routes {
         .protected(GET, "/v1/cluster/nodes", INFRA_READ, cluster_nodes)
         .protected(GET, "/v1/audit", AUDIT_READ, audit::list)
         .merge(twins::routes())
+        .merge(infra::routes())
         .merge(twin_view::routes())
         .merge(gym::routes())
         .merge(jobs::routes())

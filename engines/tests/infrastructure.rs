@@ -90,7 +90,11 @@ fn a_restored_state_and_a_fork_go_on_exactly_as_the_original() {
     }
     let want = measured(original.as_ref());
     assert_eq!(measured(fork.as_ref()), want, "the fork diverged");
-    assert_eq!(measured(restored.as_ref()), want, "the restored state diverged");
+    assert_eq!(
+        measured(restored.as_ref()),
+        want,
+        "the restored state diverged"
+    );
 }
 
 #[test]
@@ -126,7 +130,10 @@ fn joints_bodies_and_pictures_are_refused_by_name() {
     let err = sim
         .set_joint_command("/World/Arm/joint", JointCommand::Position(0.1))
         .expect_err("no joints");
-    assert!(err.to_string().contains("services, not bodies or joints"), "{err}");
+    assert!(
+        err.to_string().contains("services, not bodies or joints"),
+        "{err}"
+    );
     assert!(sim.observation("/World/Arm").is_err());
     let whole = sim.observation("/").expect("the whole twin");
     assert!(whole.bodies.is_empty() && whole.joints.is_empty());

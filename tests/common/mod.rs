@@ -451,6 +451,28 @@ pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
     (status, value)
 }
 
+/// The shop of configs/twins/shop-infra.yaml as an API client sends it:
+/// its manifests written inline (a node reads no files of the client's),
+/// named `name`.
+pub fn shop_infra_definition(name: &str) -> Value {
+    let twins = repo().join("configs/twins");
+    let text = std::fs::read_to_string(twins.join("shop-infra.yaml")).expect("the shop twin");
+    let mut definition: Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let mut manifests = String::new();
+    for file in ["apps.yaml", "database.yaml"] {
+        let path = repo().join("configs/infra/shop").join(file);
+        manifests += &std::fs::read_to_string(&path).expect("a shop manifest");
+        manifests += "\n---\n";
+    }
+    definition["name"] = Value::String(name.to_string());
+    let topology = &mut definition["topology"];
+    if let Some(t) = topology.as_object_mut() {
+        t.remove("paths");
+    }
+    topology["manifests"] = Value::String(manifests);
+    definition
+}
+
 /// Replaces the `name:` line of a YAML definition.
 pub fn rename(yaml: &str, name: &str) -> String {
     yaml.lines()

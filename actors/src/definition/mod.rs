@@ -5,9 +5,11 @@
 use hanzo_twin_engines::{EngineConfig, EngineKind};
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// A twin as its owner declares it.
+/// A twin as its owner declares it: a physical system (a scene on a physics
+/// engine) or, with `type: infrastructure`, a service topology simulated as
+/// events (the spec's Infrastructure Twin Schema).
 #[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "DefinitionFields")]
 pub struct TwinDefinition {
     /// Human-readable name, unique within the organization.
     pub name: Name,
@@ -16,16 +18,246 @@ pub struct TwinDefinition {
     /// so a stored twin always has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<Name>,
-    pub scene: SceneSpec,
+    /// `physical` (the default) or `infrastructure`.
+    #[serde(
+        rename = "type",
+        default,
+        skip_serializing_if = "TwinType::is_physical"
+    )]
+    pub kind: TwinType,
+    /// The scene of a physical twin; an infrastructure twin has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<SceneSpec>,
+    /// For an infrastructure twin, `infrastructure` (the default there):
+    /// `config.step_hz` steps a simulated second (1 by default).
     pub engine: EngineSpec,
     #[serde(default)]
     pub sync: SyncSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain_randomization: Option<DomainRandomization>,
+    /// An infrastructure twin's topology, traffic, failure injection,
+    /// assertions and simulation settings, at the top level as the spec
+    /// writes them (docs/infra.md).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub infrastructure: Option<InfrastructureSpec>,
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub tags: Vec<Name>,
+}
+
+/// What a twin twins.
+#[derive(
+    utoipa::ToSchema, Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TwinType {
+    /// A physical system: a scene on a physics engine.
+    #[default]
+    Physical,
+    /// Services, replicas and requests, simulated as discrete events.
+    Infrastructure,
+}
+
+impl TwinType {
+    pub fn is_physical(&self) -> bool {
+        *self == TwinType::Physical
+    }
+}
+
+/// The spec's infrastructure twin blocks (docs/infra.md has the grammar).
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfrastructureSpec {
+    /// Where the services come from (`manifests`: `paths` under the node's
+    /// scene folder and/or inline `manifests`; `kubernetes`: a live
+    /// cluster), and what each does with a request.
+    #[schema(value_type = Object)]
+    pub topology: hanzo_twin_engines::infra::spec::TopologySpec,
+    /// The outside requests: `constant` or `steps` per entry service.
+    #[schema(value_type = Object)]
+    pub traffic: hanzo_twin_engines::infra::spec::TrafficSpec,
+    #[serde(default, skip_serializing_if = "FailureInjection::is_empty")]
+    #[schema(value_type = Object)]
+    pub failure_injection: FailureInjection,
+    /// Sentences such as "api responds within 5s during pod-kill".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assertions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub simulation: Option<hanzo_twin_engines::infra::spec::SimulationSpec>,
+}
+
+use hanzo_twin_engines::infra::spec::FailureInjection;
+
+impl InfrastructureSpec {
+    /// The definition as the infrastructure simulator reads it.
+    pub fn to_infra_spec(&self, name: &str) -> hanzo_twin_engines::infra::spec::InfraTwinSpec {
+        hanzo_twin_engines::infra::spec::InfraTwinSpec {
+            name: name.to_string(),
+            kind: hanzo_twin_engines::infra::spec::TwinType::Infrastructure,
+            topology: self.topology.clone(),
+            traffic: self.traffic.clone(),
+            failure_injection: self.failure_injection.clone(),
+            assertions: self.assertions.clone(),
+            simulation: self.simulation.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A definition as written, before the rules between its fields are checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefinitionFields {
+    name: Name,
+    #[serde(default)]
+    organization: Option<Name>,
+    #[serde(rename = "type", default)]
+    kind: TwinType,
+    #[serde(default)]
+    scene: Option<SceneSpec>,
+    #[serde(default)]
+    engine: Option<EngineSpec>,
+    #[serde(default)]
+    sync: SyncSpec,
+    #[serde(default)]
+    domain_randomization: Option<DomainRandomization>,
+    #[serde(default)]
+    topology: Option<hanzo_twin_engines::infra::spec::TopologySpec>,
+    #[serde(default)]
+    traffic: Option<hanzo_twin_engines::infra::spec::TrafficSpec>,
+    #[serde(default)]
+    failure_injection: Option<FailureInjection>,
+    #[serde(default)]
+    assertions: Option<Vec<String>>,
+    #[serde(default)]
+    simulation: Option<hanzo_twin_engines::infra::spec::SimulationSpec>,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    tags: Vec<Name>,
+}
+
+/// A rule between fields broken: `field` names the one to change.
+fn field_error(field: &str, message: &str) -> String {
+    format!("{FIELD_MARK}{field}`: {message}")
+}
+const FIELD_MARK: &str = "invalid field `";
+
+impl TryFrom<DefinitionFields> for TwinDefinition {
+    type Error = String;
+
+    fn try_from(f: DefinitionFields) -> Result<TwinDefinition, String> {
+        let infrastructure = match f.kind {
+            TwinType::Physical => {
+                for (field, given) in [
+                    ("topology", f.topology.is_some()),
+                    ("traffic", f.traffic.is_some()),
+                    ("failure_injection", f.failure_injection.is_some()),
+                    ("assertions", f.assertions.is_some()),
+                    ("simulation", f.simulation.is_some()),
+                ] {
+                    if given {
+                        return Err(field_error(
+                            field,
+                            "only an infrastructure twin has this; add `type: infrastructure`",
+                        ));
+                    }
+                }
+                if f.scene.is_none() {
+                    return Err("missing field `scene`".into());
+                }
+                match &f.engine {
+                    None => return Err("missing field `engine`".into()),
+                    Some(e) if e.kind == EngineKind::Infrastructure => {
+                        return Err(field_error(
+                            "engine.type",
+                            "the infrastructure engine runs infrastructure twins: add `type: infrastructure` with a topology and traffic",
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                None
+            }
+            TwinType::Infrastructure => {
+                for (field, given, why) in [
+                    (
+                        "scene",
+                        f.scene.is_some(),
+                        "an infrastructure twin has no scene: its topology says what it simulates",
+                    ),
+                    (
+                        "sync",
+                        !f.sync.sources.is_empty(),
+                        "an infrastructure twin follows no physical sources",
+                    ),
+                    (
+                        "domain_randomization",
+                        f.domain_randomization.is_some(),
+                        "domain randomization varies physics",
+                    ),
+                ] {
+                    if given {
+                        return Err(field_error(field, why));
+                    }
+                }
+                if let Some(e) = &f.engine
+                    && e.kind != EngineKind::Infrastructure
+                {
+                    return Err(field_error(
+                        "engine.type",
+                        &format!(
+                            "an infrastructure twin runs on the `infrastructure` engine, not {}",
+                            e.kind
+                        ),
+                    ));
+                }
+                let spec = InfrastructureSpec {
+                    topology: f.topology.ok_or("missing field `topology`")?,
+                    traffic: f.traffic.ok_or("missing field `traffic`")?,
+                    failure_injection: f.failure_injection.unwrap_or_default(),
+                    assertions: f.assertions.unwrap_or_default(),
+                    simulation: f.simulation,
+                };
+                // What can be checked without the manifests: the sentences,
+                // the scenarios' settings, the traffic's numbers.
+                let infra = spec.to_infra_spec(f.name.as_str());
+                let check = |r: Result<(), hanzo_twin_engines::infra::InfraError>| {
+                    r.map_err(
+                        |hanzo_twin_engines::infra::InfraError::Invalid { field, message }| {
+                            field_error(&field, &message)
+                        },
+                    )
+                };
+                check(infra.assertions().map(drop))?;
+                check(infra.faults(|_| None).map(drop))?;
+                if infra.traffic.source
+                    != hanzo_twin_engines::infra::spec::TrafficSource::Timeseries
+                {
+                    check(infra.traffic().map(drop))?;
+                }
+                Some(spec)
+            }
+        };
+        let engine = f.engine.unwrap_or(EngineSpec {
+            kind: EngineKind::Infrastructure,
+            config: EngineConfigSpec {
+                step_hz: StepHz(1.0),
+                ..EngineConfigSpec::default()
+            },
+        });
+        Ok(TwinDefinition {
+            name: f.name,
+            organization: f.organization,
+            kind: f.kind,
+            scene: f.scene,
+            engine,
+            sync: f.sync,
+            domain_randomization: f.domain_randomization,
+            infrastructure,
+            metadata: f.metadata,
+            tags: f.tags,
+        })
+    }
 }
 
 /// The organization of twins created without one by the node itself (boot
@@ -493,9 +725,9 @@ impl DefinitionError {
     /// request body, not only definitions, reports its problems this way.
     pub fn from_json(field: String, inner: serde_json::Error) -> DefinitionError {
         let field = if field == "." { String::new() } else { field };
-        let message = strip_location(&inner.to_string());
+        let (field, message) = locate(field, strip_location(&inner.to_string()));
         DefinitionError {
-            field: refine_field(field, &message),
+            field,
             line: (inner.line() > 0).then_some(inner.line()),
             column: (inner.column() > 0).then_some(inner.column()),
             message,
@@ -527,7 +759,31 @@ fn field_path(path: &serde_path_to_error::Path) -> String {
 
 /// For errors like "unknown field `x`" serde reports the parent's path; the field
 /// itself is more useful to a person.
+/// The field a message is about and the message itself: a rule between
+/// fields names its own field ([`field_error`]).
+fn locate(field: String, message: String) -> (String, String) {
+    let field = refine_field(field, &message);
+    let message = match message
+        .strip_prefix(FIELD_MARK)
+        .and_then(|r| r.split_once("`: "))
+    {
+        Some((_, rest)) => rest.to_string(),
+        None => message,
+    };
+    (field, message)
+}
+
 fn refine_field(field: String, message: &str) -> String {
+    if let Some(rest) = message.strip_prefix(FIELD_MARK)
+        && let Some(end) = rest.find('`')
+    {
+        let name = &rest[..end];
+        return if field.is_empty() {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        };
+    }
     for prefix in ["unknown field `", "missing field `"] {
         if let Some(rest) = message.strip_prefix(prefix)
             && let Some(end) = rest.find('`')
@@ -564,9 +820,9 @@ impl TwinDefinition {
                         }
                         _ => text,
                     };
-                    let message = strip_location(&text);
+                    let (field, message) = locate(field, strip_location(&text));
                     DefinitionError {
-                        field: refine_field(field, &message),
+                        field,
                         line: location.as_ref().map(|l| l.line()),
                         column: location.as_ref().map(|l| l.column()),
                         message,
@@ -590,9 +846,9 @@ impl TwinDefinition {
     pub fn from_value(value: serde_json::Value) -> Result<TwinDefinition, DefinitionError> {
         serde_path_to_error::deserialize::<_, TwinDefinition>(value).map_err(|e| {
             let field = field_path(e.path());
-            let message = e.into_inner().to_string();
+            let (field, message) = locate(field, e.into_inner().to_string());
             DefinitionError {
-                field: refine_field(field, &message),
+                field,
                 line: None,
                 column: None,
                 message,

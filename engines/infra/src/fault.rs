@@ -50,9 +50,16 @@ impl Fault {
     }
 
     pub fn check(&self, field: &str) -> Result<(), InfraError> {
+        let named = |f: &str| {
+            if field.is_empty() {
+                f.to_string()
+            } else {
+                format!("{field}.{f}")
+            }
+        };
         if !(self.at_s.is_finite() && self.at_s >= 0.0) {
             return Err(InfraError::invalid(
-                format!("{field}.at_s"),
+                named("at_s"),
                 "0 or more seconds into the run",
             ));
         }
@@ -60,7 +67,7 @@ impl Fault {
             && !(d.is_finite() && d > 0.0)
         {
             return Err(InfraError::invalid(
-                format!("{field}.duration_s"),
+                named("duration_s"),
                 "a positive number of seconds",
             ));
         }
@@ -84,7 +91,7 @@ impl Fault {
             Ok(())
         } else {
             Err(InfraError::invalid(
-                format!("{field}.action"),
+                named("action"),
                 "kill_pod.count is at least 1; percentages are 0 to 100 (stress below 100); delays are 0 or more seconds",
             ))
         }

@@ -83,7 +83,7 @@ pub struct TopologySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifests: Option<String>,
     /// The kubeconfig context of a live cluster.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     #[serde(flatten)]
     pub options: TopologyOptions,
@@ -108,7 +108,7 @@ pub struct TrafficSpec {
     pub entries: Vec<TrafficEntry>,
     /// The SQL of a timeseries replay: rows of (bucket, metric, service,
     /// avg_value), the value a service's requests per second.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
 }
 
@@ -117,7 +117,7 @@ pub struct TrafficSpec {
 pub struct TrafficEntry {
     pub service: String,
     /// `constant`: requests per second.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rps: Option<f64>,
     /// `steps`: the rate from each `at` on.
     #[serde(default)]
@@ -138,6 +138,77 @@ pub struct FailureInjection {
     pub scenarios: Vec<Scenario>,
 }
 
+impl FailureInjection {
+    pub fn is_empty(&self) -> bool {
+        self.scenarios.is_empty()
+    }
+}
+
+/// The action a scenario's name stands for when it gives none: the spec's
+/// and Chaos Mesh's names (`pod-kill`, `network-partition`, …).
+pub fn action_named(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "pod-kill" | "pod-failure" => "kill_pod",
+        "network-partition" | "partition" => "block_traffic",
+        "cpu-stress" | "stress-cpu" => "stress_cpu",
+        "disk-full" | "fill-disk" => "fill_disk",
+        "network-delay" | "delay" => "delay",
+        "network-loss" | "packet-loss" | "loss" => "packet_loss",
+        _ => return None,
+    })
+}
+
+impl Scenario {
+    /// The fault it injects at `at_s`; fields are named after `prefix`.
+    pub fn fault(&self, prefix: &str, at_s: f64) -> Result<Fault, InfraError> {
+        let field = |f: &str| format!("{prefix}{f}");
+        let duration = need_seconds(&field("duration"), &self.duration)?;
+        let percent = |name: &str, v: Option<f64>| {
+            v.ok_or_else(|| {
+                InfraError::invalid(field(name), format!("{} needs {name}", self.action))
+            })
+        };
+        let action = match self.action.as_str() {
+            "kill_pod" => FaultAction::KillPod {
+                count: self.count.unwrap_or(1),
+            },
+            "block_traffic" => FaultAction::BlockTraffic,
+            "stress_cpu" => FaultAction::StressCpu {
+                load_percent: percent("load_percent", self.load_percent)?,
+            },
+            "fill_disk" => FaultAction::FillDisk {
+                percent: percent("percent", self.percent)?,
+            },
+            "packet_loss" => FaultAction::Loss {
+                percent: percent("percent", self.percent)?,
+            },
+            "delay" => FaultAction::Delay {
+                latency_s: need_seconds(&field("latency"), &self.latency)?.ok_or_else(|| {
+                    InfraError::invalid(field("latency"), "delay needs latency, e.g. 200ms")
+                })?,
+                jitter_s: need_seconds(&field("jitter"), &self.jitter)?.unwrap_or(0.0),
+            },
+            other => {
+                return Err(InfraError::invalid(
+                    field("action"),
+                    format!(
+                        "`{other}` is not kill_pod, block_traffic, stress_cpu, fill_disk, delay or packet_loss"
+                    ),
+                ));
+            }
+        };
+        let fault = Fault {
+            name: self.name.clone(),
+            target: self.target.clone(),
+            action,
+            at_s,
+            duration_s: duration,
+        };
+        fault.check(prefix.trim_end_matches('.'))?;
+        Ok(fault)
+    }
+}
+
 /// A scenario as the spec writes it: an action and its settings side by side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,32 +218,32 @@ pub struct Scenario {
     /// kill_pod, block_traffic, stress_cpu, fill_disk, delay or packet_loss.
     pub action: String,
     /// When in the run it starts (`5m`); absent: after the one before.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
     /// kill_pod: pods killed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
     /// stress_cpu: the CPU taken.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_percent: Option<f64>,
     /// fill_disk: how full; packet_loss: the share lost.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<f64>,
     /// delay: added one way, and up to this much more.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulationSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
 }
 
@@ -233,59 +304,15 @@ impl InfraTwinSpec {
         let mut next = GAP_S;
         let mut faults = Vec::new();
         for (i, s) in self.failure_injection.scenarios.iter().enumerate() {
-            let field = |f: &str| format!("failure_injection.scenarios[{i}].{f}");
-            let duration = need_seconds(&field("duration"), &s.duration)?;
-            let percent = |name: &str, v: Option<f64>| {
-                v.ok_or_else(|| {
-                    InfraError::invalid(field(name), format!("{} needs {name}", s.action))
-                })
-            };
-            let action = match s.action.as_str() {
-                "kill_pod" => FaultAction::KillPod {
-                    count: s.count.unwrap_or(1),
-                },
-                "block_traffic" => FaultAction::BlockTraffic,
-                "stress_cpu" => FaultAction::StressCpu {
-                    load_percent: percent("load_percent", s.load_percent)?,
-                },
-                "fill_disk" => FaultAction::FillDisk {
-                    percent: percent("percent", s.percent)?,
-                },
-                "packet_loss" => FaultAction::Loss {
-                    percent: percent("percent", s.percent)?,
-                },
-                "delay" => FaultAction::Delay {
-                    latency_s: need_seconds(&field("latency"), &s.latency)?.ok_or_else(|| {
-                        InfraError::invalid(field("latency"), "delay needs latency, e.g. 200ms")
-                    })?,
-                    jitter_s: need_seconds(&field("jitter"), &s.jitter)?.unwrap_or(0.0),
-                },
-                other => {
-                    return Err(InfraError::invalid(
-                        field("action"),
-                        format!(
-                            "`{other}` is not kill_pod, block_traffic, stress_cpu, fill_disk, delay or packet_loss"
-                        ),
-                    ));
-                }
-            };
-            let at = need_seconds(&field("at"), &s.at)?.unwrap_or(next);
-            let effect = match action {
-                FaultAction::KillPod { .. } => {
-                    startup(crate::fault::target_service(&s.target)).unwrap_or(0.0)
-                }
+            let prefix = format!("failure_injection.scenarios[{i}].");
+            let at = need_seconds(&format!("{prefix}at"), &s.at)?.unwrap_or(next);
+            let fault = s.fault(&prefix, at)?;
+            let effect = match fault.action {
+                FaultAction::KillPod { .. } => startup(fault.service()).unwrap_or(0.0),
                 // Without a duration a fault lasts the run; the next waits a gap.
-                _ => duration.unwrap_or(0.0),
+                _ => fault.duration_s.unwrap_or(0.0),
             };
             next = next.max(at + effect + GAP_S);
-            let fault = Fault {
-                name: s.name.clone(),
-                target: s.target.clone(),
-                action,
-                at_s: at,
-                duration_s: duration,
-            };
-            fault.check(&format!("failure_injection.scenarios[{i}]"))?;
             faults.push(fault);
         }
         Ok(faults)

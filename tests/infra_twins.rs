@@ -1,0 +1,284 @@
+//! Infrastructure twins on a node: the shop of configs/twins/shop-infra.yaml
+//! created through `POST /v1/twins` as the spec writes it (`type:
+//! infrastructure`), stepped in simulated time, forked into a what-if that
+//! gets a network partition injected, listed under `/v1/infra/twins`, its
+//! chaos audited and counted, and bad input refused naming the field.
+
+mod common;
+use common::{TestNode, shop_infra_definition};
+use serde_json::{Value, json};
+
+async fn create_running(node: &TestNode, definition: Value) -> String {
+    let (status, body) = node.post("/v1/twins", definition).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    let (status, body) = node
+        .post(
+            &format!("/v1/twins/{id}/start"),
+            json!({ "clock": "paused" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    id
+}
+
+async fn infra(node: &TestNode, id: &str) -> Value {
+    let (status, body) = node.get(&format!("/v1/infra/twins/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["report"]["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no service {name} in {status}"))
+}
+
+fn verdict<'a>(status: &'a Value, assertion: &str) -> &'a Value {
+    status["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .find(|v| v["assertion"] == assertion)
+        .unwrap_or_else(|| panic!("no verdict for {assertion} in {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infrastructure_twin_runs_forks_and_takes_chaos_on_a_node() {
+    let node = TestNode::start().await;
+    let id = create_running(&node, shop_infra_definition("shop")).await;
+    let (_, record) = node.get(&format!("/v1/twins/{id}")).await;
+    assert_eq!(record["type"], "infrastructure", "{record}");
+    assert_eq!(record["engine"]["type"], "infrastructure");
+    assert!(record.get("scene").is_none(), "{record}");
+
+    // Eleven simulated minutes at one step a second: past the pod kill at 10m.
+    let (status, report) = node
+        .post(&format!("/v1/twins/{id}/step"), json!({ "steps": 660 }))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["time"], 660.0);
+    let now = infra(&node, &id).await;
+    assert_eq!(now["time"], 660.0);
+    let gateway = service(&now, "gateway");
+    // 150 outside requests a second, give or take Poisson's spread.
+    let arrivals = gateway["arrivals"].as_u64().expect("arrivals");
+    assert!((90_000..108_000).contains(&arrivals), "{arrivals}");
+    assert_eq!(now["faults"][0]["name"], "pod-kill");
+    assert_eq!(now["faults"][0]["at_s"], 600.0);
+    let during = verdict(&now, "gateway responds within 5s during pod-kill");
+    assert_eq!(during["passed"], true, "{during}");
+    assert!(during["evidence"]["requests"].as_u64().expect("requests") > 0);
+
+    // A what-if: a fork goes on exactly as its parent until chaos differs.
+    let (status, fork) = node
+        .post(
+            &format!("/v1/twins/{id}/fork"),
+            json!({ "name": "shop-partitioned" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{fork}");
+    let fork_id = fork["id"].as_str().expect("fork id").to_string();
+    let (status, _) = node
+        .post(
+            &format!("/v1/twins/{fork_id}/start"),
+            json!({ "clock": "paused" }),
+        )
+        .await;
+    assert!(status == 200 || status == 409, "start the fork: {status}");
+    for twin in [&id, &fork_id] {
+        node.step(twin, 30).await;
+    }
+    let (parent, copy) = (infra(&node, &id).await, infra(&node, &fork_id).await);
+    assert_eq!(parent["report"], copy["report"], "the fork diverged");
+
+    // The definition's partition, on the fork only, now.
+    let (status, injected) = node
+        .post(
+            &format!("/v1/infra/twins/{fork_id}/inject"),
+            json!({ "scenario": "network-partition" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{injected}");
+    let last = injected["faults"]
+        .as_array()
+        .and_then(|f| f.last())
+        .expect("the injected fault");
+    assert_eq!(last["name"], "network-partition");
+    assert_eq!(last["target"], "service/postgres-rw");
+    assert_eq!(last["at_s"], 690.0);
+    assert_eq!(last["duration_s"], 30.0);
+    for twin in [&id, &fork_id] {
+        node.step(twin, 60).await;
+    }
+    let (parent, copy) = (infra(&node, &id).await, infra(&node, &fork_id).await);
+    let timeouts = |s: &Value| {
+        service(s, "api")["call_timeouts"]
+            .as_u64()
+            .expect("timeouts")
+    };
+    assert!(
+        timeouts(&copy) > timeouts(&parent) + 100,
+        "the partition held the API's calls to postgres: {} vs {}",
+        timeouts(&copy),
+        timeouts(&parent)
+    );
+
+    // A scenario the definition does not declare: its target and action
+    // (read from its name) are enough.
+    let (status, body) = node
+        .post(
+            &format!("/v1/infra/twins/{fork_id}/inject"),
+            json!({ "scenario": "cpu-stress", "target": "deployment/api", "load_percent": 80, "duration": "2m" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+
+    // Counted per scenario, and audited.
+    let metrics = node.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "hanzo_twin_chaos_injections_total{scenario=\"network-partition\"} 1"),
+        "{metrics}"
+    );
+    let (status, audit) = node.get("/v1/audit").await;
+    assert_eq!(status, 200, "{audit}");
+    let chaos: Vec<&Value> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "infra.inject_chaos")
+        .collect();
+    assert_eq!(chaos.len(), 2, "{audit}");
+    assert!(
+        chaos.iter().all(|e| e["target"] == json!(fork_id)),
+        "{audit}"
+    );
+
+    // Listed with the infrastructure twins; a physical twin is not.
+    let arm = std::fs::read_to_string(common::repo().join("configs/twins/robot-arm.yaml"))
+        .expect("sample");
+    let (status, body) = node.post_raw("/v1/twins", "application/yaml", &arm).await;
+    assert_eq!(status, 201, "{body}");
+    let arm_id = body["id"].as_str().expect("id").to_string();
+    let (status, page) = node.get("/v1/infra/twins").await;
+    assert_eq!(status, 200, "{page}");
+    let mut listed: Vec<&str> = page["twins"]
+        .as_array()
+        .expect("twins")
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    listed.sort_unstable();
+    let mut want = vec![id.as_str(), fork_id.as_str()];
+    want.sort_unstable();
+    assert_eq!(listed, want);
+    let (status, body) = node.get(&format!("/v1/infra/twins/{arm_id}")).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("physical twin")),
+        "{body}"
+    );
+
+    // The twin's state is a checkpoint like any other: it survives a restart.
+    let before = infra(&node, &id).await;
+    let mut node = node;
+    node.restart(false).await;
+    let (status, body) = node
+        .post(
+            &format!("/v1/twins/{id}/start"),
+            json!({ "clock": "paused" }),
+        )
+        .await;
+    assert!(status == 200 || status == 409, "{body}");
+    let after = infra(&node, &id).await;
+    assert_eq!(after["time"], before["time"], "{after}");
+    assert_eq!(after["report"], before["report"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_infrastructure_definitions_and_chaos_are_refused_naming_the_field() {
+    let node = TestNode::start().await;
+    let refused = |definition: Value, field: &'static str, words: &'static str| {
+        let node = &node;
+        async move {
+            let (status, body) = node.post("/v1/twins", definition).await;
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(body["error"]["field"], field, "{body}");
+            let message = body["error"]["message"].as_str().unwrap_or("");
+            assert!(message.contains(words), "{field}: {message}");
+        }
+    };
+    let mut d = shop_infra_definition("bad");
+    d["assertions"] = json!(["gateway is fast"]);
+    refused(d, "assertions[0]", "expected").await;
+    let mut d = shop_infra_definition("bad");
+    d["scene"] = json!({ "uri": "robot-arm/scene.usda" });
+    refused(d, "scene", "no scene").await;
+    let mut d = shop_infra_definition("bad");
+    d.as_object_mut().map(|o| o.remove("topology"));
+    refused(d, "topology", "missing").await;
+    let mut d = shop_infra_definition("bad");
+    d["topology"]["paths"] = json!(["../../etc"]);
+    refused(d, "topology.paths[0]", "..").await;
+    let mut d = shop_infra_definition("bad");
+    d["failure_injection"]["scenarios"][0]["action"] = json!("unplug");
+    refused(d, "failure_injection.scenarios[0].action", "unplug").await;
+    let mut d = shop_infra_definition("bad");
+    d["traffic"]["entries"][0]["service"] = json!("checkout");
+    refused(d, "traffic.entries[0].service", "checkout").await;
+    let mut d = shop_infra_definition("bad");
+    d["type"] = json!("physical");
+    refused(d, "topology", "type: infrastructure").await;
+
+    let id = create_running(&node, shop_infra_definition("shop")).await;
+    let inject = format!("/v1/infra/twins/{id}/inject");
+    for (request, field, words) in [
+        (
+            json!({ "scenario": "flood" }),
+            "target",
+            "declares no scenario",
+        ),
+        (
+            json!({ "scenario": "flood", "target": "deployment/api" }),
+            "action",
+            "says no action",
+        ),
+        (
+            json!({ "scenario": "pod-kill", "target": "deployment/checkout" }),
+            "target",
+            "checkout",
+        ),
+        (
+            json!({ "scenario": "network-partition", "duration": "soon" }),
+            "duration",
+            "soon",
+        ),
+        (
+            json!({ "scenario": "pod-kill", "when": "now" }),
+            "when",
+            "unknown field",
+        ),
+    ] {
+        let (status, body) = node.post(&inject, request.clone()).await;
+        assert_eq!(status, 400, "{request}: {body}");
+        assert_eq!(body["error"]["field"], field, "{request}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(words), "{request}: {message}");
+    }
+    // Nothing refused was injected or counted.
+    let now = infra(&node, &id).await;
+    assert_eq!(now["faults"].as_array().map(Vec::len), Some(2), "{now}");
+    assert!(
+        !node
+            .metrics()
+            .await
+            .contains("hanzo_twin_chaos_injections_total{scenario=\"flood\"}")
+    );
+}
