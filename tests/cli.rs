@@ -528,3 +528,73 @@ fn cli_simulates_an_infrastructure_twin_and_judges_its_assertions() {
         assert!(stderr.contains(words), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn cli_injects_chaos_into_an_infrastructure_twin_as_the_spec_writes_it() {
+    let node = TestNode::start().await;
+    let (status, body) = node
+        .post(
+            "/v1/twins",
+            common::shop_infra_definition("twin-hanzo-cloud"),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = node
+        .post(
+            "/v1/twins/twin-hanzo-cloud/start",
+            serde_json::json!({ "clock": "paused" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    node.step("twin-hanzo-cloud", 90).await;
+    // The spec's command, against this shop's gateway.
+    let out = cli(
+        &node,
+        &[
+            "chaos",
+            "inject",
+            "twin-hanzo-cloud",
+            "--scenario",
+            "pod-kill",
+            "--target",
+            "deployment/gateway",
+        ],
+    );
+    let text = ok(&out);
+    assert!(
+        text.starts_with(
+            "injected pod-kill into twin-hanzo-cloud at 90 s (simulated): kill_pod on deployment/gateway"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("gateway responds within 5s during pod-kill"),
+        "{text}"
+    );
+    let (_, now) = node.get("/v1/infra/twins/twin-hanzo-cloud").await;
+    let last = now["faults"].as_array().and_then(|f| f.last()).cloned();
+    assert_eq!(
+        last.map(|f| (f["name"].clone(), f["target"].clone(), f["at_s"].clone())),
+        Some((
+            "pod-kill".into(),
+            "deployment/gateway".into(),
+            serde_json::json!(90.0)
+        ))
+    );
+    // A mistake names the option to fix.
+    let out = cli(
+        &node,
+        &[
+            "chaos",
+            "inject",
+            "twin-hanzo-cloud",
+            "--scenario",
+            "flood",
+            "--target",
+            "deployment/api",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("action") && err.contains("kill_pod"), "{err}");
+}

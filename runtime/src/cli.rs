@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod chaos;
 mod infra;
 mod jobs;
 mod node;
@@ -251,6 +252,11 @@ enum Command {
     Infra {
         #[command(subcommand)]
         command: infra::InfraCommand,
+    },
+    /// Chaos in a running infrastructure twin on a node (admins only).
+    Chaos {
+        #[command(subcommand)]
+        command: chaos::ChaosCommand,
     },
     /// Synthetic data: labelled image datasets drawn from a twin.
     Synthdata {
@@ -850,6 +856,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         Command::Synthdata { command } => synthdata::command(command).await?,
         Command::Train(args) => jobs::train(args).await?,
         Command::Jobs { command } => jobs::command(command).await?,
+        Command::Chaos { command } => chaos::command(command).await?,
         Command::Export { twin, out, client } => {
             let c = Client::new(&client)?;
             let text = c
