@@ -200,6 +200,39 @@ async fn an_infrastructure_twin_runs_forks_and_takes_chaos_on_a_node() {
     let after = infra(&node, &id).await;
     assert_eq!(after["time"], before["time"], "{after}");
     assert_eq!(after["report"], before["report"]);
+
+    // Its traffic is its scene: changed while it runs is a conflict; once
+    // stopped, the change takes, its old state no longer fits, and it
+    // starts over on the new traffic with `reset`.
+    let busier = json!({ "traffic": { "source": "constant", "entries": [{ "service": "gateway", "rps": 300 }] } });
+    let (status, body) = node.patch(&format!("/v1/twins/{id}"), busier.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = node.post(&format!("/v1/twins/{id}/stop"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = node.patch(&format!("/v1/twins/{id}"), busier).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = node
+        .post(&format!("/v1/twins/{id}/start"), json!({ "clock": "paused" }))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("start with reset")),
+        "{body}"
+    );
+    let (status, body) = node
+        .post(
+            &format!("/v1/twins/{id}/start"),
+            json!({ "clock": "paused", "reset": true }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    node.step(&id, 60).await;
+    let busy = infra(&node, &id).await;
+    assert_eq!(busy["time"], 60.0, "{busy}");
+    let arrivals = service(&busy, "gateway")["arrivals"].as_u64().expect("arrivals");
+    assert!((16_000..20_000).contains(&arrivals), "{arrivals} in 60 s at 300/s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

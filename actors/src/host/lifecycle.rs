@@ -280,14 +280,16 @@ impl HostState {
         }
         self.refuse_taken_name(&definition, Some(id))?;
         self.check_publishers(&definition)?;
+        // An infrastructure twin's topology, traffic and chaos are its scene.
         let physics_changed = definition.scene != record.definition.scene
+            || definition.infrastructure != record.definition.infrastructure
             || definition.engine != record.definition.engine;
         if !physics_changed {
             return Ok(PreparedUpdate::Ready(id, Box::new(definition)));
         }
         if self.activations.is_running(id) {
             return Err(TwinError::Conflict(
-                "stop the twin before changing its scene or engine".into(),
+                "stop the twin before changing its scene, topology, traffic or engine".into(),
             ));
         }
         let scenes = self.scenes.clone();
@@ -319,7 +321,7 @@ impl HostState {
         }
         if self.activations.is_running(id) || self.activations.is_settling(id) {
             return Err(TwinError::Conflict(
-                "stop the twin before changing its scene or engine".into(),
+                "stop the twin before changing its scene, topology, traffic or engine".into(),
             ));
         }
         self.refuse_taken_name(&definition, Some(id))?;
