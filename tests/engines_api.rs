@@ -70,6 +70,13 @@ async fn engines_report_availability_and_what_absent_ones_need() {
     if cfg!(feature = "physx") {
         assert_eq!(physx["capabilities"]["bitwise_restore"], false, "{physx}");
     }
+    // Infrastructure twins' discrete-event simulator is always built in.
+    let infrastructure = find("infrastructure");
+    assert_eq!(infrastructure["available"], true, "{infrastructure}");
+    assert_eq!(
+        infrastructure["capabilities"]["bitwise_restore"], true,
+        "{infrastructure}"
+    );
     for absent in ["gazebo", "omniverse"] {
         let e = find(absent);
         assert_eq!(e["available"], false);

@@ -53,6 +53,23 @@ async fn every_role_gets_documented_answers_and_no_server_errors_under_schemathe
         .await
         .expect("start");
     assert_eq!(started.status(), 200, "{:?}", started.text().await);
+    // And the infrastructure twin they name, for the /v1/infra routes.
+    let mut shop = common::shop_infra_definition("shop-infra");
+    shop["organization"] = serde_json::json!("acme");
+    let created = admin
+        .post(node.url("/v1/twins"))
+        .json(&shop)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201, "{:?}", created.text().await);
+    let started = admin
+        .post(node.url("/v1/twins/shop-infra/start"))
+        .json(&serde_json::json!({ "clock": "paused" }))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(started.status(), 200, "{:?}", started.text().await);
 
     let schema = node.url("/v1/openapi.json");
     let mut generated = 0u64;

@@ -39,11 +39,37 @@ pub struct TwinDefinition {
     /// assertions and simulation settings, at the top level as the spec
     /// writes them (docs/infra.md).
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = InfrastructureFields)]
     pub infrastructure: Option<InfrastructureSpec>,
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub tags: Vec<Name>,
+}
+
+/// The OpenAPI description of [`InfrastructureSpec`] flattened into a
+/// definition: its blocks are there when `type: infrastructure`, absent
+/// otherwise (an optional flattened struct has no other faithful schema).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct InfrastructureFields {
+    /// Infrastructure twins: where the services come from (`source:
+    /// manifests` with `paths` under the node's scene folder and/or inline
+    /// `manifests`), and what each does with a request (`services`).
+    #[schema(value_type = Option<Object>)]
+    topology: Option<serde_json::Value>,
+    /// Infrastructure twins: the outside requests, `constant` or `steps`.
+    #[schema(value_type = Option<Object>)]
+    traffic: Option<serde_json::Value>,
+    /// Infrastructure twins: chaos `scenarios` on schedule.
+    #[schema(value_type = Option<Object>)]
+    failure_injection: Option<serde_json::Value>,
+    /// Infrastructure twins: sentences such as "api responds within 5s
+    /// during pod-kill".
+    assertions: Option<Vec<String>>,
+    /// Infrastructure twins: `duration` and `seed`.
+    #[schema(value_type = Option<Object>)]
+    simulation: Option<serde_json::Value>,
 }
 
 /// What a twin twins.
