@@ -581,6 +581,33 @@ async fn cli_injects_chaos_into_an_infrastructure_twin_as_the_spec_writes_it() {
             serde_json::json!(90.0)
         ))
     );
+    // The twin's report, faults and verdicts; the exit status says whether
+    // every assertion holds.
+    let out = cli(&node, &["infra", "status", "twin-hanzo-cloud"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("twin-hanzo-cloud: 90 simulated s, step 90"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fault pod-kill on deployment/gateway at 90 s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SERVICE") && text.contains("gateway"),
+        "{text}"
+    );
+    let failing = now["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .filter(|v| v["passed"] == false)
+        .count();
+    assert_eq!(
+        out.status.code(),
+        Some(if failing > 0 { 3 } else { 0 }),
+        "{failing} failing: {text}"
+    );
     // A mistake names the option to fix.
     let out = cli(
         &node,

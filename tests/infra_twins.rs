@@ -212,7 +212,10 @@ async fn an_infrastructure_twin_runs_forks_and_takes_chaos_on_a_node() {
     let (status, body) = node.patch(&format!("/v1/twins/{id}"), busier).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = node
-        .post(&format!("/v1/twins/{id}/start"), json!({ "clock": "paused" }))
+        .post(
+            &format!("/v1/twins/{id}/start"),
+            json!({ "clock": "paused" }),
+        )
         .await;
     assert_eq!(status, 409, "{body}");
     assert!(
@@ -231,8 +234,13 @@ async fn an_infrastructure_twin_runs_forks_and_takes_chaos_on_a_node() {
     node.step(&id, 60).await;
     let busy = infra(&node, &id).await;
     assert_eq!(busy["time"], 60.0, "{busy}");
-    let arrivals = service(&busy, "gateway")["arrivals"].as_u64().expect("arrivals");
-    assert!((16_000..20_000).contains(&arrivals), "{arrivals} in 60 s at 300/s");
+    let arrivals = service(&busy, "gateway")["arrivals"]
+        .as_u64()
+        .expect("arrivals");
+    assert!(
+        (16_000..20_000).contains(&arrivals),
+        "{arrivals} in 60 s at 300/s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

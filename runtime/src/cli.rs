@@ -574,7 +574,11 @@ fn twin_summary(t: &Value) -> String {
         format!("name:         {}", s(&t["name"])),
         format!("organization: {}", s(&t["organization"])),
         format!("engine:       {}", s(&t["engine"]["type"])),
-        format!("scene:        {}", s(&t["scene"]["uri"])),
+        if t["type"] == "infrastructure" {
+            "type:         infrastructure (hanzo-twin infra status)".to_string()
+        } else {
+            format!("scene:        {}", s(&t["scene"]["uri"]))
+        },
         format!("state:        {}", s(&t["status"]["state"])),
         format!("clock:        {}", s(&t["status"]["clock"])),
         format!("node:         {}", s(&t["status"]["node"])),

@@ -108,12 +108,9 @@ fn injected(twin: &str, status: &Value) -> String {
     if let Some(d) = fault["duration_s"].as_f64() {
         out += &format!(" for {d} s");
     }
-    for v in status["verdicts"].as_array().into_iter().flatten() {
-        out += &format!(
-            "\n  {} {}",
-            if v["passed"] == true { "PASS" } else { "FAIL" },
-            v["assertion"].as_str().unwrap_or("")
-        );
+    for line in super::infra::verdict_lines(&status["verdicts"], "  ") {
+        out += "\n";
+        out += &line;
     }
     out
 }

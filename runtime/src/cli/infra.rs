@@ -40,6 +40,15 @@ pub(super) enum InfraCommand {
         #[arg(long = "variant", value_name = "SERVICE=N[,…]", required = true)]
         variants: Vec<String>,
     },
+    /// A running infrastructure twin on a node: what each service did so
+    /// far, its faults, and each assertion's verdict. Exits with status 3
+    /// when an assertion fails.
+    Status {
+        /// The twin's id or name.
+        twin: String,
+        #[command(flatten)]
+        client: super::ClientOpts,
+    },
 }
 
 #[derive(Args)]
@@ -90,7 +99,44 @@ pub(super) fn command(command: InfraCommand) -> anyhow::Result<()> {
             }
             runtime.block_on(compare(run, list))
         }
+        InfraCommand::Status { twin, client } => runtime.block_on(status(twin, client)),
     }
+}
+
+async fn status(twin: String, client: super::ClientOpts) -> anyhow::Result<()> {
+    let c = super::Client::new(&client)?;
+    let path = format!("/v1/infra/twins/{}", super::Client::encode(&twin));
+    let v = c.json(c.http.get(c.url(&path))).await?;
+    super::print_value(c.output, &v, |v| {
+        // 90, not 90.0: seconds as people write them.
+        let secs = |x: &Value| x.as_f64().map_or_else(|| s(x), |x| format!("{x}"));
+        let mut lines = vec![format!(
+            "{twin}: {} simulated s, step {}, {} events",
+            secs(&v["time"]),
+            s(&v["step"]),
+            s(&v["report"]["events"])
+        )];
+        for f in v["faults"].as_array().into_iter().flatten() {
+            lines.push(format!(
+                "fault {} on {} at {} s{}",
+                s(&f["name"]),
+                s(&f["target"]),
+                secs(&f["at_s"]),
+                f["duration_s"]
+                    .as_f64()
+                    .map_or(String::new(), |d| format!(" for {d} s"))
+            ));
+        }
+        lines.push(report_lines(v).join("\n"));
+        lines.join("\n")
+    });
+    if v["verdicts"]
+        .as_array()
+        .is_some_and(|all| all.iter().any(|x| x["passed"] == Value::Bool(false)))
+    {
+        std::process::exit(3);
+    }
+    Ok(())
 }
 
 /// Replicas per service: a what-if.
@@ -418,6 +464,14 @@ fn summary(v: &Value) -> String {
     if let Some(rows) = v["experiment_rows"].as_u64() {
         lines.push(format!("wrote {rows} rows to twin_experiments"));
     }
+    lines.extend(report_lines(v));
+    lines.join("\n")
+}
+
+/// The services, entry points, verdicts and findings of a run's JSON.
+fn report_lines(v: &Value) -> Vec<String> {
+    let report = &v["report"];
+    let mut lines = Vec::new();
     lines.push(format!(
         "{:<18} {:>8} {:>10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>10}",
         "SERVICE", "REPLICAS", "ARRIVALS", "OK", "FAILED", "REFUSED", "P50", "P99", "WAIT"
@@ -462,10 +516,10 @@ fn summary(v: &Value) -> String {
             ));
         }
     }
-    lines.join("\n")
+    lines
 }
 
-fn verdict_lines(verdicts: &Value, indent: &str) -> Vec<String> {
+pub(super) fn verdict_lines(verdicts: &Value, indent: &str) -> Vec<String> {
     verdicts
         .as_array()
         .into_iter()
