@@ -437,3 +437,40 @@ async fn the_tree_shows_the_render_pool_and_its_workers() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// An infrastructure twin's page in Chromium: its services, faults and
+/// verdicts as `GET /v1/infra/twins/{id}` gives them, following the twin.
+#[tokio::test]
+async fn an_infrastructure_twin_page_shows_its_services_and_verdicts_in_chromium() {
+    let Ok(playwright) = std::env::var("HANZO_TWIN_PLAYWRIGHT") else {
+        eprintln!(
+            "SKIPPED: HANZO_TWIN_PLAYWRIGHT is not set; scripts/test.sh installs playwright-core and Chromium and sets it"
+        );
+        return;
+    };
+    let node = TestNode::start().await;
+    let (status, body) = node
+        .post("/v1/twins", common::shop_infra_definition("view-shop"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    node.start_twin("view-shop", "paused").await;
+    node.step("view-shop", 660).await;
+    let token = node.token.clone().expect("development token");
+    let shot = std::env::temp_dir().join("hanzo-twin-infra-view.png");
+    let out = tokio::process::Command::new("node")
+        .arg(repo().join("tests/browser/infra_view.cjs"))
+        .args([&node.url(""), &token, "view-shop"])
+        .arg(&shot)
+        .env("HANZO_TWIN_PLAYWRIGHT", playwright)
+        .output()
+        .await
+        .expect("node runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the browser check failed:\n{text}");
+    eprintln!("{text}");
+    assert!(text.contains("and follows it to 690 s"), "{text}");
+}
