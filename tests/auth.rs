@@ -580,6 +580,16 @@ fn cases() -> Vec<Case> {
             body: |_| Body::Json(json!({ "scenario": "pod-kill", "target": "deployment/gateway" })),
         },
         Case {
+            method: Method::POST,
+            path: "/v1/infra/twins/{id}/replay",
+            allowed: RUNNERS,
+            ok: 201,
+            target: SharedInfra,
+            body: |_| {
+                Body::Json(json!({ "from": "2026-02-20T00:00:00Z", "to": "2026-02-21T00:00:00Z" }))
+            },
+        },
+        Case {
             method: Method::GET,
             path: "/v1/twins/{id}/export",
             allowed: ALL,

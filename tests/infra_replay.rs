@@ -233,3 +233,164 @@ fn replay_without_a_database_or_with_a_bad_time_says_what_to_give() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("not timeseries"), "{stderr}");
 }
+
+/// On a node: `POST /v1/infra/twins/{id}/replay` (and `hanzo-twin replay`,
+/// as the spec writes it) runs a day of the recorded week through the
+/// running shop's topology, faults and assertions as a job, and writes it
+/// back tagged; without a timeseries database, or with a bad time, it says
+/// what to give.
+#[tokio::test]
+async fn a_node_replays_recorded_load_through_its_infrastructure_twin_as_a_job() {
+    let Some(url) = postgres_url() else { return };
+    let schema = recorded_week(&url).await;
+    let node = common::TestNode::start_opts(common::NodeOptions {
+        env: &[("HANZO_TWIN_TIMESERIES_URL", &url)],
+        ..Default::default()
+    })
+    .await;
+    let mut shop = common::shop_infra_definition("twin-hanzo-cloud");
+    shop["failure_injection"]["scenarios"][0]["at"] = "1h".into();
+    shop["failure_injection"]["scenarios"][1]["at"] = "2h".into();
+    let (status, body) = node.post("/v1/twins", shop).await;
+    assert_eq!(status, 201, "{body}");
+    let query = format!(
+        "SELECT bucket, metric, service, avg_value FROM {schema}.metrics_1m WHERE metric LIKE 'hanzo_requests_%'"
+    );
+    let day_end = chrono::Utc::now() - chrono::Duration::days(5);
+    let day_start = day_end - chrono::Duration::days(1);
+    let (from, to) = (day_start.to_rfc3339(), day_end.to_rfc3339());
+    let experiment = format!("node-{}", Uuid::new_v4().simple());
+
+    let (status, job) = node
+        .post(
+            "/v1/infra/twins/twin-hanzo-cloud/replay",
+            serde_json::json!({ "from": from, "to": to, "query": query, "experiment": experiment }),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["kind"], "replay");
+    let id = job["id"].as_str().expect("job id").to_string();
+    let done = common::wait_job(&node, &id, "the replay ended", |j| {
+        matches!(j["state"].as_str(), Some("succeeded" | "failed"))
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let result = &done["result"];
+    assert_eq!(result["replay"]["buckets"], 1440, "{result}");
+    // A day's minutes (the window need not fall on a minute), all run.
+    let span = result["replay"]["span_s"].as_f64().expect("span");
+    assert!((86_340.0..=86_460.0).contains(&span), "{span}");
+    assert_eq!(result["report"]["time_s"], result["replay"]["span_s"]);
+    assert_eq!(
+        result["verdicts"].as_array().map(Vec::len),
+        Some(4),
+        "{result}"
+    );
+    // The day's recorded load, all of it sent through the gateway.
+    let recorded: f64 = client(&url)
+        .await
+        .query_one(
+            &format!(
+                "SELECT sum(avg_value) * 60 FROM {schema}.metrics_1m WHERE service = 'gateway' AND metric LIKE 'hanzo_requests_%' AND extract(epoch FROM bucket) >= $1::float8 AND extract(epoch FROM bucket) < $2::float8"
+            ),
+            &[
+                &(day_start.timestamp_millis() as f64 / 1000.0),
+                &(day_end.timestamp_millis() as f64 / 1000.0),
+            ],
+        )
+        .await
+        .expect("sum")
+        .get(0);
+    let sent = result["report"]["entries"][0]["sent"]
+        .as_f64()
+        .expect("sent");
+    assert!(
+        (sent / recorded - 1.0).abs() < 0.01,
+        "replayed {sent} requests of {recorded} recorded"
+    );
+    // Written back under the experiment, the twin's name its variant.
+    let rows = result["experiment_rows"].as_i64().expect("rows");
+    let stored: i64 = client(&url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM twin_experiments WHERE experiment = $1 AND variant = 'twin-hanzo-cloud'",
+            &[&experiment],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(stored, rows);
+
+    // The spec's command: the same replay, followed to its end.
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let (api, token, query) = (node.api(), node.token.clone(), query.clone());
+        move || {
+            let mut command = std::process::Command::new(bin());
+            command
+                .args(["replay", "twin-hanzo-cloud", "--from", &from, "--to", &to])
+                .args(["--query", &query, "--api", &api]);
+            if let Some(t) = token {
+                command.env("HANZO_TWIN_TOKEN", t);
+            }
+            output_of(&mut command)
+        }
+    })
+    .await
+    .expect("ran");
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("replayed 1440 recorded buckets (24.0 h from"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("gateway responds within 5s during pod-kill"),
+        "{stdout}"
+    );
+
+    // Bad input is refused before a job exists.
+    for (body, field) in [
+        (serde_json::json!({ "from": "yesterday" }), "from"),
+        (
+            serde_json::json!({ "from": "2026-02-21T00:00:00Z", "to": "2026-02-20T00:00:00Z" }),
+            "to",
+        ),
+        (
+            serde_json::json!({ "experiment": "no spaces" }),
+            "experiment",
+        ),
+    ] {
+        let (status, err) = node
+            .post("/v1/infra/twins/twin-hanzo-cloud/replay", body.clone())
+            .await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(err["error"]["field"], field, "{body}: {err}");
+    }
+    client(&url)
+        .await
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("cleanup");
+
+    // A node without a timeseries database fails the job saying what to set.
+    let bare = common::TestNode::start().await;
+    let (status, body) = bare
+        .post("/v1/twins", common::shop_infra_definition("shop"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, job) = bare
+        .post("/v1/infra/twins/shop/replay", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().expect("job id").to_string();
+    let failed = common::wait_job(&bare, &id, "the replay ended", |j| {
+        matches!(j["state"].as_str(), Some("succeeded" | "failed"))
+    })
+    .await;
+    assert_eq!(failed["state"], "failed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timeseries.url")),
+        "{failed}"
+    );
+}

@@ -4,11 +4,11 @@
 //! have: the services' report with the assertions' verdicts, and chaos.
 
 use crate::error::ApiError;
-use crate::guard::{GET, POST, Routes, Twins};
+use crate::guard::{Caller, Created, GET, POST, Routes, Twins};
 use crate::openapi::Errors;
 use crate::rbac::{Action, Permission, Resource};
-use crate::{ApiResult, paging, parse_json};
-use axum::extract::{Path, Query};
+use crate::{ApiResult, ApiState, paging, parse_json};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -37,6 +37,68 @@ pub(crate) fn routes() -> Routes {
             "infra.inject_chaos",
             inject,
         )
+        .audited(
+            POST,
+            "/v1/infra/twins/{id}/replay",
+            infra(Replay),
+            "infra.replay",
+            replay,
+        )
+}
+
+/// What to replay (`POST /v1/infra/twins/{id}/replay`): the recorded load
+/// between two times, read by the spec's `metrics_1m` query or another.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplayRequest {
+    /// The recorded load from this time (RFC 3339)…
+    #[schema(example = "2026-02-20T00:00:00Z")]
+    from: Option<String>,
+    /// …to this one, not included.
+    #[schema(example = "2026-02-21T00:00:00Z")]
+    to: Option<String>,
+    /// The SQL that reads it: rows of `(bucket, metric, service,
+    /// avg_value)`; absent: the spec's `metrics_1m` query.
+    query: Option<String>,
+    /// Write the run back to `twin_experiments` under this name.
+    experiment: Option<String>,
+}
+
+/// Replays the load the timeseries database recorded through the twin's
+/// topology, faults and assertions, as a job (`GET /v1/jobs/{id}` follows
+/// it; its result is the report and verdicts). The node needs
+/// `timeseries.url`.
+#[utoipa::path(post, path = "/v1/infra/twins/{id}/replay", operation_id = "infra_replay", tag = "infra", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "shop-infra")), request_body(content = ReplayRequest, content_type = "application/json"), responses((status = 201, description = "The replay job, queued or running", body = hanzo_twin_actors::jobs::JobRecord), Errors))]
+pub(crate) async fn replay(
+    State(state): State<ApiState>,
+    Twins(node): Twins,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let request: ReplayRequest = parse_json(&body, true)?;
+    let record = infrastructure_twin(&node, &id).await?;
+    let spec = hanzo_twin_actors::jobs::ReplaySpec {
+        twin: record.id.to_string(),
+        from: request.from,
+        to: request.to,
+        query: request.query,
+        experiment: request.experiment,
+    };
+    let job = state
+        .jobs
+        .submit(
+            hanzo_twin_actors::jobs::JobSpec::Replay(spec),
+            caller.principal.subject.clone(),
+            caller.principal.organization.to_string(),
+            None,
+        )
+        .await?;
+    let mut response = (StatusCode::CREATED, axum::Json(&job)).into_response();
+    response
+        .extensions_mut()
+        .insert(Created(job.id.to_string()));
+    Ok(response)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

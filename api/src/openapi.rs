@@ -49,6 +49,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         crate::infra::list,
         crate::infra::status,
         crate::infra::inject,
+        crate::infra::replay,
         crate::twin_view::geometry,
         crate::twin_view::pose_events,
         crate::twin_view::render,

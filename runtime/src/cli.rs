@@ -253,6 +253,9 @@ enum Command {
         #[command(subcommand)]
         command: infra::InfraCommand,
     },
+    /// Replay load the timeseries database recorded through an
+    /// infrastructure twin on the node, as a job followed to its end.
+    Replay(jobs::ReplayArgs),
     /// Chaos in a running infrastructure twin on a node (admins only).
     Chaos {
         #[command(subcommand)]
@@ -861,6 +864,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         Command::Train(args) => jobs::train(args).await?,
         Command::Jobs { command } => jobs::command(command).await?,
         Command::Chaos { command } => chaos::command(command).await?,
+        Command::Replay(args) => jobs::replay(args).await?,
         Command::Export { twin, out, client } => {
             let c = Client::new(&client)?;
             let text = c

@@ -39,6 +39,10 @@ pub struct NodeConfig {
     /// The spec's `database.url`: a PostgreSQL URL here is the same as
     /// `metadata.backend: postgres` with `metadata.postgres.url`.
     pub database: DatabaseSection,
+    /// The timeseries database (HIP-0059, PostgreSQL or TimescaleDB) that
+    /// infrastructure twins' replays read recorded load from and write
+    /// their experiments to.
+    pub timeseries: TimeseriesSection,
     /// What loading noticed but did not refuse (an unknown `HANZO_TWIN_`
     /// variable), for the node to log once logging is up.
     #[serde(skip)]
@@ -114,6 +118,13 @@ impl Default for SchedulerSection {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSection {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeseriesSection {
+    /// `postgres://…`; unset: replays are refused with this key named.
     pub url: Option<String>,
 }
 
@@ -659,6 +670,7 @@ impl Default for NodeConfig {
                 .collect(),
             scheduler: SchedulerSection::default(),
             database: DatabaseSection::default(),
+            timeseries: TimeseriesSection::default(),
             warnings: Vec::new(),
         }
     }
@@ -817,6 +829,14 @@ impl NodeConfig {
             }
             config.metadata.backend = MetadataBackend::Postgres;
             config.metadata.postgres.url = Some(url);
+        }
+        if let Some(url) = config.timeseries.url.as_deref().filter(|u| !u.is_empty())
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "timeseries.url must be a PostgreSQL or TimescaleDB URL (postgres://…), got `{}`",
+                hanzo_twin_actors::definition::shortened(url)
+            )));
         }
         config.validate()?;
         Ok(config)

@@ -345,6 +345,15 @@ impl Node {
             twins: Arc::default(),
             render: render.clone(),
             datasets: datasets.clone(),
+            timeseries: config
+                .timeseries
+                .url
+                .clone()
+                .filter(|u| !u.is_empty())
+                .map(|url| {
+                    Arc::new(crate::timeseries::NodeTimeseries { url })
+                        as Arc<dyn hanzo_twin_actors::jobs::Timeseries>
+                }),
         };
         let routes = Arc::new(hanzo_twin_actors::RouteCache::default());
         let host_args = HostArgs {

@@ -226,3 +226,51 @@ pub async fn write_experiment(
         .map_err(sql_error)?;
     Ok(written)
 }
+
+/// The node's timeseries database, as replay jobs reach it.
+pub struct NodeTimeseries {
+    pub url: String,
+}
+
+impl hanzo_twin_actors::jobs::Timeseries for NodeTimeseries {
+    fn read(
+        &self,
+        query: String,
+        from: Option<f64>,
+        to: Option<f64>,
+        model: InfraModel,
+    ) -> hanzo_twin_actors::store::BoxFuture<
+        'static,
+        Result<hanzo_twin_actors::jobs::RecordedTraffic, String>,
+    > {
+        let url = self.url.clone();
+        Box::pin(async move {
+            let r = read_traffic(&url, &query, from, to, &model)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(hanzo_twin_actors::jobs::RecordedTraffic {
+                traffic: r.traffic,
+                start: r.start,
+                span_s: r.span_s,
+                buckets: r.buckets,
+                unknown: r.unknown,
+            })
+        })
+    }
+
+    fn write(
+        &self,
+        experiment: String,
+        variant: String,
+        start: f64,
+        report: Report,
+        breaches: usize,
+    ) -> hanzo_twin_actors::store::BoxFuture<'static, Result<u64, String>> {
+        let url = self.url.clone();
+        Box::pin(async move {
+            write_experiment(&url, &experiment, &variant, start, &report, breaches)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        })
+    }
+}

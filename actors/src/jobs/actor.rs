@@ -177,7 +177,7 @@ impl JobActorState {
                     through_api: self.record.spec.trains_through_api(),
                 })
             }
-            JobSpec::Compare(_) | JobSpec::Synthdata(_) => {
+            JobSpec::Compare(_) | JobSpec::Synthdata(_) | JobSpec::Replay(_) => {
                 Err("this job runs inside the node".into())
             }
             JobSpec::Evaluate(eval) => {
@@ -319,6 +319,43 @@ impl JobActorState {
         Ok(())
     }
 
+    /// Replays recorded load through an infrastructure twin inside the node,
+    /// reporting percent of the span done; stops between chunks once `stop`
+    /// is set.
+    fn start_replay(&mut self, myself: &ActorRef<JobMsg>, spec: super::ReplaySpec) {
+        self.log.append(
+            "node",
+            format!(
+                "replaying recorded load through {} on {}",
+                spec.twin, self.jobs.config.node_id
+            ),
+            None,
+        );
+        let run = super::replay::ReplayRun {
+            spec,
+            organization: self.record.organization.clone(),
+            twins: self.jobs.twins.clone(),
+            scenes: self.jobs.scenes.clone(),
+            timeseries: self.jobs.timeseries.clone(),
+        };
+        let stop = self.stop.clone();
+        let me = myself.clone();
+        let output = tokio::spawn(async move {
+            let progress = {
+                let me = me.clone();
+                move |percent| {
+                    let _ = me.cast(JobMsg::Progress {
+                        steps: percent,
+                        per_second: None,
+                    });
+                }
+            };
+            let result = run.run(progress, stop).await;
+            let _ = me.cast(JobMsg::Done(result));
+        });
+        self.worker = Some(Worker { pid: None, output });
+    }
+
     /// Starts the worker; `Err` is why the job fails.
     async fn start(&mut self, myself: &ActorRef<JobMsg>) -> Result<(), String> {
         if let JobSpec::Compare(request) = &self.record.spec {
@@ -329,6 +366,11 @@ impl JobActorState {
         if let JobSpec::Synthdata(spec) = &self.record.spec {
             let spec = spec.clone();
             return self.start_synthdata(myself, spec);
+        }
+        if let JobSpec::Replay(spec) = &self.record.spec {
+            let spec = spec.clone();
+            self.start_replay(myself, spec);
+            return Ok(());
         }
         tokio::fs::create_dir_all(&self.dir)
             .await

@@ -56,6 +56,9 @@ pub struct JobsArgs {
     pub render: crate::render::RenderWorkers,
     /// The datasets bucket.
     pub datasets: Arc<dyn super::DatasetStore>,
+    /// The timeseries database replays read and write back, when the node
+    /// has one (`timeseries.url`).
+    pub timeseries: Option<Arc<dyn super::Timeseries>>,
 }
 
 pub enum JobsMsg {
@@ -126,7 +129,10 @@ impl JobsState {
                     };
                     Some((target, t.num_envs))
                 }
-                JobSpec::Evaluate(_) | JobSpec::Compare(_) | JobSpec::Synthdata(_) => None,
+                JobSpec::Evaluate(_)
+                | JobSpec::Compare(_)
+                | JobSpec::Synthdata(_)
+                | JobSpec::Replay(_) => None,
             };
             let args = JobActorArgs {
                 record: pending.record,

@@ -17,6 +17,7 @@ mod actor;
 mod host;
 pub mod log;
 mod remote;
+mod replay;
 pub mod spec;
 pub mod synthdata;
 
@@ -32,6 +33,43 @@ use crate::store::{BoxFuture, StoreResult};
 use ractor::ActorRef;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Recorded load, ready to replay.
+#[derive(Debug, Clone)]
+pub struct RecordedTraffic {
+    pub traffic: hanzo_twin_engines::infra::TrafficModel,
+    /// The first bucket (Unix seconds): the replay's time 0.
+    pub start: f64,
+    /// Seconds from the first bucket to the end of the last.
+    pub span_s: f64,
+    pub buckets: usize,
+    /// Services in the rows that the topology lacks (their load is left out).
+    pub unknown: Vec<String>,
+}
+
+/// The timeseries database (HIP-0059) that replays read recorded load from
+/// and write their results back to; the node's runtime provides it.
+pub trait Timeseries: Send + Sync + 'static {
+    /// Runs `query` within `[from, to)` (Unix seconds) as traffic for the
+    /// services of `model`.
+    fn read(
+        &self,
+        query: String,
+        from: Option<f64>,
+        to: Option<f64>,
+        model: hanzo_twin_engines::infra::InfraModel,
+    ) -> BoxFuture<'static, Result<RecordedTraffic, String>>;
+
+    /// Writes a run to `twin_experiments`, tagged; the rows written.
+    fn write(
+        &self,
+        experiment: String,
+        variant: String,
+        start: f64,
+        report: hanzo_twin_engines::infra::Report,
+        breaches: usize,
+    ) -> BoxFuture<'static, Result<u64, String>>;
+}
 
 /// Durable job records.
 pub trait JobStore: Send + Sync + 'static {

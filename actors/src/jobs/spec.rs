@@ -28,6 +28,86 @@ pub enum JobSpec {
     Compare(crate::compare::CompareRequest),
     /// A labelled image dataset drawn from a twin (`POST /v1/synthdata`).
     Synthdata(hanzo_twin_render::synth::SynthSpec),
+    /// Recorded load from the timeseries database replayed through an
+    /// infrastructure twin (`POST /v1/infra/twins/{id}/replay`).
+    Replay(ReplaySpec),
+}
+
+/// The spec's `metrics_1m` query without its time window (a replay's
+/// `from` and `to` give it).
+pub const METRICS_QUERY: &str = "SELECT bucket, metric, service, avg_value FROM metrics_1m WHERE metric LIKE 'hanzo_requests_%'";
+
+/// Recorded load replayed through an infrastructure twin: its topology,
+/// faults and assertions, on the load the timeseries database recorded.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySpec {
+    /// The infrastructure twin, by id or name.
+    #[schema(example = "shop-infra")]
+    pub twin: String,
+    /// The recorded load from this time (RFC 3339)…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2026-02-20T00:00:00Z")]
+    pub from: Option<String>,
+    /// …to this one, not included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2026-02-21T00:00:00Z")]
+    pub to: Option<String>,
+    /// The SQL that reads it: rows of `(bucket, metric, service,
+    /// avg_value)`, each a service's requests per second over its bucket.
+    /// Absent: the spec's `metrics_1m` query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Write the run back to the database's `twin_experiments`, tagged
+    /// with this experiment name (the variant is the twin's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+}
+
+impl ReplaySpec {
+    /// `from` and `to` as Unix seconds.
+    pub fn window(&self) -> Result<(Option<f64>, Option<f64>), SpecError> {
+        let at = |field: &str, text: &Option<String>| {
+            text.as_ref()
+                .map(|t| {
+                    DateTime::parse_from_rfc3339(t)
+                        .map(|d| d.timestamp_millis() as f64 / 1000.0)
+                        .map_err(|e| {
+                            invalid(
+                                field,
+                                format!("`{t}` is not an RFC 3339 time such as 2026-02-20T00:00:00Z ({e})"),
+                            )
+                        })
+                })
+                .transpose()
+        };
+        let (from, to) = (at("from", &self.from)?, at("to", &self.to)?);
+        if let (Some(f), Some(t)) = (from, to)
+            && f >= t
+        {
+            return Err(invalid("to", "must be after from"));
+        }
+        Ok((from, to))
+    }
+
+    fn check(&self) -> Result<(), SpecError> {
+        if self.twin.trim().is_empty() {
+            return Err(invalid("twin", "name the infrastructure twin"));
+        }
+        self.window()?;
+        if let Some(q) = &self.query
+            && q.trim().is_empty()
+        {
+            return Err(invalid(
+                "query",
+                "give the SQL, or leave query out for the spec's metrics_1m query",
+            ));
+        }
+        if let Some(e) = &self.experiment {
+            crate::definition::Name::new(e).map_err(|m| invalid("experiment", m))?;
+        }
+        Ok(())
+    }
 }
 
 /// The schema of a spec: one closed object per kind, holding the `kind`
@@ -61,7 +141,7 @@ impl utoipa::PartialSchema for JobSpec {
         };
         OneOfBuilder::new()
             .description(Some(
-                "A job's spec, tagged by `kind`: `train`, `evaluate`, `compare` or `synthdata`.",
+                "A job's spec, tagged by `kind`: `train`, `evaluate`, `compare`, `synthdata` or `replay`.",
             ))
             .item(tagged(
                 "train",
@@ -79,6 +159,10 @@ impl utoipa::PartialSchema for JobSpec {
                 "synthdata",
                 <hanzo_twin_render::synth::SynthSpec as utoipa::PartialSchema>::schema(),
             ))
+            .item(tagged(
+                "replay",
+                <ReplaySpec as utoipa::PartialSchema>::schema(),
+            ))
             .discriminator(Some(Discriminator::new("kind")))
             .into()
     }
@@ -95,6 +179,7 @@ impl utoipa::ToSchema for JobSpec {
         <EvaluateSpec as utoipa::ToSchema>::schemas(schemas);
         <crate::compare::CompareRequest as utoipa::ToSchema>::schemas(schemas);
         <hanzo_twin_render::synth::SynthSpec as utoipa::ToSchema>::schemas(schemas);
+        <ReplaySpec as utoipa::ToSchema>::schemas(schemas);
     }
 }
 
@@ -120,6 +205,7 @@ impl JobSpec {
             JobSpec::Evaluate(_) => JobKind::Evaluate,
             JobSpec::Compare(_) => JobKind::Compare,
             JobSpec::Synthdata(_) => JobKind::Synthdata,
+            JobSpec::Replay(_) => JobKind::Replay,
         }
     }
 }
@@ -131,14 +217,16 @@ pub enum JobKind {
     Evaluate,
     Compare,
     Synthdata,
+    Replay,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 5] = [
         JobKind::Train,
         JobKind::Evaluate,
         JobKind::Compare,
         JobKind::Synthdata,
+        JobKind::Replay,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -147,6 +235,7 @@ impl JobKind {
             JobKind::Evaluate => "evaluate",
             JobKind::Compare => "compare",
             JobKind::Synthdata => "synthdata",
+            JobKind::Replay => "replay",
         }
     }
 
@@ -372,6 +461,7 @@ impl JobSpec {
                 }
                 other => invalid("spec", other.to_string()),
             }),
+            JobSpec::Replay(r) => r.check(),
         }
     }
 }
@@ -625,6 +715,8 @@ impl JobRecord {
             JobSpec::Compare(c) => c.steps.saturating_mul(c.engines.len() as u64),
             // Progress counts frames.
             JobSpec::Synthdata(s) => s.num_frames,
+            // Progress counts percent of the recorded span.
+            JobSpec::Replay(_) => 100,
         };
         JobRecord {
             id: uuid::Uuid::now_v7(),

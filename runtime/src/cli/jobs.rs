@@ -131,6 +131,52 @@ fn job_path(id: &str, rest: &str) -> String {
     format!("/v1/jobs/{}{rest}", Client::encode(id))
 }
 
+#[derive(Args)]
+pub(super) struct ReplayArgs {
+    /// The infrastructure twin, by id or name.
+    twin: String,
+    /// The recorded load from this time (RFC 3339), e.g. 2026-02-20T00:00:00Z…
+    #[arg(long)]
+    from: Option<String>,
+    /// …to this one, not included.
+    #[arg(long)]
+    to: Option<String>,
+    /// The SQL that reads it (rows of bucket, metric, service, avg_value);
+    /// default: the spec's metrics_1m query.
+    #[arg(long)]
+    query: Option<String>,
+    /// Write the run back to the timeseries database's twin_experiments
+    /// under this name.
+    #[arg(long)]
+    experiment: Option<String>,
+    /// Submit and return; follow later with `hanzo-twin jobs logs <id> --follow`.
+    #[arg(long)]
+    detach: bool,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+/// `hanzo-twin replay`: recorded load through an infrastructure twin on the
+/// node, as a job followed to its end.
+pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.client)?;
+    let mut body = serde_json::json!({});
+    for (key, value) in [
+        ("from", args.from),
+        ("to", args.to),
+        ("query", args.query),
+        ("experiment", args.experiment),
+    ] {
+        if let Some(v) = value {
+            body[key] = Value::String(v);
+        }
+    }
+    let path = format!("/v1/infra/twins/{}/replay", Client::encode(&args.twin));
+    submit_to(&c, &path, &body, "replay", args.detach)
+        .await
+        .map(|_| ())
+}
+
 pub(super) async fn train(args: TrainArgs) -> anyhow::Result<()> {
     let c = Client::new(&args.client)?;
     let mut hyperparameters = serde_json::Map::new();
@@ -393,7 +439,27 @@ fn job_summary(j: &Value) -> String {
     if let Some(r) = p["mean_return"].as_f64() {
         out.push_str(&format!(", mean return {r:.1}"));
     }
-    if !j["result"].is_null() {
+    if j["kind"] == "replay" && j["result"].is_object() {
+        // A replay's result reads as the offline run's does.
+        let r = &j["result"];
+        out.push_str(&format!(
+            "\nreplayed {} recorded buckets ({:.1} h from {}) through {}: {} assertion(s) failed",
+            s(&r["replay"]["buckets"]),
+            r["replay"]["span_s"].as_f64().unwrap_or(0.0) / 3600.0,
+            s(&r["replay"]["start"]),
+            s(&r["twin"]),
+            s(&r["breaches"]),
+        ));
+        if let Some(rows) = r["experiment_rows"].as_u64() {
+            out.push_str(&format!(
+                "\nwrote {rows} rows to twin_experiments (experiment {})",
+                s(&r["experiment"])
+            ));
+        }
+        for line in super::infra::verdict_lines(&r["verdicts"], "") {
+            out.push_str(&format!("\n{line}"));
+        }
+    } else if !j["result"].is_null() {
         out.push_str(&format!("\nresult   {}", j["result"]));
     }
     if let Some(e) = j["error"].as_str() {
