@@ -107,7 +107,7 @@ pub(crate) async fn submit(
 pub(crate) struct JobListQuery {
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
     state: Option<String>,
-    /// `train` or `evaluate`.
+    /// `train`, `evaluate`, `compare`, `synthdata` or `replay`.
     kind: Option<String>,
     /// Only jobs this subject submitted.
     owner: Option<String>,
@@ -146,7 +146,7 @@ pub(crate) async fn list(
         kind: match q.kind.as_deref() {
             Some(k) => Some(
                 JobKind::parse(k)
-                    .ok_or_else(|| ApiError::invalid("kind", "one of train, evaluate, compare"))?,
+                    .ok_or_else(|| ApiError::invalid("kind", "one of train, evaluate, compare, synthdata, replay"))?,
             ),
             None => None,
         },

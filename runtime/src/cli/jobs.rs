@@ -82,7 +82,7 @@ pub(super) enum JobsCommand {
         /// queued, running, succeeded, failed or cancelled.
         #[arg(long)]
         state: Option<String>,
-        /// train, evaluate or compare.
+        /// train, evaluate, compare, synthdata or replay.
         #[arg(long)]
         kind: Option<String>,
         #[arg(long, default_value_t = 50)]
