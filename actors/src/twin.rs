@@ -450,7 +450,7 @@ impl TwinState {
             step: self.sim.step_count(),
             report,
             faults: infra.faults().to_vec(),
-            verdicts: infra.verdicts(),
+            verdicts: infra.verdicts_so_far(),
         })
     }
 

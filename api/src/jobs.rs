@@ -144,10 +144,9 @@ pub(crate) async fn list(
             None => None,
         },
         kind: match q.kind.as_deref() {
-            Some(k) => Some(
-                JobKind::parse(k)
-                    .ok_or_else(|| ApiError::invalid("kind", "one of train, evaluate, compare, synthdata, replay"))?,
-            ),
+            Some(k) => Some(JobKind::parse(k).ok_or_else(|| {
+                ApiError::invalid("kind", "one of train, evaluate, compare, synthdata, replay")
+            })?),
             None => None,
         },
         owner: q.owner,

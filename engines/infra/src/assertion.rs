@@ -187,6 +187,10 @@ pub struct Evidence {
 pub struct Verdict {
     pub assertion: String,
     pub passed: bool,
+    /// Its window is not over (a running twin): `passed` is the outcome so
+    /// far, and may change.
+    #[serde(default)]
+    pub pending: bool,
     /// Why, in words, with the figures.
     pub reason: String,
     pub evidence: Evidence,

@@ -41,8 +41,9 @@ pub(super) enum InfraCommand {
         variants: Vec<String>,
     },
     /// A running infrastructure twin on a node: what each service did so
-    /// far, its faults, and each assertion's verdict. Exits with status 3
-    /// when an assertion fails.
+    /// far, its faults, and each assertion's verdict (so far, while its
+    /// window is not over). Exits with status 3 when an assertion whose
+    /// window is over failed.
     Status {
         /// The twin's id or name.
         twin: String,
@@ -130,10 +131,11 @@ async fn status(twin: String, client: super::ClientOpts) -> anyhow::Result<()> {
         lines.push(report_lines(v).join("\n"));
         lines.join("\n")
     });
-    if v["verdicts"]
-        .as_array()
-        .is_some_and(|all| all.iter().any(|x| x["passed"] == Value::Bool(false)))
-    {
+    // Judged and failed; one still pending may yet pass.
+    if v["verdicts"].as_array().is_some_and(|all| {
+        all.iter()
+            .any(|x| x["passed"] == Value::Bool(false) && x["pending"] != Value::Bool(true))
+    }) {
         std::process::exit(3);
     }
     Ok(())
@@ -526,11 +528,17 @@ pub(super) fn verdict_lines(verdicts: &Value, indent: &str) -> Vec<String> {
         .flatten()
         .map(|verdict| {
             format!(
-                "{indent}{} {}: {}",
+                "{indent}{}{} {}: {}",
                 if verdict["passed"] == Value::Bool(true) {
                     "PASS"
                 } else {
                     "FAIL"
+                },
+                // A running twin's window not over yet: the outcome so far.
+                if verdict["pending"] == Value::Bool(true) {
+                    " (so far)"
+                } else {
+                    ""
                 },
                 s(&verdict["assertion"]),
                 s(&verdict["reason"])

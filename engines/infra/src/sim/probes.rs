@@ -155,6 +155,16 @@ impl InfraSim {
 
     /// Each watched assertion's outcome so far, with its evidence.
     pub fn verdicts(&self) -> Vec<Verdict> {
+        self.judge(true)
+    }
+
+    /// The verdicts of a run that goes on (a running twin): those whose
+    /// window is not over are `pending`, their outcome so far.
+    pub fn verdicts_so_far(&self) -> Vec<Verdict> {
+        self.judge(false)
+    }
+
+    fn judge(&self, ended: bool) -> Vec<Verdict> {
         self.probes
             .iter()
             .map(|p| {
@@ -170,7 +180,15 @@ impl InfraSim {
                     recovery_s: None,
                 };
                 let none = requests == 0;
+                let pending = !ended && self.now < p.to;
                 let (passed, reason) = match &p.assertion.check {
+                    _ if self.now < p.from && pending => (
+                        false,
+                        format!(
+                            "not judged yet: the window starts at {:.0} s, the twin is at {:.0} s",
+                            p.from, self.now
+                        ),
+                    ),
                     _ if self.now < p.from => (
                         false,
                         format!(
@@ -226,6 +244,7 @@ impl InfraSim {
                 Verdict {
                     assertion: p.assertion.text.clone(),
                     passed,
+                    pending,
                     reason,
                     evidence,
                 }
