@@ -537,7 +537,9 @@ async fn an_rllib_job_trains_on_a_ray_cluster_through_remote_batches_and_solves_
         &[("HANZO_TWIN_SCHEDULER_RAY_ADDRESS", cluster.address.as_str())],
     )
     .await;
-    let (status, job) = node.post("/v1/jobs", rllib_cartpole(30_000, 10_000)).await;
+    // 30k steps solved it in most runs but not all (Ray's env runners are
+    // asynchronous, so a seed does not fix the run): twice that is margin.
+    let (status, job) = node.post("/v1/jobs", rllib_cartpole(60_000, 20_000)).await;
     assert_eq!(status, 201, "{job}");
     let id = job["id"].as_str().expect("id").to_string();
 
@@ -593,7 +595,7 @@ async fn an_rllib_job_trains_on_a_ray_cluster_through_remote_batches_and_solves_
         "{result}"
     );
     assert!(
-        result["steps"].as_u64().expect("steps") >= 30_000,
+        result["steps"].as_u64().expect("steps") >= 60_000,
         "{result}"
     );
     let names = artifact_names(&job);
