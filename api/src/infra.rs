@@ -7,14 +7,13 @@ use crate::error::ApiError;
 use crate::guard::{Caller, Created, GET, POST, Routes, Twins};
 use crate::openapi::Errors;
 use crate::rbac::{Action, Permission, Resource};
-use crate::{ApiResult, ApiState, paging, parse_json};
+use crate::{ApiResult, ApiState, parse_json};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use hanzo_twin_actors::{
-    ChaosRequest, InfraStatus, TwinFilter, TwinId, TwinNode, TwinOp, TwinOpReply, TwinRecord,
-    TwinType,
+    ChaosRequest, InfraStatus, TwinNode, TwinOp, TwinOpReply, TwinRecord, TwinType,
 };
 use hanzo_twin_engines::EngineKind;
 use serde::Deserialize;
@@ -114,46 +113,12 @@ pub(crate) struct InfraListQuery {
     cursor: Option<String>,
 }
 
-/// One page of `GET /v1/infra/twins`.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct InfraTwinPage {
-    twins: Vec<hanzo_twin_actors::TwinResource>,
-    /// The cursor of the next page; absent after the last full page.
-    next_cursor: Option<String>,
-}
-
 /// The infrastructure twins the caller's organization may see, as `GET
 /// /v1/twins` lists twins.
-#[utoipa::path(get, path = "/v1/infra/twins", operation_id = "infra_list", tag = "infra", params(InfraListQuery), responses((status = 200, description = "A page of infrastructure twins", body = InfraTwinPage), Errors))]
+#[utoipa::path(get, path = "/v1/infra/twins", operation_id = "infra_list", tag = "infra", params(InfraListQuery), responses((status = 200, description = "A page of infrastructure twins", body = crate::twins::TwinPage), Errors))]
 pub(crate) async fn list(Twins(node): Twins, Query(q): Query<InfraListQuery>) -> ApiResult {
-    let filter = TwinFilter {
-        organization: q.org,
-        tags: q
-            .tags
-            .map(|t| {
-                t.split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        engine: Some(EngineKind::Infrastructure),
-        after: paging::cursor(q.cursor.as_deref(), TwinId::parse)?,
-        limit: Some(paging::limit(
-            q.limit.as_deref(),
-            crate::twins::DEFAULT_PAGE,
-            crate::twins::MAX_PAGE,
-        )?),
-    };
-    let limit = filter.limit.unwrap_or(crate::twins::DEFAULT_PAGE);
-    let twins = node.list(filter).await?;
-    let next_cursor = paging::next_cursor(&twins, limit, |r| r.id.to_string());
-    let page = InfraTwinPage {
-        twins: twins.iter().map(TwinRecord::resource).collect(),
-        next_cursor,
-    };
-    Ok((StatusCode::OK, axum::Json(page)).into_response())
+    let engine = Some(EngineKind::Infrastructure);
+    crate::twins::page(&node, q.org, q.tags, engine, q.limit, q.cursor).await
 }
 
 /// The twin `id` names, if it is an infrastructure twin.

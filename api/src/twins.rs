@@ -145,10 +145,23 @@ pub(crate) async fn list(Twins(node): Twins, Query(q): Query<ListQuery>) -> ApiR
         ),
         None => None,
     };
+    page(&node, q.org, q.tags, engine, q.limit, q.cursor).await
+}
+
+/// One page of the twins `node` lets the caller see: of `org`, carrying
+/// every one of the comma-separated `tags`, on `engine`, from `cursor`.
+/// `GET /v1/infra/twins` lists with it too.
+pub(crate) async fn page(
+    node: &hanzo_twin_actors::TwinNode,
+    org: Option<String>,
+    tags: Option<String>,
+    engine: Option<EngineKind>,
+    limit: Option<String>,
+    cursor: Option<String>,
+) -> ApiResult {
     let filter = TwinFilter {
-        organization: q.org,
-        tags: q
-            .tags
+        organization: org,
+        tags: tags
             .map(|t| {
                 t.split(',')
                     .map(str::trim)
@@ -158,8 +171,8 @@ pub(crate) async fn list(Twins(node): Twins, Query(q): Query<ListQuery>) -> ApiR
             })
             .unwrap_or_default(),
         engine,
-        after: paging::cursor(q.cursor.as_deref(), TwinId::parse)?,
-        limit: Some(paging::limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?),
+        after: paging::cursor(cursor.as_deref(), TwinId::parse)?,
+        limit: Some(paging::limit(limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?),
     };
     let limit = filter.limit.unwrap_or(DEFAULT_PAGE);
     let twins = node.list(filter).await?;
