@@ -60,6 +60,32 @@ pub async fn node_with_twin(def_file: &str, data: &std::path::Path) -> (Node, Tw
     (node, twins, id)
 }
 
+/// Serves `node`'s HTTP API (on `port`, its configured one) until the
+/// returned sender is used or dropped; the development token, once the API
+/// answers `/ready`.
+pub async fn serve_api(node: Node, port: u16) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let api = node.api().await.expect("api");
+    let token = api.dev_token.as_ref().expect("dev token").token.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = node
+            .serve_api(api, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let http = reqwest::Client::new();
+    while !http
+        .get(format!("http://127.0.0.1:{port}/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (token, stop)
+}
+
 /// Creates a twin and starts it from its scene's initial state on `clock`;
 /// its id.
 pub async fn create_started(twins: &TwinNode, definition: TwinDefinition, clock: Clock) -> String {

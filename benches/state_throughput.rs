@@ -46,16 +46,7 @@ fn main() {
         running.name = hanzo_twin::actors::Name::new("running-arm").expect("name");
         let running_id =
             common::create_started(&twins, running, hanzo_twin::actors::Clock::Realtime).await;
-        let api = node.api().await.expect("api");
-        let token = api.dev_token.as_ref().expect("dev token").token.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = node
-                .serve_api(api, async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let (token, stop) = common::serve_api(node, api_port).await;
         let url = format!("http://127.0.0.1:{api_port}/v1/twins/{id}/state");
         let http = reqwest::Client::new();
         let body = loop {

@@ -353,6 +353,22 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/v1/cluster/stats",
+            allowed: ALL,
+            ok: 200,
+            target: NoTwin,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
+            path: "/v1/whoami",
+            allowed: ALL,
+            ok: 200,
+            target: NoTwin,
+            body: no_body,
+        },
+        Case {
+            method: Method::GET,
             path: "/v1/cluster/nodes",
             allowed: ALL,
             ok: 200,
@@ -1895,18 +1911,7 @@ async fn development_mode_mints_a_local_admin_token() {
 #[tokio::test]
 async fn the_api_serves_tls_when_a_certificate_is_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-        .expect("self-signed certificate");
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
-    let server = format!(
-        "  tls:\n    cert: {}\n    key: {}\n",
-        cert_path.display(),
-        key_path.display()
-    );
-    let ca = cert.cert.pem().into_bytes();
+    let (server, ca) = common::self_signed_tls(dir.path());
     let node = TestNode::start_opts(NodeOptions {
         server_yaml: &server,
         ca_pem: Some(&ca),
@@ -1934,7 +1939,10 @@ async fn the_api_serves_tls_when_a_certificate_is_configured() {
             .output()
             .expect("run")
     };
-    let out = run(&["--ca-cert", cert_path.to_str().expect("path")]);
+    let out = run(&[
+        "--ca-cert",
+        dir.path().join("cert.pem").to_str().expect("path"),
+    ]);
     assert!(
         out.status.success(),
         "{}",

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{TestNode, repo};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -74,7 +75,47 @@ async fn the_tree_shows_twins_under_the_host_and_their_restarts() {
         twin["handling_mean_us"].as_f64().is_some_and(|us| us > 0.0),
         "{twin}"
     );
-    let before = twin["actor_id"].clone();
+    // Whose it is, the engine state it holds (its start's checkpoint), and
+    // nothing waiting in its mailbox.
+    assert_eq!(twin["organization"], "default");
+    assert!(
+        twin["state_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{twin}"
+    );
+    assert_eq!(twin["mailbox"], 0, "{twin}");
+    assert_eq!(twin["timeline"], json!([]), "{twin}");
+    // A long step waits at the twin: the tree (answered by the host) counts
+    // it in the twin's mailbox until its answer comes.
+    let stepping = {
+        let http = node.http.clone();
+        let url = node.url(&format!("/v1/twins/{id}/step"));
+        tokio::spawn(async move {
+            http.post(url)
+                .json(&json!({ "steps": 100_000 }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = tree(&node).await;
+        let twin = find(&t, "tree-arm").expect("twin").clone();
+        if twin["mailbox"].as_u64().is_some_and(|m| m >= 1) {
+            break;
+        }
+        assert!(
+            !stepping.is_finished() && Instant::now() < deadline,
+            "the step was never seen waiting: {twin}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(stepping.await.expect("join").expect("step"), 200);
+    assert_eq!(
+        find(&tree(&node).await, "tree-arm").expect("twin")["mailbox"],
+        0
+    );
+    let before = find(&tree(&node).await, "tree-arm").expect("twin")["actor_id"].clone();
 
     // A gym batch appears beside the twins.
     let (status, gym) = node
@@ -106,6 +147,19 @@ async fn the_tree_shows_twins_under_the_host_and_their_restarts() {
         let twin = find(&t, "tree-arm").expect("twin").clone();
         if twin["restarts"] == 1 && twin["status"] == "running" {
             assert_ne!(twin["actor_id"], before, "a new actor");
+            // Its timeline: the failure with its reason, then the restart.
+            let timeline = twin["timeline"].as_array().expect("timeline");
+            let events: Vec<&str> = timeline
+                .iter()
+                .filter_map(|e| e["event"].as_str())
+                .collect();
+            assert_eq!(events, ["failed", "restarted"], "{twin}");
+            assert!(
+                timeline[0]["detail"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{twin}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no restart seen: {twin}");
@@ -221,6 +275,203 @@ async fn the_inspector_page_shows_a_twin_fail_and_come_back_in_chromium() {
             .await;
     eprintln!("{text}");
     assert!(text.contains("1 restart"), "{text}");
+    assert!(text.contains("the steps chart moves"), "{text}");
+    assert!(text.contains("its timeline:"), "{text}");
+}
+
+fn playwright() -> Option<String> {
+    let found = std::env::var("HANZO_TWIN_PLAYWRIGHT").ok();
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED: HANZO_TWIN_PLAYWRIGHT is not set; scripts/test.sh installs playwright-core and Chromium and sets it"
+        );
+    }
+    found
+}
+
+/// The console on a node with 1,000 twins (`HANZO_TWIN_CONSOLE_TWINS` for
+/// another count), served over TLS: every row arrives, only those in sight
+/// are in the page, scrolling and the search reach the last twin, a status
+/// filter keeps the stopped ones. Prints how long the page took.
+#[tokio::test]
+async fn the_console_lists_a_thousand_twins_over_tls_in_chromium() {
+    let Some(playwright) = playwright() else {
+        return;
+    };
+    let twins: usize = std::env::var("HANZO_TWIN_CONSOLE_TWINS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, ca) = common::self_signed_tls(dir.path());
+    let node = TestNode::start_opts(common::NodeOptions {
+        server_yaml: &server,
+        ca_pem: Some(&ca),
+        auth_yaml: "auth:\n  rate_limit:\n    per_second: 0\n",
+        ..Default::default()
+    })
+    .await;
+    let yaml =
+        std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml")).expect("sample");
+    let names: Vec<String> = (0..twins).map(|i| format!("load-{i:05}")).collect();
+    let node_ref = &node;
+    let yaml_ref = &yaml;
+    let created = futures_util::stream::iter(names.iter())
+        .map(|name| async move {
+            node_ref
+                .post_raw(
+                    "/v1/twins",
+                    "application/yaml",
+                    &common::rename(yaml_ref, name),
+                )
+                .await
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    for (status, v) in &created {
+        assert_eq!(*status, 201, "{v}");
+    }
+    let token = node.token.clone().expect("development token");
+    let text = common::browser_check(
+        &playwright,
+        "console_load.cjs",
+        &[
+            node.url(""),
+            token,
+            twins.to_string(),
+            names[twins - 1].clone(),
+        ],
+        &[],
+    )
+    .await;
+    eprintln!("{text}");
+    assert!(text.contains("is drawn"), "{text}");
+    assert!(text.contains("stopped twins"), "{text}");
+}
+
+/// A viewer's token on a twin's page: every control but the checkpoint
+/// download is off, saying which permission and roles it needs.
+#[tokio::test]
+async fn a_viewers_controls_are_disabled_with_the_reason_in_chromium() {
+    let Some(playwright) = playwright() else {
+        return;
+    };
+    let node = common::jwt::jwt_node().await;
+    let admin = common::client(Some(&common::jwt::token("acme", "twin-admin")), None);
+    let yaml =
+        std::fs::read_to_string(repo().join("configs/twins/robot-arm.yaml")).expect("sample");
+    // The sample's organization is `default`; this one is acme's.
+    let yaml =
+        common::rename(&yaml, "viewed-arm").replace("organization: default", "organization: acme");
+    let r = admin
+        .post(node.url("/v1/twins"))
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("create");
+    let (status, v) = common::status_json(r).await;
+    assert_eq!(status, 201, "{v}");
+    let r = admin
+        .post(node.url("/v1/twins/viewed-arm/start"))
+        .json(&json!({ "clock": "paused" }))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(r.status(), 200);
+    let viewer = common::jwt::token("acme", "twin-viewer");
+    let text = common::browser_check(
+        &playwright,
+        "viewer_controls.cjs",
+        &[node.url(""), viewer, "viewed-arm".into()],
+        &[],
+    )
+    .await;
+    eprintln!("{text}");
+    assert!(text.contains("step: disabled, needs twins:start"), "{text}");
+    assert!(text.contains("downloaded the checkpoint"), "{text}");
+}
+
+/// The charts' figures: a running twin's steps, the API's requests and
+/// their latency, counted a second from the node's own metrics; and who
+/// the token is.
+#[tokio::test]
+async fn the_node_stats_count_steps_and_requests_and_whoami_says_what_a_token_may_do() {
+    let node = TestNode::start().await;
+    let id = running_twin(&node, "stats-arm").await;
+    let (status, v) = node
+        .post(
+            &format!("/v1/twins/{id}/clock"),
+            json!({ "clock": "realtime" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let point = loop {
+        let (status, v) = node.get("/v1/cluster/stats").await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["interval_s"], 1.0);
+        let found = v["points"].as_array().and_then(|points| {
+            points
+                .iter()
+                .find(|p| {
+                    p["steps_per_s"].as_f64().is_some_and(|s| s > 0.0)
+                        && p["requests_per_s"].as_f64().is_some_and(|r| r > 0.0)
+                })
+                .cloned()
+        });
+        if let Some(point) = found {
+            break point;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no point with steps and requests: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (p50, p99) = (
+        point["latency_p50_ms"].as_f64().expect("p50"),
+        point["latency_p99_ms"].as_f64().expect("p99"),
+    );
+    assert!(p50 > 0.0 && p99 >= p50, "{point}");
+    assert!(
+        point["active_simulations"]
+            .as_f64()
+            .is_some_and(|a| a >= 1.0),
+        "{point}"
+    );
+    // Only newer points after `since_ms`.
+    let at = point["at_ms"].as_i64().expect("at_ms");
+    let (status, v) = node.get(&format!("/v1/cluster/stats?since_ms={at}")).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .all(|p| p["at_ms"].as_i64() > Some(at)),
+        "{v}"
+    );
+    let (status, v) = node.get("/v1/cluster/stats?since_ms=soon").await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("since_ms"), "{v}");
+
+    let (status, me) = node.get("/v1/whoami").await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["organization"], "default");
+    assert_eq!(me["roles"], json!(["twin-admin"]));
+    let held = |name: &str| {
+        me["permissions"]
+            .as_array()
+            .expect("permissions")
+            .iter()
+            .find(|p| p["permission"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing: {me}"))
+    };
+    assert_eq!(held("twins:start")["grant"], "any");
+    assert_eq!(held("infra:inject_chaos")["roles"], json!(["twin-admin"]));
 }
 
 /// A twin's 3D view in Chromium: it draws the running conveyor's bodies and
@@ -252,22 +503,16 @@ async fn the_twin_view_draws_each_body_where_the_state_puts_it_in_chromium() {
     assert!((200..300).contains(&status), "{v}");
     let token = node.token.clone().expect("development token");
     let shot = std::env::temp_dir().join("hanzo-twin-twin-view.png");
-    let out = tokio::process::Command::new("node")
-        .arg(repo().join("tests/browser/twin_view.cjs"))
-        .args([&node.url(""), &token, &belt, &fork])
-        .arg(&shot)
-        .env("HANZO_TWIN_PLAYWRIGHT", playwright)
-        .output()
-        .await
-        .expect("node runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the browser check failed:\n{text}");
+    let text = common::browser_check(
+        &playwright,
+        "twin_view.cjs",
+        &[node.url(""), token, belt, fork, shot.display().to_string()],
+        &[],
+    )
+    .await;
     eprintln!("{text}");
     assert!(text.contains("where GET /state puts it"), "{text}");
+    assert!(text.contains("the view followed"), "{text}");
 }
 
 #[tokio::test]

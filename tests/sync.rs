@@ -1470,6 +1470,23 @@ async fn drift_past_its_threshold_is_detected_and_reported_and_so_is_its_end() {
         (mean - elbow["error"].as_f64().expect("error")).abs() < 1e-12,
         "{elbow}"
     );
+    // The twin's page in the console shows it: the source connected, the drift.
+    match std::env::var("HANZO_TWIN_PLAYWRIGHT") {
+        Ok(playwright) => {
+            let token = node.token.clone().expect("development token");
+            let text = common::browser_check(
+                &playwright,
+                "twin_sync.cjs",
+                &[node.url(""), token, id.clone(), "0.05".into()],
+                &[],
+            )
+            .await;
+            eprintln!("{text}");
+        }
+        Err(_) => eprintln!(
+            "SKIPPED (the console's sync panel): HANZO_TWIN_PLAYWRIGHT is not set; scripts/test.sh installs playwright-core and Chromium and sets it"
+        ),
+    }
     // A temperature the twin does not model has no prediction, so no drift.
     let temp = reading(&status, "/World/Arm/Link3.temperature").expect("temperature");
     assert_eq!(temp["drifting"], false);

@@ -237,6 +237,8 @@ impl TwinNode {
         let (tx, rx) = ractor::concurrency::oneshot();
         let mut msg = build(tx.into());
         let (route, reactivated) = self.resolve_direct(twin).await?;
+        // Counted as waiting at the twin until its answer comes.
+        let _pending = route.view.mailbox.sent();
         if let Err(e) = route.actor.send_message(msg) {
             self.routes.forget(&self.scope, twin);
             let ractor::MessagingErr::SendErr(back) = e else {

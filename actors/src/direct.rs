@@ -82,6 +82,8 @@ pub struct TwinView {
     /// The latest read served from the view, so a twin polled only through
     /// it does not look idle to passivation.
     last_read_ms: AtomicU64,
+    /// Requests routed to the actor and not answered yet.
+    pub mailbox: crate::inspector::Mailbox,
 }
 
 impl Default for TwinView {
@@ -94,6 +96,7 @@ impl Default for TwinView {
             retired: std::sync::atomic::AtomicBool::new(false),
             made: std::time::Instant::now(),
             last_read_ms: AtomicU64::new(0),
+            mailbox: crate::inspector::Mailbox::default(),
         }
     }
 }

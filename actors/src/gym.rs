@@ -1011,7 +1011,8 @@ impl GymEnvInfo {
             messages: messages.get(),
             uptime_s: Some(messages.uptime_s()),
             handling_mean_us: messages.handling_mean_us(),
-            children: Vec::new(),
+            organization: Some(self.organization.clone()),
+            ..crate::inspector::ActorNode::default()
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One actor and its children.
-#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActorNode {
     /// The actor's id in the runtime (changes when it restarts).
     pub actor_id: Option<String>,
@@ -31,7 +31,32 @@ pub struct ActorNode {
     /// it timed; `null` before the first.
     #[serde(default)]
     pub handling_mean_us: Option<f64>,
+    /// Whose actor it is (twins, forks, their children and gym batches).
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// Requests sent to the actor and not answered yet: its mailbox and the
+    /// one in hand (ractor does not expose a queue length, so the senders
+    /// count). `null` where the actor takes no routed requests.
+    #[serde(default)]
+    pub mailbox: Option<u64>,
+    /// Size of the engine state the actor holds, in bytes, as of its latest
+    /// checkpoint; `null` before one or where there is none.
+    #[serde(default)]
+    pub state_bytes: Option<u64>,
+    /// Its latest failures, restarts and give-ups, oldest first.
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
     pub children: Vec<ActorNode>,
+}
+
+/// One failure, restart or give-up of an actor.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    /// `failed`, `restarted` or `gave_up`.
+    pub event: String,
+    /// The reason, where one was given.
+    pub detail: Option<String>,
 }
 
 impl ActorNode {
@@ -57,7 +82,9 @@ impl ActorNode {
             messages: running.as_ref().map_or(0, |(_, m)| m.get()),
             uptime_s: running.as_ref().map(|(_, m)| m.uptime_s()),
             handling_mean_us: running.as_ref().and_then(|(_, m)| m.handling_mean_us()),
-            children: Vec::new(),
+            organization: Some(record.definition.organization().to_string()),
+            state_bytes: running.as_ref().and_then(|(_, m)| m.state_bytes()),
+            ..ActorNode::default()
         }
     }
 
@@ -77,24 +104,16 @@ impl ActorNode {
             name: "twin-host".into(),
             kind: "host".into(),
             status: "running".into(),
-            target: None,
-            restarts: 0,
-            messages: 0,
-            uptime_s: None,
-            handling_mean_us: None,
             children: twins,
+            ..ActorNode::default()
         };
         ActorNode {
             actor_id: None,
             name: format!("node:{node_id}"),
             kind: "node".into(),
             status: "running".into(),
-            target: None,
-            restarts: 0,
-            messages: 0,
-            uptime_s: None,
-            handling_mean_us: None,
             children: std::iter::once(host).chain(render).collect(),
+            ..ActorNode::default()
         }
     }
 }
@@ -114,15 +133,51 @@ pub struct TreeEvent {
 }
 
 /// Where changes to the supervision tree are told to whoever watches it (the
-/// inspector's live view); cheap to clone, and nobody watching is fine.
+/// inspector's live view), and where the latest failures and restarts are
+/// kept for the tree's timelines; cheap to clone, and nobody watching is fine.
 #[derive(Debug, Clone)]
-pub struct TreeEvents(tokio::sync::broadcast::Sender<TreeEvent>);
+pub struct TreeEvents {
+    sender: tokio::sync::broadcast::Sender<TreeEvent>,
+    restarts: Arc<std::sync::Mutex<std::collections::VecDeque<TreeEvent>>>,
+}
+
+/// Failures, restarts and give-ups kept for the timelines, node-wide.
+const TIMELINE_KEPT: usize = 2000;
+/// At most this many of them per actor in the tree.
+const TIMELINE_PER_ACTOR: usize = 20;
 
 impl Default for TreeEvents {
     fn default() -> Self {
         // A watcher further behind than this misses events and is told so
         // (`RecvError::Lagged`); the tree itself can always be read again.
-        TreeEvents(tokio::sync::broadcast::channel(256).0)
+        TreeEvents {
+            sender: tokio::sync::broadcast::channel(256).0,
+            restarts: Arc::default(),
+        }
+    }
+}
+
+/// Timelines by organization and the actor's name in events.
+pub type Timelines = std::collections::HashMap<(String, String), Vec<TimelineEntry>>;
+
+impl ActorNode {
+    /// Gives this actor and those under it their timelines: a row with an
+    /// organization is found by its name, a twin's child by
+    /// `<twin>/<child>` as its events name it.
+    pub fn attach_timelines(&mut self, timelines: &Timelines, parent: Option<&str>) {
+        if let Some(org) = &self.organization {
+            let name = match parent {
+                Some(p) => format!("{p}/{}", self.name),
+                None => self.name.clone(),
+            };
+            if let Some(entries) = timelines.get(&(org.clone(), name)) {
+                self.timeline = entries.clone();
+            }
+        }
+        let own = (self.organization.is_some() && parent.is_none()).then(|| self.name.clone());
+        for child in &mut self.children {
+            child.attach_timelines(timelines, own.as_deref());
+        }
     }
 }
 
@@ -136,14 +191,48 @@ impl TreeEvents {
         event: &str,
         detail: Option<String>,
     ) {
-        let _ = self.0.send(TreeEvent {
+        let event = TreeEvent {
             at: Utc::now(),
             organization: organization.to_string(),
             name: name.to_string(),
             kind: kind.to_string(),
             event: event.to_string(),
             detail,
-        });
+        };
+        if matches!(event.event.as_str(), "failed" | "restarted" | "gave_up")
+            && let Ok(mut kept) = self.restarts.lock()
+        {
+            if kept.len() == TIMELINE_KEPT {
+                kept.pop_front();
+            }
+            kept.push_back(event.clone());
+        }
+        let _ = self.sender.send(event);
+    }
+
+    /// The kept failures, restarts and give-ups, by actor, newest
+    /// [`TIMELINE_PER_ACTOR`] of each, oldest first.
+    pub fn timelines(&self) -> Timelines {
+        let mut by_actor = Timelines::new();
+        let Ok(kept) = self.restarts.lock() else {
+            return by_actor;
+        };
+        for e in kept.iter().rev() {
+            let entries = by_actor
+                .entry((e.organization.clone(), e.name.clone()))
+                .or_default();
+            if entries.len() < TIMELINE_PER_ACTOR {
+                entries.push(TimelineEntry {
+                    at: e.at,
+                    event: e.event.clone(),
+                    detail: e.detail.clone(),
+                });
+            }
+        }
+        for entries in by_actor.values_mut() {
+            entries.reverse();
+        }
+        by_actor
     }
 
     /// A twin's (or fork's) actor changed.
@@ -161,7 +250,7 @@ impl TreeEvents {
 
     /// Events from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<TreeEvent> {
-        self.0.subscribe()
+        self.sender.subscribe()
     }
 }
 
@@ -176,6 +265,8 @@ struct Figures {
     /// Messages whose handling was timed, and their total time.
     timed: AtomicU64,
     busy_ns: AtomicU64,
+    /// Bytes of the engine state at the latest checkpoint; 0: none yet.
+    state_bytes: AtomicU64,
     since: std::time::Instant,
 }
 
@@ -185,6 +276,7 @@ impl Default for MessageCount {
             messages: AtomicU64::new(0),
             timed: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
+            state_bytes: AtomicU64::new(0),
             since: std::time::Instant::now(),
         }))
     }
@@ -220,6 +312,16 @@ impl MessageCount {
         self.0.since.elapsed().as_secs_f64()
     }
 
+    /// The engine state the actor holds was `bytes` long when last saved.
+    pub fn set_state_bytes(&self, bytes: usize) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.0.state_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn state_bytes(&self) -> Option<u64> {
+        Some(self.0.state_bytes.load(Ordering::Relaxed)).filter(|b| *b > 0)
+    }
+
     pub fn handling_mean_us(&self) -> Option<f64> {
         let timed = self.0.timed.load(Ordering::Relaxed);
         (timed > 0).then(|| self.0.busy_ns.load(Ordering::Relaxed) as f64 / timed as f64 / 1e3)
@@ -235,5 +337,32 @@ pub struct HandlingTimer {
 impl Drop for HandlingTimer {
     fn drop(&mut self) {
         self.count.handled(self.started.elapsed());
+    }
+}
+
+/// Requests sent to one actor and not answered yet (see
+/// [`ActorNode::mailbox`]); shared by its senders.
+#[derive(Debug, Clone, Default)]
+pub struct Mailbox(Arc<AtomicU64>);
+
+impl Mailbox {
+    /// One request sent: it counts until the returned guard is dropped, when
+    /// its answer came (or the sender stopped waiting).
+    pub fn sent(&self) -> Pending {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Pending(self.clone())
+    }
+
+    pub fn depth(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// See [`Mailbox::sent`].
+pub struct Pending(Mailbox);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Relaxed);
     }
 }

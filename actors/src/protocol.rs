@@ -163,7 +163,7 @@ impl ChildReport {
             messages: self.messages,
             uptime_s: Some(self.uptime_s),
             handling_mean_us: self.handling_mean_us,
-            children: Vec::new(),
+            ..crate::inspector::ActorNode::default()
         }
     }
 }

@@ -241,7 +241,7 @@ impl RenderWorkers {
             messages: m.get(),
             uptime_s: Some(m.uptime_s()),
             handling_mean_us: m.handling_mean_us(),
-            children: Vec::new(),
+            ..ActorNode::default()
         };
         let mut node = row("render".into(), "render_pool", pool, messages, 0);
         node.children = board

@@ -663,7 +663,10 @@ impl TwinState {
         self.steps_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         match self.sim.state() {
-            Ok(state) => self.checkpoints.offer(self.id, Arc::new(state)),
+            Ok(state) => {
+                self.messages.set_state_bytes(state.data.len());
+                self.checkpoints.offer(self.id, Arc::new(state))
+            }
             Err(e) => tracing::warn!(twin = %self.id, error = %e, "checkpoint failed"),
         }
     }
@@ -795,6 +798,9 @@ impl Actor for TwinActor {
     ) -> Result<TwinState, ActorProcessingErr> {
         let engine_label = args.engine.kind().to_string();
         let has_state = args.initial_state.is_some() || args.simulation.is_some();
+        if let Some(initial) = &args.initial_state {
+            args.messages.set_state_bytes(initial.data.len());
+        }
         let sim = match args.simulation {
             Some(sim) => sim,
             None => {

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod guard;
 mod gym;
@@ -226,6 +227,9 @@ async fn observe(State(observed): State<guard::Observed>, req: Request, next: Ne
     let started = Instant::now();
     let response = json_errors(next.run(req).await).await;
     observed.record(started);
+    if response.status().is_server_error() {
+        metrics::counter!("hanzo_twin_api_server_errors_total").increment(1);
+    }
     response
 }
 

@@ -76,6 +76,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         crate::inspector::asset,
         crate::inspector::tree,
         crate::inspector::events,
+        crate::inspector::stats,
+        crate::inspector::whoami,
         crate::scenes::list,
         crate::scenes::upload,
         crate::scenes::get_scene,

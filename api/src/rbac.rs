@@ -187,6 +187,23 @@ pub fn roles_with(permission: Permission) -> Vec<Role> {
         .collect()
 }
 
+/// Every permission some role holds, in the table's order (the admin's
+/// rows hold them all).
+pub fn permissions() -> Vec<Permission> {
+    let mut all = Vec::new();
+    for (_, rows) in TABLE {
+        for (resource, actions) in rows.iter() {
+            for (action, _) in actions.iter() {
+                let p = Permission::new(*resource, *action);
+                if !all.contains(&p) {
+                    all.push(p);
+                }
+            }
+        }
+    }
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

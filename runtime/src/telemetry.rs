@@ -10,7 +10,8 @@ use std::time::Duration;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// How often histogram samples are folded into their buckets.
+/// How often histogram samples are folded into their buckets (and the
+/// inspector's charts take a point).
 const METRICS_UPKEEP: Duration = Duration::from_secs(1);
 
 /// Installs the process-wide Prometheus recorder once; later nodes in the same
@@ -49,6 +50,8 @@ pub fn metrics_handle() -> PrometheusHandle {
                 }
             };
             let handle = recorder.handle();
+            // The inspector's charts tee off the same series.
+            let recorder = hanzo_twin_api::console::Recorder::new(recorder);
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
             }
@@ -66,6 +69,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                     loop {
                         std::thread::sleep(METRICS_UPKEEP);
                         upkeep.run_upkeep();
+                        hanzo_twin_api::console::sample();
                     }
                 });
             if let Err(e) = spawned {
@@ -139,6 +143,10 @@ fn describe_metrics() {
     describe_counter!(
         "hanzo_twin_api_auth_failures_total",
         "API requests refused for a missing or invalid token."
+    );
+    describe_counter!(
+        "hanzo_twin_api_server_errors_total",
+        "API answers with a 5xx status."
     );
     describe_counter!(
         "hanzo_twin_api_rate_limited_total",

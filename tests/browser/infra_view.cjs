@@ -3,10 +3,8 @@
 // /v1/infra/twins/{id} gives them, and follows the twin as it steps.
 //
 //   node tests/browser/infra_view.cjs URL TOKEN TWIN [SCREENSHOT.png]
-// HANZO_TWIN_PLAYWRIGHT names the playwright-core module folder;
-// HANZO_TWIN_CHROMIUM the browser (default /usr/bin/chromium).
 "use strict";
-const { chromium } = require(process.env.HANZO_TWIN_PLAYWRIGHT || "playwright-core");
+const { launch, run } = require("./chromium.cjs");
 
 const [url, token, twin, screenshot] = process.argv.slice(2);
 const headers = { Authorization: `Bearer ${token}`, "content-type": "application/json" };
@@ -19,12 +17,7 @@ async function api(method, path, body) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.HANZO_TWIN_CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch({ webgl: true });
   try {
     const page = await browser.newPage({ viewport: { width: 1200, height: 700 } });
     const errors = [];
@@ -60,7 +53,4 @@ async function main() {
   }
 }
 
-main().catch((e) => {
-  console.error(e.stack || String(e));
-  process.exit(1);
-});
+run(main);

@@ -1,33 +1,28 @@
 // Drives the inspector page in headless Chromium (playwright-core): the page
-// shows a running twin; the twin's actor is crashed through the API; the page
-// shows the failure and the twin back, restarted, under a new actor.
+// shows a running twin (found with the search box: the list draws only the
+// rows in sight); the twin's actor is crashed through the API; the page
+// shows the failure and the twin back, restarted, under a new actor, and
+// the failure and restart on the twin's timeline. On this node it also
+// checks that the node's steps chart moves while the twin runs.
 //
 //   node tests/browser/inspector.cjs URL TOKEN TWIN_NAME [SCREENSHOT.png]
-// HANZO_TWIN_PLAYWRIGHT names the playwright-core module folder;
-// HANZO_TWIN_CHROMIUM the browser (default /usr/bin/chromium). With
-// HANZO_TWIN_INSPECT_NODE set, the twin runs on that other member: the page
+// With HANZO_TWIN_INSPECT_NODE set, the twin runs on that other member: the page
 // served by URL's node must show it, and its crash and restart, in that
 // member's tree (the fault goes through URL's node, routed to the twin's).
 "use strict";
-const { chromium } = require(process.env.HANZO_TWIN_PLAYWRIGHT || "playwright-core");
+const { launch, run } = require("./chromium.cjs");
 
 const [url, token, twin, screenshot] = process.argv.slice(2);
 const peer = process.env.HANZO_TWIN_INSPECT_NODE;
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.HANZO_TWIN_CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    // Quiet on a closed network: no background fetches, no sync, no updates.
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage();
     page.on("pageerror", (e) => console.error("page error:", e.message));
     await page.goto(`${url}/inspector#token=${encodeURIComponent(token)}`);
-    const scope = peer ? `#peers ul[data-node="${peer}"]` : "#tree";
-    const row = `${scope} li.actor[data-kind="twin"][data-name="${twin}"]`;
+    const row = `#tree .row[data-kind="twin"][data-name="${twin}"]` + (peer ? `[data-node="${peer}"]` : "");
+    await page.fill("#search", twin);
     await page.waitForSelector(`${row}[data-status="running"][data-restarts="0"]`, { timeout: 20000 });
     await page.waitForSelector('#connection[data-state="live"]');
     // The token left the address bar.
@@ -43,7 +38,18 @@ async function main() {
       });
       await page.waitForFunction(
         (sel) => /handling [0-9]+ µs/.test(document.querySelector(sel)?.textContent || "")
-          && /up [0-9]/.test(document.querySelector(sel).textContent), `${row} .meta`, { timeout: 20000 });
+          && /up [0-9]/.test(document.querySelector(sel).textContent)
+          && /mailbox [0-9]+/.test(document.querySelector(sel).textContent), `${row} .meta`, { timeout: 20000 });
+      // The node's steps chart moves while the twin runs.
+      await fetch(`${url}/v1/twins/${twin}/clock`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify({ clock: "realtime" }),
+      });
+      await page.waitForFunction(() => window.hanzoConsole.last && window.hanzoConsole.last.steps_per_s > 0
+        && window.hanzoConsole.points >= 2, null, { timeout: 20000 });
+      const moving = await page.evaluate(() => window.hanzoConsole.last);
+      console.log(`the steps chart moves: ${moving.steps_per_s.toFixed(0)} steps/s, ${moving.active_simulations} active simulations`);
     }
 
     const response = await fetch(`${url}/v1/twins/${twin}/faults`, {
@@ -64,13 +70,16 @@ async function main() {
     const after = await page.getAttribute(row, "data-actor-id");
     if (!after || after === before) throw new Error(`the restarted twin kept actor ${before}`);
     console.log(`page shows the failure, then ${twin} running again as actor ${after} (1 restart)`);
+    // The twin's detail: its restart timeline, failure then restart.
+    await page.click(`${row} .kind`);
+    await page.waitForSelector('#timeline li[data-event="failed"] ~ li[data-event="restarted"]', { timeout: 20000 });
+    const timeline = await page.$$eval("#timeline li", (lis) => lis.map((li) => li.textContent));
+    console.log(`its timeline: ${timeline.join("; ")}`);
+    await page.fill("#search", "");
     if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
   } finally {
     await browser.close();
   }
 }
 
-main().catch((e) => {
-  console.error(e.stack || String(e));
-  process.exit(1);
-});
+run(main);

@@ -1,13 +1,11 @@
 // Drives a twin's 3D view in headless Chromium (playwright-core): the view
 // draws the running twin's bodies and they move; with the twin paused, every
 // body is drawn where `GET /v1/twins/{id}/state` says it is, at the same
-// step; a fork ticked in the list is drawn beside it.
+// step; its step button steps it; a fork ticked in the list is drawn beside it.
 //
 //   node tests/browser/twin_view.cjs URL TOKEN TWIN FORK [SCREENSHOT.png]
-// HANZO_TWIN_PLAYWRIGHT names the playwright-core module folder;
-// HANZO_TWIN_CHROMIUM the browser (default /usr/bin/chromium).
 "use strict";
-const { chromium } = require(process.env.HANZO_TWIN_PLAYWRIGHT || "playwright-core");
+const { launch, run } = require("./chromium.cjs");
 
 const [url, token, twin, fork, screenshot] = process.argv.slice(2);
 const headers = { Authorization: `Bearer ${token}`, "content-type": "application/json" };
@@ -20,13 +18,7 @@ async function api(method, path, body) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.HANZO_TWIN_CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    // Software WebGL (SwiftShader), and quiet on a closed network.
-    args: ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch({ webgl: true });
   try {
     const page = await browser.newPage({ viewport: { width: 1200, height: 700 } });
     const errors = [];
@@ -61,6 +53,17 @@ async function main() {
     if (worst > 1e-9) throw new Error(`a body is drawn ${worst} m from where GET /state puts it`);
     console.log(`at step ${state.step} every body is drawn where GET /state puts it (within ${worst.toExponential(1)} m)`);
 
+    // The page's own step control (the admin may use it) goes through the
+    // API, and the view follows.
+    await page.waitForFunction(() => window.hanzoTwinView.controls, null, { timeout: 20000 });
+    await page.fill("#steps", "5");
+    await page.click('#controls button[data-action="step"]');
+    await page.waitForFunction(() => /^stepped to [0-9]+$/.test(document.getElementById("control-result").textContent), null, { timeout: 20000 });
+    const stepped = Number((await page.textContent("#control-result")).split(" ").pop());
+    if (stepped !== state.step + 5) throw new Error(`the step button took the twin from ${state.step} to ${stepped}`);
+    await page.waitForFunction((s) => window.hanzoTwinView.drawn().step === s, stepped, { timeout: 20000 });
+    console.log(`the step button stepped the twin to ${stepped} and the view followed`);
+
     // The fork, ticked, is drawn beside its parent.
     const box = `#forks input[data-fork="${fork}"]`;
     await page.waitForSelector(box, { timeout: 20000 });
@@ -74,7 +77,4 @@ async function main() {
   }
 }
 
-main().catch((e) => {
-  console.error(e.stack || String(e));
-  process.exit(1);
-});
+run(main);

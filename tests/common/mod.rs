@@ -67,6 +67,24 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| ports[i])
 }
 
+/// A self-signed certificate for 127.0.0.1 and localhost, written into
+/// `dir`: the `server:` lines that make a node serve TLS with it, and the
+/// certificate (PEM) for clients to trust.
+pub fn self_signed_tls(dir: &Path) -> (String, Vec<u8>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("self-signed certificate");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let server = format!(
+        "  tls:\n    cert: {}\n    key: {}\n",
+        cert_path.display(),
+        key_path.display()
+    );
+    (server, cert.cert.pem().into_bytes())
+}
+
 /// How to start a test node.
 #[derive(Default)]
 pub struct NodeOptions<'a> {
@@ -499,15 +517,30 @@ pub async fn inspector_page_check(
     peer: Option<&str>,
     screenshot: Option<&Path>,
 ) -> String {
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(repo().join("tests/browser/inspector.cjs"))
-        .args([url, token, twin])
-        .env("HANZO_TWIN_PLAYWRIGHT", playwright);
+    let mut args = vec![url.to_string(), token.to_string(), twin.to_string()];
     if let Some(shot) = screenshot {
-        cmd.arg(shot);
+        args.push(shot.display().to_string());
     }
-    if let Some(peer) = peer {
-        cmd.env("HANZO_TWIN_INSPECT_NODE", peer);
+    let env: Vec<(&str, &str)> = peer
+        .map(|p| vec![("HANZO_TWIN_INSPECT_NODE", p)])
+        .unwrap_or_default();
+    browser_check(playwright, "inspector.cjs", &args, &env).await
+}
+
+/// Runs `tests/browser/<script>` (playwright-core driving Chromium) with
+/// `args` and `env`; its output, or a failed assertion with it.
+pub async fn browser_check(
+    playwright: &str,
+    script: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> String {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(repo().join("tests/browser").join(script))
+        .args(args)
+        .env("HANZO_TWIN_PLAYWRIGHT", playwright);
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let out = cmd.output().await.expect("node runs");
     let text = format!(
@@ -515,7 +548,10 @@ pub async fn inspector_page_check(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "the browser check failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "the browser check {script} failed:\n{text}"
+    );
     text
 }
 

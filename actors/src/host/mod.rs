@@ -235,21 +235,27 @@ impl HostState {
             let running = self.activations.get(r.id);
             let mut node = ActorNode::twin(r, running.map(|x| (x.actor.get_id(), &x.messages)));
             if let Some(running) = running {
+                node.mailbox = Some(running.view.mailbox.depth());
                 node.children = running
                     .children
                     .reports()
                     .iter()
-                    .map(|c| c.tree_node())
+                    .map(|c| ActorNode {
+                        organization: node.organization.clone(),
+                        ..c.tree_node()
+                    })
                     .collect();
             }
             node
         });
-        ActorNode::node(
+        let mut tree = ActorNode::node(
             &self.config.node_id,
             twins.collect(),
             self.gym.tree_nodes(scope),
             self.render.tree_node(),
-        )
+        );
+        tree.attach_timelines(&self.tree.timelines(), None);
+        tree
     }
 
     async fn stored_checkpoint(&self, id: TwinId) -> Result<Option<Arc<SimState>>, TwinError> {

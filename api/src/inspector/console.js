@@ -42,3 +42,39 @@ export async function readEvents(response, onEvent) {
     }
   }
 }
+
+export function duration(s) {
+  if (s < 60) return `${s.toFixed(0)} s`;
+  if (s < 3600) return `${(s / 60).toFixed(0)} min`;
+  if (s < 86400) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} d`;
+}
+
+export function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+// One API call with the token; a refusal throws an Error with the status
+// and the API's message.
+export async function call(token, method, path, body) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (!response.ok) {
+    const answer = await response.json().catch(() => ({}));
+    throw Object.assign(new Error(answer.error ? answer.error.message : response.statusText), { status: response.status });
+  }
+  return response;
+}
+
+// Why the caller may not use `permission` ("" when it may), from
+// GET /v1/whoami.
+export function refusal(me, permission) {
+  const held = me.permissions.find((p) => p.permission === permission);
+  if (held && held.grant !== "denied") return "";
+  const who = held && held.roles.length ? held.roles.join(" or ") : "no role";
+  return `needs ${permission}, which ${who} holds; this token has ${me.roles.join(", ") || "no role"}`;
+}

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
 const INFRA_READ: Permission = Permission::new(Resource::Infra, Action::Read);
+const TWINS_READ: Permission = Permission::new(Resource::Twins, Action::Read);
 const PAGE: &str = include_str!("page.html");
 const TWIN_PAGE: &str = include_str!("twin.html");
 /// A fresh tree at least this often, for the message counts.
@@ -45,6 +46,73 @@ pub(crate) fn routes() -> Routes {
         .public(GET, "/inspector/assets/{file}", asset)
         .protected(GET, "/v1/cluster/tree", INFRA_READ, tree)
         .protected(GET, "/v1/cluster/tree/events", INFRA_READ, events)
+        .protected(GET, "/v1/cluster/stats", INFRA_READ, stats)
+        .protected(GET, "/v1/whoami", TWINS_READ, whoami)
+}
+
+/// `GET /v1/cluster/stats`'s query.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatsQuery {
+    /// Only points taken after this instant (ms since the Unix epoch), so
+    /// a chart asks for what it has not drawn yet.
+    since_ms: Option<i64>,
+}
+
+/// The node's figures a second over the last five minutes, from its own
+/// metrics: steps, API requests and latency percentiles, active
+/// simulations, forks, 5xx answers and twin crashes.
+#[utoipa::path(get, path = "/v1/cluster/stats", operation_id = "inspector_stats", tag = "cluster", params(StatsQuery), responses((status = 200, description = "Points a second, oldest first", body = crate::console::Stats), Errors))]
+pub(crate) async fn stats(
+    _: Caller,
+    axum::extract::Query(query): axum::extract::Query<StatsQuery>,
+) -> axum::Json<crate::console::Stats> {
+    axum::Json(crate::console::stats(query.since_ms))
+}
+
+/// One permission as the caller holds it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct HeldPermission {
+    /// `resource:action`, as errors and the README name it.
+    permission: String,
+    /// `any`, `own_only` (what the caller made) or `denied`.
+    #[schema(value_type = String)]
+    grant: crate::rbac::Grant,
+    /// The roles that hold it, for saying why a control is off.
+    roles: Vec<String>,
+}
+
+/// `GET /v1/whoami`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Whoami {
+    subject: String,
+    organization: String,
+    roles: Vec<String>,
+    /// Every permission, with the caller's grant.
+    permissions: Vec<HeldPermission>,
+}
+
+/// Who the token speaks for and what it may do: pages turn off the
+/// controls it may not use, and say why.
+#[utoipa::path(get, path = "/v1/whoami", operation_id = "whoami", tag = "cluster", responses((status = 200, description = "The caller's identity and permissions", body = Whoami), Errors))]
+pub(crate) async fn whoami(caller: Caller) -> axum::Json<Whoami> {
+    let roles = &caller.principal.roles;
+    let names = |roles: &[crate::rbac::Role]| -> Vec<String> {
+        roles.iter().map(|r| r.to_string()).collect()
+    };
+    axum::Json(Whoami {
+        subject: caller.principal.subject.clone(),
+        organization: caller.principal.organization.to_string(),
+        roles: names(roles),
+        permissions: crate::rbac::permissions()
+            .into_iter()
+            .map(|p| HeldPermission {
+                permission: p.to_string(),
+                grant: crate::rbac::grant(roles, p),
+                roles: names(&crate::rbac::roles_with(p)),
+            })
+            .collect(),
+    })
 }
 
 /// The page holds no data: it asks the API, with the caller's token.
