@@ -424,6 +424,26 @@ async fn an_engine_comparison_runs_as_a_job_and_stops_when_cancelled() {
         j["progress"]["steps"].as_u64().is_some_and(|s| s > 0)
     })
     .await;
+    // The running job is in the supervision tree, under the node's jobs host.
+    let job_row = |tree: &Value| {
+        tree["nodes"][0]["tree"]["children"]
+            .as_array()
+            .and_then(|c| c.iter().find(|n| n["kind"] == "jobs"))
+            .and_then(|jobs| jobs["children"].as_array())
+            .and_then(|rows| rows.iter().find(|r| r["name"] == id.as_str()))
+            .cloned()
+    };
+    let (status, tree) = node.get("/v1/cluster/tree").await;
+    assert_eq!(status, 200, "{tree}");
+    let row = job_row(&tree).unwrap_or_else(|| panic!("no running job in the tree: {tree}"));
+    assert_eq!(row["kind"], "job", "{row}");
+    assert_eq!(row["status"], "running", "{row}");
+    assert_eq!(row["target"], "compare", "{row}");
+    assert_eq!(row["organization"], "default", "{row}");
+    assert!(
+        row["actor_id"].is_string() && row["uptime_s"].is_number(),
+        "{row}"
+    );
     let (status, job) = node.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
     assert_eq!(status, 200, "{job}");
     assert_eq!(job["state"], "cancelled", "{job}");
@@ -434,6 +454,19 @@ async fn an_engine_comparison_runs_as_a_job_and_stops_when_cancelled() {
             .is_some_and(|e| e.contains("cancelled by local-admin at")),
         "{job}"
     );
+    // Its actor ended: it leaves the tree.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, tree) = node.get("/v1/cluster/tree").await;
+        if job_row(&tree).is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ended job stays in the tree: {tree}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let mut one = compare(10);
     one["engines"] = json!(["rapier3d"]);

@@ -666,7 +666,7 @@ impl GymEnvs {
     }
 }
 
-fn scope_admits(scope: &crate::protocol::Scope, organization: &str) -> bool {
+pub(crate) fn scope_admits(scope: &crate::protocol::Scope, organization: &str) -> bool {
     match scope {
         crate::protocol::Scope::Node => true,
         crate::protocol::Scope::Organization(org) => org.as_str() == organization,

@@ -95,6 +95,7 @@ impl ActorNode {
         mut twins: Vec<ActorNode>,
         mut gyms: Vec<ActorNode>,
         render: Option<ActorNode>,
+        jobs: ActorNode,
     ) -> ActorNode {
         twins.sort_by(|a, b| a.name.cmp(&b.name));
         gyms.sort_by(|a, b| a.name.cmp(&b.name));
@@ -112,7 +113,10 @@ impl ActorNode {
             name: format!("node:{node_id}"),
             kind: "node".into(),
             status: "running".into(),
-            children: std::iter::once(host).chain(render).collect(),
+            children: std::iter::once(host)
+                .chain(render)
+                .chain(std::iter::once(jobs))
+                .collect(),
             ..ActorNode::default()
         }
     }
@@ -364,5 +368,83 @@ pub struct Pending(Mailbox);
 impl Drop for Pending {
     fn drop(&mut self) {
         (self.0).0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The jobs a node's jobs host runs, as the tree shows them: kept by the
+/// jobs host, read by the twin host when it draws the tree.
+#[derive(Debug, Clone, Default)]
+pub struct JobsBoard(Arc<std::sync::Mutex<std::collections::BTreeMap<String, JobRow>>>);
+
+#[derive(Debug, Clone)]
+struct JobRow {
+    actor: ractor::ActorId,
+    organization: String,
+    /// What it does (`train robot-arm-cell`).
+    target: String,
+    attempts: u32,
+    since: std::time::Instant,
+}
+
+impl JobsBoard {
+    /// Job `id` of `organization` runs in `actor`.
+    pub fn started(
+        &self,
+        id: &str,
+        actor: ractor::ActorId,
+        organization: &str,
+        target: String,
+        attempts: u32,
+    ) {
+        if let Ok(mut rows) = self.0.lock() {
+            rows.insert(
+                id.to_string(),
+                JobRow {
+                    actor,
+                    organization: organization.to_string(),
+                    target,
+                    attempts,
+                    since: std::time::Instant::now(),
+                },
+            );
+        }
+    }
+
+    pub fn ended(&self, id: &str) {
+        if let Ok(mut rows) = self.0.lock() {
+            rows.remove(id);
+        }
+    }
+
+    /// The jobs host and the running jobs `admits` lets through (by
+    /// organization), oldest id first.
+    pub fn tree_node(&self, admits: impl Fn(&str) -> bool) -> ActorNode {
+        let children = self.0.lock().map_or_else(
+            |_| Vec::new(),
+            |rows| {
+                rows.iter()
+                    .filter(|(_, r)| admits(&r.organization))
+                    .map(|(id, r)| ActorNode {
+                        actor_id: Some(r.actor.to_string()),
+                        name: id.clone(),
+                        kind: "job".into(),
+                        status: "running".into(),
+                        target: Some(r.target.clone()),
+                        // A job that resumed (node restart, take-over) ran before.
+                        restarts: r.attempts.saturating_sub(1),
+                        uptime_s: Some(r.since.elapsed().as_secs_f64()),
+                        organization: Some(r.organization.clone()),
+                        ..ActorNode::default()
+                    })
+                    .collect()
+            },
+        );
+        ActorNode {
+            name: "jobs".into(),
+            kind: "jobs".into(),
+            status: "running".into(),
+            children,
+            ..ActorNode::default()
+        }
     }
 }

@@ -315,6 +315,8 @@ impl Node {
                 max_queue: config.render.max_queue,
             },
         );
+        // The running jobs, kept by the jobs host and drawn by the twin host.
+        let jobs_board = hanzo_twin_actors::inspector::JobsBoard::default();
         let jobs_args = JobsArgs {
             config: Arc::new(JobsConfig {
                 node_id: node_id.clone(),
@@ -354,6 +356,7 @@ impl Node {
                     Arc::new(crate::timeseries::NodeTimeseries { url })
                         as Arc<dyn hanzo_twin_actors::jobs::Timeseries>
                 }),
+            board: jobs_board.clone(),
         };
         let routes = Arc::new(hanzo_twin_actors::RouteCache::default());
         let host_args = HostArgs {
@@ -390,6 +393,7 @@ impl Node {
                 .then(|| Arc::new(membership.clone()) as Arc<dyn hanzo_twin_actors::Placement>),
             routes: routes.clone(),
             render: render.clone(),
+            jobs: jobs_board.clone(),
         };
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
         let (jobs_tx, jobs_rx) = tokio::sync::oneshot::channel();

@@ -119,6 +119,8 @@ pub struct HostArgs {
     pub routes: Arc<RouteCache>,
     /// The node's render workers, handed to every twin.
     pub render: crate::render::RenderWorkers,
+    /// The jobs the node's jobs host runs, for the tree.
+    pub jobs: crate::inspector::JobsBoard,
 }
 
 pub struct TwinHost;
@@ -191,6 +193,7 @@ pub struct HostState {
     gym: crate::gym::GymEnvs,
     placement: Option<Arc<dyn Placement>>,
     render: crate::render::RenderWorkers,
+    jobs: crate::inspector::JobsBoard,
 }
 
 fn storage(e: crate::store::StoreError) -> TwinError {
@@ -253,6 +256,8 @@ impl HostState {
             twins.collect(),
             self.gym.tree_nodes(scope),
             self.render.tree_node(),
+            self.jobs
+                .tree_node(|org| crate::gym::scope_admits(scope, org)),
         );
         tree.attach_timelines(&self.tree.timelines(), None);
         tree
@@ -765,6 +770,7 @@ impl Actor for TwinHost {
             gym,
             placement: args.placement,
             render: args.render,
+            jobs: args.jobs,
         };
         if state.placement.is_some() {
             // In a cluster: hold only what placement gives this node and no

@@ -59,6 +59,8 @@ pub struct JobsArgs {
     /// The timeseries database replays read and write back, when the node
     /// has one (`timeseries.url`).
     pub timeseries: Option<Arc<dyn super::Timeseries>>,
+    /// The running jobs, as the supervision tree shows them.
+    pub board: crate::inspector::JobsBoard,
 }
 
 pub enum JobsMsg {
@@ -134,6 +136,12 @@ impl JobsState {
                 | JobSpec::Synthdata(_)
                 | JobSpec::Replay(_) => None,
             };
+            let (organization, attempts) =
+                (pending.record.organization.clone(), pending.record.attempts);
+            let target = match &envs {
+                Some((on, n)) => format!("{} {on} × {n}", kind.as_str()),
+                None => kind.as_str().to_string(),
+            };
             let args = JobActorArgs {
                 record: pending.record,
                 token: pending.token,
@@ -146,6 +154,13 @@ impl JobsState {
             {
                 Ok((actor, _)) => {
                     self.by_actor.insert(actor.get_id(), id);
+                    self.args.board.started(
+                        &id.to_string(),
+                        actor.get_id(),
+                        &organization,
+                        target,
+                        attempts,
+                    );
                     self.running.insert(
                         id,
                         Running {
@@ -429,6 +444,7 @@ impl Actor for JobsHost {
             return Ok(());
         };
         state.running.remove(&id);
+        state.args.board.ended(&id.to_string());
         if let Some(err) = failure {
             // The actor's own end records the outcome; a panic skipped it.
             tracing::error!(job = %id, "the job's actor failed: {err}");
