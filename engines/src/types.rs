@@ -43,15 +43,16 @@ impl EngineKind {
         EngineKind::Omniverse,
     ];
 
-    pub const ALL: [EngineKind; 7] = [
-        EngineKind::Rapier3d,
-        EngineKind::Mujoco,
-        EngineKind::Physx,
-        EngineKind::Pybullet,
-        EngineKind::Gazebo,
-        EngineKind::Omniverse,
-        EngineKind::Infrastructure,
-    ];
+    /// The physics engines, then the infrastructure simulator.
+    pub const ALL: [EngineKind; 7] = {
+        let mut all = [EngineKind::Infrastructure; 7];
+        let mut i = 0;
+        while i < EngineKind::PHYSICS.len() {
+            all[i] = EngineKind::PHYSICS[i];
+            i += 1;
+        }
+        all
+    };
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -450,3 +450,21 @@ fn unexpected(node: &str, reply: &JobReply) -> JobError {
         "the job's node {node} answered another request: {reply:?}"
     ))
 }
+
+/// The node's twins, for a job that works on them: a job resumed at the
+/// node's start may run before the node has set them, so it waits for them,
+/// 60 s at most.
+pub(crate) async fn node_twins(
+    twins: &std::sync::OnceLock<crate::TwinNode>,
+) -> Result<crate::TwinNode, String> {
+    let waiting = std::time::Instant::now();
+    loop {
+        if let Some(twins) = twins.get() {
+            return Ok(twins.clone());
+        }
+        if waiting.elapsed() > std::time::Duration::from_secs(60) {
+            return Err("the node's twins did not start within 60 s".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

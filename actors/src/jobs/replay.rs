@@ -37,12 +37,7 @@ impl ReplayRun {
         let timeseries = self.timeseries.clone().ok_or(
             "this node has no timeseries database to replay from: set timeseries.url in its configuration (HANZO_TWIN_TIMESERIES_URL)",
         )?;
-        let twins = loop {
-            if let Some(twins) = self.twins.get() {
-                break twins.clone();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
+        let twins = super::node_twins(&self.twins).await?;
         let org = crate::definition::Name::new(&self.organization)
             .map_err(|e| format!("organization: {e}"))?;
         let record = twins

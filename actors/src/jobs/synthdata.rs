@@ -69,16 +69,7 @@ impl SynthRun {
         stop: impl Fn() -> bool + Send,
     ) -> Result<Option<serde_json::Value>, String> {
         let spec = Arc::new(self.spec);
-        let waiting = Instant::now();
-        let twins = loop {
-            if let Some(twins) = self.twins.get() {
-                break twins.clone();
-            }
-            if waiting.elapsed() > std::time::Duration::from_secs(60) {
-                return Err("the node's twins did not start within 60 s".into());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
+        let twins = super::node_twins(&self.twins).await?;
         let now = twins
             .scene_now(&spec.twin_id)
             .await
