@@ -416,6 +416,13 @@ impl JobsBoard {
         }
     }
 
+    /// No job runs (a jobs host starting).
+    pub fn clear(&self) {
+        if let Ok(mut rows) = self.0.lock() {
+            rows.clear();
+        }
+    }
+
     /// The jobs host and the running jobs `admits` lets through (by
     /// organization), oldest id first.
     pub fn tree_node(&self, admits: impl Fn(&str) -> bool) -> ActorNode {

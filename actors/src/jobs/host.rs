@@ -362,6 +362,9 @@ impl Actor for JobsHost {
         _myself: ActorRef<JobsMsg>,
         args: JobsArgs,
     ) -> Result<JobsState, ActorProcessingErr> {
+        // A restarted host runs nothing yet: the jobs its predecessor ran
+        // ended with it (the ones it resumes come back as they start).
+        args.board.clear();
         Ok(JobsState {
             args,
             queue: VecDeque::new(),
