@@ -17,13 +17,6 @@ use hanzo_twin::{Node, NodeConfig};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 struct Stats {
     mean: Duration,
     p50: Duration,
@@ -131,7 +124,12 @@ fn main() {
     let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
     let dir = tempfile::tempdir().expect("tempdir");
     let objects = dir.path().join("objects");
-    let [mesh_a, mesh_b, api_a, api_b] = [free_port(), free_port(), free_port(), free_port()];
+    let [mesh_a, mesh_b, api_a, api_b] = [
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    ];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -52,6 +52,27 @@ pub fn node_config(data: &std::path::Path) -> NodeConfig {
     config
 }
 
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A node's configuration for a bench of its HTTP API (see [`serve_api`]):
+/// [`node_config`] on a free port, with no per-token rate limits (the bench
+/// measures the server, not the limits) and quiet logs; and the port.
+pub fn api_node_config(data: &std::path::Path) -> (NodeConfig, u16) {
+    let port = free_port();
+    let mut config = node_config(data);
+    config.server.port = port;
+    config.auth.rate_limit.per_second = 0;
+    config.auth.rate_limit.control_per_second = 0;
+    config.logging.level = "warn".into();
+    (config, port)
+}
+
 /// An embedded node with one sample twin running on a paused clock.
 pub async fn node_with_twin(def_file: &str, data: &std::path::Path) -> (Node, TwinNode, String) {
     let node = Node::start(node_config(data)).await.expect("node");

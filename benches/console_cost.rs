@@ -83,11 +83,7 @@ fn main() {
     let window = Duration::from_secs(if benchmarking { 20 } else { 2 });
     let rt = common::runtime();
     let data = tempfile::tempdir().expect("tempdir");
-    let api_port = free_port();
-    let mut config = common::node_config(data.path());
-    config.server.port = api_port;
-    config.auth.rate_limit.per_second = 0;
-    config.logging.level = "warn".into();
+    let (config, api_port) = common::api_node_config(data.path());
     // The charts' figures come from the metrics recorder, which every node
     // installs; the /metrics server itself is off, as in the other benches.
     rt.block_on(async {
@@ -172,9 +168,4 @@ fn main() {
         }
         let _ = stop.send(());
     });
-}
-
-fn free_port() -> u16 {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    a.local_addr().expect("addr").port()
 }

@@ -24,13 +24,7 @@ fn main() {
     let seconds = if benchmarking { 10 } else { 1 };
     let rt = common::runtime();
     let data = tempfile::tempdir().expect("tempdir");
-    let api_port = free_port();
-    let mut config = common::node_config(data.path());
-    config.server.port = api_port;
-    // Measuring the server, not the per-token limits.
-    config.auth.rate_limit.per_second = 0;
-    config.auth.rate_limit.control_per_second = 0;
-    config.logging.level = "warn".into();
+    let (config, api_port) = common::api_node_config(data.path());
     let (token, id, running_id, body, stop) = rt.block_on(async {
         let node = Node::start(config).await.expect("node");
         let twins = node.twins();
@@ -81,9 +75,4 @@ fn main() {
     println!("  ratio paused / bare            {:>10.2}", node / bare);
     println!("  ratio realtime / bare          {:>10.2}", running / bare);
     let _ = stop.send(());
-}
-
-fn free_port() -> u16 {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    a.local_addr().expect("addr").port()
 }

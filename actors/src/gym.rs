@@ -640,7 +640,7 @@ impl GymEnvs {
     fn get(&self, id: &str, scope: &Scope) -> Result<&Batch, TwinError> {
         self.batches
             .get(id)
-            .filter(|b| scope_admits(scope, &b.info.organization))
+            .filter(|b| scope.admits_organization(&b.info.organization))
             .ok_or_else(|| TwinError::EnvNotFound(id.to_string()))
     }
 
@@ -649,7 +649,7 @@ impl GymEnvs {
         let mut batches: Vec<&Batch> = self
             .batches
             .values()
-            .filter(|b| scope_admits(scope, &b.info.organization))
+            .filter(|b| scope.admits_organization(&b.info.organization))
             .collect();
         batches.sort_by(|a, b| a.info.id.cmp(&b.info.id));
         batches.into_iter()
@@ -663,13 +663,6 @@ impl GymEnvs {
         let batch = self.batches.remove(id)?;
         self.by_actor.remove(&batch.actor.get_id());
         Some(batch.actor)
-    }
-}
-
-pub(crate) fn scope_admits(scope: &crate::protocol::Scope, organization: &str) -> bool {
-    match scope {
-        crate::protocol::Scope::Node => true,
-        crate::protocol::Scope::Organization(org) => org.as_str() == organization,
     }
 }
 

@@ -706,9 +706,14 @@ pub enum Scope {
 
 impl Scope {
     pub fn admits(&self, record: &TwinRecord) -> bool {
+        self.admits_organization(record.definition.organization())
+    }
+
+    /// Whether what belongs to `organization` is seen through this scope.
+    pub fn admits_organization(&self, organization: &str) -> bool {
         match self {
             Scope::Node => true,
-            Scope::Organization(org) => record.definition.organization() == org.as_str(),
+            Scope::Organization(org) => org.as_str() == organization,
         }
     }
 }

@@ -256,8 +256,7 @@ impl HostState {
             twins.collect(),
             self.gym.tree_nodes(scope),
             self.render.tree_node(),
-            self.jobs
-                .tree_node(|org| crate::gym::scope_admits(scope, org)),
+            self.jobs.tree_node(|org| scope.admits_organization(org)),
         );
         tree.attach_timelines(&self.tree.timelines(), None);
         tree
