@@ -92,6 +92,7 @@ async fn time_forks(twins: &TwinNode, id: &str, node: Option<&str>, n: usize) ->
             name: None,
             clock: Clock::Paused,
             node: node.map(String::from),
+            ..ForkOptions::default()
         };
         let t0 = Instant::now();
         let fork = twins.fork(id, options).await.expect("fork");

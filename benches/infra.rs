@@ -41,6 +41,7 @@ fn call(
         timeout_s: Some(timeout_s),
         retries,
         required,
+        circuit_breaker: None,
     }
 }
 

@@ -97,7 +97,7 @@ pub async fn run(repo: &Path, data_dir: &Path) -> anyhow::Result<Outcome> {
                 ForkOptions {
                     name: Some(format!("explore-{i}")),
                     clock: Clock::Paused,
-                    node: None,
+                    ..ForkOptions::default()
                 },
             )
             .await?

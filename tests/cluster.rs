@@ -1129,6 +1129,7 @@ async fn an_agent_drives_cluster_twins_by_id_through_a_client_that_hosts_none() 
                 name: Some("agent-fork".into()),
                 clock: Clock::Paused,
                 node: Some(other.into()),
+                ..ForkOptions::default()
             },
         )
         .await

@@ -18,6 +18,7 @@ mod live {
     use axum::extract::{Request, State};
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
+    use serde::Deserialize;
     use serde_json::{Value, json};
     use std::sync::{Arc, Mutex};
 
@@ -51,10 +52,37 @@ mod live {
         (code, axum::Json(body)).into_response()
     }
 
+    /// What the recorded API server was asked, and how its cluster changed.
+    #[derive(Default)]
+    struct Recorded {
+        seen: Mutex<Vec<String>>,
+        /// The api Deployment's replicas, once changed.
+        api_replicas: Mutex<Option<u32>>,
+    }
+
+    impl Recorded {
+        fn seen(&self) -> Vec<String> {
+            self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+    }
+
+    /// Serves `recorded` on a free loopback port; the port.
+    async fn serve(recorded: Arc<Recorded>) -> u16 {
+        let app = axum::Router::new()
+            .fallback(api_server)
+            .with_state(recorded);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
     /// The API server: recorded lists for a bearer of the token.
-    async fn api_server(State(seen): State<Arc<Mutex<Vec<String>>>>, request: Request) -> Response {
+    async fn api_server(State(recorded): State<Arc<Recorded>>, request: Request) -> Response {
         let path = request.uri().path().to_string();
-        if let Ok(mut seen) = seen.lock() {
+        if let Ok(mut seen) = recorded.seen.lock() {
             seen.push(path.clone());
         }
         let authorized = request
@@ -68,9 +96,17 @@ mod live {
         match LISTS.iter().find(|(p, _)| *p == path) {
             Some((_, name)) => {
                 let file = repo().join(format!("tests/fixtures/kubernetes/shop/{name}.json"));
-                let body: Value =
+                let mut body: Value =
                     serde_json::from_str(&std::fs::read_to_string(file).expect("fixture"))
                         .expect("JSON");
+                let changed = recorded.api_replicas.lock().ok().and_then(|r| *r);
+                if let (Some(n), "deployments") = (changed, *name) {
+                    for item in body["items"].as_array_mut().into_iter().flatten() {
+                        if item["metadata"]["name"] == "api" {
+                            item["spec"]["replicas"] = n.into();
+                        }
+                    }
+                }
                 axum::Json(body).into_response()
             }
             None => status(
@@ -79,6 +115,13 @@ mod live {
                 &format!("the server could not find {path}"),
             ),
         }
+    }
+
+    /// Each list once, sorted.
+    fn every_list() -> Vec<String> {
+        let mut wanted: Vec<String> = LISTS.iter().map(|(p, _)| p.to_string()).collect();
+        wanted.sort();
+        wanted
     }
 
     fn kubeconfig(dir: &std::path::Path, port: u16, token: &str) -> std::path::PathBuf {
@@ -131,15 +174,8 @@ mod live {
 
     #[tokio::test]
     async fn kube_rs_reads_the_shop_from_an_api_server_and_the_twin_matches_the_manifests() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let app = axum::Router::new()
-            .fallback(api_server)
-            .with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let port = listener.local_addr().expect("address").port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let recorded = Arc::new(Recorded::default());
+        let port = serve(recorded.clone()).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let live = definition(dir.path());
         let config = kubeconfig(dir.path(), port, TOKEN);
@@ -153,11 +189,9 @@ mod live {
         assert!(matches!(code, Some(0) | Some(3)), "{stdout}{stderr}");
         let from_cluster: Value = serde_json::from_str(&stdout).expect("JSON");
         // Every kind, in the listed namespace, asked for once.
-        let mut asked = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut asked = recorded.seen();
         asked.sort();
-        let mut wanted: Vec<String> = LISTS.iter().map(|(p, _)| p.to_string()).collect();
-        wanted.sort();
-        assert_eq!(asked, wanted);
+        assert_eq!(asked, every_list());
 
         // The same shop from its manifests runs the same, request for request.
         let (_, stdout, stderr) = tokio::task::spawn_blocking(|| {
@@ -197,6 +231,115 @@ mod live {
         assert!(
             stderr.contains("topology.cluster") && stderr.contains("production"),
             "{stderr}"
+        );
+    }
+
+    /// On a node: the cluster is read once, when the twin is created, and
+    /// kept in its definition; the twin runs on that snapshot as the same
+    /// shop from its manifests does, and a restart does not read the
+    /// cluster again, however it changed; writing the topology does.
+    #[tokio::test]
+    async fn a_node_runs_a_live_clusters_twin_on_the_snapshot_it_took_at_creation() {
+        let recorded = Arc::new(Recorded::default());
+        let port = serve(recorded.clone()).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = kubeconfig(dir.path(), port, TOKEN);
+        let config = config.to_str().expect("a path");
+        let mut node = crate::common::TestNode::start_opts(crate::common::NodeOptions {
+            env: &[("KUBECONFIG", config)],
+            ..Default::default()
+        })
+        .await;
+        let mut live = crate::common::shop_infra_definition("shop-live");
+        if let Some(t) = live["topology"].as_object_mut() {
+            t.remove("manifests");
+            t.insert("source".into(), "kubernetes".into());
+            t.insert("cluster".into(), "hanzo-test".into());
+        }
+        let (status, twin) = node.post("/v1/twins", live.clone()).await;
+        assert_eq!(status, 201, "{twin}");
+        let snapshot = twin["topology"]["snapshot"].clone();
+        assert_eq!(
+            snapshot["server"],
+            format!("http://127.0.0.1:{port}/"),
+            "{snapshot}"
+        );
+        assert!(snapshot["read_at"].is_string(), "{snapshot}");
+        let mut asked = recorded.seen();
+        asked.sort();
+        assert_eq!(asked, every_list());
+
+        // The same shop from its manifests runs the same, request for request.
+        let (status, body) = node
+            .post(
+                "/v1/twins",
+                crate::common::shop_infra_definition("shop-files"),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let mut reports = Vec::new();
+        for twin in ["shop-live", "shop-files"] {
+            node.start_twin(twin, "paused").await;
+            node.step(twin, 900).await;
+            let (status, infra) = node.get(&format!("/v1/infra/twins/{twin}")).await;
+            assert_eq!(status, 200, "{infra}");
+            reports.push(infra["report"].clone());
+        }
+        assert!(
+            reports[0]["events"].as_u64() > Some(100_000),
+            "{}",
+            reports[0]
+        );
+        assert_eq!(reports[0], reports[1]);
+
+        // The cluster changes; the twin, restarted, keeps its snapshot.
+        if let Ok(mut r) = recorded.api_replicas.lock() {
+            *r = Some(5);
+        }
+        node.restart(false).await;
+        let (status, body) = node
+            .post("/v1/twins/shop-live/start", json!({ "clock": "paused" }))
+            .await;
+        assert!(status == 200 || status == 409, "{body}");
+        let (status, after) = node.get("/v1/twins/shop-live").await;
+        assert_eq!(status, 200, "{after}");
+        assert_eq!(after["topology"]["snapshot"], snapshot);
+        let (status, infra) = node.get("/v1/infra/twins/shop-live").await;
+        assert_eq!(status, 200, "{infra}");
+        assert_eq!(infra["report"], reports[0]);
+        assert_eq!(recorded.seen().len(), LISTS.len());
+
+        // Writing its topology reads the cluster again: five api replicas.
+        let (status, body) = node.post("/v1/twins/shop-live/stop", Value::Null).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, patched) = node
+            .patch(
+                "/v1/twins/shop-live",
+                json!({ "topology": { "namespaces": ["shop"] } }),
+            )
+            .await;
+        assert_eq!(status, 200, "{patched}");
+        let again = &patched["topology"]["snapshot"];
+        assert_ne!(again["read_at"], snapshot["read_at"]);
+        assert_eq!(recorded.seen().len(), 2 * LISTS.len());
+        let manifests = again["manifests"].as_str().expect("YAML");
+        let api: Value = serde_yaml_ng::Deserializer::from_str(manifests)
+            .filter_map(|d| Value::deserialize(d).ok())
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "api")
+            .expect("the api Deployment");
+        assert_eq!(api["spec"]["replicas"], 5);
+
+        // A context the node's kubeconfig lacks: refused, naming the field.
+        live["name"] = "shop-elsewhere".into();
+        live["topology"]["cluster"] = "production".into();
+        let (status, err) = node.post("/v1/twins", live).await;
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["error"]["field"], "topology.cluster", "{err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("production")),
+            "{err}"
         );
     }
 }

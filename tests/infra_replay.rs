@@ -66,6 +66,46 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
     output_of(std::process::Command::new(bin()).args(args))
 }
 
+/// A node that replays from the test database.
+async fn replaying_node(url: &str) -> common::TestNode {
+    common::TestNode::start_opts(common::NodeOptions {
+        env: &[("HANZO_TWIN_TIMESERIES_URL", url)],
+        ..Default::default()
+    })
+    .await
+}
+
+/// The spec's query on the recorded week in `schema`, whole.
+fn requests_query(schema: &str) -> String {
+    format!(
+        "SELECT bucket, metric, service, avg_value FROM {schema}.metrics_1m WHERE metric LIKE 'hanzo_requests_%'"
+    )
+}
+
+/// The replay job `id`, once it has ended.
+async fn replay_ended(node: &common::TestNode, id: &str) -> Value {
+    common::wait_job(node, id, "the replay ended", |j| {
+        matches!(j["state"].as_str(), Some("succeeded" | "failed"))
+    })
+    .await
+}
+
+/// `hanzo-twin replay ARGS…` against `node`, with its token.
+async fn replay_cli(node: &common::TestNode, args: &[&str]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (api, token) = (node.api(), node.token.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(bin());
+        command.arg("replay").args(&args).args(["--api", &api]);
+        if let Some(t) = token {
+            command.env("HANZO_TWIN_TOKEN", t);
+        }
+        output_of(&mut command)
+    })
+    .await
+    .expect("ran")
+}
+
 #[tokio::test]
 async fn a_recorded_week_replays_through_the_shop_and_variants_are_written_back() {
     let Some(url) = postgres_url() else { return };
@@ -243,19 +283,13 @@ fn replay_without_a_database_or_with_a_bad_time_says_what_to_give() {
 async fn a_node_replays_recorded_load_through_its_infrastructure_twin_as_a_job() {
     let Some(url) = postgres_url() else { return };
     let schema = recorded_week(&url).await;
-    let node = common::TestNode::start_opts(common::NodeOptions {
-        env: &[("HANZO_TWIN_TIMESERIES_URL", &url)],
-        ..Default::default()
-    })
-    .await;
+    let node = replaying_node(&url).await;
     let mut shop = common::shop_infra_definition("twin-hanzo-cloud");
     shop["failure_injection"]["scenarios"][0]["at"] = "1h".into();
     shop["failure_injection"]["scenarios"][1]["at"] = "2h".into();
     let (status, body) = node.post("/v1/twins", shop).await;
     assert_eq!(status, 201, "{body}");
-    let query = format!(
-        "SELECT bucket, metric, service, avg_value FROM {schema}.metrics_1m WHERE metric LIKE 'hanzo_requests_%'"
-    );
+    let query = requests_query(&schema);
     let day_end = chrono::Utc::now() - chrono::Duration::days(5);
     let day_start = day_end - chrono::Duration::days(1);
     let (from, to) = (day_start.to_rfc3339(), day_end.to_rfc3339());
@@ -270,10 +304,7 @@ async fn a_node_replays_recorded_load_through_its_infrastructure_twin_as_a_job()
     assert_eq!(status, 201, "{job}");
     assert_eq!(job["kind"], "replay");
     let id = job["id"].as_str().expect("job id").to_string();
-    let done = common::wait_job(&node, &id, "the replay ended", |j| {
-        matches!(j["state"].as_str(), Some("succeeded" | "failed"))
-    })
-    .await;
+    let done = replay_ended(&node, &id).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     let result = &done["result"];
     assert_eq!(result["replay"]["buckets"], 1440, "{result}");
@@ -322,21 +353,19 @@ async fn a_node_replays_recorded_load_through_its_infrastructure_twin_as_a_job()
     assert_eq!(stored, rows);
 
     // The spec's command: the same replay, followed to its end.
-    let (code, stdout, stderr) = tokio::task::spawn_blocking({
-        let (api, token, query) = (node.api(), node.token.clone(), query.clone());
-        move || {
-            let mut command = std::process::Command::new(bin());
-            command
-                .args(["replay", "twin-hanzo-cloud", "--from", &from, "--to", &to])
-                .args(["--query", &query, "--api", &api]);
-            if let Some(t) = token {
-                command.env("HANZO_TWIN_TOKEN", t);
-            }
-            output_of(&mut command)
-        }
-    })
-    .await
-    .expect("ran");
+    let (code, stdout, stderr) = replay_cli(
+        &node,
+        &[
+            "twin-hanzo-cloud",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--query",
+            &query,
+        ],
+    )
+    .await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("replayed 1440 recorded buckets (24.0 h from"),
@@ -382,10 +411,7 @@ async fn a_node_replays_recorded_load_through_its_infrastructure_twin_as_a_job()
         .await;
     assert_eq!(status, 201, "{job}");
     let id = job["id"].as_str().expect("job id").to_string();
-    let failed = common::wait_job(&bare, &id, "the replay ended", |j| {
-        matches!(j["state"].as_str(), Some("succeeded" | "failed"))
-    })
-    .await;
+    let failed = replay_ended(&bare, &id).await;
     assert_eq!(failed["state"], "failed");
     assert!(
         failed["error"]
@@ -393,4 +419,211 @@ async fn a_node_replays_recorded_load_through_its_infrastructure_twin_as_a_job()
             .is_some_and(|e| e.contains("timeseries.url")),
         "{failed}"
     );
+}
+
+/// What-ifs on a node: the twin and two variants (more API replicas; a
+/// NetworkPolicy that cuts the API off its database) replayed on the same
+/// recorded load as one job, set side by side, plotted as the job's
+/// artifact and written back per variant; by the API and by `hanzo-twin
+/// replay --variant … --plot`; bad variants refused naming their field.
+#[tokio::test]
+async fn a_node_replays_what_if_variants_beside_its_twin_and_plots_them() {
+    let Some(url) = postgres_url() else { return };
+    let schema = recorded_week(&url).await;
+    let node = replaying_node(&url).await;
+    let (status, body) = node
+        .post("/v1/twins", common::shop_infra_definition("shop"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let query = requests_query(&schema);
+    // Six recorded hours, two days back.
+    let to = chrono::Utc::now() - chrono::Duration::days(2);
+    let from = to - chrono::Duration::hours(6);
+    let (from, to) = (from.to_rfc3339(), to.to_rfc3339());
+    let experiment = format!("whatif-{}", Uuid::new_v4().simple());
+    let variants = serde_json::json!([
+        { "name": "api-6", "patch": { "replicas": { "api": 6 } } },
+        { "name": "gateway-only-db", "patch": { "manifests": common::GATEWAY_ONLY_POLICY } },
+    ]);
+    let (status, job) = node
+        .post(
+            "/v1/infra/twins/shop/replay",
+            serde_json::json!({ "from": from, "to": to, "query": query,
+                                "experiment": experiment, "variants": variants }),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().expect("job id").to_string();
+    let done = replay_ended(&node, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let result = &done["result"];
+    let rows = result["comparison"].as_array().expect("a comparison");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["variant"].as_str()).collect();
+    assert_eq!(names, ["shop", "api-6", "gateway-only-db"], "{result}");
+    let field = |i: usize, key: &str| rows[i][key].as_f64().expect("a figure");
+    // The same load through each: the requests differ by chance only.
+    for i in 1..3 {
+        assert!(
+            (field(i, "requests") / field(0, "requests") - 1.0).abs() < 0.01,
+            "{rows:?}"
+        );
+    }
+    // Cut off from its database, the API fails the writes the shop makes.
+    assert!(field(2, "failed") > field(0, "failed") + 1000.0, "{rows:?}");
+    // Each run's own report and verdicts are in the result too.
+    let each = result["variants"].as_array().expect("variants");
+    assert_eq!(each.len(), 2);
+    assert_eq!(each[1]["variant"], "gateway-only-db");
+    assert_eq!(
+        each[1]["report"]["entries"][0]["failed"].as_f64(),
+        Some(field(2, "failed"))
+    );
+    assert_eq!(result["verdicts"].as_array().map(Vec::len), Some(4));
+
+    // Written back per variant, tagged with the experiment.
+    let written: Vec<(String, i64)> = client(&url)
+        .await
+        .query(
+            "SELECT variant, count(*) FROM twin_experiments WHERE experiment = $1 GROUP BY variant ORDER BY variant",
+            &[&experiment],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let variants_written: Vec<&str> = written.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(variants_written, ["api-6", "gateway-only-db", "shop"]);
+    assert_eq!(
+        written.iter().map(|(_, n)| n).sum::<i64>(),
+        [
+            result["experiment_rows"].as_i64(),
+            each[0]["experiment_rows"].as_i64(),
+            each[1]["experiment_rows"].as_i64()
+        ]
+        .iter()
+        .map(|n| n.expect("rows written"))
+        .sum::<i64>()
+    );
+
+    // The plot: the job's artifact, an SVG with a line per run in each panel.
+    assert_eq!(done["artifacts"][0]["name"], "comparison.svg", "{done}");
+    let r = node
+        .http
+        .get(node.url(&format!("/v1/jobs/{id}/artifacts/comparison.svg")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+    let svg = r.text().await.expect("SVG");
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+    for name in ["shop", "api-6", "gateway-only-db"] {
+        assert!(
+            svg.contains(&format!("\n{name}\n")),
+            "{name} not in the legend"
+        );
+    }
+    let lines = svg
+        .split("<polyline")
+        .skip(1)
+        .filter(|l| {
+            l.split("points=\"")
+                .nth(1)
+                .and_then(|p| p.split('"').next())
+                .is_some_and(|p| p.split_whitespace().count() > 100)
+        })
+        .count();
+    assert_eq!(lines, 6, "two panels, three runs");
+
+    // The spec's command with a what-if, its plot saved.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plot = dir.path().join("replay.svg");
+    let plot_path = plot.display().to_string();
+    let (code, stdout, stderr) = replay_cli(
+        &node,
+        &[
+            "shop",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--query",
+            &query,
+            "--variant",
+            "api=6",
+            "--plot",
+            &plot_path,
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("VARIANT") && stdout.contains("REPLICA-HOURS"),
+        "{stdout}"
+    );
+    assert!(stdout.lines().any(|l| l.starts_with("api=6 ")), "{stdout}");
+    let saved = std::fs::read_to_string(&plot).expect("the plot saved");
+    assert!(
+        saved.starts_with("<svg") && saved.contains("\napi=6\n"),
+        "{saved}"
+    );
+
+    // Bad variants: refused before a job exists, naming the field...
+    let more = serde_json::json!({ "replicas": { "api": 6 } });
+    let nine: Vec<Value> = (0..9)
+        .map(|i| serde_json::json!({ "name": format!("v{i}"), "patch": more }))
+        .collect();
+    for (variants, field) in [
+        (
+            serde_json::json!([{ "name": "a", "patch": more }, { "name": "a", "patch": more }]),
+            "variants[1].name",
+        ),
+        (
+            serde_json::json!([{ "name": "a", "patch": {} }]),
+            "variants[0].patch",
+        ),
+        (
+            serde_json::json!([{ "name": "a", "patch": { "cpu_limit": { "api": -1 } } }]),
+            "variants[0].patch.cpu_limit.api",
+        ),
+        (
+            serde_json::json!([{ "name": "a", "patch": { "manifests": "kind: [" } }]),
+            "variants[0].patch.manifests",
+        ),
+        (
+            serde_json::json!([{ "name": "no spaces", "patch": more }]),
+            "variants[0].name",
+        ),
+        (Value::Array(nine), "variants"),
+    ] {
+        let body = serde_json::json!({ "variants": variants });
+        let (status, err) = node.post("/v1/infra/twins/shop/replay", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(err["error"]["field"], field, "{body}: {err}");
+    }
+    // ...and one that names a service the topology lacks fails its job,
+    // saying which and what there is.
+    let (status, job) = node
+        .post(
+            "/v1/infra/twins/shop/replay",
+            serde_json::json!({ "from": "2026-01-01T00:00:00Z", "query": query, "variants": [
+                { "name": "typo", "patch": { "replicas": { "apii": 6 } } },
+            ] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().expect("job id").to_string();
+    let failed = replay_ended(&node, &id).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("variants[0].patch.replicas.apii:") && error.contains("gateway"),
+        "{error}"
+    );
+    client(&url)
+        .await
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("cleanup");
 }

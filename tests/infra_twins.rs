@@ -323,3 +323,72 @@ async fn bad_infrastructure_definitions_and_chaos_are_refused_naming_the_field()
             .contains("hanzo_twin_chaos_injections_total{scenario=\"flood\"}")
     );
 }
+
+/// A what-if fork: `POST /v1/twins/{id}/fork` with a topology patch (seven
+/// API replicas; a NetworkPolicy cutting the API off its database) runs
+/// the patch from the fork's first instant while its parent goes on as
+/// before; a patch the twin refuses leaves no fork behind.
+#[tokio::test]
+async fn a_what_if_fork_runs_its_topology_patch_and_its_parent_does_not() {
+    let node = TestNode::start().await;
+    let id = create_running(&node, shop_infra_definition("shop")).await;
+    node.step(&id, 300).await;
+    let (status, fork) = node
+        .post(
+            &format!("/v1/twins/{id}/fork"),
+            json!({ "name": "shop-what-if", "topology": {
+                "replicas": { "api": 7 }, "manifests": common::GATEWAY_ONLY_POLICY } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{fork}");
+    let fork_id = fork["id"].as_str().expect("id").to_string();
+    let at_fork = service(&infra(&node, &fork_id).await, "postgres")["arrivals"]
+        .as_u64()
+        .expect("arrivals");
+    node.step(&id, 300).await;
+    node.step(&fork_id, 300).await;
+    let (parent, what_if) = (infra(&node, &id).await, infra(&node, &fork_id).await);
+    assert_eq!(parent["time"], what_if["time"]);
+    let arrivals = |s: &Value| {
+        service(s, "postgres")["arrivals"]
+            .as_u64()
+            .expect("arrivals")
+    };
+    // The fork's API no longer reaches PostgreSQL (a few calls were on
+    // their way); the parent's does, as before.
+    assert!(
+        arrivals(&what_if) < at_fork + 50,
+        "{at_fork} then {}",
+        arrivals(&what_if)
+    );
+    assert!(
+        arrivals(&parent) > at_fork + 10_000,
+        "{}",
+        arrivals(&parent)
+    );
+    assert!(service(&what_if, "api")["peak_replicas"].as_u64() >= Some(7));
+    assert!(
+        service(&what_if, "gateway")["failed"].as_u64()
+            > service(&parent, "gateway")["failed"].as_u64()
+    );
+
+    // Refused patches leave no fork behind.
+    for (topology, field) in [
+        (json!({ "workers": { "apii": 2 } }), "topology.workers.apii"),
+        (
+            json!({ "cpu_limit": { "api": 0 } }),
+            "topology.cpu_limit.api",
+        ),
+    ] {
+        let (status, err) = node
+            .post(
+                &format!("/v1/twins/{id}/fork"),
+                json!({ "name": "shop-typo", "topology": topology }),
+            )
+            .await;
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["error"]["field"], field, "{err}");
+        let (status, _) = node.get("/v1/twins/shop-typo").await;
+        assert_eq!(status, 404, "the refused fork is gone");
+    }
+}

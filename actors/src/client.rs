@@ -49,6 +49,8 @@ pub struct TwinNode {
     scope: Scope,
     /// Bounds the requests in flight through this handle and its clones.
     admission: Admission,
+    /// Reads live clusters for infrastructure twins built from one.
+    live_topology: Option<Arc<dyn crate::live_topology::LiveTopology>>,
 }
 
 /// Unpacks the one reply shape a request can get.
@@ -84,6 +86,7 @@ impl TwinNode {
             timeout,
             scope: Scope::Node,
             admission: Admission::default(),
+            live_topology: None,
         }
     }
 
@@ -98,6 +101,7 @@ impl TwinNode {
             timeout,
             scope: Scope::Node,
             admission: Admission::default(),
+            live_topology: None,
         }
     }
 
@@ -107,6 +111,19 @@ impl TwinNode {
     pub fn with_max_in_flight(&self, limit: usize) -> TwinNode {
         TwinNode {
             admission: Admission::new(limit),
+            ..self.clone()
+        }
+    }
+
+    /// The same node reading live clusters with `reader` for
+    /// infrastructure twins whose topology is one (`topology.source:
+    /// kubernetes`), when they are created or their topology is written.
+    pub fn with_live_topology(
+        &self,
+        reader: Arc<dyn crate::live_topology::LiveTopology>,
+    ) -> TwinNode {
+        TwinNode {
+            live_topology: Some(reader),
             ..self.clone()
         }
     }
@@ -910,6 +927,8 @@ impl TwinNode {
     }
 
     pub async fn create(&self, definition: TwinDefinition) -> Result<TwinRecord, TwinError> {
+        let definition =
+            crate::live_topology::on_create(definition, self.live_topology.as_deref()).await?;
         expect_reply!(
             self.run(TwinRequest::Create { definition }, Vec::new()).await,
             TwinReply::Record(r) => *r
@@ -938,6 +957,18 @@ impl TwinNode {
         twin: &str,
         patch: serde_json::Value,
     ) -> Result<TwinRecord, TwinError> {
+        let patch = match patch.get("topology") {
+            Some(_) => {
+                let current = self.get(twin).await?;
+                crate::live_topology::on_update(
+                    &current.definition,
+                    patch,
+                    self.live_topology.as_deref(),
+                )
+                .await?
+            }
+            None => patch,
+        };
         let twin = twin.to_string();
         expect_reply!(
             self.run(TwinRequest::Update { twin, patch }, Vec::new()).await,
@@ -972,11 +1003,29 @@ impl TwinNode {
     /// Forks the twin's current state into a new ephemeral twin: on the
     /// parent's node, or on the node `options.node` names.
     pub async fn fork(&self, twin: &str, options: ForkOptions) -> Result<TwinRecord, TwinError> {
+        let patch = options.topology.clone();
+        if let Some(p) = &patch {
+            p.check("topology")
+                .map_err(|e| TwinError::from(hanzo_twin_engines::infrastructure::infra_error(e)))?;
+        }
         let twin = twin.to_string();
-        expect_reply!(
+        let fork: TwinRecord = expect_reply!(
             self.run(TwinRequest::Fork { twin, options }, Vec::new()).await,
             TwinReply::Record(r) => *r
-        )
+        )?;
+        let Some(patch) = patch else {
+            return Ok(fork);
+        };
+        // A what-if: the fork's topology patched before anything runs on
+        // it. A patch it refuses leaves no fork behind.
+        let id = fork.id.to_string();
+        if let Err(e) = self.op(&id, TwinOp::InfraPatch(Box::new(patch))).await {
+            if let Err(gone) = self.delete(&id).await {
+                tracing::warn!("the refused what-if fork {id} could not be deleted: {gone}");
+            }
+            return Err(e);
+        }
+        Ok(fork)
     }
 
     /// The twin's complete state: live when running, else its last checkpoint.

@@ -15,6 +15,7 @@ pub mod gym;
 pub mod host;
 pub mod inspector;
 pub mod jobs;
+pub mod live_topology;
 pub mod protocol;
 pub mod record;
 pub mod remote;

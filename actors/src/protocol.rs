@@ -379,6 +379,9 @@ pub enum TwinOp {
     SceneNow,
     /// An infrastructure twin: a chaos scenario, starting now.
     InfraInject(Box<ChaosRequest>),
+    /// An infrastructure twin: its topology patched from now on (a
+    /// what-if fork's).
+    InfraPatch(Box<hanzo_twin_engines::infra::TopologyPatch>),
     /// An infrastructure twin's services, faults and assertions now.
     InfraStatus,
 }
@@ -520,6 +523,7 @@ impl TwinOp {
             TwinOp::Render(_) => "render",
             TwinOp::SceneNow => "scene_now",
             TwinOp::InfraInject(_) => "infra_inject",
+            TwinOp::InfraPatch(_) => "infra_patch",
             TwinOp::InfraStatus => "infra_status",
         }
     }
@@ -798,6 +802,12 @@ pub struct ForkOptions {
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// An infrastructure twin's what-if: the fork's topology patched from
+    /// the fork's first instant (replicas, CPU limits and requests,
+    /// workers, Kubernetes objects added or replaced); the parent is not
+    /// touched. It keeps the same services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<hanzo_twin_engines::infra::TopologyPatch>,
 }
 
 /// `ForkOptions::node` asking for the node that runs the fewest twins.

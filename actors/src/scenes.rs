@@ -230,13 +230,13 @@ impl SceneLoader {
     ) -> Result<Arc<SceneModel>, TwinError> {
         use hanzo_twin_engines::infra::spec::{TopologySource, TrafficSource, TwinSource};
         let mut spec = infra.to_infra_spec(name);
-        if spec.topology.source == TopologySource::Kubernetes {
+        if spec.topology.source == TopologySource::Kubernetes && spec.topology.snapshot.is_none() {
+            // Taken when the twin is created through a node's handle.
             return Err(TwinError::invalid(
-                "topology.source",
-                "a node builds its twins from manifests: export the cluster's objects \
-                 (kubectl get deploy,sts,svc,hpa,resourcequota,networkpolicy,pdb -n <namespace> -o yaml) \
-                 into topology.manifests or a file under the scene folder; \
-                 `hanzo-twin infra simulate` reads a live cluster",
+                "topology.snapshot",
+                "a live cluster's topology runs from the snapshot a node takes when the twin is \
+                 created or its topology is written; this definition has none (create the twin \
+                 through the API or the node's handle)",
             ));
         }
         if spec.traffic.source == TrafficSource::Timeseries {

@@ -343,6 +343,10 @@ impl TwinState {
                 self.inject_chaos(&request)?;
                 TwinOpReply::Infra(Box::new(self.infra_status()?))
             }
+            TwinOp::InfraPatch(patch) => {
+                self.patch_topology(*patch)?;
+                TwinOpReply::Infra(Box::new(self.infra_status()?))
+            }
             // Handled before: the render pool answers it.
             TwinOp::Render(_) => {
                 return Err(TwinError::invalid(
@@ -452,6 +456,27 @@ impl TwinState {
             faults: infra.faults().to_vec(),
             verdicts: infra.verdicts_so_far(),
         })
+    }
+
+    /// Patches the running topology from now on: the twin's own objects
+    /// with its earlier patches and this one.
+    fn patch_topology(
+        &mut self,
+        patch: hanzo_twin_engines::infra::TopologyPatch,
+    ) -> Result<(), TwinError> {
+        if self.sim.infrastructure().is_none() {
+            return Err(self.not_infrastructure());
+        }
+        let source = hanzo_twin_engines::infrastructure::twin_source(&self.scene)?;
+        let infra_error = |e| TwinError::from(hanzo_twin_engines::infrastructure::infra_error(e));
+        patch.check("topology").map_err(infra_error)?;
+        let objects =
+            hanzo_twin_engines::infra::kubernetes::Objects::from_manifests(&source.manifests)
+                .map_err(infra_error)?;
+        let not_infrastructure = self.not_infrastructure();
+        let sim = self.sim.infrastructure_mut().ok_or(not_infrastructure)?;
+        sim.patch(&source.spec, &objects, patch, "topology")
+            .map_err(infra_error)
     }
 
     /// Starts `request`'s scenario now: the definition's scenario of that

@@ -59,14 +59,20 @@ pub(crate) struct ReplayRequest {
     /// The SQL that reads it: rows of `(bucket, metric, service,
     /// avg_value)`; absent: the spec's `metrics_1m` query.
     query: Option<String>,
-    /// Write the run back to `twin_experiments` under this name.
+    /// Write every run back to `twin_experiments` under this name (the
+    /// twin's variant is its name).
     experiment: Option<String>,
+    /// What-ifs replayed beside the twin on the same load, each the twin
+    /// with a topology patch; at most 8.
+    #[serde(default)]
+    variants: Vec<hanzo_twin_engines::infra::Variant>,
 }
 
 /// Replays the load the timeseries database recorded through the twin's
-/// topology, faults and assertions, as a job (`GET /v1/jobs/{id}` follows
-/// it; its result is the report and verdicts). The node needs
-/// `timeseries.url`.
+/// topology, faults and assertions, and through each what-if variant, as
+/// a job (`GET /v1/jobs/{id}` follows it; its result is the report and
+/// verdicts of each run and their comparison, its artifact
+/// `comparison.svg` a plot of them). The node needs `timeseries.url`.
 #[utoipa::path(post, path = "/v1/infra/twins/{id}/replay", operation_id = "infra_replay", tag = "infra", params(("id" = String, Path, description = "The twin's id, or its unique name", example = "shop-infra")), request_body(content = ReplayRequest, content_type = "application/json"), responses((status = 201, description = "The replay job, queued or running", body = hanzo_twin_actors::jobs::JobRecord), Errors))]
 pub(crate) async fn replay(
     State(state): State<ApiState>,
@@ -83,6 +89,7 @@ pub(crate) async fn replay(
         to: request.to,
         query: request.query,
         experiment: request.experiment,
+        variants: request.variants,
     };
     let job = state
         .jobs

@@ -333,7 +333,7 @@ impl Follow {
     }
 }
 
-#[utoipa::path(get, path = "/v1/jobs/{id}/artifacts/{name}", operation_id = "jobs_artifact", tag = "jobs", params(("id" = String, Path, format = Uuid, description = "The job's id"), ("name" = String, Path, description = "The artifact's name, as the job lists it")), responses((status = 200, description = "The artifact's bytes (a policy: a Stable-Baselines3 zip)", body = Vec<u8>, content_type = "application/octet-stream"), Errors))]
+#[utoipa::path(get, path = "/v1/jobs/{id}/artifacts/{name}", operation_id = "jobs_artifact", tag = "jobs", params(("id" = String, Path, format = Uuid, description = "The job's id"), ("name" = String, Path, description = "The artifact's name, as the job lists it")), responses((status = 200, description = "The artifact's bytes: a policy (a Stable-Baselines3 zip), or a replay's plot (`comparison.svg`, image/svg+xml)", content((Vec<u8> = "application/octet-stream"), (String = "image/svg+xml"))), Errors))]
 pub(crate) async fn artifact(
     State(state): State<ApiState>,
     caller: Caller,
@@ -355,9 +355,15 @@ pub(crate) async fn artifact(
             )
         })?;
     let disposition = format!("attachment; filename=\"{id}-{name}\"");
+    // A plot opens in a browser; policies and the rest are downloads.
+    let content_type = if name.ends_with(".svg") {
+        "image/svg+xml"
+    } else {
+        "application/octet-stream"
+    };
     Ok((
         [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_TYPE, content_type.to_string()),
             (header::CONTENT_DISPOSITION, disposition),
         ],
         bytes,

@@ -9,6 +9,7 @@
 
 use anyhow::Context;
 use hanzo_twin_infra::kubernetes::Objects;
+use hanzo_twin_infra::spec::TopologySnapshot;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ResourceQuota, Service};
@@ -19,6 +20,39 @@ use kube::config::KubeConfigOptions;
 
 /// Reads the topology's objects from the cluster.
 pub async fn read(cluster: Option<&str>, namespaces: &[String]) -> anyhow::Result<Objects> {
+    read_from(cluster, namespaces)
+        .await
+        .map(|(objects, _)| objects)
+}
+
+/// A node's reader of live clusters: a twin's topology snapshot, taken when
+/// the twin is created or its topology written.
+pub struct KubeTopology;
+
+impl hanzo_twin_actors::live_topology::LiveTopology for KubeTopology {
+    fn snapshot(
+        &self,
+        cluster: Option<String>,
+        namespaces: Vec<String>,
+    ) -> hanzo_twin_actors::store::BoxFuture<'static, Result<TopologySnapshot, String>> {
+        Box::pin(async move {
+            let (objects, server) = read_from(cluster.as_deref(), &namespaces)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(TopologySnapshot {
+                read_at: chrono::Utc::now().to_rfc3339(),
+                server,
+                manifests: objects.to_manifests().map_err(|e| e.to_string())?,
+            })
+        })
+    }
+}
+
+/// The objects, and the API server they came from.
+async fn read_from(
+    cluster: Option<&str>,
+    namespaces: &[String],
+) -> anyhow::Result<(Objects, String)> {
     let config = match cluster {
         Some(context) => kube::Config::from_kubeconfig(&KubeConfigOptions {
             context: Some(context.to_string()),
@@ -50,7 +84,7 @@ pub async fn read(cluster: Option<&str>, namespaces: &[String]) -> anyhow::Resul
         list::<NetworkPolicy>(&client, ns, &server, &mut objects).await?;
         list::<PodDisruptionBudget>(&client, ns, &server, &mut objects).await?;
     }
-    Ok(objects)
+    Ok((objects, server))
 }
 
 async fn list<K>(

@@ -414,6 +414,9 @@ impl Node {
         // host's own timeout error reaches them rather than a generic one.
         let twins = TwinNode::new(host, routes, call_timeout + Duration::from_secs(2))
             .with_max_in_flight(config.server.max_in_flight);
+        // Infrastructure twins of a live cluster: read when created.
+        #[cfg(feature = "kubernetes")]
+        let twins = twins.with_live_topology(Arc::new(crate::kube_topology::KubeTopology));
         let jobs_host = jobs_rx.await.context("the jobs host did not report in")?;
         let jobs = JobsNode::new(jobs_host, job_store, artifacts, job_logs);
         supervisor

@@ -491,6 +491,17 @@ pub fn shop_infra_definition(name: &str) -> Value {
     definition
 }
 
+/// The shop's database policy (configs/infra/shop) replaced: only the
+/// gateway may reach PostgreSQL, so the API's writes are dropped. A what-if.
+pub const GATEWAY_ONLY_POLICY: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: postgres-from-api }
+spec:
+  podSelector: { matchLabels: { app: postgres } }
+  policyTypes: [Ingress]
+  ingress: [{ from: [{ podSelector: { matchLabels: { app: gateway } } }] }]
+";
+
 /// Replaces the `name:` line of a YAML definition.
 pub fn rename(yaml: &str, name: &str) -> String {
     yaml.lines()

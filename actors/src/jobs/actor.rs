@@ -56,6 +56,8 @@ pub enum JobMsg {
         steps: u64,
         per_second: Option<f64>,
     },
+    /// Work inside the node stored an artifact.
+    Stored(Artifact),
     /// Work inside the node ended: its result, `None` when stopped.
     Done(Result<Option<serde_json::Value>, String>),
 }
@@ -337,6 +339,8 @@ impl JobActorState {
             twins: self.jobs.twins.clone(),
             scenes: self.jobs.scenes.clone(),
             timeseries: self.jobs.timeseries.clone(),
+            artifacts: self.jobs.artifacts.clone(),
+            job: self.record.id,
         };
         let stop = self.stop.clone();
         let me = myself.clone();
@@ -350,7 +354,13 @@ impl JobActorState {
                     });
                 }
             };
-            let result = run.run(progress, stop).await;
+            let stored = {
+                let me = me.clone();
+                move |artifact| {
+                    let _ = me.cast(JobMsg::Stored(artifact));
+                }
+            };
+            let result = run.run(progress, stored, stop).await;
             let _ = me.cast(JobMsg::Done(result));
         });
         self.worker = Some(Worker { pid: None, output });
@@ -768,6 +778,11 @@ impl Actor for JobActor {
                     Some(serde_json::json!({"steps": steps, "total_steps": p.total_steps})),
                 );
                 state.save(false).await;
+            }
+            JobMsg::Stored(artifact) => {
+                state.record.artifacts.retain(|a| a.name != artifact.name);
+                state.record.artifacts.push(artifact);
+                state.save(true).await;
             }
             JobMsg::Done(result) => {
                 state.worker = None;

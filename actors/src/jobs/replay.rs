@@ -1,12 +1,16 @@
 //! A replay job: recorded load from the timeseries database run through an
 //! infrastructure twin's topology, faults and assertions from time 0 over
-//! the recorded span, inside the node; its report and verdicts are the
-//! job's result, and with `experiment` they are written back.
+//! the recorded span, inside the node, beside any what-if variants of the
+//! twin on the same load; the reports, verdicts and their comparison are
+//! the job's result, a plot of them its artifact, and with `experiment`
+//! every run is written back.
 
-use super::{ReplaySpec, Timeseries};
+use super::{ArtifactStore, JobId, ReplaySpec, Timeseries};
 use crate::definition::TwinType;
+use hanzo_twin_engines::infra::compare::{ComparisonRow, plot_svg};
 use hanzo_twin_engines::infra::kubernetes::Objects;
-use hanzo_twin_engines::infra::{InfraError, TrafficModel};
+use hanzo_twin_engines::infra::whatif::check_variants;
+use hanzo_twin_engines::infra::{InfraError, TopologyPatch, TrafficModel};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,12 +18,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Chunks the span runs in: progress and `stop` are looked at between them.
 const CHUNKS: u64 = 100;
 
+/// The job's artifact: every run's latency and failures over the span.
+pub const PLOT: &str = "comparison.svg";
+
 pub(super) struct ReplayRun {
     pub spec: ReplaySpec,
     pub organization: String,
     pub twins: Arc<std::sync::OnceLock<crate::TwinNode>>,
     pub scenes: crate::scenes::SceneLoader,
     pub timeseries: Option<Arc<dyn Timeseries>>,
+    /// Where the plot goes, as this job's artifact.
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub job: JobId,
 }
 
 fn named(e: InfraError) -> String {
@@ -32,6 +42,7 @@ impl ReplayRun {
     pub async fn run(
         self,
         mut progress: impl FnMut(u64) + Send,
+        stored: impl FnOnce(super::Artifact) + Send,
         stop: Arc<AtomicBool>,
     ) -> Result<Option<Value>, String> {
         let timeseries = self.timeseries.clone().ok_or(
@@ -77,13 +88,34 @@ impl ReplayRun {
             .clone()
             .unwrap_or_else(|| super::METRICS_QUERY.to_string());
         let recorded = timeseries.read(query, from, to, model).await?;
+        let base_name = record.definition.name.to_string();
+        check_variants(&self.spec.variants, "variants", &base_name).map_err(named)?;
         let mut spec = source.spec.clone();
         spec.simulation.duration = Some(format!("{}s", recorded.span_s));
-        let mut prepared = spec
-            .prepare_objects(&objects, recorded.traffic.clone(), None, |_| Ok(()))
-            .map_err(named)?;
-        let duration = prepared.duration_s;
-        // The simulation is CPU work: off the async workers, in chunks.
+        // The twin itself, then each what-if: the same traffic, the same
+        // seed, each a topology patch of the twin's.
+        let base = TopologyPatch::default();
+        let runs: Vec<(String, &TopologyPatch, String)> =
+            std::iter::once((base_name.clone(), &base, String::new()))
+                .chain(
+                    self.spec
+                        .variants
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (v.name.clone(), &v.patch, format!("variants[{i}].patch"))),
+                )
+                .collect();
+        let mut sims = Vec::with_capacity(runs.len());
+        let mut duration = 0.0;
+        for (_, patch, field) in &runs {
+            let prepared = patch
+                .prepare(&spec, &objects, recorded.traffic.clone(), None, field)
+                .map_err(named)?;
+            duration = prepared.duration_s;
+            sims.push(prepared.sim);
+        }
+        // The simulations are CPU work: off the async workers, each on its
+        // own blocking thread, in chunks.
         let mut done = 0;
         while done < CHUNKS {
             if stop.load(Ordering::Relaxed) {
@@ -91,52 +123,102 @@ impl ReplayRun {
             }
             done += 1;
             let until = duration * done as f64 / CHUNKS as f64;
-            let mut sim = prepared.sim;
-            prepared.sim = tokio::task::spawn_blocking(move || {
-                sim.run_until(until);
-                sim
-            })
-            .await
-            .map_err(|e| format!("the replay stopped: {e}"))?;
+            let chunk: Vec<_> = sims
+                .into_iter()
+                .map(|mut sim| {
+                    tokio::task::spawn_blocking(move || {
+                        sim.run_until(until);
+                        sim
+                    })
+                })
+                .collect();
+            sims = Vec::with_capacity(chunk.len());
+            for run in chunk {
+                sims.push(run.await.map_err(|e| format!("the replay stopped: {e}"))?);
+            }
             progress(done);
         }
-        let sim = prepared.sim;
-        let report = sim.report();
-        let verdicts = sim.verdicts();
-        let breaches = verdicts.iter().filter(|v| !v.passed).count();
-        let rows = match &self.spec.experiment {
-            Some(experiment) => Some(
-                timeseries
-                    .write(
-                        experiment.clone(),
-                        record.definition.name.to_string(),
-                        recorded.start,
-                        report.clone(),
-                        breaches,
-                    )
-                    .await?,
-            ),
-            None => None,
-        };
-        let mut summary = report;
-        for entry in &mut summary.entries {
-            entry.timeline = Vec::new();
+        let mut results = Vec::with_capacity(runs.len());
+        for ((name, _, _), sim) in runs.iter().zip(&sims) {
+            let report = sim.report();
+            let verdicts = sim.verdicts();
+            let rows = match &self.spec.experiment {
+                Some(experiment) => Some(
+                    timeseries
+                        .write(
+                            experiment.clone(),
+                            name.clone(),
+                            recorded.start,
+                            report.clone(),
+                            verdicts.iter().filter(|v| !v.passed).count(),
+                        )
+                        .await?,
+                ),
+                None => None,
+            };
+            results.push((name.as_str(), report, verdicts, rows));
         }
+        let plot = {
+            let lines: Vec<(&str, &hanzo_twin_engines::infra::Report)> = results
+                .iter()
+                .map(|(name, report, _, _)| (*name, report))
+                .collect();
+            plot_svg(
+                &format!(
+                    "{base_name}: recorded load replayed, {} h",
+                    recorded.span_s / 3600.0
+                ),
+                &lines,
+            )
+            .map_err(named)?
+        };
+        let bytes = plot.len() as u64;
+        self.artifacts
+            .put(self.job, PLOT, plot.into_bytes())
+            .await
+            .map_err(|e| format!("cannot store {PLOT}: {e}"))?;
+        stored(super::Artifact {
+            name: PLOT.to_string(),
+            steps: 0,
+            bytes,
+            created_at: chrono::Utc::now(),
+        });
+        let comparison: Vec<ComparisonRow> = results
+            .iter()
+            .map(|(name, report, verdicts, _)| ComparisonRow::of(name, report, verdicts))
+            .collect();
+        let mut variants = results
+            .into_iter()
+            .map(|(name, mut report, verdicts, rows)| {
+                // Per-second timelines are for the plot; the result stays small.
+                for entry in &mut report.entries {
+                    entry.timeline = Vec::new();
+                }
+                let breaches = verdicts.iter().filter(|v| !v.passed).count();
+                json!({
+                    "variant": name,
+                    "report": report,
+                    "verdicts": verdicts,
+                    "breaches": breaches,
+                    "experiment_rows": rows,
+                })
+            });
+        let Some(mut base) = variants.next() else {
+            return Err("the replay ran nothing".into());
+        };
         let start = chrono::DateTime::from_timestamp_millis((recorded.start * 1000.0) as i64)
             .map(|t| t.to_rfc3339());
-        Ok(Some(json!({
-            "twin": record.definition.name,
-            "replay": {
-                "start": start,
-                "span_s": recorded.span_s,
-                "buckets": recorded.buckets,
-                "unknown_services": recorded.unknown,
-            },
-            "report": summary,
-            "verdicts": verdicts,
-            "breaches": breaches,
-            "experiment": self.spec.experiment,
-            "experiment_rows": rows,
-        })))
+        base["twin"] = json!(base_name);
+        base["replay"] = json!({
+            "start": start,
+            "span_s": recorded.span_s,
+            "buckets": recorded.buckets,
+            "unknown_services": recorded.unknown,
+        });
+        base["experiment"] = json!(self.spec.experiment);
+        base["variants"] = json!(variants.collect::<Vec<_>>());
+        base["comparison"] = json!(comparison);
+        base["plot"] = json!(PLOT);
+        Ok(Some(base))
     }
 }

@@ -59,10 +59,19 @@ pub struct ReplaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// Write the run back to the database's `twin_experiments`, tagged
-    /// with this experiment name (the variant is the twin's name).
+    /// with this experiment name (the base run's variant is the twin's
+    /// name, each what-if's its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<String>,
+    /// What-ifs replayed beside the twin on the same traffic: each the
+    /// twin with a topology patch (replicas, CPU limits and requests,
+    /// workers, Kubernetes objects added or replaced), at most 8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<hanzo_twin_engines::infra::Variant>,
 }
+
+/// What-ifs one replay runs at most (each a whole simulation of the span).
+pub const MAX_VARIANTS: usize = 8;
 
 impl ReplaySpec {
     /// `from` and `to` as Unix seconds.
@@ -106,7 +115,20 @@ impl ReplaySpec {
         if let Some(e) = &self.experiment {
             crate::definition::Name::new(e).map_err(|m| invalid("experiment", m))?;
         }
-        Ok(())
+        if self.variants.len() > MAX_VARIANTS {
+            return Err(invalid(
+                "variants",
+                format!(
+                    "{} what-ifs; a replay runs at most {MAX_VARIANTS} (submit another for more)",
+                    self.variants.len()
+                ),
+            ));
+        }
+        hanzo_twin_engines::infra::whatif::check_variants(&self.variants, "variants", "").map_err(
+            |hanzo_twin_engines::infra::InfraError::Invalid { field, message }| {
+                invalid(field, message)
+            },
+        )
     }
 }
 

@@ -12,13 +12,15 @@
 //! answers (the same JSON, through [`Objects::push`]).
 
 use crate::InfraError;
-use crate::model::{Autoscale, CallModel, Distribution, InfraModel, Quota, ServiceModel};
+use crate::model::{
+    Autoscale, CallModel, Distribution, InfraModel, Memory, Quota, Readiness, ServiceModel,
+};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -71,6 +73,24 @@ pub struct Behaviour {
     pub disk_limit_percent: Option<f64>,
     #[serde(default)]
     pub calls: Vec<CallModel>,
+    /// The readiness probe, when its pods' containers have none (or to
+    /// override theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Readiness>,
+    /// What a replica holds in memory; its limit is its containers'
+    /// `resources.limits.memory` unless given here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryUse>,
+}
+
+/// A replica's memory use, MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryUse {
+    pub base_mib: f64,
+    pub per_request_mib: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_mib: Option<f64>,
 }
 
 /// A service's request time when the definition gives none.
@@ -191,6 +211,61 @@ impl Objects {
         }
         Ok(())
     }
+
+    /// The objects as YAML documents (split by `---`), each with its
+    /// `apiVersion` and `kind`: what [`Objects::from_manifests`] reads back
+    /// (findings are not objects and are left out).
+    pub fn to_manifests(&self) -> Result<String, InfraError> {
+        fn documents<T: Serialize>(list: &[T], out: &mut Vec<String>) -> Result<(), InfraError> {
+            for object in list {
+                out.push(serde_yaml_ng::to_string(object).map_err(|e| {
+                    InfraError::invalid("topology.snapshot", format!("cannot write an object: {e}"))
+                })?);
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        documents(&self.deployments, &mut out)?;
+        documents(&self.stateful_sets, &mut out)?;
+        documents(&self.services, &mut out)?;
+        documents(&self.autoscalers, &mut out)?;
+        documents(&self.quotas, &mut out)?;
+        documents(&self.network_policies, &mut out)?;
+        documents(&self.disruption_budgets, &mut out)?;
+        Ok(out.join("---\n"))
+    }
+
+    /// Adds `other`'s objects, each replacing one of its kind with the same
+    /// name (and namespace, where `other`'s gives one; without, it takes
+    /// the namespace of the one it replaces): a what-if's patch.
+    pub fn merge(&mut self, other: Objects) {
+        fn upsert<T: k8s_openapi::Metadata<Ty = ObjectMeta>>(list: &mut Vec<T>, added: Vec<T>) {
+            for mut object in added {
+                let (name, namespace) = (&object.metadata().name, &object.metadata().namespace);
+                let same = list.iter().position(|o| {
+                    let m = o.metadata();
+                    m.name == *name && (namespace.is_none() || m.namespace == *namespace)
+                });
+                match same {
+                    Some(i) => {
+                        if namespace.is_none() {
+                            object.metadata_mut().namespace = list[i].metadata().namespace.clone();
+                        }
+                        list[i] = object
+                    }
+                    None => list.push(object),
+                }
+            }
+        }
+        upsert(&mut self.deployments, other.deployments);
+        upsert(&mut self.stateful_sets, other.stateful_sets);
+        upsert(&mut self.services, other.services);
+        upsert(&mut self.autoscalers, other.autoscalers);
+        upsert(&mut self.quotas, other.quotas);
+        upsert(&mut self.network_policies, other.network_policies);
+        upsert(&mut self.disruption_budgets, other.disruption_budgets);
+        self.findings.extend(other.findings);
+    }
 }
 
 fn namespace_of(value: &serde_json::Value) -> &str {
@@ -230,6 +305,10 @@ struct Workload {
     labels: BTreeMap<String, String>,
     cpu_request: Option<f64>,
     cpu_limit: Option<f64>,
+    /// Its containers' memory limits, summed (MiB).
+    memory_limit_mib: Option<f64>,
+    /// The first container's readiness probe.
+    readiness: Option<Readiness>,
 }
 
 impl Workload {
@@ -244,10 +323,36 @@ impl Workload {
         let object = format!("{kind} {namespace}/{name}");
         let mut cpu_request = None;
         let mut cpu_limit = None;
+        let mut memory_limit_mib = None;
+        let mut readiness = None;
         for c in template.spec.iter().flat_map(|s| &s.containers) {
+            if readiness.is_none()
+                && let Some(p) = &c.readiness_probe
+            {
+                // Kubernetes' defaults for what the probe leaves out.
+                let d = Readiness::default();
+                let seconds =
+                    |v: Option<i32>, default: f64| v.map_or(default, |v| f64::from(v.max(1)));
+                let count = |v: Option<i32>, default: u32| v.map_or(default, |v| v.max(1) as u32);
+                readiness = Some(Readiness {
+                    period_s: seconds(p.period_seconds, d.period_s),
+                    timeout_s: seconds(p.timeout_seconds, d.timeout_s),
+                    failure_threshold: count(p.failure_threshold, d.failure_threshold),
+                    success_threshold: count(p.success_threshold, d.success_threshold),
+                });
+            }
             let Some(resources) = &c.resources else {
                 continue;
             };
+            if let Some(q) = resources.limits.as_ref().and_then(|m| m.get("memory")) {
+                let mib = memory_mib(&q.0).ok_or_else(|| {
+                    InfraError::invalid(
+                        &object,
+                        format!("container {}: `{}` is not a memory quantity", c.name, q.0),
+                    )
+                })?;
+                *memory_limit_mib.get_or_insert(0.0) += mib;
+            }
             let read = |map: &Option<
                 BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
             >|
@@ -285,6 +390,8 @@ impl Workload {
                 .unwrap_or_default(),
             cpu_request,
             cpu_limit,
+            memory_limit_mib,
+            readiness,
         })
     }
 
@@ -305,6 +412,31 @@ pub fn cpu_cores(text: &str) -> Option<f64> {
     };
     let v: f64 = number.parse().ok()?;
     (v.is_finite() && v >= 0.0).then_some(v * scale)
+}
+
+/// A memory quantity in MiB: `512Mi`, `1Gi`, `1G`, `500M`, `1e9` (bytes).
+pub fn memory_mib(text: &str) -> Option<f64> {
+    let text = text.trim();
+    const UNITS: [(&str, f64); 12] = [
+        ("Ki", 1024.0),
+        ("Mi", 1024.0 * 1024.0),
+        ("Gi", 1024.0 * 1024.0 * 1024.0),
+        ("Ti", 1024.0 * 1024.0 * 1024.0 * 1024.0),
+        ("Pi", 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0),
+        ("Ei", 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, bytes) = UNITS
+        .iter()
+        .find_map(|(suffix, scale)| text.strip_suffix(suffix).map(|n| (n, *scale)))
+        .unwrap_or((text, 1.0));
+    let v: f64 = number.parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some(v * bytes / (1024.0 * 1024.0))
 }
 
 /// Builds the model: a service per Deployment and StatefulSet in the
@@ -474,6 +606,23 @@ pub fn model(
         }
         if let Some(s) = b.disk_limit_percent {
             service.disk_limit_percent = s;
+        }
+        service.readiness = b.readiness.or(w.readiness);
+        if let Some(m) = b.memory {
+            match m.limit_mib.or(w.memory_limit_mib) {
+                Some(limit_mib) => {
+                    service.memory = Some(Memory {
+                        base_mib: m.base_mib,
+                        per_request_mib: m.per_request_mib,
+                        limit_mib,
+                    })
+                }
+                None => findings.push(Finding {
+                    object: w.object(),
+                    support: Support::Approximated,
+                    message: format!("no memory limit (resources.limits.memory or topology.services.{}.memory.limit_mib): it is never OOM-killed", w.name),
+                }),
+            }
         }
         services.push(service);
     }

@@ -10,24 +10,30 @@
 //!   their callers; replicas die and come back;
 //! * [`fault`]: what chaos injects (Chaos Mesh's vocabulary): pod kill,
 //!   network partition, delay, packet loss, CPU stress;
-//! * [`report::Report`]: what a run measured, per service and end to end.
+//! * [`report::Report`]: what a run measured, per service and end to end;
+//! * [`whatif`]: what-if variants, a topology with a patch, and
+//!   [`compare`]: runs on the same traffic side by side, as a table and a
+//!   plot.
 //!
 //! Queueing theory checks it: `tests/queueing.rs` compares M/M/1, M/M/c and
 //! M/D/1 waiting times with their closed forms and checks Little's law.
 
 pub mod assertion;
+pub mod compare;
 pub mod fault;
 pub mod kubernetes;
 pub mod model;
 pub mod report;
 pub mod sim;
 pub mod spec;
+pub mod whatif;
 
 pub use assertion::{Assertion, Verdict};
 pub use fault::{Fault, FaultAction};
 pub use model::{CallModel, Distribution, InfraModel, RateProfile, ServiceModel, TrafficModel};
 pub use report::Report;
 pub use sim::InfraSim;
+pub use whatif::{TopologyPatch, Variant};
 
 /// What an infrastructure model or run can refuse, naming the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

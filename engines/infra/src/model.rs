@@ -145,6 +145,86 @@ pub struct ServiceModel {
     /// Calls each request makes, one after another, holding its worker.
     #[serde(default)]
     pub calls: Vec<CallModel>,
+    /// Its pods' readiness probe: a replica that fails it takes no new
+    /// requests until it passes again.
+    #[serde(default)]
+    pub readiness: Option<Readiness>,
+    /// What a replica holds in memory, and its limit: past it the replica
+    /// is OOM-killed.
+    #[serde(default)]
+    pub memory: Option<Memory>,
+}
+
+fn ten_s() -> f64 {
+    10.0
+}
+fn one_s() -> f64 {
+    1.0
+}
+fn three() -> u32 {
+    3
+}
+fn five() -> u32 {
+    5
+}
+fn thirty_s() -> f64 {
+    30.0
+}
+
+/// Kubernetes' readiness probe (a container's `readinessProbe`): every
+/// `period_s` the kubelet asks each replica, which answers once a worker is
+/// free to, within `timeout_s`, or fails. After `failure_threshold`
+/// failures in a row the replica is taken out of its Services' endpoints
+/// (it finishes what it holds), after `success_threshold` passes put back.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    #[serde(default = "ten_s")]
+    pub period_s: f64,
+    #[serde(default = "one_s")]
+    pub timeout_s: f64,
+    #[serde(default = "three")]
+    pub failure_threshold: u32,
+    #[serde(default = "one")]
+    pub success_threshold: u32,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            period_s: ten_s(),
+            timeout_s: one_s(),
+            failure_threshold: three(),
+            success_threshold: one(),
+        }
+    }
+}
+
+/// A replica's memory, in MiB: `base_mib` plus `per_request_mib` for each
+/// request it holds (working or queued). Above `limit_mib` (its container's
+/// memory limit) the kernel kills it (OOMKilled): what it held fails, and
+/// it restarts after Kubernetes' crash back-off (10 s, doubling to 5 min,
+/// reset after 10 min running) plus its startup time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Memory {
+    pub base_mib: f64,
+    pub per_request_mib: f64,
+    pub limit_mib: f64,
+}
+
+/// A caller's circuit breaker on one call (as resilience4j and Hystrix
+/// have): after `consecutive_failures` failed attempts in a row it opens,
+/// and calls fail at once, without reaching the service, for `open_s`;
+/// then one trial call goes through (half-open): its success closes the
+/// breaker, its failure opens it again.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    #[serde(default = "five")]
+    pub consecutive_failures: u32,
+    #[serde(default = "thirty_s")]
+    pub open_s: f64,
 }
 
 fn default_namespace() -> String {
@@ -197,6 +277,8 @@ impl ServiceModel {
             writes: 0.0,
             disk_limit_percent: default_disk_limit(),
             calls: Vec::new(),
+            readiness: None,
+            memory: None,
         }
     }
 }
@@ -221,6 +303,10 @@ pub struct CallModel {
     /// cache the service can do without).
     #[serde(default = "yes")]
     pub required: bool,
+    // No `skip_serializing_if`: a model is part of a saved simulation
+    // state, whose encoding (bincode) is not self-describing.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 /// Requests per second over simulated time.
@@ -361,6 +447,30 @@ impl InfraModel {
                     format!("there is no service `{bad}`"),
                 ));
             }
+            if let Some(r) = s.readiness
+                && !(r.period_s.is_finite()
+                    && r.period_s > 0.0
+                    && r.timeout_s.is_finite()
+                    && r.timeout_s > 0.0
+                    && r.failure_threshold >= 1
+                    && r.success_threshold >= 1)
+            {
+                return Err(InfraError::invalid(
+                    field("readiness"),
+                    "needs positive period_s and timeout_s, and thresholds of at least 1",
+                ));
+            }
+            if let Some(m) = s.memory
+                && !([m.base_mib, m.per_request_mib, m.limit_mib]
+                    .iter()
+                    .all(|v| v.is_finite() && *v >= 0.0)
+                    && m.limit_mib > m.base_mib)
+            {
+                return Err(InfraError::invalid(
+                    field("memory"),
+                    "needs base_mib, per_request_mib and limit_mib in MiB, 0 or more, with limit_mib above base_mib",
+                ));
+            }
             if !(0.0..=100.0).contains(&s.disk_limit_percent) {
                 return Err(InfraError::invalid(
                     field("disk_limit_percent"),
@@ -386,6 +496,14 @@ impl InfraModel {
                     return Err(InfraError::invalid(
                         field("timeout_s"),
                         "a positive number of seconds",
+                    ));
+                }
+                if let Some(b) = c.circuit_breaker
+                    && !(b.consecutive_failures >= 1 && b.open_s.is_finite() && b.open_s > 0.0)
+                {
+                    return Err(InfraError::invalid(
+                        field("circuit_breaker"),
+                        "needs consecutive_failures of at least 1 and a positive open_s",
                     ));
                 }
             }

@@ -95,6 +95,15 @@ pub struct ServiceReport {
     /// Replicas at the end (ready or starting), and the most at once.
     pub replicas: u32,
     pub peak_replicas: u32,
+    /// Calls it did not make because their circuit breaker was open.
+    #[serde(default)]
+    pub short_circuited: u64,
+    /// Times a replica was taken out of rotation by its readiness probe.
+    #[serde(default)]
+    pub unready_events: u64,
+    /// Replicas killed for passing their memory limit.
+    #[serde(default)]
+    pub oom_kills: u64,
 }
 
 /// Requests entering at one service, from their arrival to their answer.

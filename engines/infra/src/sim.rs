@@ -26,6 +26,32 @@ use std::collections::{BinaryHeap, VecDeque};
 
 mod autoscale;
 mod probes;
+mod resilience;
+
+/// Each service's call targets, and which callers its network policies
+/// let in (none: all), by index.
+#[allow(clippy::type_complexity)]
+fn routing(model: &InfraModel) -> (Vec<Vec<usize>>, Vec<Option<Vec<bool>>>) {
+    let index = |name: &str| model.index(name);
+    let call_targets = model
+        .services
+        .iter()
+        .map(|s| s.calls.iter().filter_map(|c| index(&c.to)).collect())
+        .collect();
+    let ingress = model
+        .services
+        .iter()
+        .map(|s| {
+            s.ingress_from.as_ref().map(|from| {
+                let allowed: Vec<usize> = from.iter().filter_map(|f| index(f)).collect();
+                (0..model.services.len())
+                    .map(|c| allowed.contains(&c))
+                    .collect()
+            })
+        })
+        .collect();
+    (call_targets, ingress)
+}
 
 /// A request slot and the serial of the request in it (slots are reused;
 /// an event for a finished request finds another serial there).
@@ -71,6 +97,10 @@ enum Event {
     },
     /// A service's autoscaler looks at its CPU.
     Autoscale {
+        service: usize,
+    },
+    /// The kubelet probes a service's replicas' readiness.
+    Readiness {
         service: usize,
     },
 }
@@ -141,6 +171,13 @@ struct Replica {
     busy: u32,
     queue: VecDeque<Handle>,
     ready_since: f64,
+    /// Failing its readiness probe: out of its Services' endpoints (it
+    /// finishes what it holds).
+    unready: bool,
+    /// Probe results in a row: failures while ready, passes while not.
+    probe_streak: u32,
+    /// Crashes (OOM kills) in a row, for the restart back-off.
+    crashes: u32,
 }
 
 /// What faults do to a service now.
@@ -178,6 +215,22 @@ struct ServiceStats {
     /// The autoscaler's wishes over its scale-down window: (time, replicas).
     wishes: VecDeque<(f64, u32)>,
     peak_replicas: u32,
+    /// Calls it did not make because their circuit breaker was open.
+    short_circuited: u64,
+    /// Replicas taken out of rotation by their readiness probe, and
+    /// OOM-killed.
+    unready_events: u64,
+    oom_kills: u64,
+}
+
+/// A caller's circuit breaker on one of its calls.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Breaker {
+    failures: u32,
+    /// Open until then; after it, half-open.
+    open_until: Option<f64>,
+    /// Half-open and its trial call out since then.
+    trial: Option<f64>,
 }
 
 /// A watched assertion's tally over its window.
@@ -230,6 +283,10 @@ pub struct InfraSim {
     entries: Vec<EntryStats>,
     probes: Vec<Probe>,
     bucket_s: f64,
+    /// Per service, per call.
+    breakers: Vec<Vec<Breaker>>,
+    /// Topology patches applied while running (a what-if fork's), in order.
+    patches: Vec<crate::TopologyPatch>,
 }
 
 impl InfraSim {
@@ -253,38 +310,11 @@ impl InfraSim {
                 ));
             }
         }
-        let call_targets = model
-            .services
-            .iter()
-            .map(|s| s.calls.iter().filter_map(|c| index(&c.to)).collect())
-            .collect();
-        let ingress = model
-            .services
-            .iter()
-            .map(|s| {
-                s.ingress_from.as_ref().map(|from| {
-                    let allowed: Vec<usize> = from.iter().filter_map(|f| index(f)).collect();
-                    (0..model.services.len())
-                        .map(|c| allowed.contains(&c))
-                        .collect()
-                })
-            })
-            .collect();
+        let (call_targets, ingress) = routing(&model);
         let replicas = model
             .services
             .iter()
-            .map(|s| {
-                (0..s.replicas)
-                    .map(|_| Replica {
-                        ready: true,
-                        terminated: false,
-                        generation: 0,
-                        busy: 0,
-                        queue: VecDeque::new(),
-                        ready_since: 0.0,
-                    })
-                    .collect()
-            })
+            .map(|s| (0..s.replicas).map(|_| Replica::new(true, 0.0)).collect())
             .collect();
         let services = model
             .services
@@ -309,6 +339,9 @@ impl InfraSim {
                 cpu_seen: 0.0,
                 wishes: VecDeque::new(),
                 peak_replicas: s.replicas,
+                short_circuited: 0,
+                unready_events: 0,
+                oom_kills: 0,
             })
             .collect();
         let entries = traffic
@@ -324,7 +357,13 @@ impl InfraSim {
                 timeline: Vec::new(),
             })
             .collect();
+        let breakers = model
+            .services
+            .iter()
+            .map(|s| vec![Breaker::default(); s.calls.len()])
+            .collect();
         let mut sim = InfraSim {
+            breakers,
             conditions: vec![Conditions::default(); model.services.len()],
             model,
             traffic,
@@ -343,6 +382,7 @@ impl InfraSim {
             entries,
             probes: Vec::new(),
             bucket_s: 1.0,
+            patches: Vec::new(),
         };
         for entry in 0..sim.entries.len() {
             sim.schedule_external(entry, 0.0);
@@ -350,6 +390,9 @@ impl InfraSim {
         for service in 0..sim.model.services.len() {
             if sim.model.services[service].autoscale.is_some() {
                 sim.schedule(AUTOSCALE_PERIOD_S, Event::Autoscale { service });
+            }
+            if let Some(r) = sim.model.services[service].readiness {
+                sim.schedule(r.period_s, Event::Readiness { service });
             }
         }
         for fault in faults {
@@ -431,6 +474,107 @@ impl InfraSim {
         self.model.index(name)
     }
 
+    /// The topology patches applied while running, in order.
+    pub fn patches(&self) -> &[crate::TopologyPatch] {
+        &self.patches
+    }
+
+    /// Changes the running topology, as `kubectl apply` would: `objects`
+    /// (the twin's own) with every patch applied so far and `patch`, read
+    /// as `spec` reads its topology. It must keep the same services;
+    /// replica counts the patch changes scale now (new replicas ready
+    /// after their startup, within quota), everything else applies to the
+    /// next request. Nothing changes when it is refused.
+    pub fn patch(
+        &mut self,
+        spec: &crate::spec::InfraTwinSpec,
+        objects: &crate::kubernetes::Objects,
+        patch: crate::TopologyPatch,
+        field: &str,
+    ) -> Result<(), InfraError> {
+        let mut all = self.patches.clone();
+        all.push(patch);
+        let mut patched = objects.clone();
+        for p in &all {
+            patched = p.patch_objects(&patched, field)?;
+        }
+        let (mut model, _) =
+            crate::kubernetes::model(&patched, &spec.topology.options, &spec.topology.services)?;
+        for p in &all {
+            p.apply(&mut model, field)?;
+        }
+        model.check()?;
+        self.reconfigure(model, field)?;
+        self.patches = all;
+        Ok(())
+    }
+
+    /// Runs on `model` from now: the same services, in the same order.
+    fn reconfigure(&mut self, model: InfraModel, field: &str) -> Result<(), InfraError> {
+        let names = |m: &InfraModel| {
+            m.services
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()
+        };
+        if names(&model) != names(&self.model) {
+            return Err(InfraError::invalid(
+                field,
+                format!(
+                    "a running twin's patch may change its services, not add or remove them (it would have {}; it has {})",
+                    names(&model).join(", "),
+                    names(&self.model).join(", ")
+                ),
+            ));
+        }
+        if model
+            .services
+            .iter()
+            .zip(&self.model.services)
+            .any(|(a, b)| a.calls != b.calls)
+        {
+            return Err(InfraError::invalid(
+                field,
+                "a running twin's patch may not change the calls services make",
+            ));
+        }
+        let old = std::mem::replace(&mut self.model, model);
+        (self.call_targets, self.ingress) = routing(&self.model);
+        for service in 0..self.model.services.len() {
+            let before = &old.services[service];
+            let now = self.model.services[service].clone();
+            if before.autoscale.is_none() && now.autoscale.is_some() {
+                self.schedule(self.now + AUTOSCALE_PERIOD_S, Event::Autoscale { service });
+            }
+            if let (None, Some(r)) = (before.readiness, now.readiness) {
+                self.schedule(self.now + r.period_s, Event::Readiness { service });
+            }
+            if before.replicas != now.replicas {
+                let wanted = now.replicas;
+                let current = self.replicas[service]
+                    .iter()
+                    .filter(|r| !r.terminated)
+                    .count() as u32;
+                if wanted > current {
+                    for _ in 0..self.quota_room(service, wanted - current) {
+                        self.add_replica(service);
+                    }
+                } else {
+                    for _ in wanted..current {
+                        self.remove_replica(service);
+                    }
+                }
+                let running = self.replicas[service]
+                    .iter()
+                    .filter(|r| !r.terminated)
+                    .count() as u32;
+                let stats = &mut self.services[service];
+                stats.peak_replicas = stats.peak_replicas.max(running);
+            }
+        }
+        Ok(())
+    }
+
     fn schedule(&mut self, time: f64, event: Event) {
         self.seq += 1;
         self.events.push(Scheduled {
@@ -509,6 +653,7 @@ impl InfraSim {
                     return;
                 }
                 if ok {
+                    self.breaker_outcome(parent, true);
                     if let Some(p) = self.requests.get_mut(parent.0) {
                         p.waiting_on = None;
                         p.next += 1;
@@ -543,6 +688,12 @@ impl InfraSim {
             Event::Autoscale { service } => {
                 self.autoscale(service);
                 self.schedule(self.now + AUTOSCALE_PERIOD_S, Event::Autoscale { service });
+            }
+            Event::Readiness { service } => {
+                self.probe_readiness(service);
+                if let Some(r) = self.model.services[service].readiness {
+                    self.schedule(self.now + r.period_s, Event::Readiness { service });
+                }
             }
         }
     }
@@ -602,7 +753,7 @@ impl InfraSim {
         self.services[service].arrivals += 1;
         self.set_present(service, 1);
         let ready: Vec<usize> = (0..self.replicas[service].len())
-            .filter(|&i| self.replicas[service][i].ready)
+            .filter(|&i| self.replicas[service][i].ready && !self.replicas[service][i].unready)
             .collect();
         let Some(&replica) = ready.choose(&mut self.rng) else {
             self.reject(req, service);
@@ -619,9 +770,11 @@ impl InfraSim {
         } else if limit.is_some_and(|l| r.queue.len() >= l as usize) {
             self.requests[req.0].replica = None;
             self.reject(req, service);
+            return;
         } else {
             r.queue.push_back(req);
         }
+        self.check_memory(service, replica);
     }
 
     /// A worker (already counted busy) takes the request.
@@ -651,6 +804,11 @@ impl InfraSim {
             return;
         };
         let service = r.service;
+        if !self.breaker_admits(service, call) {
+            self.services[service].short_circuited += 1;
+            self.give_up_call(req);
+            return;
+        }
         let target = self.call_targets[service][call];
         let timeout = self.model.services[service].calls[call].timeout_s;
         let child = self.create(target, Some(req), None);
@@ -695,6 +853,7 @@ impl InfraSim {
     }
 
     fn call_failed(&mut self, req: Handle) {
+        self.breaker_outcome(req, false);
         let Some(r) = self.requests.get_mut(req.0) else {
             return;
         };
@@ -708,6 +867,18 @@ impl InfraSim {
             self.next_call(req);
             return;
         }
+        self.give_up_call(req);
+    }
+
+    /// The caller stops trying its current call: a required one fails the
+    /// request, an optional one is skipped.
+    fn give_up_call(&mut self, req: Handle) {
+        let Some(r) = self.requests.get_mut(req.0) else {
+            return;
+        };
+        r.waiting_on = None;
+        let service = r.service;
+        let index = r.plan[r.next];
         // Given up: a write the caller sent is lost.
         let target = self.call_targets[service][index];
         if self.model.services[target].writes > 0.0 && !self.probes.is_empty() {
@@ -869,6 +1040,12 @@ impl InfraSim {
     /// The replica dies: what it held fails, and its replacement is ready
     /// after the service's startup time.
     fn kill(&mut self, service: usize, replica: usize) {
+        self.kill_after(service, replica, 0.0);
+    }
+
+    /// As [`InfraSim::kill`], its restart `delay` seconds later (a crash's
+    /// back-off).
+    fn kill_after(&mut self, service: usize, replica: usize, delay: f64) {
         let rep = &mut self.replicas[service][replica];
         self.services[service].replica_seconds += self.now - rep.ready_since;
         let old = rep.generation;
@@ -886,9 +1063,12 @@ impl InfraSim {
         for v in victims {
             self.fail(v);
         }
+        let rep = &mut self.replicas[service][replica];
+        rep.unready = false;
+        rep.probe_streak = 0;
         let startup = self.model.services[service].startup_s;
         self.schedule(
-            self.now + startup,
+            self.now + delay + startup,
             Event::ReplicaReady {
                 service,
                 replica,
@@ -937,6 +1117,9 @@ impl InfraSim {
                     replica_seconds: s.replica_seconds + ready,
                     replicas: self.replicas[i].iter().filter(|r| !r.terminated).count() as u32,
                     peak_replicas: s.peak_replicas,
+                    short_circuited: s.short_circuited,
+                    unready_events: s.unready_events,
+                    oom_kills: s.oom_kills,
                 }
             })
             .collect();

@@ -85,10 +85,28 @@ pub struct TopologySpec {
     /// The kubeconfig context of a live cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// A live cluster's objects as a node read them when the twin was
+    /// created or its topology last changed: what the twin runs on, so a
+    /// restart, a fork or a move to another node does not re-read a
+    /// cluster that has changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<TopologySnapshot>,
     #[serde(flatten)]
     pub options: TopologyOptions,
     #[serde(default)]
     pub services: BTreeMap<String, Behaviour>,
+}
+
+/// A live cluster's objects, read once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySnapshot {
+    /// When they were read (RFC 3339).
+    pub read_at: String,
+    /// The API server they were read from.
+    pub server: String,
+    /// The objects, as YAML documents split by `---`.
+    pub manifests: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -444,6 +462,15 @@ impl InfraTwinSpec {
     /// `.yml` and `.json` files, in name order), relative to `base`.
     pub fn manifests(&self, base: &std::path::Path) -> Result<Vec<(String, String)>, InfraError> {
         if self.topology.source == TopologySource::Kubernetes {
+            if let Some(snapshot) = &self.topology.snapshot {
+                return Ok(vec![(
+                    format!(
+                        "topology.snapshot (read from {} at {})",
+                        snapshot.server, snapshot.read_at
+                    ),
+                    snapshot.manifests.clone(),
+                )]);
+            }
             return Err(InfraError::invalid(
                 "topology.source",
                 "kubernetes is read from the cluster's API server (hanzo-twin built with the `kubernetes` feature), not from files; or export the objects \

@@ -26,6 +26,7 @@ fn call(to: &str, probability: f64, timeout_s: f64) -> CallModel {
         timeout_s: Some(timeout_s),
         retries: 0,
         required: true,
+        circuit_breaker: None,
     }
 }
 
@@ -310,4 +311,28 @@ fn bad_manifests_are_refused_naming_the_file_and_what_is_wrong() {
     assert_eq!(kubernetes::cpu_cores("250m"), Some(0.25));
     assert_eq!(kubernetes::cpu_cores("1.5"), Some(1.5));
     assert_eq!(kubernetes::cpu_cores("-1"), None);
+}
+
+/// A live cluster's objects are kept in a twin's definition as YAML (its
+/// topology snapshot): written out and read back, they make the same model.
+#[test]
+fn objects_written_as_manifests_read_back_as_the_same_model() {
+    let objects = Objects::from_manifests(&manifests()).expect("the shop");
+    let text = objects.to_manifests().expect("YAML");
+    let count = objects.deployments.len()
+        + objects.stateful_sets.len()
+        + objects.services.len()
+        + objects.autoscalers.len()
+        + objects.quotas.len()
+        + objects.network_policies.len()
+        + objects.disruption_budgets.len();
+    assert!(count >= 10, "{count}");
+    assert_eq!(text.matches("\n---\n").count() + 1, count, "{text}");
+    let again = Objects::from_manifests(&[("snapshot".into(), text)]).expect("read back");
+    let model = |o: &Objects| {
+        kubernetes::model(o, &options(true, true), &behaviour())
+            .expect("a model")
+            .0
+    };
+    assert_eq!(model(&again), model(&objects));
 }

@@ -10,9 +10,11 @@
 use super::{Output, print_value, s};
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use hanzo_twin_infra::compare::{ComparisonRow, plot_svg};
 use hanzo_twin_infra::kubernetes::Objects;
 use hanzo_twin_infra::spec::{InfraTwinSpec, TopologySource, TrafficSource};
-use hanzo_twin_infra::{InfraError, Report, TrafficModel, Verdict};
+use hanzo_twin_infra::whatif::check_variants;
+use hanzo_twin_infra::{InfraError, Report, TopologyPatch, TrafficModel, Variant, Verdict};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -35,10 +37,11 @@ pub(super) enum InfraCommand {
     Compare {
         #[command(flatten)]
         run: RunArgs,
-        /// A variant: replicas per service, e.g. `api=5` or
-        /// `api=6,gateway=3`. Repeatable.
-        #[arg(long = "variant", value_name = "SERVICE=N[,…]", required = true)]
-        variants: Vec<String>,
+        #[command(flatten)]
+        variants: VariantArgs,
+        /// Also draw the runs' latency and failures over time, as SVG.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// A running infrastructure twin on a node: what each service did so
     /// far, its faults, and each assertion's verdict (so far, while its
@@ -50,6 +53,58 @@ pub(super) enum InfraCommand {
         #[command(flatten)]
         client: super::ClientOpts,
     },
+}
+
+/// What-if variants, given on the command line or in a file.
+#[derive(Args)]
+pub(super) struct VariantArgs {
+    /// A variant: replicas per service, e.g. `api=5` or `api=6,gateway=3`.
+    /// Repeatable.
+    #[arg(long = "variant", value_name = "SERVICE=N[,…]")]
+    variant: Vec<String>,
+    /// Variants in a YAML or JSON file: a list of `{name, patch}`, each
+    /// patch with any of `replicas`, `cpu_limit`, `cpu_request`, `workers`
+    /// (per service) and `manifests` (Kubernetes objects added or
+    /// replaced), as `POST /v1/infra/twins/{id}/replay` takes them.
+    #[arg(long = "variants", value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+impl VariantArgs {
+    pub(super) fn read(&self) -> anyhow::Result<Vec<Variant>> {
+        let mut all = Vec::new();
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let list: Vec<Variant> = serde_yaml_ng::from_str(&text).with_context(|| {
+                format!(
+                    "{}: expected a list of variants, each {{name, patch: {{replicas, cpu_limit, cpu_request, workers, manifests}}}}",
+                    path.display()
+                )
+            })?;
+            all.extend(list);
+        }
+        for text in &self.variant {
+            all.push(replicas_variant(text)?);
+        }
+        Ok(all)
+    }
+}
+
+/// `api=6,gateway=3`: a variant of replicas, named as written.
+pub(super) fn replicas_variant(text: &str) -> anyhow::Result<Variant> {
+    let mut patch = TopologyPatch::default();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, n) = part
+            .split_once('=')
+            .and_then(|(name, n)| Some((name.trim().to_string(), n.trim().parse::<u32>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("`{part}`: expected SERVICE=N, e.g. api=5"))?;
+        patch.replicas.insert(name, n);
+    }
+    Ok(Variant {
+        name: text.replace(' ', ""),
+        patch,
+    })
 }
 
 #[derive(Args)]
@@ -90,15 +145,29 @@ pub(super) fn command(command: InfraCommand) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     match command {
         InfraCommand::Simulate { run, replicas } => {
-            let variant = Variant::parse(&replicas.join(","))?;
+            let variant = if replicas.is_empty() {
+                base()
+            } else {
+                replicas_variant(&replicas.join(","))?
+            };
             runtime.block_on(simulate(run, variant))
         }
-        InfraCommand::Compare { run, variants } => {
-            let mut list = vec![Variant::parse("")?];
-            for v in &variants {
-                list.push(Variant::parse(v)?);
+        InfraCommand::Compare {
+            run,
+            variants,
+            plot,
+        } => {
+            let variants = variants.read()?;
+            if variants.is_empty() {
+                anyhow::bail!(
+                    "name what-ifs to compare: --variant api=5 (replicas per service), or --variants FILE"
+                );
             }
-            runtime.block_on(compare(run, list))
+            check_variants(&variants, "variant", "base").map_err(
+                |InfraError::Invalid { field, message }| anyhow::anyhow!("{field}: {message}"),
+            )?;
+            let list = std::iter::once(base()).chain(variants).collect();
+            runtime.block_on(compare(run, list, plot))
         }
         InfraCommand::Status { twin, client } => runtime.block_on(status(twin, client)),
     }
@@ -141,49 +210,11 @@ async fn status(twin: String, client: super::ClientOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Replicas per service: a what-if.
-#[derive(Debug, Clone)]
-struct Variant {
-    name: String,
-    replicas: Vec<(String, u32)>,
-}
-
-impl Variant {
-    fn parse(text: &str) -> anyhow::Result<Variant> {
-        let mut replicas = Vec::new();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, n) = part
-                .split_once('=')
-                .and_then(|(name, n)| {
-                    Some((name.trim().to_string(), n.trim().parse::<u32>().ok()?))
-                })
-                .ok_or_else(|| anyhow::anyhow!("`{part}`: expected SERVICE=N, e.g. api=5"))?;
-            replicas.push((name, n));
-        }
-        let name = if replicas.is_empty() {
-            "base".to_string()
-        } else {
-            text.replace(' ', "")
-        };
-        Ok(Variant { name, replicas })
-    }
-
-    fn apply(&self, model: &mut hanzo_twin_infra::InfraModel) -> Result<(), InfraError> {
-        for (name, n) in &self.replicas {
-            let Some(i) = model.index(name) else {
-                return Err(InfraError::Invalid {
-                    field: "variant".into(),
-                    message: format!("the topology has no service `{name}`"),
-                });
-            };
-            let service = &mut model.services[i];
-            service.replicas = *n;
-            if let Some(a) = service.autoscale.as_mut() {
-                a.min_replicas = a.min_replicas.max(*n);
-                a.max_replicas = a.max_replicas.max(*n);
-            }
-        }
-        Ok(())
+/// The definition as it is.
+fn base() -> Variant {
+    Variant {
+        name: "base".into(),
+        patch: TopologyPatch::default(),
     }
 }
 
@@ -309,11 +340,16 @@ fn run_variant(
     Vec<hanzo_twin_infra::kubernetes::Finding>,
     f64,
 )> {
-    let mut prepared = setup
-        .spec
-        .prepare_objects(&setup.objects, setup.traffic.clone(), seed, |m| {
-            variant.apply(m)
-        })
+    let field = format!("variant {}", variant.name);
+    let mut prepared = variant
+        .patch
+        .prepare(
+            &setup.spec,
+            &setup.objects,
+            setup.traffic.clone(),
+            seed,
+            &field,
+        )
         .context("the definition cannot run")?;
     let wall = std::time::Instant::now();
     prepared.sim.run_until(prepared.duration_s);
@@ -378,7 +414,11 @@ async fn simulate(run: RunArgs, variant: Variant) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn compare(run: RunArgs, variants: Vec<Variant>) -> anyhow::Result<()> {
+async fn compare(
+    run: RunArgs,
+    variants: Vec<Variant>,
+    plot: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let setup = setup(&run).await?;
     // Each variant on its own thread: simulations are single-threaded.
     let results: Vec<anyhow::Result<_>> = std::thread::scope(|scope| {
@@ -395,35 +435,36 @@ async fn compare(run: RunArgs, variants: Vec<Variant>) -> anyhow::Result<()> {
             .collect()
     });
     let mut rows = Vec::new();
+    let mut reports = Vec::new();
     for (variant, result) in variants.iter().zip(results) {
         let (report, verdicts, _, wall) =
             result.with_context(|| format!("variant {}", variant.name))?;
         let written = write_back(&run, &setup, &variant.name, &report, &verdicts).await?;
-        let failed: u64 = report.entries.iter().map(|e| e.failed).sum();
-        let sent: u64 = report.entries.iter().map(|e| e.sent).sum();
-        let p99 = report
-            .entries
+        let mut row = serde_json::to_value(ComparisonRow::of(&variant.name, &report, &verdicts))?;
+        row["wall_seconds"] = json!(wall);
+        row["experiment_rows"] = json!(written);
+        row["verdicts"] = json!(verdicts);
+        rows.push(row);
+        reports.push(report);
+    }
+    if let Some(path) = &plot {
+        let lines: Vec<(&str, &Report)> = variants
             .iter()
-            .map(|e| e.latency.p99_s)
-            .fold(0.0, f64::max);
-        let replica_hours = report.replica_hours();
-        rows.push(json!({
-            "variant": variant.name,
-            "assertions": verdicts.len(),
-            "breaches": verdicts.iter().filter(|v| !v.passed).count(),
-            "requests": sent,
-            "failed": failed,
-            "p99_s": p99,
-            "replica_hours": replica_hours,
-            "wall_seconds": wall,
-            "experiment_rows": written,
-            "verdicts": verdicts,
-        }));
+            .map(|v| v.name.as_str())
+            .zip(&reports)
+            .collect();
+        let svg = plot_svg(
+            &format!("{}: variants on the same traffic", setup.spec.name),
+            &lines,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot draw the plot: {e}"))?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let value = json!({
         "twin": setup.spec.name,
         "replay": replay_note(&setup),
         "variants": rows,
+        "plot": plot.map(|p| p.display().to_string()),
     });
     print_value(run.output, &value, comparison);
     Ok(())
@@ -550,11 +591,22 @@ pub(super) fn verdict_lines(verdicts: &Value, indent: &str) -> Vec<String> {
 fn comparison(v: &Value) -> String {
     let mut lines = vec![format!("{}: variants on the same traffic", s(&v["twin"]))];
     lines.extend(replay_line(v));
+    lines.extend(comparison_table(&v["variants"]));
+    if let Some(plot) = v["plot"].as_str() {
+        lines.push(format!("plotted in {plot}"));
+    }
+    lines.join("\n")
+}
+
+/// Rows of a comparison (`ComparisonRow`s with their verdicts) as a table,
+/// then each run's verdicts.
+pub(super) fn comparison_table(rows: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
     lines.push(format!(
         "{:<24} {:>10} {:>12} {:>10} {:>12} {:>14}",
         "VARIANT", "BREACHES", "REQUESTS", "FAILED", "P99", "REPLICA-HOURS"
     ));
-    for row in v["variants"].as_array().into_iter().flatten() {
+    for row in rows.as_array().into_iter().flatten() {
         lines.push(format!(
             "{:<24} {:>10} {:>12} {:>10} {:>12} {:>14.1}",
             s(&row["variant"]),
@@ -565,9 +617,9 @@ fn comparison(v: &Value) -> String {
             row["replica_hours"].as_f64().unwrap_or(0.0),
         ));
     }
-    for row in v["variants"].as_array().into_iter().flatten() {
+    for row in rows.as_array().into_iter().flatten() {
         lines.push(format!("{}:", s(&row["variant"])));
         lines.extend(verdict_lines(&row["verdicts"], "  "));
     }
-    lines.join("\n")
+    lines
 }

@@ -149,6 +149,13 @@ pub(super) struct ReplayArgs {
     /// under this name.
     #[arg(long)]
     experiment: Option<String>,
+    /// What-ifs replayed beside the twin on the same load.
+    #[command(flatten)]
+    variants: super::infra::VariantArgs,
+    /// When the job has run, save its plot (every run's latency and
+    /// failures over the span) here, as SVG.
+    #[arg(long, value_name = "FILE.svg", conflicts_with = "detach")]
+    plot: Option<std::path::PathBuf>,
     /// Submit and return; follow later with `hanzo-twin jobs logs <id> --follow`.
     #[arg(long)]
     detach: bool,
@@ -171,10 +178,19 @@ pub(super) async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             body[key] = Value::String(v);
         }
     }
+    let variants = args.variants.read()?;
+    if !variants.is_empty() {
+        body["variants"] = serde_json::to_value(variants)?;
+    }
     let path = format!("/v1/infra/twins/{}/replay", Client::encode(&args.twin));
-    submit_to(&c, &path, &body, "replay", args.detach)
-        .await
-        .map(|_| ())
+    let id = submit_to(&c, &path, &body, "replay", args.detach).await?;
+    if let Some(file) = &args.plot {
+        let url = c.url(&job_path(&id, "/artifacts/comparison.svg"));
+        let svg = c.send(c.http.get(url)).await?.bytes().await?;
+        std::fs::write(file, &svg).with_context(|| format!("cannot write {}", file.display()))?;
+        eprintln!("plotted in {}", file.display());
+    }
+    Ok(())
 }
 
 pub(super) async fn train(args: TrainArgs) -> anyhow::Result<()> {
@@ -456,8 +472,20 @@ fn job_summary(j: &Value) -> String {
                 s(&r["experiment"])
             ));
         }
-        for line in super::infra::verdict_lines(&r["verdicts"], "") {
-            out.push_str(&format!("\n{line}"));
+        if r["variants"].as_array().is_some_and(|v| !v.is_empty()) {
+            // Beside its what-ifs: the comparison, with each run's verdicts.
+            let mut rows = r["comparison"].clone();
+            let runs = std::iter::once(r).chain(r["variants"].as_array().into_iter().flatten());
+            for (row, run) in rows.as_array_mut().into_iter().flatten().zip(runs) {
+                row["verdicts"] = run["verdicts"].clone();
+            }
+            for line in super::infra::comparison_table(&rows) {
+                out.push_str(&format!("\n{line}"));
+            }
+        } else {
+            for line in super::infra::verdict_lines(&r["verdicts"], "") {
+                out.push_str(&format!("\n{line}"));
+            }
         }
     } else if !j["result"].is_null() {
         out.push_str(&format!("\nresult   {}", j["result"]));

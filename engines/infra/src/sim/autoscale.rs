@@ -97,14 +97,9 @@ impl InfraSim {
         let slot = match free {
             Some(i) => i,
             None => {
-                self.replicas[service].push(Replica {
-                    ready: false,
-                    terminated: true,
-                    generation: 0,
-                    busy: 0,
-                    queue: VecDeque::new(),
-                    ready_since: self.now,
-                });
+                let mut r = Replica::new(false, self.now);
+                r.terminated = true;
+                self.replicas[service].push(r);
                 self.replicas[service].len() - 1
             }
         };
