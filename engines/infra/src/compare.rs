@@ -101,7 +101,7 @@ pub fn plot_svg(title: &str, runs: &[(&str, &Report)]) -> Result<String, InfraEr
         .unwrap_or(0);
     let per_point = buckets.div_ceil(POINTS).max(1);
     let bucket_s = runs.first().map_or(1.0, |(_, r)| r.bucket_s);
-    let lines: Vec<(&str, Vec<Point>)> = runs
+    let mut lines: Vec<(&str, Vec<Point>)> = runs
         .iter()
         .map(|(name, report)| (*name, series(report, per_point)))
         .collect();
@@ -119,50 +119,79 @@ pub fn plot_svg(title: &str, runs: &[(&str, &Report)]) -> Result<String, InfraEr
             .titled(title, ("sans-serif", 22))
             .map_err(|e| failed(&e))?;
         let panels = root.split_evenly((2, 1));
-        let panel_specs: [(&str, PointValue); 2] = [
-            ("end-to-end mean latency, ms", |p| p.mean_latency_ms),
-            ("failed requests", |p| p.failed),
-        ];
-        for (panel, (label, value)) in panels.iter().zip(panel_specs) {
-            let y_max = lines
+        // Intervals without answers sit on the latency axis's floor.
+        let floor_ms = lines
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|p| p.mean_latency_ms))
+            .filter(|v| *v > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let floor_ms = if floor_ms.is_finite() {
+            floor_ms / 2.0
+        } else {
+            0.1
+        };
+        for p in lines.iter_mut().flat_map(|(_, s)| s.iter_mut()) {
+            p.mean_latency_ms = p.mean_latency_ms.max(floor_ms);
+        }
+        let lines = lines;
+        let highest = |value: PointValue| {
+            lines
                 .iter()
                 .flat_map(|(_, s)| s.iter().map(value))
-                .fold(0.0, f64::max);
-            let y_max = if y_max > 0.0 { y_max * 1.08 } else { 1.0 };
-            let mut chart = ChartBuilder::on(panel)
-                .caption(format!("{label}, per {interval}"), ("sans-serif", 16))
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(64)
-                .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-                .map_err(|e| failed(&e))?;
-            chart
-                .configure_mesh()
-                .x_desc("hours from the start")
-                .light_line_style(WHITE.mix(0.0))
-                .draw()
-                .map_err(|e| failed(&e))?;
-            for (i, (name, points)) in lines.iter().enumerate() {
-                let color = Palette99::pick(i).to_rgba();
+                .fold(0.0, f64::max)
+        };
+        // One panel's chart, lines and legend; the two differ only in
+        // their y axis (latency spans orders of magnitude: logarithmic).
+        macro_rules! panel {
+            ($area:expr, $label:expr, $y:expr, $value:expr) => {{
+                let value: PointValue = $value;
+                let mut chart = ChartBuilder::on($area)
+                    .caption(format!("{}, per {interval}", $label), ("sans-serif", 16))
+                    .margin(12)
+                    .x_label_area_size(36)
+                    .y_label_area_size(64)
+                    .build_cartesian_2d(0.0..x_max, $y)
+                    .map_err(|e| failed(&e))?;
                 chart
-                    .draw_series(LineSeries::new(
-                        points.iter().map(|p| (p.hours, value(p))),
-                        color.stroke_width(2),
-                    ))
-                    .map_err(|e| failed(&e))?
-                    .label(*name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw()
-                .map_err(|e| failed(&e))?;
+                    .configure_mesh()
+                    .x_desc("hours from the start")
+                    .light_line_style(WHITE.mix(0.0))
+                    .draw()
+                    .map_err(|e| failed(&e))?;
+                for (i, (name, points)) in lines.iter().enumerate() {
+                    let color = Palette99::pick(i).to_rgba();
+                    chart
+                        .draw_series(LineSeries::new(
+                            points.iter().map(|p| (p.hours, value(p))),
+                            color.stroke_width(2),
+                        ))
+                        .map_err(|e| failed(&e))?
+                        .label(*name)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+                        });
+                }
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK.mix(0.4))
+                    .draw()
+                    .map_err(|e| failed(&e))?;
+            }};
         }
+        let top_ms = highest(|p| p.mean_latency_ms).max(floor_ms * 10.0) * 1.5;
+        panel!(
+            &panels[0],
+            "end-to-end mean latency, ms (log scale)",
+            (floor_ms..top_ms).log_scale(),
+            |p| p.mean_latency_ms
+        );
+        let top_failed = match highest(|p| p.failed) {
+            v if v > 0.0 => v * 1.08,
+            _ => 1.0,
+        };
+        panel!(&panels[1], "failed requests", 0.0..top_failed, |p| p.failed);
         root.present().map_err(|e| failed(&e))?;
     }
     Ok(svg)
