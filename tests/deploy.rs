@@ -434,3 +434,79 @@ fn the_pods_environment_in_the_deployment_passes_check_config() {
         "{said}"
     );
 }
+
+/// deploy/kubernetes-live-topology: the base deployment, plus read access
+/// to exactly the kinds a node lists for a live cluster's topology
+/// (runtime/src/kube_topology.rs), get and list only, bound to the node's
+/// ServiceAccount, whose token the overlay mounts (the base mounts none).
+#[test]
+fn the_live_topology_overlay_grants_the_node_read_only_access_to_what_it_lists() {
+    let text = std::fs::read_to_string(repo().join("deploy/kubernetes-live-topology/rbac.yaml"))
+        .expect("rbac.yaml");
+    let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .collect();
+    let of_kind = |kind: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let mut granted = Vec::new();
+    for rule in of_kind("ClusterRole")["rules"]
+        .as_sequence()
+        .expect("rules")
+    {
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_sequence()
+            .expect("verbs")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(verbs, ["get", "list"], "read only: {rule:?}");
+        for group in rule["apiGroups"].as_sequence().expect("groups") {
+            for resource in rule["resources"].as_sequence().expect("resources") {
+                granted.push(format!(
+                    "{}/{}",
+                    group.as_str().expect("group"),
+                    resource.as_str().expect("resource")
+                ));
+            }
+        }
+    }
+    granted.sort();
+    assert_eq!(
+        granted,
+        [
+            "/resourcequotas",
+            "/services",
+            "apps/deployments",
+            "apps/statefulsets",
+            "autoscaling/horizontalpodautoscalers",
+            "networking.k8s.io/networkpolicies",
+            "policy/poddisruptionbudgets",
+        ]
+    );
+    // As many kinds as the node lists.
+    let reader = std::fs::read_to_string(repo().join("runtime/src/kube_topology.rs"))
+        .expect("kube_topology.rs");
+    assert_eq!(reader.matches("list::<").count(), granted.len());
+    let account = yaml("deploy/kubernetes/serviceaccount.yaml");
+    let subject = &of_kind("ClusterRoleBinding")["subjects"][0];
+    assert_eq!(subject["name"], account["metadata"]["name"]);
+    assert_eq!(subject["namespace"], account["metadata"]["namespace"]);
+    let overlay = yaml("deploy/kubernetes-live-topology/kustomization.yaml");
+    assert_eq!(overlay["resources"][0], "../kubernetes");
+    let patches = serde_yaml_ng::to_string(&overlay["patches"]).expect("YAML");
+    assert_eq!(patches.matches("automountServiceAccountToken").count(), 2);
+    // Egress to the API server's own port, which the base does not allow.
+    assert!(patches.contains("port: 6443"), "{patches}");
+    let Some(validator) = venv_tool("kubernetes-validate") else {
+        return;
+    };
+    let mut command = Command::new(validator);
+    command
+        .args(["--strict", "-k", KUBERNETES_VERSION])
+        .arg(repo().join("deploy/kubernetes-live-topology/rbac.yaml"));
+    run_tool(command);
+}
