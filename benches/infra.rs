@@ -80,6 +80,8 @@ fn main() {
         services: vec![service("queue", 1, 1, 1.0 / mu)],
         network_latency: Distribution::Constant { s: 0.0 },
         quotas: Vec::new(),
+        nodes: Vec::new(),
+        eviction_s: 300.0,
     };
     let mut sim = InfraSim::new(model, traffic("queue", lambda), Vec::new(), 1).expect("valid");
     let t0 = Instant::now();
@@ -114,6 +116,8 @@ fn main() {
         ],
         network_latency: Distribution::Constant { s: 0.0005 },
         quotas: Vec::new(),
+        nodes: Vec::new(),
+        eviction_s: 300.0,
     };
     let simulated = if benchmarking { 3600.0 } else { 5.0 };
     let partition = Fault {

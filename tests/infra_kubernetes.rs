@@ -44,6 +44,9 @@ mod live {
         ),
     ];
 
+    /// The cluster's nodes, asked for with `include_nodes` only.
+    const NODES: (&str, &str) = ("/api/v1/nodes", "nodes");
+
     fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         let body = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -93,7 +96,7 @@ mod live {
         if !authorized {
             return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
         }
-        match LISTS.iter().find(|(p, _)| *p == path) {
+        match LISTS.iter().chain([&NODES]).find(|(p, _)| *p == path) {
             Some((_, name)) => {
                 let file = repo().join(format!("tests/fixtures/kubernetes/shop/{name}.json"));
                 let mut body: Value =
@@ -172,6 +175,73 @@ mod live {
         output_of(&mut command)
     }
 
+    /// The run of `definition` (its topology from files) has the report
+    /// and verdicts of `from_cluster`'s.
+    async fn runs_as_from_files(from_cluster: &Value, definition: &'static str) {
+        let (_, stdout, stderr) =
+            tokio::task::spawn_blocking(move || simulate(&repo().join(definition), None))
+                .await
+                .expect("ran");
+        let from_files: Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+        assert_eq!(from_cluster["report"], from_files["report"]);
+        assert_eq!(from_cluster["verdicts"], from_files["verdicts"]);
+    }
+
+    /// With `include_nodes`, the cluster's Nodes are read too (all of
+    /// them, once): the twin scheduled onto them runs as the one with the
+    /// same nodes written in its definition (`configs/twins/shop-nodes.yaml`),
+    /// and the tainted control-plane node takes nothing.
+    #[tokio::test]
+    async fn a_live_clusters_nodes_are_read_with_include_nodes() {
+        let recorded = Arc::new(Recorded::default());
+        let port = serve(recorded.clone()).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = kubeconfig(dir.path(), port, TOKEN);
+        let text =
+            std::fs::read_to_string(repo().join("configs/twins/shop-nodes.yaml")).expect("demo");
+        let mut spec: Value = serde_yaml_ng::from_str(&text).expect("YAML");
+        let topology = spec["topology"].as_object_mut().expect("a topology");
+        topology.remove("paths");
+        topology.remove("nodes");
+        topology.insert("source".into(), "kubernetes".into());
+        topology.insert("cluster".into(), "hanzo-test".into());
+        topology.insert("include_nodes".into(), true.into());
+        let live = dir.path().join("shop-nodes-live.yaml");
+        std::fs::write(&live, serde_yaml_ng::to_string(&spec).expect("YAML")).expect("write");
+
+        let (code, stdout, stderr) =
+            tokio::task::spawn_blocking(move || simulate(&live, Some(&config)))
+                .await
+                .expect("ran");
+        assert!(matches!(code, Some(0) | Some(3)), "{stdout}{stderr}");
+        let from_cluster: Value = serde_json::from_str(&stdout).expect("JSON");
+        let mut asked = recorded.seen();
+        asked.sort();
+        let mut wanted = every_list();
+        wanted.push(NODES.0.to_string());
+        wanted.sort();
+        assert_eq!(asked, wanted);
+        let nodes: Vec<&str> = from_cluster["report"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["name"].as_str())
+            .collect();
+        assert_eq!(nodes, ["node-0", "node-1", "node-2"]);
+        assert!(
+            from_cluster["findings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f["object"] == "Node control-plane"),
+            "{}",
+            from_cluster["findings"]
+        );
+
+        runs_as_from_files(&from_cluster, "configs/twins/shop-nodes.yaml").await;
+    }
+
     #[tokio::test]
     async fn kube_rs_reads_the_shop_from_an_api_server_and_the_twin_matches_the_manifests() {
         let recorded = Arc::new(Recorded::default());
@@ -194,15 +264,7 @@ mod live {
         assert_eq!(asked, every_list());
 
         // The same shop from its manifests runs the same, request for request.
-        let (_, stdout, stderr) = tokio::task::spawn_blocking(|| {
-            simulate(&repo().join("configs/twins/shop-infra.yaml"), None)
-        })
-        .await
-        .expect("ran");
-        let from_files: Value =
-            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
-        assert_eq!(from_cluster["report"], from_files["report"]);
-        assert_eq!(from_cluster["verdicts"], from_files["verdicts"]);
+        runs_as_from_files(&from_cluster, "configs/twins/shop-infra.yaml").await;
 
         // A token the server refuses, and a context the kubeconfig lacks.
         let stale = dir.path().join("stale");

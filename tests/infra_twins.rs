@@ -392,3 +392,100 @@ async fn a_what_if_fork_runs_its_topology_patch_and_its_parent_does_not() {
         assert_eq!(status, 404, "the refused fork is gone");
     }
 }
+
+/// Two traced requests: the gateway calls the API, whose first request
+/// calls the cache (by its Service's name) and whose second does not, as
+/// the OpenTelemetry Collector's file exporter writes them.
+fn two_traced_requests() -> String {
+    let resource = |service: &str, spans: Value| {
+        json!({
+            "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": service } }] },
+            "scopeSpans": [{ "scope": { "name": "manual" }, "spans": spans }]
+        })
+    };
+    let span = |trace: &str, id: &str, parent: &str, from_us: u64, to_us: u64| {
+        json!({
+            "traceId": trace, "spanId": id, "parentSpanId": parent, "name": "GET /", "kind": 2,
+            "startTimeUnixNano": (from_us * 1000).to_string(), "endTimeUnixNano": (to_us * 1000).to_string(),
+            "status": {}
+        })
+    };
+    let (a, b) = (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "5bf92f3577b34da6a3ce929d0e0e4737",
+    );
+    json!({ "resourceSpans": [
+        resource("gateway", json!([span(a, "a1", "", 0, 9_000), span(b, "b1", "", 0, 7_000)])),
+        resource("api", json!([span(a, "a2", "a1", 1_000, 8_000), span(b, "b2", "b1", 1_000, 6_000)])),
+        resource("redis", json!([span(a, "a3", "a2", 2_000, 3_000)])),
+    ]})
+    .to_string()
+}
+
+/// The shop on three nodes with a failover manager, its API's calls read
+/// from traces: a node stopped by chaos takes the PostgreSQL primary with
+/// it, and the replica takes over; a node the twin lacks is refused.
+#[tokio::test]
+async fn a_twin_on_nodes_fails_over_when_chaos_stops_a_node_and_takes_its_calls_from_traces() {
+    let node = TestNode::start().await;
+    let mut d = shop_infra_definition("shop-nodes");
+    d["topology"]["nodes"] =
+        json!([{ "name": "node", "count": 3, "cpu": "3500m", "memory": "16Gi" }]);
+    d["topology"]["services"]["postgres"]["failover"] =
+        json!({ "standby": "postgres-replica", "detect_s": 10, "promote_s": 3 });
+    d["topology"]["services"]["api"]["calls"] = json!([]);
+    d["topology"]["traces"] = json!({ "spans": two_traced_requests() });
+    d["failure_injection"] = json!({});
+    d["assertions"] = json!(["postgres failover completes within 30s"]);
+    let id = create_running(&node, d).await;
+    node.step(&id, 60).await;
+    let before = infra(&node, &id).await;
+    let nodes = before["report"]["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{before}");
+    // Half the traced API requests called the cache.
+    let (api, cache) = (service(&before, "api"), service(&before, "cache"));
+    let share = cache["arrivals"].as_f64().unwrap_or(0.0) / api["arrivals"].as_f64().unwrap_or(1.0);
+    assert!((share - 0.5).abs() < 0.05, "{share}: {before}");
+    assert_eq!(
+        service(&before, "postgres")["arrivals"],
+        0,
+        "no traced call reaches it"
+    );
+
+    // node-0 holds the primary (the scheduler spreads, then fills the least
+    // allocated); stopping it promotes the replica 13 s later.
+    let (status, body) = node
+        .post(
+            &format!("/v1/infra/twins/{id}/inject"),
+            json!({ "scenario": "node-stop", "target": "node/node-0", "duration": "10m" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    node.step(&id, 60).await;
+    let after = infra(&node, &id).await;
+    let stopped = &after["report"]["nodes"][0];
+    assert_eq!(
+        (&stopped["name"], &stopped["ready"]),
+        (&json!("node-0"), &json!(false))
+    );
+    let pg = service(&after, "postgres");
+    assert_eq!(
+        (&pg["failovers"], &pg["serving"]),
+        (&json!(1), &json!("postgres-replica")),
+        "{after}"
+    );
+    let v = verdict(&after, "postgres failover completes within 30s");
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["evidence"]["recovery_s"], 13.0, "{v}");
+
+    let (status, body) = node
+        .post(
+            &format!("/v1/infra/twins/{id}/inject"),
+            json!({ "scenario": "node-stop", "target": "node/node-7" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "target", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("node-0, node-1, node-2"), "{message}");
+}

@@ -15,12 +15,13 @@ use hanzo_twin_engines::infra::spec::{TopologySnapshot, TopologySource};
 /// Kubernetes client.
 pub trait LiveTopology: Send + Sync + 'static {
     /// The objects of `namespaces` (all, when empty) in the cluster of
-    /// kubeconfig context `cluster` (or the one inferred), with where and
-    /// when they were read.
+    /// kubeconfig context `cluster` (or the one inferred), and its Nodes
+    /// with `include_nodes`, with where and when they were read.
     fn snapshot(
         &self,
         cluster: Option<String>,
         namespaces: Vec<String>,
+        include_nodes: bool,
     ) -> BoxFuture<'static, Result<TopologySnapshot, String>>;
 }
 
@@ -34,6 +35,7 @@ async fn read(
     reader: Option<&dyn LiveTopology>,
     cluster: Option<String>,
     namespaces: Vec<String>,
+    include_nodes: bool,
 ) -> Result<TopologySnapshot, TwinError> {
     let reader = reader.ok_or_else(|| TwinError::invalid("topology.source", NO_CLIENT))?;
     let field = if cluster.is_some() {
@@ -42,7 +44,7 @@ async fn read(
         "topology"
     };
     reader
-        .snapshot(cluster, namespaces)
+        .snapshot(cluster, namespaces, include_nodes)
         .await
         .map_err(|e| TwinError::invalid(field, e))
 }
@@ -58,11 +60,12 @@ pub async fn on_create(
         && infra.topology.source == TopologySource::Kubernetes
         && infra.topology.snapshot.is_none()
     {
-        let (cluster, namespaces) = (
+        let (cluster, namespaces, nodes) = (
             infra.topology.cluster.clone(),
             infra.topology.options.namespaces.clone(),
+            infra.topology.options.include_nodes,
         );
-        infra.topology.snapshot = Some(read(reader, cluster, namespaces).await?);
+        infra.topology.snapshot = Some(read(reader, cluster, namespaces, nodes).await?);
     }
     Ok(definition)
 }
@@ -94,7 +97,8 @@ pub async fn on_update(
         .flatten()
         .filter_map(|n| n.as_str().map(str::to_string))
         .collect();
-    let snapshot = read(reader, cluster, namespaces).await?;
+    let nodes = topology["include_nodes"].as_bool().unwrap_or(false);
+    let snapshot = read(reader, cluster, namespaces, nodes).await?;
     let snapshot = serde_json::to_value(snapshot)
         .map_err(|e| TwinError::Storage(format!("cannot write the topology snapshot: {e}")))?;
     if let Some(t) = patch.get_mut("topology").and_then(|t| t.as_object_mut()) {

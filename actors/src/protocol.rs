@@ -397,14 +397,16 @@ pub struct ChaosRequest {
     /// settings the fields below override; or the name of a new one.
     #[schema(example = "pod-kill")]
     pub scenario: String,
-    /// `deployment/<name>`, `statefulset/<name>` or `service/<name>`.
+    /// `deployment/<name>`, `statefulset/<name>`, `service/<name>`, or
+    /// `node/<name>` for stop_node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "deployment/api")]
     pub target: Option<String>,
-    /// kill_pod, block_traffic, stress_cpu, fill_disk, delay or
-    /// packet_loss; absent: the definition's scenario's, or the one its
-    /// name says (`pod-kill`, `network-partition`, `cpu-stress`,
-    /// `disk-full`, `network-delay`, `packet-loss`).
+    /// kill_pod, block_traffic, stress_cpu, fill_disk, delay,
+    /// packet_loss or stop_node; absent: the definition's scenario's, or
+    /// the one its name says (`pod-kill`, `network-partition`,
+    /// `cpu-stress`, `disk-full`, `network-delay`, `packet-loss`,
+    /// `node-stop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
     /// How long it lasts (`30s`, `5m`); absent: to the end of the run (a

@@ -253,7 +253,24 @@ impl SceneLoader {
         let infra_error = |e: hanzo_twin_engines::infra::InfraError| {
             TwinError::from(hanzo_twin_engines::infrastructure::infra_error(e))
         };
+        if let Some(traces) = spec.topology.traces.as_mut() {
+            for (i, path) in traces.paths.iter_mut().enumerate() {
+                let field = format!("topology.traces.paths[{i}]");
+                *path = self
+                    .node_path(path, &field, "traces")?
+                    .display()
+                    .to_string();
+            }
+        }
         let manifests = spec.manifests(&self.scenes_root).map_err(infra_error)?;
+        // Traces become the services' behaviour here, once: the twin's
+        // source carries the call graph they showed, not the spans.
+        let traces = spec.trace_files(&self.scenes_root).map_err(infra_error)?;
+        let mut objects =
+            hanzo_twin_engines::infra::kubernetes::Objects::from_manifests(&manifests)
+                .map_err(infra_error)?;
+        spec.fold_traces(&mut objects, &traces)
+            .map_err(infra_error)?;
         let traffic = spec.traffic().map_err(infra_error)?;
         let source = TwinSource {
             spec,

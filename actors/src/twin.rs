@@ -512,7 +512,7 @@ impl TwinState {
                         return Err(TwinError::invalid(
                             "action",
                             format!(
-                                "the twin declares no scenario `{}` and its name says no action: give action (kill_pod, block_traffic, stress_cpu, fill_disk, delay or packet_loss)",
+                                "the twin declares no scenario `{}` and its name says no action: give action (kill_pod, block_traffic, stress_cpu, fill_disk, delay, packet_loss or stop_node)",
                                 request.scenario
                             ),
                         ));

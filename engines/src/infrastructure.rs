@@ -23,7 +23,7 @@ const MAX_STEP_HZ: u32 = 1000;
 /// States are the live requests, queues and histograms: generous, bounded.
 const MAX_STATE_BYTES: usize = 256 << 20;
 /// Bumped when the encoded simulator changes shape.
-const STATE_FORMAT: u32 = 2;
+const STATE_FORMAT: u32 = 3;
 
 pub struct InfrastructureEngine;
 

@@ -4,23 +4,28 @@
 //! `$KUBECONFIG`, `~/.kube/config`, or the pod's service account), and in
 //! each listed namespace the Deployments, StatefulSets, Services,
 //! HorizontalPodAutoscalers, ResourceQuotas, NetworkPolicies and
-//! PodDisruptionBudgets, as the API server gives them. They become the same
-//! objects manifests give (`hanzo_twin_infra::kubernetes::Objects`).
+//! PodDisruptionBudgets, as the API server gives them, and the cluster's
+//! Nodes with `include_nodes`. They become the same objects manifests give
+//! (`hanzo_twin_infra::kubernetes::Objects`).
 
 use anyhow::Context;
 use hanzo_twin_infra::kubernetes::Objects;
 use hanzo_twin_infra::spec::TopologySnapshot;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{Node, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::config::KubeConfigOptions;
 
 /// Reads the topology's objects from the cluster.
-pub async fn read(cluster: Option<&str>, namespaces: &[String]) -> anyhow::Result<Objects> {
-    read_from(cluster, namespaces)
+pub async fn read(
+    cluster: Option<&str>,
+    namespaces: &[String],
+    include_nodes: bool,
+) -> anyhow::Result<Objects> {
+    read_from(cluster, namespaces, include_nodes)
         .await
         .map(|(objects, _)| objects)
 }
@@ -34,9 +39,10 @@ impl hanzo_twin_actors::live_topology::LiveTopology for KubeTopology {
         &self,
         cluster: Option<String>,
         namespaces: Vec<String>,
+        include_nodes: bool,
     ) -> hanzo_twin_actors::store::BoxFuture<'static, Result<TopologySnapshot, String>> {
         Box::pin(async move {
-            let (objects, server) = read_from(cluster.as_deref(), &namespaces)
+            let (objects, server) = read_from(cluster.as_deref(), &namespaces, include_nodes)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             Ok(TopologySnapshot {
@@ -52,6 +58,7 @@ impl hanzo_twin_actors::live_topology::LiveTopology for KubeTopology {
 async fn read_from(
     cluster: Option<&str>,
     namespaces: &[String],
+    include_nodes: bool,
 ) -> anyhow::Result<(Objects, String)> {
     let config = match cluster {
         Some(context) => kube::Config::from_kubeconfig(&KubeConfigOptions {
@@ -84,7 +91,36 @@ async fn read_from(
         list::<NetworkPolicy>(&client, ns, &server, &mut objects).await?;
         list::<PodDisruptionBudget>(&client, ns, &server, &mut objects).await?;
     }
+    if include_nodes {
+        let nodes = Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .with_context(|| format!("topology: listing Nodes at {server}"))?;
+        for (i, node) in nodes.items.into_iter().enumerate() {
+            push(&mut objects, &server, "all nodes", i, node)?;
+        }
+    }
     Ok((objects, server))
+}
+
+/// Adds a listed object, with the kind and apiVersion the API server's list
+/// items leave out (k8s-openapi's types write theirs, and ours reads it).
+fn push<K: k8s_openapi::Resource + serde::Serialize>(
+    objects: &mut Objects,
+    server: &str,
+    where_: &str,
+    i: usize,
+    item: K,
+) -> anyhow::Result<()> {
+    let kind = K::KIND;
+    let mut value = serde_json::to_value(&item).context("a listed object")?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("kind".into(), kind.into());
+        map.insert("apiVersion".into(), K::API_VERSION.into());
+    }
+    objects
+        .push(&format!("{server} {kind} list ({where_}) item {i}"), value)
+        .map_err(anyhow::Error::from)
 }
 
 async fn list<K>(
@@ -113,19 +149,7 @@ where
         .await
         .with_context(|| format!("topology: listing {kind}s in {where_} at {server}"))?;
     for (i, item) in list.items.into_iter().enumerate() {
-        let mut value = serde_json::to_value(&item).context("a listed object")?;
-        // The API server's list items carry no kind; k8s-openapi's types
-        // write theirs, and ours reads it.
-        if let Some(map) = value.as_object_mut() {
-            map.insert("kind".into(), kind.into());
-            map.insert(
-                "apiVersion".into(),
-                <K as k8s_openapi::Resource>::API_VERSION.into(),
-            );
-        }
-        objects
-            .push(&format!("{server} {kind} list ({where_}) item {i}"), value)
-            .map_err(anyhow::Error::from)?;
+        push(objects, server, &where_, i, item)?;
     }
     Ok(())
 }

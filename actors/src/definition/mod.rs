@@ -96,7 +96,8 @@ impl TwinType {
 pub struct InfrastructureSpec {
     /// Where the services come from (`manifests`: `paths` under the node's
     /// scene folder and/or inline `manifests`; `kubernetes`: a live
-    /// cluster), and what each does with a request.
+    /// cluster), the nodes they run on (`nodes`, `include_nodes`), and what
+    /// each does with a request (`services`, or `traces` that show it).
     #[schema(value_type = Object)]
     pub topology: hanzo_twin_engines::infra::spec::TopologySpec,
     /// The outside requests: `constant` or `steps` per entry service.

@@ -7,7 +7,9 @@
 //! <service> responds within <duration> [<when>]         every answer OK, none slower
 //! <service> p99 latency below <duration> [<when>]
 //! <service> error rate below <percent>% [<when>]
-//! <service> failover completes within <duration> [<when>]
+//! <service> failover completes within <duration> [<when>]  each time nothing ran behind its
+//!                                                        names, back (a standby promoted, or
+//!                                                        itself) within the limit
 //! <service> recovers within <duration> [<when>]         time from the fault to the last failure
 //! no data loss [<when>]                                  no request to a service that writes fails,
 //!                                                        and no caller gives one up
@@ -30,6 +32,7 @@ pub enum Check {
     P99Below { service: String, limit_s: f64 },
     ErrorRateBelow { service: String, percent: f64 },
     RecoversWithin { service: String, limit_s: f64 },
+    FailoverWithin { service: String, limit_s: f64 },
     NoDataLoss,
     NoRequestsLost,
 }
@@ -128,15 +131,20 @@ pub fn parse(text: &str) -> Result<Assertion, String> {
             service: service.to_string(),
             limit_s: need_duration(rest.first())?,
         },
-        [service, "failover", "completes", "within", rest @ ..]
-        | [service, "recovers", "within", rest @ ..]
-            if rest.len() == 1 =>
-        {
-            Check::RecoversWithin {
-                service: service.to_string(),
-                limit_s: need_duration(rest.first())?,
-            }
-        }
+        [
+            service,
+            "failover",
+            "completes" | "finishes",
+            "within",
+            rest @ ..,
+        ] if rest.len() == 1 => Check::FailoverWithin {
+            service: service.to_string(),
+            limit_s: need_duration(rest.first())?,
+        },
+        [service, "recovers", "within", rest @ ..] if rest.len() == 1 => Check::RecoversWithin {
+            service: service.to_string(),
+            limit_s: need_duration(rest.first())?,
+        },
         [service, "p99", "latency", "below" | "under", rest @ ..]
         | [service, "p99", "below" | "under", rest @ ..]
             if rest.len() == 1 =>

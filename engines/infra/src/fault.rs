@@ -1,8 +1,9 @@
 //! What chaos injects, in Chaos Mesh's vocabulary: PodChaos `pod-kill`,
 //! NetworkChaos `partition`, `delay` and `loss`, StressChaos CPU, and a disk
-//! filled (the spec's `fill_disk`). A fault targets one service (its
-//! Deployment, StatefulSet or Service), starts at a point of the run and
-//! lasts `duration_s` (a kill is instant; its pods come back by themselves).
+//! filled (the spec's `fill_disk`), and a node stopped. A fault targets one
+//! service (its Deployment, StatefulSet or Service) or node (`node/x`),
+//! starts at a point of the run and lasts `duration_s` (a kill is instant;
+//! its pods come back by themselves).
 
 use crate::InfraError;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,11 @@ pub enum FaultAction {
     /// The target's disk is this full; above its `disk_limit_percent` its
     /// writes fail.
     FillDisk { percent: f64 },
+    /// The target node (`node/x`) stops, as a cloud VM stopped (Chaos
+    /// Mesh's AWSChaos `ec2-stop`, GCPChaos `node-stop`): its pods die at
+    /// once, and after the eviction timeout a Deployment's are replaced on
+    /// nodes with room; it starts again after `duration_s`.
+    StopNode,
 }
 
 impl Fault {
@@ -86,13 +92,14 @@ impl Fault {
                 percent(load_percent) && load_percent < 100.0
             }
             FaultAction::FillDisk { percent: p } => percent(p),
+            FaultAction::StopNode => self.target.starts_with("node/"),
         };
         if ok {
             Ok(())
         } else {
             Err(InfraError::invalid(
                 named("action"),
-                "kill_pod.count is at least 1; percentages are 0 to 100 (stress below 100); delays are 0 or more seconds",
+                "kill_pod.count is at least 1; percentages are 0 to 100 (stress below 100); delays are 0 or more seconds; stop_node targets node/<name>",
             ))
         }
     }

@@ -13,11 +13,12 @@
 
 use crate::InfraError;
 use crate::model::{
-    Autoscale, CallModel, Distribution, InfraModel, Memory, Quota, Readiness, ServiceModel,
+    Autoscale, CallModel, Distribution, Failover, InfraModel, Memory, NodeModel, Quota, Readiness,
+    ServiceModel,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PodTemplateSpec, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{Node, PodTemplateSpec, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -35,6 +36,52 @@ pub struct TopologyOptions {
     pub include_network_policies: bool,
     #[serde(default)]
     pub include_resource_quotas: bool,
+    /// Model the cluster's nodes (Node objects, read with `list` on nodes,
+    /// or `kubectl get nodes -o yaml` among the manifests): replicas are
+    /// scheduled onto them and wait when none has room.
+    #[serde(default)]
+    pub include_nodes: bool,
+    /// Nodes written in the definition (a pool each), beside or instead of
+    /// Node objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodePool>,
+    /// Seconds an unreachable node's pods wait before they are evicted and
+    /// replaced elsewhere (`tolerationSeconds`, 300 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_s: Option<f64>,
+}
+
+/// Nodes alike (a node pool): `count` of them, named `name-0`, `name-1`, …
+/// (one: `name`), each with this much allocatable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodePool {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Cores: `4`, `3500m`.
+    pub cpu: Quantity,
+    /// `16Gi`, `15500Mi`.
+    pub memory: Quantity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<u32>,
+}
+
+/// A Kubernetes quantity as YAML writes it: a number or a string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Quantity {
+    Number(f64),
+    Text(String),
+}
+
+impl Quantity {
+    fn text(&self) -> String {
+        match self {
+            Quantity::Number(n) => n.to_string(),
+            Quantity::Text(t) => t.clone(),
+        }
+    }
 }
 
 /// How faithfully something read is simulated.
@@ -81,6 +128,10 @@ pub struct Behaviour {
     /// `resources.limits.memory` unless given here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryUse>,
+    /// A standby to promote when it has no running replica (a database's
+    /// primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
 }
 
 /// A replica's memory use, MiB.
@@ -110,6 +161,7 @@ pub struct Objects {
     pub quotas: Vec<ResourceQuota>,
     pub network_policies: Vec<NetworkPolicy>,
     pub disruption_budgets: Vec<PodDisruptionBudget>,
+    pub nodes: Vec<Node>,
     /// Objects of kinds the twin does not simulate.
     pub findings: Vec<Finding>,
 }
@@ -187,6 +239,7 @@ impl Objects {
             ("policy/v1", "PodDisruptionBudget") => {
                 self.disruption_budgets.push(parse(source, value)?)
             }
+            ("v1", "Node") => self.nodes.push(parse(source, value)?),
             ("", _) | (_, "") => {
                 return Err(InfraError::invalid(
                     source,
@@ -232,6 +285,7 @@ impl Objects {
         documents(&self.quotas, &mut out)?;
         documents(&self.network_policies, &mut out)?;
         documents(&self.disruption_budgets, &mut out)?;
+        documents(&self.nodes, &mut out)?;
         Ok(out.join("---\n"))
     }
 
@@ -264,6 +318,7 @@ impl Objects {
         upsert(&mut self.quotas, other.quotas);
         upsert(&mut self.network_policies, other.network_policies);
         upsert(&mut self.disruption_budgets, other.disruption_budgets);
+        upsert(&mut self.nodes, other.nodes);
         self.findings.extend(other.findings);
     }
 }
@@ -305,8 +360,9 @@ struct Workload {
     labels: BTreeMap<String, String>,
     cpu_request: Option<f64>,
     cpu_limit: Option<f64>,
-    /// Its containers' memory limits, summed (MiB).
+    /// Its containers' memory limits and requests, summed (MiB).
     memory_limit_mib: Option<f64>,
+    memory_request_mib: Option<f64>,
     /// The first container's readiness probe.
     readiness: Option<Readiness>,
 }
@@ -324,6 +380,7 @@ impl Workload {
         let mut cpu_request = None;
         let mut cpu_limit = None;
         let mut memory_limit_mib = None;
+        let mut memory_request_mib = None;
         let mut readiness = None;
         for c in template.spec.iter().flat_map(|s| &s.containers) {
             if readiness.is_none()
@@ -344,40 +401,49 @@ impl Workload {
             let Some(resources) = &c.resources else {
                 continue;
             };
-            if let Some(q) = resources.limits.as_ref().and_then(|m| m.get("memory")) {
-                let mib = memory_mib(&q.0).ok_or_else(|| {
-                    InfraError::invalid(
-                        &object,
-                        format!("container {}: `{}` is not a memory quantity", c.name, q.0),
-                    )
-                })?;
-                *memory_limit_mib.get_or_insert(0.0) += mib;
-            }
-            let read = |map: &Option<
+            // A container's quantity of `key`, read by `parse`.
+            let amount = |map: &Option<
                 BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-            >|
+            >,
+                          key: &str,
+                          parse: fn(&str) -> Option<f64>|
              -> Result<Option<f64>, InfraError> {
                 map.as_ref()
-                    .and_then(|m| m.get("cpu"))
+                    .and_then(|m| m.get(key))
                     .map(|q| {
-                        cpu_cores(&q.0).ok_or_else(|| {
+                        parse(&q.0).ok_or_else(|| {
                             InfraError::invalid(
                                 &object,
-                                format!("container {}: `{}` is not a CPU quantity", c.name, q.0),
+                                format!(
+                                    "container {}: `{}` is not a {} quantity",
+                                    c.name,
+                                    q.0,
+                                    if key == "cpu" { "CPU" } else { key }
+                                ),
                             )
                         })
                     })
                     .transpose()
             };
-            if let Some(r) = read(&resources.requests)? {
-                *cpu_request.get_or_insert(0.0) += r;
+            let memory = |map| amount(map, "memory", memory_mib);
+            let read = |map| amount(map, "cpu", cpu_cores);
+            let limit = memory(&resources.limits)?;
+            if let Some(mib) = limit {
+                *memory_limit_mib.get_or_insert(0.0) += mib;
             }
-            if let Some(l) = read(&resources.limits)? {
+            // Kubernetes defaults a container's request to its limit.
+            if let Some(mib) = memory(&resources.requests)?.or(limit) {
+                *memory_request_mib.get_or_insert(0.0) += mib;
+            }
+            let limit = read(&resources.limits)?;
+            if let Some(l) = limit {
                 *cpu_limit.get_or_insert(0.0) += l;
             }
+            // Kubernetes defaults a container's request to its limit.
+            if let Some(r) = read(&resources.requests)?.or(limit) {
+                *cpu_request.get_or_insert(0.0) += r;
+            }
         }
-        // Kubernetes defaults a request to its limit.
-        let cpu_request = cpu_request.or(cpu_limit);
         Ok(Workload {
             kind,
             namespace,
@@ -391,6 +457,7 @@ impl Workload {
             cpu_request,
             cpu_limit,
             memory_limit_mib,
+            memory_request_mib,
             readiness,
         })
     }
@@ -595,6 +662,9 @@ pub fn model(
             queue_limit: b.queue_limit,
             cpu_limit: w.cpu_limit,
             cpu_request: w.cpu_request,
+            memory_request_mib: w.memory_request_mib,
+            stateful: w.kind == "StatefulSet",
+            failover: b.failover.clone(),
             calls: b.calls.clone(),
             ..ServiceModel::new(&w.name, service_time)
         };
@@ -693,13 +763,130 @@ pub fn model(
             message: "limits voluntary evictions (node drains), which the twin does not simulate; chaos pod kills ignore it, as Chaos Mesh's do".into(),
         });
     }
+    let nodes = nodes(objects, options, &mut findings)?;
     let model = InfraModel {
         services,
         network_latency: Distribution::Constant { s: 0.0005 },
         quotas,
+        nodes,
+        eviction_s: options.eviction_s.unwrap_or(300.0),
     };
     model.check()?;
     Ok((model, findings))
+}
+
+/// The nodes replicas are scheduled onto: the definition's pools, then
+/// the Node objects read (with `include_nodes`), schedulable ones only.
+fn nodes(
+    objects: &Objects,
+    options: &TopologyOptions,
+    findings: &mut Vec<Finding>,
+) -> Result<Vec<NodeModel>, InfraError> {
+    let mut nodes = Vec::new();
+    for (i, pool) in options.nodes.iter().enumerate() {
+        let field = |f: &str| format!("topology.nodes[{i}].{f}");
+        let cpu = cpu_cores(&pool.cpu.text())
+            .filter(|c| *c > 0.0)
+            .ok_or_else(|| {
+                InfraError::invalid(
+                    field("cpu"),
+                    format!(
+                        "`{}` is not a CPU quantity such as 4 or 3500m",
+                        pool.cpu.text()
+                    ),
+                )
+            })?;
+        let memory_mib = memory_mib(&pool.memory.text())
+            .filter(|m| *m > 0.0)
+            .ok_or_else(|| {
+                InfraError::invalid(
+                    field("memory"),
+                    format!(
+                        "`{}` is not a memory quantity such as 16Gi",
+                        pool.memory.text()
+                    ),
+                )
+            })?;
+        let count = pool.count.unwrap_or(1);
+        if count == 0 || pool.pods == Some(0) {
+            return Err(InfraError::invalid(
+                field(if count == 0 { "count" } else { "pods" }),
+                "must be at least 1",
+            ));
+        }
+        for n in 0..count {
+            nodes.push(NodeModel {
+                name: match pool.count {
+                    Some(_) => format!("{}-{n}", pool.name),
+                    None => pool.name.clone(),
+                },
+                cpu,
+                memory_mib,
+                pods: pool.pods.unwrap_or(110),
+            });
+        }
+    }
+    for node in &objects.nodes {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let object = format!("Node {name}");
+        if !options.include_nodes {
+            findings.push(Finding {
+                object,
+                support: Support::NotSimulated,
+                message: "nodes are modelled with topology.include_nodes: true".into(),
+            });
+            continue;
+        }
+        let spec = node.spec.clone().unwrap_or_default();
+        let skip = if spec.unschedulable == Some(true) {
+            Some("cordoned (unschedulable): no replica is placed on it".to_string())
+        } else {
+            spec.taints
+                .iter()
+                .flatten()
+                .find(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+                .map(|t| format!("tainted {}:{}; the twin reads no tolerations, so no replica is placed on it", t.key, t.effect))
+        };
+        if let Some(message) = skip {
+            findings.push(Finding {
+                object,
+                support: Support::Approximated,
+                message,
+            });
+            continue;
+        }
+        let status = node.status.clone().unwrap_or_default();
+        let amount = |key: &str| {
+            status
+                .allocatable
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .or_else(|| status.capacity.as_ref().and_then(|c| c.get(key)))
+                .map(|q| q.0.clone())
+        };
+        let (Some(cpu), Some(memory)) = (
+            amount("cpu").and_then(|c| cpu_cores(&c)),
+            amount("memory").and_then(|m| memory_mib(&m)),
+        ) else {
+            return Err(InfraError::invalid(
+                &object,
+                "has no status.allocatable (or capacity) cpu and memory: export nodes with kubectl get nodes -o yaml",
+            ));
+        };
+        nodes.push(NodeModel {
+            name,
+            cpu,
+            memory_mib: memory,
+            pods: amount("pods").and_then(|p| p.parse().ok()).unwrap_or(110),
+        });
+    }
+    if options.include_nodes && nodes.is_empty() {
+        return Err(InfraError::invalid(
+            "topology.include_nodes",
+            "no schedulable Node among the objects read and no topology.nodes",
+        ));
+    }
+    Ok(nodes)
 }
 
 fn autoscalers(

@@ -7,10 +7,13 @@
 //! * [`sim::InfraSim`]: the simulator, an event queue in simulated time,
 //!   seeded, so a seed gives the same run; requests queue per replica, hold a
 //!   worker while they call downstream, time out, retry, and fail through
-//!   their callers; replicas die and come back;
+//!   their callers; replicas die and come back, are scheduled onto nodes
+//!   and evicted from stopped ones, and a primary's standby takes over;
 //! * [`fault`]: what chaos injects (Chaos Mesh's vocabulary): pod kill,
 //!   network partition, delay, packet loss, CPU stress;
 //! * [`report::Report`]: what a run measured, per service and end to end;
+//! * [`traces`]: call graphs and service times read from exported traces
+//!   (OTLP/JSON, Jaeger);
 //! * [`whatif`]: what-if variants, a topology with a patch, and
 //!   [`compare`]: runs on the same traffic side by side, as a table and a
 //!   plot.
@@ -26,6 +29,7 @@ pub mod model;
 pub mod report;
 pub mod sim;
 pub mod spec;
+pub mod traces;
 pub mod whatif;
 
 pub use assertion::{Assertion, Verdict};

@@ -153,6 +153,51 @@ pub struct ServiceModel {
     /// is OOM-killed.
     #[serde(default)]
     pub memory: Option<Memory>,
+    /// Memory one replica asks for (its containers' `requests.memory`):
+    /// what the scheduler needs free on a node.
+    #[serde(default)]
+    pub memory_request_mib: Option<f64>,
+    /// A StatefulSet's: a pod on a node that stopped answering is not
+    /// replaced elsewhere until the node is back (its identity may run
+    /// once only), where a Deployment's is.
+    #[serde(default)]
+    pub stateful: bool,
+    /// A standby promoted when this service has no running replica (a
+    /// database's primary and its streaming replica).
+    #[serde(default)]
+    pub failover: Option<Failover>,
+}
+
+/// What a failover manager (Patroni, CloudNativePG, Stolon) does for a
+/// primary: once it has had no running replica for `detect_s` (Patroni's
+/// leader lock `ttl`), the standby is promoted, which takes `promote_s`;
+/// then every name of the primary (its Services, `postgres-rw`) leads to
+/// the standby. The old primary, when it comes back, rejoins as a replica:
+/// nothing fails back by itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failover {
+    pub standby: String,
+    #[serde(default = "thirty_s")]
+    pub detect_s: f64,
+    #[serde(default = "five_s")]
+    pub promote_s: f64,
+}
+
+/// A cluster node, as the scheduler sees it: what it can allocate to pods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeModel {
+    pub name: String,
+    /// Allocatable cores, MiB and pods.
+    pub cpu: f64,
+    pub memory_mib: f64,
+    #[serde(default = "max_pods")]
+    pub pods: u32,
+}
+
+fn max_pods() -> u32 {
+    110
 }
 
 fn ten_s() -> f64 {
@@ -169,6 +214,12 @@ fn five() -> u32 {
 }
 fn thirty_s() -> f64 {
     30.0
+}
+fn five_s() -> f64 {
+    5.0
+}
+fn eviction_s() -> f64 {
+    300.0
 }
 
 /// Kubernetes' readiness probe (a container's `readinessProbe`): every
@@ -279,6 +330,9 @@ impl ServiceModel {
             calls: Vec::new(),
             readiness: None,
             memory: None,
+            memory_request_mib: None,
+            stateful: false,
+            failover: None,
         }
     }
 }
@@ -372,6 +426,17 @@ pub struct InfraModel {
     /// ResourceQuotas, which cap autoscaling.
     #[serde(default)]
     pub quotas: Vec<Quota>,
+    /// The cluster's nodes: replicas are scheduled onto them by their
+    /// requests, and wait (Pending) when none has room. None: capacity is
+    /// not modelled.
+    #[serde(default)]
+    pub nodes: Vec<NodeModel>,
+    /// Seconds after a node stops answering (and the node controller's
+    /// 40 s grace) before its pods are evicted and replaced elsewhere: the
+    /// `tolerationSeconds` of `node.kubernetes.io/unreachable`, 300 by
+    /// default.
+    #[serde(default = "eviction_s")]
+    pub eviction_s: f64,
 }
 
 impl InfraModel {
@@ -471,12 +536,83 @@ impl InfraModel {
                     "needs base_mib, per_request_mib and limit_mib in MiB, 0 or more, with limit_mib above base_mib",
                 ));
             }
+            if let Some(m) = s.memory_request_mib
+                && !(m.is_finite() && m >= 0.0)
+            {
+                return Err(InfraError::invalid(
+                    field("memory_request_mib"),
+                    "must be 0 or more MiB",
+                ));
+            }
+            if let Some(f) = &s.failover {
+                match self.index(&f.standby) {
+                    None => {
+                        return Err(InfraError::invalid(
+                            field("failover.standby"),
+                            format!("there is no service `{}`", f.standby),
+                        ));
+                    }
+                    Some(j) if j == i => {
+                        return Err(InfraError::invalid(
+                            field("failover.standby"),
+                            "a service cannot be its own standby",
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                if ![f.detect_s, f.promote_s]
+                    .iter()
+                    .all(|v| v.is_finite() && *v >= 0.0)
+                {
+                    return Err(InfraError::invalid(
+                        field("failover"),
+                        "detect_s and promote_s are 0 or more seconds",
+                    ));
+                }
+            }
+            if let Some(n) = self.nodes.first()
+                && !self.nodes.iter().any(|n| self.fits_empty(s, n))
+            {
+                return Err(InfraError::invalid(
+                    field("cpu_request"),
+                    format!(
+                        "a replica of {} asks for {} cores and {} MiB, more than any node can allocate (node {}: {} cores, {} MiB)",
+                        s.name,
+                        s.cpu_request.unwrap_or(0.0),
+                        s.memory_request_mib.unwrap_or(0.0),
+                        n.name,
+                        n.cpu,
+                        n.memory_mib
+                    ),
+                ));
+            }
             if !(0.0..=100.0).contains(&s.disk_limit_percent) {
                 return Err(InfraError::invalid(
                     field("disk_limit_percent"),
                     "a percentage between 0 and 100",
                 ));
             }
+        }
+        let mut node_names = std::collections::HashSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let field = |f: &str| format!("nodes[{i}].{f}");
+            if n.name.is_empty() || !node_names.insert(n.name.as_str()) {
+                return Err(InfraError::invalid(
+                    field("name"),
+                    format!("`{}` is empty or not unique", n.name),
+                ));
+            }
+            if !(n.cpu.is_finite() && n.cpu > 0.0 && n.memory_mib.is_finite() && n.memory_mib > 0.0)
+                || n.pods == 0
+            {
+                return Err(InfraError::invalid(
+                    field("cpu"),
+                    "a node needs positive cpu (cores), memory_mib and pods",
+                ));
+            }
+        }
+        if !(self.eviction_s.is_finite() && self.eviction_s >= 0.0) {
+            return Err(InfraError::invalid("eviction_s", "0 or more seconds"));
         }
         for (i, s) in self.services.iter().enumerate() {
             for (j, c) in s.calls.iter().enumerate() {
@@ -509,6 +645,18 @@ impl InfraModel {
             }
         }
         Ok(())
+    }
+
+    /// Whether one replica of `service` fits on `node` when it is empty.
+    fn fits_empty(&self, service: &ServiceModel, node: &NodeModel) -> bool {
+        service.cpu_request.unwrap_or(0.0) <= node.cpu + 1e-9
+            && service.memory_request_mib.unwrap_or(0.0) <= node.memory_mib + 1e-9
+    }
+
+    /// The node called `name` (`node/x` or `x`).
+    pub fn node(&self, name: &str) -> Option<usize> {
+        let name = name.strip_prefix("node/").unwrap_or(name);
+        self.nodes.iter().position(|n| n.name == name)
     }
 
     /// The service called `name`, or answering to it.

@@ -104,6 +104,32 @@ pub struct ServiceReport {
     /// Replicas killed for passing their memory limit.
     #[serde(default)]
     pub oom_kills: u64,
+    /// Replicas waiting for a node with room (Pending) at the end.
+    #[serde(default)]
+    pub pending: u32,
+    /// Its pods evicted from nodes that stopped answering.
+    #[serde(default)]
+    pub evictions: u64,
+    /// Times its standby was promoted in its place, and the service that
+    /// answers to its names at the end when that is another.
+    #[serde(default)]
+    pub failovers: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<String>,
+}
+
+/// A node at the end of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub name: String,
+    /// Answering (not stopped).
+    pub ready: bool,
+    /// Replicas placed on it, and what they request of its allocatable.
+    pub pods: u32,
+    pub cpu_requested: f64,
+    pub cpu: f64,
+    pub memory_requested_mib: f64,
+    pub memory_mib: f64,
 }
 
 /// Requests entering at one service, from their arrival to their answer.
@@ -137,6 +163,9 @@ pub struct Report {
     pub bucket_s: f64,
     pub services: Vec<ServiceReport>,
     pub entries: Vec<EntryReport>,
+    /// The cluster's nodes, when they are modelled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeReport>,
 }
 
 impl Report {

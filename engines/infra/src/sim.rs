@@ -25,32 +25,39 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
 mod autoscale;
+mod failover;
+mod nodes;
 mod probes;
 mod resilience;
+mod whatif;
+use whatif::routing;
 
-/// Each service's call targets, and which callers its network policies
-/// let in (none: all), by index.
-#[allow(clippy::type_complexity)]
-fn routing(model: &InfraModel) -> (Vec<Vec<usize>>, Vec<Option<Vec<bool>>>) {
-    let index = |name: &str| model.index(name);
-    let call_targets = model
-        .services
-        .iter()
-        .map(|s| s.calls.iter().filter_map(|c| index(&c.to)).collect())
-        .collect();
-    let ingress = model
-        .services
-        .iter()
-        .map(|s| {
-            s.ingress_from.as_ref().map(|from| {
-                let allowed: Vec<usize> = from.iter().filter_map(|f| index(f)).collect();
-                (0..model.services.len())
-                    .map(|c| allowed.contains(&c))
-                    .collect()
-            })
-        })
-        .collect();
-    (call_targets, ingress)
+/// A fault's target must exist: a node for a node's stop, a service for
+/// the rest.
+fn check_target(model: &InfraModel, fault: &Fault, field: &str) -> Result<(), InfraError> {
+    if matches!(fault.action, FaultAction::StopNode) {
+        if model.node(&fault.target).is_none() {
+            let known: Vec<&str> = model.nodes.iter().map(|n| n.name.as_str()).collect();
+            return Err(InfraError::invalid(
+                field,
+                format!(
+                    "there is no node `{}` (nodes: {})",
+                    fault.target,
+                    if known.is_empty() {
+                        "none modelled; give topology.nodes or include_nodes".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    } else if model.index(fault.service()).is_none() {
+        return Err(InfraError::invalid(
+            field,
+            format!("there is no service `{}`", fault.service()),
+        ));
+    }
+    Ok(())
 }
 
 /// A request slot and the serial of the request in it (slots are reused;
@@ -101,6 +108,22 @@ enum Event {
     },
     /// The kubelet probes a service's replicas' readiness.
     Readiness {
+        service: usize,
+    },
+    /// A node stopped answering `eviction_s` (and the node controller's
+    /// grace) ago: its pods are evicted, unless it came back since (a new
+    /// `epoch`).
+    Evict {
+        node: usize,
+        epoch: u64,
+    },
+    /// The failover manager looks at a primary down since `since`.
+    FailoverCheck {
+        service: usize,
+        since: f64,
+    },
+    /// The primary's standby is promoted.
+    Promoted {
         service: usize,
     },
 }
@@ -178,6 +201,12 @@ struct Replica {
     probe_streak: u32,
     /// Crashes (OOM kills) in a row, for the restart back-off.
     crashes: u32,
+    /// The node it is placed on (none when nodes are not modelled, or
+    /// while it is pending).
+    node: Option<usize>,
+    /// No node had room for it: it waits for one, since `pending_since`.
+    pending: bool,
+    pending_since: f64,
 }
 
 /// What faults do to a service now.
@@ -221,6 +250,10 @@ struct ServiceStats {
     /// OOM-killed.
     unready_events: u64,
     oom_kills: u64,
+    /// Pods evicted from a node that stopped answering; standbys promoted
+    /// in its place.
+    evictions: u64,
+    failovers: u64,
 }
 
 /// A caller's circuit breaker on one of its calls.
@@ -287,6 +320,25 @@ pub struct InfraSim {
     breakers: Vec<Vec<Breaker>>,
     /// Topology patches applied while running (a what-if fork's), in order.
     patches: Vec<crate::TopologyPatch>,
+    /// Per node: whether it answers, and how many times it stopped.
+    node_up: Vec<bool>,
+    node_epoch: Vec<u64>,
+    /// Per service, the service that answers to its names now: itself,
+    /// or the standby promoted in its place.
+    routes: Vec<usize>,
+    /// Per service (as its names lead): since when nothing runs behind
+    /// it, and every such outage.
+    down_since: Vec<Option<f64>>,
+    outages: Vec<Vec<Outage>>,
+}
+
+/// A time when nothing ran behind a service's names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Outage {
+    from: f64,
+    to: Option<f64>,
+    /// Ended by a standby's promotion (not by the service coming back).
+    promoted: bool,
 }
 
 impl InfraSim {
@@ -303,12 +355,7 @@ impl InfraSim {
         let index = |name: &str| model.index(name);
         for (i, f) in faults.iter().enumerate() {
             f.check(&format!("faults[{i}]"))?;
-            if index(f.service()).is_none() {
-                return Err(InfraError::invalid(
-                    format!("faults[{i}].target"),
-                    format!("there is no service `{}`", f.service()),
-                ));
-            }
+            check_target(&model, f, &format!("faults[{i}].target"))?;
         }
         let (call_targets, ingress) = routing(&model);
         let replicas = model
@@ -342,6 +389,8 @@ impl InfraSim {
                 short_circuited: 0,
                 unready_events: 0,
                 oom_kills: 0,
+                evictions: 0,
+                failovers: 0,
             })
             .collect();
         let entries = traffic
@@ -383,7 +432,19 @@ impl InfraSim {
             probes: Vec::new(),
             bucket_s: 1.0,
             patches: Vec::new(),
+            node_up: Vec::new(),
+            node_epoch: Vec::new(),
+            routes: Vec::new(),
+            down_since: Vec::new(),
+            outages: Vec::new(),
         };
+        let services = sim.model.services.len();
+        sim.node_up = vec![true; sim.model.nodes.len()];
+        sim.node_epoch = vec![0; sim.model.nodes.len()];
+        sim.routes = (0..services).collect();
+        sim.down_since = vec![None; services];
+        sim.outages = vec![Vec::new(); services];
+        sim.place_initial();
         for entry in 0..sim.entries.len() {
             sim.schedule_external(entry, 0.0);
         }
@@ -418,12 +479,7 @@ impl InfraSim {
     pub fn inject(&mut self, fault: Fault) -> Result<(), InfraError> {
         let n = self.faults.len();
         fault.check(&format!("faults[{n}]"))?;
-        if self.index(fault.service()).is_none() {
-            return Err(InfraError::invalid(
-                format!("faults[{n}].target"),
-                format!("there is no service `{}`", fault.service()),
-            ));
-        }
+        check_target(&self.model, &fault, &format!("faults[{n}].target"))?;
         let start = fault.at_s.max(self.now);
         if let Some(d) = fault.duration_s
             && !matches!(fault.action, FaultAction::KillPod { .. })
@@ -479,102 +535,6 @@ impl InfraSim {
         &self.patches
     }
 
-    /// Changes the running topology, as `kubectl apply` would: `objects`
-    /// (the twin's own) with every patch applied so far and `patch`, read
-    /// as `spec` reads its topology. It must keep the same services;
-    /// replica counts the patch changes scale now (new replicas ready
-    /// after their startup, within quota), everything else applies to the
-    /// next request. Nothing changes when it is refused.
-    pub fn patch(
-        &mut self,
-        spec: &crate::spec::InfraTwinSpec,
-        objects: &crate::kubernetes::Objects,
-        patch: crate::TopologyPatch,
-        field: &str,
-    ) -> Result<(), InfraError> {
-        let mut all = self.patches.clone();
-        all.push(patch);
-        let mut patched = objects.clone();
-        for p in &all {
-            patched = p.patch_objects(&patched, field)?;
-        }
-        let (mut model, _) =
-            crate::kubernetes::model(&patched, &spec.topology.options, &spec.topology.services)?;
-        for p in &all {
-            p.apply(&mut model, field)?;
-        }
-        model.check()?;
-        self.reconfigure(model, field)?;
-        self.patches = all;
-        Ok(())
-    }
-
-    /// Runs on `model` from now: the same services, in the same order.
-    fn reconfigure(&mut self, model: InfraModel, field: &str) -> Result<(), InfraError> {
-        let names = |m: &InfraModel| {
-            m.services
-                .iter()
-                .map(|s| s.name.clone())
-                .collect::<Vec<_>>()
-        };
-        if names(&model) != names(&self.model) {
-            return Err(InfraError::invalid(
-                field,
-                format!(
-                    "a running twin's patch may change its services, not add or remove them (it would have {}; it has {})",
-                    names(&model).join(", "),
-                    names(&self.model).join(", ")
-                ),
-            ));
-        }
-        if model
-            .services
-            .iter()
-            .zip(&self.model.services)
-            .any(|(a, b)| a.calls != b.calls)
-        {
-            return Err(InfraError::invalid(
-                field,
-                "a running twin's patch may not change the calls services make",
-            ));
-        }
-        let old = std::mem::replace(&mut self.model, model);
-        (self.call_targets, self.ingress) = routing(&self.model);
-        for service in 0..self.model.services.len() {
-            let before = &old.services[service];
-            let now = self.model.services[service].clone();
-            if before.autoscale.is_none() && now.autoscale.is_some() {
-                self.schedule(self.now + AUTOSCALE_PERIOD_S, Event::Autoscale { service });
-            }
-            if let (None, Some(r)) = (before.readiness, now.readiness) {
-                self.schedule(self.now + r.period_s, Event::Readiness { service });
-            }
-            if before.replicas != now.replicas {
-                let wanted = now.replicas;
-                let current = self.replicas[service]
-                    .iter()
-                    .filter(|r| !r.terminated)
-                    .count() as u32;
-                if wanted > current {
-                    for _ in 0..self.quota_room(service, wanted - current) {
-                        self.add_replica(service);
-                    }
-                } else {
-                    for _ in wanted..current {
-                        self.remove_replica(service);
-                    }
-                }
-                let running = self.replicas[service]
-                    .iter()
-                    .filter(|r| !r.terminated)
-                    .count() as u32;
-                let stats = &mut self.services[service];
-                stats.peak_replicas = stats.peak_replicas.max(running);
-            }
-        }
-        Ok(())
-    }
-
     fn schedule(&mut self, time: f64, event: Event) {
         self.seq += 1;
         self.events.push(Scheduled {
@@ -614,7 +574,7 @@ impl InfraSim {
         match event {
             Event::External { entry } => {
                 self.schedule_external(entry, self.now);
-                let service = self.entries[entry].service;
+                let service = self.routes[self.entries[entry].service];
                 self.entries[entry].sent += 1;
                 let req = self.create(service, None, Some((entry, self.now)));
                 if self.conditions[service].blocked > 0 {
@@ -680,9 +640,10 @@ impl InfraSim {
                 generation,
             } => {
                 let r = &mut self.replicas[service][replica];
-                if r.generation == generation && !r.ready && !r.terminated {
+                if r.generation == generation && !r.ready && !r.terminated && !r.pending {
                     r.ready = true;
                     r.ready_since = self.now;
+                    self.availability(service);
                 }
             }
             Event::Autoscale { service } => {
@@ -695,6 +656,9 @@ impl InfraSim {
                     self.schedule(self.now + r.period_s, Event::Readiness { service });
                 }
             }
+            Event::Evict { node, epoch } => self.evict(node, epoch),
+            Event::FailoverCheck { service, since } => self.failover_check(service, since),
+            Event::Promoted { service } => self.promote(service),
         }
     }
 
@@ -809,7 +773,7 @@ impl InfraSim {
             self.give_up_call(req);
             return;
         }
-        let target = self.call_targets[service][call];
+        let target = self.routes[self.call_targets[service][call]];
         let timeout = self.model.services[service].calls[call].timeout_s;
         let child = self.create(target, Some(req), None);
         self.requests[req.0].waiting_on = Some(child.1);
@@ -880,7 +844,7 @@ impl InfraSim {
         let service = r.service;
         let index = r.plan[r.next];
         // Given up: a write the caller sent is lost.
-        let target = self.call_targets[service][index];
+        let target = self.routes[self.call_targets[service][index]];
         if self.model.services[target].writes > 0.0 && !self.probes.is_empty() {
             self.lost_write();
         }
@@ -981,6 +945,12 @@ impl InfraSim {
 
     fn fault_starts(&mut self, index: usize) {
         let fault = self.faults[index].clone();
+        if let FaultAction::StopNode = fault.action {
+            if let Some(node) = self.model.node(&fault.target) {
+                self.stop_node(node);
+            }
+            return;
+        }
         let Some(service) = self.index(fault.service()) else {
             return;
         };
@@ -1010,11 +980,18 @@ impl InfraSim {
                 c.cpu_stress = (c.cpu_stress + load_percent / 100.0).min(0.99)
             }
             FaultAction::FillDisk { percent } => c.disk_percent = c.disk_percent.max(percent),
+            FaultAction::StopNode => {}
         }
     }
 
     fn fault_ends(&mut self, index: usize) {
         let fault = self.faults[index].clone();
+        if let FaultAction::StopNode = fault.action {
+            if let Some(node) = self.model.node(&fault.target) {
+                self.restart_node(node);
+            }
+            return;
+        }
         let Some(service) = self.index(fault.service()) else {
             return;
         };
@@ -1034,25 +1011,38 @@ impl InfraSim {
                 c.cpu_stress = (c.cpu_stress - load_percent / 100.0).max(0.0)
             }
             FaultAction::FillDisk { .. } => c.disk_percent = 0.0,
+            FaultAction::StopNode => {}
         }
     }
 
-    /// The replica dies: what it held fails, and its replacement is ready
-    /// after the service's startup time.
+    /// The pod is deleted (a pod kill): what it held fails, and its
+    /// replacement is scheduled anew (onto the room it left, or another
+    /// node's), ready after the service's startup time.
     fn kill(&mut self, service: usize, replica: usize) {
-        self.kill_after(service, replica, 0.0);
+        self.stop(service, replica);
+        self.release(service, replica);
+        self.launch(service, replica);
+        self.schedule_pending();
     }
 
-    /// As [`InfraSim::kill`], its restart `delay` seconds later (a crash's
-    /// back-off).
+    /// Its container dies and restarts in place `delay` seconds later (a
+    /// crash's back-off), ready after the service's startup time.
     fn kill_after(&mut self, service: usize, replica: usize, delay: f64) {
+        self.stop(service, replica);
+        self.ready_after_startup(service, replica, delay);
+    }
+
+    /// The replica stops: what it held fails, and work scheduled on it is
+    /// void (a new generation).
+    fn stop(&mut self, service: usize, replica: usize) {
         let rep = &mut self.replicas[service][replica];
-        self.services[service].replica_seconds += self.now - rep.ready_since;
+        if rep.ready {
+            self.services[service].replica_seconds += self.now - rep.ready_since;
+        }
         let old = rep.generation;
         rep.generation += 1;
         rep.ready = false;
         rep.busy = 0;
-        let generation = rep.generation;
         rep.queue.clear();
         let victims: Vec<Handle> = self
             .requests
@@ -1066,15 +1056,7 @@ impl InfraSim {
         let rep = &mut self.replicas[service][replica];
         rep.unready = false;
         rep.probe_streak = 0;
-        let startup = self.model.services[service].startup_s;
-        self.schedule(
-            self.now + delay + startup,
-            Event::ReplicaReady {
-                service,
-                replica,
-                generation,
-            },
-        );
+        self.availability(service);
     }
 
     /// What the run has measured so far.
@@ -1120,6 +1102,14 @@ impl InfraSim {
                     short_circuited: s.short_circuited,
                     unready_events: s.unready_events,
                     oom_kills: s.oom_kills,
+                    pending: self.replicas[i]
+                        .iter()
+                        .filter(|r| r.pending && !r.terminated)
+                        .count() as u32,
+                    evictions: s.evictions,
+                    failovers: s.failovers,
+                    serving: (self.routes[i] != i)
+                        .then(|| self.model.services[self.routes[i]].name.clone()),
                 }
             })
             .collect();
@@ -1141,6 +1131,7 @@ impl InfraSim {
             bucket_s: self.bucket_s,
             services,
             entries,
+            nodes: self.node_reports(),
         }
     }
 }

@@ -95,6 +95,25 @@ pub struct TopologySpec {
     pub options: TopologyOptions,
     #[serde(default)]
     pub services: BTreeMap<String, Behaviour>,
+    /// Exported traces the call graph and service times are read from,
+    /// for the services `services` does not describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<TracesSpec>,
+}
+
+/// Where a topology's traces are: OTLP/JSON (the OpenTelemetry Collector's
+/// file exporter, one request a line) or Jaeger's JSON.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesSpec {
+    /// Files, relative to the definition's file (on a node: under its
+    /// scene folder).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// The exported spans written in the definition itself: what an API
+    /// client sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans: Option<String>,
 }
 
 /// A live cluster's objects, read once.
@@ -172,6 +191,7 @@ pub fn action_named(name: &str) -> Option<&'static str> {
         "disk-full" | "fill-disk" => "fill_disk",
         "network-delay" | "delay" => "delay",
         "network-loss" | "packet-loss" | "loss" => "packet_loss",
+        "node-stop" | "node-failure" | "node-down" => "stop_node",
         _ => return None,
     })
 }
@@ -197,6 +217,7 @@ impl Scenario {
             "fill_disk" => FaultAction::FillDisk {
                 percent: percent("percent", self.percent)?,
             },
+            "stop_node" => FaultAction::StopNode,
             "packet_loss" => FaultAction::Loss {
                 percent: percent("percent", self.percent)?,
             },
@@ -210,7 +231,7 @@ impl Scenario {
                 return Err(InfraError::invalid(
                     field("action"),
                     format!(
-                        "`{other}` is not kill_pod, block_traffic, stress_cpu, fill_disk, delay or packet_loss"
+                        "`{other}` is not kill_pod, block_traffic, stress_cpu, fill_disk, delay, packet_loss or stop_node"
                     ),
                 ));
             }
@@ -233,7 +254,8 @@ impl Scenario {
 pub struct Scenario {
     pub name: String,
     pub target: String,
-    /// kill_pod, block_traffic, stress_cpu, fill_disk, delay or packet_loss.
+    /// kill_pod, block_traffic, stress_cpu, fill_disk, delay, packet_loss
+    /// or stop_node (its target `node/<name>`).
     pub action: String,
     /// When in the run it starts (`5m`); absent: after the one before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -537,8 +559,102 @@ impl InfraTwinSpec {
         seed: Option<u64>,
         edit: impl FnOnce(&mut crate::InfraModel) -> Result<(), InfraError>,
     ) -> Result<Prepared, InfraError> {
-        let objects = crate::kubernetes::Objects::from_manifests(&self.manifests(base)?)?;
-        self.prepare_objects(&objects, traffic, seed, edit)
+        let mut objects = crate::kubernetes::Objects::from_manifests(&self.manifests(base)?)?;
+        let mut spec = self.clone();
+        spec.fold_traces(&mut objects, &self.trace_files(base)?)?;
+        spec.prepare_objects(&objects, traffic, seed, edit)
+    }
+
+    /// The trace files its topology names, relative to `base`, and the
+    /// spans written in it: `(where from, JSON text)`.
+    pub fn trace_files(&self, base: &std::path::Path) -> Result<Vec<(String, String)>, InfraError> {
+        let Some(traces) = &self.topology.traces else {
+            return Ok(Vec::new());
+        };
+        if traces.paths.is_empty() && traces.spans.is_none() {
+            return Err(InfraError::invalid(
+                "topology.traces",
+                "name trace files in paths (OTLP JSON or Jaeger JSON), or write the spans in spans",
+            ));
+        }
+        let mut files = Vec::new();
+        if let Some(text) = &traces.spans {
+            files.push(("topology.traces.spans".to_string(), text.clone()));
+        }
+        for (i, p) in traces.paths.iter().enumerate() {
+            let path = base.join(p);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                InfraError::invalid(
+                    format!("topology.traces.paths[{i}]"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            files.push((format!("topology.traces.paths[{i}]"), text));
+        }
+        Ok(files)
+    }
+
+    /// Folds what `traces` show into `topology.services`, as if the
+    /// definition had written it: each traced service of the topology (by
+    /// workload or Service name) takes its traced calls when the
+    /// definition gives none, and its traced service time when it gives
+    /// none. What the traces name that the topology lacks, and what traces
+    /// cannot tell, go to `objects`' findings. The definition keeps no
+    /// `traces` after (they are its services now).
+    pub fn fold_traces(
+        &mut self,
+        objects: &mut crate::kubernetes::Objects,
+        traces: &[(String, String)],
+    ) -> Result<(), InfraError> {
+        use crate::kubernetes::{Finding, Support};
+        if traces.is_empty() {
+            return Ok(());
+        }
+        let mut spans = Vec::new();
+        for (field, text) in traces {
+            let set = crate::traces::read_spans(field, text)?;
+            spans.extend(set.spans);
+            objects.findings.extend(set.findings);
+        }
+        let graph = crate::traces::call_graph(&spans);
+        objects.findings.extend(graph.findings);
+        // The topology's services and their names, as the model reads them.
+        let (topology, _) =
+            crate::kubernetes::model(objects, &self.topology.options, &BTreeMap::new())?;
+        let not_there = |name: &str| {
+            Finding {
+            object: format!("Traced service {name}"),
+            support: Support::NotSimulated,
+            message: "is not a Deployment, StatefulSet or Service of the topology: its traced behaviour, and calls to it, are left out".into(),
+        }
+        };
+        for (name, observed) in &graph.services {
+            let Some(index) = topology.index(name) else {
+                objects.findings.push(not_there(name));
+                continue;
+            };
+            let key = self
+                .topology
+                .services
+                .keys()
+                .find(|k| topology.index(k) == Some(index))
+                .cloned()
+                .unwrap_or_else(|| topology.services[index].name.clone());
+            let behaviour = self.topology.services.entry(key).or_default();
+            if behaviour.calls.is_empty() {
+                behaviour.calls = observed
+                    .calls
+                    .iter()
+                    .filter(|c| topology.index(&c.to).is_some())
+                    .cloned()
+                    .collect();
+            }
+            if behaviour.service_time.is_none() {
+                behaviour.service_time = Some(observed.service_time);
+            }
+        }
+        self.topology.traces = None;
+        Ok(())
     }
 
     /// As [`InfraTwinSpec::prepare`], on objects read elsewhere (a live

@@ -59,7 +59,7 @@ fn the_specs_sentences_read_as_checks() {
     assert_eq!(
         (a.check, a.when),
         (
-            Check::RecoversWithin {
+            Check::FailoverWithin {
                 service: "postgres".into(),
                 limit_s: 30.0
             },

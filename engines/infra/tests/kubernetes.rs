@@ -72,6 +72,7 @@ fn options(policies: bool, quotas: bool) -> TopologyOptions {
         namespaces: vec!["shop".into()],
         include_network_policies: policies,
         include_resource_quotas: quotas,
+        ..TopologyOptions::default()
     }
 }
 

@@ -15,6 +15,8 @@ fn single_queue(workers: u32, service_time: Distribution, rps: f64) -> (InfraMod
         }],
         network_latency: Distribution::Constant { s: 0.0 },
         quotas: Vec::new(),
+        nodes: Vec::new(),
+        eviction_s: 300.0,
     };
     let traffic = TrafficModel {
         entries: vec![EntryTraffic {

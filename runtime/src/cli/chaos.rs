@@ -19,11 +19,12 @@ pub(super) enum ChaosCommand {
         /// network-delay, packet-loss, or a scenario of the definition.
         #[arg(long)]
         scenario: String,
-        /// deployment/<name>, statefulset/<name> or service/<name>.
+        /// deployment/<name>, statefulset/<name>, service/<name>, or
+        /// node/<name> (stop_node).
         #[arg(long)]
         target: Option<String>,
-        /// kill_pod, block_traffic, stress_cpu, fill_disk, delay or
-        /// packet_loss.
+        /// kill_pod, block_traffic, stress_cpu, fill_disk, delay,
+        /// packet_loss or stop_node.
         #[arg(long)]
         action: Option<String>,
         /// How long it lasts (30s, 5m); a kill is instant.

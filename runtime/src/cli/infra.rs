@@ -260,7 +260,7 @@ async fn setup(run: &RunArgs) -> anyhow::Result<Setup> {
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
     let (from, to) = (rfc3339("from", &run.from)?, rfc3339("to", &run.to)?);
-    let objects = match spec.topology.source {
+    let mut objects = match spec.topology.source {
         TopologySource::Manifests => Objects::from_manifests(
             &spec
                 .manifests(&base)
@@ -269,6 +269,11 @@ async fn setup(run: &RunArgs) -> anyhow::Result<Setup> {
         .with_context(|| format!("{}: topology", run.definition.display()))?,
         TopologySource::Kubernetes => live_cluster(&spec).await?,
     };
+    let traces = spec
+        .trace_files(&base)
+        .with_context(|| format!("{}: topology.traces", run.definition.display()))?;
+    spec.fold_traces(&mut objects, &traces)
+        .with_context(|| format!("{}: topology.traces", run.definition.display()))?;
     if spec.traffic.source != TrafficSource::Timeseries {
         if from.is_some() || to.is_some() {
             anyhow::bail!(
@@ -315,6 +320,7 @@ async fn live_cluster(spec: &InfraTwinSpec) -> anyhow::Result<Objects> {
     crate::kube_topology::read(
         spec.topology.cluster.as_deref(),
         &spec.topology.options.namespaces,
+        spec.topology.options.include_nodes,
     )
     .await
 }
@@ -531,6 +537,39 @@ fn report_lines(v: &Value) -> Vec<String> {
             millis(&svc["latency"]["p50_s"]),
             millis(&svc["latency"]["p99_s"]),
             millis(&svc["mean_wait_s"]),
+        ));
+        // What only happens on nodes or with a failover manager.
+        let mut notes = Vec::new();
+        for (key, what) in [
+            ("pending", "pending"),
+            ("evictions", "evicted"),
+            ("failovers", "failed over"),
+        ] {
+            if svc[key].as_u64().is_some_and(|n| n > 0) {
+                notes.push(format!("{} {what}", s(&svc[key])));
+            }
+        }
+        if let Some(serving) = svc["serving"].as_str() {
+            notes.push(format!("its names lead to {serving}"));
+        }
+        if !notes.is_empty() {
+            lines.push(format!("{:<18} {}", "", notes.join(", ")));
+        }
+    }
+    for n in report["nodes"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "node {:<13} {:<9} {:>3} pods, {:.2}/{} cores, {:.0}/{:.0} MiB requested",
+            s(&n["name"]),
+            if n["ready"] == Value::Bool(true) {
+                "ready"
+            } else {
+                "NotReady"
+            },
+            s(&n["pods"]),
+            n["cpu_requested"].as_f64().unwrap_or(0.0),
+            s(&n["cpu"]),
+            n["memory_requested_mib"].as_f64().unwrap_or(0.0),
+            n["memory_mib"].as_f64().unwrap_or(0.0),
         ));
     }
     for e in report["entries"].as_array().into_iter().flatten() {

@@ -88,9 +88,9 @@ impl InfraSim {
         room
     }
 
-    /// A new replica, ready after the service's startup time.
+    /// A new replica: scheduled onto a node (or pending), ready after the
+    /// service's startup time.
     pub(super) fn add_replica(&mut self, service: usize) {
-        let startup = self.model.services[service].startup_s;
         let free = self.replicas[service]
             .iter()
             .position(|r| r.terminated && r.busy == 0 && r.queue.is_empty());
@@ -107,22 +107,20 @@ impl InfraSim {
         r.terminated = false;
         r.ready = false;
         r.generation += 1;
-        let generation = r.generation;
-        self.schedule(
-            self.now + startup,
-            Event::ReplicaReady {
-                service,
-                replica: slot,
-                generation,
-            },
-        );
+        self.launch(service, slot);
     }
 
-    /// Scales one replica away (the newest first, as Kubernetes prefers to
-    /// remove the youngest pods): it takes nothing new and finishes what it
-    /// holds.
+    /// Scales one replica away (a pending one first, then the newest, as
+    /// Kubernetes prefers to remove pods not yet running, then the
+    /// youngest): it takes nothing new and finishes what it holds; its
+    /// room on its node is free at once.
     pub(super) fn remove_replica(&mut self, service: usize) {
-        let Some(i) = self.replicas[service].iter().rposition(|r| !r.terminated) else {
+        let live = |r: &Replica| !r.terminated;
+        let Some(i) = self.replicas[service]
+            .iter()
+            .rposition(|r| live(r) && r.pending)
+            .or_else(|| self.replicas[service].iter().rposition(live))
+        else {
             return;
         };
         let r = &mut self.replicas[service][i];
@@ -131,5 +129,9 @@ impl InfraSim {
         }
         r.ready = false;
         r.terminated = true;
+        r.pending = false;
+        self.release(service, i);
+        self.availability(service);
+        self.schedule_pending();
     }
 }

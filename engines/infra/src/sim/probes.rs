@@ -16,7 +16,8 @@ impl InfraSim {
             Check::RespondsWithin { service, .. }
             | Check::P99Below { service, .. }
             | Check::ErrorRateBelow { service, .. }
-            | Check::RecoversWithin { service, .. } => Some(
+            | Check::RecoversWithin { service, .. }
+            | Check::FailoverWithin { service, .. } => Some(
                 self.index(service)
                     .ok_or_else(|| refuse(format!("there is no service `{service}`")))?,
             ),
@@ -123,7 +124,9 @@ impl InfraSim {
             let counts = match p.assertion.check {
                 Check::NoDataLoss => present && writes,
                 Check::NoRequestsLost => outside,
-                _ => p.subject == Some(service) && (present || outside),
+                // A service named in an assertion is followed through a
+                // failover: its names lead to the standby then.
+                _ => p.subject.map(|s| self.routes[s]) == Some(service) && (present || outside),
             };
             if !counts {
                 continue;
@@ -196,7 +199,7 @@ impl InfraSim {
                             self.now, p.from
                         ),
                     ),
-                    _ if none && !matches!(p.assertion.check, Check::NoDataLoss | Check::RecoversWithin { .. }) => {
+                    _ if none && !matches!(p.assertion.check, Check::NoDataLoss | Check::RecoversWithin { .. } | Check::FailoverWithin { .. }) => {
                         (false, "no requests in the window to judge by".to_string())
                     }
                     Check::RespondsWithin { limit_s, .. } => (
@@ -229,6 +232,46 @@ impl InfraSim {
                         }
                         Some(_) => (false, "still failing at the end of the run".to_string()),
                     },
+                    Check::FailoverWithin { limit_s, .. } => {
+                        let role = p.subject.unwrap_or(0);
+                        let name = &self.model.services[role].name;
+                        let outages = self.outages_in(role, p.from, p.to);
+                        let worst = outages
+                            .iter()
+                            .max_by(|a, b| (a.1 - a.0).total_cmp(&(b.1 - b.0)));
+                        match worst {
+                            None => {
+                                evidence.recovery_s = Some(0.0);
+                                (true, format!("nothing was down behind {name}'s names in the window: no failover was needed"))
+                            }
+                            Some(&(from, to, open, promoted)) => {
+                                let took = to - from;
+                                evidence.recovery_s = Some(took);
+                                let n = outages.len();
+                                let times = if n == 1 { String::new() } else { format!(" (the longest of {n} outages)") };
+                                if open {
+                                    (
+                                        !ended && took <= *limit_s,
+                                        format!("{name} has had nothing running for {took:.1} s, since {from:.1} s{times} (limit {limit_s} s)"),
+                                    )
+                                } else if promoted {
+                                    let standby = self.model.services[role]
+                                        .failover
+                                        .as_ref()
+                                        .map_or("its standby", |f| f.standby.as_str());
+                                    (
+                                        took <= *limit_s,
+                                        format!("{standby} took over {took:.1} s after {name} lost its last running replica at {from:.1} s{times} (limit {limit_s} s)"),
+                                    )
+                                } else {
+                                    (
+                                        took <= *limit_s,
+                                        format!("{name} ran again {took:.1} s after it lost its last running replica at {from:.1} s, with no standby promoted{times} (limit {limit_s} s)"),
+                                    )
+                                }
+                            }
+                        }
+                    }
                     Check::NoDataLoss => (
                         p.failed == 0,
                         format!(

@@ -22,6 +22,9 @@ impl Replica {
             unready: false,
             probe_streak: 0,
             crashes: 0,
+            node: None,
+            pending: false,
+            pending_since: 0.0,
         }
     }
 }
