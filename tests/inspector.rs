@@ -97,20 +97,16 @@ async fn the_tree_shows_twins_under_the_host_and_their_restarts() {
                 .map(|r| r.status().as_u16())
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let t = tree(&node).await;
-        let twin = find(&t, "tree-arm").expect("twin").clone();
-        if twin["mailbox"].as_u64().is_some_and(|m| m >= 1) {
-            break;
-        }
-        assert!(
-            !stepping.is_finished() && Instant::now() < deadline,
-            "the step was never seen waiting: {twin}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(stepping.await.expect("join").expect("step"), 200);
+    let stepping = seen_in_flight(
+        &node,
+        stepping,
+        "the step waiting in the twin's mailbox",
+        |t| {
+            find(t, "tree-arm").is_some_and(|twin| twin["mailbox"].as_u64().is_some_and(|m| m >= 1))
+        },
+    )
+    .await;
+    assert_eq!(stepping, 200);
     assert_eq!(
         find(&tree(&node).await, "tree-arm").expect("twin")["mailbox"],
         0
@@ -132,6 +128,29 @@ async fn the_tree_shows_twins_under_the_host_and_their_restarts() {
     assert_eq!(batch["kind"], "gym");
     assert_eq!(batch["target"], "cartpole-v0 × 2");
     assert!(batch["uptime_s"].as_f64().is_some(), "{batch}");
+    assert_eq!(batch["mailbox"], 0, "{batch}");
+    // A large picture of it is drawn in the batch's actor: its mailbox
+    // counts the request until the answer.
+    let gym_id = gym["id"].as_str().unwrap_or("").to_string();
+    let rendering = {
+        let http = node.http.clone();
+        let url = node.url(&format!(
+            "/v1/gym/envs/{gym_id}/render?env=0&width=4096&height=4096"
+        ));
+        tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
+    };
+    let status = seen_in_flight(
+        &node,
+        rendering,
+        "the render in the gym batch's mailbox",
+        |t| find(t, &gym_id).is_some_and(|b| b["mailbox"].as_u64().is_some_and(|m| m >= 1)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        find(&tree(&node).await, &gym_id).expect("the batch")["mailbox"],
+        0
+    );
 
     // Crash the twin's actor: the supervisor restarts it under a new actor.
     let (status, _) = node
@@ -277,6 +296,7 @@ async fn the_inspector_page_shows_a_twin_fail_and_come_back_in_chromium() {
     assert!(text.contains("1 restart"), "{text}");
     assert!(text.contains("the steps chart moves"), "{text}");
     assert!(text.contains("its timeline:"), "{text}");
+    assert!(text.contains("graph view:"), "{text}");
 }
 
 fn playwright() -> Option<String> {
@@ -681,6 +701,56 @@ async fn the_tree_shows_the_render_pool_and_its_workers() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // A large frame: a worker holds it (its mailbox 1) until it is drawn.
+    let pool_of = |t: &Value| {
+        t["children"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["kind"] == "render_pool"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let drawing = {
+        let http = node.http.clone();
+        let url = node.url(&format!("/v1/twins/{belt}/render?width=4096&height=4096"));
+        tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
+    };
+    let status = seen_in_flight(&node, drawing, "a worker holding the frame", |t| {
+        pool_of(t)["children"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w["mailbox"] == 1))
+    })
+    .await;
+    assert_eq!(status, 200);
+    let pool = pool_of(&tree(&node).await);
+    assert_eq!(pool["mailbox"], 0, "{pool}");
+    assert!(
+        pool["children"]
+            .as_array()
+            .is_some_and(|w| w.iter().all(|w| w["mailbox"] == 0)),
+        "{pool}"
+    );
+}
+
+/// Polls the tree until `seen` holds while `request` (a spawned HTTP
+/// request) is in flight; its status once answered. Fails when the
+/// request ends before it is seen.
+async fn seen_in_flight(
+    node: &TestNode,
+    request: tokio::task::JoinHandle<reqwest::Result<u16>>,
+    what: &str,
+    seen: impl Fn(&Value) -> bool,
+) -> u16 {
+    loop {
+        if seen(&tree(node).await) {
+            break;
+        }
+        assert!(
+            !request.is_finished(),
+            "{what} was never seen: it was answered first"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    request.await.expect("join").expect("the request")
 }
 
 /// An infrastructure twin's page in Chromium: its services, faults and

@@ -889,7 +889,7 @@ impl TwinNode {
     /// timeout.
     pub async fn gym_open(&self, id: &str) -> Result<crate::gym::GymEnv, TwinError> {
         let (id, scope) = (id.to_string(), self.scope.clone());
-        let (actor, info) = self
+        let (actor, info, mailbox) = self
             .ask("gym environment", |reply| {
                 HostMsg::Gym(BatchMsg::Get { id, scope, reply })
             })
@@ -899,6 +899,7 @@ impl TwinNode {
             info,
             self.timeout,
             self.admission.clone(),
+            mailbox,
         ))
     }
 

@@ -120,6 +120,8 @@ pub struct GymEnv {
     timeout: std::time::Duration,
     /// The node's bound on requests in flight.
     admission: crate::protocol::Admission,
+    /// The batch's requests in flight, which the supervision tree shows.
+    mailbox: crate::inspector::Mailbox,
 }
 
 impl GymEnv {
@@ -128,12 +130,14 @@ impl GymEnv {
         info: GymEnvInfo,
         timeout: std::time::Duration,
         admission: crate::protocol::Admission,
+        mailbox: crate::inspector::Mailbox,
     ) -> GymEnv {
         GymEnv {
             admission,
             actor,
             info,
             timeout,
+            mailbox,
         }
     }
 
@@ -195,6 +199,7 @@ impl GymEnv {
         build: impl FnOnce(Reply<T>) -> GymMsg,
     ) -> Result<T, TwinError> {
         let _permit = self.admission.enter()?;
+        let _pending = self.mailbox.sent();
         crate::protocol::call_actor(
             &self.actor,
             &self.info.id,
@@ -472,7 +477,7 @@ pub enum BatchMsg {
     Get {
         id: String,
         scope: Scope,
-        reply: Reply<(ActorRef<GymMsg>, GymEnvInfo)>,
+        reply: Reply<(ActorRef<GymMsg>, GymEnvInfo, crate::inspector::Mailbox)>,
     },
     Delete {
         id: String,
@@ -488,6 +493,8 @@ struct Batch {
     actor: ActorRef<GymMsg>,
     info: GymEnvInfo,
     messages: crate::inspector::MessageCount,
+    /// Requests its callers sent and have no answer to yet.
+    mailbox: crate::inspector::Mailbox,
 }
 
 /// The environment batches a host runs, and what new ones are set up with.
@@ -559,7 +566,8 @@ impl GymEnvs {
             BatchMsg::List { scope, reply } => drop(reply.send(Ok(self.list(&scope)))),
             BatchMsg::Get { id, scope, reply } => {
                 let batch = self.get(&id, &scope);
-                let _ = reply.send(batch.map(|b| (b.actor.clone(), b.info.clone())));
+                let _ =
+                    reply.send(batch.map(|b| (b.actor.clone(), b.info.clone(), b.mailbox.clone())));
             }
             BatchMsg::Delete { id, scope, reply } => {
                 let result = self.get(&id, &scope).map(|_| ());
@@ -582,6 +590,7 @@ impl GymEnvs {
                     actor,
                     info,
                     messages,
+                    mailbox: crate::inspector::Mailbox::default(),
                 };
                 self.batches.insert(id.clone(), batch);
                 self.event(tree, &id, "started", Some(task));
@@ -617,7 +626,10 @@ impl GymEnvs {
     /// The batches `scope` sees, as the supervision tree draws them.
     pub(crate) fn tree_nodes(&self, scope: &Scope) -> Vec<crate::inspector::ActorNode> {
         self.visible(scope)
-            .map(|b| b.info.tree_node(b.actor.get_id(), &b.messages))
+            .map(|b| crate::inspector::ActorNode {
+                mailbox: Some(b.mailbox.depth()),
+                ..b.info.tree_node(b.actor.get_id(), &b.messages)
+            })
             .collect()
     }
 

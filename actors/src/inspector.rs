@@ -36,7 +36,9 @@ pub struct ActorNode {
     pub organization: Option<String>,
     /// Requests sent to the actor and not answered yet: its mailbox and the
     /// one in hand (ractor does not expose a queue length, so the senders
-    /// count). `null` where the actor takes no routed requests.
+    /// count): a twin's and a gym batch's routed requests, the frames
+    /// waiting in the render pool, and the frame a render worker draws (0
+    /// or 1). `null` where the actor takes no routed requests.
     #[serde(default)]
     pub mailbox: Option<u64>,
     /// Size of the engine state the actor holds, in bytes, as of its latest

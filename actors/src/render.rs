@@ -204,12 +204,16 @@ pub struct RenderWorkers {
 struct Board {
     pool: Option<(ractor::ActorId, crate::inspector::MessageCount)>,
     workers: Vec<WorkerBoard>,
+    /// Frames waiting in the pool's queue.
+    queued: usize,
 }
 
 struct WorkerBoard {
     actor: ractor::ActorId,
     messages: crate::inspector::MessageCount,
     restarts: u32,
+    /// It holds a frame (drawing it).
+    drawing: bool,
 }
 
 impl RenderWorkers {
@@ -243,13 +247,17 @@ impl RenderWorkers {
             handling_mean_us: m.handling_mean_us(),
             ..ActorNode::default()
         };
+        // Their mailboxes: the frames waiting in the pool, and the one a
+        // worker draws (the pool hands each worker one at a time).
         let mut node = row("render".into(), "render_pool", pool, messages, 0);
+        node.mailbox = Some(board.queued as u64);
         node.children = board
             .workers
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                row(
+            .map(|(i, w)| ActorNode {
+                mailbox: Some(u64::from(w.drawing)),
+                ..row(
                     format!("render/worker:{i}"),
                     "render_worker",
                     &w.actor,
@@ -353,6 +361,7 @@ impl RenderPool {
                 actor: worker.get_id(),
                 messages,
                 restarts: 0,
+                drawing: false,
             };
             match board.workers.get_mut(index) {
                 Some(old) => {
@@ -369,8 +378,18 @@ impl RenderPool {
 }
 
 impl RenderPoolState {
-    /// Hands queued frames to idle workers.
+    /// Hands queued frames to idle workers, and shows the tree what waits.
     fn dispatch(&mut self) {
+        self.hand_out();
+        if let Ok(mut board) = self.board.lock() {
+            board.queued = self.queue.len();
+            for (slot, worker) in self.slots.iter().zip(board.workers.iter_mut()) {
+                worker.drawing = slot.current.is_some();
+            }
+        }
+    }
+
+    fn hand_out(&mut self) {
         for (index, slot) in self.slots.iter_mut().enumerate() {
             if slot.current.is_some() {
                 continue;
@@ -406,6 +425,7 @@ impl Actor for RenderPool {
             *board = Board {
                 pool: Some((myself.get_id(), messages.clone())),
                 workers: Vec::new(),
+                queued: 0,
             };
         }
         let workers = args.settings.workers.max(1);

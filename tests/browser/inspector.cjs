@@ -77,6 +77,25 @@ async function main() {
     console.log(`its timeline: ${timeline.join("; ")}`);
     await page.fill("#search", "");
     if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+    if (!peer) {
+      // The same tree as a node-link graph: the cluster at its root, a link
+      // per actor, the twin with its restart; a click shows its detail, and
+      // a node's circle folds its children away.
+      await page.click("#view");
+      const gnode = `#graph .gnode[data-kind="twin"][data-name="${twin}"]`;
+      await page.waitForSelector(`${gnode}[data-status="running"][data-restarts="1"]`, { timeout: 20000 });
+      const shape = await page.evaluate(() => ({ ...window.hanzoConsole.graph(), shown: window.hanzoConsole.shown() }));
+      if (shape.links !== shape.nodes - 1 || shape.nodes !== shape.shown + 1) {
+        throw new Error(`the graph is not the tree's rows: ${JSON.stringify(shape)}`);
+      }
+      await page.click(`${gnode} text`);
+      await page.waitForFunction((t) => document.querySelector("#detail h3")?.textContent === `twin ${t}`, twin, { timeout: 20000 });
+      if (screenshot) await page.screenshot({ path: screenshot.replace(/\.png$/, "-graph.png"), fullPage: true });
+      await page.click('#graph .gnode[data-kind="host"] circle');
+      await page.waitForSelector('#graph .gnode[data-kind="host"][data-folded="true"]', { timeout: 20000 });
+      if (await page.$(gnode)) throw new Error("folding the host left its twin in the graph");
+      console.log(`graph view: ${shape.nodes} nodes, ${shape.links} links; a click shows the twin; folding the host hides its twins`);
+    }
   } finally {
     await browser.close();
   }

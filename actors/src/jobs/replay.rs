@@ -165,7 +165,7 @@ impl ReplayRun {
                 .collect();
             plot_svg(
                 &format!(
-                    "{base_name}: recorded load replayed, {} h",
+                    "{base_name}: recorded load replayed, {:.1} h",
                     recorded.span_s / 3600.0
                 ),
                 &lines,

@@ -184,6 +184,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "text/css",
         include_bytes!("vendor/uplot/uPlot.min.css"),
     ),
+    (
+        "d3-hierarchy.min.js",
+        "text/javascript",
+        include_bytes!("vendor/d3-hierarchy/d3-hierarchy.min.js"),
+    ),
 ];
 
 /// One of the pages' libraries; they change only with the node's version.
