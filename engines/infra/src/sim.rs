@@ -28,37 +28,11 @@ mod autoscale;
 mod failover;
 mod nodes;
 mod probes;
+mod reporting;
 mod resilience;
 mod whatif;
+use nodes::check_target;
 use whatif::routing;
-
-/// A fault's target must exist: a node for a node's stop, a service for
-/// the rest.
-fn check_target(model: &InfraModel, fault: &Fault, field: &str) -> Result<(), InfraError> {
-    if matches!(fault.action, FaultAction::StopNode) {
-        if model.node(&fault.target).is_none() {
-            let known: Vec<&str> = model.nodes.iter().map(|n| n.name.as_str()).collect();
-            return Err(InfraError::invalid(
-                field,
-                format!(
-                    "there is no node `{}` (nodes: {})",
-                    fault.target,
-                    if known.is_empty() {
-                        "none modelled; give topology.nodes or include_nodes".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            ));
-        }
-    } else if model.index(fault.service()).is_none() {
-        return Err(InfraError::invalid(
-            field,
-            format!("there is no service `{}`", fault.service()),
-        ));
-    }
-    Ok(())
-}
 
 /// A request slot and the serial of the request in it (slots are reused;
 /// an event for a finished request finds another serial there).
@@ -1012,126 +986,6 @@ impl InfraSim {
             }
             FaultAction::FillDisk { .. } => c.disk_percent = 0.0,
             FaultAction::StopNode => {}
-        }
-    }
-
-    /// The pod is deleted (a pod kill): what it held fails, and its
-    /// replacement is scheduled anew (onto the room it left, or another
-    /// node's), ready after the service's startup time.
-    fn kill(&mut self, service: usize, replica: usize) {
-        self.stop(service, replica);
-        self.release(service, replica);
-        self.launch(service, replica);
-        self.schedule_pending();
-    }
-
-    /// Its container dies and restarts in place `delay` seconds later (a
-    /// crash's back-off), ready after the service's startup time.
-    fn kill_after(&mut self, service: usize, replica: usize, delay: f64) {
-        self.stop(service, replica);
-        self.ready_after_startup(service, replica, delay);
-    }
-
-    /// The replica stops: what it held fails, and work scheduled on it is
-    /// void (a new generation).
-    fn stop(&mut self, service: usize, replica: usize) {
-        let rep = &mut self.replicas[service][replica];
-        if rep.ready {
-            self.services[service].replica_seconds += self.now - rep.ready_since;
-        }
-        let old = rep.generation;
-        rep.generation += 1;
-        rep.ready = false;
-        rep.busy = 0;
-        rep.queue.clear();
-        let victims: Vec<Handle> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.service == service && r.replica == Some((replica, old)))
-            .map(|(k, r)| (k, r.serial))
-            .collect();
-        for v in victims {
-            self.fail(v);
-        }
-        let rep = &mut self.replicas[service][replica];
-        rep.unready = false;
-        rep.probe_streak = 0;
-        self.availability(service);
-    }
-
-    /// What the run has measured so far.
-    pub fn report(&self) -> Report {
-        let t = self.now.max(f64::MIN_POSITIVE);
-        let services = self
-            .model
-            .services
-            .iter()
-            .zip(&self.services)
-            .enumerate()
-            .map(|(i, (m, s))| {
-                let area = s.area + s.present as f64 * (self.now - s.since);
-                let ready: f64 = self.replicas[i]
-                    .iter()
-                    .filter(|r| r.ready)
-                    .map(|r| self.now - r.ready_since)
-                    .sum();
-                ServiceReport {
-                    name: m.name.clone(),
-                    arrivals: s.arrivals,
-                    ok: s.ok,
-                    latency: Latency::of(&s.latency),
-                    failed: s.failed,
-                    rejected: s.rejected,
-                    call_timeouts: s.call_timeouts,
-                    retries: s.retries,
-                    mean_wait_s: if s.waits > 0 {
-                        s.wait_sum / s.waits as f64
-                    } else {
-                        0.0
-                    },
-                    mean_time_in_system_s: if s.departures > 0 {
-                        s.sojourn_sum / s.departures as f64
-                    } else {
-                        0.0
-                    },
-                    mean_in_system: area / t,
-                    throughput_rps: s.departures as f64 / t,
-                    replica_seconds: s.replica_seconds + ready,
-                    replicas: self.replicas[i].iter().filter(|r| !r.terminated).count() as u32,
-                    peak_replicas: s.peak_replicas,
-                    short_circuited: s.short_circuited,
-                    unready_events: s.unready_events,
-                    oom_kills: s.oom_kills,
-                    pending: self.replicas[i]
-                        .iter()
-                        .filter(|r| r.pending && !r.terminated)
-                        .count() as u32,
-                    evictions: s.evictions,
-                    failovers: s.failovers,
-                    serving: (self.routes[i] != i)
-                        .then(|| self.model.services[self.routes[i]].name.clone()),
-                }
-            })
-            .collect();
-        let entries = self
-            .entries
-            .iter()
-            .map(|e| EntryReport {
-                service: self.model.services[e.service].name.clone(),
-                sent: e.sent,
-                ok: e.ok,
-                failed: e.failed,
-                latency: Latency::of(&e.latency),
-                timeline: e.timeline.clone(),
-            })
-            .collect();
-        Report {
-            time_s: self.now,
-            events: self.handled,
-            bucket_s: self.bucket_s,
-            services,
-            entries,
-            nodes: self.node_reports(),
         }
     }
 }

@@ -1,8 +1,9 @@
-//! Nodes inside the simulation: replicas scheduled onto nodes by their
-//! requests (kube-scheduler's filter and a simplified score), pods that
-//! wait (Pending) until a node has room, and nodes that stop: their pods
-//! die at once and, after the eviction timeout, a Deployment's are
-//! replaced on the nodes left while a StatefulSet's wait for their node.
+//! Pods and nodes inside the simulation: pods killed, crashed or stopped,
+//! replicas scheduled onto nodes by their requests (kube-scheduler's
+//! filter and a simplified score), pods that wait (Pending) until a node
+//! has room, and nodes that stop: their pods die at once and, after the
+//! eviction timeout, a Deployment's are replaced on the nodes left while a
+//! StatefulSet's wait for their node.
 
 use super::*;
 use crate::report::NodeReport;
@@ -11,7 +12,82 @@ use crate::report::NodeReport;
 /// silent before it is marked unreachable (and its eviction clock starts).
 const NODE_MONITOR_GRACE_S: f64 = 40.0;
 
+/// A fault's target must exist: a node for a node's stop, a service for
+/// the rest.
+pub(super) fn check_target(
+    model: &InfraModel,
+    fault: &Fault,
+    field: &str,
+) -> Result<(), InfraError> {
+    if matches!(fault.action, FaultAction::StopNode) {
+        if model.node(&fault.target).is_none() {
+            let known: Vec<&str> = model.nodes.iter().map(|n| n.name.as_str()).collect();
+            return Err(InfraError::invalid(
+                field,
+                format!(
+                    "there is no node `{}` (nodes: {})",
+                    fault.target,
+                    if known.is_empty() {
+                        "none modelled; give topology.nodes or include_nodes".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    } else if model.index(fault.service()).is_none() {
+        return Err(InfraError::invalid(
+            field,
+            format!("there is no service `{}`", fault.service()),
+        ));
+    }
+    Ok(())
+}
+
 impl InfraSim {
+    /// The pod is deleted (a pod kill): what it held fails, and its
+    /// replacement is scheduled anew (onto the room it left, or another
+    /// node's), ready after the service's startup time.
+    pub(super) fn kill(&mut self, service: usize, replica: usize) {
+        self.stop(service, replica);
+        self.replace_pod(service, replica);
+        self.schedule_pending();
+    }
+
+    /// Its container dies and restarts in place `delay` seconds later (a
+    /// crash's back-off), ready after the service's startup time.
+    pub(super) fn kill_after(&mut self, service: usize, replica: usize, delay: f64) {
+        self.stop(service, replica);
+        self.ready_after_startup(service, replica, delay);
+    }
+
+    /// The replica stops: what it held fails, and work scheduled on it is
+    /// void (a new generation).
+    pub(super) fn stop(&mut self, service: usize, replica: usize) {
+        let rep = &mut self.replicas[service][replica];
+        if rep.ready {
+            self.services[service].replica_seconds += self.now - rep.ready_since;
+        }
+        let old = rep.generation;
+        rep.generation += 1;
+        rep.ready = false;
+        rep.busy = 0;
+        rep.queue.clear();
+        let victims: Vec<Handle> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.service == service && r.replica == Some((replica, old)))
+            .map(|(k, r)| (k, r.serial))
+            .collect();
+        for v in victims {
+            self.fail(v);
+        }
+        let rep = &mut self.replicas[service][replica];
+        rep.unready = false;
+        rep.probe_streak = 0;
+        self.availability(service);
+    }
+
     /// What the replicas placed on `node` request of it: cores, MiB, pods.
     fn node_use(&self, node: usize) -> (f64, f64, u32) {
         let mut used = (0.0, 0.0, 0);
@@ -135,6 +211,21 @@ impl InfraSim {
         self.replicas[service][replica].node = None;
     }
 
+    /// The replica's pod is deleted and its controller makes another: on
+    /// nodes, it joins the pods waiting to be scheduled (placed by the
+    /// next [`InfraSim::schedule_pending`], longest waiting first, as
+    /// kube-scheduler takes them); without, it starts at once.
+    pub(super) fn replace_pod(&mut self, service: usize, replica: usize) {
+        self.release(service, replica);
+        if self.model.nodes.is_empty() {
+            self.launch(service, replica);
+            return;
+        }
+        let r = &mut self.replicas[service][replica];
+        r.pending = true;
+        r.pending_since = self.now;
+    }
+
     /// Pending replicas, longest waiting first, placed where there is
     /// room now (the scheduler retries them when the cluster changes).
     pub(super) fn schedule_pending(&mut self) {
@@ -222,9 +313,7 @@ impl InfraSim {
                 let r = &self.replicas[service][replica];
                 if r.node == Some(node) && !r.terminated {
                     self.services[service].evictions += 1;
-                    self.release(service, replica);
-                    self.replicas[service][replica].generation += 1;
-                    self.launch(service, replica);
+                    self.replace_pod(service, replica);
                 }
             }
         }
