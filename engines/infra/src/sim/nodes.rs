@@ -244,11 +244,12 @@ impl InfraSim {
             })
             .collect();
         waiting.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        // `launch` places it where there is room, or leaves it waiting (a
+        // waiting pod has nothing scheduled, so a new generation costs it
+        // nothing either way).
         for (_, service, replica) in waiting {
-            if self.pick_node(service).is_some() {
-                self.replicas[service][replica].generation += 1;
-                self.launch(service, replica);
-            }
+            self.replicas[service][replica].generation += 1;
+            self.launch(service, replica);
         }
     }
 
